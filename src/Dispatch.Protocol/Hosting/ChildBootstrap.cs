@@ -1,0 +1,49 @@
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Wire;
+using Serilog;
+using Serilog.Events;
+
+namespace Dispatch.Protocol.Hosting;
+
+/// <summary>
+/// The start of every child's Main. Stage 1 (<c>--stage1</c>, root) applies the jail and re-executes;
+/// stage 2 (<c>--jailed</c>) turns dumpable off again (execve resets it), says Hello on fd 3 and
+/// returns the channel to the master.
+/// </summary>
+public static class ChildBootstrap
+{
+    public const ushort ProtocolVersion = 1;
+
+    public static IpcChannel Start(ProcessRole role, string[] args)
+    {
+        if (args is ["--stage1"])
+        {
+            Jail.RunStage1(role); // Never returns: execs or exits.
+            Environment.Exit(70);
+        }
+
+        if (args is not ["--jailed"])
+        {
+            Console.Error.WriteLine($"{role} is started by the Dispatch master (Master --config FILE), not by hand.");
+            Environment.Exit(64);
+        }
+
+        Libc.Prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0);
+        var channel = IpcChannel.FromDescriptor(Spawner.ChannelFd, "master");
+        channel.Send(new Hello(role, Environment.ProcessId, ProtocolVersion));
+        return channel;
+    }
+
+    /// <summary>
+    /// A child's log: compact lines on stderr, which is a socket the master reads and re-logs with
+    /// the child's role and pid. The child opens no log file of its own.
+    /// </summary>
+    public static Serilog.Core.Logger CreateLogger(LogEventLevel level) =>
+        new LoggerConfiguration()
+            .MinimumLevel.Is(level)
+            .WriteTo.Console(
+                outputTemplate: "{Level:u3} {Message:lj}{NewLine}{Exception}",
+                standardErrorFromLevel: LogEventLevel.Verbose,
+                formatProvider: System.Globalization.CultureInfo.InvariantCulture)
+            .CreateLogger();
+}

@@ -1,0 +1,183 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Dispatch.Protocol.Interop;
+
+namespace Dispatch.Protocol.Hosting;
+
+/// <summary>
+/// The one way Dispatch starts a process: posix_spawn with exactly stdin/stdout on /dev/null, stderr
+/// on the given descriptor, the channel on fd 3, every other descriptor closed (closefrom 4, on top
+/// of CLOEXEC everywhere), a clean environment, default signal dispositions, an empty signal mask and
+/// a process group of its own. Not <c>Process.Start</c>: it leaks every non-CLOEXEC descriptor and
+/// cannot take numeric uids.
+/// </summary>
+public static unsafe class Spawner
+{
+    public const int ChannelFd = 3;
+    private static readonly Lazy<int> DevNull = new(() =>
+    {
+        var fd = Libc.Open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+            SysCallException.ThrowLast("open(/dev/null)");
+        return fd;
+    });
+
+    /// <summary>The environment every child gets, and nothing else.</summary>
+    public static string[] CleanEnvironment()
+    {
+        var dotnetRoot = RuntimePaths.DotnetRoot;
+        return
+        [
+            "DOTNET_EnableDiagnostics=0",
+            $"DOTNET_ROOT={dotnetRoot}",
+            "DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1",
+            "DOTNET_gcServer=0",
+            "LANG=C.UTF-8",
+            "PATH=/usr/bin:/bin",
+        ];
+    }
+
+    /// <summary>Starts <paramref name="path"/>; returns its pid. The caller keeps (and closes) its descriptors.</summary>
+    public static int Spawn(string path, string[] argv, string[] environment, int channelFd, int stderrFd)
+    {
+        if (channelFd <= ChannelFd || stderrFd <= ChannelFd)
+            throw new ArgumentException("descriptors to pass must be above 3");
+        var actions = NativeMemory.AllocZeroed(Libc.PosixSpawnFileActionsSize);
+        var attr = NativeMemory.AllocZeroed(Libc.PosixSpawnAttrSize);
+        var sigset = NativeMemory.AllocZeroed(256);
+        var strings = new List<nint>();
+        try
+        {
+            Check(Libc.PosixSpawnFileActionsInit(actions), "posix_spawn_file_actions_init");
+            Check(Libc.PosixSpawnFileActionsAddDup2(actions, DevNull.Value, 0), "adddup2(0)");
+            Check(Libc.PosixSpawnFileActionsAddDup2(actions, DevNull.Value, 1), "adddup2(1)");
+            Check(Libc.PosixSpawnFileActionsAddDup2(actions, stderrFd, 2), "adddup2(2)");
+            Check(Libc.PosixSpawnFileActionsAddDup2(actions, channelFd, ChannelFd), "adddup2(3)");
+            Check(Libc.PosixSpawnFileActionsAddCloseFrom(actions, ChannelFd + 1), "addclosefrom_np");
+            Check(Libc.PosixSpawnAttrInit(attr), "posix_spawnattr_init");
+            Libc.SigEmptySet(sigset);
+            Check(Libc.PosixSpawnAttrSetSigMask(attr, sigset), "setsigmask");
+            Libc.SigFillSet(sigset);
+            Check(Libc.PosixSpawnAttrSetSigDefault(attr, sigset), "setsigdefault");
+            Check(Libc.PosixSpawnAttrSetPGroup(attr, 0), "setpgroup");
+            Check(
+                Libc.PosixSpawnAttrSetFlags(attr, Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSIGDEF | Libc.POSIX_SPAWN_SETPGROUP),
+                "setflags");
+
+            var cPath = Utf8(path, strings);
+            var cArgv = NullTerminated(argv, strings);
+            var cEnv = NullTerminated(environment, strings);
+            int pid;
+            var rc = Libc.PosixSpawn(&pid, cPath, actions, attr, cArgv, cEnv);
+            if (rc != 0)
+                throw new SysCallException($"posix_spawn({path})", rc);
+            return pid;
+        }
+        finally
+        {
+            Libc.PosixSpawnFileActionsDestroy(actions);
+            Libc.PosixSpawnAttrDestroy(attr);
+            NativeMemory.Free(actions);
+            NativeMemory.Free(attr);
+            NativeMemory.Free(sigset);
+            foreach (var p in strings)
+                NativeMemory.Free((void*)p);
+        }
+    }
+
+    /// <summary>Starts a helper with stdin/stdout/stderr on /dev/null and nothing else (jail probes, later CGI).</summary>
+    public static int SpawnPlain(string path, string[] argv, string[] environment)
+    {
+        var actions = NativeMemory.AllocZeroed(Libc.PosixSpawnFileActionsSize);
+        var strings = new List<nint>();
+        try
+        {
+            Check(Libc.PosixSpawnFileActionsInit(actions), "posix_spawn_file_actions_init");
+            for (var fd = 0; fd < 3; fd++)
+                Check(Libc.PosixSpawnFileActionsAddDup2(actions, DevNull.Value, fd), "adddup2");
+            Check(Libc.PosixSpawnFileActionsAddCloseFrom(actions, 3), "addclosefrom_np");
+            int pid;
+            var rc = Libc.PosixSpawn(&pid, Utf8(path, strings), actions, null, NullTerminated(argv, strings), NullTerminated(environment, strings));
+            if (rc != 0)
+                throw new SysCallException($"posix_spawn({path})", rc);
+            return pid;
+        }
+        finally
+        {
+            Libc.PosixSpawnFileActionsDestroy(actions);
+            NativeMemory.Free(actions);
+            foreach (var p in strings)
+                NativeMemory.Free((void*)p);
+        }
+    }
+
+    /// <summary>Replaces the current image (used by the jailed stage 1). Returns only on failure.</summary>
+    public static void Exec(string path, string[] argv, string[] environment)
+    {
+        var strings = new List<nint>();
+        try
+        {
+            var rc = Libc.Execve(Utf8(path, strings), NullTerminated(argv, strings), NullTerminated(environment, strings));
+            throw new SysCallException($"execve({path})", rc == -1 ? Libc.LastError : rc);
+        }
+        finally
+        {
+            foreach (var p in strings)
+                NativeMemory.Free((void*)p);
+        }
+    }
+
+    private static void Check(int rc, string what)
+    {
+        if (rc != 0)
+            throw new SysCallException(what, rc);
+    }
+
+    private static byte* Utf8(string s, List<nint> owned)
+    {
+        var count = Encoding.UTF8.GetByteCount(s);
+        var p = (byte*)NativeMemory.Alloc((nuint)count + 1);
+        owned.Add((nint)p);
+        Encoding.UTF8.GetBytes(s, new Span<byte>(p, count));
+        p[count] = 0;
+        return p;
+    }
+
+    private static byte** NullTerminated(string[] values, List<nint> owned)
+    {
+        var array = (byte**)NativeMemory.AllocZeroed((nuint)(values.Length + 1), (nuint)sizeof(nint));
+        owned.Add((nint)array);
+        for (var i = 0; i < values.Length; i++)
+            array[i] = Utf8(values[i], owned);
+        return array;
+    }
+}
+
+/// <summary>Where the runtime and our binaries live, as the jail needs to know them.</summary>
+public static class RuntimePaths
+{
+    /// <summary>The .NET install root (the directory holding shared/ and host/).</summary>
+    public static string DotnetRoot
+    {
+        get
+        {
+            // .../shared/Microsoft.NETCore.App/<version>/ → three levels up.
+            var runtimeDir = RuntimeEnvironment.GetRuntimeDirectory().TrimEnd('/');
+            return Path.GetFullPath(Path.Combine(runtimeDir, "..", "..", ".."));
+        }
+    }
+
+    /// <summary>The directory of the running executables (all three are staged together).</summary>
+    public static string AppDirectory => AppContext.BaseDirectory.TrimEnd('/');
+
+    /// <summary>The ELF interpreter, which the kernel opens for execution on every exec.</summary>
+    public static string ElfInterpreter
+    {
+        get
+        {
+            var info = new FileInfo("/lib64/ld-linux-x86-64.so.2");
+            var target = info.ResolveLinkTarget(returnFinalTarget: true);
+            return target?.FullName ?? info.FullName;
+        }
+    }
+}

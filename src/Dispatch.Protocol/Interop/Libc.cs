@@ -1,0 +1,386 @@
+using System.Runtime.InteropServices;
+
+namespace Dispatch.Protocol.Interop;
+
+/// <summary>
+/// The small set of libc entry points Dispatch needs beyond what .NET exposes. Every call that can
+/// fail sets errno, read with <see cref="Marshal.GetLastPInvokeError"/> (Mono.Posix 1.0.0 loses errno
+/// after a failed sendmsg, so descriptor passing and spawning use these declarations instead).
+/// </summary>
+public static unsafe partial class Libc
+{
+    private const string Lib = "libc";
+
+    public const int AF_UNIX = 1;
+    public const int SOCK_STREAM = 1;
+    public const int SOCK_SEQPACKET = 5;
+    public const int SOCK_CLOEXEC = 0x80000;
+    public const int SOL_SOCKET = 1;
+    public const int SCM_RIGHTS = 1;
+    public const int MSG_TRUNC = 0x20;
+    public const int MSG_DONTWAIT = 0x40;
+    public const int MSG_CTRUNC = 0x08;
+    public const int MSG_NOSIGNAL = 0x4000;
+    public const int MSG_CMSG_CLOEXEC = 0x40000000;
+
+    public const int EINTR = 4;
+    public const int EAGAIN = 11;
+    public const int EACCES = 13;
+    public const int EPERM = 1;
+    public const int ENOENT = 2;
+    public const int EPIPE = 32;
+    public const int ECHILD = 10;
+
+    public const int O_RDONLY = 0;
+    public const int O_WRONLY = 1;
+    public const int O_RDWR = 2;
+    public const int O_CLOEXEC = 0x80000;
+    public const int O_PATH = 0x200000;
+    public const int O_NOFOLLOW = 0x20000;
+    public const int O_DIRECTORY = 0x10000;
+
+    public const int F_GETFD = 1;
+    public const int F_SETFD = 2;
+    public const int F_GETFL = 3;
+    public const int F_SETFL = 4;
+    public const int FD_CLOEXEC = 1;
+    public const int O_NONBLOCK = 0x800;
+    public const int F_ADD_SEALS = 1033;
+    public const int F_GET_SEALS = 1034;
+    public const int F_SEAL_SEAL = 1;
+    public const int F_SEAL_SHRINK = 2;
+    public const int F_SEAL_GROW = 4;
+    public const int F_SEAL_WRITE = 8;
+    public const uint MFD_CLOEXEC = 1;
+    public const uint MFD_ALLOW_SEALING = 2;
+
+    public const int PR_SET_PDEATHSIG = 1;
+    public const int PR_SET_DUMPABLE = 4;
+    public const int PR_GET_DUMPABLE = 3;
+    public const int PR_CAPBSET_DROP = 24;
+    public const int PR_SET_NO_NEW_PRIVS = 38;
+    public const int PR_GET_NO_NEW_PRIVS = 39;
+    public const int PR_CAP_AMBIENT = 47;
+    public const int PR_CAP_AMBIENT_CLEAR_ALL = 4;
+
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+    public const int WNOHANG = 1;
+
+    public const int RLIMIT_CPU = 0;
+    public const int RLIMIT_FSIZE = 1;
+    public const int RLIMIT_CORE = 4;
+    public const int RLIMIT_NPROC = 6;
+    public const int RLIMIT_NOFILE = 7;
+    public const int RLIMIT_AS = 9;
+
+    public const short POLLIN = 1;
+    public const short POLLOUT = 4;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec
+    {
+        public void* Base;
+        public nuint Len;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MsgHdr
+    {
+        public void* Name;
+        public uint NameLen;
+        public IoVec* Iov;
+        public nuint IovLen;
+        public void* Control;
+        public nuint ControlLen;
+        public int Flags;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct CmsgHdr
+    {
+        public nuint Len;
+        public int Level;
+        public int Type;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct RLimit
+    {
+        public ulong Cur;
+        public ulong Max;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short REvents;
+    }
+
+    public static int CmsgAlign(int len) => (len + sizeof(nuint) - 1) & ~(sizeof(nuint) - 1);
+
+    public static int CmsgSpace(int dataLen) => CmsgAlign(sizeof(CmsgHdr)) + CmsgAlign(dataLen);
+
+    public static int CmsgLen(int dataLen) => CmsgAlign(sizeof(CmsgHdr)) + dataLen;
+
+    [LibraryImport(Lib, EntryPoint = "socketpair", SetLastError = true)]
+    public static partial int SocketPair(int domain, int type, int protocol, int* sv);
+
+    [LibraryImport(Lib, EntryPoint = "sendmsg", SetLastError = true)]
+    public static partial nint SendMsg(int fd, MsgHdr* msg, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "recvmsg", SetLastError = true)]
+    public static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport(Lib, EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int OpenAt(int dirfd, string path, int flags, int mode);
+
+    [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
+    public static partial int Fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport(Lib, EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int MemfdCreate(string name, uint flags);
+
+    [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
+    public static partial nint Write(int fd, byte* buf, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "pread", SetLastError = true)]
+    public static partial nint PRead(int fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "lseek", SetLastError = true)]
+    public static partial long LSeek(int fd, long offset, int whence);
+
+    [LibraryImport(Lib, EntryPoint = "pipe2", SetLastError = true)]
+    public static partial int Pipe2(int* fds, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "prctl", SetLastError = true)]
+    public static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    [LibraryImport(Lib, EntryPoint = "setresuid", SetLastError = true)]
+    public static partial int SetResUid(uint ruid, uint euid, uint suid);
+
+    [LibraryImport(Lib, EntryPoint = "setresgid", SetLastError = true)]
+    public static partial int SetResGid(uint rgid, uint egid, uint sgid);
+
+    [LibraryImport(Lib, EntryPoint = "getresuid", SetLastError = true)]
+    public static partial int GetResUid(uint* ruid, uint* euid, uint* suid);
+
+    [LibraryImport(Lib, EntryPoint = "getresgid", SetLastError = true)]
+    public static partial int GetResGid(uint* rgid, uint* egid, uint* sgid);
+
+    [LibraryImport(Lib, EntryPoint = "setgroups", SetLastError = true)]
+    public static partial int SetGroups(nuint size, uint* list);
+
+    [LibraryImport(Lib, EntryPoint = "getgroups", SetLastError = true)]
+    public static partial int GetGroups(int size, uint* list);
+
+    [LibraryImport(Lib, EntryPoint = "geteuid")]
+    public static partial uint GetEUid();
+
+    [LibraryImport(Lib, EntryPoint = "getpid")]
+    public static partial int GetPid();
+
+    [LibraryImport(Lib, EntryPoint = "setrlimit", SetLastError = true)]
+    public static partial int SetRLimit(int resource, RLimit* rlim);
+
+    [LibraryImport(Lib, EntryPoint = "getrlimit", SetLastError = true)]
+    public static partial int GetRLimit(int resource, RLimit* rlim);
+
+    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
+    public static partial nint Syscall4(nint number, nint a1, nint a2, nint a3, nint a4);
+
+    [LibraryImport(Lib, EntryPoint = "execve", SetLastError = true)]
+    public static partial int Execve(byte* path, byte** argv, byte** envp);
+
+    [LibraryImport(Lib, EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int sig);
+
+    [LibraryImport(Lib, EntryPoint = "waitpid", SetLastError = true)]
+    public static partial int WaitPid(int pid, int* status, int options);
+
+    [LibraryImport(Lib, EntryPoint = "poll", SetLastError = true)]
+    public static partial int Poll(PollFd* fds, nuint nfds, int timeout);
+
+    [LibraryImport(Lib, EntryPoint = "getpwnam_r", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int GetPwNamR(string name, PasswdEntry* pwd, byte* buf, nuint buflen, PasswdEntry** result);
+
+    [LibraryImport(Lib, EntryPoint = "getgrnam_r", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int GetGrNamR(string name, GroupEntry* grp, byte* buf, nuint buflen, GroupEntry** result);
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PasswdEntry
+    {
+        public byte* Name;
+        public byte* Passwd;
+        public uint Uid;
+        public uint Gid;
+        public byte* Gecos;
+        public byte* Dir;
+        public byte* Shell;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct GroupEntry
+    {
+        public byte* Name;
+        public byte* Passwd;
+        public uint Gid;
+        public byte** Members;
+    }
+
+    // posix_spawn: the attribute and file-action objects are opaque; glibc's are 336 and 80 bytes.
+    public const int PosixSpawnAttrSize = 512;
+    public const int PosixSpawnFileActionsSize = 256;
+    public const short POSIX_SPAWN_SETPGROUP = 0x02;
+    public const short POSIX_SPAWN_SETSIGDEF = 0x04;
+    public const short POSIX_SPAWN_SETSIGMASK = 0x08;
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawn")]
+    public static partial int PosixSpawn(int* pid, byte* path, void* fileActions, void* attr, byte** argv, byte** envp);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawn_file_actions_init")]
+    public static partial int PosixSpawnFileActionsInit(void* actions);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawn_file_actions_destroy")]
+    public static partial int PosixSpawnFileActionsDestroy(void* actions);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawn_file_actions_adddup2")]
+    public static partial int PosixSpawnFileActionsAddDup2(void* actions, int fd, int newfd);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawn_file_actions_addclosefrom_np")]
+    public static partial int PosixSpawnFileActionsAddCloseFrom(void* actions, int from);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawnattr_init")]
+    public static partial int PosixSpawnAttrInit(void* attr);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawnattr_destroy")]
+    public static partial int PosixSpawnAttrDestroy(void* attr);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawnattr_setflags")]
+    public static partial int PosixSpawnAttrSetFlags(void* attr, short flags);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawnattr_setpgroup")]
+    public static partial int PosixSpawnAttrSetPGroup(void* attr, int pgroup);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawnattr_setsigmask")]
+    public static partial int PosixSpawnAttrSetSigMask(void* attr, void* sigset);
+
+    [LibraryImport(Lib, EntryPoint = "posix_spawnattr_setsigdefault")]
+    public static partial int PosixSpawnAttrSetSigDefault(void* attr, void* sigset);
+
+    [LibraryImport(Lib, EntryPoint = "sigemptyset")]
+    public static partial int SigEmptySet(void* set);
+
+    [LibraryImport(Lib, EntryPoint = "sigfillset")]
+    public static partial int SigFillSet(void* set);
+
+    /// <summary>struct stat on x86_64 glibc (144 bytes); only the fields Dispatch reads are named.</summary>
+    [StructLayout(LayoutKind.Sequential, Size = 144)]
+    public struct Stat
+    {
+        public ulong Dev;
+        public ulong Ino;
+        public ulong NLink;
+        public uint Mode;
+        public uint Uid;
+        public uint Gid;
+        private readonly int _pad0;
+        public ulong RDev;
+        public long Size;
+    }
+
+    public const uint S_IFMT = 0xF000;
+    public const uint S_IFDIR = 0x4000;
+    public const uint S_IFREG = 0x8000;
+    public const uint S_IFLNK = 0xA000;
+    public const uint S_ISVTX = 0x200;
+
+    [LibraryImport(Lib, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int LStat(string path, Stat* buf);
+
+    [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
+    public static partial int FStat(int fd, Stat* buf);
+
+    public const uint EPOLLIN = 0x001;
+    public const uint EPOLLERR = 0x008;
+    public const uint EPOLLHUP = 0x010;
+    public const uint EPOLLRDHUP = 0x2000;
+    public const uint EPOLLONESHOT = 1u << 30;
+    public const int EPOLL_CTL_ADD = 1;
+    public const int EPOLL_CTL_DEL = 2;
+    public const int EPOLL_CTL_MOD = 3;
+    public const int SHUT_WR = 1;
+
+    [StructLayout(LayoutKind.Sequential, Pack = 4)]
+    public struct EpollEvent
+    {
+        public uint Events;
+        public ulong Data;
+    }
+
+    [LibraryImport(Lib, EntryPoint = "epoll_create1", SetLastError = true)]
+    public static partial int EpollCreate1(int flags);
+
+    [LibraryImport(Lib, EntryPoint = "epoll_ctl", SetLastError = true)]
+    public static partial int EpollCtl(int epfd, int op, int fd, EpollEvent* ev);
+
+    [LibraryImport(Lib, EntryPoint = "epoll_wait", SetLastError = true)]
+    public static partial int EpollWait(int epfd, EpollEvent* events, int maxEvents, int timeout);
+
+    [LibraryImport(Lib, EntryPoint = "recv", SetLastError = true)]
+    public static partial nint Recv(int fd, byte* buf, nuint len, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "send", SetLastError = true)]
+    public static partial nint Send(int fd, byte* buf, nuint len, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "shutdown", SetLastError = true)]
+    public static partial int Shutdown(int fd, int how);
+
+    [LibraryImport(Lib, EntryPoint = "strerror")]
+    private static partial byte* StrError(int errnum);
+
+    /// <summary>The C library's text for an errno value, e.g. "Permission denied (EACCES=13)".</summary>
+    public static string Describe(int errno) => $"{Marshal.PtrToStringUTF8((nint)StrError(errno))} (errno {errno})";
+
+    public static int LastError => Marshal.GetLastPInvokeError();
+}
+
+/// <summary>A failed system call, with the real errno and its text.</summary>
+public sealed class SysCallException : Exception
+{
+    public SysCallException(string call, int errno)
+        : base($"{call} failed: {Libc.Describe(errno)}")
+    {
+        Call = call;
+        Errno = errno;
+    }
+
+    public SysCallException()
+    {
+        Call = string.Empty;
+    }
+
+    public SysCallException(string message) : base(message)
+    {
+        Call = string.Empty;
+    }
+
+    public SysCallException(string message, Exception innerException) : base(message, innerException)
+    {
+        Call = string.Empty;
+    }
+
+    public string Call { get; }
+
+    public int Errno { get; }
+
+    public static void ThrowLast(string call) => throw new SysCallException(call, Libc.LastError);
+}

@@ -1,0 +1,335 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using Dispatch.Protocol.Interop;
+
+namespace Dispatch.Protocol.Wire;
+
+/// <summary>A message type with its wire layout: written next to its parser, trailing bytes rejected.</summary>
+public interface IWireMessage<TSelf>
+    where TSelf : IWireMessage<TSelf>
+{
+    static abstract MessageType Type { get; }
+
+    /// <summary>How many descriptors this type may carry; more is a protocol violation.</summary>
+    static abstract int MaxDescriptors { get; }
+
+    void Encode(ref WireWriter writer);
+
+    static abstract TSelf Decode(ref WireReader reader);
+}
+
+/// <summary>
+/// One end of a SOCK_SEQPACKET socketpair between two Dispatch processes. Datagram layout:
+/// <code>
+/// u16 type | u8 version | u8 descriptor count | u32 payload length | payload
+/// </code>
+/// with the descriptors (SCM_RIGHTS) in the control data of the same datagram. Receiving is async
+/// (readiness through the runtime's epoll, then a non-blocking recvmsg); sending is one sendmsg
+/// per message, atomic on a SEQPACKET socket, so several threads may send at once.
+/// </summary>
+public sealed class IpcChannel : IDisposable
+{
+    public const int HeaderSize = 8;
+    public const int MaxDatagram = 65536;
+    public const int MaxDescriptors = 16;
+    public const byte Version = 1;
+    private static readonly int ControlSize = Libc.CmsgSpace(MaxDescriptors * sizeof(int));
+
+    private readonly Socket _socket;
+    private readonly int _fd;
+    private readonly byte[] _receiveBuffer = new byte[MaxDatagram];
+    private int _disposed;
+
+    private IpcChannel(int fd, string peer)
+    {
+        _fd = fd;
+        Peer = peer;
+        _socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+    }
+
+    /// <summary>Who is at the other end, for log messages ("worker 12 (pool a)").</summary>
+    public string Peer { get; set; }
+
+    public int Descriptor => _fd;
+
+    /// <summary>Wraps an inherited or received channel descriptor; the channel owns it from now on.</summary>
+    public static IpcChannel FromDescriptor(int fd, string peer) => new(fd, peer);
+
+    /// <summary>A new socketpair: one end as a channel, the other as a raw CLOEXEC descriptor for the peer.</summary>
+    public static unsafe IpcChannel CreatePair(string peer, out int peerFd)
+    {
+        var fds = stackalloc int[2];
+        if (Libc.SocketPair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, fds) != 0)
+            SysCallException.ThrowLast("socketpair");
+        peerFd = fds[1];
+        return new IpcChannel(fds[0], peer);
+    }
+
+    /// <summary>A raw socketpair of the given type, both ends CLOEXEC.</summary>
+    public static unsafe (int A, int B) RawPair(int type)
+    {
+        var fds = stackalloc int[2];
+        if (Libc.SocketPair(Libc.AF_UNIX, type | Libc.SOCK_CLOEXEC, 0, fds) != 0)
+            SysCallException.ThrowLast("socketpair");
+        return (fds[0], fds[1]);
+    }
+
+    public void Send<T>(T message, ReadOnlySpan<int> descriptors = default)
+        where T : IWireMessage<T>
+    {
+        if (descriptors.Length > T.MaxDescriptors)
+            throw new WireException($"{T.Type} carries at most {T.MaxDescriptors} descriptors, not {descriptors.Length}");
+        var buffer = ArrayPool<byte>.Shared.Rent(MaxDatagram);
+        try
+        {
+            var writer = new WireWriter(buffer.AsSpan(HeaderSize, MaxDatagram - HeaderSize));
+            message.Encode(ref writer);
+            var length = writer.Length;
+            BinaryPrimitives.WriteUInt16LittleEndian(buffer, (ushort)T.Type);
+            buffer[2] = Version;
+            buffer[3] = (byte)descriptors.Length;
+            BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(4), (uint)length);
+            SendRaw(buffer.AsSpan(0, HeaderSize + length), descriptors);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private unsafe void SendRaw(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors)
+    {
+        var control = stackalloc byte[ControlSize];
+        fixed (byte* data = datagram)
+        {
+            var iov = new Libc.IoVec { Base = data, Len = (nuint)datagram.Length };
+            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1 };
+            if (descriptors.Length > 0)
+            {
+                new Span<byte>(control, ControlSize).Clear();
+                var cmsg = (Libc.CmsgHdr*)control;
+                cmsg->Len = (nuint)Libc.CmsgLen(descriptors.Length * sizeof(int));
+                cmsg->Level = Libc.SOL_SOCKET;
+                cmsg->Type = Libc.SCM_RIGHTS;
+                var fdData = (int*)(control + Libc.CmsgAlign(sizeof(Libc.CmsgHdr)));
+                for (var i = 0; i < descriptors.Length; i++)
+                    fdData[i] = descriptors[i];
+                msg.Control = control;
+                msg.ControlLen = (nuint)Libc.CmsgSpace(descriptors.Length * sizeof(int));
+            }
+
+            var waited = 0;
+            while (true)
+            {
+                var sent = Libc.SendMsg(_fd, &msg, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+                if (sent >= 0)
+                    return;
+                var errno = Libc.LastError;
+                if (errno == Libc.EINTR)
+                    continue;
+                if (errno != Libc.EAGAIN)
+                    throw new SysCallException($"sendmsg to {Peer}", errno);
+                // The peer is not reading. Wait a bounded time for room, then give up on it.
+                if (waited >= 5000)
+                    throw new SysCallException($"sendmsg to {Peer} (peer not reading for 5 s)", errno);
+                var pfd = new Libc.PollFd { Fd = _fd, Events = Libc.POLLOUT };
+                Libc.Poll(&pfd, 1, 100);
+                waited += 100;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The next message, or null when the peer closed its end. The payload is valid until the next
+    /// call. Throws <see cref="WireException"/> on anything malformed (descriptors already closed).
+    /// </summary>
+    public async ValueTask<IpcMessage?> ReceiveAsync(CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            var message = TryReceive(out var wouldBlock);
+            if (!wouldBlock)
+                return message;
+            // Zero-byte peek: completes when a datagram (or EOF) is queued, consumes nothing.
+            await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.Peek, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Blocking receive, for the single-threaded stage before the jailed exec.</summary>
+    public unsafe IpcMessage? ReceiveBlocking(int timeoutMs)
+    {
+        var pfd = new Libc.PollFd { Fd = _fd, Events = Libc.POLLIN };
+        while (true)
+        {
+            var message = TryReceive(out var wouldBlock);
+            if (!wouldBlock)
+                return message;
+            var r = Libc.Poll(&pfd, 1, timeoutMs);
+            if (r == 0)
+                throw new WireException($"no message from {Peer} within {timeoutMs} ms");
+            if (r < 0 && Libc.LastError != Libc.EINTR)
+                SysCallException.ThrowLast("poll");
+        }
+    }
+
+    private unsafe IpcMessage? TryReceive(out bool wouldBlock)
+    {
+        wouldBlock = false;
+        var control = stackalloc byte[ControlSize];
+        nint received;
+        Libc.MsgHdr msg;
+        fixed (byte* data = _receiveBuffer)
+        {
+            var iov = new Libc.IoVec { Base = data, Len = (nuint)_receiveBuffer.Length };
+            msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)ControlSize };
+            do
+            {
+                received = Libc.RecvMsg(_fd, &msg, Libc.MSG_DONTWAIT | Libc.MSG_CMSG_CLOEXEC);
+            }
+            while (received < 0 && Libc.LastError == Libc.EINTR);
+        }
+
+        if (received < 0)
+        {
+            var errno = Libc.LastError;
+            if (errno == Libc.EAGAIN)
+            {
+                wouldBlock = true;
+                return null;
+            }
+
+            if (errno == 104 /* ECONNRESET */)
+                return null;
+            throw new SysCallException($"recvmsg from {Peer}", errno);
+        }
+
+        var fds = CollectDescriptors(&msg);
+        try
+        {
+            if (received == 0 && fds.Count == 0)
+                return null;
+            if ((msg.Flags & Libc.MSG_CTRUNC) != 0)
+                throw new WireException($"{Peer} sent more descriptors than any message may carry");
+            if ((msg.Flags & Libc.MSG_TRUNC) != 0)
+                throw new WireException($"{Peer} sent a datagram over {MaxDatagram} bytes");
+            if (received < HeaderSize)
+                throw new WireException($"{Peer} sent a {received}-byte datagram, shorter than the {HeaderSize}-byte header");
+            var type = (MessageType)BinaryPrimitives.ReadUInt16LittleEndian(_receiveBuffer);
+            var version = _receiveBuffer[2];
+            int declared = _receiveBuffer[3];
+            var length = BinaryPrimitives.ReadUInt32LittleEndian(_receiveBuffer.AsSpan(4));
+            if (version != Version)
+                throw new WireException($"{Peer} speaks protocol version {version}, this side {Version}");
+            if (length != received - HeaderSize)
+                throw new WireException($"{Peer} declared {length} payload bytes but sent {received - HeaderSize}");
+            if (declared != fds.Count)
+                throw new WireException($"{Peer} declared {declared} descriptors with {type} but {fds.Count} arrived");
+            var message = new IpcMessage(type, _receiveBuffer.AsMemory(HeaderSize, (int)length), fds);
+            fds = ReceivedDescriptors.Empty;
+            return message;
+        }
+        finally
+        {
+            fds.Dispose();
+        }
+    }
+
+    private static unsafe ReceivedDescriptors CollectDescriptors(Libc.MsgHdr* msg)
+    {
+        if (msg->ControlLen < (nuint)sizeof(Libc.CmsgHdr))
+            return ReceivedDescriptors.Empty;
+        var list = new List<int>(1);
+        var offset = 0;
+        var control = (byte*)msg->Control;
+        while (offset + sizeof(Libc.CmsgHdr) <= (int)msg->ControlLen)
+        {
+            var cmsg = (Libc.CmsgHdr*)(control + offset);
+            if ((int)cmsg->Len < sizeof(Libc.CmsgHdr) || offset + (int)cmsg->Len > (int)msg->ControlLen)
+                break;
+            if (cmsg->Level == Libc.SOL_SOCKET && cmsg->Type == Libc.SCM_RIGHTS)
+            {
+                var count = ((int)cmsg->Len - Libc.CmsgAlign(sizeof(Libc.CmsgHdr))) / sizeof(int);
+                var fdData = (int*)((byte*)cmsg + Libc.CmsgAlign(sizeof(Libc.CmsgHdr)));
+                for (var i = 0; i < count; i++)
+                    list.Add(fdData[i]);
+            }
+
+            offset += Libc.CmsgAlign((int)cmsg->Len);
+        }
+
+        return new ReceivedDescriptors(list);
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            _socket.Dispose();
+    }
+}
+
+/// <summary>Descriptors that arrived with a message; every one not taken is closed on dispose.</summary>
+public sealed class ReceivedDescriptors : IDisposable
+{
+    public static readonly ReceivedDescriptors Empty = new([]);
+    private readonly List<int> _fds;
+
+    public ReceivedDescriptors(List<int> fds) => _fds = fds;
+
+    public int Count => _fds.Count;
+
+    /// <summary>Takes ownership of descriptor <paramref name="index"/>; the caller must close it.</summary>
+    public int Take(int index)
+    {
+        var fd = _fds[index];
+        if (fd < 0)
+            throw new WireException($"descriptor {index} already taken");
+        _fds[index] = -1;
+        return fd;
+    }
+
+    public void Dispose()
+    {
+        for (var i = 0; i < _fds.Count; i++)
+        {
+            if (_fds[i] >= 0)
+            {
+                Libc.Close(_fds[i]);
+                _fds[i] = -1;
+            }
+        }
+    }
+}
+
+/// <summary>A received message: its type, its payload (valid until the next receive) and its descriptors.</summary>
+public sealed class IpcMessage : IDisposable
+{
+    public IpcMessage(MessageType type, ReadOnlyMemory<byte> payload, ReceivedDescriptors descriptors)
+    {
+        Type = type;
+        Payload = payload;
+        Descriptors = descriptors;
+    }
+
+    public MessageType Type { get; }
+
+    public ReadOnlyMemory<byte> Payload { get; }
+
+    public ReceivedDescriptors Descriptors { get; }
+
+    /// <summary>Decodes the payload as <typeparamref name="T"/>, checking its type and descriptor count first.</summary>
+    public T Decode<T>()
+        where T : IWireMessage<T>
+    {
+        if (Type != T.Type)
+            throw new WireException($"expected {T.Type}, got {Type}");
+        if (Descriptors.Count > T.MaxDescriptors)
+            throw new WireException($"{T.Type} carries at most {T.MaxDescriptors} descriptors, {Descriptors.Count} arrived");
+        var reader = new WireReader(Payload.Span);
+        var message = T.Decode(ref reader);
+        reader.End();
+        return message;
+    }
+
+    public void Dispose() => Descriptors.Dispose();
+}

@@ -1,0 +1,406 @@
+namespace Dispatch.Protocol.Wire;
+
+// Wire layouts, one record per MessageType, each with its encoder and decoder side by side.
+// Limits: names and paths 4096 bytes, lists 1024 entries unless stated.
+
+internal static class Limits
+{
+    public const int Name = 255;
+    public const int Path = 4096;
+    public const int Text = 8192;
+    public const int List = 1024;
+}
+
+/// <summary>u8 role | i32 pid | u16 protocol version</summary>
+public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : IWireMessage<Hello>
+{
+    public static MessageType Type => MessageType.Hello;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.U8((byte)Role);
+        writer.I32(Pid);
+        writer.U16(ProtocolVersion);
+    }
+
+    public static Hello Decode(ref WireReader reader)
+    {
+        var role = reader.U8();
+        if (role is not ((byte)ProcessRole.Dispatcher or (byte)ProcessRole.Worker))
+            throw new WireException($"unknown role {role}");
+        return new Hello((ProcessRole)role, reader.I32(), reader.U16());
+    }
+}
+
+/// <summary>One resource limit: u8 resource | u64 soft | u64 hard.</summary>
+public readonly record struct ResourceLimit(byte Resource, ulong Soft, ulong Hard);
+
+/// <summary>
+/// u8 role | u32 uid | u32 gid | u32-list groups | string-list readPaths | string-list execPaths |
+/// string-list writePaths | u16 n, n × ResourceLimit | string name (for logs)
+/// </summary>
+public sealed record JailSpec(
+    ProcessRole Role,
+    uint Uid,
+    uint Gid,
+    uint[] Groups,
+    string[] ReadPaths,
+    string[] ExecPaths,
+    string[] WritePaths,
+    ResourceLimit[] Limits,
+    string Name) : IWireMessage<JailSpec>
+{
+    public static MessageType Type => MessageType.JailSpec;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.U8((byte)Role);
+        writer.U32(Uid);
+        writer.U32(Gid);
+        writer.U16((ushort)Groups.Length);
+        foreach (var g in Groups)
+            writer.U32(g);
+        writer.StringList(ReadPaths);
+        writer.StringList(ExecPaths);
+        writer.StringList(WritePaths);
+        writer.U16((ushort)Limits.Length);
+        foreach (var l in Limits)
+        {
+            writer.U8(l.Resource);
+            writer.I64((long)l.Soft);
+            writer.I64((long)l.Hard);
+        }
+
+        writer.String(Name);
+    }
+
+    public static JailSpec Decode(ref WireReader reader)
+    {
+        var role = (ProcessRole)reader.U8();
+        var uid = reader.U32();
+        var gid = reader.U32();
+        int groupCount = reader.U16();
+        if (groupCount > 64)
+            throw new WireException($"{groupCount} supplementary groups exceed the limit of 64");
+        var groups = new uint[groupCount];
+        for (var i = 0; i < groupCount; i++)
+            groups[i] = reader.U32();
+        var read = reader.StringList(Wire.Limits.List, Wire.Limits.Path);
+        var exec = reader.StringList(Wire.Limits.List, Wire.Limits.Path);
+        var write = reader.StringList(Wire.Limits.List, Wire.Limits.Path);
+        int limitCount = reader.U16();
+        if (limitCount > 16)
+            throw new WireException($"{limitCount} resource limits exceed the limit of 16");
+        var limits = new ResourceLimit[limitCount];
+        for (var i = 0; i < limitCount; i++)
+            limits[i] = new ResourceLimit(reader.U8(), (ulong)reader.I64(), (ulong)reader.I64());
+        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, reader.String(Wire.Limits.Name));
+    }
+}
+
+/// <summary>One probe of the jail: a path the process must not be able to open.</summary>
+public readonly record struct ProbeResult(string Path, int ThreadsTried, int ThreadsOpened, string ChildOutcome, bool ChildOpened);
+
+/// <summary>
+/// u32 uid | u32 gid | bool regainRootRefused | bool noNewPrivs | u16 n, n × (string path | i32 tried |
+/// i32 opened | string childOutcome | bool childOpened)
+/// </summary>
+public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool NoNewPrivs, ProbeResult[] Probes) : IWireMessage<JailProof>
+{
+    public static MessageType Type => MessageType.JailProof;
+
+    public static int MaxDescriptors => 0;
+
+    /// <summary>True when every probe was denied on every thread and in the child, and root could not be regained.</summary>
+    public bool Holds => RegainRootRefused && NoNewPrivs && Array.TrueForAll(Probes, p => p.ThreadsOpened == 0 && !p.ChildOpened);
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.U32(Uid);
+        writer.U32(Gid);
+        writer.Bool(RegainRootRefused);
+        writer.Bool(NoNewPrivs);
+        writer.U16((ushort)Probes.Length);
+        foreach (var p in Probes)
+        {
+            writer.String(p.Path);
+            writer.I32(p.ThreadsTried);
+            writer.I32(p.ThreadsOpened);
+            writer.String(p.ChildOutcome);
+            writer.Bool(p.ChildOpened);
+        }
+    }
+
+    public static JailProof Decode(ref WireReader reader)
+    {
+        var uid = reader.U32();
+        var gid = reader.U32();
+        var regain = reader.Bool();
+        var nnp = reader.Bool();
+        int count = reader.U16();
+        if (count > 64)
+            throw new WireException($"{count} probes exceed the limit of 64");
+        var probes = new ProbeResult[count];
+        for (var i = 0; i < count; i++)
+            probes[i] = new ProbeResult(reader.String(Limits.Path), reader.I32(), reader.I32(), reader.String(Limits.Text), reader.Bool());
+        return new JailProof(uid, gid, regain, nnp, probes);
+    }
+}
+
+/// <summary>string detail</summary>
+public sealed record Ready(string Detail) : IWireMessage<Ready>
+{
+    public static MessageType Type => MessageType.Ready;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer) => writer.String(Detail);
+
+    public static Ready Decode(ref WireReader reader) => new(reader.String(Limits.Text));
+}
+
+/// <summary>u32 grace milliseconds</summary>
+public sealed record Stop(uint GraceMs) : IWireMessage<Stop>
+{
+    public static MessageType Type => MessageType.Stop;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer) => writer.U32(GraceMs);
+
+    public static Stop Decode(ref WireReader reader) => new(reader.U32());
+}
+
+/// <summary>
+/// u16 n, n × (string protocol | string endpoint) | string-list probe paths | i32 probe threads.
+/// Descriptors: the n listening sockets in order, then the route snapshot (sealed memfd).
+/// </summary>
+public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePaths, int ProbeThreads) : IWireMessage<DispatcherSetup>
+{
+    public static MessageType Type => MessageType.DispatcherSetup;
+
+    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.U16((ushort)Listeners.Length);
+        foreach (var l in Listeners)
+        {
+            writer.String(l.Protocol);
+            writer.String(l.Endpoint);
+        }
+
+        writer.StringList(ProbePaths);
+        writer.I32(ProbeThreads);
+    }
+
+    public static DispatcherSetup Decode(ref WireReader reader)
+    {
+        int count = reader.U16();
+        if (count >= IpcChannel.MaxDescriptors)
+            throw new WireException($"{count} listeners exceed the limit of {IpcChannel.MaxDescriptors - 1}");
+        var listeners = new ListenerInfo[count];
+        for (var i = 0; i < count; i++)
+            listeners[i] = new ListenerInfo(reader.String(Limits.Name), reader.String(Limits.Name));
+        var probes = reader.StringList(64, Limits.Path);
+        var threads = reader.I32();
+        if (threads is < 1 or > 256)
+            throw new WireException($"probe thread count {threads} outside 1..256");
+        return new DispatcherSetup(listeners, probes, threads);
+    }
+}
+
+public sealed record ListenerInfo(string Protocol, string Endpoint);
+
+/// <summary>u64 request id | string pool</summary>
+public sealed record NeedWorker(ulong RequestId, string Pool) : IWireMessage<NeedWorker>
+{
+    public static MessageType Type => MessageType.NeedWorker;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.I64((long)RequestId);
+        writer.String(Pool);
+    }
+
+    public static NeedWorker Decode(ref WireReader reader) => new((ulong)reader.I64(), reader.String(Limits.Name));
+}
+
+/// <summary>u64 request id | string pool | i32 worker id | i32 pid. Descriptor: the channel to the worker.</summary>
+public sealed record WorkerReady(ulong RequestId, string Pool, int WorkerId, int Pid) : IWireMessage<WorkerReady>
+{
+    public static MessageType Type => MessageType.WorkerReady;
+
+    public static int MaxDescriptors => 1;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.I64((long)RequestId);
+        writer.String(Pool);
+        writer.I32(WorkerId);
+        writer.I32(Pid);
+    }
+
+    public static WorkerReady Decode(ref WireReader reader) => new((ulong)reader.I64(), reader.String(Limits.Name), reader.I32(), reader.I32());
+}
+
+/// <summary>u64 request id | string pool | string reason</summary>
+public sealed record WorkerRefused(ulong RequestId, string Pool, string Reason) : IWireMessage<WorkerRefused>
+{
+    public static MessageType Type => MessageType.WorkerRefused;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.I64((long)RequestId);
+        writer.String(Pool);
+        writer.String(Reason);
+    }
+
+    public static WorkerRefused Decode(ref WireReader reader) => new((ulong)reader.I64(), reader.String(Limits.Name), reader.String(Limits.Text));
+}
+
+/// <summary>i32 worker id | string pool | string reason</summary>
+public sealed record WorkerGone(int WorkerId, string Pool, string Reason) : IWireMessage<WorkerGone>
+{
+    public static MessageType Type => MessageType.WorkerGone;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.I32(WorkerId);
+        writer.String(Pool);
+        writer.String(Reason);
+    }
+
+    public static WorkerGone Decode(ref WireReader reader) => new(reader.I32(), reader.String(Limits.Name), reader.String(Limits.Text));
+}
+
+/// <summary>
+/// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes) | string-list probe paths |
+/// i32 probe threads. Descriptor: the channel to the dispatcher.
+/// </summary>
+public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads) : IWireMessage<WorkerSetup>
+{
+    public static MessageType Type => MessageType.WorkerSetup;
+
+    public static int MaxDescriptors => 1;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.String(Pool);
+        writer.I32(WorkerId);
+        writer.Blob(PoolJson);
+        writer.StringList(ProbePaths);
+        writer.I32(ProbeThreads);
+    }
+
+    public static WorkerSetup Decode(ref WireReader reader)
+    {
+        var pool = reader.String(Limits.Name);
+        var id = reader.I32();
+        var json = reader.Blob(60000).ToArray();
+        var probes = reader.StringList(64, Limits.Path);
+        var threads = reader.I32();
+        if (threads is < 1 or > 256)
+            throw new WireException($"probe thread count {threads} outside 1..256");
+        return new WorkerSetup(pool, id, json, probes, threads);
+    }
+}
+
+/// <summary>How the dispatcher hands a connection over.</summary>
+public enum ConnectionMode : byte
+{
+    /// <summary>Plain HTTP: the client's socket itself, with the request head already read.</summary>
+    PlainHttp = 1,
+
+    /// <summary>TLS terminated in the dispatcher: a socketpair carrying plaintext.</summary>
+    TerminatedTls = 2,
+
+    /// <summary>TLS passthrough: the client's socket with the ClientHello already read.</summary>
+    PassthroughTls = 3,
+}
+
+/// <summary>Application protocol spoken on the handed connection.</summary>
+public enum AppProtocol : byte
+{
+    Http1 = 1,
+    Http2 = 2,
+}
+
+/// <summary>
+/// u64 connection id | u8 mode | u8 protocol | string client | string local | opt string sni |
+/// opt string tls protocol | opt string tls cipher | blob bytes already read (≤ 60000).
+/// Descriptor: the connection.
+/// </summary>
+public sealed record Connection(
+    ulong ConnectionId,
+    ConnectionMode Mode,
+    AppProtocol Protocol,
+    string Client,
+    string Local,
+    string? Sni,
+    string? TlsProtocol,
+    string? TlsCipher,
+    ReadOnlyMemory<byte> Initial) : IWireMessage<Connection>
+{
+    public const int MaxInitial = 60000;
+
+    public static MessageType Type => MessageType.Connection;
+
+    public static int MaxDescriptors => 1;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.I64((long)ConnectionId);
+        writer.U8((byte)Mode);
+        writer.U8((byte)Protocol);
+        writer.String(Client);
+        writer.String(Local);
+        writer.OptionalString(Sni);
+        writer.OptionalString(TlsProtocol);
+        writer.OptionalString(TlsCipher);
+        writer.Blob(Initial.Span);
+    }
+
+    public static Connection Decode(ref WireReader reader)
+    {
+        var id = (ulong)reader.I64();
+        var mode = reader.U8();
+        if (mode is < 1 or > 3)
+            throw new WireException($"unknown connection mode {mode}");
+        var protocol = reader.U8();
+        if (protocol is < 1 or > 2)
+            throw new WireException($"unknown application protocol {protocol}");
+        return new Connection(
+            id,
+            (ConnectionMode)mode,
+            (AppProtocol)protocol,
+            reader.String(Limits.Name),
+            reader.String(Limits.Name),
+            reader.OptionalString(Limits.Name),
+            reader.OptionalString(Limits.Name),
+            reader.OptionalString(Limits.Name),
+            reader.Blob(MaxInitial).ToArray());
+    }
+}
+
+/// <summary>u32 open connections</summary>
+public sealed record WorkerLoad(uint OpenConnections) : IWireMessage<WorkerLoad>
+{
+    public static MessageType Type => MessageType.WorkerLoad;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer) => writer.U32(OpenConnections);
+
+    public static WorkerLoad Decode(ref WireReader reader) => new(reader.U32());
+}

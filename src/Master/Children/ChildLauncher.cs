@@ -1,0 +1,146 @@
+using Dispatch.Protocol.Hosting;
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Wire;
+using Serilog;
+
+namespace Dispatch.Master.Children;
+
+/// <summary>
+/// Starts a jailed child: spawn (stage 1, root) → JailSpec → jailed exec → Hello, checked against
+/// the pid and role we started. What follows (setup, proof, ready) is role-specific.
+/// </summary>
+internal sealed class ChildLauncher
+{
+    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(30);
+    private readonly Reaper _reaper;
+    private readonly ILogger _log;
+
+    public ChildLauncher(Reaper reaper, ILogger log)
+    {
+        _reaper = reaper;
+        _log = log;
+    }
+
+    public static string ExecutablePath(ProcessRole role) =>
+        Path.Combine(RuntimePaths.AppDirectory, role == ProcessRole.Dispatcher ? "TlsDispatcher" : "Worker");
+
+    /// <summary>
+    /// The paths every jailed child may read: the runtime, our binaries, the system libraries, and what
+    /// the runtime reads to size itself (CoreCLR fails to start without /proc/meminfo and its own
+    /// /proc/self/maps; CPU and cgroup limits size the thread pool and GC). "/proc/self" is resolved
+    /// by the child, so it names the child's own /proc entry.
+    /// </summary>
+    public static string[] RuntimeReadPaths() =>
+        [
+            RuntimePaths.DotnetRoot, RuntimePaths.AppDirectory, "/usr/lib", "/lib", "/lib64", "/usr/lib64", "/dev/urandom",
+            "/proc/self", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu", "/sys/devices/system/node", "/sys/fs/cgroup",
+        ];
+
+    public async Task<ChildProcess> StartAsync(JailSpec spec, string name, CancellationToken cancellationToken)
+    {
+        var exe = ExecutablePath(spec.Role);
+        var channel = IpcChannel.CreatePair($"{spec.Role} ({name})", out var childFd);
+        int errRead = -1, errWrite = -1;
+        int pid;
+        try
+        {
+            (errRead, errWrite) = IpcChannel.RawPair(Libc.SOCK_STREAM);
+            pid = Spawner.Spawn(exe, [Path.GetFileName(exe), "--stage1"], Spawner.CleanEnvironment(), childFd, errWrite);
+        }
+        catch
+        {
+            channel.Dispose();
+            if (errRead >= 0)
+                Libc.Close(errRead);
+            throw;
+        }
+        finally
+        {
+            Libc.Close(childFd);
+            if (errWrite >= 0)
+                Libc.Close(errWrite);
+        }
+
+        var child = new ChildProcess(spec.Role, name, pid, spec.Uid, channel);
+        channel.Peer = child.ToString();
+        _reaper.Track(child);
+        _ = StderrPump.RunAsync(errRead, spec.Role, name, () => pid, _log);
+        try
+        {
+            channel.Send(spec);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(HandshakeTimeout);
+            var receive = channel.ReceiveAsync(timeout.Token).AsTask();
+            var first = await Task.WhenAny(receive, child.Exited).ConfigureAwait(false);
+            if (first == child.Exited)
+                throw new ChildStartException($"{child} exited during its jail setup ({ChildProcess.DescribeStatus(child.Exited.Result)}); see its messages above");
+            using var message = await receive.ConfigureAwait(false) ?? throw new ChildStartException($"{child} closed its channel before saying hello{await ExitNoteAsync(child).ConfigureAwait(false)}");
+            var hello = message.Decode<Hello>();
+            if (hello.Role != spec.Role || hello.Pid != pid || hello.ProtocolVersion != ChildBootstrap.ProtocolVersion)
+                throw new ChildStartException($"{child} said hello as {hello.Role} {hello.Pid} v{hello.ProtocolVersion}");
+            return child;
+        }
+        catch (Exception e) when (e is WireException or OperationCanceledException or SysCallException)
+        {
+            child.Kill();
+            child.Dispose();
+            throw new ChildStartException($"{child} failed to start: {e.Message}", e);
+        }
+        catch
+        {
+            child.Kill();
+            child.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Waits for the next message of a starting child, failing if it exits or stalls.</summary>
+    public static async Task<T> ExpectAsync<T>(ChildProcess child, CancellationToken cancellationToken)
+        where T : IWireMessage<T>
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(HandshakeTimeout);
+        var receive = child.Channel.ReceiveAsync(timeout.Token).AsTask();
+        var first = await Task.WhenAny(receive, child.Exited).ConfigureAwait(false);
+        if (first == child.Exited)
+            throw new ChildStartException($"{child} exited while starting ({ChildProcess.DescribeStatus(child.Exited.Result)})");
+        using var message = await receive.ConfigureAwait(false) ?? throw new ChildStartException($"{child} closed its channel while starting{await ExitNoteAsync(child).ConfigureAwait(false)}");
+        return message.Decode<T>();
+    }
+
+    /// <summary>A child that closed its channel is usually exiting: wait a moment for its status (and its last words on stderr).</summary>
+    private static async Task<string> ExitNoteAsync(ChildProcess child)
+    {
+        await Task.WhenAny(child.Exited, Task.Delay(2000)).ConfigureAwait(false);
+        await Task.Delay(50).ConfigureAwait(false);
+        return child.Exited.IsCompleted ? $" ({ChildProcess.DescribeStatus(child.Exited.Result)}; see its messages above)" : string.Empty;
+    }
+
+    /// <summary>Logs the child's proof of its jail; throws when the jail does not hold.</summary>
+    public void CheckProof(ChildProcess child, JailProof proof)
+    {
+        var denied = string.Join(", ", proof.Probes.Select(p => $"{p.Path} [{p.ThreadsOpened}/{p.ThreadsTried} threads opened; {p.ChildOutcome}]"));
+        if (!proof.Holds || proof.Uid != child.Uid)
+        {
+            _log.Error("Jail of {Child} does NOT hold: uid {Uid} gid {Gid}, root refused {RootRefused}, no_new_privs {NoNewPrivs}; {Probes}", child, proof.Uid, proof.Gid, proof.RegainRootRefused, proof.NoNewPrivs, denied);
+            throw new ChildStartException($"jail of {child} does not hold");
+        }
+
+        _log.Information("Jail of {Child} holds: uid {Uid} gid {Gid}, root not regainable, no_new_privs; denied on every thread and from a child: {Probes}", child, proof.Uid, proof.Gid, denied);
+    }
+}
+
+internal sealed class ChildStartException : Exception
+{
+    public ChildStartException()
+    {
+    }
+
+    public ChildStartException(string message) : base(message)
+    {
+    }
+
+    public ChildStartException(string message, Exception innerException) : base(message, innerException)
+    {
+    }
+}

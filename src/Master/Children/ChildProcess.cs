@@ -1,0 +1,158 @@
+using System.Net.Sockets;
+using System.Text;
+using Dispatch.Protocol.Hosting;
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Wire;
+using Serilog;
+using Serilog.Events;
+
+namespace Dispatch.Master.Children;
+
+/// <summary>A child the master started: its pid, its channel, its stderr, and how it ended.</summary>
+internal sealed class ChildProcess : IDisposable
+{
+    private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public ChildProcess(ProcessRole role, string name, int pid, uint uid, IpcChannel channel)
+    {
+        Role = role;
+        Name = name;
+        Pid = pid;
+        Uid = uid;
+        Channel = channel;
+    }
+
+    public ProcessRole Role { get; }
+
+    /// <summary>"dispatcher" or the pool's name.</summary>
+    public string Name { get; }
+
+    public int Pid { get; }
+
+    public uint Uid { get; }
+
+    public IpcChannel Channel { get; }
+
+    public DateTime Started { get; } = DateTime.UtcNow;
+
+    /// <summary>Completes with the wait status when the reaper collects the child.</summary>
+    public Task<int> Exited => _exited.Task;
+
+    public void MarkExited(int status) => _exited.TrySetResult(status);
+
+    public void Kill(int signal = Libc.SIGKILL)
+    {
+        if (!Exited.IsCompleted)
+            Libc.Kill(Pid, signal);
+    }
+
+    public static string DescribeStatus(int status)
+    {
+        var sig = status & 0x7f;
+        return sig == 0 ? $"exit code {(status >> 8) & 0xff}" : $"signal {sig}";
+    }
+
+    public override string ToString() => $"{Role} {Pid} ({Name})";
+
+    public void Dispose() => Channel.Dispose();
+}
+
+/// <summary>Collects every child's exit status (waitpid(-1) on one thread) and hands it to its ChildProcess.</summary>
+internal sealed unsafe class Reaper : IDisposable
+{
+    private readonly Dictionary<int, ChildProcess> _children = [];
+    private readonly Dictionary<int, int> _early = [];
+    private readonly Lock _gate = new();
+    private readonly SemaphoreSlim _spawned = new(0);
+    private readonly Action<ChildProcess, int> _onExit;
+
+    public Reaper(Action<ChildProcess, int> onExit)
+    {
+        _onExit = onExit;
+        new Thread(Run) { IsBackground = true, Name = "reaper" }.Start();
+    }
+
+    /// <summary>Registers a child just spawned (possibly already exited: its status is then kept until now).</summary>
+    public void Track(ChildProcess child)
+    {
+        int status;
+        lock (_gate)
+        {
+            if (!_early.Remove(child.Pid, out status))
+            {
+                _children[child.Pid] = child;
+                _spawned.Release();
+                return;
+            }
+        }
+
+        child.MarkExited(status);
+        _onExit(child, status);
+    }
+
+    public void Dispose() => _spawned.Dispose();
+
+    /// <summary>Wakes the reaper for a pid not yet tracked (spawned, handshake pending).</summary>
+    public void Expect() => _spawned.Release();
+
+    private void Run()
+    {
+        while (true)
+        {
+            int status;
+            var pid = Libc.WaitPid(-1, &status, 0);
+            if (pid < 0)
+            {
+                if (Libc.LastError == Libc.ECHILD)
+                    _spawned.Wait(1000);
+                continue;
+            }
+
+            ChildProcess? child;
+            lock (_gate)
+            {
+                if (!_children.Remove(pid, out child))
+                    _early[pid] = status;
+            }
+
+            if (child is not null)
+            {
+                child.MarkExited(status);
+                _onExit(child, status);
+            }
+        }
+    }
+}
+
+/// <summary>Reads a child's stderr (a stream socket) and re-logs each line with the child's role and pid.</summary>
+internal static class StderrPump
+{
+    public static async Task RunAsync(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
+    {
+        using var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+        using var stream = new NetworkStream(socket, ownsSocket: false);
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        try
+        {
+            while (await reader.ReadLineAsync().ConfigureAwait(false) is { } line)
+            {
+                if (line.Length > 4096)
+                    line = line[..4096] + "…";
+                var (level, text) = line.Length > 4 && line[3] == ' ' ? line[..3] switch
+                {
+                    "VRB" => (LogEventLevel.Verbose, line[4..]),
+                    "DBG" => (LogEventLevel.Debug, line[4..]),
+                    "INF" => (LogEventLevel.Information, line[4..]),
+                    "WRN" => (LogEventLevel.Warning, line[4..]),
+                    "ERR" => (LogEventLevel.Error, line[4..]),
+                    "FTL" => (LogEventLevel.Fatal, line[4..]),
+                    _ => (LogEventLevel.Warning, line),
+                } : (LogEventLevel.Warning, line);
+                log.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, text);
+            }
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

@@ -1,0 +1,355 @@
+using System.Globalization;
+using System.Net;
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
+using Microsoft.Extensions.Configuration;
+
+namespace Dispatch.Master.Config;
+
+/// <summary>One problem in a config file: where (file and JSON path) and why.</summary>
+internal sealed record ConfigError(string File, string Path, string Reason)
+{
+    public override string ToString() => $"{File}: {(Path.Length == 0 ? "(root)" : Path)}: {Reason}";
+}
+
+/// <summary>
+/// Reads the JSON config (Microsoft.Extensions.Configuration.Json) and validates all of it, collecting
+/// every error with its JSON path, so that <c>check</c> lists them all at once like <c>nginx -t</c>.
+/// </summary>
+internal static class ConfigLoader
+{
+    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe"];
+    private static readonly string[] ListenKeys = ["endpoint", "protocol"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index"];
+
+    public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
+    {
+        var errors = new List<ConfigError>();
+        var full = System.IO.Path.GetFullPath(path);
+        IConfigurationRoot root;
+        try
+        {
+            if (!File.Exists(full))
+            {
+                errors.Add(new ConfigError(full, string.Empty, "file not found"));
+                return (null, errors);
+            }
+
+            root = new ConfigurationBuilder()
+                .AddJsonFile(full, optional: false, reloadOnChange: false)
+                .Build();
+        }
+        catch (Exception e) when (e is FormatException or InvalidDataException or IOException or System.Text.Json.JsonException)
+        {
+            errors.Add(new ConfigError(full, string.Empty, $"not valid JSON: {e.InnerException?.Message ?? e.Message}"));
+            return (null, errors);
+        }
+
+        var ctx = new Context(full, errors);
+        ctx.Unknown(root, string.Empty, TopLevel);
+
+        var security = new SecurityConfig(ctx.UInt(root.GetSection("security:minUid"), 1000));
+        var log = new LogConfig(root["log:level"] ?? "Information", root["log:file"]);
+        if (log.Level is not ("Verbose" or "Debug" or "Information" or "Warning" or "Error"))
+            ctx.Error("log:level", $"'{log.Level}' is not one of Verbose, Debug, Information, Warning, Error");
+
+        var listen = new List<ListenConfig>();
+        var listenSection = root.GetSection("listen");
+        if (!listenSection.GetChildren().Any())
+            ctx.Error("listen", "at least one listener is required");
+        foreach (var l in listenSection.GetChildren())
+        {
+            ctx.Unknown(l, l.Path, ListenKeys);
+            var endpoint = l["endpoint"];
+            var protocol = l["protocol"] ?? "http";
+            if (protocol != "http")
+                ctx.Error($"{l.Path}:protocol", protocol == "tls" ? "'tls' listeners are not supported by this version" : $"'{protocol}' is not a listener protocol (http)");
+            if (endpoint is null || !IPEndPoint.TryParse(endpoint, out var ep) || ep.Port == 0)
+            {
+                ctx.Error($"{l.Path}:endpoint", $"'{endpoint}' is not an address:port such as 127.0.0.1:8080 or [::]:80");
+                continue;
+            }
+
+            if (listen.Any(x => x.Endpoint.Equals(ep)))
+                ctx.Error($"{l.Path}:endpoint", $"{ep} is listed twice");
+            listen.Add(new ListenConfig(ep, protocol));
+        }
+
+        var d = root.GetSection("dispatcher");
+        ctx.Unknown(d, "dispatcher", DispatcherKeys);
+        var (dUid, dGid) = ctx.Identity(d, "dispatcher");
+        if (dUid == 0 && d["user"] is not null)
+            ctx.Error("dispatcher:user", "the dispatcher must not run as root");
+        var dispatcher = new DispatcherConfig(
+            dUid,
+            dGid,
+            ctx.Duration(d.GetSection("headerTimeout"), TimeSpan.FromSeconds(10)),
+            ctx.Int(d.GetSection("maxRequestHead"), 16384, 1024, 60000),
+            ctx.Duration(d.GetSection("workerWait"), TimeSpan.FromSeconds(30)),
+            ctx.ULong(d.GetSection("nofile"), 65536));
+
+        var pools = new Dictionary<string, PoolConfig>(StringComparer.Ordinal);
+        var poolSection = root.GetSection("pools");
+        if (!poolSection.GetChildren().Any())
+            ctx.Error("pools", "at least one pool is required");
+        foreach (var p in poolSection.GetChildren())
+        {
+            ctx.Unknown(p, p.Path, PoolKeys);
+            if (!IsPoolName(p.Key))
+                ctx.Error(p.Path, "a pool name is 1-64 characters of letters, digits, '-', '_' and '.'");
+            var (uid, gid) = ctx.Identity(p, p.Path);
+            var groups = new List<uint>();
+            foreach (var g in p.GetSection("groups").GetChildren())
+            {
+                var gidValue = ctx.ResolveGroup(g.Value, g.Path);
+                if (gidValue is null)
+                    continue;
+                if (gidValue == 0 || gidValue < security.MinUid)
+                    ctx.Error(g.Path, $"supplementary group {gidValue} is privileged (below security:minUid {security.MinUid})");
+                else if (gidValue == dispatcher.Gid)
+                    ctx.Error(g.Path, $"supplementary group {gidValue} is the dispatcher's group");
+                groups.Add(gidValue.Value);
+            }
+
+            if (p["user"] is not null)
+            {
+                if (uid == 0)
+                    ctx.Error($"{p.Path}:user", "a pool must not run as root (uid 0)");
+                else if (uid < security.MinUid)
+                    ctx.Error($"{p.Path}:user", $"uid {uid} is below security:minUid {security.MinUid}");
+                else if (uid == dispatcher.Uid)
+                    ctx.Error($"{p.Path}:user", $"uid {uid} is the dispatcher's uid");
+                if (gid == 0)
+                    ctx.Error($"{p.Path}:group", "a pool must not run with gid 0");
+                else if (gid < security.MinUid)
+                    ctx.Error($"{p.Path}:group", $"gid {gid} is below security:minUid {security.MinUid}");
+                else if (gid == dispatcher.Gid)
+                    ctx.Error($"{p.Path}:group", $"gid {gid} is the dispatcher's group");
+            }
+
+            pools[p.Key] = new PoolConfig(
+                p.Key, uid, gid, groups,
+                ctx.Int(p.GetSection("maxWorkers"), 4, 1, 1024),
+                ctx.ULong(p.GetSection("nofile"), 65536));
+        }
+
+        var vhosts = new Dictionary<string, VhostConfig>(StringComparer.Ordinal);
+        var names = new HostMatcher<string>();
+        var vhostSection = root.GetSection("vhosts");
+        if (!vhostSection.GetChildren().Any())
+            ctx.Error("vhosts", "at least one vhost is required");
+        foreach (var v in vhostSection.GetChildren())
+        {
+            ctx.Unknown(v, v.Path, VhostKeys);
+            var name = HostNames.Normalize(v.Key);
+            if (!HostNames.IsValidPattern(v.Key))
+                ctx.Error(v.Path, $"'{v.Key}' is not a valid host name");
+            else if (!names.TryAdd(name, name))
+                ctx.Error(v.Path, $"'{name}' is already a name of another vhost");
+            var aliases = new List<string>();
+            foreach (var a in v.GetSection("aliases").GetChildren())
+            {
+                if (a.Value is null || !HostNames.IsValidPattern(a.Value))
+                {
+                    ctx.Error(a.Path, $"'{a.Value}' is not a valid host name");
+                    continue;
+                }
+
+                var alias = HostNames.Normalize(a.Value);
+                if (!names.TryAdd(alias, name))
+                    ctx.Error(a.Path, $"'{alias}' is already a name of another vhost");
+                aliases.Add(alias);
+            }
+
+            var pool = v["pool"];
+            if (pool is null)
+                ctx.Error($"{v.Path}:pool", "required");
+            else if (!pools.ContainsKey(pool))
+                ctx.Error($"{v.Path}:pool", $"no pool named '{pool}'");
+            var docRoot = v["root"];
+            if (docRoot is null)
+                ctx.Error($"{v.Path}:root", "required");
+            else if (!System.IO.Path.IsPathRooted(docRoot))
+                ctx.Error($"{v.Path}:root", $"'{docRoot}' is not an absolute path");
+            else if (!Directory.Exists(docRoot))
+                ctx.Error($"{v.Path}:root", $"directory '{docRoot}' does not exist");
+            else if (pool is not null && pools.TryGetValue(pool, out var pc) && pc.Uid != 0)
+            {
+                var why = PathSafety.CheckTraversable(System.IO.Path.GetDirectoryName(docRoot.TrimEnd('/')) ?? "/", pc.Uid, [pc.Gid, .. pc.Groups]);
+                if (why is not null)
+                    ctx.Error($"{v.Path}:root", $"pool '{pool}' cannot reach its document root: {why}");
+            }
+
+            var index = v.GetSection("index").GetChildren().Select(i => i.Value ?? string.Empty).ToList();
+            foreach (var i in index.Where(i => i.Length == 0 || i.Contains('/', StringComparison.Ordinal)))
+                ctx.Error($"{v.Path}:index", $"'{i}' is not a file name");
+            if (index.Count == 0)
+                index.Add("index.html");
+            vhosts[name] = new VhostConfig(name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index);
+        }
+
+        foreach (var pool in pools.Keys.Where(p => !vhosts.Values.Any(v => v.Pool == p)))
+            ctx.Error($"pools:{pool}", "no vhost uses this pool");
+
+        var probe = root.GetSection("jailProbe");
+        var probePaths = probe.GetSection("paths").GetChildren().Select(c => c.Value ?? string.Empty).ToList();
+        foreach (var (pp, i) in probePaths.Select((pp, i) => (pp, i)).Where(x => !System.IO.Path.IsPathRooted(x.pp)))
+            ctx.Error($"jailProbe:paths:{i}", $"'{pp}' is not an absolute path");
+        var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 8, 1, 256));
+
+        if (errors.Count > 0)
+            return (null, errors);
+        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, security, log, jailProbe), errors);
+    }
+
+    private static bool IsPoolName(string name) =>
+        name.Length is > 0 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+    private sealed class Context(string file, List<ConfigError> errors)
+    {
+        public void Error(string path, string reason) => errors.Add(new ConfigError(file, path, reason));
+
+        public void Unknown(IConfiguration section, string path, string[] known)
+        {
+            foreach (var child in section.GetChildren())
+            {
+                if (!known.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
+                    Error(path.Length == 0 ? child.Key : $"{path}:{child.Key}", $"unknown setting (expected one of: {string.Join(", ", known)})");
+            }
+        }
+
+        public (uint Uid, uint Gid) Identity(IConfigurationSection section, string path)
+        {
+            var user = section["user"];
+            if (user is null)
+            {
+                Error($"{path}:user", "required (a user name or a numeric uid)");
+                return (0, 0);
+            }
+
+            uint uid, primaryGid;
+            if (uint.TryParse(user, NumberStyles.None, CultureInfo.InvariantCulture, out uid))
+            {
+                primaryGid = uid;
+            }
+            else if (!Users.TryGetUser(user, out uid, out primaryGid))
+            {
+                Error($"{path}:user", $"no user named '{user}'");
+                return (0, 0);
+            }
+
+            var group = section["group"];
+            if (group is null)
+                return (uid, primaryGid);
+            return (uid, ResolveGroup(group, $"{path}:group") ?? 0);
+        }
+
+        public uint? ResolveGroup(string? group, string path)
+        {
+            if (group is null)
+            {
+                Error(path, "empty group");
+                return null;
+            }
+
+            if (uint.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out var gid))
+                return gid;
+            if (Users.TryGetGroup(group, out gid))
+                return gid;
+            Error(path, $"no group named '{group}'");
+            return null;
+        }
+
+        public TimeSpan Duration(IConfigurationSection s, TimeSpan fallback)
+        {
+            if (s.Value is null)
+                return fallback;
+            var v = s.Value.Trim();
+            (string num, double scale) = v.EndsWith("ms", StringComparison.Ordinal) ? (v[..^2], 0.001)
+                : v.EndsWith('s') ? (v[..^1], 1)
+                : v.EndsWith('m') ? (v[..^1], 60)
+                : (v, 1);
+            if (double.TryParse(num, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && d > 0 && d * scale <= 86400)
+                return TimeSpan.FromSeconds(d * scale);
+            Error(s.Path, $"'{s.Value}' is not a duration such as 500ms, 10s or 2m");
+            return fallback;
+        }
+
+        public int Int(IConfigurationSection s, int fallback, int min, int max)
+        {
+            if (s.Value is null)
+                return fallback;
+            if (int.TryParse(s.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max)
+                return v;
+            Error(s.Path, $"'{s.Value}' is not an integer in {min}..{max}");
+            return fallback;
+        }
+
+        public uint UInt(IConfigurationSection s, uint fallback)
+        {
+            if (s.Value is null)
+                return fallback;
+            if (uint.TryParse(s.Value, NumberStyles.None, CultureInfo.InvariantCulture, out var v))
+                return v;
+            Error(s.Path, $"'{s.Value}' is not a non-negative integer");
+            return fallback;
+        }
+
+        public ulong ULong(IConfigurationSection s, ulong fallback)
+        {
+            if (s.Value is null)
+                return fallback;
+            if (ulong.TryParse(s.Value, NumberStyles.None, CultureInfo.InvariantCulture, out var v) && v > 0)
+                return v;
+            Error(s.Path, $"'{s.Value}' is not a positive integer");
+            return fallback;
+        }
+
+        public bool Bool(IConfigurationSection s, bool fallback)
+        {
+            if (s.Value is null)
+                return fallback;
+            if (bool.TryParse(s.Value, out var v))
+                return v;
+            Error(s.Path, $"'{s.Value}' is not true or false");
+            return fallback;
+        }
+    }
+}
+
+/// <summary>User and group names through the C library (the master runs as root, before any jail).</summary>
+internal static unsafe class Users
+{
+    public static bool TryGetUser(string name, out uint uid, out uint gid)
+    {
+        var buffer = stackalloc byte[16384];
+        Libc.PasswdEntry entry;
+        Libc.PasswdEntry* result;
+        if (Libc.GetPwNamR(name, &entry, buffer, 16384, &result) == 0 && result != null)
+        {
+            uid = entry.Uid;
+            gid = entry.Gid;
+            return true;
+        }
+
+        uid = gid = 0;
+        return false;
+    }
+
+    public static bool TryGetGroup(string name, out uint gid)
+    {
+        var buffer = stackalloc byte[16384];
+        Libc.GroupEntry entry;
+        Libc.GroupEntry* result;
+        if (Libc.GetGrNamR(name, &entry, buffer, 16384, &result) == 0 && result != null)
+        {
+            gid = entry.Gid;
+            return true;
+        }
+
+        gid = 0;
+        return false;
+    }
+}

@@ -1,0 +1,32 @@
+using System.Net;
+
+namespace Dispatch.Master.Config;
+
+/// <summary>A validated configuration. Immutable; compared and diffed on reload.</summary>
+internal sealed record DispatchConfig(
+    string SourcePath,
+    IReadOnlyList<ListenConfig> Listen,
+    DispatcherConfig Dispatcher,
+    IReadOnlyDictionary<string, PoolConfig> Pools,
+    IReadOnlyDictionary<string, VhostConfig> Vhosts,
+    SecurityConfig Security,
+    LogConfig Log,
+    JailProbeConfig JailProbe);
+
+internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol)
+{
+    public override string ToString() => $"{Protocol} {Endpoint}";
+}
+
+internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile);
+
+internal sealed record PoolConfig(string Name, uint Uid, uint Gid, IReadOnlyList<uint> Groups, int MaxWorkers, ulong NoFile);
+
+internal sealed record VhostConfig(string Name, IReadOnlyList<string> Aliases, string Pool, string Root, bool DirectoryListing, IReadOnlyList<string> Index);
+
+internal sealed record SecurityConfig(uint MinUid);
+
+internal sealed record LogConfig(string Level, string? File);
+
+/// <summary>Extra paths each jailed process must prove it cannot open, and on how many threads.</summary>
+internal sealed record JailProbeConfig(IReadOnlyList<string> Paths, int Threads);

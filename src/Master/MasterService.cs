@@ -1,0 +1,376 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using Dispatch.Master.Children;
+using Dispatch.Master.Config;
+using Dispatch.Protocol.Hosting;
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
+using Dispatch.Protocol.Wire;
+using Serilog;
+
+namespace Dispatch.Master;
+
+/// <summary>
+/// The privileged process: binds the ports, starts and jails the dispatcher and the workers, answers
+/// the dispatcher's requests for workers (by pool name only), reaps children. It never reads a byte
+/// from a client: listening sockets are only passed on.
+/// </summary>
+internal sealed class MasterService : IDisposable
+{
+    private const int MaxProbeRoots = 8;
+    private readonly DispatchConfig _config;
+    private readonly ILogger _log;
+    private readonly Reaper _reaper;
+    private readonly ChildLauncher _launcher;
+    private readonly List<Socket> _listeners = [];
+    private readonly Dictionary<int, ChildProcess> _workers = [];
+    private readonly Dictionary<string, int> _starting = [];
+    private readonly Lock _gate = new();
+    private readonly CancellationTokenSource _stop = new();
+    private ChildProcess? _dispatcher;
+    private int _exitCode;
+
+    public MasterService(DispatchConfig config, ILogger log)
+    {
+        _config = config;
+        _log = log;
+        _reaper = new Reaper(OnChildExit);
+        _launcher = new ChildLauncher(_reaper, log);
+    }
+
+    public void RequestStop() => _stop.Cancel();
+
+    public async Task<int> RunAsync()
+    {
+        try
+        {
+            foreach (var l in _config.Listen)
+                _listeners.Add(Bind(l));
+            _dispatcher = await StartDispatcherAsync(_stop.Token).ConfigureAwait(false);
+            _log.Information(
+                "Dispatch ready: master {MasterPid}; dispatcher {DispatcherPid} (uid {DispatcherUid}); listening {Listeners}",
+                Environment.ProcessId,
+                _dispatcher.Pid,
+                _dispatcher.Uid,
+                string.Join(", ", _config.Listen));
+            await ServeDispatcherAsync(_dispatcher).ConfigureAwait(false);
+        }
+        catch (ChildStartException e)
+        {
+            _log.Fatal("Could not start: {Reason}", e.Message);
+            _exitCode = 1;
+        }
+        catch (SocketException e)
+        {
+            _log.Fatal("Could not listen: {Reason}", e.Message);
+            _exitCode = 1;
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+
+        await StopChildrenAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        _log.Information("Master {Pid} exiting with status {Status}", Environment.ProcessId, _exitCode);
+        return _exitCode;
+    }
+
+    private static Socket Bind(ListenConfig l)
+    {
+        var socket = new Socket(l.Endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            if (l.Endpoint.AddressFamily == AddressFamily.InterNetworkV6)
+                socket.DualMode = false;
+            socket.Bind(l.Endpoint);
+            socket.Listen(4096);
+            return socket;
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new SocketException((int)e.SocketErrorCode, $"{l}: {e.Message}");
+        }
+    }
+
+    private static JailSpec SpecFor(ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, ulong nofile) =>
+        new(
+            role,
+            uid,
+            gid,
+            [.. groups],
+            [.. ChildLauncher.RuntimeReadPaths(), .. extraRead],
+            [ChildLauncher.ExecutablePath(role), RuntimePaths.ElfInterpreter],
+            ["/dev/null"],
+            [new ResourceLimit(Libc.RLIMIT_NOFILE, nofile, nofile)],
+            name);
+
+    private string[] ProbePaths(IEnumerable<string> ownRoots)
+    {
+        var own = ownRoots.Select(r => r.TrimEnd('/') + "/").ToList();
+        bool Foreign(string p) => !own.Any(o => (p.TrimEnd('/') + "/").StartsWith(o, StringComparison.Ordinal));
+        var roots = _config.Vhosts.Values.Select(v => v.Root).Distinct().Where(Foreign).Take(MaxProbeRoots);
+        return ["/etc/passwd", _config.SourcePath, .. roots, .. _config.JailProbe.Paths.Where(Foreign)];
+    }
+
+    private async Task<ChildProcess> StartDispatcherAsync(CancellationToken cancellationToken)
+    {
+        var d = _config.Dispatcher;
+        var spec = SpecFor(ProcessRole.Dispatcher, "dispatcher", d.Uid, d.Gid, [], [], d.NoFile);
+        var child = await _launcher.StartAsync(spec, "dispatcher", cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var snapshot = new RouteSnapshot(
+                1,
+                new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds),
+                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool))]);
+            var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
+            try
+            {
+                int[] fds = [.. _listeners.Select(s => (int)s.SafeHandle.DangerousGetHandle()), memfd];
+                child.Channel.Send(
+                    new DispatcherSetup([.. _config.Listen.Select(l => new ListenerInfo(l.Protocol, l.Endpoint.ToString()))], ProbePaths([]), _config.JailProbe.Threads),
+                    fds);
+                GC.KeepAlive(_listeners);
+            }
+            finally
+            {
+                Libc.Close(memfd);
+            }
+
+            _launcher.CheckProof(child, await ChildLauncher.ExpectAsync<JailProof>(child, cancellationToken).ConfigureAwait(false));
+            await ChildLauncher.ExpectAsync<Ready>(child, cancellationToken).ConfigureAwait(false);
+            return child;
+        }
+        catch
+        {
+            child.Kill();
+            throw;
+        }
+    }
+
+    /// <summary>The dispatcher's channel after setup: only NeedWorker may arrive; anything else ends it.</summary>
+    private async Task ServeDispatcherAsync(ChildProcess dispatcher)
+    {
+        while (true)
+        {
+            IpcMessage? message;
+            try
+            {
+                message = await dispatcher.Channel.ReceiveAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (WireException e)
+            {
+                _log.Error("Dispatcher {Pid} sent a malformed message, terminating it: {Reason}", dispatcher.Pid, e.Message);
+                _exitCode = 1;
+                return;
+            }
+
+            if (message is null)
+            {
+                if (!_stop.IsCancellationRequested)
+                {
+                    _log.Error("Dispatcher {Pid} closed its channel", dispatcher.Pid);
+                    _exitCode = 1;
+                }
+
+                return;
+            }
+
+            using (message)
+            {
+                if (message.Type != MessageType.NeedWorker)
+                {
+                    _log.Error("Dispatcher {Pid} sent {Type}, which it may not send; terminating it", dispatcher.Pid, message.Type);
+                    _exitCode = 1;
+                    return;
+                }
+
+                NeedWorker request;
+                try
+                {
+                    request = message.Decode<NeedWorker>();
+                }
+                catch (WireException e)
+                {
+                    _log.Error("Dispatcher {Pid} sent a malformed NeedWorker, terminating it: {Reason}", dispatcher.Pid, e.Message);
+                    _exitCode = 1;
+                    return;
+                }
+
+                _ = StartWorkerAsync(dispatcher, request);
+            }
+        }
+    }
+
+    private async Task StartWorkerAsync(ChildProcess dispatcher, NeedWorker request)
+    {
+        if (!_config.Pools.TryGetValue(request.Pool, out var pool))
+        {
+            Refuse(dispatcher, request, $"no pool named '{request.Pool}'");
+            return;
+        }
+
+        lock (_gate)
+        {
+            var live = _workers.Values.Count(w => w.Name == pool.Name) + _starting.GetValueOrDefault(pool.Name);
+            if (live >= pool.MaxWorkers)
+            {
+                Refuse(dispatcher, request, $"pool '{pool.Name}' already has its maximum of {pool.MaxWorkers} workers");
+                return;
+            }
+
+            _starting[pool.Name] = _starting.GetValueOrDefault(pool.Name) + 1;
+        }
+
+        var clock = Stopwatch.StartNew();
+        ChildProcess? worker = null;
+        (int A, int B) pair = (-1, -1);
+        try
+        {
+            var vhosts = _config.Vhosts.Values.Where(v => v.Pool == pool.Name).ToList();
+            var roots = vhosts.Select(v => v.Root).Distinct().ToList();
+            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, roots, pool.NoFile);
+            worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
+            pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
+            var settings = new PoolSettings(pool.Name, [.. vhosts.Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index]))]);
+            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), ProbePaths(roots), _config.JailProbe.Threads), [pair.B]);
+            Libc.Close(pair.B);
+            pair.B = -1;
+            _launcher.CheckProof(worker, await ChildLauncher.ExpectAsync<JailProof>(worker, _stop.Token).ConfigureAwait(false));
+            await ChildLauncher.ExpectAsync<Ready>(worker, _stop.Token).ConfigureAwait(false);
+            lock (_gate)
+            {
+                _workers[worker.Pid] = worker;
+                _starting[pool.Name]--;
+            }
+
+            dispatcher.Channel.Send(new WorkerReady(request.RequestId, pool.Name, worker.Pid, worker.Pid), [pair.A]);
+            _log.Information("Worker {Pid} for pool {Pool} ready (uid {Uid}, gid {Gid}) in {Elapsed:F0} ms", worker.Pid, pool.Name, pool.Uid, pool.Gid, clock.Elapsed.TotalMilliseconds);
+            _ = WatchWorkerAsync(worker);
+        }
+        catch (Exception e) when (e is ChildStartException or WireException or SysCallException or OperationCanceledException)
+        {
+            lock (_gate)
+                _starting[pool.Name]--;
+            worker?.Kill();
+            _log.Error("Could not start a worker for pool {Pool}: {Reason}", pool.Name, e.Message);
+            Refuse(dispatcher, request, $"worker start failed: {e.Message}");
+        }
+        finally
+        {
+            if (pair.A >= 0)
+                Libc.Close(pair.A);
+            if (pair.B >= 0)
+                Libc.Close(pair.B);
+        }
+    }
+
+    private void Refuse(ChildProcess dispatcher, NeedWorker request, string reason)
+    {
+        _log.Warning("Refused a worker for pool {Pool}: {Reason}", request.Pool, reason);
+        try
+        {
+            dispatcher.Channel.Send(new WorkerRefused(request.RequestId, request.Pool, reason));
+        }
+        catch (SysCallException e)
+        {
+            _log.Error("Could not tell the dispatcher: {Reason}", e.Message);
+        }
+    }
+
+    /// <summary>A running worker may send the master nothing; anything it sends ends it.</summary>
+    private async Task WatchWorkerAsync(ChildProcess worker)
+    {
+        try
+        {
+            using var message = await worker.Channel.ReceiveAsync(_stop.Token).ConfigureAwait(false);
+            if (message is not null)
+            {
+                _log.Error("Worker {Pid} of pool {Pool} sent {Type}, which it may not send; terminating it", worker.Pid, worker.Name, message.Type);
+                worker.Kill();
+            }
+        }
+        catch (WireException e)
+        {
+            _log.Error("Worker {Pid} of pool {Pool} sent a malformed message, terminating it: {Reason}", worker.Pid, worker.Name, e.Message);
+            worker.Kill();
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private void OnChildExit(ChildProcess child, int status)
+    {
+        if (child == _dispatcher)
+        {
+            if (!_stop.IsCancellationRequested)
+            {
+                _log.Error("Dispatcher {Pid} exited unexpectedly ({Status}); stopping", child.Pid, ChildProcess.DescribeStatus(status));
+                _exitCode = 1;
+                _stop.Cancel();
+            }
+
+            return;
+        }
+
+        bool known;
+        lock (_gate)
+            known = _workers.Remove(child.Pid);
+        if (!known)
+            return;
+        var level = _stop.IsCancellationRequested ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning;
+        _log.Write(level, "Worker {Pid} of pool {Pool} exited ({Status})", child.Pid, child.Name, ChildProcess.DescribeStatus(status));
+        child.Dispose();
+        if (_dispatcher is { } d && !_stop.IsCancellationRequested)
+        {
+            try
+            {
+                d.Channel.Send(new WorkerGone(child.Pid, child.Name, ChildProcess.DescribeStatus(status)));
+            }
+            catch (SysCallException)
+            {
+            }
+        }
+    }
+
+    private async Task StopChildrenAsync(TimeSpan grace)
+    {
+        List<ChildProcess> children;
+        lock (_gate)
+            children = [.. _workers.Values];
+        if (_dispatcher is not null)
+            children.Add(_dispatcher);
+        foreach (var c in children)
+        {
+            try
+            {
+                c.Channel.Send(new Stop((uint)grace.TotalMilliseconds));
+            }
+            catch (Exception e) when (e is SysCallException or ObjectDisposedException)
+            {
+            }
+        }
+
+        var all = Task.WhenAll(children.Select(c => c.Exited));
+        if (await Task.WhenAny(all, Task.Delay(grace + TimeSpan.FromSeconds(2))).ConfigureAwait(false) != all)
+        {
+            foreach (var c in children.Where(c => !c.Exited.IsCompleted))
+            {
+                _log.Warning("{Child} did not stop within {Grace}; killing it", c, grace);
+                c.Kill();
+            }
+
+            await Task.WhenAny(all, Task.Delay(2000)).ConfigureAwait(false);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in _listeners)
+            s.Dispose();
+        _stop.Dispose();
+        _reaper.Dispose();
+    }
+}

@@ -1,0 +1,248 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
+using Dispatch.Protocol.Wire;
+using Dispatch.TlsDispatcher.Net;
+using Dispatch.TlsDispatcher.Workers;
+using Serilog;
+
+namespace Dispatch.TlsDispatcher.Http;
+
+/// <summary>
+/// A plain-HTTP listener: accept, read the request head (bounded in size and time), route on Host,
+/// then pass the client socket and the bytes already read to a worker of the vhost's pool. The
+/// dispatcher leaves the connection as soon as it is handed over.
+/// </summary>
+internal sealed class PlainHttpFrontend
+{
+    private readonly Socket _listener;
+    private readonly Func<RouteTable> _routes;
+    private readonly WorkerPools _workers;
+    private readonly ReadinessPoller _poller;
+    private readonly ILogger _log;
+    private readonly string _localName;
+    private long _nextConnection;
+
+    public PlainHttpFrontend(Socket listener, string localName, Func<RouteTable> routes, WorkerPools workers, ReadinessPoller poller, ILogger log)
+    {
+        _listener = listener;
+        _localName = localName;
+        _routes = routes;
+        _workers = workers;
+        _poller = poller;
+        _log = log;
+    }
+
+    public int InFlight;
+
+    public async Task RunAsync(CancellationToken stopping)
+    {
+        while (!stopping.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener.AcceptAsync(stopping).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (SocketException e)
+            {
+                // EMFILE and friends: say so and keep accepting (after a breath, not a spin).
+                _log.Warning("accept on {Listener} failed: {Reason}", _localName, e.Message);
+                await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
+                continue;
+            }
+
+            _ = HandleAsync(client);
+        }
+    }
+
+    private async Task HandleAsync(Socket client)
+    {
+        Interlocked.Increment(ref InFlight);
+        var id = (ulong)Interlocked.Increment(ref _nextConnection);
+        var fd = (int)client.SafeHandle.DangerousGetHandle();
+        var routes = _routes();
+        var settings = routes.Settings;
+        var buffer = ArrayPool<byte>.Shared.Rent(settings.MaxRequestHead);
+        var handedOff = false;
+        try
+        {
+            Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
+            using var timeout = new CancellationTokenSource(settings.HeaderTimeoutMs);
+            var (status, filled, host) = await ReadHeadAsync(fd, buffer, settings.MaxRequestHead, timeout.Token).ConfigureAwait(false);
+            if (status is not null)
+            {
+                Reject(fd, status.Value.Code, status.Value.Reason, id, client);
+                return;
+            }
+
+            if (filled == 0)
+                return; // The client closed before sending anything.
+            var route = routes.Match(host!);
+            if (route is null)
+            {
+                Reject(fd, 404, $"No site named '{host}' is served here.", id, client);
+                return;
+            }
+
+            var worker = await AcquireWorkerAsync(route.Pool, settings).ConfigureAwait(false);
+            while (worker is not null)
+            {
+                var meta = new Connection(
+                    id, ConnectionMode.PlainHttp, AppProtocol.Http1, client.RemoteEndPoint?.ToString() ?? "-", _localName, null, null, null, buffer.AsMemory(0, filled));
+                try
+                {
+                    _poller.Remove(fd);
+                    worker.Channel.Send(meta, [fd]);
+                    handedOff = true;
+                    break;
+                }
+                catch (Exception e) when (e is SysCallException or ObjectDisposedException)
+                {
+                    _workers.Drop(worker, $"hand-off failed: {e.Message}");
+                    worker = await AcquireWorkerAsync(route.Pool, settings).ConfigureAwait(false);
+                }
+            }
+
+            if (!handedOff)
+                Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, client);
+        }
+        catch (Exception e) when (e is SocketException or SysCallException or ObjectDisposedException)
+        {
+            _log.Debug("Connection {ConnectionId} failed: {Reason}", id, e.Message);
+        }
+        finally
+        {
+            _poller.Remove(fd);
+            ArrayPool<byte>.Shared.Return(buffer);
+            client.Dispose();
+            Interlocked.Decrement(ref InFlight);
+        }
+    }
+
+    private async Task<WorkerLink?> AcquireWorkerAsync(string pool, DispatcherSettings settings)
+    {
+        using var wait = new CancellationTokenSource(settings.WorkerWaitMs);
+        try
+        {
+            return await _workers.AcquireAsync(pool, wait.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
+    private async Task<((int Code, string Reason)? Error, int Filled, string? Host)> ReadHeadAsync(int fd, byte[] buffer, int max, CancellationToken timeout)
+    {
+        var filled = 0;
+        var scanned = 0;
+        var hostChars = new char[256];
+        while (true)
+        {
+            var n = Receive(fd, buffer.AsSpan(filled, max - filled));
+            if (n == 0)
+                return (filled == 0 ? null : (400, "The request head ended early."), 0, null);
+            if (n < 0)
+            {
+                var errno = -n;
+                if (errno != Libc.EAGAIN)
+                    throw new SysCallException("recv", errno);
+                try
+                {
+                    await _poller.WaitReadableAsync(fd, timeout).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return ((408, "The request head did not arrive in time."), filled, null);
+                }
+
+                continue;
+            }
+
+            filled += n;
+            var status = RequestHead.Parse(buffer.AsSpan(0, filled), ref scanned, hostChars, out var hostLength, out _, out var code, out var error);
+            switch (status)
+            {
+                case HeadStatus.Complete:
+                    return (null, filled, new string(hostChars, 0, hostLength));
+                case HeadStatus.Invalid:
+                    return ((code, $"Bad request: {error}."), filled, null);
+            }
+
+            if (filled == max)
+                return ((431, $"The request head exceeds {max} bytes."), filled, null);
+        }
+    }
+
+    private static unsafe int Receive(int fd, Span<byte> into)
+    {
+        fixed (byte* p = into)
+        {
+            while (true)
+            {
+                var n = Libc.Recv(fd, p, (nuint)into.Length, Libc.MSG_DONTWAIT);
+                if (n >= 0)
+                    return (int)n;
+                var errno = Libc.LastError;
+                if (errno != Libc.EINTR)
+                    return -errno;
+            }
+        }
+    }
+
+    private unsafe void Reject(int fd, int code, string reason, ulong id, Socket client)
+    {
+        _log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, client.RemoteEndPoint, code, reason);
+        var text = code switch
+        {
+            400 => "Bad Request",
+            404 => "Not Found",
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            _ => "Error",
+        };
+        var body = reason + "\n";
+        var response = System.Text.Encoding.ASCII.GetBytes(
+            $"HTTP/1.1 {code} {text}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}");
+        fixed (byte* p = response)
+            Libc.Send(fd, p, (nuint)response.Length, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+        Libc.Shutdown(fd, Libc.SHUT_WR);
+    }
+}
+
+/// <summary>The routing view of one snapshot: host → vhost route, plus the dispatcher's limits.</summary>
+internal sealed class RouteTable
+{
+    private readonly HostMatcher<VhostRoute> _matcher = new();
+
+    public RouteTable(RouteSnapshot snapshot)
+    {
+        Version = snapshot.Version;
+        Settings = snapshot.Settings;
+        foreach (var v in snapshot.Vhosts)
+        {
+            _matcher.TryAdd(v.Name, v);
+            foreach (var a in v.Aliases)
+                _matcher.TryAdd(a, v);
+        }
+    }
+
+    public long Version { get; }
+
+    public DispatcherSettings Settings { get; }
+
+    public int Count => _matcher.Count;
+
+    public VhostRoute? Match(string host) => _matcher.Match(host);
+
+    public static string Describe(EndPoint? ep) => ep?.ToString() ?? "-";
+}

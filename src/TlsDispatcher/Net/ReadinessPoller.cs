@@ -1,0 +1,74 @@
+using System.Collections.Concurrent;
+using Dispatch.Protocol.Interop;
+
+namespace Dispatch.TlsDispatcher.Net;
+
+/// <summary>
+/// Waits for client sockets to become readable with an epoll set of our own. Sockets the dispatcher
+/// hands to a worker must not stay registered in the runtime's epoll: an epoll registration lives as
+/// long as the open file description, which the worker now shares, so the runtime would be woken for
+/// every byte the worker receives. Here every registration is one-shot and removed (EPOLL_CTL_DEL)
+/// before the descriptor leaves.
+/// </summary>
+internal sealed unsafe class ReadinessPoller : IDisposable
+{
+    private readonly int _epfd;
+    private readonly ConcurrentDictionary<int, TaskCompletionSource> _waiters = new();
+    private readonly ConcurrentDictionary<int, byte> _registered = new();
+
+    public ReadinessPoller()
+    {
+        _epfd = Libc.EpollCreate1(Libc.O_CLOEXEC);
+        if (_epfd < 0)
+            SysCallException.ThrowLast("epoll_create1");
+        new Thread(Run) { IsBackground = true, Name = "readiness-poller" }.Start();
+    }
+
+    /// <summary>Completes when <paramref name="fd"/> is readable (or closed by the peer, or in error).</summary>
+    public Task WaitReadableAsync(int fd, CancellationToken cancellationToken)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _waiters[fd] = tcs;
+        var ev = new Libc.EpollEvent { Events = Libc.EPOLLIN | Libc.EPOLLRDHUP | Libc.EPOLLONESHOT, Data = (ulong)fd };
+        var op = _registered.TryAdd(fd, 0) ? Libc.EPOLL_CTL_ADD : Libc.EPOLL_CTL_MOD;
+        if (Libc.EpollCtl(_epfd, op, fd, &ev) != 0)
+        {
+            _waiters.TryRemove(fd, out _);
+            return Task.FromException(new SysCallException("epoll_ctl", Libc.LastError));
+        }
+
+        return cancellationToken.CanBeCanceled ? tcs.Task.WaitAsync(cancellationToken) : tcs.Task;
+    }
+
+    /// <summary>Forgets <paramref name="fd"/>; call before the descriptor is closed or handed away.</summary>
+    public void Remove(int fd)
+    {
+        _waiters.TryRemove(fd, out _);
+        if (_registered.TryRemove(fd, out _))
+            Libc.EpollCtl(_epfd, Libc.EPOLL_CTL_DEL, fd, null);
+    }
+
+    private void Run()
+    {
+        const int Max = 256;
+        var events = stackalloc Libc.EpollEvent[Max];
+        while (true)
+        {
+            var n = Libc.EpollWait(_epfd, events, Max, -1);
+            if (n < 0)
+            {
+                if (Libc.LastError == Libc.EINTR)
+                    continue;
+                return;
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                if (_waiters.TryRemove((int)events[i].Data, out var tcs))
+                    tcs.TrySetResult();
+            }
+        }
+    }
+
+    public void Dispose() => Libc.Close(_epfd);
+}

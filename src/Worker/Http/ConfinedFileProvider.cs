@@ -1,0 +1,249 @@
+using System.Collections;
+using Microsoft.Extensions.FileProviders;
+using Microsoft.Extensions.Primitives;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>
+/// An <see cref="IFileProvider"/> over one vhost's document root that never yields anything outside it.
+/// </summary>
+/// <remarks>
+/// <para>The sub-path (what StaticFiles passes: the request path after Kestrel's percent-decoding and dot-segment
+/// removal) is refused when it contains NUL or other control characters, a backslash, a <c>.</c> or <c>..</c>
+/// segment, a segment that still contains a <c>%XX</c> escape (Kestrel leaves <c>%2F</c> encoded, and double
+/// encoding such as <c>%252e</c> arrives as <c>%2e</c>: anything that still looks encoded is refused rather than
+/// guessed at — a file literally named with a <c>%XX</c> sequence cannot be served), or a denied name (below).</para>
+/// <para>Otherwise the path is resolved with <c>realpath(3)</c> (every symlink followed to its end) and served only if
+/// the result is the real path of the root or lies beneath it; the root's real path is resolved again on every
+/// lookup, so a root that is a symlink switched by a deployment is followed. The final open is done on the resolved
+/// path with openat2(RESOLVE_NO_SYMLINKS), so a symlink swapped in after the check is refused, not followed.
+/// Only regular files and directories are served (no FIFOs, sockets or devices).</para>
+/// <para>Hidden files: dot-files are served (<c>/.well-known/</c> must be, for ACME HTTP-01 and security.txt), except
+/// names that are server or repository metadata and commonly hold secrets: <c>.ht*</c> (.htaccess, .htpasswd),
+/// <c>.git</c>, <c>.svn</c>, <c>.hg</c>, <c>.bzr</c> and <c>.env</c> — anywhere in the requested or the resolved path.
+/// They answer 404, as if absent, and are left out of listings.</para>
+/// <para>Everything refused looks "not found" (404), so the response does not reveal whether the target exists.</para>
+/// </remarks>
+internal sealed class ConfinedFileProvider : IFileProvider
+{
+    private static readonly string[] DeniedNames = [".git", ".svn", ".hg", ".bzr", ".env"];
+
+    public ConfinedFileProvider(string root)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(root);
+        if (!Path.IsPathFullyQualified(root))
+        {
+            throw new ArgumentException($"The document root '{root}' is not an absolute path.", nameof(root));
+        }
+
+        Root = root;
+    }
+
+    /// <summary>The root as configured (it may itself be or contain symlinks).</summary>
+    public string Root { get; }
+
+    /// <summary>
+    /// A file; a directory answers "not found" here, as with PhysicalFileProvider (StaticFiles only checks
+    /// <see cref="IFileInfo.Exists"/>); directories are reached through <see cref="GetDirectoryContents"/>.
+    /// </summary>
+    public IFileInfo GetFileInfo(string subpath) =>
+        TryResolve(subpath, out var entry) && !entry.IsDirectory ? entry : new NotFoundFileInfo(subpath ?? string.Empty);
+
+    public IDirectoryContents GetDirectoryContents(string subpath) =>
+        TryResolve(subpath, out var entry) && entry.IsDirectory
+            ? new ConfinedDirectoryContents(this, subpath, entry.RealPath)
+            : NotFoundDirectoryContents.Singleton;
+
+    public IChangeToken Watch(string filter) => NullChangeToken.Singleton;
+
+    /// <summary>True for names never served nor listed (see the class remarks).</summary>
+    internal static bool IsDeniedName(ReadOnlySpan<char> name)
+    {
+        if (name.StartsWith(".ht", StringComparison.OrdinalIgnoreCase))
+        {
+            return true;
+        }
+
+        foreach (var denied in DeniedNames)
+        {
+            if (name.Equals(denied, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Checks the shape of a request sub-path (see the class remarks); does not touch the file system.</summary>
+    internal static bool IsAcceptableSubpath(ReadOnlySpan<char> subpath)
+    {
+        foreach (var range in subpath.Split('/'))
+        {
+            var segment = subpath[range];
+            if (segment.IsEmpty)
+            {
+                continue;
+            }
+
+            if (segment is "." or ".." || IsDeniedName(segment))
+            {
+                return false;
+            }
+
+            for (var i = 0; i < segment.Length; i++)
+            {
+                var c = segment[i];
+                if (c < 0x20 || c == 0x7f || c == '\\')
+                {
+                    return false;
+                }
+
+                if (c == '%' && i + 2 < segment.Length && char.IsAsciiHexDigit(segment[i + 1]) && char.IsAsciiHexDigit(segment[i + 2]))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
+
+    internal bool TryResolve(string? subpath, out ConfinedFileInfo entry)
+    {
+        entry = null!;
+        subpath ??= string.Empty;
+        if (!IsAcceptableSubpath(subpath))
+        {
+            return false;
+        }
+
+        var rootReal = NativeFileSystem.RealPath(Root);
+        if (rootReal is null)
+        {
+            return false;
+        }
+
+        var relative = subpath.AsSpan().TrimStart('/');
+        var real = relative.IsEmpty ? rootReal : NativeFileSystem.RealPath(string.Concat(rootReal, "/", relative));
+        if (real is null || !IsSameOrBeneath(rootReal, real, out var realRelative))
+        {
+            return false;
+        }
+
+        // A symlink with an innocent name may point at a denied one (or into .git/).
+        if (!IsAcceptableSubpath(realRelative))
+        {
+            return false;
+        }
+
+        if (!NativeFileSystem.TryStat(real, out var type, out var length, out var lastModified)
+            || type == NativeFileSystem.EntryType.Other)
+        {
+            return false;
+        }
+
+        var trimmed = relative.TrimEnd('/');
+        var name = trimmed.IsEmpty ? string.Empty : trimmed[(trimmed.LastIndexOf('/') + 1)..].ToString();
+        var isDirectory = type == NativeFileSystem.EntryType.Directory;
+        entry = new ConfinedFileInfo(name, real, isDirectory, isDirectory ? -1 : length, lastModified);
+        return true;
+    }
+
+    private static bool IsSameOrBeneath(string rootReal, string real, out ReadOnlySpan<char> relative)
+    {
+        if (real.Length == rootReal.Length)
+        {
+            relative = default;
+            return string.Equals(real, rootReal, StringComparison.Ordinal);
+        }
+
+        // rootReal "/" is the only real path that ends with a slash.
+        var prefixLength = rootReal.EndsWith('/') ? rootReal.Length : rootReal.Length + 1;
+        if (real.Length > prefixLength
+            && real.StartsWith(rootReal, StringComparison.Ordinal)
+            && real[prefixLength - 1] == '/')
+        {
+            relative = real.AsSpan(prefixLength);
+            return true;
+        }
+
+        relative = default;
+        return false;
+    }
+
+    private sealed class ConfinedDirectoryContents(ConfinedFileProvider provider, string subpath, string realDirectory)
+        : IDirectoryContents
+    {
+        public bool Exists => true;
+
+        public IEnumerator<IFileInfo> GetEnumerator()
+        {
+            // Enumerated lazily: DefaultFilesMiddleware only asks whether the directory exists.
+            var prefix = subpath.EndsWith('/') ? subpath : subpath + "/";
+            IEnumerable<FileSystemInfo> children;
+            try
+            {
+                children = new DirectoryInfo(realDirectory).EnumerateFileSystemInfos();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                yield break;
+            }
+
+            using var enumerator = children.GetEnumerator();
+            while (true)
+            {
+                try
+                {
+                    if (!enumerator.MoveNext())
+                    {
+                        yield break;
+                    }
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    yield break;
+                }
+
+                // Every entry goes through the same checks as a request for it: symlinks leading outside the root
+                // and denied names are not listed.
+                if (provider.TryResolve(prefix + enumerator.Current.Name, out var entry))
+                {
+                    yield return entry;
+                }
+            }
+        }
+
+        IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+}
+
+/// <summary>A file or directory inside a vhost root, already checked by <see cref="ConfinedFileProvider"/>.</summary>
+internal sealed class ConfinedFileInfo(string name, string realPath, bool isDirectory, long length, DateTimeOffset lastModified)
+    : IFileInfo
+{
+    public bool Exists => true;
+
+    public long Length { get; } = length;
+
+    /// <summary>
+    /// Always null: StaticFiles then reads through <see cref="CreateReadStream"/>, i.e. through the confined open
+    /// (Kestrel has no real sendfile, so nothing is lost).
+    /// </summary>
+    public string? PhysicalPath => null;
+
+    public string Name { get; } = name;
+
+    public DateTimeOffset LastModified { get; } = lastModified;
+
+    public bool IsDirectory { get; } = isDirectory;
+
+    /// <summary>The resolved real path (no symlinks), beneath the root's real path.</summary>
+    internal string RealPath { get; } = realPath;
+
+    public Stream CreateReadStream() =>
+        IsDirectory
+            ? throw new InvalidOperationException("Cannot read a directory.")
+            : NativeFileSystem.OpenRegularFileForRead(RealPath);
+}

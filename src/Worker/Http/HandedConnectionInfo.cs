@@ -1,0 +1,32 @@
+using System.Net;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>What the dispatcher tells the worker about a connection it hands over.</summary>
+/// <param name="ConnectionId">The dispatcher's id of the connection (also used as Kestrel's connection id).</param>
+/// <param name="Client">The client's address when the socket does not show it (TLS proxied over a socketpair,
+/// PROXY protocol); <see langword="null"/> to take it from the socket.</param>
+/// <param name="Local">The address the client connected to, when the socket does not show it.</param>
+/// <param name="Sni">The TLS server name, if any.</param>
+/// <param name="TlsProtocol">The negotiated TLS version, if the dispatcher terminated TLS.</param>
+/// <param name="TlsCipher">The negotiated cipher suite, if the dispatcher terminated TLS.</param>
+/// <param name="Protocol">Which HTTP version to speak on the connection.</param>
+public sealed record HandedConnectionInfo(
+    long ConnectionId,
+    IPEndPoint? Client,
+    IPEndPoint? Local,
+    string? Sni,
+    string? TlsProtocol,
+    string? TlsCipher,
+    HandedProtocol Protocol);
+
+/// <summary>
+/// Connection feature carrying the <see cref="HandedConnectionInfo"/>. Set on every connection's
+/// <c>ConnectionContext.Features</c>; Kestrel's request feature collection falls back to the connection's, so
+/// <c>HttpContext.Features.Get&lt;IHandedConnectionFeature&gt;()</c> works in request handling (HTTP/1.1 and HTTP/2).
+/// </summary>
+public interface IHandedConnectionFeature
+{
+    /// <summary>The dispatcher's metadata for this connection.</summary>
+    HandedConnectionInfo Info { get; }
+}

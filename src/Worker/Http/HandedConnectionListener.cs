@@ -1,0 +1,171 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Logging;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>A Kestrel endpoint that is not a network address: connections arrive through <see cref="WorkerHttpServer.TryEnqueue"/>.</summary>
+internal sealed class HandedEndPoint(HandedProtocol protocol) : EndPoint
+{
+    public HandedProtocol Protocol { get; } = protocol;
+
+    public override string ToString() => Protocol == HandedProtocol.Http2 ? "handed:h2" : "handed:http1";
+}
+
+/// <summary>A connection handed over by the dispatcher, waiting for Kestrel's accept loop.</summary>
+internal readonly record struct PendingConnection(Socket Socket, ReadOnlyMemory<byte> InitialBytes, HandedConnectionInfo Info);
+
+/// <summary>Per-connection feature: the dispatcher's metadata, and the initial bytes until the replay middleware takes them.</summary>
+internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnlyMemory<byte> initialBytes) : IHandedConnectionFeature
+{
+    private ReadOnlyMemory<byte> _initialBytes = initialBytes;
+
+    public HandedConnectionInfo Info { get; } = info;
+
+    /// <summary>Returns the initial bytes once and forgets them.</summary>
+    public ReadOnlyMemory<byte> TakeInitialBytes()
+    {
+        var bytes = _initialBytes;
+        _initialBytes = default;
+        return bytes;
+    }
+}
+
+/// <summary>
+/// The only transport registered with Kestrel: binds <see cref="HandedEndPoint"/>s and yields the connections queued for
+/// them. Implements <see cref="IConnectionListenerFactorySelector"/> so Kestrel picks it for those endpoints (and no
+/// socket transport is registered at all).
+/// </summary>
+internal sealed class HandedConnectionListenerFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector, IDisposable
+{
+    private readonly SocketConnectionContextFactory _contextFactory;
+    private readonly Func<HandedProtocol, ChannelReader<PendingConnection>> _queues;
+    private readonly Action _connectionDropped;
+
+    public HandedConnectionListenerFactory(
+        Func<HandedProtocol, ChannelReader<PendingConnection>> queues,
+        Action connectionDropped,
+        ILoggerFactory loggerFactory)
+    {
+        _queues = queues;
+        _connectionDropped = connectionDropped;
+        _contextFactory = new SocketConnectionContextFactory(
+            new SocketConnectionFactoryOptions(),
+            loggerFactory.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets"));
+    }
+
+    public bool CanBind(EndPoint endpoint) => endpoint is HandedEndPoint;
+
+    public ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        if (endpoint is not HandedEndPoint handed)
+        {
+            throw new NotSupportedException($"Endpoint {endpoint} is not a handed-connection endpoint.");
+        }
+
+        return ValueTask.FromResult<IConnectionListener>(
+            new Listener(handed, _queues(handed.Protocol), _contextFactory, _connectionDropped));
+    }
+
+    public void Dispose() => _contextFactory.Dispose();
+
+    private sealed class Listener(
+        HandedEndPoint endPoint,
+        ChannelReader<PendingConnection> queue,
+        SocketConnectionContextFactory contextFactory,
+        Action connectionDropped) : IConnectionListener
+    {
+        private readonly CancellationTokenSource _unbound = new();
+
+        public EndPoint EndPoint => endPoint;
+
+        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);
+            try
+            {
+                while (await queue.WaitToReadAsync(linked.Token).ConfigureAwait(false))
+                {
+                    while (queue.TryRead(out var pending))
+                    {
+                        var connection = TryCreate(pending);
+                        if (connection is not null)
+                        {
+                            return connection;
+                        }
+                    }
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+            {
+                // Unbound (server stopping) or Kestrel's own cancellation: no more connections.
+            }
+
+            return null;
+        }
+
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+        {
+            _unbound.Cancel();
+            Drain();
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            _unbound.Cancel();
+            Drain();
+            _unbound.Dispose();
+            return ValueTask.CompletedTask;
+        }
+
+        private ConnectionContext? TryCreate(PendingConnection pending)
+        {
+            var socket = pending.Socket;
+            ConnectionContext connection;
+            try
+            {
+                if (socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
+                {
+                    socket.NoDelay = true;
+                }
+
+                connection = contextFactory.Create(socket);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException)
+            {
+                // The client went away before we got to it (getpeername fails on a reset socket).
+                socket.Dispose();
+                connectionDropped();
+                return null;
+            }
+
+            var info = pending.Info;
+            if (info.Client is not null)
+            {
+                connection.RemoteEndPoint = info.Client;
+            }
+
+            if (info.Local is not null)
+            {
+                connection.LocalEndPoint = info.Local;
+            }
+
+            connection.ConnectionId = info.ConnectionId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            connection.Features.Set<IHandedConnectionFeature>(new HandedConnectionFeature(info, pending.InitialBytes));
+            return connection;
+        }
+
+        private void Drain()
+        {
+            while (queue.TryRead(out var pending))
+            {
+                pending.Socket.Dispose();
+                connectionDropped();
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+namespace Dispatch.Worker.Http;
+
+/// <summary>The HTTP version a handed connection speaks (the dispatcher decides: ALPN, or the h2 preface).</summary>
+public enum HandedProtocol
+{
+    /// <summary>HTTP/1.x.</summary>
+    Http1,
+
+    /// <summary>HTTP/2 (prior knowledge when cleartext).</summary>
+    Http2,
+}

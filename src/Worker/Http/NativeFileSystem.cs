@@ -1,0 +1,207 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>The few libc calls the confined file provider needs (Linux).</summary>
+internal static partial class NativeFileSystem
+{
+    private const int AtFdCwd = -100;
+    private const int AtSymlinkNoFollow = 0x100;
+    private const int AtEmptyPath = 0x1000;
+    private const uint StatxBasicStats = 0x7ff;
+    private const ushort SIfMt = 0xF000;
+    private const ushort SIfReg = 0x8000;
+    private const ushort SIfDir = 0x4000;
+
+    // Same values on x86-64 and arm64 (asm-generic).
+    private const ulong ORdOnly = 0;
+    private const ulong ONoCtty = 0x100;
+    private const ulong ONonBlock = 0x800;
+    private const ulong OCloExec = 0x80000;
+    private const ulong ResolveNoMagicLinks = 0x02;
+    private const ulong ResolveNoSymlinks = 0x04;
+    private const long SysOpenat2 = 437; // unified syscall number on every architecture
+    private const int ENOSYS = 38;
+    private const int EPERM = 1;
+
+    private static volatile bool s_openat2Unavailable;
+
+    internal enum EntryType
+    {
+        Other,
+        File,
+        Directory,
+    }
+
+    /// <summary>The canonical absolute path (every symlink, <c>.</c> and <c>..</c> resolved), or null if it does not resolve.</summary>
+    public static string? RealPath(string path)
+    {
+        if (path.Contains('\0', StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        var resolved = RealPathNative(path, 0);
+        if (resolved == 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            return Marshal.PtrToStringUTF8(resolved);
+        }
+        finally
+        {
+            Free(resolved);
+        }
+    }
+
+    /// <summary>lstat-like metadata of a path (a final symlink is not followed).</summary>
+    public static unsafe bool TryStat(string path, out EntryType type, out long length, out DateTimeOffset lastModified)
+    {
+        StatxBuffer buffer;
+        if (Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, &buffer) != 0)
+        {
+            type = EntryType.Other;
+            length = 0;
+            lastModified = default;
+            return false;
+        }
+
+        Describe(in buffer, out type, out length, out lastModified);
+        return true;
+    }
+
+    /// <summary>
+    /// Opens <paramref name="realPath"/> (an absolute path without symlinks, as returned by <see cref="RealPath"/>) for
+    /// reading, refusing to follow any symlink on the way (openat2 RESOLVE_NO_SYMLINKS), so a component swapped for a
+    /// symlink after the confinement check cannot redirect the open. Falls back to a plain open where openat2 is not
+    /// available. Non-blocking, so a FIFO swapped in cannot hang the request; only regular files are accepted.
+    /// </summary>
+    public static unsafe FileStream OpenRegularFileForRead(string realPath)
+    {
+        SafeFileHandle handle;
+        if (s_openat2Unavailable)
+        {
+            handle = OpenPlain(realPath);
+        }
+        else if (!TryOpenat2(realPath, out handle, out var errno))
+        {
+            if (errno is not (ENOSYS or EPERM))
+            {
+                throw new FileNotFoundException("The file could not be opened inside the document root.", realPath);
+            }
+
+            // No openat2 (old kernel, or a seccomp filter that refuses it): the realpath check stands alone.
+            s_openat2Unavailable = true;
+            handle = OpenPlain(realPath);
+        }
+
+        try
+        {
+            StatxBuffer buffer;
+            if (Statx((int)handle.DangerousGetHandle(), string.Empty, AtEmptyPath, StatxBasicStats, &buffer) != 0)
+            {
+                throw new FileNotFoundException("The file could not be examined.", realPath);
+            }
+
+            Describe(in buffer, out var type, out _, out _);
+            if (type != EntryType.File)
+            {
+                throw new FileNotFoundException("Not a regular file.", realPath);
+            }
+
+            return new FileStream(handle, FileAccess.Read, bufferSize: 0);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    private static SafeFileHandle OpenPlain(string path) =>
+        File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+
+    private static unsafe bool TryOpenat2(string path, out SafeFileHandle handle, out int errno)
+    {
+        var byteCount = Encoding.UTF8.GetByteCount(path);
+        var bytes = new byte[byteCount + 1];
+        Encoding.UTF8.GetBytes(path, bytes);
+        var how = new OpenHow
+        {
+            Flags = ORdOnly | ONoCtty | ONonBlock | OCloExec,
+            Mode = 0,
+            Resolve = ResolveNoSymlinks | ResolveNoMagicLinks,
+        };
+
+        long fd;
+        fixed (byte* p = bytes)
+        {
+            fd = Syscall(SysOpenat2, AtFdCwd, (long)p, (long)&how, sizeof(OpenHow));
+        }
+
+        if (fd < 0)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            handle = new SafeFileHandle();
+            return false;
+        }
+
+        errno = 0;
+        handle = new SafeFileHandle((nint)fd, ownsHandle: true);
+        return true;
+    }
+
+    private static void Describe(in StatxBuffer buffer, out EntryType type, out long length, out DateTimeOffset lastModified)
+    {
+        type = (buffer.Mode & SIfMt) switch
+        {
+            SIfReg => EntryType.File,
+            SIfDir => EntryType.Directory,
+            _ => EntryType.Other,
+        };
+        length = (long)buffer.Size;
+        lastModified = DateTimeOffset.FromUnixTimeSeconds(buffer.MtimeSec).AddTicks(buffer.MtimeNsec / 100);
+    }
+
+    [LibraryImport("libc", EntryPoint = "realpath", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint RealPathNative(string path, nint resolved);
+
+    [LibraryImport("libc", EntryPoint = "free")]
+    private static partial void Free(nint pointer);
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int Statx(int dirFd, string path, int flags, uint mask, StatxBuffer* buffer);
+
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    private static partial long Syscall(long number, long arg1, long arg2, long arg3, long arg4);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct OpenHow
+    {
+        public ulong Flags;
+        public ulong Mode;
+        public ulong Resolve;
+    }
+
+    /// <summary>struct statx (linux/stat.h): the same layout on every architecture.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 256)]
+    private struct StatxBuffer
+    {
+        [FieldOffset(28)]
+        public ushort Mode;
+
+        [FieldOffset(40)]
+        public ulong Size;
+
+        [FieldOffset(112)]
+        public long MtimeSec;
+
+        [FieldOffset(120)]
+        public uint MtimeNsec;
+    }
+}

@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.StaticFiles;
+using Microsoft.Net.Http.Headers;
+using Serilog.Events;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>
+/// The request entry point: picks the vhost by Host, runs its pipeline (static files), writes the access log.
+/// </summary>
+internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultAccessLog)
+{
+    /// <summary>Serilog SourceContext of access-log events (route them with a sub-logger filter).</summary>
+    public const string AccessLogSourceContext = "Dispatch.Worker.Http.AccessLog";
+
+    /// <summary>Access-log message template; the properties are the contract, the text is for humans.</summary>
+    public const string AccessLogTemplate =
+        "{Vhost} {ClientAddress} \"{Method} {Path}\" {Status} {Bytes} {Protocol} {ElapsedMs:0.###}ms conn={ConnectionId} sni={Sni}";
+
+    private static readonly byte[] BadRequestBody = Encoding.UTF8.GetBytes("Bad Request: no Host\n");
+    private static readonly byte[] MisdirectedBody = Encoding.UTF8.GetBytes("Misdirected Request: this server does not serve that host\n");
+    private static readonly byte[] NotFoundBody = Encoding.UTF8.GetBytes("Not Found\n");
+    private static readonly byte[] MethodNotAllowedBody = Encoding.UTF8.GetBytes("Method Not Allowed\n");
+
+    /// <summary>
+    /// Unknown extensions are served as application/octet-stream rather than refused: a static host serves whatever
+    /// the tenant uploads (fonts, archives, data files the mapping lacks), and with nosniff plus octet-stream a browser
+    /// downloads rather than renders them.
+    /// </summary>
+    private static readonly FileExtensionContentTypeProvider ContentTypes = new();
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        var started = Stopwatch.GetTimestamp();
+
+        // Captured before the pipeline: DefaultFiles rewrites Request.Path to the index file.
+        var method = context.Request.Method;
+        var path = context.Request.Path;
+        Vhost? vhost = null;
+        var failed = false;
+        context.Response.Headers.XContentTypeOptions = "nosniff";
+        try
+        {
+            string? authority = context.Request.Headers.Host;
+            if (!VhostTable.TryGetHostName(authority, out var host))
+            {
+                await WriteTextAsync(context, StatusCodes.Status400BadRequest, BadRequestBody, close: true);
+            }
+            else if (!vhosts.TryFind(host, out vhost))
+            {
+                // The client reconnects and is routed again by the dispatcher (RFC 9110, 15.5.20).
+                await WriteTextAsync(context, StatusCodes.Status421MisdirectedRequest, MisdirectedBody, close: true);
+            }
+            else
+            {
+                await vhost.Pipeline(context);
+            }
+        }
+        catch
+        {
+            failed = true;
+            throw;
+        }
+        finally
+        {
+            WriteAccessLog(context, vhost, method, path, started, failed);
+        }
+    }
+
+    /// <summary>Builds one branch pipeline per vhost (at start, not per request).</summary>
+    public static void BuildPipelines(IApplicationBuilder app, VhostTable vhosts)
+    {
+        foreach (var vhost in vhosts.All)
+        {
+            var branch = app.New();
+            var files = vhost.Files;
+            var indexFiles = vhost.Settings.IndexFiles is { Count: > 0 } configured ? configured.ToList() : ["index.html"];
+            branch.UseDefaultFiles(new DefaultFilesOptions
+            {
+                FileProvider = files,
+                DefaultFileNames = indexFiles,
+                RedirectToAppendTrailingSlash = true,
+            });
+            if (vhost.Settings.DirectoryListing)
+            {
+                branch.UseDirectoryBrowser(new DirectoryBrowserOptions
+                {
+                    FileProvider = files,
+                    RedirectToAppendTrailingSlash = true,
+                });
+            }
+
+            branch.UseStaticFiles(new StaticFileOptions
+            {
+                FileProvider = files,
+                ContentTypeProvider = ContentTypes,
+                ServeUnknownFileTypes = true,
+                DefaultContentType = "application/octet-stream",
+                RedirectToAppendTrailingSlash = true,
+            });
+
+            // Nothing served it: a directory without index (and no listing), a refused or missing path — all 404,
+            // consistently, so a refusal does not reveal whether the target exists. Other methods than GET/HEAD: 405.
+            branch.Run(static context => HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method)
+                ? WriteTextAsync(context, StatusCodes.Status404NotFound, NotFoundBody, close: false)
+                : WriteMethodNotAllowedAsync(context));
+            vhost.Pipeline = branch.Build();
+        }
+    }
+
+    private static Task WriteMethodNotAllowedAsync(HttpContext context)
+    {
+        context.Response.Headers.Allow = "GET, HEAD";
+        return WriteTextAsync(context, StatusCodes.Status405MethodNotAllowed, MethodNotAllowedBody, close: false);
+    }
+
+    private static Task WriteTextAsync(HttpContext context, int status, byte[] body, bool close)
+    {
+        var response = context.Response;
+        response.StatusCode = status;
+        response.ContentType = "text/plain; charset=utf-8";
+        response.ContentLength = body.Length;
+        if (close && !HttpProtocol.IsHttp2(context.Request.Protocol) && !HttpProtocol.IsHttp3(context.Request.Protocol))
+        {
+            // Kestrel closes an HTTP/1.x connection after a response carrying "Connection: close".
+            // (HTTP/2 forbids connection-specific headers; there the client opens a new connection for that host.)
+            response.Headers.Connection = "close";
+        }
+
+        return HttpMethods.IsHead(context.Request.Method) ? Task.CompletedTask : response.Body.WriteAsync(body).AsTask();
+    }
+
+    private void WriteAccessLog(HttpContext context, Vhost? vhost, string method, PathString path, long started, bool failed)
+    {
+        var log = vhost?.AccessLog ?? defaultAccessLog;
+        if (!log.IsEnabled(LogEventLevel.Information))
+        {
+            return;
+        }
+
+        var response = context.Response;
+        var status = failed && !response.HasStarted ? StatusCodes.Status500InternalServerError : response.StatusCode;
+
+        // Bytes: the declared body length (Content-Length), 0 where no body is sent; null when unknown (chunked).
+        // Cheap, and exact for everything StaticFiles sends; an aborted transfer is logged with its declared length.
+        long? bytes = HttpMethods.IsHead(method) || status is < 200 or 204 or 304 ? 0 : response.ContentLength;
+        var info = context.Features.Get<IHandedConnectionFeature>()?.Info;
+        log.Information(
+            AccessLogTemplate,
+            vhost?.Name,
+            context.Connection.RemoteIpAddress?.ToString(),
+            method,
+            path.Value,
+            status,
+            bytes,
+            context.Request.Protocol,
+            Stopwatch.GetElapsedTime(started).TotalMilliseconds,
+            info?.ConnectionId,
+            info?.Sni);
+    }
+}

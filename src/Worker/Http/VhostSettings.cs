@@ -1,0 +1,14 @@
+namespace Dispatch.Worker.Http;
+
+/// <summary>One virtual host served by this worker.</summary>
+/// <param name="Name">Canonical host name (matched case-insensitively, without port or trailing dot).</param>
+/// <param name="Aliases">Other host names; an alias starting with <c>*.</c> matches exactly one extra label.</param>
+/// <param name="Root">Absolute path of the document root; nothing outside its real path is ever served.</param>
+/// <param name="DirectoryListing">Whether a directory without an index file is listed (otherwise 404).</param>
+/// <param name="IndexFiles">Index file names tried in order for a directory request; empty means <c>index.html</c>.</param>
+public sealed record VhostSettings(
+    string Name,
+    IReadOnlyList<string> Aliases,
+    string Root,
+    bool DirectoryListing,
+    IReadOnlyList<string> IndexFiles);

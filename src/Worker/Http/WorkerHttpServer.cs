@@ -1,0 +1,290 @@
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Serilog.Core;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>
+/// Kestrel serving HTTP/1.1 and HTTP/2 on sockets handed over by the dispatcher, with no network listener of its own.
+/// </summary>
+/// <remarks>
+/// <para>Two endpoints (<see cref="HandedEndPoint"/>): HTTP/1.x only, and HTTP/2 only (cleartext HTTP/2 with prior
+/// knowledge needs an endpoint that speaks nothing else). <see cref="TryEnqueue"/> queues a socket for the endpoint of
+/// its <see cref="HandedConnectionInfo.Protocol"/>; Kestrel's accept loop takes it from there. Connection middleware
+/// replays the bytes the dispatcher already read before the socket's own data, and counts open connections.</para>
+/// <para>The host is minimal: a bare <see cref="HostBuilder"/> with no configuration sources (no appsettings, no
+/// environment variables: <c>SuppressEnvironmentConfiguration</c>), hosting-startup assemblies disabled, no console
+/// lifetime (the worker owns its signals), Kestrel without the socket transport, no Server header, and logging only to
+/// the given Serilog logger at Warning and above.</para>
+/// </remarks>
+public sealed class WorkerHttpServer : IAsyncDisposable
+{
+    private readonly Channel<PendingConnection> _http1 = Channel.CreateUnbounded<PendingConnection>();
+    private readonly Channel<PendingConnection> _http2 = Channel.CreateUnbounded<PendingConnection>();
+    private IHost? _host;
+    private int _openConnections;
+    private volatile bool _stopping;
+    private Task? _stopTask;
+    private int _disposed;
+
+    private WorkerHttpServer()
+    {
+    }
+
+    /// <summary>Connections handed over and not yet finished (queued or being served).</summary>
+    public int OpenConnections => Volatile.Read(ref _openConnections);
+
+    /// <summary>Starts Kestrel for <paramref name="vhosts"/>; errors are logged to <paramref name="log"/> (Warning and above).</summary>
+    /// <exception cref="ArgumentException">A vhost has an invalid name, a duplicate name or alias, or a relative root.</exception>
+    public static Task<WorkerHttpServer> StartAsync(IReadOnlyList<VhostSettings> vhosts, Serilog.ILogger log, CancellationToken cancellationToken) =>
+        StartAsync(vhosts, log, accessLogFor: null, cancellationToken);
+
+    /// <summary>
+    /// Starts Kestrel for <paramref name="vhosts"/>. Access-log events (Information, SourceContext
+    /// <c>Dispatch.Worker.Http.AccessLog</c>) of a vhost go to <paramref name="accessLogFor"/>(vhost) when given
+    /// (per-tenant log files), otherwise — and for requests that match no vhost — to <paramref name="log"/>.
+    /// </summary>
+    public static async Task<WorkerHttpServer> StartAsync(
+        IReadOnlyList<VhostSettings> vhosts,
+        Serilog.ILogger log,
+        Func<VhostSettings, Serilog.ILogger>? accessLogFor,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(vhosts);
+        ArgumentNullException.ThrowIfNull(log);
+
+        var defaultAccessLog = log.ForContext(Constants.SourceContextPropertyName, RequestHandler.AccessLogSourceContext);
+        var table = new VhostTable(vhosts.Select(settings =>
+        {
+            ArgumentNullException.ThrowIfNull(settings);
+            var accessLog = accessLogFor?.Invoke(settings)
+                .ForContext(Constants.SourceContextPropertyName, RequestHandler.AccessLogSourceContext) ?? defaultAccessLog;
+            return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, new ConfinedFileProvider(settings.Root), accessLog);
+        }));
+        var handler = new RequestHandler(table, defaultAccessLog);
+        var server = new WorkerHttpServer();
+
+        var host = new HostBuilder()
+            .UseContentRoot(AppContext.BaseDirectory)
+            .ConfigureServices(services =>
+            {
+                // HostBuilder registers ConsoleLifetime, which would take SIGTERM/SIGINT from the worker.
+                services.AddSingleton<IHostLifetime, PassiveHostLifetime>();
+                services.Configure<HostOptions>(options => options.ShutdownTimeout = Timeout.InfiniteTimeSpan);
+                services.AddLogging(logging =>
+                {
+                    logging.ClearProviders();
+                    logging.SetMinimumLevel(SerilogLoggerProvider.MinimumLevel);
+                    logging.AddProvider(new SerilogLoggerProvider(log));
+                });
+
+                // Registered before UseKestrelCore, whose TryAdd then registers no socket transport.
+                services.AddSingleton<IConnectionListenerFactory>(provider => new HandedConnectionListenerFactory(
+                    server.QueueFor, server.ConnectionFinished, provider.GetRequiredService<ILoggerFactory>()));
+                services.AddDirectoryBrowser();
+            })
+            .ConfigureWebHost(
+                web =>
+                {
+                    web.UseSetting(WebHostDefaults.PreventHostingStartupKey, "true");
+                    web.UseKestrelCore();
+                    web.ConfigureKestrel(kestrel =>
+                    {
+                        kestrel.AddServerHeader = false;
+                        kestrel.Listen(new HandedEndPoint(HandedProtocol.Http1), listen =>
+                        {
+                            listen.Protocols = HttpProtocols.Http1;
+                            listen.Use(server.ConnectionMiddleware);
+                        });
+                        kestrel.Listen(new HandedEndPoint(HandedProtocol.Http2), listen =>
+                        {
+                            listen.Protocols = HttpProtocols.Http2;
+                            listen.Use(server.ConnectionMiddleware);
+                        });
+                    });
+                    web.Configure(app =>
+                    {
+                        RequestHandler.BuildPipelines(app, table);
+                        app.Run(handler.InvokeAsync);
+                    });
+                },
+                options => options.SuppressEnvironmentConfiguration = true)
+            .Build();
+
+        server._host = host;
+        try
+        {
+            await host.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            server._stopping = true;
+            host.Dispose();
+            throw;
+        }
+
+        return server;
+    }
+
+    /// <summary>
+    /// Queues a connection. On <see langword="true"/> the server owns <paramref name="socket"/> and the memory behind
+    /// <paramref name="initialBytes"/> (the bytes already read from it, replayed first; nothing is returned to a pool).
+    /// On <see langword="false"/> (stopping or stopped) nothing was taken: the caller still owns and must close the socket.
+    /// </summary>
+    public bool TryEnqueue(Socket socket, ReadOnlyMemory<byte> initialBytes, HandedConnectionInfo info)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        ArgumentNullException.ThrowIfNull(info);
+        if (_stopping)
+        {
+            return false;
+        }
+
+        Interlocked.Increment(ref _openConnections);
+        var queue = info.Protocol == HandedProtocol.Http2 ? _http2 : _http1;
+        if (!queue.Writer.TryWrite(new PendingConnection(socket, initialBytes, info)))
+        {
+            Interlocked.Decrement(ref _openConnections);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Stops taking connections and lets open requests finish for up to <paramref name="grace"/>; then aborts what is
+    /// left. Idle keep-alive connections are closed at once; HTTP/2 connections get GOAWAY. Idempotent.
+    /// </summary>
+    public Task StopAsync(TimeSpan grace)
+    {
+        var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var existing = Interlocked.CompareExchange(ref _stopTask, completion.Task, null);
+        if (existing is not null)
+        {
+            return existing;
+        }
+
+        _ = StopCoreAsync(grace, completion);
+        return completion.Task;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await StopAsync(TimeSpan.Zero).ConfigureAwait(false);
+        if (_host is IAsyncDisposable asyncDisposable)
+        {
+            await asyncDisposable.DisposeAsync().ConfigureAwait(false);
+        }
+        else
+        {
+            _host?.Dispose();
+        }
+
+        DrainQueues();
+    }
+
+    private async Task StopCoreAsync(TimeSpan grace, TaskCompletionSource completion)
+    {
+        try
+        {
+            _stopping = true;
+            _http1.Writer.TryComplete();
+            _http2.Writer.TryComplete();
+            if (_host is not null)
+            {
+                using var timeout = new CancellationTokenSource(grace < TimeSpan.Zero ? TimeSpan.Zero : grace);
+                try
+                {
+                    await _host.StopAsync(timeout.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Grace exhausted: Kestrel has aborted the remaining connections.
+                }
+            }
+
+            DrainQueues();
+            completion.TrySetResult();
+        }
+        catch (Exception e)
+        {
+            completion.TrySetException(e);
+        }
+    }
+
+    private ChannelReader<PendingConnection> QueueFor(HandedProtocol protocol) =>
+        protocol == HandedProtocol.Http2 ? _http2.Reader : _http1.Reader;
+
+    private void ConnectionFinished() => Interlocked.Decrement(ref _openConnections);
+
+    private void DrainQueues()
+    {
+        foreach (var queue in new[] { _http1, _http2 })
+        {
+            while (queue.Reader.TryRead(out var pending))
+            {
+                pending.Socket.Dispose();
+                ConnectionFinished();
+            }
+        }
+    }
+
+    /// <summary>Outermost connection middleware: counts the connection and replays the initial bytes.</summary>
+    private ConnectionDelegate ConnectionMiddleware(ConnectionDelegate next) => async connection =>
+    {
+        try
+        {
+            var initialBytes = connection.Features.Get<IHandedConnectionFeature>() is HandedConnectionFeature feature
+                ? feature.TakeInitialBytes()
+                : default;
+            if (initialBytes.IsEmpty)
+            {
+                await next(connection).ConfigureAwait(false);
+                return;
+            }
+
+            var transport = connection.Transport;
+            connection.Transport = new DuplexPipe(new PrefixedPipeReader(initialBytes, transport.Input), transport.Output);
+            try
+            {
+                await next(connection).ConfigureAwait(false);
+            }
+            finally
+            {
+                connection.Transport = transport;
+            }
+        }
+        finally
+        {
+            ConnectionFinished();
+        }
+    };
+
+    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
+
+    /// <summary>Starts and stops with the host, and leaves process signals alone.</summary>
+    private sealed class PassiveHostLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

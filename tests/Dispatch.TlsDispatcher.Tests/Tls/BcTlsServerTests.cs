@@ -1,0 +1,532 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Text;
+using Dispatch.TlsDispatcher.Tls;
+using Xunit.Abstractions;
+
+namespace Dispatch.TlsDispatcher.Tests.Tls;
+
+/// <summary>The BouncyCastle engine against real clients over 127.0.0.1: .NET SslStream, openssl s_client, curl.</summary>
+public sealed class BcTlsServerTests : IAsyncLifetime
+{
+    private readonly ITestOutputHelper _output;
+    private TlsTestServer _server = null!;
+
+    public BcTlsServerTests(ITestOutputHelper output) => _output = output;
+
+    public Task InitializeAsync()
+    {
+        _server = new TlsTestServer();
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync() => await _server.DisposeAsync();
+
+    internal static async Task<(TcpClient Tcp, SslStream Ssl)> ConnectAsync(int port, string serverName, string[] alpn, SslProtocols protocols = SslProtocols.Tls12, TlsCipherSuite[]? suites = null)
+    {
+        var tcp = new TcpClient { NoDelay = true };
+        await tcp.ConnectAsync(IPAddress.Loopback, port);
+        var ssl = new SslStream(tcp.GetStream());
+        try
+        {
+            await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+            {
+                TargetHost = serverName,
+                EnabledSslProtocols = protocols,
+                ApplicationProtocols = [.. alpn.Select(a => new SslApplicationProtocol(a))],
+                CertificateChainPolicy = TestPki.Shared.ChainPolicy(),
+                CipherSuitesPolicy = suites is null || !OperatingSystem.IsLinux() ? null : new CipherSuitesPolicy(suites),
+            });
+        }
+        catch
+        {
+            await ssl.DisposeAsync();
+            tcp.Dispose();
+            throw;
+        }
+
+        return (tcp, ssl);
+    }
+
+    private static async Task<byte[]> EchoAsync(SslStream ssl, byte[] payload)
+    {
+        byte[] received = new byte[payload.Length];
+        Task writer = Task.Run(async () =>
+        {
+            for (int p = 0; p < payload.Length; p += 100_000)
+                await ssl.WriteAsync(payload.AsMemory(p, Math.Min(100_000, payload.Length - p)));
+        });
+        int have = 0;
+        while (have < received.Length)
+        {
+            int n = await ssl.ReadAsync(received.AsMemory(have));
+            Assert.True(n > 0, $"EOF after {have} bytes");
+            have += n;
+        }
+
+        await writer;
+        return received;
+    }
+
+    [Theory]
+    [InlineData("h2")]
+    [InlineData("http/1.1")]
+    public async Task SslStream_tls12_with_sni_and_alpn_echoes(string alpn)
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", [alpn]);
+        using (tcp)
+        await using (ssl)
+        {
+            Assert.Equal(SslProtocols.Tls12, ssl.SslProtocol);
+            Assert.Equal(alpn, ssl.NegotiatedApplicationProtocol.ToString());
+            Assert.Equal(TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, ssl.NegotiatedCipherSuite);
+            byte[] payload = Encoding.ASCII.GetBytes("hello through BouncyCastle");
+            Assert.Equal(payload, await EchoAsync(ssl, payload));
+            await ssl.ShutdownAsync();
+        }
+
+        ServerConnectionResult result = await _server.NextResultAsync();
+        Assert.Null(result.Error);
+        Assert.Equal("both.example", result.ServerName);
+        Assert.Equal(alpn, result.ApplicationProtocol);
+        Assert.Equal("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", result.CipherSuiteName);
+        Assert.Equal("TLSv1.2", result.ProtocolVersion);
+        Assert.Equal(BcKeyType.EcdsaP256, result.KeyType);
+        Assert.Equal((ushort)0x0403, result.SignatureScheme);
+    }
+
+    [Fact]
+    public async Task SslStream_alpn_server_preference()
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["http/1.1", "h2"]);
+        using (tcp)
+        await using (ssl)
+            Assert.Equal("h2", ssl.NegotiatedApplicationProtocol.ToString());
+        Assert.Equal("h2", (await _server.NextResultAsync()).ApplicationProtocol);
+    }
+
+    [Fact]
+    public async Task SslStream_without_alpn_gets_none()
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", []);
+        using (tcp)
+        await using (ssl)
+            Assert.Equal(default, ssl.NegotiatedApplicationProtocol);
+        Assert.Null((await _server.NextResultAsync()).ApplicationProtocol);
+    }
+
+    [Fact]
+    public async Task Alpn_mismatch_is_refused_with_no_application_protocol()
+    {
+        await using var server = new TlsTestServer(["http/1.1"]);
+        await Assert.ThrowsAnyAsync<Exception>(() => ConnectAsync(server.Port, "both.example", ["h2"]));
+        ServerConnectionResult result = await server.NextResultAsync();
+        Assert.IsType<AuthenticationException>(result.Error);
+        Assert.Equal((byte)120, result.AlertSent);
+    }
+
+    [Theory]
+    [InlineData("rsa.example", BcKeyType.Rsa, TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)]
+    [InlineData("ecdsa.example", BcKeyType.EcdsaP256, TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)]
+    [InlineData("both.example", BcKeyType.EcdsaP256, TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)]
+    public async Task Certificate_follows_the_vhost(string serverName, BcKeyType keyType, TlsCipherSuite suite)
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, serverName, ["http/1.1"]);
+        using (tcp)
+        await using (ssl)
+        {
+            Assert.Equal(suite, ssl.NegotiatedCipherSuite);
+            Assert.Equal([1, 2, 3], await EchoAsync(ssl, [1, 2, 3]));
+        }
+
+        ServerConnectionResult result = await _server.NextResultAsync();
+        Assert.Equal(keyType, result.KeyType);
+        Assert.Equal(keyType == BcKeyType.Rsa ? (ushort)0x0401 : (ushort)0x0403, result.SignatureScheme);
+    }
+
+    [Theory]
+    [InlineData(TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)]
+    [InlineData(TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)]
+    [InlineData(TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384)]
+    [InlineData(TlsCipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256)]
+    [InlineData(TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)]
+    public async Task Every_suite_echoes(TlsCipherSuite suite)
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["http/1.1"], suites: [suite]);
+        byte[] payload = RandomNumberGenerator.GetBytes(300_000);
+        using (tcp)
+        await using (ssl)
+        {
+            Assert.Equal(suite, ssl.NegotiatedCipherSuite);
+            Assert.Equal(payload, await EchoAsync(ssl, payload));
+        }
+
+        ServerConnectionResult result = await _server.NextResultAsync();
+        Assert.Equal(suite.ToString(), result.CipherSuiteName);
+    }
+
+    [Fact]
+    public async Task Ten_MiB_echoes_intact_both_ways()
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["http/1.1"]);
+        byte[] payload = RandomNumberGenerator.GetBytes(10 * 1024 * 1024);
+        using (tcp)
+        await using (ssl)
+        {
+            byte[] received = await EchoAsync(ssl, payload);
+            Assert.Equal(SHA256.HashData(payload), SHA256.HashData(received));
+            await ssl.ShutdownAsync();
+        }
+
+        ServerConnectionResult result = await _server.NextResultAsync();
+        Assert.Null(result.Error);
+        Assert.Equal(payload.Length, result.BytesReceived);
+        Assert.False(result.TruncatedByPeer);
+    }
+
+    [Fact]
+    public async Task Client_offering_tls13_and_tls12_gets_tls12()
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["h2"], SslProtocols.Tls12 | SslProtocols.Tls13);
+        using (tcp)
+        await using (ssl)
+        {
+            Assert.Equal(SslProtocols.Tls12, ssl.SslProtocol);
+            Assert.Equal([9], await EchoAsync(ssl, [9]));
+        }
+
+        Assert.Null((await _server.NextResultAsync()).Error);
+    }
+
+    [Fact]
+    public async Task Tls13_only_client_gets_protocol_version_alert()
+    {
+        AuthenticationException e = await Assert.ThrowsAsync<AuthenticationException>(() => ConnectAsync(_server.Port, "both.example", ["h2"], SslProtocols.Tls13));
+        _output.WriteLine($"client: {e.Message} / {e.InnerException?.Message}");
+        ServerConnectionResult result = await _server.NextResultAsync();
+        Assert.IsType<AuthenticationException>(result.Error);
+        Assert.Equal((byte)70, result.AlertSent);
+        Assert.False(result.HandshakeComplete);
+    }
+
+    [Fact]
+    public async Task Sec1_and_pkcs1_keys_load_and_mismatched_keys_are_refused()
+    {
+        TestPki pki = TestPki.Shared;
+        using (BcCertifiedKey sec1 = BcCertifiedKey.FromPem(pki.EcdsaChainPem, pki.EcdsaKeySec1Pem))
+            Assert.Equal(BcKeyType.EcdsaP256, sec1.KeyType);
+        using (BcCertifiedKey pkcs1 = BcCertifiedKey.FromPem(Encoding.ASCII.GetBytes(pki.RsaChainPem), Encoding.ASCII.GetBytes(pki.RsaKeyPkcs1Pem)))
+        {
+            Assert.Equal(BcKeyType.Rsa, pkcs1.KeyType);
+            Assert.Equal(2, pkcs1.Chain.Length);
+        }
+
+        Assert.ThrowsAny<CryptographicException>(() => BcCertifiedKey.FromPem(pki.EcdsaChainPem, pki.RsaKeyPkcs8Pem));
+        using var otherEc = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        Assert.ThrowsAny<CryptographicException>(() => BcCertifiedKey.FromPem(pki.EcdsaChainPem, otherEc.ExportPkcs8PrivateKeyPem()));
+        Assert.ThrowsAny<CryptographicException>(() => BcCertifiedKey.FromPem("no pem here", pki.EcdsaKeyPkcs8Pem));
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task Garbage_after_handshake_fails_with_an_alert_not_a_crash()
+    {
+        // A valid handshake, then a forged application-data record: bad_record_mac.
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["http/1.1"]);
+        using (tcp)
+        await using (ssl)
+        {
+            Assert.Equal([5], await EchoAsync(ssl, [5]));
+            byte[] forged = [23, 3, 3, 0, 40, .. new byte[40]];
+            await tcp.GetStream().WriteAsync(forged);
+            byte[] buffer = new byte[100];
+            await Assert.ThrowsAnyAsync<Exception>(async () =>
+            {
+                int n = await ssl.ReadAsync(buffer);
+                if (n == 0)
+                    throw new EndOfStreamException();
+            });
+        }
+
+        ServerConnectionResult result = await _server.NextResultAsync();
+        Assert.IsType<BcTlsException>(result.Error);
+        Assert.Equal((byte)20, result.AlertSent);
+    }
+
+    [Fact]
+    public async Task Handshake_timeout_via_token()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        using var client = new TcpClient();
+        await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)listener.LocalEndpoint).Port);
+        using Socket socket = await listener.AcceptSocketAsync();
+        byte[] hello = new HelloBuilder().WithSni("both.example").WithUInt16List(13, 0x0403).Build();
+        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        var session = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"]);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => BcTlsStream.AuthenticateAsServerAsync(socket, session, hello, ownsSocket: false, cts.Token));
+
+        // The ServerHello flight was sent before the wait.
+        byte[] buffer = new byte[5];
+        int n = await client.GetStream().ReadAsync(buffer);
+        Assert.True(n > 0);
+        Assert.Equal(22, buffer[0]);
+    }
+
+    [Fact]
+    public async Task Handshake_byte_budget_is_enforced()
+    {
+        var session = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"], maxHandshakeBytes: 1000);
+        byte[] hello = new HelloBuilder().WithSni("both.example").WithUInt16List(13, 0x0403).With(21, new byte[1200]).Build();
+        BcTlsException e = Assert.Throws<BcTlsException>(() => session.Offer(hello, 0, hello.Length));
+        Assert.Contains("more than 1000 bytes", e.Message, StringComparison.Ordinal);
+        Assert.True(session.IsClosed);
+        session.Dispose();
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task Session_api_without_sockets()
+    {
+        // Drive a full handshake between a BcTlsSession and an in-memory SslStream client.
+        var (clientStream, serverPipe) = MemoryDuplex.Create();
+        using var session = new BcTlsSession(TestPki.Shared.EcdsaOnly, ["http/1.1"]);
+        using var ssl = new SslStream(clientStream);
+        Task handshake = ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = "ecdsa.example",
+            EnabledSslProtocols = SslProtocols.Tls12,
+            ApplicationProtocols = [SslApplicationProtocol.Http11],
+            CertificateChainPolicy = TestPki.Shared.ChainPolicy(),
+        });
+
+        byte[] buffer = new byte[64 * 1024];
+        while (!session.HandshakeComplete)
+        {
+            int n = serverPipe.Read(buffer, TimeSpan.FromSeconds(10));
+            Assert.True(n > 0);
+            session.Offer(buffer.AsSpan(0, n));
+            int outLength = session.ReadOutputToNetwork(buffer.AsSpan());
+            serverPipe.Write(buffer.AsSpan(0, outLength));
+        }
+
+        await handshake.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal("http/1.1", session.ApplicationProtocol);
+        Assert.Equal("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", session.CipherSuiteName);
+        Assert.Equal("TLSv1.2", session.ProtocolVersion);
+
+        ssl.Write("ping"u8);
+        while (session.PlaintextAvailable < 4)
+        {
+            int n = serverPipe.Read(buffer, TimeSpan.FromSeconds(10));
+            session.Offer(buffer.AsSpan(0, n));
+        }
+
+        Span<byte> plain = stackalloc byte[16];
+        Assert.Equal(4, session.ReadPlaintext(plain));
+        Assert.Equal("ping"u8.ToArray(), plain[..4].ToArray());
+
+        session.WritePlaintext("pong"u8);
+        serverPipe.Write(buffer.AsSpan(0, session.ReadOutputToNetwork(buffer.AsSpan())));
+        byte[] reply = new byte[4];
+        ssl.ReadExactly(reply);
+        Assert.Equal("pong"u8.ToArray(), reply);
+
+        session.Close();
+        Assert.True(session.IsClosed);
+        int closeLength = session.ReadOutputToNetwork(buffer.AsSpan());
+        Assert.True(closeLength > 0);
+        serverPipe.Write(buffer.AsSpan(0, closeLength));
+        Assert.Equal(0, ssl.Read(reply));
+    }
+
+    // ---- openssl s_client ----------------------------------------------------------------------
+
+    private async Task<ExternalTool.Result> SClientAsync(string serverName, params string[] extra)
+    {
+        const string Marker = "ping-from-openssl";
+        ExternalTool.Result result = await ExternalTool.RunAsync(
+            "openssl",
+            ["s_client", "-connect", $"127.0.0.1:{_server.Port}", "-servername", serverName, "-CAfile", TestPki.Shared.CaFile, "-verify_return_error", .. extra],
+            stdin: Marker + "\n",
+            closeStdinWhen: output => output.Contains(Marker + "\n", StringComparison.Ordinal) || output.Contains(Marker + "\r\n", StringComparison.Ordinal),
+            timeout: TimeSpan.FromSeconds(20));
+        _output.WriteLine(result.All);
+        return result;
+    }
+
+    private static string? CipherLine(string output)
+        => output.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("New, TLSv1.2, Cipher is ", StringComparison.Ordinal))?["New, TLSv1.2, Cipher is ".Length..];
+
+    [Theory]
+    [InlineData("both.example", new string[0], "ECDHE-ECDSA-AES128-GCM-SHA256")]
+    [InlineData("both.example", new[] { "-cipher", "ECDHE-RSA-CHACHA20-POLY1305" }, "ECDHE-RSA-CHACHA20-POLY1305")]
+    [InlineData("rsa.example", new[] { "-cipher", "ECDHE-RSA-CHACHA20-POLY1305" }, "ECDHE-RSA-CHACHA20-POLY1305")]
+    [InlineData("both.example", new[] { "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384" }, "ECDHE-ECDSA-AES256-GCM-SHA384")]
+    [InlineData("ecdsa.example", new[] { "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305" }, "ECDHE-ECDSA-CHACHA20-POLY1305")]
+    [InlineData("rsa.example", new string[0], "ECDHE-RSA-AES128-GCM-SHA256")]
+    public async Task Openssl_s_client_tls12(string serverName, string[] extra, string expectedCipher)
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync(serverName, ["-tls1_2", "-alpn", "h2,http/1.1", .. extra]);
+        Assert.Equal(expectedCipher, CipherLine(result.StdOut));
+        Assert.Contains("Verify return code: 0 (ok)", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ALPN protocol: h2", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ping-from-openssl", result.StdOut, StringComparison.Ordinal);
+        Assert.Equal(0, result.ExitCode);
+
+        ServerConnectionResult server = await _server.NextResultAsync();
+        Assert.Null(server.Error);
+        Assert.Equal(serverName, server.ServerName);
+        Assert.Equal("h2", server.ApplicationProtocol);
+    }
+
+    [Fact]
+    public async Task Openssl_default_offers_tls13_and_gets_tls12()
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync("both.example");
+        Assert.Equal("ECDHE-ECDSA-AES128-GCM-SHA256", CipherLine(result.StdOut));
+        Assert.Equal(0, result.ExitCode);
+        Assert.Null((await _server.NextResultAsync()).Error);
+    }
+
+    [Fact]
+    public async Task Openssl_sigalgs_sha384_is_honoured()
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync("ecdsa.example", "-tls1_2", "-sigalgs", "ECDSA+SHA384:ECDSA+SHA512");
+        Assert.Equal("ECDHE-ECDSA-AES128-GCM-SHA256", CipherLine(result.StdOut));
+        Assert.Contains("Peer signing digest: SHA384", result.StdOut, StringComparison.Ordinal);
+        Assert.Equal((ushort)0x0503, (await _server.NextResultAsync()).SignatureScheme);
+    }
+
+    [Fact]
+    public async Task Openssl_tls13_only_fails_cleanly_with_an_alert()
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync("both.example", "-tls1_3");
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("alert protocol version", result.All, StringComparison.Ordinal);
+        ServerConnectionResult server = await _server.NextResultAsync();
+        Assert.Equal((byte)70, server.AlertSent);
+    }
+
+    [Theory]
+    [InlineData("-groups", "X25519", 40)]             // no P-256: no ECC suite
+    [InlineData("-sigalgs", "rsa_pss_rsae_sha256", 40)] // only hash byte 8 entries: nothing we sign with
+    [InlineData("-cipher", "AES128-GCM-SHA256", 40)]  // RSA key transport only
+    public async Task Openssl_unsupported_parameters_fail_with_handshake_failure(string option, string value, int alert)
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync("rsa.example", "-tls1_2", option, value);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("alert handshake failure", result.All, StringComparison.Ordinal);
+        Assert.Equal((byte)alert, (await _server.NextResultAsync()).AlertSent);
+    }
+
+    [Fact]
+    public async Task Openssl_renegotiation_is_refused()
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await ExternalTool.RunAsync(
+            "openssl",
+            ["s_client", "-connect", $"127.0.0.1:{_server.Port}", "-servername", "both.example", "-tls1_2", "-CAfile", TestPki.Shared.CaFile],
+            stdin: "R\n",
+            closeStdinWhen: output => output.Contains("RENEGOTIATING", StringComparison.Ordinal),
+            timeout: TimeSpan.FromSeconds(10));
+        _output.WriteLine(result.All);
+        ServerConnectionResult server = await _server.NextResultAsync();
+        _output.WriteLine($"server: alert sent {server.AlertSent}, received {server.AlertReceived}, error {server.Error?.Message}");
+        Assert.True(server.HandshakeComplete);
+        Assert.Equal((byte)100, server.AlertSent); // no_renegotiation
+    }
+
+    // ---- curl --------------------------------------------------------------------------------------
+
+    [Fact]
+    public async Task Curl_with_cacert()
+    {
+        if (!ExternalTool.Exists("curl"))
+            return;
+        await using var server = new TlsTestServer(["http/1.1"]);
+        ExternalTool.Result result = await ExternalTool.RunAsync(
+            "curl",
+            ["-sS", "-v", "--max-time", "10", "--cacert", TestPki.Shared.CaFile, "--resolve", $"both.example:{server.Port}:127.0.0.1", $"https://both.example:{server.Port}/"],
+            timeout: TimeSpan.FromSeconds(20));
+        _output.WriteLine(result.All);
+        Assert.Equal(0, result.ExitCode);
+        Assert.Equal("hello", result.StdOut.Trim());
+        Assert.Contains("SSL connection using TLSv1.2 / ECDHE-ECDSA-AES128-GCM-SHA256", result.StdErr, StringComparison.Ordinal);
+        Assert.Contains("ALPN: server accepted http/1.1", result.StdErr, StringComparison.Ordinal);
+        ServerConnectionResult server1 = await server.NextResultAsync();
+        Assert.Null(server1.Error);
+        Assert.Equal("http/1.1", server1.ApplicationProtocol);
+    }
+
+    [Fact]
+    public async Task Curl_rsa_vhost_tls12_only()
+    {
+        if (!ExternalTool.Exists("curl"))
+            return;
+        await using var server = new TlsTestServer(["http/1.1"]);
+        ExternalTool.Result result = await ExternalTool.RunAsync(
+            "curl",
+            ["-sS", "-v", "--max-time", "10", "--tlsv1.2", "--tls-max", "1.2", "--cacert", TestPki.Shared.CaFile, "--resolve", $"rsa.example:{server.Port}:127.0.0.1", $"https://rsa.example:{server.Port}/"],
+            timeout: TimeSpan.FromSeconds(20));
+        _output.WriteLine(result.All);
+        Assert.Equal(0, result.ExitCode);
+        Assert.Equal("hello", result.StdOut.Trim());
+        Assert.Contains("ECDHE-RSA-AES128-GCM-SHA256", result.StdErr, StringComparison.Ordinal);
+        Assert.Equal(BcKeyType.Rsa, (await server.NextResultAsync()).KeyType);
+    }
+
+    [Fact]
+    public async Task BouncyCastle_key_exchange_mode_still_works()
+    {
+        await using var server = new TlsTestServer(["http/1.1"], BcKeyExchangeImplementation.BouncyCastle);
+        foreach (string name in new[] { "ecdsa.example", "rsa.example" })
+        {
+            (TcpClient tcp, SslStream ssl) = await ConnectAsync(server.Port, name, ["http/1.1"]);
+            using (tcp)
+            await using (ssl)
+                Assert.Equal([7, 7], await EchoAsync(ssl, [7, 7]));
+            Assert.Null((await server.NextResultAsync()).Error);
+        }
+    }
+
+    [Fact]
+    public async Task Sink_and_source_commands_work()
+    {
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["http/1.1"]);
+        using (tcp)
+        await using (ssl)
+        {
+            byte[] header = new byte[12];
+            "SINK"u8.CopyTo(header);
+            BinaryPrimitives.WriteInt64BigEndian(header.AsSpan(4), 1000);
+            await ssl.WriteAsync(header);
+            await ssl.WriteAsync(new byte[1000]);
+            byte[] ok = new byte[2];
+            await ssl.ReadExactlyAsync(ok);
+            Assert.Equal("OK"u8.ToArray(), ok);
+
+            "SRC "u8.CopyTo(header);
+            BinaryPrimitives.WriteInt64BigEndian(header.AsSpan(4), 500_000);
+            await ssl.WriteAsync(header);
+            await ssl.ReadExactlyAsync(new byte[500_000]);
+        }
+
+        await _server.NextResultAsync();
+    }
+}
