@@ -217,6 +217,32 @@ public sealed class HandoverTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Unix_socketpair_as_for_tls_terminated_by_the_dispatcher()
+    {
+        var (serverSide, clientSide) = SocketPair();
+        using var client = clientSide;
+        const string request = "GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\n\r\n";
+        var info = new HandedConnectionInfo(77, new IPEndPoint(IPAddress.Parse("198.51.100.9"), 50123), new IPEndPoint(IPAddress.Parse("192.0.2.1"), 443), "a.localhost", "Tls13", "TLS_AES_128_GCM_SHA256", HandedProtocol.Http1);
+        Assert.True(_harness.Server.TryEnqueue(serverSide, Encoding.ASCII.GetBytes(request), info));
+
+        var response = new byte[4096];
+        var received = 0;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while (!Encoding.ASCII.GetString(response, 0, received).EndsWith("0123456789", StringComparison.Ordinal))
+        {
+            var n = await client.ReceiveAsync(response.AsMemory(received), SocketFlags.None, timeout.Token);
+            Assert.NotEqual(0, n);
+            received += n;
+        }
+
+        Assert.StartsWith("HTTP/1.1 200 OK", Encoding.ASCII.GetString(response, 0, received), StringComparison.Ordinal);
+        var logged = _harness.Sink.AccessEvents.Single(e => CollectingSink.Scalar(e, "ConnectionId") == "77");
+        Assert.Equal("198.51.100.9", CollectingSink.Scalar(logged, "ClientAddress"));
+        client.Shutdown(SocketShutdown.Both);
+        Assert.True(await _harness.WaitForOpenConnectionsAsync(0, TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
     public async Task A_socket_whose_client_already_left_is_dropped_cleanly()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
@@ -236,6 +262,16 @@ public sealed class HandoverTests(ITestOutputHelper output) : IAsyncLifetime
         {
             listener.Stop();
         }
+    }
+
+    private static unsafe (Socket, Socket) SocketPair()
+    {
+        const int AF_UNIX = 1;
+        const int SOCK_STREAM = 1;
+        const int SOCK_CLOEXEC = 0x80000;
+        var fds = stackalloc int[2];
+        Assert.Equal(0, Dispatch.Protocol.Interop.Libc.SocketPair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+        return (new Socket(new SafeSocketHandle(fds[0], ownsHandle: true)), new Socket(new SafeSocketHandle(fds[1], ownsHandle: true)));
     }
 
     [Fact]

@@ -204,6 +204,15 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Redirects_keep_https_when_the_dispatcher_terminated_tls()
+    {
+        _harness.Dispatcher.TlsProtocol = "Tls13";
+        var response = await RawConnection.RequestAsync(_harness.Port, "GET /listed HTTP/1.1\r\nHost: b.localhost\r\nConnection: close\r\n\r\n");
+        Assert.Equal(301, response.Status);
+        Assert.Equal("https://b.localhost/listed/", response.Header("Location"));
+    }
+
+    [Fact]
     public async Task Custom_index_files_and_wildcard_alias()
     {
         using var response = await _client.GetAsync(new Uri("http://x.c.localhost/"));

@@ -41,6 +41,13 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         var path = context.Request.Path;
         Vhost? vhost = null;
         var failed = false;
+        var info = context.Features.Get<IHandedConnectionFeature>()?.Info;
+        if (info?.TlsProtocol is not null)
+        {
+            // The dispatcher terminated TLS and proxies plaintext: the client's scheme is https (redirects, IsHttps).
+            context.Request.Scheme = Uri.UriSchemeHttps;
+        }
+
         context.Response.Headers.XContentTypeOptions = "nosniff";
         try
         {
@@ -66,7 +73,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         }
         finally
         {
-            WriteAccessLog(context, vhost, method, path, started, failed);
+            WriteAccessLog(context, info, vhost, method, path, started, failed);
         }
     }
 
@@ -133,7 +140,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         return HttpMethods.IsHead(context.Request.Method) ? Task.CompletedTask : response.Body.WriteAsync(body).AsTask();
     }
 
-    private void WriteAccessLog(HttpContext context, Vhost? vhost, string method, PathString path, long started, bool failed)
+    private void WriteAccessLog(HttpContext context, HandedConnectionInfo? info, Vhost? vhost, string method, PathString path, long started, bool failed)
     {
         var log = vhost?.AccessLog ?? defaultAccessLog;
         if (!log.IsEnabled(LogEventLevel.Information))
@@ -147,7 +154,6 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         // Bytes: the declared body length (Content-Length), 0 where no body is sent; null when unknown (chunked).
         // Cheap, and exact for everything StaticFiles sends; an aborted transfer is logged with its declared length.
         long? bytes = HttpMethods.IsHead(method) || status is < 200 or 204 or 304 ? 0 : response.ContentLength;
-        var info = context.Features.Get<IHandedConnectionFeature>()?.Info;
         log.Information(
             AccessLogTemplate,
             vhost?.Name,

@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using Dispatch.Protocol.Routing;
 using Microsoft.AspNetCore.Http;
 
 namespace Dispatch.Worker.Http;
@@ -18,22 +19,20 @@ internal sealed class Vhost(VhostSettings settings, ConfinedFileProvider files, 
 }
 
 /// <summary>
-/// Maps a request's host name to a <see cref="Vhost"/> in O(1): one dictionary of exact names and aliases, one of
-/// wildcard suffixes (<c>*.c.localhost</c> is stored as <c>c.localhost</c> and looked up with the request host minus
-/// its first label, so it matches exactly one extra label). Exact names win over wildcards. Case-insensitive, and
-/// lookups take spans, so matching a request allocates nothing.
+/// Maps a request's host name to a <see cref="Vhost"/> in O(1) with the shared
+/// <see cref="HostMatcher{T}"/> (the dispatcher routes with the same rules): one dictionary of exact names and aliases,
+/// one of wildcard suffixes (<c>*.c.localhost</c> is stored as <c>c.localhost</c> and looked up with the request host
+/// minus its first label, so it matches exactly one extra label). Exact names win over wildcards. Case-insensitive
+/// (the request host is lower-cased into a stack buffer), so matching a request allocates nothing.
 /// </summary>
 internal sealed class VhostTable
 {
-    private static readonly System.Buffers.SearchValues<char> ForbiddenInNames = System.Buffers.SearchValues.Create("*:/\\ \t[]@?#%");
-
-    private readonly Dictionary<string, Vhost>.AlternateLookup<ReadOnlySpan<char>> _exact;
-    private readonly Dictionary<string, Vhost>.AlternateLookup<ReadOnlySpan<char>> _wildcard;
+    private const int MaxHostLength = 253;
+    private readonly HostMatcher<Vhost> _matcher = new();
 
     public VhostTable(IEnumerable<Vhost> vhosts)
     {
-        var exact = new Dictionary<string, Vhost>(StringComparer.OrdinalIgnoreCase);
-        var wildcard = new Dictionary<string, Vhost>(StringComparer.OrdinalIgnoreCase);
+        var owners = new Dictionary<string, Vhost>(StringComparer.Ordinal);
         var all = new List<Vhost>();
         foreach (var vhost in vhosts)
         {
@@ -41,18 +40,15 @@ internal sealed class VhostTable
             foreach (var configured in vhost.Settings.Aliases.Prepend(vhost.Settings.Name))
             {
                 var name = NormalizeConfiguredName(configured);
-                var (table, key) = name.StartsWith("*.", StringComparison.Ordinal) ? (wildcard, name[2..]) : (exact, name);
-                if (!table.TryAdd(key, vhost))
+                if (!owners.TryAdd(name, vhost) || !_matcher.TryAdd(name, vhost))
                 {
                     throw new ArgumentException(
-                        $"Host name '{configured}' of vhost '{vhost.Name}' is already used by vhost '{table[key].Name}'.",
+                        $"Host name '{configured}' of vhost '{vhost.Name}' is already used by vhost '{owners[name].Name}'.",
                         nameof(vhosts));
                 }
             }
         }
 
-        _exact = exact.GetAlternateLookup<ReadOnlySpan<char>>();
-        _wildcard = wildcard.GetAlternateLookup<ReadOnlySpan<char>>();
         All = all;
     }
 
@@ -62,23 +58,12 @@ internal sealed class VhostTable
     public static string NormalizeConfiguredName(string configured)
     {
         ArgumentNullException.ThrowIfNull(configured);
-        var name = configured.Trim().ToLowerInvariant();
-        if (name.EndsWith('.'))
-        {
-            name = name[..^1];
-        }
-
-        var labels = name.StartsWith("*.", StringComparison.Ordinal) ? name[2..] : name;
-        if (labels.Length == 0
-            || labels.StartsWith('.')
-            || labels.EndsWith('.')
-            || labels.Contains("..", StringComparison.Ordinal)
-            || labels.AsSpan().IndexOfAny(ForbiddenInNames) >= 0)
+        if (!HostNames.IsValidPattern(configured))
         {
             throw new ArgumentException($"'{configured}' is not a valid host name or '*.'-alias.", nameof(configured));
         }
 
-        return name;
+        return HostNames.Normalize(configured);
     }
 
     /// <summary>
@@ -106,20 +91,18 @@ internal sealed class VhostTable
         return !host.IsEmpty;
     }
 
+    /// <summary>Finds the vhost of a host name as returned by <see cref="TryGetHostName"/> (any case).</summary>
     public bool TryFind(ReadOnlySpan<char> host, [NotNullWhen(true)] out Vhost? vhost)
     {
-        if (_exact.TryGetValue(host, out vhost))
-        {
-            return true;
-        }
-
-        var dot = host.IndexOf('.');
-        if (dot > 0 && _wildcard.TryGetValue(host[(dot + 1)..], out vhost))
-        {
-            return true;
-        }
-
         vhost = null;
-        return false;
+        if (host.Length > MaxHostLength)
+        {
+            return false;
+        }
+
+        Span<char> lower = stackalloc char[host.Length];
+        host.ToLowerInvariant(lower);
+        vhost = _matcher.Match(lower);
+        return vhost is not null;
     }
 }

@@ -84,6 +84,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     logging.ClearProviders();
                     logging.SetMinimumLevel(SerilogLoggerProvider.MinimumLevel);
                     logging.AddProvider(new SerilogLoggerProvider(log));
+
+                    // StaticFiles warns about unsatisfiable ranges: client behaviour, not a server problem.
+                    logging.AddFilter("Microsoft.AspNetCore.StaticFiles", LogLevel.Error);
                 });
 
                 // Registered before UseKestrelCore, whose TryAdd then registers no socket transport.

@@ -154,6 +154,8 @@ internal sealed class FakeDispatcher : IAsyncDisposable
 
     public IPEndPoint? ClientOverride { get; set; }
 
+    public string? TlsProtocol { get; set; }
+
     public ConcurrentQueue<HandedConnectionInfo> Handed { get; } = new();
 
     public ConcurrentQueue<Exception> Errors { get; } = new();
@@ -199,7 +201,7 @@ internal sealed class FakeDispatcher : IAsyncDisposable
             timeout.CancelAfter(TimeSpan.FromSeconds(20));
             var initial = await ReadInitial(socket, timeout.Token);
             var info = new HandedConnectionInfo(
-                Interlocked.Increment(ref _nextId), ClientOverride, null, Sni, null, null, Protocol);
+                Interlocked.Increment(ref _nextId), ClientOverride, null, Sni, TlsProtocol, TlsProtocol is null ? null : "TLS_AES_128_GCM_SHA256", Protocol);
             Handed.Enqueue(info);
             if (!_server.TryEnqueue(socket, initial, info))
             {

@@ -1,0 +1,110 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>
+/// Where end-to-end tests run: the built executables staged once per test run into a root-owned,
+/// world-traversable directory (the master refuses anything weaker), and per test a fresh directory
+/// for config and tenant trees. Everything lives under /var/lib/dispatch-tests, which only root can write.
+/// </summary>
+public static class TestWorld
+{
+    public const uint DispatcherUid = 10000;
+    public const uint TenantA = 10001;
+    public const uint TenantB = 10002;
+    private static readonly Lazy<string> Staged = new(Stage);
+    private static readonly string RunDirectory = Path.Combine("/var/lib/dispatch-tests", $"run-{Environment.ProcessId}-{Guid.NewGuid():N}"[..24]);
+
+    public static string RepoRoot =>
+        typeof(TestWorld).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "RepoRoot").Value!;
+
+    private static string Configuration =>
+        typeof(TestWorld).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "BuildConfiguration").Value!;
+
+    /// <summary>The staged binaries (Master, TlsDispatcher, Worker side by side).</summary>
+    public static string AppDirectory => Staged.Value;
+
+    public static bool IsRoot => Environment.UserName == "root" || geteuid() == 0;
+
+    /// <summary>Skips loudly when not root: these tests need real privilege drops.</summary>
+    public static void RequireRoot()
+    {
+        Skip.IfNot(IsRoot, "END-TO-END TEST SKIPPED: must run as root (real uid changes, Landlock, ports); CI runs as root.");
+    }
+
+    /// <summary>A new directory for one test, 0755, root-owned.</summary>
+    public static string NewTestDirectory(string name)
+    {
+        var dir = Path.Combine(RunDirectory, $"{name}-{Guid.NewGuid():N}"[..Math.Min(name.Length + 9, 60)]);
+        Directory.CreateDirectory(dir);
+        File.SetUnixFileMode(RunDirectory, (UnixFileMode)0b111_101_101);
+        File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
+        return dir;
+    }
+
+    /// <summary>Creates a tenant's document root owned by <paramref name="uid"/> with mode 0700, holding the given files.</summary>
+    public static string NewTenantTree(string parent, string name, uint uid, IReadOnlyDictionary<string, string> files)
+    {
+        var root = Path.Combine(parent, name);
+        Directory.CreateDirectory(root);
+        foreach (var (relative, content) in files)
+        {
+            var path = Path.Combine(root, relative);
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            File.WriteAllText(path, content);
+        }
+
+        Chown(root, uid, recursive: true);
+        File.SetUnixFileMode(root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return root;
+    }
+
+    public static void Chown(string path, uint uid, bool recursive)
+    {
+        if (lchown(path, uid, uid) != 0)
+            throw new IOException($"chown {path}: errno {Marshal.GetLastPInvokeError()}");
+        if (recursive && Directory.Exists(path))
+        {
+            foreach (var entry in Directory.EnumerateFileSystemEntries(path, "*", SearchOption.AllDirectories))
+                lchown(entry, uid, uid);
+        }
+    }
+
+    public static int FreePort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    private static string Stage()
+    {
+        var app = Path.Combine(RunDirectory, "app");
+        Directory.CreateDirectory(app);
+        foreach (var project in new[] { "Master", "TlsDispatcher", "Worker" })
+        {
+            var output = Path.Combine(RepoRoot, "src", project, "bin", Configuration, "net10.0");
+            if (!File.Exists(Path.Combine(output, project + ".dll")))
+                throw new InvalidOperationException($"{project} is not built at {output}: run the tests with 'dotnet test' from the repository (it builds the executables first).");
+            foreach (var file in Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories))
+            {
+                var target = Path.Combine(app, Path.GetRelativePath(output, file));
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                File.Copy(file, target, overwrite: true);
+            }
+        }
+
+        foreach (var dir in new[] { "/var/lib/dispatch-tests", RunDirectory, app })
+            File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
+        foreach (var exe in new[] { "Master", "TlsDispatcher", "Worker" })
+            File.SetUnixFileMode(Path.Combine(app, exe), (UnixFileMode)0b111_101_101);
+        return app;
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int lchown(string path, uint owner, uint group);
+
+    [DllImport("libc")]
+    private static extern uint geteuid();
+}

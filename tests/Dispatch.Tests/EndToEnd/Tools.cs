@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>Runs real clients (curl, openssl) and reads /proc.</summary>
+public static class Tools
+{
+    public sealed record Result(int ExitCode, string Stdout, string Stderr);
+
+    public static Result Run(string file, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
+        {
+            p.Kill(true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish");
+        }
+
+        p.WaitForExit();
+        return new Result(p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>curl with -sS; returns status code and body.</summary>
+    public static (int Status, string Body, string Headers) Curl(params string[] args)
+    {
+        var headers = Path.GetTempFileName();
+        try
+        {
+            var r = Run("curl", ["-sS", "--max-time", "30", "-D", headers, "-o", "-", "-w", "\n%{http_code}", .. args]);
+            Assert.True(r.ExitCode == 0, $"curl {string.Join(' ', args)} failed ({r.ExitCode}): {r.Stderr}");
+            var cut = r.Stdout.LastIndexOf('\n');
+            return (int.Parse(r.Stdout[(cut + 1)..], System.Globalization.CultureInfo.InvariantCulture), r.Stdout[..cut], File.ReadAllText(headers));
+        }
+        finally
+        {
+            File.Delete(headers);
+        }
+    }
+
+    /// <summary>Key → value of /proc/PID/status (or of one thread's status).</summary>
+    public static Dictionary<string, string> Status(string statusPath) =>
+        File.ReadAllLines(statusPath)
+            .Select(l => l.Split(':', 2))
+            .Where(p => p.Length == 2)
+            .ToDictionary(p => p[0], p => p[1].Trim());
+
+    /// <summary>fd number → link target, for every descriptor of a process.</summary>
+    public static Dictionary<int, string> Descriptors(int pid)
+    {
+        var result = new Dictionary<int, string>();
+        foreach (var entry in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+        {
+            try
+            {
+                result[int.Parse(Path.GetFileName(entry), System.Globalization.CultureInfo.InvariantCulture)] = new FileInfo(entry).LinkTarget ?? "?";
+            }
+            catch (IOException)
+            {
+                // Closed while we listed.
+            }
+        }
+
+        return result;
+    }
+
+    public static int DescriptorCount(int pid) => Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Count();
+
+    /// <summary>Sends raw bytes on a fresh connection and reads until the server closes (or the deadline).</summary>
+    public static async Task<string> RawExchangeAsync(int port, byte[] send, bool halfClose = false, TimeSpan? deadline = null)
+    {
+        using var client = new TcpClient();
+        await client.ConnectAsync(System.Net.IPAddress.Loopback, port);
+        var stream = client.GetStream();
+        if (send.Length > 0)
+            await stream.WriteAsync(send);
+        if (halfClose)
+            client.Client.Shutdown(SocketShutdown.Send);
+        using var cts = new CancellationTokenSource(deadline ?? TimeSpan.FromSeconds(30));
+        var buffer = new MemoryStream();
+        var chunk = new byte[8192];
+        try
+        {
+            int n;
+            while ((n = await stream.ReadAsync(chunk, cts.Token)) > 0)
+                buffer.Write(chunk, 0, n);
+        }
+        catch (IOException)
+        {
+            // A reset after the response still leaves what was read.
+        }
+
+        return Encoding.ASCII.GetString(buffer.ToArray());
+    }
+
+    /// <summary>Repeats <paramref name="condition"/> until true or the deadline passes (readiness, not timing).</summary>
+    public static bool Eventually(Func<bool> condition, TimeSpan? deadline = null)
+    {
+        var end = DateTime.UtcNow + (deadline ?? TimeSpan.FromSeconds(30));
+        while (DateTime.UtcNow < end)
+        {
+            if (condition())
+                return true;
+            Thread.Sleep(50);
+        }
+
+        return condition();
+    }
+}
