@@ -1,0 +1,165 @@
+using System.Text.Json.Nodes;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>Config validation (Master check), refusal to start unsafely, and a clean stop.</summary>
+public sealed class ConfigAndStartupTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public ConfigAndStartupTests(ITestOutputHelper output) => _output = output;
+
+    private static string BuiltMaster =>
+        Path.Combine(TestWorld.RepoRoot, "src", "Master", "bin", typeof(ConfigAndStartupTests).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyConfigurationAttribute), false).Cast<System.Reflection.AssemblyConfigurationAttribute>().First().Configuration, "net10.0", "Master.dll");
+
+    public static TheoryData<string, string, string> BrokenConfigs => new()
+    {
+        { "pool as root", """{"pools":{"a":{"user":"0"}}}""", "pools:a:user: a pool must not run as root (uid 0)" },
+        { "uid below minimum", """{"pools":{"a":{"user":"999","group":"10001"}}}""", "pools:a:user: uid 999 is below security:minUid 1000" },
+        { "uid of the dispatcher", """{"pools":{"a":{"user":"10000","group":"10001"}}}""", "pools:a:user: uid 10000 is the dispatcher's uid" },
+        { "gid 0", """{"pools":{"a":{"user":"10001","group":"0"}}}""", "pools:a:group: a pool must not run with gid 0" },
+        { "privileged supplementary group", """{"pools":{"a":{"user":"10001","groups":["27"]}}}""", "pools:a:groups:0: supplementary group 27 is privileged" },
+        { "unknown pool", """{"vhosts":{"a.localhost":{"pool":"nope"}}}""", "vhosts:a.localhost:pool: no pool named 'nope'" },
+        { "duplicate name", """{"vhosts":{"b.localhost":{"aliases":["A.localhost."]}}}""", "vhosts:b.localhost:aliases:0: 'a.localhost' is already a name of another vhost" },
+        { "bad endpoint", """{"listen":[{"endpoint":"127.0.0.1:http"}]}""", "listen:0:endpoint: '127.0.0.1:http' is not an address:port" },
+        { "typo", """{"dispatcher":{"headerTimout":"5s"}}""", "dispatcher:headerTimout: unknown setting" },
+        { "bad duration", """{"dispatcher":{"headerTimeout":"soon"}}""", "dispatcher:headerTimeout: 'soon' is not a duration" },
+        { "missing root", """{"vhosts":{"a.localhost":{"root":"/nonexistent/www"}}}""", "vhosts:a.localhost:root: directory '/nonexistent/www' does not exist" },
+        { "dispatcher as root", """{"dispatcher":{"user":"0"}}""", "dispatcher:user: the dispatcher must not run as root" },
+    };
+
+    private static JsonObject ValidConfig(string dir)
+    {
+        // The validator checks that each pool can traverse to its root: temp directories are 0700.
+        File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
+        var a = Path.Combine(dir, "a");
+        var b = Path.Combine(dir, "b");
+        Directory.CreateDirectory(a);
+        Directory.CreateDirectory(b);
+        return DispatchInstance.SampleConfig(8080, a, b);
+    }
+
+    private static void Merge(JsonObject target, JsonObject patch)
+    {
+        foreach (var (key, value) in patch.ToList())
+        {
+            if (value is JsonObject po && target[key] is JsonObject to)
+                Merge(to, po);
+            else
+                target[key] = value?.DeepClone();
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(BrokenConfigs))]
+    public void Check_rejects_a_broken_config_naming_the_json_path_and_reason(string name, string patch, string expected)
+    {
+        var dir = Directory.CreateTempSubdirectory("dispatch-check-").FullName;
+        try
+        {
+            var config = ValidConfig(dir);
+            Merge(config, JsonNode.Parse(patch)!.AsObject());
+            var file = Path.Combine(dir, "dispatch.json");
+            File.WriteAllText(file, config.ToJsonString());
+            var r = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            _output.WriteLine($"{name}: exit {r.ExitCode}\n{r.Stderr}{r.Stdout}");
+            Assert.NotEqual(0, r.ExitCode);
+            Assert.Contains($"{file}: {expected}", r.Stderr, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void Check_accepts_the_sample_and_reports_invalid_json_with_its_position()
+    {
+        var dir = Directory.CreateTempSubdirectory("dispatch-check-").FullName;
+        try
+        {
+            var file = Path.Combine(dir, "dispatch.json");
+            File.WriteAllText(file, ValidConfig(dir).ToJsonString());
+            var ok = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            Assert.True(ok.ExitCode == 0, ok.Stderr);
+            Assert.Contains("configuration OK", ok.Stdout, StringComparison.Ordinal);
+
+            File.WriteAllText(file, """{ "listen": [ { "endpoint": "127.0.0.1:80", } """);
+            var bad = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            Assert.Equal(1, bad.ExitCode);
+            Assert.Contains("not valid JSON", bad.Stderr, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [SkippableFact]
+    public void The_master_refuses_to_start_from_a_directory_others_can_write()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("unsafe-app");
+        var app = Path.Combine(dir, "app");
+        Directory.CreateDirectory(app);
+        foreach (var f in Directory.EnumerateFiles(TestWorld.AppDirectory))
+            File.Copy(f, Path.Combine(app, Path.GetFileName(f)));
+        File.SetUnixFileMode(Path.Combine(app, "Master"), (UnixFileMode)0b111_101_101);
+        File.SetUnixFileMode(app, (UnixFileMode)0b111_111_111);
+        var file = Path.Combine(dir, "dispatch.json");
+        File.WriteAllText(file, ValidConfig(dir).ToJsonString());
+
+        var r = Tools.Run(Path.Combine(app, "Master"), "--config", file);
+        _output.WriteLine(r.Stdout + r.Stderr);
+        Assert.Equal(78, r.ExitCode);
+        Assert.Contains($"Refusing to start from {app}: {app} is writable by everyone", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void The_master_refuses_to_run_without_root()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("non-root");
+        var file = Path.Combine(dir, "dispatch.json");
+        File.WriteAllText(file, ValidConfig(dir).ToJsonString());
+        var r = Tools.Run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", Path.Combine(TestWorld.AppDirectory, "Master"), "--config", file);
+        Assert.Equal(77, r.ExitCode);
+        Assert.Contains("must run as root", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void SIGTERM_stops_every_process_and_the_master_exits_0()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("sigterm");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        using var d = DispatchInstance.StartReady(dir, DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b), _output);
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        var pids = new[] { d.DispatcherPid, d.WorkerPid("a") };
+
+        Assert.Equal(0, Tools.Run("kill", "-TERM", d.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        Assert.Equal(0, d.WaitForExit());
+        foreach (var pid in pids)
+            Assert.False(Directory.Exists($"/proc/{pid}"), $"process {pid} survived the master");
+    }
+
+    [SkippableFact]
+    public void Killing_the_master_takes_every_child_down()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("kill-master");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        using var d = DispatchInstance.StartReady(dir, DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b), _output);
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        var pids = new[] { d.DispatcherPid, d.WorkerPid("a") };
+
+        Assert.Equal(0, Tools.Run("kill", "-KILL", d.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        d.WaitForExit();
+        // Orphans are re-parented (to init) and reaped there; each ends on its channel's end-of-file.
+        foreach (var pid in pids)
+            Assert.True(Tools.Eventually(() => !Directory.Exists($"/proc/{pid}") || File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal)), $"process {pid} survived the master's death");
+    }
+}
