@@ -110,7 +110,9 @@ internal sealed class MasterService : IDisposable
         var own = ownRoots.Select(r => r.TrimEnd('/') + "/").ToList();
         bool Foreign(string p) => !own.Any(o => (p.TrimEnd('/') + "/").StartsWith(o, StringComparison.Ordinal));
         var roots = _config.Vhosts.Values.Select(v => v.Root).Distinct().Where(Foreign).Take(MaxProbeRoots);
-        return ["/etc/passwd", _config.SourcePath, .. roots, .. _config.JailProbe.Paths.Where(Foreign)];
+        // Every certificate directory too: only the master reads keys (it sends terminated vhosts' keys to the dispatcher).
+        var certs = _config.Vhosts.Values.SelectMany(v => v.Certificates).Select(c => Path.Combine(c.Directory, "privkey.pem")).Take(MaxProbeRoots);
+        return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. _config.JailProbe.Paths.Where(Foreign)];
     }
 
     private async Task<ChildProcess> StartDispatcherAsync(CancellationToken cancellationToken)
@@ -122,8 +124,8 @@ internal sealed class MasterService : IDisposable
         {
             var snapshot = new RouteSnapshot(
                 1,
-                new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds),
-                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool))]);
+                new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
+                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))]))]);
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {

@@ -5,6 +5,7 @@ using Dispatch.Protocol.Routing;
 using Dispatch.Protocol.Wire;
 using Dispatch.TlsDispatcher.Http;
 using Dispatch.TlsDispatcher.Net;
+using Dispatch.TlsDispatcher.Tls;
 using Dispatch.TlsDispatcher.Workers;
 using Serilog.Events;
 
@@ -39,7 +40,7 @@ internal static class Program
                 var memfd = message.Descriptors.Take(setup.Listeners.Length);
                 try
                 {
-                    routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(memfd, MaxSnapshotBytes)));
+                    routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(memfd, MaxSnapshotBytes)), log);
                 }
                 finally
                 {
@@ -51,14 +52,17 @@ internal static class Program
 
             var workers = new WorkerPools(master, log);
             using var poller = new ReadinessPoller();
-            var frontends = new List<PlainHttpFrontend>();
+            var frontends = new List<Frontend>();
             var loops = new List<Task>();
             for (var i = 0; i < listeners.Count; i++)
             {
                 var info = setup.Listeners[i];
-                if (info.Protocol != "http")
-                    throw new WireException($"listener protocol '{info.Protocol}' is not supported");
-                var frontend = new PlainHttpFrontend(listeners[i], info.Endpoint, () => routes, workers, poller, log);
+                Frontend frontend = info.Protocol switch
+                {
+                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, () => routes, workers, poller, log),
+                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, () => routes, workers, log),
+                    _ => throw new WireException($"listener protocol '{info.Protocol}' is not supported"),
+                };
                 frontends.Add(frontend);
                 loops.Add(frontend.RunAsync(stopping.Token));
             }

@@ -7,10 +7,26 @@ namespace Dispatch.Protocol.Routing;
 public sealed record RouteSnapshot(long Version, DispatcherSettings Settings, VhostRoute[] Vhosts);
 
 /// <summary>Bounds on what the dispatcher reads before routing.</summary>
-public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead, int WorkerWaitMs);
+public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead, int WorkerWaitMs, int HandshakeTimeoutMs);
 
-/// <summary>A vhost as the dispatcher sees it: its names and its pool, nothing else (no paths, no uids).</summary>
-public sealed record VhostRoute(string Name, string[] Aliases, string Pool);
+/// <summary>
+/// A vhost as the dispatcher sees it: its names, its pool and, for a terminated TLS vhost, the
+/// certificates it presents (chain and key, read by the master). No paths, no uids.
+/// </summary>
+public sealed record VhostRoute(string Name, string[] Aliases, string Pool, string TlsMode, CertificatePem[] Certificates);
+
+/// <summary>A chain (leaf first) and its private key, PEM.</summary>
+public sealed record CertificatePem(string ChainPem, string KeyPem);
+
+/// <summary>TLS modes of a vhost.</summary>
+public static class TlsModes
+{
+    /// <summary>Not reachable over TLS.</summary>
+    public const string None = "none";
+
+    /// <summary>The dispatcher terminates TLS with the vhost's certificate and proxies plaintext.</summary>
+    public const string Terminate = "terminate";
+}
 
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>
 public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using Dispatch.Master.Certificates;
 using Dispatch.Protocol.Interop;
 using Dispatch.Protocol.Routing;
 using Microsoft.Extensions.Configuration;
@@ -20,9 +21,9 @@ internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol"];
-    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -64,8 +65,8 @@ internal static class ConfigLoader
             ctx.Unknown(l, l.Path, ListenKeys);
             var endpoint = l["endpoint"];
             var protocol = l["protocol"] ?? "http";
-            if (protocol != "http")
-                ctx.Error($"{l.Path}:protocol", protocol == "tls" ? "'tls' listeners are not supported by this version" : $"'{protocol}' is not a listener protocol (http)");
+            if (protocol is not ("http" or "tls"))
+                ctx.Error($"{l.Path}:protocol", $"'{protocol}' is not a listener protocol (http or tls)");
             if (endpoint is null || !IPEndPoint.TryParse(endpoint, out var ep) || ep.Port == 0)
             {
                 ctx.Error($"{l.Path}:endpoint", $"'{endpoint}' is not an address:port such as 127.0.0.1:8080 or [::]:80");
@@ -88,7 +89,8 @@ internal static class ConfigLoader
             ctx.Duration(d.GetSection("headerTimeout"), TimeSpan.FromSeconds(10)),
             ctx.Int(d.GetSection("maxRequestHead"), 16384, 1024, 60000),
             ctx.Duration(d.GetSection("workerWait"), TimeSpan.FromSeconds(30)),
-            ctx.ULong(d.GetSection("nofile"), 65536));
+            ctx.ULong(d.GetSection("nofile"), 65536),
+            ctx.Duration(d.GetSection("handshakeTimeout"), TimeSpan.FromSeconds(10)));
 
         var pools = new Dictionary<string, PoolConfig>(StringComparer.Ordinal);
         var poolSection = root.GetSection("pools");
@@ -187,7 +189,38 @@ internal static class ConfigLoader
                 ctx.Error($"{v.Path}:index", $"'{i}' is not a file name");
             if (index.Count == 0)
                 index.Add("index.html");
-            vhosts[name] = new VhostConfig(name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index);
+            var certDirs = v.GetSection("certDirs").GetChildren().Select(c => (c.Path, Value: c.Value ?? string.Empty)).ToList();
+            if (v["certDir"] is { } single)
+                certDirs.Insert(0, ($"{v.Path}:certDir", single));
+            var tls = v["tls"] ?? (certDirs.Count > 0 ? TlsModes.Terminate : TlsModes.None);
+            var certificates = new List<LoadedCertificate>();
+            if (tls == TlsModes.Terminate)
+            {
+                if (certDirs.Count == 0)
+                    ctx.Error($"{v.Path}:certDir", "required for \"tls\": \"terminate\" (a certbot-layout directory with fullchain.pem and privkey.pem)");
+                foreach (var (certPath, certDir) in certDirs)
+                {
+                    try
+                    {
+                        certificates.Add(CertificateLoader.Load(certDir));
+                    }
+                    catch (CertificateException e)
+                    {
+                        ctx.Error(certPath, e.Message);
+                    }
+                }
+
+                if (certificates.Count(c => c.KeyType.StartsWith("ECDSA", StringComparison.Ordinal)) > 1 || certificates.Count(c => c.KeyType.StartsWith("RSA", StringComparison.Ordinal)) > 1)
+                    ctx.Error($"{v.Path}:certDirs", "at most one ECDSA and one RSA certificate per vhost");
+                foreach (var c in certificates.Where(c => !c.KeyType.StartsWith("ECDSA 256", StringComparison.Ordinal) && !c.KeyType.StartsWith("RSA", StringComparison.Ordinal)))
+                    ctx.Error($"{v.Path}:certDir", $"{c.Directory}: {c.KeyType} keys are not supported (ECDSA P-256 or RSA)");
+            }
+            else if (tls != TlsModes.None)
+            {
+                ctx.Error($"{v.Path}:tls", $"'{tls}' is not a TLS mode (terminate or none)");
+            }
+
+            vhosts[name] = new VhostConfig(name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates);
         }
 
         foreach (var pool in pools.Keys.Where(p => !vhosts.Values.Any(v => v.Pool == p)))

@@ -18,11 +18,19 @@ internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol)
     public override string ToString() => $"{Protocol} {Endpoint}";
 }
 
-internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile);
+internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout);
 
 internal sealed record PoolConfig(string Name, uint Uid, uint Gid, IReadOnlyList<uint> Groups, int MaxWorkers, ulong NoFile);
 
-internal sealed record VhostConfig(string Name, IReadOnlyList<string> Aliases, string Pool, string Root, bool DirectoryListing, IReadOnlyList<string> Index);
+internal sealed record VhostConfig(
+    string Name,
+    IReadOnlyList<string> Aliases,
+    string Pool,
+    string Root,
+    bool DirectoryListing,
+    IReadOnlyList<string> Index,
+    string TlsMode,
+    IReadOnlyList<Certificates.LoadedCertificate> Certificates);
 
 internal sealed record SecurityConfig(uint MinUid);
 

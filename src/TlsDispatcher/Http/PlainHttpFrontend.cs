@@ -15,62 +15,26 @@ namespace Dispatch.TlsDispatcher.Http;
 /// then pass the client socket and the bytes already read to a worker of the vhost's pool. The
 /// dispatcher leaves the connection as soon as it is handed over.
 /// </summary>
-internal sealed class PlainHttpFrontend
+internal sealed class PlainHttpFrontend : Frontend
 {
-    private readonly Socket _listener;
     private readonly Func<RouteTable> _routes;
     private readonly WorkerPools _workers;
     private readonly ReadinessPoller _poller;
-    private readonly ILogger _log;
-    private readonly string _localName;
-    private long _nextConnection;
 
     public PlainHttpFrontend(Socket listener, string localName, Func<RouteTable> routes, WorkerPools workers, ReadinessPoller poller, ILogger log)
+        : base(listener, localName, log)
     {
-        _listener = listener;
-        _localName = localName;
         _routes = routes;
         _workers = workers;
         _poller = poller;
-        _log = log;
     }
 
-    public int InFlight;
-
-    public async Task RunAsync(CancellationToken stopping)
+    protected override async Task HandleAsync(Socket client, ulong id)
     {
-        while (!stopping.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await _listener.AcceptAsync(stopping).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            catch (SocketException e)
-            {
-                // EMFILE and friends: say so and keep accepting (after a breath, not a spin).
-                _log.Warning("accept on {Listener} failed: {Reason}", _localName, e.Message);
-                await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
-                continue;
-            }
-
-            _ = HandleAsync(client);
-        }
-    }
-
-    private async Task HandleAsync(Socket client)
-    {
-        Interlocked.Increment(ref InFlight);
-        var id = (ulong)Interlocked.Increment(ref _nextConnection);
         var fd = (int)client.SafeHandle.DangerousGetHandle();
         var routes = _routes();
         var settings = routes.Settings;
         var buffer = ArrayPool<byte>.Shared.Rent(settings.MaxRequestHead);
-        var handedOff = false;
         try
         {
             Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
@@ -91,51 +55,20 @@ internal sealed class PlainHttpFrontend
                 return;
             }
 
-            var worker = await AcquireWorkerAsync(route.Pool, settings).ConfigureAwait(false);
-            while (worker is not null)
-            {
-                var meta = new Connection(
-                    id, ConnectionMode.PlainHttp, AppProtocol.Http1, client.RemoteEndPoint?.ToString() ?? "-", _localName, null, null, null, buffer.AsMemory(0, filled));
-                try
-                {
-                    _poller.Remove(fd);
-                    worker.Channel.Send(meta, [fd]);
-                    handedOff = true;
-                    break;
-                }
-                catch (Exception e) when (e is SysCallException or ObjectDisposedException)
-                {
-                    _workers.Drop(worker, $"hand-off failed: {e.Message}");
-                    worker = await AcquireWorkerAsync(route.Pool, settings).ConfigureAwait(false);
-                }
-            }
-
-            if (!handedOff)
+            var meta = new Connection(
+                id, ConnectionMode.PlainHttp, AppProtocol.Http1, client.RemoteEndPoint?.ToString() ?? "-", LocalName, null, null, null, buffer.AsMemory(0, filled));
+            _poller.Remove(fd);
+            if (!await _workers.HandOffAsync(route.Pool, meta, fd, settings).ConfigureAwait(false))
                 Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, client);
         }
-        catch (Exception e) when (e is SocketException or SysCallException or ObjectDisposedException)
+        catch (SysCallException e)
         {
-            _log.Debug("Connection {ConnectionId} failed: {Reason}", id, e.Message);
+            Log.Debug("Connection {ConnectionId} failed: {Reason}", id, e.Message);
         }
         finally
         {
             _poller.Remove(fd);
             ArrayPool<byte>.Shared.Return(buffer);
-            client.Dispose();
-            Interlocked.Decrement(ref InFlight);
-        }
-    }
-
-    private async Task<WorkerLink?> AcquireWorkerAsync(string pool, DispatcherSettings settings)
-    {
-        using var wait = new CancellationTokenSource(settings.WorkerWaitMs);
-        try
-        {
-            return await _workers.AcquireAsync(pool, wait.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            return null;
         }
     }
 
@@ -199,7 +132,7 @@ internal sealed class PlainHttpFrontend
 
     private unsafe void Reject(int fd, int code, string reason, ulong id, Socket client)
     {
-        _log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, client.RemoteEndPoint, code, reason);
+        Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, client.RemoteEndPoint, code, reason);
         var text = code switch
         {
             400 => "Bad Request",
@@ -217,32 +150,4 @@ internal sealed class PlainHttpFrontend
             Libc.Send(fd, p, (nuint)response.Length, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
         Libc.Shutdown(fd, Libc.SHUT_WR);
     }
-}
-
-/// <summary>The routing view of one snapshot: host → vhost route, plus the dispatcher's limits.</summary>
-internal sealed class RouteTable
-{
-    private readonly HostMatcher<VhostRoute> _matcher = new();
-
-    public RouteTable(RouteSnapshot snapshot)
-    {
-        Version = snapshot.Version;
-        Settings = snapshot.Settings;
-        foreach (var v in snapshot.Vhosts)
-        {
-            _matcher.TryAdd(v.Name, v);
-            foreach (var a in v.Aliases)
-                _matcher.TryAdd(a, v);
-        }
-    }
-
-    public long Version { get; }
-
-    public DispatcherSettings Settings { get; }
-
-    public int Count => _matcher.Count;
-
-    public VhostRoute? Match(string host) => _matcher.Match(host);
-
-    public static string Describe(EndPoint? ep) => ep?.ToString() ?? "-";
 }

@@ -88,6 +88,40 @@ internal sealed class WorkerPools
         return link;
     }
 
+    /// <summary>
+    /// Passes <paramref name="fd"/> with <paramref name="meta"/> to a worker of <paramref name="pool"/>,
+    /// waiting up to the configured time for one; a worker whose channel fails is dropped and the next
+    /// one tried. False when no worker could take it (the caller still owns the descriptor).
+    /// </summary>
+    public async Task<bool> HandOffAsync(string pool, Connection meta, int fd, Dispatch.Protocol.Routing.DispatcherSettings settings)
+    {
+        using var wait = new CancellationTokenSource(settings.WorkerWaitMs);
+        while (true)
+        {
+            WorkerLink? worker;
+            try
+            {
+                worker = await AcquireAsync(pool, wait.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+
+            if (worker is null)
+                return false;
+            try
+            {
+                worker.Channel.Send(meta, [fd]);
+                return true;
+            }
+            catch (Exception e) when (e is SysCallException or ObjectDisposedException)
+            {
+                Drop(worker, $"hand-off failed: {e.Message}");
+            }
+        }
+    }
+
     public void OnWorkerReady(WorkerReady ready, int fd)
     {
         var link = new WorkerLink(ready.Pool, ready.WorkerId, ready.Pid, IpcChannel.FromDescriptor(fd, $"worker {ready.Pid} ({ready.Pool})"));

@@ -1,0 +1,53 @@
+using Dispatch.Protocol.Routing;
+using Dispatch.TlsDispatcher.Tls;
+using Serilog;
+
+namespace Dispatch.TlsDispatcher;
+
+/// <summary>
+/// The routing view of one snapshot: host → vhost route, the TLS credentials of terminated vhosts
+/// (built once, when the snapshot arrives), and the dispatcher's limits.
+/// </summary>
+internal sealed class RouteTable : IDisposable
+{
+    private readonly HostMatcher<VhostRoute> _matcher = new();
+    private readonly Dictionary<string, BcServerCredentials> _credentials = new(StringComparer.Ordinal);
+
+    public RouteTable(RouteSnapshot snapshot, ILogger log)
+    {
+        Version = snapshot.Version;
+        Settings = snapshot.Settings;
+        foreach (var v in snapshot.Vhosts)
+        {
+            _matcher.TryAdd(v.Name, v);
+            foreach (var a in v.Aliases)
+                _matcher.TryAdd(a, v);
+            if (v.TlsMode != TlsModes.Terminate)
+                continue;
+            try
+            {
+                _credentials[v.Name] = new BcServerCredentials(v.Certificates.Select(c => BcCertifiedKey.FromPem(c.ChainPem, c.KeyPem)).ToList());
+            }
+            catch (Exception e) when (e is System.Security.Cryptography.CryptographicException or ArgumentException or InvalidOperationException)
+            {
+                log.Error("Vhost {Vhost}: its certificate cannot be used, so it is unreachable over TLS: {Reason}", v.Name, e.Message);
+            }
+        }
+    }
+
+    public long Version { get; }
+
+    public DispatcherSettings Settings { get; }
+
+    public int Count => _matcher.Count;
+
+    public VhostRoute? Match(string host) => _matcher.Match(host);
+
+    public BcServerCredentials? CredentialsFor(VhostRoute route) => _credentials.GetValueOrDefault(route.Name);
+
+    public void Dispose()
+    {
+        foreach (var c in _credentials.Values)
+            c.Dispose();
+    }
+}

@@ -1,0 +1,237 @@
+using System.Buffers;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
+using Dispatch.Protocol.Wire;
+using Dispatch.TlsDispatcher.Net;
+using Dispatch.TlsDispatcher.Workers;
+using Serilog;
+
+namespace Dispatch.TlsDispatcher.Tls;
+
+/// <summary>
+/// A TLS listener: read the ClientHello (bounded in size and by the handshake timeout), route on
+/// the SNI before any key is used, complete the handshake with the vhost's certificate
+/// (BouncyCastle, non-blocking, .NET crypto), then proxy plaintext to a worker of the vhost's pool
+/// over a fresh socketpair whose other end travels with the connection's metadata.
+/// </summary>
+internal sealed class TlsTerminationFrontend : Frontend
+{
+    private const int BufferSize = 16 * 1024;
+    private static readonly string[] Http11Only = ["http/1.1"];
+
+    // Fatal alerts, TLS 1.2 record: content type 21, version 3.3, length 2, level 2 (fatal), description.
+    private static readonly byte[] AlertUnrecognizedName = [21, 3, 3, 0, 2, 2, 112];
+    private static readonly byte[] AlertDecodeError = [21, 3, 3, 0, 2, 2, 50];
+    private static readonly byte[] AlertProtocolVersion = [21, 3, 3, 0, 2, 2, 70];
+    private static readonly byte[] PlainHttpOnTlsPort =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 45\r\nConnection: close\r\n\r\nThis port speaks TLS: use https:// instead.\r\n"u8.ToArray();
+
+    private readonly Func<RouteTable> _routes;
+    private readonly WorkerPools _workers;
+
+    public TlsTerminationFrontend(Socket listener, string localName, Func<RouteTable> routes, WorkerPools workers, ILogger log)
+        : base(listener, localName, log)
+    {
+        _routes = routes;
+        _workers = workers;
+    }
+
+    protected override async Task HandleAsync(Socket client, ulong id)
+    {
+        var routes = _routes();
+        var settings = routes.Settings;
+        client.NoDelay = true;
+        var hello = ArrayPool<byte>.Shared.Rent(ClientHelloParser.MaxHandshakeLength + 4 * ClientHelloParser.RecordHeaderLength + 64);
+        BcTlsStream? tls = null;
+        try
+        {
+            using var handshake = new CancellationTokenSource(settings.HandshakeTimeoutMs);
+            var filled = 0;
+            ClientHelloInfo? info;
+            while (true)
+            {
+                int n;
+                try
+                {
+                    n = await client.ReceiveAsync(hello.AsMemory(filled), SocketFlags.None, handshake.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    Log.Information("Connection {ConnectionId} from {Client}: no ClientHello within {Timeout} ms", id, client.RemoteEndPoint, settings.HandshakeTimeoutMs);
+                    return;
+                }
+
+                if (n == 0)
+                    return;
+                filled += n;
+                var result = ClientHelloParser.TryParse(hello.AsSpan(0, filled), out info, out _, out var error);
+                if (result == ClientHelloResult.Ok)
+                    break;
+                if (result == ClientHelloResult.NotTls)
+                {
+                    Log.Information("Connection {ConnectionId} from {Client}: not TLS", id, client.RemoteEndPoint);
+                    await SendQuietlyAsync(client, hello[0] is >= (byte)'A' and <= (byte)'Z' ? PlainHttpOnTlsPort : AlertDecodeError).ConfigureAwait(false);
+                    return;
+                }
+
+                if (result == ClientHelloResult.Malformed || filled == hello.Length)
+                {
+                    Log.Information("Connection {ConnectionId} from {Client}: malformed ClientHello: {Reason}", id, client.RemoteEndPoint, error ?? "too large");
+                    await SendQuietlyAsync(client, AlertDecodeError).ConfigureAwait(false);
+                    return;
+                }
+            }
+
+            var sni = info!.ServerName;
+            var route = sni is null ? null : routes.Match(sni);
+            var credentials = route is null ? null : routes.CredentialsFor(route);
+            if (route is null || credentials is null)
+            {
+                Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, client.RemoteEndPoint, sni ?? "(none)");
+                await SendQuietlyAsync(client, AlertUnrecognizedName).ConfigureAwait(false);
+                return;
+            }
+
+            if (!info.OffersTls12)
+            {
+                Log.Information("Connection {ConnectionId} from {Client}: client does not offer TLS 1.2", id, client.RemoteEndPoint);
+                await SendQuietlyAsync(client, AlertProtocolVersion).ConfigureAwait(false);
+                return;
+            }
+
+            try
+            {
+                tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, Http11Only), hello.AsMemory(0, filled), ownsSocket: false, handshake.Token).ConfigureAwait(false);
+            }
+            catch (AuthenticationException e)
+            {
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Reason}", id, client.RemoteEndPoint, sni, e.Message);
+                return;
+            }
+            catch (OperationCanceledException)
+            {
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished within {Timeout} ms", id, client.RemoteEndPoint, sni, settings.HandshakeTimeoutMs);
+                return;
+            }
+
+            ArrayPool<byte>.Shared.Return(hello);
+            hello = null;
+            await ProxyAsync(client, tls, route, sni!, id, settings).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (hello is not null)
+                ArrayPool<byte>.Shared.Return(hello);
+            if (tls is not null)
+                await tls.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Hands a socketpair end to a worker and pumps plaintext both ways until both sides are done.</summary>
+    private async Task ProxyAsync(Socket client, BcTlsStream tls, VhostRoute route, string sni, ulong id, DispatcherSettings settings)
+    {
+        var (mine, theirs) = IpcChannel.RawPair(Libc.SOCK_STREAM);
+        using var plain = new Socket(new SafeSocketHandle(mine, ownsHandle: true));
+        try
+        {
+            var meta = new Connection(
+                id,
+                ConnectionMode.TerminatedTls,
+                AppProtocol.Http1,
+                client.RemoteEndPoint?.ToString() ?? "-",
+                LocalName,
+                sni,
+                tls.Session.ProtocolVersion,
+                tls.Session.CipherSuiteName,
+                ReadOnlyMemory<byte>.Empty);
+            if (!await _workers.HandOffAsync(route.Pool, meta, theirs, settings).ConfigureAwait(false))
+            {
+                // The handshake is done, so the client can still be told in HTTP.
+                var body = "No worker is available for this site right now; try again shortly.\n";
+                var response = System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}");
+                await tls.WriteAsync(response).ConfigureAwait(false);
+                await tls.CloseAsync().ConfigureAwait(false);
+                return;
+            }
+        }
+        finally
+        {
+            Libc.Close(theirs);
+        }
+
+        var upstream = PumpClientToWorkerAsync(tls, plain);
+        var downstream = PumpWorkerToClientAsync(plain, tls, client);
+        var first = await Task.WhenAny(upstream, downstream).ConfigureAwait(false);
+        if (first == downstream)
+        {
+            // The worker finished (and the client was sent close_notify): give the client a moment to
+            // finish its side, then drop it.
+            await Task.WhenAny(upstream, Task.Delay(5000)).ConfigureAwait(false);
+        }
+        else
+        {
+            await downstream.ConfigureAwait(false);
+        }
+    }
+
+    private static async Task PumpClientToWorkerAsync(BcTlsStream tls, Socket plain)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        try
+        {
+            int n;
+            while ((n = await tls.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+                await plain.SendAsync(buffer.AsMemory(0, n), SocketFlags.None).ConfigureAwait(false);
+            plain.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            plain.Shutdown(SocketShutdown.Both);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static async Task PumpWorkerToClientAsync(Socket plain, BcTlsStream tls, Socket client)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        try
+        {
+            int n;
+            while ((n = await plain.ReceiveAsync(buffer, SocketFlags.None).ConfigureAwait(false)) > 0)
+                await tls.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+            await tls.CloseAsync().ConfigureAwait(false);
+            client.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            try
+            {
+                client.Shutdown(SocketShutdown.Both);
+            }
+            catch (SocketException)
+            {
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static async Task SendQuietlyAsync(Socket client, byte[] bytes)
+    {
+        try
+        {
+            await client.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false);
+            client.Shutdown(SocketShutdown.Send);
+        }
+        catch (SocketException)
+        {
+        }
+    }
+}
