@@ -71,6 +71,24 @@ public static class TestWorld
         }
     }
 
+    /// <summary>
+    /// Copies certs-sample into <paramref name="parent"/>/certs as certbot leaves a live directory:
+    /// root-owned, keys 0600, live/ symlinks into archive/. Returns the path of live/.
+    /// </summary>
+    public static string InstallSampleCertificates(string parent)
+    {
+        var certs = Path.Combine(parent, "certs");
+        var r = Tools.Run("cp", "-a", Path.Combine(RepoRoot, "certs-sample"), certs);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(0, Tools.Run("chown", "-R", "root:root", certs).ExitCode);
+        Assert.Equal(0, Tools.Run("chmod", "-R", "go-w", certs).ExitCode);
+        foreach (var key in Directory.EnumerateFiles(Path.Combine(certs, "archive"), "privkey*.pem", SearchOption.AllDirectories))
+            File.SetUnixFileMode(key, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return Path.Combine(certs, "live");
+    }
+
+    public static string CaPath => Path.Combine(RepoRoot, "certs-sample", "ca.pem");
+
     public static int FreePort()
     {
         using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
