@@ -47,6 +47,8 @@ internal sealed class MasterService : IDisposable
             foreach (var l in _config.Listen)
                 _listeners.Add(Bind(l));
             _dispatcher = await StartDispatcherAsync(_stop.Token).ConfigureAwait(false);
+            foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2))
+                _log.Warning("Vhost {Vhost}: its certificate also covers names served by another pool, so HTTP/2 is not offered for it (browsers would coalesce those names onto one connection)", v.Name);
             _log.Information(
                 "Dispatch ready: master {MasterPid}; dispatcher {DispatcherPid} (uid {DispatcherUid}); listening {Listeners}",
                 Environment.ProcessId,
@@ -125,7 +127,9 @@ internal sealed class MasterService : IDisposable
             var snapshot = new RouteSnapshot(
                 1,
                 new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
-                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))]))]);
+                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2))],
+                _config.DefaultVhost,
+                _config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443);
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {

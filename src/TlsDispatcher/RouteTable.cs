@@ -17,11 +17,14 @@ internal sealed class RouteTable : IDisposable
     {
         Version = snapshot.Version;
         Settings = snapshot.Settings;
+        HttpsPort = snapshot.HttpsPort;
         foreach (var v in snapshot.Vhosts)
         {
             _matcher.TryAdd(v.Name, v);
             foreach (var a in v.Aliases)
                 _matcher.TryAdd(a, v);
+            if (v.Name == snapshot.DefaultVhost)
+                Default = v;
             if (v.TlsMode != TlsModes.Terminate)
                 continue;
             try
@@ -41,7 +44,13 @@ internal sealed class RouteTable : IDisposable
 
     public int Count => _matcher.Count;
 
-    public VhostRoute? Match(string host) => _matcher.Match(host);
+    public int HttpsPort { get; }
+
+    /// <summary>Where unknown or missing names go; null when they are refused (strict).</summary>
+    public VhostRoute? Default { get; }
+
+    /// <summary>The vhost for a host name (or SNI), falling back to the default vhost if one is configured.</summary>
+    public VhostRoute? Route(string? host) => (host is null ? null : _matcher.Match(host)) ?? Default;
 
     public BcServerCredentials? CredentialsFor(VhostRoute route) => _credentials.GetValueOrDefault(route.Name);
 

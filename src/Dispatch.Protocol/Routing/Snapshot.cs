@@ -4,7 +4,9 @@ using System.Text.Json.Serialization;
 namespace Dispatch.Protocol.Routing;
 
 /// <summary>What the dispatcher needs to route: vhost names to pools, and its own limits. Sent as a sealed memfd.</summary>
-public sealed record RouteSnapshot(long Version, DispatcherSettings Settings, VhostRoute[] Vhosts);
+/// <param name="DefaultVhost">Where a request with no SNI / Host, or an unknown one, goes; null: refuse it (strict).</param>
+/// <param name="HttpsPort">The port https redirects point to (the first TLS listener's).</param>
+public sealed record RouteSnapshot(long Version, DispatcherSettings Settings, VhostRoute[] Vhosts, string? DefaultVhost, int HttpsPort);
 
 /// <summary>Bounds on what the dispatcher reads before routing.</summary>
 public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead, int WorkerWaitMs, int HandshakeTimeoutMs);
@@ -13,7 +15,17 @@ public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead,
 /// A vhost as the dispatcher sees it: its names, its pool and, for a terminated TLS vhost, the
 /// certificates it presents (chain and key, read by the master). No paths, no uids.
 /// </summary>
-public sealed record VhostRoute(string Name, string[] Aliases, string Pool, string TlsMode, CertificatePem[] Certificates);
+/// <param name="HttpMode">Plain HTTP: <see cref="HttpModes.Serve"/> (pass to the worker) or <see cref="HttpModes.Redirect"/> (answer a redirect to https; ACME challenges still reach the worker).</param>
+/// <param name="OfferH2">False when the certificate also covers names of another pool: HTTP/2 connection coalescing would carry this tenant's requests (and cookies) to the other's worker.</param>
+public sealed record VhostRoute(string Name, string[] Aliases, string Pool, string TlsMode, CertificatePem[] Certificates, string HttpMode, bool OfferH2);
+
+/// <summary>What a vhost does with plain HTTP.</summary>
+public static class HttpModes
+{
+    public const string Serve = "serve";
+
+    public const string Redirect = "redirect";
+}
 
 /// <summary>A chain (leaf first) and its private key, PEM.</summary>
 public sealed record CertificatePem(string ChainPem, string KeyPem);

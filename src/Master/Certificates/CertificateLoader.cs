@@ -5,7 +5,7 @@ using Dispatch.Protocol.Interop;
 namespace Dispatch.Master.Certificates;
 
 /// <summary>A certificate chain and its key, read and checked by the master for a terminated vhost.</summary>
-internal sealed record LoadedCertificate(string Directory, string ChainPem, string KeyPem, string Subject, string KeyType, DateTime NotAfter, string Serial);
+internal sealed record LoadedCertificate(string Directory, string ChainPem, string KeyPem, string Subject, string KeyType, DateTime NotAfter, string Serial, IReadOnlyList<string> DnsNames);
 
 /// <summary>
 /// Reads a certbot-layout directory (<c>fullchain.pem</c>, <c>privkey.pem</c>) as root without being
@@ -46,7 +46,8 @@ internal static unsafe class CertificateLoader
             if (leaf.NotBefore.ToUniversalTime() > now)
                 throw new CertificateException($"{dir}: the certificate is not valid before {leaf.NotBefore.ToUniversalTime():u}");
             var keyType = leaf.GetECDsaPublicKey() is { } ec ? $"ECDSA {ec.KeySize}" : leaf.GetRSAPublicKey() is { } rsa ? $"RSA {rsa.KeySize}" : "unsupported";
-            return new LoadedCertificate(dir, chain, key, leaf.Subject, keyType, leaf.NotAfter.ToUniversalTime(), leaf.SerialNumber);
+            var names = leaf.Extensions.OfType<X509SubjectAlternativeNameExtension>().SelectMany(e => e.EnumerateDnsNames()).Select(n => n.ToLowerInvariant()).ToList();
+            return new LoadedCertificate(dir, chain, key, leaf.Subject, keyType, leaf.NotAfter.ToUniversalTime(), leaf.SerialNumber, names);
         }
     }
 
@@ -107,6 +108,26 @@ internal static unsafe class CertificateLoader
         {
             Libc.Close(fd);
         }
+    }
+}
+
+/// <summary>Whether a certificate name (possibly "*.x") covers a host name (possibly "*.x"), as a browser would for coalescing.</summary>
+internal static class CertificateNames
+{
+    public static bool Covers(string san, string name)
+    {
+        if (san == name)
+            return true;
+        if (san.StartsWith("*.", StringComparison.Ordinal))
+        {
+            var suffix = san[1..]; // ".x"
+            var candidate = name.StartsWith("*.", StringComparison.Ordinal) ? name[2..] : name;
+            var dot = candidate.IndexOf('.', StringComparison.Ordinal);
+            return !name.StartsWith("*.", StringComparison.Ordinal) && dot > 0 && candidate[dot..] == suffix;
+        }
+
+        // "*.x" routed elsewhere and a certificate naming "y.x": a client may reach y.x there.
+        return name.StartsWith("*.", StringComparison.Ordinal) && san.EndsWith(name[1..], StringComparison.Ordinal) && san.IndexOf('.', StringComparison.Ordinal) == san.Length - name.Length + 1;
     }
 }
 

@@ -19,11 +19,11 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// </summary>
 internal static class ConfigLoader
 {
-    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe"];
+    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -220,8 +220,27 @@ internal static class ConfigLoader
                 ctx.Error($"{v.Path}:tls", $"'{tls}' is not a TLS mode (terminate or none)");
             }
 
-            vhosts[name] = new VhostConfig(name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates);
+            var http = v["http"] ?? HttpModes.Serve;
+            if (http is not (HttpModes.Serve or HttpModes.Redirect))
+                ctx.Error($"{v.Path}:http", $"'{http}' is not a plain-HTTP mode (serve or redirect)");
+            else if (http == HttpModes.Redirect && tls == TlsModes.None)
+                ctx.Error($"{v.Path}:http", "redirecting to https needs the vhost to be reachable over TLS");
+            vhosts[name] = new VhostConfig(name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates, http);
         }
+
+        // HTTP/2 coalescing: a browser reuses a connection for any name the certificate covers. If that
+        // includes a name of another pool, HTTP/2 would carry this tenant's requests to the other's worker.
+        foreach (var v in vhosts.Values.ToList())
+        {
+            var foreign = vhosts.Values.Where(w => w.Pool != v.Pool).SelectMany(w => w.Names)
+                .Where(n => v.Certificates.SelectMany(c => c.DnsNames).Any(san => CertificateNames.Covers(san, n))).ToList();
+            if (foreign.Count > 0)
+                vhosts[v.Name] = v with { OfferH2 = false };
+        }
+
+        var defaultVhost = root["defaultVhost"] is { } dv ? HostNames.Normalize(dv) : null;
+        if (defaultVhost is not null && !vhosts.ContainsKey(defaultVhost))
+            ctx.Error("defaultVhost", $"no vhost named '{defaultVhost}'");
 
         foreach (var pool in pools.Keys.Where(p => !vhosts.Values.Any(v => v.Pool == p)))
             ctx.Error($"pools:{pool}", "no vhost uses this pool");
@@ -234,7 +253,7 @@ internal static class ConfigLoader
 
         if (errors.Count > 0)
             return (null, errors);
-        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, security, log, jailProbe), errors);
+        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, log, jailProbe), errors);
     }
 
     private static bool IsPoolName(string name) =>

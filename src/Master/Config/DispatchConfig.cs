@@ -9,6 +9,7 @@ internal sealed record DispatchConfig(
     DispatcherConfig Dispatcher,
     IReadOnlyDictionary<string, PoolConfig> Pools,
     IReadOnlyDictionary<string, VhostConfig> Vhosts,
+    string? DefaultVhost,
     SecurityConfig Security,
     LogConfig Log,
     JailProbeConfig JailProbe);
@@ -30,7 +31,14 @@ internal sealed record VhostConfig(
     bool DirectoryListing,
     IReadOnlyList<string> Index,
     string TlsMode,
-    IReadOnlyList<Certificates.LoadedCertificate> Certificates);
+    IReadOnlyList<Certificates.LoadedCertificate> Certificates,
+    string HttpMode)
+{
+    /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
+    public bool OfferH2 { get; init; } = true;
+
+    public IEnumerable<string> Names => [Name, .. Aliases];
+}
 
 internal sealed record SecurityConfig(uint MinUid);
 

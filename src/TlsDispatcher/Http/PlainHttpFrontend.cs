@@ -39,7 +39,7 @@ internal sealed class PlainHttpFrontend : Frontend
         {
             Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
             using var timeout = new CancellationTokenSource(settings.HeaderTimeoutMs);
-            var (status, filled, host) = await ReadHeadAsync(fd, buffer, settings.MaxRequestHead, timeout.Token).ConfigureAwait(false);
+            var (status, filled, host, target) = await ReadHeadAsync(fd, buffer, settings.MaxRequestHead, timeout.Token).ConfigureAwait(false);
             if (status is not null)
             {
                 Reject(fd, status.Value.Code, status.Value.Reason, id, client);
@@ -48,10 +48,17 @@ internal sealed class PlainHttpFrontend : Frontend
 
             if (filled == 0)
                 return; // The client closed before sending anything.
-            var route = routes.Match(host!);
+            var route = routes.Route(host!);
             if (route is null)
             {
                 Reject(fd, 404, $"No site named '{host}' is served here.", id, client);
+                return;
+            }
+
+            var path = buffer.AsSpan(target);
+            if (route.HttpMode == HttpModes.Redirect && !path.StartsWith("/.well-known/acme-challenge/"u8))
+            {
+                Redirect(fd, host!, path, buffer.AsSpan(0, 4).SequenceEqual("GET "u8) || buffer.AsSpan(0, 5).SequenceEqual("HEAD "u8), routes.HttpsPort, id);
                 return;
             }
 
@@ -72,7 +79,7 @@ internal sealed class PlainHttpFrontend : Frontend
         }
     }
 
-    private async Task<((int Code, string Reason)? Error, int Filled, string? Host)> ReadHeadAsync(int fd, byte[] buffer, int max, CancellationToken timeout)
+    private async Task<((int Code, string Reason)? Error, int Filled, string? Host, Range Target)> ReadHeadAsync(int fd, byte[] buffer, int max, CancellationToken timeout)
     {
         var filled = 0;
         var scanned = 0;
@@ -81,7 +88,7 @@ internal sealed class PlainHttpFrontend : Frontend
         {
             var n = Receive(fd, buffer.AsSpan(filled, max - filled));
             if (n == 0)
-                return (filled == 0 ? null : (400, "The request head ended early."), 0, null);
+                return (filled == 0 ? null : (400, "The request head ended early."), 0, null, default);
             if (n < 0)
             {
                 var errno = -n;
@@ -93,24 +100,24 @@ internal sealed class PlainHttpFrontend : Frontend
                 }
                 catch (OperationCanceledException)
                 {
-                    return ((408, "The request head did not arrive in time."), filled, null);
+                    return ((408, "The request head did not arrive in time."), filled, null, default);
                 }
 
                 continue;
             }
 
             filled += n;
-            var status = RequestHead.Parse(buffer.AsSpan(0, filled), ref scanned, hostChars, out var hostLength, out _, out var code, out var error);
+            var status = RequestHead.Parse(buffer.AsSpan(0, filled), ref scanned, hostChars, out var hostLength, out _, out var target, out var code, out var error);
             switch (status)
             {
                 case HeadStatus.Complete:
-                    return (null, filled, new string(hostChars, 0, hostLength));
+                    return (null, filled, new string(hostChars, 0, hostLength), target);
                 case HeadStatus.Invalid:
-                    return ((code, $"Bad request: {error}."), filled, null);
+                    return ((code, $"Bad request: {error}."), filled, null, default);
             }
 
             if (filled == max)
-                return ((431, $"The request head exceeds {max} bytes."), filled, null);
+                return ((431, $"The request head exceeds {max} bytes."), filled, null, default);
         }
     }
 
@@ -128,6 +135,31 @@ internal sealed class PlainHttpFrontend : Frontend
                     return -errno;
             }
         }
+    }
+
+    /// <summary>
+    /// Answers a redirect to https from the dispatcher itself (no worker needed): 301 for GET and HEAD,
+    /// 308 (method and body preserved) for anything else.
+    /// </summary>
+    private unsafe void Redirect(int fd, string host, ReadOnlySpan<byte> target, bool safeMethod, int httpsPort, ulong id)
+    {
+        var path = System.Text.Encoding.Latin1.GetString(target);
+        if (!path.StartsWith('/'))
+        {
+            // Absolute-form: keep the path and query only.
+            var scheme = path.IndexOf("://", StringComparison.Ordinal);
+            var slash = scheme < 0 ? -1 : path.IndexOf('/', scheme + 3);
+            path = slash < 0 ? "/" : path[slash..];
+        }
+
+        var location = httpsPort == 443 ? $"https://{host}{path}" : $"https://{host}:{httpsPort}{path}";
+        var code = safeMethod ? 301 : 308;
+        Log.Debug("Connection {ConnectionId}: redirect to {Location}", id, location);
+        var response = System.Text.Encoding.Latin1.GetBytes(
+            $"HTTP/1.1 {code} {(safeMethod ? "Moved Permanently" : "Permanent Redirect")}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        fixed (byte* p = response)
+            Libc.Send(fd, p, (nuint)response.Length, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+        Libc.Shutdown(fd, Libc.SHUT_WR);
     }
 
     private unsafe void Reject(int fd, int code, string reason, ulong id, Socket client)

@@ -39,9 +39,22 @@ internal static class RequestHead
         out int headLength,
         out int errorStatus,
         out string? error)
+        => Parse(data, ref scanned, host, out hostLength, out headLength, out _, out errorStatus, out error);
+
+    /// <param name="target">Where the request target is in <paramref name="data"/> (for redirects).</param>
+    public static HeadStatus Parse(
+        ReadOnlySpan<byte> data,
+        ref int scanned,
+        Span<char> host,
+        out int hostLength,
+        out int headLength,
+        out Range target,
+        out int errorStatus,
+        out string? error)
     {
         hostLength = 0;
         headLength = 0;
+        target = default;
         errorStatus = 400;
         error = null;
 
@@ -90,11 +103,12 @@ internal static class RequestHead
         var sp2 = rest.IndexOf((byte)' ');
         if (sp2 <= 0)
             return Fail(out error, "the request line is not 'METHOD target HTTP/1.x'");
-        var target = rest[..sp2];
+        var requestTarget = rest[..sp2];
         var version = rest[(sp2 + 1)..];
-        if (target.IndexOf((byte)' ') >= 0 || version.IndexOf((byte)' ') >= 0)
+        if (requestTarget.IndexOf((byte)' ') >= 0 || version.IndexOf((byte)' ') >= 0)
             return Fail(out error, "the request line is not 'METHOD target HTTP/1.x'");
-        foreach (var b in target)
+        target = new Range(sp1 + 1, sp1 + 1 + sp2);
+        foreach (var b in requestTarget)
         {
             if (b <= 0x20 || b == 0x7f)
                 return Fail(out error, "control character in the request target");
@@ -118,12 +132,12 @@ internal static class RequestHead
 
         ReadOnlySpan<byte> authority = default;
         var absolute = false;
-        if (target.Length > 0 && target[0] != (byte)'/' && target[0] != (byte)'*')
+        if (requestTarget.Length > 0 && requestTarget[0] != (byte)'/' && requestTarget[0] != (byte)'*')
         {
-            var schemeEnd = target.IndexOf("://"u8);
+            var schemeEnd = requestTarget.IndexOf("://"u8);
             if (schemeEnd <= 0)
                 return Fail(out error, "the request target is neither a path nor an absolute URI");
-            var afterScheme = target[(schemeEnd + 3)..];
+            var afterScheme = requestTarget[(schemeEnd + 3)..];
             var authEnd = afterScheme.IndexOfAny("/?#"u8);
             authority = authEnd < 0 ? afterScheme : afterScheme[..authEnd];
             if (authority.IndexOf((byte)'@') >= 0)

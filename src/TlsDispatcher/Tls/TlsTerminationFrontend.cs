@@ -20,6 +20,7 @@ internal sealed class TlsTerminationFrontend : Frontend
 {
     private const int BufferSize = 16 * 1024;
     private static readonly string[] Http11Only = ["http/1.1"];
+    private static readonly string[] H2AndHttp11 = ["h2", "http/1.1"];
 
     // Fatal alerts, TLS 1.2 record: content type 21, version 3.3, length 2, level 2 (fatal), description.
     private static readonly byte[] AlertUnrecognizedName = [21, 3, 3, 0, 2, 2, 112];
@@ -85,7 +86,7 @@ internal sealed class TlsTerminationFrontend : Frontend
             }
 
             var sni = info!.ServerName;
-            var route = sni is null ? null : routes.Match(sni);
+            var route = routes.Route(sni);
             var credentials = route is null ? null : routes.CredentialsFor(route);
             if (route is null || credentials is null)
             {
@@ -103,7 +104,7 @@ internal sealed class TlsTerminationFrontend : Frontend
 
             try
             {
-                tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, Http11Only), hello.AsMemory(0, filled), ownsSocket: false, handshake.Token).ConfigureAwait(false);
+                tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only), hello.AsMemory(0, filled), ownsSocket: false, handshake.Token).ConfigureAwait(false);
             }
             catch (AuthenticationException e)
             {
@@ -118,7 +119,7 @@ internal sealed class TlsTerminationFrontend : Frontend
 
             ArrayPool<byte>.Shared.Return(hello);
             hello = null;
-            await ProxyAsync(client, tls, route, sni!, id, settings).ConfigureAwait(false);
+            await ProxyAsync(client, tls, route, sni, id, settings).ConfigureAwait(false);
         }
         finally
         {
@@ -130,7 +131,7 @@ internal sealed class TlsTerminationFrontend : Frontend
     }
 
     /// <summary>Hands a socketpair end to a worker and pumps plaintext both ways until both sides are done.</summary>
-    private async Task ProxyAsync(Socket client, BcTlsStream tls, VhostRoute route, string sni, ulong id, DispatcherSettings settings)
+    private async Task ProxyAsync(Socket client, BcTlsStream tls, VhostRoute route, string? sni, ulong id, DispatcherSettings settings)
     {
         var (mine, theirs) = IpcChannel.RawPair(Libc.SOCK_STREAM);
         using var plain = new Socket(new SafeSocketHandle(mine, ownsHandle: true));
@@ -139,7 +140,7 @@ internal sealed class TlsTerminationFrontend : Frontend
             var meta = new Connection(
                 id,
                 ConnectionMode.TerminatedTls,
-                AppProtocol.Http1,
+                tls.Session.ApplicationProtocol == "h2" ? AppProtocol.Http2 : AppProtocol.Http1,
                 client.RemoteEndPoint?.ToString() ?? "-",
                 LocalName,
                 sni,

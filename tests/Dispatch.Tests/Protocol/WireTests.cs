@@ -1,0 +1,153 @@
+using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Wire;
+
+namespace Dispatch.Tests.Protocol;
+
+public class WireTests
+{
+    private static T RoundTrip<T>(T message)
+        where T : IWireMessage<T>
+    {
+        var buffer = new byte[IpcChannel.MaxDatagram];
+        var writer = new WireWriter(buffer);
+        message.Encode(ref writer);
+        var reader = new WireReader(buffer.AsSpan(0, writer.Length));
+        var decoded = T.Decode(ref reader);
+        reader.End();
+        return decoded;
+    }
+
+    [Fact]
+    public void Messages_round_trip()
+    {
+        Assert.Equal(new NeedWorker(3, "pool"), RoundTrip(new NeedWorker(3, "pool")));
+        Assert.Equal(new WorkerRefused(1, "p", "why"), RoundTrip(new WorkerRefused(1, "p", "why")));
+        var spec = RoundTrip(new JailSpec(ProcessRole.Worker, 10001, 10001, [10005], ["/a"], ["/b"], ["/dev/null"], [new ResourceLimit(7, 10, 20)], "a"));
+        Assert.Equal(10001u, spec.Uid);
+        Assert.Equal(["/a"], spec.ReadPaths);
+        Assert.Equal(new ResourceLimit(7, 10, 20), spec.Limits[0]);
+        var c = RoundTrip(new Connection(9, ConnectionMode.TerminatedTls, AppProtocol.Http1, "1.2.3.4:5", "[::1]:443", "a.example", "TLSv1.2", "X", new byte[] { 1, 2, 3 }));
+        Assert.Equal("a.example", c.Sni);
+        Assert.Equal([1, 2, 3], c.Initial.ToArray());
+    }
+
+    [Fact]
+    public void Trailing_bytes_truncation_and_oversized_fields_are_rejected()
+    {
+        var buffer = new byte[256];
+        var writer = new WireWriter(buffer);
+        new NeedWorker(1, "p").Encode(ref writer);
+        var length = writer.Length;
+        Assert.Throws<WireException>(() =>
+        {
+            var r = new WireReader(buffer.AsSpan(0, length + 1));
+            NeedWorker.Decode(ref r);
+            r.End();
+        });
+        Assert.Throws<WireException>(() =>
+        {
+            var r = new WireReader(buffer.AsSpan(0, length - 1));
+            NeedWorker.Decode(ref r);
+        });
+        // A pool name longer than its 255-byte limit.
+        var big = new byte[1024];
+        var w = new WireWriter(big);
+        w.I64(1);
+        w.String(new string('x', 300));
+        var len = w.Length;
+        var ex = Assert.Throws<WireException>(() =>
+        {
+            var r = new WireReader(big.AsSpan(0, len));
+            NeedWorker.Decode(ref r);
+        });
+        Assert.Contains("exceeds its 255-byte limit", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Random_payloads_never_escape_as_anything_but_WireException()
+    {
+        var rng = new Random(5);
+        var decoders = new Action<byte[]>[]
+        {
+            b => Decode<Hello>(b), b => Decode<JailSpec>(b), b => Decode<JailProof>(b), b => Decode<DispatcherSetup>(b),
+            b => Decode<NeedWorker>(b), b => Decode<WorkerReady>(b), b => Decode<WorkerRefused>(b), b => Decode<WorkerGone>(b),
+            b => Decode<WorkerSetup>(b), b => Decode<Connection>(b), b => Decode<WorkerLoad>(b), b => Decode<Stop>(b), b => Decode<Ready>(b),
+        };
+        for (var i = 0; i < 50000; i++)
+        {
+            var data = new byte[rng.Next(0, 96)];
+            rng.NextBytes(data);
+            try
+            {
+                decoders[i % decoders.Length](data);
+            }
+            catch (WireException)
+            {
+            }
+        }
+    }
+
+    private static void Decode<T>(byte[] data)
+        where T : IWireMessage<T>
+    {
+        var r = new WireReader(data);
+        T.Decode(ref r);
+        r.End();
+    }
+
+    [Fact]
+    public async Task A_declared_descriptor_count_that_differs_from_what_arrived_is_fatal_and_closes_them()
+    {
+        using var a = IpcChannel.CreatePair("b", out var bFd);
+        using var b = IpcChannel.FromDescriptor(bFd, "a");
+        var (x, y) = IpcChannel.RawPair(Libc.SOCK_STREAM);
+        Libc.Close(y);
+        // Forge a header declaring 2 descriptors while sending 1.
+        unsafe
+        {
+            var datagram = new byte[] { (byte)MessageType.WorkerLoad, 0, IpcChannel.Version, 2, 4, 0, 0, 0, 1, 0, 0, 0 };
+            var control = stackalloc byte[Libc.CmsgSpace(sizeof(int))];
+            fixed (byte* d = datagram)
+            {
+                var iov = new Libc.IoVec { Base = d, Len = (nuint)datagram.Length };
+                var cmsg = (Libc.CmsgHdr*)control;
+                cmsg->Len = (nuint)Libc.CmsgLen(sizeof(int));
+                cmsg->Level = Libc.SOL_SOCKET;
+                cmsg->Type = Libc.SCM_RIGHTS;
+                *(int*)(control + Libc.CmsgAlign(sizeof(Libc.CmsgHdr))) = x;
+                var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)Libc.CmsgSpace(sizeof(int)) };
+                Assert.True(Libc.SendMsg(a.Descriptor, &msg, 0) > 0);
+            }
+        }
+
+        Libc.Close(x);
+        var ex = await Assert.ThrowsAsync<WireException>(async () => await b.ReceiveAsync());
+        Assert.Contains("declared 2 descriptors with WorkerLoad but 1 arrived", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_sealed_blob_reads_back_and_an_unsealed_one_is_refused()
+    {
+        var fd = SealedBlob.Create("t", "hello"u8);
+        try
+        {
+            Assert.Equal("hello"u8.ToArray(), SealedBlob.Read(fd, 100));
+            Assert.Throws<WireException>(() => SealedBlob.Read(fd, 3));
+        }
+        finally
+        {
+            Libc.Close(fd);
+        }
+
+        var raw = Libc.MemfdCreate("u", Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING);
+        try
+        {
+            var ex = Assert.Throws<WireException>(() => SealedBlob.Read(raw, 100));
+            Assert.Contains("not sealed", ex.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Libc.Close(raw);
+        }
+    }
+}
