@@ -135,7 +135,7 @@ internal sealed class MasterService : IDisposable
             {
                 int[] fds = [.. _listeners.Select(s => (int)s.SafeHandle.DangerousGetHandle()), memfd];
                 child.Channel.Send(
-                    new DispatcherSetup([.. _config.Listen.Select(l => new ListenerInfo(l.Protocol, l.Endpoint.ToString()))], ProbePaths([]), _config.JailProbe.Threads),
+                    new DispatcherSetup([.. _config.Listen.Select(l => new ListenerInfo(l.Protocol, l.Endpoint.ToString(), [.. l.TrustedProxies]))], ProbePaths([]), _config.JailProbe.Threads),
                     fds);
                 GC.KeepAlive(_listeners);
             }

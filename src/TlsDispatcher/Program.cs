@@ -59,8 +59,8 @@ internal static class Program
                 var info = setup.Listeners[i];
                 Frontend frontend = info.Protocol switch
                 {
-                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, () => routes, workers, poller, log),
-                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, () => routes, workers, log),
+                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log),
+                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log),
                     _ => throw new WireException($"listener protocol '{info.Protocol}' is not supported"),
                 };
                 frontends.Add(frontend);

@@ -176,7 +176,7 @@ public sealed record Stop(uint GraceMs) : IWireMessage<Stop>
 }
 
 /// <summary>
-/// u16 n, n × (string protocol | string endpoint) | string-list probe paths | i32 probe threads.
+/// u16 n, n × (string protocol | string endpoint | string-list trusted proxies) | string-list probe paths | i32 probe threads.
 /// Descriptors: the n listening sockets in order, then the route snapshot (sealed memfd).
 /// </summary>
 public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePaths, int ProbeThreads) : IWireMessage<DispatcherSetup>
@@ -192,6 +192,7 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
         {
             writer.String(l.Protocol);
             writer.String(l.Endpoint);
+            writer.StringList(l.TrustedProxies);
         }
 
         writer.StringList(ProbePaths);
@@ -205,7 +206,7 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
             throw new WireException($"{count} listeners exceed the limit of {IpcChannel.MaxDescriptors - 1}");
         var listeners = new ListenerInfo[count];
         for (var i = 0; i < count; i++)
-            listeners[i] = new ListenerInfo(reader.String(Limits.Name), reader.String(Limits.Name));
+            listeners[i] = new ListenerInfo(reader.String(Limits.Name), reader.String(Limits.Name), reader.StringList(256, 64));
         var probes = reader.StringList(64, Limits.Path);
         var threads = reader.I32();
         if (threads is < 1 or > 256)
@@ -214,7 +215,8 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
     }
 }
 
-public sealed record ListenerInfo(string Protocol, string Endpoint);
+/// <param name="TrustedProxies">Addresses or CIDR blocks whose connections open with a PROXY header; empty: none.</param>
+public sealed record ListenerInfo(string Protocol, string Endpoint, string[] TrustedProxies);
 
 /// <summary>u64 request id | string pool</summary>
 public sealed record NeedWorker(ulong RequestId, string Pool) : IWireMessage<NeedWorker>

@@ -20,7 +20,7 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost"];
-    private static readonly string[] ListenKeys = ["endpoint", "protocol"];
+    private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http"];
@@ -75,7 +75,19 @@ internal static class ConfigLoader
 
             if (listen.Any(x => x.Endpoint.Equals(ep)))
                 ctx.Error($"{l.Path}:endpoint", $"{ep} is listed twice");
-            listen.Add(new ListenConfig(ep, protocol));
+            var trusted = new List<string>();
+            foreach (var t in l.GetSection("trustedProxies").GetChildren())
+            {
+                var value = t.Value ?? string.Empty;
+                var slash = value.IndexOf('/', StringComparison.Ordinal);
+                if (!IPAddress.TryParse(slash < 0 ? value : value[..slash], out var address)
+                    || (slash >= 0 && (!int.TryParse(value[(slash + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out var bits) || bits > address.GetAddressBytes().Length * 8)))
+                    ctx.Error(t.Path, $"'{value}' is not an address or CIDR block such as 10.0.0.0/8");
+                else
+                    trusted.Add(value);
+            }
+
+            listen.Add(new ListenConfig(ep, protocol, trusted));
         }
 
         var d = root.GetSection("dispatcher");

@@ -14,7 +14,7 @@ internal sealed record DispatchConfig(
     LogConfig Log,
     JailProbeConfig JailProbe);
 
-internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol)
+internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadOnlyList<string> TrustedProxies)
 {
     public override string ToString() => $"{Protocol} {Endpoint}";
 }

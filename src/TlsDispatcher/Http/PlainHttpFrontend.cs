@@ -19,94 +19,82 @@ internal sealed class PlainHttpFrontend : Frontend
 {
     private readonly Func<RouteTable> _routes;
     private readonly WorkerPools _workers;
-    private readonly ReadinessPoller _poller;
 
-    public PlainHttpFrontend(Socket listener, string localName, Func<RouteTable> routes, WorkerPools workers, ReadinessPoller poller, ILogger log)
-        : base(listener, localName, log)
+    public PlainHttpFrontend(Socket listener, string localName, TrustedProxies proxies, Func<RouteTable> routes, WorkerPools workers, ReadinessPoller poller, ILogger log)
+        : base(listener, localName, proxies, poller, log)
     {
         _routes = routes;
         _workers = workers;
-        _poller = poller;
     }
 
-    protected override async Task HandleAsync(Socket client, ulong id)
+    protected override int PreludeSize => _routes().Settings.MaxRequestHead;
+
+    protected override int PreludeTimeoutMs => _routes().Settings.HeaderTimeoutMs;
+
+    protected override async Task HandleAsync(Socket client, ulong id, ConnectionStart start)
     {
-        var fd = (int)client.SafeHandle.DangerousGetHandle();
+        var fd = start.Fd;
         var routes = _routes();
         var settings = routes.Settings;
-        var buffer = ArrayPool<byte>.Shared.Rent(settings.MaxRequestHead);
-        try
+        using var timeout = new CancellationTokenSource(settings.HeaderTimeoutMs);
+        var (status, filled, host, target) = await ReadHeadAsync(start, settings.MaxRequestHead, timeout.Token).ConfigureAwait(false);
+        if (status is not null)
         {
-            Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
-            using var timeout = new CancellationTokenSource(settings.HeaderTimeoutMs);
-            var (status, filled, host, target) = await ReadHeadAsync(fd, buffer, settings.MaxRequestHead, timeout.Token).ConfigureAwait(false);
-            if (status is not null)
-            {
-                Reject(fd, status.Value.Code, status.Value.Reason, id, client);
-                return;
-            }
-
-            if (filled == 0)
-                return; // The client closed before sending anything.
-            var route = routes.Route(host!);
-            if (route is null)
-            {
-                Reject(fd, 404, $"No site named '{host}' is served here.", id, client);
-                return;
-            }
-
-            var path = buffer.AsSpan(target);
-            if (route.HttpMode == HttpModes.Redirect && !path.StartsWith("/.well-known/acme-challenge/"u8))
-            {
-                Redirect(fd, host!, path, buffer.AsSpan(0, 4).SequenceEqual("GET "u8) || buffer.AsSpan(0, 5).SequenceEqual("HEAD "u8), routes.HttpsPort, id);
-                return;
-            }
-
-            var meta = new Connection(
-                id, ConnectionMode.PlainHttp, AppProtocol.Http1, client.RemoteEndPoint?.ToString() ?? "-", LocalName, null, null, null, buffer.AsMemory(0, filled));
-            _poller.Remove(fd);
-            if (!await _workers.HandOffAsync(route.Pool, meta, fd, settings).ConfigureAwait(false))
-                Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, client);
+            Reject(fd, status.Value.Code, status.Value.Reason, id, start);
+            return;
         }
-        catch (SysCallException e)
+
+        if (filled == 0)
+            return; // The client closed before sending anything.
+        var buffer = start.Buffer;
+        var route = routes.Route(host!);
+        if (route is null)
         {
-            Log.Debug("Connection {ConnectionId} failed: {Reason}", id, e.Message);
+            Reject(fd, 404, $"No site named '{host}' is served here.", id, start);
+            return;
         }
-        finally
+
+        var path = buffer.AsSpan(target);
+        if (route.HttpMode == HttpModes.Redirect && !path.StartsWith("/.well-known/acme-challenge/"u8))
         {
-            _poller.Remove(fd);
-            ArrayPool<byte>.Shared.Return(buffer);
+            Redirect(fd, host!, path, buffer.AsSpan(0, 4).SequenceEqual("GET "u8) || buffer.AsSpan(0, 5).SequenceEqual("HEAD "u8), routes.HttpsPort, id);
+            return;
         }
+
+        var meta = new Connection(
+            id, ConnectionMode.PlainHttp, AppProtocol.Http1, start.ClientText, LocalName, null, null, null, buffer.AsMemory(0, filled));
+        Poller.Remove(fd);
+        if (!await _workers.HandOffAsync(route.Pool, meta, fd, settings).ConfigureAwait(false))
+            Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, start);
     }
 
-    private async Task<((int Code, string Reason)? Error, int Filled, string? Host, Range Target)> ReadHeadAsync(int fd, byte[] buffer, int max, CancellationToken timeout)
+    private async Task<((int Code, string Reason)? Error, int Filled, string? Host, Range Target)> ReadHeadAsync(ConnectionStart start, int max, CancellationToken timeout)
     {
-        var filled = 0;
+        var buffer = start.Buffer;
+        var filled = start.Filled;
         var scanned = 0;
         var hostChars = new char[256];
+        var fresh = filled > 0;
         while (true)
         {
-            var n = Receive(fd, buffer.AsSpan(filled, max - filled));
-            if (n == 0)
-                return (filled == 0 ? null : (400, "The request head ended early."), 0, null, default);
-            if (n < 0)
+            if (!fresh)
             {
-                var errno = -n;
-                if (errno != Libc.EAGAIN)
-                    throw new SysCallException("recv", errno);
+                int n;
                 try
                 {
-                    await _poller.WaitReadableAsync(fd, timeout).ConfigureAwait(false);
+                    n = await ReceiveAsync(start.Fd, buffer.AsMemory(filled, max - filled), timeout).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {
                     return ((408, "The request head did not arrive in time."), filled, null, default);
                 }
 
-                continue;
+                if (n == 0)
+                    return (filled == 0 ? null : (400, "The request head ended early."), filled, null, default);
+                filled += n;
             }
 
-            filled += n;
+            fresh = false;
             var status = RequestHead.Parse(buffer.AsSpan(0, filled), ref scanned, hostChars, out var hostLength, out _, out var target, out var code, out var error);
             switch (status)
             {
@@ -116,24 +104,8 @@ internal sealed class PlainHttpFrontend : Frontend
                     return ((code, $"Bad request: {error}."), filled, null, default);
             }
 
-            if (filled == max)
+            if (filled >= max)
                 return ((431, $"The request head exceeds {max} bytes."), filled, null, default);
-        }
-    }
-
-    private static unsafe int Receive(int fd, Span<byte> into)
-    {
-        fixed (byte* p = into)
-        {
-            while (true)
-            {
-                var n = Libc.Recv(fd, p, (nuint)into.Length, Libc.MSG_DONTWAIT);
-                if (n >= 0)
-                    return (int)n;
-                var errno = Libc.LastError;
-                if (errno != Libc.EINTR)
-                    return -errno;
-            }
         }
     }
 
@@ -162,9 +134,9 @@ internal sealed class PlainHttpFrontend : Frontend
         Libc.Shutdown(fd, Libc.SHUT_WR);
     }
 
-    private unsafe void Reject(int fd, int code, string reason, ulong id, Socket client)
+    private unsafe void Reject(int fd, int code, string reason, ulong id, ConnectionStart start)
     {
-        Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, client.RemoteEndPoint, code, reason);
+        Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, start.ClientText, code, reason);
         var text = code switch
         {
             400 => "Bad Request",

@@ -1,18 +1,44 @@
+using System.Buffers;
+using System.Net;
 using System.Net.Sockets;
+using Dispatch.Protocol.Interop;
 using Serilog;
 
 namespace Dispatch.TlsDispatcher.Net;
 
-/// <summary>One listening socket's accept loop; subclasses handle each connection.</summary>
+/// <summary>What a frontend knows when it starts on a connection.</summary>
+internal sealed class ConnectionStart
+{
+    public required int Fd { get; init; }
+
+    /// <summary>Pooled; the first <see cref="Filled"/> bytes are the client's (after any PROXY header).</summary>
+    public required byte[] Buffer { get; init; }
+
+    public int Filled { get; set; }
+
+    /// <summary>The client: the socket's peer, or what a trusted PROXY header announced.</summary>
+    public required IPEndPoint? Client { get; init; }
+
+    public string ClientText => Client?.ToString() ?? "-";
+}
+
+/// <summary>
+/// One listening socket's accept loop and what every connection needs before its protocol: a pooled
+/// buffer, reads through the dispatcher's own epoll set (so that a socket handed to a worker leaves no
+/// registration behind), and the PROXY protocol header from trusted load balancers.
+/// </summary>
 internal abstract class Frontend
 {
+    private readonly TrustedProxies _proxies;
     private int _inFlight;
     private long _nextConnection;
 
-    protected Frontend(Socket listener, string localName, ILogger log)
+    protected Frontend(Socket listener, string localName, TrustedProxies proxies, ReadinessPoller poller, ILogger log)
     {
         Listener = listener;
         LocalName = localName;
+        _proxies = proxies;
+        Poller = poller;
         Log = log;
     }
 
@@ -20,10 +46,18 @@ internal abstract class Frontend
 
     protected string LocalName { get; }
 
+    protected ReadinessPoller Poller { get; }
+
     protected ILogger Log { get; }
 
     /// <summary>Connections being read, routed or (for terminated TLS) proxied.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
+
+    /// <summary>Buffer size for the first bytes of a connection (request head, ClientHello), without the PROXY header.</summary>
+    protected abstract int PreludeSize { get; }
+
+    /// <summary>How long the first bytes (and any PROXY header) may take.</summary>
+    protected abstract int PreludeTimeoutMs { get; }
 
     public async Task RunAsync(CancellationToken stopping)
     {
@@ -57,11 +91,23 @@ internal abstract class Frontend
     private async Task RunOneAsync(Socket client, ulong id)
     {
         Interlocked.Increment(ref _inFlight);
+        var fd = (int)client.SafeHandle.DangerousGetHandle();
+        var buffer = ArrayPool<byte>.Shared.Rent(PreludeSize + ProxyProtocol.MaxV2);
         try
         {
-            await HandleAsync(client, id).ConfigureAwait(false);
+            Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
+            var peer = client.RemoteEndPoint as IPEndPoint;
+            var start = new ConnectionStart { Fd = fd, Buffer = buffer, Client = peer };
+            if (peer is not null && !_proxies.IsEmpty && _proxies.Contains(peer.Address))
+            {
+                start = await ReadProxyHeaderAsync(start, id).ConfigureAwait(false);
+                if (start is null)
+                    return;
+            }
+
+            await HandleAsync(client, id, start).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException or OperationCanceledException or SysCallException)
         {
             Log.Debug("Connection {ConnectionId} ended: {Reason}", id, e.Message);
         }
@@ -71,11 +117,82 @@ internal abstract class Frontend
         }
         finally
         {
+            Poller.Remove(fd);
+            ArrayPool<byte>.Shared.Return(buffer);
             client.Dispose();
             Interlocked.Decrement(ref _inFlight);
         }
     }
 
-    /// <summary>Handles one accepted connection; the caller disposes <paramref name="client"/> afterwards.</summary>
-    protected abstract Task HandleAsync(Socket client, ulong id);
+    /// <summary>A trusted balancer must open with a PROXY header; its source becomes the client.</summary>
+    private async Task<ConnectionStart?> ReadProxyHeaderAsync(ConnectionStart start, ulong id)
+    {
+        using var timeout = new CancellationTokenSource(PreludeTimeoutMs);
+        var filled = 0;
+        while (true)
+        {
+            int n;
+            try
+            {
+                n = await ReceiveAsync(start.Fd, start.Buffer.AsMemory(filled, ProxyProtocol.MaxV2 - filled), timeout.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                Log.Information("Connection {ConnectionId} from {Peer}: no PROXY header in time", id, start.Client);
+                return null;
+            }
+
+            if (n == 0)
+                return null;
+            filled += n;
+            switch (ProxyProtocol.Parse(start.Buffer.AsSpan(0, filled), out var source, out var consumed, out var error))
+            {
+                case ProxyHeaderStatus.Ok:
+                    start.Buffer.AsSpan(consumed, filled - consumed).CopyTo(start.Buffer);
+                    return new ConnectionStart { Fd = start.Fd, Buffer = start.Buffer, Filled = filled - consumed, Client = source ?? start.Client };
+                case ProxyHeaderStatus.Invalid:
+                    Log.Information("Connection {ConnectionId} from trusted proxy {Peer} refused: {Reason}", id, start.Client, error);
+                    return null;
+            }
+
+            if (filled == ProxyProtocol.MaxV2)
+                return null;
+        }
+    }
+
+    /// <summary>
+    /// Reads what is available (waiting for readability through the dispatcher's epoll set): the byte
+    /// count, 0 at end of stream. Throws <see cref="OperationCanceledException"/> when the token fires.
+    /// </summary>
+    protected async Task<int> ReceiveAsync(int fd, Memory<byte> into, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var n = RecvNow(fd, into.Span);
+            if (n >= 0)
+                return n;
+            if (-n != Libc.EAGAIN)
+                throw new SysCallException("recv", -n);
+            await Poller.WaitReadableAsync(fd, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static unsafe int RecvNow(int fd, Span<byte> into)
+    {
+        fixed (byte* p = into)
+        {
+            while (true)
+            {
+                var n = Libc.Recv(fd, p, (nuint)into.Length, Libc.MSG_DONTWAIT);
+                if (n >= 0)
+                    return (int)n;
+                var errno = Libc.LastError;
+                if (errno != Libc.EINTR)
+                    return -errno;
+            }
+        }
+    }
+
+    /// <summary>Handles one accepted connection; the caller disposes <paramref name="client"/> and returns the buffer afterwards.</summary>
+    protected abstract Task HandleAsync(Socket client, ulong id, ConnectionStart start);
 }

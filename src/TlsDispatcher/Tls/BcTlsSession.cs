@@ -53,9 +53,13 @@ public sealed class BcTlsException : IOException
 /// bounds are overridden); cipher suites ECDHE_ECDSA / ECDHE_RSA with AES_128_GCM_SHA256,
 /// AES_256_GCM_SHA384 or CHACHA20_POLY1305_SHA256 (BouncyCastle's DRAFT_ names carry the final code
 /// points 0xCCA9/0xCCA8); the P-256 group only; no client certificates; no RSA key transport; no session
-/// tickets or resumption; renegotiation refused (BouncyCastle answers a renegotiation ClientHello
-/// with a no_renegotiation warning and the record cipher caps post-handshake handshake bytes); a
-/// client whose supported_versions lacks TLS 1.2 gets a protocol_version alert; ALPN (which
+/// tickets or resumption (the session_ticket extension is never acknowledged); renegotiation refused:
+/// BouncyCastle 1.8.10 ends the connection with a fatal unexpected_message on any handshake message
+/// after the handshake (checked with openssl's "R" command), and the record cipher caps decrypted
+/// handshake bytes so an announced huge message cannot be buffered; clients must signal RFC 5746
+/// secure renegotiation (renegotiation_info or the SCSV, as every current client does) or get
+/// handshake_failure (BouncyCastle's default); a client whose supported_versions lacks TLS 1.2 gets
+/// a protocol_version alert; ALPN (which
 /// BouncyCastle 1.8.10 lacks) is negotiated by hand with server preference, and a client that
 /// offers ALPN but none of ours gets no_application_protocol (RFC 7301).</para>
 /// <para><b>Advisories against Portable.BouncyCastle 1.8.10 and why this configuration does not run the affected code.</b></para>

@@ -189,9 +189,6 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
 
     public override void NotifyClientCertificate(Certificate clientCertificate) => throw new TlsFatalAlert(AlertDescription.unexpected_message);
 
-    // No session tickets (and BouncyCastle's server keeps no session cache): every handshake is full.
-    public override NewSessionTicket? GetNewSessionTicket() => null;
-
     public override void NotifyHandshakeComplete()
     {
         base.NotifyHandshakeComplete();

@@ -32,106 +32,108 @@ internal sealed class TlsTerminationFrontend : Frontend
     private readonly Func<RouteTable> _routes;
     private readonly WorkerPools _workers;
 
-    public TlsTerminationFrontend(Socket listener, string localName, Func<RouteTable> routes, WorkerPools workers, ILogger log)
-        : base(listener, localName, log)
+    public TlsTerminationFrontend(Socket listener, string localName, TrustedProxies proxies, Func<RouteTable> routes, WorkerPools workers, ReadinessPoller poller, ILogger log)
+        : base(listener, localName, proxies, poller, log)
     {
         _routes = routes;
         _workers = workers;
     }
 
-    protected override async Task HandleAsync(Socket client, ulong id)
+    protected override int PreludeSize => ClientHelloParser.MaxHandshakeLength + (4 * ClientHelloParser.RecordHeaderLength) + 64;
+
+    protected override int PreludeTimeoutMs => _routes().Settings.HandshakeTimeoutMs;
+
+    protected override async Task HandleAsync(Socket client, ulong id, ConnectionStart start)
     {
         var routes = _routes();
         var settings = routes.Settings;
         client.NoDelay = true;
-        var hello = ArrayPool<byte>.Shared.Rent(ClientHelloParser.MaxHandshakeLength + 4 * ClientHelloParser.RecordHeaderLength + 64);
-        BcTlsStream? tls = null;
-        try
+        var hello = start.Buffer;
+        var max = PreludeSize;
+        using var handshake = new CancellationTokenSource(settings.HandshakeTimeoutMs);
+        var filled = start.Filled;
+        var fresh = filled > 0;
+        ClientHelloInfo? info;
+        while (true)
         {
-            using var handshake = new CancellationTokenSource(settings.HandshakeTimeoutMs);
-            var filled = 0;
-            ClientHelloInfo? info;
-            while (true)
+            if (!fresh)
             {
                 int n;
                 try
                 {
-                    n = await client.ReceiveAsync(hello.AsMemory(filled), SocketFlags.None, handshake.Token).ConfigureAwait(false);
+                    n = await ReceiveAsync(start.Fd, hello.AsMemory(filled, max - filled), handshake.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {
-                    Log.Information("Connection {ConnectionId} from {Client}: no ClientHello within {Timeout} ms", id, client.RemoteEndPoint, settings.HandshakeTimeoutMs);
+                    Log.Information("Connection {ConnectionId} from {Client}: no ClientHello within {Timeout} ms", id, start.ClientText, settings.HandshakeTimeoutMs);
                     return;
                 }
 
                 if (n == 0)
                     return;
                 filled += n;
-                var result = ClientHelloParser.TryParse(hello.AsSpan(0, filled), out info, out _, out var error);
-                if (result == ClientHelloResult.Ok)
-                    break;
-                if (result == ClientHelloResult.NotTls)
-                {
-                    Log.Information("Connection {ConnectionId} from {Client}: not TLS", id, client.RemoteEndPoint);
-                    await SendQuietlyAsync(client, hello[0] is >= (byte)'A' and <= (byte)'Z' ? PlainHttpOnTlsPort : AlertDecodeError).ConfigureAwait(false);
-                    return;
-                }
-
-                if (result == ClientHelloResult.Malformed || filled == hello.Length)
-                {
-                    Log.Information("Connection {ConnectionId} from {Client}: malformed ClientHello: {Reason}", id, client.RemoteEndPoint, error ?? "too large");
-                    await SendQuietlyAsync(client, AlertDecodeError).ConfigureAwait(false);
-                    return;
-                }
             }
 
-            var sni = info!.ServerName;
-            var route = routes.Route(sni);
-            var credentials = route is null ? null : routes.CredentialsFor(route);
-            if (route is null || credentials is null)
+            fresh = false;
+            var result = ClientHelloParser.TryParse(hello.AsSpan(0, filled), out info, out _, out var error);
+            if (result == ClientHelloResult.Ok)
+                break;
+            if (result == ClientHelloResult.NotTls)
             {
-                Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, client.RemoteEndPoint, sni ?? "(none)");
-                await SendQuietlyAsync(client, AlertUnrecognizedName).ConfigureAwait(false);
+                Log.Information("Connection {ConnectionId} from {Client}: not TLS", id, start.ClientText);
+                await SendQuietlyAsync(client, hello[0] is >= (byte)'A' and <= (byte)'Z' ? PlainHttpOnTlsPort : AlertDecodeError).ConfigureAwait(false);
                 return;
             }
 
-            if (!info.OffersTls12)
+            if (result == ClientHelloResult.Malformed || filled >= max)
             {
-                Log.Information("Connection {ConnectionId} from {Client}: client does not offer TLS 1.2", id, client.RemoteEndPoint);
-                await SendQuietlyAsync(client, AlertProtocolVersion).ConfigureAwait(false);
+                Log.Information("Connection {ConnectionId} from {Client}: malformed ClientHello: {Reason}", id, start.ClientText, error ?? "too large");
+                await SendQuietlyAsync(client, AlertDecodeError).ConfigureAwait(false);
                 return;
             }
-
-            try
-            {
-                tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only), hello.AsMemory(0, filled), ownsSocket: false, handshake.Token).ConfigureAwait(false);
-            }
-            catch (AuthenticationException e)
-            {
-                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Reason}", id, client.RemoteEndPoint, sni, e.Message);
-                return;
-            }
-            catch (OperationCanceledException)
-            {
-                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished within {Timeout} ms", id, client.RemoteEndPoint, sni, settings.HandshakeTimeoutMs);
-                return;
-            }
-
-            ArrayPool<byte>.Shared.Return(hello);
-            hello = null;
-            await ProxyAsync(client, tls, route, sni, id, settings).ConfigureAwait(false);
         }
-        finally
+
+        // From here on the socket stays in this process: the runtime's own async I/O drives it.
+        Poller.Remove(start.Fd);
+        var sni = info!.ServerName;
+        var route = routes.Route(sni);
+        var credentials = route is null ? null : routes.CredentialsFor(route);
+        if (route is null || credentials is null)
         {
-            if (hello is not null)
-                ArrayPool<byte>.Shared.Return(hello);
-            if (tls is not null)
-                await tls.DisposeAsync().ConfigureAwait(false);
+            Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, start.ClientText, sni ?? "(none)");
+            await SendQuietlyAsync(client, AlertUnrecognizedName).ConfigureAwait(false);
+            return;
         }
+
+        if (!info.OffersTls12)
+        {
+            Log.Information("Connection {ConnectionId} from {Client}: client does not offer TLS 1.2", id, start.ClientText);
+            await SendQuietlyAsync(client, AlertProtocolVersion).ConfigureAwait(false);
+            return;
+        }
+
+        BcTlsStream tls;
+        try
+        {
+            tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only), hello.AsMemory(0, filled), ownsSocket: false, handshake.Token).ConfigureAwait(false);
+        }
+        catch (AuthenticationException e)
+        {
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Reason}", id, start.ClientText, sni, e.Message);
+            return;
+        }
+        catch (OperationCanceledException)
+        {
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished within {Timeout} ms", id, start.ClientText, sni, settings.HandshakeTimeoutMs);
+            return;
+        }
+
+        await using (tls.ConfigureAwait(false))
+            await ProxyAsync(client, tls, route, sni, id, start, settings).ConfigureAwait(false);
     }
 
     /// <summary>Hands a socketpair end to a worker and pumps plaintext both ways until both sides are done.</summary>
-    private async Task ProxyAsync(Socket client, BcTlsStream tls, VhostRoute route, string? sni, ulong id, DispatcherSettings settings)
+    private async Task ProxyAsync(Socket client, BcTlsStream tls, VhostRoute route, string? sni, ulong id, ConnectionStart start, DispatcherSettings settings)
     {
         var (mine, theirs) = IpcChannel.RawPair(Libc.SOCK_STREAM);
         using var plain = new Socket(new SafeSocketHandle(mine, ownsHandle: true));
@@ -141,7 +143,7 @@ internal sealed class TlsTerminationFrontend : Frontend
                 id,
                 ConnectionMode.TerminatedTls,
                 tls.Session.ApplicationProtocol == "h2" ? AppProtocol.Http2 : AppProtocol.Http1,
-                client.RemoteEndPoint?.ToString() ?? "-",
+                start.ClientText,
                 LocalName,
                 sni,
                 tls.Session.ProtocolVersion,
