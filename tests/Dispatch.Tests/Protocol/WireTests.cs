@@ -103,26 +103,27 @@ public class WireTests
         var (x, y) = IpcChannel.RawPair(Libc.SOCK_STREAM);
         Libc.Close(y);
         // Forge a header declaring 2 descriptors while sending 1.
-        unsafe
-        {
-            var datagram = new byte[] { (byte)MessageType.WorkerLoad, 0, IpcChannel.Version, 2, 4, 0, 0, 0, 1, 0, 0, 0 };
-            var control = stackalloc byte[Libc.CmsgSpace(sizeof(int))];
-            fixed (byte* d = datagram)
-            {
-                var iov = new Libc.IoVec { Base = d, Len = (nuint)datagram.Length };
-                var cmsg = (Libc.CmsgHdr*)control;
-                cmsg->Len = (nuint)Libc.CmsgLen(sizeof(int));
-                cmsg->Level = Libc.SOL_SOCKET;
-                cmsg->Type = Libc.SCM_RIGHTS;
-                *(int*)(control + Libc.CmsgAlign(sizeof(Libc.CmsgHdr))) = x;
-                var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)Libc.CmsgSpace(sizeof(int)) };
-                Assert.True(Libc.SendMsg(a.Descriptor, &msg, 0) > 0);
-            }
-        }
-
+        SendForged(a.Descriptor, x);
         Libc.Close(x);
         var ex = await Assert.ThrowsAsync<WireException>(async () => await b.ReceiveAsync());
         Assert.Contains("declared 2 descriptors with WorkerLoad but 1 arrived", ex.Message, StringComparison.Ordinal);
+    }
+
+    private static unsafe void SendForged(int fd, int x)
+    {
+        var datagram = new byte[] { (byte)MessageType.WorkerLoad, 0, IpcChannel.Version, 2, 4, 0, 0, 0, 1, 0, 0, 0 };
+        var control = stackalloc byte[Libc.CmsgSpace(sizeof(int))];
+        fixed (byte* d = datagram)
+        {
+            var iov = new Libc.IoVec { Base = d, Len = (nuint)datagram.Length };
+            var cmsg = (Libc.CmsgHdr*)control;
+            cmsg->Len = (nuint)Libc.CmsgLen(sizeof(int));
+            cmsg->Level = Libc.SOL_SOCKET;
+            cmsg->Type = Libc.SCM_RIGHTS;
+            *(int*)(control + Libc.CmsgAlign(sizeof(Libc.CmsgHdr))) = x;
+            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)Libc.CmsgSpace(sizeof(int)) };
+            Assert.True(Libc.SendMsg(fd, &msg, 0) > 0);
+        }
     }
 
     [Fact]
