@@ -127,7 +127,7 @@ internal sealed class MasterService : IDisposable
             var snapshot = new RouteSnapshot(
                 1,
                 new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
-                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2))],
+                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
                 _config.DefaultVhost,
                 _config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443);
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));

@@ -12,6 +12,7 @@ internal sealed class RouteTable : IDisposable
 {
     private readonly HostMatcher<VhostRoute> _matcher = new();
     private readonly Dictionary<string, BcServerCredentials> _credentials = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, OpenSslCredentials> _openssl = new(StringComparer.Ordinal);
 
     public RouteTable(RouteSnapshot snapshot, ILogger log)
     {
@@ -29,10 +30,14 @@ internal sealed class RouteTable : IDisposable
                 continue;
             try
             {
-                _credentials[v.Name] = new BcServerCredentials(v.Certificates.Select(c => BcCertifiedKey.FromPem(c.ChainPem, c.KeyPem)).ToList());
+                if (v.Engine == TlsEngines.OpenSsl)
+                    _openssl[v.Name] = new OpenSslCredentials(v.Certificates, v.OfferH2);
+                else
+                    _credentials[v.Name] = new BcServerCredentials(v.Certificates.Select(c => BcCertifiedKey.FromPem(c.ChainPem, c.KeyPem)).ToList());
             }
-            catch (Exception e) when (e is System.Security.Cryptography.CryptographicException or ArgumentException or InvalidOperationException)
+            catch (Exception e)
             {
+                // Whatever went wrong with one vhost's certificate must not take the others down.
                 log.Error("Vhost {Vhost}: its certificate cannot be used, so it is unreachable over TLS: {Reason}", v.Name, e.Message);
             }
         }
@@ -54,9 +59,13 @@ internal sealed class RouteTable : IDisposable
 
     public BcServerCredentials? CredentialsFor(VhostRoute route) => _credentials.GetValueOrDefault(route.Name);
 
+    public OpenSslCredentials? OpenSslCredentialsFor(VhostRoute route) => _openssl.GetValueOrDefault(route.Name);
+
     public void Dispose()
     {
         foreach (var c in _credentials.Values)
+            c.Dispose();
+        foreach (var c in _openssl.Values)
             c.Dispose();
     }
 }

@@ -33,6 +33,8 @@ public static unsafe class Spawner
             "DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1",
             "DOTNET_gcServer=0",
             "LANG=C.UTF-8",
+            // No home: the runtime would otherwise look one up in /etc/passwd (denied) for its X509 stores.
+            "HOME=/nonexistent",
             "PATH=/usr/bin:/bin",
         ];
     }

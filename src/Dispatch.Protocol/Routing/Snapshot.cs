@@ -17,7 +17,16 @@ public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead,
 /// </summary>
 /// <param name="HttpMode">Plain HTTP: <see cref="HttpModes.Serve"/> (pass to the worker) or <see cref="HttpModes.Redirect"/> (answer a redirect to https; ACME challenges still reach the worker).</param>
 /// <param name="OfferH2">False when the certificate also covers names of another pool: HTTP/2 connection coalescing would carry this tenant's requests (and cookies) to the other's worker.</param>
-public sealed record VhostRoute(string Name, string[] Aliases, string Pool, string TlsMode, CertificatePem[] Certificates, string HttpMode, bool OfferH2);
+/// <param name="Engine">Who terminates TLS in the dispatcher: <see cref="TlsEngines.BouncyCastle"/> (TLS 1.2) or <see cref="TlsEngines.OpenSsl"/> (.NET SslStream: TLS 1.3 and 1.2).</param>
+public sealed record VhostRoute(string Name, string[] Aliases, string Pool, string TlsMode, CertificatePem[] Certificates, string HttpMode, bool OfferH2, string Engine);
+
+/// <summary>TLS termination engines of the dispatcher.</summary>
+public static class TlsEngines
+{
+    public const string BouncyCastle = "bouncycastle";
+
+    public const string OpenSsl = "openssl";
+}
 
 /// <summary>What a vhost does with plain HTTP.</summary>
 public static class HttpModes
@@ -38,6 +47,9 @@ public static class TlsModes
 
     /// <summary>The dispatcher terminates TLS with the vhost's certificate and proxies plaintext.</summary>
     public const string Terminate = "terminate";
+
+    /// <summary>The dispatcher passes the raw connection to a worker, which terminates TLS with the tenant's own key.</summary>
+    public const string Passthrough = "passthrough";
 }
 
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>

@@ -34,6 +34,8 @@ internal sealed class ChildLauncher
         [
             RuntimePaths.DotnetRoot, RuntimePaths.AppDirectory, "/usr/lib", "/lib", "/lib64", "/usr/lib64", "/dev/urandom",
             "/proc/self", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu", "/sys/devices/system/node", "/sys/fs/cgroup",
+            // Public CA certificates: SslStream builds the chain it sends (and OpenSSL looks there); no private keys live here.
+            "/etc/ssl/certs",
         ];
 
     public async Task<ChildProcess> StartAsync(JailSpec spec, string name, CancellationToken cancellationToken)

@@ -21,9 +21,9 @@ internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
-    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -102,7 +102,10 @@ internal static class ConfigLoader
             ctx.Int(d.GetSection("maxRequestHead"), 16384, 1024, 60000),
             ctx.Duration(d.GetSection("workerWait"), TimeSpan.FromSeconds(30)),
             ctx.ULong(d.GetSection("nofile"), 65536),
-            ctx.Duration(d.GetSection("handshakeTimeout"), TimeSpan.FromSeconds(10)));
+            ctx.Duration(d.GetSection("handshakeTimeout"), TimeSpan.FromSeconds(10)),
+            d["engine"] ?? TlsEngines.BouncyCastle);
+        if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
+            ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
 
         var pools = new Dictionary<string, PoolConfig>(StringComparer.Ordinal);
         var poolSection = root.GetSection("pools");
@@ -227,17 +230,31 @@ internal static class ConfigLoader
                 foreach (var c in certificates.Where(c => !c.KeyType.StartsWith("ECDSA 256", StringComparison.Ordinal) && !c.KeyType.StartsWith("RSA", StringComparison.Ordinal)))
                     ctx.Error($"{v.Path}:certDir", $"{c.Directory}: {c.KeyType} keys are not supported (ECDSA P-256 or RSA)");
             }
+            else if (tls == TlsModes.Passthrough)
+            {
+                // The tenant's own key: only its worker, as the tenant, ever opens it. The master checks the path's shape only.
+                if (certDirs.Count != 1)
+                    ctx.Error($"{v.Path}:certDir", "a passthrough vhost needs exactly one certDir (the tenant's own, read by its worker)");
+                else if (!System.IO.Path.IsPathRooted(certDirs[0].Value))
+                    ctx.Error(certDirs[0].Path, $"'{certDirs[0].Value}' is not an absolute path");
+            }
             else if (tls != TlsModes.None)
             {
-                ctx.Error($"{v.Path}:tls", $"'{tls}' is not a TLS mode (terminate or none)");
+                ctx.Error($"{v.Path}:tls", $"'{tls}' is not a TLS mode (terminate, passthrough or none)");
             }
+
+            var engine = v["engine"] ?? dispatcher.Engine;
+            if (engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
+                ctx.Error($"{v.Path}:engine", $"'{engine}' is not a TLS engine (bouncycastle or openssl)");
 
             var http = v["http"] ?? HttpModes.Serve;
             if (http is not (HttpModes.Serve or HttpModes.Redirect))
                 ctx.Error($"{v.Path}:http", $"'{http}' is not a plain-HTTP mode (serve or redirect)");
             else if (http == HttpModes.Redirect && tls == TlsModes.None)
                 ctx.Error($"{v.Path}:http", "redirecting to https needs the vhost to be reachable over TLS");
-            vhosts[name] = new VhostConfig(name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates, http);
+            vhosts[name] = new VhostConfig(
+                name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates, http, engine,
+                tls == TlsModes.Passthrough && certDirs.Count == 1 ? certDirs[0].Value.TrimEnd('/') : null);
         }
 
         // HTTP/2 coalescing: a browser reuses a connection for any name the certificate covers. If that

@@ -19,7 +19,7 @@ internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadO
     public override string ToString() => $"{Protocol} {Endpoint}";
 }
 
-internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout);
+internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout, string Engine);
 
 internal sealed record PoolConfig(string Name, uint Uid, uint Gid, IReadOnlyList<uint> Groups, int MaxWorkers, ulong NoFile);
 
@@ -32,7 +32,9 @@ internal sealed record VhostConfig(
     IReadOnlyList<string> Index,
     string TlsMode,
     IReadOnlyList<Certificates.LoadedCertificate> Certificates,
-    string HttpMode)
+    string HttpMode,
+    string Engine,
+    string? PassthroughCertDir)
 {
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;

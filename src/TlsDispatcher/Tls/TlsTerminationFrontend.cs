@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
 using Dispatch.Protocol.Interop;
@@ -26,6 +27,7 @@ internal sealed class TlsTerminationFrontend : Frontend
     private static readonly byte[] AlertUnrecognizedName = [21, 3, 3, 0, 2, 2, 112];
     private static readonly byte[] AlertDecodeError = [21, 3, 3, 0, 2, 2, 50];
     private static readonly byte[] AlertProtocolVersion = [21, 3, 3, 0, 2, 2, 70];
+    private static readonly byte[] AlertInternalError = [21, 3, 3, 0, 2, 2, 80];
     private static readonly byte[] PlainHttpOnTlsPort =
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 45\r\nConnection: close\r\n\r\nThis port speaks TLS: use https:// instead.\r\n"u8.ToArray();
 
@@ -93,47 +95,103 @@ internal sealed class TlsTerminationFrontend : Frontend
             }
         }
 
-        // From here on the socket stays in this process: the runtime's own async I/O drives it.
-        Poller.Remove(start.Fd);
         var sni = info!.ServerName;
         var route = routes.Route(sni);
-        var credentials = route is null ? null : routes.CredentialsFor(route);
-        if (route is null || credentials is null)
+        if (route is not null && route.TlsMode == TlsModes.Passthrough)
+        {
+            // The tenant's worker terminates TLS with its own key: hand it the socket and the ClientHello.
+            Poller.Remove(start.Fd);
+            var meta = new Connection(id, ConnectionMode.PassthroughTls, AppProtocol.Http1, start.ClientText, LocalName, sni, null, null, hello.AsMemory(0, filled));
+            if (!await _workers.HandOffAsync(route.Pool, meta, start.Fd, settings).ConfigureAwait(false))
+            {
+                Log.Warning("Connection {ConnectionId} ({Sni}): no worker for passthrough pool {Pool}; closing", id, sni, route.Pool);
+                await SendQuietlyAsync(client, AlertInternalError).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
+        // From here on the socket stays in this process: the runtime's own async I/O drives it.
+        Poller.Remove(start.Fd);
+        var bc = route is null ? null : routes.CredentialsFor(route);
+        var openssl = route is null ? null : routes.OpenSslCredentialsFor(route);
+        if (route is null || (bc is null && openssl is null))
         {
             Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, start.ClientText, sni ?? "(none)");
             await SendQuietlyAsync(client, AlertUnrecognizedName).ConfigureAwait(false);
             return;
         }
 
-        if (!info.OffersTls12)
+        Terminated? session;
+        if (openssl is not null)
         {
-            Log.Information("Connection {ConnectionId} from {Client}: client does not offer TLS 1.2", id, start.ClientText);
-            await SendQuietlyAsync(client, AlertProtocolVersion).ConfigureAwait(false);
-            return;
+            session = await OpenSslHandshakeAsync(client, openssl, info, hello.AsMemory(0, filled), id, start, sni, handshake.Token).ConfigureAwait(false);
+        }
+        else
+        {
+            if (!info.OffersTls12)
+            {
+                Log.Information("Connection {ConnectionId} from {Client}: client does not offer TLS 1.2", id, start.ClientText);
+                await SendQuietlyAsync(client, AlertProtocolVersion).ConfigureAwait(false);
+                return;
+            }
+
+            session = await BouncyCastleHandshakeAsync(client, bc!, route.OfferH2, hello.AsMemory(0, filled), id, start, sni, handshake.Token).ConfigureAwait(false);
         }
 
-        BcTlsStream tls;
+        if (session is null)
+            return;
+        await using (session.Stream.ConfigureAwait(false))
+            await ProxyAsync(client, session, route, sni, id, start, settings).ConfigureAwait(false);
+    }
+
+    /// <summary>A terminated TLS connection, whichever engine did it.</summary>
+    private sealed record Terminated(Stream Stream, string? Alpn, string? Protocol, string? Cipher, Func<Task> CloseAsync);
+
+    private async Task<Terminated?> BouncyCastleHandshakeAsync(Socket client, BcServerCredentials credentials, bool offerH2, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, CancellationToken timeout)
+    {
         try
         {
-            tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only), hello.AsMemory(0, filled), ownsSocket: false, handshake.Token).ConfigureAwait(false);
+            var tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, offerH2 ? H2AndHttp11 : Http11Only), hello, ownsSocket: false, timeout).ConfigureAwait(false);
+            return new Terminated(tls, tls.Session.ApplicationProtocol, tls.Session.ProtocolVersion, tls.Session.CipherSuiteName, () => tls.CloseAsync());
         }
         catch (AuthenticationException e)
         {
             Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Reason}", id, start.ClientText, sni, e.Message);
-            return;
         }
         catch (OperationCanceledException)
         {
-            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished within {Timeout} ms", id, start.ClientText, sni, settings.HandshakeTimeoutMs);
-            return;
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
         }
 
-        await using (tls.ConfigureAwait(false))
-            await ProxyAsync(client, tls, route, sni, id, start, settings).ConfigureAwait(false);
+        return null;
+    }
+
+    private async Task<Terminated?> OpenSslHandshakeAsync(Socket client, OpenSslCredentials credentials, ClientHelloInfo info, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, CancellationToken timeout)
+    {
+        var ssl = new SslStream(new PrefixedStream(hello, client), leaveInnerStreamOpen: false);
+        try
+        {
+            await ssl.AuthenticateAsServerAsync(credentials.Select(info), timeout).ConfigureAwait(false);
+            var protocol = ssl.SslProtocol switch
+            {
+                SslProtocols.Tls13 => "TLSv1.3",
+                SslProtocols.Tls12 => "TLSv1.2",
+                var other => other.ToString(),
+            };
+            var alpn = ssl.NegotiatedApplicationProtocol == default ? null : ssl.NegotiatedApplicationProtocol.ToString();
+            return new Terminated(ssl, alpn, protocol, ssl.NegotiatedCipherSuite.ToString(), () => ssl.ShutdownAsync());
+        }
+        catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException)
+        {
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
+            await ssl.DisposeAsync().ConfigureAwait(false);
+            return null;
+        }
     }
 
     /// <summary>Hands a socketpair end to a worker and pumps plaintext both ways until both sides are done.</summary>
-    private async Task ProxyAsync(Socket client, BcTlsStream tls, VhostRoute route, string? sni, ulong id, ConnectionStart start, DispatcherSettings settings)
+    private async Task ProxyAsync(Socket client, Terminated tls, VhostRoute route, string? sni, ulong id, ConnectionStart start, DispatcherSettings settings)
     {
         var (mine, theirs) = IpcChannel.RawPair(Libc.SOCK_STREAM);
         using var plain = new Socket(new SafeSocketHandle(mine, ownsHandle: true));
@@ -142,19 +200,23 @@ internal sealed class TlsTerminationFrontend : Frontend
             var meta = new Connection(
                 id,
                 ConnectionMode.TerminatedTls,
-                tls.Session.ApplicationProtocol == "h2" ? AppProtocol.Http2 : AppProtocol.Http1,
+                tls.Alpn == "h2" ? AppProtocol.Http2 : AppProtocol.Http1,
                 start.ClientText,
                 LocalName,
                 sni,
-                tls.Session.ProtocolVersion,
-                tls.Session.CipherSuiteName,
+                tls.Protocol,
+                tls.Cipher,
                 ReadOnlyMemory<byte>.Empty);
             if (!await _workers.HandOffAsync(route.Pool, meta, theirs, settings).ConfigureAwait(false))
             {
-                // The handshake is done, so the client can still be told in HTTP.
-                var body = "No worker is available for this site right now; try again shortly.\n";
-                var response = System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}");
-                await tls.WriteAsync(response).ConfigureAwait(false);
+                // The handshake is done, so the client can still be told in HTTP (HTTP/1.1 only: an h2 client gets a close).
+                if (tls.Alpn != "h2")
+                {
+                    var body = "No worker is available for this site right now; try again shortly.\n";
+                    var response = System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}");
+                    await tls.Stream.WriteAsync(response).ConfigureAwait(false);
+                }
+
                 await tls.CloseAsync().ConfigureAwait(false);
                 return;
             }
@@ -164,7 +226,7 @@ internal sealed class TlsTerminationFrontend : Frontend
             Libc.Close(theirs);
         }
 
-        var upstream = PumpClientToWorkerAsync(tls, plain);
+        var upstream = PumpClientToWorkerAsync(tls.Stream, plain);
         var downstream = PumpWorkerToClientAsync(plain, tls, client);
         var first = await Task.WhenAny(upstream, downstream).ConfigureAwait(false);
         if (first == downstream)
@@ -179,7 +241,7 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
     }
 
-    private static async Task PumpClientToWorkerAsync(BcTlsStream tls, Socket plain)
+    private static async Task PumpClientToWorkerAsync(Stream tls, Socket plain)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         try
@@ -199,18 +261,18 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
     }
 
-    private static async Task PumpWorkerToClientAsync(Socket plain, BcTlsStream tls, Socket client)
+    private static async Task PumpWorkerToClientAsync(Socket plain, Terminated tls, Socket client)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         try
         {
             int n;
             while ((n = await plain.ReceiveAsync(buffer, SocketFlags.None).ConfigureAwait(false)) > 0)
-                await tls.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+                await tls.Stream.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
             await tls.CloseAsync().ConfigureAwait(false);
             client.Shutdown(SocketShutdown.Send);
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
         {
             try
             {

@@ -1,0 +1,110 @@
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json.Nodes;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>
+/// The same client cells against both termination engines: each either works or fails the way the
+/// configuration says (BouncyCastle speaks TLS 1.2 only; OpenSSL speaks 1.3 and 1.2).
+/// </summary>
+public sealed class InteropMatrixTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private DispatchInstance? _dispatch;
+
+    public InteropMatrixTests(ITestOutputHelper output) => _output = output;
+
+    private int Start(string engine)
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory($"matrix-{engine}");
+        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "matrix A" });
+        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "matrix B" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var tlsPort = TestWorld.FreePort();
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        config["dispatcher"]!["engine"] = engine;
+        foreach (var v in new[] { "a", "b" })
+            config["vhosts"]![$"{v}.localhost"]!["certDirs"] = new JsonArray(Path.Combine(live, $"{v}.localhost"), Path.Combine(live, $"{v}.localhost-rsa"));
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        return tlsPort;
+    }
+
+    private static string OpenSsl(int port, params string[] extra)
+    {
+        var r = Tools.RunWithInput(string.Empty, "openssl", ["s_client", "-connect", $"127.0.0.1:{port}", "-servername", "a.localhost", "-CAfile", TestWorld.CaPath, .. extra]);
+        return r.Stdout + r.Stderr;
+    }
+
+    private static string CurlVersion(int port, string httpFlag)
+    {
+        var r = Tools.Run("curl", "-sS", httpFlag, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--cacert", TestWorld.CaPath, "--resolve", $"a.localhost:{port}:127.0.0.1", $"https://a.localhost:{port}/");
+        return r.Stdout + r.Stderr;
+    }
+
+    [SkippableTheory]
+    [InlineData("bouncycastle")]
+    [InlineData("openssl")]
+    public async Task Every_client_works_or_fails_as_configured(string engine)
+    {
+        var port = Start(engine);
+        var tls13 = engine == "openssl";
+
+        Assert.Equal("1.1 200", CurlVersion(port, "--http1.1"));
+        Assert.Equal("2 200", CurlVersion(port, "--http2"));
+
+        var v12 = OpenSsl(port, "-tls1_2");
+        Assert.Contains("Protocol  : TLSv1.2", v12, StringComparison.Ordinal);
+        Assert.Contains("Verify return code: 0 (ok)", v12, StringComparison.Ordinal);
+        var v13 = OpenSsl(port, "-tls1_3");
+        if (tls13)
+        {
+            Assert.Contains("New, TLSv1.3, Cipher is TLS_AES_", v13, StringComparison.Ordinal);
+            Assert.Contains("Server Temp Key: X25519", v13, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Contains("alert protocol version", v13, StringComparison.Ordinal);
+        }
+
+        // Both offered: the best the engine has.
+        Assert.Contains(tls13 ? "Protocol  : TLSv1.3" : "Protocol  : TLSv1.2", OpenSsl(port), StringComparison.Ordinal);
+
+        // A client that only verifies RSA signatures gets the RSA certificate.
+        var rsa = OpenSsl(port, "-tls1_2", "-sigalgs", "RSA+SHA256:RSA+SHA384");
+        Assert.Contains("Peer signature type: RSA", rsa, StringComparison.Ordinal);
+        Assert.Contains("Verify return code: 0 (ok)", rsa, StringComparison.Ordinal);
+
+        var gnutls = Tools.RunWithInput(string.Empty, "gnutls-cli", "--x509cafile", TestWorld.CaPath, "--sni-hostname", "a.localhost", "--verify-hostname", "a.localhost", "-p", $"{port}", "127.0.0.1");
+        _output.WriteLine(gnutls.Stdout);
+        Assert.Contains("Handshake was completed", gnutls.Stdout, StringComparison.Ordinal);
+        Assert.Contains(tls13 ? "(TLS1.3" : "(TLS1.2", gnutls.Stdout, StringComparison.Ordinal);
+
+        using var ca = X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath));
+        using var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, ct) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                await socket.ConnectAsync(IPAddress.Loopback, port, ct);
+                return new NetworkStream(socket, ownsSocket: true);
+            },
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = X509RevocationMode.NoCheck },
+            },
+        };
+        using var client = new HttpClient(handler) { DefaultRequestVersion = HttpVersion.Version20, DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        using var response = await client.GetAsync(new Uri($"https://a.localhost:{port}/"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(HttpVersion.Version20, response.Version);
+        Assert.Equal("matrix A", await response.Content.ReadAsStringAsync());
+    }
+
+    public void Dispose() => _dispatch?.Dispose();
+}
