@@ -55,6 +55,7 @@ internal sealed class MasterService : IDisposable
                 _dispatcher.Pid,
                 _dispatcher.Uid,
                 string.Join(", ", _config.Listen));
+            TopUpSpares(_dispatcher);
             await ServeDispatcherAsync(_dispatcher).ConfigureAwait(false);
         }
         catch (ChildStartException e)
@@ -95,17 +96,29 @@ internal sealed class MasterService : IDisposable
         }
     }
 
-    private static JailSpec SpecFor(ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, ulong nofile) =>
+    private static JailSpec SpecFor(ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, ulong nofile, IEnumerable<string>? extraExec = null) =>
         new(
             role,
             uid,
             gid,
             [.. groups],
             [.. ChildLauncher.RuntimeReadPaths(), .. extraRead],
-            [ChildLauncher.ExecutablePath(role), RuntimePaths.ElfInterpreter],
+            [ChildLauncher.ExecutablePath(role), RuntimePaths.ElfInterpreter, .. extraExec ?? []],
             ["/dev/null"],
             [new ResourceLimit(Libc.RLIMIT_NOFILE, nofile, nofile)],
             name);
+
+    /// <summary>
+    /// The tenant's certificate directory and, for the certbot layout, its archive. Only paths: the
+    /// master never opens them (the worker's stage 1 opens them O_PATH for the Landlock rule, and the
+    /// worker, as the tenant, reads them).
+    /// </summary>
+    private static IEnumerable<string> PassthroughReadPaths(string certDir)
+    {
+        yield return certDir;
+        var archive = Path.GetFullPath(Path.Combine(certDir, "..", "..", "archive", Path.GetFileName(certDir)));
+        yield return archive;
+    }
 
     private string[] ProbePaths(IEnumerable<string> ownRoots)
     {
@@ -129,7 +142,8 @@ internal sealed class MasterService : IDisposable
                 new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
                 [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
                 _config.DefaultVhost,
-                _config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443);
+                _config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
+                [.. _config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds))]);
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {
@@ -209,20 +223,35 @@ internal sealed class MasterService : IDisposable
         }
     }
 
-    private async Task StartWorkerAsync(ChildProcess dispatcher, NeedWorker request)
+    private Task StartWorkerAsync(ChildProcess dispatcher, NeedWorker request)
     {
         if (!_config.Pools.TryGetValue(request.Pool, out var pool))
         {
             Refuse(dispatcher, request, $"no pool named '{request.Pool}'");
-            return;
+            return Task.CompletedTask;
         }
 
+        return SpawnWorkerAsync(dispatcher, pool, request);
+    }
+
+    /// <summary>
+    /// Starts one jailed worker of <paramref name="pool"/> and hands it to the dispatcher, for a
+    /// request of the dispatcher's (<paramref name="request"/>) or as a spare (null). Enforces the
+    /// pool's and the machine's worker limits.
+    /// </summary>
+    private async Task SpawnWorkerAsync(ChildProcess dispatcher, PoolConfig pool, NeedWorker? request)
+    {
         lock (_gate)
         {
             var live = _workers.Values.Count(w => w.Name == pool.Name) + _starting.GetValueOrDefault(pool.Name);
-            if (live >= pool.MaxWorkers)
+            var total = _workers.Count + _starting.Values.Sum();
+            string? refusal = live >= pool.MaxWorkers ? $"pool '{pool.Name}' already has its maximum of {pool.MaxWorkers} workers"
+                : total >= _config.Limits.MaxWorkers ? $"the machine already runs its maximum of {_config.Limits.MaxWorkers} workers (limits:maxWorkers)"
+                : null;
+            if (refusal is not null)
             {
-                Refuse(dispatcher, request, $"pool '{pool.Name}' already has its maximum of {pool.MaxWorkers} workers");
+                if (request is not null)
+                    Refuse(dispatcher, request, refusal);
                 return;
             }
 
@@ -236,23 +265,33 @@ internal sealed class MasterService : IDisposable
         {
             var vhosts = _config.Vhosts.Values.Where(v => v.Pool == pool.Name).ToList();
             var roots = vhosts.Select(v => v.Root).Distinct().ToList();
-            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, roots, pool.NoFile);
+            var cgiDirs = vhosts.SelectMany(v => v.Cgi.Select(c => c.Directory)).Distinct().ToList();
+            var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
+            // CGI scripts need their interpreters: /usr/bin and /bin by default, or what the pool lists.
+            var exec = cgiDirs.Count == 0 ? [] : pool.LandlockExec ?? ["/usr/bin", "/bin"];
+            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.NoFile, [.. cgiDirs, .. exec]);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
-            var settings = new PoolSettings(pool.Name, [.. vhosts.Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index]))]);
+            var settings = new PoolSettings(
+                pool.Name,
+                [.. vhosts.Select(v => new WorkerVhost(
+                    v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir))],
+                pool.OneShot);
             worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), ProbePaths(roots), _config.JailProbe.Threads), [pair.B]);
             Libc.Close(pair.B);
             pair.B = -1;
             _launcher.CheckProof(worker, await ChildLauncher.ExpectAsync<JailProof>(worker, _stop.Token).ConfigureAwait(false));
-            await ChildLauncher.ExpectAsync<Ready>(worker, _stop.Token).ConfigureAwait(false);
+            var ready = await ChildLauncher.ExpectAsync<Ready>(worker, _stop.Token).ConfigureAwait(false);
             lock (_gate)
             {
                 _workers[worker.Pid] = worker;
                 _starting[pool.Name]--;
             }
 
-            dispatcher.Channel.Send(new WorkerReady(request.RequestId, pool.Name, worker.Pid, worker.Pid), [pair.A]);
-            _log.Information("Worker {Pid} for pool {Pool} ready (uid {Uid}, gid {Gid}) in {Elapsed:F0} ms", worker.Pid, pool.Name, pool.Uid, pool.Gid, clock.Elapsed.TotalMilliseconds);
+            dispatcher.Channel.Send(new WorkerReady(request?.RequestId ?? 0, pool.Name, worker.Pid, worker.Pid), [pair.A]);
+            _log.Information(
+                "Worker {Pid} for pool {Pool} ready (uid {Uid}, gid {Gid}) in {Elapsed:F0} ms{Spare}; {Detail}",
+                worker.Pid, pool.Name, pool.Uid, pool.Gid, clock.Elapsed.TotalMilliseconds, request is null ? " as a spare" : string.Empty, ready.Detail);
             _ = WatchWorkerAsync(worker);
         }
         catch (Exception e) when (e is ChildStartException or WireException or SysCallException or OperationCanceledException)
@@ -261,7 +300,8 @@ internal sealed class MasterService : IDisposable
                 _starting[pool.Name]--;
             worker?.Kill();
             _log.Error("Could not start a worker for pool {Pool}: {Reason}", pool.Name, e.Message);
-            Refuse(dispatcher, request, $"worker start failed: {e.Message}");
+            if (request is not null)
+                Refuse(dispatcher, request, $"worker start failed: {e.Message}");
         }
         finally
         {
@@ -269,6 +309,19 @@ internal sealed class MasterService : IDisposable
                 Libc.Close(pair.A);
             if (pair.B >= 0)
                 Libc.Close(pair.B);
+        }
+    }
+
+    /// <summary>Keeps every pool at its <c>minSpare</c> workers (at start, and after each exit).</summary>
+    private void TopUpSpares(ChildProcess dispatcher)
+    {
+        foreach (var pool in _config.Pools.Values.Where(p => p.MinSpare > 0))
+        {
+            int missing;
+            lock (_gate)
+                missing = pool.MinSpare - _workers.Values.Count(w => w.Name == pool.Name) - _starting.GetValueOrDefault(pool.Name);
+            for (var i = 0; i < missing; i++)
+                _ = SpawnWorkerAsync(dispatcher, pool, null);
         }
     }
 
@@ -326,7 +379,8 @@ internal sealed class MasterService : IDisposable
             known = _workers.Remove(child.Pid);
         if (!known)
             return;
-        var level = _stop.IsCancellationRequested ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning;
+        // A worker let go (idle, one-shot) exits 0; anything else is worth a warning.
+        var level = _stop.IsCancellationRequested || status == 0 ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning;
         _log.Write(level, "Worker {Pid} of pool {Pool} exited ({Status})", child.Pid, child.Name, ChildProcess.DescribeStatus(status));
         child.Dispose();
         if (_dispatcher is { } d && !_stop.IsCancellationRequested)
@@ -338,6 +392,8 @@ internal sealed class MasterService : IDisposable
             catch (SysCallException)
             {
             }
+
+            TopUpSpares(d);
         }
     }
 

@@ -69,6 +69,7 @@ internal static class Program
                 }
             }
 
+            Spawner.LogLevel = config.Log.Level;
             using var master = new MasterService(config, log);
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; master.RequestStop(); });
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; master.RequestStop(); });

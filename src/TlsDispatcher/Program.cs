@@ -22,7 +22,7 @@ internal static class Program
     private static async Task<int> Main(string[] args)
     {
         var master = ChildBootstrap.Start(ProcessRole.Dispatcher, args);
-        var log = ChildBootstrap.CreateLogger(LogEventLevel.Information);
+        var log = ChildBootstrap.CreateLogger();
         using var stopping = new CancellationTokenSource();
         try
         {
@@ -50,8 +50,12 @@ internal static class Program
 
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
-            var workers = new WorkerPools(master, log);
+            using var workers = new WorkerPools(master, () => routes, log);
             using var poller = new ReadinessPoller();
+            // Ready before the first accept: a client already waiting could otherwise make this process ask
+            // for a worker before the master has seen it ready.
+            master.Send(new Ready($"{listeners.Count} listeners, {routes.Count} names"));
+            log.Information("Dispatcher {Pid} serving {Listeners} with {Names} host names", Environment.ProcessId, string.Join(", ", setup.Listeners.Select(l => $"{l.Protocol} {l.Endpoint}")), routes.Count);
             var frontends = new List<Frontend>();
             var loops = new List<Task>();
             for (var i = 0; i < listeners.Count; i++)
@@ -67,8 +71,6 @@ internal static class Program
                 loops.Add(frontend.RunAsync(stopping.Token));
             }
 
-            master.Send(new Ready($"{listeners.Count} listeners, {routes.Count} names"));
-            log.Information("Dispatcher {Pid} serving {Listeners} with {Names} host names", Environment.ProcessId, string.Join(", ", setup.Listeners.Select(l => $"{l.Protocol} {l.Endpoint}")), routes.Count);
 
             // Running phase: WorkerReady, WorkerRefused, WorkerGone, Stop. Anything else is fatal.
             while (await master.ReceiveAsync().ConfigureAwait(false) is { } message)

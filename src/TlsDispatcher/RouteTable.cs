@@ -13,12 +13,15 @@ internal sealed class RouteTable : IDisposable
     private readonly HostMatcher<VhostRoute> _matcher = new();
     private readonly Dictionary<string, BcServerCredentials> _credentials = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenSslCredentials> _openssl = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, PoolRoute> _pools = new(StringComparer.Ordinal);
 
     public RouteTable(RouteSnapshot snapshot, ILogger log)
     {
         Version = snapshot.Version;
         Settings = snapshot.Settings;
         HttpsPort = snapshot.HttpsPort;
+        foreach (var p in snapshot.Pools)
+            _pools[p.Name] = p;
         foreach (var v in snapshot.Vhosts)
         {
             _matcher.TryAdd(v.Name, v);
@@ -56,6 +59,11 @@ internal sealed class RouteTable : IDisposable
 
     /// <summary>The vhost for a host name (or SNI), falling back to the default vhost if one is configured.</summary>
     public VhostRoute? Route(string? host) => (host is null ? null : _matcher.Match(host)) ?? Default;
+
+    /// <summary>How to balance a pool (defaults when the snapshot does not name it).</summary>
+    public PoolRoute PoolPolicy(string pool) => _pools.GetValueOrDefault(pool) ?? new PoolRoute(pool, 0, false, 0, 60_000);
+
+    public IEnumerable<PoolRoute> Pools => _pools.Values;
 
     public BcServerCredentials? CredentialsFor(VhostRoute route) => _credentials.GetValueOrDefault(route.Name);
 

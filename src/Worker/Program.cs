@@ -19,7 +19,7 @@ internal static class Program
     private static async Task<int> Main(string[] args)
     {
         var master = ChildBootstrap.Start(ProcessRole.Worker, args);
-        var log = ChildBootstrap.CreateLogger(LogEventLevel.Information);
+        var log = ChildBootstrap.CreateLogger();
         using var stopping = new CancellationTokenSource();
         IpcChannel? dispatcher = null;
         try
@@ -36,11 +36,17 @@ internal static class Program
             var pool = SnapshotJson.ParsePool(setup.PoolJson);
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
-            var vhosts = pool.Vhosts.Select(v => new VhostSettings(v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index)).ToList();
+            var vhosts = pool.Vhosts.Select(v => new VhostSettings(
+                v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
+                v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)))).ToList();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             await using var server = await WorkerHttpServer.StartAsync(vhosts, log, stopping.Token).ConfigureAwait(false);
-            master.Send(new Ready($"pool {pool.Name}: {vhosts.Count} vhosts"));
+            var started = clock.Elapsed.TotalMilliseconds;
+            var warm = await WarmUpAsync(server, vhosts[0].Name).ConfigureAwait(false);
+            master.Send(new Ready($"server started in {started:F0} ms, warmed by a self-request in {clock.Elapsed.TotalMilliseconds - started:F0} ms ({warm})"));
             log.Information("Worker {Pid} of pool {Pool} serving {Vhosts}", Environment.ProcessId, pool.Name, string.Join(", ", vhosts.Select(v => v.Name)));
 
+            using var load = new Timer(_ => ReportLoad(dispatcher, server), null, 100, 100);
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();
             var first = await Task.WhenAny(fromDispatcher, fromMaster).ConfigureAwait(false);
@@ -55,6 +61,10 @@ internal static class Program
             }
 
             await fromDispatcher.ConfigureAwait(false);
+
+            // The dispatcher let this worker go (idle, one-shot, or it is gone): finish what is open, then exit.
+            while (server.OpenConnections > 0 && !fromMaster.IsCompleted)
+                await Task.WhenAny(fromMaster, Task.Delay(50)).ConfigureAwait(false);
             return 0;
         }
         catch (Exception e) when (e is WireException or SysCallException or System.Text.Json.JsonException or InvalidOperationException)
@@ -67,6 +77,52 @@ internal static class Program
             dispatcher?.Dispose();
             log.Dispose();
         }
+    }
+
+    private static long s_lastLoad = -1;
+    private static long s_received;
+
+    /// <summary>Tells the dispatcher the number of open connections (and received so far) whenever it changed.</summary>
+    private static void ReportLoad(IpcChannel dispatcher, WorkerHttpServer server)
+    {
+        var open = server.OpenConnections;
+        var received = Interlocked.Read(ref s_received);
+        var stamp = (received << 24) | (uint)open;
+        if (Interlocked.Exchange(ref s_lastLoad, stamp) == stamp)
+            return;
+        try
+        {
+            dispatcher.Send(new WorkerLoad((uint)open, (ulong)received));
+        }
+        catch (Exception e) when (e is SysCallException or ObjectDisposedException)
+        {
+            // The dispatcher let us go; the main loop sees the channel close.
+        }
+    }
+
+    /// <summary>
+    /// One request through the whole pipeline over a socketpair before saying Ready, so the first
+    /// client does not pay for the JIT. Returns the status line seen.
+    /// </summary>
+    private static async Task<string> WarmUpAsync(WorkerHttpServer server, string host)
+    {
+        var (mine, theirs) = IpcChannel.RawPair(Libc.SOCK_STREAM);
+        using var client = new Socket(new SafeSocketHandle(mine, ownsHandle: true));
+        var serverSide = new Socket(new SafeSocketHandle(theirs, ownsHandle: true));
+        var info = new HandedConnectionInfo(0, null, null, null, null, null, HandedProtocol.Http1);
+        if (!server.TryEnqueue(serverSide, ReadOnlyMemory<byte>.Empty, info))
+        {
+            serverSide.Dispose();
+            return "not accepted";
+        }
+
+        await client.SendAsync(System.Text.Encoding.ASCII.GetBytes($"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: dispatch-warmup\r\n\r\n"), SocketFlags.None).ConfigureAwait(false);
+        var buffer = new byte[512];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var n = await client.ReceiveAsync(buffer, SocketFlags.None, timeout.Token).ConfigureAwait(false);
+        var text = System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+        var eol = text.IndexOf('\r', StringComparison.Ordinal);
+        return eol > 0 ? text[..eol] : text;
     }
 
     /// <summary>Connections from the dispatcher; the channel closing means the dispatcher is gone.</summary>
@@ -93,6 +149,8 @@ internal static class Program
                     log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);
                     socket.Dispose();
                 }
+
+                Interlocked.Increment(ref s_received);
             }
         }
     }

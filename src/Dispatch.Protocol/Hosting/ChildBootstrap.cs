@@ -38,9 +38,9 @@ public static class ChildBootstrap
     /// A child's log: compact lines on stderr, which is a socket the master reads and re-logs with
     /// the child's role and pid. The child opens no log file of its own.
     /// </summary>
-    public static Serilog.Core.Logger CreateLogger(LogEventLevel level) =>
+    public static Serilog.Core.Logger CreateLogger() =>
         new LoggerConfiguration()
-            .MinimumLevel.Is(level)
+            .MinimumLevel.Is(Enum.TryParse<LogEventLevel>(Environment.GetEnvironmentVariable(Spawner.LogLevelVariable), out var level) ? level : LogEventLevel.Information)
             .WriteTo.Console(
                 outputTemplate: "{Level:u3} {Message:lj}{NewLine}{Exception}",
                 standardErrorFromLevel: LogEventLevel.Verbose,

@@ -22,6 +22,12 @@ public static unsafe class Spawner
         return fd;
     });
 
+    /// <summary>The children's log level (the config's log.level), passed in their clean environment.</summary>
+    public const string LogLevelVariable = "DISPATCH_LOG_LEVEL";
+
+    /// <summary>Set by the master from its config before it starts any child.</summary>
+    public static string LogLevel { get; set; } = "Information";
+
     /// <summary>The environment every child gets, and nothing else.</summary>
     public static string[] CleanEnvironment()
     {
@@ -36,6 +42,7 @@ public static unsafe class Spawner
             // No home: the runtime would otherwise look one up in /etc/passwd (denied) for its X509 stores.
             "HOME=/nonexistent",
             "PATH=/usr/bin:/bin",
+            $"{LogLevelVariable}={LogLevel}",
         ];
     }
 

@@ -6,7 +6,15 @@ namespace Dispatch.Protocol.Routing;
 /// <summary>What the dispatcher needs to route: vhost names to pools, and its own limits. Sent as a sealed memfd.</summary>
 /// <param name="DefaultVhost">Where a request with no SNI / Host, or an unknown one, goes; null: refuse it (strict).</param>
 /// <param name="HttpsPort">The port https redirects point to (the first TLS listener's).</param>
-public sealed record RouteSnapshot(long Version, DispatcherSettings Settings, VhostRoute[] Vhosts, string? DefaultVhost, int HttpsPort);
+public sealed record RouteSnapshot(long Version, DispatcherSettings Settings, VhostRoute[] Vhosts, string? DefaultVhost, int HttpsPort, PoolRoute[] Pools);
+
+/// <summary>
+/// How the dispatcher balances a pool: at most <paramref name="MaxConnectionsPerWorker"/> connections
+/// per worker (0: no limit) before it asks for another; one connection per worker when
+/// <paramref name="OneShot"/>; workers idle for <paramref name="IdleTimeoutMs"/> beyond
+/// <paramref name="MinSpare"/> are let go.
+/// </summary>
+public sealed record PoolRoute(string Name, int MaxConnectionsPerWorker, bool OneShot, int MinSpare, int IdleTimeoutMs);
 
 /// <summary>Bounds on what the dispatcher reads before routing.</summary>
 public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead, int WorkerWaitMs, int HandshakeTimeoutMs);
@@ -53,9 +61,12 @@ public static class TlsModes
 }
 
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>
-public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts);
+public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneShot);
 
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index);
+public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir);
+
+/// <summary>URL prefix → directory of CGI scripts (run as the tenant, inside the worker's jail).</summary>
+public sealed record CgiRoute(string UrlPrefix, string Directory);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
 [JsonSerializable(typeof(RouteSnapshot))]

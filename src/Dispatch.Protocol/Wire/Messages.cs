@@ -395,14 +395,21 @@ public sealed record Connection(
     }
 }
 
-/// <summary>u32 open connections</summary>
-public sealed record WorkerLoad(uint OpenConnections) : IWireMessage<WorkerLoad>
+/// <summary>
+/// u32 open connections | u64 connections received so far. The dispatcher adds what it handed over
+/// since (sent − received) to know the load without a race against messages in flight.
+/// </summary>
+public sealed record WorkerLoad(uint OpenConnections, ulong Received) : IWireMessage<WorkerLoad>
 {
     public static MessageType Type => MessageType.WorkerLoad;
 
     public static int MaxDescriptors => 0;
 
-    public void Encode(ref WireWriter writer) => writer.U32(OpenConnections);
+    public void Encode(ref WireWriter writer)
+    {
+        writer.U32(OpenConnections);
+        writer.I64((long)Received);
+    }
 
-    public static WorkerLoad Decode(ref WireReader reader) => new(reader.U32());
+    public static WorkerLoad Decode(ref WireReader reader) => new(reader.U32(), (ulong)reader.I64());
 }

@@ -104,7 +104,17 @@ internal sealed unsafe class Reaper : IDisposable
             if (pid < 0)
             {
                 if (Libc.LastError == Libc.ECHILD)
-                    _spawned.Wait(1000);
+                {
+                    try
+                    {
+                        _spawned.Wait(1000);
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                        return; // The master is exiting.
+                    }
+                }
+
                 continue;
             }
 

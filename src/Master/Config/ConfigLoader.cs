@@ -19,11 +19,11 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// </summary>
 internal static class ConfigLoader
 {
-    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost"];
+    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -52,6 +52,8 @@ internal static class ConfigLoader
         ctx.Unknown(root, string.Empty, TopLevel);
 
         var security = new SecurityConfig(ctx.UInt(root.GetSection("security:minUid"), 1000));
+        ctx.Unknown(root.GetSection("limits"), "limits", ["maxWorkers"]);
+        var limits = new LimitsConfig(ctx.Int(root.GetSection("limits:maxWorkers"), 256, 1, 100_000));
         var log = new LogConfig(root["log:level"] ?? "Information", root["log:file"]);
         if (log.Level is not ("Verbose" or "Debug" or "Information" or "Warning" or "Error"))
             ctx.Error("log:level", $"'{log.Level}' is not one of Verbose, Debug, Information, Warning, Error");
@@ -146,10 +148,34 @@ internal static class ConfigLoader
                     ctx.Error($"{p.Path}:group", $"gid {gid} is the dispatcher's group");
             }
 
+            var landlock = p.GetSection("landlock");
+            ctx.Unknown(landlock, landlock.Path, ["read", "exec"]);
+            List<string> AbsolutePaths(IConfigurationSection section)
+            {
+                var list = new List<string>();
+                foreach (var c in section.GetChildren())
+                {
+                    if (c.Value is null || !System.IO.Path.IsPathRooted(c.Value))
+                        ctx.Error(c.Path, $"'{c.Value}' is not an absolute path");
+                    else
+                        list.Add(c.Value);
+                }
+
+                return list;
+            }
+
             pools[p.Key] = new PoolConfig(
                 p.Key, uid, gid, groups,
                 ctx.Int(p.GetSection("maxWorkers"), 4, 1, 1024),
-                ctx.ULong(p.GetSection("nofile"), 65536));
+                ctx.ULong(p.GetSection("nofile"), 65536),
+                AbsolutePaths(landlock.GetSection("read")),
+                landlock.GetSection("exec").Exists() ? AbsolutePaths(landlock.GetSection("exec")) : null,
+                ctx.Int(p.GetSection("minSpare"), 0, 0, 1024),
+                ctx.Duration(p.GetSection("idleTimeout"), TimeSpan.FromSeconds(60)),
+                ctx.Bool(p.GetSection("oneShot"), false),
+                ctx.Int(p.GetSection("maxConnectionsPerWorker"), 0, 0, 1_000_000));
+            if (pools[p.Key].MinSpare > pools[p.Key].MaxWorkers)
+                ctx.Error($"{p.Path}:minSpare", $"{pools[p.Key].MinSpare} spares exceed maxWorkers {pools[p.Key].MaxWorkers}");
         }
 
         var vhosts = new Dictionary<string, VhostConfig>(StringComparer.Ordinal);
@@ -252,9 +278,25 @@ internal static class ConfigLoader
                 ctx.Error($"{v.Path}:http", $"'{http}' is not a plain-HTTP mode (serve or redirect)");
             else if (http == HttpModes.Redirect && tls == TlsModes.None)
                 ctx.Error($"{v.Path}:http", "redirecting to https needs the vhost to be reachable over TLS");
+            var cgi = new List<(string, string)>();
+            foreach (var c in v.GetSection("cgi").GetChildren())
+            {
+                // Keys are URL prefixes ("/cgi-bin/"); IConfiguration keeps them verbatim.
+                if (!c.Key.StartsWith('/'))
+                    ctx.Error(c.Path, $"'{c.Key}' is not a URL path prefix such as /cgi-bin/");
+                else if (c.Value is null || !System.IO.Path.IsPathRooted(c.Value))
+                    ctx.Error(c.Path, $"'{c.Value}' is not an absolute directory");
+                else if (!Directory.Exists(c.Value))
+                    ctx.Error(c.Path, $"directory '{c.Value}' does not exist");
+                else
+                    cgi.Add((c.Key, c.Value.TrimEnd('/')));
+            }
+
             vhosts[name] = new VhostConfig(
                 name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates, http, engine,
-                tls == TlsModes.Passthrough && certDirs.Count == 1 ? certDirs[0].Value.TrimEnd('/') : null);
+                tls == TlsModes.Passthrough && certDirs.Count == 1 ? certDirs[0].Value.TrimEnd('/') : null,
+                cgi,
+                ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)));
         }
 
         // HTTP/2 coalescing: a browser reuses a connection for any name the certificate covers. If that
@@ -282,7 +324,7 @@ internal static class ConfigLoader
 
         if (errors.Count > 0)
             return (null, errors);
-        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, log, jailProbe), errors);
+        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe), errors);
     }
 
     private static bool IsPoolName(string name) =>

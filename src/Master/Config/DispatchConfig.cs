@@ -11,6 +11,7 @@ internal sealed record DispatchConfig(
     IReadOnlyDictionary<string, VhostConfig> Vhosts,
     string? DefaultVhost,
     SecurityConfig Security,
+    LimitsConfig Limits,
     LogConfig Log,
     JailProbeConfig JailProbe);
 
@@ -21,7 +22,21 @@ internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadO
 
 internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout, string Engine);
 
-internal sealed record PoolConfig(string Name, uint Uid, uint Gid, IReadOnlyList<uint> Groups, int MaxWorkers, ulong NoFile);
+/// <param name="LandlockRead">Extra paths the pool's workers may read (beyond the runtime and their roots).</param>
+/// <param name="LandlockExec">Paths the pool's workers may execute from (CGI interpreters); null: /usr/bin and /bin when a vhost has CGI.</param>
+internal sealed record PoolConfig(
+    string Name,
+    uint Uid,
+    uint Gid,
+    IReadOnlyList<uint> Groups,
+    int MaxWorkers,
+    ulong NoFile,
+    IReadOnlyList<string> LandlockRead,
+    IReadOnlyList<string>? LandlockExec,
+    int MinSpare,
+    TimeSpan IdleTimeout,
+    bool OneShot,
+    int MaxConnectionsPerWorker);
 
 internal sealed record VhostConfig(
     string Name,
@@ -34,7 +49,9 @@ internal sealed record VhostConfig(
     IReadOnlyList<Certificates.LoadedCertificate> Certificates,
     string HttpMode,
     string Engine,
-    string? PassthroughCertDir)
+    string? PassthroughCertDir,
+    IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
+    TimeSpan CgiTimeout)
 {
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;
@@ -43,6 +60,9 @@ internal sealed record VhostConfig(
 }
 
 internal sealed record SecurityConfig(uint MinUid);
+
+/// <summary>Machine-wide limits.</summary>
+internal sealed record LimitsConfig(int MaxWorkers);
 
 internal sealed record LogConfig(string Level, string? File);
 

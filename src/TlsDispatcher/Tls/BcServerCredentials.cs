@@ -172,45 +172,41 @@ public sealed class BcCertifiedKey : IDisposable
     {
         if (_spares.TryTake(out AsymmetricAlgorithm? key))
             return key;
-        switch (_key)
+        return _key is ECDsa ecdsa ? CloneEcdsa(ecdsa) : CloneRsa((RSA)_key);
+    }
+
+    private ECDsa CloneEcdsa(ECDsa template)
+    {
+        ECParameters parameters;
+        lock (_key)
+            parameters = template.ExportParameters(true);
+        try
         {
-            case ECDsa ecdsa:
-            {
-                ECParameters parameters;
-                lock (_key)
-                    parameters = ecdsa.ExportParameters(true);
-                try
-                {
-                    return ECDsa.Create(parameters);
-                }
-                finally
-                {
-                    CryptographicOperations.ZeroMemory(parameters.D);
-                }
-            }
+            return ECDsa.Create(parameters);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(parameters.D);
+        }
+    }
 
-            case RSA rsa:
-            {
-                RSAParameters parameters;
-                lock (_key)
-                    parameters = rsa.ExportParameters(true);
-                try
-                {
-                    return RSA.Create(parameters);
-                }
-                finally
-                {
-                    CryptographicOperations.ZeroMemory(parameters.D);
-                    CryptographicOperations.ZeroMemory(parameters.P);
-                    CryptographicOperations.ZeroMemory(parameters.Q);
-                    CryptographicOperations.ZeroMemory(parameters.DP);
-                    CryptographicOperations.ZeroMemory(parameters.DQ);
-                    CryptographicOperations.ZeroMemory(parameters.InverseQ);
-                }
-            }
-
-            default:
-                throw new InvalidOperationException("unexpected key type");
+    private RSA CloneRsa(RSA template)
+    {
+        RSAParameters parameters;
+        lock (_key)
+            parameters = template.ExportParameters(true);
+        try
+        {
+            return RSA.Create(parameters);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(parameters.D);
+            CryptographicOperations.ZeroMemory(parameters.P);
+            CryptographicOperations.ZeroMemory(parameters.Q);
+            CryptographicOperations.ZeroMemory(parameters.DP);
+            CryptographicOperations.ZeroMemory(parameters.DQ);
+            CryptographicOperations.ZeroMemory(parameters.InverseQ);
         }
     }
 

@@ -415,7 +415,7 @@ public sealed class BcTlsSession : IDisposable
     {
         string text = reason
             ?? (_server.AlertReceived is { } received ? $"peer sent fatal alert {AlertNames.Name(received)}"
-            : _server.AlertSent is { } sent ? $"sent alert {AlertNames.Name(sent)}: {_server.AlertMessage}{Describe(_server.AlertCause)}"
+            : _server.AlertSent is { } sent ? $"sent alert {AlertNames.Name(sent)}: {_server.Reason ?? _server.AlertMessage + Describe(_server.AlertCause)}"
             : cause?.Message ?? "TLS failure");
         _failure ??= text;
         return new BcTlsException(text, _server.AlertSent, _server.AlertReceived, cause);

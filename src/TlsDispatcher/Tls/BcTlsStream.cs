@@ -7,12 +7,13 @@ namespace Dispatch.TlsDispatcher.Tls;
 
 /// <summary>
 /// A <see cref="Stream"/> of plaintext over a <see cref="Socket"/>, driving a <see cref="BcTlsSession"/> with
-/// async socket I/O. One read and one write may run at the same time (full-duplex proxying).
+/// async socket I/O. One read and one write may run at the same time (full-duplex proxying); a read never
+/// waits for a write that is stalled on the network.
 /// </summary>
 /// <remarks>
 /// <para>Memory: nothing is held between operations. A read first waits for the socket to become
-/// readable with a zero-byte receive, then rents a buffer from <see cref="ArrayPool{T}"/> only while
-/// it receives and hands the bytes to BouncyCastle; writes rent the buffer for the encrypted records
+/// readable with a zero-byte receive (skipped while data is streaming in), then rents a buffer from
+/// <see cref="ArrayPool{T}"/> only while it receives and hands the bytes to BouncyCastle; writes rent the buffer for the encrypted records
 /// only while sending. An idle connection costs no buffer.</para>
 /// <para>Copies: socket → rented buffer → BouncyCastle's input queue → record decryption (a new
 /// array per record, BouncyCastle's design) → caller's buffer. Plaintext from an array-backed
@@ -135,10 +136,20 @@ public sealed class BcTlsStream : Stream
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        if (buffer.IsEmpty)
-            return 0;
         try
         {
+            // A zero-byte read waits until plaintext is available (or the end), consuming nothing,
+            // so that callers can rent their buffer only once there is something to read.
+            while (buffer.IsEmpty)
+            {
+                if (Session.PlaintextAvailable > 0 || _endOfInput || Session.IsClosed)
+                    return 0;
+                bool more = await ReceiveAndOfferAsync(cancellationToken).ConfigureAwait(false);
+                await SendIfIdleAsync(cancellationToken).ConfigureAwait(false);
+                if (!more)
+                    return 0;
+            }
+
             while (true)
             {
                 int n = MemoryMarshal.TryGetArray(buffer, out ArraySegment<byte> segment)
@@ -149,7 +160,7 @@ public sealed class BcTlsStream : Stream
                 if (_endOfInput || Session.IsClosed)
                     return 0;
                 bool more = await ReceiveAndOfferAsync(cancellationToken).ConfigureAwait(false);
-                await SendPendingAsync(cancellationToken).ConfigureAwait(false);
+                await SendIfIdleAsync(cancellationToken).ConfigureAwait(false);
                 if (!more)
                     return Session.ReadPlaintext(buffer.Span);
             }
@@ -183,6 +194,9 @@ public sealed class BcTlsStream : Stream
         {
             _sendLock.Release();
         }
+
+        // Output a concurrent read produced (an alert) while we held the lock.
+        await SendIfIdleAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Sends close_notify. No plaintext can be written or read afterwards.</summary>
@@ -273,7 +287,8 @@ public sealed class BcTlsStream : Stream
         try
         {
             int received = await _socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferSize), SocketFlags.None, cancellationToken).ConfigureAwait(false);
-            _lastReceiveFilled = received == ReceiveBufferSize;
+            // Streaming (a large receive): the next one will likely find data at once, skip the zero-byte wait.
+            _lastReceiveFilled = received >= ReceiveBufferSize / 4;
             if (received == 0)
             {
                 _endOfInput = true;
@@ -302,6 +317,26 @@ public sealed class BcTlsStream : Stream
         finally
         {
             _sendLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Sends pending output unless a write is sending right now. The read path uses this so that it never waits
+    /// behind a write stalled by a peer that is itself waiting for us to read; the writer re-checks after releasing
+    /// the lock (<see cref="WriteAsync(ReadOnlyMemory{byte}, CancellationToken)"/>), so nothing is left behind.
+    /// </summary>
+    private async ValueTask SendIfIdleAsync(CancellationToken cancellationToken)
+    {
+        while (Session.OutputAvailable > 0 && _sendLock.Wait(0, CancellationToken.None))
+        {
+            try
+            {
+                await SendPendingLockedAsync(cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _sendLock.Release();
+            }
         }
     }
 

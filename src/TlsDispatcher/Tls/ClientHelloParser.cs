@@ -163,6 +163,13 @@ public static class ClientHelloParser
     /// <summary>Largest TLS plaintext record (2^14).</summary>
     public const int MaxRecordLength = 16384;
 
+    /// <summary>
+    /// Most records a ClientHello may be spread over. Two suffice for the largest accepted hello; real clients use one.
+    /// The bound keeps a re-parse after every read linear in practice (a hello in 1-byte records would otherwise cost
+    /// O(n^2) over the reads).
+    /// </summary>
+    public const int MaxRecords = 256;
+
     /// <summary>Size of a TLS record header.</summary>
     public const int RecordHeaderLength = 5;
 
@@ -186,7 +193,8 @@ public static class ClientHelloParser
     /// <param name="info">The parsed ClientHello when the result is <see cref="ClientHelloResult.Ok"/>, otherwise null.</param>
     /// <param name="bytesNeeded">When <see cref="ClientHelloResult.Incomplete"/>: a lower bound on the total
     /// input length (from the start of <paramref name="data"/>) before the parse can progress; the ClientHello
-    /// is never shorter than that, so reading up to it never reads past the ClientHello. Otherwise 0.</param>
+    /// is never shorter than that, so reading up to it never reads past the ClientHello, and calling again
+    /// with less is pointless. Otherwise 0.</param>
     /// <param name="error">When <see cref="ClientHelloResult.Malformed"/>: what is wrong, and where. Otherwise null.</param>
     public static ClientHelloResult TryParse(ReadOnlySpan<byte> data, out ClientHelloInfo? info, out int bytesNeeded, out string? error)
     {
@@ -237,6 +245,8 @@ public static class ClientHelloParser
                 return Malformed(out error, $"record {records} at offset {pos} has length {length}, more than {MaxRecordLength}");
             if (records == 0)
                 recordVersion = version;
+            if (records == MaxRecords)
+                return Malformed(out error, $"the ClientHello is spread over more than {MaxRecords} records");
 
             int fragmentStart = pos + RecordHeaderLength;
             int available = Math.Min(length, data.Length - fragmentStart);

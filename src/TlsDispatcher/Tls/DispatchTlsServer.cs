@@ -78,6 +78,9 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
 
     public bool CloseNotifyReceived { get; private set; }
 
+    /// <summary>Our own explanation of a refusal (for logs), when we raised it.</summary>
+    public string? Reason { get; private set; }
+
     protected override ProtocolVersion MinimumVersion => ProtocolVersion.TLSv12;
 
     // BouncyCastle 1.8.10 defaults to TLS 1.1 at most: every modern client would fail.
@@ -91,7 +94,10 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
         // now, rather than a TLS 1.2 ServerHello it would have to reject itself.
         byte[]? versions = TlsUtilities.GetExtensionData(clientExtensions, ExtensionSupportedVersions);
         if (versions is not null && !OffersTls12(versions))
+        {
+            Reason = "the client does not offer TLS 1.2 (supported_versions)";
             throw new TlsFatalAlert(AlertDescription.protocol_version);
+        }
 
         // P-256 only. A client without supported_groups may be assumed to support it (RFC 8422 4);
         // one that lists groups but not secp256r1 gets no ECC suite, hence handshake_failure.
@@ -125,9 +131,20 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
 
     public override int GetSelectedCipherSuite()
     {
-        int suite = base.GetSelectedCipherSuite();
-        SelectedCipherSuite = suite;
-        return suite;
+        try
+        {
+            int suite = base.GetSelectedCipherSuite();
+            SelectedCipherSuite = suite;
+            return suite;
+        }
+        catch (TlsFatalAlert)
+        {
+            Reason = mSupportedSignatureAlgorithms is null ? "the client sent no signature_algorithms (we do not sign with SHA-1)"
+                : _ecdsaSignature is null && _rsaSignature is null ? "the client accepts no ECDSA/RSA PKCS#1 signature with SHA-256/384/512 for our certificates"
+                : mNamedCurves is { Length: 0 } ? "the client does not offer the P-256 group"
+                : "no common cipher suite (we offer ECDHE with AES-GCM or ChaCha20-Poly1305 only)";
+            throw;
+        }
     }
 
     public override TlsCredentials GetCredentials()
@@ -264,6 +281,7 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
             }
         }
 
+        Reason = "no common ALPN protocol (we speak " + string.Join(", ", _applicationProtocols) + ")";
         throw new TlsFatalAlert(AlertNoApplicationProtocol);
     }
 

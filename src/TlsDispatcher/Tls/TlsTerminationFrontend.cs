@@ -241,34 +241,58 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
     }
 
+    // Both pumps wait for data with a zero-byte read and only then rent a buffer, so an idle
+    // keep-alive connection holds no buffer of ours.
     private static async Task PumpClientToWorkerAsync(Stream tls, Socket plain)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         try
         {
-            int n;
-            while ((n = await tls.ReadAsync(buffer).ConfigureAwait(false)) > 0)
-                await plain.SendAsync(buffer.AsMemory(0, n), SocketFlags.None).ConfigureAwait(false);
+            while (true)
+            {
+                await tls.ReadAsync(Memory<byte>.Empty).ConfigureAwait(false);
+                var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+                try
+                {
+                    var n = await tls.ReadAsync(buffer).ConfigureAwait(false);
+                    if (n == 0)
+                        break;
+                    await plain.SendAsync(buffer.AsMemory(0, n), SocketFlags.None).ConfigureAwait(false);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
+
             plain.Shutdown(SocketShutdown.Send);
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
         {
             plain.Shutdown(SocketShutdown.Both);
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
     }
 
     private static async Task PumpWorkerToClientAsync(Socket plain, Terminated tls, Socket client)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         try
         {
-            int n;
-            while ((n = await plain.ReceiveAsync(buffer, SocketFlags.None).ConfigureAwait(false)) > 0)
-                await tls.Stream.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+            while (true)
+            {
+                await plain.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
+                var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+                try
+                {
+                    var n = await plain.ReceiveAsync(buffer, SocketFlags.None).ConfigureAwait(false);
+                    if (n == 0)
+                        break;
+                    await tls.Stream.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
+
             await tls.CloseAsync().ConfigureAwait(false);
             client.Shutdown(SocketShutdown.Send);
         }
@@ -281,10 +305,6 @@ internal sealed class TlsTerminationFrontend : Frontend
             catch (SocketException)
             {
             }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

@@ -1,4 +1,5 @@
 using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
 using Dispatch.Protocol.Wire;
 using Serilog;
 
@@ -23,8 +24,14 @@ internal sealed class WorkerLink : IDisposable
 
     public IpcChannel Channel { get; }
 
-    /// <summary>Open connections, as the worker last reported, plus those handed since.</summary>
-    public int Load;
+    /// <summary>Open connections: what the worker last reported, plus those handed since. Guarded by the pools' lock.</summary>
+    public int Load { get; set; }
+
+    /// <summary>Connections handed to this worker so far.</summary>
+    public ulong Sent { get; set; }
+
+    /// <summary>When the worker last had a connection (for idle reaping).</summary>
+    public long LastBusy { get; set; } = Environment.TickCount64;
 
     public bool Gone { get; set; }
 
@@ -32,60 +39,78 @@ internal sealed class WorkerLink : IDisposable
 }
 
 /// <summary>
-/// The dispatcher's view of the workers: per pool, the live workers and at most one request for a
-/// new one in flight. Workers are asked for by pool name only; the master decides everything else.
+/// The dispatcher's view of the workers: per pool, the live workers (least connections first, at most
+/// <c>maxConnectionsPerWorker</c> each), at most one request for a new worker in flight, one-shot
+/// workers retired after their connection, idle ones beyond <c>minSpare</c> let go. Workers are asked
+/// for by pool name only; the master decides everything else and may refuse (limits).
 /// </summary>
-internal sealed class WorkerPools
+internal sealed class WorkerPools : IDisposable
 {
+    private static readonly TimeSpan RefusalBackoff = TimeSpan.FromSeconds(1);
     private readonly IpcChannel _master;
+    private readonly Func<RouteTable> _routes;
     private readonly ILogger _log;
     private readonly Lock _gate = new();
     private readonly Dictionary<string, List<WorkerLink>> _pools = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, Pending> _pending = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ulong> _pending = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _refusedUntil = new(StringComparer.Ordinal);
     private readonly Dictionary<int, WorkerLink> _byId = [];
+    private readonly Timer _idleTimer;
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private ulong _nextRequest;
 
-    public WorkerPools(IpcChannel master, ILogger log)
+    public WorkerPools(IpcChannel master, Func<RouteTable> routes, ILogger log)
     {
         _master = master;
+        _routes = routes;
         _log = log;
+        _idleTimer = new Timer(_ => ReapIdle(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
 
-    private sealed record Pending(ulong RequestId, TaskCompletionSource<WorkerLink?> Completion);
-
-    /// <summary>A worker of <paramref name="pool"/> with the fewest connections; asks the master if there is none.</summary>
-    public async Task<WorkerLink?> AcquireAsync(string pool, CancellationToken cancellationToken)
+    /// <summary>
+    /// A worker of <paramref name="pool"/> with room for one more connection (its load already counted);
+    /// waits for one — asking the master for another worker when all are full — until the token fires.
+    /// </summary>
+    public async Task<WorkerLink> AcquireAsync(string pool, CancellationToken cancellationToken)
     {
-        Task<WorkerLink?> wait;
-        lock (_gate)
+        while (true)
         {
-            if (_pools.TryGetValue(pool, out var workers) && workers.Count > 0)
+            Task changed;
+            lock (_gate)
             {
-                var best = workers[0];
-                foreach (var w in workers)
+                var policy = _routes().PoolPolicy(pool);
+                WorkerLink? best = null;
+                if (_pools.TryGetValue(pool, out var workers))
                 {
-                    if (w.Load < best.Load)
-                        best = w;
+                    foreach (var w in workers)
+                    {
+                        if ((policy.MaxConnectionsPerWorker == 0 || w.Load < policy.MaxConnectionsPerWorker) && (best is null || w.Load < best.Load))
+                            best = w;
+                    }
                 }
 
-                Interlocked.Increment(ref best.Load);
-                return best;
+                if (best is not null && !(policy.OneShot && best.Sent > 0))
+                {
+                    best.Load++;
+                    best.Sent++;
+                    best.LastBusy = Environment.TickCount64;
+                    return best;
+                }
+
+                if (!_pending.ContainsKey(pool) && Environment.TickCount64 >= _refusedUntil.GetValueOrDefault(pool))
+                {
+                    var id = ++_nextRequest;
+                    _pending[pool] = id;
+                    _master.Send(new NeedWorker(id, pool));
+                }
+
+                changed = _changed.Task;
             }
 
-            if (!_pending.TryGetValue(pool, out var pending))
-            {
-                pending = new Pending(++_nextRequest, new TaskCompletionSource<WorkerLink?>(TaskCreationOptions.RunContinuationsAsynchronously));
-                _pending[pool] = pending;
-                _master.Send(new NeedWorker(pending.RequestId, pool));
-            }
-
-            wait = pending.Completion.Task;
+            // Woken by a new worker, a lower load or a refusal; re-checked at least every 250 ms.
+            await Task.WhenAny(changed, Task.Delay(250, cancellationToken)).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
         }
-
-        var link = await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
-        if (link is not null)
-            Interlocked.Increment(ref link.Load);
-        return link;
     }
 
     /// <summary>
@@ -93,26 +118,33 @@ internal sealed class WorkerPools
     /// waiting up to the configured time for one; a worker whose channel fails is dropped and the next
     /// one tried. False when no worker could take it (the caller still owns the descriptor).
     /// </summary>
-    public async Task<bool> HandOffAsync(string pool, Connection meta, int fd, Dispatch.Protocol.Routing.DispatcherSettings settings)
+    public async Task<bool> HandOffAsync(string pool, Connection meta, int fd, DispatcherSettings settings)
     {
         using var wait = new CancellationTokenSource(settings.WorkerWaitMs);
         while (true)
         {
-            WorkerLink? worker;
+            WorkerLink worker;
             try
             {
                 worker = await AcquireAsync(pool, wait.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
+                _log.Warning("No worker of pool {Pool} could take connection {ConnectionId} within {Wait} ms", pool, meta.ConnectionId, settings.WorkerWaitMs);
                 return false;
             }
 
-            if (worker is null)
-                return false;
             try
             {
                 worker.Channel.Send(meta, [fd]);
+                var policy = _routes().PoolPolicy(pool);
+                if (policy.OneShot)
+                {
+                    Drop(worker, "one-shot: its connection is handed over");
+                    if (policy.MinSpare > 0)
+                        RequestSpare(pool); // so the next connection finds a warm worker
+                }
+
                 return true;
             }
             catch (Exception e) when (e is SysCallException or ObjectDisposedException)
@@ -122,40 +154,47 @@ internal sealed class WorkerPools
         }
     }
 
+    private void RequestSpare(string pool)
+    {
+        lock (_gate)
+        {
+            if (_pending.ContainsKey(pool) || Environment.TickCount64 < _refusedUntil.GetValueOrDefault(pool))
+                return;
+            var id = ++_nextRequest;
+            _pending[pool] = id;
+            _master.Send(new NeedWorker(id, pool));
+        }
+    }
+
     public void OnWorkerReady(WorkerReady ready, int fd)
     {
         var link = new WorkerLink(ready.Pool, ready.WorkerId, ready.Pid, IpcChannel.FromDescriptor(fd, $"worker {ready.Pid} ({ready.Pool})"));
-        Pending? pending;
         lock (_gate)
         {
             if (!_pools.TryGetValue(ready.Pool, out var workers))
                 _pools[ready.Pool] = workers = [];
             workers.Add(link);
             _byId[link.Id] = link;
-            if (_pending.TryGetValue(ready.Pool, out pending) && pending.RequestId == ready.RequestId)
+            if (_pending.TryGetValue(ready.Pool, out var id) && id == ready.RequestId)
                 _pending.Remove(ready.Pool);
-            else
-                pending = null;
+            SignalLocked();
         }
 
-        _log.Information("Worker {Pid} of pool {Pool} joined", ready.Pid, ready.Pool);
+        _log.Information("Worker {Pid} of pool {Pool} joined{Spare}", ready.Pid, ready.Pool, ready.RequestId == 0 ? " as a spare" : string.Empty);
         _ = WatchAsync(link);
-        pending?.Completion.TrySetResult(link);
     }
 
     public void OnRefused(WorkerRefused refused)
     {
-        Pending? pending;
         lock (_gate)
         {
-            if (_pending.TryGetValue(refused.Pool, out pending) && pending.RequestId == refused.RequestId)
+            if (_pending.TryGetValue(refused.Pool, out var id) && id == refused.RequestId)
                 _pending.Remove(refused.Pool);
-            else
-                pending = null;
+            _refusedUntil[refused.Pool] = Environment.TickCount64 + (long)RefusalBackoff.TotalMilliseconds;
+            SignalLocked();
         }
 
-        _log.Warning("No worker for pool {Pool}: {Reason}", refused.Pool, refused.Reason);
-        pending?.Completion.TrySetResult(null);
+        _log.Warning("No new worker for pool {Pool}: {Reason}", refused.Pool, refused.Reason);
     }
 
     public void OnGone(WorkerGone gone)
@@ -167,7 +206,7 @@ internal sealed class WorkerPools
             Drop(link, gone.Reason);
     }
 
-    /// <summary>Removes a worker that exited or whose channel failed.</summary>
+    /// <summary>Removes a worker (exited, failed, retired or idle); closing its channel tells it to finish and exit.</summary>
     public void Drop(WorkerLink link, string reason)
     {
         lock (_gate)
@@ -178,10 +217,47 @@ internal sealed class WorkerPools
             _byId.Remove(link.Id);
             if (_pools.TryGetValue(link.Pool, out var workers))
                 workers.Remove(link);
+            SignalLocked();
         }
 
         _log.Information("Worker {Pid} of pool {Pool} left: {Reason}", link.Pid, link.Pool, reason);
         link.Dispose();
+    }
+
+    /// <summary>Workers idle for their pool's idleTimeout, beyond its minSpare, are let go.</summary>
+    private void ReapIdle()
+    {
+        var now = Environment.TickCount64;
+        var idle = new List<WorkerLink>();
+        lock (_gate)
+        {
+            foreach (var policy in _routes().Pools)
+            {
+                if (policy.IdleTimeoutMs <= 0 || !_pools.TryGetValue(policy.Name, out var workers))
+                    continue;
+                var keep = workers.Count;
+                foreach (var w in workers.OrderBy(w => w.LastBusy))
+                {
+                    if (keep <= policy.MinSpare)
+                        break;
+                    if (w.Load == 0 && now - w.LastBusy > policy.IdleTimeoutMs)
+                    {
+                        idle.Add(w);
+                        keep--;
+                    }
+                }
+            }
+        }
+
+        foreach (var w in idle)
+            Drop(w, "idle");
+    }
+
+    private void SignalLocked()
+    {
+        var old = _changed;
+        _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        old.TrySetResult();
     }
 
     /// <summary>A worker may only report its load; anything else, or a malformed message, drops it.</summary>
@@ -195,15 +271,29 @@ internal sealed class WorkerPools
                 {
                     if (message.Type != MessageType.WorkerLoad)
                         throw new WireException($"worker may not send {message.Type}");
-                    link.Load = (int)Math.Min(message.Decode<WorkerLoad>().OpenConnections, int.MaxValue);
+                    var report = message.Decode<WorkerLoad>();
+                    lock (_gate)
+                    {
+                        // What it has, plus what is on its way to it.
+                        var inFlight = link.Sent > report.Received ? link.Sent - report.Received : 0;
+                        var load = (int)Math.Min(report.OpenConnections + inFlight, int.MaxValue);
+                        var lower = load < link.Load;
+                        link.Load = load;
+                        if (load > 0)
+                            link.LastBusy = Environment.TickCount64;
+                        if (lower)
+                            SignalLocked();
+                    }
                 }
             }
 
             Drop(link, "channel closed");
         }
-        catch (Exception e) when (e is WireException or SysCallException or ObjectDisposedException)
+        catch (Exception e) when (e is WireException or SysCallException or ObjectDisposedException or System.Net.Sockets.SocketException or OperationCanceledException)
         {
-            Drop(link, $"protocol violation: {e.Message}");
+            Drop(link, link.Gone ? "retired" : $"protocol violation: {e.Message}");
         }
     }
+
+    public void Dispose() => _idleTimer.Dispose();
 }

@@ -22,13 +22,18 @@ namespace Dispatch.Worker.Http;
 /// names that are server or repository metadata and commonly hold secrets: <c>.ht*</c> (.htaccess, .htpasswd),
 /// <c>.git</c>, <c>.svn</c>, <c>.hg</c>, <c>.bzr</c> and <c>.env</c> — anywhere in the requested or the resolved path.
 /// They answer 404, as if absent, and are left out of listings.</para>
+/// <para>Hidden directories (a vhost's CGI script directories when they lie inside the root): nothing whose real path
+/// is one of them or beneath one is served or listed, so a script's source is never sent as a file. Their real paths
+/// are resolved on every lookup, like the root's.</para>
 /// <para>Everything refused looks "not found" (404), so the response does not reveal whether the target exists.</para>
 /// </remarks>
 internal sealed class ConfinedFileProvider : IFileProvider
 {
     private static readonly string[] DeniedNames = [".git", ".svn", ".hg", ".bzr", ".env"];
 
-    public ConfinedFileProvider(string root)
+    private readonly string[] _hidden;
+
+    public ConfinedFileProvider(string root, IEnumerable<string>? hiddenDirectories = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(root);
         if (!Path.IsPathFullyQualified(root))
@@ -37,6 +42,7 @@ internal sealed class ConfinedFileProvider : IFileProvider
         }
 
         Root = root;
+        _hidden = hiddenDirectories?.ToArray() ?? [];
     }
 
     /// <summary>The root as configured (it may itself be or contain symlinks).</summary>
@@ -132,7 +138,7 @@ internal sealed class ConfinedFileProvider : IFileProvider
         }
 
         // A symlink with an innocent name may point at a denied one (or into .git/).
-        if (!IsAcceptableSubpath(realRelative))
+        if (!IsAcceptableSubpath(realRelative) || IsHidden(real))
         {
             return false;
         }
@@ -150,7 +156,8 @@ internal sealed class ConfinedFileProvider : IFileProvider
         return true;
     }
 
-    private static bool IsSameOrBeneath(string rootReal, string real, out ReadOnlySpan<char> relative)
+    /// <summary>True when <paramref name="real"/> is <paramref name="rootReal"/> or beneath it; <paramref name="relative"/> is the rest.</summary>
+    internal static bool IsSameOrBeneath(string rootReal, string real, out ReadOnlySpan<char> relative)
     {
         if (real.Length == rootReal.Length)
         {
@@ -169,6 +176,20 @@ internal sealed class ConfinedFileProvider : IFileProvider
         }
 
         relative = default;
+        return false;
+    }
+
+    private bool IsHidden(string real)
+    {
+        foreach (var hidden in _hidden)
+        {
+            var hiddenReal = NativeFileSystem.RealPath(hidden);
+            if (hiddenReal is not null && IsSameOrBeneath(hiddenReal, real, out _))
+            {
+                return true;
+            }
+        }
+
         return false;
     }
 

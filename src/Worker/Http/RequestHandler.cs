@@ -9,7 +9,7 @@ using Serilog.Events;
 namespace Dispatch.Worker.Http;
 
 /// <summary>
-/// The request entry point: picks the vhost by Host, runs its pipeline (static files), writes the access log.
+/// The request entry point: picks the vhost by Host, runs its pipeline (CGI, static files), writes the access log.
 /// </summary>
 internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultAccessLog)
 {
@@ -77,12 +77,18 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         }
     }
 
-    /// <summary>Builds one branch pipeline per vhost (at start, not per request).</summary>
-    public static void BuildPipelines(IApplicationBuilder app, VhostTable vhosts)
+    /// <summary>Builds one branch pipeline per vhost (at start, not per request): CGI prefixes first, then static files.</summary>
+    public static void BuildPipelines(IApplicationBuilder app, VhostTable vhosts, CgiHandler cgi)
     {
+        ArgumentNullException.ThrowIfNull(cgi);
         foreach (var vhost in vhosts.All)
         {
             var branch = app.New();
+            if (vhost.Settings.Cgi is { Mappings.Count: > 0 } cgiSettings)
+            {
+                branch.Use(cgi.Middleware(vhost, cgiSettings));
+            }
+
             var files = vhost.Files;
             var indexFiles = vhost.Settings.IndexFiles is { Count: > 0 } configured ? configured.ToList() : ["index.html"];
             branch.UseDefaultFiles(new DefaultFilesOptions
@@ -124,7 +130,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         return WriteTextAsync(context, StatusCodes.Status405MethodNotAllowed, MethodNotAllowedBody, close: false);
     }
 
-    private static Task WriteTextAsync(HttpContext context, int status, byte[] body, bool close)
+    internal static Task WriteTextAsync(HttpContext context, int status, byte[] body, bool close)
     {
         var response = context.Response;
         response.StatusCode = status;

@@ -6,9 +6,12 @@ namespace Dispatch.Worker.Http;
 /// <param name="Root">Absolute path of the document root; nothing outside its real path is ever served.</param>
 /// <param name="DirectoryListing">Whether a directory without an index file is listed (otherwise 404).</param>
 /// <param name="IndexFiles">Index file names tried in order for a directory request; empty means <c>index.html</c>.</param>
+/// <param name="Cgi">CGI script mappings and limits; <see langword="null"/>: no CGI.</param>
 public sealed record VhostSettings(
     string Name,
     IReadOnlyList<string> Aliases,
     string Root,
     bool DirectoryListing,
-    IReadOnlyList<string> IndexFiles);
+    IReadOnlyList<string> IndexFiles,
+    CgiSettings? Cgi = null,
+    string? TlsCertDir = null);

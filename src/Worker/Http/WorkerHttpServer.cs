@@ -29,21 +29,27 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 {
     private readonly Channel<PendingConnection> _http1 = Channel.CreateUnbounded<PendingConnection>();
     private readonly Channel<PendingConnection> _http2 = Channel.CreateUnbounded<PendingConnection>();
+    private readonly CgiHandler _cgi;
     private IHost? _host;
     private int _openConnections;
     private volatile bool _stopping;
     private Task? _stopTask;
     private int _disposed;
 
-    private WorkerHttpServer()
+    private WorkerHttpServer(CgiHandler cgi)
     {
+        _cgi = cgi;
     }
 
     /// <summary>Connections handed over and not yet finished (queued or being served).</summary>
     public int OpenConnections => Volatile.Read(ref _openConnections);
 
+    /// <summary>CGI scripts running now.</summary>
+    public int RunningCgiScripts => _cgi.Running;
+
     /// <summary>Starts Kestrel for <paramref name="vhosts"/>; errors are logged to <paramref name="log"/> (Warning and above).</summary>
-    /// <exception cref="ArgumentException">A vhost has an invalid name, a duplicate name or alias, or a relative root.</exception>
+    /// <exception cref="ArgumentException">A vhost has an invalid name, a duplicate name or alias, a relative root, or
+    /// an invalid CGI mapping (prefix not an absolute URL path, relative directory, prefix mapped twice).</exception>
     public static Task<WorkerHttpServer> StartAsync(IReadOnlyList<VhostSettings> vhosts, Serilog.ILogger log, CancellationToken cancellationToken) =>
         StartAsync(vhosts, log, accessLogFor: null, cancellationToken);
 
@@ -67,10 +73,17 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             ArgumentNullException.ThrowIfNull(settings);
             var accessLog = accessLogFor?.Invoke(settings)
                 .ForContext(Constants.SourceContextPropertyName, RequestHandler.AccessLogSourceContext) ?? defaultAccessLog;
-            return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, new ConfinedFileProvider(settings.Root), accessLog);
+            if (settings.Cgi is not null)
+            {
+                CgiHandler.NormalizeMappings(settings.Name, settings.Cgi);
+            }
+
+            var files = new ConfinedFileProvider(settings.Root, settings.Cgi?.Mappings?.Select(m => m.Directory));
+            return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, files, accessLog);
         }));
         var handler = new RequestHandler(table, defaultAccessLog);
-        var server = new WorkerHttpServer();
+        var cgi = new CgiHandler(log);
+        var server = new WorkerHttpServer(cgi);
 
         var host = new HostBuilder()
             .UseContentRoot(AppContext.BaseDirectory)
@@ -102,6 +115,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     web.ConfigureKestrel(kestrel =>
                     {
                         kestrel.AddServerHeader = false;
+
+                        // TLS ends in the dispatcher: h2 arrives in cleartext with ":scheme https".
+                        kestrel.AllowAlternateSchemes = true;
                         kestrel.Listen(new HandedEndPoint(HandedProtocol.Http1), listen =>
                         {
                             listen.Protocols = HttpProtocols.Http1;
@@ -115,7 +131,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     });
                     web.Configure(app =>
                     {
-                        RequestHandler.BuildPipelines(app, table);
+                        RequestHandler.BuildPipelines(app, table, cgi);
                         app.Run(handler.InvokeAsync);
                     });
                 },
@@ -219,6 +235,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                 }
             }
 
+            // Aborted requests kill their scripts themselves; this covers anything still running regardless.
+            _cgi.KillAll();
             DrainQueues();
             completion.TrySetResult();
         }

@@ -75,6 +75,23 @@ public static class Tools
         return result;
     }
 
+    /// <summary>"socket:[inode]" of every TCP socket on the machine (from /proc/net/tcp and tcp6).</summary>
+    public static HashSet<string> TcpSocketInodes()
+    {
+        var set = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var file in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
+        {
+            foreach (var line in File.ReadLines(file).Skip(1))
+            {
+                var cols = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (cols.Length > 9)
+                    set.Add($"socket:[{cols[9]}]");
+            }
+        }
+
+        return set;
+    }
+
     public static int DescriptorCount(int pid) => Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Count();
 
     /// <summary>Sends raw bytes on a fresh connection and reads until the server closes (or the deadline).</summary>

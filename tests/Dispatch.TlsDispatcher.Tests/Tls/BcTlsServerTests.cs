@@ -61,9 +61,10 @@ public sealed class BcTlsServerTests : IAsyncLifetime
                 await ssl.WriteAsync(payload.AsMemory(p, Math.Min(100_000, payload.Length - p)));
         });
         int have = 0;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         while (have < received.Length)
         {
-            int n = await ssl.ReadAsync(received.AsMemory(have));
+            int n = await ssl.ReadAsync(received.AsMemory(have), timeout.Token);
             Assert.True(n > 0, $"EOF after {have} bytes");
             have += n;
         }
@@ -127,6 +128,7 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         ServerConnectionResult result = await server.NextResultAsync();
         Assert.IsType<AuthenticationException>(result.Error);
         Assert.Equal((byte)120, result.AlertSent);
+        Assert.Contains("no common ALPN protocol", result.Error.Message, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -265,7 +267,7 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         using var client = new TcpClient();
         await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)listener.LocalEndpoint).Port);
         using Socket socket = await listener.AcceptSocketAsync();
-        byte[] hello = new HelloBuilder().WithSni("both.example").WithUInt16List(13, 0x0403).Build();
+        byte[] hello = new HelloBuilder().WithSni("both.example").WithUInt16List(13, 0x0403).With(0xff01, [0]).Build();
         using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
         var session = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"]);
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => BcTlsStream.AuthenticateAsServerAsync(socket, session, hello, ownsSocket: false, cts.Token));
@@ -275,6 +277,30 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         int n = await client.GetStream().ReadAsync(buffer);
         Assert.True(n > 0);
         Assert.Equal(22, buffer[0]);
+    }
+
+    [Fact]
+    public async Task Client_without_secure_renegotiation_signalling_is_refused()
+    {
+        // RFC 5746: BouncyCastle insists on renegotiation_info or the SCSV (every current client sends one).
+        using var session = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"]);
+        byte[] hello = new HelloBuilder().WithSni("both.example").WithUInt16List(13, 0x0403).Build();
+        Assert.Throws<BcTlsException>(() => session.Offer(hello, 0, hello.Length));
+        Assert.Equal((byte)40, session.AlertSent);
+        Assert.True(session.OutputAvailable > 0);
+
+        using var ok = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"]);
+        byte[] withScsv = new HelloBuilder { CipherSuites = [0xC02B, 0x00FF] }.WithSni("both.example").WithUInt16List(13, 0x0403).Build();
+        ok.Offer(withScsv, 0, withScsv.Length);
+        Assert.Equal("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", ok.CipherSuiteName);
+
+        // No extensions at all (so no signature_algorithms): refused cleanly, we do not sign with SHA-1.
+        using var bare = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"]);
+        byte[] noExtensions = new HelloBuilder { Extensions = null, CipherSuites = [0xC02B, 0x00FF] }.Build();
+        BcTlsException e = Assert.Throws<BcTlsException>(() => bare.Offer(noExtensions, 0, noExtensions.Length));
+        Assert.Equal((byte)40, bare.AlertSent);
+        Assert.Contains("signature_algorithms", e.Message, StringComparison.Ordinal);
+        await Task.CompletedTask;
     }
 
     [Fact]
@@ -449,7 +475,10 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         ServerConnectionResult server = await _server.NextResultAsync();
         _output.WriteLine($"server: alert sent {server.AlertSent}, received {server.AlertReceived}, error {server.Error?.Message}");
         Assert.True(server.HandshakeComplete);
-        Assert.Equal((byte)100, server.AlertSent); // no_renegotiation
+
+        // BouncyCastle 1.8.10 ends the connection on any handshake message after the handshake: fatal unexpected_message.
+        Assert.Equal((byte)10, server.AlertSent);
+        Assert.IsType<BcTlsException>(server.Error);
     }
 
     // ---- curl --------------------------------------------------------------------------------------
@@ -506,6 +535,39 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_read_never_waits_behind_a_write_stalled_by_the_peer()
+    {
+        // The server reads and writes 32 MiB at once on one stream; this client first writes everything and only then
+        // reads. The server's write stalls (nobody reads its output), so its read side must keep going on its own.
+        // Small socket buffers (no autotuning) so that 32 MiB cannot hide in the kernel.
+        const long Bytes = 32L * 1024 * 1024;
+        await using var server = new TlsTestServer(["http/1.1"], socketBufferSize: 128 * 1024);
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(server.Port, "both.example", ["http/1.1"]);
+        using (tcp)
+        await using (ssl)
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+            byte[] header = new byte[12];
+            "DUP "u8.CopyTo(header);
+            BinaryPrimitives.WriteInt64BigEndian(header.AsSpan(4), Bytes);
+            await ssl.WriteAsync(header, timeout.Token);
+            byte[] chunk = new byte[1 << 20];
+            for (long sent = 0; sent < Bytes; sent += chunk.Length)
+                await ssl.WriteAsync(chunk, timeout.Token);
+
+            long got = 0;
+            while (got < Bytes)
+            {
+                int n = await ssl.ReadAsync(chunk, timeout.Token);
+                Assert.True(n > 0);
+                got += n;
+            }
+        }
+
+        Assert.Null((await server.NextResultAsync()).Error);
+    }
+
+    [Fact]
     public async Task Sink_and_source_commands_work()
     {
         (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["http/1.1"]);
@@ -517,14 +579,15 @@ public sealed class BcTlsServerTests : IAsyncLifetime
             BinaryPrimitives.WriteInt64BigEndian(header.AsSpan(4), 1000);
             await ssl.WriteAsync(header);
             await ssl.WriteAsync(new byte[1000]);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             byte[] ok = new byte[2];
-            await ssl.ReadExactlyAsync(ok);
+            await ssl.ReadExactlyAsync(ok, timeout.Token);
             Assert.Equal("OK"u8.ToArray(), ok);
 
             "SRC "u8.CopyTo(header);
             BinaryPrimitives.WriteInt64BigEndian(header.AsSpan(4), 500_000);
             await ssl.WriteAsync(header);
-            await ssl.ReadExactlyAsync(new byte[500_000]);
+            await ssl.ReadExactlyAsync(new byte[500_000], timeout.Token);
         }
 
         await _server.NextResultAsync();

@@ -99,6 +99,8 @@ public sealed partial class ClientHelloParserTests : IClassFixture<ClientHelloCa
     [InlineData(4)]
     [InlineData(5)]
     [InlineData(7)]
+    [InlineData(8)]
+    [InlineData(16)]
     [InlineData(100)]
     [InlineData(511)]
     public void Hellos_spread_over_several_records_parse_the_same(int fragment)
@@ -107,9 +109,16 @@ public sealed partial class ClientHelloParserTests : IClassFixture<ClientHelloCa
         {
             ClientHelloInfo single = ParseOk(hello.Bytes);
             byte[] fragmented = ClientHelloCaptures.Fragment(hello.Bytes, fragment);
+            int records = (hello.Bytes.Length - 5 + fragment - 1) / fragment;
+            if (records > ClientHelloParser.MaxRecords)
+            {
+                Assert.Contains($"more than {ClientHelloParser.MaxRecords} records", Malformed(fragmented), StringComparison.Ordinal);
+                continue;
+            }
+
             ClientHelloInfo info = ParseOk(fragmented);
             Assert.Equal(fragmented.Length, info.Length);
-            Assert.Equal((hello.Bytes.Length - 5 + fragment - 1) / fragment, info.RecordCount);
+            Assert.Equal(records, info.RecordCount);
             Assert.Equal(single.ServerName, info.ServerName);
             Assert.Equal(single.ApplicationProtocols, info.ApplicationProtocols);
             Assert.Equal(single.CipherSuites, info.CipherSuites);
@@ -117,14 +126,22 @@ public sealed partial class ClientHelloParserTests : IClassFixture<ClientHelloCa
             Assert.Equal(single.ExtensionTypes, info.ExtensionTypes);
 
             // Every prefix of the fragmented form is incomplete, with a bound that never overshoots.
-            int step = fragment < 5 ? 7 : 1;
-            for (int k = 0; k < fragmented.Length; k += step)
+            for (int k = 0; k < fragmented.Length; k++)
             {
                 ClientHelloResult result = Parse(fragmented.AsSpan(0, k), out _, out int needed, out string? error);
                 Assert.True(result == ClientHelloResult.Incomplete, $"{hello.Name}/{fragment} prefix {k}: {result} {error}");
                 Assert.InRange(needed, k + 1, fragmented.Length);
             }
         }
+    }
+
+    [Fact]
+    public void Synthetic_hello_in_one_byte_records_up_to_the_record_limit()
+    {
+        byte[] hello = new HelloBuilder { SessionId = [], CipherSuites = [0xC02B], Extensions = null }.Build();
+        Assert.True(hello.Length - 5 <= ClientHelloParser.MaxRecords, $"{hello.Length}");
+        ClientHelloInfo info = ParseOk(ClientHelloCaptures.Fragment(hello, 1));
+        Assert.Equal(hello.Length - 5, info.RecordCount);
     }
 
     [Fact]
@@ -433,7 +450,7 @@ public sealed partial class ClientHelloParserTests : IClassFixture<ClientHelloCa
         Assert.Equal(label63 + ".example", ParseOk(new HelloBuilder().WithSni(label63 + ".example").Build()).ServerName);
         Assert.Contains("label longer than 63", Malformed(new HelloBuilder().WithSni(new string('a', 64) + ".example").Build()), StringComparison.Ordinal);
 
-        string name253 = string.Join('.', Enumerable.Repeat(new string('b', 49), 5)) + ".abcd"; // 5*50 + 3 = 253
+        string name253 = string.Join('.', Enumerable.Repeat(new string('b', 63), 3)) + "." + new string('c', 61); // 3*64 + 61 = 253
         Assert.Equal(253, name253.Length);
         Assert.Equal(name253, ParseOk(new HelloBuilder().WithSni(name253).Build()).ServerName);
         Assert.Equal(name253, ParseOk(new HelloBuilder().WithSni(name253 + ".").Build()).ServerName);
@@ -469,7 +486,7 @@ public sealed partial class ClientHelloParserTests : IClassFixture<ClientHelloCa
     public void Alpn_rules()
     {
         Assert.Contains("empty protocol list", Malformed(new HelloBuilder().With(16, [0, 0]).Build()), StringComparison.Ordinal);
-        Assert.Contains("empty protocol name", Malformed(new HelloBuilder().With(16, [0, 3, 2, (byte)'h', (byte)'2', 0]).Build()), StringComparison.Ordinal);
+        Assert.Contains("empty protocol name", Malformed(new HelloBuilder().With(16, [0, 4, 2, (byte)'h', (byte)'2', 0]).Build()), StringComparison.Ordinal);
         Assert.Contains("exceeds", Malformed(new HelloBuilder().With(16, [0, 3, 5, (byte)'h', (byte)'2']).Build()), StringComparison.Ordinal);
         string longName = new('p', 255);
         Assert.Equal([longName, "x"], ParseOk(new HelloBuilder().WithAlpn(longName, "x").Build()).ApplicationProtocols);

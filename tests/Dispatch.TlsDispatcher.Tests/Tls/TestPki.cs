@@ -16,6 +16,7 @@ public sealed class TestPki : IDisposable
     {
         Directory = Path.Combine(Path.GetTempPath(), "dispatch-tls-tests-" + Guid.NewGuid().ToString("N"));
         System.IO.Directory.CreateDirectory(Directory);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => DeleteDirectory();
 
         DateTimeOffset now = DateTimeOffset.UtcNow;
         using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
@@ -112,9 +113,8 @@ public sealed class TestPki : IDisposable
         return path;
     }
 
-    public void Dispose()
+    private void DeleteDirectory()
     {
-        Both.Dispose();
         try
         {
             System.IO.Directory.Delete(Directory, true);
@@ -122,5 +122,11 @@ public sealed class TestPki : IDisposable
         catch (IOException)
         {
         }
+    }
+
+    public void Dispose()
+    {
+        Both.Dispose();
+        DeleteDirectory();
     }
 }

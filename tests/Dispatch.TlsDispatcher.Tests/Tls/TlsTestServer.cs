@@ -26,7 +26,8 @@ public sealed record ServerConnectionResult(
 /// A tiny TLS server on 127.0.0.1 running the engine the dispatcher uses: read the ClientHello with
 /// <see cref="ClientHelloParser"/>, choose credentials by SNI, <see cref="BcTlsStream.AuthenticateAsServerAsync(System.Net.Sockets.Socket, BcTlsSession, ReadOnlyMemory{byte}, bool, CancellationToken)"/>,
 /// then serve a toy protocol: "GET " gets an HTTP/1.1 response and a close; "SINK" + uint64 n reads n bytes and
-/// answers "OK"; "SRC " + uint64 n writes n bytes; anything else is echoed until the client closes.
+/// answers "OK"; "SRC " + uint64 n writes n bytes; "DUP " + uint64 n reads n bytes while writing n bytes;
+/// anything else is echoed until the client closes.
 /// </summary>
 public sealed class TlsTestServer : IAsyncDisposable
 {
@@ -35,12 +36,15 @@ public sealed class TlsTestServer : IAsyncDisposable
     private readonly Task _acceptLoop;
     private readonly Channel<ServerConnectionResult> _results = Channel.CreateUnbounded<ServerConnectionResult>();
     private readonly List<Task> _connections = [];
+    private readonly int? _socketBufferSize;
 
     public TlsTestServer(
         IReadOnlyList<string>? applicationProtocols = null,
         BcKeyExchangeImplementation keyExchange = BcKeyExchangeImplementation.DotNet,
-        Func<string?, BcServerCredentials>? route = null)
+        Func<string?, BcServerCredentials>? route = null,
+        int? socketBufferSize = null)
     {
+        _socketBufferSize = socketBufferSize;
         ApplicationProtocols = applicationProtocols ?? ["h2", "http/1.1"];
         KeyExchange = keyExchange;
         Route = route ?? DefaultRoute;
@@ -86,6 +90,11 @@ public sealed class TlsTestServer : IAsyncDisposable
             }
 
             socket.NoDelay = true;
+            if (_socketBufferSize is int size)
+            {
+                socket.ReceiveBufferSize = size;
+                socket.SendBufferSize = size;
+            }
             lock (_connections)
                 _connections.Add(Task.Run(() => HandleAsync(socket)));
         }
@@ -157,69 +166,159 @@ public sealed class TlsTestServer : IAsyncDisposable
     {
         byte[] buffer = new byte[64 * 1024];
         long total = 0;
-        int n = await stream.ReadAsync(buffer);
-        if (n == 0)
-            return 0;
-        total += n;
-        while (n < 12 && (IsPrefixOf(buffer.AsSpan(0, n), "SINK"u8) || IsPrefixOf(buffer.AsSpan(0, n), "SRC "u8)))
+        while (true)
         {
-            // Make sure a command header is complete before deciding.
-            int m = await stream.ReadAsync(buffer.AsMemory(n));
-            if (m == 0)
-                break;
-            n += m;
-            total += m;
-        }
-
-        ReadOnlySpan<byte> first = buffer.AsSpan(0, n);
-        if (first.StartsWith("GET "u8))
-        {
-            byte[] response = Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
-            await stream.WriteAsync(response);
-            await stream.CloseAsync();
-            return total;
-        }
-
-        if (first.StartsWith("SINK"u8) && n >= 12)
-        {
-            long want = BinaryPrimitives.ReadInt64BigEndian(first.Slice(4));
-            long got = n - 12;
-            while (got < want)
+            int n = await stream.ReadAsync(buffer);
+            if (n == 0)
+                return total;
+            total += n;
+            while (n < 12 && (IsPrefixOf(buffer.AsSpan(0, n), "SINK"u8) || IsPrefixOf(buffer.AsSpan(0, n), "SRC "u8) || IsPrefixOf(buffer.AsSpan(0, n), "DUP "u8)))
             {
-                int m = await stream.ReadAsync(buffer);
+                // Make sure a command header is complete before deciding.
+                int m = await stream.ReadAsync(buffer.AsMemory(n));
                 if (m == 0)
-                    throw new EndOfStreamException($"sink: {got} of {want}");
-                got += m;
+                    break;
+                n += m;
                 total += m;
             }
 
-            await stream.WriteAsync("OK"u8.ToArray());
-            n = 0;
-        }
-        else if (first.StartsWith("SRC "u8) && n >= 12)
-        {
-            long want = BinaryPrimitives.ReadInt64BigEndian(first.Slice(4));
-            byte[] data = new byte[256 * 1024];
-            for (long sent = 0; sent < want;)
+            if (buffer.AsSpan(0, n).StartsWith("GET "u8) || buffer.AsSpan(0, n).StartsWith("PUT "u8))
             {
-                int chunk = (int)Math.Min(data.Length, want - sent);
+                total += await ServeHttpAsync(stream, buffer, n);
+                return total;
+            }
+
+            ReadOnlySpan<byte> first = buffer.AsSpan(0, n);
+
+            if (first.StartsWith("SINK"u8) && n >= 12)
+            {
+                long want = BinaryPrimitives.ReadInt64BigEndian(first.Slice(4));
+                long got = n - 12;
+                while (got < want)
+                {
+                    int m = await stream.ReadAsync(buffer);
+                    if (m == 0)
+                        throw new EndOfStreamException($"sink: {got} of {want}");
+                    got += m;
+                    total += m;
+                }
+
+                await stream.WriteAsync("OK"u8.ToArray());
+                continue;
+            }
+
+            if (first.StartsWith("DUP "u8) && n >= 12)
+            {
+                // Read and write at the same time on the one stream.
+                long want = BinaryPrimitives.ReadInt64BigEndian(first.Slice(4));
+                long already = n - 12;
+                Task<long> reader = Task.Run(async () =>
+                {
+                    byte[] inbound = new byte[64 * 1024];
+                    long got = already;
+                    while (got < want)
+                    {
+                        int m = await stream.ReadAsync(inbound);
+                        if (m == 0)
+                            throw new EndOfStreamException($"duplex: {got} of {want}");
+                        got += m;
+                    }
+
+                    return got;
+                });
+                byte[] outbound = new byte[100_000];
+                for (long sent = 0; sent < want;)
+                {
+                    int chunk = (int)Math.Min(outbound.Length, want - sent);
+                    await stream.WriteAsync(outbound.AsMemory(0, chunk));
+                    sent += chunk;
+                }
+
+                total += await reader;
+                continue;
+            }
+
+            if (first.StartsWith("SRC "u8) && n >= 12)
+            {
+                long want = BinaryPrimitives.ReadInt64BigEndian(first.Slice(4));
+                byte[] data = new byte[256 * 1024];
+                for (long sent = 0; sent < want;)
+                {
+                    int chunk = (int)Math.Min(data.Length, want - sent);
+                    await stream.WriteAsync(data.AsMemory(0, chunk));
+                    sent += chunk;
+                }
+
+                continue;
+            }
+
+            // Echo from here on, including this chunk.
+            while (n > 0)
+            {
+                await stream.WriteAsync(buffer.AsMemory(0, n));
+                n = await stream.ReadAsync(buffer);
+                total += n;
+            }
+
+            return total;
+        }
+    }
+
+    /// <summary>
+    /// Minimal HTTP/1.1 for curl: "GET /bytes/N" answers N zero bytes; "PUT" reads Content-Length bytes and answers
+    /// their count; any other GET answers "hello". One request, then close_notify.
+    /// </summary>
+    private static async Task<long> ServeHttpAsync(BcTlsStream stream, byte[] buffer, int n)
+    {
+        long extra = 0;
+        int headEnd;
+        while ((headEnd = buffer.AsSpan(0, n).IndexOf("\r\n\r\n"u8)) < 0)
+        {
+            int m = await stream.ReadAsync(buffer.AsMemory(n));
+            if (m == 0)
+                return extra;
+            n += m;
+            extra += m;
+        }
+
+        string head = Encoding.ASCII.GetString(buffer, 0, headEnd);
+        string target = head.Split(' ')[1];
+        string body = "hello";
+        if (head.StartsWith("PUT ", StringComparison.Ordinal))
+        {
+            string lengthLine = head.Split("\r\n").First(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+            long length = long.Parse(lengthLine["Content-Length:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            long got = n - headEnd - 4;
+            while (got < length)
+            {
+                int m = await stream.ReadAsync(buffer);
+                if (m == 0)
+                    throw new EndOfStreamException($"PUT body: {got} of {length}");
+                got += m;
+                extra += m;
+            }
+
+            body = got.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        else if (target.StartsWith("/bytes/", StringComparison.Ordinal))
+        {
+            long length = long.Parse(target["/bytes/".Length..], System.Globalization.CultureInfo.InvariantCulture);
+            await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"));
+            byte[] data = new byte[256 * 1024];
+            for (long sent = 0; sent < length;)
+            {
+                int chunk = (int)Math.Min(data.Length, length - sent);
                 await stream.WriteAsync(data.AsMemory(0, chunk));
                 sent += chunk;
             }
 
-            n = 0;
+            await stream.CloseAsync();
+            return extra;
         }
 
-        // Echo (including the first chunk, unless it was a command).
-        while (true)
-        {
-            if (n > 0)
-                await stream.WriteAsync(buffer.AsMemory(0, n));
-            n = await stream.ReadAsync(buffer);
-            if (n == 0)
-                return total;
-            total += n;
-        }
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}"));
+        await stream.CloseAsync();
+        return extra;
     }
 
     private static bool IsPrefixOf(ReadOnlySpan<byte> data, ReadOnlySpan<byte> command)

@@ -1,0 +1,566 @@
+#!/usr/bin/env bash
+# Dispatch vs nginx vs HAProxy, side by side, in one run on this machine. See bench/README.md.
+#
+#   sudo bench/run.sh                      # everything, report in bench/results/<date>-<hash>.md
+#
+# Environment (all optional):
+#   ROUNDS=3            rounds; servers are restarted fresh for each round, medians are reported
+#   HANDSHAKES=3000     full handshakes per server per round (plus WARMUP_HANDSHAKES, not counted)
+#   WARMUP_HANDSHAKES=300
+#   HS_CONC=4           concurrent handshake clients (Python threads; OpenSSL releases the GIL)
+#   DURATION=10s        wrk duration per keep-alive test (after a 2 s warm-up that is not counted)
+#   WRK_THREADS=2 WRK_CONNS=10
+#   IDLE_CONNS=1000     idle TLS connections for the memory test
+#   NGINX_WORKERS=auto  nginx worker_processes (auto = nproc here)
+#   HAPROXY_THREADS=2   HAProxy nbthread
+#   RSA=1               also measure RSA-2048 handshakes (0 to skip)
+#   DISPATCH_APP=DIR    use an already staged Dispatch instead of staging a fresh build
+#   SKIP_INSTALL=1      do not apt-get install
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench/run.sh must run as root (Dispatch's master starts workers as tenant uids; nginx/HAProxy bind as root)." >&2
+  exit 77
+fi
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bench="$repo/bench"
+PY=/usr/bin/python3
+TOOL="$bench/tool.py"
+
+ROUNDS=${ROUNDS:-3}
+HANDSHAKES=${HANDSHAKES:-3000}
+WARMUP_HANDSHAKES=${WARMUP_HANDSHAKES:-300}
+HS_CONC=${HS_CONC:-4}
+DURATION=${DURATION:-10s}
+WRK_THREADS=${WRK_THREADS:-2}
+WRK_CONNS=${WRK_CONNS:-10}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
+HAPROXY_THREADS=${HAPROXY_THREADS:-2}
+RSA=${RSA:-1}
+ECDSA_CIPHER=ECDHE-ECDSA-AES128-GCM-SHA256
+RSA_CIPHER=ECDHE-RSA-AES128-GCM-SHA256
+
+TENANT_UID=10001      # pool a: owns the document root
+DISPATCHER_UID=10000
+base=/var/lib/dispatch-bench          # docroots + per-run state (world-traversable)
+certs=/etc/dispatch-bench/certs       # certificates, root-owned as certbot leaves them
+run="$base/run"
+results_dir=${RESULTS_DIR:-$bench/results}
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# ------------------------------------------------------------------------------------------------
+# Cleanup: every process this script starts is recorded here and ended by pid on exit.
+declare -a STARTED=()      # root pids of servers
+declare -A STARTED_NAME=()
+HOSTS_FALLBACK=0
+
+stop_pid() {   # stop_pid PID: TERM the process, wait, then KILL what is left of its tree (by pid)
+  local pid=$1 tree i
+  kill -0 "$pid" 2>/dev/null || return 0
+  tree=$("$PY" "$TOOL" tree "$pid" 2>/dev/null | awk '{print $1}' || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pid $pid (${STARTED_NAME[$pid]:-?}) ignored SIGTERM for 10 s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  # children that outlived their parent (by the pids we saw in its tree)
+  sleep 0.3
+  for p in $tree; do
+    if kill -0 "$p" 2>/dev/null; then
+      log "pid $p from ${STARTED_NAME[$pid]:-?}'s tree still alive: SIGKILL"
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+  local pid
+  for pid in "${STARTED[@]}"; do
+    [ -n "$pid" ] && stop_pid "$pid"
+  done
+  STARTED=()
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_all
+  if [ "$HOSTS_FALLBACK" = 1 ]; then
+    sed -i '/# dispatch-bench$/d' /etc/hosts || true
+  fi
+  if [ $rc -ne 0 ]; then
+    log "failed (exit $rc); logs in $run"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+LAST_PID=''
+start_bg() {   # start_bg NAME LOGFILE CMD...: start a server in the background, record its pid in LAST_PID
+  local name=$1 logf=$2
+  shift 2
+  "$@" >"$logf" 2>&1 </dev/null &
+  LAST_PID=$!
+  STARTED+=("$LAST_PID")
+  STARTED_NAME[$LAST_PID]=$name
+}
+
+# ------------------------------------------------------------------------------------------------
+# 0. Tools
+NOFILE=$(ulimit -Hn)
+ulimit -n "$NOFILE"   # raising the hard limit needs CAP_SYS_RESOURCE, which this VM may withhold
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  need=()
+  command -v nginx >/dev/null || need+=(nginx)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v h2load >/dev/null || need+=(nghttp2-client)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v unshare >/dev/null || need+=(util-linux)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+  fi
+  # Debian starts the services on install unless policy-rc.d forbids it: stop them (ports 80/443).
+  for svc in nginx haproxy; do
+    if [ -e "/run/$svc.pid" ] && kill -0 "$(cat "/run/$svc.pid" 2>/dev/null)" 2>/dev/null; then
+      log "stopping the $svc service apt started"
+      service "$svc" stop >&2 || systemctl stop "$svc" >&2 || true
+    fi
+  done
+fi
+for t in nginx haproxy wrk openssl unshare; do command -v "$t" >/dev/null || die "$t not found"; done
+[ -x "$PY" ] || die "$PY not found"
+
+# ------------------------------------------------------------------------------------------------
+# 1. Dispatch binaries
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$repo" status --porcelain -- src 2>/dev/null | wc -l)
+if [ -n "${DISPATCH_APP:-}" ]; then
+  app=$DISPATCH_APP
+  app_note="pre-staged copy $app (DISPATCH_APP), not rebuilt"
+else
+  app=/usr/local/lib/dispatch-bench
+  staged=0
+  for attempt in 1 2 3; do
+    log "staging Dispatch (Release) into $app, attempt $attempt"
+    if "$repo/scripts/stage.sh" "$app" Release >"$base.stage.log" 2>&1; then staged=1; break; fi
+    tail -5 "$base.stage.log" >&2
+    [ "$attempt" -lt 3 ] && { log "build failed (someone mid-edit?); retrying in 60 s"; sleep 60; }
+  done
+  if [ "$staged" = 1 ]; then
+    app_note="staged from the working tree at $commit ($dirty modified/untracked files under src/) into $app"
+  elif [ -x "$app/Master" ]; then
+    app_note="BUILD FAILED 3 times; using the copy already staged in $app ($(stat -c %y "$app/Master.dll" | cut -d. -f1))"
+    log "$app_note"
+  elif [ -x /usr/local/lib/dispatch-sample/Master ]; then
+    app=/usr/local/lib/dispatch-sample
+    app_note="BUILD FAILED 3 times; using the sample's staged copy $app ($(stat -c %y "$app/Master.dll" | cut -d. -f1))"
+    log "$app_note"
+  else
+    die "could not build Dispatch and no staged copy exists"
+  fi
+fi
+[ -x "$app/Master" ] || die "$app/Master missing"
+rm -f "$base.stage.log"
+
+# ------------------------------------------------------------------------------------------------
+# 2. Content and certificates, the same for all three
+log "preparing document roots and certificates"
+mkdir -p "$base"
+chmod 755 "$base"
+rm -rf "$base/www" "$run"
+mkdir -p "$base/www" "$run"
+chmod 755 "$base/www" "$run"
+for site in a b c; do
+  d="$base/www/$site.localhost"
+  mkdir -p "$d"
+  # index.html: exactly 1024 bytes
+  "$PY" - "$d/index.html" "$site" <<'PY'
+import sys
+head = f"<!doctype html><html><head><title>{sys.argv[2]}.localhost</title></head><body><p>"
+tail = "</p></body></html>\n"
+body = head + "x" * (1024 - len(head) - len(tail)) + tail
+assert len(body.encode()) == 1024
+open(sys.argv[1], "w").write(body)
+PY
+  # 100 KiB of text (a known content type everywhere)
+  "$PY" -c 'import base64, os, sys
+data = base64.encodebytes(os.urandom(76800))[:102400]
+open(sys.argv[1], "wb").write(data)' "$d/100k.txt"
+done
+chown -R "$TENANT_UID:$TENANT_UID" "$base/www/a.localhost"
+chown -R 10002:10002 "$base/www/b.localhost"
+chown -R 10003:10003 "$base/www/c.localhost"
+# world-readable so nginx's and HAProxy's backend workers (www-data) read the very same files
+chmod -R u=rwX,go=rX "$base/www"
+
+rm -rf "$certs"
+mkdir -p "$(dirname "$certs")"
+cp -a "$repo/certs-sample" "$certs"
+rm -f "$certs/generate.sh" "$certs/README.md" "$certs/ca-key.pem"
+chown -R root:root "$(dirname "$certs")"
+chmod -R go-w "$(dirname "$certs")"
+find "$certs/archive" -name 'privkey*.pem' -exec chmod 600 {} +
+# HAProxy wants certificate chain + key in one file
+for lin in a.localhost a.localhost-rsa; do
+  cat "$certs/live/$lin/fullchain.pem" "$certs/live/$lin/privkey.pem" >"$certs/haproxy-$lin.pem"
+  chmod 600 "$certs/haproxy-$lin.pem"
+done
+
+# Host names for wrk (it takes SNI from the URL): a private mount namespace with its own /etc/hosts.
+printf '127.0.0.1 localhost a.localhost b.localhost c.localhost\n::1 localhost\n' >"$run/hosts"
+if ! unshare -m --propagation private sh -c 'mount --bind "$0" /etc/hosts && getent hosts a.localhost' "$run/hosts" >/dev/null 2>&1; then
+  log "unshare -m not usable: adding a.localhost to /etc/hosts for the run (removed on exit)"
+  getent hosts a.localhost >/dev/null || { echo '127.0.0.1 a.localhost b.localhost c.localhost # dispatch-bench' >>/etc/hosts; HOSTS_FALLBACK=1; }
+  HOSTS_FALLBACK=1
+fi
+# client CMD...: run a client that resolves *.localhost to 127.0.0.1
+if [ "$HOSTS_FALLBACK" = 1 ]; then
+  printf '#!/bin/sh\nexec "$@"\n' >"$run/client.sh"
+else
+  printf '#!/bin/sh\nexec unshare -m --propagation private sh -c '"'"'mount --bind "$0" /etc/hosts && exec "$@"'"'"' %s "$@"\n' "$run/hosts" >"$run/client.sh"
+fi
+chmod 755 "$run/client.sh"
+client() { "$run/client.sh" "$@"; }
+
+# ------------------------------------------------------------------------------------------------
+# 3. Ports and configs
+read -r P_D_TLS P_D_HTTP P_N_TLS P_N_HTTP P_H_TLS P_H_HTTP P_B_HTTP <<<"$("$PY" "$TOOL" ports 7)"
+log "ports: dispatch tls $P_D_TLS http $P_D_HTTP; nginx tls $P_N_TLS http $P_N_HTTP; haproxy tls $P_H_TLS http $P_H_HTTP; backend $P_B_HTTP"
+
+cat >"$run/dispatch.json" <<JSON
+{
+  "listen": [
+    { "endpoint": "127.0.0.1:$P_D_TLS", "protocol": "tls" },
+    { "endpoint": "127.0.0.1:$P_D_HTTP", "protocol": "http" }
+  ],
+  "dispatcher": { "user": "$DISPATCHER_UID", "headerTimeout": "120s", "handshakeTimeout": "30s" },
+  "security": { "minUid": 1000 },
+  "pools": {
+    "a": { "user": "$TENANT_UID", "group": "$TENANT_UID", "maxWorkers": 1 },
+    "b": { "user": "10002", "group": "10002", "maxWorkers": 1 },
+    "c": { "user": "10003", "group": "10003", "maxWorkers": 1 }
+  },
+  "vhosts": {
+    "a.localhost": { "pool": "a", "root": "$base/www/a.localhost", "tls": "terminate",
+                     "certDirs": [ "$certs/live/a.localhost", "$certs/live/a.localhost-rsa" ] },
+    "b.localhost": { "pool": "b", "root": "$base/www/b.localhost", "tls": "terminate",
+                     "certDirs": [ "$certs/live/b.localhost" ] },
+    "c.localhost": { "pool": "c", "root": "$base/www/c.localhost", "tls": "terminate",
+                     "certDirs": [ "$certs/live/c.localhost" ] }
+  },
+  "log": { "level": "Warning" }
+}
+JSON
+if ! "$app/Master" check --config "$run/dispatch.json" >"$run/dispatch-check.log" 2>&1; then
+  cat "$run/dispatch-check.log" >&2
+  if grep -q 'log:level' "$run/dispatch-check.log"; then
+    log "log.level Warning refused: using the default log level"
+    sed -i 's/,\s*"log": { "level": "Warning" }//; /"log": { "level": "Warning" }/d' "$run/dispatch.json"
+  fi
+  "$app/Master" check --config "$run/dispatch.json" >&2 || die "Dispatch refuses the generated config"
+fi
+
+mkdir -p "$run/nginx/tmp" "$run/backend/tmp"
+nginx_conf() {   # nginx_conf WORKERS PREFIX SERVER-BLOCKS
+  cat <<NGINX
+worker_processes $1;
+worker_rlimit_nofile $NOFILE;
+daemon off;
+master_process on;
+user www-data;
+pid $2/nginx.pid;
+error_log $2/error.log warn;
+events { worker_connections 8192; }
+http {
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 120s;
+  keepalive_requests 100000000;
+  client_header_timeout 120s;
+  ssl_protocols TLSv1.2;
+  ssl_ciphers $ECDSA_CIPHER:$RSA_CIPHER;
+  ssl_prefer_server_ciphers on;
+  ssl_ecdh_curve prime256v1;
+  client_body_temp_path $2/tmp;
+  proxy_temp_path $2/tmp;
+  fastcgi_temp_path $2/tmp;
+  uwsgi_temp_path $2/tmp;
+  scgi_temp_path $2/tmp;
+$3
+}
+NGINX
+}
+nginx_conf "$NGINX_WORKERS" "$run/nginx" "
+  server {
+    listen 127.0.0.1:$P_N_TLS ssl;
+    server_name a.localhost;
+    ssl_certificate     $certs/live/a.localhost/fullchain.pem;
+    ssl_certificate_key $certs/live/a.localhost/privkey.pem;
+    ssl_certificate     $certs/live/a.localhost-rsa/fullchain.pem;
+    ssl_certificate_key $certs/live/a.localhost-rsa/privkey.pem;
+    root $base/www/a.localhost;
+    index index.html;
+  }
+  server {
+    listen 127.0.0.1:$P_N_HTTP;
+    server_name a.localhost;
+    root $base/www/a.localhost;
+    index index.html;
+  }" >"$run/nginx/nginx.conf"
+# HAProxy's backend: a second, separate nginx (one worker, plain HTTP, the same files), so that
+# its CPU can be reported apart from HAProxy's.
+nginx_conf 1 "$run/backend" "
+  server {
+    listen 127.0.0.1:$P_B_HTTP;
+    server_name a.localhost;
+    root $base/www/a.localhost;
+    index index.html;
+  }" >"$run/backend/nginx.conf"
+nginx -t -q -c "$run/nginx/nginx.conf" -p "$run/nginx" || die "nginx config"
+nginx -t -q -c "$run/backend/nginx.conf" -p "$run/backend" || die "backend nginx config"
+
+cat >"$run/haproxy.cfg" <<HAP
+global
+  nbthread $HAPROXY_THREADS
+  maxconn 8000
+  ssl-default-bind-ciphers $ECDSA_CIPHER:$RSA_CIPHER
+  ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2
+  tune.ssl.default-dh-param 2048
+
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+  timeout http-request 120s
+  timeout http-keep-alive 120s
+  option http-keep-alive
+  http-reuse always
+
+frontend fe_tls
+  bind 127.0.0.1:$P_H_TLS ssl crt $certs/haproxy-a.localhost.pem crt $certs/haproxy-a.localhost-rsa.pem curves prime256v1
+  default_backend be
+
+frontend fe_http
+  bind 127.0.0.1:$P_H_HTTP
+  default_backend be
+
+backend be
+  server nginx 127.0.0.1:$P_B_HTTP maxconn 1000
+HAP
+haproxy -c -q -f "$run/haproxy.cfg" || die "haproxy config"
+
+# ------------------------------------------------------------------------------------------------
+# 4. Machine info
+dotnet_version=$(dotnet --list-runtimes 2>/dev/null | awk '/Microsoft.NETCore.App/ {v=$2} END {print v}')
+date_tag=$(date -u +%Y-%m-%d)
+loadavg_start=$(cat /proc/loadavg)
+results="$run/results.jsonl"
+: >"$results"
+mkdir -p "$results_dir"
+report="$results_dir/$date_tag-$commit.md"
+n=2
+while [ -e "$report" ]; do report="$results_dir/$date_tag-$commit-$n.md"; n=$((n + 1)); done
+
+# ------------------------------------------------------------------------------------------------
+# 5. Servers
+D_PID='' N_PID='' H_PID='' B_PID=''
+start_servers() {
+  log "starting servers"
+  start_bg dispatch "$run/dispatch-r$1.log" "$app/Master" --config "$run/dispatch.json"
+  D_PID=$LAST_PID
+  start_bg nginx "$run/nginx/stdout-r$1.log" nginx -c "$run/nginx/nginx.conf" -p "$run/nginx"
+  N_PID=$LAST_PID
+  start_bg backend "$run/backend/stdout-r$1.log" nginx -c "$run/backend/nginx.conf" -p "$run/backend"
+  B_PID=$LAST_PID
+  start_bg haproxy "$run/haproxy-r$1.log" haproxy -db -f "$run/haproxy.cfg"
+  H_PID=$LAST_PID
+}
+servers_ready() {
+  "$PY" "$TOOL" wait-ready --port "$P_N_TLS" --tls --timeout 30 || die "nginx TLS not answering"
+  "$PY" "$TOOL" wait-ready --port "$P_H_TLS" --tls --timeout 30 || die "HAProxy TLS not answering"
+  "$PY" "$TOOL" wait-ready --port "$P_H_HTTP" --timeout 30 || die "HAProxy HTTP not answering"
+  "$PY" "$TOOL" wait-ready --port "$P_N_HTTP" --timeout 30 || die "nginx HTTP not answering"
+}
+add_cold() {   # add_cold ROUND CASE JSON
+  "$PY" - "$results" "$1" "$2" "$3" <<'PY'
+import json, sys
+out, rnd, case, data = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+with open(out, "a") as f:
+    f.write(json.dumps({"metric": "cold", "server": "dispatch", "round": rnd, "cases": {case: data["ms"]}}) + "\n")
+PY
+}
+
+groups_for() {
+  case $1 in
+    dispatch) echo "--group dispatch=$D_PID" ;;
+    nginx) echo "--group nginx=$N_PID" ;;
+    haproxy) echo "--group haproxy=$H_PID --group backend=$B_PID" ;;
+  esac
+}
+tls_port() { case $1 in dispatch) echo "$P_D_TLS" ;; nginx) echo "$P_N_TLS" ;; haproxy) echo "$P_H_TLS" ;; esac; }
+http_port() { case $1 in dispatch) echo "$P_D_HTTP" ;; nginx) echo "$P_N_HTTP" ;; haproxy) echo "$P_H_HTTP" ;; esac; }
+
+SERVERS=(dispatch nginx haproxy)
+for round in $(seq 1 "$ROUNDS"); do
+  log "=== round $round/$ROUNDS"
+  start_servers "$round"
+  # Dispatch: the first request after start (worker cold). The master binds the ports before the
+  # dispatcher is up, and a connection that makes the dispatcher ask for a worker before the master
+  # has its Ready crashes the master ("expected Ready, got NeedWorker"); a TLS handshake alone does
+  # (the dispatcher hands every terminated connection to a worker right after the handshake). So
+  # probe with a plain request for an unknown host (answered 404 by the dispatcher itself, no
+  # worker) and give the dispatcher 1 s more before the first real request.
+  "$PY" "$TOOL" wait-ready --port "$P_D_HTTP" --host probe.invalid --any-status --timeout 60 \
+    || die "Dispatch never answered (log: $run/dispatch-r$round.log)"
+  sleep 1
+  first=$("$PY" "$TOOL" fetch --port "$P_D_HTTP" --host a.localhost --path / --count 1) \
+    || die "Dispatch's first request failed: $first (log: $run/dispatch-r$round.log)"
+  add_cold "$round" "first request after start (HTTP; worker cold, dispatcher started 1 s before)" "$first"
+  "$PY" "$TOOL" wait-ready --port "$P_D_TLS" --tls --timeout 30 || die "Dispatch TLS not answering"
+  servers_ready
+  log "process trees: dispatch $("$PY" "$TOOL" tree "$D_PID" | awk '{printf "%s ", $2}'); nginx $("$PY" "$TOOL" tree "$N_PID" | wc -l); haproxy $("$PY" "$TOOL" tree "$H_PID" | wc -l); backend $("$PY" "$TOOL" tree "$B_PID" | wc -l)"
+
+  # warm-up: handshakes and requests, so that JIT tiers and allocator pools are in steady state
+  for s in "${SERVERS[@]}"; do
+    "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$WARMUP_HANDSHAKES" --conc "$HS_CONC" --request / >/dev/null \
+      || die "warm-up handshakes against $s failed"
+    client wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "https://a.localhost:$(tls_port "$s")/" >/dev/null
+    client wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "http://a.localhost:$(http_port "$s")/" >/dev/null
+  done
+  sleep 2
+
+  # d. memory per idle TLS connection (first, before the heavy tests inflate heaps): the same
+  # connections are measured twice, after the handshake and after one keep-alive GET each
+  for s in "${SERVERS[@]}"; do
+    log "idle connections: $s ($IDLE_CONNS)"
+    # shellcheck disable=SC2046
+    "$PY" "$TOOL" idle-measure $(groups_for "$s") --port "$(tls_port "$s")" --n "$IDLE_CONNS" \
+      --server "$s" --round "$round" --out "$results" >&2 \
+      || log "WARNING: idle connections against $s incomplete"
+    sleep 2
+  done
+
+  # a. full handshakes (no resumption, no tickets), handshake only; then handshake + one request
+  for s in "${SERVERS[@]}"; do
+    log "handshakes ECDSA: $s"
+    # shellcheck disable=SC2046
+    "$PY" "$TOOL" measure $(groups_for "$s") --metric handshake-ecdsa --server "$s" --round "$round" --out "$results" -- \
+      "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$HANDSHAKES" --conc "$HS_CONC" --cipher "$ECDSA_CIPHER" >&2 \
+      || log "WARNING: handshakes against $s had errors"
+  done
+  if [ "$RSA" = 1 ]; then
+    for s in "${SERVERS[@]}"; do
+      log "handshakes RSA: $s"
+      # shellcheck disable=SC2046
+      "$PY" "$TOOL" measure $(groups_for "$s") --metric handshake-rsa --server "$s" --round "$round" --out "$results" -- \
+        "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$HANDSHAKES" --conc "$HS_CONC" --cipher "$RSA_CIPHER" >&2 \
+        || log "WARNING: RSA handshakes against $s had errors"
+    done
+  fi
+  for s in "${SERVERS[@]}"; do
+    log "handshake + GET: $s"
+    # shellcheck disable=SC2046
+    "$PY" "$TOOL" measure $(groups_for "$s") --metric handshake-req --server "$s" --round "$round" --out "$results" -- \
+      "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$HANDSHAKES" --conc "$HS_CONC" --cipher "$ECDSA_CIPHER" --request / >&2 \
+      || log "WARNING: handshake+GET against $s had errors"
+  done
+
+  # b/c. keep-alive requests: HTTPS 1 KiB, HTTPS 100 KiB, plain HTTP 1 KiB
+  for test in "https-ka https /" "https-ka-100k https /100k.txt" "http-ka http /"; do
+    read -r metric scheme path <<<"$test"
+    for s in "${SERVERS[@]}"; do
+      if [ "$scheme" = https ]; then port=$(tls_port "$s"); else port=$(http_port "$s"); fi
+      url="$scheme://a.localhost:$port$path"
+      client wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "$url" >/dev/null
+      log "$metric: $s"
+      # shellcheck disable=SC2046
+      "$PY" "$TOOL" measure $(groups_for "$s") --metric "$metric" --server "$s" --round "$round" --out "$results" -- \
+        "$run/client.sh" wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d "$DURATION" "$url" >&2 \
+        || log "WARNING: wrk against $s failed"
+    done
+  done
+
+  # e. cold start of a pool's worker with the dispatcher warm: pool b over HTTP, pool c over HTTPS
+  log "cold start: pools b (HTTP) and c (HTTPS)"
+  out=$("$PY" "$TOOL" fetch --port "$P_D_HTTP" --host b.localhost --count 1) && add_cold "$round" "new worker, dispatcher warm (HTTP, pool b)" "$out" || log "WARNING: cold b: $out"
+  out=$("$PY" "$TOOL" fetch --port "$P_D_HTTP" --host b.localhost --count 20) && add_cold "$round" "warm worker (HTTP, new connection each, pool b)" "$out" || true
+  out=$("$PY" "$TOOL" fetch --port "$P_D_TLS" --tls --host c.localhost --count 1) && add_cold "$round" "new worker, dispatcher warm (HTTPS incl. full handshake, pool c)" "$out" || log "WARNING: cold c: $out"
+  out=$("$PY" "$TOOL" fetch --port "$P_D_TLS" --tls --host c.localhost --count 20) && add_cold "$round" "warm worker (HTTPS incl. full handshake, new connection each, pool c)" "$out" || true
+
+  log "Dispatch tree at the end of round $round: $("$PY" "$TOOL" tree "$D_PID" | awk '{printf "%s:%s ", $1, $2}')"
+  stop_all
+  sleep 1
+done
+
+# ------------------------------------------------------------------------------------------------
+# 6. Report
+nginx_v=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+haproxy_v=$(haproxy -v | sed -n 1p)
+"$PY" - "$run/meta.json" <<PY
+import json, os, platform, subprocess, sys
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((l.split(":", 1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
+meta = {
+  "date": "$(date -u +%Y-%m-%dT%H:%MZ)",
+  "commit": "$commit",
+  "rounds": $ROUNDS,
+  "machine": {
+    "nproc": os.cpu_count(), "CPU": cpu, "memory": mem, "kernel": platform.release(),
+    "OS": open("/etc/debian_version").read().strip().join(["Debian ", ""]),
+    ".NET runtime": "$dotnet_version", "nginx": "$nginx_v", "HAProxy": "$haproxy_v",
+    "OpenSSL": "$(openssl version)", "wrk": "$(wrk -v 2>&1 | awk 'NR == 1 {print $2}')",
+    "Python client": platform.python_version() + " (" + __import__("ssl").OPENSSL_VERSION + ")",
+    "load average at start / end": "$loadavg_start / " + open("/proc/loadavg").read().strip(),
+  },
+  "setup": [
+    "Dispatch: $app_note; config $run/dispatch.json: one tls listener, one http listener; vhost a.localhost tls terminate with ECDSA P-256 + RSA-2048 certDirs, pool a uid $TENANT_UID maxWorkers 1, dispatcher uid $DISPATCHER_UID, log.level Warning; pools b and c exist only for the cold-start test (no worker until then). Measured: Master + TlsDispatcher + Worker(s) (every process in the master's tree).",
+    "nginx $nginx_v: worker_processes $NGINX_WORKERS (= $(nproc) here when auto), one TLS server and one plain HTTP server on the same files, access_log off, sendfile on, keepalive_requests unlimited, TLS 1.2 only, ciphers $ECDSA_CIPHER:$RSA_CIPHER, ssl_ecdh_curve prime256v1. Measured: master + workers.",
+    "HAProxy $haproxy_v: nbthread $HAPROXY_THREADS, TLS 1.2 only, same ciphers, curves prime256v1, ECDSA+RSA crt, TLS and plain frontends forwarding to a backend: a separate nginx (worker_processes 1, plain HTTP, same files, http-reuse always). Not http-request return. The HAProxy column includes the backend's CPU/memory; 'HAProxy process only' rows do not.",
+    "Handshake client: bench/tool.py handshakes (Python ssl, $HS_CONC threads): TLS 1.2, one cipher suite, group P-256 only, OP_NO_TICKET, a fresh SSLContext session per connection (no resumption; the report's 'reused' count must be 0). 'handshake' = connect, full handshake, close; 'handshake + GET' also sends GET / (Connection: close) and reads the 1 KiB response. $WARMUP_HANDSHAKES warm-up handshakes+GETs per server before any measurement.",
+    "Keep-alive: wrk -t $WRK_THREADS -c $WRK_CONNS -d $DURATION (after a 2 s warm-up run), SNI and Host a.localhost (wrk runs in a private mount namespace whose /etc/hosts maps a.localhost to 127.0.0.1). CPU per request = server CPU delta over the wrk run / requests wrk completed.",
+    "CPU: utime+stime (+cutime+cstime of reaped children) summed over every process in each server's tree, from /proc/PID/stat before and after the client command (resolution 1/$(getconf CLK_TCK) s).",
+    "Memory: $IDLE_CONNS TLS connections opened by a Python asyncio client ($ECDSA_CIPHER, P-256), held idle; RSS and PSS (smaps_rollup) of the server's process tree 2 s after the last handshake completed, minus the same just before the client started; then each of the same connections sends one keep-alive GET / (1 KiB response) and idles again, and the tree is measured once more ('after one GET', against the same baseline).",
+    "Cold start: Python client, one fresh connection per request, time from connect to the complete response. 'First request after start' is sent 1 s after the dispatcher first answered a plain request for an unknown host (404, no worker involved) (earlier requests can crash the master: see caveats); it includes spawning, jailing and proving the pool's worker.",
+    "Servers are restarted fresh for every round; order within a round: warm-up, idle memory, handshakes, keep-alive HTTPS 1 KiB, HTTPS 100 KiB, plain HTTP, Dispatch cold start.",
+  ],
+  "caveats": [
+    "Client and servers share the same $(nproc) cores (the client takes a large share of them under wrk and the handshake loop): requests/s are bounded by the machine, not by the server alone. CPU per operation is the fairer number.",
+    "The machine is a shared VM, and other work (builds, test runs) may run on it at the same time: absolute numbers are noise; only ratios from the same run mean anything. The load average and each measurement's 'machine busy' share are in the report.",
+    "Dispatch runs TLS 1.2 only (BouncyCastle) and has no X25519, so every server is pinned to TLS 1.2 with P-256 for these tests; nginx and HAProxy would be cheaper still with TLS 1.3/X25519.",
+    "nginx with worker_processes $NGINX_WORKERS and HAProxy with nbthread $HAPROXY_THREADS can use both cores; Dispatch is one dispatcher + one worker (multi-threaded .NET processes).",
+    "nginx and HAProxy run with access logs off. Dispatch has no such switch: its worker logs every request at Information whatever log.level says (src/Worker/Program.cs creates its logger at Information), writes the line to its stderr socket, and the master parses it and drops it below Warning. That cost is in Dispatch's numbers (it is what Dispatch does today); the Master column of the CPU split is mostly this.",
+    "Dispatch's first request after start is delayed until the dispatcher has answered a probe plus 1 s: a connection that makes the dispatcher ask for a worker before the master has read its Ready crashes the master ('expected Ready, got NeedWorker'; seen while writing this benchmark), and the master binds the ports before the dispatcher is up.",
+  ],
+}
+meta["servers"] = [
+  "$app/Master --config $run/dispatch.json",
+  "nginx -c $run/nginx/nginx.conf -p $run/nginx",
+  "nginx -c $run/backend/nginx.conf -p $run/backend    # HAProxy's backend",
+  "haproxy -db -f $run/haproxy.cfg",
+]
+meta["configs"] = {p: open(p).read() for p in ("$run/dispatch.json", "$run/nginx/nginx.conf",
+                                               "$run/backend/nginx.conf", "$run/haproxy.cfg")}
+json.dump(meta, open(sys.argv[1], "w"), indent=1)
+PY
+"$PY" "$TOOL" report "$results" "$run/meta.json" >"$report"
+cp "$results" "${report%.md}.jsonl"
+cat "$report"
+log "report: $report (raw data: ${report%.md}.jsonl)"

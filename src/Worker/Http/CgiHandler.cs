@@ -1,0 +1,762 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Text;
+using Dispatch.Protocol.Interop;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Serilog.Core;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>
+/// CGI/1.1 (RFC 3875) for the URL prefixes a vhost maps to script directories; one instance per worker, shared by its
+/// vhosts (it counts the scripts running in this process).
+/// </summary>
+/// <remarks>
+/// <para><b>Mapping.</b> A request path under a mapping's prefix is CGI and nothing else (never a static file): the path
+/// after the prefix is walked segment by segment inside the directory; the first segment that is a file is the script,
+/// the rest is PATH_INFO. Segments are checked like static paths (<see cref="ConfinedFileProvider.IsAcceptableSubpath"/>:
+/// no <c>.</c>/<c>..</c>, nothing still percent-encoded, no control characters or backslashes, no <c>.ht*</c>,
+/// <c>.git</c>…), and each candidate's real path must lie inside the directory's real path. Not found, refused, a
+/// directory or a special file: 404. A regular file the worker may not execute: 403.</para>
+/// <para><b>Process.</b> See <see cref="CgiProcess"/>: posix_spawn as the worker's own uid (the worker is the tenant,
+/// in its Landlock domain), stdin/stdout/stderr on pipes, nothing else inherited, working directory the script's, a
+/// process group of its own, argv = the script path only, and an environment of exactly the CGI meta-variables
+/// (<see cref="BuildEnvironment"/>) plus <c>PATH=/usr/local/bin:/usr/bin:/bin</c>.</para>
+/// <para><b>Request body.</b> Streamed into stdin as it arrives, then stdin is closed. CONTENT_LENGTH is set when the
+/// request has a Content-Length; a body without one (chunked, HTTP/2 without content-length) is streamed without
+/// CONTENT_LENGTH, as Apache's mod_cgi does (a script reads to end of file). If the script closes its stdin early, the
+/// rest of the body is not read. If reading the body fails (client gone, body too large), the script is killed before
+/// its stdin is closed, so it never takes a truncated body for a complete one.</para>
+/// <para><b>Response.</b> The header block (<see cref="CgiResponseHead"/>, at most <see cref="CgiSettings.MaxHeaderBytes"/>)
+/// is parsed before anything is sent; invalid, too large, or missing at end of output: 502. Status sets the status
+/// (and reason phrase); Location without Status is answered 302 — a local redirect (<c>Location: /path</c>) is sent to
+/// the client as a 302 too, not followed inside the server; Content-Length is honoured (a script writing less aborts
+/// the connection, more is cut off); connection-specific fields are dropped; other fields pass through. The body is
+/// streamed as it comes (chunked without Content-Length), with Kestrel's backpressure, never buffered whole. Headers go
+/// out as soon as the header block is complete. Non-parsed-header (<c>nph-</c>) scripts are not supported: their
+/// output is parsed like any other.</para>
+/// <para><b>End.</b> The response is completed when stdout reaches end of file; the run ends when the script has exited;
+/// then anything left in its process group is killed and the script reaped. Timeout (<see cref="CgiSettings.Timeout"/>,
+/// spawn to exit): the group is killed, 504 if nothing was sent, else the connection is aborted. Client gone: the group
+/// is killed. Exit before a header: 502. stderr lines are logged at Warning (bounded: <see cref="MaxStderrLineBytes"/>
+/// per line, <see cref="MaxStderrLines"/> per run). Beyond <see cref="CgiSettings.MaxProcesses"/> running scripts: 503.</para>
+/// <para><b>Not covered.</b> A script that leaves its process group (setsid) escapes the group kill; a worker killed
+/// hard (SIGKILL) leaves its running scripts to end on their own — both need a cgroup per worker to close. The request
+/// body is bounded by Kestrel's MaxRequestBodySize (30,000,000 bytes by default): beyond it 413 before the script's
+/// header, an aborted connection after.</para>
+/// </remarks>
+internal sealed class CgiHandler(Serilog.ILogger log)
+{
+    /// <summary>SourceContext of CGI log events (stderr lines, failures).</summary>
+    public const string LogSourceContext = "Dispatch.Worker.Http.Cgi";
+
+    public const int MaxStderrLineBytes = 2048;
+    public const int MaxStderrLines = 200;
+
+    private const int BufferSize = 64 * 1024;
+
+    private static readonly byte[] NotFoundBody = Encoding.UTF8.GetBytes("Not Found\n");
+    private static readonly byte[] ForbiddenBody = Encoding.UTF8.GetBytes("Forbidden\n");
+    private static readonly byte[] BusyBody = Encoding.UTF8.GetBytes("Service Unavailable: too many CGI scripts running\n");
+    private static readonly byte[] BadGatewayBody = Encoding.UTF8.GetBytes("Bad Gateway: the CGI script failed\n");
+    private static readonly byte[] TimeoutBody = Encoding.UTF8.GetBytes("Gateway Timeout: the CGI script did not answer in time\n");
+
+    private readonly Serilog.ILogger _log = log.ForContext(Constants.SourceContextPropertyName, LogSourceContext);
+    private readonly ConcurrentDictionary<CgiProcess, byte> _running = new();
+    private int _runningCount;
+
+    /// <summary>Scripts running now in this worker.</summary>
+    public int Running => Volatile.Read(ref _runningCount);
+
+    /// <summary>Checks a vhost's CGI settings (at start, with the other vhost checks).</summary>
+    /// <exception cref="ArgumentException">A prefix is not an absolute URL path, or a directory not an absolute path.</exception>
+    public static IReadOnlyList<CgiMapping> NormalizeMappings(string vhost, CgiSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var mappings = new List<CgiMapping>();
+        foreach (var mapping in settings.Mappings ?? [])
+        {
+            ArgumentNullException.ThrowIfNull(mapping);
+            var prefix = mapping.UrlPrefix;
+            if (string.IsNullOrEmpty(prefix) || prefix[0] != '/' || !ConfinedFileProvider.IsAcceptableSubpath(prefix) || prefix.Contains('\0', StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"CGI prefix '{prefix}' of vhost '{vhost}' is not an absolute URL path.", nameof(settings));
+            }
+
+            if (string.IsNullOrEmpty(mapping.Directory) || !Path.IsPathFullyQualified(mapping.Directory))
+            {
+                throw new ArgumentException($"CGI directory '{mapping.Directory}' of vhost '{vhost}' is not an absolute path.", nameof(settings));
+            }
+
+            mappings.Add(new CgiMapping(prefix.EndsWith('/') ? prefix : prefix + "/", mapping.Directory));
+        }
+
+        if (mappings.Select(m => m.UrlPrefix).Distinct(StringComparer.Ordinal).Count() != mappings.Count)
+        {
+            throw new ArgumentException($"Vhost '{vhost}' maps the same CGI prefix twice.", nameof(settings));
+        }
+
+        return [.. mappings.OrderByDescending(m => m.UrlPrefix.Length)];
+    }
+
+    /// <summary>The vhost's CGI middleware, placed before static files.</summary>
+    public Func<RequestDelegate, RequestDelegate> Middleware(Vhost vhost, CgiSettings settings)
+    {
+        var mappings = NormalizeMappings(vhost.Name, settings);
+        return next => context =>
+        {
+            var path = context.Request.Path.Value ?? string.Empty;
+            foreach (var mapping in mappings)
+            {
+                if (path.StartsWith(mapping.UrlPrefix, StringComparison.Ordinal))
+                {
+                    return HandleAsync(context, vhost, settings, mapping, path[mapping.UrlPrefix.Length..]);
+                }
+            }
+
+            return next(context);
+        };
+    }
+
+    /// <summary>Kills every running script's process group (server stopping); the runs then end and reap them.</summary>
+    public void KillAll()
+    {
+        foreach (var process in _running.Keys)
+        {
+            process.Kill();
+        }
+    }
+
+    /// <summary>
+    /// Resolves the part of the request path after the prefix to a script inside <paramref name="directory"/>.
+    /// Returns 0 and the script, 404 or 403.
+    /// </summary>
+    internal static int Resolve(string directory, string remainder, out string scriptPath, out int scriptNameLength)
+    {
+        scriptPath = string.Empty;
+        scriptNameLength = 0;
+        if (remainder.Contains('\0', StringComparison.Ordinal))
+        {
+            return StatusCodes.Status404NotFound;
+        }
+
+        var directoryReal = NativeFileSystem.RealPath(directory);
+        if (directoryReal is null)
+        {
+            return StatusCodes.Status404NotFound;
+        }
+
+        var start = 0;
+        while (start < remainder.Length)
+        {
+            var slash = remainder.IndexOf('/', start);
+            var end = slash < 0 ? remainder.Length : slash;
+            var segment = remainder.AsSpan(start, end - start);
+            if (segment.IsEmpty || !ConfinedFileProvider.IsAcceptableSubpath(segment))
+            {
+                return StatusCodes.Status404NotFound;
+            }
+
+            var real = NativeFileSystem.RealPath(string.Concat(directoryReal, "/", remainder.AsSpan(0, end)));
+            if (real is null
+                || !ConfinedFileProvider.IsSameOrBeneath(directoryReal, real, out var realRelative)
+                || realRelative.IsEmpty
+                || !ConfinedFileProvider.IsAcceptableSubpath(realRelative)
+                || !NativeFileSystem.TryStat(real, out var type, out _, out _))
+            {
+                return StatusCodes.Status404NotFound;
+            }
+
+            if (type == NativeFileSystem.EntryType.File)
+            {
+                if (CgiNative.Access(real, CgiNative.XOk) != 0)
+                {
+                    return StatusCodes.Status403Forbidden;
+                }
+
+                scriptPath = real;
+                scriptNameLength = end;
+                return 0;
+            }
+
+            if (type != NativeFileSystem.EntryType.Directory)
+            {
+                return StatusCodes.Status404NotFound;
+            }
+
+            start = end + 1;
+        }
+
+        return StatusCodes.Status404NotFound; // a directory (or the prefix itself): no listing, no index
+    }
+
+    /// <summary>
+    /// The script's whole environment: the CGI meta-variables, one HTTP_* per request header whose name is letters,
+    /// digits and '-' only (so <c>X_Foo</c> cannot pose as <c>X-Foo</c>), except Proxy (httpoxy), Content-Type and
+    /// Content-Length (already CONTENT_TYPE/CONTENT_LENGTH); Authorization is passed (the tenant's own application may
+    /// authenticate); repeated headers are joined with ", " (Cookie with "; "). Values containing NUL are left out.
+    /// </summary>
+    internal static string[] BuildEnvironment(HttpContext context, Vhost vhost, CgiMapping mapping, string remainder, string scriptPath, int scriptNameLength)
+    {
+        var request = context.Request;
+        var connection = context.Connection;
+        var scriptName = string.Concat(mapping.UrlPrefix, remainder.AsSpan(0, scriptNameLength));
+        var pathInfo = remainder[scriptNameLength..];
+        VhostTable.TryGetHostName(request.Headers.Host.ToString(), out var serverName);
+        var remote = connection.RemoteIpAddress is { IsIPv4MappedToIPv6: true } mapped ? mapped.MapToIPv4() : connection.RemoteIpAddress;
+        var environment = new List<string>(32 + request.Headers.Count)
+        {
+            "AUTH_TYPE=",
+            "GATEWAY_INTERFACE=CGI/1.1",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "PATH_INFO=" + pathInfo,
+            "QUERY_STRING=" + (request.QueryString.HasValue ? request.QueryString.Value![1..] : string.Empty),
+            "REMOTE_ADDR=" + remote,
+            "REMOTE_PORT=" + connection.RemotePort.ToString(CultureInfo.InvariantCulture),
+            "REQUEST_METHOD=" + request.Method,
+            "REQUEST_URI=" + (context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? request.Path + request.QueryString),
+            "SCRIPT_FILENAME=" + scriptPath,
+            "SCRIPT_NAME=" + scriptName,
+            "SERVER_NAME=" + serverName.ToString(),
+            "SERVER_PORT=" + connection.LocalPort.ToString(CultureInfo.InvariantCulture),
+            "SERVER_PROTOCOL=" + request.Protocol,
+            "SERVER_SOFTWARE=Dispatch",
+        };
+        if (pathInfo.Length > 0)
+        {
+            environment.Add("PATH_TRANSLATED=" + vhost.Settings.Root.TrimEnd('/') + pathInfo);
+        }
+
+        if (request.ContentLength is { } length)
+        {
+            environment.Add("CONTENT_LENGTH=" + length.ToString(CultureInfo.InvariantCulture));
+        }
+
+        if (request.Headers.ContentType.Count > 0)
+        {
+            environment.Add("CONTENT_TYPE=" + request.Headers.ContentType.ToString());
+        }
+
+        if (request.IsHttps)
+        {
+            environment.Add("HTTPS=on");
+        }
+
+        foreach (var (name, values) in request.Headers)
+        {
+            if (!IsPassableHeaderName(name))
+            {
+                continue;
+            }
+
+            var value = values.Count == 1
+                ? values[0]!
+                : string.Join(name.Equals("Cookie", StringComparison.OrdinalIgnoreCase) ? "; " : ", ", values.ToArray());
+            environment.Add(string.Create(CultureInfo.InvariantCulture, $"HTTP_{name.ToUpperInvariant().Replace('-', '_')}={value}"));
+        }
+
+        environment.RemoveAll(static entry => entry.Contains('\0', StringComparison.Ordinal));
+        return [.. environment];
+    }
+
+    private static bool IsPassableHeaderName(string name)
+    {
+        if (name.Length == 0
+            || name.Equals("Proxy", StringComparison.OrdinalIgnoreCase)
+            || name.Equals("Content-Type", StringComparison.OrdinalIgnoreCase)
+            || name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+
+        foreach (var c in name)
+        {
+            if (!char.IsAsciiLetterOrDigit(c) && c != '-')
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private async Task HandleAsync(HttpContext context, Vhost vhost, CgiSettings settings, CgiMapping mapping, string remainder)
+    {
+        var refusal = Resolve(mapping.Directory, remainder, out var scriptPath, out var scriptNameLength);
+        if (refusal != 0)
+        {
+            await RequestHandler.WriteTextAsync(
+                context, refusal, refusal == StatusCodes.Status403Forbidden ? ForbiddenBody : NotFoundBody, close: false);
+            return;
+        }
+
+        if (Interlocked.Increment(ref _runningCount) > settings.EffectiveMaxProcesses)
+        {
+            Interlocked.Decrement(ref _runningCount);
+            _log.Warning("CGI {Script} of {Vhost} refused: {Limit} scripts already running", scriptPath, vhost.Name, settings.EffectiveMaxProcesses);
+            context.Response.Headers.RetryAfter = "1";
+            await RequestHandler.WriteTextAsync(context, StatusCodes.Status503ServiceUnavailable, BusyBody, close: false);
+            return;
+        }
+
+        try
+        {
+            var environment = BuildEnvironment(context, vhost, mapping, remainder, scriptPath, scriptNameLength);
+            CgiProcess process;
+            try
+            {
+                process = CgiProcess.Start(scriptPath, Path.GetDirectoryName(scriptPath)!, environment);
+            }
+            catch (SysCallException e)
+            {
+                // pipe2/fcntl failed: out of descriptors (EMFILE/ENFILE) or memory.
+                _log.Warning("CGI {Script} of {Vhost} could not be started: {Reason}", scriptPath, vhost.Name, e.Message);
+                context.Response.Headers.RetryAfter = "1";
+                await RequestHandler.WriteTextAsync(context, StatusCodes.Status503ServiceUnavailable, BusyBody, close: false);
+                return;
+            }
+            catch (CgiSpawnException e)
+            {
+                // EACCES here (access(2) said yes): Landlock, a noexec mount, or an interpreter the worker may not run.
+                // ENOENT/ENOEXEC: the #! interpreter is missing or the file is no executable format.
+                _log.Warning("CGI {Script} of {Vhost} could not be started: {Reason}", scriptPath, vhost.Name, e.Message);
+                await (e.Errno == Libc.EACCES
+                    ? RequestHandler.WriteTextAsync(context, StatusCodes.Status403Forbidden, ForbiddenBody, close: false)
+                    : RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, BadGatewayBody, close: false));
+                return;
+            }
+
+            _running[process] = 0;
+            try
+            {
+                await new CgiRun(this, context, vhost, settings, scriptPath, process).RunAsync();
+            }
+            finally
+            {
+                _running.TryRemove(process, out _);
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _runningCount);
+        }
+    }
+
+    /// <summary>One script run: feeds stdin, logs stderr, turns stdout into the response, and cleans up.</summary>
+    private sealed class CgiRun(CgiHandler owner, HttpContext context, Vhost vhost, CgiSettings settings, string script, CgiProcess process)
+    {
+        private readonly Serilog.ILogger _log = owner._log;
+        private Exception? _inputError;
+
+        public async Task RunAsync()
+        {
+            using var timeout = new CancellationTokenSource(settings.EffectiveTimeout);
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, context.RequestAborted);
+            using var stopInput = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
+            using var stopStderr = new CancellationTokenSource();
+            var kill = stop.Token.UnsafeRegister(static state => ((CgiProcess)state!).Kill(), process);
+            var stdin = Task.CompletedTask;
+            var stderr = Task.CompletedTask;
+            try
+            {
+                stdin = FeedStdinAsync(stopInput.Token);
+                stderr = LogStderrAsync(stopStderr.Token);
+                await ServeOutputAsync(stderr, timeout.Token, stop.Token);
+            }
+            finally
+            {
+                await stopInput.CancelAsync();
+                await stdin;
+                if (!process.Exited.IsCompleted)
+                {
+                    process.Kill();
+                }
+
+                await kill.DisposeAsync();
+                stopStderr.CancelAfter(TimeSpan.FromSeconds(1));
+                await stderr;
+                await process.DisposeAsync();
+            }
+        }
+
+        private async Task ServeOutputAsync(Task stderr, CancellationToken timeout, CancellationToken stop)
+        {
+            var response = context.Response;
+            var buffer = new byte[BufferSize];
+            var filled = 0;
+            int bodyStart;
+            int headLength;
+
+            // 1. The header block: nothing is sent before it is complete and valid.
+            while (true)
+            {
+                int n;
+                try
+                {
+                    n = await process.Stdout.ReadAsync(buffer.AsMemory(filled, CgiSettings.MaxHeaderBytes - filled), stop);
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    await FailBeforeHeaderAsync();
+                    return;
+                }
+
+                if (n == 0)
+                {
+                    await EndedWithoutHeaderAsync(filled, stderr, stop);
+                    return;
+                }
+
+                var scanFrom = filled;
+                filled += n;
+                bodyStart = CgiResponseHead.FindBodyStart(buffer.AsSpan(0, filled), scanFrom, out headLength);
+                if (bodyStart >= 0)
+                {
+                    break;
+                }
+
+                if (filled == CgiSettings.MaxHeaderBytes)
+                {
+                    await BadGatewayAsync($"no end of the header block within {CgiSettings.MaxHeaderBytes} bytes");
+                    return;
+                }
+            }
+
+            if (!CgiResponseHead.TryParse(buffer.AsSpan(0, headLength), out var head, out var error))
+            {
+                await BadGatewayAsync("invalid response header: " + error);
+                return;
+            }
+
+            var sendBody = Apply(head);
+
+            // 2. The body, streamed.
+            long sent = 0;
+            long produced = 0;
+            var limit = head.ContentLength ?? long.MaxValue;
+            var pending = buffer.AsMemory(bodyStart, filled - bodyStart);
+            var cut = false;
+            try
+            {
+                if (pending.IsEmpty)
+                {
+                    // Let the client see the status now, whatever the script does next.
+                    await response.StartAsync(stop);
+                    await response.Body.FlushAsync(stop);
+                }
+
+                var max = settings.MaxOutputBytes ?? long.MaxValue;
+                while (true)
+                {
+                    produced += pending.Length;
+                    if (produced > max)
+                    {
+                        _log.Warning("CGI {Script} of {Vhost} exceeded {Max} bytes of output: killed, connection aborted", script, vhost.Name, max);
+                        process.Kill();
+                        context.Abort();
+                        return;
+                    }
+
+                    // With no body allowed (HEAD, 204, 304), the output is read and dropped.
+                    if (!pending.IsEmpty && sendBody)
+                    {
+                        var take = (int)Math.Min(pending.Length, limit - sent);
+                        if (take < pending.Length && !cut)
+                        {
+                            cut = true;
+                            _log.Warning("CGI {Script} of {Vhost} wrote more than its Content-Length {Length}; the rest is dropped", script, vhost.Name, head.ContentLength);
+                        }
+
+                        if (take > 0)
+                        {
+                            await response.Body.WriteAsync(pending[..take], stop);
+                            sent += take;
+                        }
+                    }
+
+                    var n = await process.Stdout.ReadAsync(buffer, stop);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    pending = buffer.AsMemory(0, n);
+                }
+            }
+            catch (Exception e) when (e is IOException || (e is OperationCanceledException && stop.IsCancellationRequested))
+            {
+                // Timed out, or the client is gone (a failed write); the run's cleanup kills the group.
+                if (timeout.IsCancellationRequested && !context.RequestAborted.IsCancellationRequested)
+                {
+                    _log.Warning("CGI {Script} of {Vhost} timed out after {Timeout} while sending its response: killed, connection aborted", script, vhost.Name, settings.EffectiveTimeout);
+                    context.Abort();
+                }
+
+                return;
+            }
+
+            if (Volatile.Read(ref _inputError) is { } inputError)
+            {
+                // The script was killed for a failed request body: its output ended early, not complete.
+                _log.Warning("CGI {Script} of {Vhost}: the request body failed after the response started ({Reason}): connection aborted", script, vhost.Name, inputError.Message);
+                context.Abort();
+                return;
+            }
+
+            if (sendBody && head.ContentLength is { } declared && sent < declared)
+            {
+                _log.Warning("CGI {Script} of {Vhost} wrote {Sent} of its Content-Length {Length} bytes: connection aborted", script, vhost.Name, sent, declared);
+                context.Abort();
+                return;
+            }
+
+            // 3. The output is complete: finish the response now, then wait for the script to exit.
+            try
+            {
+                await response.CompleteAsync();
+                await process.Exited.WaitAsync(stop);
+            }
+            catch (IOException)
+            {
+                return; // the client left as the response ended
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                _log.Warning("CGI {Script} of {Vhost} closed its output but did not exit within {Timeout}: killed", script, vhost.Name, settings.EffectiveTimeout);
+                return;
+            }
+
+            var status = process.Reap();
+            if (status != 0)
+            {
+                _log.Warning("CGI {Script} of {Vhost} (pid {Pid}) ended with {Status} after its response", script, vhost.Name, process.Pid, CgiProcess.DescribeStatus(status));
+            }
+        }
+
+        /// <summary>Applies the script's header block; false when no body may be sent (HEAD, 204, 304).</summary>
+        private bool Apply(CgiResponseHead head)
+        {
+            var response = context.Response;
+            response.StatusCode = head.Status;
+            if (head.Reason is not null && context.Features.Get<IHttpResponseFeature>() is { } feature)
+            {
+                feature.ReasonPhrase = head.Reason;
+            }
+
+            var bodyAllowed = head.Status is not (StatusCodes.Status204NoContent or StatusCodes.Status304NotModified);
+            if (head.ContentType is not null)
+            {
+                response.ContentType = head.ContentType;
+            }
+
+            if (head.Location is not null)
+            {
+                response.Headers.Location = head.Location;
+            }
+
+            if (head.ContentLength is { } length && head.Status != StatusCodes.Status204NoContent)
+            {
+                response.ContentLength = length;
+            }
+
+            var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            foreach (var (name, value) in head.Fields)
+            {
+                if (seen.Add(name))
+                {
+                    response.Headers[name] = value; // replaces a default of ours (X-Content-Type-Options)
+                }
+                else
+                {
+                    response.Headers.Append(name, value);
+                }
+            }
+
+            return bodyAllowed && !HttpMethods.IsHead(context.Request.Method);
+        }
+
+        /// <summary>The run was stopped before a header: the client left (nothing to answer) or the timeout (504).</summary>
+        private async Task FailBeforeHeaderAsync()
+        {
+            if (context.RequestAborted.IsCancellationRequested)
+            {
+                return; // the client is gone; the group is already killed
+            }
+
+            _log.Warning("CGI {Script} of {Vhost} (pid {Pid}) sent no header within {Timeout}: killed", script, vhost.Name, process.Pid, settings.EffectiveTimeout);
+            if (!await AnswerInputErrorAsync())
+            {
+                await RequestHandler.WriteTextAsync(context, StatusCodes.Status504GatewayTimeout, TimeoutBody, close: false);
+            }
+        }
+
+        private async Task EndedWithoutHeaderAsync(int received, Task stderr, CancellationToken stop)
+        {
+            var described = "its output closed";
+            try
+            {
+                await process.Exited.WaitAsync(stop);
+                described = CgiProcess.DescribeStatus(process.Reap());
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                await FailBeforeHeaderAsync();
+                return;
+            }
+
+            // Its stderr (the likely explanation) is logged before the failure.
+            await Task.WhenAny(stderr, Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None));
+            if (await AnswerInputErrorAsync())
+            {
+                return;
+            }
+
+            _log.Warning(
+                "CGI {Script} of {Vhost} (pid {Pid}) ended without a response header ({Status}, {Received} bytes of output)",
+                script, vhost.Name, process.Pid, described, received);
+            await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, BadGatewayBody, close: false);
+        }
+
+        private async Task BadGatewayAsync(string reason)
+        {
+            process.Kill();
+            _log.Warning("CGI {Script} of {Vhost} (pid {Pid}): {Reason}; killed", script, vhost.Name, process.Pid, reason);
+            await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, BadGatewayBody, close: false);
+        }
+
+        /// <summary>When reading the request body failed with a client error (413, 400), answers that instead.</summary>
+        private async Task<bool> AnswerInputErrorAsync()
+        {
+            if (Volatile.Read(ref _inputError) is not BadHttpRequestException bad || context.Response.HasStarted)
+            {
+                return false;
+            }
+
+            await RequestHandler.WriteTextAsync(
+                context, bad.StatusCode, Encoding.UTF8.GetBytes(bad.Message + "\n"), close: true);
+            return true;
+        }
+
+        private async Task FeedStdinAsync(CancellationToken cancellationToken)
+        {
+            var canHaveBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
+            if (!canHaveBody)
+            {
+                process.Stdin.Dispose();
+                return;
+            }
+
+            var body = context.Request.Body;
+            var buffer = new byte[BufferSize];
+            try
+            {
+                while (true)
+                {
+                    var n = await body.ReadAsync(buffer, cancellationToken);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    if (!await process.Stdin.WriteAsync(buffer.AsMemory(0, n), cancellationToken))
+                    {
+                        return; // the script closed its stdin: the rest of the body is not read
+                    }
+                }
+
+                process.Stdin.Dispose(); // end of file for the script
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // The run is over (or timed out, or the client left): nothing more to feed.
+            }
+            catch (Exception e) when (e is IOException or BadHttpRequestException or ObjectDisposedException)
+            {
+                // Kill before the stdin pipe closes: the script must not mistake a truncated body for a complete one.
+                Volatile.Write(ref _inputError, e);
+                process.Kill();
+            }
+        }
+
+        private async Task LogStderrAsync(CancellationToken cancellationToken)
+        {
+            var buffer = new byte[4096];
+            var line = new byte[MaxStderrLineBytes];
+            var length = 0;
+            var truncated = false;
+            var lines = 0;
+            try
+            {
+                while (true)
+                {
+                    var n = await process.Stderr.ReadAsync(buffer, cancellationToken);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    foreach (var b in buffer.AsSpan(0, n))
+                    {
+                        if (b == '\n')
+                        {
+                            Emit(line.AsSpan(0, length), truncated, ref lines);
+                            length = 0;
+                            truncated = false;
+                        }
+                        else if (length < line.Length)
+                        {
+                            line[length++] = b;
+                        }
+                        else
+                        {
+                            truncated = true;
+                        }
+                    }
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException)
+            {
+                // Stopped at the end of the run (a process outside the group may still hold stderr).
+            }
+
+            if (length > 0)
+            {
+                Emit(line.AsSpan(0, length), truncated, ref lines);
+            }
+        }
+
+        private void Emit(ReadOnlySpan<byte> raw, bool truncated, ref int lines)
+        {
+            lines++;
+            if (lines > MaxStderrLines)
+            {
+                if (lines == MaxStderrLines + 1)
+                {
+                    _log.Warning("CGI {Script} of {Vhost} (pid {Pid}): further stderr output not logged", script, vhost.Name, process.Pid);
+                }
+
+                return;
+            }
+
+            if (raw.EndsWith("\r"u8))
+            {
+                raw = raw[..^1];
+            }
+
+            // No control characters into the log (no forged log lines, no terminal escapes).
+            var text = Encoding.UTF8.GetString(raw);
+            var clean = string.Create(text.Length, text, static (span, source) =>
+            {
+                for (var i = 0; i < source.Length; i++)
+                {
+                    var c = source[i];
+                    span[i] = char.IsControl(c) && c != '\t' ? '?' : c;
+                }
+            });
+            _log.Warning(
+                "CGI {Script} of {Vhost} (pid {Pid}) stderr: {Line}{Truncated}",
+                script, vhost.Name, process.Pid, clean, truncated ? " [truncated]" : string.Empty);
+        }
+    }
+}

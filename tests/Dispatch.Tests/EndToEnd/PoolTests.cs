@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>On-demand workers, spares, idle reaping, one-shot pools, limits and crashes.</summary>
+public sealed class PoolTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private DispatchInstance? _dispatch;
+
+    public PoolTests(ITestOutputHelper output) => _output = output;
+
+    private DispatchInstance Start(string name, Action<JsonObject> adjust)
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory(name);
+        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "pool A", ["big.bin"] = new string('x', 4 << 20) });
+        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "pool B" });
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
+        adjust(config);
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        return _dispatch;
+    }
+
+    private static int Pid(Match m) => int.Parse(m.Groups["pid"].Value, System.Globalization.CultureInfo.InvariantCulture);
+
+    [SkippableFact]
+    public void A_pool_without_spares_starts_a_worker_on_demand_that_leaves_when_idle_and_spares_are_kept_warm()
+    {
+        var d = Start("on-demand", c =>
+        {
+            c["pools"]!["a"]!["idleTimeout"] = "1s";
+            c["pools"]!["b"]!["minSpare"] = 1;
+        });
+        var url = $"http://127.0.0.1:{d.HttpPort}/";
+
+        // b's spare is started (jailed, warmed) before any client asks.
+        var spare = Pid(d.WaitForLine(new Regex(@"Worker (?<pid>\d+) for pool b ready .* as a spare; .*warmed by a self-request.*HTTP/1\.1 200")));
+        Assert.DoesNotContain("for pool a ready", d.Log, StringComparison.Ordinal);
+
+        var cold = Stopwatch.StartNew();
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status);
+        var coldMs = cold.Elapsed.TotalMilliseconds;
+        var worker = d.WorkerPid("a");
+        Assert.Equal("10001\t10001\t10001\t10001", Tools.Status($"/proc/{worker}/status")["Uid"]);
+
+        var warm = Stopwatch.StartNew();
+        Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", url).Status);
+        var spareMs = warm.Elapsed.TotalMilliseconds;
+        Assert.Equal(spare, d.WorkerPid("b"));
+        _output.WriteLine($"first request, cold pool: {coldMs:F0} ms; first request, pool with a spare: {spareMs:F0} ms (curl wall time, informational)");
+
+        // Idle for its idleTimeout: let go, exits cleanly, and its process is gone.
+        d.WaitForLine(new Regex($@"Worker {worker} of pool a exited \(exit code 0\)"));
+        Assert.True(Tools.Eventually(() => !Directory.Exists($"/proc/{worker}")));
+        // The spare stays (minSpare), and a new request for a starts a new worker.
+        Assert.True(Directory.Exists($"/proc/{spare}"));
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status);
+        Assert.NotEqual(worker, d.WorkerPid("a", skip: 1));
+    }
+
+    [SkippableFact]
+    public void A_one_shot_pool_serves_each_connection_with_a_fresh_worker()
+    {
+        var d = Start("one-shot", c =>
+        {
+            c["pools"]!["a"]!["oneShot"] = true;
+            c["pools"]!["a"]!["minSpare"] = 1;
+            c["jailProbe"]!["threads"] = 4;
+        });
+        var url = $"http://127.0.0.1:{d.HttpPort}/";
+        for (var i = 0; i < 50; i++)
+            Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status);
+
+        var served = Regex.Matches(d.Log, @"Worker (?<pid>\d+) \(a\): a\.localhost 127\.0\.0\.1 ""GET /"" 200").Select(Pid).ToList();
+        Assert.Equal(50, served.Count);
+        Assert.Equal(50, served.Distinct().Count());
+        foreach (var pid in served)
+        {
+            d.WaitForLine(new Regex($@"Worker {pid} of pool a exited \(exit code 0\)"));
+            Assert.True(Tools.Eventually(() => !Directory.Exists($"/proc/{pid}")), $"worker {pid} still exists");
+        }
+    }
+
+    [SkippableFact]
+    public async Task MaxWorkers_and_maxConnectionsPerWorker_hold_under_500_concurrent_connections()
+    {
+        var d = Start("limits", c =>
+        {
+            c["pools"]!["a"]!["maxWorkers"] = 2;
+            c["pools"]!["a"]!["minSpare"] = 2; // both workers exist before the burst: the outcome does not depend on start-up speed
+            c["pools"]!["a"]!["maxConnectionsPerWorker"] = 10;
+            c["dispatcher"]!["workerWait"] = "3s";
+            c["dispatcher"]!["headerTimeout"] = "30s";
+            c["jailProbe"]!["threads"] = 4;
+        });
+        d.WorkerPid("a", skip: 1);
+        var clients = new List<TcpClient>();
+        try
+        {
+            var request = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
+            async Task<string> OpenAndAsk()
+            {
+                var c = new TcpClient();
+                lock (clients)
+                    clients.Add(c);
+                await c.ConnectAsync(IPAddress.Loopback, d.HttpPort);
+                await c.GetStream().WriteAsync(request);
+                var buffer = new byte[4096];
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                var n = await c.GetStream().ReadAsync(buffer, cts.Token);
+                return Encoding.ASCII.GetString(buffer, 0, n);
+            }
+
+            var answers = await Task.WhenAll(Enumerable.Range(0, 500).Select(_ => OpenAndAsk()));
+            var ok = answers.Count(a => a.StartsWith("HTTP/1.1 200", StringComparison.Ordinal));
+            var busy = answers.Count(a => a.StartsWith("HTTP/1.1 503", StringComparison.Ordinal));
+            _output.WriteLine($"200: {ok}, 503: {busy}");
+            foreach (var odd in answers.Where(a => !a.StartsWith("HTTP/1.1 200", StringComparison.Ordinal) && !a.StartsWith("HTTP/1.1 503", StringComparison.Ordinal)).Take(5))
+                _output.WriteLine($"other answer: '{odd}'");
+            Assert.Equal(500, ok + busy);
+            Assert.Equal(20, ok); // 2 workers × 10 connections, all kept alive by their clients
+            var workers = Regex.Matches(d.Log, @"Worker (?<pid>\d+) for pool a ready").Select(Pid).Distinct().ToList();
+            Assert.Equal(2, workers.Count);
+            foreach (var w in workers)
+            {
+                var tcp = Tools.Descriptors(w).Values.Count(Tools.TcpSocketInodes().Contains);
+                _output.WriteLine($"worker {w}: {tcp} client TCP connections");
+                Assert.InRange(tcp, 1, 10);
+            }
+
+            Assert.Contains("pool 'a' already has its maximum of 2 workers", d.Log, StringComparison.Ordinal);
+        }
+        finally
+        {
+            foreach (var c in clients)
+                c.Dispose();
+        }
+    }
+
+    [SkippableFact]
+    public async Task Killing_a_worker_mid_request_resets_that_client_and_the_next_request_succeeds()
+    {
+        var d = Start("crash", _ => { });
+        using var client = new TcpClient();
+        client.ReceiveBufferSize = 4096;
+        await client.ConnectAsync(IPAddress.Loopback, d.HttpPort);
+        var stream = client.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes("GET /big.bin HTTP/1.1\r\nHost: a.localhost\r\n\r\n"));
+        var buffer = new byte[1024];
+        var first = await stream.ReadAsync(buffer);
+        Assert.StartsWith("HTTP/1.1 200", Encoding.ASCII.GetString(buffer, 0, first), StringComparison.Ordinal);
+        var worker = d.WorkerPid("a");
+
+        Assert.Equal(0, Tools.Run("kill", "-KILL", worker.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        var total = first;
+        var ended = false;
+        try
+        {
+            int n;
+            while ((n = await stream.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(30))) > 0)
+                total += n;
+            ended = true;
+        }
+        catch (IOException)
+        {
+            ended = true; // reset
+        }
+
+        Assert.True(ended);
+        Assert.True(total < 4 << 20, "the whole file arrived although its worker was killed");
+        d.WaitForLine(new Regex($@"Worker {worker} of pool a exited \(signal 9\)"));
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        Assert.NotEqual(worker, d.WorkerPid("a", skip: 1));
+    }
+
+    public void Dispose() => _dispatch?.Dispose();
+}
