@@ -33,7 +33,7 @@ internal static unsafe class CertificateLoader
         {
             leaf = X509Certificate2.CreateFromPem(chain, key);
         }
-        catch (CryptographicException e)
+        catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
             throw new CertificateException($"{dir}: privkey.pem does not match the certificate in fullchain.pem, or cannot be read: {e.Message}");
         }
