@@ -38,7 +38,8 @@ internal static class Program
 
             var vhosts = pool.Vhosts.Select(v => new VhostSettings(
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
-                v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)))).ToList();
+                v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
+                v.PassthroughCertDir)).ToList();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             await using var server = await WorkerHttpServer.StartAsync(vhosts, log, stopping.Token).ConfigureAwait(false);
             var started = clock.Elapsed.TotalMilliseconds;
@@ -143,7 +144,7 @@ internal static class Program
                     meta.Sni,
                     meta.TlsProtocol,
                     meta.TlsCipher,
-                    meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1);
+                    meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1);
                 if (!server.TryEnqueue(socket, meta.Initial, info))
                 {
                     log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);

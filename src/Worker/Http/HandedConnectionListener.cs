@@ -12,7 +12,12 @@ internal sealed class HandedEndPoint(HandedProtocol protocol) : EndPoint
 {
     public HandedProtocol Protocol { get; } = protocol;
 
-    public override string ToString() => Protocol == HandedProtocol.Http2 ? "handed:h2" : "handed:http1";
+    public override string ToString() => Protocol switch
+    {
+        HandedProtocol.Http2 => "handed:h2",
+        HandedProtocol.Tls => "handed:tls",
+        _ => "handed:http1",
+    };
 }
 
 /// <summary>A connection handed over by the dispatcher, waiting for Kestrel's accept loop.</summary>

@@ -8,4 +8,7 @@ public enum HandedProtocol
 
     /// <summary>HTTP/2 (prior knowledge when cleartext).</summary>
     Http2,
+
+    /// <summary>TLS still to be terminated here (a passthrough vhost): the tenant's own certificate, ALPN h2 or http/1.1.</summary>
+    Tls,
 }

@@ -1,3 +1,5 @@
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using System.Security.Authentication;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Threading.Channels;
@@ -29,6 +31,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 {
     private readonly Channel<PendingConnection> _http1 = Channel.CreateUnbounded<PendingConnection>();
     private readonly Channel<PendingConnection> _http2 = Channel.CreateUnbounded<PendingConnection>();
+    private readonly Channel<PendingConnection> _tls = Channel.CreateUnbounded<PendingConnection>();
+    private TenantCertificates? _certificates;
     private readonly CgiHandler _cgi;
     private IHost? _host;
     private int _openConnections;
@@ -83,7 +87,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }));
         var handler = new RequestHandler(table, defaultAccessLog);
         var cgi = new CgiHandler(log);
-        var server = new WorkerHttpServer(cgi);
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log) };
 
         var host = new HostBuilder()
             .UseContentRoot(AppContext.BaseDirectory)
@@ -128,6 +132,26 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                             listen.Protocols = HttpProtocols.Http2;
                             listen.Use(server.ConnectionMiddleware);
                         });
+                        if (server._certificates.Any)
+                        {
+                            // Passthrough: the ClientHello is among the replayed bytes, so the replay runs first.
+                            var certificates = server._certificates;
+                            kestrel.Listen(new HandedEndPoint(HandedProtocol.Tls), listen =>
+                            {
+                                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                                listen.Use(server.ConnectionMiddleware);
+                                listen.UseHttps(new TlsHandshakeCallbackOptions
+                                {
+                                    HandshakeTimeout = TimeSpan.FromSeconds(10),
+                                    OnConnection = context =>
+                                    {
+                                        var options = certificates.OptionsFor(context.ClientHelloInfo.ServerName)
+                                            ?? throw new AuthenticationException($"no certificate for '{context.ClientHelloInfo.ServerName}'");
+                                        return ValueTask.FromResult(options);
+                                    },
+                                });
+                            });
+                        }
                     });
                     web.Configure(app =>
                     {
@@ -168,7 +192,12 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }
 
         Interlocked.Increment(ref _openConnections);
-        var queue = info.Protocol == HandedProtocol.Http2 ? _http2 : _http1;
+        var queue = info.Protocol switch
+        {
+            HandedProtocol.Http2 => _http2,
+            HandedProtocol.Tls => _tls,
+            _ => _http1,
+        };
         if (!queue.Writer.TryWrite(new PendingConnection(socket, initialBytes, info)))
         {
             Interlocked.Decrement(ref _openConnections);
@@ -213,6 +242,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }
 
         DrainQueues();
+        _certificates?.Dispose();
     }
 
     private async Task StopCoreAsync(TimeSpan grace, TaskCompletionSource completion)
@@ -222,6 +252,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             _stopping = true;
             _http1.Writer.TryComplete();
             _http2.Writer.TryComplete();
+            _tls.Writer.TryComplete();
             if (_host is not null)
             {
                 using var timeout = new CancellationTokenSource(grace < TimeSpan.Zero ? TimeSpan.Zero : grace);
@@ -246,14 +277,18 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }
     }
 
-    private ChannelReader<PendingConnection> QueueFor(HandedProtocol protocol) =>
-        protocol == HandedProtocol.Http2 ? _http2.Reader : _http1.Reader;
+    private ChannelReader<PendingConnection> QueueFor(HandedProtocol protocol) => protocol switch
+    {
+        HandedProtocol.Http2 => _http2.Reader,
+        HandedProtocol.Tls => _tls.Reader,
+        _ => _http1.Reader,
+    };
 
     private void ConnectionFinished() => Interlocked.Decrement(ref _openConnections);
 
     private void DrainQueues()
     {
-        foreach (var queue in new[] { _http1, _http2 })
+        foreach (var queue in new[] { _http1, _http2, _tls })
         {
             while (queue.Reader.TryRead(out var pending))
             {

@@ -32,7 +32,10 @@ public sealed partial class DispatchInstance : IDisposable
 
     public int HttpPort { get; }
 
-    public int MasterPid => _process.Id;
+    /// <summary>The master's pid as it reports it (differs from the started process's when a wrapper such as strace runs it).</summary>
+    public int RealMasterPid { get; private set; }
+
+    public int MasterPid => RealMasterPid != 0 ? RealMasterPid : _process.Id;
 
     public int DispatcherPid { get; private set; }
 
@@ -54,17 +57,25 @@ public sealed partial class DispatchInstance : IDisposable
         ["jailProbe"] = new JsonObject { ["threads"] = 32 },
     };
 
-    public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null)
+    public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null)
     {
         var configPath = Path.Combine(directory, "dispatch.json");
         File.WriteAllText(configPath, config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
         var port = int.Parse(config["listen"]![0]!["endpoint"]!.GetValue<string>().Split(':')[^1], System.Globalization.CultureInfo.InvariantCulture);
-        var psi = new ProcessStartInfo(Path.Combine(TestWorld.AppDirectory, "Master"))
+        var master = Path.Combine(TestWorld.AppDirectory, "Master");
+        var psi = new ProcessStartInfo(wrapper is { Count: > 0 } ? wrapper[0] : master)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (wrapper is { Count: > 0 })
+        {
+            foreach (var arg in wrapper.Skip(1))
+                psi.ArgumentList.Add(arg);
+            psi.ArgumentList.Add(master);
+        }
+
         psi.ArgumentList.Add("--config");
         psi.ArgumentList.Add(configPath);
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start the master");
@@ -77,13 +88,14 @@ public sealed partial class DispatchInstance : IDisposable
     }
 
     /// <summary>Starts and waits for the readiness line; returns with <see cref="DispatcherPid"/> known.</summary>
-    public static DispatchInstance StartReady(string directory, JsonObject config, ITestOutputHelper? output = null)
+    public static DispatchInstance StartReady(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null)
     {
-        var instance = Start(directory, config, output);
+        var instance = Start(directory, config, output, wrapper);
         try
         {
             var m = instance.WaitForLine(ReadyLine());
             instance.DispatcherPid = int.Parse(m.Groups["dispatcher"].Value, System.Globalization.CultureInfo.InvariantCulture);
+            instance.RealMasterPid = int.Parse(m.Groups["master"].Value, System.Globalization.CultureInfo.InvariantCulture);
             instance._pids[instance.DispatcherPid] = 0;
             return instance;
         }
@@ -167,11 +179,16 @@ public sealed partial class DispatchInstance : IDisposable
         return _process.ExitCode;
     }
 
+    private bool _disposed;
+
     public void Dispose()
     {
+        if (_disposed)
+            return;
+        _disposed = true;
         if (!_process.HasExited)
         {
-            _ = kill(_process.Id, 15);
+            _ = kill(MasterPid, 15);
             if (!_process.WaitForExit(TimeSpan.FromSeconds(20)))
             {
                 _process.Kill(entireProcessTree: true);
