@@ -10,23 +10,13 @@ namespace Dispatch.TlsDispatcher.Tls;
 /// <summary>
 /// The second termination engine: .NET SslStream over OpenSSL (TLS 1.3 and 1.2, X25519, session
 /// tickets). Each vhost has its own certificate contexts, hence its own OpenSSL context and ticket
-/// keys: a ticket issued for one tenant never resumes at another.
+/// keys: a ticket issued for one tenant never resumes at another. No CipherSuitesPolicy is set on
+/// purpose: .NET caches (and so resumes with) an OpenSSL context only without one. .NET's own default
+/// list then applies: TLS 1.3 suites and ECDHE with AES-GCM, ChaCha20-Poly1305 or AES-CBC-SHA256/384;
+/// no RSA key transport, no SHA-1 suites (the interop tests check both).
 /// </summary>
 internal sealed class OpenSslCredentials : IDisposable
 {
-    private static readonly CipherSuitesPolicy Suites = new(
-    [
-        TlsCipherSuite.TLS_AES_128_GCM_SHA256,
-        TlsCipherSuite.TLS_AES_256_GCM_SHA384,
-        TlsCipherSuite.TLS_CHACHA20_POLY1305_SHA256,
-        TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        TlsCipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    ]);
-
     private readonly List<X509Certificate2> _owned = [];
     private readonly SslServerAuthenticationOptions? _ecdsa;
     private readonly SslServerAuthenticationOptions? _rsa;
@@ -52,7 +42,6 @@ internal sealed class OpenSslCredentials : IDisposable
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
                 AllowRenegotiation = false,
                 ApplicationProtocols = alpn,
-                CipherSuitesPolicy = Suites,
             };
             if (leaf.GetECDsaPublicKey() is not null)
                 _ecdsa ??= options;

@@ -28,9 +28,21 @@ public sealed class InteropMatrixTests : IDisposable
         var tlsPort = TestWorld.FreePort();
         var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
         config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["dispatcher"]!["engine"] = engine;
+        config["dispatcher"]!["engine"] = engine == "passthrough" ? "openssl" : engine;
         foreach (var v in new[] { "a", "b" })
             config["vhosts"]![$"{v}.localhost"]!["certDirs"] = new JsonArray(Path.Combine(live, $"{v}.localhost"), Path.Combine(live, $"{v}.localhost-rsa"));
+        if (engine == "passthrough")
+        {
+            // a's worker terminates with the tenant's own copy (ECDSA only).
+            var own = Path.Combine(dir, "a-certs");
+            Assert.Equal(0, Tools.Run("cp", "-a", Path.GetFullPath(Path.Combine(live, "..")), own).ExitCode);
+            TestWorld.Chown(own, TestWorld.TenantA, recursive: true);
+            var a = config["vhosts"]!["a.localhost"]!.AsObject();
+            a.Remove("certDirs");
+            a["tls"] = "passthrough";
+            a["certDir"] = Path.Combine(own, "live", "a.localhost");
+        }
+
         _dispatch = DispatchInstance.StartReady(dir, config, _output);
         return tlsPort;
     }
@@ -50,10 +62,11 @@ public sealed class InteropMatrixTests : IDisposable
     [SkippableTheory]
     [InlineData("bouncycastle")]
     [InlineData("openssl")]
+    [InlineData("passthrough")]
     public async Task Every_client_works_or_fails_as_configured(string engine)
     {
         var port = Start(engine);
-        var tls13 = engine == "openssl";
+        var tls13 = engine != "bouncycastle";
 
         Assert.Equal("1.1 200", CurlVersion(port, "--http1.1"));
         Assert.Equal("2 200", CurlVersion(port, "--http2"));
@@ -75,15 +88,44 @@ public sealed class InteropMatrixTests : IDisposable
         // Both offered: the best the engine has.
         Assert.Contains(tls13 ? "New, TLSv1.3" : "New, TLSv1.2", OpenSsl(port), StringComparison.Ordinal);
 
-        // A client that only verifies RSA signatures gets the RSA certificate.
+        // A client that only verifies RSA signatures gets the RSA certificate (the passthrough tenant has none: refused).
         var rsa = OpenSsl(port, "-tls1_2", "-sigalgs", "RSA+SHA256:RSA+SHA384");
-        Assert.Contains("Peer signature type: RSA", rsa, StringComparison.Ordinal);
-        Assert.Contains("Verify return code: 0 (ok)", rsa, StringComparison.Ordinal);
+        if (engine == "passthrough")
+        {
+            Assert.Contains("Cipher is (NONE)", rsa, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Contains("Peer signature type: RSA", rsa, StringComparison.Ordinal);
+            Assert.Contains("Verify return code: 0 (ok)", rsa, StringComparison.Ordinal);
+        }
 
         var gnutls = Tools.RunWithInput(string.Empty, "gnutls-cli", "--x509cafile", TestWorld.CaPath, "--sni-hostname", "a.localhost", "--verify-hostname", "a.localhost", "-p", $"{port}", "127.0.0.1");
         _output.WriteLine(gnutls.Stdout);
         Assert.Contains("Handshake was completed", gnutls.Stdout, StringComparison.Ordinal);
         Assert.Contains(tls13 ? "(TLS1.3" : "(TLS1.2", gnutls.Stdout, StringComparison.Ordinal);
+
+        // Neither engine accepts RSA key transport or SHA-1 suites.
+        Assert.Contains("Cipher is (NONE)", OpenSsl(port, "-tls1_2", "-cipher", "AES256-GCM-SHA384"), StringComparison.Ordinal);
+        Assert.Contains("Cipher is (NONE)", OpenSsl(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"), StringComparison.Ordinal);
+
+        if (tls13)
+        {
+            // Session tickets resume at the same vhost, never at another tenant's.
+            var session = Path.Combine(Path.GetTempPath(), $"dispatch-sess-{Guid.NewGuid():N}");
+            try
+            {
+                var first = Tools.RunWithInput("GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n", "openssl", "s_client", "-connect", $"127.0.0.1:{port}", "-servername", "a.localhost", "-ign_eof", "-sess_out", session);
+                Assert.Contains("New, TLSv1.3", first.Stdout, StringComparison.Ordinal);
+                Assert.Contains("Reused, TLSv1.3", OpenSsl(port, "-sess_in", session), StringComparison.Ordinal);
+                var elsewhere = Tools.RunWithInput(string.Empty, "openssl", "s_client", "-connect", $"127.0.0.1:{port}", "-servername", "b.localhost", "-sess_in", session, "-CAfile", TestWorld.CaPath);
+                Assert.Contains("New, TLSv1.3", elsewhere.Stdout, StringComparison.Ordinal);
+            }
+            finally
+            {
+                File.Delete(session);
+            }
+        }
 
         using var ca = X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath));
         using var handler = new SocketsHttpHandler

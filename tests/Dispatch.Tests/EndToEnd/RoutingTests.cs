@@ -129,6 +129,18 @@ public sealed class RoutingTests : IDisposable
     }
 
     [SkippableFact]
+    public void Curl_reusing_one_connection_for_another_pools_name_gets_421_and_reconnects_for_the_next()
+    {
+        var s = Start("curl-421");
+        string[] Leg(string host) =>
+            ["-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n", "--cacert", TestWorld.CaPath, "--resolve", $"a.localhost:{s.TlsPort}:127.0.0.1", "-H", $"Host: {host}", $"https://a.localhost:{s.TlsPort}/"];
+        var r = Tools.Run("curl", ["-sS", "--http1.1", .. Leg("a.localhost"), "--next", .. Leg("b.localhost"), "--next", .. Leg("a.localhost")]);
+        _output.WriteLine(r.Stdout + r.Stderr);
+        // Second request on the same connection (no new connect) is misdirected; the server closed it, so the third reconnects.
+        Assert.Equal(["200 1", "421 0", "200 1"], r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [SkippableFact]
     public async Task PROXY_headers_are_honoured_from_trusted_sources_only()
     {
         var untrustedPort = TestWorld.FreePort();
