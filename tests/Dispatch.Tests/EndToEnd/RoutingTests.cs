@@ -129,6 +129,25 @@ public sealed class RoutingTests : IDisposable
     }
 
     [SkippableFact]
+    public void Wildcards_cover_one_label_exact_names_win_and_case_and_trailing_dots_do_not_matter()
+    {
+        var s = Start("wildcards", (c, _, _) =>
+        {
+            c["vhosts"]!["a.localhost"]!["aliases"] = new JsonArray("*.a.localhost");
+            c["vhosts"]!["b.localhost"]!["aliases"] = new JsonArray("exact.a.localhost");
+        });
+        string Body(string host) => Tools.Curl("-H", $"Host: {host}", $"http://127.0.0.1:{s.HttpPort}/").Body;
+        Assert.Equal("tenant A", Body("x.a.localhost"));
+        Assert.Equal("tenant A", Body("X.A.LOCALHOST."));
+        Assert.Equal("tenant B", Body("exact.a.localhost")); // exact beats the wildcard
+        Assert.Equal(404, Tools.Curl("-H", "Host: y.x.a.localhost", $"http://127.0.0.1:{s.HttpPort}/").Status);
+
+        // Over TLS the SNI follows the same rules (a's certificate covers a.localhost and www.a.localhost only).
+        var tls = Tools.Run("curl", "-sS", "--cacert", TestWorld.CaPath, "--resolve", $"www.a.localhost:{s.TlsPort}:127.0.0.1", $"https://www.a.localhost:{s.TlsPort}/");
+        Assert.Equal("tenant A", tls.Stdout);
+    }
+
+    [SkippableFact]
     public void Curl_reusing_one_connection_for_another_pools_name_gets_421_and_reconnects_for_the_next()
     {
         var s = Start("curl-421");
