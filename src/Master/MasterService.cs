@@ -96,7 +96,9 @@ internal sealed class MasterService : IDisposable
         }
     }
 
-    private static JailSpec SpecFor(ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, ulong nofile, IEnumerable<string>? extraExec = null) =>
+    private static JailSpec SpecFor(
+        ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, IEnumerable<ResourceLimit> limits,
+        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null) =>
         new(
             role,
             uid,
@@ -105,8 +107,10 @@ internal sealed class MasterService : IDisposable
             [.. ChildLauncher.RuntimeReadPaths(), .. extraRead],
             [ChildLauncher.ExecutablePath(role), RuntimePaths.ElfInterpreter, .. extraExec ?? []],
             ["/dev/null"],
-            [new ResourceLimit(Libc.RLIMIT_NOFILE, nofile, nofile)],
-            name);
+            [.. limits],
+            name,
+            [.. modules ?? []],
+            [.. connectPorts ?? []]);
 
     /// <summary>
     /// The tenant's certificate directory and, for the certbot layout, its archive. Only paths: the
@@ -133,7 +137,7 @@ internal sealed class MasterService : IDisposable
     private async Task<ChildProcess> StartDispatcherAsync(CancellationToken cancellationToken)
     {
         var d = _config.Dispatcher;
-        var spec = SpecFor(ProcessRole.Dispatcher, "dispatcher", d.Uid, d.Gid, [], [], d.NoFile);
+        var spec = SpecFor(ProcessRole.Dispatcher, "dispatcher", d.Uid, d.Gid, [], [], [new ResourceLimit(Libc.RLIMIT_NOFILE, d.NoFile, d.NoFile)]);
         var child = await _launcher.StartAsync(spec, "dispatcher", cancellationToken).ConfigureAwait(false);
         try
         {
@@ -269,7 +273,7 @@ internal sealed class MasterService : IDisposable
             var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
             // CGI scripts need their interpreters: /usr/bin and /bin by default, or what the pool lists.
             var exec = cgiDirs.Count == 0 ? [] : pool.LandlockExec ?? ["/usr/bin", "/bin"];
-            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.NoFile, [.. cgiDirs, .. exec]);
+            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec], pool.Modules);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(

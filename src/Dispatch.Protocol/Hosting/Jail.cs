@@ -8,6 +8,7 @@ namespace Dispatch.Protocol.Hosting;
 /// <see cref="JailSpec"/> on fd 3 and, on the main thread, in this fixed order:
 /// <list type="number">
 /// <item>resource limits (while still allowed to raise hard limits), core dumps off;</item>
+/// <item>third-party privilege modules, in the order the pool lists them (still root);</item>
 /// <item>capability bounding set and ambient set cleared;</item>
 /// <item>supplementary groups, then gid, then uid (setgroups/setresgid/setresuid: glibc applies them to every thread);</item>
 /// <item>proof of the drop: real/effective/saved ids all equal the target, and regaining uid 0 or gid 0 fails with EPERM;</item>
@@ -74,6 +75,13 @@ public static unsafe class Jail
             Console.Error.WriteLine($"WRN resource limit {limit.Resource} capped at the hard limit {current.Max} (asked {limit.Hard}; raising it needs CAP_SYS_RESOURCE)");
         }
 
+        // Third-party privilege modules: still root, before capabilities and ids are dropped.
+        foreach (var module in spec.Modules)
+        {
+            using var settings = System.Text.Json.JsonDocument.Parse(module.SettingsJson);
+            Modules.ModuleLoader.Load(module.AssemblyPath, module.TypeName).Apply(spec.Name, settings.RootElement);
+        }
+
         var lastCap = int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim(), System.Globalization.CultureInfo.InvariantCulture);
         for (var cap = 0; cap <= lastCap; cap++)
         {
@@ -100,7 +108,7 @@ public static unsafe class Jail
             SysCallException.ThrowLast("prctl(PR_SET_NO_NEW_PRIVS)");
         if (Libc.Prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
             SysCallException.ThrowLast("prctl(PR_SET_DUMPABLE)");
-        Landlock.RestrictSelf(spec.ReadPaths, spec.ExecPaths, spec.WritePaths);
+        Landlock.RestrictSelf(spec.ReadPaths, spec.ExecPaths, spec.WritePaths, spec.ConnectPorts);
     }
 
     /// <summary>Ids are what was asked, and root cannot be regained (as OpenSSH's permanently_set_uid checks).</summary>

@@ -32,6 +32,13 @@ public static unsafe class Landlock
     }
 
     [StructLayout(LayoutKind.Sequential, Pack = 1)]
+    private struct NetPortAttr
+    {
+        public ulong AllowedAccess;
+        public ulong Port;
+    }
+
+    [StructLayout(LayoutKind.Sequential, Pack = 1)]
     private struct PathBeneathAttr
     {
         public ulong AllowedAccess;
@@ -50,7 +57,7 @@ public static unsafe class Landlock
     /// files in <paramref name="execPaths"/>, write beneath <paramref name="writePaths"/>; no TCP bind or
     /// connect; no abstract Unix sockets or signals outside the domain. no_new_privs must be set.
     /// </summary>
-    public static void RestrictSelf(IReadOnlyList<string> readPaths, IReadOnlyList<string> execPaths, IReadOnlyList<string> writePaths)
+    public static void RestrictSelf(IReadOnlyList<string> readPaths, IReadOnlyList<string> execPaths, IReadOnlyList<string> writePaths, IReadOnlyList<ushort>? connectPorts = null)
     {
         var abi = AbiVersion();
         if (abi < 1)
@@ -81,6 +88,15 @@ public static unsafe class Landlock
                 AddRule(ruleset, p, ReadFile | Execute, handledFs);
             foreach (var p in writePaths)
                 AddRule(ruleset, p, ReadFile | ReadDir | WriteFile | Truncate | ((1UL << 13) - 1 & ~Execute), handledFs);
+            if (abi >= 4)
+            {
+                foreach (var port in connectPorts ?? [])
+                {
+                    var rule = new NetPortAttr { AllowedAccess = 2 /* CONNECT_TCP */, Port = port };
+                    if (Libc.Syscall4(SysAddRule, ruleset, 2 /* LANDLOCK_RULE_NET_PORT */, (nint)(&rule), 0) != 0)
+                        throw new SysCallException($"landlock_add_rule(tcp connect {port})", Libc.LastError);
+                }
+            }
             if (Libc.Syscall4(SysRestrictSelf, ruleset, 0, 0, 0) != 0)
                 SysCallException.ThrowLast("landlock_restrict_self");
         }

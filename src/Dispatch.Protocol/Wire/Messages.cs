@@ -37,9 +37,13 @@ public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : 
 /// <summary>One resource limit: u8 resource | u64 soft | u64 hard.</summary>
 public readonly record struct ResourceLimit(byte Resource, ulong Soft, ulong Hard);
 
+/// <summary>A third-party privilege module to apply in stage 1: its assembly, type and the pool's settings (JSON).</summary>
+public readonly record struct ModuleSpec(string AssemblyPath, string TypeName, string SettingsJson);
+
 /// <summary>
 /// u8 role | u32 uid | u32 gid | u32-list groups | string-list readPaths | string-list execPaths |
-/// string-list writePaths | u16 n, n × ResourceLimit | string name (for logs)
+/// string-list writePaths | u16 n, n × ResourceLimit | string name (for logs) |
+/// u16 m, m × (string assembly | string type | string settings) | u16 k, k × u16 TCP ports the process may connect to
 /// </summary>
 public sealed record JailSpec(
     ProcessRole Role,
@@ -50,7 +54,9 @@ public sealed record JailSpec(
     string[] ExecPaths,
     string[] WritePaths,
     ResourceLimit[] Limits,
-    string Name) : IWireMessage<JailSpec>
+    string Name,
+    ModuleSpec[] Modules,
+    ushort[] ConnectPorts) : IWireMessage<JailSpec>
 {
     public static MessageType Type => MessageType.JailSpec;
 
@@ -76,6 +82,17 @@ public sealed record JailSpec(
         }
 
         writer.String(Name);
+        writer.U16((ushort)Modules.Length);
+        foreach (var m in Modules)
+        {
+            writer.String(m.AssemblyPath);
+            writer.String(m.TypeName);
+            writer.String(m.SettingsJson);
+        }
+
+        writer.U16((ushort)ConnectPorts.Length);
+        foreach (var p in ConnectPorts)
+            writer.U16(p);
     }
 
     public static JailSpec Decode(ref WireReader reader)
@@ -98,7 +115,20 @@ public sealed record JailSpec(
         var limits = new ResourceLimit[limitCount];
         for (var i = 0; i < limitCount; i++)
             limits[i] = new ResourceLimit(reader.U8(), (ulong)reader.I64(), (ulong)reader.I64());
-        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, reader.String(Wire.Limits.Name));
+        var name = reader.String(Wire.Limits.Name);
+        int moduleCount = reader.U16();
+        if (moduleCount > 32)
+            throw new WireException($"{moduleCount} modules exceed the limit of 32");
+        var modules = new ModuleSpec[moduleCount];
+        for (var i = 0; i < moduleCount; i++)
+            modules[i] = new ModuleSpec(reader.String(Wire.Limits.Path), reader.String(Wire.Limits.Name), reader.String(Wire.Limits.Text));
+        int portCount = reader.U16();
+        if (portCount > 64)
+            throw new WireException($"{portCount} ports exceed the limit of 64");
+        var ports = new ushort[portCount];
+        for (var i = 0; i < portCount; i++)
+            ports[i] = reader.U16();
+        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports);
     }
 }
 

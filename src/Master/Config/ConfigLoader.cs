@@ -19,10 +19,10 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// </summary>
 internal static class ConfigLoader
 {
-    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits"];
+    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -109,6 +109,29 @@ internal static class ConfigLoader
         if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
             ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
 
+        // Third-party privilege modules: loaded (checked) once here, validated per pool below.
+        var modules = new Dictionary<string, (string Assembly, string Type, Dispatch.Protocol.Modules.IPrivilegeModule Module)>(StringComparer.Ordinal);
+        foreach (var m in root.GetSection("modules").GetChildren())
+        {
+            ctx.Unknown(m, m.Path, ["assembly", "type"]);
+            var assembly = m["assembly"];
+            var type = m["type"];
+            if (assembly is null || type is null)
+            {
+                ctx.Error(m.Path, "a module needs \"assembly\" (an absolute path) and \"type\"");
+                continue;
+            }
+
+            try
+            {
+                modules[m.Key] = (assembly, type, Dispatch.Protocol.Modules.ModuleLoader.Load(assembly, type));
+            }
+            catch (Exception e) when (e is Dispatch.Protocol.Modules.ModuleException or IOException or BadImageFormatException or FileLoadException or TypeLoadException or MissingMethodException or System.Reflection.TargetInvocationException)
+            {
+                ctx.Error($"{m.Path}:assembly", $"refused: {e.Message}");
+            }
+        }
+
         var pools = new Dictionary<string, PoolConfig>(StringComparer.Ordinal);
         var poolSection = root.GetSection("pools");
         if (!poolSection.GetChildren().Any())
@@ -173,7 +196,9 @@ internal static class ConfigLoader
                 ctx.Int(p.GetSection("minSpare"), 0, 0, 1024),
                 ctx.Duration(p.GetSection("idleTimeout"), TimeSpan.FromSeconds(60)),
                 ctx.Bool(p.GetSection("oneShot"), false),
-                ctx.Int(p.GetSection("maxConnectionsPerWorker"), 0, 0, 1_000_000));
+                ctx.Int(p.GetSection("maxConnectionsPerWorker"), 0, 0, 1_000_000),
+                ReadLimits(ctx, p),
+                ReadModules(ctx, p, modules));
             if (pools[p.Key].MinSpare > pools[p.Key].MaxWorkers)
                 ctx.Error($"{p.Path}:minSpare", $"{pools[p.Key].MinSpare} spares exceed maxWorkers {pools[p.Key].MaxWorkers}");
         }
@@ -325,6 +350,73 @@ internal static class ConfigLoader
         if (errors.Count > 0)
             return (null, errors);
         return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe), errors);
+    }
+
+    private static readonly (string Key, byte Resource)[] LimitNames =
+    [
+        ("nofile", Libc.RLIMIT_NOFILE), ("nproc", Libc.RLIMIT_NPROC), ("as", Libc.RLIMIT_AS), ("cpu", Libc.RLIMIT_CPU), ("fsize", Libc.RLIMIT_FSIZE),
+    ];
+
+    /// <summary>The "limits" module: rlimits set in stage 1 (soft = hard), nofile also accepted at the pool's top level.</summary>
+    private static List<Dispatch.Protocol.Wire.ResourceLimit> ReadLimits(Context ctx, IConfigurationSection pool)
+    {
+        var section = pool.GetSection("limits");
+        ctx.Unknown(section, section.Path, [.. LimitNames.Select(l => l.Key)]);
+        var limits = new List<Dispatch.Protocol.Wire.ResourceLimit>();
+        foreach (var (key, resource) in LimitNames)
+        {
+            var value = section.GetSection(key);
+            if (!value.Exists() && key == "nofile")
+                value = pool.GetSection("nofile");
+            var v = ctx.ULong(value, key == "nofile" ? 65536UL : 0UL);
+            if (v > 0)
+                limits.Add(new Dispatch.Protocol.Wire.ResourceLimit(resource, v, v));
+        }
+
+        return limits;
+    }
+
+    private static List<Dispatch.Protocol.Wire.ModuleSpec> ReadModules(Context ctx, IConfigurationSection pool, Dictionary<string, (string Assembly, string Type, Dispatch.Protocol.Modules.IPrivilegeModule Module)> modules)
+    {
+        var list = new List<Dispatch.Protocol.Wire.ModuleSpec>();
+        foreach (var m in pool.GetSection("modules").GetChildren())
+        {
+            if (!modules.TryGetValue(m.Key, out var module))
+            {
+                ctx.Error(m.Path, $"no module named '{m.Key}' in the top-level \"modules\" section (or it was refused)");
+                continue;
+            }
+
+            var json = ToJson(m).ToJsonString();
+            using var doc = System.Text.Json.JsonDocument.Parse(json);
+            IReadOnlyList<string> problems;
+            try
+            {
+                problems = module.Module.Validate(pool.Key, doc.RootElement);
+            }
+            catch (Exception e)
+            {
+                problems = [$"the module failed to validate: {e.Message}"];
+            }
+
+            foreach (var problem in problems)
+                ctx.Error(m.Path, problem);
+            list.Add(new Dispatch.Protocol.Wire.ModuleSpec(module.Assembly, module.Type, json));
+        }
+
+        return list;
+    }
+
+    /// <summary>A configuration section as JSON (objects and string values, as IConfiguration holds them).</summary>
+    private static System.Text.Json.Nodes.JsonNode ToJson(IConfigurationSection section)
+    {
+        var children = section.GetChildren().ToList();
+        if (children.Count == 0)
+            return System.Text.Json.Nodes.JsonValue.Create(section.Value ?? string.Empty)!;
+        var o = new System.Text.Json.Nodes.JsonObject();
+        foreach (var c in children)
+            o[c.Key] = ToJson(c);
+        return o;
     }
 
     private static bool IsPoolName(string name) =>

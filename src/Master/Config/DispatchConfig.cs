@@ -36,7 +36,9 @@ internal sealed record PoolConfig(
     int MinSpare,
     TimeSpan IdleTimeout,
     bool OneShot,
-    int MaxConnectionsPerWorker);
+    int MaxConnectionsPerWorker,
+    IReadOnlyList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
+    IReadOnlyList<Dispatch.Protocol.Wire.ModuleSpec> Modules);
 
 internal sealed record VhostConfig(
     string Name,
