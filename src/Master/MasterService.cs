@@ -131,7 +131,9 @@ internal sealed class MasterService : IDisposable
         var roots = _config.Vhosts.Values.Select(v => v.Root).Distinct().Where(Foreign).Take(MaxProbeRoots);
         // Every certificate directory too: only the master reads keys (it sends terminated vhosts' keys to the dispatcher).
         var certs = _config.Vhosts.Values.SelectMany(v => v.Certificates).Select(c => Path.Combine(c.Directory, "privkey.pem")).Take(MaxProbeRoots);
-        return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. _config.JailProbe.Paths.Where(Foreign)];
+        // Access logs: a worker writes only to the descriptors it was given and can open none.
+        var logs = _config.Vhosts.Values.Where(v => v.AccessLog is not null).Select(v => v.AccessLog!).Take(MaxProbeRoots);
+        return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. logs, .. _config.JailProbe.Paths.Where(Foreign)];
     }
 
     private async Task<ChildProcess> StartDispatcherAsync(CancellationToken cancellationToken)
@@ -279,11 +281,14 @@ internal sealed class MasterService : IDisposable
             var settings = new PoolSettings(
                 pool.Name,
                 [.. vhosts.Select(v => new WorkerVhost(
-                    v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir))],
+                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir))],
                 pool.OneShot);
-            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), ProbePaths(roots), _config.JailProbe.Threads), [pair.B]);
+            var logged = vhosts.Where(v => v.AccessLog is not null).ToList();
+            var logBatches = logged.Chunk(IpcChannel.MaxDescriptors).ToList();
+            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), ProbePaths(roots), _config.JailProbe.Threads, logBatches.Count), [pair.B]);
             Libc.Close(pair.B);
             pair.B = -1;
+            SendLogFiles(worker, pool, logBatches);
             _launcher.CheckProof(worker, await ChildLauncher.ExpectAsync<JailProof>(worker, _stop.Token).ConfigureAwait(false));
             var ready = await ChildLauncher.ExpectAsync<Ready>(worker, _stop.Token).ConfigureAwait(false);
             lock (_gate)
@@ -298,7 +303,7 @@ internal sealed class MasterService : IDisposable
                 worker.Pid, pool.Name, pool.Uid, pool.Gid, clock.Elapsed.TotalMilliseconds, request is null ? " as a spare" : string.Empty, ready.Detail);
             _ = WatchWorkerAsync(worker);
         }
-        catch (Exception e) when (e is ChildStartException or WireException or SysCallException or OperationCanceledException)
+        catch (Exception e) when (e is ChildStartException or WireException or SysCallException or OperationCanceledException or IOException)
         {
             lock (_gate)
                 _starting[pool.Name]--;
@@ -314,6 +319,50 @@ internal sealed class MasterService : IDisposable
             if (pair.B >= 0)
                 Libc.Close(pair.B);
         }
+    }
+
+    /// <summary>Opens the vhosts' access logs (root, safe walk) and hands the descriptors to the worker.</summary>
+    private static void SendLogFiles(ChildProcess worker, PoolConfig pool, IEnumerable<VhostConfig[]> batches)
+    {
+        foreach (var batch in batches)
+        {
+            var fds = new List<int>();
+            try
+            {
+                foreach (var v in batch)
+                    fds.Add(TenantLogs.Open(v.AccessLog!, pool.Gid));
+                worker.Channel.Send(new LogFiles([.. batch.Select(v => v.Name)]), [.. fds]);
+            }
+            finally
+            {
+                foreach (var fd in fds)
+                    Libc.Close(fd);
+            }
+        }
+    }
+
+    /// <summary>SIGUSR1 (logrotate): reopen every access log and hand the new descriptors to the running workers.</summary>
+    public void ReopenLogs()
+    {
+        List<ChildProcess> workers;
+        lock (_gate)
+            workers = [.. _workers.Values];
+        foreach (var w in workers)
+        {
+            if (!_config.Pools.TryGetValue(w.Name, out var pool))
+                continue;
+            var logged = _config.Vhosts.Values.Where(v => v.Pool == pool.Name && v.AccessLog is not null).ToList();
+            try
+            {
+                SendLogFiles(w, pool, logged.Chunk(IpcChannel.MaxDescriptors));
+            }
+            catch (Exception e) when (e is IOException or SysCallException)
+            {
+                _log.Error("Could not reopen the access logs of worker {Pid} (pool {Pool}): {Reason}", w.Pid, w.Name, e.Message);
+            }
+        }
+
+        _log.Information("Access logs reopened for {Workers} workers", workers.Count);
     }
 
     /// <summary>Keeps every pool at its <c>minSpare</c> workers (at start, and after each exit).</summary>

@@ -73,6 +73,7 @@ internal static class Program
             using var master = new MasterService(config, log);
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; master.RequestStop(); });
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; master.RequestStop(); });
+            using var usr1 = PosixSignalRegistration.Create((PosixSignal)10 /* SIGUSR1 */, c => { c.Cancel = true; master.ReopenLogs(); });
             log.Information("Master {Pid} starting with {Config}: {Vhosts} vhosts in {Pools} pools", Environment.ProcessId, config.SourcePath, config.Vhosts.Count, config.Pools.Count);
             return await master.RunAsync().ConfigureAwait(false);
         }

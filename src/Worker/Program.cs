@@ -34,6 +34,12 @@ internal static class Program
             }
 
             var pool = SnapshotJson.ParsePool(setup.PoolJson);
+            var accessLogs = new Dictionary<string, AccessLogFile>(StringComparer.Ordinal);
+            for (var i = 0; i < setup.LogFileMessages; i++)
+            {
+                using var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup");
+                ApplyLogFiles(message, accessLogs);
+            }
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
             var vhosts = pool.Vhosts.Select(v => new VhostSettings(
@@ -41,7 +47,11 @@ internal static class Program
                 v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir)).ToList();
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            await using var server = await WorkerHttpServer.StartAsync(vhosts, log, stopping.Token).ConfigureAwait(false);
+            await using var server = await WorkerHttpServer.StartAsync(
+                vhosts,
+                log,
+                v => accessLogs.TryGetValue(v.Name, out var file) ? new Serilog.LoggerConfiguration().MinimumLevel.Information().WriteTo.Sink(file).CreateLogger() : log,
+                stopping.Token).ConfigureAwait(false);
             var started = clock.Elapsed.TotalMilliseconds;
             var warm = await WarmUpAsync(server, vhosts[0].Name).ConfigureAwait(false);
             master.Send(new Ready($"server started in {started:F0} ms, warmed by a self-request in {clock.Elapsed.TotalMilliseconds - started:F0} ms ({warm})"));
@@ -50,12 +60,21 @@ internal static class Program
             using var load = new Timer(_ => ReportLoad(dispatcher, server), null, 100, 100);
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();
-            var first = await Task.WhenAny(fromDispatcher, fromMaster).ConfigureAwait(false);
-            if (first == fromMaster)
+            while (true)
             {
+                var first = await Task.WhenAny(fromDispatcher, fromMaster).ConfigureAwait(false);
+                if (first != fromMaster)
+                    break;
                 using var message = await fromMaster.ConfigureAwait(false);
                 if (message is null)
                     return 0; // The master is gone: so are we.
+                if (message.Type == MessageType.LogFiles)
+                {
+                    ApplyLogFiles(message, accessLogs); // logrotate: the master reopened our logs
+                    fromMaster = master.ReceiveAsync().AsTask();
+                    continue;
+                }
+
                 var stop = message.Decode<Stop>();
                 await server.StopAsync(TimeSpan.FromMilliseconds(stop.GraceMs)).ConfigureAwait(false);
                 return 0;
@@ -77,6 +96,22 @@ internal static class Program
         {
             dispatcher?.Dispose();
             log.Dispose();
+        }
+    }
+
+    /// <summary>Takes the access-log descriptors of a LogFiles message (new files, or reopened ones).</summary>
+    private static void ApplyLogFiles(IpcMessage message, Dictionary<string, AccessLogFile> files)
+    {
+        var logs = message.Decode<LogFiles>();
+        if (message.Descriptors.Count != logs.Vhosts.Length)
+            throw new WireException($"LogFiles names {logs.Vhosts.Length} vhosts but carries {message.Descriptors.Count} descriptors");
+        for (var i = 0; i < logs.Vhosts.Length; i++)
+        {
+            var fd = message.Descriptors.Take(i);
+            if (files.TryGetValue(logs.Vhosts[i], out var existing))
+                existing.Reopen(fd);
+            else
+                files[logs.Vhosts[i]] = new AccessLogFile(fd);
         }
     }
 

@@ -344,6 +344,15 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "shutdown", SetLastError = true)]
     public static partial int Shutdown(int fd, int how);
 
+    public const int O_APPEND = 0x400;
+    public const int O_CREAT = 0x40;
+
+    [LibraryImport(Lib, EntryPoint = "fchown", SetLastError = true)]
+    public static partial int FChown(int fd, uint owner, uint group);
+
+    [LibraryImport(Lib, EntryPoint = "fchmod", SetLastError = true)]
+    public static partial int FChmod(int fd, uint mode);
+
     [LibraryImport(Lib, EntryPoint = "strerror")]
     private static partial byte* StrError(int errnum);
 

@@ -318,9 +318,9 @@ public sealed record WorkerGone(int WorkerId, string Pool, string Reason) : IWir
 
 /// <summary>
 /// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes) | string-list probe paths |
-/// i32 probe threads. Descriptor: the channel to the dispatcher.
+/// i32 probe threads | i32 number of <see cref="LogFiles"/> messages that follow. Descriptor: the channel to the dispatcher.
 /// </summary>
-public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads) : IWireMessage<WorkerSetup>
+public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads, int LogFileMessages) : IWireMessage<WorkerSetup>
 {
     public static MessageType Type => MessageType.WorkerSetup;
 
@@ -333,6 +333,7 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
         writer.Blob(PoolJson);
         writer.StringList(ProbePaths);
         writer.I32(ProbeThreads);
+        writer.I32(LogFileMessages);
     }
 
     public static WorkerSetup Decode(ref WireReader reader)
@@ -344,8 +345,23 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
         var threads = reader.I32();
         if (threads is < 1 or > 256)
             throw new WireException($"probe thread count {threads} outside 1..256");
-        return new WorkerSetup(pool, id, json, probes, threads);
+        var logMessages = reader.I32();
+        if (logMessages is < 0 or > 64)
+            throw new WireException($"{logMessages} log file messages outside 0..64");
+        return new WorkerSetup(pool, id, json, probes, threads, logMessages);
     }
+}
+
+/// <summary>string-list vhost names, one per descriptor, in order. Descriptors: the vhosts' access logs (append-only).</summary>
+public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
+{
+    public static MessageType Type => MessageType.LogFiles;
+
+    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+
+    public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
+
+    public static LogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
 }
 
 /// <summary>How the dispatcher hands a connection over.</summary>

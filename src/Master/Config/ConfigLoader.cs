@@ -23,7 +23,7 @@ internal static class ConfigLoader
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -321,7 +321,10 @@ internal static class ConfigLoader
                 name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates, http, engine,
                 tls == TlsModes.Passthrough && certDirs.Count == 1 ? certDirs[0].Value.TrimEnd('/') : null,
                 cgi,
-                ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)));
+                ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
+                v["accessLog"]);
+            if (v["accessLog"] is { } accessLog && TenantLogs.Check(accessLog) is { } logProblem)
+                ctx.Error($"{v.Path}:accessLog", logProblem);
         }
 
         // HTTP/2 coalescing: a browser reuses a connection for any name the certificate covers. If that

@@ -53,7 +53,8 @@ internal sealed record VhostConfig(
     string Engine,
     string? PassthroughCertDir,
     IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
-    TimeSpan CgiTimeout)
+    TimeSpan CgiTimeout,
+    string? AccessLog)
 {
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;

@@ -77,8 +77,9 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         }
     }
 
-    /// <summary>Builds one branch pipeline per vhost (at start, not per request): CGI prefixes first, then static files.</summary>
-    public static void BuildPipelines(IApplicationBuilder app, VhostTable vhosts, CgiHandler cgi)
+    /// <summary>Builds one branch pipeline per vhost (at start, not per request): CGI prefixes first, then proxied
+    /// prefixes, then static files.</summary>
+    public static void BuildPipelines(IApplicationBuilder app, VhostTable vhosts, CgiHandler cgi, ProxyHandler? proxy = null)
     {
         ArgumentNullException.ThrowIfNull(cgi);
         foreach (var vhost in vhosts.All)
@@ -87,6 +88,11 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
             if (vhost.Settings.Cgi is { Mappings.Count: > 0 } cgiSettings)
             {
                 branch.Use(cgi.Middleware(vhost, cgiSettings));
+            }
+
+            if (proxy is not null && vhost.Settings.Proxy is { Mappings.Count: > 0 } proxySettings)
+            {
+                branch.Use(proxy.Middleware(vhost, proxySettings));
             }
 
             var files = vhost.Files;
@@ -160,6 +166,13 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         // Bytes: the declared body length (Content-Length), 0 where no body is sent; null when unknown (chunked).
         // Cheap, and exact for everything StaticFiles sends; an aborted transfer is logged with its declared length.
         long? bytes = HttpMethods.IsHead(method) || status is < 200 or 204 or 304 ? 0 : response.ContentLength;
+
+        // Extra fields for per-tenant log files (combined log format): not in the message template.
+        var request = context.Request;
+        log = log.ForContext("Referer", request.Headers.Referer.ToString() is { Length: > 0 } r ? r : null)
+            .ForContext("UserAgent", request.Headers.UserAgent.ToString() is { Length: > 0 } ua ? ua : null)
+            .ForContext("Query", request.QueryString.HasValue ? request.QueryString.Value : null)
+            .ForContext("TlsProtocol", info?.TlsProtocol ?? context.Features.Get<Microsoft.AspNetCore.Connections.Features.ITlsHandshakeFeature>()?.Protocol.ToString());
         log.Information(
             AccessLogTemplate,
             vhost?.Name,

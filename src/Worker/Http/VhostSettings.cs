@@ -7,6 +7,7 @@ namespace Dispatch.Worker.Http;
 /// <param name="DirectoryListing">Whether a directory without an index file is listed (otherwise 404).</param>
 /// <param name="IndexFiles">Index file names tried in order for a directory request; empty means <c>index.html</c>.</param>
 /// <param name="Cgi">CGI script mappings and limits; <see langword="null"/>: no CGI.</param>
+/// <param name="Proxy">Reverse-proxy mappings to the tenant's own application; <see langword="null"/>: none.</param>
 public sealed record VhostSettings(
     string Name,
     IReadOnlyList<string> Aliases,
@@ -14,4 +15,5 @@ public sealed record VhostSettings(
     bool DirectoryListing,
     IReadOnlyList<string> IndexFiles,
     CgiSettings? Cgi = null,
-    string? TlsCertDir = null);
+    string? TlsCertDir = null,
+    ProxySettings? Proxy = null);

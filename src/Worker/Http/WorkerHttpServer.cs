@@ -34,6 +34,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private readonly Channel<PendingConnection> _tls = Channel.CreateUnbounded<PendingConnection>();
     private TenantCertificates? _certificates;
     private readonly CgiHandler _cgi;
+    private ProxyHandler? _proxy;
     private IHost? _host;
     private int _openConnections;
     private volatile bool _stopping;
@@ -53,7 +54,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
     /// <summary>Starts Kestrel for <paramref name="vhosts"/>; errors are logged to <paramref name="log"/> (Warning and above).</summary>
     /// <exception cref="ArgumentException">A vhost has an invalid name, a duplicate name or alias, a relative root, or
-    /// an invalid CGI mapping (prefix not an absolute URL path, relative directory, prefix mapped twice).</exception>
+    /// an invalid CGI mapping (prefix not an absolute URL path, relative directory, prefix mapped twice), or an invalid
+    /// proxy mapping (prefix not an absolute URL path or mapped twice, upstream not a Unix socket path or a loopback TCP
+    /// port, prefix overlapping a CGI prefix).</exception>
     public static Task<WorkerHttpServer> StartAsync(IReadOnlyList<VhostSettings> vhosts, Serilog.ILogger log, CancellationToken cancellationToken) =>
         StartAsync(vhosts, log, accessLogFor: null, cancellationToken);
 
@@ -82,12 +85,18 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                 CgiHandler.NormalizeMappings(settings.Name, settings.Cgi);
             }
 
+            if (settings.Proxy is not null)
+            {
+                ProxyHandler.NormalizeMappings(settings);
+            }
+
             var files = new ConfinedFileProvider(settings.Root, settings.Cgi?.Mappings?.Select(m => m.Directory));
             return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, files, accessLog);
         }));
         var handler = new RequestHandler(table, defaultAccessLog);
         var cgi = new CgiHandler(log);
-        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log) };
+        var proxy = new ProxyHandler(log);
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy };
 
         var host = new HostBuilder()
             .UseContentRoot(AppContext.BaseDirectory)
@@ -155,7 +164,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     });
                     web.Configure(app =>
                     {
-                        RequestHandler.BuildPipelines(app, table, cgi);
+                        RequestHandler.BuildPipelines(app, table, cgi, proxy);
                         app.Run(handler.InvokeAsync);
                     });
                 },
@@ -243,6 +252,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
         DrainQueues();
         _certificates?.Dispose();
+        _proxy?.Dispose();
     }
 
     private async Task StopCoreAsync(TimeSpan grace, TaskCompletionSource completion)

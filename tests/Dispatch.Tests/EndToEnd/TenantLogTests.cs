@@ -1,0 +1,77 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>Per-vhost access logs opened by the master, written by the worker through its own descriptors only.</summary>
+public sealed class TenantLogTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private DispatchInstance? _dispatch;
+
+    public TenantLogTests(ITestOutputHelper output) => _output = output;
+
+    private static (string Dir, JsonObject Config, string Logs) Setup(string name)
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory(name);
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var logs = Path.Combine(dir, "logs");
+        Directory.CreateDirectory(logs);
+        File.SetUnixFileMode(logs, (UnixFileMode)0b111_101_101);
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["vhosts"]!["a.localhost"]!["accessLog"] = Path.Combine(logs, "a.access.log");
+        config["vhosts"]!["b.localhost"]!["accessLog"] = Path.Combine(logs, "b.access.log");
+        return (dir, config, logs);
+    }
+
+    [SkippableFact]
+    public void Each_vhost_logs_in_combined_format_to_its_own_file_and_logrotate_reopens_them()
+    {
+        var (dir, config, logs) = Setup("tenant-logs");
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var url = $"http://127.0.0.1:{_dispatch.HttpPort}";
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", "-H", "Referer: http://ref.example/", "-A", "agent/1.0", $"{url}/?q=1").Status);
+        Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", $"{url}/").Status);
+        var aLog = Path.Combine(logs, "a.access.log");
+        Assert.True(Tools.Eventually(() => File.Exists(aLog) && File.ReadAllText(aLog).Contains("agent/1.0", StringComparison.Ordinal)));
+        var line = File.ReadAllLines(aLog).Single(l => l.Contains("agent/1.0", StringComparison.Ordinal));
+        _output.WriteLine(line);
+        Assert.Matches(new Regex(@"^127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] ""GET /\?q=1 HTTP/1\.1"" 200 1 ""http://ref\.example/"" ""agent/1\.0"" - -$"), line);
+        Assert.DoesNotContain("b.localhost", File.ReadAllText(aLog), StringComparison.Ordinal);
+        Assert.Equal("0 10001 640", Tools.Run("stat", "-c", "%u %g %a", aLog).Stdout.Trim());
+
+        // The worker can open no log: its jail proof tried the other tenant's.
+        var worker = _dispatch.WorkerPid("a");
+        Assert.Contains($"{Path.Combine(logs, "b.access.log")} [0/32 threads opened", _dispatch.WaitForLine(new Regex($@"Jail of Worker {worker} \(a\) holds: .*")).Value, StringComparison.Ordinal);
+
+        // logrotate: move the file away, SIGUSR1, and the next line goes to a new file.
+        File.Move(aLog, aLog + ".1");
+        Assert.Equal(0, Tools.Run("kill", "-USR1", _dispatch.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        _dispatch.WaitForLine(new Regex("Access logs reopened"));
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", "-A", "after-rotate", $"{url}/").Status);
+        Assert.True(Tools.Eventually(() => File.Exists(aLog) && File.ReadAllText(aLog).Contains("after-rotate", StringComparison.Ordinal)));
+        Assert.DoesNotContain("after-rotate", File.ReadAllText(aLog + ".1"), StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void A_log_path_a_tenant_could_steer_is_refused()
+    {
+        var (dir, config, logs) = Setup("tenant-logs-unsafe");
+        var tenantDir = Path.Combine(dir, "tenant-logs");
+        Directory.CreateDirectory(tenantDir);
+        TestWorld.Chown(tenantDir, TestWorld.TenantA, recursive: false);
+        config["vhosts"]!["a.localhost"]!["accessLog"] = Path.Combine(tenantDir, "a.log");
+        File.CreateSymbolicLink(Path.Combine(logs, "b.access.log"), "/etc/shadow");
+        var file = Path.Combine(dir, "dispatch.json");
+        File.WriteAllText(file, config.ToJsonString());
+        var r = Tools.Run(Path.Combine(TestWorld.AppDirectory, "Master"), "check", "--config", file);
+        _output.WriteLine(r.Stderr);
+        Assert.Contains($"vhosts:a.localhost:accessLog: logs must live under a directory only root can write: {tenantDir} is owned by uid 10001, not root", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"vhosts:b.localhost:accessLog: {Path.Combine(logs, "b.access.log")} is a symbolic link", r.Stderr, StringComparison.Ordinal);
+    }
+
+    public void Dispose() => _dispatch?.Dispose();
+}
