@@ -22,12 +22,14 @@ internal sealed class MasterService : IDisposable
     private readonly ILogger _log;
     private readonly Reaper _reaper;
     private readonly ChildLauncher _launcher;
-    private readonly List<Socket> _listeners = [];
+    // Per dispatcher slot, its own listening sockets (SO_REUSEPORT: the kernel spreads connections over the slots).
+    private readonly List<List<Socket>> _listeners = [];
     private readonly Dictionary<int, ChildProcess> _workers = [];
     private readonly Dictionary<string, int> _starting = [];
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _stop = new();
-    private ChildProcess? _dispatcher;
+    private ChildProcess?[] _dispatchers = [];
+    private readonly Dictionary<int, ChildProcess> _ownerOf = [];
     private int _exitCode;
 
     public MasterService(DispatchConfig config, ILogger log)
@@ -44,19 +46,22 @@ internal sealed class MasterService : IDisposable
     {
         try
         {
-            foreach (var l in _config.Listen)
-                _listeners.Add(Bind(l));
-            _dispatcher = await StartDispatcherAsync(_stop.Token).ConfigureAwait(false);
+            var n = _config.Dispatcher.Processes;
+            for (var slot = 0; slot < n; slot++)
+                _listeners.Add([.. _config.Listen.Select(l => Bind(l, reusePort: n > 1))]);
+            _dispatchers = new ChildProcess?[n];
+            for (var slot = 0; slot < n; slot++)
+                _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
             foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2))
                 _log.Warning("Vhost {Vhost}: its certificate also covers names served by another pool, so HTTP/2 is not offered for it (browsers would coalesce those names onto one connection)", v.Name);
             _log.Information(
-                "Dispatch ready: master {MasterPid}; dispatcher {DispatcherPid} (uid {DispatcherUid}); listening {Listeners}",
+                "Dispatch ready: master {MasterPid}; dispatcher {DispatcherPid} (uid {DispatcherUid}){More}; listening {Listeners}",
                 Environment.ProcessId,
-                _dispatcher.Pid,
-                _dispatcher.Uid,
+                _dispatchers[0]!.Pid,
+                _dispatchers[0]!.Uid,
+                n > 1 ? $"; more dispatchers: {string.Join(", ", _dispatchers.Skip(1).Select(d => d!.Pid))}" : string.Empty,
                 string.Join(", ", _config.Listen));
-            TopUpSpares(_dispatcher);
-            await ServeDispatcherAsync(_dispatcher).ConfigureAwait(false);
+            await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
         }
         catch (ChildStartException e)
         {
@@ -77,12 +82,14 @@ internal sealed class MasterService : IDisposable
         return _exitCode;
     }
 
-    private static Socket Bind(ListenConfig l)
+    private static Socket Bind(ListenConfig l, bool reusePort)
     {
         var socket = new Socket(l.Endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
             socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            if (reusePort)
+                socket.SetRawSocketOption(1 /* SOL_SOCKET */, 15 /* SO_REUSEPORT */, BitConverter.GetBytes(1));
             if (l.Endpoint.AddressFamily == AddressFamily.InterNetworkV6)
                 socket.DualMode = false;
             socket.Bind(l.Endpoint);
@@ -136,7 +143,50 @@ internal sealed class MasterService : IDisposable
         return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. logs, .. _config.JailProbe.Paths.Where(Foreign)];
     }
 
-    private async Task<ChildProcess> StartDispatcherAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Serves one dispatcher slot: its channel until it ends; a dispatcher that dies is restarted with
+    /// the same listening sockets (connections queued meanwhile wait in them), at most 5 times a minute.
+    /// </summary>
+    private async Task ServeSlotAsync(int slot)
+    {
+        var restarts = new Queue<long>();
+        while (true)
+        {
+            var dispatcher = _dispatchers[slot]!;
+            TopUpSpares(dispatcher);
+            await ServeDispatcherAsync(dispatcher).ConfigureAwait(false);
+            if (_stop.IsCancellationRequested)
+                return;
+            dispatcher.Kill();
+            await Task.WhenAny(dispatcher.Exited, Task.Delay(5000)).ConfigureAwait(false);
+            var now = Environment.TickCount64;
+            restarts.Enqueue(now);
+            while (restarts.Count > 0 && now - restarts.Peek() > 60_000)
+                restarts.Dequeue();
+            if (restarts.Count > 5)
+            {
+                _log.Fatal("Dispatcher slot {Slot} died {Count} times within a minute; stopping", slot, restarts.Count);
+                _exitCode = 1;
+                _stop.Cancel();
+                return;
+            }
+
+            try
+            {
+                _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
+                _log.Warning("Dispatcher {Old} ({Status}) replaced by dispatcher {New} on the same listening sockets", dispatcher.Pid, dispatcher.Exited.IsCompleted ? ChildProcess.DescribeStatus(dispatcher.Exited.Result) : "killed", _dispatchers[slot]!.Pid);
+            }
+            catch (ChildStartException e)
+            {
+                _log.Fatal("Could not restart dispatcher slot {Slot}: {Reason}", slot, e.Message);
+                _exitCode = 1;
+                _stop.Cancel();
+                return;
+            }
+        }
+    }
+
+    private async Task<ChildProcess> StartDispatcherAsync(int slot, CancellationToken cancellationToken)
     {
         var d = _config.Dispatcher;
         var spec = SpecFor(ProcessRole.Dispatcher, "dispatcher", d.Uid, d.Gid, [], [], [new ResourceLimit(Libc.RLIMIT_NOFILE, d.NoFile, d.NoFile)]);
@@ -153,7 +203,7 @@ internal sealed class MasterService : IDisposable
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {
-                int[] fds = [.. _listeners.Select(s => (int)s.SafeHandle.DangerousGetHandle()), memfd];
+                int[] fds = [.. _listeners[slot].Select(s => (int)s.SafeHandle.DangerousGetHandle()), memfd];
                 child.Channel.Send(
                     new DispatcherSetup([.. _config.Listen.Select(l => new ListenerInfo(l.Protocol, l.Endpoint.ToString(), [.. l.TrustedProxies]))], ProbePaths([]), _config.JailProbe.Threads),
                     fds);
@@ -188,18 +238,13 @@ internal sealed class MasterService : IDisposable
             catch (WireException e)
             {
                 _log.Error("Dispatcher {Pid} sent a malformed message, terminating it: {Reason}", dispatcher.Pid, e.Message);
-                _exitCode = 1;
                 return;
             }
 
             if (message is null)
             {
                 if (!_stop.IsCancellationRequested)
-                {
                     _log.Error("Dispatcher {Pid} closed its channel", dispatcher.Pid);
-                    _exitCode = 1;
-                }
-
                 return;
             }
 
@@ -208,7 +253,6 @@ internal sealed class MasterService : IDisposable
                 if (message.Type != MessageType.NeedWorker)
                 {
                     _log.Error("Dispatcher {Pid} sent {Type}, which it may not send; terminating it", dispatcher.Pid, message.Type);
-                    _exitCode = 1;
                     return;
                 }
 
@@ -220,7 +264,6 @@ internal sealed class MasterService : IDisposable
                 catch (WireException e)
                 {
                     _log.Error("Dispatcher {Pid} sent a malformed NeedWorker, terminating it: {Reason}", dispatcher.Pid, e.Message);
-                    _exitCode = 1;
                     return;
                 }
 
@@ -294,6 +337,7 @@ internal sealed class MasterService : IDisposable
             lock (_gate)
             {
                 _workers[worker.Pid] = worker;
+                _ownerOf[worker.Pid] = dispatcher;
                 _starting[pool.Name]--;
             }
 
@@ -372,7 +416,7 @@ internal sealed class MasterService : IDisposable
         {
             int missing;
             lock (_gate)
-                missing = pool.MinSpare - _workers.Values.Count(w => w.Name == pool.Name) - _starting.GetValueOrDefault(pool.Name);
+                missing = pool.MinSpare - _workers.Values.Count(w => w.Name == pool.Name && _ownerOf.GetValueOrDefault(w.Pid) == dispatcher) - _starting.GetValueOrDefault(pool.Name);
             for (var i = 0; i < missing; i++)
                 _ = SpawnWorkerAsync(dispatcher, pool, null);
         }
@@ -415,38 +459,40 @@ internal sealed class MasterService : IDisposable
 
     private void OnChildExit(ChildProcess child, int status)
     {
-        if (child == _dispatcher)
+        if (Array.IndexOf(_dispatchers, child) >= 0)
         {
+            // Its slot's serve loop sees the channel close and restarts it; its workers see their
+            // channel to it close, finish what they have and exit.
             if (!_stop.IsCancellationRequested)
-            {
-                _log.Error("Dispatcher {Pid} exited unexpectedly ({Status}); stopping", child.Pid, ChildProcess.DescribeStatus(status));
-                _exitCode = 1;
-                _stop.Cancel();
-            }
-
+                _log.Error("Dispatcher {Pid} exited unexpectedly ({Status})", child.Pid, ChildProcess.DescribeStatus(status));
             return;
         }
 
         bool known;
+        ChildProcess? owner;
         lock (_gate)
+        {
             known = _workers.Remove(child.Pid);
+            _ownerOf.Remove(child.Pid, out owner);
+        }
+
         if (!known)
             return;
         // A worker let go (idle, one-shot) exits 0; anything else is worth a warning.
         var level = _stop.IsCancellationRequested || status == 0 ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning;
         _log.Write(level, "Worker {Pid} of pool {Pool} exited ({Status})", child.Pid, child.Name, ChildProcess.DescribeStatus(status));
         child.Dispose();
-        if (_dispatcher is { } d && !_stop.IsCancellationRequested)
+        if (owner is not null && !owner.Exited.IsCompleted && !_stop.IsCancellationRequested)
         {
             try
             {
-                d.Channel.Send(new WorkerGone(child.Pid, child.Name, ChildProcess.DescribeStatus(status)));
+                owner.Channel.Send(new WorkerGone(child.Pid, child.Name, ChildProcess.DescribeStatus(status)));
             }
-            catch (SysCallException)
+            catch (Exception e) when (e is SysCallException or ObjectDisposedException)
             {
             }
 
-            TopUpSpares(d);
+            TopUpSpares(owner);
         }
     }
 
@@ -455,8 +501,7 @@ internal sealed class MasterService : IDisposable
         List<ChildProcess> children;
         lock (_gate)
             children = [.. _workers.Values];
-        if (_dispatcher is not null)
-            children.Add(_dispatcher);
+        children.AddRange(_dispatchers.Where(d => d is not null)!);
         foreach (var c in children)
         {
             try
@@ -483,8 +528,11 @@ internal sealed class MasterService : IDisposable
 
     public void Dispose()
     {
-        foreach (var s in _listeners)
-            s.Dispose();
+        foreach (var slot in _listeners)
+        {
+            foreach (var s in slot)
+                s.Dispose();
+        }
         _stop.Dispose();
         _reaper.Dispose();
     }

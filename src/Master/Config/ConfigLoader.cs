@@ -21,7 +21,7 @@ internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
-    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog"];
 
@@ -105,7 +105,8 @@ internal static class ConfigLoader
             ctx.Duration(d.GetSection("workerWait"), TimeSpan.FromSeconds(30)),
             ctx.ULong(d.GetSection("nofile"), 65536),
             ctx.Duration(d.GetSection("handshakeTimeout"), TimeSpan.FromSeconds(10)),
-            d["engine"] ?? TlsEngines.BouncyCastle);
+            d["engine"] ?? TlsEngines.BouncyCastle,
+            ctx.Int(d.GetSection("processes"), 1, 1, 64));
         if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
             ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
 
