@@ -105,7 +105,7 @@ internal sealed class MasterService : IDisposable
 
     private static JailSpec SpecFor(
         ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, IEnumerable<ResourceLimit> limits,
-        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null) =>
+        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null, string? program = null) =>
         new(
             role,
             uid,
@@ -117,7 +117,8 @@ internal sealed class MasterService : IDisposable
             [.. limits],
             name,
             [.. modules ?? []],
-            [.. connectPorts ?? []]);
+            [.. connectPorts ?? []],
+            program ?? string.Empty);
 
     /// <summary>
     /// The tenant's certificate directory and, for the certbot layout, its archive. Only paths: the
@@ -318,13 +319,13 @@ internal sealed class MasterService : IDisposable
             var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
             // CGI scripts need their interpreters: /usr/bin and /bin by default, or what the pool lists.
             var exec = cgiDirs.Count == 0 ? [] : pool.LandlockExec ?? ["/usr/bin", "/bin"];
-            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec], pool.Modules);
+            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, ProxyPorts(vhosts), pool.Program);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(
                 pool.Name,
                 [.. vhosts.Select(v => new WorkerVhost(
-                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir))],
+                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]))],
                 pool.OneShot);
             var logged = vhosts.Where(v => v.AccessLog is not null).ToList();
             var logBatches = logged.Chunk(IpcChannel.MaxDescriptors).ToList();
@@ -364,6 +365,14 @@ internal sealed class MasterService : IDisposable
                 Libc.Close(pair.B);
         }
     }
+
+    /// <summary>
+    /// The loopback ports the pool's proxied apps listen on: Landlock lets the worker connect to those
+    /// and no other TCP port. (Unix-socket upstreams need no rule: file permissions decide.)
+    /// </summary>
+    private static IEnumerable<ushort> ProxyPorts(IEnumerable<VhostConfig> vhosts) =>
+        vhosts.SelectMany(v => v.Proxy).Where(p => p.Upstream.StartsWith("http://", StringComparison.Ordinal))
+            .Select(p => (ushort)new Uri(p.Upstream).Port).Distinct();
 
     /// <summary>Opens the vhosts' access logs (root, safe walk) and hands the descriptors to the worker.</summary>
     private static void SendLogFiles(ChildProcess worker, PoolConfig pool, IEnumerable<VhostConfig[]> batches)

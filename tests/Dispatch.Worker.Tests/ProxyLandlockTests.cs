@@ -71,6 +71,53 @@ public sealed class ProxyLandlockTests(ITestOutputHelper output)
         Assert.Equal(abi >= 4 ? "AccessDenied" : "connected", tcp);
     }
 
+    [Fact]
+    public void A_connect_port_rule_opens_that_tcp_port_only()
+    {
+        if (Landlock.AbiVersion() < 4)
+        {
+            output.WriteLine("SKIPPED LOUDLY: Landlock ABI < 4 has no network rules");
+            Assert.Fail("Landlock ABI 4 or later is required for this test");
+        }
+
+        using var allowed = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        allowed.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        allowed.Listen(4);
+        using var other = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        other.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        other.Listen(4);
+        var allowedEndPoint = (IPEndPoint)allowed.LocalEndPoint!;
+        var otherEndPoint = (IPEndPoint)other.LocalEndPoint!;
+
+        string? toAllowed = null, toOther = null;
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                _ = Connect(allowedEndPoint) + Connect(otherEndPoint);
+                if (Libc.Prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+                {
+                    throw new InvalidOperationException("prctl(PR_SET_NO_NEW_PRIVS) failed");
+                }
+
+                Landlock.RestrictSelf([RuntimeEnvironment.GetRuntimeDirectory(), AppContext.BaseDirectory], [], [], [(ushort)allowedEndPoint.Port]);
+                toAllowed = Connect(allowedEndPoint);
+                toOther = Connect(otherEndPoint);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        thread.Start();
+        thread.Join();
+        output.WriteLine($"port {allowedEndPoint.Port} (ruled): {toAllowed}; port {otherEndPoint.Port}: {toOther}");
+        Assert.Null(failure);
+        Assert.Equal("connected", toAllowed);
+        Assert.Equal("AccessDenied", toOther);
+    }
+
     private static string Connect(EndPoint endPoint)
     {
         using var socket = endPoint is UnixDomainSocketEndPoint

@@ -40,6 +40,9 @@ public static unsafe class Jail
             Console.Out.Flush();
             Console.Error.Flush();
             // The channel descriptor (fd 3) is not CLOEXEC: it is the one thing the new image inherits.
+            // Another worker program (a pool's "program") takes this image's place, jailed the same way.
+            if (spec.Program.Length > 0)
+                Spawner.Exec(spec.Program, [spec.Program, "--jailed"], Spawner.CleanEnvironment());
             Spawner.Exec(self, [Path.GetFileName(self), "--jailed"], Spawner.CleanEnvironment());
         }
         catch (Exception e)

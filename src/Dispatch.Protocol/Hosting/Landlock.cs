@@ -54,8 +54,8 @@ public static unsafe class Landlock
 
     /// <summary>
     /// Restricts the calling thread: read (and list) beneath <paramref name="readPaths"/>, execute the
-    /// files in <paramref name="execPaths"/>, write beneath <paramref name="writePaths"/>; no TCP bind or
-    /// connect; no abstract Unix sockets or signals outside the domain. no_new_privs must be set.
+    /// files in <paramref name="execPaths"/>, write beneath <paramref name="writePaths"/>; no TCP bind, TCP
+    /// connect only to <paramref name="connectPorts"/>; no abstract Unix sockets or signals outside the domain. no_new_privs must be set.
     /// </summary>
     public static void RestrictSelf(IReadOnlyList<string> readPaths, IReadOnlyList<string> execPaths, IReadOnlyList<string> writePaths, IReadOnlyList<ushort>? connectPorts = null)
     {
@@ -73,7 +73,7 @@ public static unsafe class Landlock
         var attr = new RulesetAttr
         {
             HandledFs = handledFs,
-            HandledNet = abi >= 4 ? 3UL : 0, // BIND_TCP | CONNECT_TCP: none granted
+            HandledNet = abi >= 4 ? 3UL : 0, // BIND_TCP | CONNECT_TCP: only the listed connect ports granted
             Scoped = abi >= 6 ? 3UL : 0,      // ABSTRACT_UNIX_SOCKET | SIGNAL
         };
         var attrSize = abi >= 6 ? 24 : abi >= 4 ? 16 : 8;

@@ -63,7 +63,10 @@ public static class TlsModes
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>
 public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneShot);
 
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir);
+public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy);
+
+/// <summary>URL prefix → the tenant's own application: "unix:/path" or "http://127.0.0.1:PORT" / "http://[::1]:PORT".</summary>
+public sealed record ProxyRoute(string UrlPrefix, string Upstream);
 
 /// <summary>URL prefix → directory of CGI scripts (run as the tenant, inside the worker's jail).</summary>
 public sealed record CgiRoute(string UrlPrefix, string Directory);

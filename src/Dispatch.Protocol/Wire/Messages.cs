@@ -43,7 +43,8 @@ public readonly record struct ModuleSpec(string AssemblyPath, string TypeName, s
 /// <summary>
 /// u8 role | u32 uid | u32 gid | u32-list groups | string-list readPaths | string-list execPaths |
 /// string-list writePaths | u16 n, n × ResourceLimit | string name (for logs) |
-/// u16 m, m × (string assembly | string type | string settings) | u16 k, k × u16 TCP ports the process may connect to
+/// u16 m, m × (string assembly | string type | string settings) | u16 k, k × u16 TCP ports the process may connect to |
+/// string program (empty: the role's own binary; else the pool's worker program, exec'd in its place)
 /// </summary>
 public sealed record JailSpec(
     ProcessRole Role,
@@ -56,7 +57,8 @@ public sealed record JailSpec(
     ResourceLimit[] Limits,
     string Name,
     ModuleSpec[] Modules,
-    ushort[] ConnectPorts) : IWireMessage<JailSpec>
+    ushort[] ConnectPorts,
+    string Program = "") : IWireMessage<JailSpec>
 {
     public static MessageType Type => MessageType.JailSpec;
 
@@ -93,6 +95,7 @@ public sealed record JailSpec(
         writer.U16((ushort)ConnectPorts.Length);
         foreach (var p in ConnectPorts)
             writer.U16(p);
+        writer.String(Program);
     }
 
     public static JailSpec Decode(ref WireReader reader)
@@ -128,7 +131,7 @@ public sealed record JailSpec(
         var ports = new ushort[portCount];
         for (var i = 0; i < portCount; i++)
             ports[i] = reader.U16();
-        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports);
+        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, reader.String(Wire.Limits.Path));
     }
 }
 

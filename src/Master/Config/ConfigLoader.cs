@@ -22,8 +22,8 @@ internal static class ConfigLoader
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "proxy"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -199,7 +199,17 @@ internal static class ConfigLoader
                 ctx.Bool(p.GetSection("oneShot"), false),
                 ctx.Int(p.GetSection("maxConnectionsPerWorker"), 0, 0, 1_000_000),
                 ReadLimits(ctx, p),
-                ReadModules(ctx, p, modules));
+                ReadModules(ctx, p, modules),
+                p["program"]);
+            if (p["program"] is { } program)
+            {
+                // Executed as root's child before the drop completes (it is exec'd by stage 1): same rules as modules.
+                var why = !System.IO.Path.IsPathRooted(program) ? $"'{program}' is not an absolute path" : PathSafety.CheckRootOwned(program);
+                if (why is null && (File.GetUnixFileMode(program) & UnixFileMode.UserExecute) == 0)
+                    why = $"{program} is not executable";
+                if (why is not null)
+                    ctx.Error($"{p.Path}:program", why);
+            }
             if (pools[p.Key].MinSpare > pools[p.Key].MaxWorkers)
                 ctx.Error($"{p.Path}:minSpare", $"{pools[p.Key].MinSpare} spares exceed maxWorkers {pools[p.Key].MaxWorkers}");
         }
@@ -323,7 +333,8 @@ internal static class ConfigLoader
                 tls == TlsModes.Passthrough && certDirs.Count == 1 ? certDirs[0].Value.TrimEnd('/') : null,
                 cgi,
                 ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
-                v["accessLog"]);
+                v["accessLog"],
+                ReadProxy(ctx, v, cgi));
             if (v["accessLog"] is { } accessLog && TenantLogs.Check(accessLog) is { } logProblem)
                 ctx.Error($"{v.Path}:accessLog", logProblem);
         }
@@ -421,6 +432,33 @@ internal static class ConfigLoader
         foreach (var c in children)
             o[c.Key] = ToJson(c);
         return o;
+    }
+
+    /// <summary>Reverse-proxy mappings: a URL prefix to the tenant's app on a Unix socket or a loopback port.</summary>
+    private static List<(string, string)> ReadProxy(Context ctx, IConfigurationSection vhost, List<(string Prefix, string Dir)> cgi)
+    {
+        var list = new List<(string, string)>();
+        foreach (var p in vhost.GetSection("proxy").GetChildren())
+        {
+            var upstream = p.Value ?? string.Empty;
+            var prefix = p.Key.EndsWith('/') ? p.Key : p.Key + "/";
+            if (!p.Key.StartsWith('/'))
+            {
+                ctx.Error(p.Path, $"'{p.Key}' is not a URL path prefix such as / or /app/");
+                continue;
+            }
+
+            var ok = (upstream.StartsWith("unix:/", StringComparison.Ordinal) && upstream.Length <= 5 + 107)
+                || (Uri.TryCreate(upstream, UriKind.Absolute, out var uri) && uri.Scheme == "http" && uri.IsLoopback && uri.HostNameType is UriHostNameType.IPv4 or UriHostNameType.IPv6 && !uri.IsDefaultPort && uri.AbsolutePath == "/" && uri.UserInfo.Length == 0);
+            if (!ok)
+                ctx.Error(p.Path, $"'{upstream}' is neither unix:/absolute/path nor http://127.0.0.1:PORT or http://[::1]:PORT");
+            else if (cgi.Any(c => c.Prefix.StartsWith(prefix, StringComparison.Ordinal) || prefix.StartsWith(c.Prefix, StringComparison.Ordinal)))
+                ctx.Error(p.Path, $"'{p.Key}' overlaps a CGI prefix of the same vhost");
+            else
+                list.Add((prefix, upstream));
+        }
+
+        return list;
     }
 
     private static bool IsPoolName(string name) =>

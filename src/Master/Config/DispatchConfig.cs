@@ -38,7 +38,8 @@ internal sealed record PoolConfig(
     bool OneShot,
     int MaxConnectionsPerWorker,
     IReadOnlyList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
-    IReadOnlyList<Dispatch.Protocol.Wire.ModuleSpec> Modules);
+    IReadOnlyList<Dispatch.Protocol.Wire.ModuleSpec> Modules,
+    string? Program);
 
 internal sealed record VhostConfig(
     string Name,
@@ -54,7 +55,8 @@ internal sealed record VhostConfig(
     string? PassthroughCertDir,
     IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
     TimeSpan CgiTimeout,
-    string? AccessLog)
+    string? AccessLog,
+    IReadOnlyList<(string UrlPrefix, string Upstream)> Proxy)
 {
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;

@@ -8,8 +8,8 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
-using HeaderStringValues = System.Net.Http.Headers.HeaderStringValues;
 using Serilog.Core;
+using HeaderStringValues = System.Net.Http.Headers.HeaderStringValues;
 
 namespace Dispatch.Worker.Http;
 
