@@ -1,12 +1,12 @@
-using Microsoft.AspNetCore.Server.Kestrel.Https;
-using System.Security.Authentication;
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using System.Security.Authentication;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
