@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Text;
 using Dispatch.Protocol.Interop;
 
 namespace Dispatch.Protocol.Hosting;
@@ -53,8 +52,7 @@ public static unsafe class Spawner
             throw new ArgumentException("descriptors to pass must be above 3");
         var actions = NativeMemory.AllocZeroed(Libc.PosixSpawnFileActionsSize);
         var attr = NativeMemory.AllocZeroed(Libc.PosixSpawnAttrSize);
-        var sigset = NativeMemory.AllocZeroed(256);
-        var strings = new List<nint>();
+        using var strings = new NativeStrings();
         try
         {
             Check(Libc.PosixSpawnFileActionsInit(actions), "posix_spawn_file_actions_init");
@@ -63,21 +61,9 @@ public static unsafe class Spawner
             Check(Libc.PosixSpawnFileActionsAddDup2(actions, stderrFd, 2), "adddup2(2)");
             Check(Libc.PosixSpawnFileActionsAddDup2(actions, channelFd, ChannelFd), "adddup2(3)");
             Check(Libc.PosixSpawnFileActionsAddCloseFrom(actions, ChannelFd + 1), "addclosefrom_np");
-            Check(Libc.PosixSpawnAttrInit(attr), "posix_spawnattr_init");
-            Libc.SigEmptySet(sigset);
-            Check(Libc.PosixSpawnAttrSetSigMask(attr, sigset), "setsigmask");
-            Libc.SigFillSet(sigset);
-            Check(Libc.PosixSpawnAttrSetSigDefault(attr, sigset), "setsigdefault");
-            Check(Libc.PosixSpawnAttrSetPGroup(attr, 0), "setpgroup");
-            Check(
-                Libc.PosixSpawnAttrSetFlags(attr, Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSIGDEF | Libc.POSIX_SPAWN_SETPGROUP),
-                "setflags");
-
-            var cPath = Utf8(path, strings);
-            var cArgv = NullTerminated(argv, strings);
-            var cEnv = NullTerminated(environment, strings);
+            InitCleanAttributes(attr);
             int pid;
-            var rc = Libc.PosixSpawn(&pid, cPath, actions, attr, cArgv, cEnv);
+            var rc = Libc.PosixSpawn(&pid, strings.Utf8(path), actions, attr, strings.Array(argv), strings.Array(environment));
             if (rc != 0)
                 throw new SysCallException($"posix_spawn({path})", rc);
             return pid;
@@ -88,17 +74,32 @@ public static unsafe class Spawner
             Libc.PosixSpawnAttrDestroy(attr);
             NativeMemory.Free(actions);
             NativeMemory.Free(attr);
-            NativeMemory.Free(sigset);
-            foreach (var p in strings)
-                NativeMemory.Free((void*)p);
         }
+    }
+
+    /// <summary>
+    /// Initialises posix_spawn attributes for a clean child: empty signal mask, every signal at its
+    /// default disposition, a process group of its own. The caller destroys them.
+    /// </summary>
+    public static void InitCleanAttributes(void* attr)
+    {
+        var sigset = stackalloc byte[256];
+        Check(Libc.PosixSpawnAttrInit(attr), "posix_spawnattr_init");
+        Libc.SigEmptySet(sigset);
+        Check(Libc.PosixSpawnAttrSetSigMask(attr, sigset), "posix_spawnattr_setsigmask");
+        Libc.SigFillSet(sigset);
+        Check(Libc.PosixSpawnAttrSetSigDefault(attr, sigset), "posix_spawnattr_setsigdefault");
+        Check(Libc.PosixSpawnAttrSetPGroup(attr, 0), "posix_spawnattr_setpgroup");
+        Check(
+            Libc.PosixSpawnAttrSetFlags(attr, Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSIGDEF | Libc.POSIX_SPAWN_SETPGROUP),
+            "posix_spawnattr_setflags");
     }
 
     /// <summary>Starts a helper with stdin/stdout/stderr on /dev/null and nothing else (jail probes, later CGI).</summary>
     public static int SpawnPlain(string path, string[] argv, string[] environment)
     {
         var actions = NativeMemory.AllocZeroed(Libc.PosixSpawnFileActionsSize);
-        var strings = new List<nint>();
+        using var strings = new NativeStrings();
         try
         {
             Check(Libc.PosixSpawnFileActionsInit(actions), "posix_spawn_file_actions_init");
@@ -106,7 +107,7 @@ public static unsafe class Spawner
                 Check(Libc.PosixSpawnFileActionsAddDup2(actions, DevNull.Value, fd), "adddup2");
             Check(Libc.PosixSpawnFileActionsAddCloseFrom(actions, 3), "addclosefrom_np");
             int pid;
-            var rc = Libc.PosixSpawn(&pid, Utf8(path, strings), actions, null, NullTerminated(argv, strings), NullTerminated(environment, strings));
+            var rc = Libc.PosixSpawn(&pid, strings.Utf8(path), actions, null, strings.Array(argv), strings.Array(environment));
             if (rc != 0)
                 throw new SysCallException($"posix_spawn({path})", rc);
             return pid;
@@ -115,50 +116,21 @@ public static unsafe class Spawner
         {
             Libc.PosixSpawnFileActionsDestroy(actions);
             NativeMemory.Free(actions);
-            foreach (var p in strings)
-                NativeMemory.Free((void*)p);
         }
     }
 
     /// <summary>Replaces the current image (used by the jailed stage 1). Returns only on failure.</summary>
     public static void Exec(string path, string[] argv, string[] environment)
     {
-        var strings = new List<nint>();
-        try
-        {
-            var rc = Libc.Execve(Utf8(path, strings), NullTerminated(argv, strings), NullTerminated(environment, strings));
-            throw new SysCallException($"execve({path})", rc == -1 ? Libc.LastError : rc);
-        }
-        finally
-        {
-            foreach (var p in strings)
-                NativeMemory.Free((void*)p);
-        }
+        using var strings = new NativeStrings();
+        var rc = Libc.Execve(strings.Utf8(path), strings.Array(argv), strings.Array(environment));
+        throw new SysCallException($"execve({path})", rc == -1 ? Libc.LastError : rc);
     }
 
     private static void Check(int rc, string what)
     {
         if (rc != 0)
             throw new SysCallException(what, rc);
-    }
-
-    private static byte* Utf8(string s, List<nint> owned)
-    {
-        var count = Encoding.UTF8.GetByteCount(s);
-        var p = (byte*)NativeMemory.Alloc((nuint)count + 1);
-        owned.Add((nint)p);
-        Encoding.UTF8.GetBytes(s, new Span<byte>(p, count));
-        p[count] = 0;
-        return p;
-    }
-
-    private static byte** NullTerminated(string[] values, List<nint> owned)
-    {
-        var array = (byte**)NativeMemory.AllocZeroed((nuint)(values.Length + 1), (nuint)sizeof(nint));
-        owned.Add((nint)array);
-        for (var i = 0; i < values.Length; i++)
-            array[i] = Utf8(values[i], owned);
-        return array;
     }
 }
 

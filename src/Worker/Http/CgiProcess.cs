@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 
 namespace Dispatch.Worker.Http;
@@ -203,8 +204,7 @@ internal sealed class CgiProcess : IAsyncDisposable
     {
         var actions = NativeMemory.AllocZeroed(Libc.PosixSpawnFileActionsSize);
         var attr = NativeMemory.AllocZeroed(Libc.PosixSpawnAttrSize);
-        var sigset = NativeMemory.AllocZeroed(256);
-        var strings = new List<nint>();
+        using var strings = new NativeStrings();
         var actionsReady = false;
         var attrReady = false;
         try
@@ -219,31 +219,12 @@ internal sealed class CgiProcess : IAsyncDisposable
             Check(Libc.PosixSpawnFileActionsAddCloseFrom(actions, 3), "posix_spawn_file_actions_addclosefrom_np");
             Check(CgiNative.PosixSpawnFileActionsAddChdir(actions, directory), "posix_spawn_file_actions_addchdir_np");
 
-            Check(Libc.PosixSpawnAttrInit(attr), "posix_spawnattr_init");
+            Spawner.InitCleanAttributes(attr);
             attrReady = true;
-            Libc.SigEmptySet(sigset);
-            Check(Libc.PosixSpawnAttrSetSigMask(attr, sigset), "posix_spawnattr_setsigmask");
-            Libc.SigFillSet(sigset);
-            Check(Libc.PosixSpawnAttrSetSigDefault(attr, sigset), "posix_spawnattr_setsigdefault");
-            Check(Libc.PosixSpawnAttrSetPGroup(attr, 0), "posix_spawnattr_setpgroup");
-            Check(
-                Libc.PosixSpawnAttrSetFlags(attr, Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSIGDEF | Libc.POSIX_SPAWN_SETPGROUP),
-                "posix_spawnattr_setflags");
 
             // argv is the script alone: no "indexed" query arguments (RFC 3875 4.4), the door of CVE-2012-1823.
-            var cPath = Utf8(path, strings);
-            var argv = (byte**)NativeMemory.AllocZeroed(2, (nuint)sizeof(nint));
-            strings.Add((nint)argv);
-            argv[0] = cPath;
-            var envp = (byte**)NativeMemory.AllocZeroed((nuint)(environment.Length + 1), (nuint)sizeof(nint));
-            strings.Add((nint)envp);
-            for (var i = 0; i < environment.Length; i++)
-            {
-                envp[i] = Utf8(environment[i], strings);
-            }
-
             int pid;
-            var rc = Libc.PosixSpawn(&pid, cPath, actions, attr, argv, envp);
+            var rc = Libc.PosixSpawn(&pid, strings.Utf8(path), actions, attr, strings.Array([path]), strings.Array(environment));
             if (rc != 0)
             {
                 throw new CgiSpawnException($"posix_spawn({path}) failed: {Libc.Describe(rc)}", rc);
@@ -265,11 +246,6 @@ internal sealed class CgiProcess : IAsyncDisposable
 
             NativeMemory.Free(actions);
             NativeMemory.Free(attr);
-            NativeMemory.Free(sigset);
-            foreach (var p in strings)
-            {
-                NativeMemory.Free((void*)p);
-            }
         }
     }
 
@@ -279,16 +255,6 @@ internal sealed class CgiProcess : IAsyncDisposable
         {
             throw new SysCallException(what, rc);
         }
-    }
-
-    private static unsafe byte* Utf8(string s, List<nint> owned)
-    {
-        var count = Encoding.UTF8.GetByteCount(s);
-        var p = (byte*)NativeMemory.Alloc((nuint)count + 1);
-        owned.Add((nint)p);
-        Encoding.UTF8.GetBytes(s, new Span<byte>(p, count));
-        p[count] = 0;
-        return p;
     }
 
     /// <summary>True once the leader has exited (a zombie), without reaping it.</summary>
