@@ -54,7 +54,9 @@ internal sealed class MasterService : IDisposable
                 _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
             foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2))
                 _log.Warning("Vhost {Vhost}: its certificate also covers names served by another pool, so HTTP/2 is not offered for it (browsers would coalesce those names onto one connection)", v.Name);
-            _log.Information(
+            // The one readiness line, whatever the log level (supervisors and tests wait for it).
+            var readiness = _log.IsEnabled(Serilog.Events.LogEventLevel.Information) ? _log : new LoggerConfiguration().WriteTo.Console(formatProvider: System.Globalization.CultureInfo.InvariantCulture).CreateLogger();
+            readiness.Information(
                 "Dispatch ready: master {MasterPid}; dispatcher {DispatcherPid} (uid {DispatcherUid}){More}; listening {Listeners}",
                 Environment.ProcessId,
                 _dispatchers[0]!.Pid,

@@ -24,8 +24,11 @@ public static unsafe class Spawner
     /// <summary>The children's log level (the config's log.level), passed in their clean environment.</summary>
     public const string LogLevelVariable = "DISPATCH_LOG_LEVEL";
 
-    /// <summary>Set by the master from its config before it starts any child.</summary>
-    public static string LogLevel { get; set; } = "Information";
+    /// <summary>
+    /// Set by the master from its config before it starts any child; a stage-1 child passes on what it
+    /// was given (it rebuilds the clean environment for its own exec).
+    /// </summary>
+    public static string LogLevel { get; set; } = Environment.GetEnvironmentVariable(LogLevelVariable) ?? "Information";
 
     /// <summary>The environment every child gets, and nothing else.</summary>
     public static string[] CleanEnvironment()

@@ -57,6 +57,42 @@ public sealed class TenantLogTests : IDisposable
     }
 
     [SkippableFact]
+    public void The_configured_log_level_reaches_the_jailed_children()
+    {
+        var (dir, config, _) = Setup("log-level");
+        config["log"] = new JsonObject { ["level"] = "Warning" };
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", $"http://127.0.0.1:{_dispatch.HttpPort}/").Status);
+        // At Warning the master does not announce workers: find b's among the master's children.
+        var worker = 0;
+        Assert.True(Tools.Eventually(() =>
+        {
+            foreach (var d in Directory.GetDirectories("/proc").Where(d => Path.GetFileName(d).All(char.IsAsciiDigit)))
+            {
+                try
+                {
+                    var stat = File.ReadAllText(Path.Combine(d, "stat"));
+                    var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                    if (stat.Contains("(Worker)", StringComparison.Ordinal) && fields[1] == _dispatch.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                        && Tools.Status(Path.Combine(d, "status"))["Uid"].StartsWith("10002", StringComparison.Ordinal))
+                    {
+                        worker = int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture);
+                        return true;
+                    }
+                }
+                catch (IOException)
+                {
+                }
+            }
+
+            return false;
+        }));
+        // The jailed image (after the stage-1 exec) got the level: no Information lines from it.
+        Assert.Contains("DISPATCH_LOG_LEVEL=Warning", File.ReadAllText($"/proc/{worker}/environ"), StringComparison.Ordinal);
+        Assert.DoesNotContain($"Worker {worker} (b): b.localhost", _dispatch.Log, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
     public void A_log_path_a_tenant_could_steer_is_refused()
     {
         var (dir, config, logs) = Setup("tenant-logs-unsafe");
