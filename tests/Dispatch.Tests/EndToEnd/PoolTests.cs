@@ -78,7 +78,10 @@ public sealed class PoolTests : IDisposable
         for (var i = 0; i < 50; i++)
             Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status);
 
-        var served = Regex.Matches(d.Log, @"Worker (?<pid>\d+) \(a\): a\.localhost 127\.0\.0\.1 ""GET /"" 200").Select(Pid).ToList();
+        // Each worker's access line travels through its stderr to the master's log: wait for the last one.
+        List<int> Served() => [.. Regex.Matches(d.Log, @"Worker (?<pid>\d+) \(a\): a\.localhost 127\.0\.0\.1 ""GET /"" 200").Select(Pid)];
+        Assert.True(Tools.Eventually(() => Served().Count >= 50), $"{Served().Count} access lines");
+        var served = Served();
         Assert.Equal(50, served.Count);
         Assert.Equal(50, served.Distinct().Count());
         foreach (var pid in served)
