@@ -40,7 +40,17 @@ internal sealed class MasterService : IDisposable
         _launcher = new ChildLauncher(_reaper, log);
     }
 
+    private bool _immediate;
+
+    /// <summary>SIGTERM: stop accepting, let open connections finish within the grace period.</summary>
     public void RequestStop() => _stop.Cancel();
+
+    /// <summary>SIGQUIT: stop now (children get no grace).</summary>
+    public void RequestImmediateStop()
+    {
+        _immediate = true;
+        _stop.Cancel();
+    }
 
     public async Task<int> RunAsync()
     {
@@ -63,6 +73,7 @@ internal sealed class MasterService : IDisposable
                 _dispatchers[0]!.Uid,
                 n > 1 ? $"; more dispatchers: {string.Join(", ", _dispatchers.Skip(1).Select(d => d!.Pid))}" : string.Empty,
                 string.Join(", ", _config.Listen));
+            SystemdNotify("READY=1\nSTATUS=serving");
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
         }
         catch (ChildStartException e)
@@ -79,9 +90,27 @@ internal sealed class MasterService : IDisposable
         {
         }
 
-        await StopChildrenAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        await StopChildrenAsync(_immediate ? TimeSpan.Zero : _config.Dispatcher.StopGrace).ConfigureAwait(false);
         _log.Information("Master {Pid} exiting with status {Status}", Environment.ProcessId, _exitCode);
         return _exitCode;
+    }
+
+    /// <summary>systemd Type=notify: tells $NOTIFY_SOCKET (a Unix datagram socket) when we are ready or stopping.</summary>
+    private void SystemdNotify(string state)
+    {
+        var path = Environment.GetEnvironmentVariable("NOTIFY_SOCKET");
+        if (string.IsNullOrEmpty(path))
+            return;
+        try
+        {
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+            var endpoint = path[0] == '@' ? new UnixDomainSocketEndPoint("\0" + path[1..]) : new UnixDomainSocketEndPoint(path);
+            socket.SendTo(System.Text.Encoding.UTF8.GetBytes(state), endpoint);
+        }
+        catch (SocketException e)
+        {
+            _log.Warning("Could not notify systemd at {Socket}: {Reason}", path, e.Message);
+        }
     }
 
     private static Socket Bind(ListenConfig l, bool reusePort)
@@ -509,6 +538,7 @@ internal sealed class MasterService : IDisposable
 
     private async Task StopChildrenAsync(TimeSpan grace)
     {
+        SystemdNotify("STOPPING=1");
         List<ChildProcess> children;
         lock (_gate)
             children = [.. _workers.Values];

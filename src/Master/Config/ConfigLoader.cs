@@ -21,7 +21,7 @@ internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
-    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "proxy"];
 
@@ -106,7 +106,8 @@ internal static class ConfigLoader
             ctx.ULong(d.GetSection("nofile"), 65536),
             ctx.Duration(d.GetSection("handshakeTimeout"), TimeSpan.FromSeconds(10)),
             d["engine"] ?? TlsEngines.BouncyCastle,
-            ctx.Int(d.GetSection("processes"), 1, 1, 64));
+            ctx.Int(d.GetSection("processes"), 1, 1, 64),
+            ctx.Duration(d.GetSection("stopGrace"), TimeSpan.FromSeconds(30)));
         if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
             ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
 

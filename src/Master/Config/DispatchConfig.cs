@@ -20,7 +20,7 @@ internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadO
     public override string ToString() => $"{Protocol} {Endpoint}";
 }
 
-internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout, string Engine, int Processes);
+internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout, string Engine, int Processes, TimeSpan StopGrace);
 
 /// <param name="LandlockRead">Extra paths the pool's workers may read (beyond the runtime and their roots).</param>
 /// <param name="LandlockExec">Paths the pool's workers may execute from (CGI interpreters); null: /usr/bin and /bin when a vhost has CGI.</param>

@@ -57,7 +57,7 @@ public sealed partial class DispatchInstance : IDisposable
         ["jailProbe"] = new JsonObject { ["threads"] = 32 },
     };
 
-    public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null)
+    public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var configPath = Path.Combine(directory, "dispatch.json");
         File.WriteAllText(configPath, config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
@@ -69,6 +69,8 @@ public sealed partial class DispatchInstance : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+            psi.Environment[key] = value;
         if (wrapper is { Count: > 0 })
         {
             foreach (var arg in wrapper.Skip(1))
@@ -88,9 +90,9 @@ public sealed partial class DispatchInstance : IDisposable
     }
 
     /// <summary>Starts and waits for the readiness line; returns with <see cref="DispatcherPid"/> known.</summary>
-    public static DispatchInstance StartReady(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null)
+    public static DispatchInstance StartReady(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null)
     {
-        var instance = Start(directory, config, output, wrapper);
+        var instance = Start(directory, config, output, wrapper, environment);
         try
         {
             var m = instance.WaitForLine(ReadyLine());
