@@ -18,7 +18,9 @@ namespace Dispatch.Master;
 internal sealed class MasterService : IDisposable
 {
     private const int MaxProbeRoots = 8;
-    private readonly DispatchConfig _config;
+    private DispatchConfig _config;
+    private long _snapshotVersion = 1;
+    private readonly SemaphoreSlim _reloading = new(1, 1);
     private readonly ILogger _log;
     private readonly Reaper _reaper;
     private readonly ChildLauncher _launcher;
@@ -175,6 +177,94 @@ internal sealed class MasterService : IDisposable
         return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. logs, .. _config.JailProbe.Paths.Where(Foreign)];
     }
 
+    private static RouteSnapshot BuildSnapshot(DispatchConfig config, long version)
+    {
+        var d = config.Dispatcher;
+        return new RouteSnapshot(
+            version,
+            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
+            [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
+            config.DefaultVhost,
+            config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
+            [.. config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds))]);
+    }
+
+    /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>
+    private static string PoolFingerprint(DispatchConfig config, string pool)
+    {
+        if (!config.Pools.TryGetValue(pool, out var p))
+            return string.Empty;
+        var vhosts = config.Vhosts.Values.Where(v => v.Pool == pool).OrderBy(v => v.Name, StringComparer.Ordinal)
+            .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]));
+        var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot)));
+        var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => v.AccessLog));
+        return string.Join("|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program, string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), logs);
+    }
+
+    /// <summary>
+    /// SIGHUP or an edit of the config file: validate the new config in full; if it is good, new
+    /// connections get the new routes (open ones keep theirs) and the workers of changed or removed
+    /// pools finish and leave; if it is not, every error is logged with its JSON path and the last
+    /// good config keeps serving. Listeners and the dispatcher's identity need a restart.
+    /// </summary>
+    public async Task ReloadAsync(string why)
+    {
+        await _reloading.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            var (fresh, errors) = ConfigLoader.Load(_config.SourcePath);
+            if (fresh is null)
+            {
+                foreach (var e in errors)
+                    _log.Error("Reload ({Why}) rejected, the last good configuration keeps serving: {Error}", why, e.ToString());
+                return;
+            }
+
+            if (!fresh.Listen.SequenceEqual(_config.Listen, new ListenComparer()) || fresh.Dispatcher != _config.Dispatcher)
+            {
+                _log.Error("Reload ({Why}) rejected: changes to listen or dispatcher need a restart; the last good configuration keeps serving", why);
+                return;
+            }
+
+            var old = _config;
+            var retired = old.Pools.Keys.Where(p => PoolFingerprint(old, p) != PoolFingerprint(fresh, p)).ToArray();
+            var version = Interlocked.Increment(ref _snapshotVersion);
+            _config = fresh;
+            var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(BuildSnapshot(fresh, version)));
+            try
+            {
+                foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
+                    d!.Channel.Send(new RouteUpdate(retired), [memfd]);
+            }
+            finally
+            {
+                Libc.Close(memfd);
+            }
+
+            _log.Information(
+                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; workers retired for {Retired}",
+                why, version, fresh.Vhosts.Count, fresh.Pools.Count, retired.Length == 0 ? "no pool" : string.Join(", ", retired));
+            foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
+                TopUpSpares(d!);
+        }
+        catch (Exception e) when (e is SysCallException or WireException or IOException)
+        {
+            _log.Error("Reload ({Why}) failed: {Reason}", why, e.Message);
+        }
+        finally
+        {
+            _reloading.Release();
+        }
+    }
+
+    private sealed class ListenComparer : IEqualityComparer<ListenConfig>
+    {
+        public bool Equals(ListenConfig? x, ListenConfig? y) =>
+            x is not null && y is not null && x.Endpoint.Equals(y.Endpoint) && x.Protocol == y.Protocol && x.TrustedProxies.SequenceEqual(y.TrustedProxies);
+
+        public int GetHashCode(ListenConfig obj) => obj.Endpoint.GetHashCode();
+    }
+
     /// <summary>
     /// Serves one dispatcher slot: its channel until it ends; a dispatcher that dies is restarted with
     /// the same listening sockets (connections queued meanwhile wait in them), at most 5 times a minute.
@@ -225,13 +315,7 @@ internal sealed class MasterService : IDisposable
         var child = await _launcher.StartAsync(spec, "dispatcher", cancellationToken).ConfigureAwait(false);
         try
         {
-            var snapshot = new RouteSnapshot(
-                1,
-                new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
-                [.. _config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
-                _config.DefaultVhost,
-                _config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
-                [.. _config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds))]);
+            var snapshot = BuildSnapshot(_config, Interlocked.Read(ref _snapshotVersion));
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {
@@ -576,5 +660,6 @@ internal sealed class MasterService : IDisposable
         }
         _stop.Dispose();
         _reaper.Dispose();
+        _reloading.Dispose();
     }
 }

@@ -75,6 +75,25 @@ internal static class Program
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; master.RequestStop(); });
             using var usr1 = PosixSignalRegistration.Create((PosixSignal)10 /* SIGUSR1 */, c => { c.Cancel = true; master.ReopenLogs(); });
             using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; master.RequestImmediateStop(); });
+            using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; _ = master.ReloadAsync("SIGHUP"); });
+
+            // reloadOnChange, debounced: editors and panels write in bursts (and sometimes half a file first).
+            using var watcher = new FileSystemWatcher(Path.GetDirectoryName(config.SourcePath)!, Path.GetFileName(config.SourcePath))
+            {
+                NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
+            };
+            Timer? debounce = null;
+            void Changed(object? sender, FileSystemEventArgs e)
+            {
+                var t = new Timer(_ => _ = master.ReloadAsync("file changed"), null, Timeout.Infinite, Timeout.Infinite);
+                Interlocked.Exchange(ref debounce, t)?.Dispose();
+                t.Change(500, Timeout.Infinite);
+            }
+
+            watcher.Changed += Changed;
+            watcher.Created += Changed;
+            watcher.Renamed += (s, e) => Changed(s, e);
+            watcher.EnableRaisingEvents = true;
             log.Information("Master {Pid} starting with {Config}: {Vhosts} vhosts in {Pools} pools", Environment.ProcessId, config.SourcePath, config.Vhosts.Count, config.Pools.Count);
             return await master.RunAsync().ConfigureAwait(false);
         }

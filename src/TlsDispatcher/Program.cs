@@ -91,6 +91,24 @@ internal static class Program
                         case MessageType.WorkerGone:
                             workers.OnGone(message.Decode<WorkerGone>());
                             break;
+                        case MessageType.RouteUpdate:
+                            var update = message.Decode<RouteUpdate>();
+                            if (message.Descriptors.Count != 1)
+                                throw new WireException("RouteUpdate without its snapshot");
+                            var snapshotFd = message.Descriptors.Take(0);
+                            try
+                            {
+                                // New connections see the new table; open ones keep the one they started with.
+                                routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(snapshotFd, MaxSnapshotBytes)), log);
+                            }
+                            finally
+                            {
+                                Libc.Close(snapshotFd);
+                            }
+
+                            workers.Retire(update.RetiredPools);
+                            log.Information("Routes updated to version {Version}: {Names} host names; retired the workers of {Pools}", routes.Version, routes.Count, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
+                            break;
                         case MessageType.Stop:
                             var stop = message.Decode<Stop>();
                             log.Information("Stopping: no new connections, {Grace} ms for those in flight", stop.GraceMs);

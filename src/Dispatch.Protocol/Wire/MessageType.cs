@@ -51,6 +51,9 @@ public enum MessageType : ushort
     /// <summary>master → dispatcher: worker W has exited.</summary>
     WorkerGone = 36,
 
+    /// <summary>master → dispatcher: a new route snapshot (memfd) after a reload, and the pools whose workers must be let go.</summary>
+    RouteUpdate = 37,
+
     /// <summary>master → worker: the pool's configuration; the channel to the dispatcher travels as one descriptor.</summary>
     WorkerSetup = 64,
 

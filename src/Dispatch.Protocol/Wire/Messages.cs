@@ -251,6 +251,18 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
 /// <param name="TrustedProxies">Addresses or CIDR blocks whose connections open with a PROXY header; empty: none.</param>
 public sealed record ListenerInfo(string Protocol, string Endpoint, string[] TrustedProxies);
 
+/// <summary>string-list pools to retire. Descriptor: the new route snapshot (sealed memfd).</summary>
+public sealed record RouteUpdate(string[] RetiredPools) : IWireMessage<RouteUpdate>
+{
+    public static MessageType Type => MessageType.RouteUpdate;
+
+    public static int MaxDescriptors => 1;
+
+    public void Encode(ref WireWriter writer) => writer.StringList(RetiredPools);
+
+    public static RouteUpdate Decode(ref WireReader reader) => new(reader.StringList(Limits.List, Limits.Name));
+}
+
 /// <summary>u64 request id | string pool</summary>
 public sealed record NeedWorker(ulong RequestId, string Pool) : IWireMessage<NeedWorker>
 {

@@ -224,6 +224,16 @@ internal sealed class WorkerPools : IDisposable
         link.Dispose();
     }
 
+    /// <summary>After a reload: the workers of these pools finish what they have and leave; new ones start with the new settings.</summary>
+    public void Retire(IEnumerable<string> pools)
+    {
+        List<WorkerLink> retired;
+        lock (_gate)
+            retired = [.. pools.SelectMany(p => _pools.GetValueOrDefault(p) ?? [])];
+        foreach (var w in retired)
+            Drop(w, "its pool changed in a reload");
+    }
+
     /// <summary>Workers idle for their pool's idleTimeout, beyond its minSpare, are let go.</summary>
     private void ReapIdle()
     {

@@ -1,0 +1,77 @@
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>Configuration reload on file change and SIGHUP: applied atomically, or rejected with the JSON path while the last good one serves.</summary>
+public sealed class ReloadTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private DispatchInstance? _dispatch;
+
+    public ReloadTests(ITestOutputHelper output) => _output = output;
+
+    [SkippableFact]
+    public async Task Adding_breaking_and_removing_vhosts_without_a_restart_while_a_download_continues()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("reload");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var big = new byte[20 << 20];
+        new Random(9).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(a, "big.bin"), big);
+        TestWorld.Chown(Path.Combine(a, "big.bin"), TestWorld.TenantA, recursive: false);
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var c = TestWorld.NewTenantTree(dir, "c", 10003, new Dictionary<string, string> { ["index.html"] = "C" });
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var url = $"http://127.0.0.1:{_dispatch.HttpPort}/";
+        Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", url).Status);
+        var workerB = _dispatch.WorkerPid("b");
+        Assert.Equal(404, Tools.Curl("-H", "Host: c.localhost", url).Status);
+
+        // A slow download on a continues through every reload.
+        var target = Path.Combine(Path.GetTempPath(), $"dispatch-reload-{Guid.NewGuid():N}");
+        var download = Task.Run(() => Tools.Run("curl", "-sS", "--limit-rate", "4M", "-o", target, "-H", "Host: a.localhost", url + "big.bin"));
+
+        void Write(JsonObject c) => File.WriteAllText(_dispatch!.ConfigPath, c.ToJsonString());
+        config["pools"]!["c"] = new JsonObject { ["user"] = "10003", ["group"] = "10003" };
+        config["vhosts"]!["c.localhost"] = new JsonObject { ["pool"] = "c", ["root"] = c };
+        Write(config);
+        _dispatch.WaitForLine(new Regex(@"Configuration reloaded \(file changed\), version 2"));
+        Assert.Equal("C", Tools.Curl("-H", "Host: c.localhost", url).Body);
+
+        // A broken edit: rejected with its JSON path; the last good configuration keeps serving.
+        config["pools"]!["c"]!["user"] = "0";
+        Write(config);
+        _dispatch.WaitForLine(new Regex(@"rejected, the last good configuration keeps serving: .*dispatch\.json: pools:c:user: a pool must not run as root"));
+        Assert.Equal("C", Tools.Curl("-H", "Host: c.localhost", url).Body);
+
+        // Removing b (SIGHUP this time): unreachable, and its worker leaves.
+        config["pools"]!["c"]!["user"] = "10003";
+        config["vhosts"]!.AsObject().Remove("b.localhost");
+        config["pools"]!.AsObject().Remove("b");
+        var json = config.ToJsonString();
+        File.WriteAllText(_dispatch.ConfigPath + ".tmp", json);
+        File.Move(_dispatch.ConfigPath + ".tmp", _dispatch.ConfigPath, overwrite: true);
+        Assert.Equal(0, Tools.Run("kill", "-HUP", _dispatch.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        _dispatch.WaitForLine(new Regex(@"Configuration reloaded .*workers retired for b"));
+        Assert.Equal(404, Tools.Curl("-H", "Host: b.localhost", url).Status);
+        _dispatch.WaitForLine(new Regex($@"Worker {workerB} of pool b exited \(exit code 0\)"));
+
+        var result = await download;
+        try
+        {
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            Assert.Equal(SHA256.HashData(big), SHA256.HashData(File.ReadAllBytes(target)));
+        }
+        finally
+        {
+            File.Delete(target);
+        }
+    }
+
+    public void Dispose() => _dispatch?.Dispose();
+}
