@@ -21,6 +21,8 @@ internal sealed class MasterService : IDisposable
     private DispatchConfig _config;
     private long _snapshotVersion = 1;
     private readonly SemaphoreSlim _reloading = new(1, 1);
+    private readonly Dictionary<string, FileSystemWatcher> _certWatchers = new(StringComparer.Ordinal);
+    private Timer? _certDebounce;
     private readonly ILogger _log;
     private readonly Reaper _reaper;
     private readonly ChildLauncher _launcher;
@@ -75,6 +77,7 @@ internal sealed class MasterService : IDisposable
                 _dispatchers[0]!.Uid,
                 n > 1 ? $"; more dispatchers: {string.Join(", ", _dispatchers.Skip(1).Select(d => d!.Pid))}" : string.Empty,
                 string.Join(", ", _config.Listen));
+            WatchCertificates();
             SystemdNotify("READY=1\nSTATUS=serving");
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
         }
@@ -246,6 +249,7 @@ internal sealed class MasterService : IDisposable
                 why, version, fresh.Vhosts.Count, fresh.Pools.Count, retired.Length == 0 ? "no pool" : string.Join(", ", retired));
             foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
                 TopUpSpares(d!);
+            WatchCertificates();
         }
         catch (Exception e) when (e is SysCallException or WireException or IOException)
         {
@@ -254,6 +258,47 @@ internal sealed class MasterService : IDisposable
         finally
         {
             _reloading.Release();
+        }
+    }
+
+    /// <summary>
+    /// Watches every terminated vhost's certificate directory (certbot swaps the live/ symlinks on
+    /// renewal): a change reloads, so new handshakes get the new certificate and open connections
+    /// keep theirs. Certificates expiring within 30 days are warned about.
+    /// </summary>
+    private void WatchCertificates()
+    {
+        var dirs = _config.Vhosts.Values.SelectMany(v => v.Certificates).Select(c => c.Directory).ToHashSet(StringComparer.Ordinal);
+        lock (_certWatchers)
+        {
+            foreach (var gone in _certWatchers.Keys.Where(k => !dirs.Contains(k)).ToList())
+            {
+                _certWatchers[gone].Dispose();
+                _certWatchers.Remove(gone);
+            }
+
+            foreach (var dir in dirs.Where(d => !_certWatchers.ContainsKey(d)))
+            {
+                var w = new FileSystemWatcher(dir) { NotifyFilter = NotifyFilters.FileName | NotifyFilters.LastWrite | NotifyFilters.Size | NotifyFilters.CreationTime };
+                FileSystemEventHandler changed = (_, _) =>
+                {
+                    var t = new Timer(_ => _ = ReloadAsync("certificate changed"), null, Timeout.Infinite, Timeout.Infinite);
+                    Interlocked.Exchange(ref _certDebounce, t)?.Dispose();
+                    t.Change(500, Timeout.Infinite);
+                };
+                w.Changed += changed;
+                w.Created += changed;
+                w.Renamed += (s, e) => changed(s, e);
+                w.EnableRaisingEvents = true;
+                _certWatchers[dir] = w;
+            }
+        }
+
+        foreach (var (vhost, cert) in _config.Vhosts.Values.SelectMany(v => v.Certificates.Select(c => (v.Name, c))))
+        {
+            var days = (cert.NotAfter - DateTime.UtcNow).TotalDays;
+            if (days < 30)
+                _log.Warning("Certificate of {Vhost} in {Directory} expires in {Days:F0} days ({NotAfter:u})", vhost, cert.Directory, days, cert.NotAfter);
         }
     }
 
@@ -661,5 +706,8 @@ internal sealed class MasterService : IDisposable
         _stop.Dispose();
         _reaper.Dispose();
         _reloading.Dispose();
+        foreach (var w in _certWatchers.Values)
+            w.Dispose();
+        _certDebounce?.Dispose();
     }
 }

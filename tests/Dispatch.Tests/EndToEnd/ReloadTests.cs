@@ -73,5 +73,54 @@ public sealed class ReloadTests : IDisposable
         }
     }
 
+    [SkippableFact]
+    public async Task A_renewed_certificate_is_served_to_the_next_handshake_while_an_open_connection_continues()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("cert-reload");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var tlsPort = TestWorld.FreePort();
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        string KeyBits() => Regex.Match(
+            Tools.RunWithInput(string.Empty, "openssl", "s_client", "-connect", $"127.0.0.1:{tlsPort}", "-servername", "a.localhost", "-CAfile", TestWorld.CaPath).Stdout,
+            @"Server public key is (\d+) bit").Groups[1].Value;
+        Assert.Equal("256", KeyBits());
+
+        // An open connection, before the renewal.
+        using var ca = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath));
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(System.Net.IPAddress.Loopback, tlsPort);
+        await using var ssl = new System.Net.Security.SslStream(tcp.GetStream());
+        await ssl.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+        {
+            TargetHost = "a.localhost",
+            CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy { TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck },
+        });
+
+        // certbot renewal: new files in archive/ (the RSA lineage's stand in), live/ symlinks swapped.
+        var archive = Path.GetFullPath(Path.Combine(live, "..", "archive"));
+        foreach (var f in new[] { "fullchain", "privkey" })
+            File.Copy(Path.Combine(archive, "a.localhost-rsa", $"{f}1.pem"), Path.Combine(archive, "a.localhost", $"{f}2.pem"));
+        foreach (var f in new[] { "privkey", "fullchain" })
+        {
+            var link = Path.Combine(live, "a.localhost", $"{f}.pem");
+            File.CreateSymbolicLink(link + ".new", $"../../archive/a.localhost/{f}2.pem");
+            File.Move(link + ".new", link, overwrite: true);
+        }
+
+        _dispatch.WaitForLine(new Regex(@"Configuration reloaded \(certificate changed\)"));
+        Assert.True(Tools.Eventually(() => KeyBits() == "2048"), "the renewed certificate is not served");
+
+        await ssl.WriteAsync(System.Text.Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"));
+        var response = new MemoryStream();
+        await ssl.CopyToAsync(response).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.StartsWith("HTTP/1.1 200", System.Text.Encoding.ASCII.GetString(response.ToArray()), StringComparison.Ordinal);
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }
