@@ -148,6 +148,23 @@ public sealed class PoolTests : IDisposable
     }
 
     [SkippableFact]
+    public void The_machine_wide_worker_limit_holds_across_pools()
+    {
+        var d = Start("global-limit", c =>
+        {
+            c["limits"] = new JsonObject { ["maxWorkers"] = 1 };
+            c["dispatcher"]!["workerWait"] = "1s";
+        });
+        var url = $"http://127.0.0.1:{d.HttpPort}/";
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status);
+        var refused = Tools.Curl("-H", "Host: b.localhost", url);
+        Assert.Equal(503, refused.Status);
+        Assert.Contains("No worker is available for 'b.localhost'", refused.Body, StringComparison.Ordinal);
+        d.WaitForLine(new Regex(@"Refused a worker for pool b: the machine already runs its maximum of 1 workers \(limits:maxWorkers\)"));
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status); // a keeps its worker
+    }
+
+    [SkippableFact]
     public async Task Killing_a_worker_mid_request_resets_that_client_and_the_next_request_succeeds()
     {
         var d = Start("crash", _ => { });
