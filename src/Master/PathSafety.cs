@@ -13,7 +13,7 @@ internal static unsafe class PathSafety
     public static string? CheckRootOwned(string path)
     {
         var real = RealPath(path);
-        foreach (var component in Components(real))
+        foreach (var component in PathComponents.Of(real))
         {
             Libc.Stat st;
             if (Libc.LStat(component, &st) != 0)
@@ -31,7 +31,7 @@ internal static unsafe class PathSafety
     public static string? CheckTraversable(string path, uint uid, IReadOnlyCollection<uint> gids)
     {
         var real = RealPath(path);
-        foreach (var component in Components(real))
+        foreach (var component in PathComponents.Of(real))
         {
             Libc.Stat st;
             if (Libc.LStat(component, &st) != 0)
@@ -49,7 +49,6 @@ internal static unsafe class PathSafety
     public static string RealPath(string path)
     {
         var full = Path.GetFullPath(path);
-        var info = new DirectoryInfo(full);
         // Resolve symlinks component by component.
         var parts = full.Split('/', StringSplitOptions.RemoveEmptyEntries);
         var current = "/";
@@ -66,18 +65,6 @@ internal static unsafe class PathSafety
             current = next;
         }
 
-        _ = info;
         return current;
-    }
-
-    private static IEnumerable<string> Components(string real)
-    {
-        yield return "/";
-        var current = string.Empty;
-        foreach (var part in real.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            current += "/" + part;
-            yield return current;
-        }
     }
 }

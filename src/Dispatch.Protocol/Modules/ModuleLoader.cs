@@ -18,7 +18,7 @@ public static unsafe class ModuleLoader
     {
         if (!Path.IsPathRooted(assemblyPath))
             throw new ModuleException($"{assemblyPath}: not an absolute path");
-        foreach (var component in Components(Path.GetFullPath(assemblyPath)))
+        foreach (var component in PathComponents.Of(Path.GetFullPath(assemblyPath)))
         {
             Libc.Stat st;
             if (Libc.LStat(component, &st) != 0)
@@ -77,17 +77,6 @@ public static unsafe class ModuleLoader
         if (!typeof(IPrivilegeModule).IsAssignableFrom(type) || type.IsAbstract || type.GetConstructor(Type.EmptyTypes) is null)
             throw new ModuleException($"{typeName} is not a public {nameof(IPrivilegeModule)} with a parameterless constructor");
         return (IPrivilegeModule)Activator.CreateInstance(type)!;
-    }
-
-    private static IEnumerable<string> Components(string path)
-    {
-        yield return "/";
-        var current = string.Empty;
-        foreach (var part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            current += "/" + part;
-            yield return current;
-        }
     }
 }
 

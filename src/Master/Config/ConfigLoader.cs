@@ -535,33 +535,24 @@ internal static class ConfigLoader
             return fallback;
         }
 
-        public int Int(IConfigurationSection s, int fallback, int min, int max)
-        {
-            if (s.Value is null)
-                return fallback;
-            if (int.TryParse(s.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max)
-                return v;
-            Error(s.Path, $"'{s.Value}' is not an integer in {min}..{max}");
-            return fallback;
-        }
+        public int Int(IConfigurationSection s, int fallback, int min, int max) =>
+            Number(s, fallback, min, max, NumberStyles.Integer, $"an integer in {min}..{max}");
 
-        public uint UInt(IConfigurationSection s, uint fallback)
-        {
-            if (s.Value is null)
-                return fallback;
-            if (uint.TryParse(s.Value, NumberStyles.None, CultureInfo.InvariantCulture, out var v))
-                return v;
-            Error(s.Path, $"'{s.Value}' is not a non-negative integer");
-            return fallback;
-        }
+        public uint UInt(IConfigurationSection s, uint fallback) =>
+            Number(s, fallback, uint.MinValue, uint.MaxValue, NumberStyles.None, "a non-negative integer");
 
-        public ulong ULong(IConfigurationSection s, ulong fallback)
+        public ulong ULong(IConfigurationSection s, ulong fallback) =>
+            Number(s, fallback, 1UL, ulong.MaxValue, NumberStyles.None, "a positive integer");
+
+        /// <summary>A number in [min, max], or the fallback when absent; anything else is an error naming what was expected.</summary>
+        private T Number<T>(IConfigurationSection s, T fallback, T min, T max, NumberStyles style, string expected)
+            where T : System.Numerics.INumber<T>
         {
             if (s.Value is null)
                 return fallback;
-            if (ulong.TryParse(s.Value, NumberStyles.None, CultureInfo.InvariantCulture, out var v) && v > 0)
+            if (T.TryParse(s.Value, style, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max)
                 return v;
-            Error(s.Path, $"'{s.Value}' is not a positive integer");
+            Error(s.Path, $"'{s.Value}' is not {expected}");
             return fallback;
         }
 
