@@ -33,6 +33,11 @@ internal sealed class MasterService : IDisposable
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _stop = new();
     private ChildProcess?[] _dispatchers = [];
+    // Per slot: completed when an upgrade puts a new dispatcher in the slot.
+    private TaskCompletionSource[] _slotChanged = [];
+    // Dispatchers replaced by an upgrade, draining their open connections.
+    private readonly HashSet<ChildProcess> _retiring = [];
+    private readonly SemaphoreSlim _upgrading = new(1, 1);
     private readonly Dictionary<int, ChildProcess> _ownerOf = [];
     private int _exitCode;
 
@@ -64,6 +69,7 @@ internal sealed class MasterService : IDisposable
             for (var slot = 0; slot < n; slot++)
                 _listeners.Add([.. _config.Listen.Select(l => Bind(l, reusePort: n > 1))]);
             _dispatchers = new ChildProcess?[n];
+            _slotChanged = [.. Enumerable.Range(0, n).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously))];
             for (var slot = 0; slot < n; slot++)
                 _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
             foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2))
@@ -313,15 +319,36 @@ internal sealed class MasterService : IDisposable
     /// <summary>
     /// Serves one dispatcher slot: its channel until it ends; a dispatcher that dies is restarted with
     /// the same listening sockets (connections queued meanwhile wait in them), at most 5 times a minute.
+    /// An upgrade puts a new dispatcher in the slot: the loop serves the new one from then on, and the
+    /// old one's channel is served until it has drained.
     /// </summary>
     private async Task ServeSlotAsync(int slot)
     {
         var restarts = new Queue<long>();
+        var dispatcher = _dispatchers[slot]!;
+        TopUpSpares(dispatcher);
+        var serve = ServeDispatcherAsync(dispatcher);
         while (true)
         {
-            var dispatcher = _dispatchers[slot]!;
-            TopUpSpares(dispatcher);
-            await ServeDispatcherAsync(dispatcher).ConfigureAwait(false);
+            Task changed;
+            lock (_gate)
+                changed = _slotChanged[slot].Task;
+            if (await Task.WhenAny(serve, changed).ConfigureAwait(false) == changed)
+            {
+                lock (_gate)
+                {
+                    _slotChanged[slot] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    if (_dispatchers[slot] == dispatcher)
+                        continue;
+                }
+
+                _ = RetireDispatcherAsync(dispatcher, serve);
+                dispatcher = _dispatchers[slot]!;
+                TopUpSpares(dispatcher);
+                serve = ServeDispatcherAsync(dispatcher);
+                continue;
+            }
+
             if (_stop.IsCancellationRequested)
                 return;
             dispatcher.Kill();
@@ -340,8 +367,13 @@ internal sealed class MasterService : IDisposable
 
             try
             {
-                _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
-                _log.Warning("Dispatcher {Old} ({Status}) replaced by dispatcher {New} on the same listening sockets", dispatcher.Pid, dispatcher.Exited.IsCompleted ? ChildProcess.DescribeStatus(dispatcher.Exited.Result) : "killed", _dispatchers[slot]!.Pid);
+                var fresh = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
+                lock (_gate)
+                    _dispatchers[slot] = fresh;
+                _log.Warning("Dispatcher {Old} ({Status}) replaced by dispatcher {New} on the same listening sockets", dispatcher.Pid, dispatcher.Exited.IsCompleted ? ChildProcess.DescribeStatus(dispatcher.Exited.Result) : "killed", fresh.Pid);
+                dispatcher = fresh;
+                TopUpSpares(dispatcher);
+                serve = ServeDispatcherAsync(dispatcher);
             }
             catch (ChildStartException e)
             {
@@ -351,6 +383,96 @@ internal sealed class MasterService : IDisposable
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// SIGUSR2 (or the control command): upgrade without dropping a connection. For each slot, a new
+    /// dispatcher starts from the binaries installed now, on the same listening sockets (the master
+    /// holds them, so connections queued in them wait for whichever process accepts first); once it
+    /// is ready, the old one stops accepting and its workers and it finish what they have within
+    /// <c>dispatcher.stopGrace</c>. New workers start from the installed binaries too. If a new
+    /// dispatcher cannot start, the old ones keep serving.
+    /// </summary>
+    public async Task<string> UpgradeAsync(string why)
+    {
+        if (!await _upgrading.WaitAsync(0).ConfigureAwait(false))
+        {
+            _log.Warning("Upgrade ({Why}) ignored: an upgrade is already in progress", why);
+            return "an upgrade is already in progress";
+        }
+
+        try
+        {
+            var unsafePath = PathSafety.CheckRootOwned(RuntimePaths.AppDirectory);
+            if (unsafePath is not null)
+            {
+                _log.Error("Upgrade ({Why}) refused: {AppDirectory}: {Reason}; the running processes keep serving", why, RuntimePaths.AppDirectory, unsafePath);
+                return $"refused: {unsafePath}";
+            }
+
+            _log.Information("Upgrade ({Why}): starting new dispatchers from {AppDirectory}", why, RuntimePaths.AppDirectory);
+            var replaced = new List<string>();
+            for (var slot = 0; slot < _dispatchers.Length; slot++)
+            {
+                var fresh = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
+                ChildProcess old;
+                TaskCompletionSource changed;
+                lock (_gate)
+                {
+                    old = _dispatchers[slot]!;
+                    _dispatchers[slot] = fresh;
+                    _retiring.Add(old);
+                    changed = _slotChanged[slot];
+                }
+
+                changed.TrySetResult();
+                replaced.Add($"{old.Pid} -> {fresh.Pid}");
+            }
+
+            _log.Information("Upgrade ({Why}) complete: dispatchers {Replaced}; the old ones drain", why, string.Join(", ", replaced));
+            return $"upgraded: dispatchers {string.Join(", ", replaced)}";
+        }
+        catch (Exception e) when (e is ChildStartException or OperationCanceledException or SysCallException or WireException)
+        {
+            _log.Error("Upgrade ({Why}) failed, the running dispatchers keep serving: {Reason}", why, e.Message);
+            return $"failed: {e.Message}";
+        }
+        finally
+        {
+            _upgrading.Release();
+        }
+    }
+
+    /// <summary>An upgraded-away dispatcher: it and its workers stop accepting and finish within the grace period.</summary>
+    private async Task RetireDispatcherAsync(ChildProcess old, Task serve)
+    {
+        var grace = _config.Dispatcher.StopGrace;
+        List<ChildProcess> children;
+        lock (_gate)
+            children = [old, .. _workers.Values.Where(w => _ownerOf.GetValueOrDefault(w.Pid) == old)];
+        foreach (var c in children)
+        {
+            try
+            {
+                c.Channel.Send(new Stop((uint)grace.TotalMilliseconds));
+            }
+            catch (Exception e) when (e is SysCallException or ObjectDisposedException)
+            {
+            }
+        }
+
+        // Its channel is served until it closes: connections it accepted before the switch may still need workers.
+        var drained = Task.WhenAll(serve, old.Exited);
+        if (await Task.WhenAny(drained, Task.Delay(grace + TimeSpan.FromSeconds(2))).ConfigureAwait(false) != drained && !old.Exited.IsCompleted)
+        {
+            _log.Warning("{Child} did not drain within {Grace}; killing it", old, grace);
+            old.Kill();
+        }
+
+        await old.Exited.ConfigureAwait(false);
+        lock (_gate)
+            _retiring.Remove(old);
+        _log.Information("Dispatcher {Pid} drained and exited ({Status})", old.Pid, ChildProcess.DescribeStatus(old.Exited.Result));
     }
 
     private async Task<ChildProcess> StartDispatcherAsync(int slot, CancellationToken cancellationToken)
@@ -404,7 +526,10 @@ internal sealed class MasterService : IDisposable
 
             if (message is null)
             {
-                if (!_stop.IsCancellationRequested)
+                bool retiring;
+                lock (_gate)
+                    retiring = _retiring.Contains(dispatcher);
+                if (!_stop.IsCancellationRequested && !retiring)
                     _log.Error("Dispatcher {Pid} closed its channel", dispatcher.Pid);
                 return;
             }
@@ -628,6 +753,11 @@ internal sealed class MasterService : IDisposable
 
     private void OnChildExit(ChildProcess child, int status)
     {
+        bool retiring;
+        lock (_gate)
+            retiring = _retiring.Contains(child);
+        if (retiring)
+            return;
         if (Array.IndexOf(_dispatchers, child) >= 0)
         {
             // Its slot's serve loop sees the channel close and restarts it; its workers see their
@@ -651,6 +781,9 @@ internal sealed class MasterService : IDisposable
         var level = _stop.IsCancellationRequested || status == 0 ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning;
         _log.Write(level, "Worker {Pid} of pool {Pool} exited ({Status})", child.Pid, child.Name, ChildProcess.DescribeStatus(status));
         child.Dispose();
+        bool ownerRetiring;
+        lock (_gate)
+            ownerRetiring = owner is not null && _retiring.Contains(owner);
         if (owner is not null && !owner.Exited.IsCompleted && !_stop.IsCancellationRequested)
         {
             try
@@ -661,7 +794,8 @@ internal sealed class MasterService : IDisposable
             {
             }
 
-            TopUpSpares(owner);
+            if (!ownerRetiring)
+                TopUpSpares(owner);
         }
     }
 
@@ -670,8 +804,7 @@ internal sealed class MasterService : IDisposable
         SystemdNotify("STOPPING=1");
         List<ChildProcess> children;
         lock (_gate)
-            children = [.. _workers.Values];
-        children.AddRange(_dispatchers.Where(d => d is not null)!);
+            children = [.. _workers.Values, .. _retiring, .. _dispatchers.OfType<ChildProcess>()];
         foreach (var c in children)
         {
             try
@@ -681,6 +814,14 @@ internal sealed class MasterService : IDisposable
             catch (Exception e) when (e is SysCallException or ObjectDisposedException)
             {
             }
+        }
+
+        // The dispatchers have closed their copies: closing the master's makes new connections be
+        // refused at once instead of waiting in a backlog no one will accept from.
+        foreach (var slot in _listeners)
+        {
+            foreach (var s in slot)
+                s.Dispose();
         }
 
         var all = Task.WhenAll(children.Select(c => c.Exited));
@@ -706,6 +847,7 @@ internal sealed class MasterService : IDisposable
         _stop.Dispose();
         _reaper.Dispose();
         _reloading.Dispose();
+        _upgrading.Dispose();
         foreach (var w in _certWatchers.Values)
             w.Dispose();
         _certDebounce?.Dispose();

@@ -76,6 +76,7 @@ internal static class Program
             using var usr1 = PosixSignalRegistration.Create((PosixSignal)10 /* SIGUSR1 */, c => { c.Cancel = true; master.ReopenLogs(); });
             using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; master.RequestImmediateStop(); });
             using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; _ = master.ReloadAsync("SIGHUP"); });
+            using var usr2 = PosixSignalRegistration.Create((PosixSignal)12 /* SIGUSR2 */, c => { c.Cancel = true; _ = master.UpgradeAsync("SIGUSR2"); });
 
             // reloadOnChange, debounced: editors and panels write in bursts (and sometimes half a file first).
             using var watcher = new FileSystemWatcher(Path.GetDirectoryName(config.SourcePath)!, Path.GetFileName(config.SourcePath))

@@ -19,6 +19,13 @@ internal static class Program
 {
     private const int MaxSnapshotBytes = 64 << 20;
 
+    private static async Task DrainAsync(List<Frontend> frontends, uint graceMs)
+    {
+        var deadline = Environment.TickCount64 + graceMs;
+        while (frontends.Sum(f => f.InFlight) > 0 && Environment.TickCount64 < deadline)
+            await Task.Delay(20).ConfigureAwait(false);
+    }
+
     private static async Task<int> Main(string[] args)
     {
         var master = ChildBootstrap.Start(ProcessRole.Dispatcher, args);
@@ -72,9 +79,21 @@ internal static class Program
             }
 
 
-            // Running phase: WorkerReady, WorkerRefused, WorkerGone, Stop. Anything else is fatal.
-            while (await master.ReceiveAsync().ConfigureAwait(false) is { } message)
+            // Running phase: WorkerReady, WorkerRefused, WorkerGone, RouteUpdate, Stop. Anything else is fatal.
+            // After Stop the loop goes on (connections accepted before it may still need workers) until
+            // the open connections have finished or the grace period is over.
+            Task? drained = null;
+            while (true)
             {
+                var receive = master.ReceiveAsync().AsTask();
+                if (drained is not null && await Task.WhenAny(receive, drained).ConfigureAwait(false) == drained)
+                {
+                    log.Information("Dispatcher {Pid} drained: {Open} connections still open at exit", Environment.ProcessId, frontends.Sum(f => f.InFlight));
+                    return 0;
+                }
+
+                if (await receive.ConfigureAwait(false) is not { } message)
+                    break;
                 using (message)
                 {
                     switch (message.Type)
@@ -109,16 +128,16 @@ internal static class Program
                             workers.Retire(update.RetiredPools);
                             log.Information("Routes updated to version {Version}: {Names} host names; retired the workers of {Pools}", routes.Version, routes.Count, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
                             break;
-                        case MessageType.Stop:
+                        case MessageType.Stop when drained is null:
                             var stop = message.Decode<Stop>();
-                            log.Information("Stopping: no new connections, {Grace} ms for those in flight", stop.GraceMs);
+                            log.Information("Stopping: no new connections, {Grace} ms for the {Open} in flight", stop.GraceMs, frontends.Sum(f => f.InFlight));
                             stopping.Cancel();
+                            // The master keeps its own copies of the listening sockets: connections queued
+                            // in them wait for the next dispatcher (upgrade) instead of being refused.
                             foreach (var l in listeners)
                                 l.Dispose();
-                            var deadline = Environment.TickCount64 + stop.GraceMs;
-                            while (frontends.Sum(f => f.InFlight) > 0 && Environment.TickCount64 < deadline)
-                                await Task.Delay(20).ConfigureAwait(false);
-                            return 0;
+                            drained = DrainAsync(frontends, stop.GraceMs);
+                            break;
                         default:
                             throw new WireException($"the master may not send {message.Type} now");
                     }

@@ -1,0 +1,275 @@
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>
+/// Graceful stop with requests in flight, upgrade (SIGUSR2) under a steady request loop, and a killed
+/// master leaving no process behind.
+/// </summary>
+public sealed class StopAndUpgradeTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private DispatchInstance? _dispatch;
+
+    public StopAndUpgradeTests(ITestOutputHelper output) => _output = output;
+
+    private (DispatchInstance D, string Dir) Start(string name, Action<JsonObject>? adjust = null)
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory(name);
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var cgi = TestWorld.NewTenantTree(dir, "cgi-a", TestWorld.TenantA, new Dictionary<string, string>
+        {
+            // Answers only once it has read a line from the "go" FIFO next to it, which the test writes.
+            ["wait.sh"] = "#!/bin/sh\nread line < \"$(dirname \"$SCRIPT_FILENAME\")/go\"\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$QUERY_STRING\"\n",
+        });
+        foreach (var f in Directory.GetFiles(cgi))
+            File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        Assert.Equal(0, Tools.Run("mkfifo", "-m", "0644", Path.Combine(cgi, "go")).ExitCode);
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["vhosts"]!["a.localhost"]!["cgi"] = new JsonObject { ["/cgi-bin/"] = cgi };
+        config["vhosts"]!["a.localhost"]!["cgiTimeout"] = "300s";
+        config["pools"]!["a"]!["maxWorkers"] = 6;
+        config["pools"]!["a"]!["maxConnectionsPerWorker"] = 25; // below the worker's 32 concurrent CGI scripts
+        config["jailProbe"]!["threads"] = 4;
+        adjust?.Invoke(config);
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        return (_dispatch, dir);
+    }
+
+    /// <summary>Direct children of <paramref name="pid"/> (from /proc/*/stat).</summary>
+    private static List<int> ChildrenOf(int pid)
+    {
+        var found = new List<int>();
+        foreach (var entry in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out var candidate))
+                continue;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(entry, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                if (int.Parse(fields[1], CultureInfo.InvariantCulture) == pid)
+                    found.Add(candidate);
+            }
+            catch (IOException)
+            {
+            }
+        }
+
+        return found;
+    }
+
+    /// <summary>Processes (any depth below the workers) running the CGI script.</summary>
+    private static int CountScripts(string script) =>
+        Directory.EnumerateDirectories("/proc").Count(entry =>
+        {
+            try
+            {
+                return Path.GetFileName(entry).All(char.IsAsciiDigit) && File.ReadAllText(Path.Combine(entry, "cmdline")).Contains(script, StringComparison.Ordinal);
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+            catch (UnauthorizedAccessException)
+            {
+                return false;
+            }
+        });
+
+    [SkippableFact]
+    public async Task SIGTERM_during_100_open_requests_lets_all_of_them_complete_then_every_process_exits()
+    {
+        var (d, dir) = Start("sigterm-100");
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        var script = Path.Combine(dir, "cgi-a", "wait.sh");
+
+        // 100 requests, each in a worker, its CGI script waiting for the test's go.
+        const int N = 100;
+        var sockets = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < N; i++)
+            {
+                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                sockets.Add(s);
+                await s.ConnectAsync("127.0.0.1", d.HttpPort);
+                await s.SendAsync(Encoding.ASCII.GetBytes($"GET /cgi-bin/wait.sh?request-{i} HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"));
+            }
+
+            Assert.True(Tools.Eventually(() => CountScripts(script) >= N, TimeSpan.FromSeconds(120)), $"only {CountScripts(script)} of {N} CGI scripts started");
+            var family = ChildrenOf(d.MasterPid);
+            _output.WriteLine($"master {d.MasterPid}, children {string.Join(", ", family)}");
+            Assert.True(family.Count >= 2, "expected a dispatcher and at least one worker");
+
+            Assert.Equal(0, Tools.Run("kill", "-TERM", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+            d.WaitForLine(new Regex(@"Stopping: no new connections"));
+            // New connections are refused once every copy of the listening socket is closed.
+            Assert.True(Tools.Eventually(() =>
+            {
+                using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                try
+                {
+                    probe.Connect("127.0.0.1", d.HttpPort);
+                    return false;
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
+                {
+                    return true;
+                }
+            }), "the port still accepts connections after SIGTERM");
+
+            // Now let every script answer (one line each): every request completes.
+            string[] answers;
+            await using (var go = new FileStream(Path.Combine(dir, "cgi-a", "go"), FileMode.Open, FileAccess.Write))
+            {
+                await go.WriteAsync(Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("go\n", N))));
+                await go.FlushAsync();
+                answers = await Task.WhenAll(sockets.Select(ReadToEndAsync));
+            }
+
+            for (var i = 0; i < N; i++)
+            {
+                Assert.StartsWith("HTTP/1.1 200", answers[i], StringComparison.Ordinal);
+                Assert.Contains($"\r\nrequest-{i}\n", answers[i], StringComparison.Ordinal); // (chunked)
+            }
+
+            Assert.Equal(0, d.WaitForExit());
+            foreach (var pid in family)
+                Assert.True(Tools.Eventually(() => !Directory.Exists($"/proc/{pid}")), $"process {pid} outlived the master");
+        }
+        finally
+        {
+            foreach (var s in sockets)
+                s.Dispose();
+        }
+    }
+
+    private static async Task<string> ReadToEndAsync(Socket s)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var all = new MemoryStream();
+        var buffer = new byte[4096];
+        int n;
+        while ((n = await s.ReceiveAsync(buffer, SocketFlags.None, cts.Token)) > 0)
+            all.Write(buffer, 0, n);
+        return Encoding.ASCII.GetString(all.ToArray());
+    }
+
+    [SkippableFact]
+    public async Task SIGUSR2_upgrades_under_a_steady_request_loop_without_refusing_a_connection_and_a_killed_master_leaves_nothing()
+    {
+        var tlsPort = TestWorld.FreePort();
+        string? live = null;
+        var (d, _) = Start("upgrade", config =>
+        {
+            live = TestWorld.InstallSampleCertificates(Path.GetDirectoryName(config["vhosts"]!["a.localhost"]!["root"]!.GetValue<string>())!);
+            config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+            config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
+            config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
+            config["dispatcher"]!["stopGrace"] = "20s";
+        });
+        var oldDispatcher = d.DispatcherPid;
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        var oldWorker = d.WorkerPid("a");
+
+        // Two steady loops, each request on a new connection: plain HTTP to a, HTTPS to b.
+        long ok = 0;
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var stopLoops = new CancellationTokenSource();
+        async Task LoopAsync(HttpClient client, string url, string expected)
+        {
+            while (!stopLoops.IsCancellationRequested)
+            {
+                try
+                {
+                    var body = await client.GetStringAsync(new Uri(url), stopLoops.Token);
+                    if (body == expected)
+                        Interlocked.Increment(ref ok);
+                    else
+                        failures.Enqueue($"{url}: unexpected body '{body}'");
+                }
+                catch (OperationCanceledException) when (stopLoops.IsCancellationRequested)
+                {
+                }
+                catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+                {
+                    failures.Enqueue($"{url}: {e.GetType().Name}: {e.Message} {e.InnerException?.Message}");
+                }
+            }
+        }
+
+        using var plain = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero, PooledConnectionIdleTimeout = TimeSpan.Zero });
+        plain.DefaultRequestHeaders.Host = "a.localhost";
+        plain.DefaultRequestHeaders.ConnectionClose = true;
+        var ca = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(TestWorld.CaPath);
+        using var tls = new HttpClient(new SocketsHttpHandler
+        {
+            PooledConnectionLifetime = TimeSpan.Zero,
+            ConnectCallback = async (ctx, ct) =>
+            {
+                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                await s.ConnectAsync("127.0.0.1", tlsPort, ct);
+                return new NetworkStream(s, ownsSocket: true);
+            },
+            SslOptions = new System.Net.Security.SslClientAuthenticationOptions
+            {
+                RemoteCertificateValidationCallback = (_, cert, chain, errors) =>
+                {
+                    if (cert is null || chain is null)
+                        return false;
+                    chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
+                    chain.ChainPolicy.CustomTrustStore.Add(ca);
+                    chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
+                    return (errors & ~System.Net.Security.SslPolicyErrors.RemoteCertificateChainErrors) == 0 && chain.Build(new System.Security.Cryptography.X509Certificates.X509Certificate2(cert));
+                },
+            },
+        });
+        tls.DefaultRequestHeaders.ConnectionClose = true;
+        var loops = new[]
+        {
+            LoopAsync(plain, $"http://127.0.0.1:{d.HttpPort}/", "A"),
+            LoopAsync(tls, $"https://b.localhost:{tlsPort}/", "B"),
+        };
+        try
+        {
+            Assert.True(Tools.Eventually(() => Interlocked.Read(ref ok) >= 20, TimeSpan.FromSeconds(60)), $"the loops did not get going: {string.Join("; ", failures)}");
+
+            Assert.Equal(0, Tools.Run("kill", "-USR2", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+            var upgraded = d.WaitForLine(new Regex($@"Upgrade \(SIGUSR2\) complete: dispatchers {oldDispatcher} -> (?<new>\d+)"));
+            var newDispatcher = int.Parse(upgraded.Groups["new"].Value, CultureInfo.InvariantCulture);
+            d.WaitForLine(new Regex($@"Dispatcher {oldDispatcher} drained and exited \(exit code 0\)"));
+            d.WaitForLine(new Regex($@"Worker {oldWorker} of pool a exited \(exit code 0\)"));
+            var after = Interlocked.Read(ref ok);
+            Assert.True(Tools.Eventually(() => Interlocked.Read(ref ok) >= after + 20, TimeSpan.FromSeconds(60)), "the loops stalled after the upgrade");
+            Assert.False(Directory.Exists($"/proc/{oldDispatcher}"));
+            Assert.True(Directory.Exists($"/proc/{newDispatcher}"));
+            Assert.Equal((uint)TestWorld.DispatcherUid, uint.Parse(Tools.Status($"/proc/{newDispatcher}/status")["Uid"].Split('\t')[0], CultureInfo.InvariantCulture));
+            _output.WriteLine($"{Interlocked.Read(ref ok)} requests served across the upgrade, {failures.Count} failed");
+            Assert.Empty(failures);
+
+            // A master killed outright: every process it started ends with it (their channels reach EOF).
+            var family = ChildrenOf(d.MasterPid);
+            _output.WriteLine($"master {d.MasterPid}, children {string.Join(", ", family)}");
+            Assert.Contains(newDispatcher, family);
+            Assert.Equal(0, Tools.Run("kill", "-KILL", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+            d.WaitForExit();
+            foreach (var pid in family)
+                Assert.True(Tools.Eventually(() => !Directory.Exists($"/proc/{pid}")), $"process {pid} outlived the killed master");
+        }
+        finally
+        {
+            await stopLoops.CancelAsync();
+            await Task.WhenAll(loops);
+        }
+    }
+
+    public void Dispose() => _dispatch?.Dispose();
+}
