@@ -346,6 +346,7 @@ install_unit() {
       /^NotifyAccess=/ { print env }' "$(dirname -- "$0")/dispatch.service"
   } >"$tmp"
   grep -q "^ExecStart=$LIBDIR/Master --config $CONFIG\$" "$tmp" || die "could not adapt the unit's ExecStart to $LIBDIR"
+  grep -q "^Environment=DOTNET_ROOT=$root\$" "$tmp" || die "could not set DOTNET_ROOT in the unit (no NotifyAccess= line in packaging/dispatch.service?)"
   chmod 644 -- "$tmp"
   mv -- "$tmp" "$UNIT"
   say "installed $UNIT"
