@@ -57,13 +57,14 @@ public sealed partial class DispatchInstance : IDisposable
         ["jailProbe"] = new JsonObject { ["threads"] = 32 },
     };
 
-    public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null)
+    /// <param name="command">The command line before <c>--config FILE</c>; default: the staged Master (an installed one: <c>[".../sbin/dispatch", "run"]</c>).</param>
+    public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null, IReadOnlyList<string>? command = null)
     {
         var configPath = Path.Combine(directory, "dispatch.json");
         File.WriteAllText(configPath, config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
         var port = int.Parse(config["listen"]![0]!["endpoint"]!.GetValue<string>().Split(':')[^1], System.Globalization.CultureInfo.InvariantCulture);
-        var master = Path.Combine(TestWorld.AppDirectory, "Master");
-        var psi = new ProcessStartInfo(wrapper is { Count: > 0 } ? wrapper[0] : master)
+        IReadOnlyList<string> master = command is { Count: > 0 } ? command : [Path.Combine(TestWorld.AppDirectory, "Master")];
+        var psi = new ProcessStartInfo(wrapper is { Count: > 0 } ? wrapper[0] : master[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -75,8 +76,11 @@ public sealed partial class DispatchInstance : IDisposable
         {
             foreach (var arg in wrapper.Skip(1))
                 psi.ArgumentList.Add(arg);
-            psi.ArgumentList.Add(master);
+            psi.ArgumentList.Add(master[0]);
         }
+
+        foreach (var arg in master.Skip(1))
+            psi.ArgumentList.Add(arg);
 
         psi.ArgumentList.Add("--config");
         psi.ArgumentList.Add(configPath);
@@ -90,9 +94,9 @@ public sealed partial class DispatchInstance : IDisposable
     }
 
     /// <summary>Starts and waits for the readiness line; returns with <see cref="DispatcherPid"/> known.</summary>
-    public static DispatchInstance StartReady(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null)
+    public static DispatchInstance StartReady(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null, IReadOnlyList<string>? command = null)
     {
-        var instance = Start(directory, config, output, wrapper, environment);
+        var instance = Start(directory, config, output, wrapper, environment, command);
         try
         {
             var m = instance.WaitForLine(ReadyLine());

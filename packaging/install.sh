@@ -1,0 +1,422 @@
+#!/usr/bin/env bash
+# Installs Dispatch on this machine (as root), or removes it.
+#
+#   packaging/install.sh                 publish and install (idempotent; an existing config is kept)
+#   packaging/install.sh --uninstall     remove binaries, unit and the dispatch command; keep config and logs
+#   packaging/install.sh --uninstall --purge   also remove config, logs, the welcome site and the user
+#   (packaging/uninstall.sh [--purge] is the same as --uninstall)
+#
+# Locations (environment; the defaults are the real system paths):
+#   DISPATCH_LIBDIR  /usr/lib/dispatch          the three executables, root-owned, writable by root only
+#   DISPATCH_ETCDIR  /etc/dispatch              dispatch.json (starter written only if none), certs/
+#   DISPATCH_LOGDIR  /var/log/dispatch          per-vhost access logs (root-owned, 0755)
+#   DISPATCH_DATADIR /var/lib/dispatch          www/welcome, the starter config's document root
+#   SYSTEMD_DIR      /etc/systemd/system        dispatch.service
+#   SBINDIR          /usr/sbin                  the `dispatch` command
+#   DISPATCH_USER    dispatch                   the dispatcher's system user
+#   DISPATCH_BINARIES  (unset)                  install these already published binaries instead of
+#                                               running `dotnet publish` on this source tree
+# Uninstall with the same variables as the install.
+set -euo pipefail
+umask 022
+
+me=dispatch-install
+say() { printf '%s: %s\n' "$me" "$*"; }
+die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+mode=install
+purge=0
+for arg in "$@"; do
+  case "$arg" in
+    --uninstall) mode=uninstall ;;
+    --purge) purge=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument '$arg'" ;;
+  esac
+done
+[ "$purge" = 0 ] || [ "$mode" = uninstall ] || die "--purge goes with --uninstall"
+
+if [ "$(id -u)" -ne 0 ]; then
+  printf '%s: error: must run as root: it installs root-owned binaries the master checks before it starts, creates the system user %s and writes /etc. Run it with sudo.\n' "$me" "${DISPATCH_USER:-dispatch}" >&2
+  exit 77
+fi
+
+LIBDIR=${DISPATCH_LIBDIR:-/usr/lib/dispatch}
+ETCDIR=${DISPATCH_ETCDIR:-/etc/dispatch}
+LOGDIR=${DISPATCH_LOGDIR:-/var/log/dispatch}
+DATADIR=${DISPATCH_DATADIR:-/var/lib/dispatch}
+UNITDIR=${SYSTEMD_DIR:-/etc/systemd/system}
+SBIN=${SBINDIR:-/usr/sbin}
+USERNAME=${DISPATCH_USER:-dispatch}
+UNIT=$UNITDIR/dispatch.service
+WRAPPER=$SBIN/dispatch
+CONFIG=$ETCDIR/dispatch.json
+MARK="Installed by Dispatch's packaging/install.sh"
+
+# Paths end up in JSON, a unit file and a shell script: keep them to plain characters, and keep them
+# away from the top of the tree (uninstall --purge removes some of them whole).
+for var in LIBDIR ETCDIR LOGDIR DATADIR UNITDIR SBIN; do
+  value=${!var}
+  [[ $value =~ ^/[A-Za-z0-9._+@/-]*$ ]] || die "$var='$value' must be an absolute path of letters, digits and ._+@/- only"
+  [[ $value != */ ]] || die "$var='$value' must not end with /"
+  [[ ! $value =~ (^|/)\.\.?(/|$) ]] || die "$var='$value' must not contain . or .. components"
+done
+for var in LIBDIR ETCDIR LOGDIR DATADIR; do
+  value=${!var}
+  [[ $value =~ ^/[^/]+/[^/]+ ]] || die "$var='$value' is too close to / (at least two levels deep, like /etc/dispatch)"
+done
+[[ $USERNAME =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "DISPATCH_USER='$USERNAME' is not a valid system user name"
+
+# Every component of an existing path owned by root and writable by no one else: what the master
+# requires of its own directory and of the log directory, and of the certificate directories.
+unsafe_component() {
+  local real c rest st
+  real=$(readlink -f -- "$1") || { echo "$1 cannot be resolved"; return 0; }
+  c=/
+  rest=${real#/}
+  while :; do
+    st=$(stat -c '%u %a' -- "$c") || { echo "$c cannot be read"; return 0; }
+    if [ "${st%% *}" != 0 ]; then echo "$c is owned by uid ${st%% *}, not root"; return 0; fi
+    if (( (8#${st#* } & 8#022) != 0 )); then echo "$c is writable by others than root (mode ${st#* })"; return 0; fi
+    [ -n "$rest" ] || return 0
+    c=${c%/}/${rest%%/*}
+    [[ $rest == */* ]] && rest=${rest#*/} || rest=
+  done
+}
+
+# The deepest existing ancestor of a path must be safe: what is created below it is root's, 0755.
+check_parent_chain() {
+  local p=$1 why
+  while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done
+  why=$(unsafe_component "$p")
+  [ -z "$why" ] || die "refusing $2 '$1': $why (the master would refuse to use it)"
+}
+
+# Creates a directory root:root with MODE, or brings an existing one to root ownership with no
+# group/other write, saying what changed.
+ensure_dir() {
+  local dir=$1 mode=$2 st
+  if [ ! -d "$dir" ]; then
+    if [ -e "$dir" ] || [ -L "$dir" ]; then die "$dir exists and is not a directory"; fi
+    install -d -o root -g root -m "$mode" -- "$dir"
+    say "created $dir (root:root $mode)"
+    return
+  fi
+  [ ! -L "$dir" ] || die "$dir is a symbolic link; make it a real directory"
+  st=$(stat -c '%u %g %a' -- "$dir")
+  if [ "${st%% *}" != 0 ] || (( (8#${st##* } & 8#022) != 0 )); then
+    chown root:root -- "$dir"
+    chmod go-w -- "$dir"
+    say "fixed $dir: was uid/gid/mode $st, now $(stat -c '%u %g %a' -- "$dir")"
+  else
+    say "kept $dir (mode ${st##* })"
+  fi
+}
+
+# Pids of processes whose executable lives in LIBDIR (a master, dispatcher or worker of this install).
+running_pids() {
+  local real e target pids=()
+  [ -d "$LIBDIR" ] || return 0
+  real=$(readlink -f -- "$LIBDIR")
+  for e in /proc/[0-9]*/exe; do
+    target=$(readlink -- "$e" 2>/dev/null) || continue
+    case "$target" in "$real"/*) e=${e#/proc/}; pids+=("${e%/exe}") ;; esac
+  done
+  echo "${pids[*]:-}"
+}
+
+systemd_running() { [ -d /run/systemd/system ]; }
+
+refuse_if_running() {
+  local pids
+  pids=$(running_pids)
+  [ -z "$pids" ] || die "Dispatch is running from $LIBDIR (pids $pids): stop it first (systemctl stop dispatch, or SIGTERM to the master), then $1"
+}
+
+daemon_reload() {
+  if systemd_running; then
+    systemctl daemon-reload
+    say "systemctl daemon-reload done"
+  else
+    say "systemd is not running on this machine (no /run/systemd/system): skipped systemctl daemon-reload"
+  fi
+}
+
+# Removes a file only if it carries our mark (so an admin's own file of the same name survives).
+remove_marked() {
+  local file=$1
+  if [ -L "$file" ] || [ -e "$file" ]; then
+    if grep -qF "$MARK" -- "$file" 2>/dev/null; then
+      rm -f -- "$file"
+      say "removed $file"
+    else
+      say "left $file: not installed by this script"
+    fi
+  else
+    say "$file: not present"
+  fi
+}
+
+remove_tree() {
+  if [ -e "$1" ] || [ -L "$1" ]; then
+    rm -rf -- "$1"
+    say "removed $1"
+  else
+    say "$1: not present"
+  fi
+}
+
+uninstall() {
+  refuse_if_running "uninstall"
+  if systemd_running && [ "$UNITDIR" = /etc/systemd/system ] && [ -e "$UNIT" ]; then
+    systemctl disable dispatch.service >/dev/null 2>&1 || true
+  fi
+  local wants=$UNITDIR/multi-user.target.wants/dispatch.service
+  if [ -L "$wants" ]; then rm -f -- "$wants"; say "removed $wants"; fi
+  remove_marked "$UNIT"
+  remove_marked "$WRAPPER"
+  if [ -d "$LIBDIR" ] && [ ! -e "$LIBDIR/Master.dll" ]; then
+    say "left $LIBDIR: it holds no Master.dll, so it is not a Dispatch install"
+  else
+    remove_tree "$LIBDIR"
+  fi
+  daemon_reload
+  if [ "$purge" = 1 ]; then
+    remove_tree "$ETCDIR"
+    remove_tree "$LOGDIR"
+    remove_tree "$DATADIR"
+    if getent passwd "$USERNAME" >/dev/null; then
+      userdel "$USERNAME"
+      say "removed user $USERNAME"
+    else
+      say "user $USERNAME: not present"
+    fi
+    if getent group "$USERNAME" >/dev/null; then
+      if groupdel "$USERNAME"; then say "removed group $USERNAME"; else say "could not remove group $USERNAME"; fi
+    fi
+    say "purged: Dispatch is gone from this machine"
+  else
+    say "kept $ETCDIR (config, certificates), $LOGDIR (logs), $DATADIR and user $USERNAME; --uninstall --purge removes them"
+    say "uninstalled"
+  fi
+}
+
+dotnet_root() {
+  local dotnet
+  dotnet=$(command -v dotnet) || die "dotnet not found: Dispatch needs the .NET 10 runtime (Microsoft.NETCore.App and Microsoft.AspNetCore.App; the SDK to publish from source)"
+  dirname -- "$(readlink -f -- "$dotnet")"
+}
+
+publish() {
+  local out=$1 repo p
+  if [ -n "${DISPATCH_BINARIES:-}" ]; then
+    [ -d "$DISPATCH_BINARIES" ] || die "DISPATCH_BINARIES='$DISPATCH_BINARIES' is not a directory"
+    cp -a -- "$DISPATCH_BINARIES/." "$out/"
+    say "copied published binaries from $DISPATCH_BINARIES"
+    return
+  fi
+  repo=$(cd "$(dirname -- "$0")/.." && pwd)
+  [ -f "$repo/src/Master/Master.csproj" ] || die "no source tree at $repo (set DISPATCH_BINARIES to install already published binaries)"
+  for p in Master TlsDispatcher Worker; do
+    say "dotnet publish src/$p (Release, framework-dependent)..."
+    # No build servers: nothing of the build should outlive an install run as root.
+    dotnet publish "$repo/src/$p/$p.csproj" -c Release --self-contained false -o "$out" \
+      --disable-build-servers --nologo -v quiet -clp:ErrorsOnly >&2 || die "dotnet publish of $p failed"
+  done
+}
+
+install_binaries() {
+  local parent stage old p
+  parent=$(dirname -- "$LIBDIR")
+  install -d -o root -g root -m 755 -- "$parent"
+  stage=$(mktemp -d "$parent/.dispatch-stage.XXXXXX")
+  # shellcheck disable=SC2064 # expand now: the trap must remove this stage directory
+  trap "rm -rf -- '$stage'" EXIT
+  publish "$stage"
+  for p in Master TlsDispatcher Worker; do
+    if [ ! -x "$stage/$p" ] || [ ! -f "$stage/$p.dll" ]; then die "the published output lacks $p"; fi
+  done
+  chown -R root:root -- "$stage"
+  chmod -R u+rwX,go+rX,go-w -- "$stage"
+  chmod 755 -- "$stage"
+  if [ -e "$LIBDIR" ] || [ -L "$LIBDIR" ]; then
+    if [ ! -d "$LIBDIR" ] || [ -L "$LIBDIR" ]; then die "$LIBDIR exists and is not a directory"; fi
+    [ -e "$LIBDIR/Master.dll" ] || [ -z "$(ls -A -- "$LIBDIR")" ] || die "$LIBDIR is not empty and holds no Master.dll: not replacing it"
+    old=$LIBDIR.old-$$
+    mv -- "$LIBDIR" "$old"
+    mv -- "$stage" "$LIBDIR"
+    rm -rf -- "$old"
+    say "replaced the binaries in $LIBDIR"
+  else
+    mv -- "$stage" "$LIBDIR"
+    say "installed the binaries in $LIBDIR"
+  fi
+  trap - EXIT
+  local why
+  why=$(unsafe_component "$LIBDIR/Master")
+  [ -z "$why" ] || die "$LIBDIR is not safe after install: $why"
+}
+
+ensure_user() {
+  local uid
+  if getent passwd "$USERNAME" >/dev/null; then
+    uid=$(id -u "$USERNAME")
+    [ "$uid" != 0 ] || die "user $USERNAME is uid 0: the dispatcher must not run as root (choose another DISPATCH_USER)"
+    say "kept user $USERNAME (uid $uid)"
+    return
+  fi
+  command -v useradd >/dev/null || die "useradd not found (Debian: apt-get install passwd)"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group \
+    --comment "Dispatch TLS dispatcher" "$USERNAME"
+  say "created system user $USERNAME (uid $(id -u "$USERNAME"), no home, no login shell)"
+}
+
+# The starter's only pool: the unprivileged "nobody" (a real install gives every tenant its own uid).
+starter_identity() {
+  local user=65534 group=65534 g
+  getent passwd nobody >/dev/null && [ "$(id -u nobody)" = 65534 ] && user=nobody
+  for g in nogroup nobody; do
+    if [ "$(getent group "$g" | cut -d: -f3)" = 65534 ]; then group=$g; break; fi
+  done
+  echo "$user $group"
+}
+
+write_starter() {
+  local site=$DATADIR/www/welcome puser pgroup tmp
+  ensure_dir "$DATADIR" 755
+  ensure_dir "$DATADIR/www" 755
+  if [ ! -e "$site" ]; then
+    install -d -o root -g root -m 755 -- "$site"
+    cat >"$site/index.html" <<HTML
+<!doctype html>
+<html><head><meta charset="utf-8"><title>Dispatch</title></head>
+<body><h1>Dispatch is running</h1>
+<p>This is the starter site. Edit $CONFIG to add your sites (see README, "Install").</p>
+</body></html>
+HTML
+    chmod 644 -- "$site/index.html"
+    say "created the welcome site $site"
+  fi
+  if [ -e "$CONFIG" ] || [ -L "$CONFIG" ]; then
+    say "kept the existing $CONFIG (never overwritten)"
+    return
+  fi
+  read -r puser pgroup <<<"$(starter_identity)"
+  tmp=$(mktemp "$ETCDIR/.dispatch.json.XXXXXX")
+  cat >"$tmp" <<JSON
+{
+  "listen": [
+    { "endpoint": "0.0.0.0:80", "protocol": "http" }
+  ],
+  "dispatcher": { "user": "$USERNAME" },
+  "pools": {
+    "welcome": { "user": "$puser", "group": "$pgroup", "maxWorkers": 2 }
+  },
+  "vhosts": {
+    "localhost": {
+      "pool": "welcome",
+      "root": "$site",
+      "accessLog": "$LOGDIR/localhost.log"
+    }
+  },
+  "log": { "level": "Information" }
+}
+JSON
+  chown root:root -- "$tmp"
+  chmod 644 -- "$tmp"
+  mv -- "$tmp" "$CONFIG"
+  say "wrote the starter config $CONFIG (the welcome site as http://localhost/ on port 80)"
+}
+
+install_unit() {
+  local root=$1 tmp
+  install -d -o root -g root -m 755 -- "$UNITDIR"
+  tmp=$(mktemp "$UNITDIR/.dispatch.service.XXXXXX")
+  {
+    echo "# $MARK from packaging/dispatch.service: binaries in $LIBDIR, config $CONFIG."
+    echo "# The master tells systemd READY=1 once it serves (Type=notify); systemctl reload sends SIGHUP."
+    awk -v lib="$LIBDIR/" -v cfg="$CONFIG" -v env="Environment=DOTNET_ROOT=$root" '
+      /^\[Unit\]/ { started = 1 }
+      !started { next }
+      { gsub("/usr/lib/dispatch/", lib); gsub("/etc/dispatch/dispatch.json", cfg); print }
+      /^NotifyAccess=/ { print env }' "$(dirname -- "$0")/dispatch.service"
+  } >"$tmp"
+  grep -q "^ExecStart=$LIBDIR/Master --config $CONFIG\$" "$tmp" || die "could not adapt the unit's ExecStart to $LIBDIR"
+  grep -q "^Environment=DOTNET_ROOT=$root\$" "$tmp" || die "could not set DOTNET_ROOT in the unit (no NotifyAccess= line in packaging/dispatch.service?)"
+  chmod 644 -- "$tmp"
+  mv -- "$tmp" "$UNIT"
+  say "installed $UNIT"
+}
+
+install_wrapper() {
+  local root=$1 tmp
+  install -d -o root -g root -m 755 -- "$SBIN"
+  tmp=$(mktemp "$SBIN/.dispatch.XXXXXX")
+  cat >"$tmp" <<SH
+#!/bin/sh
+# $MARK: the Dispatch command.
+#   dispatch check [--config FILE]   validate the config (default $CONFIG), exit 1 on any error
+#   dispatch run [--config FILE]     run Dispatch in the foreground (as root; systemd runs $LIBDIR/Master itself)
+export DOTNET_ROOT='$root'
+master='$LIBDIR/Master'
+config='$CONFIG'
+verb=\${1:-}
+[ \$# -eq 0 ] || shift
+case "\$verb" in
+  check) [ \$# -gt 0 ] || set -- --config "\$config"; exec "\$master" check "\$@" ;;
+  run) [ \$# -gt 0 ] || set -- --config "\$config"; exec "\$master" "\$@" ;;
+  --config) exec "\$master" --config "\$@" ;;
+  *) sed -n '3,4s/^# //p' "\$0" >&2; exit 64 ;;
+esac
+SH
+  chmod 755 -- "$tmp"
+  mv -- "$tmp" "$WRAPPER"
+  say "installed $WRAPPER"
+}
+
+install_all() {
+  local root why
+  root=$(dotnet_root)
+  dotnet --list-runtimes 2>/dev/null | grep -q '^Microsoft.AspNetCore.App 10\.' ||
+    die "the ASP.NET Core 10 runtime (Microsoft.AspNetCore.App 10.x) is not installed under $root"
+  why=$(unsafe_component "$root")
+  [ -z "$why" ] || die "the .NET root $root is not safe for root to run from: $why"
+  refuse_if_running "install again"
+  check_parent_chain "$ETCDIR" DISPATCH_ETCDIR
+  check_parent_chain "$LOGDIR" DISPATCH_LOGDIR
+  check_parent_chain "$DATADIR" DISPATCH_DATADIR
+  check_parent_chain "$LIBDIR" DISPATCH_LIBDIR
+  check_parent_chain "$UNITDIR" SYSTEMD_DIR
+  check_parent_chain "$SBIN" SBINDIR
+  if [ -e "$WRAPPER" ] && ! grep -qF "$MARK" -- "$WRAPPER"; then
+    die "$WRAPPER exists and was not installed by this script: not replacing it"
+  fi
+
+  install_binaries
+  ensure_user
+  ensure_dir "$ETCDIR" 755
+  ensure_dir "$ETCDIR/certs" 700
+  ensure_dir "$LOGDIR" 755
+  write_starter
+  install_unit "$root"
+  install_wrapper "$root"
+  daemon_reload
+
+  if "$WRAPPER" check --config "$CONFIG" >/dev/null 2>&1; then
+    say "$WRAPPER check: $CONFIG is OK"
+  else
+    say "WARNING: $CONFIG does not pass the check; see: $WRAPPER check --config $CONFIG"
+  fi
+  say "installed. Next: edit $CONFIG, then"
+  if systemd_running; then
+    say "  systemctl enable --now dispatch    (systemctl reload dispatch after edits; logs: journalctl -u dispatch)"
+  else
+    say "  $WRAPPER run    (foreground; on a systemd host: systemctl enable --now dispatch)"
+  fi
+}
+
+if [ "$mode" = uninstall ]; then uninstall; else install_all; fi
