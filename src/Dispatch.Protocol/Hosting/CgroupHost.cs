@@ -86,9 +86,9 @@ public sealed record CgroupLimits(ulong? MemoryMax, CpuMax? Cpu, ulong? PidsMax)
             || !long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var period))
             return (null, $"'{text}' is neither a percentage such as 50% nor \"QUOTA PERIOD\" in microseconds such as \"50000 100000\" (or \"max\")");
         if (period is < 1000 or > 1_000_000)
-            return (null, $"period {parts[1]} µs is outside 1000..1000000");
+            return (null, $"period {parts[1]} microseconds is outside 1000..1000000");
         if (quota < 1000)
-            return (null, $"quota {parts[0]} µs is below 1000 (the kernel's minimum)");
+            return (null, $"quota {parts[0]} microseconds is below 1000 (the kernel's minimum)");
         return (new CpuMax(quota, period), null);
     }
 
