@@ -161,5 +161,51 @@ public sealed class CgroupTests : IDisposable
         }
     }
 
+    [SkippableFact]
+    public void A_reload_changes_the_limits_in_place_and_a_pool_that_loses_its_group_has_it_removed_when_its_worker_leaves()
+    {
+        var host = RequireControllers();
+        var dir = TestWorld.NewTestDirectory("cgroup-reload");
+        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var cgroupRoot = $"dispatch-test-{Guid.NewGuid():N}"[..26];
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
+        config["cgroup"] = new JsonObject { ["root"] = cgroupRoot };
+        config["pools"]!["a"]!["cgroup"] = new JsonObject { ["pidsMax"] = 64, ["cpuMax"] = "25%" };
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var d = _dispatch;
+        Assert.Equal("A", Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Body);
+        var worker = d.WorkerPid("a");
+        var pids = host.For(CgroupController.Pids)!;
+        var own = File.ReadAllLines("/proc/self/cgroup").Select(l => l.Split(':', 3)).First(f => pids.IsV2 ? f[1].Length == 0 : f[1].Split(',').Contains("pids"))[2];
+        var group = pids.MountPoint + own.TrimEnd('/') + "/" + cgroupRoot + "/a";
+        Assert.Equal("64", File.ReadAllText(Path.Combine(group, "pids.max")).Trim());
+        Assert.Contains(worker.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllLines(Path.Combine(group, "cgroup.procs")));
+
+        // New values: written in place; the worker stays (and stays in its group).
+        config["pools"]!["a"]!["cgroup"] = new JsonObject { ["pidsMax"] = 100 };
+        File.WriteAllText(d.ConfigPath, config.ToJsonString());
+        d.WaitForLine(new Regex(@"Configuration reloaded \(file changed\), version 2: .*workers retired for no pool"));
+        Assert.Equal("100", File.ReadAllText(Path.Combine(group, "pids.max")).Trim());
+        var cpu = host.For(CgroupController.Cpu)!;
+        var cpuGroup = cpu.MountPoint + File.ReadAllLines("/proc/self/cgroup").Select(l => l.Split(':', 3)).First(f => cpu.IsV2 ? f[1].Length == 0 : f[1].Split(',').Contains("cpu"))[2].TrimEnd('/') + "/" + cgroupRoot + "/a";
+        Assert.Equal(cpu.IsV2 ? "max 100000" : "-1", File.ReadAllText(Path.Combine(cpuGroup, cpu.IsV2 ? "cpu.max" : "cpu.cfs_quota_us")).Trim());
+        Assert.Contains(worker.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllLines(Path.Combine(group, "cgroup.procs")));
+
+        // No cgroup any more: the pool's workers are retired and, once the last has left, its groups go.
+        config["pools"]!["a"]!.AsObject().Remove("cgroup");
+        File.WriteAllText(d.ConfigPath, config.ToJsonString());
+        d.WaitForLine(new Regex(@"Configuration reloaded \(file changed\), version 3: .*workers retired for a"));
+        d.WaitForLine(new Regex($@"Worker {worker} of pool a exited"));
+        d.WaitForLine(new Regex(@"Cgroup of pool a removed"));
+        Assert.False(Directory.Exists(group));
+        Assert.False(Directory.Exists(cpuGroup));
+
+        // Its next worker runs outside any pool group.
+        Assert.Equal("A", Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Body);
+        var next = d.WorkerPid("a", skip: 1);
+        Assert.DoesNotContain(cgroupRoot, File.ReadAllText($"/proc/{next}/cgroup"), StringComparison.Ordinal);
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }
