@@ -26,6 +26,7 @@ internal sealed class MasterService : IDisposable
     private readonly ILogger _log;
     private readonly Reaper _reaper;
     private readonly ChildLauncher _launcher;
+    private readonly PoolCgroups _cgroups;
     // Per dispatcher slot, its own listening sockets (SO_REUSEPORT: the kernel spreads connections over the slots).
     private readonly List<List<Socket>> _listeners = [];
     private readonly Dictionary<int, ChildProcess> _workers = [];
@@ -47,6 +48,7 @@ internal sealed class MasterService : IDisposable
         _log = log;
         _reaper = new Reaper(OnChildExit);
         _launcher = new ChildLauncher(_reaper, log);
+        _cgroups = new PoolCgroups(log);
     }
 
     private bool _immediate;
@@ -65,6 +67,8 @@ internal sealed class MasterService : IDisposable
     {
         try
         {
+            if (!_cgroups.Apply(_config))
+                throw new ChildStartException("a pool's cgroup could not be set up and cgroup:required is true");
             var n = _config.Dispatcher.Processes;
             for (var slot = 0; slot < n; slot++)
                 _listeners.Add([.. _config.Listen.Select(l => Bind(l, reusePort: n > 1))]);
@@ -102,6 +106,7 @@ internal sealed class MasterService : IDisposable
         }
 
         await StopChildrenAsync(_immediate ? TimeSpan.Zero : _config.Dispatcher.StopGrace).ConfigureAwait(false);
+        _cgroups.RemoveAll();
         _log.Information("Master {Pid} exiting with status {Status}", Environment.ProcessId, _exitCode);
         return _exitCode;
     }
@@ -147,7 +152,7 @@ internal sealed class MasterService : IDisposable
 
     private static JailSpec SpecFor(
         ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, IEnumerable<ResourceLimit> limits,
-        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null, string? program = null) =>
+        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null, string? program = null, string[]? cgroupProcs = null) =>
         new(
             role,
             uid,
@@ -160,7 +165,8 @@ internal sealed class MasterService : IDisposable
             name,
             [.. modules ?? []],
             [.. connectPorts ?? []],
-            program ?? string.Empty);
+            program ?? string.Empty,
+            cgroupProcs ?? []);
 
     /// <summary>
     /// The tenant's certificate directory and, for the certbot layout, its archive. Only paths: the
@@ -207,7 +213,7 @@ internal sealed class MasterService : IDisposable
             .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]));
         var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot)));
         var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => v.AccessLog));
-        return string.Join("|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program, string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), logs);
+        return string.Join("|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program, string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root);
     }
 
     /// <summary>
@@ -235,6 +241,8 @@ internal sealed class MasterService : IDisposable
                 return;
             }
 
+            // Limits change in place (the pool's workers stay); a pool that gains or loses its group is retired below.
+            _cgroups.Apply(fresh);
             var old = _config;
             var retired = old.Pools.Keys.Where(p => PoolFingerprint(old, p) != PoolFingerprint(fresh, p)).ToArray();
             var version = Interlocked.Increment(ref _snapshotVersion);
@@ -604,7 +612,7 @@ internal sealed class MasterService : IDisposable
             var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
             // CGI scripts need their interpreters: /usr/bin and /bin by default, or what the pool lists.
             var exec = cgiDirs.Count == 0 ? [] : pool.LandlockExec ?? ["/usr/bin", "/bin"];
-            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, ProxyPorts(vhosts), pool.Program);
+            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, ProxyPorts(vhosts), pool.Program, _cgroups.ProcsFor(pool));
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(
@@ -777,6 +785,7 @@ internal sealed class MasterService : IDisposable
 
         if (!known)
             return;
+        _cgroups.RemoveStale();
         // A worker let go (idle, one-shot) exits 0; anything else is worth a warning.
         var level = _stop.IsCancellationRequested || status == 0 ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning;
         _log.Write(level, "Worker {Pid} of pool {Pool} exited ({Status})", child.Pid, child.Name, ChildProcess.DescribeStatus(status));

@@ -30,6 +30,12 @@ internal static class Program
         {
             foreach (var e in errors)
                 Console.Error.WriteLine(e);
+            if (config is not null)
+            {
+                foreach (var (path, reason) in Cgroups.Unavailable(config.Pools.Values, Dispatch.Protocol.Hosting.CgroupHost.Detect()))
+                    Console.Error.WriteLine($"{config.SourcePath}: {path}: warning: {reason}; the master will run this pool without that limit (\"cgroup\": {{ \"required\": true }} makes this an error)");
+            }
+
             Console.WriteLine(errors.Count == 0 ? $"{config!.SourcePath}: configuration OK" : $"{errors.Count} error(s); configuration rejected");
             return errors.Count == 0 ? 0 : 1;
         }

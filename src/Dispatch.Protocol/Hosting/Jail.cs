@@ -7,6 +7,9 @@ namespace Dispatch.Protocol.Hosting;
 /// Stage 1 of every jailed child: started as root by <see cref="Spawner"/>, it receives its
 /// <see cref="JailSpec"/> on fd 3 and, on the main thread, in this fixed order:
 /// <list type="number">
+/// <item>cgroups: the pool's groups, created and limited by the master (root-owned files), are joined by
+///   writing this pid to each <c>cgroup.procs</c> in the spec, so everything after — the modules, the
+///   jailed image, its threads, CGI children — counts against memory.max, cpu.max and pids.max;</item>
 /// <item>resource limits (while still allowed to raise hard limits), core dumps off;</item>
 /// <item>third-party privilege modules, in the order the pool lists them (still root);</item>
 /// <item>capability bounding set and ambient set cleared;</item>
@@ -57,6 +60,11 @@ public static unsafe class Jail
     {
         if (spec.Uid == 0 || spec.Gid == 0 || Array.IndexOf(spec.Groups, 0u) >= 0)
             throw new InvalidOperationException("refusing a jail with uid, gid or a supplementary group 0");
+
+        // First, while root: the pool's cgroups (paths from the master, in root-owned cgroup file systems).
+        // A write to cgroup.procs moves the whole process, every thread of it.
+        foreach (var procs in spec.CgroupProcs ?? [])
+            CgroupTree.WriteFile(procs, Libc.GetPid().ToString(System.Globalization.CultureInfo.InvariantCulture));
 
         var core = new Libc.RLimit { Cur = 0, Max = 0 };
         if (Libc.SetRLimit(Libc.RLIMIT_CORE, &core) != 0)

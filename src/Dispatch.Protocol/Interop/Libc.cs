@@ -346,6 +346,7 @@ public static unsafe partial class Libc
 
     public const int O_APPEND = 0x400;
     public const int O_CREAT = 0x40;
+    public const int O_TRUNC = 0x200;
 
     [LibraryImport(Lib, EntryPoint = "fchown", SetLastError = true)]
     public static partial int FChown(int fd, uint owner, uint group);

@@ -44,7 +44,9 @@ public readonly record struct ModuleSpec(string AssemblyPath, string TypeName, s
 /// u8 role | u32 uid | u32 gid | u32-list groups | string-list readPaths | string-list execPaths |
 /// string-list writePaths | u16 n, n × ResourceLimit | string name (for logs) |
 /// u16 m, m × (string assembly | string type | string settings) | u16 k, k × u16 TCP ports the process may connect to |
-/// string program (empty: the role's own binary; else the pool's worker program, exec'd in its place)
+/// string program (empty: the role's own binary; else the pool's worker program, exec'd in its place) |
+/// string-list cgroupProcs (at most 8: the <c>cgroup.procs</c> files of the pool's cgroups, one per hierarchy,
+/// which stage 1 joins first; empty: no cgroup)
 /// </summary>
 public sealed record JailSpec(
     ProcessRole Role,
@@ -58,7 +60,8 @@ public sealed record JailSpec(
     string Name,
     ModuleSpec[] Modules,
     ushort[] ConnectPorts,
-    string Program = "") : IWireMessage<JailSpec>
+    string Program = "",
+    string[]? CgroupProcs = null) : IWireMessage<JailSpec>
 {
     public static MessageType Type => MessageType.JailSpec;
 
@@ -96,6 +99,7 @@ public sealed record JailSpec(
         foreach (var p in ConnectPorts)
             writer.U16(p);
         writer.String(Program);
+        writer.StringList(CgroupProcs ?? []);
     }
 
     public static JailSpec Decode(ref WireReader reader)
@@ -131,7 +135,8 @@ public sealed record JailSpec(
         var ports = new ushort[portCount];
         for (var i = 0; i < portCount; i++)
             ports[i] = reader.U16();
-        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, reader.String(Wire.Limits.Path));
+        var program = reader.String(Wire.Limits.Path);
+        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, program, reader.StringList(8, Wire.Limits.Path));
     }
 }
 

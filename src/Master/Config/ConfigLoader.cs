@@ -19,10 +19,10 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// </summary>
 internal static class ConfigLoader
 {
-    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules"];
+    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "cgroup"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "proxy"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -134,6 +134,12 @@ internal static class ConfigLoader
             }
         }
 
+        var cgroupSection = root.GetSection("cgroup");
+        ctx.Unknown(cgroupSection, "cgroup", ["root", "required"]);
+        var cgroup = new CgroupConfig(cgroupSection["root"] ?? "dispatch", ctx.Bool(cgroupSection.GetSection("required"), false));
+        if (!IsCgroupPath(cgroup.Root))
+            ctx.Error("cgroup:root", $"'{cgroup.Root}' is not a cgroup path: '/'-separated names of letters, digits, '-', '_', '.' and '@' (absolute, or relative to the master's own group), no '.' or '..'");
+
         var pools = new Dictionary<string, PoolConfig>(StringComparer.Ordinal);
         var poolSection = root.GetSection("pools");
         if (!poolSection.GetChildren().Any())
@@ -201,7 +207,8 @@ internal static class ConfigLoader
                 ctx.Int(p.GetSection("maxConnectionsPerWorker"), 0, 0, 1_000_000),
                 ReadLimits(ctx, p),
                 ReadModules(ctx, p, modules),
-                p["program"]);
+                p["program"],
+                ReadCgroupLimits(ctx, p));
             if (p["program"] is { } program)
             {
                 // Executed as root's child before the drop completes (it is exec'd by stage 1): same rules as modules.
@@ -357,6 +364,14 @@ internal static class ConfigLoader
         foreach (var pool in pools.Keys.Where(p => !vhosts.Values.Any(v => v.Pool == p)))
             ctx.Error($"pools:{pool}", "no vhost uses this pool");
 
+        // Limits this machine cannot apply: an error only when the config says they are required
+        // (otherwise the master warns at start and `check` prints a warning).
+        if (cgroup.Required && pools.Values.Any(p => p.Cgroup is not null))
+        {
+            foreach (var (where, reason) in Cgroups.Unavailable(pools.Values, Dispatch.Protocol.Hosting.CgroupHost.Detect()))
+                ctx.Error(where, $"{reason}, and cgroup:required is true");
+        }
+
         var probe = root.GetSection("jailProbe");
         var probePaths = probe.GetSection("paths").GetChildren().Select(c => c.Value ?? string.Empty).ToList();
         foreach (var (pp, i) in probePaths.Select((pp, i) => (pp, i)).Where(x => !System.IO.Path.IsPathRooted(x.pp)))
@@ -365,7 +380,7 @@ internal static class ConfigLoader
 
         if (errors.Count > 0)
             return (null, errors);
-        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe), errors);
+        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup), errors);
     }
 
     private static readonly (string Key, byte Resource)[] LimitNames =
@@ -460,6 +475,60 @@ internal static class ConfigLoader
         }
 
         return list;
+    }
+
+    /// <summary>The "cgroup" setting of a pool: memoryMax, cpuMax, pidsMax (absent: no group).</summary>
+    private static Dispatch.Protocol.Hosting.CgroupLimits? ReadCgroupLimits(Context ctx, IConfigurationSection pool)
+    {
+        var section = pool.GetSection("cgroup");
+        if (!section.Exists())
+            return null;
+        ctx.Unknown(section, section.Path, ["memoryMax", "cpuMax", "pidsMax"]);
+        if (section.Value is not null)
+        {
+            ctx.Error(section.Path, "an object such as { \"memoryMax\": \"256M\", \"cpuMax\": \"50%\", \"pidsMax\": 64 }");
+            return null;
+        }
+
+        T? Read<T>(string key, Func<string, (T? Value, string? Error)> parse)
+        {
+            var s = section.GetSection(key);
+            if (s.Value is null)
+            {
+                if (s.GetChildren().Any())
+                    ctx.Error(s.Path, "a single value, not an object or array");
+                return default;
+            }
+
+            var (value, error) = parse(s.Value);
+            if (error is not null)
+                ctx.Error(s.Path, error);
+            return value;
+        }
+
+        var limits = new Dispatch.Protocol.Hosting.CgroupLimits(
+            Read<ulong?>("memoryMax", Dispatch.Protocol.Hosting.CgroupLimits.ParseMemory),
+            Read<Dispatch.Protocol.Hosting.CpuMax?>("cpuMax", Dispatch.Protocol.Hosting.CgroupLimits.ParseCpu),
+            Read<ulong?>("pidsMax", Dispatch.Protocol.Hosting.CgroupLimits.ParsePids));
+        if (!IsCgroupName(pool.Key))
+            ctx.Error(section.Path, $"pool '{pool.Key}' cannot name a cgroup: its name is that of a cgroup interface file (or '.'/'..')");
+        return limits;
+    }
+
+    private static readonly string[] CgroupFilePrefixes = ["cgroup", "memory", "cpu", "cpuacct", "cpuset", "pids", "io", "blkio", "devices", "freezer", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc"];
+
+    /// <summary>A pool's group directory sits next to the parent group's interface files: no name of one.</summary>
+    private static bool IsCgroupName(string name) =>
+        name is not ("." or ".." or "tasks" or "notify_on_release" or "release_agent")
+        && !(name.Contains('.', StringComparison.Ordinal) && CgroupFilePrefixes.Contains(name[..name.IndexOf('.', StringComparison.Ordinal)]));
+
+    private static bool IsCgroupPath(string path)
+    {
+        var parts = path.Split('/');
+        var names = path.StartsWith('/') ? parts[1..] : parts;
+        if (path == "/")
+            return true;
+        return path.Length <= 1024 && names.Length > 0 && names.All(n => n.Length > 0 && IsCgroupName(n) && n.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '@'));
     }
 
     private static bool IsPoolName(string name) =>

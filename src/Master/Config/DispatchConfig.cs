@@ -13,7 +13,8 @@ internal sealed record DispatchConfig(
     SecurityConfig Security,
     LimitsConfig Limits,
     LogConfig Log,
-    JailProbeConfig JailProbe);
+    JailProbeConfig JailProbe,
+    CgroupConfig Cgroup);
 
 internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadOnlyList<string> TrustedProxies)
 {
@@ -22,6 +23,7 @@ internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadO
 
 internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout, string Engine, int Processes, TimeSpan StopGrace);
 
+/// <param name="Cgroup">The pool's cgroup limits (memory.max, cpu.max, pids.max of one group for all its workers); null: no group.</param>
 /// <param name="LandlockRead">Extra paths the pool's workers may read (beyond the runtime and their roots).</param>
 /// <param name="LandlockExec">Paths the pool's workers may execute from (CGI interpreters); null: /usr/bin and /bin when a vhost has CGI.</param>
 internal sealed record PoolConfig(
@@ -39,7 +41,8 @@ internal sealed record PoolConfig(
     int MaxConnectionsPerWorker,
     IReadOnlyList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
     IReadOnlyList<Dispatch.Protocol.Wire.ModuleSpec> Modules,
-    string? Program);
+    string? Program,
+    Dispatch.Protocol.Hosting.CgroupLimits? Cgroup);
 
 internal sealed record VhostConfig(
     string Name,
@@ -73,3 +76,6 @@ internal sealed record LogConfig(string Level, string? File);
 
 /// <summary>Extra paths each jailed process must prove it cannot open, and on how many threads.</summary>
 internal sealed record JailProbeConfig(IReadOnlyList<string> Paths, int Threads);
+
+/// <summary>Where the pools' cgroups go (a group path, absolute or relative to the master's own group) and whether limits the machine cannot apply are errors.</summary>
+internal sealed record CgroupConfig(string Root, bool Required);

@@ -27,6 +27,16 @@ public sealed class ConfigAndStartupTests
         { "bad duration", """{"dispatcher":{"headerTimeout":"soon"}}""", "dispatcher:headerTimeout: 'soon' is not a duration" },
         { "missing root", """{"vhosts":{"a.localhost":{"root":"/nonexistent/www"}}}""", "vhosts:a.localhost:root: directory '/nonexistent/www' does not exist" },
         { "dispatcher as root", """{"dispatcher":{"user":"0"}}""", "dispatcher:user: the dispatcher must not run as root" },
+        { "cgroup: not a size", """{"pools":{"a":{"cgroup":{"memoryMax":"lots"}}}}""", "pools:a:cgroup:memoryMax: 'lots' is not a size such as 256M" },
+        { "cgroup: zero memory", """{"pools":{"a":{"cgroup":{"memoryMax":"0"}}}}""", "pools:a:cgroup:memoryMax: must be more than 0" },
+        { "cgroup: tiny memory", """{"pools":{"a":{"cgroup":{"memoryMax":"512K"}}}}""", "pools:a:cgroup:memoryMax: '512K' is below 1M" },
+        { "cgroup: negative percentage", """{"pools":{"a":{"cgroup":{"cpuMax":"-50%"}}}}""", "pools:a:cgroup:cpuMax: '-50%' is not a positive percentage" },
+        { "cgroup: zero percentage", """{"pools":{"a":{"cgroup":{"cpuMax":"0%"}}}}""", "pools:a:cgroup:cpuMax: '0%' is not a positive percentage" },
+        { "cgroup: period out of range", """{"pools":{"a":{"cgroup":{"cpuMax":"50000 10"}}}}""", "pools:a:cgroup:cpuMax: period 10 microseconds is outside 1000..1000000" },
+        { "cgroup: zero pids", """{"pools":{"b":{"cgroup":{"pidsMax":0}}}}""", "pools:b:cgroup:pidsMax: 0 tasks: must be at least 1" },
+        { "cgroup: negative pids", """{"pools":{"a":{"cgroup":{"pidsMax":-3}}}}""", "pools:a:cgroup:pidsMax: -3 tasks: must be at least 1" },
+        { "cgroup: typo", """{"pools":{"a":{"cgroup":{"memMax":"1G"}}}}""", "pools:a:cgroup:memMax: unknown setting" },
+        { "cgroup: escaping root", """{"cgroup":{"root":"../elsewhere"}}""", "cgroup:root: '../elsewhere' is not a cgroup path" },
     };
 
     private static JsonObject ValidConfig(string dir)

@@ -26,6 +26,10 @@ public class WireTests
         Assert.Equal(10001u, spec.Uid);
         Assert.Equal(["/a"], spec.ReadPaths);
         Assert.Equal(new ResourceLimit(7, 10, 20), spec.Limits[0]);
+        Assert.Empty(spec.CgroupProcs!);
+        var joined = RoundTrip(new JailSpec(ProcessRole.Worker, 10001, 10001, [], [], [], [], [], "a", [], [], "/opt/w", ["/sys/fs/cgroup/pids/dispatch/a/cgroup.procs"]));
+        Assert.Equal("/opt/w", joined.Program);
+        Assert.Equal(["/sys/fs/cgroup/pids/dispatch/a/cgroup.procs"], joined.CgroupProcs!);
         var c = RoundTrip(new Connection(9, ConnectionMode.TerminatedTls, AppProtocol.Http1, "1.2.3.4:5", "[::1]:443", "a.example", "TLSv1.2", "X", new byte[] { 1, 2, 3 }));
         Assert.Equal("a.example", c.Sni);
         Assert.Equal([1, 2, 3], c.Initial.ToArray());
