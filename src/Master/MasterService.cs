@@ -15,7 +15,7 @@ namespace Dispatch.Master;
 /// the dispatcher's requests for workers (by pool name only), reaps children. It never reads a byte
 /// from a client: listening sockets are only passed on.
 /// </summary>
-internal sealed class MasterService : IDisposable
+internal sealed partial class MasterService : IDisposable
 {
     private const int MaxProbeRoots = 8;
     private DispatchConfig _config;
@@ -29,6 +29,9 @@ internal sealed class MasterService : IDisposable
     private readonly PoolCgroups _cgroups;
     // Per dispatcher slot, its own listening sockets (SO_REUSEPORT: the kernel spreads connections over the slots).
     private readonly List<List<Socket>> _listeners = [];
+    // The Prometheus endpoint's socket (loopback), served by the dispatcher of slot 0.
+    private Socket? _metricsListener;
+    private Operations.ControlServer? _control;
     private readonly Dictionary<int, ChildProcess> _workers = [];
     private readonly Dictionary<string, int> _starting = [];
     private readonly Lock _gate = new();
@@ -72,12 +75,15 @@ internal sealed class MasterService : IDisposable
             var n = _config.Dispatcher.Processes;
             for (var slot = 0; slot < n; slot++)
                 _listeners.Add([.. _config.Listen.Select(l => Bind(l, reusePort: n > 1))]);
+            if (_config.Operations.MetricsListen is { } metricsAt)
+                _metricsListener = Bind(new ListenConfig(metricsAt, "metrics", []), reusePort: false);
             _dispatchers = new ChildProcess?[n];
             _slotChanged = [.. Enumerable.Range(0, n).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously))];
             for (var slot = 0; slot < n; slot++)
                 _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
             foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2))
                 _log.Warning("Vhost {Vhost}: its certificate also covers names served by another pool, so HTTP/2 is not offered for it (browsers would coalesce those names onto one connection)", v.Name);
+            _control = Operations.ControlServer.Start(_config.Operations.ControlSocket, this, _log);
             // The one readiness line, whatever the log level (supervisors and tests wait for it).
             var readiness = _log.IsEnabled(Serilog.Events.LogEventLevel.Information) ? _log : new LoggerConfiguration().WriteTo.Console(formatProvider: System.Globalization.CultureInfo.InvariantCulture).CreateLogger();
             readiness.Information(
@@ -222,7 +228,7 @@ internal sealed class MasterService : IDisposable
     /// pools finish and leave; if it is not, every error is logged with its JSON path and the last
     /// good config keeps serving. Listeners and the dispatcher's identity need a restart.
     /// </summary>
-    public async Task ReloadAsync(string why)
+    public async Task<string> ReloadAsync(string why)
     {
         await _reloading.WaitAsync().ConfigureAwait(false);
         try
@@ -232,13 +238,16 @@ internal sealed class MasterService : IDisposable
             {
                 foreach (var e in errors)
                     _log.Error("Reload ({Why}) rejected, the last good configuration keeps serving: {Error}", why, e.ToString());
-                return;
+                var detail = $"rejected ({why}): {string.Join("; ", errors.Take(5))}{(errors.Count > 5 ? $"; and {errors.Count - 5} more" : string.Empty)}";
+                RecordReload("rejected", detail);
+                return detail;
             }
 
-            if (!fresh.Listen.SequenceEqual(_config.Listen, new ListenComparer()) || fresh.Dispatcher != _config.Dispatcher)
+            if (!fresh.Listen.SequenceEqual(_config.Listen, new ListenComparer()) || fresh.Dispatcher != _config.Dispatcher || fresh.Operations != _config.Operations)
             {
-                _log.Error("Reload ({Why}) rejected: changes to listen or dispatcher need a restart; the last good configuration keeps serving", why);
-                return;
+                _log.Error("Reload ({Why}) rejected: changes to listen, dispatcher, control or metrics need a restart; the last good configuration keeps serving", why);
+                RecordReload("rejected", $"rejected ({why}): changes to listen, dispatcher, control or metrics need a restart");
+                return "rejected: changes to listen, dispatcher, control or metrics need a restart";
             }
 
             // Limits change in place (the pool's workers stay); a pool that gains or loses its group is retired below.
@@ -264,10 +273,15 @@ internal sealed class MasterService : IDisposable
             foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
                 TopUpSpares(d!);
             WatchCertificates();
+            var summary = $"version {version} ({why}): {fresh.Vhosts.Count} vhosts in {fresh.Pools.Count} pools; workers retired for {(retired.Length == 0 ? "no pool" : string.Join(", ", retired))}";
+            RecordReload("ok", summary);
+            return "reloaded: " + summary;
         }
         catch (Exception e) when (e is SysCallException or WireException or IOException)
         {
             _log.Error("Reload ({Why}) failed: {Reason}", why, e.Message);
+            RecordReload("failed", $"failed ({why}): {e.Message}");
+            return "failed: " + e.Message;
         }
         finally
         {
@@ -378,6 +392,7 @@ internal sealed class MasterService : IDisposable
                 var fresh = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
                 lock (_gate)
                     _dispatchers[slot] = fresh;
+                _counters.Add("dispatch_dispatcher_restarts_total");
                 _log.Warning("Dispatcher {Old} ({Status}) replaced by dispatcher {New} on the same listening sockets", dispatcher.Pid, dispatcher.Exited.IsCompleted ? ChildProcess.DescribeStatus(dispatcher.Exited.Result) : "killed", fresh.Pid);
                 dispatcher = fresh;
                 TopUpSpares(dispatcher);
@@ -438,11 +453,13 @@ internal sealed class MasterService : IDisposable
             }
 
             _log.Information("Upgrade ({Why}) complete: dispatchers {Replaced}; the old ones drain", why, string.Join(", ", replaced));
+            _counters.Add("dispatch_upgrades_total{result=\"ok\"}");
             return $"upgraded: dispatchers {string.Join(", ", replaced)}";
         }
         catch (Exception e) when (e is ChildStartException or OperationCanceledException or SysCallException or WireException)
         {
             _log.Error("Upgrade ({Why}) failed, the running dispatchers keep serving: {Reason}", why, e.Message);
+            _counters.Add("dispatch_upgrades_total{result=\"failed\"}");
             return $"failed: {e.Message}";
         }
         finally
@@ -494,10 +511,13 @@ internal sealed class MasterService : IDisposable
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {
-                int[] fds = [.. _listeners[slot].Select(s => (int)s.SafeHandle.DangerousGetHandle()), memfd];
-                child.Channel.Send(
-                    new DispatcherSetup([.. _config.Listen.Select(l => new ListenerInfo(l.Protocol, l.Endpoint.ToString(), [.. l.TrustedProxies]))], ProbePaths([]), _config.JailProbe.Threads),
-                    fds);
+                var metrics = slot == 0 ? _metricsListener : null;
+                int[] fds = [.. _listeners[slot].Select(s => (int)s.SafeHandle.DangerousGetHandle()), .. metrics is null ? Array.Empty<int>() : [(int)metrics.SafeHandle.DangerousGetHandle()], memfd];
+                ListenerInfo[] infos = [
+                    .. _config.Listen.Select(l => new ListenerInfo(l.Protocol, l.Endpoint.ToString(), [.. l.TrustedProxies])),
+                    .. metrics is null ? Array.Empty<ListenerInfo>() : [new ListenerInfo("metrics", _config.Operations.MetricsListen!.ToString(), [])],
+                ];
+                child.Channel.Send(new DispatcherSetup(infos, ProbePaths([]), _config.JailProbe.Threads), fds);
                 GC.KeepAlive(_listeners);
             }
             finally
@@ -516,7 +536,7 @@ internal sealed class MasterService : IDisposable
         }
     }
 
-    /// <summary>The dispatcher's channel after setup: only NeedWorker may arrive; anything else ends it.</summary>
+    /// <summary>The dispatcher's channel after setup: only NeedWorker, DispatcherStats and MetricsRequest may arrive; anything else ends it.</summary>
     private async Task ServeDispatcherAsync(ChildProcess dispatcher)
     {
         while (true)
@@ -544,6 +564,34 @@ internal sealed class MasterService : IDisposable
 
             using (message)
             {
+                if (message.Type == MessageType.DispatcherStats)
+                {
+                    try
+                    {
+                        OnDispatcherStats(dispatcher, message.Decode<DispatcherStats>());
+                        continue;
+                    }
+                    catch (WireException e)
+                    {
+                        _log.Error("Dispatcher {Pid} sent malformed stats, terminating it: {Reason}", dispatcher.Pid, e.Message);
+                        return;
+                    }
+                }
+
+                if (message.Type == MessageType.MetricsRequest)
+                {
+                    try
+                    {
+                        _ = AnswerMetricsAsync(dispatcher, message.Decode<MetricsRequest>());
+                        continue;
+                    }
+                    catch (WireException e)
+                    {
+                        _log.Error("Dispatcher {Pid} sent a malformed metrics request, terminating it: {Reason}", dispatcher.Pid, e.Message);
+                        return;
+                    }
+                }
+
                 if (message.Type != MessageType.NeedWorker)
                 {
                     _log.Error("Dispatcher {Pid} sent {Type}, which it may not send; terminating it", dispatcher.Pid, message.Type);
@@ -636,6 +684,7 @@ internal sealed class MasterService : IDisposable
             }
 
             dispatcher.Channel.Send(new WorkerReady(request?.RequestId ?? 0, pool.Name, worker.Pid, worker.Pid), [pair.A]);
+            _counters.WorkerSpawned(pool.Name, ok: true);
             _log.Information(
                 "Worker {Pid} for pool {Pool} ready (uid {Uid}, gid {Gid}) in {Elapsed:F0} ms{Spare}; {Detail}",
                 worker.Pid, pool.Name, pool.Uid, pool.Gid, clock.Elapsed.TotalMilliseconds, request is null ? " as a spare" : string.Empty, ready.Detail);
@@ -647,6 +696,7 @@ internal sealed class MasterService : IDisposable
                 _starting[pool.Name]--;
             worker?.Kill();
             _log.Error("Could not start a worker for pool {Pool}: {Reason}", pool.Name, e.Message);
+            _counters.WorkerSpawned(pool.Name, ok: false);
             if (request is not null)
                 Refuse(dispatcher, request, $"worker start failed: {e.Message}");
         }
@@ -727,6 +777,7 @@ internal sealed class MasterService : IDisposable
     private void Refuse(ChildProcess dispatcher, NeedWorker request, string reason)
     {
         _log.Warning("Refused a worker for pool {Pool}: {Reason}", request.Pool, reason);
+        _counters.WorkerRefused(request.Pool);
         try
         {
             dispatcher.Channel.Send(new WorkerRefused(request.RequestId, request.Pool, reason));
@@ -789,6 +840,7 @@ internal sealed class MasterService : IDisposable
         // A worker let go (idle, one-shot) exits 0; anything else is worth a warning.
         var level = _stop.IsCancellationRequested || status == 0 ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning;
         _log.Write(level, "Worker {Pid} of pool {Pool} exited ({Status})", child.Pid, child.Name, ChildProcess.DescribeStatus(status));
+        _counters.WorkerExited(child.Name, clean: status == 0);
         child.Dispose();
         bool ownerRetiring;
         lock (_gate)
@@ -833,6 +885,9 @@ internal sealed class MasterService : IDisposable
                 s.Dispose();
         }
 
+        _metricsListener?.Dispose();
+        _control?.Dispose();
+
         var all = Task.WhenAll(children.Select(c => c.Exited));
         if (await Task.WhenAny(all, Task.Delay(grace + TimeSpan.FromSeconds(2))).ConfigureAwait(false) != all)
         {
@@ -853,6 +908,8 @@ internal sealed class MasterService : IDisposable
             foreach (var s in slot)
                 s.Dispose();
         }
+        _metricsListener?.Dispose();
+        _control?.Dispose();
         _stop.Dispose();
         _reaper.Dispose();
         _reloading.Dispose();

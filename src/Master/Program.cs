@@ -13,10 +13,17 @@ internal static class Program
         Usage:
           Master --config FILE          run Dispatch (as root)
           Master check --config FILE    validate FILE and exit non-zero on any error (like nginx -t)
+          Master status [--json] [--config FILE | --socket PATH]
+                                        the running master's pools, workers, vhosts, certificates, last reload
+          Master reload|upgrade [--config FILE | --socket PATH]
+                                        the same as SIGHUP / SIGUSR2, with the result printed
+        (the control socket is control.socket in FILE, by default /run/dispatch/control.sock; root only)
         """;
 
     private static async Task<int> Main(string[] args)
     {
+        if (args.Length > 0 && args[0] is "status" or "reload" or "upgrade")
+            return await ControlClientAsync(args).ConfigureAwait(false);
         var check = args.Length > 0 && args[0] == "check";
         var rest = check ? args[1..] : args;
         if (rest is not ["--config", var configPath])
@@ -79,7 +86,7 @@ internal static class Program
             using var master = new MasterService(config, log);
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; master.RequestStop(); });
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; master.RequestStop(); });
-            using var usr1 = PosixSignalRegistration.Create((PosixSignal)10 /* SIGUSR1 */, c => { c.Cancel = true; master.ReopenLogs(); });
+            using var usr1 = PosixSignalRegistration.Create((PosixSignal)10 /* SIGUSR1 */, c => { c.Cancel = true; ReopenableFile?.Reopen(); master.ReopenLogs(); });
             using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; master.RequestImmediateStop(); });
             using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; _ = master.ReloadAsync("SIGHUP"); });
             using var usr2 = PosixSignalRegistration.Create((PosixSignal)12 /* SIGUSR2 */, c => { c.Cancel = true; _ = master.UpgradeAsync("SIGUSR2"); });
@@ -111,14 +118,83 @@ internal static class Program
         }
     }
 
+    /// <summary><c>status</c>, <c>reload</c>, <c>upgrade</c>: one command over the control socket.</summary>
+    private static async Task<int> ControlClientAsync(string[] args)
+    {
+        var command = args[0];
+        string? socket = null;
+        string? configPath = null;
+        for (var i = 1; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--json" when command == "status":
+                    command = "status --json";
+                    break;
+                case "--socket" when i + 1 < args.Length:
+                    socket = args[++i];
+                    break;
+                case "--config" when i + 1 < args.Length:
+                    configPath = args[++i];
+                    break;
+                default:
+                    Console.Error.WriteLine(Usage);
+                    return 64;
+            }
+        }
+
+        if (socket is null && configPath is not null)
+        {
+            try
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(configPath), new System.Text.Json.JsonDocumentOptions { CommentHandling = System.Text.Json.JsonCommentHandling.Skip, AllowTrailingCommas = true });
+                if (doc.RootElement.TryGetProperty("control", out var control) && control.TryGetProperty("socket", out var path))
+                    socket = path.GetString();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+            {
+                Console.Error.WriteLine($"{configPath}: {e.Message}");
+                return 1;
+            }
+        }
+
+        socket ??= "/run/dispatch/control.sock";
+        try
+        {
+            var answer = await Operations.ControlServer.AskAsync(socket, command).ConfigureAwait(false);
+            Console.Write(answer);
+            return answer.StartsWith("refused", StringComparison.Ordinal) || answer.StartsWith("failed", StringComparison.Ordinal) || answer.StartsWith("rejected", StringComparison.Ordinal) ? 1 : 0;
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            Console.Error.WriteLine($"Cannot reach the master at {socket}: {e.Message} (is it running? is this root?)");
+            return 1;
+        }
+    }
+
     private static Serilog.Core.Logger CreateLogger(LogConfig? config)
     {
         var level = Enum.TryParse<LogEventLevel>(config?.Level, out var l) ? l : LogEventLevel.Information;
-        var lc = new LoggerConfiguration()
-            .MinimumLevel.Is(level)
-            .WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss.fff} {Level:u3}] {Message:lj}{NewLine}{Exception}", formatProvider: System.Globalization.CultureInfo.InvariantCulture);
+        var lc = new LoggerConfiguration().MinimumLevel.Is(level);
+        var json = new Serilog.Formatting.Json.JsonFormatter(renderMessage: true, formatProvider: System.Globalization.CultureInfo.InvariantCulture);
+        lc = config?.Console switch
+        {
+            "none" => lc,
+            "json" => lc.WriteTo.Console(json),
+            _ => lc.WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss.fff} {Level:u3}] {Message:lj}{NewLine}{Exception}", formatProvider: System.Globalization.CultureInfo.InvariantCulture),
+        };
         if (config?.File is { } file)
-            lc = lc.WriteTo.File(file, formatProvider: System.Globalization.CultureInfo.InvariantCulture);
+        {
+            Serilog.Formatting.ITextFormatter formatter = config.Format == "json"
+                ? json
+                : new Serilog.Formatting.Display.MessageTemplateTextFormatter("{Timestamp:yyyy-MM-dd HH:mm:ss.fff zzz} [{Level:u3}] {Message:lj}{NewLine}{Exception}", System.Globalization.CultureInfo.InvariantCulture);
+            ReopenableFile = new Operations.ReopenableFileSink(file, formatter);
+            lc = lc.WriteTo.Sink(ReopenableFile);
+        }
+
         return lc.CreateLogger();
     }
+
+    /// <summary>The master's own log file, reopened on SIGUSR1 like the tenants' logs.</summary>
+    internal static Operations.ReopenableFileSink? ReopenableFile { get; private set; }
 }

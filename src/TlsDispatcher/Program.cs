@@ -64,10 +64,20 @@ internal static class Program
             master.Send(new Ready($"{listeners.Count} listeners, {routes.Count} names"));
             log.Information("Dispatcher {Pid} serving {Listeners} with {Names} host names", Environment.ProcessId, string.Join(", ", setup.Listeners.Select(l => $"{l.Protocol} {l.Endpoint}")), routes.Count);
             var frontends = new List<Frontend>();
+            MetricsEndpoint? metrics = null;
             var loops = new List<Task>();
             for (var i = 0; i < listeners.Count; i++)
             {
                 var info = setup.Listeners[i];
+                if (info.Protocol == "metrics")
+                {
+                    if (metrics is not null)
+                        throw new WireException("more than one metrics listener");
+                    metrics = new MetricsEndpoint(listeners[i], info.Endpoint, master, log);
+                    loops.Add(metrics.RunAsync(stopping.Token));
+                    continue;
+                }
+
                 Frontend frontend = info.Protocol switch
                 {
                     "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log),
@@ -78,8 +88,7 @@ internal static class Program
                 loops.Add(frontend.RunAsync(stopping.Token));
             }
 
-
-            // Running phase: WorkerReady, WorkerRefused, WorkerGone, RouteUpdate, Stop. Anything else is fatal.
+            // Running phase: WorkerReady, WorkerRefused, WorkerGone, RouteUpdate, StatsRequest, MetricsReply (if it serves metrics), Stop. Anything else is fatal.
             // After Stop the loop goes on (connections accepted before it may still need workers) until
             // the open connections have finished or the grace period is over.
             Task? drained = null;
@@ -127,6 +136,15 @@ internal static class Program
 
                             workers.Retire(update.RetiredPools);
                             log.Information("Routes updated to version {Version}: {Names} host names; retired the workers of {Pools}", routes.Version, routes.Count, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
+                            break;
+                        case MessageType.StatsRequest:
+                            master.Send(DispatcherMetrics.Snapshot(message.Decode<StatsRequest>().RequestId, frontends, workers));
+                            break;
+                        case MessageType.MetricsReply when metrics is not null:
+                            var reply = message.Decode<MetricsReply>();
+                            if (message.Descriptors.Count != (reply.Ok ? 1 : 0))
+                                throw new WireException("MetricsReply with the wrong number of descriptors");
+                            metrics.OnReply(reply, reply.Ok ? message.Descriptors.Take(0) : -1);
                             break;
                         case MessageType.Stop when drained is null:
                             var stop = message.Decode<Stop>();

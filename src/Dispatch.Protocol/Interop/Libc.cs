@@ -301,6 +301,7 @@ public static unsafe partial class Libc
     public const uint S_IFDIR = 0x4000;
     public const uint S_IFREG = 0x8000;
     public const uint S_IFLNK = 0xA000;
+    public const uint S_IFSOCK = 0xC000;
     public const uint S_ISVTX = 0x200;
 
     [LibraryImport(Lib, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

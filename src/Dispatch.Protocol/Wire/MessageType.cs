@@ -54,6 +54,18 @@ public enum MessageType : ushort
     /// <summary>master → dispatcher: a new route snapshot (memfd) after a reload, and the pools whose workers must be let go.</summary>
     RouteUpdate = 37,
 
+    /// <summary>master → dispatcher: report your counters and workers (for status and metrics).</summary>
+    StatsRequest = 38,
+
+    /// <summary>dispatcher → master: the answer to a StatsRequest: named counters and, per worker, its open connections.</summary>
+    DispatcherStats = 39,
+
+    /// <summary>dispatcher → master: a scrape arrived on the metrics listener; send the exposition text.</summary>
+    MetricsRequest = 40,
+
+    /// <summary>master → dispatcher: the Prometheus exposition text (sealed memfd) for a MetricsRequest.</summary>
+    MetricsReply = 41,
+
     /// <summary>master → worker: the pool's configuration; the channel to the dispatcher travels as one descriptor.</summary>
     WorkerSetup = 64,
 

@@ -479,3 +479,100 @@ public sealed record WorkerLoad(uint OpenConnections, ulong Received) : IWireMes
 
     public static WorkerLoad Decode(ref WireReader reader) => new(reader.U32(), (ulong)reader.I64());
 }
+
+/// <summary>u64 request id</summary>
+public sealed record StatsRequest(ulong RequestId) : IWireMessage<StatsRequest>
+{
+    public static MessageType Type => MessageType.StatsRequest;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer) => writer.I64((long)RequestId);
+
+    public static StatsRequest Decode(ref WireReader reader) => new((ulong)reader.I64());
+}
+
+/// <summary>One counter or gauge: a metric name with its labels, in Prometheus syntax (checked by the master), and its value.</summary>
+public readonly record struct StatCounter(string Key, long Value);
+
+/// <summary>One worker as its dispatcher sees it: open connections (reported plus handed since) and connections handed in all.</summary>
+public readonly record struct WorkerStat(int Pid, string Pool, uint Open, ulong Handed);
+
+/// <summary>
+/// u64 request id | u16 n ≤ 1024, n × (string key ≤ 255 | i64 value) | u16 m ≤ 4096, m × (i32 pid | string pool | u32 open | u64 handed)
+/// </summary>
+public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, WorkerStat[] Workers) : IWireMessage<DispatcherStats>
+{
+    public const int MaxCounters = 1024;
+    public const int MaxWorkers = 4096;
+
+    public static MessageType Type => MessageType.DispatcherStats;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.I64((long)RequestId);
+        writer.U16((ushort)Counters.Length);
+        foreach (var c in Counters)
+        {
+            writer.String(c.Key);
+            writer.I64(c.Value);
+        }
+
+        writer.U16((ushort)Workers.Length);
+        foreach (var w in Workers)
+        {
+            writer.I32(w.Pid);
+            writer.String(w.Pool);
+            writer.U32(w.Open);
+            writer.I64((long)w.Handed);
+        }
+    }
+
+    public static DispatcherStats Decode(ref WireReader reader)
+    {
+        var id = (ulong)reader.I64();
+        int n = reader.U16();
+        if (n > MaxCounters)
+            throw new WireException($"{n} counters exceed the limit of {MaxCounters}");
+        var counters = new StatCounter[n];
+        for (var i = 0; i < n; i++)
+            counters[i] = new StatCounter(reader.String(Limits.Name), reader.I64());
+        int m = reader.U16();
+        if (m > MaxWorkers)
+            throw new WireException($"{m} workers exceed the limit of {MaxWorkers}");
+        var workers = new WorkerStat[m];
+        for (var i = 0; i < m; i++)
+            workers[i] = new WorkerStat(reader.I32(), reader.String(Limits.Name), reader.U32(), (ulong)reader.I64());
+        return new DispatcherStats(id, counters, workers);
+    }
+}
+
+/// <summary>u64 request id</summary>
+public sealed record MetricsRequest(ulong RequestId) : IWireMessage<MetricsRequest>
+{
+    public static MessageType Type => MessageType.MetricsRequest;
+
+    public static int MaxDescriptors => 0;
+
+    public void Encode(ref WireWriter writer) => writer.I64((long)RequestId);
+
+    public static MetricsRequest Decode(ref WireReader reader) => new((ulong)reader.I64());
+}
+
+/// <summary>u64 request id | bool ok. Descriptor (when ok): the exposition text, UTF-8, in a sealed memfd.</summary>
+public sealed record MetricsReply(ulong RequestId, bool Ok) : IWireMessage<MetricsReply>
+{
+    public static MessageType Type => MessageType.MetricsReply;
+
+    public static int MaxDescriptors => 1;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.I64((long)RequestId);
+        writer.Bool(Ok);
+    }
+
+    public static MetricsReply Decode(ref WireReader reader) => new((ulong)reader.I64(), reader.Bool());
+}

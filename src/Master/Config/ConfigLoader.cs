@@ -19,7 +19,7 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// </summary>
 internal static class ConfigLoader
 {
-    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "cgroup"];
+    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup"];
@@ -54,9 +54,34 @@ internal static class ConfigLoader
         var security = new SecurityConfig(ctx.UInt(root.GetSection("security:minUid"), 1000));
         ctx.Unknown(root.GetSection("limits"), "limits", ["maxWorkers"]);
         var limits = new LimitsConfig(ctx.Int(root.GetSection("limits:maxWorkers"), 256, 1, 100_000));
-        var log = new LogConfig(root["log:level"] ?? "Information", root["log:file"]);
+        ctx.Unknown(root.GetSection("log"), "log", ["level", "file", "format", "console"]);
+        var log = new LogConfig(root["log:level"] ?? "Information", root["log:file"], root["log:format"] ?? "text", root["log:console"] ?? "text");
         if (log.Level is not ("Verbose" or "Debug" or "Information" or "Warning" or "Error"))
             ctx.Error("log:level", $"'{log.Level}' is not one of Verbose, Debug, Information, Warning, Error");
+        if (log.Format is not ("text" or "json"))
+            ctx.Error("log:format", $"'{log.Format}' is not a log format (text or json)");
+        if (log.Console is not ("text" or "json" or "none"))
+            ctx.Error("log:console", $"'{log.Console}' is not a console log format (text, json or none)");
+        if (log.File is not null && !System.IO.Path.IsPathFullyQualified(log.File))
+            ctx.Error("log:file", $"'{log.File}' is not an absolute path");
+        else if (log.File is not null && PathSafety.CheckRootOwned(System.IO.Path.GetDirectoryName(log.File)!) is { } logDirProblem)
+            ctx.Error("log:file", $"the master's log must live in a root-owned directory no one else can write: {logDirProblem}");
+
+        ctx.Unknown(root.GetSection("control"), "control", ["socket"]);
+        var controlSocket = root["control:socket"] ?? "/run/dispatch/control.sock";
+        if (!System.IO.Path.IsPathFullyQualified(controlSocket) || controlSocket.EndsWith('/') || System.Text.Encoding.UTF8.GetByteCount(controlSocket) > 107)
+            ctx.Error("control:socket", $"'{controlSocket}' is not an absolute socket path of at most 107 bytes");
+        ctx.Unknown(root.GetSection("metrics"), "metrics", ["listen"]);
+        IPEndPoint? metricsListen = null;
+        if (root["metrics:listen"] is { } metricsText)
+        {
+            if (!IPEndPoint.TryParse(metricsText, out metricsListen) || metricsListen.Port == 0)
+                ctx.Error("metrics:listen", $"'{metricsText}' is not an address:port such as 127.0.0.1:9187");
+            else if (!IPAddress.IsLoopback(metricsListen.Address))
+                ctx.Error("metrics:listen", $"{metricsListen} is not a loopback address: the metrics endpoint has no authentication, so it listens on 127.0.0.0/8 or ::1 only");
+        }
+
+        var operations = new OperationsConfig(controlSocket, metricsListen);
 
         var listen = new List<ListenConfig>();
         var listenSection = root.GetSection("listen");
@@ -380,7 +405,10 @@ internal static class ConfigLoader
 
         if (errors.Count > 0)
             return (null, errors);
-        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup), errors);
+        if (metricsListen is not null && listen.Any(l => l.Endpoint.Equals(metricsListen)))
+            ctx.Error("metrics:listen", $"{metricsListen} is also a listener");
+
+        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup, operations), errors);
     }
 
     private static readonly (string Key, byte Resource)[] LimitNames =

@@ -14,7 +14,8 @@ internal sealed record DispatchConfig(
     LimitsConfig Limits,
     LogConfig Log,
     JailProbeConfig JailProbe,
-    CgroupConfig Cgroup);
+    CgroupConfig Cgroup,
+    OperationsConfig Operations);
 
 internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadOnlyList<string> TrustedProxies)
 {
@@ -72,7 +73,13 @@ internal sealed record SecurityConfig(uint MinUid);
 /// <summary>Machine-wide limits.</summary>
 internal sealed record LimitsConfig(int MaxWorkers);
 
-internal sealed record LogConfig(string Level, string? File);
+/// <param name="Format">The file's format: text, or json (one Serilog JSON object per line, properties included).</param>
+/// <param name="Console">The console's format: text, json or none.</param>
+internal sealed record LogConfig(string Level, string? File, string Format = "text", string Console = "text");
+
+/// <param name="ControlSocket">The root-only Unix socket that <c>Master status</c> (and reload, upgrade) talk to.</param>
+/// <param name="MetricsListen">The loopback address the Prometheus endpoint listens on (served by a dispatcher); null: none.</param>
+internal sealed record OperationsConfig(string ControlSocket, IPEndPoint? MetricsListen);
 
 /// <summary>Extra paths each jailed process must prove it cannot open, and on how many threads.</summary>
 internal sealed record JailProbeConfig(IReadOnlyList<string> Paths, int Threads);

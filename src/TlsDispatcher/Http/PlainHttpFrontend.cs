@@ -27,6 +27,8 @@ internal sealed class PlainHttpFrontend : Frontend
         _workers = workers;
     }
 
+    public override string Name => "http " + LocalName;
+
     protected override int PreludeSize => _routes().Settings.MaxRequestHead;
 
     protected override int PreludeTimeoutMs => _routes().Settings.HeaderTimeoutMs;
@@ -65,6 +67,7 @@ internal sealed class PlainHttpFrontend : Frontend
             id, ConnectionMode.PlainHttp, AppProtocol.Http1, start.ClientText, LocalName, null, null, null, buffer.AsMemory(0, filled));
         Poller.Remove(fd);
         if (!await _workers.HandOffAsync(route.Pool, meta, fd, settings).ConfigureAwait(false))
+            Interlocked.Increment(ref DispatcherMetrics.NoWorker);
             Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, start);
     }
 
@@ -126,6 +129,7 @@ internal sealed class PlainHttpFrontend : Frontend
 
         var location = httpsPort == 443 ? $"https://{host}{path}" : $"https://{host}:{httpsPort}{path}";
         var code = safeMethod ? 301 : 308;
+        DispatcherMetrics.Response(code);
         Log.Debug("Connection {ConnectionId}: redirect to {Location}", id, location);
         var response = System.Text.Encoding.Latin1.GetBytes(
             $"HTTP/1.1 {code} {(safeMethod ? "Moved Permanently" : "Permanent Redirect")}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -137,6 +141,7 @@ internal sealed class PlainHttpFrontend : Frontend
     private unsafe void Reject(int fd, int code, string reason, ulong id, ConnectionStart start)
     {
         Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, start.ClientText, code, reason);
+        DispatcherMetrics.Response(code);
         var text = code switch
         {
             400 => "Bad Request",

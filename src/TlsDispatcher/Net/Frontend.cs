@@ -33,6 +33,12 @@ internal abstract class Frontend
     private int _inFlight;
     private long _nextConnection;
 
+    /// <summary>This listener as metrics name it, e.g. "tls 127.0.0.1:8443".</summary>
+    public abstract string Name { get; }
+
+    /// <summary>Connections accepted so far.</summary>
+    public long Accepted => Interlocked.Read(ref _nextConnection);
+
     protected Frontend(Socket listener, string localName, TrustedProxies proxies, ReadinessPoller poller, ILogger log)
     {
         Listener = listener;

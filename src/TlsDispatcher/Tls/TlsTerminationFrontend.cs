@@ -41,6 +41,8 @@ internal sealed class TlsTerminationFrontend : Frontend
         _workers = workers;
     }
 
+    public override string Name => "tls " + LocalName;
+
     protected override int PreludeSize => ClientHelloParser.MaxHandshakeLength + (4 * ClientHelloParser.RecordHeaderLength) + 64;
 
     protected override int PreludeTimeoutMs => _routes().Settings.HandshakeTimeoutMs;
@@ -68,6 +70,7 @@ internal sealed class TlsTerminationFrontend : Frontend
                 catch (OperationCanceledException)
                 {
                     Log.Information("Connection {ConnectionId} from {Client}: no ClientHello within {Timeout} ms", id, start.ClientText, settings.HandshakeTimeoutMs);
+                    Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
                     return;
                 }
 
@@ -83,6 +86,7 @@ internal sealed class TlsTerminationFrontend : Frontend
             if (result == ClientHelloResult.NotTls)
             {
                 Log.Information("Connection {ConnectionId} from {Client}: not TLS", id, start.ClientText);
+                Interlocked.Increment(ref DispatcherMetrics.HandshakesNotTls);
                 await SendQuietlyAsync(client, hello[0] is >= (byte)'A' and <= (byte)'Z' ? PlainHttpOnTlsPort : AlertDecodeError).ConfigureAwait(false);
                 return;
             }
@@ -90,6 +94,7 @@ internal sealed class TlsTerminationFrontend : Frontend
             if (result == ClientHelloResult.Malformed || filled >= max)
             {
                 Log.Information("Connection {ConnectionId} from {Client}: malformed ClientHello: {Reason}", id, start.ClientText, error ?? "too large");
+                Interlocked.Increment(ref DispatcherMetrics.HandshakesMalformed);
                 await SendQuietlyAsync(client, AlertDecodeError).ConfigureAwait(false);
                 return;
             }
@@ -101,10 +106,12 @@ internal sealed class TlsTerminationFrontend : Frontend
         {
             // The tenant's worker terminates TLS with its own key: hand it the socket and the ClientHello.
             Poller.Remove(start.Fd);
+            Interlocked.Increment(ref DispatcherMetrics.Passthrough);
             var meta = new Connection(id, ConnectionMode.PassthroughTls, AppProtocol.Http1, start.ClientText, LocalName, sni, null, null, hello.AsMemory(0, filled));
             if (!await _workers.HandOffAsync(route.Pool, meta, start.Fd, settings).ConfigureAwait(false))
             {
                 Log.Warning("Connection {ConnectionId} ({Sni}): no worker for passthrough pool {Pool}; closing", id, sni, route.Pool);
+                Interlocked.Increment(ref DispatcherMetrics.NoWorker);
                 await SendQuietlyAsync(client, AlertInternalError).ConfigureAwait(false);
             }
 
@@ -118,6 +125,7 @@ internal sealed class TlsTerminationFrontend : Frontend
         if (route is null || (bc is null && openssl is null))
         {
             Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, start.ClientText, sni ?? "(none)");
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesUnknownName);
             await SendQuietlyAsync(client, AlertUnrecognizedName).ConfigureAwait(false);
             return;
         }
@@ -132,6 +140,7 @@ internal sealed class TlsTerminationFrontend : Frontend
             if (!info.OffersTls12)
             {
                 Log.Information("Connection {ConnectionId} from {Client}: client does not offer TLS 1.2", id, start.ClientText);
+                Interlocked.Increment(ref DispatcherMetrics.HandshakesNoTls12);
                 await SendQuietlyAsync(client, AlertProtocolVersion).ConfigureAwait(false);
                 return;
             }
@@ -141,6 +150,8 @@ internal sealed class TlsTerminationFrontend : Frontend
 
         if (session is null)
             return;
+
+        Interlocked.Increment(ref DispatcherMetrics.HandshakesOk);
         await using (session.Stream.ConfigureAwait(false))
             await ProxyAsync(client, session, route, sni, id, start, settings).ConfigureAwait(false);
     }
@@ -158,10 +169,12 @@ internal sealed class TlsTerminationFrontend : Frontend
         catch (AuthenticationException e)
         {
             Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Reason}", id, start.ClientText, sni, e.Message);
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
         }
         catch (OperationCanceledException)
         {
             Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
         }
 
         return null;
@@ -185,6 +198,7 @@ internal sealed class TlsTerminationFrontend : Frontend
         catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException)
         {
             Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
+            Interlocked.Increment(ref e is OperationCanceledException ? ref DispatcherMetrics.HandshakesTimeout : ref DispatcherMetrics.HandshakesFailed);
             await ssl.DisposeAsync().ConfigureAwait(false);
             return null;
         }
@@ -210,6 +224,8 @@ internal sealed class TlsTerminationFrontend : Frontend
             if (!await _workers.HandOffAsync(route.Pool, meta, theirs, settings).ConfigureAwait(false))
             {
                 // The handshake is done, so the client can still be told in HTTP (HTTP/1.1 only: an h2 client gets a close).
+                Interlocked.Increment(ref DispatcherMetrics.NoWorker);
+                DispatcherMetrics.Response(503);
                 if (tls.Alpn != "h2")
                 {
                     var body = "No worker is available for this site right now; try again shortly.\n";
@@ -256,6 +272,7 @@ internal sealed class TlsTerminationFrontend : Frontend
                     var n = await tls.ReadAsync(buffer).ConfigureAwait(false);
                     if (n == 0)
                         break;
+                    Interlocked.Add(ref DispatcherMetrics.BytesFromClients, n);
                     await plain.SendAsync(buffer.AsMemory(0, n), SocketFlags.None).ConfigureAwait(false);
                 }
                 finally
@@ -286,6 +303,7 @@ internal sealed class TlsTerminationFrontend : Frontend
                     if (n == 0)
                         break;
                     await tls.Stream.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+                    Interlocked.Add(ref DispatcherMetrics.BytesToClients, n);
                 }
                 finally
                 {

@@ -305,5 +305,12 @@ internal sealed class WorkerPools : IDisposable
         }
     }
 
+    /// <summary>Every live worker with its open connections (as the load is counted here) and connections handed in all.</summary>
+    public List<WorkerStat> Describe()
+    {
+        lock (_gate)
+            return [.. _pools.Values.SelectMany(l => l).Where(w => !w.Gone).Select(w => new WorkerStat(w.Pid, w.Pool, (uint)Math.Max(0, w.Load), w.Sent))];
+    }
+
     public void Dispose() => _idleTimer.Dispose();
 }

@@ -1,0 +1,358 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Dispatch.Master.Children;
+using Dispatch.Master.Operations;
+using Dispatch.Protocol.Wire;
+
+namespace Dispatch.Master;
+
+/// <summary>
+/// Status and metrics: the master's own view (pools, workers, vhosts, certificates, reloads) joined
+/// with what each dispatcher reports when asked (its counters, and the open connections per worker).
+/// The master renders; it never serves the metrics itself — a dispatcher does, on loopback.
+/// </summary>
+internal sealed partial class MasterService
+{
+    private static readonly TimeSpan StatsTimeout = TimeSpan.FromSeconds(3);
+    private readonly MasterCounters _counters = new();
+    private readonly ConcurrentDictionary<ulong, (ChildProcess From, TaskCompletionSource<DispatcherStats> Waiter)> _statsWaiters = new();
+    private readonly DateTime _started = DateTime.UtcNow;
+    private long _nextStats;
+    private int _metricsInFlight;
+    private (DateTime At, string Result, string Detail)? _lastReload;
+
+    private static readonly Dictionary<string, string> Help = new(StringComparer.Ordinal)
+    {
+        ["dispatch_connections_accepted_total"] = "Connections accepted, by listener.",
+        ["dispatch_connections_open"] = "Connections a dispatcher holds now (reading, routing, or proxying terminated TLS), by listener.",
+        ["dispatch_tls_handshakes_total"] = "TLS handshakes in the dispatcher, by result.",
+        ["dispatch_tls_passthrough_total"] = "TLS connections handed to the tenant's worker undecrypted.",
+        ["dispatch_tls_bytes_total"] = "Plaintext bytes of terminated TLS connections, by direction (client's view).",
+        ["dispatch_no_worker_total"] = "Connections failed because no worker could take them.",
+        ["dispatch_dispatcher_responses_total"] = "Responses the dispatcher gave itself (redirects, bad requests, 503), by status code.",
+        ["dispatch_worker_spawns_total"] = "Workers started, by pool and result.",
+        ["dispatch_worker_exits_total"] = "Workers exited, by pool and how.",
+        ["dispatch_worker_refusals_total"] = "Requests for a worker refused (limits, failures), by pool.",
+        ["dispatch_reloads_total"] = "Configuration reloads, by result.",
+        ["dispatch_dispatcher_restarts_total"] = "Dispatchers restarted after dying.",
+        ["dispatch_upgrades_total"] = "Upgrades (SIGUSR2 or the control socket), by result.",
+        ["dispatch_workers"] = "Live workers, by pool.",
+        ["dispatch_worker_open_connections"] = "Open connections per worker, as its dispatcher counts them.",
+        ["dispatch_certificate_not_after_timestamp_seconds"] = "Expiry of each served certificate.",
+        ["dispatch_config_version"] = "Version of the route snapshot in use (grows with each accepted reload).",
+        ["dispatch_last_reload_ok"] = "1 if the last reload was accepted, 0 if it was rejected or failed.",
+        ["dispatch_master_start_timestamp_seconds"] = "When the master started.",
+    };
+
+    private void RecordReload(string result, string detail)
+    {
+        _counters.Reload(result);
+        _lastReload = (DateTime.UtcNow, result, detail);
+    }
+
+    /// <summary>Asks every live dispatcher (serving or draining) for its counters and workers; a silent one is reported as such.</summary>
+    private async Task<List<(ChildProcess Dispatcher, bool Retiring, DispatcherStats? Stats)>> GatherAsync()
+    {
+        List<(ChildProcess D, bool Retiring)> targets;
+        lock (_gate)
+            targets = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted).Select(d => (d, false)), .. _retiring.Where(d => !d.Exited.IsCompleted).Select(d => (d, true))];
+        var asks = targets.Select(async t =>
+        {
+            var id = (ulong)Interlocked.Increment(ref _nextStats);
+            var waiter = new TaskCompletionSource<DispatcherStats>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _statsWaiters[id] = (t.D, waiter);
+            try
+            {
+                t.D.Channel.Send(new StatsRequest(id));
+                return (t.D, t.Retiring, (DispatcherStats?)await waiter.Task.WaitAsync(StatsTimeout).ConfigureAwait(false));
+            }
+            catch (Exception e) when (e is TimeoutException or Dispatch.Protocol.Interop.SysCallException or ObjectDisposedException)
+            {
+                _log.Warning("Dispatcher {Pid} did not report its counters: {Reason}", t.D.Pid, e.Message);
+                return (t.D, t.Retiring, (DispatcherStats?)null);
+            }
+            finally
+            {
+                _statsWaiters.TryRemove(id, out _);
+            }
+        });
+        return [.. await Task.WhenAll(asks).ConfigureAwait(false)];
+    }
+
+    /// <summary>A dispatcher's answer: believed only for a request we sent to that very dispatcher, and only the keys of our catalogue.</summary>
+    private void OnDispatcherStats(ChildProcess dispatcher, DispatcherStats stats)
+    {
+        if (!_statsWaiters.TryGetValue(stats.RequestId, out var entry) || entry.From != dispatcher)
+        {
+            _log.Debug("Dispatcher {Pid} answered stats request {Id}, which is not pending for it", dispatcher.Pid, stats.RequestId);
+            return;
+        }
+
+        var bad = stats.Counters.Where(c => !Prometheus.ReportedKey().IsMatch(c.Key)).ToList();
+        if (bad.Count > 0)
+        {
+            _log.Warning("Dispatcher {Pid} reported {Count} counters outside the catalogue (first: {Key}); dropped", dispatcher.Pid, bad.Count, bad[0].Key);
+            stats = stats with { Counters = [.. stats.Counters.Where(c => Prometheus.ReportedKey().IsMatch(c.Key))] };
+        }
+
+        entry.Waiter.TrySetResult(stats);
+    }
+
+    /// <summary>A scrape on the metrics listener: gather, render, answer in a sealed memfd (at most two in flight).</summary>
+    private async Task AnswerMetricsAsync(ChildProcess dispatcher, MetricsRequest request)
+    {
+        if (Interlocked.Increment(ref _metricsInFlight) > 2)
+        {
+            Interlocked.Decrement(ref _metricsInFlight);
+            TrySend(dispatcher, new MetricsReply(request.RequestId, false), []);
+            return;
+        }
+
+        try
+        {
+            var text = RenderMetrics(await GatherAsync().ConfigureAwait(false));
+            var memfd = Dispatch.Protocol.Wire.SealedBlob.Create("dispatch-metrics", Encoding.UTF8.GetBytes(text));
+            try
+            {
+                TrySend(dispatcher, new MetricsReply(request.RequestId, true), [memfd]);
+            }
+            finally
+            {
+                Dispatch.Protocol.Interop.Libc.Close(memfd);
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _metricsInFlight);
+        }
+    }
+
+    private void TrySend<T>(ChildProcess child, T message, int[] fds)
+        where T : IWireMessage<T>
+    {
+        try
+        {
+            child.Channel.Send(message, fds);
+        }
+        catch (Exception e) when (e is Dispatch.Protocol.Interop.SysCallException or ObjectDisposedException)
+        {
+            _log.Debug("Could not send {Type} to {Child}: {Reason}", T.Type, child, e.Message);
+        }
+    }
+
+    private string RenderMetrics(List<(ChildProcess Dispatcher, bool Retiring, DispatcherStats? Stats)> reports)
+    {
+        var samples = new Dictionary<string, double>(StringComparer.Ordinal);
+        void Add(string key, double value) => samples[key] = samples.GetValueOrDefault(key) + value;
+        foreach (var (_, _, stats) in reports)
+        {
+            foreach (var c in stats?.Counters ?? [])
+                Add(c.Key, c.Value);
+            foreach (var w in stats?.Workers ?? [])
+                Add($"dispatch_worker_open_connections{{pool=\"{Prometheus.Escape(w.Pool)}\",pid=\"{w.Pid}\"}}", w.Open);
+        }
+
+        foreach (var (key, value) in _counters.Snapshot())
+            Add(key, value);
+        var config = _config;
+        List<ChildProcess> workers;
+        lock (_gate)
+            workers = [.. _workers.Values];
+        foreach (var pool in config.Pools.Keys)
+            Add($"dispatch_workers{{pool=\"{Prometheus.Escape(pool)}\"}}", workers.Count(w => w.Name == pool));
+        foreach (var v in config.Vhosts.Values)
+        {
+            foreach (var c in v.Certificates)
+                samples[$"dispatch_certificate_not_after_timestamp_seconds{{vhost=\"{Prometheus.Escape(v.Name)}\",directory=\"{Prometheus.Escape(c.Directory)}\"}}"] = new DateTimeOffset(c.NotAfter, TimeSpan.Zero).ToUnixTimeSeconds();
+        }
+
+        samples["dispatch_config_version"] = Interlocked.Read(ref _snapshotVersion);
+        samples["dispatch_last_reload_ok"] = _lastReload is { } r && r.Result != "ok" ? 0 : 1;
+        samples["dispatch_master_start_timestamp_seconds"] = new DateTimeOffset(_started).ToUnixTimeSeconds();
+        return Prometheus.Render(samples, Help);
+    }
+
+    /// <summary>The status view for <c>Master status</c>: text for people, or JSON (<paramref name="json"/>).</summary>
+    public async Task<string> StatusAsync(bool json)
+    {
+        var reports = await GatherAsync().ConfigureAwait(false);
+        var config = _config;
+        var now = DateTime.UtcNow;
+        List<ChildProcess> workers;
+        Dictionary<int, ChildProcess> owners;
+        lock (_gate)
+        {
+            workers = [.. _workers.Values.OrderBy(w => w.Name, StringComparer.Ordinal).ThenBy(w => w.Pid)];
+            owners = new Dictionary<int, ChildProcess>(_ownerOf);
+        }
+
+        var seen = reports.Where(r => r.Stats is not null).SelectMany(r => r.Stats!.Workers).GroupBy(w => w.Pid).ToDictionary(g => g.Key, g => g.First());
+        var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("master");
+            w.WriteNumber("pid", Environment.ProcessId);
+            w.WriteString("started", _started);
+            w.WriteNumber("uptimeSeconds", (long)(now - _started).TotalSeconds);
+            w.WriteString("config", config.SourcePath);
+            w.WriteNumber("configVersion", Interlocked.Read(ref _snapshotVersion));
+            w.WriteEndObject();
+            if (_lastReload is { } reload)
+            {
+                w.WriteStartObject("lastReload");
+                w.WriteString("at", reload.At);
+                w.WriteString("result", reload.Result);
+                w.WriteString("detail", reload.Detail);
+                w.WriteEndObject();
+            }
+            else
+            {
+                w.WriteNull("lastReload");
+            }
+
+            w.WriteStartArray("dispatchers");
+            foreach (var (d, retiring, stats) in reports)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("pid", d.Pid);
+                w.WriteNumber("uid", d.Uid);
+                w.WriteString("state", retiring ? "draining" : "serving");
+                w.WriteNumber("ageSeconds", (long)(now - d.Started).TotalSeconds);
+                w.WriteBoolean("answered", stats is not null);
+                w.WriteStartObject("counters");
+                foreach (var c in stats?.Counters ?? [])
+                    w.WriteNumber(c.Key, c.Value);
+                w.WriteEndObject();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("pools");
+            foreach (var p in config.Pools.Values.OrderBy(p => p.Name, StringComparer.Ordinal))
+            {
+                w.WriteStartObject();
+                w.WriteString("name", p.Name);
+                w.WriteNumber("uid", p.Uid);
+                w.WriteNumber("gid", p.Gid);
+                w.WriteNumber("maxWorkers", p.MaxWorkers);
+                w.WriteNumber("minSpare", p.MinSpare);
+                w.WriteBoolean("oneShot", p.OneShot);
+                w.WriteStartArray("workers");
+                foreach (var wk in workers.Where(x => x.Name == p.Name))
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("pid", wk.Pid);
+                    w.WriteNumber("uid", wk.Uid);
+                    w.WriteNumber("ageSeconds", (long)(now - wk.Started).TotalSeconds);
+                    w.WriteNumber("dispatcher", owners.TryGetValue(wk.Pid, out var o) ? o.Pid : 0);
+                    if (seen.TryGetValue(wk.Pid, out var st))
+                    {
+                        w.WriteNumber("connections", st.Open);
+                        w.WriteNumber("handed", st.Handed);
+                    }
+                    else
+                    {
+                        w.WriteNull("connections");
+                        w.WriteNull("handed");
+                    }
+
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("vhosts");
+            foreach (var v in config.Vhosts.Values.OrderBy(v => v.Name, StringComparer.Ordinal))
+            {
+                w.WriteStartObject();
+                w.WriteString("name", v.Name);
+                w.WriteStartArray("aliases");
+                foreach (var a in v.Aliases)
+                    w.WriteStringValue(a);
+                w.WriteEndArray();
+                w.WriteString("pool", v.Pool);
+                w.WriteString("tls", v.TlsMode);
+                w.WriteStartArray("certificates");
+                foreach (var c in v.Certificates)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("directory", c.Directory);
+                    w.WriteString("notAfter", DateTime.SpecifyKind(c.NotAfter, DateTimeKind.Utc));
+                    w.WriteNumber("daysLeft", Math.Floor((c.NotAfter - now).TotalDays));
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteStartObject("counters");
+            foreach (var (key, value) in _counters.Snapshot())
+                w.WriteNumber(key, value);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+
+        var jsonText = Encoding.UTF8.GetString(stream.ToArray());
+        return json ? jsonText + "\n" : StatusText.Render(JsonDocument.Parse(jsonText).RootElement);
+    }
+}
+
+/// <summary>The status JSON rendered for a terminal.</summary>
+internal static class StatusText
+{
+    public static string Render(JsonElement s)
+    {
+        var sb = new StringBuilder();
+        var inv = CultureInfo.InvariantCulture;
+        var m = s.GetProperty("master");
+        sb.Append(inv, $"Dispatch master {m.GetProperty("pid")}, up {Age(m.GetProperty("uptimeSeconds").GetInt64())}, config {m.GetProperty("config").GetString()} (version {m.GetProperty("configVersion")})\n");
+        if (s.GetProperty("lastReload") is { ValueKind: JsonValueKind.Object } r)
+            sb.Append(inv, $"Last reload: {r.GetProperty("at").GetDateTime():u} {r.GetProperty("result").GetString()}: {r.GetProperty("detail").GetString()}\n");
+        else
+            sb.Append("Last reload: none since start\n");
+        sb.Append("\nDispatchers:\n");
+        foreach (var d in s.GetProperty("dispatchers").EnumerateArray())
+        {
+            sb.Append(inv, $"  pid {d.GetProperty("pid")}  uid {d.GetProperty("uid")}  {d.GetProperty("state").GetString()}  up {Age(d.GetProperty("ageSeconds").GetInt64())}{(d.GetProperty("answered").GetBoolean() ? string.Empty : "  (did not answer)")}\n");
+            foreach (var c in d.GetProperty("counters").EnumerateObject())
+                sb.Append(inv, $"      {c.Name} {c.Value}\n");
+        }
+
+        sb.Append("\nPools:\n");
+        foreach (var p in s.GetProperty("pools").EnumerateArray())
+        {
+            var ws = p.GetProperty("workers").EnumerateArray().ToList();
+            sb.Append(inv, $"  {p.GetProperty("name").GetString()}  uid {p.GetProperty("uid")} gid {p.GetProperty("gid")}  {ws.Count}/{p.GetProperty("maxWorkers")} workers{(p.GetProperty("oneShot").GetBoolean() ? "  one-shot" : string.Empty)}\n");
+            foreach (var w in ws)
+            {
+                var conns = w.GetProperty("connections").ValueKind == JsonValueKind.Null ? "?" : w.GetProperty("connections").ToString();
+                var handed = w.GetProperty("handed").ValueKind == JsonValueKind.Null ? "?" : w.GetProperty("handed").ToString();
+                sb.Append(inv, $"    worker pid {w.GetProperty("pid")}  uid {w.GetProperty("uid")}  up {Age(w.GetProperty("ageSeconds").GetInt64())}  connections {conns}  handed {handed}\n");
+            }
+        }
+
+        sb.Append("\nVhosts:\n");
+        foreach (var v in s.GetProperty("vhosts").EnumerateArray())
+        {
+            sb.Append(inv, $"  {v.GetProperty("name").GetString()}  pool {v.GetProperty("pool").GetString()}  tls {v.GetProperty("tls").GetString()}\n");
+            foreach (var c in v.GetProperty("certificates").EnumerateArray())
+                sb.Append(inv, $"      certificate {c.GetProperty("directory").GetString()} expires {c.GetProperty("notAfter").GetDateTime():u} ({c.GetProperty("daysLeft")} days)\n");
+        }
+
+        sb.Append("\nCounters:\n");
+        foreach (var c in s.GetProperty("counters").EnumerateObject())
+            sb.Append(inv, $"  {c.Name} {c.Value}\n");
+        return sb.ToString();
+    }
+
+    private static string Age(long seconds) =>
+        seconds < 60 ? $"{seconds}s" : seconds < 3600 ? $"{seconds / 60}m{seconds % 60}s" : seconds < 86400 ? $"{seconds / 3600}h{seconds % 3600 / 60}m" : $"{seconds / 86400}d{seconds % 86400 / 3600}h";
+}

@@ -1,0 +1,74 @@
+using Dispatch.Protocol.Wire;
+using Dispatch.TlsDispatcher.Workers;
+
+namespace Dispatch.TlsDispatcher.Net;
+
+/// <summary>
+/// This dispatcher's counters: plain fields bumped with <see cref="Interlocked"/> on the paths that
+/// already do the work (no allocation, no lock), read when the master asks (status, metrics).
+/// </summary>
+internal static class DispatcherMetrics
+{
+    public static long HandshakesOk;
+    public static long HandshakesFailed;
+    public static long HandshakesTimeout;
+    public static long HandshakesUnknownName;
+    public static long HandshakesNotTls;
+    public static long HandshakesMalformed;
+    public static long HandshakesNoTls12;
+    public static long Passthrough;
+    public static long BytesFromClients;
+    public static long BytesToClients;
+    public static long NoWorker;
+
+    private static readonly long[] Responses = new long[600];
+
+    /// <summary>A response the dispatcher itself gave (redirects, 4xx for bad heads, 503 without a worker).</summary>
+    public static void Response(int code)
+    {
+        if (code is >= 100 and < 600)
+            Interlocked.Increment(ref Responses[code]);
+    }
+
+    public static DispatcherStats Snapshot(ulong requestId, IReadOnlyList<Frontend> frontends, WorkerPools workers)
+    {
+        var counters = new List<StatCounter>();
+        foreach (var f in frontends)
+        {
+            counters.Add(new StatCounter($"dispatch_connections_accepted_total{{listener=\"{f.Name}\"}}", f.Accepted));
+            counters.Add(new StatCounter($"dispatch_connections_open{{listener=\"{f.Name}\"}}", f.InFlight));
+        }
+
+        void Add(string key, ref long field) => counters.Add(new StatCounter(key, Interlocked.Read(ref field)));
+        Add("dispatch_tls_handshakes_total{result=\"ok\"}", ref HandshakesOk);
+        Add("dispatch_tls_handshakes_total{result=\"failed\"}", ref HandshakesFailed);
+        Add("dispatch_tls_handshakes_total{result=\"timeout\"}", ref HandshakesTimeout);
+        Add("dispatch_tls_handshakes_total{result=\"unknown_name\"}", ref HandshakesUnknownName);
+        Add("dispatch_tls_handshakes_total{result=\"not_tls\"}", ref HandshakesNotTls);
+        Add("dispatch_tls_handshakes_total{result=\"malformed\"}", ref HandshakesMalformed);
+        Add("dispatch_tls_handshakes_total{result=\"no_tls12\"}", ref HandshakesNoTls12);
+        Add("dispatch_tls_passthrough_total", ref Passthrough);
+        Add("dispatch_tls_bytes_total{direction=\"received\"}", ref BytesFromClients);
+        Add("dispatch_tls_bytes_total{direction=\"sent\"}", ref BytesToClients);
+        Add("dispatch_no_worker_total", ref NoWorker);
+        for (var code = 100; code < Responses.Length; code++)
+        {
+            var n = Interlocked.Read(ref Responses[code]);
+            if (n > 0)
+                counters.Add(new StatCounter($"dispatch_dispatcher_responses_total{{code=\"{code}\"}}", n));
+        }
+
+        // Stay within one datagram: 60 KB of workers at most (the rest is summed by pool in the counters).
+        var list = new List<WorkerStat>();
+        var budget = 60_000 - counters.Sum(c => c.Key.Length + 12);
+        foreach (var w in workers.Describe())
+        {
+            budget -= 22 + System.Text.Encoding.UTF8.GetByteCount(w.Pool);
+            if (budget < 0)
+                break;
+            list.Add(w);
+        }
+
+        return new DispatcherStats(requestId, [.. counters], [.. list]);
+    }
+}
