@@ -44,7 +44,8 @@ public readonly record struct ModuleSpec(string AssemblyPath, string TypeName, s
 /// u8 role | u32 uid | u32 gid | u32-list groups | string-list readPaths | string-list execPaths |
 /// string-list writePaths | u16 n, n × ResourceLimit | string name (for logs) |
 /// u16 m, m × (string assembly | string type | string settings) | u16 k, k × u16 TCP ports the process may connect to |
-/// string program (empty: the role's own binary; else the pool's worker program, exec'd in its place)
+/// string program (empty: the role's own binary; else the pool's worker program, exec'd in its place) |
+/// string-list tenant write paths (the pool's landlock.write: directories the jail checks are owned by uid before granting write)
 /// </summary>
 public sealed record JailSpec(
     ProcessRole Role,
@@ -58,7 +59,8 @@ public sealed record JailSpec(
     string Name,
     ModuleSpec[] Modules,
     ushort[] ConnectPorts,
-    string Program = "") : IWireMessage<JailSpec>
+    string Program = "",
+    string[]? TenantWritePaths = null) : IWireMessage<JailSpec>
 {
     public static MessageType Type => MessageType.JailSpec;
 
@@ -96,6 +98,7 @@ public sealed record JailSpec(
         foreach (var p in ConnectPorts)
             writer.U16(p);
         writer.String(Program);
+        writer.StringList(TenantWritePaths ?? []);
     }
 
     public static JailSpec Decode(ref WireReader reader)
@@ -131,7 +134,8 @@ public sealed record JailSpec(
         var ports = new ushort[portCount];
         for (var i = 0; i < portCount; i++)
             ports[i] = reader.U16();
-        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, reader.String(Wire.Limits.Path));
+        var program = reader.String(Wire.Limits.Path);
+        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, program, reader.StringList(64, Wire.Limits.Path));
     }
 }
 
@@ -333,7 +337,7 @@ public sealed record WorkerGone(int WorkerId, string Pool, string Reason) : IWir
 
 /// <summary>
 /// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes) | string-list probe paths |
-/// i32 probe threads | i32 number of <see cref="LogFiles"/> messages that follow. Descriptor: the channel to the dispatcher.
+/// i32 probe threads | i32 number of <see cref="LogFiles"/> and <see cref="ErrorLogFiles"/> messages that follow. Descriptor: the channel to the dispatcher.
 /// </summary>
 public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads, int LogFileMessages) : IWireMessage<WorkerSetup>
 {
@@ -377,6 +381,18 @@ public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
     public static LogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
+}
+
+/// <summary>string-list vhost names, one per descriptor, in order (the layout of <see cref="LogFiles"/>). Descriptors: the vhosts' error logs (append-only).</summary>
+public sealed record ErrorLogFiles(string[] Vhosts) : IWireMessage<ErrorLogFiles>
+{
+    public static MessageType Type => MessageType.ErrorLogFiles;
+
+    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+
+    public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
+
+    public static ErrorLogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
 }
 
 /// <summary>How the dispatcher hands a connection over.</summary>
