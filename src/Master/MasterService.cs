@@ -94,6 +94,7 @@ internal sealed partial class MasterService : IDisposable
                 n > 1 ? $"; more dispatchers: {string.Join(", ", _dispatchers.Skip(1).Select(d => d!.Pid))}" : string.Empty,
                 string.Join(", ", _config.Listen));
             WatchCertificates();
+            WarnAboutLandlock();
             SystemdNotify("READY=1\nSTATUS=serving");
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
         }
@@ -158,7 +159,7 @@ internal sealed partial class MasterService : IDisposable
 
     private static JailSpec SpecFor(
         ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, IEnumerable<ResourceLimit> limits,
-        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null, string? program = null, string[]? cgroupProcs = null) =>
+        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null, string? program = null, string[]? cgroupProcs = null, IEnumerable<string>? tenantWrite = null) =>
         new(
             role,
             uid,
@@ -172,7 +173,8 @@ internal sealed partial class MasterService : IDisposable
             [.. modules ?? []],
             [.. connectPorts ?? []],
             program ?? string.Empty,
-            cgroupProcs ?? []);
+            cgroupProcs ?? [],
+            [.. tenantWrite ?? []]);
 
     /// <summary>
     /// The tenant's certificate directory and, for the certbot layout, its archive. Only paths: the
@@ -193,9 +195,11 @@ internal sealed partial class MasterService : IDisposable
         var roots = _config.Vhosts.Values.Select(v => v.Root).Distinct().Where(Foreign).Take(MaxProbeRoots);
         // Every certificate directory too: only the master reads keys (it sends terminated vhosts' keys to the dispatcher).
         var certs = _config.Vhosts.Values.SelectMany(v => v.Certificates).Select(c => Path.Combine(c.Directory, "privkey.pem")).Take(MaxProbeRoots);
-        // Access logs: a worker writes only to the descriptors it was given and can open none.
-        var logs = _config.Vhosts.Values.Where(v => v.AccessLog is not null).Select(v => v.AccessLog!).Take(MaxProbeRoots);
-        return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. logs, .. _config.JailProbe.Paths.Where(Foreign)];
+        // Access and error logs: a worker writes only to the descriptors it was given and can open none.
+        var logs = _config.Vhosts.Values.SelectMany(v => new[] { v.AccessLog, v.ErrorLog }).OfType<string>().Distinct().Take(MaxProbeRoots);
+        // Other pools' write directories (uploads, caches).
+        var writable = _config.Pools.Values.SelectMany(p => p.LandlockWrite).Distinct().Where(Foreign).Take(MaxProbeRoots);
+        return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. logs, .. writable, .. _config.JailProbe.Paths.Where(Foreign)];
     }
 
     private static RouteSnapshot BuildSnapshot(DispatchConfig config, long version)
@@ -218,8 +222,10 @@ internal sealed partial class MasterService : IDisposable
         var vhosts = config.Vhosts.Values.Where(v => v.Pool == pool).OrderBy(v => v.Name, StringComparer.Ordinal)
             .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]));
         var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot)));
-        var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => v.AccessLog));
-        return string.Join("|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program, string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root);
+        var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
+        return string.Join(
+            "|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program,
+            string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), string.Join(",", p.LandlockWrite), string.Join(",", p.ConnectTcp), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root);
     }
 
     /// <summary>
@@ -273,6 +279,7 @@ internal sealed partial class MasterService : IDisposable
             foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
                 TopUpSpares(d!);
             WatchCertificates();
+            WarnAboutLandlock();
             var summary = $"version {version} ({why}): {fresh.Vhosts.Count} vhosts in {fresh.Pools.Count} pools; workers retired for {(retired.Length == 0 ? "no pool" : string.Join(", ", retired))}";
             RecordReload("ok", summary);
             return "reloaded: " + summary;
@@ -287,6 +294,25 @@ internal sealed partial class MasterService : IDisposable
         {
             _reloading.Release();
         }
+    }
+
+    /// <summary>
+    /// A kernel whose Landlock has no network rules (ABI &lt; 4) cannot hold TCP to the listed ports: said once per
+    /// start and reload, per pool that lists any, rather than silently running unrestricted.
+    /// </summary>
+    private void WarnAboutLandlock()
+    {
+        var abi = Landlock.AbiVersion();
+        if (abi >= Landlock.NetworkAbi)
+            return;
+        foreach (var pool in _config.Pools.Values)
+        {
+            var ports = LandlockRules.ConnectPorts(pool, _config.Vhosts.Values.Where(v => v.Pool == pool.Name));
+            if (ports.Count > 0 && Landlock.NetworkWarning(abi, ports) is { } warning)
+                _log.Warning("Pool {Pool}: {Warning}", pool.Name, warning);
+        }
+
+        _log.Warning("Landlock ABI {Abi}: no process's TCP bind or connect is restricted by Landlock on this kernel (needs ABI {Needed})", abi, Landlock.NetworkAbi);
     }
 
     /// <summary>
@@ -660,7 +686,7 @@ internal sealed partial class MasterService : IDisposable
             var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
             // CGI scripts need their interpreters: /usr/bin and /bin by default, or what the pool lists.
             var exec = cgiDirs.Count == 0 ? [] : pool.LandlockExec ?? ["/usr/bin", "/bin"];
-            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, ProxyPorts(vhosts), pool.Program, _cgroups.ProcsFor(pool));
+            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, LandlockRules.ConnectPorts(pool, vhosts), pool.Program, _cgroups.ProcsFor(pool), pool.LandlockWrite);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(
@@ -668,9 +694,8 @@ internal sealed partial class MasterService : IDisposable
                 [.. vhosts.Select(v => new WorkerVhost(
                         v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]))],
                 pool.OneShot);
-            var logged = vhosts.Where(v => v.AccessLog is not null).ToList();
-            var logBatches = logged.Chunk(IpcChannel.MaxDescriptors).ToList();
-            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), ProbePaths(roots), _config.JailProbe.Threads, logBatches.Count), [pair.B]);
+            var logBatches = LogBatches(vhosts);
+            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), ProbePaths([.. roots, .. pool.LandlockWrite]), _config.JailProbe.Threads, logBatches.Count), [pair.B]);
             Libc.Close(pair.B);
             pair.B = -1;
             SendLogFiles(worker, pool, logBatches);
@@ -709,25 +734,31 @@ internal sealed partial class MasterService : IDisposable
         }
     }
 
-    /// <summary>
-    /// The loopback ports the pool's proxied apps listen on: Landlock lets the worker connect to those
-    /// and no other TCP port. (Unix-socket upstreams need no rule: file permissions decide.)
-    /// </summary>
-    private static IEnumerable<ushort> ProxyPorts(IEnumerable<VhostConfig> vhosts) =>
-        vhosts.SelectMany(v => v.Proxy).Where(p => p.Upstream.StartsWith("http://", StringComparison.Ordinal))
-            .Select(p => (ushort)new Uri(p.Upstream).Port).Distinct();
+    /// <summary>The vhosts' access logs, then their error logs, in batches of at most one message's descriptors.</summary>
+    private static List<(bool Errors, VhostConfig[] Vhosts)> LogBatches(IEnumerable<VhostConfig> vhosts) =>
+    [
+        .. vhosts.Where(v => v.AccessLog is not null).Chunk(IpcChannel.MaxDescriptors).Select(b => (false, b)),
+        .. vhosts.Where(v => v.ErrorLog is not null).Chunk(IpcChannel.MaxDescriptors).Select(b => (true, b)),
+    ];
 
-    /// <summary>Opens the vhosts' access logs (root, safe walk) and hands the descriptors to the worker.</summary>
-    private static void SendLogFiles(ChildProcess worker, PoolConfig pool, IEnumerable<VhostConfig[]> batches)
+    /// <summary>
+    /// Opens the vhosts' access and error logs (root, safe walk: <see cref="TenantLogs"/>) and hands the descriptors to
+    /// the worker: LogFiles for access logs, ErrorLogFiles for error logs, each naming its vhosts.
+    /// </summary>
+    private static void SendLogFiles(ChildProcess worker, PoolConfig pool, IEnumerable<(bool Errors, VhostConfig[] Vhosts)> batches)
     {
-        foreach (var batch in batches)
+        foreach (var (errors, batch) in batches)
         {
             var fds = new List<int>();
             try
             {
                 foreach (var v in batch)
-                    fds.Add(TenantLogs.Open(v.AccessLog!, pool.Gid));
-                worker.Channel.Send(new LogFiles([.. batch.Select(v => v.Name)]), [.. fds]);
+                    fds.Add(TenantLogs.Open(errors ? v.ErrorLog! : v.AccessLog!, pool.Gid));
+                string[] names = [.. batch.Select(v => v.Name)];
+                if (errors)
+                    worker.Channel.Send(new ErrorLogFiles(names), [.. fds]);
+                else
+                    worker.Channel.Send(new LogFiles(names), [.. fds]);
             }
             finally
             {
@@ -737,7 +768,7 @@ internal sealed partial class MasterService : IDisposable
         }
     }
 
-    /// <summary>SIGUSR1 (logrotate): reopen every access log and hand the new descriptors to the running workers.</summary>
+    /// <summary>SIGUSR1 (logrotate): reopen every access and error log and hand the new descriptors to the running workers.</summary>
     public void ReopenLogs()
     {
         List<ChildProcess> workers;
@@ -747,18 +778,17 @@ internal sealed partial class MasterService : IDisposable
         {
             if (!_config.Pools.TryGetValue(w.Name, out var pool))
                 continue;
-            var logged = _config.Vhosts.Values.Where(v => v.Pool == pool.Name && v.AccessLog is not null).ToList();
             try
             {
-                SendLogFiles(w, pool, logged.Chunk(IpcChannel.MaxDescriptors));
+                SendLogFiles(w, pool, LogBatches(_config.Vhosts.Values.Where(v => v.Pool == pool.Name)));
             }
             catch (Exception e) when (e is IOException or SysCallException)
             {
-                _log.Error("Could not reopen the access logs of worker {Pid} (pool {Pool}): {Reason}", w.Pid, w.Name, e.Message);
+                _log.Error("Could not reopen the logs of worker {Pid} (pool {Pool}): {Reason}", w.Pid, w.Name, e.Message);
             }
         }
 
-        _log.Information("Access logs reopened for {Workers} workers", workers.Count);
+        _log.Information("Access and error logs reopened for {Workers} workers", workers.Count);
     }
 
     /// <summary>Keeps every pool at its <c>minSpare</c> workers (at start, and after each exit).</summary>

@@ -34,11 +34,11 @@ internal static class Program
             }
 
             var pool = SnapshotJson.ParsePool(setup.PoolJson);
-            var accessLogs = new Dictionary<string, AccessLogFile>(StringComparer.Ordinal);
+            var logs = new LogFileTable();
             for (var i = 0; i < setup.LogFileMessages; i++)
             {
                 using var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup");
-                ApplyLogFiles(message, accessLogs);
+                logs.Apply(message);
             }
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
@@ -51,7 +51,8 @@ internal static class Program
             await using var server = await WorkerHttpServer.StartAsync(
                 vhosts,
                 log,
-                v => accessLogs.TryGetValue(v.Name, out var file) ? new Serilog.LoggerConfiguration().MinimumLevel.Information().WriteTo.Sink(file).CreateLogger() : log,
+                v => logs.Access.TryGetValue(v.Name, out var file) ? new Serilog.LoggerConfiguration().MinimumLevel.Information().WriteTo.Sink(file).CreateLogger() : log,
+                v => logs.Errors.TryGetValue(v.Name, out var file) ? new Serilog.LoggerConfiguration().MinimumLevel.Information().WriteTo.Sink(file).CreateLogger() : null,
                 stopping.Token).ConfigureAwait(false);
             var started = clock.Elapsed.TotalMilliseconds;
             var warm = await WarmUpAsync(server, vhosts[0].Name).ConfigureAwait(false);
@@ -69,9 +70,9 @@ internal static class Program
                 using var message = await fromMaster.ConfigureAwait(false);
                 if (message is null)
                     return 0; // The master is gone: so are we.
-                if (message.Type == MessageType.LogFiles)
+                if (message.Type is MessageType.LogFiles or MessageType.ErrorLogFiles)
                 {
-                    ApplyLogFiles(message, accessLogs); // logrotate: the master reopened our logs
+                    logs.Apply(message); // logrotate: the master reopened our logs
                     fromMaster = master.ReceiveAsync().AsTask();
                     continue;
                 }
@@ -97,22 +98,6 @@ internal static class Program
         {
             dispatcher?.Dispose();
             log.Dispose();
-        }
-    }
-
-    /// <summary>Takes the access-log descriptors of a LogFiles message (new files, or reopened ones).</summary>
-    private static void ApplyLogFiles(IpcMessage message, Dictionary<string, AccessLogFile> files)
-    {
-        var logs = message.Decode<LogFiles>();
-        if (message.Descriptors.Count != logs.Vhosts.Length)
-            throw new WireException($"LogFiles names {logs.Vhosts.Length} vhosts but carries {message.Descriptors.Count} descriptors");
-        for (var i = 0; i < logs.Vhosts.Length; i++)
-        {
-            var fd = message.Descriptors.Take(i);
-            if (files.TryGetValue(logs.Vhosts[i], out var existing))
-                existing.Reopen(fd);
-            else
-                files[logs.Vhosts[i]] = new AccessLogFile(fd);
         }
     }
 

@@ -17,7 +17,11 @@ namespace Dispatch.Protocol.Hosting;
 /// <item>proof of the drop: real/effective/saved ids all equal the target, and regaining uid 0 or gid 0 fails with EPERM;</item>
 /// <item>no_new_privs, not dumpable;</item>
 /// <item>Landlock: read the runtime, the binaries and the role's own paths, execute only the binary
-///   and the ELF interpreter, no TCP bind/connect, no signals or abstract sockets outside the domain;</item>
+///   and the ELF interpreter (plus a pool's CGI directories and <c>landlock.exec</c>), write only /dev/null and a
+///   pool's <c>landlock.write</c> directories (each re-checked here to be a directory the pool's uid owns and others
+///   cannot write), no TCP bind, TCP connect only to the pool's proxy ports and <c>landlock.connectTcp</c> (on a
+///   kernel without Landlock network rules, ABI &lt; 4, TCP is not restricted: the master warns at start and reload), no signals or
+///   abstract sockets outside the domain;</item>
 /// <item>execve of its own binary with <c>--jailed</c>: Landlock and no_new_privs bind only the calling
 ///   thread, so the jail becomes process-wide only in the new image, whose every thread inherits it.</item>
 /// </list>
@@ -119,7 +123,7 @@ public static unsafe class Jail
             SysCallException.ThrowLast("prctl(PR_SET_NO_NEW_PRIVS)");
         if (Libc.Prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
             SysCallException.ThrowLast("prctl(PR_SET_DUMPABLE)");
-        Landlock.RestrictSelf(spec.ReadPaths, spec.ExecPaths, spec.WritePaths, spec.ConnectPorts);
+        Landlock.RestrictSelf(spec.ReadPaths, spec.ExecPaths, spec.WritePaths, spec.ConnectPorts, spec.TenantWritePaths ?? [], spec.Uid);
     }
 
     /// <summary>Ids are what was asked, and root cannot be regained (as OpenSSH's permanently_set_uid checks).</summary>

@@ -72,6 +72,9 @@ public enum MessageType : ushort
     /// <summary>master → worker: the vhosts' access logs, opened by the master (one descriptor each); again after a reopen (SIGUSR1).</summary>
     LogFiles = 65,
 
+    /// <summary>master → worker: the vhosts' error logs, opened by the master (one descriptor each); again after a reopen (SIGUSR1).</summary>
+    ErrorLogFiles = 66,
+
     /// <summary>dispatcher → worker: a client connection (one descriptor) and its metadata and bytes already read.</summary>
     Connection = 96,
 

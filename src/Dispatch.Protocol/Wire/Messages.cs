@@ -47,6 +47,7 @@ public readonly record struct ModuleSpec(string AssemblyPath, string TypeName, s
 /// string program (empty: the role's own binary; else the pool's worker program, exec'd in its place) |
 /// string-list cgroupProcs (at most 8: the <c>cgroup.procs</c> files of the pool's cgroups, one per hierarchy,
 /// which stage 1 joins first; empty: no cgroup)
+/// string-list tenant write paths (the pool's landlock.write: directories the jail checks are owned by uid before granting write)
 /// </summary>
 public sealed record JailSpec(
     ProcessRole Role,
@@ -61,7 +62,8 @@ public sealed record JailSpec(
     ModuleSpec[] Modules,
     ushort[] ConnectPorts,
     string Program = "",
-    string[]? CgroupProcs = null) : IWireMessage<JailSpec>
+    string[]? CgroupProcs = null,
+    string[]? TenantWritePaths = null) : IWireMessage<JailSpec>
 {
     public static MessageType Type => MessageType.JailSpec;
 
@@ -100,6 +102,7 @@ public sealed record JailSpec(
             writer.U16(p);
         writer.String(Program);
         writer.StringList(CgroupProcs ?? []);
+        writer.StringList(TenantWritePaths ?? []);
     }
 
     public static JailSpec Decode(ref WireReader reader)
@@ -136,7 +139,7 @@ public sealed record JailSpec(
         for (var i = 0; i < portCount; i++)
             ports[i] = reader.U16();
         var program = reader.String(Wire.Limits.Path);
-        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, program, reader.StringList(8, Wire.Limits.Path));
+        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, program, reader.StringList(8, Wire.Limits.Path), reader.StringList(64, Wire.Limits.Path));
     }
 }
 
@@ -338,7 +341,7 @@ public sealed record WorkerGone(int WorkerId, string Pool, string Reason) : IWir
 
 /// <summary>
 /// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes) | string-list probe paths |
-/// i32 probe threads | i32 number of <see cref="LogFiles"/> messages that follow. Descriptor: the channel to the dispatcher.
+/// i32 probe threads | i32 number of <see cref="LogFiles"/> and <see cref="ErrorLogFiles"/> messages that follow. Descriptor: the channel to the dispatcher.
 /// </summary>
 public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads, int LogFileMessages) : IWireMessage<WorkerSetup>
 {
@@ -382,6 +385,18 @@ public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
     public static LogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
+}
+
+/// <summary>string-list vhost names, one per descriptor, in order (the layout of <see cref="LogFiles"/>). Descriptors: the vhosts' error logs (append-only).</summary>
+public sealed record ErrorLogFiles(string[] Vhosts) : IWireMessage<ErrorLogFiles>
+{
+    public static MessageType Type => MessageType.ErrorLogFiles;
+
+    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+
+    public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
+
+    public static ErrorLogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
 }
 
 /// <summary>How the dispatcher hands a connection over.</summary>

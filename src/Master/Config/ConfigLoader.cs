@@ -23,7 +23,7 @@ internal static class ConfigLoader
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "proxy"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -205,7 +205,7 @@ internal static class ConfigLoader
             }
 
             var landlock = p.GetSection("landlock");
-            ctx.Unknown(landlock, landlock.Path, ["read", "exec"]);
+            ctx.Unknown(landlock, landlock.Path, ["read", "exec", "write", "connectTcp"]);
             List<string> AbsolutePaths(IConfigurationSection section)
             {
                 var list = new List<string>();
@@ -233,7 +233,9 @@ internal static class ConfigLoader
                 ReadLimits(ctx, p),
                 ReadModules(ctx, p, modules),
                 p["program"],
-                ReadCgroupLimits(ctx, p));
+                ReadCgroupLimits(ctx, p),
+                AbsolutePaths(landlock.GetSection("write")).Select(w => w.TrimEnd('/') is { Length: > 0 } t ? t : "/").ToList(),
+                ReadPorts(ctx, landlock.GetSection("connectTcp")));
             if (p["program"] is { } program)
             {
                 // Executed as root's child before the drop completes (it is exec'd by stage 1): same rules as modules.
@@ -367,9 +369,64 @@ internal static class ConfigLoader
                 cgi,
                 ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
                 v["accessLog"],
-                ReadProxy(ctx, v, cgi));
-            if (v["accessLog"] is { } accessLog && TenantLogs.Check(accessLog) is { } logProblem)
-                ctx.Error($"{v.Path}:accessLog", logProblem);
+                ReadProxy(ctx, v, cgi),
+                v["errorLog"]);
+            foreach (var key in new[] { "accessLog", "errorLog" })
+            {
+                if (v[key] is { } logPath && TenantLogs.Check(logPath) is { } logProblem)
+                    ctx.Error($"{v.Path}:{key}", logProblem);
+            }
+        }
+
+        // A log file is handed to the workers of its vhost's pool: one file shared by two pools would mix tenants.
+        var logOwners = new Dictionary<string, VhostConfig>(StringComparer.Ordinal);
+        foreach (var v in vhosts.Values)
+        {
+            foreach (var (key, logPath) in new[] { ("accessLog", v.AccessLog), ("errorLog", v.ErrorLog) })
+            {
+                if (logPath is null)
+                    continue;
+                var normalized = System.IO.Path.GetFullPath(logPath);
+                if (logOwners.TryGetValue(normalized, out var other) && other.Pool != v.Pool)
+                    ctx.Error($"vhosts:{v.Name}:{key}", $"{logPath} is also a log of vhost {other.Name} of pool {other.Pool}: a log file belongs to one pool");
+                else
+                    logOwners.TryAdd(normalized, v);
+            }
+        }
+
+        // Landlock write paths: now that every pool's vhosts are known. Each on its own first, then against the
+        // other pools' acceptable ones.
+        var acceptedWrites = new Dictionary<string, List<(string Path, string JsonPath)>>(StringComparer.Ordinal);
+        foreach (var p in poolSection.GetChildren().Where(p => pools.ContainsKey(p.Key)))
+        {
+            var pool = pools[p.Key];
+            acceptedWrites[pool.Name] = [];
+            foreach (var w in p.GetSection("landlock:write").GetChildren().Where(w => w.Value is not null && System.IO.Path.IsPathRooted(w.Value)))
+            {
+                var writePath = w.Value!.TrimEnd('/') is { Length: > 0 } t ? t : "/";
+                if (LandlockRules.CheckWritePath(writePath, pool, vhosts.Values, full) is { } why)
+                    ctx.Error(w.Path, why);
+                else
+                    acceptedWrites[pool.Name].Add((writePath, w.Path));
+            }
+        }
+
+        foreach (var (poolName, writes) in acceptedWrites)
+        {
+            foreach (var (writePath, jsonPath) in writes)
+            {
+                var others = acceptedWrites.Where(o => o.Key != poolName).SelectMany(o => o.Value.Select(x => (Pool: o.Key, x.Path)));
+                if (LandlockRules.CheckOtherPools(writePath, others) is { } why)
+                    ctx.Error(jsonPath, why);
+            }
+        }
+
+        foreach (var pool in pools.Values)
+        {
+
+            var ports = LandlockRules.ConnectPorts(pool, vhosts.Values.Where(v => v.Pool == pool.Name));
+            if (ports.Count > LandlockRules.MaxConnectPorts)
+                ctx.Error($"pools:{pool.Name}:landlock:connectTcp", $"{ports.Count} TCP ports (with the proxy upstreams' ports) exceed the limit of {LandlockRules.MaxConnectPorts}");
         }
 
         // HTTP/2 coalescing: a browser reuses a connection for any name the certificate covers. If that
@@ -476,6 +533,27 @@ internal static class ConfigLoader
         foreach (var c in children)
             o[c.Key] = ToJson(c);
         return o;
+    }
+
+    /// <summary>landlock.connectTcp: TCP ports 1-65535 the pool's workers (and their CGI scripts) may connect to.</summary>
+    private static List<ushort> ReadPorts(Context ctx, IConfigurationSection section)
+    {
+        var ports = new List<ushort>();
+        if (section.Value is not null)
+        {
+            ctx.Error(section.Path, "a list of TCP ports such as [5432, 6379]");
+            return ports;
+        }
+
+        foreach (var c in section.GetChildren())
+        {
+            if (c.Value is null || !ushort.TryParse(c.Value, NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port == 0)
+                ctx.Error(c.Path, $"'{c.Value}' is not a TCP port (1-65535)");
+            else if (!ports.Contains(port))
+                ports.Add(port);
+        }
+
+        return ports;
     }
 
     /// <summary>Reverse-proxy mappings: a URL prefix to the tenant's app on a Unix socket or a loopback port.</summary>

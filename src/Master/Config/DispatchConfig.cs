@@ -27,6 +27,8 @@ internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeo
 /// <param name="Cgroup">The pool's cgroup limits (memory.max, cpu.max, pids.max of one group for all its workers); null: no group.</param>
 /// <param name="LandlockRead">Extra paths the pool's workers may read (beyond the runtime and their roots).</param>
 /// <param name="LandlockExec">Paths the pool's workers may execute from (CGI interpreters); null: /usr/bin and /bin when a vhost has CGI.</param>
+/// <param name="LandlockWrite">Directories the pool's workers may write beneath (uploads, caches): owned by the pool's uid (see <see cref="LandlockRules"/>).</param>
+/// <param name="ConnectTcp">TCP ports the pool's workers may connect to, beyond their proxy upstreams' ports.</param>
 internal sealed record PoolConfig(
     string Name,
     uint Uid,
@@ -43,7 +45,9 @@ internal sealed record PoolConfig(
     IReadOnlyList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
     IReadOnlyList<Dispatch.Protocol.Wire.ModuleSpec> Modules,
     string? Program,
-    Dispatch.Protocol.Hosting.CgroupLimits? Cgroup);
+    Dispatch.Protocol.Hosting.CgroupLimits? Cgroup,
+    IReadOnlyList<string> LandlockWrite,
+    IReadOnlyList<ushort> ConnectTcp);
 
 internal sealed record VhostConfig(
     string Name,
@@ -60,7 +64,8 @@ internal sealed record VhostConfig(
     IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
     TimeSpan CgiTimeout,
     string? AccessLog,
-    IReadOnlyList<(string UrlPrefix, string Upstream)> Proxy)
+    IReadOnlyList<(string UrlPrefix, string Upstream)> Proxy,
+    string? ErrorLog = null)
 {
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;

@@ -40,7 +40,8 @@ namespace Dispatch.Worker.Http;
 /// then anything left in its process group is killed and the script reaped. Timeout (<see cref="CgiSettings.Timeout"/>,
 /// spawn to exit): the group is killed, 504 if nothing was sent, else the connection is aborted. Client gone: the group
 /// is killed. Exit before a header: 502. stderr lines are logged at Warning (bounded: <see cref="MaxStderrLineBytes"/>
-/// per line, <see cref="MaxStderrLines"/> per run). Beyond <see cref="CgiSettings.MaxProcesses"/> running scripts: 503.</para>
+/// per line, <see cref="MaxStderrLines"/> per run). Stderr lines and failures go to the vhost's error log when it has
+/// one, else to the worker's log (<see cref="RequestErrors"/>). Beyond <see cref="CgiSettings.MaxProcesses"/> running scripts: 503.</para>
 /// <para><b>Not covered.</b> A script that leaves its process group (setsid) escapes the group kill; a worker killed
 /// hard (SIGKILL) leaves its running scripts to end on their own — both need a cgroup per worker to close. The request
 /// body is bounded by Kestrel's MaxRequestBodySize (30,000,000 bytes by default): beyond it 413 before the script's
@@ -294,7 +295,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
         if (Interlocked.Increment(ref _runningCount) > settings.EffectiveMaxProcesses)
         {
             Interlocked.Decrement(ref _runningCount);
-            _log.Warning("CGI {Script} of {Vhost} refused: {Limit} scripts already running", scriptPath, vhost.Name, settings.EffectiveMaxProcesses);
+            RequestErrors.For(vhost, context, _log).Warning("CGI {Script} of {Vhost} refused: {Limit} scripts already running", scriptPath, vhost.Name, settings.EffectiveMaxProcesses);
             context.Response.Headers.RetryAfter = "1";
             await RequestHandler.WriteTextAsync(context, StatusCodes.Status503ServiceUnavailable, BusyBody, close: false);
             return;
@@ -311,7 +312,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             catch (SysCallException e)
             {
                 // pipe2/fcntl failed: out of descriptors (EMFILE/ENFILE) or memory.
-                _log.Warning("CGI {Script} of {Vhost} could not be started: {Reason}", scriptPath, vhost.Name, e.Message);
+                RequestErrors.For(vhost, context, _log).Warning("CGI {Script} of {Vhost} could not be started: {Reason}", scriptPath, vhost.Name, e.Message);
                 context.Response.Headers.RetryAfter = "1";
                 await RequestHandler.WriteTextAsync(context, StatusCodes.Status503ServiceUnavailable, BusyBody, close: false);
                 return;
@@ -320,7 +321,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             {
                 // EACCES here (access(2) said yes): Landlock, a noexec mount, or an interpreter the worker may not run.
                 // ENOENT/ENOEXEC: the #! interpreter is missing or the file is no executable format.
-                _log.Warning("CGI {Script} of {Vhost} could not be started: {Reason}", scriptPath, vhost.Name, e.Message);
+                RequestErrors.For(vhost, context, _log).Warning("CGI {Script} of {Vhost} could not be started: {Reason}", scriptPath, vhost.Name, e.Message);
                 await (e.Errno == Libc.EACCES
                     ? RequestHandler.WriteTextAsync(context, StatusCodes.Status403Forbidden, ForbiddenBody, close: false)
                     : RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, BadGatewayBody, close: false));
@@ -346,8 +347,11 @@ internal sealed class CgiHandler(Serilog.ILogger log)
     /// <summary>One script run: feeds stdin, logs stderr, turns stdout into the response, and cleans up.</summary>
     private sealed class CgiRun(CgiHandler owner, HttpContext context, Vhost vhost, CgiSettings settings, string script, CgiProcess process)
     {
-        private readonly Serilog.ILogger _log = owner._log;
+        private Serilog.ILogger? _errors;
         private Exception? _inputError;
+
+        /// <summary>The vhost's error log (with this request's client, id and path) or the worker's log.</summary>
+        private Serilog.ILogger Log => _errors ??= RequestErrors.For(vhost, context, owner._log);
 
         public async Task RunAsync()
         {
@@ -452,7 +456,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                     produced += pending.Length;
                     if (produced > max)
                     {
-                        _log.Warning("CGI {Script} of {Vhost} exceeded {Max} bytes of output: killed, connection aborted", script, vhost.Name, max);
+                        Log.Warning("CGI {Script} of {Vhost} exceeded {Max} bytes of output: killed, connection aborted", script, vhost.Name, max);
                         process.Kill();
                         context.Abort();
                         return;
@@ -465,7 +469,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                         if (take < pending.Length && !cut)
                         {
                             cut = true;
-                            _log.Warning("CGI {Script} of {Vhost} wrote more than its Content-Length {Length}; the rest is dropped", script, vhost.Name, head.ContentLength);
+                            Log.Warning("CGI {Script} of {Vhost} wrote more than its Content-Length {Length}; the rest is dropped", script, vhost.Name, head.ContentLength);
                         }
 
                         if (take > 0)
@@ -489,7 +493,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 // Timed out, or the client is gone (a failed write); the run's cleanup kills the group.
                 if (timeout.IsCancellationRequested && !context.RequestAborted.IsCancellationRequested)
                 {
-                    _log.Warning("CGI {Script} of {Vhost} timed out after {Timeout} while sending its response: killed, connection aborted", script, vhost.Name, settings.EffectiveTimeout);
+                    Log.Warning("CGI {Script} of {Vhost} timed out after {Timeout} while sending its response: killed, connection aborted", script, vhost.Name, settings.EffectiveTimeout);
                     context.Abort();
                 }
 
@@ -499,14 +503,14 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             if (Volatile.Read(ref _inputError) is { } inputError)
             {
                 // The script was killed for a failed request body: its output ended early, not complete.
-                _log.Warning("CGI {Script} of {Vhost}: the request body failed after the response started ({Reason}): connection aborted", script, vhost.Name, inputError.Message);
+                Log.Warning("CGI {Script} of {Vhost}: the request body failed after the response started ({Reason}): connection aborted", script, vhost.Name, inputError.Message);
                 context.Abort();
                 return;
             }
 
             if (sendBody && head.ContentLength is { } declared && sent < declared)
             {
-                _log.Warning("CGI {Script} of {Vhost} wrote {Sent} of its Content-Length {Length} bytes: connection aborted", script, vhost.Name, sent, declared);
+                Log.Warning("CGI {Script} of {Vhost} wrote {Sent} of its Content-Length {Length} bytes: connection aborted", script, vhost.Name, sent, declared);
                 context.Abort();
                 return;
             }
@@ -523,14 +527,14 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
-                _log.Warning("CGI {Script} of {Vhost} closed its output but did not exit within {Timeout}: killed", script, vhost.Name, settings.EffectiveTimeout);
+                Log.Warning("CGI {Script} of {Vhost} closed its output but did not exit within {Timeout}: killed", script, vhost.Name, settings.EffectiveTimeout);
                 return;
             }
 
             var status = process.Reap();
             if (status != 0)
             {
-                _log.Warning("CGI {Script} of {Vhost} (pid {Pid}) ended with {Status} after its response", script, vhost.Name, process.Pid, CgiProcess.DescribeStatus(status));
+                Log.Warning("CGI {Script} of {Vhost} (pid {Pid}) ended with {Status} after its response", script, vhost.Name, process.Pid, CgiProcess.DescribeStatus(status));
             }
         }
 
@@ -584,7 +588,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 return; // the client is gone; the group is already killed
             }
 
-            _log.Warning("CGI {Script} of {Vhost} (pid {Pid}) sent no header within {Timeout}: killed", script, vhost.Name, process.Pid, settings.EffectiveTimeout);
+            Log.Warning("CGI {Script} of {Vhost} (pid {Pid}) sent no header within {Timeout}: killed", script, vhost.Name, process.Pid, settings.EffectiveTimeout);
             if (!await AnswerInputErrorAsync())
             {
                 await RequestHandler.WriteTextAsync(context, StatusCodes.Status504GatewayTimeout, TimeoutBody, close: false);
@@ -612,7 +616,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 return;
             }
 
-            _log.Warning(
+            Log.Warning(
                 "CGI {Script} of {Vhost} (pid {Pid}) ended without a response header ({Status}, {Received} bytes of output)",
                 script, vhost.Name, process.Pid, described, received);
             await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, BadGatewayBody, close: false);
@@ -621,7 +625,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
         private async Task BadGatewayAsync(string reason)
         {
             process.Kill();
-            _log.Warning("CGI {Script} of {Vhost} (pid {Pid}): {Reason}; killed", script, vhost.Name, process.Pid, reason);
+            Log.Warning("CGI {Script} of {Vhost} (pid {Pid}): {Reason}; killed", script, vhost.Name, process.Pid, reason);
             await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, BadGatewayBody, close: false);
         }
 
@@ -733,7 +737,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             {
                 if (lines == MaxStderrLines + 1)
                 {
-                    _log.Warning("CGI {Script} of {Vhost} (pid {Pid}): further stderr output not logged", script, vhost.Name, process.Pid);
+                    Log.Warning("CGI {Script} of {Vhost} (pid {Pid}): further stderr output not logged", script, vhost.Name, process.Pid);
                 }
 
                 return;
@@ -754,7 +758,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                     span[i] = char.IsControl(c) && c != '\t' ? '?' : c;
                 }
             });
-            _log.Warning(
+            Log.Warning(
                 "CGI {Script} of {Vhost} (pid {Pid}) stderr: {Line}{Truncated}",
                 script, vhost.Name, process.Pid, clean, truncated ? " [truncated]" : string.Empty);
         }

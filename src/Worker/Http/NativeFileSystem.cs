@@ -24,6 +24,7 @@ internal static partial class NativeFileSystem
     private const ulong ResolveNoSymlinks = 0x04;
     private const long SysOpenat2 = 437; // unified syscall number on every architecture
     private const int ENOSYS = 38;
+    private const int ENOENT = 2;
     private const int EPERM = 1;
 
     private static volatile bool s_openat2Unavailable;
@@ -90,9 +91,16 @@ internal static partial class NativeFileSystem
         }
         else if (!TryOpenat2(realPath, out handle, out var errno))
         {
-            if (errno is not (ENOSYS or EPERM))
+            if (errno == ENOENT)
             {
                 throw new FileNotFoundException("The file could not be opened inside the document root.", realPath);
+            }
+
+            if (errno is not (ENOSYS or EPERM))
+            {
+                // EACCES (the tenant's own permissions), ELOOP (a symlink swapped in after the check), EMFILE…: worth
+                // the vhost's error log (RequestHandler answers 404 and logs it).
+                throw new UnreadableFileException(realPath, Dispatch.Protocol.Interop.Libc.Describe(errno));
             }
 
             // No openat2 (old kernel, or a seccomp filter that refuses it): the realpath check stands alone.
@@ -123,8 +131,17 @@ internal static partial class NativeFileSystem
         }
     }
 
-    private static SafeFileHandle OpenPlain(string path) =>
-        File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+    private static SafeFileHandle OpenPlain(string path)
+    {
+        try
+        {
+            return File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new UnreadableFileException(path, e.Message);
+        }
+    }
 
     private static unsafe bool TryOpenat2(string path, out SafeFileHandle handle, out int errno)
     {
@@ -204,4 +221,14 @@ internal static partial class NativeFileSystem
         [FieldOffset(120)]
         public uint MtimeNsec;
     }
+}
+
+/// <summary>
+/// A file under a vhost's root exists but the worker could not open it (permission denied, a symlink swapped in, out of
+/// descriptors). Deliberately not a <see cref="FileNotFoundException"/>, which StaticFiles swallows: it reaches
+/// <see cref="RequestHandler"/>, which answers 404 (as for anything refused) and logs the reason to the vhost's error log.
+/// </summary>
+internal sealed class UnreadableFileException(string path, string reason) : IOException(reason)
+{
+    public string FileName { get; } = path;
 }

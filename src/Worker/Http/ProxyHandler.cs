@@ -36,7 +36,8 @@ namespace Dispatch.Worker.Http;
 /// <para><b>Response.</b> Status, reason phrase and fields except hop-by-hop ones (and values Kestrel cannot send:
 /// non-ASCII or control characters, logged); the body streamed back as it comes, headers sent at once; trailers passed
 /// on where the client's protocol carries them.</para>
-/// <para><b>Errors</b> (each logged once at Warning with vhost and upstream): connection refused, socket missing or not
+/// <para><b>Errors</b> (each logged once at Warning with vhost and upstream, to the vhost's error log when it has one:
+/// <see cref="RequestErrors"/>): connection refused, socket missing or not
 /// permitted: 502; no connection within <see cref="ProxySettings.ConnectTimeout"/>: 504; no response headers within
 /// <see cref="ProxySettings.ResponseTimeout"/> after the request or the last body chunk was passed on: 504; an invalid
 /// or missing response: 502; the response breaking off mid-body: the client connection is aborted (a truncated body is
@@ -369,6 +370,13 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
     {
         if (IsUnsupportedUpgrade(context))
         {
+            // Only into the vhost's own error log: the worker's log has not carried client behaviour like this.
+            if (vhost.ErrorLog is { } errorLog)
+            {
+                RequestErrors.For(vhost, context, errorLog).Information(
+                    "Proxy of {Vhost}: a connection upgrade ({Upgrade}) answered 501: not supported", vhost.Name, context.Request.Headers.Upgrade.ToString());
+            }
+
             await RequestHandler.WriteTextAsync(context, StatusCodes.Status501NotImplemented, UpgradeBody, close: false);
             return;
         }
@@ -734,7 +742,7 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
         }
 
         private void Warn(string problemTemplate, object? first, object? second) =>
-            owner._log.Warning(
+            RequestErrors.For(vhost, context, owner._log).Warning(
                 "Proxy of {Vhost} to {Upstream} for {Method} {Path}: " + problemTemplate,
                 vhost.Name,
                 route.Upstream.Text,

@@ -11,7 +11,7 @@ namespace Dispatch.Worker.Http;
 /// <summary>
 /// The request entry point: picks the vhost by Host, runs its pipeline (CGI, static files), writes the access log.
 /// </summary>
-internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultAccessLog)
+internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultAccessLog, Serilog.ILogger log)
 {
     /// <summary>Serilog SourceContext of access-log events (route them with a sub-logger filter).</summary>
     public const string AccessLogSourceContext = "Dispatch.Worker.Http.AccessLog";
@@ -66,9 +66,24 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 await vhost.Pipeline(context);
             }
         }
-        catch
+        catch (UnreadableFileException e) when (vhost is not null && !context.Response.HasStarted)
+        {
+            // A file under the root that the tenant's own worker cannot open (permissions, a symlink swapped in): the
+            // client gets the same 404 as for anything refused; the vhost's error log gets the reason.
+            RequestErrors.For(vhost, context, log).Warning("Static file {File} of {Vhost} could not be read: {Reason}", e.FileName, vhost.Name, e.Message);
+            context.Response.Clear();
+            context.Response.Headers.XContentTypeOptions = "nosniff";
+            await WriteTextAsync(context, StatusCodes.Status404NotFound, NotFoundBody, close: false);
+        }
+        catch (Exception e)
         {
             failed = true;
+            if (vhost?.ErrorLog is { } errorLog)
+            {
+                // Kestrel answers 500 (or aborts) and logs the exception to the worker's log; the tenant's log says it too.
+                RequestErrors.For(vhost, context, errorLog).Error(e, "Request to {Vhost} failed: answered 500 or aborted", vhost.Name);
+            }
+
             throw;
         }
         finally

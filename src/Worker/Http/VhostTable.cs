@@ -4,8 +4,8 @@ using Microsoft.AspNetCore.Http;
 
 namespace Dispatch.Worker.Http;
 
-/// <summary>One vhost at run time: its settings, confined files, request pipeline and access log.</summary>
-internal sealed class Vhost(VhostSettings settings, ConfinedFileProvider files, Serilog.ILogger accessLog)
+/// <summary>One vhost at run time: its settings, confined files, request pipeline, access log and error log.</summary>
+internal sealed class Vhost(VhostSettings settings, ConfinedFileProvider files, Serilog.ILogger accessLog, Serilog.ILogger? errorLog = null)
 {
     public VhostSettings Settings { get; } = settings;
 
@@ -14,6 +14,9 @@ internal sealed class Vhost(VhostSettings settings, ConfinedFileProvider files, 
     public ConfinedFileProvider Files { get; } = files;
 
     public Serilog.ILogger AccessLog { get; } = accessLog;
+
+    /// <summary>The vhost's own error log (<c>errorLog</c>), or null: its problems then go to the worker's log. See <see cref="RequestErrors"/>.</summary>
+    public Serilog.ILogger? ErrorLog { get; } = errorLog;
 
     public RequestDelegate Pipeline { get; set; } = static _ => Task.CompletedTask;
 }

@@ -65,10 +65,23 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// <c>Dispatch.Worker.Http.AccessLog</c>) of a vhost go to <paramref name="accessLogFor"/>(vhost) when given
     /// (per-tenant log files), otherwise — and for requests that match no vhost — to <paramref name="log"/>.
     /// </summary>
+    public static Task<WorkerHttpServer> StartAsync(
+        IReadOnlyList<VhostSettings> vhosts,
+        Serilog.ILogger log,
+        Func<VhostSettings, Serilog.ILogger>? accessLogFor,
+        CancellationToken cancellationToken) =>
+        StartAsync(vhosts, log, accessLogFor, errorLogFor: null, cancellationToken);
+
+    /// <summary>
+    /// As above; besides, the problems of a vhost (CGI stderr and failures, proxy errors, unreadable files, 500s) go to
+    /// <paramref name="errorLogFor"/>(vhost) when it returns a logger (see <see cref="RequestErrors"/>), otherwise to
+    /// <paramref name="log"/>.
+    /// </summary>
     public static async Task<WorkerHttpServer> StartAsync(
         IReadOnlyList<VhostSettings> vhosts,
         Serilog.ILogger log,
         Func<VhostSettings, Serilog.ILogger>? accessLogFor,
+        Func<VhostSettings, Serilog.ILogger?>? errorLogFor,
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(vhosts);
@@ -91,9 +104,10 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             }
 
             var files = new ConfinedFileProvider(settings.Root, settings.Cgi?.Mappings?.Select(m => m.Directory));
-            return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, files, accessLog);
+            var errorLog = errorLogFor?.Invoke(settings)?.ForContext(RequestErrors.VhostProperty, settings.Name);
+            return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, files, accessLog, errorLog);
         }));
-        var handler = new RequestHandler(table, defaultAccessLog);
+        var handler = new RequestHandler(table, defaultAccessLog, log);
         var cgi = new CgiHandler(log);
         var proxy = new ProxyHandler(log);
         var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy };

@@ -50,7 +50,7 @@ public sealed class TenantLogTests : IDisposable
         // logrotate: move the file away, SIGUSR1, and the next line goes to a new file.
         File.Move(aLog, aLog + ".1");
         Assert.Equal(0, Tools.Run("kill", "-USR1", _dispatch.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
-        _dispatch.WaitForLine(new Regex("Access logs reopened"));
+        _dispatch.WaitForLine(new Regex("Access and error logs reopened"));
         Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", "-A", "after-rotate", $"{url}/").Status);
         Assert.True(Tools.Eventually(() => File.Exists(aLog) && File.ReadAllText(aLog).Contains("after-rotate", StringComparison.Ordinal)));
         Assert.DoesNotContain("after-rotate", File.ReadAllText(aLog + ".1"), StringComparison.Ordinal);

@@ -30,6 +30,11 @@ public class WireTests
         var joined = RoundTrip(new JailSpec(ProcessRole.Worker, 10001, 10001, [], [], [], [], [], "a", [], [], "/opt/w", ["/sys/fs/cgroup/pids/dispatch/a/cgroup.procs"]));
         Assert.Equal("/opt/w", joined.Program);
         Assert.Equal(["/sys/fs/cgroup/pids/dispatch/a/cgroup.procs"], joined.CgroupProcs!);
+        Assert.Equal([], spec.TenantWritePaths ?? ["missing"]);
+        var withWrite = RoundTrip(new JailSpec(ProcessRole.Worker, 10001, 10001, [], [], [], ["/dev/null"], [], "a", [], [5432], "/p", [], ["/srv/a/uploads"]));
+        Assert.Equal(["/srv/a/uploads"], withWrite.TenantWritePaths ?? []);
+        Assert.Equal("/p", withWrite.Program);
+        Assert.Equal(["a.localhost", "b.localhost"], RoundTrip(new ErrorLogFiles(["a.localhost", "b.localhost"])).Vhosts);
         var c = RoundTrip(new Connection(9, ConnectionMode.TerminatedTls, AppProtocol.Http1, "1.2.3.4:5", "[::1]:443", "a.example", "TLSv1.2", "X", new byte[] { 1, 2, 3 }));
         Assert.Equal("a.example", c.Sni);
         Assert.Equal([1, 2, 3], c.Initial.ToArray());
