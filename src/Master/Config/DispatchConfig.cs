@@ -39,7 +39,15 @@ internal sealed record PoolConfig(
     int MaxConnectionsPerWorker,
     IReadOnlyList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
     IReadOnlyList<Dispatch.Protocol.Wire.ModuleSpec> Modules,
-    string? Program);
+    string? Program,
+    ChrootConfig? Chroot = null,
+    bool Landlock = true);
+
+/// <summary>The pool's chroot (null: none): a private /tmp of <paramref name="TmpBytes"/>, extra paths bound read-only and writable.</summary>
+internal sealed record ChrootConfig(ulong TmpBytes, IReadOnlyList<string> ExtraReadOnly, IReadOnlyList<string> Writable)
+{
+    public override string ToString() => $"tmp {TmpBytes}; ro {string.Join(",", ExtraReadOnly)}; rw {string.Join(",", Writable)}";
+}
 
 internal sealed record VhostConfig(
     string Name,
