@@ -63,7 +63,12 @@ public sealed class ChrootTests : IDisposable
         Directory.CreateDirectory(extra);
         File.WriteAllText(Path.Combine(extra, "note.txt"), "SHARED");
         File.SetUnixFileMode(extra, (UnixFileMode)0b111_101_101);
-        w.Config["pools"]!["a"]!["chroot"] = new JsonObject { ["tmpSize"] = "8M", ["extraReadOnly"] = new JsonArray(extra) };
+        var upload = TestWorld.NewTenantTree(w.Dir, "upload-a", TestWorld.TenantA, new Dictionary<string, string>());
+        var write = Path.Combine(w.Cgi, "write.sh");
+        File.WriteAllText(write, $"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho WRITTEN > {upload}/f && cat {upload}/f\n");
+        TestWorld.Chown(write, TestWorld.TenantA, recursive: false);
+        File.SetUnixFileMode(write, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        w.Config["pools"]!["a"]!["chroot"] = new JsonObject { ["tmpSize"] = "8M", ["extraReadOnly"] = new JsonArray(extra), ["writable"] = new JsonArray(upload) };
         w.Config["pools"]!["a"]!["landlock"] = false;
         var before = HostMounts();
         _dispatch = DispatchInstance.StartReady(w.Dir, w.Config, _output);
@@ -101,6 +106,10 @@ public sealed class ChrootTests : IDisposable
         Assert.Contains("ldcache-read", probes); // bound, and no Landlock rule to deny it
         Assert.Contains(probes, l => l.Contains("/usr/x", StringComparison.Ordinal) && l.Contains("Read-only file system", StringComparison.Ordinal));
 
+        // A writable path is the host's own directory, bound read-write.
+        Assert.Equal("WRITTEN\n", Tools.Curl("-H", "Host: a.localhost", url + "cgi-bin/write.sh").Body);
+        Assert.Equal("WRITTEN\n", File.ReadAllText(Path.Combine(upload, "f")));
+
         // The CGI's mountinfo is the private namespace: a read-only tmpfs at /, a fresh proc, the private /tmp.
         var mountinfo = Section(body, "mountinfo");
         Assert.Contains(mountinfo, l => Regex.IsMatch(l, @"^\d+ \d+ \S+ / / ro,.* - tmpfs "));
@@ -108,6 +117,7 @@ public sealed class ChrootTests : IDisposable
         Assert.Contains(mountinfo, l => Regex.IsMatch(l, @" /tmp rw,nosuid,nodev,.* - tmpfs tmpfs .*size=8192k"));
         Assert.Contains(mountinfo, l => l.Contains($" {w.RootA} ro,nosuid,nodev,", StringComparison.Ordinal));
         Assert.Contains(mountinfo, l => l.Contains($" {extra} ro,nosuid,nodev,", StringComparison.Ordinal));
+        Assert.Contains(mountinfo, l => l.Contains($" {upload} rw,nosuid,nodev,", StringComparison.Ordinal));
         Assert.DoesNotContain(mountinfo, l => l.Contains(w.RootB, StringComparison.Ordinal));
 
         // From the host: another mount namespace (the CGI's too), its root is the new tree, ids and caps dropped.
