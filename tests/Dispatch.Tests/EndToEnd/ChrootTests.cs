@@ -183,6 +183,24 @@ public sealed class ChrootTests : IDisposable
     }
 
     [SkippableFact]
+    public void Without_CAP_SYS_ADMIN_a_chroot_pool_refuses_to_start_its_worker_and_says_why()
+    {
+        var w = Setup("chroot-nocap");
+        w.Config["pools"]!["a"]!["chroot"] = new JsonObject(); // an empty object turns it on as well
+        w.Config["dispatcher"]!["workerWait"] = "2s";
+        w.Config["pools"]!["a"]!["landlock"] = false;
+        // As in a container that withholds CAP_SYS_ADMIN: the master (and so stage 1) never has it.
+        _dispatch = DispatchInstance.StartReady(w.Dir, w.Config, _output, wrapper: ["setpriv", "--bounding-set", "-sys_admin"]);
+        var d = _dispatch;
+        var r = Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/");
+        Assert.Equal(503, r.Status);
+        d.WaitForLine(new Regex(@"Worker stage 1 \(pid \d+\) failed, exiting before serving: unshare\(CLONE_NEWNS\) for the pool's chroot \(needs CAP_SYS_ADMIN.*Operation not permitted"));
+        d.WaitForLine(new Regex(@"Could not start a worker for pool a: "));
+        // Pool b (no chroot) is unaffected.
+        Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", $"http://127.0.0.1:{d.HttpPort}/secret.txt").Status);
+    }
+
+    [SkippableFact]
     public void Bad_chroot_settings_are_refused_with_the_pool_and_field()
     {
         var w = Setup("chroot-bad");
