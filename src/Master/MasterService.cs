@@ -159,7 +159,8 @@ internal sealed partial class MasterService : IDisposable
 
     private static JailSpec SpecFor(
         ProcessRole role, string name, uint uid, uint gid, IReadOnlyList<uint> groups, IEnumerable<string> extraRead, IEnumerable<ResourceLimit> limits,
-        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null, string? program = null, string[]? cgroupProcs = null, IEnumerable<string>? tenantWrite = null) =>
+        IEnumerable<string>? extraExec = null, IEnumerable<ModuleSpec>? modules = null, IEnumerable<ushort>? connectPorts = null, string? program = null, string[]? cgroupProcs = null, IEnumerable<string>? tenantWrite = null,
+        ChrootSpec? chroot = null, bool landlock = true) =>
         new(
             role,
             uid,
@@ -167,14 +168,37 @@ internal sealed partial class MasterService : IDisposable
             [.. groups],
             [.. ChildLauncher.RuntimeReadPaths(), .. extraRead],
             [ChildLauncher.ExecutablePath(role), RuntimePaths.ElfInterpreter, .. extraExec ?? []],
-            ["/dev/null"],
+            // A chroot's /tmp is a private tmpfs of this worker's own: Landlock lets it write there too.
+            ["/dev/null", .. chroot is null ? [] : ChrootTmp, .. chroot?.Writable ?? []],
             [.. limits],
             name,
             [.. modules ?? []],
             [.. connectPorts ?? []],
             program ?? string.Empty,
             cgroupProcs ?? [],
-            [.. tenantWrite ?? []]);
+            [.. tenantWrite ?? []],
+            chroot,
+            landlock);
+
+    private static readonly string[] ChrootTmp = ["/tmp"];
+
+    /// <summary>
+    /// What a chroot pool's workers see besides the runtime and the system (which stage 1 adds): every
+    /// path the pool may read (roots, CGI directories, passthrough certificates, landlock read/exec
+    /// paths, its program, proxy socket directories, extraReadOnly) read-only, and its writable paths.
+    /// </summary>
+    private static ChrootSpec? ChrootFor(PoolConfig pool, IEnumerable<string> readPaths, IEnumerable<VhostConfig> vhosts)
+    {
+        if (pool.Chroot is not { } c)
+            return null;
+        var sockets = vhosts.SelectMany(v => v.Proxy).Where(x => x.Upstream.StartsWith("unix:", StringComparison.Ordinal))
+            .Select(x => Path.GetDirectoryName(x.Upstream["unix:".Length..])!);
+        string[] readOnly =
+        [
+            .. readPaths, .. pool.LandlockExec ?? [], .. pool.Program is null ? [] : new[] { pool.Program }, .. sockets, .. c.ExtraReadOnly,
+        ];
+        return new ChrootSpec(c.TmpBytes, [.. readOnly.Distinct(StringComparer.Ordinal)], [.. c.Writable.Concat(pool.LandlockWrite).Distinct(StringComparer.Ordinal)]);
+    }
 
     /// <summary>
     /// The tenant's certificate directory and, for the certbot layout, its archive. Only paths: the
@@ -188,11 +212,18 @@ internal sealed partial class MasterService : IDisposable
         yield return archive;
     }
 
+    /// <summary>Other tenants' document roots: those not beneath one of <paramref name="ownRoots"/>.</summary>
+    private IEnumerable<string> ForeignRoots(IEnumerable<string> ownRoots)
+    {
+        var own = ownRoots.Select(r => r.TrimEnd('/') + "/").ToList();
+        return _config.Vhosts.Values.Select(v => v.Root).Distinct().Where(p => !own.Any(o => (p.TrimEnd('/') + "/").StartsWith(o, StringComparison.Ordinal))).Take(MaxProbeRoots);
+    }
+
     private string[] ProbePaths(IEnumerable<string> ownRoots)
     {
         var own = ownRoots.Select(r => r.TrimEnd('/') + "/").ToList();
         bool Foreign(string p) => !own.Any(o => (p.TrimEnd('/') + "/").StartsWith(o, StringComparison.Ordinal));
-        var roots = _config.Vhosts.Values.Select(v => v.Root).Distinct().Where(Foreign).Take(MaxProbeRoots);
+        var roots = ForeignRoots(ownRoots);
         // Every certificate directory too: only the master reads keys (it sends terminated vhosts' keys to the dispatcher).
         var certs = _config.Vhosts.Values.SelectMany(v => v.Certificates).Select(c => Path.Combine(c.Directory, "privkey.pem")).Take(MaxProbeRoots);
         // Access and error logs: a worker writes only to the descriptors it was given and can open none.
@@ -225,7 +256,7 @@ internal sealed partial class MasterService : IDisposable
         var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
         return string.Join(
             "|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program,
-            string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), string.Join(",", p.LandlockWrite), string.Join(",", p.ConnectTcp), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root);
+            string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), string.Join(",", p.LandlockWrite), string.Join(",", p.ConnectTcp), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root, p.Chroot, p.Landlock);
     }
 
     /// <summary>
@@ -686,7 +717,10 @@ internal sealed partial class MasterService : IDisposable
             var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
             // CGI scripts need their interpreters: /usr/bin and /bin by default, or what the pool lists.
             var exec = cgiDirs.Count == 0 ? [] : pool.LandlockExec ?? ["/usr/bin", "/bin"];
-            var spec = SpecFor(ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead], pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, LandlockRules.ConnectPorts(pool, vhosts), pool.Program, _cgroups.ProcsFor(pool), pool.LandlockWrite);
+            string[] readPaths = [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead];
+            var spec = SpecFor(
+                ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, readPaths, pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, LandlockRules.ConnectPorts(pool, vhosts), pool.Program,
+                _cgroups.ProcsFor(pool), pool.LandlockWrite, ChrootFor(pool, readPaths, vhosts), pool.Landlock);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(
@@ -695,11 +729,16 @@ internal sealed partial class MasterService : IDisposable
                         v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]))],
                 pool.OneShot);
             var logBatches = LogBatches(vhosts);
-            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), ProbePaths([.. roots, .. pool.LandlockWrite]), _config.JailProbe.Threads, logBatches.Count), [pair.B]);
+            var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);
+            // In a chroot these must not merely be denied: they must not exist in the worker's view.
+            string[] absent = pool.Chroot is null ? [] : ["/etc/passwd", "/home", .. ForeignRoots(roots)];
+            if (pool.Chroot is not null)
+                probes = [.. probes, "/home"];
+            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), probes, _config.JailProbe.Threads, logBatches.Count), [pair.B]);
             Libc.Close(pair.B);
             pair.B = -1;
             SendLogFiles(worker, pool, logBatches);
-            _launcher.CheckProof(worker, await ChildLauncher.ExpectAsync<JailProof>(worker, _stop.Token).ConfigureAwait(false));
+            _launcher.CheckProof(worker, await ChildLauncher.ExpectAsync<JailProof>(worker, _stop.Token).ConfigureAwait(false), absent);
             var ready = await ChildLauncher.ExpectAsync<Ready>(worker, _stop.Token).ConfigureAwait(false);
             lock (_gate)
             {

@@ -12,6 +12,10 @@ namespace Dispatch.Protocol.Hosting;
 ///   jailed image, its threads, CGI children — counts against memory.max, cpu.max and pids.max;</item>
 /// <item>resource limits (while still allowed to raise hard limits), core dumps off;</item>
 /// <item>third-party privilege modules, in the order the pool lists them (still root);</item>
+/// <item>chroot (pools with <c>chroot</c>, see <see cref="Chroot"/>): a private mount namespace, a tmpfs
+///   root holding the runtime, our binaries, the system libraries, a minimal /etc, /dev, /proc, a
+///   private /tmp and the pool's paths (bound at their own paths, read-only unless listed writable),
+///   then pivot_root into it and chdir("/"): every later step, and the exec, see only that tree;</item>
 /// <item>capability bounding set and ambient set cleared;</item>
 /// <item>supplementary groups, then gid, then uid (setgroups/setresgid/setresuid: glibc applies them to every thread);</item>
 /// <item>proof of the drop: real/effective/saved ids all equal the target, and regaining uid 0 or gid 0 fails with EPERM;</item>
@@ -21,7 +25,8 @@ namespace Dispatch.Protocol.Hosting;
 ///   pool's <c>landlock.write</c> directories (each re-checked here to be a directory the pool's uid owns and others
 ///   cannot write), no TCP bind, TCP connect only to the pool's proxy ports and <c>landlock.connectTcp</c> (on a
 ///   kernel without Landlock network rules, ABI &lt; 4, TCP is not restricted: the master warns at start and reload), no signals or
-///   abstract sockets outside the domain;</item>
+///   abstract sockets outside the domain
+///   (a chroot pool may turn Landlock off; at least one of the two always applies);</item>
 /// <item>execve of its own binary with <c>--jailed</c>: Landlock and no_new_privs bind only the calling
 ///   thread, so the jail becomes process-wide only in the new image, whose every thread inherits it.</item>
 /// </list>
@@ -42,8 +47,9 @@ public static unsafe class Jail
                 spec = message.Decode<JailSpec>();
             if (spec.Role != role)
                 throw new WireException($"jail spec for {spec.Role} sent to a {role}");
-            Apply(spec);
+            // Before the jail: after a pivot_root, /proc/self/exe names the binary by its old mount.
             var self = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
+            Apply(spec);
             Console.Out.Flush();
             Console.Error.Flush();
             // The channel descriptor (fd 3) is not CLOEXEC: it is the one thing the new image inherits.
@@ -97,6 +103,16 @@ public static unsafe class Jail
             Modules.ModuleLoader.Load(module.AssemblyPath, module.TypeName).Apply(spec.Name, settings.RootElement);
         }
 
+        // The chroot: still root (mounts need CAP_SYS_ADMIN), after the modules (which may read host paths).
+        if (spec.Chroot is not null)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var binds = Chroot.Enter(spec.Chroot);
+            Console.Error.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"DBG chroot: {binds} binds, pivoted into the new root in {clock.Elapsed.TotalMilliseconds:F1} ms"));
+        }
+        else if (!spec.Landlock)
+            throw new InvalidOperationException("refusing a jail with neither Landlock nor a chroot");
+
         var lastCap = int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim(), System.Globalization.CultureInfo.InvariantCulture);
         for (var cap = 0; cap <= lastCap; cap++)
         {
@@ -123,7 +139,8 @@ public static unsafe class Jail
             SysCallException.ThrowLast("prctl(PR_SET_NO_NEW_PRIVS)");
         if (Libc.Prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
             SysCallException.ThrowLast("prctl(PR_SET_DUMPABLE)");
-        Landlock.RestrictSelf(spec.ReadPaths, spec.ExecPaths, spec.WritePaths, spec.ConnectPorts, spec.TenantWritePaths ?? [], spec.Uid);
+        if (spec.Landlock)
+            Landlock.RestrictSelf(spec.ReadPaths, spec.ExecPaths, spec.WritePaths, spec.ConnectPorts, spec.TenantWritePaths ?? [], spec.Uid);
     }
 
     /// <summary>Ids are what was asked, and root cannot be regained (as OpenSSH's permanently_set_uid checks).</summary>

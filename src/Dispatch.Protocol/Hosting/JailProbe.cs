@@ -7,19 +7,27 @@ namespace Dispatch.Protocol.Hosting;
 /// The jailed image checks its own jail before serving: each probe path must fail to open on every
 /// one of many threads (dedicated threads and thread-pool threads, since Landlock is per thread) and
 /// from a child process; root must not be regainable. The master kills a child whose proof fails.
+/// Each path's existence is reported too (lstat's errno): in a chroot, the master requires that
+/// /etc/passwd, /home and other tenants' roots are not merely denied but absent.
 /// </summary>
 public static unsafe class JailProbe
 {
     public static JailProof Run(IReadOnlyList<string> paths, int threads)
     {
         var probes = new ProbeResult[paths.Count];
+        var lstatErrors = new int[paths.Count];
         for (var i = 0; i < paths.Count; i++)
+        {
             probes[i] = ProbePath(paths[i], threads);
+            Libc.Stat st;
+            lstatErrors[i] = Libc.LStat(paths[i], &st) == 0 ? 0 : Libc.LastError;
+        }
+
         uint r, e, s, gr, ge, gs;
         Libc.GetResUid(&r, &e, &s);
         Libc.GetResGid(&gr, &ge, &gs);
         var nnp = Libc.Prctl(Libc.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1;
-        return new JailProof(e, ge, Jail.RegainRootRefused(), nnp, probes);
+        return new JailProof(e, ge, Jail.RegainRootRefused(), nnp, probes, lstatErrors);
     }
 
     private static ProbeResult ProbePath(string path, int threads)

@@ -355,6 +355,53 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fchmod", SetLastError = true)]
     public static partial int FChmod(int fd, uint mode);
 
+    public const int ENOTDIR = 20;
+    public const int EEXIST = 17;
+    public const int CLONE_NEWNS = 0x20000;
+    public const ulong MS_RDONLY = 1;
+    public const ulong MS_NOSUID = 2;
+    public const ulong MS_NODEV = 4;
+    public const ulong MS_NOEXEC = 8;
+    public const ulong MS_REMOUNT = 32;
+    public const ulong MS_BIND = 4096;
+    public const ulong MS_REC = 16384;
+    public const ulong MS_PRIVATE = 1 << 18;
+    public const int MNT_DETACH = 2;
+
+    [LibraryImport(Lib, EntryPoint = "unshare", SetLastError = true)]
+    public static partial int Unshare(int flags);
+
+    [LibraryImport(Lib, EntryPoint = "mount", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Mount(string? source, string target, string? fsType, ulong flags, string? data);
+
+    [LibraryImport(Lib, EntryPoint = "umount2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Umount2(string target, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "mkdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Mkdir(string path, uint mode);
+
+    [LibraryImport(Lib, EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Chmod(string path, uint mode);
+
+    [LibraryImport(Lib, EntryPoint = "symlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Symlink(string target, string linkPath);
+
+    [LibraryImport(Lib, EntryPoint = "chdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Chdir(string path);
+
+    /// <summary>pivot_root(2) has no C library wrapper: the raw system call (x86_64 155, arm64 41).</summary>
+    public static int PivotRoot(string newRoot, string putOld)
+    {
+        var number = RuntimeInformation.ProcessArchitecture switch
+        {
+            Architecture.X64 => 155,
+            Architecture.Arm64 => 41,
+            var other => throw new PlatformNotSupportedException($"pivot_root on {other}"),
+        };
+        using var strings = new NativeStrings();
+        return (int)Syscall4(number, (nint)strings.Utf8(newRoot), (nint)strings.Utf8(putOld), 0, 0);
+    }
+
     [LibraryImport(Lib, EntryPoint = "strerror")]
     private static partial byte* StrError(int errnum);
 

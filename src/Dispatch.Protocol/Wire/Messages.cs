@@ -48,6 +48,7 @@ public readonly record struct ModuleSpec(string AssemblyPath, string TypeName, s
 /// string-list cgroupProcs (at most 8: the <c>cgroup.procs</c> files of the pool's cgroups, one per hierarchy,
 /// which stage 1 joins first; empty: no cgroup)
 /// string-list tenant write paths (the pool's landlock.write: directories the jail checks are owned by uid before granting write)
+/// bool chroot [u64 tmp bytes | string-list read-only binds | string-list writable binds] | bool landlock
 /// </summary>
 public sealed record JailSpec(
     ProcessRole Role,
@@ -63,7 +64,9 @@ public sealed record JailSpec(
     ushort[] ConnectPorts,
     string Program = "",
     string[]? CgroupProcs = null,
-    string[]? TenantWritePaths = null) : IWireMessage<JailSpec>
+    string[]? TenantWritePaths = null,
+    ChrootSpec? Chroot = null,
+    bool Landlock = true) : IWireMessage<JailSpec>
 {
     public static MessageType Type => MessageType.JailSpec;
 
@@ -103,6 +106,15 @@ public sealed record JailSpec(
         writer.String(Program);
         writer.StringList(CgroupProcs ?? []);
         writer.StringList(TenantWritePaths ?? []);
+        writer.Bool(Chroot is not null);
+        if (Chroot is not null)
+        {
+            writer.I64((long)Chroot.TmpBytes);
+            writer.StringList(Chroot.ReadOnly);
+            writer.StringList(Chroot.Writable);
+        }
+
+        writer.Bool(Landlock);
     }
 
     public static JailSpec Decode(ref WireReader reader)
@@ -139,18 +151,39 @@ public sealed record JailSpec(
         for (var i = 0; i < portCount; i++)
             ports[i] = reader.U16();
         var program = reader.String(Wire.Limits.Path);
-        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, program, reader.StringList(8, Wire.Limits.Path), reader.StringList(64, Wire.Limits.Path));
+        var cgroupProcs = reader.StringList(8, Wire.Limits.Path);
+        var tenantWrite = reader.StringList(64, Wire.Limits.Path);
+        ChrootSpec? chroot = null;
+        if (reader.Bool())
+        {
+            var tmp = reader.I64();
+            if (tmp <= 0)
+                throw new WireException($"chroot /tmp size {tmp} is not positive");
+            chroot = new ChrootSpec((ulong)tmp, reader.StringList(Wire.Limits.List, Wire.Limits.Path), reader.StringList(Wire.Limits.List, Wire.Limits.Path));
+        }
+
+        return new JailSpec(role, uid, gid, groups, read, exec, write, limits, name, modules, ports, program, cgroupProcs, tenantWrite, chroot, reader.Bool());
     }
 }
+
+/// <summary>
+/// A private mount namespace whose root is a fresh tmpfs holding only the runtime, the system
+/// libraries and programs, a minimal /etc, /dev and /proc, a private /tmp of <paramref name="TmpBytes"/>,
+/// and these paths bound at their own place (see <c>Dispatch.Protocol.Hosting.Chroot</c>).
+/// </summary>
+public sealed record ChrootSpec(ulong TmpBytes, string[] ReadOnly, string[] Writable);
 
 /// <summary>One probe of the jail: a path the process must not be able to open.</summary>
 public readonly record struct ProbeResult(string Path, int ThreadsTried, int ThreadsOpened, string ChildOutcome, bool ChildOpened);
 
 /// <summary>
 /// u32 uid | u32 gid | bool regainRootRefused | bool noNewPrivs | u16 n, n × (string path | i32 tried |
-/// i32 opened | string childOutcome | bool childOpened)
+/// i32 opened | string childOutcome | bool childOpened) | optionally: u16 n, n × i32 errno of lstat(path)
+/// for each probe in order (0: the path exists in the process's view; 2 ENOENT: it does not). The
+/// last part may be absent (worker programs written before it); the master then knows nothing of
+/// existence, which a chroot pool does not accept.
 /// </summary>
-public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool NoNewPrivs, ProbeResult[] Probes) : IWireMessage<JailProof>
+public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool NoNewPrivs, ProbeResult[] Probes, int[]? LStatErrors = null) : IWireMessage<JailProof>
 {
     public static MessageType Type => MessageType.JailProof;
 
@@ -174,6 +207,13 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
             writer.String(p.ChildOutcome);
             writer.Bool(p.ChildOpened);
         }
+
+        if (LStatErrors is not null)
+        {
+            writer.U16((ushort)LStatErrors.Length);
+            foreach (var e in LStatErrors)
+                writer.I32(e);
+        }
     }
 
     public static JailProof Decode(ref WireReader reader)
@@ -188,7 +228,15 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
         var probes = new ProbeResult[count];
         for (var i = 0; i < count; i++)
             probes[i] = new ProbeResult(reader.String(Limits.Path), reader.I32(), reader.I32(), reader.String(Limits.Text), reader.Bool());
-        return new JailProof(uid, gid, regain, nnp, probes);
+        if (reader.Remaining == 0)
+            return new JailProof(uid, gid, regain, nnp, probes);
+        int errorCount = reader.U16();
+        if (errorCount != count)
+            throw new WireException($"{errorCount} lstat results for {count} probes");
+        var errors = new int[errorCount];
+        for (var i = 0; i < errorCount; i++)
+            errors[i] = reader.I32();
+        return new JailProof(uid, gid, regain, nnp, probes, errors);
     }
 }
 

@@ -118,17 +118,35 @@ internal sealed class ChildLauncher
         return child.Exited.IsCompleted ? $" ({ChildProcess.DescribeStatus(child.Exited.Result)}; see its messages above)" : string.Empty;
     }
 
-    /// <summary>Logs the child's proof of its jail; throws when the jail does not hold.</summary>
-    public void CheckProof(ChildProcess child, JailProof proof)
+    /// <summary>
+    /// Logs the child's proof of its jail; throws when the jail does not hold. <paramref name="mustBeAbsent"/>
+    /// (a chroot's): probes that must not exist at all in the child's view (lstat ENOENT), not merely be denied.
+    /// </summary>
+    public void CheckProof(ChildProcess child, JailProof proof, IReadOnlyCollection<string>? mustBeAbsent = null)
     {
-        var denied = string.Join(", ", proof.Probes.Select(p => $"{p.Path} [{p.ThreadsOpened}/{p.ThreadsTried} threads opened; {p.ChildOutcome}]"));
+        var chroot = mustBeAbsent is { Count: > 0 };
+        string Existence(int i) =>
+            !chroot ? string.Empty
+            : proof.LStatErrors is null ? "existence not reported; "
+            : proof.LStatErrors[i] == Libc.ENOENT ? "absent; "
+            : proof.LStatErrors[i] == 0 ? "EXISTS; "
+            : $"lstat {Libc.Describe(proof.LStatErrors[i])}; ";
+        var denied = string.Join(", ", proof.Probes.Select((p, i) => $"{p.Path} [{Existence(i)}{p.ThreadsOpened}/{p.ThreadsTried} threads opened; {p.ChildOutcome}]"));
+        var present = !chroot ? []
+            : mustBeAbsent!.Where(path => proof.LStatErrors is null || Array.FindIndex(proof.Probes, p => p.Path == path) is var i && (i < 0 || proof.LStatErrors[i] != Libc.ENOENT)).ToList();
+        if (present.Count > 0)
+        {
+            _log.Error("Jail of {Child} does NOT hold: its chroot shows (or does not report) {Present}; {Probes}", child, string.Join(", ", present), denied);
+            throw new ChildStartException($"chroot of {child} does not hide {string.Join(", ", present)}");
+        }
+
         if (!proof.Holds || proof.Uid != child.Uid)
         {
             _log.Error("Jail of {Child} does NOT hold: uid {Uid} gid {Gid}, root refused {RootRefused}, no_new_privs {NoNewPrivs}; {Probes}", child, proof.Uid, proof.Gid, proof.RegainRootRefused, proof.NoNewPrivs, denied);
             throw new ChildStartException($"jail of {child} does not hold");
         }
 
-        _log.Information("Jail of {Child} holds: uid {Uid} gid {Gid}, root not regainable, no_new_privs; denied on every thread and from a child: {Probes}", child, proof.Uid, proof.Gid, denied);
+        _log.Information("Jail of {Child} holds: uid {Uid} gid {Gid}, root not regainable, no_new_privs; denied on every thread and from a child{Chroot}: {Probes}", child, proof.Uid, proof.Gid, chroot ? " (chroot: absent where required)" : string.Empty, denied);
     }
 }
 

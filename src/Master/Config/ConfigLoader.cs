@@ -22,7 +22,7 @@ internal static class ConfigLoader
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -206,6 +206,8 @@ internal static class ConfigLoader
 
             var landlock = p.GetSection("landlock");
             ctx.Unknown(landlock, landlock.Path, ["read", "exec", "write", "connectTcp"]);
+            // "landlock": false turns it off, which only a chroot pool may do.
+            var landlockOn = landlock.Value is null || ctx.Bool(landlock, true);
             List<string> AbsolutePaths(IConfigurationSection section)
             {
                 var list = new List<string>();
@@ -235,7 +237,11 @@ internal static class ConfigLoader
                 p["program"],
                 ReadCgroupLimits(ctx, p),
                 AbsolutePaths(landlock.GetSection("write")).Select(w => w.TrimEnd('/') is { Length: > 0 } t ? t : "/").ToList(),
-                ReadPorts(ctx, landlock.GetSection("connectTcp")));
+                ReadPorts(ctx, landlock.GetSection("connectTcp")),
+                ReadChroot(ctx, p),
+                landlockOn);
+            if (!landlockOn && pools[p.Key].Chroot is null)
+                ctx.Error(landlock.Path, "Landlock may be turned off only in a pool with \"chroot\" (a worker needs at least one filesystem jail)");
             if (p["program"] is { } program)
             {
                 // Executed as root's child before the drop completes (it is exec'd by stage 1): same rules as modules.
@@ -490,6 +496,73 @@ internal static class ConfigLoader
         }
 
         return limits;
+    }
+
+    /// <summary>
+    /// The built-in chroot module: <c>"chroot": true</c>, or an object with <c>tmpSize</c> (the private
+    /// /tmp, e.g. "64M"; default 16M), <c>extraReadOnly</c> and <c>writable</c> (absolute paths bound at
+    /// their own place). Absent or false: no chroot. Whether the machine allows the mounts (CAP_SYS_ADMIN)
+    /// shows only when a worker starts.
+    /// </summary>
+    private static ChrootConfig? ReadChroot(Context ctx, IConfigurationSection pool)
+    {
+        // An empty object has neither a value nor children: it is listed among the pool's keys only.
+        var section = pool.GetChildren().FirstOrDefault(c => c.Key.Equals("chroot", StringComparison.OrdinalIgnoreCase));
+        if (section is null)
+            return null;
+        if (section.Value is { Length: > 0 } flag)
+        {
+            if (!bool.TryParse(flag, out var on))
+            {
+                ctx.Error(section.Path, $"'{flag}' is neither true, false nor an object with tmpSize, extraReadOnly, writable");
+                return null;
+            }
+
+            return on ? new ChrootConfig(DefaultChrootTmp, [], []) : null;
+        }
+
+        ctx.Unknown(section, section.Path, ["tmpSize", "extraReadOnly", "writable"]);
+        var tmp = DefaultChrootTmp;
+        if (section["tmpSize"] is { } size && !TryParseSize(size, out tmp))
+            ctx.Error($"{section.Path}:tmpSize", $"'{size}' is not a size from 64k to 64G such as 512k, 64M or 1G");
+        List<string> Paths(string key)
+        {
+            var list = new List<string>();
+            foreach (var c in section.GetSection(key).GetChildren())
+            {
+                var v = c.Value;
+                if (v is null || !System.IO.Path.IsPathRooted(v) || v.Split('/').Any(part => part is "." or ".."))
+                    ctx.Error(c.Path, $"'{v}' is not an absolute path without . or .. components");
+                else if (System.IO.Path.GetFullPath(v) == "/")
+                    ctx.Error(c.Path, "binding / into the chroot would undo it");
+                else if (!File.Exists(v) && !Directory.Exists(v))
+                    ctx.Error(c.Path, $"'{v}' does not exist");
+                else
+                    list.Add(System.IO.Path.GetFullPath(v).TrimEnd('/'));
+            }
+
+            return list;
+        }
+
+        var readOnly = Paths("extraReadOnly");
+        var writable = Paths("writable");
+        foreach (var both in readOnly.Intersect(writable, StringComparer.Ordinal))
+            ctx.Error($"{section.Path}:writable", $"'{both}' is listed both read-only and writable");
+        return new ChrootConfig(tmp, readOnly, writable);
+    }
+
+    private const ulong DefaultChrootTmp = 16UL << 20;
+
+    private static bool TryParseSize(string text, out ulong bytes)
+    {
+        bytes = 0;
+        var t = text.Trim();
+        var shift = t.Length > 0 ? char.ToUpperInvariant(t[^1]) switch { 'K' => 10, 'M' => 20, 'G' => 30, _ => 0 } : 0;
+        var digits = shift == 0 ? t : t[..^1];
+        if (!ulong.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n > (64UL << 30) >> shift)
+            return false;
+        bytes = n << shift;
+        return bytes is >= 64UL << 10 and <= 64UL << 30;
     }
 
     private static List<Dispatch.Protocol.Wire.ModuleSpec> ReadModules(Context ctx, IConfigurationSection pool, Dictionary<string, (string Assembly, string Type, Dispatch.Protocol.Modules.IPrivilegeModule Module)> modules)

@@ -47,7 +47,15 @@ internal sealed record PoolConfig(
     string? Program,
     Dispatch.Protocol.Hosting.CgroupLimits? Cgroup,
     IReadOnlyList<string> LandlockWrite,
-    IReadOnlyList<ushort> ConnectTcp);
+    IReadOnlyList<ushort> ConnectTcp,
+    ChrootConfig? Chroot = null,
+    bool Landlock = true);
+
+/// <summary>The pool's chroot (null: none): a private /tmp of <paramref name="TmpBytes"/>, extra paths bound read-only and writable.</summary>
+internal sealed record ChrootConfig(ulong TmpBytes, IReadOnlyList<string> ExtraReadOnly, IReadOnlyList<string> Writable)
+{
+    public override string ToString() => $"tmp {TmpBytes}; ro {string.Join(",", ExtraReadOnly)}; rw {string.Join(",", Writable)}";
+}
 
 internal sealed record VhostConfig(
     string Name,

@@ -35,6 +35,17 @@ public class WireTests
         Assert.Equal(["/srv/a/uploads"], withWrite.TenantWritePaths ?? []);
         Assert.Equal("/p", withWrite.Program);
         Assert.Equal(["a.localhost", "b.localhost"], RoundTrip(new ErrorLogFiles(["a.localhost", "b.localhost"])).Vhosts);
+        Assert.Null(spec.Chroot);
+        Assert.True(spec.Landlock);
+        var chrooted = RoundTrip(new JailSpec(ProcessRole.Worker, 10001, 10001, [], [], [], [], [], "a", [], [], string.Empty, null, null, new ChrootSpec(8 << 20, ["/srv/a"], ["/srv/a/up"]), Landlock: false));
+        Assert.Equal(8UL << 20, chrooted.Chroot!.TmpBytes);
+        Assert.Equal(["/srv/a"], chrooted.Chroot.ReadOnly);
+        Assert.Equal(["/srv/a/up"], chrooted.Chroot.Writable);
+        Assert.False(chrooted.Landlock);
+        // A proof may carry lstat results (one per probe) or, from an older worker program, none.
+        var probe = new ProbeResult("/etc/passwd", 8, 0, "child denied", false);
+        Assert.Equal([2], RoundTrip(new JailProof(10001, 10001, true, true, [probe], [2])).LStatErrors!);
+        Assert.Null(RoundTrip(new JailProof(10001, 10001, true, true, [probe])).LStatErrors);
         var c = RoundTrip(new Connection(9, ConnectionMode.TerminatedTls, AppProtocol.Http1, "1.2.3.4:5", "[::1]:443", "a.example", "TLSv1.2", "X", new byte[] { 1, 2, 3 }));
         Assert.Equal("a.example", c.Sni);
         Assert.Equal([1, 2, 3], c.Initial.ToArray());
