@@ -1,7 +1,7 @@
+using Serilog;
 using Serilog.Core;
 using Serilog.Events;
 using Serilog.Formatting;
-using Serilog;
 
 namespace Dispatch.Master.Operations;
 
