@@ -201,8 +201,13 @@ internal sealed class ControlServer : IDisposable
         return Encoding.UTF8.GetString(answer.ToArray());
     }
 
+    private bool _disposed;
+
     public void Dispose()
     {
+        if (_disposed)
+            return;
+        _disposed = true;
         _stop.Cancel();
         _socket.Dispose();
         // Remove the socket file only if it is still ours (not a newer master's).

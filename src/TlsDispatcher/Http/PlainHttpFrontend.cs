@@ -67,8 +67,10 @@ internal sealed class PlainHttpFrontend : Frontend
             id, ConnectionMode.PlainHttp, AppProtocol.Http1, start.ClientText, LocalName, null, null, null, buffer.AsMemory(0, filled));
         Poller.Remove(fd);
         if (!await _workers.HandOffAsync(route.Pool, meta, fd, settings).ConfigureAwait(false))
+        {
             Interlocked.Increment(ref DispatcherMetrics.NoWorker);
-        Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, start);
+            Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, start);
+        }
     }
 
     private async Task<((int Code, string Reason)? Error, int Filled, string? Host, Range Target)> ReadHeadAsync(ConnectionStart start, int max, CancellationToken timeout)

@@ -61,6 +61,8 @@ public sealed partial class DispatchInstance : IDisposable
     public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null, IReadOnlyList<string>? command = null)
     {
         var configPath = Path.Combine(directory, "dispatch.json");
+        // Each instance its own control socket (the default, /run/dispatch/control.sock, is one per machine).
+        config["control"] ??= new JsonObject { ["socket"] = Path.Combine(directory, "control.sock") };
         File.WriteAllText(configPath, config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
         var port = int.Parse(config["listen"]![0]!["endpoint"]!.GetValue<string>().Split(':')[^1], System.Globalization.CultureInfo.InvariantCulture);
         IReadOnlyList<string> master = command is { Count: > 0 } ? command : [Path.Combine(TestWorld.AppDirectory, "Master")];
