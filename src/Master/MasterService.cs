@@ -268,6 +268,7 @@ internal sealed partial class MasterService : IDisposable
     public async Task<string> ReloadAsync(string why)
     {
         await _reloading.WaitAsync().ConfigureAwait(false);
+        var clock = Stopwatch.StartNew();
         try
         {
             var (fresh, errors) = ConfigLoader.Load(_config.SourcePath);
@@ -304,9 +305,10 @@ internal sealed partial class MasterService : IDisposable
                 Libc.Close(memfd);
             }
 
+            var (added, removed, changed) = DiffVhosts(old, fresh);
             _log.Information(
-                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; workers retired for {Retired}",
-                why, version, fresh.Vhosts.Count, fresh.Pools.Count, retired.Length == 0 ? "no pool" : string.Join(", ", retired));
+                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; vhosts added {Added}, removed {Removed}, changed {Changed}; workers retired for {Retired}{Included}; in {Elapsed:F0} ms",
+                why, version, fresh.Vhosts.Count, fresh.Pools.Count, added, removed, changed, retired.Length == 0 ? "no pool" : string.Join(", ", retired), fresh.Included is null ? string.Empty : $"; include {fresh.Included}", clock.Elapsed.TotalMilliseconds);
             foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
                 TopUpSpares(d!);
             WatchCertificates();
@@ -344,6 +346,19 @@ internal sealed partial class MasterService : IDisposable
         }
 
         _log.Warning("Landlock ABI {Abi}: no process's TCP bind or connect is restricted by Landlock on this kernel (needs ABI {Needed})", abi, Landlock.NetworkAbi);
+    }
+
+    /// <summary>How many vhosts a reload adds, removes and changes (anything a client or its worker would notice).</summary>
+    private static (int Added, int Removed, int Changed) DiffVhosts(DispatchConfig old, DispatchConfig fresh)
+    {
+        static string Fingerprint(VhostConfig v) => string.Join(
+            "|", v.Name, string.Join(",", v.Aliases), v.Pool, v.Root, v.DirectoryListing, string.Join(",", v.Index), v.TlsMode,
+            string.Join(",", v.Certificates.Select(c => $"{c.Directory}#{c.Serial}")), v.HttpMode, v.Engine, v.PassthroughCertDir,
+            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2);
+        var added = fresh.Vhosts.Keys.Count(k => !old.Vhosts.ContainsKey(k));
+        var removed = old.Vhosts.Keys.Count(k => !fresh.Vhosts.ContainsKey(k));
+        var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && Fingerprint(o) != Fingerprint(kv.Value));
+        return (added, removed, changed);
     }
 
     /// <summary>
@@ -734,7 +749,24 @@ internal sealed partial class MasterService : IDisposable
             string[] absent = pool.Chroot is null ? [] : ["/etc/passwd", "/home", .. ForeignRoots(roots)];
             if (pool.Chroot is not null)
                 probes = [.. probes, "/home"];
-            worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, SnapshotJson.Serialize(settings), probes, _config.JailProbe.Threads, logBatches.Count), [pair.B]);
+            var poolJson = SnapshotJson.Serialize(settings);
+            if (poolJson.Length <= WorkerSetup.MaxInlineJson)
+            {
+                worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, poolJson, probes, _config.JailProbe.Threads, logBatches.Count), [pair.B]);
+            }
+            else
+            {
+                var poolFd = SealedBlob.Create("dispatch-pool", poolJson);
+                try
+                {
+                    worker.Channel.Send(new WorkerSetup(pool.Name, worker.Pid, [], probes, _config.JailProbe.Threads, logBatches.Count), [pair.B, poolFd]);
+                }
+                finally
+                {
+                    Libc.Close(poolFd);
+                }
+            }
+
             Libc.Close(pair.B);
             pair.B = -1;
             SendLogFiles(worker, pool, logBatches);

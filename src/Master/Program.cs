@@ -108,6 +108,20 @@ internal static class Program
             watcher.Created += Changed;
             watcher.Renamed += (s, e) => Changed(s, e);
             watcher.EnableRaisingEvents = true;
+            // The include (conf.d) directory: any *.json file created, changed, renamed or deleted.
+            using var includeWatcher = config.Included is { } included ? new FileSystemWatcher(included.Directory, "*.json")
+            {
+                NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
+            } : null;
+            if (includeWatcher is not null)
+            {
+                includeWatcher.Changed += Changed;
+                includeWatcher.Created += Changed;
+                includeWatcher.Deleted += Changed;
+                includeWatcher.Renamed += (s, e) => Changed(s, e);
+                includeWatcher.EnableRaisingEvents = true;
+                log.Information("Including {Included}", config.Included!.ToString());
+            }
             log.Information("Master {Pid} starting with {Config}: {Vhosts} vhosts in {Pools} pools", Environment.ProcessId, config.SourcePath, config.Vhosts.Count, config.Pools.Count);
             return await master.RunAsync().ConfigureAwait(false);
         }

@@ -127,7 +127,7 @@ internal static class Program
                             try
                             {
                                 // New connections see the new table; open ones keep the one they started with.
-                                routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(snapshotFd, MaxSnapshotBytes)), log);
+                                routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(snapshotFd, MaxSnapshotBytes)), log, routes);
                             }
                             finally
                             {
@@ -135,7 +135,7 @@ internal static class Program
                             }
 
                             workers.Retire(update.RetiredPools);
-                            log.Information("Routes updated to version {Version}: {Names} host names; retired the workers of {Pools}", routes.Version, routes.Count, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
+                            log.Information("Routes updated to version {Version}: {Names} host names ({Reused} TLS credentials kept); retired the workers of {Pools}", routes.Version, routes.Count, routes.Reused, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
                             break;
                         case MessageType.StatsRequest:
                             master.Send(DispatcherMetrics.Snapshot(message.Decode<StatsRequest>().RequestId, frontends, workers));

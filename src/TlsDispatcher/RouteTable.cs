@@ -14,8 +14,13 @@ internal sealed class RouteTable : IDisposable
     private readonly Dictionary<string, BcServerCredentials> _credentials = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenSslCredentials> _openssl = new(StringComparer.Ordinal);
     private readonly Dictionary<string, PoolRoute> _pools = new(StringComparer.Ordinal);
+    // Per terminated vhost: a digest of its engine, h2 offer and certificates, so that the next table
+    // reuses the credentials of vhosts whose certificates did not change (a reload of thousands of
+    // vhosts parses only the changed keys).
+    private readonly Dictionary<string, string> _digests = new(StringComparer.Ordinal);
 
-    public RouteTable(RouteSnapshot snapshot, ILogger log)
+    /// <param name="previous">The table this one replaces (its credentials are shared, never disposed: open connections may use them).</param>
+    public RouteTable(RouteSnapshot snapshot, ILogger log, RouteTable? previous = null)
     {
         Version = snapshot.Version;
         Settings = snapshot.Settings;
@@ -31,6 +36,18 @@ internal sealed class RouteTable : IDisposable
                 Default = v;
             if (v.TlsMode != TlsModes.Terminate)
                 continue;
+            var digest = Digest(v);
+            _digests[v.Name] = digest;
+            if (previous is not null && previous._digests.GetValueOrDefault(v.Name) == digest)
+            {
+                if (previous._openssl.TryGetValue(v.Name, out var reusedOpenSsl))
+                    _openssl[v.Name] = reusedOpenSsl;
+                else if (previous._credentials.TryGetValue(v.Name, out var reused))
+                    _credentials[v.Name] = reused;
+                Reused++;
+                continue;
+            }
+
             try
             {
                 if (v.Engine == TlsEngines.OpenSsl)
@@ -47,6 +64,23 @@ internal sealed class RouteTable : IDisposable
     }
 
     public long Version { get; }
+
+    /// <summary>Terminated vhosts whose credentials came from the previous table unchanged.</summary>
+    public int Reused { get; }
+
+    private static string Digest(VhostRoute v)
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        sha.AppendData(System.Text.Encoding.UTF8.GetBytes($"{v.Engine}|{v.OfferH2}|"));
+        foreach (var c in v.Certificates)
+        {
+            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(c.ChainPem));
+            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(c.KeyPem));
+            sha.AppendData("|"u8);
+        }
+
+        return Convert.ToHexString(sha.GetHashAndReset());
+    }
 
     public DispatcherSettings Settings { get; }
 

@@ -28,9 +28,21 @@ internal static class Program
             using (var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup"))
             {
                 setup = message.Decode<WorkerSetup>();
-                if (message.Descriptors.Count != 1)
-                    throw new WireException("WorkerSetup without the dispatcher's channel");
+                if (message.Descriptors.Count != (setup.PoolJson.Length == 0 ? 2 : 1))
+                    throw new WireException($"WorkerSetup with {message.Descriptors.Count} descriptors (the dispatcher's channel, and the pool configuration when its blob is empty)");
                 dispatcher = IpcChannel.FromDescriptor(message.Descriptors.Take(0), "dispatcher");
+                if (setup.PoolJson.Length == 0)
+                {
+                    var poolFd = message.Descriptors.Take(1);
+                    try
+                    {
+                        setup = setup with { PoolJson = SealedBlob.Read(poolFd, 64 << 20) };
+                    }
+                    finally
+                    {
+                        Libc.Close(poolFd);
+                    }
+                }
             }
 
             var pool = SnapshotJson.ParsePool(setup.PoolJson);

@@ -388,14 +388,19 @@ public sealed record WorkerGone(int WorkerId, string Pool, string Reason) : IWir
 }
 
 /// <summary>
-/// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes) | string-list probe paths |
-/// i32 probe threads | i32 number of <see cref="LogFiles"/> and <see cref="ErrorLogFiles"/> messages that follow. Descriptor: the channel to the dispatcher.
+/// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes; empty when it travels as a memfd) | string-list probe paths |
+/// i32 probe threads | i32 number of <see cref="LogFiles"/> and <see cref="ErrorLogFiles"/> messages that follow.
+/// Descriptors: the channel to the dispatcher; and, when the blob is empty, the pool configuration in a sealed memfd
+/// (a pool of thousands of vhosts does not fit a datagram).
 /// </summary>
 public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads, int LogFileMessages) : IWireMessage<WorkerSetup>
 {
+    /// <summary>A pool configuration above this travels in a sealed memfd (second descriptor), the blob left empty.</summary>
+    public const int MaxInlineJson = 48 * 1024;
+
     public static MessageType Type => MessageType.WorkerSetup;
 
-    public static int MaxDescriptors => 1;
+    public static int MaxDescriptors => 2;
 
     public void Encode(ref WireWriter writer)
     {

@@ -19,7 +19,7 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// </summary>
 internal static class ConfigLoader
 {
-    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup"];
+    private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot"];
@@ -48,7 +48,28 @@ internal static class ConfigLoader
             return (null, errors);
         }
 
-        var ctx = new Context(full, errors);
+        // conf.d: vhosts and pools one file each (or several), merged in; errors name their own file.
+        Dictionary<string, string>? sources = null;
+        IncludeDirectory.Summary? included = null;
+        if (root["include"] is { } include)
+        {
+            if (!System.IO.Path.IsPathFullyQualified(include) || !Directory.Exists(include))
+            {
+                errors.Add(new ConfigError(full, "include", $"'{include}' is not an absolute path to a directory"));
+            }
+            else
+            {
+                var taken = root.GetSection("vhosts").GetChildren().Select(c => $"vhosts:{c.Key}")
+                    .Concat(root.GetSection("pools").GetChildren().Select(c => $"pools:{c.Key}")).ToHashSet(StringComparer.OrdinalIgnoreCase);
+                (var pairs, sources, included) = IncludeDirectory.Read(include, taken, errors, full);
+                root = new ConfigurationBuilder()
+                    .AddJsonFile(full, optional: false, reloadOnChange: false)
+                    .AddInMemoryCollection(pairs)
+                    .Build();
+            }
+        }
+
+        var ctx = new Context(full, errors, sources);
         ctx.Unknown(root, string.Empty, TopLevel);
 
         var security = new SecurityConfig(ctx.UInt(root.GetSection("security:minUid"), 1000));
@@ -471,7 +492,7 @@ internal static class ConfigLoader
         if (metricsListen is not null && listen.Any(l => l.Endpoint.Equals(metricsListen)))
             ctx.Error("metrics:listen", $"{metricsListen} is also a listener");
 
-        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup, operations), errors);
+        return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup, operations) { Included = included }, errors);
     }
 
     private static readonly (string Key, byte Resource)[] LimitNames =
@@ -713,9 +734,18 @@ internal static class ConfigLoader
     private static bool IsPoolName(string name) =>
         name.Length is > 0 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
-    private sealed class Context(string file, List<ConfigError> errors)
+    private sealed class Context(string file, List<ConfigError> errors, Dictionary<string, string>? sources = null)
     {
-        public void Error(string path, string reason) => errors.Add(new ConfigError(file, path, reason));
+        /// <summary>An error at a JSON path, in the file that defined it (the main file, or an included one).</summary>
+        public void Error(string path, string reason) => errors.Add(new ConfigError(FileOf(path), path, reason));
+
+        private string FileOf(string path)
+        {
+            if (sources is null)
+                return file;
+            var parts = path.Split(':', 3);
+            return parts.Length >= 2 && sources.TryGetValue($"{parts[0]}:{parts[1]}", out var source) ? source : file;
+        }
 
         public void Unknown(IConfiguration section, string path, string[] known)
         {

@@ -15,7 +15,11 @@ internal sealed record DispatchConfig(
     LogConfig Log,
     JailProbeConfig JailProbe,
     CgroupConfig Cgroup,
-    OperationsConfig Operations);
+    OperationsConfig Operations)
+{
+    /// <summary>The include (conf.d) directory as last read: files, and how many changed.</summary>
+    public IncludeDirectory.Summary? Included { get; init; }
+}
 
 internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadOnlyList<string> TrustedProxies)
 {
