@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Installs Dispatch on this machine (as root), or removes it.
 #
-#   packaging/install.sh                 publish and install (idempotent; an existing config is kept)
+#   packaging/install.sh                 publish and install (idempotent; an existing config is kept);
+#                                        refused while Dispatch runs from the library directory
+#   packaging/install.sh --upgrade       the same, also while Dispatch runs: the new tree replaces the
+#                                        old one in a single rename, then the running master starts new
+#                                        dispatchers (and from then on workers) from it (dispatch upgrade);
+#                                        the old tree is kept as LIBDIR.previous
+#   packaging/install.sh --rollback      swap LIBDIR and LIBDIR.previous back (and dispatch upgrade if running)
 #   packaging/install.sh --uninstall     remove binaries, unit and the dispatch command; keep config and logs
 #   packaging/install.sh --uninstall --purge   also remove config, logs, the welcome site and the user
 #   (packaging/uninstall.sh [--purge] is the same as --uninstall)
 #
 # Locations (environment; the defaults are the real system paths):
 #   DISPATCH_LIBDIR  /usr/lib/dispatch          the three executables, root-owned, writable by root only
+#                                               (the tree it replaced: /usr/lib/dispatch.previous)
 #   DISPATCH_ETCDIR  /etc/dispatch              dispatch.json (starter written only if none), certs/
 #   DISPATCH_LOGDIR  /var/log/dispatch          per-vhost access logs (root-owned, 0755)
 #   DISPATCH_DATADIR /var/lib/dispatch          www/welcome, the starter config's document root
@@ -33,6 +40,8 @@ purge=0
 for arg in "$@"; do
   case "$arg" in
     --uninstall) mode=uninstall ;;
+    --upgrade) mode=upgrade ;;
+    --rollback) mode=rollback ;;
     --purge) purge=1 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$arg'" ;;
@@ -52,6 +61,7 @@ DATADIR=${DISPATCH_DATADIR:-/var/lib/dispatch}
 UNITDIR=${SYSTEMD_DIR:-/etc/systemd/system}
 SBIN=${SBINDIR:-/usr/sbin}
 USERNAME=${DISPATCH_USER:-dispatch}
+PREVIOUS=$LIBDIR.previous
 UNIT=$UNITDIR/dispatch.service
 WRAPPER=$SBIN/dispatch
 CONFIG=$ETCDIR/dispatch.json
@@ -117,14 +127,16 @@ ensure_dir() {
   fi
 }
 
-# Pids of processes whose executable lives in LIBDIR (a master, dispatcher or worker of this install).
+# Pids of processes whose executable lives in LIBDIR or LIBDIR.previous (a master, dispatcher or
+# worker of this install: after an upgrade the master still runs its old image, which moved to
+# LIBDIR.previous, and stays "LIBDIR.previous/Master (deleted)" once a later upgrade removed it).
 running_pids() {
   local real e target pids=()
-  [ -d "$LIBDIR" ] || return 0
-  real=$(readlink -f -- "$LIBDIR")
+  [ -d "$(dirname -- "$LIBDIR")" ] || return 0
+  real=$(readlink -f -- "$(dirname -- "$LIBDIR")")/$(basename -- "$LIBDIR")
   for e in /proc/[0-9]*/exe; do
     target=$(readlink -- "$e" 2>/dev/null) || continue
-    case "$target" in "$real"/*) e=${e#/proc/}; pids+=("${e%/exe}") ;; esac
+    case "$target" in "$real"/* | "$real".previous/*) e=${e#/proc/}; pids+=("${e%/exe}") ;; esac
   done
   echo "${pids[*]:-}"
 }
@@ -135,6 +147,48 @@ refuse_if_running() {
   local pids
   pids=$(running_pids)
   [ -z "$pids" ] || die "Dispatch is running from $LIBDIR (pids $pids): stop it first (systemctl stop dispatch, or SIGTERM to the master), then $1"
+}
+
+# Exchanges two directories in one renameat2(RENAME_EXCHANGE): at every instant each name holds a
+# whole tree, so a process starting LIBDIR/TlsDispatcher gets the old tree or the new one, never a mix.
+# mv --exchange (coreutils 9.5+), else perl's syscall() (perl-base is on every Debian), else python3.
+exchange_dirs() {
+  if mv --help 2>/dev/null | grep -q -- '--exchange'; then
+    mv --exchange --no-target-directory -- "$1" "$2"
+  elif command -v perl >/dev/null; then
+    perl -MPOSIX -e '
+      my %nr = (x86_64 => 316, aarch64 => 276, riscv64 => 276, loongarch64 => 276, ppc64le => 357, s390x => 347, i686 => 353, armv7l => 382);
+      my $nr = eval { require "syscall.ph"; &SYS_renameat2 } // $nr{(POSIX::uname())[4]}
+        // die "renameat2: no system call number for this architecture\n";
+      syscall($nr, -100, $ARGV[0], -100, $ARGV[1], 2) == 0 or die "renameat2(RENAME_EXCHANGE): $!\n";
+    ' -- "$1" "$2"
+  elif command -v python3 >/dev/null; then
+    python3 -c '
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2) != 0:
+    sys.exit("renameat2(RENAME_EXCHANGE): " + os.strerror(ctypes.get_errno()))
+' "$1" "$2"
+  else
+    echo "no way to call renameat2(RENAME_EXCHANGE): needs coreutils 9.5+ (mv --exchange), perl or python3" >&2
+    return 1
+  fi
+}
+
+# Before the long publish: can this file system exchange two directories next to LIBDIR?
+probe_exchange() {
+  local parent=$1 a b
+  a=$(mktemp -d "$parent/.dispatch-probe.XXXXXX")
+  b=$(mktemp -d "$parent/.dispatch-probe.XXXXXX")
+  touch -- "$a/a"
+  if exchange_dirs "$a" "$b" 2>"$a/err" && [ -e "$b/a" ] && [ ! -e "$a/a" ]; then
+    rm -rf -- "$a" "$b"
+    return 0
+  fi
+  local why
+  why=$(cat -- "$a/err" "$b/err" 2>/dev/null || true)
+  rm -rf -- "$a" "$b"
+  die "cannot swap directories atomically in $parent (renameat2 with RENAME_EXCHANGE): ${why:-unsupported}"
 }
 
 daemon_reload() {
@@ -179,11 +233,14 @@ uninstall() {
   if [ -L "$wants" ]; then rm -f -- "$wants"; say "removed $wants"; fi
   remove_marked "$UNIT"
   remove_marked "$WRAPPER"
-  if [ -d "$LIBDIR" ] && [ ! -e "$LIBDIR/Master.dll" ]; then
-    say "left $LIBDIR: it holds no Master.dll, so it is not a Dispatch install"
-  else
-    remove_tree "$LIBDIR"
-  fi
+  local dir
+  for dir in "$LIBDIR" "$PREVIOUS"; do
+    if [ -d "$dir" ] && [ ! -e "$dir/Master.dll" ]; then
+      say "left $dir: it holds no Master.dll, so it is not a Dispatch install"
+    else
+      remove_tree "$dir"
+    fi
+  done
   daemon_reload
   if [ "$purge" = 1 ]; then
     remove_tree "$ETCDIR"
@@ -229,10 +286,26 @@ publish() {
   done
 }
 
+# A real, existing LIBDIR (or PREVIOUS) must be ours to replace.
+check_replaceable() {
+  if [ -e "$1" ] || [ -L "$1" ]; then
+    if [ ! -d "$1" ] || [ -L "$1" ]; then die "$1 exists and is not a directory"; fi
+    [ -e "$1/Master.dll" ] || [ -z "$(ls -A -- "$1")" ] || die "$1 is not empty and holds no Master.dll: not replacing it"
+  fi
+}
+
+# Publishes into a fresh root-owned sibling of LIBDIR, then puts it in place: the first time by a
+# rename; after that the old tree's place is taken by an exchange (one renameat2), the old tree
+# landing in LIBDIR.previous (the one before that is removed). LIBDIR stays a real directory: the
+# master resolves its own directory once at start and spawns LIBDIR/TlsDispatcher and LIBDIR/Worker
+# by that path, so after the swap it starts the new binaries and checks them as it always does.
 install_binaries() {
-  local parent stage old p
+  local parent stage p
   parent=$(dirname -- "$LIBDIR")
   install -d -o root -g root -m 755 -- "$parent"
+  check_replaceable "$LIBDIR"
+  check_replaceable "$PREVIOUS"
+  [ ! -d "$LIBDIR" ] || probe_exchange "$parent"
   stage=$(mktemp -d "$parent/.dispatch-stage.XXXXXX")
   # shellcheck disable=SC2064 # expand now: the trap must remove this stage directory
   trap "rm -rf -- '$stage'" EXIT
@@ -243,22 +316,67 @@ install_binaries() {
   chown -R root:root -- "$stage"
   chmod -R u+rwX,go+rX,go-w -- "$stage"
   chmod 755 -- "$stage"
-  if [ -e "$LIBDIR" ] || [ -L "$LIBDIR" ]; then
-    if [ ! -d "$LIBDIR" ] || [ -L "$LIBDIR" ]; then die "$LIBDIR exists and is not a directory"; fi
-    [ -e "$LIBDIR/Master.dll" ] || [ -z "$(ls -A -- "$LIBDIR")" ] || die "$LIBDIR is not empty and holds no Master.dll: not replacing it"
-    old=$LIBDIR.old-$$
-    mv -- "$LIBDIR" "$old"
-    mv -- "$stage" "$LIBDIR"
-    rm -rf -- "$old"
-    say "replaced the binaries in $LIBDIR"
+  if [ -d "$LIBDIR" ]; then
+    # The new tree goes to PREVIOUS's name first, so the old tree moves only once (in the exchange).
+    if [ -e "$PREVIOUS" ]; then
+      rm -rf -- "$PREVIOUS"
+      say "removed the tree before the last one ($PREVIOUS)"
+    fi
+    mv -T -- "$stage" "$PREVIOUS"
+    # shellcheck disable=SC2064 # expand now: on failure the new tree is removed again
+    trap "rm -rf -- '$PREVIOUS'" EXIT
+    exchange_dirs "$PREVIOUS" "$LIBDIR" || die "could not swap the new tree into $LIBDIR; nothing changed there"
+    trap - EXIT
+    if [ -z "$(ls -A -- "$PREVIOUS")" ]; then
+      rmdir -- "$PREVIOUS"
+      say "installed the binaries in $LIBDIR (swapped in for an empty directory)"
+    else
+      say "replaced the binaries in $LIBDIR in one rename; the previous ones are in $PREVIOUS (--rollback swaps them back)"
+    fi
   else
-    mv -- "$stage" "$LIBDIR"
+    mv -T -- "$stage" "$LIBDIR"
+    trap - EXIT
     say "installed the binaries in $LIBDIR"
   fi
-  trap - EXIT
   local why
   why=$(unsafe_component "$LIBDIR/Master")
   [ -z "$why" ] || die "$LIBDIR is not safe after install: $why"
+}
+
+# After a swap: if Dispatch runs from LIBDIR, have its master start new dispatchers (and from then
+# on workers) from the tree now there (the wrapper's upgrade verb: the control socket of $CONFIG).
+# The master itself keeps running its old image: a change to its own code needs a restart.
+trigger_upgrade() {
+  local pids answer
+  pids=$(running_pids)
+  if [ -z "$pids" ]; then
+    say "Dispatch is not running from $LIBDIR: the new binaries are used at its next start"
+    return
+  fi
+  say "Dispatch is running (pids $pids): $WRAPPER upgrade"
+  if answer=$("$WRAPPER" upgrade 2>&1); then
+    say "master: ${answer%$'\n'}"
+    if [ -e "${1:-}/Master.dll" ] && ! cmp -s -- "$1/Master.dll" "$LIBDIR/Master.dll"; then
+      say "note: the master's own code changed; it runs the old one until restarted (systemctl restart dispatch)"
+    fi
+  else
+    printf '%s: error: the binaries are installed, but the running master did not upgrade: %s\n' "$me" "${answer%$'\n'}" >&2
+    printf '%s: run %s upgrade [--config FILE | --socket PATH] for the config it runs with, or send it SIGUSR2\n' "$me" "$WRAPPER" >&2
+    exit 1
+  fi
+}
+
+# Swaps LIBDIR and LIBDIR.previous back (one exchange again), then upgrades a running master onto it.
+rollback() {
+  [ -e "$PREVIOUS/Master.dll" ] || die "no previous install to roll back to ($PREVIOUS holds no Master.dll)"
+  [ -e "$LIBDIR/Master.dll" ] || die "$LIBDIR holds no Master.dll: not a Dispatch install"
+  if [ -L "$LIBDIR" ] || [ -L "$PREVIOUS" ]; then die "$LIBDIR or $PREVIOUS is a symbolic link"; fi
+  local why
+  why=$(unsafe_component "$PREVIOUS/Master")
+  [ -z "$why" ] || die "refusing to roll back to $PREVIOUS: $why"
+  exchange_dirs "$PREVIOUS" "$LIBDIR" || die "could not swap $PREVIOUS and $LIBDIR; nothing changed"
+  say "rolled back: $LIBDIR holds the previous binaries, the ones it replaced are in $PREVIOUS (--rollback again swaps them back)"
+  trigger_upgrade "$PREVIOUS"
 }
 
 ensure_user() {
@@ -361,6 +479,11 @@ install_wrapper() {
 # $MARK: the Dispatch command.
 #   dispatch check [--config FILE]   validate the config (default $CONFIG), exit 1 on any error
 #   dispatch run [--config FILE]     run Dispatch in the foreground (as root; systemd runs $LIBDIR/Master itself)
+#   dispatch status [--json]         the running master's dispatchers, pools, workers, vhosts, certificates
+#   dispatch reload                  validate and apply the config (= SIGHUP), with the result printed
+#   dispatch upgrade                 new dispatchers (then workers) from the binaries now in $LIBDIR (= SIGUSR2)
+#     (status, reload and upgrade talk to the control socket named in the config; --config FILE or
+#      --socket PATH for another)
 export DOTNET_ROOT='$root'
 master='$LIBDIR/Master'
 config='$CONFIG'
@@ -369,8 +492,9 @@ verb=\${1:-}
 case "\$verb" in
   check) [ \$# -gt 0 ] || set -- --config "\$config"; exec "\$master" check "\$@" ;;
   run) [ \$# -gt 0 ] || set -- --config "\$config"; exec "\$master" "\$@" ;;
+  status|reload|upgrade) exec "\$master" "\$verb" --config "\$config" "\$@" ;;
   --config) exec "\$master" --config "\$@" ;;
-  *) sed -n '3,4s/^# //p' "\$0" >&2; exit 64 ;;
+  *) sed -n '3,9s/^# //p' "\$0" >&2; exit 64 ;;
 esac
 SH
   chmod 755 -- "$tmp"
@@ -385,7 +509,11 @@ install_all() {
     die "the ASP.NET Core 10 runtime (Microsoft.AspNetCore.App 10.x) is not installed under $root"
   why=$(unsafe_component "$root")
   [ -z "$why" ] || die "the .NET root $root is not safe for root to run from: $why"
-  refuse_if_running "install again"
+  if [ "$mode" = install ]; then
+    local pids
+    pids=$(running_pids)
+    [ -z "$pids" ] || die "Dispatch is running from $LIBDIR (pids $pids): install.sh --upgrade installs under it (the new tree is swapped in whole, then the master starts new dispatchers and workers from it; nothing is dropped), or stop it first"
+  fi
   check_parent_chain "$ETCDIR" DISPATCH_ETCDIR
   check_parent_chain "$LOGDIR" DISPATCH_LOGDIR
   check_parent_chain "$DATADIR" DISPATCH_DATADIR
@@ -411,6 +539,10 @@ install_all() {
   else
     say "WARNING: $CONFIG does not pass the check; see: $WRAPPER check --config $CONFIG"
   fi
+  if [ "$mode" = upgrade ]; then
+    trigger_upgrade "$PREVIOUS"
+    return
+  fi
   say "installed. Next: edit $CONFIG, then"
   if systemd_running; then
     say "  systemctl enable --now dispatch    (systemctl reload dispatch after edits; logs: journalctl -u dispatch)"
@@ -419,4 +551,8 @@ install_all() {
   fi
 }
 
-if [ "$mode" = uninstall ]; then uninstall; else install_all; fi
+case "$mode" in
+  uninstall) uninstall ;;
+  rollback) rollback ;;
+  *) install_all ;;
+esac

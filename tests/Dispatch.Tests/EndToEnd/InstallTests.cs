@@ -292,6 +292,165 @@ public sealed class InstallTests : IClassFixture<InstallFixture>
         Assert.True(File.Exists(Path.Combine(l.LibDir, "Master")));
     }
 
+    /// <summary>Device and inode of the file a path (or /proc/PID/exe) leads to: which tree a binary came from, whatever its path says now.</summary>
+    private static string Inode(string path)
+    {
+        var r = Tools.Run("stat", "-L", "-c", "%d:%i", path);
+        Assert.True(r.ExitCode == 0, $"stat {path}: {r.Stderr}");
+        return r.Stdout.Trim();
+    }
+
+    [SkippableFact]
+    public async Task Upgrade_swaps_the_tree_under_a_running_master_without_failing_a_request_and_rollback_swaps_it_back()
+    {
+        var first = _fixture.Installed();
+        var l = InstallLayout.Create("upgrade");
+        var previous = l.LibDir + ".previous";
+        try
+        {
+            var install = InstallScript.Run(l, [], new Dictionary<string, string> { ["DISPATCH_BINARIES"] = first.LibDir });
+            Assert.True(install.ExitCode == 0, install.Output);
+            // The "new version": the same binaries copied (new inodes) with a marker file (no second dotnet publish).
+            var newTree = TestWorld.NewTestDirectory("upgrade-tree");
+            Assert.Equal(0, Tools.Run("cp", "-a", first.LibDir + "/.", newTree).ExitCode);
+            var marker = $"upgrade-{Guid.NewGuid():N}";
+            File.WriteAllText(Path.Combine(newTree, "UPGRADE-MARKER"), marker);
+
+            // The installed master, run by the dispatch command with the installed config (its control socket next to it).
+            var config = JsonNode.Parse(File.ReadAllText(l.Config))!.AsObject();
+            var port = TestWorld.FreePort();
+            config["listen"]![0]!["endpoint"] = $"127.0.0.1:{port}";
+            config["control"] = new JsonObject { ["socket"] = Path.Combine(l.EtcDir, "control.sock") };
+            using var dispatch = DispatchInstance.StartReady(l.EtcDir, config, _output, command: [l.Command, "run"]);
+            Assert.Equal(l.Config, dispatch.ConfigPath);
+            var oldDispatcher = dispatch.DispatcherPid;
+            var oldTree = Inode(Path.Combine(l.LibDir, "TlsDispatcher"));
+            Assert.Equal(oldTree, Inode($"/proc/{oldDispatcher}/exe"));
+
+            // A plain install under the running master is refused, pointing at --upgrade.
+            var plain = InstallScript.Run(l, [], new Dictionary<string, string> { ["DISPATCH_BINARIES"] = newTree });
+            Assert.True(plain.ExitCode != 0, plain.Output);
+            Assert.Contains("install.sh --upgrade installs under it", plain.Output, StringComparison.Ordinal);
+            Assert.False(File.Exists(Path.Combine(l.LibDir, "UPGRADE-MARKER")));
+
+            long ok = 0;
+            var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            using var stopLoop = new CancellationTokenSource();
+            using var client = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero, PooledConnectionIdleTimeout = TimeSpan.Zero });
+            client.DefaultRequestHeaders.Host = "localhost";
+            client.DefaultRequestHeaders.ConnectionClose = true; // each request on a new connection
+            async Task LoopAsync()
+            {
+                while (!stopLoop.IsCancellationRequested)
+                {
+                    try
+                    {
+                        var body = await client.GetStringAsync(new Uri($"http://127.0.0.1:{port}/"), stopLoop.Token);
+                        if (body.Contains("Dispatch is running", StringComparison.Ordinal))
+                            Interlocked.Increment(ref ok);
+                        else
+                            failures.Enqueue($"unexpected body '{body}'");
+                    }
+                    catch (OperationCanceledException) when (stopLoop.IsCancellationRequested)
+                    {
+                    }
+                    catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+                    {
+                        failures.Enqueue($"{e.GetType().Name}: {e.Message} {e.InnerException?.Message}");
+                    }
+                }
+            }
+
+            var workerReady = new Regex(@"Worker (?<pid>\d+) for pool welcome ready");
+            var loop = LoopAsync();
+            try
+            {
+                Assert.True(Tools.Eventually(() => Interlocked.Read(ref ok) >= 20, TimeSpan.FromSeconds(60)), $"the loop did not get going: {string.Join("; ", failures)}");
+
+                var upgrade = await Task.Run(() => InstallScript.Run(l, ["--upgrade"], new Dictionary<string, string> { ["DISPATCH_BINARIES"] = newTree }));
+                _output.WriteLine(upgrade.Output);
+                Assert.True(upgrade.ExitCode == 0, upgrade.Output);
+                Assert.Contains($"the previous ones are in {previous}", upgrade.Output, StringComparison.Ordinal);
+                Assert.Matches(new Regex($@"master: upgraded: dispatchers {oldDispatcher} -> \d+"), upgrade.Output);
+                var upgraded = dispatch.WaitForLine(new Regex($@"Upgrade \(control socket, pid \d+\) complete: dispatchers {oldDispatcher} -> (?<new>\d+)"));
+                var newDispatcher = int.Parse(upgraded.Groups["new"].Value, CultureInfo.InvariantCulture);
+                Assert.NotEqual(oldDispatcher, newDispatcher);
+
+                // LIBDIR is still a real directory, now the new tree; the old one is LIBDIR.previous.
+                Assert.Null(new DirectoryInfo(l.LibDir).LinkTarget);
+                Assert.Equal(marker, File.ReadAllText(Path.Combine(l.LibDir, "UPGRADE-MARKER")));
+                Assert.False(File.Exists(Path.Combine(previous, "UPGRADE-MARKER")));
+                Assert.Equal(oldTree, Inode(Path.Combine(previous, "TlsDispatcher")));
+                Assert.Equal("root:root 755", Stat(l.LibDir));
+                Assert.Equal("root:root 755", Stat(Path.Combine(l.LibDir, "TlsDispatcher")));
+
+                // The new dispatcher runs the new tree's binary (its inode, not just its path), and so does the next worker.
+                var newTree2 = Inode(Path.Combine(l.LibDir, "TlsDispatcher"));
+                Assert.NotEqual(oldTree, newTree2);
+                Assert.Equal(newTree2, Inode($"/proc/{newDispatcher}/exe"));
+                Assert.Equal(Path.Combine(l.LibDir, "TlsDispatcher"), new FileInfo($"/proc/{newDispatcher}/exe").LinkTarget);
+                var after = Interlocked.Read(ref ok);
+                Assert.True(Tools.Eventually(() => Interlocked.Read(ref ok) >= after + 20, TimeSpan.FromSeconds(60)), "the loop stalled after the upgrade");
+                // The first worker ready after the upgrade (it serves the new dispatcher's connections).
+                var newWorker = 0;
+                Assert.True(Tools.Eventually(() =>
+                {
+                    var lines = dispatch.Log.Split('\n');
+                    var m = lines.SkipWhile(line => !line.Contains(upgraded.Value, StringComparison.Ordinal)).Select(line => workerReady.Match(line)).FirstOrDefault(x => x.Success);
+                    newWorker = m is null ? 0 : int.Parse(m.Groups["pid"].Value, CultureInfo.InvariantCulture);
+                    return newWorker != 0;
+                }), "no worker started after the upgrade");
+                Assert.Equal(Inode(Path.Combine(l.LibDir, "Worker")), Inode($"/proc/{newWorker}/exe"));
+
+                // dispatch status (the wrapper, the installed config's control socket) shows the new dispatcher serving.
+                var status = Tools.Run(l.Command, "status");
+                _output.WriteLine(status.Stdout + status.Stderr);
+                Assert.True(status.ExitCode == 0, status.Stdout + status.Stderr);
+                Assert.Matches(new Regex($@"pid {newDispatcher}\s+uid \d+\s+serving"), status.Stdout);
+                var json = JsonNode.Parse(Tools.Run(l.Command, "status", "--json").Stdout)!;
+                Assert.Contains(json["dispatchers"]!.AsArray(), d => d!["pid"]!.GetValue<int>() == newDispatcher && d["state"]!.GetValue<string>() == "serving");
+
+                // The master still runs its old image, now under LIBDIR.previous: uninstall still refuses.
+                Assert.Equal(Path.Combine(previous, "Master"), new FileInfo($"/proc/{dispatch.MasterPid}/exe").LinkTarget);
+                var refused = InstallScript.Run(l, ["--uninstall"]);
+                Assert.True(refused.ExitCode != 0, refused.Output);
+                Assert.Matches(new Regex($@"Dispatch is running from {Regex.Escape(l.LibDir)} \(pids [0-9 ]*{dispatch.MasterPid}"), refused.Output);
+                Assert.True(File.Exists(Path.Combine(l.LibDir, "Master")) && File.Exists(Path.Combine(previous, "Master")));
+
+                // Rollback: the same swap back, and the master upgrades onto the old tree again.
+                var rollback = await Task.Run(() => InstallScript.Run(l, ["--rollback"]));
+                _output.WriteLine(rollback.Output);
+                Assert.True(rollback.ExitCode == 0, rollback.Output);
+                var back = dispatch.WaitForLine(new Regex($@"Upgrade \(control socket, pid \d+\) complete: dispatchers {newDispatcher} -> (?<back>\d+)"));
+                var backDispatcher = int.Parse(back.Groups["back"].Value, CultureInfo.InvariantCulture);
+                Assert.Equal(oldTree, Inode($"/proc/{backDispatcher}/exe"));
+                Assert.False(File.Exists(Path.Combine(l.LibDir, "UPGRADE-MARKER")));
+                Assert.True(File.Exists(Path.Combine(previous, "UPGRADE-MARKER")));
+                var afterRollback = Interlocked.Read(ref ok);
+                Assert.True(Tools.Eventually(() => Interlocked.Read(ref ok) >= afterRollback + 20, TimeSpan.FromSeconds(60)), "the loop stalled after the rollback");
+            }
+            finally
+            {
+                await stopLoop.CancelAsync();
+                await loop;
+            }
+
+            _output.WriteLine($"{Interlocked.Read(ref ok)} requests across the upgrade and the rollback, {failures.Count} failed");
+            Assert.Empty(failures);
+            dispatch.Dispose();
+
+            // Stopped: uninstall removes both trees.
+            var uninstall = InstallScript.Run(l, ["--uninstall"]);
+            Assert.True(uninstall.ExitCode == 0, uninstall.Output);
+            Assert.False(Directory.Exists(l.LibDir));
+            Assert.False(Directory.Exists(previous));
+        }
+        finally
+        {
+            l.Remove();
+        }
+    }
+
     [SkippableFact]
     public void Reinstall_keeps_the_config_uninstall_keeps_config_and_logs_and_purge_removes_everything()
     {
