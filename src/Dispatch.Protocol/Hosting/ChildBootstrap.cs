@@ -41,9 +41,6 @@ public static class ChildBootstrap
     public static Serilog.Core.Logger CreateLogger() =>
         new LoggerConfiguration()
             .MinimumLevel.Is(Enum.TryParse<LogEventLevel>(Environment.GetEnvironmentVariable(Spawner.LogLevelVariable), out var level) ? level : LogEventLevel.Information)
-            .WriteTo.Console(
-                outputTemplate: "{Level:u3} {Message:lj}{NewLine}{Exception}",
-                standardErrorFromLevel: LogEventLevel.Verbose,
-                formatProvider: System.Globalization.CultureInfo.InvariantCulture)
+            .WriteTo.Console(new ChildLogFormatter(), standardErrorFromLevel: LogEventLevel.Verbose)
             .CreateLogger();
 }

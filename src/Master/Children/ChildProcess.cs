@@ -158,7 +158,16 @@ internal static class StderrPump
                     "FTL" => (LogEventLevel.Fatal, line[4..]),
                     _ => (LogEventLevel.Warning, line),
                 } : (LogEventLevel.Warning, line);
-                log.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, text);
+                var (message, properties) = ChildLogFormatter.Split(text);
+                var withProperties = log;
+                foreach (var (key, value) in properties)
+                {
+                    // The child's own properties (Vhost, Pool, ConnectionId...), never in place of the master's.
+                    if (key is not ("Role" or "Pid" or "Name" or "Line"))
+                        withProperties = withProperties.ForContext(key, value);
+                }
+
+                withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, message);
             }
         }
         catch (IOException)

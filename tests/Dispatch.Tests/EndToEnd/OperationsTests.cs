@@ -156,6 +156,12 @@ public sealed class OperationsTests : IDisposable
         var ready = File.ReadLines(jsonLog).Select(l => JsonNode.Parse(l)!).First(e => e["MessageTemplate"]!.GetValue<string>().StartsWith("Dispatch ready", StringComparison.Ordinal));
         Assert.Equal(d.MasterPid, ready["Properties"]!["MasterPid"]!.GetValue<int>());
         Assert.Equal(d.DispatcherPid, ready["Properties"]!["DispatcherPid"]!.GetValue<int>());
+        // ... and a child's line keeps the child's properties: the dispatcher's non-TLS connection above.
+        var notTls = File.ReadLines(jsonLog).Select(l => JsonNode.Parse(l)!).First(e => e["Properties"]?["Line"]?.GetValue<string>().EndsWith(": not TLS", StringComparison.Ordinal) == true);
+        Assert.Equal("Dispatcher", notTls["Properties"]!["Role"]!.GetValue<string>());
+        Assert.Equal(d.DispatcherPid, notTls["Properties"]!["Pid"]!.GetValue<int>());
+        Assert.True(notTls["Properties"]!["ConnectionId"]!.GetValue<long>() > 0);
+        Assert.StartsWith("127.0.0.1:", notTls["Properties"]!["Client"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
     /// <summary>The inode of the accepted (server-side) socket of a loopback TCP connection, from /proc/net/tcp.</summary>

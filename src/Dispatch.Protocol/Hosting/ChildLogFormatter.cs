@@ -1,0 +1,112 @@
+using System.Text.Json;
+using Serilog.Events;
+using Serilog.Formatting;
+
+namespace Dispatch.Protocol.Hosting;
+
+/// <summary>
+/// How a jailed child writes its log to stderr, which the master reads and re-logs: one line per
+/// event, <c>LVL message</c>, then a unit separator (U+001F) and the event's scalar properties as a
+/// JSON object (so that the master's JSON log keeps <c>Vhost</c>, <c>Pool</c>, <c>ConnectionId</c>...),
+/// then the exception's lines if any. Read back by the master's StderrPump with <see cref="Split"/>.
+/// </summary>
+public sealed class ChildLogFormatter : ITextFormatter
+{
+    public const char Separator = '\u001f';
+    public const int MaxProperties = 16;
+    public const int MaxValueLength = 512;
+
+    public void Format(LogEvent logEvent, TextWriter output)
+    {
+        ArgumentNullException.ThrowIfNull(logEvent);
+        ArgumentNullException.ThrowIfNull(output);
+        output.Write(logEvent.Level switch
+        {
+            LogEventLevel.Verbose => "VRB ",
+            LogEventLevel.Debug => "DBG ",
+            LogEventLevel.Information => "INF ",
+            LogEventLevel.Warning => "WRN ",
+            LogEventLevel.Error => "ERR ",
+            _ => "FTL ",
+        });
+        output.Write(logEvent.RenderMessage(System.Globalization.CultureInfo.InvariantCulture).Replace('\n', ' ').Replace(Separator, ' '));
+        var scalars = logEvent.Properties.Where(p => p.Value is ScalarValue).Take(MaxProperties).ToList();
+        if (scalars.Count > 0)
+        {
+            output.Write(Separator);
+            using var buffer = new MemoryStream();
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                json.WriteStartObject();
+                foreach (var (name, value) in scalars)
+                {
+                    switch (((ScalarValue)value).Value)
+                    {
+                        case null:
+                            json.WriteNull(name);
+                            break;
+                        case bool b:
+                            json.WriteBoolean(name, b);
+                            break;
+                        case int or long or uint or ulong or short or ushort or byte or double or float or decimal:
+                            json.WriteNumber(name, Convert.ToDecimal(((ScalarValue)value).Value, System.Globalization.CultureInfo.InvariantCulture));
+                            break;
+                        case var other:
+                            var text = Convert.ToString(other, System.Globalization.CultureInfo.InvariantCulture) ?? string.Empty;
+                            json.WriteString(name, text.Length > MaxValueLength ? text[..MaxValueLength] : text);
+                            break;
+                    }
+                }
+
+                json.WriteEndObject();
+            }
+
+            output.Write(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+        }
+
+        output.Write('\n');
+        if (logEvent.Exception is not null)
+            output.Write(logEvent.Exception.ToString() + "\n");
+    }
+
+    /// <summary>
+    /// The master's side: a line's text and its properties (names of letters, digits and '_', at most
+    /// <see cref="MaxProperties"/>, values scalars). A child is less trusted than the master: anything
+    /// malformed is kept as text, never believed as properties.
+    /// </summary>
+    public static (string Text, List<KeyValuePair<string, object?>> Properties) Split(string line)
+    {
+        var properties = new List<KeyValuePair<string, object?>>();
+        var at = line.IndexOf(Separator, StringComparison.Ordinal);
+        if (at < 0)
+            return (line, properties);
+        var text = line[..at];
+        try
+        {
+            using var doc = JsonDocument.Parse(line.AsMemory(at + 1), new JsonDocumentOptions { MaxDepth = 2 });
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                return (text, properties);
+            foreach (var p in doc.RootElement.EnumerateObject().Take(MaxProperties))
+            {
+                if (p.Name.Length is 0 or > 40 || !p.Name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
+                    continue;
+                object? value = p.Value.ValueKind switch
+                {
+                    JsonValueKind.String => p.Value.GetString() is { Length: <= MaxValueLength } s ? s : null,
+                    JsonValueKind.Number => p.Value.TryGetInt64(out var l) ? (object)l : p.Value.GetDouble(),
+                    JsonValueKind.True => true,
+                    JsonValueKind.False => false,
+                    _ => null,
+                };
+                if (value is not null)
+                    properties.Add(new(p.Name, value));
+            }
+        }
+        catch (JsonException)
+        {
+            return (line.Replace(Separator, ' '), []);
+        }
+
+        return (text, properties);
+    }
+}
