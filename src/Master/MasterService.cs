@@ -551,7 +551,7 @@ internal sealed partial class MasterService : IDisposable
         {
             try
             {
-                c.Channel.Send(new Stop((uint)grace.TotalMilliseconds));
+                c.Channel.Send(new Stop((uint)grace.TotalMilliseconds, Final: false));
             }
             catch (Exception e) when (e is SysCallException or ObjectDisposedException)
             {

@@ -150,6 +150,8 @@ internal static class Program
                             var stop = message.Decode<Stop>();
                             log.Information("Stopping: no new connections, {Grace} ms for the {Open} in flight", stop.GraceMs, frontends.Sum(f => f.InFlight));
                             stopping.Cancel();
+                            if (stop.Final)
+                                workers.Close();
                             // The master keeps its own copies of the listening sockets: connections queued
                             // in them wait for the next dispatcher (upgrade) instead of being refused.
                             foreach (var l in listeners)

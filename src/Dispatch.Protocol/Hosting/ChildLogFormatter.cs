@@ -15,6 +15,7 @@ public sealed class ChildLogFormatter : ITextFormatter
     public const char Separator = '\u001f';
     public const int MaxProperties = 16;
     public const int MaxValueLength = 512;
+    private static readonly Serilog.Formatting.Display.MessageTemplateTextFormatter MessageOnly = new("{Message:lj}", System.Globalization.CultureInfo.InvariantCulture);
 
     public void Format(LogEvent logEvent, TextWriter output)
     {
@@ -29,7 +30,13 @@ public sealed class ChildLogFormatter : ITextFormatter
             LogEventLevel.Error => "ERR ",
             _ => "FTL ",
         });
-        output.Write(logEvent.RenderMessage(System.Globalization.CultureInfo.InvariantCulture).Replace('\n', ' ').Replace(Separator, ' '));
+        using (var message = new StringWriter(System.Globalization.CultureInfo.InvariantCulture))
+        {
+            // As the text console rendered it before: strings without quotes ("l"), structures as JSON ("j").
+            MessageOnly.Format(logEvent, message);
+            output.Write(message.ToString().Replace('\n', ' ').Replace(Separator, ' '));
+        }
+
         var scalars = logEvent.Properties.Where(p => p.Value is ScalarValue).Take(MaxProperties).ToList();
         if (scalars.Count > 0)
         {

@@ -252,16 +252,24 @@ public sealed record Ready(string Detail) : IWireMessage<Ready>
     public static Ready Decode(ref WireReader reader) => new(reader.String(Limits.Text));
 }
 
-/// <summary>u32 grace milliseconds</summary>
-public sealed record Stop(uint GraceMs) : IWireMessage<Stop>
+/// <summary>
+/// u32 grace milliseconds | bool final: the master is exiting, so no worker will be started any more (a
+/// dispatcher fails the connections still waiting for one at once); false for an upgrade, where the
+/// draining dispatcher may still be given workers.
+/// </summary>
+public sealed record Stop(uint GraceMs, bool Final = true) : IWireMessage<Stop>
 {
     public static MessageType Type => MessageType.Stop;
 
     public static int MaxDescriptors => 0;
 
-    public void Encode(ref WireWriter writer) => writer.U32(GraceMs);
+    public void Encode(ref WireWriter writer)
+    {
+        writer.U32(GraceMs);
+        writer.Bool(Final);
+    }
 
-    public static Stop Decode(ref WireReader reader) => new(reader.U32());
+    public static Stop Decode(ref WireReader reader) => new(reader.U32(), reader.Bool());
 }
 
 /// <summary>

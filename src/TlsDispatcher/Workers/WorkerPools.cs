@@ -58,6 +58,17 @@ internal sealed class WorkerPools : IDisposable
     private readonly Timer _idleTimer;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private ulong _nextRequest;
+    private bool _closed;
+
+    /// <summary>The master is exiting: no worker will come any more; connections waiting for one fail now.</summary>
+    public void Close()
+    {
+        lock (_gate)
+        {
+            _closed = true;
+            SignalLocked();
+        }
+    }
 
     public WorkerPools(IpcChannel master, Func<RouteTable> routes, ILogger log)
     {
@@ -97,6 +108,8 @@ internal sealed class WorkerPools : IDisposable
                     return best;
                 }
 
+                if (_closed)
+                    throw new OperationCanceledException("the master is stopping: no more workers");
                 if (!_pending.ContainsKey(pool) && Environment.TickCount64 >= _refusedUntil.GetValueOrDefault(pool))
                 {
                     var id = ++_nextRequest;
@@ -127,6 +140,11 @@ internal sealed class WorkerPools : IDisposable
             try
             {
                 worker = await AcquireAsync(pool, wait.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (_closed)
+            {
+                _log.Information("Connection {ConnectionId} for pool {Pool} gets no worker: Dispatch is stopping", meta.ConnectionId, pool);
+                return false;
             }
             catch (OperationCanceledException)
             {

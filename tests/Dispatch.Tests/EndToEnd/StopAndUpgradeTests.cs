@@ -152,6 +152,32 @@ public sealed class StopAndUpgradeTests : IDisposable
         }
     }
 
+    [SkippableFact]
+    public async Task SIGTERM_fails_a_connection_still_waiting_for_a_worker_at_once_instead_of_holding_the_stop()
+    {
+        // Pool b's "worker program" is a copy of sleep: it dies at every start, so its connection waits
+        // (workerWait: 10 minutes) for a worker that never comes.
+        var (d, dir) = Start("sigterm-waiting", config =>
+        {
+            var root = Path.GetDirectoryName(config["vhosts"]!["b.localhost"]!["root"]!.GetValue<string>())!;
+            var program = Path.Combine(root, "never-ready");
+            File.Copy("/bin/sleep", program);
+            File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
+            config["pools"]!["b"]!["program"] = program;
+            config["dispatcher"]!["workerWait"] = "600s";
+        });
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await s.ConnectAsync("127.0.0.1", d.HttpPort);
+        await s.SendAsync("GET / HTTP/1.1\r\nHost: b.localhost\r\n\r\n"u8.ToArray());
+        d.WaitForLine(new Regex(@"Could not start a worker for pool b"));
+        Assert.Equal(0, Tools.Run("kill", "-TERM", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+        var answer = await ReadToEndAsync(s);
+        Assert.StartsWith("HTTP/1.1 503", answer, StringComparison.Ordinal);
+        d.WaitForLine(new Regex(@"Connection \d+ for pool b gets no worker: Dispatch is stopping"));
+        Assert.Equal(0, d.WaitForExit());
+        _ = dir;
+    }
+
     private static async Task<string> ReadToEndAsync(Socket s)
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));

@@ -24,9 +24,9 @@ public class ChildLogFormatterTests
             new LogEventProperty("Reason", new ScalarValue("not TLS\nsecond line")));
         Assert.EndsWith("\n", line, StringComparison.Ordinal);
         Assert.Single(line.TrimEnd('\n').Split('\n'));
-        Assert.StartsWith("INF Connection 42 from \"127.0.0.1:5000\": \"not TLS second line\"", line, StringComparison.Ordinal);
+        Assert.StartsWith("INF Connection 42 from 127.0.0.1:5000: not TLS second line", line, StringComparison.Ordinal);
         var (text, properties) = ChildLogFormatter.Split(line.TrimEnd('\n')[4..]);
-        Assert.Equal("Connection 42 from \"127.0.0.1:5000\": \"not TLS second line\"", text);
+        Assert.Equal("Connection 42 from 127.0.0.1:5000: not TLS second line", text);
         Assert.Equal(42L, properties.Single(p => p.Key == "ConnectionId").Value);
         Assert.Equal("127.0.0.1:5000", properties.Single(p => p.Key == "Client").Value);
     }
