@@ -122,5 +122,45 @@ public sealed class ReloadTests : IDisposable
         Assert.StartsWith("HTTP/1.1 200", System.Text.Encoding.ASCII.GetString(response.ToArray()), StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void A_renewal_with_a_mismatched_key_or_an_unreadable_file_is_rejected_and_the_old_certificate_stays()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("cert-reload-bad");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var tlsPort = TestWorld.FreePort();
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        string KeyBits() => Regex.Match(
+            Tools.RunWithInput(string.Empty, "openssl", "s_client", "-connect", $"127.0.0.1:{tlsPort}", "-servername", "a.localhost", "-CAfile", TestWorld.CaPath).Stdout,
+            @"Server public key is (\d+) bit").Groups[1].Value;
+        Assert.Equal("256", KeyBits());
+        var archive = Path.GetFullPath(Path.Combine(live, "..", "archive"));
+        void Swap(string file, string target)
+        {
+            var link = Path.Combine(live, "a.localhost", file);
+            File.CreateSymbolicLink(link + ".new", target);
+            File.Move(link + ".new", link, overwrite: true);
+        }
+
+        // Only the chain renewed (the RSA lineage's), the key still the old ECDSA one: they do not match.
+        File.Copy(Path.Combine(archive, "a.localhost-rsa", "fullchain1.pem"), Path.Combine(archive, "a.localhost", "fullchain2.pem"));
+        Swap("fullchain.pem", "../../archive/a.localhost/fullchain2.pem");
+        _dispatch.WaitForLine(new Regex(@"Reload \(certificate changed\) rejected, the last good configuration keeps serving: .*privkey.pem does not match the certificate in fullchain.pem"));
+        Assert.Equal("256", KeyBits());
+
+        // Back to a sound pair, then a key link pointing at nothing: rejected too, the old one still served.
+        Swap("fullchain.pem", "../../archive/a.localhost/fullchain1.pem");
+        _dispatch.WaitForLine(new Regex(@"Configuration reloaded \(certificate changed\), version 2"));
+        Swap("privkey.pem", "../../archive/a.localhost/privkey9.pem");
+        _dispatch.WaitForLine(new Regex(@"Reload \(certificate changed\) rejected, the last good configuration keeps serving: .*privkey9.pem|Reload \(certificate changed\) rejected, the last good configuration keeps serving: .*privkey.pem: .*(No such file|not found|does not exist)"));
+        Assert.Equal("256", KeyBits());
+        Assert.Equal(200, Tools.Curl("--cacert", TestWorld.CaPath, "--resolve", $"a.localhost:{tlsPort}:127.0.0.1", $"https://a.localhost:{tlsPort}/").Status);
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }
