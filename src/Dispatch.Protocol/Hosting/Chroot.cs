@@ -58,7 +58,9 @@ public static unsafe class Chroot
     private sealed record Bind(string Path, Kind Kind, int Fd, bool IsDirectory);
 
     /// <summary>Builds the new root and pivots into it; returns the number of binds made. Throws with the failing call and path.</summary>
-    public static int Enter(ChrootSpec spec)
+    /// <param name="uid">The pool's uid: the pool's own paths are opened with its file-system ids and groups, so a
+    /// tenant's symlink can bind into its root only what the tenant could open anyway.</param>
+    public static int Enter(ChrootSpec spec, uint uid, uint gid, uint[] groups)
     {
         int count;
         var binds = new List<Bind>();
@@ -83,10 +85,20 @@ public static unsafe class Chroot
                 Collect(binds, symlinks, p, Kind.ReadOnly, recreateSymlink: false);
             foreach (var p in Devices)
                 Collect(binds, symlinks, p, Kind.Device, recreateSymlink: false);
-            foreach (var p in new[] { RuntimePaths.DotnetRoot, RuntimePaths.AppDirectory }.Concat(spec.ReadOnly))
+            foreach (var p in new[] { RuntimePaths.DotnetRoot, RuntimePaths.AppDirectory })
                 Collect(binds, symlinks, p, Kind.ReadOnly, recreateSymlink: false);
+            // The pool's paths (roots, CGI, certificates, extra and writable paths) are the tenant's to change:
+            // opened with the pool's file-system ids and its groups (set now; the drop sets the same ones again).
+            fixed (uint* list = groups)
+            {
+                if (Libc.SetGroups((nuint)groups.Length, list) != 0)
+                    SysCallException.ThrowLast("setgroups (before opening the pool's paths)");
+            }
+
+            foreach (var p in spec.ReadOnly)
+                Collect(binds, symlinks, p, Kind.ReadOnly, recreateSymlink: false, tenant: (uid, gid));
             foreach (var p in spec.Writable)
-                Collect(binds, symlinks, p, Kind.Writable, recreateSymlink: false);
+                Collect(binds, symlinks, p, Kind.Writable, recreateSymlink: false, tenant: (uid, gid));
 
             MountOrThrow("tmpfs", Base, "tmpfs", Libc.MS_NOSUID | Libc.MS_NODEV, RootTmpfsOptions, "mount the new root's tmpfs");
             count = BuildTree(binds, symlinks, spec);
@@ -111,9 +123,12 @@ public static unsafe class Chroot
         return count;
     }
 
-    private static void Collect(List<Bind> binds, List<(string, string)> symlinks, string path, Kind kind, bool recreateSymlink)
+    private static void Collect(List<Bind> binds, List<(string, string)> symlinks, string path, Kind kind, bool recreateSymlink, (uint Uid, uint Gid)? tenant = null)
     {
         path = Normalize(path);
+        // Already in view through a system tree recreated as a symlink (/bin -> usr/bin): nothing to bind.
+        if (tenant is not null && symlinks.Any(l => IsBeneath(path, l.Item1)))
+            return;
         Libc.Stat st;
         if (Libc.LStat(path, &st) != 0)
         {
@@ -130,11 +145,33 @@ public static unsafe class Chroot
             return;
         }
 
-        // Followed as Landlock's rules follow it: the process then reaches only what its ids allow.
-        var fd = Libc.Open(path, Libc.O_PATH | Libc.O_CLOEXEC, 0);
+        // Followed as Landlock's rules follow it; a pool's own path with the pool's file-system ids, so
+        // that it reaches only what the tenant could (never another tenant's tree through a symlink).
+        int fd;
+        if (tenant is { } ids)
+        {
+            Libc.SetFsGid(ids.Gid);
+            Libc.SetFsUid(ids.Uid);
+            try
+            {
+                fd = Libc.Open(path, Libc.O_PATH | Libc.O_CLOEXEC, 0);
+            }
+            finally
+            {
+                Libc.SetFsUid(0);
+                Libc.SetFsGid(0);
+            }
+        }
+        else
+        {
+            fd = Libc.Open(path, Libc.O_PATH | Libc.O_CLOEXEC, 0);
+        }
+
         if (fd < 0)
         {
             var errno = Libc.LastError;
+            if (errno == Libc.EACCES && tenant is not null)
+                throw new SysCallException($"the pool's uid {tenant.Value.Uid} cannot reach {path} (for the chroot)", errno);
             if (errno is Libc.ENOENT or Libc.ENOTDIR)
                 return;
             throw new SysCallException($"open({path}, O_PATH) for the chroot", errno);
@@ -186,8 +223,28 @@ public static unsafe class Chroot
             }
 
             var source = "/proc/self/fd/" + b.Fd.ToString(CultureInfo.InvariantCulture);
-            MountOrThrow(source, target, null, Libc.MS_BIND | (b.Kind == Kind.Device ? 0 : Libc.MS_REC), null, $"bind {b.Path}");
-            MountOrThrow(null, target, null, RemountFlags(b.Kind, noexec: false), null, $"remount {b.Path} {(b.Kind == Kind.ReadOnly ? "read-only" : "nosuid")}");
+            // The target is resolved without following any symlink (a tenant's tree may hold the mount point:
+            // a symlink there must not move a root mount elsewhere) and mounted through its descriptor.
+            var targetFd = OpenTarget(target, b.Path);
+            try
+            {
+                MountOrThrow(source, "/proc/self/fd/" + targetFd.ToString(CultureInfo.InvariantCulture), null, Libc.MS_BIND | (b.Kind == Kind.Device ? 0 : Libc.MS_REC), null, $"bind {b.Path}");
+            }
+            finally
+            {
+                Libc.Close(targetFd);
+            }
+
+            targetFd = OpenTarget(target, b.Path);
+            try
+            {
+                MountOrThrow(null, "/proc/self/fd/" + targetFd.ToString(CultureInfo.InvariantCulture), null, RemountFlags(b.Kind, noexec: b.Kind == Kind.Writable), null, $"remount {b.Path} {(b.Kind == Kind.ReadOnly ? "read-only" : "nosuid")}");
+            }
+            finally
+            {
+                Libc.Close(targetFd);
+            }
+
             mounted.Add(b);
         }
 
@@ -210,8 +267,20 @@ public static unsafe class Chroot
         }
 
         MakeMountPoint("/tmp", isDirectory: true);
-        MountOrThrow("tmpfs", Base + "/tmp", "tmpfs", Libc.MS_NOSUID | Libc.MS_NODEV, $"mode=1777,size={spec.TmpBytes.ToString(CultureInfo.InvariantCulture)}", "mount the private /tmp");
+        MountOrThrow("tmpfs", Base + "/tmp", "tmpfs", Libc.MS_NOSUID | Libc.MS_NODEV | Libc.MS_NOEXEC, $"mode=1777,size={spec.TmpBytes.ToString(CultureInfo.InvariantCulture)}", "mount the private /tmp");
         return mounted.Count;
+    }
+
+    private static int OpenTarget(string target, string what)
+    {
+        var fd = Libc.OpenAt2(target, (ulong)(Libc.O_PATH | Libc.O_CLOEXEC), Libc.RESOLVE_NO_SYMLINKS | Libc.RESOLVE_NO_MAGICLINKS);
+        if (fd < 0)
+        {
+            var errno = Libc.LastError;
+            throw new SysCallException(errno == Libc.ELOOP ? $"the mount point of {what} in the new root goes through a symlink; refused" : $"open the mount point of {what} in the new root", errno);
+        }
+
+        return fd;
     }
 
     private static ulong RemountFlags(Kind kind, bool noexec) =>
@@ -239,8 +308,10 @@ public static unsafe class Chroot
             var owner = mounted.Where(m => IsBeneath(inner, m.Path)).OrderByDescending(m => m.Path.Length).FirstOrDefault();
             if (owner is null)
                 continue;
-            var noexec = fields[5].Split(',').Contains("noexec");
-            MountOrThrow(null, mountPoint, null, RemountFlags(owner.Kind, noexec), null, $"remount the submount {inner}");
+            var options = fields[5].Split(',');
+            // Only ever add restrictions: a submount read-only on the host stays read-only under a writable bind.
+            var flags = RemountFlags(owner.Kind, options.Contains("noexec") || owner.Kind == Kind.Writable) | (options.Contains("ro") ? Libc.MS_RDONLY : 0);
+            MountOrThrow(null, mountPoint, null, flags, null, $"remount the submount {inner}");
         }
     }
 

@@ -107,7 +107,7 @@ public static unsafe class Jail
         if (spec.Chroot is not null)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var binds = Chroot.Enter(spec.Chroot);
+            var binds = Chroot.Enter(spec.Chroot, spec.Uid, spec.Gid, spec.Groups);
             Console.Error.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"DBG chroot: {binds} binds, pivoted into the new root in {clock.Elapsed.TotalMilliseconds:F1} ms"));
         }
         else if (!spec.Landlock)

@@ -402,6 +402,38 @@ public static unsafe partial class Libc
         return (int)Syscall4(number, (nint)strings.Utf8(newRoot), (nint)strings.Utf8(putOld), 0, 0);
     }
 
+    public const ulong RESOLVE_NO_MAGICLINKS = 0x02;
+    public const ulong RESOLVE_NO_SYMLINKS = 0x04;
+    public const int ELOOP = 40;
+
+    /// <summary>struct open_how for openat2(2).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct OpenHow
+    {
+        public ulong Flags;
+        public ulong Mode;
+        public ulong Resolve;
+    }
+
+    /// <summary>openat2(AT_FDCWD, path, how): the fd, or -1 with errno.</summary>
+    public static int OpenAt2(string path, ulong flags, ulong resolve)
+    {
+        var number = RuntimeInformation.ProcessArchitecture switch
+        {
+            Architecture.X64 or Architecture.Arm64 => 437,
+            var other => throw new PlatformNotSupportedException($"openat2 on {other}"),
+        };
+        using var strings = new NativeStrings();
+        var how = new OpenHow { Flags = flags, Resolve = resolve };
+        return (int)Syscall4(number, -100 /* AT_FDCWD */, (nint)strings.Utf8(path), (nint)(&how), sizeof(OpenHow));
+    }
+
+    [LibraryImport(Lib, EntryPoint = "setfsuid")]
+    public static partial int SetFsUid(uint uid);
+
+    [LibraryImport(Lib, EntryPoint = "setfsgid")]
+    public static partial int SetFsGid(uint gid);
+
     [LibraryImport(Lib, EntryPoint = "strerror")]
     private static partial byte* StrError(int errnum);
 
