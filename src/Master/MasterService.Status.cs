@@ -60,6 +60,8 @@ internal sealed partial class MasterService
             targets = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted).Select(d => (d, false)), .. _retiring.Where(d => !d.Exited.IsCompleted).Select(d => (d, true))];
         var asks = targets.Select(async t =>
         {
+            // Each ask on its own: a dispatcher that does not read its channel must not stall the others (nor the caller).
+            await Task.Yield();
             var id = (ulong)Interlocked.Increment(ref _nextStats);
             var waiter = new TaskCompletionSource<DispatcherStats>(TaskCreationOptions.RunContinuationsAsynchronously);
             _statsWaiters[id] = (t.D, waiter);
@@ -103,6 +105,8 @@ internal sealed partial class MasterService
     /// <summary>A scrape on the metrics listener: gather, render, answer in a sealed memfd (at most two in flight).</summary>
     private async Task AnswerMetricsAsync(ChildProcess dispatcher, MetricsRequest request)
     {
+        await Task.Yield(); // never on the dispatcher's serve loop
+
         if (Interlocked.Increment(ref _metricsInFlight) > 2)
         {
             Interlocked.Decrement(ref _metricsInFlight);

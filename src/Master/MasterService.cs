@@ -461,9 +461,39 @@ internal sealed partial class MasterService : IDisposable
 
             try
             {
-                var fresh = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
+                ChildProcess fresh;
+                await _reloading.WaitAsync().ConfigureAwait(false); // the snapshot it gets is the one in force
+                try
+                {
+                    fresh = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _reloading.Release();
+                }
+
+                bool adopted;
                 lock (_gate)
-                    _dispatchers[slot] = fresh;
+                {
+                    adopted = _dispatchers[slot] == dispatcher;
+                    if (adopted)
+                        _dispatchers[slot] = fresh;
+                }
+
+                if (!adopted)
+                {
+                    // An upgrade put a dispatcher in this slot meanwhile: keep that one, not this restart.
+                    _log.Warning("Dispatcher {Fresh} not needed: an upgrade replaced the dead {Old} meanwhile", fresh.Pid, dispatcher.Pid);
+                    fresh.Kill();
+                    lock (_gate)
+                        _slotChanged[slot] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    _ = RetireDispatcherAsync(dispatcher, serve);
+                    dispatcher = _dispatchers[slot]!;
+                    TopUpSpares(dispatcher);
+                    serve = ServeDispatcherAsync(dispatcher);
+                    continue;
+                }
+
                 _counters.Add("dispatch_dispatcher_restarts_total");
                 _log.Warning("Dispatcher {Old} ({Status}) replaced by dispatcher {New} on the same listening sockets", dispatcher.Pid, dispatcher.Exited.IsCompleted ? ChildProcess.DescribeStatus(dispatcher.Exited.Result) : "killed", fresh.Pid);
                 dispatcher = fresh;
@@ -496,6 +526,7 @@ internal sealed partial class MasterService : IDisposable
             return "an upgrade is already in progress";
         }
 
+        var reloadHeld = false;
         try
         {
             var unsafePath = PathSafety.CheckRootOwned(RuntimePaths.AppDirectory);
@@ -505,7 +536,17 @@ internal sealed partial class MasterService : IDisposable
                 return $"refused: {unsafePath}";
             }
 
+            if (await ProbeProtocolAsync().ConfigureAwait(false) is { } mismatch)
+            {
+                _log.Error("Upgrade ({Why}) refused: {Reason}; the running dispatchers keep serving", why, mismatch);
+                _counters.Add("dispatch_upgrades_total{result=\"refused\"}");
+                return $"refused: {mismatch}";
+            }
+
             _log.Information("Upgrade ({Why}): starting new dispatchers from {AppDirectory}", why, RuntimePaths.AppDirectory);
+            // No reload in between: each new dispatcher must start with the routes in force when it takes over.
+            await _reloading.WaitAsync().ConfigureAwait(false);
+            reloadHeld = true;
             var replaced = new List<string>();
             for (var slot = 0; slot < _dispatchers.Length; slot++)
             {
@@ -536,7 +577,34 @@ internal sealed partial class MasterService : IDisposable
         }
         finally
         {
+            if (reloadHeld)
+                _reloading.Release();
             _upgrading.Release();
+        }
+    }
+
+    /// <summary>
+    /// The installed binaries' protocol version, asked of the installed TlsDispatcher (it prints it and
+    /// exits): null when it matches this master's, else why not. A master cannot talk to children of
+    /// another protocol version, so such an upgrade needs a restart of the master.
+    /// </summary>
+    private static async Task<string?> ProbeProtocolAsync()
+    {
+        var path = ChildLauncher.ExecutablePath(ProcessRole.Dispatcher);
+        try
+        {
+            using var probe = Process.Start(new ProcessStartInfo(path, "--protocol-version") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })
+                ?? throw new IOException("could not start it");
+            // Its output to the end is enough: the master's reaper (waitpid(-1)) collects its exit status.
+            var output = await probe.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+            var theirs = output.Trim();
+            var ours = ChildBootstrap.ProtocolVersion.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return theirs == ours ? null
+                : $"the installed binaries speak protocol {(theirs.Length == 0 ? "(unknown)" : theirs)} and this master {ours}: restart the master to run them (systemctl restart dispatch)";
+        }
+        catch (Exception e) when (e is IOException or System.ComponentModel.Win32Exception or TimeoutException or InvalidOperationException)
+        {
+            return $"could not ask {path} for its protocol version: {e.Message}";
         }
     }
 

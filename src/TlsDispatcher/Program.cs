@@ -146,7 +146,12 @@ internal static class Program
                                 throw new WireException("MetricsReply with the wrong number of descriptors");
                             metrics.OnReply(reply, reply.Ok ? message.Descriptors.Take(0) : -1);
                             break;
-                        case MessageType.Stop when drained is null:
+                        case MessageType.Stop when drained is not null:
+                            // Already draining (an upgrade) and now the master exits: no more workers will come.
+                            if (message.Decode<Stop>().Final)
+                                workers.Close();
+                            break;
+                        case MessageType.Stop:
                             var stop = message.Decode<Stop>();
                             log.Information("Stopping: no new connections, {Grace} ms for the {Open} in flight", stop.GraceMs, frontends.Sum(f => f.InFlight));
                             stopping.Cancel();

@@ -12,10 +12,17 @@ namespace Dispatch.Protocol.Hosting;
 /// </summary>
 public static class ChildBootstrap
 {
-    public const ushort ProtocolVersion = 1;
+    public const ushort ProtocolVersion = IpcChannel.Version;
 
     public static IpcChannel Start(ProcessRole role, string[] args)
     {
+        if (args is ["--protocol-version"])
+        {
+            // Asked by a running master before an upgrade (as root, outside any jail: it only prints).
+            Console.WriteLine(ProtocolVersion.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Environment.Exit(0);
+        }
+
         if (args is ["--stage1"])
         {
             Jail.RunStage1(role); // Never returns: execs or exits.

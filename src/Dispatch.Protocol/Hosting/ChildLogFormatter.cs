@@ -34,7 +34,7 @@ public sealed class ChildLogFormatter : ITextFormatter
         {
             // As the text console rendered it before: strings without quotes ("l"), structures as JSON ("j").
             MessageOnly.Format(logEvent, message);
-            output.Write(message.ToString().Replace('\n', ' ').Replace(Separator, ' '));
+            output.Write(Clean(message.ToString()));
         }
 
         var scalars = logEvent.Properties.Where(p => p.Value is ScalarValue).Take(MaxProperties).ToList();
@@ -73,8 +73,20 @@ public sealed class ChildLogFormatter : ITextFormatter
 
         output.Write('\n');
         if (logEvent.Exception is not null)
-            output.Write(logEvent.Exception.ToString() + "\n");
+        {
+            // One line per frame, each cleaned: text a client chose cannot start a line of its own.
+            foreach (var line in logEvent.Exception.ToString().Split('\n'))
+                output.Write("ERR   " + Clean(line) + "\n");
+        }
     }
+
+    /// <summary>Every control character (CR, LF, ESC, the separator...) and the Unicode line separators become a space.</summary>
+    private static string Clean(string text) =>
+        string.Create(text.Length, text, static (span, t) =>
+        {
+            for (var i = 0; i < t.Length; i++)
+                span[i] = char.IsControl(t[i]) || t[i] is '\u2028' or '\u2029' ? ' ' : t[i];
+        });
 
     /// <summary>
     /// The master's side: a line's text and its properties (names of letters, digits and '_', at most

@@ -33,7 +33,9 @@ public sealed class IpcChannel : IDisposable
     public const int HeaderSize = 8;
     public const int MaxDatagram = 65536;
     public const int MaxDescriptors = 16;
-    public const byte Version = 1;
+    // 2: JailSpec (cgroup, tenant write paths, chroot, landlock), Stop (final), WorkerSetup (pool JSON in a memfd),
+    // stats and metrics messages. A child from binaries of another version fails at its first message, saying so.
+    public const byte Version = 2;
     private static readonly int ControlSize = Libc.CmsgSpace(MaxDescriptors * sizeof(int));
 
     private readonly Socket _socket;

@@ -68,6 +68,11 @@ internal sealed class MetricsEndpoint
             if (reply.Ok && memfd >= 0)
                 text = SealedBlob.Read(memfd, MaxText);
         }
+        catch (Exception e) when (e is WireException or SysCallException or IOException)
+        {
+            _log.Warning("Metrics from the master could not be read: {Reason}", e.Message);
+            text = null;
+        }
         finally
         {
             if (memfd >= 0)

@@ -103,6 +103,8 @@ public sealed class OperationsTests : IDisposable
         Assert.StartsWith("reloaded: version 2", reload.Stdout, StringComparison.Ordinal);
         config["vhosts"]!["a.localhost"]!["pool"] = "nosuchpool";
         File.WriteAllText(d.ConfigPath, config.ToJsonString());
+        // The file watcher rejects it first (reloadOnChange); then the control socket's reload, on demand.
+        d.WaitForLine(new Regex(@"Reload \(file changed\) rejected, the last good configuration keeps serving: .*vhosts:a.localhost:pool"));
         var broken = Tools.Run(Master, "reload", "--socket", socket);
         Assert.Equal(1, broken.ExitCode);
         Assert.Contains("vhosts:a.localhost:pool", broken.Stdout, StringComparison.Ordinal);
@@ -128,7 +130,7 @@ public sealed class OperationsTests : IDisposable
         Assert.Equal(1, Sample("dispatch_tls_handshakes_total{result=\"not_tls\"}"));
         Assert.Equal(1, Sample("dispatch_worker_spawns_total{pool=\"a\",result=\"ok\"}"));
         Assert.Equal(1, Sample("dispatch_reloads_total{result=\"ok\"}"));
-        Assert.Equal(1, Sample("dispatch_reloads_total{result=\"rejected\"}"));
+        Assert.Equal(2, Sample("dispatch_reloads_total{result=\"rejected\"}"));
         Assert.Equal(0, Sample("dispatch_last_reload_ok"));
         Assert.Equal(1, Sample("dispatch_workers{pool=\"a\"}"));
         Assert.Equal(0, Sample($"dispatch_worker_open_connections{{pool=\"a\",pid=\"{workerA}\"}}"));
