@@ -400,24 +400,47 @@ internal static class ConfigLoader
                 v["errorLog"]);
             foreach (var key in new[] { "accessLog", "errorLog" })
             {
-                if (v[key] is { } logPath && TenantLogs.Check(logPath) is { } logProblem)
+                if (v[key] is { } logPath && TenantLogs.Check(logPath, pool is not null && pools.TryGetValue(pool, out var logPool) ? logPool.Gid : null) is { } logProblem)
                     ctx.Error($"{v.Path}:{key}", logProblem);
             }
         }
 
-        // A log file is handed to the workers of its vhost's pool: one file shared by two pools would mix tenants.
+        // A log file is opened by root, chowned to root:pool and handed to the pool's workers: never a file root
+        // depends on, and one file shared by two pools would mix tenants (the same file by name, or by device and
+        // inode when it exists: another path to the same directory).
+        var reserved = new List<(string Path, string What)> { (full, "the config file") };
+        if (included is not null && Directory.Exists(included.Directory))
+            reserved.AddRange(Directory.EnumerateFiles(included.Directory).Select(f => (f, "an included config file")));
+        if (log.File is { } masterLog)
+            reserved.Add((masterLog, "the master's log:file"));
+        foreach (var c in vhosts.Values.SelectMany(v => v.Certificates).Where(c => Directory.Exists(c.Directory)))
+            reserved.AddRange(Directory.EnumerateFiles(c.Directory).Select(f => (f, $"a file of certificate directory {c.Directory}")));
         var logOwners = new Dictionary<string, VhostConfig>(StringComparer.Ordinal);
+        var logIdentities = new Dictionary<(ulong, ulong), VhostConfig>();
         foreach (var v in vhosts.Values)
         {
             foreach (var (key, logPath) in new[] { ("accessLog", v.AccessLog), ("errorLog", v.ErrorLog) })
             {
-                if (logPath is null)
+                if (logPath is null || !System.IO.Path.IsPathRooted(logPath))
                     continue;
+                if (TenantLogs.CheckNotReserved(logPath, reserved) is { } why)
+                {
+                    ctx.Error($"vhosts:{v.Name}:{key}", why);
+                    continue;
+                }
+
                 var normalized = System.IO.Path.GetFullPath(logPath);
-                if (logOwners.TryGetValue(normalized, out var other) && other.Pool != v.Pool)
+                var identity = TenantLogs.Identity(normalized);
+                var other = logOwners.GetValueOrDefault(normalized) ?? (identity is { } id ? logIdentities.GetValueOrDefault(id) : null);
+                if (other is not null && other.Pool != v.Pool)
+                {
                     ctx.Error($"vhosts:{v.Name}:{key}", $"{logPath} is also a log of vhost {other.Name} of pool {other.Pool}: a log file belongs to one pool");
-                else
-                    logOwners.TryAdd(normalized, v);
+                    continue;
+                }
+
+                logOwners.TryAdd(normalized, v);
+                if (identity is { } known)
+                    logIdentities.TryAdd(known, v);
             }
         }
 
@@ -432,6 +455,22 @@ internal static class ConfigLoader
             {
                 var writePath = w.Value!.TrimEnd('/') is { Length: > 0 } t ? t : "/";
                 if (LandlockRules.CheckWritePath(writePath, pool, vhosts.Values, full) is { } why)
+                    ctx.Error(w.Path, why);
+                else
+                    acceptedWrites[pool.Name].Add((writePath, w.Path));
+            }
+
+            // A chroot's writable paths are bound read-write and given to Landlock as write rules: the same checks
+            // (ReadChroot kept only the well-formed, existing ones).
+            if (pool.Chroot is null)
+                continue;
+            var chrootSection = p.GetChildren().First(c => c.Key.Equals("chroot", StringComparison.OrdinalIgnoreCase));
+            foreach (var w in chrootSection.GetSection("writable").GetChildren())
+            {
+                var writePath = w.Value is { } v && System.IO.Path.IsPathRooted(v) ? System.IO.Path.GetFullPath(v).TrimEnd('/') : null;
+                if (writePath is null || !pool.Chroot.Writable.Contains(writePath, StringComparer.Ordinal))
+                    continue;
+                if (LandlockRules.CheckWritePath(writePath, pool, vhosts.Values, full, allowFile: true) is { } why)
                     ctx.Error(w.Path, why);
                 else
                     acceptedWrites[pool.Name].Add((writePath, w.Path));

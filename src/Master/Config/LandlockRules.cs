@@ -11,7 +11,9 @@ namespace Dispatch.Master.Config;
 /// <para>A write path must be an absolute path to an existing directory owned by the pool's uid and not writable by
 /// others (a world-writable place such as /tmp would be shared with every other tenant), neither inside nor containing
 /// a system directory (/etc, /usr, /proc, /sys, …), the config file's directory, Dispatch's binaries or the .NET
-/// runtime, nor inside or containing another pool's roots, CGI directories, certificate directory or write paths. It
+/// runtime, nor inside or containing another pool's roots, CGI directories, certificate directory or write paths, nor
+/// the pool's own CGI directories or <c>landlock.exec</c> paths (write then execute). The same checks apply to a chroot's
+/// <c>writable</c> paths (which may also be single files). It
 /// must exist because Landlock builds a rule from an open descriptor: a path created later would silently grant
 /// nothing. The jail checks the directory again, on the descriptor the rule is built from, after the uid drop.</para>
 /// <para>Write means: read, list, create, write, truncate, rename and remove files, directories, symlinks, FIFOs and
@@ -41,11 +43,12 @@ internal static class LandlockRules
     ];
 
     /// <summary>Null when <paramref name="path"/> is an acceptable write path for <paramref name="pool"/>, else why not.</summary>
-    public static unsafe string? CheckWritePath(string path, PoolConfig pool, IEnumerable<VhostConfig> vhosts, string configFile)
+    /// <param name="allowFile">A chroot <c>writable</c> entry may also be a single regular file (bound at its place).</param>
+    public static unsafe string? CheckWritePath(string path, PoolConfig pool, IEnumerable<VhostConfig> vhosts, string configFile, bool allowFile = false)
     {
         if (path.Split('/').Any(segment => segment is "." or ".."))
             return $"'{path}' contains '.' or '..' segments";
-        if (!Directory.Exists(path))
+        if (!Directory.Exists(path) && !(allowFile && File.Exists(path)))
             return $"directory '{path}' does not exist (Landlock needs it at the worker's start; a later one would grant nothing)";
         var real = PathSafety.RealPath(path);
 
@@ -70,6 +73,16 @@ internal static class LandlockRules
                 if (other.Length > 0 && Overlap(path, real, other) is { } how)
                     return $"{path} {how} {other}, the {what} of vhost {v.Name} (pool {v.Pool})";
             }
+        }
+
+        // The pool's own CGI directories and exec paths: a script could write a file there and then run it. Its own
+        // document roots may overlap (the site is then writable by its scripts: the operator's choice).
+        var mine = vhosts.Where(v => v.Pool == pool.Name).SelectMany(v => v.Cgi.Select(c => (c.Directory, $"a CGI directory of vhost {v.Name}")))
+            .Concat((pool.LandlockExec ?? []).Select(e => (e, "a landlock.exec path of this pool")));
+        foreach (var (other, what) in mine)
+        {
+            if (other.Length > 0 && Overlap(path, real, other) is { } how)
+                return $"{path} {how} {other}, {what}: a file written there could then be executed";
         }
 
         Libc.Stat st;

@@ -63,7 +63,8 @@ public sealed class ChrootTests : IDisposable
         Directory.CreateDirectory(extra);
         File.WriteAllText(Path.Combine(extra, "note.txt"), "SHARED");
         File.SetUnixFileMode(extra, (UnixFileMode)0b111_101_101);
-        var upload = TestWorld.NewTenantTree(w.Dir, "upload-a", TestWorld.TenantA, new Dictionary<string, string>());
+        // Outside the config file's directory (a writable path there is refused).
+        var upload = TestWorld.NewTenantTree(TestWorld.NewTestDirectory("chroot-upload"), "upload-a", TestWorld.TenantA, new Dictionary<string, string>());
         var write = Path.Combine(w.Cgi, "write.sh");
         File.WriteAllText(write, $"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho WRITTEN > {upload}/f && cat {upload}/f\n");
         TestWorld.Chown(write, TestWorld.TenantA, recursive: false);

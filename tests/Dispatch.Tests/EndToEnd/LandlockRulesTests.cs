@@ -126,6 +126,60 @@ public sealed class LandlockRulesTests : IDisposable
         Assert.DoesNotContain("connectTcp:3", r.Stderr, StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void Chroot_writable_paths_get_the_same_checks_and_no_write_path_may_reach_the_pools_own_CGI_or_exec_paths()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("landlock-chroot-w");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var cgi = TestWorld.NewTenantTree(dir, "cgi-a", TestWorld.TenantA, new Dictionary<string, string>());
+        var cgiSub = TestWorld.NewTenantTree(cgi, "sub", TestWorld.TenantA, new Dictionary<string, string>());
+        var tools = TestWorld.NewTenantTree(dir, "tools-a", TestWorld.TenantA, new Dictionary<string, string>());
+        var exec = TestWorld.NewTenantTree(tools, "bin", TestWorld.TenantA, new Dictionary<string, string>());
+        var conf = Path.Combine(dir, "conf");
+        Directory.CreateDirectory(conf);
+        var inConf = TestWorld.NewTenantTree(conf, "cache-a", TestWorld.TenantA, new Dictionary<string, string>());
+        var rootOwned = Path.Combine(dir, "root-owned");
+        Directory.CreateDirectory(rootOwned);
+        var open = TestWorld.NewTenantTree(dir, "open-a", TestWorld.TenantA, new Dictionary<string, string>());
+        File.SetUnixFileMode(open, (UnixFileMode)0b111_111_111);
+        var good = TestWorld.NewTenantTree(dir, "good-a", TestWorld.TenantA, new Dictionary<string, string>());
+        var insideGood = TestWorld.NewTenantTree(good, "b-inside", TestWorld.TenantB, new Dictionary<string, string>());
+        var goodFile = Path.Combine(good, "state.db");
+        File.WriteAllText(goodFile, string.Empty);
+        TestWorld.Chown(goodFile, TestWorld.TenantA, recursive: false);
+
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["vhosts"]!["a.localhost"]!["cgi"] = new JsonObject { ["/cgi-bin/"] = cgi };
+        config["pools"]!["a"]!["landlock"] = new JsonObject { ["write"] = new JsonArray(cgi, tools, a), ["exec"] = new JsonArray("/usr/bin", exec) };
+        config["pools"]!["a"]!["chroot"] = new JsonObject { ["writable"] = new JsonArray(b, inConf, rootOwned, open, cgiSub, "/var/log", good, goodFile) };
+        config["pools"]!["b"]!["chroot"] = new JsonObject { ["writable"] = new JsonArray(insideGood) };
+        var file = Path.Combine(conf, "dispatch.json");
+        File.WriteAllText(file, config.ToJsonString());
+        var r = Tools.Run(Path.Combine(TestWorld.AppDirectory, "Master"), "check", "--config", file);
+        _output.WriteLine(r.Stderr);
+        Assert.Equal(1, r.ExitCode);
+        string[] errors =
+        [
+            $"pools:a:landlock:write:0: {cgi} is {cgi}, a CGI directory of vhost a.localhost: a file written there could then be executed",
+            $"pools:a:landlock:write:1: {tools} contains {exec}, a landlock.exec path of this pool: a file written there could then be executed",
+            $"pools:a:chroot:writable:0: {b} is {b}, the root of vhost b.localhost (pool b)",
+            $"pools:a:chroot:writable:1: {inConf} is inside {conf} (the config file's directory)",
+            $"pools:a:chroot:writable:2: {rootOwned} is owned by uid 0, not the pool's uid 10001",
+            $"pools:a:chroot:writable:3: {open} is writable by everyone (mode 777)",
+            $"pools:a:chroot:writable:4: {cgiSub} is inside {cgi}, a CGI directory of vhost a.localhost: a file written there could then be executed",
+            "pools:a:chroot:writable:5: /var/log is /var/log (a system directory)",
+            $"pools:a:chroot:writable:6: {good} contains {insideGood}, a write path of pool b",
+            $"pools:b:chroot:writable:0: {insideGood} is inside {good}, a write path of pool a",
+        ];
+        foreach (var e in errors)
+            Assert.Contains(e, r.Stderr, StringComparison.Ordinal);
+        // The pool's own document root may be a write path (its scripts may then change the site); a pool-owned file may be bound writable.
+        Assert.DoesNotContain("pools:a:landlock:write:2", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("pools:a:chroot:writable:7", r.Stderr, StringComparison.Ordinal);
+    }
+
     private int Listen()
     {
         var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

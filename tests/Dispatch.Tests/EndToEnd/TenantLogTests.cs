@@ -109,5 +109,57 @@ public sealed class TenantLogTests : IDisposable
         Assert.Contains($"vhosts:b.localhost:accessLog: {Path.Combine(logs, "b.access.log")} is a symbolic link", r.Stderr, StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void A_log_path_naming_a_file_root_depends_on_or_another_pools_log_is_refused()
+    {
+        var (dir, config, logs) = Setup("tenant-logs-reserved");
+        // A second name of a root file (two links), and a file of another group than root's or the pool's.
+        var original = Path.Combine(logs, "original");
+        File.WriteAllText(original, string.Empty);
+        var linked = Path.Combine(logs, "linked.log");
+        Assert.Equal(0, Tools.Run("ln", original, linked).ExitCode);
+        var foreignGroup = Path.Combine(logs, "foreign-group.log");
+        File.WriteAllText(foreignGroup, string.Empty);
+        Assert.Equal(0, Tools.Run("chown", $"0:{TestWorld.TenantA}", foreignGroup).ExitCode);
+        var file = Path.Combine(dir, "dispatch.json");
+        config["vhosts"]!["a.localhost"]!["accessLog"] = linked;
+        config["vhosts"]!["b.localhost"]!["accessLog"] = foreignGroup;
+        config["vhosts"]!["a.localhost"]!["errorLog"] = file;
+        config["log"] = new JsonObject { ["file"] = Path.Combine(logs, "master.log") };
+        config["vhosts"]!["b.localhost"]!["errorLog"] = Path.Combine(logs, "master.log");
+        File.WriteAllText(file, config.ToJsonString());
+        var r = Tools.Run(Path.Combine(TestWorld.AppDirectory, "Master"), "check", "--config", file);
+        _output.WriteLine(r.Stderr);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains($"vhosts:a.localhost:accessLog: {linked} has 2 hard links: a log file must have only its own name", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"vhosts:b.localhost:accessLog: {foreignGroup} belongs to group {TestWorld.TenantA}, neither root's nor the pool's ({TestWorld.TenantB})", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"vhosts:a.localhost:errorLog: {file} is the config file ({file})", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"vhosts:b.localhost:errorLog: {Path.Combine(logs, "master.log")} is the master's log:file", r.Stderr, StringComparison.Ordinal);
+
+        // A certificate file (by its archive name: the live one is a symlink), and one existing log reached by two
+        // paths (a symlinked directory) from two pools.
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var key = File.ResolveLinkTarget(Path.Combine(live, "a.localhost", "privkey.pem"), returnFinalTarget: true)!.FullName;
+        var shared = Path.Combine(logs, "shared.log");
+        File.WriteAllText(shared, string.Empty);
+        var alias = Path.Combine(dir, "logs-alias");
+        File.CreateSymbolicLink(alias, logs);
+        config.Remove("log");
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{TestWorld.FreePort()}", ["protocol"] = "tls" });
+        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
+        config["vhosts"]!["a.localhost"]!["accessLog"] = key;
+        config["vhosts"]!["a.localhost"]!["errorLog"] = shared;
+        config["vhosts"]!["b.localhost"]!["accessLog"] = Path.Combine(logs, "b.access.log");
+        config["vhosts"]!["b.localhost"]!["errorLog"] = Path.Combine(alias, "shared.log");
+        File.WriteAllText(file, config.ToJsonString());
+        r = Tools.Run(Path.Combine(TestWorld.AppDirectory, "Master"), "check", "--config", file);
+        _output.WriteLine(r.Stderr);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains($"vhosts:a.localhost:accessLog: {key} is a file of certificate directory {Path.Combine(live, "a.localhost")}", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"vhosts:b.localhost:errorLog: {Path.Combine(alias, "shared.log")} is also a log of vhost a.localhost of pool a: a log file belongs to one pool", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("vhosts:a.localhost:errorLog", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("vhosts:b.localhost:accessLog", r.Stderr, StringComparison.Ordinal);
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }
