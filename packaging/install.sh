@@ -9,7 +9,10 @@
 #                                        the old tree is kept as LIBDIR.previous
 #   packaging/install.sh --rollback      swap LIBDIR and LIBDIR.previous back (and dispatch upgrade if running)
 #   packaging/install.sh --uninstall     remove binaries, unit and the dispatch command; keep config and logs
-#   packaging/install.sh --uninstall --purge   also remove config, logs, the welcome site and the user
+#   packaging/install.sh --uninstall --purge   also remove config, logs, the welcome site and the user:
+#                                        a directory whole only if this script created it (it holds a
+#                                        .dispatch-install mark), else only what the script put there;
+#                                        the user only if this script created it (its GECOS comment)
 #   (packaging/uninstall.sh [--purge] is the same as --uninstall)
 #
 # Locations (environment; the defaults are the real system paths):
@@ -66,15 +69,24 @@ UNIT=$UNITDIR/dispatch.service
 WRAPPER=$SBIN/dispatch
 CONFIG=$ETCDIR/dispatch.json
 MARK="Installed by Dispatch's packaging/install.sh"
+# In every directory this script creates (never in one that existed): --purge removes only such a
+# directory whole. Not in the welcome site's directory (a document root: dot-files are served).
+DIRMARK=.dispatch-install
+# The GECOS comment of the user this script creates: --purge deletes only such a user (the comment
+# of earlier versions of the script, with the same home and shell, counts too).
+USERMARK="Dispatch TLS dispatcher, created by packaging/install.sh"
+USERMARK_OLD="Dispatch TLS dispatcher"
 
-# Paths end up in JSON, a unit file and a shell script: keep them to plain characters, and keep them
-# away from the top of the tree (uninstall --purge removes some of them whole).
+# Paths end up in JSON, a unit file, awk -v and a shell script: keep them to plain characters.
+check_path() {
+  [[ $2 =~ ^/[A-Za-z0-9._+@/-]*$ ]] || die "$1='$2' must be an absolute path of letters, digits and ._+@/- only"
+  [[ $2 != */ ]] || die "$1='$2' must not end with /"
+  [[ ! $2 =~ (^|/)\.\.?(/|$) ]] || die "$1='$2' must not contain . or .. components"
+}
 for var in LIBDIR ETCDIR LOGDIR DATADIR UNITDIR SBIN; do
-  value=${!var}
-  [[ $value =~ ^/[A-Za-z0-9._+@/-]*$ ]] || die "$var='$value' must be an absolute path of letters, digits and ._+@/- only"
-  [[ $value != */ ]] || die "$var='$value' must not end with /"
-  [[ ! $value =~ (^|/)\.\.?(/|$) ]] || die "$var='$value' must not contain . or .. components"
+  check_path "$var" "${!var}"
 done
+# And away from the top of the tree.
 for var in LIBDIR ETCDIR LOGDIR DATADIR; do
   value=${!var}
   [[ $value =~ ^/[^/]+/[^/]+ ]] || die "$var='$value' is too close to / (at least two levels deep, like /etc/dispatch)"
@@ -106,13 +118,36 @@ check_parent_chain() {
   [ -z "$why" ] || die "refusing $2 '$1': $why (the master would refuse to use it)"
 }
 
-# Creates a directory root:root with MODE, or brings an existing one to root ownership with no
-# group/other write, saying what changed.
+dirmark_line() { printf '%s: created %s; install.sh --uninstall --purge removes this directory whole' "$MARK" "$1"; }
+
+# Marks a directory this script has just created.
+mark_created() {
+  local m=$1/$DIRMARK
+  printf '%s.\nA directory that existed before the install carries no such file: purge keeps it.\n' "$(dirmark_line "$1")" >"$m"
+  chown root:root -- "$m"
+  chmod 644 -- "$m"
+}
+
+# Did this script create DIR? Its mark names DIR, and the mark and DIR are root's and writable by
+# root only (so no one else can have planted the mark there).
+created_here() {
+  local dir=$1 m=$1/$DIRMARK st
+  if [ ! -d "$dir" ] || [ -L "$dir" ] || [ ! -f "$m" ] || [ -L "$m" ]; then return 1; fi
+  st=$(stat -c '%u %a' -- "$dir") || return 1
+  if [ "${st%% *}" != 0 ] || (( (8#${st#* } & 8#022) != 0 )); then return 1; fi
+  st=$(stat -c '%u %a' -- "$m") || return 1
+  if [ "${st%% *}" != 0 ] || (( (8#${st#* } & 8#022) != 0 )); then return 1; fi
+  [ "$(head -n 1 -- "$m")" = "$(dirmark_line "$dir")." ]
+}
+
+# Creates a directory root:root with MODE and marks it, or brings an existing one (left unmarked) to
+# root ownership with no group/other write, saying what changed.
 ensure_dir() {
   local dir=$1 mode=$2 st
   if [ ! -d "$dir" ]; then
     if [ -e "$dir" ] || [ -L "$dir" ]; then die "$dir exists and is not a directory"; fi
     install -d -o root -g root -m "$mode" -- "$dir"
+    mark_created "$dir"
     say "created $dir (root:root $mode)"
     return
   fi
@@ -224,6 +259,70 @@ remove_tree() {
   fi
 }
 
+# Purge of one directory: whole if this script created it; otherwise OWN (a function) first removes
+# only what the script put there, then the directory goes if that left it empty, else it is kept.
+purge_dir() {
+  local dir=$1 own=${2:-} left n
+  if [ -L "$dir" ]; then say "left $dir: a symbolic link"; return; fi
+  if [ ! -e "$dir" ]; then say "$dir: not present"; return; fi
+  if [ ! -d "$dir" ]; then say "left $dir: not a directory"; return; fi
+  if created_here "$dir"; then
+    rm -rf -- "$dir"
+    say "removed $dir (created by the install)"
+    return
+  fi
+  [ -z "$own" ] || "$own"
+  if rmdir -- "$dir" 2>/dev/null; then
+    say "removed $dir (it had no $DIRMARK mark, but held nothing else)"
+  else
+    left=$(find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | sed -n '1,5p' | tr '\n' ' ')
+    n=$(find "$dir" -mindepth 1 -maxdepth 1 -printf '.' | wc -c)
+    say "kept $dir: the install did not create it (no $DIRMARK), so only the script's own files were removed from it; it holds $n other entries: ${left% }$([ "$n" -le 5 ] || echo ' ...')"
+  fi
+}
+
+# Dispatch's config (edited or not) in a directory the install did not create; certs/ like any directory.
+purge_etc_own() {
+  if [ -d "$CONFIG" ] && [ ! -L "$CONFIG" ]; then
+    say "left $CONFIG: a directory"
+  elif [ -e "$CONFIG" ] || [ -L "$CONFIG" ]; then
+    rm -f -- "$CONFIG"
+    say "removed $CONFIG"
+  fi
+  purge_dir "$ETCDIR/certs"
+}
+purge_data_own() { purge_dir "$DATADIR/www" purge_www_own; }
+purge_www_own() { purge_dir "$DATADIR/www/welcome" purge_welcome_own; }
+purge_welcome_own() { remove_marked "$DATADIR/www/welcome/index.html"; }
+
+# Did this script create USERNAME? Its GECOS comment (and the home and shell it gives).
+created_user() {
+  local entry uid gecos home shell
+  entry=$(getent passwd "$USERNAME") || return 1
+  IFS=: read -r _ _ uid _ gecos home shell <<<"$entry"
+  [ "$uid" != 0 ] && [ "$home" = /nonexistent ] && [ "$shell" = /usr/sbin/nologin ] &&
+    { [ "$gecos" = "$USERMARK" ] || [ "$gecos" = "$USERMARK_OLD" ]; }
+}
+
+purge_user() {
+  local gid
+  if ! getent passwd "$USERNAME" >/dev/null; then
+    say "user $USERNAME: not present"
+    return
+  fi
+  if ! created_user; then
+    say "kept user $USERNAME: not created by this script (its comment is not '$USERMARK')"
+    return
+  fi
+  gid=$(id -g "$USERNAME")
+  userdel "$USERNAME"
+  say "removed user $USERNAME"
+  # Its own group (useradd --user-group), if userdel left it.
+  if [ "$(getent group "$USERNAME" | cut -d: -f3)" = "$gid" ]; then
+    if groupdel "$USERNAME"; then say "removed group $USERNAME"; else say "could not remove group $USERNAME"; fi
+  fi
+}
+
 uninstall() {
   refuse_if_running "uninstall"
   if systemd_running && [ "$UNITDIR" = /etc/systemd/system ] && [ -e "$UNIT" ]; then
@@ -243,19 +342,11 @@ uninstall() {
   done
   daemon_reload
   if [ "$purge" = 1 ]; then
-    remove_tree "$ETCDIR"
-    remove_tree "$LOGDIR"
-    remove_tree "$DATADIR"
-    if getent passwd "$USERNAME" >/dev/null; then
-      userdel "$USERNAME"
-      say "removed user $USERNAME"
-    else
-      say "user $USERNAME: not present"
-    fi
-    if getent group "$USERNAME" >/dev/null; then
-      if groupdel "$USERNAME"; then say "removed group $USERNAME"; else say "could not remove group $USERNAME"; fi
-    fi
-    say "purged: Dispatch is gone from this machine"
+    purge_dir "$ETCDIR" purge_etc_own
+    purge_dir "$LOGDIR"
+    purge_dir "$DATADIR" purge_data_own
+    purge_user
+    say "purged (what was kept, and why, is said above)"
   else
     say "kept $ETCDIR (config, certificates), $LOGDIR (logs), $DATADIR and user $USERNAME; --uninstall --purge removes them"
     say "uninstalled"
@@ -389,7 +480,7 @@ ensure_user() {
   fi
   command -v useradd >/dev/null || die "useradd not found (Debian: apt-get install passwd)"
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group \
-    --comment "Dispatch TLS dispatcher" "$USERNAME"
+    --comment "$USERMARK" "$USERNAME"
   say "created system user $USERNAME (uid $(id -u "$USERNAME"), no home, no login shell)"
 }
 
@@ -413,6 +504,7 @@ write_starter() {
 <!doctype html>
 <html><head><meta charset="utf-8"><title>Dispatch</title></head>
 <body><h1>Dispatch is running</h1>
+<!-- $MARK: the starter site -->
 <p>This is the starter site. Edit $CONFIG to add your sites (see README, "Install").</p>
 </body></html>
 HTML
@@ -463,8 +555,8 @@ install_unit() {
       { gsub("/usr/lib/dispatch/", lib); gsub("/etc/dispatch/dispatch.json", cfg); print }
       /^NotifyAccess=/ { print env }' "$(dirname -- "$0")/dispatch.service"
   } >"$tmp"
-  grep -q "^ExecStart=$LIBDIR/Master --config $CONFIG\$" "$tmp" || die "could not adapt the unit's ExecStart to $LIBDIR"
-  grep -q "^Environment=DOTNET_ROOT=$root\$" "$tmp" || die "could not set DOTNET_ROOT in the unit (no NotifyAccess= line in packaging/dispatch.service?)"
+  grep -qxF "ExecStart=$LIBDIR/Master --config $CONFIG" "$tmp" || die "could not adapt the unit's ExecStart to $LIBDIR"
+  grep -qxF "Environment=DOTNET_ROOT=$root" "$tmp" || die "could not set DOTNET_ROOT in the unit (no NotifyAccess= line in packaging/dispatch.service?)"
   chmod 644 -- "$tmp"
   mv -- "$tmp" "$UNIT"
   say "installed $UNIT"
@@ -505,6 +597,8 @@ SH
 install_all() {
   local root why
   root=$(dotnet_root)
+  # It goes into the unit, awk -v and the dispatch command's shell text like the other paths.
+  check_path DOTNET_ROOT "$root"
   dotnet --list-runtimes 2>/dev/null | grep -q '^Microsoft.AspNetCore.App 10\.' ||
     die "the ASP.NET Core 10 runtime (Microsoft.AspNetCore.App 10.x) is not installed under $root"
   why=$(unsafe_component "$root")

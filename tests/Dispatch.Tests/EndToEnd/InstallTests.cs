@@ -490,6 +490,11 @@ public sealed class InstallTests : IClassFixture<InstallFixture>
             Assert.True(twice.ExitCode == 0, twice.Output);
             Assert.Contains("not present", twice.Output, StringComparison.Ordinal);
 
+            // Every directory the install created carries its mark (purge removes only those whole).
+            foreach (var created in new[] { l.EtcDir, Path.Combine(l.EtcDir, "certs"), l.LogDir, l.DataDir, Path.Combine(l.DataDir, "www") })
+                Assert.StartsWith($"Installed by Dispatch's packaging/install.sh: created {created};", File.ReadAllText(Path.Combine(created, ".dispatch-install")), StringComparison.Ordinal);
+            Assert.Contains("created by packaging/install.sh", Tools.Run("getent", "passwd", l.User).Stdout, StringComparison.Ordinal);
+
             var purged = InstallScript.Run(l, ["--purge"], script: "uninstall.sh");
             _output.WriteLine(purged.Output);
             Assert.True(purged.ExitCode == 0, purged.Output);
@@ -498,6 +503,70 @@ public sealed class InstallTests : IClassFixture<InstallFixture>
             Assert.False(InstallLayout.UserExists(l.User), $"user {l.User} is still there");
             Assert.NotEqual(0, Tools.Run("getent", "group", l.User).ExitCode);
             Assert.True(InstallScript.Run(l, ["--uninstall", "--purge"]).ExitCode == 0);
+        }
+        finally
+        {
+            l.Remove();
+        }
+    }
+
+    [SkippableFact]
+    public void Purge_keeps_a_directory_and_a_user_the_install_did_not_create()
+    {
+        var first = _fixture.Installed();
+        var l = InstallLayout.Create("keep");
+        var fromBinaries = new Dictionary<string, string> { ["DISPATCH_BINARIES"] = first.LibDir };
+        try
+        {
+            // Like DISPATCH_DATADIR=/var/www with a site in it, DISPATCH_ETCDIR=/etc/ssl with its certs/,
+            // and DISPATCH_USER=www-data: all there before the install (root's, 0755, as the script demands).
+            var site = Path.Combine(l.DataDir, "example.org", "index.html");
+            var cert = Path.Combine(l.EtcDir, "certs", "example.org.pem");
+            foreach (var dir in new[] { Path.GetDirectoryName(site)!, Path.GetDirectoryName(cert)! })
+            {
+                Directory.CreateDirectory(dir);
+                for (var d = dir; d != l.Root; d = Path.GetDirectoryName(d)!)
+                    File.SetUnixFileMode(d, (UnixFileMode)0b111_101_101);
+            }
+
+            File.WriteAllText(site, "someone's site\n");
+            File.WriteAllText(cert, "someone's certificate\n");
+            var useradd = Tools.Run("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", "--comment", "a web server", l.User);
+            Assert.True(useradd.ExitCode == 0, useradd.Stderr);
+
+            var install = InstallScript.Run(l, [], fromBinaries);
+            _output.WriteLine(install.Output);
+            Assert.True(install.ExitCode == 0, install.Output);
+            Assert.Contains($"kept user {l.User}", install.Output, StringComparison.Ordinal);
+            // Marked: only the directories the install created.
+            Assert.True(File.Exists(Path.Combine(l.LogDir, ".dispatch-install")));
+            Assert.Equal("root:root 644", Stat(Path.Combine(l.LogDir, ".dispatch-install")));
+            Assert.True(File.Exists(Path.Combine(l.DataDir, "www", ".dispatch-install")));
+            foreach (var existed in new[] { l.DataDir, l.EtcDir, Path.Combine(l.EtcDir, "certs") })
+                Assert.False(File.Exists(Path.Combine(existed, ".dispatch-install")), $"{existed} existed before the install but was marked");
+            // Never in a document root (dot-files are served).
+            Assert.False(File.Exists(Path.Combine(l.DataDir, "www", "welcome", ".dispatch-install")));
+            // A mark copied into a directory of another name does not count.
+            File.Copy(Path.Combine(l.LogDir, ".dispatch-install"), Path.Combine(l.DataDir, ".dispatch-install"));
+
+            var purged = InstallScript.Run(l, ["--uninstall", "--purge"]);
+            _output.WriteLine(purged.Output);
+            Assert.True(purged.ExitCode == 0, purged.Output);
+
+            // The unrelated files and their directories survive; what the script put there is gone.
+            Assert.Equal("someone's site\n", File.ReadAllText(site));
+            Assert.Equal("someone's certificate\n", File.ReadAllText(cert));
+            Assert.False(File.Exists(l.Config), "the config is still there");
+            Assert.False(Directory.Exists(Path.Combine(l.DataDir, "www")), "the welcome site is still there");
+            Assert.False(Directory.Exists(l.LogDir), $"{l.LogDir} (created by the install) is still there");
+            Assert.False(Directory.Exists(l.LibDir));
+            Assert.Contains($"kept {l.DataDir}: the install did not create it", purged.Output, StringComparison.Ordinal);
+            Assert.Contains($"kept {l.EtcDir}: the install did not create it", purged.Output, StringComparison.Ordinal);
+
+            // The user (and its group) too: the script did not create it.
+            Assert.True(InstallLayout.UserExists(l.User), $"user {l.User} was deleted");
+            Assert.Equal(0, Tools.Run("getent", "group", l.User).ExitCode);
+            Assert.Contains($"kept user {l.User}: not created by this script", purged.Output, StringComparison.Ordinal);
         }
         finally
         {
@@ -524,6 +593,17 @@ public sealed class InstallTests : IClassFixture<InstallFixture>
             Assert.Equal(1, unsafeLib.ExitCode);
             Assert.Contains($"{open} is writable by others than root (mode 777)", unsafeLib.Output, StringComparison.Ordinal);
             Assert.Empty(Directory.EnumerateFileSystemEntries(open));
+            Assert.False(InstallLayout.UserExists(l.User));
+
+            // DOTNET_ROOT (where dotnet really lives) goes into the unit and the dispatch command: the same characters only.
+            var odd = Path.Combine(l.Root, "dotnet'root");
+            Directory.CreateDirectory(odd);
+            File.WriteAllText(Path.Combine(odd, "dotnet"), "#!/bin/sh\nexit 0\n");
+            File.SetUnixFileMode(Path.Combine(odd, "dotnet"), (UnixFileMode)0b111_101_101);
+            var oddRoot = InstallScript.Run(l, [], new Dictionary<string, string> { ["PATH"] = odd + ":" + System.Environment.GetEnvironmentVariable("PATH") });
+            Assert.Equal(1, oddRoot.ExitCode);
+            Assert.Contains($"DOTNET_ROOT='{odd}' must be an absolute path of letters, digits and ._+@/- only", oddRoot.Output, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(l.LibDir));
             Assert.False(InstallLayout.UserExists(l.User));
         }
         finally
