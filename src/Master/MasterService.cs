@@ -169,14 +169,15 @@ internal sealed partial class MasterService : IDisposable
             [.. ChildLauncher.RuntimeReadPaths(), .. extraRead],
             [ChildLauncher.ExecutablePath(role), RuntimePaths.ElfInterpreter, .. extraExec ?? []],
             // A chroot's /tmp is a private tmpfs of this worker's own: Landlock lets it write there too.
-            ["/dev/null", .. chroot is null ? [] : ChrootTmp, .. chroot?.Writable ?? []],
+            // Its writable directories are re-checked by the jail like landlock.write (owned by the pool, on the descriptor); files stay plain rules.
+            ["/dev/null", .. chroot is null ? [] : ChrootTmp, .. (chroot?.Writable ?? []).Where(w => !Directory.Exists(w))],
             [.. limits],
             name,
             [.. modules ?? []],
             [.. connectPorts ?? []],
             program ?? string.Empty,
             cgroupProcs ?? [],
-            [.. tenantWrite ?? []],
+            [.. (tenantWrite ?? []).Concat((chroot?.Writable ?? []).Where(Directory.Exists)).Distinct(StringComparer.Ordinal)],
             chroot,
             landlock);
 
