@@ -21,7 +21,22 @@ internal sealed partial class MasterService
     private readonly DateTime _started = DateTime.UtcNow;
     private long _nextStats;
     private int _metricsInFlight;
-    private (DateTime At, string Result, string Detail)? _lastReload;
+    private ReloadRecord? _lastReload;
+    // The last counters each live dispatcher reported, and the sum of those of dispatchers gone since
+    // (replaced by an upgrade, or dead): added in, so that no *_total ever goes backwards.
+    private readonly ConcurrentDictionary<int, DispatcherStats> _lastStats = new();
+    private readonly ConcurrentDictionary<string, long> _carried = new(StringComparer.Ordinal);
+
+    private sealed record ReloadRecord(DateTime At, string Result, string Detail);
+
+    /// <summary>A dispatcher has exited: its last reported counters are carried into the totals.</summary>
+    private void ForgetDispatcher(ChildProcess dispatcher)
+    {
+        if (!_lastStats.TryRemove(dispatcher.Pid, out var last))
+            return;
+        foreach (var c in last.Counters.Where(c => Prometheus.NameOf(c.Key).EndsWith("_total", StringComparison.Ordinal)))
+            _carried.AddOrUpdate(c.Key, c.Value, (_, v) => v + c.Value);
+    }
 
     private static readonly Dictionary<string, string> Help = new(StringComparer.Ordinal)
     {
@@ -49,7 +64,7 @@ internal sealed partial class MasterService
     private void RecordReload(string result, string detail)
     {
         _counters.Reload(result);
-        _lastReload = (DateTime.UtcNow, result, detail);
+        _lastReload = new ReloadRecord(DateTime.UtcNow, result, detail);
     }
 
     /// <summary>Asks every live dispatcher (serving or draining) for its counters and workers; a silent one is reported as such.</summary>
@@ -99,6 +114,7 @@ internal sealed partial class MasterService
             stats = stats with { Counters = [.. stats.Counters.Where(c => Prometheus.ReportedKey().IsMatch(c.Key))] };
         }
 
+        _lastStats[dispatcher.Pid] = stats;
         entry.Waiter.TrySetResult(stats);
     }
 
@@ -160,6 +176,8 @@ internal sealed partial class MasterService
 
         foreach (var (key, value) in _counters.Snapshot())
             Add(key, value);
+        foreach (var (key, value) in _carried)
+            Add(key, value);
         var config = _config;
         List<ChildProcess> workers;
         lock (_gate)
@@ -173,7 +191,7 @@ internal sealed partial class MasterService
         }
 
         samples["dispatch_config_version"] = Interlocked.Read(ref _snapshotVersion);
-        samples["dispatch_last_reload_ok"] = _lastReload is { } r && r.Result != "ok" ? 0 : 1;
+        samples["dispatch_last_reload_ok"] = _lastReload is { Result: not "ok" } ? 0 : 1;
         samples["dispatch_master_start_timestamp_seconds"] = new DateTimeOffset(_started).ToUnixTimeSeconds();
         return Prometheus.Render(samples, Help);
     }

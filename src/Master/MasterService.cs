@@ -497,6 +497,9 @@ internal sealed partial class MasterService : IDisposable
 
                 _counters.Add("dispatch_dispatcher_restarts_total");
                 _log.Warning("Dispatcher {Old} ({Status}) replaced by dispatcher {New} on the same listening sockets", dispatcher.Pid, dispatcher.Exited.IsCompleted ? ChildProcess.DescribeStatus(dispatcher.Exited.Result) : "killed", fresh.Pid);
+                ForgetDispatcher(dispatcher);
+                if (dispatcher.Exited.IsCompleted)
+                    dispatcher.Dispose();
                 dispatcher = fresh;
                 TopUpSpares(dispatcher);
                 serve = ServeDispatcherAsync(dispatcher);
@@ -589,23 +592,38 @@ internal sealed partial class MasterService : IDisposable
     /// exits): null when it matches this master's, else why not. A master cannot talk to children of
     /// another protocol version, so such an upgrade needs a restart of the master.
     /// </summary>
-    private static async Task<string?> ProbeProtocolAsync()
+    private static Task<string?> ProbeProtocolAsync()
     {
-        var path = ChildLauncher.ExecutablePath(ProcessRole.Dispatcher);
+        // Read from the installed Dispatch.Protocol.dll's metadata (IpcChannel.Version, a constant), not by
+        // running anything: the master's reaper owns every child's exit status.
+        var path = Path.Combine(RuntimePaths.AppDirectory, "Dispatch.Protocol.dll");
         try
         {
-            using var probe = Process.Start(new ProcessStartInfo(path, "--protocol-version") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })
-                ?? throw new IOException("could not start it");
-            // Its output to the end is enough: the master's reaper (waitpid(-1)) collects its exit status.
-            var output = await probe.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
-            var theirs = output.Trim();
-            var ours = ChildBootstrap.ProtocolVersion.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            return theirs == ours ? null
-                : $"the installed binaries speak protocol {(theirs.Length == 0 ? "(unknown)" : theirs)} and this master {ours}: restart the master to run them (systemctl restart dispatch)";
+            using var file = File.OpenRead(path);
+            using var pe = new System.Reflection.PortableExecutable.PEReader(file);
+            var md = System.Reflection.Metadata.PEReaderExtensions.GetMetadataReader(pe);
+            byte? theirs = null;
+            foreach (var handle in md.TypeDefinitions)
+            {
+                var type = md.GetTypeDefinition(handle);
+                if (md.GetString(type.Name) != nameof(IpcChannel))
+                    continue;
+                foreach (var fieldHandle in type.GetFields())
+                {
+                    var field = md.GetFieldDefinition(fieldHandle);
+                    if (md.GetString(field.Name) != nameof(IpcChannel.Version) || field.GetDefaultValue().IsNil)
+                        continue;
+                    var blob = md.GetBlobReader(md.GetConstant(field.GetDefaultValue()).Value);
+                    theirs = blob.ReadByte();
+                }
+            }
+
+            return Task.FromResult<string?>(theirs == IpcChannel.Version ? null
+                : $"the installed binaries speak protocol {(theirs is null ? "(unknown)" : theirs.Value.ToString(System.Globalization.CultureInfo.InvariantCulture))} and this master {IpcChannel.Version}: restart the master to run them (systemctl restart dispatch)");
         }
-        catch (Exception e) when (e is IOException or System.ComponentModel.Win32Exception or TimeoutException or InvalidOperationException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or BadImageFormatException or InvalidOperationException)
         {
-            return $"could not ask {path} for its protocol version: {e.Message}";
+            return Task.FromResult<string?>($"could not read the protocol version of {path}: {e.Message}");
         }
     }
 
@@ -613,19 +631,35 @@ internal sealed partial class MasterService : IDisposable
     private async Task RetireDispatcherAsync(ChildProcess old, Task serve)
     {
         var grace = _config.Dispatcher.StopGrace;
-        List<ChildProcess> children;
-        lock (_gate)
-            children = [old, .. _workers.Values.Where(w => _ownerOf.GetValueOrDefault(w.Pid) == old)];
-        foreach (var c in children)
+        void Stop(ChildProcess c, TimeSpan left)
         {
             try
             {
-                c.Channel.Send(new Stop((uint)grace.TotalMilliseconds, Final: false));
+                c.Channel.Send(new Stop((uint)Math.Max(0, left.TotalMilliseconds), Final: false));
             }
             catch (Exception e) when (e is SysCallException or ObjectDisposedException)
             {
             }
         }
+
+        Stop(old, grace);
+        // Its workers are told later: connections it accepted just before the switch are still reading
+        // their request head or ClientHello, and are handed to those workers when they finish. After
+        // the longest a prelude may take, the workers finish what they have (and close idle keep-alive
+        // connections, which lets the old dispatcher's proxied TLS connections end).
+        var d = _config.Dispatcher;
+        var prelude = TimeSpan.FromMilliseconds(Math.Max(d.HeaderTimeout.TotalMilliseconds, d.HandshakeTimeout.TotalMilliseconds)) + TimeSpan.FromSeconds(1);
+        var delay = prelude < grace ? prelude : grace;
+        var workersStopped = Task.Delay(delay).ContinueWith(
+            _ =>
+            {
+                List<ChildProcess> workers;
+                lock (_gate)
+                    workers = [.. _workers.Values.Where(w => _ownerOf.GetValueOrDefault(w.Pid) == old)];
+                foreach (var w in workers)
+                    Stop(w, grace - delay);
+            },
+            TaskScheduler.Default);
 
         // Its channel is served until it closes: connections it accepted before the switch may still need workers.
         var drained = Task.WhenAll(serve, old.Exited);
@@ -636,9 +670,12 @@ internal sealed partial class MasterService : IDisposable
         }
 
         await old.Exited.ConfigureAwait(false);
+        await workersStopped.ConfigureAwait(false);
         lock (_gate)
             _retiring.Remove(old);
         _log.Information("Dispatcher {Pid} drained and exited ({Status})", old.Pid, ChildProcess.DescribeStatus(old.Exited.Result));
+        ForgetDispatcher(old);
+        old.Dispose();
     }
 
     private async Task<ChildProcess> StartDispatcherAsync(int slot, CancellationToken cancellationToken)

@@ -19,9 +19,11 @@ internal static class Program
 {
     private const int MaxSnapshotBytes = 64 << 20;
 
-    private static async Task DrainAsync(List<Frontend> frontends, uint graceMs)
+    private static async Task DrainAsync(List<Task> acceptLoops, List<Frontend> frontends, uint graceMs)
     {
         var deadline = Environment.TickCount64 + graceMs;
+        // An accept that completed just before the stop has its connection counted once its loop has run it.
+        await Task.WhenAny(Task.WhenAll(acceptLoops), Task.Delay((int)Math.Min(graceMs, 5000))).ConfigureAwait(false);
         while (frontends.Sum(f => f.InFlight) > 0 && Environment.TickCount64 < deadline)
             await Task.Delay(20).ConfigureAwait(false);
     }
@@ -161,7 +163,7 @@ internal static class Program
                             // in them wait for the next dispatcher (upgrade) instead of being refused.
                             foreach (var l in listeners)
                                 l.Dispose();
-                            drained = DrainAsync(frontends, stop.GraceMs);
+                            drained = DrainAsync(loops, frontends, stop.GraceMs);
                             break;
                         default:
                             throw new WireException($"the master may not send {message.Type} now");

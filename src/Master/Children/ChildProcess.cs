@@ -137,6 +137,31 @@ internal sealed unsafe class Reaper : IDisposable
 /// <summary>Reads a child's stderr (a stream socket) and re-logs each line with the child's role and pid.</summary>
 internal static class StderrPump
 {
+    private const int MaxLine = 4096;
+
+    /// <summary>
+    /// One line of at most <see cref="MaxLine"/> characters; the rest of a longer line is read and dropped,
+    /// so a child writing without line breaks cannot make the master buffer without end. Null at end of stream.
+    /// </summary>
+    private static async Task<string?> ReadBoundedLineAsync(StreamReader reader)
+    {
+        var line = new StringBuilder();
+        var one = new char[1];
+        var truncated = false;
+        while (true)
+        {
+            if (await reader.ReadAsync(one.AsMemory()).ConfigureAwait(false) == 0)
+                return line.Length == 0 && !truncated ? null : line.ToString();
+            var c = one[0];
+            if (c == '\n')
+                return truncated ? line.Append('…').ToString() : line.ToString();
+            if (line.Length < MaxLine)
+                line.Append(c);
+            else
+                truncated = true;
+        }
+    }
+
     public static async Task RunAsync(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
     {
         using var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
@@ -144,10 +169,8 @@ internal static class StderrPump
         using var reader = new StreamReader(stream, Encoding.UTF8);
         try
         {
-            while (await reader.ReadLineAsync().ConfigureAwait(false) is { } line)
+            while (await ReadBoundedLineAsync(reader).ConfigureAwait(false) is { } line)
             {
-                if (line.Length > 4096)
-                    line = line[..4096] + "…";
                 var (level, text) = line.Length > 4 && line[3] == ' ' ? line[..3] switch
                 {
                     "VRB" => (LogEventLevel.Verbose, line[4..]),
