@@ -219,6 +219,29 @@ public sealed class ConfinedFileProviderTests : IDisposable
     }
 
     [Fact]
+    public async Task A_lookup_is_remembered_within_one_request_only()
+    {
+        _dir.Write("root/memo.txt", "x");
+        await Task.Run(() =>
+        {
+            ConfinedFileProvider.BeginRequest();
+            Assert.True(_provider.GetFileInfo("/memo.txt").Exists);
+            File.Delete(_dir.Combine("root/memo.txt"));
+
+            // DefaultFiles then StaticFiles asking for the same file in one request: one walk, one answer.
+            Assert.True(_provider.GetFileInfo("/memo.txt").Exists);
+        });
+
+        // The next request (and anything outside a request) looks again.
+        await Task.Run(() =>
+        {
+            ConfinedFileProvider.BeginRequest();
+            Assert.False(_provider.GetFileInfo("/memo.txt").Exists);
+        });
+        Assert.False(_provider.GetFileInfo("/memo.txt").Exists);
+    }
+
+    [Fact]
     public void Relative_roots_are_refused() =>
         Assert.Throws<ArgumentException>(() => new ConfinedFileProvider("relative/root"));
 }
