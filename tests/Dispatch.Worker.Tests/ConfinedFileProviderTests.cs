@@ -162,6 +162,85 @@ public sealed class ConfinedFileProviderTests : IDisposable
         Assert.ThrowsAny<IOException>(() => info.CreateReadStream().Dispose());
     }
 
+    [Theory]
+    [InlineData("root/")]
+    [InlineData("./root")]
+    [InlineData("linked-parent/root")]
+    public void A_root_spelled_otherwise_or_behind_a_symlink_is_served_and_confined_the_same(string spelling)
+    {
+        // These roots take the realpath route (a symlink on the way, or a spelling that is not the real path); the
+        // plain root takes the one-walk route: both must agree.
+        _dir.Symlink("linked-parent", _dir.Path);
+        var provider = new ConfinedFileProvider(_dir.Path + "/" + spelling);
+        foreach (var (subpath, expected) in new[] { ("/index.html", "<h1>home</h1>"), ("//sub//real.txt", "real"), ("/alias.txt", "real") })
+        {
+            using var s = new StreamReader(provider.GetFileInfo(subpath).CreateReadStream());
+            Assert.Equal(expected, s.ReadToEnd());
+        }
+
+        foreach (var refused in new[] { "/leak.txt", "/leakdir/secret.txt", "/relative-leak.txt", "/innocent", "/loop", "/.git/config", "/missing" })
+        {
+            Assert.False(provider.GetFileInfo(refused).Exists, refused);
+            Assert.False(_provider.GetFileInfo(refused).Exists, refused);
+        }
+
+        Assert.True(provider.GetDirectoryContents("/sub/").Exists);
+        Assert.True(_provider.GetDirectoryContents("/sub/").Exists);
+        Assert.False(provider.GetFileInfo("/index.html/").Exists);
+        Assert.False(_provider.GetFileInfo("/index.html/").Exists);
+    }
+
+    [Theory]
+    [InlineData("/srv/www", true)]
+    [InlineData("/srv/www/", false)]
+    [InlineData("/srv//www", false)]
+    [InlineData("/srv/./www", false)]
+    [InlineData("/srv/../www", false)]
+    [InlineData("/", false)]
+    public void Only_a_root_written_as_its_real_path_would_be_skips_realpath(string root, bool canonical) =>
+        Assert.Equal(canonical, ConfinedFileProvider.IsCanonicalAbsolute(root));
+
+    [Fact]
+    public async Task The_file_stream_reads_seeks_and_reports_its_length()
+    {
+        _dir.Write("root/digits.txt", "0123456789");
+        using var stream = _provider.GetFileInfo("/digits.txt").CreateReadStream();
+        Assert.True(stream.CanSeek);
+        Assert.Equal(10, stream.Length);
+        stream.Seek(3, SeekOrigin.Begin);
+        var buffer = new byte[4];
+        Assert.Equal(4, await stream.ReadAsync(buffer));
+        Assert.Equal("3456", System.Text.Encoding.ASCII.GetString(buffer));
+        Assert.Equal(7, stream.Position);
+        stream.Seek(-1, SeekOrigin.End);
+        Assert.Equal(1, stream.Read(buffer, 0, 4));
+        Assert.Equal((byte)'9', buffer[0]);
+        Assert.Equal(0, await stream.ReadAsync(buffer));
+    }
+
+    [Fact]
+    public async Task A_lookup_is_remembered_within_one_request_only()
+    {
+        _dir.Write("root/memo.txt", "x");
+        await Task.Run(() =>
+        {
+            ConfinedFileProvider.BeginRequest();
+            Assert.True(_provider.GetFileInfo("/memo.txt").Exists);
+            File.Delete(_dir.Combine("root/memo.txt"));
+
+            // DefaultFiles then StaticFiles asking for the same file in one request: one walk, one answer.
+            Assert.True(_provider.GetFileInfo("/memo.txt").Exists);
+        });
+
+        // The next request (and anything outside a request) looks again.
+        await Task.Run(() =>
+        {
+            ConfinedFileProvider.BeginRequest();
+            Assert.False(_provider.GetFileInfo("/memo.txt").Exists);
+        });
+        Assert.False(_provider.GetFileInfo("/memo.txt").Exists);
+    }
+
     [Fact]
     public void Relative_roots_are_refused() =>
         Assert.Throws<ArgumentException>(() => new ConfinedFileProvider("relative/root"));

@@ -15,7 +15,10 @@ namespace Dispatch.Worker.Http;
 /// guessed at — a file literally named with a <c>%XX</c> sequence cannot be served), or a denied name (below).</para>
 /// <para>Otherwise the path is resolved with <c>realpath(3)</c> (every symlink followed to its end) and served only if
 /// the result is the real path of the root or lies beneath it; the root's real path is resolved again on every
-/// lookup, so a root that is a symlink switched by a deployment is followed. The final open is done on the resolved
+/// lookup, so a root that is a symlink switched by a deployment is followed. Fast path, same answer: a lookup first walks
+/// the path as written with openat2(O_PATH, RESOLVE_NO_SYMLINKS); when that succeeds no component is a symlink, the path
+/// is its own real path and the realpath walk (one readlink per component, ~27 syscalls per request for "/") is skipped;
+/// a symlink anywhere, the root included, falls back to realpath. The final open is done on the resolved
 /// path with openat2(RESOLVE_NO_SYMLINKS), so a symlink swapped in after the check is refused, not followed.
 /// Only regular files and directories are served (no FIFOs, sockets or devices).</para>
 /// <para>Hidden files: dot-files are served (<c>/.well-known/</c> must be, for ACME HTTP-01 and security.txt), except
@@ -31,7 +34,13 @@ internal sealed class ConfinedFileProvider : IFileProvider
 {
     private static readonly string[] DeniedNames = [".git", ".svn", ".hg", ".bzr", ".env"];
 
+    private static readonly AsyncLocal<RequestMemo?> s_requestMemo = new();
+
     private readonly string[] _hidden;
+
+    /// <summary>The root is written as realpath would write it (no ".", "..", "//" nor trailing slash): a lookup that meets
+    /// no symlink can take the path as written for the real one.</summary>
+    private readonly bool _rootIsCanonical;
 
     public ConfinedFileProvider(string root, IEnumerable<string>? hiddenDirectories = null)
     {
@@ -42,6 +51,7 @@ internal sealed class ConfinedFileProvider : IFileProvider
         }
 
         Root = root;
+        _rootIsCanonical = IsCanonicalAbsolute(root);
         _hidden = hiddenDirectories?.ToArray() ?? [];
     }
 
@@ -52,8 +62,32 @@ internal sealed class ConfinedFileProvider : IFileProvider
     /// A file; a directory answers "not found" here, as with PhysicalFileProvider (StaticFiles only checks
     /// <see cref="IFileInfo.Exists"/>); directories are reached through <see cref="GetDirectoryContents"/>.
     /// </summary>
-    public IFileInfo GetFileInfo(string subpath) =>
-        TryResolve(subpath, out var entry) && !entry.IsDirectory ? entry : new NotFoundFileInfo(subpath ?? string.Empty);
+    public IFileInfo GetFileInfo(string subpath)
+    {
+        // DefaultFiles asks for "/index.html" and StaticFiles asks again right after, in the same request: within one
+        // request (see BeginRequest) the second question gets the first answer instead of a second walk.
+        var memo = s_requestMemo.Value;
+        if (memo is not null && ReferenceEquals(memo.Provider, this) && string.Equals(memo.Subpath, subpath, StringComparison.Ordinal))
+        {
+            return memo.Answer;
+        }
+
+        IFileInfo answer = TryResolve(subpath, out var entry) && !entry.IsDirectory ? entry : new NotFoundFileInfo(subpath ?? string.Empty);
+        if (memo is not null)
+        {
+            memo.Provider = this;
+            memo.Subpath = subpath;
+            memo.Answer = answer;
+        }
+
+        return answer;
+    }
+
+    /// <summary>
+    /// Starts a request's lookup memo (the caller's async flow, i.e. one request): a file looked up twice in it is
+    /// walked once. Only the last file answer is kept, and only for the request, so nothing outlives it.
+    /// </summary>
+    internal static void BeginRequest() => s_requestMemo.Value = new RequestMemo();
 
     public IDirectoryContents GetDirectoryContents(string subpath) =>
         TryResolve(subpath, out var entry) && entry.IsDirectory
@@ -124,27 +158,65 @@ internal sealed class ConfinedFileProvider : IFileProvider
             return false;
         }
 
-        var rootReal = NativeFileSystem.RealPath(Root);
-        if (rootReal is null)
-        {
-            return false;
-        }
-
         var relative = subpath.AsSpan().TrimStart('/');
-        var real = relative.IsEmpty ? rootReal : NativeFileSystem.RealPath(string.Concat(rootReal, "/", relative));
-        if (real is null || !IsSameOrBeneath(rootReal, real, out var realRelative))
+        string real;
+        NativeFileSystem.EntryType type;
+        long length;
+        DateTimeOffset lastModified;
+
+        // Fast path: no symlink anywhere (root included), so the requested path is its own real path; the subpath's
+        // shape was checked above and is what the slow path would check again. A symlink anywhere falls through.
+        var plain = NativeFileSystem.PlainLookup.Undecided;
+        type = NativeFileSystem.EntryType.Other;
+        length = 0;
+        lastModified = default;
+        if (_rootIsCanonical)
+        {
+            plain = NativeFileSystem.TryStatWithoutSymlinks(relative.IsEmpty ? Root : string.Concat(Root, "/", relative), out type, out length, out lastModified);
+        }
+
+        if (plain == NativeFileSystem.PlainLookup.Missing)
         {
             return false;
         }
 
-        // A symlink with an innocent name may point at a denied one (or into .git/).
-        if (!IsAcceptableSubpath(realRelative) || IsHidden(real))
+        if (plain == NativeFileSystem.PlainLookup.Found)
         {
-            return false;
+            real = relative.IsEmpty ? Root : string.Concat(Root, "/", Canonical(relative));
+            if (IsHidden(real))
+            {
+                return false;
+            }
+        }
+        else
+        {
+            var rootReal = NativeFileSystem.RealPath(Root);
+            if (rootReal is null)
+            {
+                return false;
+            }
+
+            var resolved = relative.IsEmpty ? rootReal : NativeFileSystem.RealPath(string.Concat(rootReal, "/", relative));
+            if (resolved is null || !IsSameOrBeneath(rootReal, resolved, out var realRelative))
+            {
+                return false;
+            }
+
+            // A symlink with an innocent name may point at a denied one (or into .git/).
+            if (!IsAcceptableSubpath(realRelative) || IsHidden(resolved))
+            {
+                return false;
+            }
+
+            if (!NativeFileSystem.TryStat(resolved, out type, out length, out lastModified))
+            {
+                return false;
+            }
+
+            real = resolved;
         }
 
-        if (!NativeFileSystem.TryStat(real, out var type, out var length, out var lastModified)
-            || type == NativeFileSystem.EntryType.Other)
+        if (type == NativeFileSystem.EntryType.Other)
         {
             return false;
         }
@@ -154,6 +226,54 @@ internal sealed class ConfinedFileProvider : IFileProvider
         var isDirectory = type == NativeFileSystem.EntryType.Directory;
         entry = new ConfinedFileInfo(name, real, isDirectory, isDirectory ? -1 : length, lastModified);
         return true;
+    }
+
+    /// <summary>True for an absolute path other than "/" without empty, "." or ".." segments and without a trailing slash.</summary>
+    internal static bool IsCanonicalAbsolute(string path)
+    {
+        if (path.Length < 2 || path[0] != '/' || path[^1] == '/' || path.Contains('\0', StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        var rest = path.AsSpan(1);
+        foreach (var range in rest.Split('/'))
+        {
+            var segment = rest[range];
+            if (segment.IsEmpty || segment is "." or "..")
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>An accepted relative sub-path without its empty segments ("a//b/" is "a/b"), as realpath writes it.</summary>
+    private static string Canonical(ReadOnlySpan<char> relative)
+    {
+        if (!relative.Contains("//", StringComparison.Ordinal) && !relative.EndsWith('/'))
+        {
+            return relative.ToString();
+        }
+
+        var builder = new System.Text.StringBuilder(relative.Length);
+        foreach (var range in relative.Split('/'))
+        {
+            if (range.End.GetOffset(relative.Length) == range.Start.GetOffset(relative.Length))
+            {
+                continue;
+            }
+
+            if (builder.Length > 0)
+            {
+                builder.Append('/');
+            }
+
+            builder.Append(relative[range]);
+        }
+
+        return builder.ToString();
     }
 
     /// <summary>True when <paramref name="real"/> is <paramref name="rootReal"/> or beneath it; <paramref name="relative"/> is the rest.</summary>
@@ -191,6 +311,13 @@ internal sealed class ConfinedFileProvider : IFileProvider
         }
 
         return false;
+    }
+
+    private sealed class RequestMemo
+    {
+        public ConfinedFileProvider? Provider;
+        public string? Subpath;
+        public IFileInfo Answer = null!;
     }
 
     private sealed class ConfinedDirectoryContents(ConfinedFileProvider provider, string subpath, string realDirectory)

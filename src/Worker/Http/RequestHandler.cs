@@ -35,6 +35,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
     public async Task InvokeAsync(HttpContext context)
     {
         var started = Stopwatch.GetTimestamp();
+        ConfinedFileProvider.BeginRequest();
 
         // Captured before the pipeline: DefaultFiles rewrites Request.Path to the index file.
         var method = context.Request.Method;
