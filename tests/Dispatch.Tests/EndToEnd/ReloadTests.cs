@@ -76,19 +76,8 @@ public sealed class ReloadTests : IDisposable
     [SkippableFact]
     public async Task A_renewed_certificate_is_served_to_the_next_handshake_while_an_open_connection_continues()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("cert-reload");
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
-        string KeyBits() => Regex.Match(
-            Tools.RunWithInput(string.Empty, "openssl", "s_client", "-connect", $"127.0.0.1:{tlsPort}", "-servername", "a.localhost", "-CAfile", TestWorld.CaPath).Stdout,
-            @"Server public key is (\d+) bit").Groups[1].Value;
+        var (live, tlsPort) = StartWithTlsVhostA("cert-reload");
+        string KeyBits() => ServedKeyBits(tlsPort);
         Assert.Equal("256", KeyBits());
 
         // An open connection, before the renewal.
@@ -113,7 +102,7 @@ public sealed class ReloadTests : IDisposable
             File.Move(link + ".new", link, overwrite: true);
         }
 
-        _dispatch.WaitForLine(new Regex(@"Configuration reloaded \(certificate changed\)"));
+        _dispatch!.WaitForLine(new Regex(@"Configuration reloaded \(certificate changed\)"));
         Assert.True(Tools.Eventually(() => KeyBits() == "2048"), "the renewed certificate is not served");
 
         await ssl.WriteAsync(System.Text.Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"));
@@ -125,19 +114,8 @@ public sealed class ReloadTests : IDisposable
     [SkippableFact]
     public void A_renewal_with_a_mismatched_key_or_an_unreadable_file_is_rejected_and_the_old_certificate_stays()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("cert-reload-bad");
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
-        string KeyBits() => Regex.Match(
-            Tools.RunWithInput(string.Empty, "openssl", "s_client", "-connect", $"127.0.0.1:{tlsPort}", "-servername", "a.localhost", "-CAfile", TestWorld.CaPath).Stdout,
-            @"Server public key is (\d+) bit").Groups[1].Value;
+        var (live, tlsPort) = StartWithTlsVhostA("cert-reload-bad");
+        string KeyBits() => ServedKeyBits(tlsPort);
         Assert.Equal("256", KeyBits());
         var archive = Path.GetFullPath(Path.Combine(live, "..", "archive"));
         void Swap(string file, string target)
@@ -150,7 +128,7 @@ public sealed class ReloadTests : IDisposable
         // Only the chain renewed (the RSA lineage's), the key still the old ECDSA one: they do not match.
         File.Copy(Path.Combine(archive, "a.localhost-rsa", "fullchain1.pem"), Path.Combine(archive, "a.localhost", "fullchain2.pem"));
         Swap("fullchain.pem", "../../archive/a.localhost/fullchain2.pem");
-        _dispatch.WaitForLine(new Regex(@"Reload \(certificate changed\) rejected, the last good configuration keeps serving: .*privkey.pem does not match the certificate in fullchain.pem"));
+        _dispatch!.WaitForLine(new Regex(@"Reload \(certificate changed\) rejected, the last good configuration keeps serving: .*privkey.pem does not match the certificate in fullchain.pem"));
         Assert.Equal("256", KeyBits());
 
         // Back to a sound pair, then a key link pointing at nothing: rejected too, the old one still served.
@@ -161,6 +139,27 @@ public sealed class ReloadTests : IDisposable
         Assert.Equal("256", KeyBits());
         Assert.Equal(200, Tools.Curl("--cacert", TestWorld.CaPath, "--resolve", $"a.localhost:{tlsPort}:127.0.0.1", $"https://a.localhost:{tlsPort}/").Status);
     }
+
+    /// <summary>Two tenants; a.localhost terminated with the sample ECDSA certificate (certbot layout) on a TLS listener.</summary>
+    private (string Live, int TlsPort) StartWithTlsVhostA(string name)
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory(name);
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var tlsPort = TestWorld.FreePort();
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        return (live, tlsPort);
+    }
+
+    /// <summary>The key size of the certificate a new handshake for a.localhost gets (openssl s_client).</summary>
+    private static string ServedKeyBits(int tlsPort) => Regex.Match(
+        Tools.RunWithInput(string.Empty, "openssl", "s_client", "-connect", $"127.0.0.1:{tlsPort}", "-servername", "a.localhost", "-CAfile", TestWorld.CaPath).Stdout,
+        @"Server public key is (\d+) bit").Groups[1].Value;
 
     public void Dispose() => _dispatch?.Dispose();
 }
