@@ -174,7 +174,8 @@ public sealed class OperationsTests : IDisposable
             var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (int.Parse(f[1].Split(':')[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture) == serverPort
                 && int.Parse(f[2].Split(':')[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture) == clientPort
-                && f[3] == "01")
+                && f[3] == "01"
+                && f[9] != "0") // 0 until accept(2) gives the queued connection a socket of its own
                 return f[9];
         }
 
