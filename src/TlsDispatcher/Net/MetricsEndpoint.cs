@@ -183,9 +183,11 @@ internal sealed class MetricsEndpoint
     {
         var reason = code switch { 200 => "OK", 400 => "Bad Request", 404 => "Not Found", 405 => "Method Not Allowed", _ => "Service Unavailable" };
         var head = Encoding.ASCII.GetBytes($"HTTP/1.1 {code} {reason}\r\nContent-Type: {type}\r\nContent-Length: {length ?? body?.Length ?? 0}\r\nConnection: close\r\n\r\n");
-        await client.SendAsync(head, SocketFlags.None).ConfigureAwait(false);
+        // A scraper that does not read must not hold one of the few slots for ever.
+        using var timeout = new CancellationTokenSource(Timeout);
+        await client.SendAsync(head, SocketFlags.None, timeout.Token).ConfigureAwait(false);
         if (body is { Length: > 0 })
-            await client.SendAsync(body, SocketFlags.None).ConfigureAwait(false);
+            await client.SendAsync(body, SocketFlags.None, timeout.Token).ConfigureAwait(false);
         client.Shutdown(SocketShutdown.Send);
     }
 }
