@@ -76,15 +76,7 @@ public sealed class LandlockRulesTests : IDisposable
         var dir = TestWorld.NewTestDirectory("landlock-config");
         var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
         var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var conf = Path.Combine(dir, "conf");
-        Directory.CreateDirectory(conf);
-        var inConf = TestWorld.NewTenantTree(conf, "cache-a", TestWorld.TenantA, new Dictionary<string, string>());
-        var rootOwned = Path.Combine(dir, "root-owned");
-        Directory.CreateDirectory(rootOwned);
-        var open = TestWorld.NewTenantTree(dir, "open-a", TestWorld.TenantA, new Dictionary<string, string>());
-        File.SetUnixFileMode(open, (UnixFileMode)0b111_111_111);
-        var good = TestWorld.NewTenantTree(dir, "good-a", TestWorld.TenantA, new Dictionary<string, string>());
-        var insideGood = TestWorld.NewTenantTree(good, "b-inside", TestWorld.TenantB, new Dictionary<string, string>());
+        var (conf, inConf, rootOwned, open, good, insideGood) = WritePathCandidates(dir);
         var notB = TestWorld.NewTenantTree(dir, "not-b", TestWorld.TenantA, new Dictionary<string, string>());
 
         var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
@@ -137,15 +129,7 @@ public sealed class LandlockRulesTests : IDisposable
         var cgiSub = TestWorld.NewTenantTree(cgi, "sub", TestWorld.TenantA, new Dictionary<string, string>());
         var tools = TestWorld.NewTenantTree(dir, "tools-a", TestWorld.TenantA, new Dictionary<string, string>());
         var exec = TestWorld.NewTenantTree(tools, "bin", TestWorld.TenantA, new Dictionary<string, string>());
-        var conf = Path.Combine(dir, "conf");
-        Directory.CreateDirectory(conf);
-        var inConf = TestWorld.NewTenantTree(conf, "cache-a", TestWorld.TenantA, new Dictionary<string, string>());
-        var rootOwned = Path.Combine(dir, "root-owned");
-        Directory.CreateDirectory(rootOwned);
-        var open = TestWorld.NewTenantTree(dir, "open-a", TestWorld.TenantA, new Dictionary<string, string>());
-        File.SetUnixFileMode(open, (UnixFileMode)0b111_111_111);
-        var good = TestWorld.NewTenantTree(dir, "good-a", TestWorld.TenantA, new Dictionary<string, string>());
-        var insideGood = TestWorld.NewTenantTree(good, "b-inside", TestWorld.TenantB, new Dictionary<string, string>());
+        var (conf, inConf, rootOwned, open, good, insideGood) = WritePathCandidates(dir);
         var goodFile = Path.Combine(good, "state.db");
         File.WriteAllText(goodFile, string.Empty);
         TestWorld.Chown(goodFile, TestWorld.TenantA, recursive: false);
@@ -194,5 +178,23 @@ public sealed class LandlockRulesTests : IDisposable
         _dispatch?.Dispose();
         foreach (var s in _listeners)
             s.Dispose();
+    }
+
+    /// <summary>
+    /// Directories a write path may or may not name: one of pool a's inside a "conf" directory, a root-owned one,
+    /// a world-writable one of a's, a good one of a's, and one of b's inside that good one.
+    /// </summary>
+    private static (string Conf, string InConf, string RootOwned, string Open, string Good, string InsideGood) WritePathCandidates(string dir)
+    {
+        var conf = Path.Combine(dir, "conf");
+        Directory.CreateDirectory(conf);
+        var inConf = TestWorld.NewTenantTree(conf, "cache-a", TestWorld.TenantA, new Dictionary<string, string>());
+        var rootOwned = Path.Combine(dir, "root-owned");
+        Directory.CreateDirectory(rootOwned);
+        var open = TestWorld.NewTenantTree(dir, "open-a", TestWorld.TenantA, new Dictionary<string, string>());
+        File.SetUnixFileMode(open, (UnixFileMode)0b111_111_111);
+        var good = TestWorld.NewTenantTree(dir, "good-a", TestWorld.TenantA, new Dictionary<string, string>());
+        var insideGood = TestWorld.NewTenantTree(good, "b-inside", TestWorld.TenantB, new Dictionary<string, string>());
+        return (conf, inConf, rootOwned, open, good, insideGood);
     }
 }
