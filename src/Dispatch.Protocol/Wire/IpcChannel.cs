@@ -35,7 +35,8 @@ public sealed class IpcChannel : IDisposable
     public const int MaxDescriptors = 16;
     // 2: JailSpec (cgroup, tenant write paths, chroot, landlock), Stop (final), WorkerSetup (pool JSON in a memfd),
     // stats and metrics messages. A child from binaries of another version fails at its first message, saying so.
-    public const byte Version = 2;
+    // 3: Connection mode HandedTls with the TLS session state appended (TLS 2: the worker runs the record layer).
+    public const byte Version = 3;
     private static readonly int ControlSize = Libc.CmsgSpace(MaxDescriptors * sizeof(int));
 
     private readonly Socket _socket;

@@ -471,6 +471,13 @@ public enum ConnectionMode : byte
 
     /// <summary>TLS passthrough: the client's socket with the ClientHello already read.</summary>
     PassthroughTls = 3,
+
+    /// <summary>
+    /// TLS terminated by the dispatcher and the session handed over: the client's socket, the session's traffic
+    /// secrets and sequence numbers (<see cref="Dispatch.Protocol.Tls.TlsSessionState"/>), and the ciphertext already
+    /// read past the handshake. The worker runs the record layer.
+    /// </summary>
+    HandedTls = 4,
 }
 
 /// <summary>Application protocol spoken on the handed connection.</summary>
@@ -482,7 +489,8 @@ public enum AppProtocol : byte
 
 /// <summary>
 /// u64 connection id | u8 mode | u8 protocol | string client | string local | opt string sni |
-/// opt string tls protocol | opt string tls cipher | blob bytes already read (≤ 60000).
+/// opt string tls protocol | opt string tls cipher | blob bytes already read (≤ 60000)
+/// [mode HandedTls only: the session state, <see cref="Dispatch.Protocol.Tls.TlsSessionState"/>'s layout].
 /// Descriptor: the connection.
 /// </summary>
 public sealed record Connection(
@@ -494,7 +502,8 @@ public sealed record Connection(
     string? Sni,
     string? TlsProtocol,
     string? TlsCipher,
-    ReadOnlyMemory<byte> Initial) : IWireMessage<Connection>
+    ReadOnlyMemory<byte> Initial,
+    Dispatch.Protocol.Tls.TlsSessionState? Session = null) : IWireMessage<Connection>
 {
     public const int MaxInitial = 60000;
 
@@ -513,13 +522,16 @@ public sealed record Connection(
         writer.OptionalString(TlsProtocol);
         writer.OptionalString(TlsCipher);
         writer.Blob(Initial.Span);
+        if ((Mode == ConnectionMode.HandedTls) != (Session is not null))
+            throw new InvalidOperationException("a session state travels with mode HandedTls, and only with it");
+        Session?.Encode(ref writer);
     }
 
     public static Connection Decode(ref WireReader reader)
     {
         var id = (ulong)reader.I64();
         var mode = reader.U8();
-        if (mode is < 1 or > 3)
+        if (mode is < 1 or > 4)
             throw new WireException($"unknown connection mode {mode}");
         var protocol = reader.U8();
         if (protocol is < 1 or > 2)
@@ -533,7 +545,8 @@ public sealed record Connection(
             reader.OptionalString(Limits.Name),
             reader.OptionalString(Limits.Name),
             reader.OptionalString(Limits.Name),
-            reader.Blob(MaxInitial).ToArray());
+            reader.Blob(MaxInitial).ToArray(),
+            mode == (byte)ConnectionMode.HandedTls ? Dispatch.Protocol.Tls.TlsSessionState.Decode(ref reader) : null);
     }
 }
 
