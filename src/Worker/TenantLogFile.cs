@@ -79,14 +79,44 @@ internal sealed class TenantLogFile : ILogEventSink, IDisposable
     private static string Property(LogEvent logEvent, string name) =>
         logEvent.Properties.TryGetValue(name, out var v) && v is ScalarValue { Value: { } x } ? Convert.ToString(x, CultureInfo.InvariantCulture) ?? "-" : "-";
 
+    /// <summary>
+    /// One access-log field as nginx escapes it: control characters, DEL, non-ASCII, <c>"</c> and <c>\</c> become
+    /// <c>\xHH</c> (of their UTF-8 bytes), so no client-chosen text can end the line, break the quoting or forge a line.
+    /// </summary>
+    internal static string EscapeField(string value)
+    {
+        var clean = true;
+        foreach (var c in value)
+        {
+            if (c < 0x20 || c >= 0x7F || c == '"' || c == '\\')
+            {
+                clean = false;
+                break;
+            }
+        }
+
+        if (clean)
+            return value;
+        var text = new StringBuilder(value.Length + 16);
+        foreach (var b in Encoding.UTF8.GetBytes(value))
+        {
+            if (b < 0x20 || b >= 0x7F || b == (byte)'"' || b == (byte)'\\')
+                text.Append(CultureInfo.InvariantCulture, $"\\x{b:X2}");
+            else
+                text.Append((char)b);
+        }
+
+        return text.ToString();
+    }
+
     private static string FormatAccess(LogEvent logEvent)
     {
-        string P(string name) => Property(logEvent, name);
+        string P(string name) => EscapeField(Property(logEvent, name));
         var offset = logEvent.Timestamp.Offset;
         var zone = $"{(offset < TimeSpan.Zero ? '-' : '+')}{Math.Abs(offset.Hours):00}{Math.Abs(offset.Minutes):00}";
         return string.Create(
             CultureInfo.InvariantCulture,
-            $"{P("ClientAddress")} - - [{logEvent.Timestamp:dd/MMM/yyyy:HH:mm:ss} {zone}] \"{P("Method")} {P("Path")}{P("Query").Replace("-", string.Empty, StringComparison.Ordinal)} {P("Protocol")}\" {P("Status")} {P("Bytes")} \"{P("Referer")}\" \"{P("UserAgent")}\" {P("TlsProtocol")} {P("Sni")}\n");
+            $"{P("ClientAddress")} - - [{logEvent.Timestamp:dd/MMM/yyyy:HH:mm:ss} {zone}] \"{P("Method")} {P("Path")}{(P("Query") is "-" ? string.Empty : P("Query"))} {P("Protocol")}\" {P("Status")} {P("Bytes")} \"{P("Referer")}\" \"{P("UserAgent")}\" {P("TlsProtocol")} {P("Sni")}\n");
     }
 
     private static string FormatError(LogEvent logEvent)
