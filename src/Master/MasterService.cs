@@ -72,7 +72,18 @@ internal sealed partial class MasterService : IDisposable
         {
             if (!_cgroups.Apply(_config))
                 throw new ChildStartException("a pool's cgroup could not be set up and cgroup:required is true");
+            // One master per control socket and per port: a second one fails here, saying why, before it binds anything.
+            if (Operations.ControlServer.AnotherMasterAnswers(_config.Operations.ControlSocket))
+                throw new ChildStartException($"another master answers on the control socket {_config.Operations.ControlSocket}");
             var n = _config.Dispatcher.Processes;
+            if (n > 1)
+            {
+                // The slots share each port through SO_REUSEPORT, which another root process could join as well: first
+                // prove that no one listens there (a plain bind fails with EADDRINUSE on any listening socket).
+                foreach (var l in _config.Listen)
+                    Bind(l, reusePort: false, listen: false).Dispose();
+            }
+
             for (var slot = 0; slot < n; slot++)
                 _listeners.Add([.. _config.Listen.Select(l => Bind(l, reusePort: n > 1))]);
             if (_config.Operations.MetricsListen is { } metricsAt)
@@ -136,18 +147,21 @@ internal sealed partial class MasterService : IDisposable
         }
     }
 
-    private static Socket Bind(ListenConfig l, bool reusePort)
+    private static Socket Bind(ListenConfig l, bool reusePort, bool listen = true)
     {
         var socket = new Socket(l.Endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            // SO_REUSEADDR alone (restart over TIME_WAIT). Not SocketOptionName.ReuseAddress: on Linux .NET sets
+            // SO_REUSEPORT with it, and a second master then shared our ports silently instead of failing.
+            socket.SetRawSocketOption(1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, BitConverter.GetBytes(1));
             if (reusePort)
                 socket.SetRawSocketOption(1 /* SOL_SOCKET */, 15 /* SO_REUSEPORT */, BitConverter.GetBytes(1));
             if (l.Endpoint.AddressFamily == AddressFamily.InterNetworkV6)
                 socket.DualMode = false;
             socket.Bind(l.Endpoint);
-            socket.Listen(4096);
+            if (listen)
+                socket.Listen(4096);
             return socket;
         }
         catch (SocketException e)

@@ -82,6 +82,23 @@ internal sealed class ControlServer : IDisposable
         }
     }
 
+    /// <summary>True when a master accepts connections on <paramref name="path"/> now (a stale socket file does not count).</summary>
+    public static bool AnotherMasterAnswers(string path)
+    {
+        if (!IsSocket(path))
+            return false;
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
     private static unsafe bool IsSocket(string path)
     {
         Libc.Stat st;
