@@ -178,14 +178,25 @@ def parse_groups(items):
 # TLS clients
 
 
-def client_context(cipher, tickets=False):
+def client_context(cipher, tickets=False, version="1.2"):
+    """A client context pinned to one TLS version. "1.2": one cipher suite, group P-256 (the TLS 1.2
+    rows compare every server on the same suite and group). "1.3": TLS 1.3 only, OpenSSL's default
+    suites; the group is pinned by the caller's environment (OPENSSL_CONF with Groups = X25519, see
+    run.sh: Debian's Python 3.11 refuses set_ecdh_curve("X25519")), so a server that cannot do
+    TLS 1.3 fails the handshake instead of being measured on TLS 1.2."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if version == "1.3":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        if not tickets:
+            ctx.options |= ssl.OP_NO_TICKET
+        return ctx
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(cipher)
-    # One group for everyone: the dispatcher has no X25519, nginx/HAProxy would otherwise pick it.
+    # One group for everyone in the TLS 1.2 rows: P-256 (what the dispatcher's TLS 1.2 engine has).
     ctx.set_ecdh_curve("prime256v1")
     if not tickets:
         ctx.options |= ssl.OP_NO_TICKET
@@ -229,7 +240,7 @@ def read_response(sock):
 
 
 def cmd_handshakes(a):
-    ctx = client_context(a.cipher)
+    ctx = client_context(a.cipher, version=a.tls_version)
     lock = threading.Lock()
     state = {"left": a.n, "ok": 0, "errors": 0, "reused": 0, "first_error": None, "cipher": None,
              "version": None, "statuses": {}}
@@ -289,7 +300,7 @@ def cmd_idle(a):
     until killed."""
     import asyncio
 
-    ctx = client_context(a.cipher)
+    ctx = client_context(a.cipher, version=a.tls_version)
 
     async def connect(sem):
         async with sem:
@@ -319,8 +330,13 @@ def cmd_idle(a):
         results = await asyncio.gather(*(connect(sem) for _ in range(a.n)), return_exceptions=True)
         conns = [x for x in results if not isinstance(x, BaseException)]
         errs = [x for x in results if isinstance(x, BaseException)]
-        publish(a.ready_file + ".1", {"open": len(conns), "errors": len(errs), "wall_s": time.monotonic() - t0,
-                                      "first_error": repr(errs[0]) if errs else None})
+        info = {"open": len(conns), "errors": len(errs), "wall_s": time.monotonic() - t0,
+                "first_error": repr(errs[0]) if errs else None}
+        if conns:
+            so = conns[0][1].get_extra_info("ssl_object")
+            if so is not None:
+                info["version"], info["cipher"] = so.version(), so.cipher()[0]
+        publish(a.ready_file + ".1", info)
         while not os.path.exists(a.go_file):
             await asyncio.sleep(0.05)
         t0 = time.monotonic()
@@ -339,7 +355,7 @@ def cmd_idle(a):
 
 def cmd_fetch(a):
     """Time a.count single requests, each on a fresh connection (TLS if --tls); JSON ms list."""
-    ctx = client_context(a.cipher) if a.tls else None
+    ctx = client_context(a.cipher, version=a.tls_version) if a.tls else None
     times, statuses = [], []
     for _ in range(a.count):
         t0 = time.perf_counter()
@@ -357,7 +373,7 @@ def cmd_fetch(a):
 
 def cmd_wait(a):
     """Wait until GET a.path answers 200 (fresh connection each try)."""
-    ctx = client_context(a.cipher) if a.tls else None
+    ctx = client_context(a.cipher, version=a.tls_version) if a.tls else None
     deadline = time.monotonic() + a.timeout
     last = None
     while time.monotonic() < deadline:
@@ -388,6 +404,8 @@ WRK_REQS = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
 WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 WRK_ERR = re.compile(r"Socket errors: (.*)")
 WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+# printed by run.sh's wrk script (done()): exact counters instead of wrk's rounded "2.74GB read"
+WRK_BENCH = re.compile(r"^BENCH (.*)$", re.M)
 
 
 def parse_output(text):
@@ -410,6 +428,19 @@ def parse_output(text):
     m = WRK_NON2XX.search(text)
     if m:
         out["non2xx"] = int(m.group(1))
+    m = WRK_BENCH.search(text)
+    if m:
+        f = dict(kv.split("=", 1) for kv in m.group(1).split())
+        out["count"] = int(f["requests"])
+        out["bytes"] = int(f["bytes"])
+        dur = int(f["duration_us"]) / 1e6
+        out["duration_s"] = dur
+        if dur > 0:
+            out["rate"] = out["count"] / dur
+            out["mib_s"] = out["bytes"] / dur / 2**20
+        errs = {k: int(f[k]) for k in ("connect", "read", "write", "status", "timeout") if int(f.get(k, 0))}
+        if errs:
+            out["wrk_errors"] = errs
     return out
 
 
@@ -458,7 +489,8 @@ def cmd_idle_measure(a):
         if os.path.exists(f):
             os.unlink(f)
     cmd = [sys.executable, os.path.abspath(__file__), "idle", "--port", str(a.port), "--sni", a.sni,
-           "--n", str(a.n), "--cipher", a.cipher, "--request", a.request, "--ready-file", ready,
+           "--n", str(a.n), "--cipher", a.cipher, "--tls-version", a.tls_version, "--request", a.request,
+           "--conc", str(a.conc), "--ready-file", ready,
            "--go-file", go, "--hold", "600"]
 
     def raise_nofile():
@@ -466,7 +498,7 @@ def cmd_idle_measure(a):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def wait_for(path, child):
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + a.timeout
         while time.monotonic() < deadline and not os.path.exists(path):
             if child.poll() is not None:
                 return None
@@ -480,12 +512,12 @@ def cmd_idle_measure(a):
         info = wait_for(ready + ".1", child)
         if info is not None:
             time.sleep(a.settle)
-            phases.append(("idle-tls", info, memory(groups)))
+            phases.append((a.metric_stem, info, memory(groups)))
             open(go, "w").close()
             info = wait_for(ready + ".2", child)
             if info is not None:
                 time.sleep(a.settle)
-                phases.append(("idle-tls-req", info, memory(groups)))
+                phases.append((a.metric_stem + "-req", info, memory(groups)))
     finally:
         child.terminate()
         try:
@@ -498,6 +530,7 @@ def cmd_idle_measure(a):
                 os.unlink(f)
     ok = len(phases) == 2
     for metric, info, after in phases:
+        info["asked"] = a.n
         rec = {"metric": metric, "server": a.server, "round": a.round, "cmd": " ".join(cmd[1:]),
                "client": info, "before": before, "after": after}
         with open(a.out, "a") as f:
@@ -506,6 +539,63 @@ def cmd_idle_measure(a):
                           "rss_kib": {g: [before[g]["rss_kib"], after[g]["rss_kib"]] for g in groups}}))
         ok = ok and info.get("errors") == 0
     return 0 if ok else 1
+
+
+S_CLIENT_ERR = re.compile(r":error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+):")
+
+
+def cmd_probe(a):
+    """One handshake with `openssl s_client` under OPENSSL_CONF=a.cnf (the same client pin as wrk's
+    and Python's for that row); prints and records what was negotiated (protocol, suite, group) or
+    why the handshake failed. Exit status 0 if a handshake of the pinned version completed."""
+    env = dict(os.environ, OPENSSL_CONF=a.cnf)
+    cmd = ["openssl", "s_client", "-connect", f"{a.addr}:{a.port}", "-servername", a.sni]
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env=env, timeout=a.timeout)
+        text = p.stdout
+    except subprocess.TimeoutExpired as e:
+        text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        text += f"\n(no answer within {a.timeout:g} s)"
+    info = {"ok": False}
+    m = re.search(r"^New, (\S+), Cipher is (\S+)", text, re.M)
+    if m and m.group(2) != "(NONE)":
+        info.update(ok=True, protocol=m.group(1).rstrip(","), cipher=m.group(2))
+    m = re.search(r"^(?:Server|Peer) Temp Key: ([^,\n]+(?:, [^,\n]+)?)", text, re.M)
+    if m:
+        parts = [x.strip() for x in m.group(1).split(",")]
+        info["group"] = parts[1] if parts[0] == "ECDH" and len(parts) > 1 else parts[0]
+    m = re.search(r"^Peer signature type: (\S+)", text, re.M)
+    if m:
+        info["signature"] = m.group(1)
+    if a.expect and info.get("protocol") not in (None, a.expect):
+        info["ok"] = False
+        info["error"] = f"negotiated {info.get('protocol')}, not {a.expect}"
+    if not info["ok"] and "error" not in info:
+        reasons = S_CLIENT_ERR.findall(text)
+        alert = re.search(r"SSL alert number (\d+)", text)
+        if reasons:
+            info["error"] = reasons[0] + (f" (alert {alert.group(1)})" if alert else "")
+        elif "(no answer" in text:
+            info["error"] = text.strip().splitlines()[-1]
+        else:
+            tail = [l for l in text.strip().splitlines() if l.strip() and not l.startswith("---")]
+            info["error"] = (tail[-1] if tail else "no output from openssl s_client")[:200]
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(json.dumps({"metric": a.metric, "server": a.server, "round": a.round,
+                                "cmd": f"OPENSSL_CONF={a.cnf} " + " ".join(cmd), "client": info}) + "\n")
+    print(json.dumps(info))
+    return 0 if info["ok"] else 1
+
+
+def cmd_record_failure(a):
+    """A row that could not be measured: the report shows a.reason in its cell instead of a number."""
+    for metric in a.metric:
+        with open(a.out, "a") as f:
+            f.write(json.dumps({"metric": metric, "server": a.server, "round": a.round,
+                                "failed": a.reason, "client": {}}) + "\n")
+    return 0
 
 
 def cmd_mem(a):
@@ -831,7 +921,8 @@ def main():
     def tls_args(s):
         s.add_argument("--addr", default="127.0.0.1")
         s.add_argument("--port", type=int, required=True)
-        s.add_argument("--cipher", default="ECDHE-ECDSA-AES128-GCM-SHA256")
+        s.add_argument("--cipher", default="ECDHE-ECDSA-AES128-GCM-SHA256", help="TLS 1.2 only")
+        s.add_argument("--tls-version", choices=("1.2", "1.3"), default="1.2")
 
     s = sub.add_parser("handshakes")
     tls_args(s)
@@ -886,13 +977,37 @@ def main():
     tls_args(s)
     s.add_argument("--group", action="append", required=True)
     s.add_argument("--sni", default="a.localhost")
-    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--n", type=int, default=5000)
+    s.add_argument("--conc", type=int, default=50, help="handshakes (then GETs) in flight at once")
+    s.add_argument("--metric-stem", default="idle-tls", help="records STEM (handshake only) and STEM-req")
     s.add_argument("--request", default="/")
     s.add_argument("--settle", type=float, default=2.0)
+    s.add_argument("--timeout", type=float, default=600, help="for each phase of the client")
     s.add_argument("--server", required=True)
     s.add_argument("--round", type=int, default=1)
     s.add_argument("--out", required=True)
     s.set_defaults(f=cmd_idle_measure)
+
+    s = sub.add_parser("probe")
+    s.add_argument("--addr", default="127.0.0.1")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--sni", default="a.localhost")
+    s.add_argument("--cnf", required=True, help="OpenSSL config pinning the client (OPENSSL_CONF)")
+    s.add_argument("--expect", default=None, help="protocol that must be negotiated, e.g. TLSv1.3")
+    s.add_argument("--timeout", type=float, default=15)
+    s.add_argument("--metric", default="probe")
+    s.add_argument("--server", default="")
+    s.add_argument("--round", type=int, default=1)
+    s.add_argument("--out", default=None)
+    s.set_defaults(f=cmd_probe)
+
+    s = sub.add_parser("record-failure")
+    s.add_argument("--metric", action="append", required=True)
+    s.add_argument("--server", required=True)
+    s.add_argument("--round", type=int, default=1)
+    s.add_argument("--reason", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(f=cmd_record_failure)
 
     s = sub.add_parser("mem")
     s.add_argument("--group", action="append", required=True)
