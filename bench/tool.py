@@ -670,47 +670,110 @@ def cmd_report(a):
         return {"dispatch": ["dispatch"], "nginx": ["nginx"], "haproxy": ["haproxy", "backend"],
                 "haproxy-only": ["haproxy"]}[server]
 
+    def server_cpu(rec, server):
+        return sum(rec["cpu"].get(g, {}).get("cpu_s", 0) for g in server_groups(server))
+
     def cpu_per_unit(rec, server, unit_scale):
+        if "cpu" not in rec:
+            return None
         cnt = rec["client"].get("count")
         if not cnt:
             return None
-        tot = sum(rec["cpu"].get(g, {}).get("cpu_s", 0) for g in server_groups(server))
-        return tot / cnt * unit_scale
+        return server_cpu(rec, server) / cnt * unit_scale
+
+    def cpu_per_mib(rec, server):
+        if "cpu" not in rec or not rec["client"].get("bytes"):
+            return None
+        return server_cpu(rec, server) / (rec["client"]["bytes"] / 2**20) * 1000
+
+    def why_missing(rs):
+        """The text for a cell whose rounds produced no number."""
+        for r in rs:
+            if r.get("failed"):
+                return r["failed"]
+        for r in rs:
+            c = r.get("client", {})
+            if c.get("first_error"):
+                return "failed: " + str(c["first_error"])[:160]
+            if c.get("wrk_errors") or c.get("socket_errors"):
+                return "failed: wrk errors " + json.dumps(c.get("wrk_errors") or c.get("socket_errors"))
+        return "no result"
 
     rows = []
-    notes = []
 
-    def add_row(label, values, lower_better=True, unit=""):
+    def add_row(label, values):
         d, n, h = values.get("dispatch"), values.get("nginx"), values.get("haproxy")
         rows.append((label, values, ratio(d[0] if d else None, n[0] if n else None),
                      ratio(d[0] if d else None, h[0] if h else None)))
 
-    def cpu_metric(metric, label, scale, backend_row=True):
+    def section(title):
+        rows.append((f"**{title}**", {}, "", ""))
+
+    def metric_row(metric, label, value_of, servers=SERVERS, backend_row=False, backend_value_of=None):
         vals = {}
-        for s in SERVERS:
+        for s in servers:
             rs = by.get((metric, s), [])
-            xs = [cpu_per_unit(r, s, scale) for r in rs]
-            if rs:
+            if not rs:
+                continue
+            xs = [value_of(r, s) for r in rs]
+            if any(x is not None for x in xs):
                 vals[s] = (med(xs), spread(xs))
+            else:
+                vals[s] = (None, "", why_missing(rs))
         if vals:
             add_row(label, vals)
         rs = by.get((metric, "haproxy"), [])
         if rs and backend_row:
-            xs = [cpu_per_unit(r, "haproxy-only", scale) for r in rs]
+            xs = [backend_value_of(r) for r in rs]
             d = vals.get("dispatch", (None, ""))[0]
             rows.append((label + " — HAProxy process only (no backend)",
                          {"haproxy": (med(xs), spread(xs))}, "", ratio(d, med(xs))))
 
-    def rate_metric(metric, label):
-        vals = {}
-        for s in SERVERS:
-            rs = by.get((metric, s), [])
-            xs = [r["client"].get("rate") for r in rs]
-            if rs:
-                vals[s] = (med(xs), spread(xs))
-        if vals:
-            add_row(label, vals)
+    def cpu_metric(metric, label, scale, backend_row=True):
+        metric_row(metric, label, lambda r, s: cpu_per_unit(r, s, scale), backend_row=backend_row,
+                   backend_value_of=lambda r: cpu_per_unit(r, "haproxy-only", scale))
 
+    def rate_metric(metric, label):
+        metric_row(metric, label, lambda r, s: r["client"].get("rate") if "cpu" in r else None)
+
+    def dl_metrics(metric, tls):
+        metric_row(metric, f"10 MiB download, keep-alive, {tls} — MiB/s (**higher is better**: "
+                   "a ratio below 1 means Dispatch is slower)",
+                   lambda r, s: r["client"].get("mib_s") if "cpu" in r else None)
+        metric_row(metric, f"10 MiB download, {tls} — server CPU ms / MiB", cpu_per_mib, backend_row=True,
+                   backend_value_of=lambda r: cpu_per_mib(r, "haproxy-only"))
+
+    def mem_per_conn(r, s, kind):
+        n = r["client"].get("open") or 0
+        if not n or "after" not in r:
+            return None
+        return sum(r["after"][g][kind] - r["before"][g][kind] for g in server_groups(s) if g in r["after"]) / n
+
+    def idle_metrics(stem, tls):
+        metric_row(stem, f"Idle {tls} connections opened (of {idle_asked(stem)} asked; higher is better)",
+                   lambda r, s: r["client"].get("open") if "after" in r else None)
+        for metric, what in ((stem, "handshake only"), (stem + "-req", "after one keep-alive GET")):
+            for kind, name in (("rss_kib", "RSS"), ("pss_kib", "PSS")):
+                metric_row(metric, f"Idle {tls} connection, {what} — KiB {name} / connection (whole tree)",
+                           lambda r, s, kind=kind: mem_per_conn(r, s, kind))
+
+    def idle_asked(stem):
+        xs = {r["client"].get("asked") for s in SERVERS for r in by.get((stem, s), []) if r["client"].get("asked")}
+        return "/".join(str(x) for x in sorted(xs)) or "?"
+
+    has13 = any(m.startswith(("handshake13", "https13", "dl-tls13", "idle-tls13")) for m, _ in by)
+    if has13:
+        section("TLS 1.3 — X25519, ECDSA P-256 certificate, cipher suite as negotiated (see below)")
+        cpu_metric("handshake13", "Full TLS 1.3 handshake — server CPU ms / handshake", 1000, False)
+        rate_metric("handshake13", "  TLS 1.3 handshakes/s achieved (client shares the 2 cores)")
+        cpu_metric("handshake13-req", "Full TLS 1.3 handshake + one GET / (1 KiB) + close — server CPU ms / connection", 1000)
+        cpu_metric("https13-ka", "Keep-alive TLS 1.3 GET 1 KiB (wrk -c10) — server CPU µs / request", 1e6)
+        rate_metric("https13-ka", "  TLS 1.3 requests/s (wrk, higher is better)")
+        cpu_metric("https13-ka-100k", "Keep-alive TLS 1.3 GET 100 KiB (wrk -c10) — server CPU µs / request", 1e6)
+        rate_metric("https13-ka-100k", "  TLS 1.3 100 KiB requests/s (higher is better)")
+        dl_metrics("dl-tls13", "TLS 1.3")
+        idle_metrics("idle-tls13", "TLS 1.3")
+    section("TLS 1.2 — ECDHE-ECDSA-AES128-GCM-SHA256, P-256")
     cpu_metric("handshake-ecdsa", "Full TLS 1.2 handshake, ECDSA P-256 — server CPU ms / handshake", 1000, False)
     rate_metric("handshake-ecdsa", "  handshakes/s achieved (client shares the 2 cores)")
     cpu_metric("handshake-rsa", "Full TLS 1.2 handshake, RSA-2048 — server CPU ms / handshake", 1000, False)
@@ -719,41 +782,31 @@ def cmd_report(a):
     rate_metric("https-ka", "  HTTPS requests/s (wrk, higher is better)")
     cpu_metric("https-ka-100k", "Keep-alive HTTPS GET 100 KiB (wrk -c10) — server CPU µs / request", 1e6)
     rate_metric("https-ka-100k", "  HTTPS 100 KiB requests/s (higher is better)")
+    dl_metrics("dl-tls12", "TLS 1.2")
+    idle_metrics("idle-tls", "TLS 1.2")
+    section("Plain HTTP")
     cpu_metric("http-ka", "Keep-alive plain HTTP GET 1 KiB (wrk -c10) — server CPU µs / request", 1e6)
     rate_metric("http-ka", "  HTTP requests/s (higher is better)")
 
-    # memory
-    for metric, label in (("idle-tls", "Idle TLS connection (handshake only) — KiB RSS / connection"),
-                          ("idle-tls-req", "Idle keep-alive TLS connection after one GET — KiB RSS / connection")):
-        for kind in ("rss_kib", "pss_kib"):
-            vals = {}
-            for s in SERVERS:
-                rs = by.get((metric, s), [])
-                xs = []
-                for r in rs:
-                    n = r["client"].get("open") or 0
-                    if n:
-                        groups = server_groups(s)
-                        delta = sum(r["after"][g][kind] - r["before"][g][kind] for g in groups if g in r["after"])
-                        xs.append(delta / n)
-                if rs:
-                    vals[s] = (med(xs), spread(xs))
-            if vals:
-                add_row(label.replace("RSS", "RSS" if kind == "rss_kib" else "PSS"), vals)
-
     out = []
     out.append(f"# Dispatch vs nginx vs HAProxy — {meta['date']} ({meta['commit']})\n")
-    out.append("Lower is better for CPU and memory; higher is better for requests/s. Ratios are "
-               "Dispatch ÷ peer (1.00× = parity; for CPU and memory, 3.00× means Dispatch uses three "
-               f"times as much). Values are medians over {meta['rounds']} round(s); the range across "
+    out.append("Lower is better for CPU and memory; higher is better for requests/s, MiB/s and "
+               "connections opened. Ratios are Dispatch ÷ peer (1.00× = parity; for CPU and memory, "
+               "3.00× means Dispatch uses three times as much; for MiB/s, 0.50× means Dispatch "
+               f"delivers half as fast). Values are medians over {meta['rounds']} round(s); the range across "
                "rounds is in parentheses. Absolute numbers on a shared 2-core machine are noise; "
-               "read the ratios.\n")
+               "read the ratios. A cell that says \"handshake failed\" is a server that could not "
+               "complete a handshake with that row's client pin (nothing was measured for it).\n")
     out.append("| metric | Dispatch | nginx | HAProxy | Dispatch/nginx | Dispatch/HAProxy |")
     out.append("|---|---|---|---|---|---|")
     for label, vals, rn, rh in rows:
         def cell(s):
             v = vals.get(s)
-            return f"{fmt(v[0])}{v[1]}" if v else ""
+            if not v:
+                return ""
+            if v[0] is None and len(v) > 2:
+                return v[2].replace("|", "\\|")
+            return f"{fmt(v[0])}{v[1]}"
         out.append(f"| {label} | {cell('dispatch')} | {cell('nginx')} | {cell('haproxy')} | {rn} | {rh} |")
     out.append("")
     out.append("HAProxy column: HAProxy plus its backend (a separate nginx, worker_processes 1, plain HTTP, "
@@ -781,8 +834,10 @@ def cmd_report(a):
                "process's time spent in the kernel).\n")
     out.append("| metric | total CPU s | " + " | ".join(["Master", "TlsDispatcher", "Worker", "other"]) + " |")
     out.append("|---|---|---|---|---|---|")
-    for metric in ("handshake-ecdsa", "handshake-rsa", "handshake-req", "https-ka", "https-ka-100k", "http-ka"):
-        rs = by.get((metric, "dispatch"), [])
+    for metric in ("handshake13", "handshake13-req", "https13-ka", "https13-ka-100k", "dl-tls13",
+                   "handshake-ecdsa", "handshake-rsa", "handshake-req", "https-ka", "https-ka-100k", "dl-tls12",
+                   "http-ka"):
+        rs = [r for r in by.get((metric, "dispatch"), []) if "cpu" in r]
         if not rs:
             continue
         tot = sum(r["cpu"]["dispatch"]["cpu_s"] for r in rs)
@@ -812,25 +867,100 @@ def cmd_report(a):
                 peers.append(f"{metric} {srv} {100 * sy / t:.0f}%")
     if peers:
         out.append("Kernel share of the peers' CPU, for comparison: " + ", ".join(peers) + ".\n")
-    out.append("Memory of Dispatch per idle connection, by process (median KiB RSS / connection; "
-               "the dispatcher keeps the TLS state, the worker a Kestrel connection on a socketpair):\n")
-    for metric in ("idle-tls", "idle-tls-req"):
-        rs = by.get((metric, "dispatch"), [])
-        if not rs:
-            continue
-        per = {}
+    # memory per idle connection, split by process
+    idle_ms = [m for m in ("idle-tls13", "idle-tls13-req", "idle-tls", "idle-tls-req")
+               if any(by.get((m, s)) for s in SERVERS)]
+
+    def per_role(r, server):
+        """{process label: (KiB RSS, KiB PSS) per connection} for one record."""
+        n = r["client"].get("open") or 0
+        if not n or "after" not in r:
+            return None
+        res = {}
+        for g in server_groups(server):
+            after, before = r["after"].get(g, {}).get("roles", {}), r["before"].get(g, {}).get("roles", {})
+            for k in set(after) | set(before):
+                label = f"backend {k}" if g == "backend" else k
+                a_, b_ = after.get(k, {}), before.get(k, {})
+                res[label] = tuple((a_.get(x, 0) - b_.get(x, 0)) / n for x in ("rss_kib", "pss_kib"))
+        return res
+
+    def role_medians(rs, server):
+        acc = {}
         for r in rs:
-            n = r["client"].get("open") or 0
-            if not n:
+            pr = per_role(r, server)
+            for k, v in (pr or {}).items():
+                acc.setdefault(k, []).append(v)
+        return {k: (med([x[0] for x in v]), med([x[1] for x in v])) for k, v in acc.items()}
+
+    def opened(rs):
+        xs = [r["client"].get("open") for r in rs if "after" in r]
+        asked = next((r["client"].get("asked") for r in rs if r["client"].get("asked")), None)
+        return f"{'/'.join(str(x) for x in xs) or '0'} of {asked or '?'}"
+
+    if idle_ms:
+        out.append("## Memory per idle connection, by process\n")
+        out.append("KiB per connection, RSS / PSS (median over rounds): each process's growth from just before the "
+                   "client connected to 2 s after the last connection was established (or after the last GET), "
+                   "divided by the connections open. Dispatch: the dispatcher (TlsDispatcher) holds the TLS "
+                   "state today, the worker a Kestrel connection on a socketpair; once the session hand-off lands "
+                   "the dispatcher's column should stay flat and the worker's grow. Kernel socket buffers are "
+                   "in no process's RSS.\n")
+        out.append("| metric | opened | Master | TlsDispatcher | Worker | other | whole tree |")
+        out.append("|---|---|---|---|---|---|---|")
+        for m in idle_ms:
+            rs = by.get((m, "dispatch"), [])
+            if not rs:
                 continue
-            for k, v in r["after"]["dispatch"]["roles"].items():
-                b = r["before"]["dispatch"]["roles"].get(k, {}).get("rss_kib", 0)
-                per.setdefault(k, []).append((v["rss_kib"] - b) / n)
-        last = rs[-1]
-        out.append(f"- {metric}: " + "; ".join(f"{k} {fmt(med(v))}" for k, v in sorted(per.items()))
-                   + f" (last round, KiB RSS of the tree: {last['before']['dispatch']['rss_kib']:,} → "
-                   f"{last['after']['dispatch']['rss_kib']:,} with {last['client'].get('open')} connections)")
-    out.append("")
+            if not any("after" in r for r in rs):
+                out.append(f"| {m} | 0 | {why_missing(rs)} | | | | |")
+                continue
+            rm = role_medians(rs, "dispatch")
+            other = [v for k, v in rm.items() if k not in ("Master", "TlsDispatcher", "Worker")]
+            def rp(v):
+                return f"{fmt(v[0])} / {fmt(v[1])}" if v else ""
+            oth = (sum(v[0] for v in other), sum(v[1] for v in other)) if other else None
+            tot = (med([mem_per_conn(r, "dispatch", "rss_kib") for r in rs]),
+                   med([mem_per_conn(r, "dispatch", "pss_kib") for r in rs]))
+            out.append(f"| {m} | {opened(rs)} | {rp(rm.get('Master'))} | {rp(rm.get('TlsDispatcher'))} | "
+                       f"{rp(rm.get('Worker'))} | {rp(oth)} | {rp(tot)} |")
+        out.append("")
+        out.append("The peers, the same way (nginx: master + workers; HAProxy: the haproxy process + its backend nginx):\n")
+        out.append("| metric | server | opened | per process: RSS / PSS KiB per connection | whole tree |")
+        out.append("|---|---|---|---|---|")
+        for m in idle_ms:
+            for srv in ("nginx", "haproxy"):
+                rs = by.get((m, srv), [])
+                if not rs:
+                    continue
+                rm = role_medians(rs, srv)
+                parts = "; ".join(f"{k} {fmt(v[0])} / {fmt(v[1])}" for k, v in sorted(rm.items()))
+                tot = (med([mem_per_conn(r, srv, "rss_kib") for r in rs]),
+                       med([mem_per_conn(r, srv, "pss_kib") for r in rs]))
+                out.append(f"| {m} | {srv} | {opened(rs)} | {parts or why_missing(rs)} | {fmt(tot[0])} / {fmt(tot[1])} |")
+        out.append("")
+        last = [r for r in by.get(("idle-tls", "dispatch"), []) + by.get(("idle-tls13", "dispatch"), []) if "after" in r]
+        for r in last[-2:]:
+            out.append(f"- {r['metric']}, round {r['round']}: Dispatch tree KiB RSS {r['before']['dispatch']['rss_kib']:,} → "
+                       f"{r['after']['dispatch']['rss_kib']:,} with {r['client'].get('open')} connections")
+        out.append("")
+
+    # what was negotiated
+    probes = [r for r in recs if r["metric"].startswith("probe-")]
+    if probes:
+        out.append("## What each client pin negotiated\n")
+        out.append("One `openssl s_client` handshake per server and pin, with the same `OPENSSL_CONF` as the row's "
+                   "clients (wrk, Python), at the start of each round.\n")
+        out.append("| pin | server | round | result |")
+        out.append("|---|---|---|---|")
+        for r in probes:
+            c = r["client"]
+            if c.get("ok"):
+                res = f"{c.get('protocol')}, {c.get('cipher')}, group {c.get('group', '?')}, signature {c.get('signature', '?')}"
+            else:
+                res = f"handshake failed: {c.get('error')}"
+            out.append(f"| {r['metric'][6:]} | {r['server']} | {r['round']} | {res} |")
+        out.append("")
 
     # cold start
     cold = [r for r in recs if r["metric"] == "cold"]
@@ -853,13 +983,18 @@ def cmd_report(a):
     out.append("| metric | server | round | client result | server CPU s (per group), or memory | wall s | machine busy |")
     out.append("|---|---|---|---|---|---|---|")
     for r in recs:
-        if r["metric"] == "cold":
+        if r["metric"] == "cold" or r["metric"].startswith("probe-"):
+            continue
+        if r.get("failed"):
+            out.append(f"| {r['metric']} | {r['server']} | {r['round']} | not measured: {r['failed']} | | | |")
             continue
         c = r["client"]
-        keep = {k: c[k] for k in ("count", "open", "rate", "errors", "reused", "cipher", "version",
-                                  "statuses", "socket_errors", "non2xx", "first_error") if c.get(k) not in (None, 0, {}, "")}
-        if "rate" in keep:
-            keep["rate"] = round(keep["rate"], 1)
+        keep = {k: c[k] for k in ("count", "open", "asked", "rate", "mib_s", "bytes", "errors", "reused", "cipher",
+                                  "version", "statuses", "socket_errors", "wrk_errors", "non2xx", "first_error")
+                if c.get(k) not in (None, 0, {}, "")}
+        for k in ("rate", "mib_s"):
+            if k in keep:
+                keep[k] = round(keep[k], 1)
         cpu = ", ".join(f"{g} {v['cpu_s']:.2f}" for g, v in r.get("cpu", {}).items())
         if "after" in r:
             cpu = "RSS KiB " + ", ".join(f"{g} {r['before'][g]['rss_kib']:,} → {v['rss_kib']:,}"
@@ -880,7 +1015,7 @@ def cmd_report(a):
     out.append("```")
     seen = set()
     for r in recs:
-        if r["metric"] == "cold":
+        if r["metric"] == "cold" or not r.get("cmd"):
             continue
         key = (r["metric"], r["server"])
         if key in seen:
