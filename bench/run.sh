@@ -252,7 +252,8 @@ client() { "$run/client.sh" "$@"; }
 # TLS 1.2 and 1.3 on one port, as deployed; the client decides which one a row measures, so a server
 # without TLS 1.3 fails the TLS 1.3 rows instead of being measured on TLS 1.2.
 #   TLS 1.2: one suite, ECDHE-ECDSA-AES128-GCM-SHA256, group P-256 (what Dispatch's TLS 1.2 engine does)
-#   TLS 1.3: OpenSSL's default suites (server picks), group X25519: what clients offer by default
+#   TLS 1.3: OpenSSL's default suites (server picks), group X25519: what clients offer by default;
+#            ECDSA signatures only (so that every server presents its ECDSA certificate)
 tls_cnf_write() {   # tls_cnf_write FILE SETTINGS...
   local f=$1
   shift
@@ -262,7 +263,11 @@ tls_cnf_write() {   # tls_cnf_write FILE SETTINGS...
 CNF12="$run/openssl-tls12.cnf"
 CNF13="$run/openssl-tls13.cnf"
 tls_cnf_write "$CNF12" "MinProtocol = TLSv1.2" "MaxProtocol = TLSv1.2" "Groups = P-256" "CipherString = $ECDSA_CIPHER"
-tls_cnf_write "$CNF13" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519"
+# The TLS 1.3 pin also limits the signature algorithms to ECDSA: with TLS 1.3 nothing in the cipher
+# suite says which certificate to use, and HAProxy 2.6 (ECDSA and RSA crt for the same name) picks the
+# RSA one for a default client; the rows measure an ECDSA certificate everywhere.
+tls_cnf_write "$CNF13" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
+  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
 chmod 644 "$CNF12" "$CNF13"
 cnf_for() { case $1 in 1.2) echo "$CNF12" ;; 1.3) echo "$CNF13" ;; esac; }
 # wrk's done() hook prints exact counters (requests, bytes, duration) instead of rounded units
@@ -682,7 +687,7 @@ meta = {
     "Dispatch: $app_note; config $run/dispatch.json: one tls listener, one http listener; vhost a.localhost tls terminate with ECDSA P-256 + RSA-2048 certDirs, TLS engine: ${DISPATCH_ENGINE:-the default (no engine key)}, pool a uid $TENANT_UID maxWorkers 1 nofile $NOFILE, dispatcher uid $DISPATCHER_UID nofile $NOFILE, log.level Warning; pools b and c exist only for the cold-start test (no worker until then). Measured: Master + TlsDispatcher + Worker(s) (every process in the master's tree).",
     "nginx $nginx_v: worker_processes $NGINX_WORKERS (= $(nproc) here when auto), worker_connections $CONN_LIMIT, worker_rlimit_nofile $NOFILE, one TLS server and one plain HTTP server on the same files, access_log off, sendfile on, keepalive_requests unlimited, ssl_protocols TLSv1.2 TLSv1.3, TLS 1.2 ciphers $ECDSA_CIPHER:$RSA_CIPHER, TLS 1.3 suites OpenSSL's default, ssl_ecdh_curve X25519:prime256v1. Measured: master + workers.",
     "HAProxy $haproxy_v: nbthread $HAPROXY_THREADS, maxconn $HAPROXY_MAXCONN, TLS 1.2 and 1.3 (ssl-min-ver TLSv1.2), same TLS 1.2 ciphers, default TLS 1.3 suites, curves X25519:P-256, ECDSA+RSA crt, TLS and plain frontends forwarding to a backend: a separate nginx (worker_processes 1, plain HTTP, same files, http-reuse always). Not http-request return. The HAProxy column includes the backend's CPU/memory; 'HAProxy process only' rows do not.",
-    "Client TLS pins: every server accepts TLS 1.2 and 1.3 on one port; each row's client pins the version. TLS 1.2 rows: $ECDSA_CIPHER (RSA row: $RSA_CIPHER), group P-256. TLS 1.3 rows: TLS 1.3 only, group X25519, OpenSSL's default suites (the server picks; see 'What each client pin negotiated'). wrk has no TLS options, so the pin is an OpenSSL config given through OPENSSL_CONF ($CNF12, $CNF13: MinProtocol/MaxProtocol/Groups/CipherString in system_default), read by wrk, Python and openssl s_client alike. A server that fails the TLS 1.3 probe handshake gets 'handshake failed: <reason>' in every TLS 1.3 row.",
+    "Client TLS pins: every server accepts TLS 1.2 and 1.3 on one port; each row's client pins the version. TLS 1.2 rows: $ECDSA_CIPHER (RSA row: $RSA_CIPHER), group P-256. TLS 1.3 rows: TLS 1.3 only, group X25519, signature algorithms ECDSA only (HAProxy would otherwise present its RSA certificate), OpenSSL's default suites (the server picks; see 'What each client pin negotiated'). wrk has no TLS options, so the pin is an OpenSSL config given through OPENSSL_CONF ($CNF12, $CNF13: MinProtocol/MaxProtocol/Groups/CipherString in system_default), read by wrk, Python and openssl s_client alike. A server that fails the TLS 1.3 probe handshake gets 'handshake failed: <reason>' in every TLS 1.3 row.",
     "Handshake client: bench/tool.py handshakes (Python ssl, $HS_CONC threads), OP_NO_TICKET, a fresh SSLContext session per connection (no resumption; the report's 'reused' count must be 0). 'handshake' = connect, full handshake, close; 'handshake + GET' also sends GET / (Connection: close) and reads the 1 KiB response. $WARMUP_HANDSHAKES warm-up handshakes+GETs per server and TLS version before any measurement.",
     "Keep-alive: wrk -t $WRK_THREADS -c $WRK_CONNS -d $DURATION (after a 2 s warm-up run), SNI and Host a.localhost (wrk runs in a private mount namespace whose /etc/hosts maps a.localhost to 127.0.0.1). CPU per request = server CPU delta over the wrk run / requests wrk completed (exact counts from a done() hook, $run/wrk-summary.lua).",
     "Download: wrk -t $DL_THREADS -c $DL_CONNS -d $DURATION on /10m.bin (10 MiB of random bytes), keep-alive, after a 2 s warm-up; MiB/s = bytes wrk read / its duration; CPU per MiB = server CPU delta / MiB wrk read.",

@@ -73,6 +73,11 @@ def role(pid):
             comm = f.read().strip()
     except OSError:
         return "?"
+    if comm == "nginx":
+        # nginx rewrites argv: "nginx: master process nginx -c /path/..." (basename would be the path's
+        # last component) / "nginx: worker process"
+        full = b" ".join(argv).decode(errors="replace")
+        return "nginx-master" if "master" in full else "nginx-worker"
     a0 = os.path.basename(argv[0].decode(errors="replace")) if argv and argv[0] else comm
     if a0 in ("dotnet",) and len(argv) > 1:
         a0 = os.path.basename(argv[1].decode(errors="replace"))
