@@ -814,6 +814,12 @@ def cmd_report(a):
             return f"{fmt(v[0])}{v[1]}"
         out.append(f"| {label} | {cell('dispatch')} | {cell('nginx')} | {cell('haproxy')} | {rn} | {rh} |")
     out.append("")
+    hs = [r for r in recs if r["metric"].startswith("handshake") and "reused" in r.get("client", {})]
+    if hs:
+        bad = [f"{r['metric']}/{r['server']}/round {r['round']}: {r['client']['reused']}" for r in hs if r["client"]["reused"]]
+        out.append(("Session resumption check: **FAILED**, sessions reused in " + "; ".join(bad)) if bad else
+                   f"Session resumption check: `reused` = 0 in all {len(hs)} handshake runs (every handshake was full).")
+        out.append("")
     out.append("HAProxy column: HAProxy plus its backend (a separate nginx, worker_processes 1, plain HTTP, "
                "same files) whenever a request is served; the handshake rows involve HAProxy alone. The "
                "\"HAProxy process only\" rows leave the backend out.\n")
@@ -996,7 +1002,7 @@ def cmd_report(a):
         c = r["client"]
         keep = {k: c[k] for k in ("count", "open", "asked", "rate", "mib_s", "bytes", "errors", "reused", "cipher",
                                   "version", "statuses", "socket_errors", "wrk_errors", "non2xx", "first_error")
-                if c.get(k) not in (None, 0, {}, "")}
+                if c.get(k) not in (None, 0, {}, "") or (k == "reused" and k in c)}
         for k in ("rate", "mib_s"):
             if k in keep:
                 keep[k] = round(keep[k], 1)
