@@ -436,9 +436,10 @@ loadavg_start=$(cat /proc/loadavg)
 results="$run/results.jsonl"
 : >"$results"
 mkdir -p "$results_dir"
-report="$results_dir/$date_tag-$commit.md"
+tag="$date_tag-$commit${DISPATCH_ENGINE:+-engine-$DISPATCH_ENGINE}"
+report="$results_dir/$tag.md"
 n=2
-while [ -e "$report" ]; do report="$results_dir/$date_tag-$commit-$n.md"; n=$((n + 1)); done
+while [ -e "$report" ]; do report="$results_dir/$tag-$n.md"; n=$((n + 1)); done
 
 # ------------------------------------------------------------------------------------------------
 # 5. Servers
@@ -675,6 +676,7 @@ mem = next((l.split(":", 1)[1].strip() for l in open("/proc/meminfo") if l.start
 meta = {
   "date": "$(date -u +%Y-%m-%dT%H:%MZ)",
   "commit": "$commit",
+  "dispatch_engine": "${DISPATCH_ENGINE:-default}",
   "rounds": $ROUNDS,
   "machine": {
     "nproc": os.cpu_count(), "CPU": cpu, "memory": mem, "kernel": platform.release(),

@@ -794,7 +794,9 @@ def cmd_report(a):
     rate_metric("http-ka", "  HTTP requests/s (higher is better)")
 
     out = []
-    out.append(f"# Dispatch vs nginx vs HAProxy — {meta['date']} ({meta['commit']})\n")
+    engine = meta.get("dispatch_engine", "default")
+    out.append(f"# Dispatch vs nginx vs HAProxy — {meta['date']} ({meta['commit']})"
+               + ("" if engine == "default" else f" — Dispatch TLS engine: {engine} (DISPATCH_ENGINE)") + "\n")
     out.append("Lower is better for CPU and memory; higher is better for requests/s, MiB/s and "
                "connections opened. Ratios are Dispatch ÷ peer (1.00× = parity; for CPU and memory, "
                "3.00× means Dispatch uses three times as much; for MiB/s, 0.50× means Dispatch "
