@@ -10,7 +10,11 @@
 #   HS_CONC=4           concurrent handshake clients (Python threads; OpenSSL releases the GIL)
 #   DURATION=10s        wrk duration per keep-alive test (after a 2 s warm-up that is not counted)
 #   WRK_THREADS=2 WRK_CONNS=10
-#   IDLE_CONNS=1000     idle TLS connections for the memory test
+#   IDLE_CONNS=5000     idle TLS connections for the memory test (per TLS version and server)
+#   IDLE_CONC=50        handshakes in flight while the idle client opens them
+#   TLS13=1             also measure TLS 1.3 (X25519) rows (0 to skip)
+#   DL_THREADS=1 DL_CONNS=2   wrk for the 10 MiB download rows
+#   DISPATCH_ENGINE=    Dispatch's dispatcher.engine (empty: its default engine, as a user gets it)
 #   NGINX_WORKERS=auto  nginx worker_processes (auto = nproc here)
 #   HAPROXY_THREADS=2   HAProxy nbthread
 #   RSA=1               also measure RSA-2048 handshakes (0 to skip)
@@ -35,7 +39,12 @@ HS_CONC=${HS_CONC:-4}
 DURATION=${DURATION:-10s}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-10}
-IDLE_CONNS=${IDLE_CONNS:-1000}
+IDLE_CONNS=${IDLE_CONNS:-5000}
+IDLE_CONC=${IDLE_CONC:-50}
+TLS13=${TLS13:-1}
+DL_THREADS=${DL_THREADS:-1}
+DL_CONNS=${DL_CONNS:-2}
+DISPATCH_ENGINE=${DISPATCH_ENGINE:-}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
 HAPROXY_THREADS=${HAPROXY_THREADS:-2}
 RSA=${RSA:-1}
@@ -201,6 +210,8 @@ PY
 data = base64.encodebytes(os.urandom(76800))[:102400]
 open(sys.argv[1], "wb").write(data)' "$d/100k.txt"
 done
+# the download rows: 10 MiB of random bytes (served as application/octet-stream everywhere)
+head -c $((10 * 1048576)) /dev/urandom >"$base/www/a.localhost/10m.bin"
 chown -R "$TENANT_UID:$TENANT_UID" "$base/www/a.localhost"
 chown -R 10002:10002 "$base/www/b.localhost"
 chown -R 10003:10003 "$base/www/c.localhost"
@@ -236,21 +247,71 @@ fi
 chmod 755 "$run/client.sh"
 client() { "$run/client.sh" "$@"; }
 
+# Client-side TLS pins, one OpenSSL config per TLS version, given to every client of a row through
+# OPENSSL_CONF (wrk has no TLS options; Python and openssl s_client read it too). The servers accept
+# TLS 1.2 and 1.3 on one port, as deployed; the client decides which one a row measures, so a server
+# without TLS 1.3 fails the TLS 1.3 rows instead of being measured on TLS 1.2.
+#   TLS 1.2: one suite, ECDHE-ECDSA-AES128-GCM-SHA256, group P-256 (what Dispatch's TLS 1.2 engine does)
+#   TLS 1.3: OpenSSL's default suites (server picks), group X25519: what clients offer by default;
+#            ECDSA signatures only (so that every server presents its ECDSA certificate)
+tls_cnf_write() {   # tls_cnf_write FILE SETTINGS...
+  local f=$1
+  shift
+  { printf 'openssl_conf = bench_conf\n[bench_conf]\nssl_conf = bench_ssl\n[bench_ssl]\nsystem_default = bench_tls\n[bench_tls]\n'
+    printf '%s\n' "$@"; } >"$f"
+}
+CNF12="$run/openssl-tls12.cnf"
+CNF13="$run/openssl-tls13.cnf"
+tls_cnf_write "$CNF12" "MinProtocol = TLSv1.2" "MaxProtocol = TLSv1.2" "Groups = P-256" "CipherString = $ECDSA_CIPHER"
+# The TLS 1.3 pin also limits the signature algorithms to ECDSA: with TLS 1.3 nothing in the cipher
+# suite says which certificate to use, and HAProxy 2.6 (ECDSA and RSA crt for the same name) picks the
+# RSA one for a default client; the rows measure an ECDSA certificate everywhere.
+tls_cnf_write "$CNF13" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
+  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
+chmod 644 "$CNF12" "$CNF13"
+cnf_for() { case $1 in 1.2) echo "$CNF12" ;; 1.3) echo "$CNF13" ;; esac; }
+# wrk's done() hook prints exact counters (requests, bytes, duration) instead of rounded units
+cat >"$run/wrk-summary.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%d bytes=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
+end
+LUA
+# wrk_cmd VERSION THREADS CONNS DURATION URL: the command line of a pinned wrk run (an array in WRK)
+wrk_cmd() {
+  WRK=(env "OPENSSL_CONF=$(cnf_for "$1")" "$run/client.sh" wrk -t "$2" -c "$3" -d "$4" -s "$run/wrk-summary.lua" "$5")
+}
+
+# File descriptors for IDLE_CONNS connections: the client holds one per connection; nginx's workers
+# (worker_connections, worker_rlimit_nofile), HAProxy (maxconn; it sizes its own ulimit-n to about
+# twice that) and Dispatch's dispatcher and pool (config "nofile") get limits above it.
+CONN_LIMIT=$((IDLE_CONNS + 3000))
+[ "$CONN_LIMIT" -lt 8192 ] && CONN_LIMIT=8192
+HAPROXY_MAXCONN=$CONN_LIMIT
+if [ $((2 * HAPROXY_MAXCONN + 200)) -gt "$NOFILE" ]; then HAPROXY_MAXCONN=$(((NOFILE - 200) / 2)); fi
+if [ "$NOFILE" -lt $((2 * IDLE_CONNS + 500)) ] || [ "$HAPROXY_MAXCONN" -lt $((IDLE_CONNS + 100)) ]; then
+  log "WARNING: file descriptor hard limit $NOFILE is low for IDLE_CONNS=$IDLE_CONNS (the report says how many opened)"
+fi
+log "fd limits: ulimit -n $NOFILE (hard $(ulimit -Hn)); nginx worker_connections $CONN_LIMIT; haproxy maxconn $HAPROXY_MAXCONN; Dispatch nofile $NOFILE"
+
 # ------------------------------------------------------------------------------------------------
 # 3. Ports and configs
 read -r P_D_TLS P_D_HTTP P_N_TLS P_N_HTTP P_H_TLS P_H_HTTP P_B_HTTP <<<"$("$PY" "$TOOL" ports 7)"
 log "ports: dispatch tls $P_D_TLS http $P_D_HTTP; nginx tls $P_N_TLS http $P_N_HTTP; haproxy tls $P_H_TLS http $P_H_HTTP; backend $P_B_HTTP"
 
+engine_json=''
+[ -n "$DISPATCH_ENGINE" ] && engine_json=", \"engine\": \"$DISPATCH_ENGINE\""
 cat >"$run/dispatch.json" <<JSON
 {
   "listen": [
     { "endpoint": "127.0.0.1:$P_D_TLS", "protocol": "tls" },
     { "endpoint": "127.0.0.1:$P_D_HTTP", "protocol": "http" }
   ],
-  "dispatcher": { "user": "$DISPATCHER_UID", "headerTimeout": "120s", "handshakeTimeout": "30s" },
+  "dispatcher": { "user": "$DISPATCHER_UID", "headerTimeout": "300s", "handshakeTimeout": "30s", "nofile": $NOFILE$engine_json },
   "security": { "minUid": 1000 },
   "pools": {
-    "a": { "user": "$TENANT_UID", "group": "$TENANT_UID", "maxWorkers": 1 },
+    "a": { "user": "$TENANT_UID", "group": "$TENANT_UID", "maxWorkers": 1, "nofile": $NOFILE },
     "b": { "user": "10002", "group": "10002", "maxWorkers": 1 },
     "c": { "user": "10003", "group": "10003", "maxWorkers": 1 }
   },
@@ -284,20 +345,20 @@ master_process on;
 user www-data;
 pid $2/nginx.pid;
 error_log $2/error.log warn;
-events { worker_connections 8192; }
+events { worker_connections $CONN_LIMIT; }
 http {
   include /etc/nginx/mime.types;
   default_type application/octet-stream;
   access_log off;
   sendfile on;
   tcp_nopush on;
-  keepalive_timeout 120s;
+  keepalive_timeout 300s;
   keepalive_requests 100000000;
-  client_header_timeout 120s;
-  ssl_protocols TLSv1.2;
+  client_header_timeout 300s;
+  ssl_protocols TLSv1.2 TLSv1.3;
   ssl_ciphers $ECDSA_CIPHER:$RSA_CIPHER;
   ssl_prefer_server_ciphers on;
-  ssl_ecdh_curve prime256v1;
+  ssl_ecdh_curve X25519:prime256v1;
   client_body_temp_path $2/tmp;
   proxy_temp_path $2/tmp;
   fastcgi_temp_path $2/tmp;
@@ -339,23 +400,23 @@ nginx -t -q -c "$run/backend/nginx.conf" -p "$run/backend" || die "backend nginx
 cat >"$run/haproxy.cfg" <<HAP
 global
   nbthread $HAPROXY_THREADS
-  maxconn 8000
+  maxconn $HAPROXY_MAXCONN
   ssl-default-bind-ciphers $ECDSA_CIPHER:$RSA_CIPHER
-  ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2
+  ssl-default-bind-options ssl-min-ver TLSv1.2
   tune.ssl.default-dh-param 2048
 
 defaults
   mode http
   timeout connect 5s
-  timeout client 120s
-  timeout server 120s
-  timeout http-request 120s
-  timeout http-keep-alive 120s
+  timeout client 300s
+  timeout server 300s
+  timeout http-request 300s
+  timeout http-keep-alive 300s
   option http-keep-alive
   http-reuse always
 
 frontend fe_tls
-  bind 127.0.0.1:$P_H_TLS ssl crt $certs/haproxy-a.localhost.pem crt $certs/haproxy-a.localhost-rsa.pem curves prime256v1
+  bind 127.0.0.1:$P_H_TLS ssl crt $certs/haproxy-a.localhost.pem crt $certs/haproxy-a.localhost-rsa.pem curves X25519:P-256
   default_backend be
 
 frontend fe_http
@@ -375,9 +436,10 @@ loadavg_start=$(cat /proc/loadavg)
 results="$run/results.jsonl"
 : >"$results"
 mkdir -p "$results_dir"
-report="$results_dir/$date_tag-$commit.md"
+tag="$date_tag-$commit${DISPATCH_ENGINE:+-engine-$DISPATCH_ENGINE}"
+report="$results_dir/$tag.md"
 n=2
-while [ -e "$report" ]; do report="$results_dir/$date_tag-$commit-$n.md"; n=$((n + 1)); done
+while [ -e "$report" ]; do report="$results_dir/$tag-$n.md"; n=$((n + 1)); done
 
 # ------------------------------------------------------------------------------------------------
 # 5. Servers
@@ -419,9 +481,15 @@ tls_port() { case $1 in dispatch) echo "$P_D_TLS" ;; nginx) echo "$P_N_TLS" ;; h
 http_port() { case $1 in dispatch) echo "$P_D_HTTP" ;; nginx) echo "$P_N_HTTP" ;; haproxy) echo "$P_H_HTTP" ;; esac; }
 
 SERVERS=(dispatch nginx haproxy)
-for round in $(seq 1 "$ROUNDS"); do
-  log "=== round $round/$ROUNDS"
-  start_servers "$round"
+declare -A TLS13_FAIL=()   # server -> why its TLS 1.3 handshake failed (empty/unset: it works)
+TLS13_METRICS=(handshake13 handshake13-req https13-ka https13-ka-100k dl-tls13 idle-tls13 idle-tls13-req)
+
+# bring_up ROUND PHASE: start all servers, wait until they answer, probe what each negotiates under
+# the two client pins, warm up. PHASE a is the round's first start (records Dispatch's cold start and
+# the probes); PHASE b restarts everything for the second idle-memory test.
+bring_up() {
+  local round=$1 phase=$2 s out v
+  start_servers "$round$phase"
   # Dispatch: the first request after start (worker cold). The master binds the ports before the
   # dispatcher is up, and a connection that makes the dispatcher ask for a worker before the master
   # has its Ready crashes the master ("expected Ready, got NeedWorker"); a TLS handshake alone does
@@ -429,38 +497,98 @@ for round in $(seq 1 "$ROUNDS"); do
   # probe with a plain request for an unknown host (answered 404 by the dispatcher itself, no
   # worker) and give the dispatcher 1 s more before the first real request.
   "$PY" "$TOOL" wait-ready --port "$P_D_HTTP" --host probe.invalid --any-status --timeout 60 \
-    || die "Dispatch never answered (log: $run/dispatch-r$round.log)"
+    || die "Dispatch never answered (log: $run/dispatch-r$round$phase.log)"
   sleep 1
   first=$("$PY" "$TOOL" fetch --port "$P_D_HTTP" --host a.localhost --path / --count 1) \
-    || die "Dispatch's first request failed: $first (log: $run/dispatch-r$round.log)"
-  add_cold "$round" "first request after start (HTTP; worker cold, dispatcher started 1 s before)" "$first"
+    || die "Dispatch's first request failed: $first (log: $run/dispatch-r$round$phase.log)"
+  [ "$phase" = a ] && add_cold "$round" "first request after start (HTTP; worker cold, dispatcher started 1 s before)" "$first"
   "$PY" "$TOOL" wait-ready --port "$P_D_TLS" --tls --timeout 30 || die "Dispatch TLS not answering"
   servers_ready
   log "process trees: dispatch $("$PY" "$TOOL" tree "$D_PID" | awk '{printf "%s ", $2}'); nginx $("$PY" "$TOOL" tree "$N_PID" | wc -l); haproxy $("$PY" "$TOOL" tree "$H_PID" | wc -l); backend $("$PY" "$TOOL" tree "$B_PID" | wc -l)"
 
+  # What each server negotiates with each client pin (openssl s_client, the same OPENSSL_CONF as the
+  # row's clients). A server whose TLS 1.3 handshake fails gets "handshake failed: ..." in every
+  # TLS 1.3 row instead of a number.
+  if [ "$phase" = a ]; then
+    TLS13_FAIL=()
+    for s in "${SERVERS[@]}"; do
+      out=$("$PY" "$TOOL" probe --port "$(tls_port "$s")" --cnf "$CNF12" --expect TLSv1.2 \
+        --metric probe-tls12 --server "$s" --round "$round" --out "$results") || log "WARNING: $s TLS 1.2 probe: $out"
+      log "TLS 1.2 client pin against $s: $out"
+      [ "$TLS13" = 1 ] || continue
+      if out=$("$PY" "$TOOL" probe --port "$(tls_port "$s")" --cnf "$CNF13" --expect TLSv1.3 \
+          --metric probe-tls13 --server "$s" --round "$round" --out "$results"); then
+        log "TLS 1.3 client pin against $s: $out"
+      else
+        TLS13_FAIL[$s]=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1]).get("error") or "?")' "$out" 2>/dev/null || echo "?")
+        log "TLS 1.3 client pin against $s: handshake failed: ${TLS13_FAIL[$s]} (its TLS 1.3 rows will say so)"
+        "$PY" "$TOOL" record-failure $(printf -- '--metric %s ' "${TLS13_METRICS[@]}") --server "$s" --round "$round" \
+          --reason "handshake failed: ${TLS13_FAIL[$s]}" --out "$results"
+      fi
+    done
+  fi
+
   # warm-up: handshakes and requests, so that JIT tiers and allocator pools are in steady state
   for s in "${SERVERS[@]}"; do
-    "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$WARMUP_HANDSHAKES" --conc "$HS_CONC" --request / >/dev/null \
-      || die "warm-up handshakes against $s failed"
-    client wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "https://a.localhost:$(tls_port "$s")/" >/dev/null
+    for v in 1.2 1.3; do
+      [ "$v" = 1.3 ] && { [ "$TLS13" = 1 ] && [ -z "${TLS13_FAIL[$s]:-}" ] || continue; }
+      OPENSSL_CONF=$(cnf_for $v) "$PY" "$TOOL" handshakes --tls-version $v --port "$(tls_port "$s")" \
+        --n "$WARMUP_HANDSHAKES" --conc "$HS_CONC" --request / >/dev/null \
+        || { [ "$v" = 1.3 ] && log "WARNING: warm-up TLS 1.3 handshakes against $s had errors"; } \
+        || die "warm-up handshakes (TLS $v) against $s failed"
+      wrk_cmd $v "$WRK_THREADS" "$WRK_CONNS" 2s "https://a.localhost:$(tls_port "$s")/"
+      "${WRK[@]}" >/dev/null
+    done
     client wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "http://a.localhost:$(http_port "$s")/" >/dev/null
   done
   sleep 2
+}
 
-  # d. memory per idle TLS connection (first, before the heavy tests inflate heaps): the same
-  # connections are measured twice, after the handshake and after one keep-alive GET each
+# idle_test VERSION METRIC-STEM: memory per idle TLS connection, IDLE_CONNS per server; the same
+# connections are measured twice, after the handshake (STEM) and after one keep-alive GET each
+# (STEM-req)
+idle_test() {
+  local v=$1 stem=$2 s
   for s in "${SERVERS[@]}"; do
-    log "idle connections: $s ($IDLE_CONNS)"
+    if [ "$v" = 1.3 ] && [ -n "${TLS13_FAIL[$s]:-}" ]; then
+      log "idle connections TLS $v: $s skipped (handshake failed: ${TLS13_FAIL[$s]})"
+      continue
+    fi
+    log "idle connections TLS $v: $s ($IDLE_CONNS)"
     # shellcheck disable=SC2046
-    "$PY" "$TOOL" idle-measure $(groups_for "$s") --port "$(tls_port "$s")" --n "$IDLE_CONNS" \
+    OPENSSL_CONF=$(cnf_for "$v") "$PY" "$TOOL" idle-measure $(groups_for "$s") --port "$(tls_port "$s")" \
+      --tls-version "$v" --n "$IDLE_CONNS" --conc "$IDLE_CONC" --metric-stem "$stem" \
       --server "$s" --round "$round" --out "$results" >&2 \
-      || log "WARNING: idle connections against $s incomplete"
+      || log "WARNING: idle connections (TLS $v) against $s incomplete"
     sleep 2
   done
+}
+
+# skip13 SERVER: true (and logs) when the TLS 1.3 rows of SERVER are not to be run
+skip13() {
+  [ "$TLS13" = 1 ] || return 0
+  [ -n "${TLS13_FAIL[$1]:-}" ] || return 1
+  log "  $1 skipped: handshake failed: ${TLS13_FAIL[$1]}"
+  return 0
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  log "=== round $round/$ROUNDS"
+  bring_up "$round" a
+
+  # d. memory per idle TLS connection, first, before the heavy tests inflate heaps; and the servers
+  # are restarted between the two TLS versions so that the second does not reuse the first's memory
+  if [ "$TLS13" = 1 ]; then
+    idle_test 1.3 idle-tls13
+    stop_all
+    sleep 1
+    bring_up "$round" b
+  fi
+  idle_test 1.2 idle-tls
 
   # a. full handshakes (no resumption, no tickets), handshake only; then handshake + one request
   for s in "${SERVERS[@]}"; do
-    log "handshakes ECDSA: $s"
+    log "handshakes TLS 1.2 ECDSA: $s"
     # shellcheck disable=SC2046
     "$PY" "$TOOL" measure $(groups_for "$s") --metric handshake-ecdsa --server "$s" --round "$round" --out "$results" -- \
       "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$HANDSHAKES" --conc "$HS_CONC" --cipher "$ECDSA_CIPHER" >&2 \
@@ -468,7 +596,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   if [ "$RSA" = 1 ]; then
     for s in "${SERVERS[@]}"; do
-      log "handshakes RSA: $s"
+      log "handshakes TLS 1.2 RSA: $s"
       # shellcheck disable=SC2046
       "$PY" "$TOOL" measure $(groups_for "$s") --metric handshake-rsa --server "$s" --round "$round" --out "$results" -- \
         "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$HANDSHAKES" --conc "$HS_CONC" --cipher "$RSA_CIPHER" >&2 \
@@ -476,24 +604,51 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   fi
   for s in "${SERVERS[@]}"; do
-    log "handshake + GET: $s"
+    log "handshake + GET TLS 1.2: $s"
     # shellcheck disable=SC2046
     "$PY" "$TOOL" measure $(groups_for "$s") --metric handshake-req --server "$s" --round "$round" --out "$results" -- \
       "$PY" "$TOOL" handshakes --port "$(tls_port "$s")" --n "$HANDSHAKES" --conc "$HS_CONC" --cipher "$ECDSA_CIPHER" --request / >&2 \
       || log "WARNING: handshake+GET against $s had errors"
   done
+  if [ "$TLS13" = 1 ]; then
+    for metric in handshake13 handshake13-req; do
+      req=()
+      [ "$metric" = handshake13-req ] && req=(--request /)
+      for s in "${SERVERS[@]}"; do
+        log "$metric (TLS 1.3, X25519, ECDSA): $s"
+        skip13 "$s" && continue
+        # shellcheck disable=SC2046
+        "$PY" "$TOOL" measure $(groups_for "$s") --metric "$metric" --server "$s" --round "$round" --out "$results" -- \
+          env "OPENSSL_CONF=$CNF13" "$PY" "$TOOL" handshakes --tls-version 1.3 --port "$(tls_port "$s")" --n "$HANDSHAKES" --conc "$HS_CONC" "${req[@]}" >&2 \
+          || log "WARNING: $metric against $s had errors"
+      done
+    done
+  fi
 
-  # b/c. keep-alive requests: HTTPS 1 KiB, HTTPS 100 KiB, plain HTTP 1 KiB
-  for test in "https-ka https /" "https-ka-100k https /100k.txt" "http-ka http /"; do
-    read -r metric scheme path <<<"$test"
+  # b/c. keep-alive requests: HTTPS 1 KiB, HTTPS 100 KiB (TLS 1.2 and 1.3), plain HTTP 1 KiB; then the
+  # 10 MiB download (throughput and CPU per MiB), TLS 1.2 and 1.3
+  for test in "https-ka 1.2 / $WRK_THREADS $WRK_CONNS" "https13-ka 1.3 / $WRK_THREADS $WRK_CONNS" \
+              "https-ka-100k 1.2 /100k.txt $WRK_THREADS $WRK_CONNS" "https13-ka-100k 1.3 /100k.txt $WRK_THREADS $WRK_CONNS" \
+              "http-ka http / $WRK_THREADS $WRK_CONNS" \
+              "dl-tls12 1.2 /10m.bin $DL_THREADS $DL_CONNS" "dl-tls13 1.3 /10m.bin $DL_THREADS $DL_CONNS"; do
+    read -r metric v path threads conns <<<"$test"
+    [ "$v" = 1.3 ] && [ "$TLS13" != 1 ] && continue
     for s in "${SERVERS[@]}"; do
-      if [ "$scheme" = https ]; then port=$(tls_port "$s"); else port=$(http_port "$s"); fi
-      url="$scheme://a.localhost:$port$path"
-      client wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "$url" >/dev/null
       log "$metric: $s"
+      if [ "$v" = http ]; then
+        url="http://a.localhost:$(http_port "$s")$path"
+        WRK=("$run/client.sh" wrk -t "$threads" -c "$conns" -d "$DURATION" -s "$run/wrk-summary.lua" "$url")
+        client wrk -t "$threads" -c "$conns" -d 2s "$url" >/dev/null
+      else
+        [ "$v" = 1.3 ] && skip13 "$s" && continue
+        url="https://a.localhost:$(tls_port "$s")$path"
+        wrk_cmd "$v" "$threads" "$conns" 2s "$url"
+        "${WRK[@]}" >/dev/null
+        wrk_cmd "$v" "$threads" "$conns" "$DURATION" "$url"
+      fi
       # shellcheck disable=SC2046
       "$PY" "$TOOL" measure $(groups_for "$s") --metric "$metric" --server "$s" --round "$round" --out "$results" -- \
-        "$run/client.sh" wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d "$DURATION" "$url" >&2 \
+        "${WRK[@]}" >&2 \
         || log "WARNING: wrk against $s failed"
     done
   done
@@ -521,6 +676,7 @@ mem = next((l.split(":", 1)[1].strip() for l in open("/proc/meminfo") if l.start
 meta = {
   "date": "$(date -u +%Y-%m-%dT%H:%MZ)",
   "commit": "$commit",
+  "dispatch_engine": "${DISPATCH_ENGINE:-default}",
   "rounds": $ROUNDS,
   "machine": {
     "nproc": os.cpu_count(), "CPU": cpu, "memory": mem, "kernel": platform.release(),
@@ -531,20 +687,22 @@ meta = {
     "load average at start / end": "$loadavg_start / " + open("/proc/loadavg").read().strip(),
   },
   "setup": [
-    "Dispatch: $app_note; config $run/dispatch.json: one tls listener, one http listener; vhost a.localhost tls terminate with ECDSA P-256 + RSA-2048 certDirs, pool a uid $TENANT_UID maxWorkers 1, dispatcher uid $DISPATCHER_UID, log.level Warning; pools b and c exist only for the cold-start test (no worker until then). Measured: Master + TlsDispatcher + Worker(s) (every process in the master's tree).",
-    "nginx $nginx_v: worker_processes $NGINX_WORKERS (= $(nproc) here when auto), one TLS server and one plain HTTP server on the same files, access_log off, sendfile on, keepalive_requests unlimited, TLS 1.2 only, ciphers $ECDSA_CIPHER:$RSA_CIPHER, ssl_ecdh_curve prime256v1. Measured: master + workers.",
-    "HAProxy $haproxy_v: nbthread $HAPROXY_THREADS, TLS 1.2 only, same ciphers, curves prime256v1, ECDSA+RSA crt, TLS and plain frontends forwarding to a backend: a separate nginx (worker_processes 1, plain HTTP, same files, http-reuse always). Not http-request return. The HAProxy column includes the backend's CPU/memory; 'HAProxy process only' rows do not.",
-    "Handshake client: bench/tool.py handshakes (Python ssl, $HS_CONC threads): TLS 1.2, one cipher suite, group P-256 only, OP_NO_TICKET, a fresh SSLContext session per connection (no resumption; the report's 'reused' count must be 0). 'handshake' = connect, full handshake, close; 'handshake + GET' also sends GET / (Connection: close) and reads the 1 KiB response. $WARMUP_HANDSHAKES warm-up handshakes+GETs per server before any measurement.",
-    "Keep-alive: wrk -t $WRK_THREADS -c $WRK_CONNS -d $DURATION (after a 2 s warm-up run), SNI and Host a.localhost (wrk runs in a private mount namespace whose /etc/hosts maps a.localhost to 127.0.0.1). CPU per request = server CPU delta over the wrk run / requests wrk completed.",
+    "Dispatch: $app_note; config $run/dispatch.json: one tls listener, one http listener; vhost a.localhost tls terminate with ECDSA P-256 + RSA-2048 certDirs, TLS engine: ${DISPATCH_ENGINE:-the default (no engine key)}, pool a uid $TENANT_UID maxWorkers 1 nofile $NOFILE, dispatcher uid $DISPATCHER_UID nofile $NOFILE, log.level Warning; pools b and c exist only for the cold-start test (no worker until then). Measured: Master + TlsDispatcher + Worker(s) (every process in the master's tree).",
+    "nginx $nginx_v: worker_processes $NGINX_WORKERS (= $(nproc) here when auto), worker_connections $CONN_LIMIT, worker_rlimit_nofile $NOFILE, one TLS server and one plain HTTP server on the same files, access_log off, sendfile on, keepalive_requests unlimited, ssl_protocols TLSv1.2 TLSv1.3, TLS 1.2 ciphers $ECDSA_CIPHER:$RSA_CIPHER, TLS 1.3 suites OpenSSL's default, ssl_ecdh_curve X25519:prime256v1. Measured: master + workers.",
+    "HAProxy $haproxy_v: nbthread $HAPROXY_THREADS, maxconn $HAPROXY_MAXCONN, TLS 1.2 and 1.3 (ssl-min-ver TLSv1.2), same TLS 1.2 ciphers, default TLS 1.3 suites, curves X25519:P-256, ECDSA+RSA crt, TLS and plain frontends forwarding to a backend: a separate nginx (worker_processes 1, plain HTTP, same files, http-reuse always). Not http-request return. The HAProxy column includes the backend's CPU/memory; 'HAProxy process only' rows do not.",
+    "Client TLS pins: every server accepts TLS 1.2 and 1.3 on one port; each row's client pins the version. TLS 1.2 rows: $ECDSA_CIPHER (RSA row: $RSA_CIPHER), group P-256. TLS 1.3 rows: TLS 1.3 only, group X25519, signature algorithms ECDSA only (HAProxy would otherwise present its RSA certificate), OpenSSL's default suites (the server picks; see 'What each client pin negotiated'). wrk has no TLS options, so the pin is an OpenSSL config given through OPENSSL_CONF ($CNF12, $CNF13: MinProtocol/MaxProtocol/Groups/CipherString in system_default), read by wrk, Python and openssl s_client alike. A server that fails the TLS 1.3 probe handshake gets 'handshake failed: <reason>' in every TLS 1.3 row.",
+    "Handshake client: bench/tool.py handshakes (Python ssl, $HS_CONC threads), OP_NO_TICKET, a fresh SSLContext session per connection (no resumption; the report's 'reused' count must be 0). 'handshake' = connect, full handshake, close; 'handshake + GET' also sends GET / (Connection: close) and reads the 1 KiB response. $WARMUP_HANDSHAKES warm-up handshakes+GETs per server and TLS version before any measurement.",
+    "Keep-alive: wrk -t $WRK_THREADS -c $WRK_CONNS -d $DURATION (after a 2 s warm-up run), SNI and Host a.localhost (wrk runs in a private mount namespace whose /etc/hosts maps a.localhost to 127.0.0.1). CPU per request = server CPU delta over the wrk run / requests wrk completed (exact counts from a done() hook, $run/wrk-summary.lua).",
+    "Download: wrk -t $DL_THREADS -c $DL_CONNS -d $DURATION on /10m.bin (10 MiB of random bytes), keep-alive, after a 2 s warm-up; MiB/s = bytes wrk read / its duration; CPU per MiB = server CPU delta / MiB wrk read.",
     "CPU: utime+stime (+cutime+cstime of reaped children) summed over every process in each server's tree, from /proc/PID/stat before and after the client command (resolution 1/$(getconf CLK_TCK) s).",
-    "Memory: $IDLE_CONNS TLS connections opened by a Python asyncio client ($ECDSA_CIPHER, P-256), held idle; RSS and PSS (smaps_rollup) of the server's process tree 2 s after the last handshake completed, minus the same just before the client started; then each of the same connections sends one keep-alive GET / (1 KiB response) and idles again, and the tree is measured once more ('after one GET', against the same baseline).",
+    "Memory: $IDLE_CONNS TLS connections per server and TLS version opened by a Python asyncio client ($IDLE_CONC handshakes in flight), held idle; RSS and PSS (smaps_rollup) of the server's process tree and of each process in it 2 s after the last handshake completed, minus the same just before the client started; then each of the same connections sends one keep-alive GET / (1 KiB response) and idles again, and the tree is measured once more ('after one GET', against the same baseline). The servers are restarted between the TLS 1.3 and the TLS 1.2 test, so the second does not reuse memory the first left behind. File descriptors: ulimit -n $NOFILE for the client and every server.",
     "Cold start: Python client, one fresh connection per request, time from connect to the complete response. 'First request after start' is sent 1 s after the dispatcher first answered a plain request for an unknown host (404, no worker involved) (earlier requests can crash the master: see caveats); it includes spawning, jailing and proving the pool's worker.",
-    "Servers are restarted fresh for every round; order within a round: warm-up, idle memory, handshakes, keep-alive HTTPS 1 KiB, HTTPS 100 KiB, plain HTTP, Dispatch cold start.",
+    "Servers are restarted fresh for every round; order within a round: probes, warm-up, idle memory TLS 1.3, restart + warm-up, idle memory TLS 1.2, handshakes (TLS 1.2 ECDSA, RSA, + GET; TLS 1.3, + GET), keep-alive HTTPS 1 KiB (1.2, 1.3), 100 KiB (1.2, 1.3), plain HTTP, 10 MiB download (1.2, 1.3), Dispatch cold start.",
   ],
   "caveats": [
     "Client and servers share the same $(nproc) cores (the client takes a large share of them under wrk and the handshake loop): requests/s are bounded by the machine, not by the server alone. CPU per operation is the fairer number.",
     "The machine is a shared VM, and other work (builds, test runs) may run on it at the same time: absolute numbers are noise; only ratios from the same run mean anything. The load average and each measurement's 'machine busy' share are in the report.",
-    "Dispatch runs TLS 1.2 only (BouncyCastle) and has no X25519, so every server is pinned to TLS 1.2 with P-256 for these tests; nginx and HAProxy would be cheaper still with TLS 1.3/X25519.",
+    "The TLS 1.2 rows pin every server to TLS 1.2, P-256 and one suite (what Dispatch's TLS 1.2 engine offers); the TLS 1.3 rows measure what clients use by default today (TLS 1.3, X25519). A Dispatch build whose default engine has no TLS 1.3 shows 'handshake failed' there.",
     "nginx with worker_processes $NGINX_WORKERS and HAProxy with nbthread $HAPROXY_THREADS can use both cores; Dispatch is one dispatcher + one worker (multi-threaded .NET processes).",
     "nginx and HAProxy run with access logs off. Dispatch has no such switch: its worker logs every request at Information whatever log.level says (src/Worker/Program.cs creates its logger at Information), writes the line to its stderr socket, and the master parses it and drops it below Warning. That cost is in Dispatch's numbers (it is what Dispatch does today); the Master column of the CPU split is mostly this.",
     "Dispatch's first request after start is delayed until the dispatcher has answered a probe plus 1 s: a connection that makes the dispatcher ask for a worker before the master has read its Ready crashes the master ('expected Ready, got NeedWorker'; seen while writing this benchmark), and the master binds the ports before the dispatcher is up.",

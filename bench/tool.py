@@ -73,6 +73,11 @@ def role(pid):
             comm = f.read().strip()
     except OSError:
         return "?"
+    if comm == "nginx":
+        # nginx rewrites argv: "nginx: master process nginx -c /path/..." (basename would be the path's
+        # last component) / "nginx: worker process"
+        full = b" ".join(argv).decode(errors="replace")
+        return "nginx-master" if "master" in full else "nginx-worker"
     a0 = os.path.basename(argv[0].decode(errors="replace")) if argv and argv[0] else comm
     if a0 in ("dotnet",) and len(argv) > 1:
         a0 = os.path.basename(argv[1].decode(errors="replace"))
@@ -178,14 +183,25 @@ def parse_groups(items):
 # TLS clients
 
 
-def client_context(cipher, tickets=False):
+def client_context(cipher, tickets=False, version="1.2"):
+    """A client context pinned to one TLS version. "1.2": one cipher suite, group P-256 (the TLS 1.2
+    rows compare every server on the same suite and group). "1.3": TLS 1.3 only, OpenSSL's default
+    suites; the group is pinned by the caller's environment (OPENSSL_CONF with Groups = X25519, see
+    run.sh: Debian's Python 3.11 refuses set_ecdh_curve("X25519")), so a server that cannot do
+    TLS 1.3 fails the handshake instead of being measured on TLS 1.2."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if version == "1.3":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        if not tickets:
+            ctx.options |= ssl.OP_NO_TICKET
+        return ctx
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(cipher)
-    # One group for everyone: the dispatcher has no X25519, nginx/HAProxy would otherwise pick it.
+    # One group for everyone in the TLS 1.2 rows: P-256 (what the dispatcher's TLS 1.2 engine has).
     ctx.set_ecdh_curve("prime256v1")
     if not tickets:
         ctx.options |= ssl.OP_NO_TICKET
@@ -229,7 +245,7 @@ def read_response(sock):
 
 
 def cmd_handshakes(a):
-    ctx = client_context(a.cipher)
+    ctx = client_context(a.cipher, version=a.tls_version)
     lock = threading.Lock()
     state = {"left": a.n, "ok": 0, "errors": 0, "reused": 0, "first_error": None, "cipher": None,
              "version": None, "statuses": {}}
@@ -289,7 +305,7 @@ def cmd_idle(a):
     until killed."""
     import asyncio
 
-    ctx = client_context(a.cipher)
+    ctx = client_context(a.cipher, version=a.tls_version)
 
     async def connect(sem):
         async with sem:
@@ -319,8 +335,13 @@ def cmd_idle(a):
         results = await asyncio.gather(*(connect(sem) for _ in range(a.n)), return_exceptions=True)
         conns = [x for x in results if not isinstance(x, BaseException)]
         errs = [x for x in results if isinstance(x, BaseException)]
-        publish(a.ready_file + ".1", {"open": len(conns), "errors": len(errs), "wall_s": time.monotonic() - t0,
-                                      "first_error": repr(errs[0]) if errs else None})
+        info = {"open": len(conns), "errors": len(errs), "wall_s": time.monotonic() - t0,
+                "first_error": repr(errs[0]) if errs else None}
+        if conns:
+            so = conns[0][1].get_extra_info("ssl_object")
+            if so is not None:
+                info["version"], info["cipher"] = so.version(), so.cipher()[0]
+        publish(a.ready_file + ".1", info)
         while not os.path.exists(a.go_file):
             await asyncio.sleep(0.05)
         t0 = time.monotonic()
@@ -339,7 +360,7 @@ def cmd_idle(a):
 
 def cmd_fetch(a):
     """Time a.count single requests, each on a fresh connection (TLS if --tls); JSON ms list."""
-    ctx = client_context(a.cipher) if a.tls else None
+    ctx = client_context(a.cipher, version=a.tls_version) if a.tls else None
     times, statuses = [], []
     for _ in range(a.count):
         t0 = time.perf_counter()
@@ -357,7 +378,7 @@ def cmd_fetch(a):
 
 def cmd_wait(a):
     """Wait until GET a.path answers 200 (fresh connection each try)."""
-    ctx = client_context(a.cipher) if a.tls else None
+    ctx = client_context(a.cipher, version=a.tls_version) if a.tls else None
     deadline = time.monotonic() + a.timeout
     last = None
     while time.monotonic() < deadline:
@@ -388,6 +409,8 @@ WRK_REQS = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
 WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 WRK_ERR = re.compile(r"Socket errors: (.*)")
 WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+# printed by run.sh's wrk script (done()): exact counters instead of wrk's rounded "2.74GB read"
+WRK_BENCH = re.compile(r"^BENCH (.*)$", re.M)
 
 
 def parse_output(text):
@@ -410,6 +433,19 @@ def parse_output(text):
     m = WRK_NON2XX.search(text)
     if m:
         out["non2xx"] = int(m.group(1))
+    m = WRK_BENCH.search(text)
+    if m:
+        f = dict(kv.split("=", 1) for kv in m.group(1).split())
+        out["count"] = int(f["requests"])
+        out["bytes"] = int(f["bytes"])
+        dur = int(f["duration_us"]) / 1e6
+        out["duration_s"] = dur
+        if dur > 0:
+            out["rate"] = out["count"] / dur
+            out["mib_s"] = out["bytes"] / dur / 2**20
+        errs = {k: int(f[k]) for k in ("connect", "read", "write", "status", "timeout") if int(f.get(k, 0))}
+        if errs:
+            out["wrk_errors"] = errs
     return out
 
 
@@ -458,7 +494,8 @@ def cmd_idle_measure(a):
         if os.path.exists(f):
             os.unlink(f)
     cmd = [sys.executable, os.path.abspath(__file__), "idle", "--port", str(a.port), "--sni", a.sni,
-           "--n", str(a.n), "--cipher", a.cipher, "--request", a.request, "--ready-file", ready,
+           "--n", str(a.n), "--cipher", a.cipher, "--tls-version", a.tls_version, "--request", a.request,
+           "--conc", str(a.conc), "--ready-file", ready,
            "--go-file", go, "--hold", "600"]
 
     def raise_nofile():
@@ -466,7 +503,7 @@ def cmd_idle_measure(a):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def wait_for(path, child):
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + a.timeout
         while time.monotonic() < deadline and not os.path.exists(path):
             if child.poll() is not None:
                 return None
@@ -480,12 +517,12 @@ def cmd_idle_measure(a):
         info = wait_for(ready + ".1", child)
         if info is not None:
             time.sleep(a.settle)
-            phases.append(("idle-tls", info, memory(groups)))
+            phases.append((a.metric_stem, info, memory(groups)))
             open(go, "w").close()
             info = wait_for(ready + ".2", child)
             if info is not None:
                 time.sleep(a.settle)
-                phases.append(("idle-tls-req", info, memory(groups)))
+                phases.append((a.metric_stem + "-req", info, memory(groups)))
     finally:
         child.terminate()
         try:
@@ -498,6 +535,7 @@ def cmd_idle_measure(a):
                 os.unlink(f)
     ok = len(phases) == 2
     for metric, info, after in phases:
+        info["asked"] = a.n
         rec = {"metric": metric, "server": a.server, "round": a.round, "cmd": " ".join(cmd[1:]),
                "client": info, "before": before, "after": after}
         with open(a.out, "a") as f:
@@ -506,6 +544,63 @@ def cmd_idle_measure(a):
                           "rss_kib": {g: [before[g]["rss_kib"], after[g]["rss_kib"]] for g in groups}}))
         ok = ok and info.get("errors") == 0
     return 0 if ok else 1
+
+
+S_CLIENT_ERR = re.compile(r":error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+):")
+
+
+def cmd_probe(a):
+    """One handshake with `openssl s_client` under OPENSSL_CONF=a.cnf (the same client pin as wrk's
+    and Python's for that row); prints and records what was negotiated (protocol, suite, group) or
+    why the handshake failed. Exit status 0 if a handshake of the pinned version completed."""
+    env = dict(os.environ, OPENSSL_CONF=a.cnf)
+    cmd = ["openssl", "s_client", "-connect", f"{a.addr}:{a.port}", "-servername", a.sni]
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env=env, timeout=a.timeout)
+        text = p.stdout
+    except subprocess.TimeoutExpired as e:
+        text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        text += f"\n(no answer within {a.timeout:g} s)"
+    info = {"ok": False}
+    m = re.search(r"^New, (\S+), Cipher is (\S+)", text, re.M)
+    if m and m.group(2) != "(NONE)":
+        info.update(ok=True, protocol=m.group(1).rstrip(","), cipher=m.group(2))
+    m = re.search(r"^(?:Server|Peer) Temp Key: ([^,\n]+(?:, [^,\n]+)?)", text, re.M)
+    if m:
+        parts = [x.strip() for x in m.group(1).split(",")]
+        info["group"] = parts[1] if parts[0] == "ECDH" and len(parts) > 1 else parts[0]
+    m = re.search(r"^Peer signature type: (\S+)", text, re.M)
+    if m:
+        info["signature"] = m.group(1)
+    if a.expect and info.get("protocol") not in (None, a.expect):
+        info["ok"] = False
+        info["error"] = f"negotiated {info.get('protocol')}, not {a.expect}"
+    if not info["ok"] and "error" not in info:
+        reasons = S_CLIENT_ERR.findall(text)
+        alert = re.search(r"SSL alert number (\d+)", text)
+        if reasons:
+            info["error"] = reasons[0] + (f" (alert {alert.group(1)})" if alert else "")
+        elif "(no answer" in text:
+            info["error"] = text.strip().splitlines()[-1]
+        else:
+            tail = [l for l in text.strip().splitlines() if l.strip() and not l.startswith("---")]
+            info["error"] = (tail[-1] if tail else "no output from openssl s_client")[:200]
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(json.dumps({"metric": a.metric, "server": a.server, "round": a.round,
+                                "cmd": f"OPENSSL_CONF={a.cnf} " + " ".join(cmd), "client": info}) + "\n")
+    print(json.dumps(info))
+    return 0 if info["ok"] else 1
+
+
+def cmd_record_failure(a):
+    """A row that could not be measured: the report shows a.reason in its cell instead of a number."""
+    for metric in a.metric:
+        with open(a.out, "a") as f:
+            f.write(json.dumps({"metric": metric, "server": a.server, "round": a.round,
+                                "failed": a.reason, "client": {}}) + "\n")
+    return 0
 
 
 def cmd_mem(a):
@@ -580,47 +675,110 @@ def cmd_report(a):
         return {"dispatch": ["dispatch"], "nginx": ["nginx"], "haproxy": ["haproxy", "backend"],
                 "haproxy-only": ["haproxy"]}[server]
 
+    def server_cpu(rec, server):
+        return sum(rec["cpu"].get(g, {}).get("cpu_s", 0) for g in server_groups(server))
+
     def cpu_per_unit(rec, server, unit_scale):
+        if "cpu" not in rec:
+            return None
         cnt = rec["client"].get("count")
         if not cnt:
             return None
-        tot = sum(rec["cpu"].get(g, {}).get("cpu_s", 0) for g in server_groups(server))
-        return tot / cnt * unit_scale
+        return server_cpu(rec, server) / cnt * unit_scale
+
+    def cpu_per_mib(rec, server):
+        if "cpu" not in rec or not rec["client"].get("bytes"):
+            return None
+        return server_cpu(rec, server) / (rec["client"]["bytes"] / 2**20) * 1000
+
+    def why_missing(rs):
+        """The text for a cell whose rounds produced no number."""
+        for r in rs:
+            if r.get("failed"):
+                return r["failed"]
+        for r in rs:
+            c = r.get("client", {})
+            if c.get("first_error"):
+                return "failed: " + str(c["first_error"])[:160]
+            if c.get("wrk_errors") or c.get("socket_errors"):
+                return "failed: wrk errors " + json.dumps(c.get("wrk_errors") or c.get("socket_errors"))
+        return "no result"
 
     rows = []
-    notes = []
 
-    def add_row(label, values, lower_better=True, unit=""):
+    def add_row(label, values):
         d, n, h = values.get("dispatch"), values.get("nginx"), values.get("haproxy")
         rows.append((label, values, ratio(d[0] if d else None, n[0] if n else None),
                      ratio(d[0] if d else None, h[0] if h else None)))
 
-    def cpu_metric(metric, label, scale, backend_row=True):
+    def section(title):
+        rows.append((f"**{title}**", {}, "", ""))
+
+    def metric_row(metric, label, value_of, servers=SERVERS, backend_row=False, backend_value_of=None):
         vals = {}
-        for s in SERVERS:
+        for s in servers:
             rs = by.get((metric, s), [])
-            xs = [cpu_per_unit(r, s, scale) for r in rs]
-            if rs:
+            if not rs:
+                continue
+            xs = [value_of(r, s) for r in rs]
+            if any(x is not None for x in xs):
                 vals[s] = (med(xs), spread(xs))
+            else:
+                vals[s] = (None, "", why_missing(rs))
         if vals:
             add_row(label, vals)
         rs = by.get((metric, "haproxy"), [])
         if rs and backend_row:
-            xs = [cpu_per_unit(r, "haproxy-only", scale) for r in rs]
+            xs = [backend_value_of(r) for r in rs]
             d = vals.get("dispatch", (None, ""))[0]
             rows.append((label + " — HAProxy process only (no backend)",
                          {"haproxy": (med(xs), spread(xs))}, "", ratio(d, med(xs))))
 
-    def rate_metric(metric, label):
-        vals = {}
-        for s in SERVERS:
-            rs = by.get((metric, s), [])
-            xs = [r["client"].get("rate") for r in rs]
-            if rs:
-                vals[s] = (med(xs), spread(xs))
-        if vals:
-            add_row(label, vals)
+    def cpu_metric(metric, label, scale, backend_row=True):
+        metric_row(metric, label, lambda r, s: cpu_per_unit(r, s, scale), backend_row=backend_row,
+                   backend_value_of=lambda r: cpu_per_unit(r, "haproxy-only", scale))
 
+    def rate_metric(metric, label):
+        metric_row(metric, label, lambda r, s: r["client"].get("rate") if "cpu" in r else None)
+
+    def dl_metrics(metric, tls):
+        metric_row(metric, f"10 MiB download, keep-alive, {tls} — MiB/s (**higher is better**: "
+                   "a ratio below 1 means Dispatch is slower)",
+                   lambda r, s: r["client"].get("mib_s") if "cpu" in r else None)
+        metric_row(metric, f"10 MiB download, {tls} — server CPU ms / MiB", cpu_per_mib, backend_row=True,
+                   backend_value_of=lambda r: cpu_per_mib(r, "haproxy-only"))
+
+    def mem_per_conn(r, s, kind):
+        n = r["client"].get("open") or 0
+        if not n or "after" not in r:
+            return None
+        return sum(r["after"][g][kind] - r["before"][g][kind] for g in server_groups(s) if g in r["after"]) / n
+
+    def idle_metrics(stem, tls):
+        metric_row(stem, f"Idle {tls} connections opened (of {idle_asked(stem)} asked; higher is better)",
+                   lambda r, s: r["client"].get("open") if "after" in r else None)
+        for metric, what in ((stem, "handshake only"), (stem + "-req", "after one keep-alive GET")):
+            for kind, name in (("rss_kib", "RSS"), ("pss_kib", "PSS")):
+                metric_row(metric, f"Idle {tls} connection, {what} — KiB {name} / connection (whole tree)",
+                           lambda r, s, kind=kind: mem_per_conn(r, s, kind))
+
+    def idle_asked(stem):
+        xs = {r["client"].get("asked") for s in SERVERS for r in by.get((stem, s), []) if r["client"].get("asked")}
+        return "/".join(str(x) for x in sorted(xs)) or "?"
+
+    has13 = any(m.startswith(("handshake13", "https13", "dl-tls13", "idle-tls13")) for m, _ in by)
+    if has13:
+        section("TLS 1.3 — X25519, ECDSA P-256 certificate, cipher suite as negotiated (see below)")
+        cpu_metric("handshake13", "Full TLS 1.3 handshake — server CPU ms / handshake", 1000, False)
+        rate_metric("handshake13", "  TLS 1.3 handshakes/s achieved (client shares the 2 cores)")
+        cpu_metric("handshake13-req", "Full TLS 1.3 handshake + one GET / (1 KiB) + close — server CPU ms / connection", 1000)
+        cpu_metric("https13-ka", "Keep-alive TLS 1.3 GET 1 KiB (wrk -c10) — server CPU µs / request", 1e6)
+        rate_metric("https13-ka", "  TLS 1.3 requests/s (wrk, higher is better)")
+        cpu_metric("https13-ka-100k", "Keep-alive TLS 1.3 GET 100 KiB (wrk -c10) — server CPU µs / request", 1e6)
+        rate_metric("https13-ka-100k", "  TLS 1.3 100 KiB requests/s (higher is better)")
+        dl_metrics("dl-tls13", "TLS 1.3")
+        idle_metrics("idle-tls13", "TLS 1.3")
+    section("TLS 1.2 — ECDHE-ECDSA-AES128-GCM-SHA256, P-256")
     cpu_metric("handshake-ecdsa", "Full TLS 1.2 handshake, ECDSA P-256 — server CPU ms / handshake", 1000, False)
     rate_metric("handshake-ecdsa", "  handshakes/s achieved (client shares the 2 cores)")
     cpu_metric("handshake-rsa", "Full TLS 1.2 handshake, RSA-2048 — server CPU ms / handshake", 1000, False)
@@ -629,43 +787,41 @@ def cmd_report(a):
     rate_metric("https-ka", "  HTTPS requests/s (wrk, higher is better)")
     cpu_metric("https-ka-100k", "Keep-alive HTTPS GET 100 KiB (wrk -c10) — server CPU µs / request", 1e6)
     rate_metric("https-ka-100k", "  HTTPS 100 KiB requests/s (higher is better)")
+    dl_metrics("dl-tls12", "TLS 1.2")
+    idle_metrics("idle-tls", "TLS 1.2")
+    section("Plain HTTP")
     cpu_metric("http-ka", "Keep-alive plain HTTP GET 1 KiB (wrk -c10) — server CPU µs / request", 1e6)
     rate_metric("http-ka", "  HTTP requests/s (higher is better)")
 
-    # memory
-    for metric, label in (("idle-tls", "Idle TLS connection (handshake only) — KiB RSS / connection"),
-                          ("idle-tls-req", "Idle keep-alive TLS connection after one GET — KiB RSS / connection")):
-        for kind in ("rss_kib", "pss_kib"):
-            vals = {}
-            for s in SERVERS:
-                rs = by.get((metric, s), [])
-                xs = []
-                for r in rs:
-                    n = r["client"].get("open") or 0
-                    if n:
-                        groups = server_groups(s)
-                        delta = sum(r["after"][g][kind] - r["before"][g][kind] for g in groups if g in r["after"])
-                        xs.append(delta / n)
-                if rs:
-                    vals[s] = (med(xs), spread(xs))
-            if vals:
-                add_row(label.replace("RSS", "RSS" if kind == "rss_kib" else "PSS"), vals)
-
     out = []
-    out.append(f"# Dispatch vs nginx vs HAProxy — {meta['date']} ({meta['commit']})\n")
-    out.append("Lower is better for CPU and memory; higher is better for requests/s. Ratios are "
-               "Dispatch ÷ peer (1.00× = parity; for CPU and memory, 3.00× means Dispatch uses three "
-               f"times as much). Values are medians over {meta['rounds']} round(s); the range across "
+    engine = meta.get("dispatch_engine", "default")
+    out.append(f"# Dispatch vs nginx vs HAProxy — {meta['date']} ({meta['commit']})"
+               + ("" if engine == "default" else f" — Dispatch TLS engine: {engine} (DISPATCH_ENGINE)") + "\n")
+    out.append("Lower is better for CPU and memory; higher is better for requests/s, MiB/s and "
+               "connections opened. Ratios are Dispatch ÷ peer (1.00× = parity; for CPU and memory, "
+               "3.00× means Dispatch uses three times as much; for MiB/s, 0.50× means Dispatch "
+               f"delivers half as fast). Values are medians over {meta['rounds']} round(s); the range across "
                "rounds is in parentheses. Absolute numbers on a shared 2-core machine are noise; "
-               "read the ratios.\n")
+               "read the ratios. A cell that says \"handshake failed\" is a server that could not "
+               "complete a handshake with that row's client pin (nothing was measured for it).\n")
     out.append("| metric | Dispatch | nginx | HAProxy | Dispatch/nginx | Dispatch/HAProxy |")
     out.append("|---|---|---|---|---|---|")
     for label, vals, rn, rh in rows:
         def cell(s):
             v = vals.get(s)
-            return f"{fmt(v[0])}{v[1]}" if v else ""
+            if not v:
+                return ""
+            if v[0] is None and len(v) > 2:
+                return v[2].replace("|", "\\|")
+            return f"{fmt(v[0])}{v[1]}"
         out.append(f"| {label} | {cell('dispatch')} | {cell('nginx')} | {cell('haproxy')} | {rn} | {rh} |")
     out.append("")
+    hs = [r for r in recs if r["metric"].startswith("handshake") and "reused" in r.get("client", {})]
+    if hs:
+        bad = [f"{r['metric']}/{r['server']}/round {r['round']}: {r['client']['reused']}" for r in hs if r["client"]["reused"]]
+        out.append(("Session resumption check: **FAILED**, sessions reused in " + "; ".join(bad)) if bad else
+                   f"Session resumption check: `reused` = 0 in all {len(hs)} handshake runs (every handshake was full).")
+        out.append("")
     out.append("HAProxy column: HAProxy plus its backend (a separate nginx, worker_processes 1, plain HTTP, "
                "same files) whenever a request is served; the handshake rows involve HAProxy alone. The "
                "\"HAProxy process only\" rows leave the backend out.\n")
@@ -691,8 +847,10 @@ def cmd_report(a):
                "process's time spent in the kernel).\n")
     out.append("| metric | total CPU s | " + " | ".join(["Master", "TlsDispatcher", "Worker", "other"]) + " |")
     out.append("|---|---|---|---|---|---|")
-    for metric in ("handshake-ecdsa", "handshake-rsa", "handshake-req", "https-ka", "https-ka-100k", "http-ka"):
-        rs = by.get((metric, "dispatch"), [])
+    for metric in ("handshake13", "handshake13-req", "https13-ka", "https13-ka-100k", "dl-tls13",
+                   "handshake-ecdsa", "handshake-rsa", "handshake-req", "https-ka", "https-ka-100k", "dl-tls12",
+                   "http-ka"):
+        rs = [r for r in by.get((metric, "dispatch"), []) if "cpu" in r]
         if not rs:
             continue
         tot = sum(r["cpu"]["dispatch"]["cpu_s"] for r in rs)
@@ -722,25 +880,100 @@ def cmd_report(a):
                 peers.append(f"{metric} {srv} {100 * sy / t:.0f}%")
     if peers:
         out.append("Kernel share of the peers' CPU, for comparison: " + ", ".join(peers) + ".\n")
-    out.append("Memory of Dispatch per idle connection, by process (median KiB RSS / connection; "
-               "the dispatcher keeps the TLS state, the worker a Kestrel connection on a socketpair):\n")
-    for metric in ("idle-tls", "idle-tls-req"):
-        rs = by.get((metric, "dispatch"), [])
-        if not rs:
-            continue
-        per = {}
+    # memory per idle connection, split by process
+    idle_ms = [m for m in ("idle-tls13", "idle-tls13-req", "idle-tls", "idle-tls-req")
+               if any(by.get((m, s)) for s in SERVERS)]
+
+    def per_role(r, server):
+        """{process label: (KiB RSS, KiB PSS) per connection} for one record."""
+        n = r["client"].get("open") or 0
+        if not n or "after" not in r:
+            return None
+        res = {}
+        for g in server_groups(server):
+            after, before = r["after"].get(g, {}).get("roles", {}), r["before"].get(g, {}).get("roles", {})
+            for k in set(after) | set(before):
+                label = f"backend {k}" if g == "backend" else k
+                a_, b_ = after.get(k, {}), before.get(k, {})
+                res[label] = tuple((a_.get(x, 0) - b_.get(x, 0)) / n for x in ("rss_kib", "pss_kib"))
+        return res
+
+    def role_medians(rs, server):
+        acc = {}
         for r in rs:
-            n = r["client"].get("open") or 0
-            if not n:
+            pr = per_role(r, server)
+            for k, v in (pr or {}).items():
+                acc.setdefault(k, []).append(v)
+        return {k: (med([x[0] for x in v]), med([x[1] for x in v])) for k, v in acc.items()}
+
+    def opened(rs):
+        xs = [r["client"].get("open") for r in rs if "after" in r]
+        asked = next((r["client"].get("asked") for r in rs if r["client"].get("asked")), None)
+        return f"{'/'.join(str(x) for x in xs) or '0'} of {asked or '?'}"
+
+    if idle_ms:
+        out.append("## Memory per idle connection, by process\n")
+        out.append("KiB per connection, RSS / PSS (median over rounds): each process's growth from just before the "
+                   "client connected to 2 s after the last connection was established (or after the last GET), "
+                   "divided by the connections open. Dispatch: the dispatcher (TlsDispatcher) holds the TLS "
+                   "state today, the worker a Kestrel connection on a socketpair; once the session hand-off lands "
+                   "the dispatcher's column should stay flat and the worker's grow. Kernel socket buffers are "
+                   "in no process's RSS.\n")
+        out.append("| metric | opened | Master | TlsDispatcher | Worker | other | whole tree |")
+        out.append("|---|---|---|---|---|---|---|")
+        for m in idle_ms:
+            rs = by.get((m, "dispatch"), [])
+            if not rs:
                 continue
-            for k, v in r["after"]["dispatch"]["roles"].items():
-                b = r["before"]["dispatch"]["roles"].get(k, {}).get("rss_kib", 0)
-                per.setdefault(k, []).append((v["rss_kib"] - b) / n)
-        last = rs[-1]
-        out.append(f"- {metric}: " + "; ".join(f"{k} {fmt(med(v))}" for k, v in sorted(per.items()))
-                   + f" (last round, KiB RSS of the tree: {last['before']['dispatch']['rss_kib']:,} → "
-                   f"{last['after']['dispatch']['rss_kib']:,} with {last['client'].get('open')} connections)")
-    out.append("")
+            if not any("after" in r for r in rs):
+                out.append(f"| {m} | 0 | {why_missing(rs)} | | | | |")
+                continue
+            rm = role_medians(rs, "dispatch")
+            other = [v for k, v in rm.items() if k not in ("Master", "TlsDispatcher", "Worker")]
+            def rp(v):
+                return f"{fmt(v[0])} / {fmt(v[1])}" if v else ""
+            oth = (sum(v[0] for v in other), sum(v[1] for v in other)) if other else None
+            tot = (med([mem_per_conn(r, "dispatch", "rss_kib") for r in rs]),
+                   med([mem_per_conn(r, "dispatch", "pss_kib") for r in rs]))
+            out.append(f"| {m} | {opened(rs)} | {rp(rm.get('Master'))} | {rp(rm.get('TlsDispatcher'))} | "
+                       f"{rp(rm.get('Worker'))} | {rp(oth)} | {rp(tot)} |")
+        out.append("")
+        out.append("The peers, the same way (nginx: master + workers; HAProxy: the haproxy process + its backend nginx):\n")
+        out.append("| metric | server | opened | per process: RSS / PSS KiB per connection | whole tree |")
+        out.append("|---|---|---|---|---|")
+        for m in idle_ms:
+            for srv in ("nginx", "haproxy"):
+                rs = by.get((m, srv), [])
+                if not rs:
+                    continue
+                rm = role_medians(rs, srv)
+                parts = "; ".join(f"{k} {fmt(v[0])} / {fmt(v[1])}" for k, v in sorted(rm.items()))
+                tot = (med([mem_per_conn(r, srv, "rss_kib") for r in rs]),
+                       med([mem_per_conn(r, srv, "pss_kib") for r in rs]))
+                out.append(f"| {m} | {srv} | {opened(rs)} | {parts or why_missing(rs)} | {fmt(tot[0])} / {fmt(tot[1])} |")
+        out.append("")
+        last = [r for r in by.get(("idle-tls", "dispatch"), []) + by.get(("idle-tls13", "dispatch"), []) if "after" in r]
+        for r in last[-2:]:
+            out.append(f"- {r['metric']}, round {r['round']}: Dispatch tree KiB RSS {r['before']['dispatch']['rss_kib']:,} → "
+                       f"{r['after']['dispatch']['rss_kib']:,} with {r['client'].get('open')} connections")
+        out.append("")
+
+    # what was negotiated
+    probes = [r for r in recs if r["metric"].startswith("probe-")]
+    if probes:
+        out.append("## What each client pin negotiated\n")
+        out.append("One `openssl s_client` handshake per server and pin, with the same `OPENSSL_CONF` as the row's "
+                   "clients (wrk, Python), at the start of each round.\n")
+        out.append("| pin | server | round | result |")
+        out.append("|---|---|---|---|")
+        for r in probes:
+            c = r["client"]
+            if c.get("ok"):
+                res = f"{c.get('protocol')}, {c.get('cipher')}, group {c.get('group', '?')}, signature {c.get('signature', '?')}"
+            else:
+                res = f"handshake failed: {c.get('error')}"
+            out.append(f"| {r['metric'][6:]} | {r['server']} | {r['round']} | {res} |")
+        out.append("")
 
     # cold start
     cold = [r for r in recs if r["metric"] == "cold"]
@@ -763,13 +996,18 @@ def cmd_report(a):
     out.append("| metric | server | round | client result | server CPU s (per group), or memory | wall s | machine busy |")
     out.append("|---|---|---|---|---|---|---|")
     for r in recs:
-        if r["metric"] == "cold":
+        if r["metric"] == "cold" or r["metric"].startswith("probe-"):
+            continue
+        if r.get("failed"):
+            out.append(f"| {r['metric']} | {r['server']} | {r['round']} | not measured: {r['failed']} | | | |")
             continue
         c = r["client"]
-        keep = {k: c[k] for k in ("count", "open", "rate", "errors", "reused", "cipher", "version",
-                                  "statuses", "socket_errors", "non2xx", "first_error") if c.get(k) not in (None, 0, {}, "")}
-        if "rate" in keep:
-            keep["rate"] = round(keep["rate"], 1)
+        keep = {k: c[k] for k in ("count", "open", "asked", "rate", "mib_s", "bytes", "errors", "reused", "cipher",
+                                  "version", "statuses", "socket_errors", "wrk_errors", "non2xx", "first_error")
+                if c.get(k) not in (None, 0, {}, "") or (k == "reused" and k in c)}
+        for k in ("rate", "mib_s"):
+            if k in keep:
+                keep[k] = round(keep[k], 1)
         cpu = ", ".join(f"{g} {v['cpu_s']:.2f}" for g, v in r.get("cpu", {}).items())
         if "after" in r:
             cpu = "RSS KiB " + ", ".join(f"{g} {r['before'][g]['rss_kib']:,} → {v['rss_kib']:,}"
@@ -790,7 +1028,7 @@ def cmd_report(a):
     out.append("```")
     seen = set()
     for r in recs:
-        if r["metric"] == "cold":
+        if r["metric"] == "cold" or not r.get("cmd"):
             continue
         key = (r["metric"], r["server"])
         if key in seen:
@@ -831,7 +1069,8 @@ def main():
     def tls_args(s):
         s.add_argument("--addr", default="127.0.0.1")
         s.add_argument("--port", type=int, required=True)
-        s.add_argument("--cipher", default="ECDHE-ECDSA-AES128-GCM-SHA256")
+        s.add_argument("--cipher", default="ECDHE-ECDSA-AES128-GCM-SHA256", help="TLS 1.2 only")
+        s.add_argument("--tls-version", choices=("1.2", "1.3"), default="1.2")
 
     s = sub.add_parser("handshakes")
     tls_args(s)
@@ -886,13 +1125,37 @@ def main():
     tls_args(s)
     s.add_argument("--group", action="append", required=True)
     s.add_argument("--sni", default="a.localhost")
-    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--n", type=int, default=5000)
+    s.add_argument("--conc", type=int, default=50, help="handshakes (then GETs) in flight at once")
+    s.add_argument("--metric-stem", default="idle-tls", help="records STEM (handshake only) and STEM-req")
     s.add_argument("--request", default="/")
     s.add_argument("--settle", type=float, default=2.0)
+    s.add_argument("--timeout", type=float, default=600, help="for each phase of the client")
     s.add_argument("--server", required=True)
     s.add_argument("--round", type=int, default=1)
     s.add_argument("--out", required=True)
     s.set_defaults(f=cmd_idle_measure)
+
+    s = sub.add_parser("probe")
+    s.add_argument("--addr", default="127.0.0.1")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--sni", default="a.localhost")
+    s.add_argument("--cnf", required=True, help="OpenSSL config pinning the client (OPENSSL_CONF)")
+    s.add_argument("--expect", default=None, help="protocol that must be negotiated, e.g. TLSv1.3")
+    s.add_argument("--timeout", type=float, default=15)
+    s.add_argument("--metric", default="probe")
+    s.add_argument("--server", default="")
+    s.add_argument("--round", type=int, default=1)
+    s.add_argument("--out", default=None)
+    s.set_defaults(f=cmd_probe)
+
+    s = sub.add_parser("record-failure")
+    s.add_argument("--metric", action="append", required=True)
+    s.add_argument("--server", required=True)
+    s.add_argument("--round", type=int, default=1)
+    s.add_argument("--reason", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(f=cmd_record_failure)
 
     s = sub.add_parser("mem")
     s.add_argument("--group", action="append", required=True)
