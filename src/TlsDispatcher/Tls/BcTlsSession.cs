@@ -292,9 +292,11 @@ public sealed class BcTlsSession : IDisposable
     }
 
     /// <summary>
-    /// Exports the session for the hand-off and disposes it: the traffic secrets (TLS 1.3) or write keys and IVs
-    /// (TLS 1.2), both sequence numbers, version and suite, and the ciphertext received past the handshake. Nothing
-    /// of the connection stays here afterwards. Call it once the handshake is complete and its output sent.
+    /// Exports the session for the hand-off: the traffic secrets (TLS 1.3) or write keys and IVs (TLS 1.2), both
+    /// sequence numbers, version and suite, and the ciphertext received past the handshake. Call it once the
+    /// handshake is complete and its output sent. The session stays usable (so that a 503 can still be written
+    /// through it when no worker takes the connection; the exported state is then stale and must be dropped);
+    /// once the state has been handed over, dispose the session so nothing of the connection stays here.
     /// </summary>
     /// <param name="state">The session state for <see cref="Dispatch.Protocol.Wire.ConnectionMode.HandedTls"/>.</param>
     /// <param name="remainingCiphertext">The bytes received after the record that completed the handshake (a copy).</param>
@@ -324,7 +326,6 @@ public sealed class BcTlsSession : IDisposable
             remainingCiphertext = _heldLength == 0 ? ReadOnlyMemory<byte>.Empty : _held.AsSpan(0, _heldLength).ToArray();
         }
 
-        Dispose();
         return true;
     }
 
