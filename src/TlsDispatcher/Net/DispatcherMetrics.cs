@@ -15,7 +15,6 @@ internal static class DispatcherMetrics
     public static long HandshakesUnknownName;
     public static long HandshakesNotTls;
     public static long HandshakesMalformed;
-    public static long HandshakesNoTls12;
     public static long Passthrough;
     public static long BytesFromClients;
     public static long BytesToClients;
@@ -46,7 +45,6 @@ internal static class DispatcherMetrics
         Add("dispatch_tls_handshakes_total{result=\"unknown_name\"}", ref HandshakesUnknownName);
         Add("dispatch_tls_handshakes_total{result=\"not_tls\"}", ref HandshakesNotTls);
         Add("dispatch_tls_handshakes_total{result=\"malformed\"}", ref HandshakesMalformed);
-        Add("dispatch_tls_handshakes_total{result=\"no_tls12\"}", ref HandshakesNoTls12);
         Add("dispatch_tls_passthrough_total", ref Passthrough);
         Add("dispatch_tls_bytes_total{direction=\"received\"}", ref BytesFromClients);
         Add("dispatch_tls_bytes_total{direction=\"sent\"}", ref BytesToClients);

@@ -2,9 +2,10 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
-using BcAsn1Object = Org.BouncyCastle.Asn1.Asn1Object;
-using BcCertificate = Org.BouncyCastle.Crypto.Tls.Certificate;
-using BcX509CertificateStructure = Org.BouncyCastle.Asn1.X509.X509CertificateStructure;
+using Org.BouncyCastle.Tls;
+using Org.BouncyCastle.Tls.Crypto;
+using Org.BouncyCastle.Tls.Crypto.Impl.BC;
+using BcCertificate = Org.BouncyCastle.Tls.Certificate;
 
 namespace Dispatch.TlsDispatcher.Tls;
 
@@ -14,7 +15,7 @@ public enum BcKeyType
     /// <summary>ECDSA on P-256 (secp256r1).</summary>
     EcdsaP256,
 
-    /// <summary>RSA, at least 2048 bits (PKCS#1 v1.5 signatures, as TLS 1.2 ECDHE_RSA uses).</summary>
+    /// <summary>RSA, at least 2048 bits (RSA-PSS signatures in TLS 1.3; PKCS#1 v1.5 or PSS in TLS 1.2).</summary>
     Rsa,
 }
 
@@ -33,10 +34,17 @@ public sealed class BcCertifiedKey : IDisposable
     private readonly ConcurrentBag<AsymmetricAlgorithm> _spares = [];
     private bool _disposed;
 
-    private BcCertifiedKey(BcKeyType keyType, BcCertificate chain, X509Certificate2 leaf, AsymmetricAlgorithm key)
+    // Parses only our own certificates (BcTlsCertificate needs a BcTlsCrypto).
+    private static readonly BcTlsCrypto CertificateCrypto = new DotNetTlsCrypto();
+
+    private BcCertifiedKey(BcKeyType keyType, TlsCertificate[] chain, X509Certificate2 leaf, AsymmetricAlgorithm key)
     {
         KeyType = keyType;
-        Chain = chain;
+        Chain = new BcCertificate(chain);
+        var entries = new CertificateEntry[chain.Length];
+        for (int i = 0; i < chain.Length; i++)
+            entries[i] = new CertificateEntry(chain[i], null);
+        Chain13 = new BcCertificate(TlsUtilities.EmptyBytes, entries);
         Leaf = leaf;
         _key = key;
     }
@@ -44,8 +52,11 @@ public sealed class BcCertifiedKey : IDisposable
     /// <summary>ECDSA P-256 or RSA.</summary>
     public BcKeyType KeyType { get; }
 
-    /// <summary>The chain as BouncyCastle sends it (leaf first).</summary>
+    /// <summary>The chain as BouncyCastle sends it in TLS 1.2 (leaf first).</summary>
     public BcCertificate Chain { get; }
+
+    /// <summary>The chain in TLS 1.3's form (empty request context, entries without extensions).</summary>
+    public BcCertificate Chain13 { get; }
 
     /// <summary>The leaf certificate (no private key attached).</summary>
     public X509Certificate2 Leaf { get; }
@@ -115,10 +126,10 @@ public sealed class BcCertifiedKey : IDisposable
             }
 
             // Our own, already validated certificates: this is the only certificate parsing BouncyCastle does here.
-            var structures = new BcX509CertificateStructure[ders.Count];
+            var chain = new TlsCertificate[ders.Count];
             for (int i = 0; i < ders.Count; i++)
-                structures[i] = BcX509CertificateStructure.GetInstance(BcAsn1Object.FromByteArray(ders[i]));
-            return new BcCertifiedKey(keyType, new BcCertificate(structures), leaf, key);
+                chain[i] = new BcTlsCertificate(CertificateCrypto, ders[i]);
+            return new BcCertifiedKey(keyType, chain, leaf, key);
         }
         catch
         {
@@ -145,8 +156,11 @@ public sealed class BcCertifiedKey : IDisposable
         }
     }
 
-    /// <summary>Signs a hash for a TLS 1.2 digitally-signed struct: ECDSA as a DER SEQUENCE {r, s}, RSA as PKCS#1 v1.5 DigestInfo.</summary>
-    internal byte[] SignHash(ReadOnlySpan<byte> hash, HashAlgorithmName hashAlgorithm)
+    /// <summary>
+    /// Signs a hash for a digitally-signed struct or a TLS 1.3 CertificateVerify: ECDSA as a DER SEQUENCE {r, s}, RSA
+    /// as PKCS#1 v1.5 DigestInfo or RSA-PSS (salt as long as the hash, MGF1 with the same hash: RFC 8446 4.2.3).
+    /// </summary>
+    internal byte[] SignHash(ReadOnlySpan<byte> hash, HashAlgorithmName hashAlgorithm, bool pss = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
 
@@ -158,7 +172,7 @@ public sealed class BcCertifiedKey : IDisposable
             {
                 // TLS wants the ASN.1 DER encoding (RFC 4492 5.4, RFC 8422 5.4); SignHash's default is IEEE P1363 (r||s).
                 ECDsa ecdsa => ecdsa.SignHash(hash.ToArray(), DSASignatureFormat.Rfc3279DerSequence),
-                RSA rsa => rsa.SignHash(hash.ToArray(), hashAlgorithm, RSASignaturePadding.Pkcs1),
+                RSA rsa => rsa.SignHash(hash.ToArray(), hashAlgorithm, pss ? RSASignaturePadding.Pss : RSASignaturePadding.Pkcs1),
                 _ => throw new InvalidOperationException("unexpected key type"),
             };
         }

@@ -1,95 +1,50 @@
 using System.Buffers;
-using Org.BouncyCastle.Crypto.Prng;
-using Org.BouncyCastle.Crypto.Tls;
-using Org.BouncyCastle.Security;
+using Dispatch.Protocol.Tls;
+using Org.BouncyCastle.Tls;
 
 namespace Dispatch.TlsDispatcher.Tls;
 
-/// <summary>A TLS failure: the alert we sent or received (if any) and BouncyCastle's reason.</summary>
-public sealed class BcTlsException : IOException
-{
-    /// <summary>Creates the exception.</summary>
-    public BcTlsException(string message, byte? alertSent, byte? alertReceived, Exception? innerException)
-        : base(message, innerException)
-    {
-        AlertSent = alertSent;
-        AlertReceived = alertReceived;
-    }
-
-    /// <summary>Creates the exception.</summary>
-    public BcTlsException()
-    {
-    }
-
-    /// <summary>Creates the exception.</summary>
-    public BcTlsException(string message)
-        : base(message)
-    {
-    }
-
-    /// <summary>Creates the exception.</summary>
-    public BcTlsException(string message, Exception innerException)
-        : base(message, innerException)
-    {
-    }
-
-    /// <summary>The alert description we sent (its bytes are waiting in the session's output), if any.</summary>
-    public byte? AlertSent { get; }
-
-    /// <summary>The fatal alert description the peer sent, if any.</summary>
-    public byte? AlertReceived { get; }
-}
-
 /// <summary>
-/// One server-side TLS 1.2 connection run by BouncyCastle's non-blocking <see cref="TlsServerProtocol"/>,
-/// with .NET doing the cryptography (see <see cref="DotNetTlsCipherFactory"/>, <see cref="DotNetSignerCredentials"/>,
-/// <see cref="DotNetEcdheKeyExchange"/>). It does no I/O: feed it what the network delivered
-/// (<see cref="Offer(byte[], int, int)"/>), send what it produces (<see cref="ReadOutputToNetwork(byte[], int, int)"/>),
-/// and exchange plaintext with <see cref="ReadPlaintext(byte[], int, int)"/> and <see cref="WritePlaintext(byte[], int, int)"/>.
-/// Every method takes an internal lock, so one task may read while another writes.
+/// One server-side TLS 1.3 / 1.2 connection run by BouncyCastle 2.7's non-blocking <see cref="TlsServerProtocol"/>
+/// (policy: <see cref="DispatchTlsServer"/>), with .NET doing the cryptography (<see cref="DotNetTlsCrypto"/>). It
+/// does no I/O: feed it what the network delivered (<see cref="Offer(byte[], int, int)"/>), send what it produces
+/// (<see cref="ReadOutputToNetwork(byte[], int, int)"/>), and either exchange plaintext
+/// (<see cref="ReleaseHeldInput"/>, <see cref="ReadPlaintext(byte[], int, int)"/>, <see cref="WritePlaintext(byte[], int, int)"/>)
+/// or hand the session over (<see cref="TryExportForHandOff"/>). Every method takes an internal lock, so one task
+/// may read while another writes.
 /// </summary>
 /// <remarks>
-/// <para><b>Configuration.</b> TLS 1.2 only (BouncyCastle 1.8.10's default maximum is TLS 1.1, so both
-/// bounds are overridden); cipher suites ECDHE_ECDSA / ECDHE_RSA with AES_128_GCM_SHA256,
-/// AES_256_GCM_SHA384 or CHACHA20_POLY1305_SHA256 (BouncyCastle's DRAFT_ names carry the final code
-/// points 0xCCA9/0xCCA8); the P-256 group only; no client certificates; no RSA key transport; no session
-/// tickets or resumption (the session_ticket extension is never acknowledged); renegotiation refused:
-/// BouncyCastle 1.8.10 ends the connection with a fatal unexpected_message on any handshake message
-/// after the handshake (checked with openssl's "R" command), and the record cipher caps decrypted
-/// handshake bytes so an announced huge message cannot be buffered; clients must signal RFC 5746
-/// secure renegotiation (renegotiation_info or the SCSV, as every current client does) or get
-/// handshake_failure (BouncyCastle's default); a client whose supported_versions lacks TLS 1.2 gets
-/// a protocol_version alert; ALPN (which
-/// BouncyCastle 1.8.10 lacks) is negotiated by hand with server preference, and a client that
-/// offers ALPN but none of ours gets no_application_protocol (RFC 7301).</para>
-/// <para><b>Advisories against Portable.BouncyCastle 1.8.10 and why this configuration does not run the affected code.</b></para>
-/// <list type="bullet">
-/// <item><description>GHSA-8xfc-gm6g-vgpv, excessive CPU when parsing crafted X.509 certificates: the
-/// only certificates BouncyCastle parses here are our own (from the master, at load time). No
-/// CertificateRequest is sent, and a Certificate message from a client is refused, so no
-/// peer-supplied certificate is ever parsed.</description></item>
-/// <item><description>GHSA-m44j-cfrm-g8qc, a loop on a crafted signature or public key: the server
-/// verifies no signature of the peer (no client certificates, hence no CertificateVerify). The
-/// client's only public key, its ECDHE point, is imported and checked by .NET/OpenSSL
-/// (<see cref="DotNetEcdheKeyExchange"/>), not by BouncyCastle's EC code. (The
-/// <see cref="BcKeyExchangeImplementation.BouncyCastle"/> comparison mode does decode it in
-/// BouncyCastle; it is not the default.)</description></item>
-/// <item><description>GHSA-v435-xc8x-wvr9, RSA key-exchange timing ("Marvin"): RSA key transport
-/// suites are never offered; RSA keys are used only to sign (PKCS#1 v1.5 in OpenSSL), never to decrypt.</description></item>
-/// </list>
-/// <para>BouncyCastle still parses the ClientHello, ClientKeyExchange and Finished messages and the
-/// record layer; the dispatcher's own <see cref="ClientHelloParser"/> has already bounded and validated
-/// the ClientHello, and <see cref="MaxHandshakeBytes"/> bounds everything before the handshake completes.</para>
+/// <para><b>One record at a time.</b> Until the handshake completes, the session frames records itself (5-byte
+/// header, length at most <see cref="MaxRecordLength"/>) and gives BouncyCastle exactly one complete record per
+/// call. The record that completes the handshake (TLS 1.3: the client's Finished; TLS 1.2: the client's Finished,
+/// answered by ours) is the last one BouncyCastle sees: any bytes after it are held as ciphertext, never decrypted,
+/// until <see cref="ReleaseHeldInput"/> (the plaintext proxy) or <see cref="TryExportForHandOff"/> (they travel to
+/// the worker with the keys).</para>
+/// <para><b>Bounds.</b> <see cref="MaxHandshakeBytes"/> bounds everything received before the handshake completes,
+/// held bytes included. BouncyCastle parses the ClientHello (already bounded and validated by
+/// <see cref="ClientHelloParser"/>), the client's key share or ClientKeyExchange and its Finished; it parses no
+/// peer certificate and verifies no peer signature (no CertificateRequest is ever sent).</para>
 /// </remarks>
 public sealed class BcTlsSession : IDisposable
 {
     /// <summary>Default bound on the bytes accepted from the client before the handshake completes.</summary>
     public const int DefaultMaxHandshakeBytes = 64 * 1024;
 
+    /// <summary>The longest record accepted during the handshake: TLS 1.2's ciphertext limit (2^14 + 2048).</summary>
+    public const int MaxRecordLength = 16384 + 2048;
+
+    private const int HeaderLength = 5;
+
     private readonly Lock _sync = new();
     private readonly TlsServerProtocol _protocol;
     private readonly DispatchTlsServer _server;
+    private readonly DotNetTlsCrypto _crypto;
     private byte[]? _scratch;
+    private byte[]? _record;
+    private int _recordFilled;
+    private byte[]? _held;
+    private int _heldLength;
+    private bool _released;
     private long _handshakeBytes;
     private string? _failure;
     private bool _disposed;
@@ -97,7 +52,7 @@ public sealed class BcTlsSession : IDisposable
     /// <summary>Creates a session that will handshake as a server with <paramref name="credentials"/>.</summary>
     /// <param name="credentials">The vhost's certificates (shared, built once).</param>
     /// <param name="applicationProtocols">ALPN names we speak, most preferred first (e.g. "h2", "http/1.1"); empty to ignore ALPN.</param>
-    /// <param name="keyExchange">Who computes ECDHE (default .NET).</param>
+    /// <param name="keyExchange">Who computes P-256 ECDH (default .NET).</param>
     /// <param name="maxHandshakeBytes">Bound on the bytes accepted before the handshake completes.</param>
     public BcTlsSession(
         BcServerCredentials credentials,
@@ -109,29 +64,30 @@ public sealed class BcTlsSession : IDisposable
         ArgumentNullException.ThrowIfNull(applicationProtocols);
         foreach (string protocol in applicationProtocols)
         {
-            if (string.IsNullOrEmpty(protocol) || protocol.Length > 255 || protocol.AsSpan().ContainsAnyExceptInRange('\0', '\u00FF'))
+            if (string.IsNullOrEmpty(protocol) || protocol.Length > 255 || protocol.AsSpan().ContainsAnyExceptInRange('\u0021', '\u007E'))
                 throw new ArgumentException($"invalid ALPN protocol name '{protocol}'", nameof(applicationProtocols));
         }
 
         MaxHandshakeBytes = maxHandshakeBytes;
-        _server = new DispatchTlsServer(credentials, applicationProtocols, keyExchange);
-        _protocol = new TlsServerProtocol(new SecureRandom(new CryptoApiRandomGenerator()));
+        _crypto = new DotNetTlsCrypto(keyExchange);
+        _server = new DispatchTlsServer(_crypto, credentials, applicationProtocols);
+        _protocol = new TlsServerProtocol();
         _protocol.Accept(_server);
     }
 
     /// <summary>Bound on the bytes accepted before the handshake completes.</summary>
     public int MaxHandshakeBytes { get; }
 
-    /// <summary>True once both Finished messages are exchanged; plaintext may flow.</summary>
+    /// <summary>True once the handshake is complete (both Finished messages exchanged).</summary>
     public bool HandshakeComplete => _server.HandshakeComplete;
 
-    /// <summary>True once the session is closed: by us (<see cref="Close"/>), by the peer's close_notify, or by an error.</summary>
+    /// <summary>True once the session is closed: by us (<see cref="Close"/>), by the peer's close_notify, by an error, or by the hand-off.</summary>
     public bool IsClosed
     {
         get
         {
             lock (_sync)
-                return _protocol.IsClosed || _failure is not null;
+                return _disposed || _protocol.IsClosed || _failure is not null;
         }
     }
 
@@ -144,23 +100,24 @@ public sealed class BcTlsSession : IDisposable
     /// <summary>The negotiated cipher suite code point, or -1 before the ServerHello.</summary>
     public int CipherSuite => _server.SelectedCipherSuite;
 
-    /// <summary>IANA name of the negotiated cipher suite (e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256), or null before the ServerHello.</summary>
+    /// <summary>IANA name of the negotiated cipher suite (e.g. TLS_AES_128_GCM_SHA256), or null before the ServerHello.</summary>
     public string? CipherSuiteName => CipherSuiteNames.IanaName(_server.SelectedCipherSuite);
 
-    /// <summary>"TLSv1.2" once a version is agreed (the only one), else null.</summary>
-    public string? ProtocolVersion => _server.SelectedCipherSuite >= 0 ? "TLSv1.2" : null;
+    /// <summary>"TLSv1.3" or "TLSv1.2" once a version is agreed, else null.</summary>
+    public string? ProtocolVersion => _server.SelectedVersion is not { } version ? null
+        : TlsUtilities.IsTlsV13(version) ? "TLSv1.3" : "TLSv1.2";
 
     /// <summary>The kind of certificate presented, once chosen.</summary>
     public BcKeyType? CertificateKeyType => _server.SelectedKeyType;
 
-    /// <summary>The ServerKeyExchange signature algorithm as a TLS SignatureScheme value (e.g. 0x0403), once chosen.</summary>
-    public ushort? SignatureScheme => _server.SelectedSignature is { } s ? (ushort)((s.Hash << 8) | s.Signature) : null;
+    /// <summary>The signature scheme of the ServerKeyExchange or CertificateVerify (e.g. 0x0403, 0x0804), once chosen.</summary>
+    public ushort? SignatureScheme => _server.SelectedSignature is { } s ? (ushort)Org.BouncyCastle.Tls.SignatureScheme.From(s) : null;
 
     /// <summary>The alert we sent (fatal, or the first warning), if any.</summary>
-    public byte? AlertSent => _server.AlertSent;
+    public byte? AlertSent => (byte?)_server.AlertSent;
 
     /// <summary>The last non-close_notify alert the peer sent, if any.</summary>
-    public byte? AlertReceived => _server.AlertReceived;
+    public byte? AlertReceived => (byte?)_server.AlertReceived;
 
     /// <summary>Why the session failed, if it did.</summary>
     public string? FailureReason
@@ -178,7 +135,7 @@ public sealed class BcTlsSession : IDisposable
         get
         {
             lock (_sync)
-                return _protocol.GetAvailableOutputBytes();
+                return _disposed ? 0 : _protocol.GetAvailableOutputBytes();
         }
     }
 
@@ -192,9 +149,20 @@ public sealed class BcTlsSession : IDisposable
         }
     }
 
+    /// <summary>Ciphertext received after the record that completed the handshake, not yet given to BouncyCastle.</summary>
+    public int HeldCiphertextLength
+    {
+        get
+        {
+            lock (_sync)
+                return _heldLength;
+        }
+    }
+
     /// <summary>
-    /// Processes bytes received from the network (BouncyCastle's OfferInput). Complete records are
-    /// processed now, a partial record is kept. Afterwards check <see cref="OutputAvailable"/> and
+    /// Processes bytes received from the network. Before the handshake completes, complete records are given to
+    /// BouncyCastle one at a time and a partial record is kept; bytes after the record that completes the handshake
+    /// are held (see <see cref="ReleaseHeldInput"/>). Afterwards check <see cref="OutputAvailable"/> and
     /// <see cref="PlaintextAvailable"/>.
     /// </summary>
     /// <exception cref="BcTlsException">The connection failed; an alert may be waiting in the output: send it, then close.</exception>
@@ -209,20 +177,66 @@ public sealed class BcTlsSession : IDisposable
         lock (_sync)
         {
             ThrowIfUnusable();
-            if (!_server.HandshakeComplete)
+            if (_released)
             {
-                _handshakeBytes += count;
-                if (_handshakeBytes > MaxHandshakeBytes)
-                    throw Fail($"more than {MaxHandshakeBytes} bytes received before the handshake completed", null);
+                OfferToEngine(buffer, offset, count);
+                return;
             }
 
-            try
+            _handshakeBytes += count;
+            if (_handshakeBytes > MaxHandshakeBytes)
+                throw Fail($"more than {MaxHandshakeBytes} bytes received before the handshake completed", null);
+
+            while (count > 0 && !_server.HandshakeComplete)
             {
-                _protocol.OfferInput(buffer, offset, count);
+                if (_recordFilled == 0 && count >= HeaderLength && RecordLength(buffer.AsSpan(offset)) <= MaxRecordLength
+                    && count >= HeaderLength + RecordLength(buffer.AsSpan(offset)))
+                {
+                    // A whole record in the caller's buffer: no copy.
+                    int whole = HeaderLength + RecordLength(buffer.AsSpan(offset));
+                    OfferToEngine(buffer, offset, whole);
+                    offset += whole;
+                    count -= whole;
+                    continue;
+                }
+
+                _record ??= ArrayPool<byte>.Shared.Rent(HeaderLength + MaxRecordLength);
+                int want = _recordFilled < HeaderLength ? HeaderLength - _recordFilled : HeaderLength + RecordLength(_record) - _recordFilled;
+                int take = Math.Min(want, count);
+                buffer.AsSpan(offset, take).CopyTo(_record.AsSpan(_recordFilled));
+                _recordFilled += take;
+                offset += take;
+                count -= take;
+                if (_recordFilled == HeaderLength && RecordLength(_record) > MaxRecordLength)
+                {
+                    // BouncyCastle refuses an announced length beyond its limit (record_overflow) from the header alone.
+                    OfferToEngine(_record, 0, HeaderLength);
+                    throw Fail($"a record of {RecordLength(_record)} bytes during the handshake (at most {MaxRecordLength})", null);
+                }
+
+                if (_recordFilled >= HeaderLength && _recordFilled == HeaderLength + RecordLength(_record))
+                {
+                    _recordFilled = 0;
+                    OfferToEngine(_record, 0, HeaderLength + RecordLength(_record));
+                }
             }
-            catch (Exception e)
+
+            if (_server.HandshakeComplete)
+                ReturnRecordBuffer();
+            if (count > 0)
             {
-                throw Fail(null, e);
+                // Past the record that completed the handshake: ciphertext of the next phase, held as it came.
+                _held ??= ArrayPool<byte>.Shared.Rent(Math.Max(count, 4096));
+                if (_heldLength + count > _held.Length)
+                {
+                    byte[] larger = ArrayPool<byte>.Shared.Rent(_heldLength + count);
+                    _held.AsSpan(0, _heldLength).CopyTo(larger);
+                    ArrayPool<byte>.Shared.Return(_held, clearArray: true);
+                    _held = larger;
+                }
+
+                buffer.AsSpan(offset, count).CopyTo(_held.AsSpan(_heldLength));
+                _heldLength += count;
             }
         }
     }
@@ -244,12 +258,83 @@ public sealed class BcTlsSession : IDisposable
         }
     }
 
+    /// <summary>
+    /// After the handshake: gives BouncyCastle the ciphertext held past the handshake and everything offered from
+    /// now on (the plaintext proxy's path). Not to be called on a session that is to be handed off.
+    /// </summary>
+    /// <exception cref="BcTlsException">A held record failed to decrypt.</exception>
+    public void ReleaseHeldInput()
+    {
+        lock (_sync)
+        {
+            ThrowIfUnusable();
+            if (!_server.HandshakeComplete)
+                throw new InvalidOperationException("the handshake is not complete");
+            if (_released)
+                return;
+            _released = true;
+            if (_held is null)
+                return;
+            byte[] held = _held;
+            int length = _heldLength;
+            _held = null;
+            _heldLength = 0;
+            try
+            {
+                if (length > 0)
+                    OfferToEngine(held, 0, length);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(held, clearArray: true);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Exports the session for the hand-off: the traffic secrets (TLS 1.3) or write keys and IVs (TLS 1.2), both
+    /// sequence numbers, version and suite, and the ciphertext received past the handshake. Call it once the
+    /// handshake is complete and its output sent. The session stays usable (so that a 503 can still be written
+    /// through it when no worker takes the connection; the exported state is then stale and must be dropped);
+    /// once the state has been handed over, dispose the session so nothing of the connection stays here.
+    /// </summary>
+    /// <param name="state">The session state for <see cref="Dispatch.Protocol.Wire.ConnectionMode.HandedTls"/>.</param>
+    /// <param name="remainingCiphertext">The bytes received after the record that completed the handshake (a copy).</param>
+    /// <returns>False (and the session untouched) when the handshake is not complete, output is still waiting, or plaintext was already released.</returns>
+    public bool TryExportForHandOff(out TlsSessionState? state, out ReadOnlyMemory<byte> remainingCiphertext)
+    {
+        state = null;
+        remainingCiphertext = ReadOnlyMemory<byte>.Empty;
+        lock (_sync)
+        {
+            if (_disposed || _failure is not null || _released || !_server.HandshakeComplete || _protocol.IsClosed
+                || _protocol.GetAvailableOutputBytes() > 0 || _server.Parameters is not { } parameters || _crypto.LastCipher is not { } cipher)
+                return false;
+
+            int suite = parameters.CipherSuite;
+            if (TlsUtilities.IsTlsV13(parameters.NegotiatedVersion))
+            {
+                if (parameters.TrafficSecretClient is not DotNetTlsSecret client || parameters.TrafficSecretServer is not DotNetTlsSecret server)
+                    return false;
+                state = new TlsSessionState(TlsSessionState.Tls13, (ushort)suite, client.Export(), server.Export(), [], [], cipher.NextReadSequence, cipher.NextWriteSequence);
+            }
+            else
+            {
+                state = new TlsSessionState(TlsSessionState.Tls12, (ushort)suite, (byte[])cipher.ReadKey.Clone(), (byte[])cipher.WriteKey.Clone(), cipher.ReadIv, cipher.WriteIv, cipher.NextReadSequence, cipher.NextWriteSequence);
+            }
+
+            remainingCiphertext = _heldLength == 0 ? ReadOnlyMemory<byte>.Empty : _held.AsSpan(0, _heldLength).ToArray();
+        }
+
+        return true;
+    }
+
     /// <summary>Takes up to <paramref name="count"/> bytes to send to the network.</summary>
     public int ReadOutputToNetwork(byte[] buffer, int offset, int count)
     {
         ArgumentNullException.ThrowIfNull(buffer);
         lock (_sync)
-            return _protocol.ReadOutput(buffer, offset, count);
+            return _disposed ? 0 : _protocol.ReadOutput(buffer, offset, count);
     }
 
     /// <summary>Takes bytes to send to the network into <paramref name="destination"/>.</summary>
@@ -257,6 +342,8 @@ public sealed class BcTlsSession : IDisposable
     {
         lock (_sync)
         {
+            if (_disposed)
+                return 0;
             byte[] scratch = Scratch();
             int total = 0;
             while (total < destination.Length)
@@ -318,9 +405,9 @@ public sealed class BcTlsSession : IDisposable
                 throw new InvalidOperationException("the handshake is not complete");
             try
             {
-                _protocol.OfferOutput(buffer, offset, count);
+                _protocol.WriteApplicationData(buffer, offset, count);
             }
-            catch (Exception e)
+            catch (Exception e) when (e is IOException or InvalidOperationException)
             {
                 throw Fail(null, e);
             }
@@ -351,6 +438,8 @@ public sealed class BcTlsSession : IDisposable
     {
         lock (_sync)
         {
+            if (_disposed)
+                return false;
             if (_protocol.IsClosed)
                 return _server.CloseNotifyReceived;
             try
@@ -393,12 +482,44 @@ public sealed class BcTlsSession : IDisposable
             if (_disposed)
                 return;
             _disposed = true;
-            _server.DisposeResources();
+            _crypto.Dispose();
+            ReturnRecordBuffer();
+            if (_held is not null)
+            {
+                ArrayPool<byte>.Shared.Return(_held, clearArray: true);
+                _held = null;
+                _heldLength = 0;
+            }
+
             if (_scratch is not null)
             {
                 ArrayPool<byte>.Shared.Return(_scratch, clearArray: true);
                 _scratch = null;
             }
+        }
+    }
+
+    private static int RecordLength(ReadOnlySpan<byte> header) => (header[3] << 8) | header[4];
+
+    private void OfferToEngine(byte[] buffer, int offset, int count)
+    {
+        try
+        {
+            _protocol.OfferInput(buffer, offset, count);
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException)
+        {
+            throw Fail(null, e);
+        }
+    }
+
+    private void ReturnRecordBuffer()
+    {
+        if (_record is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_record, clearArray: true);
+            _record = null;
+            _recordFilled = 0;
         }
     }
 
@@ -408,7 +529,7 @@ public sealed class BcTlsSession : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_failure is not null)
-            throw new BcTlsException("the TLS session has failed: " + _failure, _server.AlertSent, _server.AlertReceived, null);
+            throw new BcTlsException("the TLS session has failed: " + _failure, AlertSent, AlertReceived, null);
     }
 
     private BcTlsException Fail(string? reason, Exception? cause)
@@ -418,54 +539,8 @@ public sealed class BcTlsSession : IDisposable
             : _server.AlertSent is { } sent ? $"sent alert {AlertNames.Name(sent)}: {_server.Reason ?? _server.AlertMessage + Describe(_server.AlertCause)}"
             : cause?.Message ?? "TLS failure");
         _failure ??= text;
-        return new BcTlsException(text, _server.AlertSent, _server.AlertReceived, cause);
+        return new BcTlsException(text, AlertSent, AlertReceived, cause);
     }
 
     private static string Describe(Exception? cause) => cause is null ? "" : $" ({cause.GetType().Name}: {cause.Message})";
-}
-
-/// <summary>Names of the cipher suites and alerts this server uses, for logs and connection metadata.</summary>
-public static class CipherSuiteNames
-{
-    /// <summary>IANA name of one of our cipher suites, the hex code point otherwise, null for a negative value.</summary>
-    public static string? IanaName(int cipherSuite) => cipherSuite switch
-    {
-        < 0 => null,
-        0xC02B => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        0xC02C => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        0xCCA9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        0xC02F => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        0xC030 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        0xCCA8 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        _ => $"0x{cipherSuite:X4}",
-    };
-}
-
-/// <summary>Alert names (RFC 5246 7.2, RFC 7301).</summary>
-public static class AlertNames
-{
-    /// <summary>The name of an alert description, or its number.</summary>
-    public static string Name(byte description) => description switch
-    {
-        0 => "close_notify",
-        10 => "unexpected_message",
-        20 => "bad_record_mac",
-        22 => "record_overflow",
-        40 => "handshake_failure",
-        42 => "bad_certificate",
-        47 => "illegal_parameter",
-        50 => "decode_error",
-        51 => "decrypt_error",
-        70 => "protocol_version",
-        71 => "insufficient_security",
-        80 => "internal_error",
-        86 => "inappropriate_fallback",
-        90 => "user_canceled",
-        100 => "no_renegotiation",
-        109 => "missing_extension",
-        110 => "unsupported_extension",
-        112 => "unrecognized_name",
-        120 => "no_application_protocol",
-        _ => description.ToString(System.Globalization.CultureInfo.InvariantCulture),
-    };
 }

@@ -18,13 +18,17 @@ namespace Dispatch.TlsDispatcher.Tls;
 /// <para>Copies: socket → rented buffer → BouncyCastle's input queue → record decryption (a new
 /// array per record, BouncyCastle's design) → caller's buffer. Plaintext from an array-backed
 /// <see cref="Memory{T}"/> is handed to BouncyCastle without a copy.</para>
-/// <para>TLS 1.2 as BouncyCastle implements it has no half-close: a close_notify from the peer is
+/// <para>BouncyCastle has no half-close: a close_notify from the peer is
 /// answered with ours and both directions end; reads then return 0. A TCP end without close_notify
 /// also reads as 0 (as <c>SslStream</c> does); <see cref="TruncatedByPeer"/> tells them apart.</para>
 /// </remarks>
 public sealed class BcTlsStream : Stream
 {
     private const int ReceiveBufferSize = 64 * 1024;
+
+    // During the handshake: one maximal record and its header, so that what arrives past the handshake (held as
+    // ciphertext for a hand-off) stays well below Connection.MaxInitial.
+    private const int HandshakeReceiveSize = BcTlsSession.MaxRecordLength + 5;
     private const int WriteChunk = 4 * 16384;
 
     private readonly Socket _socket;
@@ -82,6 +86,11 @@ public sealed class BcTlsStream : Stream
         => AuthenticateAsServerAsync(socket, new BcTlsSession(credentials, applicationProtocols), alreadyRead, ownsSocket: true, cancellationToken);
 
     /// <summary>Completes a server handshake on <paramref name="socket"/> with a prepared <paramref name="session"/> (which the stream then owns).</summary>
+    /// <param name="releasePlaintext">
+    /// True to go on as a plaintext stream (the ciphertext received past the handshake is given to the session); false
+    /// to leave it held, for <see cref="BcTlsSession.TryExportForHandOff"/> (call <see cref="BcTlsSession.ReleaseHeldInput"/>
+    /// before reading if the hand-off does not happen).
+    /// </param>
     /// <exception cref="AuthenticationException">The handshake failed (the alert, if any, was sent).</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
     public static async Task<BcTlsStream> AuthenticateAsServerAsync(
@@ -89,7 +98,8 @@ public sealed class BcTlsStream : Stream
         BcTlsSession session,
         ReadOnlyMemory<byte> alreadyRead,
         bool ownsSocket,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        bool releasePlaintext = true)
     {
         ArgumentNullException.ThrowIfNull(socket);
         ArgumentNullException.ThrowIfNull(session);
@@ -112,6 +122,8 @@ public sealed class BcTlsStream : Stream
                 await stream.SendPendingAsync(cancellationToken).ConfigureAwait(false);
             }
 
+            if (releasePlaintext)
+                session.ReleaseHeldInput();
             return stream;
         }
         catch (BcTlsException e)
@@ -283,10 +295,11 @@ public sealed class BcTlsStream : Stream
             await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
         }
 
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
+        int size = Session.HandshakeComplete ? ReceiveBufferSize : HandshakeReceiveSize;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(size);
         try
         {
-            int received = await _socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferSize), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            int received = await _socket.ReceiveAsync(buffer.AsMemory(0, size), SocketFlags.None, cancellationToken).ConfigureAwait(false);
             // Streaming (a large receive): the next one will likely find data at once, skip the zero-byte wait.
             _lastReceiveFilled = received >= ReceiveBufferSize / 4;
             if (received == 0)

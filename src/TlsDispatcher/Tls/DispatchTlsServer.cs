@@ -1,6 +1,4 @@
-using System.Collections;
-using System.Text;
-using Org.BouncyCastle.Crypto.Tls;
+using Org.BouncyCastle.Tls;
 
 namespace Dispatch.TlsDispatcher.Tls;
 
@@ -10,67 +8,81 @@ public enum BcKeyExchangeImplementation
     /// <summary>.NET <see cref="System.Security.Cryptography.ECDiffieHellman"/> (OpenSSL). The default.</summary>
     DotNet,
 
-    /// <summary>BouncyCastle's managed TlsECDheKeyExchange (kept for comparison).</summary>
+    /// <summary>BouncyCastle's managed ECDH (kept for comparison).</summary>
     BouncyCastle,
 }
 
 /// <summary>
-/// The BouncyCastle TlsServer policy of a terminated vhost: TLS 1.2 only, ECDHE with AEAD only,
-/// P-256 only, server certificate from <see cref="BcServerCredentials"/> (ECDSA preferred),
-/// ALPN by hand, no client certificates, no RSA key transport, no session tickets.
+/// The BouncyCastle TlsServer policy of a terminated vhost: TLS 1.3 and 1.2; AEAD suites only (TLS 1.3's three, and
+/// ECDHE_ECDSA / ECDHE_RSA with AES-GCM or ChaCha20-Poly1305 in TLS 1.2), server preference; groups X25519 then P-256
+/// (server preference: a client whose key share is only P-256 but who lists X25519 gets a HelloRetryRequest);
+/// certificate from <see cref="BcServerCredentials"/> (ECDSA when the client accepts ecdsa_secp256r1_sha256 or, in
+/// TLS 1.2, ecdsa with SHA-2; RSA otherwise, signing with RSA-PSS in TLS 1.3 and PKCS#1 v1.5 or PSS in TLS 1.2);
+/// ALPN with server preference (no_application_protocol when nothing is common); no client certificates, no
+/// renegotiation, no 0-RTT, no session IDs or TLS 1.2 tickets.
 /// </summary>
 internal sealed class DispatchTlsServer : DefaultTlsServer
 {
-    internal const byte AlertNoApplicationProtocol = 120;
+    private static readonly int[] Tls13Suites =
+    [
+        CipherSuite.TLS_AES_128_GCM_SHA256,
+        CipherSuite.TLS_AES_256_GCM_SHA384,
+        CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+    ];
 
-    private const int ExtensionAlpn = 16;
-    private const int ExtensionSupportedVersions = 43;
-
-    // Server preference within one key type.
     private static readonly int[] EcdsaSuites =
     [
         CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
         CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        CipherSuite.DRAFT_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, // final code point 0xCCA9 despite the name
+        CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
 
     private static readonly int[] RsaSuites =
     [
         CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         CipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        CipherSuite.DRAFT_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, // 0xCCA8
+        CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
 
-    private static readonly int[] P256Only = [NamedCurve.secp256r1];
+    // Server preference, per key type and version.
+    private static readonly int[] Ecdsa13 = [SignatureScheme.ecdsa_secp256r1_sha256];
+    private static readonly int[] Rsa13 = [SignatureScheme.rsa_pss_rsae_sha256, SignatureScheme.rsa_pss_rsae_sha384, SignatureScheme.rsa_pss_rsae_sha512];
+    private static readonly int[] Ecdsa12 = [SignatureScheme.ecdsa_secp256r1_sha256, SignatureScheme.ecdsa_secp384r1_sha384, SignatureScheme.ecdsa_secp521r1_sha512];
+    private static readonly int[] Rsa12 =
+    [
+        SignatureScheme.rsa_pkcs1_sha256, SignatureScheme.rsa_pkcs1_sha384, SignatureScheme.rsa_pkcs1_sha512,
+        SignatureScheme.rsa_pss_rsae_sha256, SignatureScheme.rsa_pss_rsae_sha384, SignatureScheme.rsa_pss_rsae_sha512,
+    ];
+
+    private static readonly int[] Groups = [NamedGroup.x25519, NamedGroup.secp256r1];
 
     private readonly BcServerCredentials _credentials;
-    private readonly IReadOnlyList<string> _applicationProtocols;
-    private readonly BcKeyExchangeImplementation _keyExchangeImplementation;
-    private readonly List<IDisposable> _disposables = [];
-    private SignatureAndHashAlgorithm? _ecdsaSignature;
-    private SignatureAndHashAlgorithm? _rsaSignature;
+    private readonly List<ProtocolName> _applicationProtocols;
+    private readonly IReadOnlyList<string> _applicationProtocolNames;
 
-    public DispatchTlsServer(BcServerCredentials credentials, IReadOnlyList<string> applicationProtocols, BcKeyExchangeImplementation keyExchange)
-        : base(DotNetTlsCipherFactory.Instance)
+    public DispatchTlsServer(DotNetTlsCrypto crypto, BcServerCredentials credentials, IReadOnlyList<string> applicationProtocols)
+        : base(crypto)
     {
         _credentials = credentials;
-        _applicationProtocols = applicationProtocols;
-        _keyExchangeImplementation = keyExchange;
+        _applicationProtocolNames = applicationProtocols;
+        _applicationProtocols = applicationProtocols.Select(ProtocolName.AsUtf8Encoding).ToList();
     }
 
     public bool HandshakeComplete { get; private set; }
 
-    public string? SelectedApplicationProtocol { get; private set; }
+    public string? SelectedApplicationProtocol => HandshakeComplete || m_selectedProtocolName is not null ? m_selectedProtocolName?.GetUtf8Decoding() : null;
 
     public int SelectedCipherSuite { get; private set; } = -1;
+
+    public ProtocolVersion? SelectedVersion { get; private set; }
 
     public BcKeyType? SelectedKeyType { get; private set; }
 
     public SignatureAndHashAlgorithm? SelectedSignature { get; private set; }
 
-    public byte? AlertSent { get; private set; }
+    public short? AlertSent { get; private set; }
 
-    public byte? AlertReceived { get; private set; }
+    public short? AlertReceived { get; private set; }
 
     public string? AlertMessage { get; private set; }
 
@@ -81,52 +93,83 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
     /// <summary>Our own explanation of a refusal (for logs), when we raised it.</summary>
     public string? Reason { get; private set; }
 
-    protected override ProtocolVersion MinimumVersion => ProtocolVersion.TLSv12;
+    /// <summary>The connection's security parameters (secrets, suite, version), once the handshake has begun.</summary>
+    public SecurityParameters? Parameters => m_context?.SecurityParameters;
 
-    // BouncyCastle 1.8.10 defaults to TLS 1.1 at most: every modern client would fail.
-    protected override ProtocolVersion MaximumVersion => ProtocolVersion.TLSv12;
+    protected override ProtocolVersion[] GetSupportedVersions() => ProtocolVersion.TLSv13.DownTo(ProtocolVersion.TLSv12);
 
-    public override void ProcessClientExtensions(IDictionary clientExtensions)
+    protected override int[] GetSupportedCipherSuites() => [.. Tls13Suites, .. EcdsaSuites, .. RsaSuites];
+
+    // Called once the client's extensions are known: TLS 1.2 suites only for a key we have and can sign with for
+    // this client (the TLS 1.3 suites do not name the key).
+    public override int[] GetCipherSuites()
     {
-        base.ProcessClientExtensions(clientExtensions);
-
-        // A client that lists supported_versions without TLS 1.2 (a TLS 1.3-only client) gets protocol_version
-        // now, rather than a TLS 1.2 ServerHello it would have to reject itself.
-        byte[]? versions = TlsUtilities.GetExtensionData(clientExtensions, ExtensionSupportedVersions);
-        if (versions is not null && !OffersTls12(versions))
-        {
-            Reason = "the client does not offer TLS 1.2 (supported_versions)";
-            throw new TlsFatalAlert(AlertDescription.protocol_version);
-        }
-
-        // P-256 only. A client without supported_groups may be assumed to support it (RFC 8422 4);
-        // one that lists groups but not secp256r1 gets no ECC suite, hence handshake_failure.
-        mNamedCurves = mNamedCurves is null || Array.IndexOf(mNamedCurves, NamedCurve.secp256r1) >= 0 ? P256Only : [];
-
-        _ecdsaSignature = _credentials.Ecdsa is null ? null : ChooseSignature(SignatureAlgorithm.ecdsa);
-        _rsaSignature = _credentials.Rsa is null ? null : ChooseSignature(SignatureAlgorithm.rsa);
-
-        byte[]? alpn = TlsUtilities.GetExtensionData(clientExtensions, ExtensionAlpn);
-        if (alpn is not null && _applicationProtocols.Count > 0)
-            SelectedApplicationProtocol = ChooseApplicationProtocol(alpn);
+        var suites = new List<int>(Tls13Suites);
+        if (_credentials.Ecdsa is not null && Choose(Ecdsa12) is not null)
+            suites.AddRange(EcdsaSuites);
+        if (_credentials.Rsa is not null && Choose(Rsa12) is not null)
+            suites.AddRange(RsaSuites);
+        return [.. suites];
     }
 
-    protected override int[] GetCipherSuites()
+    protected override bool PreferLocalCipherSuites() => true;
+
+    public override int[] GetSupportedGroups() => Groups;
+
+    // TLS 1.2 ECDHE: BouncyCastle's default takes any curve of the client's that is large enough; we have X25519
+    // and P-256 only. A client listing neither gets no ECDHE suite (handshake_failure); one listing no groups at all
+    // may be assumed to speak P-256 (RFC 8422 4).
+    protected override int GetMaximumNegotiableCurveBits() => SelectECDH(0) >= 0 ? 256 : 0;
+
+    protected override int SelectECDH(int minimumCurveBits)
     {
-        // Called once the client's extensions are known: offer ECDSA suites only when the client can verify
-        // an ECDSA signature with a hash we use, RSA likewise; ECDSA first.
-        int count = (_ecdsaSignature is null ? 0 : EcdsaSuites.Length) + (_rsaSignature is null ? 0 : RsaSuites.Length);
-        var suites = new int[count];
-        int i = 0;
-        if (_ecdsaSignature is not null)
+        int[]? client = m_context.SecurityParameters.ClientSupportedGroups;
+        if (client is null)
+            return NamedGroup.secp256r1;
+        foreach (int group in Groups)
         {
-            EcdsaSuites.CopyTo(suites, i);
-            i += EcdsaSuites.Length;
+            if (Array.IndexOf(client, group) >= 0)
+                return group;
         }
 
-        if (_rsaSignature is not null)
-            RsaSuites.CopyTo(suites, i);
-        return suites;
+        return -1;
+    }
+
+    public override bool PreferLocalSupportedGroups() => true;
+
+    protected override IList<ProtocolName>? GetProtocolNames() => _applicationProtocols.Count == 0 ? null : _applicationProtocols;
+
+    // RFC 5746: a TLS 1.2 client that signals neither renegotiation_info nor the SCSV is still served (we never
+    // renegotiate, so there is nothing to protect); BouncyCastle's default would refuse it with handshake_failure.
+    public override void NotifySecureRenegotiation(bool secureRenegotiation)
+    {
+    }
+
+    protected override ProtocolName SelectProtocolName()
+    {
+        try
+        {
+            return base.SelectProtocolName();
+        }
+        catch (TlsFatalAlert)
+        {
+            Reason = "no common ALPN protocol (we speak " + string.Join(", ", _applicationProtocolNames) + ")";
+            throw;
+        }
+    }
+
+    public override ProtocolVersion GetServerVersion()
+    {
+        try
+        {
+            SelectedVersion = base.GetServerVersion();
+            return SelectedVersion;
+        }
+        catch (TlsFatalAlert)
+        {
+            Reason = "the client offers neither TLS 1.3 nor TLS 1.2";
+            throw;
+        }
     }
 
     public override int GetSelectedCipherSuite()
@@ -139,72 +182,46 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
         }
         catch (TlsFatalAlert)
         {
-            Reason = mSupportedSignatureAlgorithms is null ? "the client sent no signature_algorithms (we do not sign with SHA-1)"
-                : _ecdsaSignature is null && _rsaSignature is null ? "the client accepts no ECDSA/RSA PKCS#1 signature with SHA-256/384/512 for our certificates"
-                : mNamedCurves is { Length: 0 } ? "the client does not offer the P-256 group"
-                : "no common cipher suite (we offer ECDHE with AES-GCM or ChaCha20-Poly1305 only)";
+            Reason = TlsUtilities.GetExtensionData(m_clientExtensions, ExtensionType.signature_algorithms) is null ? "the client sent no signature_algorithms (we do not sign with SHA-1)"
+                : SelectECDH(0) < 0 ? "no common group (we speak X25519 and P-256)"
+                : "no common cipher suite (we offer AES-GCM and ChaCha20-Poly1305 only, with ECDHE in TLS 1.2)";
             throw;
         }
     }
 
     public override TlsCredentials GetCredentials()
     {
-        int keyExchange = TlsUtilities.GetKeyExchangeAlgorithm(mSelectedCipherSuite);
-        (BcCertifiedKey? key, SignatureAndHashAlgorithm? signature) = keyExchange switch
+        bool tls13 = TlsUtilities.IsTlsV13(m_context.ServerVersion);
+        (BcCertifiedKey? key, SignatureAndHashAlgorithm? signature) = (null, null);
+        if (tls13)
         {
-            KeyExchangeAlgorithm.ECDHE_ECDSA => (_credentials.Ecdsa, _ecdsaSignature),
-            KeyExchangeAlgorithm.ECDHE_RSA => (_credentials.Rsa, _rsaSignature),
-            _ => (null, null),
-        };
-        if (key is null || signature is null)
-            throw new TlsFatalAlert(AlertDescription.internal_error);
-        SelectedKeyType = key.KeyType;
-        SelectedSignature = signature;
-        return new DotNetSignerCredentials(key, signature);
-    }
-
-    public override TlsKeyExchange GetKeyExchange()
-    {
-        int keyExchange = TlsUtilities.GetKeyExchangeAlgorithm(mSelectedCipherSuite);
-        if (keyExchange is not (KeyExchangeAlgorithm.ECDHE_ECDSA or KeyExchangeAlgorithm.ECDHE_RSA))
-            throw new TlsFatalAlert(AlertDescription.internal_error);
-        if (_keyExchangeImplementation == BcKeyExchangeImplementation.BouncyCastle)
-            return new TlsECDheKeyExchange(keyExchange, mSupportedSignatureAlgorithms, P256Only, mClientECPointFormats, mServerECPointFormats);
-        var exchange = new DotNetEcdheKeyExchange(keyExchange);
-        _disposables.Add(exchange);
-        return exchange;
-    }
-
-    public override IDictionary GetServerExtensions()
-    {
-        IDictionary extensions = TlsExtensionsUtilities.EnsureExtensionsInitialised(base.GetServerExtensions());
-        if (SelectedApplicationProtocol is not null)
+            // The suite does not name the key: ECDSA when the client accepts it, RSA-PSS otherwise.
+            if (_credentials.Ecdsa is not null && Choose(Ecdsa13) is { } ecdsa)
+                (key, signature) = (_credentials.Ecdsa, ecdsa);
+            else if (_credentials.Rsa is not null && Choose(Rsa13) is { } rsa)
+                (key, signature) = (_credentials.Rsa, rsa);
+            if (key is null || signature is null)
+            {
+                Reason = "the client accepts no signature scheme for our certificates (ecdsa_secp256r1_sha256, rsa_pss_rsae_*)";
+                throw new TlsFatalAlert(AlertDescription.handshake_failure);
+            }
+        }
+        else
         {
-            // ProtocolNameList with exactly one name (RFC 7301 3.1).
-            int length = SelectedApplicationProtocol.Length;
-            byte[] data = new byte[3 + length];
-            data[0] = (byte)((length + 1) >> 8);
-            data[1] = (byte)(length + 1);
-            data[2] = (byte)length;
-            Encoding.Latin1.GetBytes(SelectedApplicationProtocol, data.AsSpan(3));
-            extensions[ExtensionAlpn] = data;
+            (key, signature) = TlsUtilities.GetKeyExchangeAlgorithm(SelectedCipherSuite) switch
+            {
+                KeyExchangeAlgorithm.ECDHE_ECDSA => (_credentials.Ecdsa, Choose(Ecdsa12)),
+                KeyExchangeAlgorithm.ECDHE_RSA => (_credentials.Rsa, Choose(Rsa12)),
+                _ => (null, null),
+            };
+            if (key is null || signature is null)
+                throw new TlsFatalAlert(AlertDescription.internal_error);
         }
 
-        return extensions;
+        SelectedKeyType = key.KeyType;
+        SelectedSignature = signature;
+        return new DotNetSignerCredentials(key, signature, tls13);
     }
-
-    public override TlsCipher GetCipher()
-    {
-        TlsCipher cipher = base.GetCipher();
-        if (cipher is IDisposable disposable)
-            _disposables.Add(disposable);
-        return cipher;
-    }
-
-    // No client certificates: no CertificateRequest, so no peer certificate is ever parsed.
-    public override CertificateRequest? GetCertificateRequest() => null;
-
-    public override void NotifyClientCertificate(Certificate clientCertificate) => throw new TlsFatalAlert(AlertDescription.unexpected_message);
 
     public override void NotifyHandshakeComplete()
     {
@@ -212,7 +229,7 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
         HandshakeComplete = true;
     }
 
-    public override void NotifyAlertRaised(byte alertLevel, byte alertDescription, string message, Exception cause)
+    public override void NotifyAlertRaised(short alertLevel, short alertDescription, string message, Exception cause)
     {
         if (alertLevel == AlertLevel.fatal || AlertSent is null)
         {
@@ -222,7 +239,7 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
         }
     }
 
-    public override void NotifyAlertReceived(byte alertLevel, byte alertDescription)
+    public override void NotifyAlertReceived(short alertLevel, short alertDescription)
     {
         if (alertDescription == AlertDescription.close_notify)
             CloseNotifyReceived = true;
@@ -230,82 +247,21 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
             AlertReceived = alertDescription;
     }
 
-    public void DisposeResources()
+    /// <summary>The first of <paramref name="preference"/> that the client lists in signature_algorithms, or null.</summary>
+    private SignatureAndHashAlgorithm? Choose(int[] preference)
     {
-        foreach (IDisposable disposable in _disposables)
-            disposable.Dispose();
-        _disposables.Clear();
-    }
-
-    private SignatureAndHashAlgorithm? ChooseSignature(byte signature)
-    {
-        IList? offered = mSupportedSignatureAlgorithms;
+        IList<SignatureAndHashAlgorithm>? offered = m_context.SecurityParameters.ClientSigAlgs;
         if (offered is null)
-            return null; // no signature_algorithms: the default would be SHA-1, which we do not sign with
-
-        // Server preference SHA-256, SHA-384, SHA-512 among the pairs the client lists. Entries whose hash byte is 8
-        // (RSA-PSS, Ed25519: TLS 1.3 style code points) never match.
-        SignatureAndHashAlgorithm? best = null;
-        foreach (SignatureAndHashAlgorithm candidate in offered)
+            return null; // no signature_algorithms: TLS 1.2's default would be SHA-1, which we do not sign with
+        foreach (int scheme in preference)
         {
-            if (candidate.Signature != signature || DotNetSignerCredentials.HashName(candidate.Hash) is null)
-                continue;
-            if (best is null || candidate.Hash < best.Hash)
-                best = candidate;
-        }
-
-        return best;
-    }
-
-    private string ChooseApplicationProtocol(byte[] extension)
-    {
-        // ProtocolNameList: uint16 length, then uint8-length-prefixed names (RFC 7301 3.1).
-        if (extension.Length < 3 || ((extension[0] << 8) | extension[1]) != extension.Length - 2)
-            throw new TlsFatalAlert(AlertDescription.decode_error);
-        for (int p = 2; p < extension.Length;)
-        {
-            int length = extension[p];
-            if (length == 0 || length > extension.Length - p - 1)
-                throw new TlsFatalAlert(AlertDescription.decode_error);
-            p += 1 + length;
-        }
-
-        // Server preference: the first of ours that the client lists.
-        foreach (string ours in _applicationProtocols)
-        {
-            for (int p = 2; p < extension.Length; p += 1 + extension[p])
+            foreach (SignatureAndHashAlgorithm candidate in offered)
             {
-                ReadOnlySpan<byte> name = extension.AsSpan(p + 1, extension[p]);
-                if (name.Length == ours.Length && Latin1Equals(name, ours))
-                    return ours;
+                if (SignatureScheme.From(candidate) == scheme)
+                    return candidate;
             }
         }
 
-        Reason = "no common ALPN protocol (we speak " + string.Join(", ", _applicationProtocols) + ")";
-        throw new TlsFatalAlert(AlertNoApplicationProtocol);
-    }
-
-    private static bool Latin1Equals(ReadOnlySpan<byte> bytes, string text)
-    {
-        for (int i = 0; i < bytes.Length; i++)
-        {
-            if (bytes[i] != text[i])
-                return false;
-        }
-
-        return true;
-    }
-
-    private static bool OffersTls12(byte[] versions)
-    {
-        if (versions.Length < 3 || versions[0] != versions.Length - 1 || (versions[0] & 1) != 0)
-            throw new TlsFatalAlert(AlertDescription.decode_error);
-        for (int i = 1; i + 1 < versions.Length; i += 2)
-        {
-            if (versions[i] == 3 && versions[i + 1] == 3)
-                return true;
-        }
-
-        return false;
+        return null;
     }
 }

@@ -26,7 +26,6 @@ internal sealed class TlsTerminationFrontend : Frontend
     // Fatal alerts, TLS 1.2 record: content type 21, version 3.3, length 2, level 2 (fatal), description.
     private static readonly byte[] AlertUnrecognizedName = [21, 3, 3, 0, 2, 2, 112];
     private static readonly byte[] AlertDecodeError = [21, 3, 3, 0, 2, 2, 50];
-    private static readonly byte[] AlertProtocolVersion = [21, 3, 3, 0, 2, 2, 70];
     private static readonly byte[] AlertInternalError = [21, 3, 3, 0, 2, 2, 80];
     private static readonly byte[] PlainHttpOnTlsPort =
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 45\r\nConnection: close\r\n\r\nThis port speaks TLS: use https:// instead.\r\n"u8.ToArray();
@@ -137,14 +136,6 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
         else
         {
-            if (!info.OffersTls12)
-            {
-                Log.Information("Connection {ConnectionId} from {Client}: client does not offer TLS 1.2", id, start.ClientText);
-                Interlocked.Increment(ref DispatcherMetrics.HandshakesNoTls12);
-                await SendQuietlyAsync(client, AlertProtocolVersion).ConfigureAwait(false);
-                return;
-            }
-
             session = await BouncyCastleHandshakeAsync(client, bc!, route.OfferH2, hello.AsMemory(0, filled), id, start, sni, handshake.Token).ConfigureAwait(false);
         }
 

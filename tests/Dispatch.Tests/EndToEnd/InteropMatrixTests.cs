@@ -9,7 +9,7 @@ namespace Dispatch.Tests.EndToEnd;
 
 /// <summary>
 /// The same client cells against both termination engines: each either works or fails the way the
-/// configuration says (BouncyCastle speaks TLS 1.2 only; OpenSSL speaks 1.3 and 1.2).
+/// configuration says (both engines speak TLS 1.3 and 1.2).
 /// </summary>
 public sealed class InteropMatrixTests : IDisposable
 {
@@ -66,7 +66,9 @@ public sealed class InteropMatrixTests : IDisposable
     public async Task Every_client_works_or_fails_as_configured(string engine)
     {
         var port = Start(engine);
-        var tls13 = engine != "bouncycastle";
+        var tls13 = true;
+        // BouncyCastle's server does not resume TLS 1.3 sessions (yet): the ticket test is for the others.
+        var resumes = engine != "bouncycastle";
 
         Assert.Equal("1.1 200", CurlVersion(port, "--http1.1"));
         Assert.Equal("2 200", CurlVersion(port, "--http2"));
@@ -109,7 +111,7 @@ public sealed class InteropMatrixTests : IDisposable
         Assert.Contains("Cipher is (NONE)", OpenSsl(port, "-tls1_2", "-cipher", "AES256-GCM-SHA384"), StringComparison.Ordinal);
         Assert.Contains("Cipher is (NONE)", OpenSsl(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"), StringComparison.Ordinal);
 
-        if (tls13)
+        if (resumes)
         {
             // Session tickets resume at the same vhost, never at another tenant's.
             var session = Path.Combine(Path.GetTempPath(), $"dispatch-sess-{Guid.NewGuid():N}");

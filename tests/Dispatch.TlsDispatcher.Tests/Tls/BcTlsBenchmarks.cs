@@ -65,19 +65,22 @@ public sealed partial class BcTlsBenchmarks
     [Fact]
     public async Task Handshake_cpu_engine_only()
     {
-        foreach (BcKeyExchangeImplementation kx in new[] { BcKeyExchangeImplementation.DotNet, BcKeyExchangeImplementation.BouncyCastle })
+        foreach (SslProtocols protocol in new[] { SslProtocols.Tls13, SslProtocols.Tls12 })
         {
-            foreach ((string name, BcServerCredentials credentials) in new[] { ("ecdsa.example", TestPki.Shared.EcdsaOnly), ("rsa.example", TestPki.Shared.RsaOnly) })
+            foreach (BcKeyExchangeImplementation kx in new[] { BcKeyExchangeImplementation.DotNet, BcKeyExchangeImplementation.BouncyCastle })
             {
-                await EngineHandshakesAsync(name, credentials, kx, 50);
-                const int N = 200;
-                long ns = await EngineHandshakesAsync(name, credentials, kx, N);
-                Report($"handshake engine-only {name,-14} kx={kx,-12} N={N}: {ns / 1e6 / N:F2} ms server thread CPU per full handshake");
+                foreach ((string name, BcServerCredentials credentials) in new[] { ("ecdsa.example", TestPki.Shared.EcdsaOnly), ("rsa.example", TestPki.Shared.RsaOnly) })
+                {
+                    await EngineHandshakesAsync(name, credentials, kx, protocol, 50);
+                    const int N = 200;
+                    long ns = await EngineHandshakesAsync(name, credentials, kx, protocol, N);
+                    Report($"handshake engine-only {protocol} {name,-14} kx={kx,-12} N={N}: {ns / 1e6 / N:F2} ms server thread CPU per full handshake");
+                }
             }
         }
     }
 
-    private static async Task<long> EngineHandshakesAsync(string name, BcServerCredentials credentials, BcKeyExchangeImplementation kx, int count)
+    private static async Task<long> EngineHandshakesAsync(string name, BcServerCredentials credentials, BcKeyExchangeImplementation kx, SslProtocols protocol, int count)
     {
         long total = 0;
         byte[] buffer = new byte[64 * 1024];
@@ -89,7 +92,7 @@ public sealed partial class BcTlsBenchmarks
             Task handshake = ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
             {
                 TargetHost = name,
-                EnabledSslProtocols = SslProtocols.Tls12,
+                EnabledSslProtocols = protocol,
                 CertificateChainPolicy = TestPki.Shared.ChainPolicy(),
             });
             while (!session.HandshakeComplete)
@@ -124,15 +127,20 @@ public sealed partial class BcTlsBenchmarks
         foreach (BcKeyExchangeImplementation kx in new[] { BcKeyExchangeImplementation.DotNet, BcKeyExchangeImplementation.BouncyCastle })
         {
             await using var server = new TlsTestServer(["http/1.1"], kx);
-            foreach (string cipher in new[] { "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256" })
+            foreach ((string cipher, string[] options) in new[]
+            {
+                ("TLSv1.3 TLS_AES_128_GCM_SHA256 (ECDSA, X25519)", new[] { "-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256" }),
+                ("ECDHE-ECDSA-AES128-GCM-SHA256", new[] { "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256" }),
+                ("ECDHE-RSA-AES128-GCM-SHA256", new[] { "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256" }),
+            })
             {
                 // Warm up (JIT, tiering).
-                await ExternalTool.RunAsync("openssl", ["s_time", "-connect", $"127.0.0.1:{server.Port}", "-new", "-tls1_2", "-cipher", cipher, "-time", "1"], timeout: TimeSpan.FromSeconds(20));
+                await ExternalTool.RunAsync("openssl", ["s_time", "-connect", $"127.0.0.1:{server.Port}", "-new", .. options, "-time", "1"], timeout: TimeSpan.FromSeconds(20));
                 await DrainAsync(server);
 
                 TimeSpan before = ProcessCpu();
                 var watch = Stopwatch.StartNew();
-                ExternalTool.Result result = await ExternalTool.RunAsync("openssl", ["s_time", "-connect", $"127.0.0.1:{server.Port}", "-new", "-tls1_2", "-cipher", cipher, "-time", "2"], timeout: TimeSpan.FromSeconds(30));
+                ExternalTool.Result result = await ExternalTool.RunAsync("openssl", ["s_time", "-connect", $"127.0.0.1:{server.Port}", "-new", .. options, "-time", "2"], timeout: TimeSpan.FromSeconds(30));
                 watch.Stop();
                 int served = await DrainAsync(server);
                 TimeSpan cpu = ProcessCpu() - before;
@@ -300,21 +308,31 @@ public sealed partial class BcTlsBenchmarks
     {
         foreach ((AeadKind kind, int keyLength, string name) in new[] { (AeadKind.AesGcm, 16, "AES-128-GCM"), (AeadKind.AesGcm, 32, "AES-256-GCM"), (AeadKind.ChaCha20Poly1305, 32, "ChaCha20-Poly1305") })
         {
-            int ivLength = kind == AeadKind.AesGcm ? 4 : 12;
             byte[] key = new byte[keyLength];
-            byte[] iv = new byte[ivLength];
-            using var cipher = new DotNetAeadCipher(kind, key, iv, key, iv, 0x0303);
+            byte[] nonce = new byte[12];
+            byte[] aad = new byte[13];
+            using var encrypt = new DotNetAeadCipherImpl(kind, encrypt: true);
+            using var decrypt = new DotNetAeadCipherImpl(kind, encrypt: false);
+            encrypt.SetKey(key);
+            decrypt.SetKey(key);
+            byte[] record = new byte[16384 + 16];
             byte[] plaintext = new byte[16384];
-            long seq = 0;
+            void RoundTrip()
+            {
+                encrypt.Init(nonce, 16, aad);
+                encrypt.DoFinal(aad, record, 0, plaintext.Length, record, 0);
+                decrypt.Init(nonce, 16, aad);
+                decrypt.DoFinal(aad, record, 0, record.Length, plaintext, 0);
+            }
+
             for (int i = 0; i < 200; i++)
-                cipher.DecodeCiphertext(seq, 23, cipher.EncodePlaintext(seq, 23, plaintext, 0, plaintext.Length), 0, plaintext.Length + (kind == AeadKind.AesGcm ? 24 : 16));
+                RoundTrip();
             long bytes = 0;
             var watch = Stopwatch.StartNew();
             long cpu0 = ThreadCpuNs();
             while (watch.ElapsedMilliseconds < 1000)
             {
-                byte[] record = cipher.EncodePlaintext(++seq, 23, plaintext, 0, plaintext.Length);
-                cipher.DecodeCiphertext(seq, 23, record, 0, record.Length);
+                RoundTrip();
                 bytes += plaintext.Length;
             }
 

@@ -191,28 +191,41 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Client_offering_tls13_and_tls12_gets_tls12()
+    public async Task Client_offering_tls13_and_tls12_gets_tls13()
     {
         (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, "both.example", ["h2"], SslProtocols.Tls12 | SslProtocols.Tls13);
         using (tcp)
         await using (ssl)
         {
-            Assert.Equal(SslProtocols.Tls12, ssl.SslProtocol);
+            Assert.Equal(SslProtocols.Tls13, ssl.SslProtocol);
             Assert.Equal([9], await EchoAsync(ssl, [9]));
         }
 
-        Assert.Null((await _server.NextResultAsync()).Error);
+        ServerConnectionResult result = await _server.NextResultAsync();
+        Assert.Null(result.Error);
+        Assert.Equal("TLSv1.3", result.ProtocolVersion);
     }
 
-    [Fact]
-    public async Task Tls13_only_client_gets_protocol_version_alert()
+    [Theory]
+    [InlineData("both.example", BcKeyType.EcdsaP256, (ushort)0x0403)]
+    [InlineData("rsa.example", BcKeyType.Rsa, (ushort)0x0804)]
+    public async Task Tls13_only_client_is_served(string serverName, BcKeyType keyType, ushort scheme)
     {
-        AuthenticationException e = await Assert.ThrowsAsync<AuthenticationException>(() => ConnectAsync(_server.Port, "both.example", ["h2"], SslProtocols.Tls13));
-        _output.WriteLine($"client: {e.Message} / {e.InnerException?.Message}");
+        (TcpClient tcp, SslStream ssl) = await ConnectAsync(_server.Port, serverName, ["h2"], SslProtocols.Tls13);
+        using (tcp)
+        await using (ssl)
+        {
+            Assert.Equal(SslProtocols.Tls13, ssl.SslProtocol);
+            Assert.Equal("h2", ssl.NegotiatedApplicationProtocol.ToString());
+            Assert.Equal([1, 2, 3], await EchoAsync(ssl, [1, 2, 3]));
+        }
+
         ServerConnectionResult result = await _server.NextResultAsync();
-        Assert.IsType<AuthenticationException>(result.Error);
-        Assert.Equal((byte)70, result.AlertSent);
-        Assert.False(result.HandshakeComplete);
+        Assert.Null(result.Error);
+        Assert.True(result.HandshakeComplete);
+        Assert.Equal("TLSv1.3", result.ProtocolVersion);
+        Assert.Equal(keyType, result.KeyType);
+        Assert.Equal(scheme, result.SignatureScheme);
     }
 
     [Fact]
@@ -280,13 +293,14 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Client_without_secure_renegotiation_signalling_is_refused()
+    public async Task Tls12_client_without_renegotiation_info_or_scsv_is_accepted()
     {
-        // RFC 5746: BouncyCastle insists on renegotiation_info or the SCSV (every current client sends one).
+        // RFC 5746 signalling is optional for a server that never renegotiates (sslscan and testssl send neither).
         using var session = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"]);
         byte[] hello = new HelloBuilder().WithSni("both.example").WithUInt16List(13, 0x0403).Build();
-        Assert.Throws<BcTlsException>(() => session.Offer(hello, 0, hello.Length));
-        Assert.Equal((byte)40, session.AlertSent);
+        session.Offer(hello, 0, hello.Length);
+        Assert.Null(session.AlertSent);
+        Assert.Equal("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", session.CipherSuiteName);
         Assert.True(session.OutputAvailable > 0);
 
         using var ok = new BcTlsSession(TestPki.Shared.Both, ["http/1.1"]);
@@ -344,6 +358,7 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         Assert.Equal("http/1.1", session.ApplicationProtocol);
         Assert.Equal("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", session.CipherSuiteName);
         Assert.Equal("TLSv1.2", session.ProtocolVersion);
+        session.ReleaseHeldInput();
 
         ssl.Write("ping"u8);
         while (session.PlaintextAvailable < 4)
@@ -413,14 +428,57 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Openssl_default_offers_tls13_and_gets_tls12()
+    public async Task Openssl_default_gets_tls13_with_x25519()
     {
         if (!ExternalTool.Exists("openssl"))
             return;
         ExternalTool.Result result = await SClientAsync("both.example");
-        Assert.Equal("ECDHE-ECDSA-AES128-GCM-SHA256", CipherLine(result.StdOut));
+        Assert.Contains("New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("Server Temp Key: X25519", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ping-from-openssl", result.StdOut, StringComparison.Ordinal);
         Assert.Equal(0, result.ExitCode);
         Assert.Null((await _server.NextResultAsync()).Error);
+    }
+
+    [Theory]
+    [InlineData("P-256", "P-256")]           // a P-256 share, and P-256 is all the client speaks
+    [InlineData("P-384:X25519", "X25519")]   // a share we cannot use: HelloRetryRequest for X25519
+    [InlineData("P-256:X25519", "X25519")]   // X25519 is preferred: HelloRetryRequest even though the P-256 share would do
+    public async Task Openssl_tls13_groups_and_hello_retry(string groups, string expected)
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync("both.example", "-tls1_3", "-groups", groups);
+        Assert.Contains("New, TLSv1.3, Cipher is ", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains($"Server Temp Key: {(expected == "P-256" ? "ECDH, prime256v1" : "X25519")}", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ping-from-openssl", result.StdOut, StringComparison.Ordinal);
+        Assert.Null((await _server.NextResultAsync()).Error);
+    }
+
+    [Theory]
+    [InlineData("TLS_AES_128_GCM_SHA256")]
+    [InlineData("TLS_AES_256_GCM_SHA384")]
+    [InlineData("TLS_CHACHA20_POLY1305_SHA256")]
+    public async Task Openssl_tls13_every_suite(string suite)
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync("rsa.example", "-tls1_3", "-ciphersuites", suite);
+        Assert.Contains($"New, TLSv1.3, Cipher is {suite}", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("Peer signature type: RSA-PSS", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ping-from-openssl", result.StdOut, StringComparison.Ordinal);
+        Assert.Equal(suite, (await _server.NextResultAsync()).CipherSuiteName);
+    }
+
+    [Fact]
+    public async Task Openssl_tls12_rsa_pss_only_is_signed_with_pss()
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        ExternalTool.Result result = await SClientAsync("rsa.example", "-tls1_2", "-sigalgs", "rsa_pss_rsae_sha256");
+        Assert.Equal("ECDHE-RSA-AES128-GCM-SHA256", CipherLine(result.StdOut));
+        Assert.Contains("Peer signature type: RSA-PSS", result.StdOut, StringComparison.Ordinal);
+        Assert.Equal((ushort)0x0804, (await _server.NextResultAsync()).SignatureScheme);
     }
 
     [Fact]
@@ -435,11 +493,11 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Openssl_tls13_only_fails_cleanly_with_an_alert()
+    public async Task Openssl_tls11_only_fails_cleanly_with_an_alert()
     {
         if (!ExternalTool.Exists("openssl"))
             return;
-        ExternalTool.Result result = await SClientAsync("both.example", "-tls1_3");
+        ExternalTool.Result result = await SClientAsync("both.example", "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0");
         Assert.NotEqual(0, result.ExitCode);
         Assert.Contains("alert protocol version", result.All, StringComparison.Ordinal);
         ServerConnectionResult server = await _server.NextResultAsync();
@@ -447,14 +505,16 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData("-groups", "X25519", 40)]             // no P-256: no ECC suite
-    [InlineData("-sigalgs", "rsa_pss_rsae_sha256", 40)] // only hash byte 8 entries: nothing we sign with
-    [InlineData("-cipher", "AES128-GCM-SHA256", 40)]  // RSA key transport only
-    public async Task Openssl_unsupported_parameters_fail_with_handshake_failure(string option, string value, int alert)
+    [InlineData("-tls1_2", "-groups", "P-384", 40)]             // no common group
+    [InlineData("-tls1_3", "-groups", "P-384", 40)]
+    [InlineData("-tls1_2", "-sigalgs", "ed25519", 40)]          // nothing we sign with
+    [InlineData("-tls1_3", "-sigalgs", "rsa_pkcs1_sha256", 40)] // PKCS#1 v1.5 is not a TLS 1.3 CertificateVerify scheme
+    [InlineData("-tls1_2", "-cipher", "AES128-GCM-SHA256", 40)] // RSA key transport only
+    public async Task Openssl_unsupported_parameters_fail_with_handshake_failure(string version, string option, string value, int alert)
     {
         if (!ExternalTool.Exists("openssl"))
             return;
-        ExternalTool.Result result = await SClientAsync("rsa.example", "-tls1_2", option, value);
+        ExternalTool.Result result = await SClientAsync("rsa.example", version, option, value);
         Assert.NotEqual(0, result.ExitCode);
         Assert.Contains("alert handshake failure", result.All, StringComparison.Ordinal);
         Assert.Equal((byte)alert, (await _server.NextResultAsync()).AlertSent);
@@ -476,8 +536,9 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         _output.WriteLine($"server: alert sent {server.AlertSent}, received {server.AlertReceived}, error {server.Error?.Message}");
         Assert.True(server.HandshakeComplete);
 
-        // BouncyCastle 1.8.10 ends the connection on any handshake message after the handshake: fatal unexpected_message.
-        Assert.Equal((byte)10, server.AlertSent);
+        // BouncyCastle 2.7 answers a ClientHello after the handshake with a no_renegotiation warning; openssl then
+        // gives up with handshake_failure.
+        Assert.Equal((byte)100, server.AlertSent);
         Assert.IsType<BcTlsException>(server.Error);
     }
 
@@ -496,7 +557,7 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         _output.WriteLine(result.All);
         Assert.Equal(0, result.ExitCode);
         Assert.Equal("hello", result.StdOut.Trim());
-        Assert.Contains("SSL connection using TLSv1.2 / ECDHE-ECDSA-AES128-GCM-SHA256", result.StdErr, StringComparison.Ordinal);
+        Assert.Contains("SSL connection using TLSv1.3 / TLS_AES_128_GCM_SHA256", result.StdErr, StringComparison.Ordinal);
         Assert.Contains("ALPN: server accepted http/1.1", result.StdErr, StringComparison.Ordinal);
         ServerConnectionResult server1 = await server.NextResultAsync();
         Assert.Null(server1.Error);

@@ -1,175 +1,151 @@
-using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Dispatch.TlsDispatcher.Tls;
 using Org.BouncyCastle.Crypto.Engines;
 using Org.BouncyCastle.Crypto.Modes;
 using Org.BouncyCastle.Crypto.Parameters;
-using Org.BouncyCastle.Crypto.Tls;
+using Org.BouncyCastle.Tls;
+using Org.BouncyCastle.Tls.Crypto;
+using Org.BouncyCastle.Tls.Crypto.Impl.BC;
 using ChaCha20Poly1305 = System.Security.Cryptography.ChaCha20Poly1305;
-using HashAlgorithm = Org.BouncyCastle.Crypto.Tls.HashAlgorithm;
+using HashAlgorithm = Org.BouncyCastle.Tls.HashAlgorithm;
+using Rfc7748X25519 = Org.BouncyCastle.Math.EC.Rfc7748.X25519;
 
 namespace Dispatch.TlsDispatcher.Tests.Tls;
 
-/// <summary>The .NET-backed pieces plugged into BouncyCastle: record ciphers, signer credentials, ECDHE.</summary>
+/// <summary>The .NET-backed pieces plugged into BouncyCastle: AEADs, secrets (HKDF, PRF), signer credentials, ECDH.</summary>
 public sealed class CryptoPartsTests
 {
-    private static (DotNetAeadCipher Server, DotNetAeadCipher Client, byte[] ServerKey, byte[] ServerIv) Pair(AeadKind kind, int keyLength)
-    {
-        int ivLength = kind == AeadKind.AesGcm ? 4 : 12;
-        byte[] serverKey = RandomNumberGenerator.GetBytes(keyLength);
-        byte[] clientKey = RandomNumberGenerator.GetBytes(keyLength);
-        byte[] serverIv = RandomNumberGenerator.GetBytes(ivLength);
-        byte[] clientIv = RandomNumberGenerator.GetBytes(ivLength);
-        return (
-            new DotNetAeadCipher(kind, serverKey, serverIv, clientKey, clientIv, 0x0303),
-            new DotNetAeadCipher(kind, clientKey, clientIv, serverKey, serverIv, 0x0303),
-            serverKey,
-            serverIv);
-    }
-
     [Theory]
     [InlineData(AeadKind.AesGcm, 16)]
     [InlineData(AeadKind.AesGcm, 32)]
     [InlineData(AeadKind.ChaCha20Poly1305, 32)]
-    public void Records_round_trip_and_tampering_is_bad_record_mac(AeadKind kind, int keyLength)
+    public void Aead_round_trips_in_place_and_tampering_is_bad_record_mac(AeadKind kind, int keyLength)
     {
-        (DotNetAeadCipher server, DotNetAeadCipher client, _, _) = Pair(kind, keyLength);
-        using (server)
-        using (client)
+        byte[] key = RandomNumberGenerator.GetBytes(keyLength);
+        using var encrypt = new DotNetAeadCipherImpl(kind, encrypt: true);
+        using var decrypt = new DotNetAeadCipherImpl(kind, encrypt: false);
+        encrypt.SetKey(key);
+        decrypt.SetKey(key, 0, key.Length);
+        foreach (int length in new[] { 0, 1, 100, 16385 })
         {
-            int overhead = kind == AeadKind.AesGcm ? 24 : 16;
-            Assert.Equal(16384, server.GetPlaintextLimit(16384 + overhead));
-            foreach (int length in new[] { 0, 1, 100, 16384 })
+            byte[] nonce = RandomNumberGenerator.GetBytes(12);
+            byte[] aad = RandomNumberGenerator.GetBytes(13);
+            byte[] plaintext = RandomNumberGenerator.GetBytes(length);
+
+            // In place, as TlsAeadCipher encrypts: plaintext at the output position, tag after it.
+            byte[] record = new byte[3 + length + 16];
+            plaintext.CopyTo(record, 3);
+            encrypt.Init(nonce, 16, null!);
+            Assert.Equal(length + 16, encrypt.GetOutputSize(length));
+            Assert.Equal(length + 16, encrypt.DoFinal(aad, record, 3, length, record, 3));
+
+            // Checked with an independent implementation.
+            byte[] check = new byte[length];
+            if (kind == AeadKind.AesGcm)
             {
-                byte[] plaintext = RandomNumberGenerator.GetBytes(length);
-                byte[] padded = [9, 9, .. plaintext, 9];
-                byte[] record = server.EncodePlaintext(length, ContentType.application_data, padded, 2, length);
-                Assert.Equal(length + overhead, record.Length);
-                byte[] framed = [7, .. record, 7];
-                Assert.Equal(plaintext, client.DecodeCiphertext(length, ContentType.application_data, framed, 1, record.Length));
-
-                byte[] tampered = (byte[])record.Clone();
-                tampered[^1] ^= 1;
-                Assert.Equal(AlertDescription.bad_record_mac, Assert.Throws<TlsFatalAlert>(() => client.DecodeCiphertext(length, ContentType.application_data, tampered, 0, tampered.Length)).AlertDescription);
-
-                // Wrong sequence number or content type: the additional data differs.
-                Assert.Throws<TlsFatalAlert>(() => client.DecodeCiphertext(length + 1, ContentType.application_data, record, 0, record.Length));
-                Assert.Throws<TlsFatalAlert>(() => client.DecodeCiphertext(length, ContentType.alert, record, 0, record.Length));
+                var gcm = new GcmBlockCipher(new AesEngine());
+                gcm.Init(false, new AeadParameters(new KeyParameter(key), 128, nonce, aad));
+                int n = gcm.ProcessBytes(record, 3, length + 16, check, 0);
+                Assert.Equal(length, n + gcm.DoFinal(check, n));
+            }
+            else
+            {
+                using var chacha = new ChaCha20Poly1305(key);
+                chacha.Decrypt(nonce, record.AsSpan(3, length), record.AsSpan(3 + length, 16), check, aad);
             }
 
-            Assert.Equal(AlertDescription.decode_error, Assert.Throws<TlsFatalAlert>(() => client.DecodeCiphertext(0, 23, new byte[overhead - 1], 0, overhead - 1)).AlertDescription);
+            Assert.Equal(plaintext, check);
+
+            byte[] output = new byte[length];
+            decrypt.Init(nonce, 16, null!);
+            Assert.Equal(length, decrypt.GetOutputSize(length + 16));
+            Assert.Equal(length, decrypt.DoFinal(aad, record, 3, length + 16, output, 0));
+            Assert.Equal(plaintext, output);
+
+            record[^1] ^= 1;
+            Assert.Equal(AlertDescription.bad_record_mac, Assert.Throws<TlsFatalAlert>(() => decrypt.DoFinal(aad, record, 3, length + 16, output, 0)).AlertDescription);
         }
     }
 
     [Fact]
-    public void Gcm_layout_matches_rfc5288_checked_with_bouncycastle_gcm()
+    public void Hkdf_matches_rfc8448_early_secret_and_derived()
     {
-        (DotNetAeadCipher server, DotNetAeadCipher client, byte[] key, byte[] salt) = Pair(AeadKind.AesGcm, 16);
-        using (server)
-        using (client)
-        {
-            const long Seq = 0x0102030405060708;
-            byte[] plaintext = RandomNumberGenerator.GetBytes(1000);
-            byte[] record = server.EncodePlaintext(Seq, 23, plaintext, 0, plaintext.Length);
+        var crypto = new DotNetTlsCrypto();
+        TlsSecret zeros = crypto.HkdfInit(CryptoHashAlgorithm.sha256);
+        var early = (DotNetTlsSecret)zeros.HkdfExtract(CryptoHashAlgorithm.sha256, crypto.HkdfInit(CryptoHashAlgorithm.sha256));
+        Assert.Equal(Convert.FromHexString("33ad0a1c607ec03b09e6cd9893680ce210adf300aa1f2660e1b22e10f170f92a"), early.Export());
+        byte[] emptyHash = SHA256.HashData([]);
+        var derived = (DotNetTlsSecret)early.DeriveUsingPrf(PrfAlgorithm.tls13_hkdf_sha256, "derived", emptyHash, 32);
+        Assert.Equal(Convert.FromHexString("6f2615a108c702c5678f54fc9dbab69716c076189c48250cebeac3576c3611ba"), derived.Export());
+        Assert.True(early.IsAlive()); // Export copies; BouncyCastle's Extract would have destroyed it
+        early.Extract();
+        Assert.False(early.IsAlive());
+    }
 
-            // explicit nonce = our sequence number
-            Assert.Equal(Seq, BinaryPrimitives.ReadInt64BigEndian(record));
-
-            byte[] nonce = [.. salt, .. record.AsSpan(0, 8)];
-            byte[] aad = new byte[13];
-            BinaryPrimitives.WriteInt64BigEndian(aad, Seq);
-            aad[8] = 23;
-            aad[9] = 3;
-            aad[10] = 3;
-            BinaryPrimitives.WriteUInt16BigEndian(aad.AsSpan(11), (ushort)plaintext.Length);
-            var gcm = new GcmBlockCipher(new AesEngine());
-            gcm.Init(false, new AeadParameters(new KeyParameter(key), 128, nonce, aad));
-            byte[] output = new byte[gcm.GetOutputSize(record.Length - 8)];
-            int n = gcm.ProcessBytes(record, 8, record.Length - 8, output, 0);
-            n += gcm.DoFinal(output, n);
-            Assert.Equal(plaintext, output.AsSpan(0, n).ToArray());
-        }
+    [Theory]
+    [InlineData(PrfAlgorithm.tls_prf_sha256)]
+    [InlineData(PrfAlgorithm.tls_prf_sha384)]
+    public void Tls12_prf_matches_bouncycastle(int prf)
+    {
+        byte[] secret = RandomNumberGenerator.GetBytes(48);
+        byte[] seed = RandomNumberGenerator.GetBytes(64);
+        var ours = (DotNetTlsSecret)new DotNetTlsCrypto().CreateSecret(secret).DeriveUsingPrf(prf, "key expansion", seed, 200);
+        byte[] theirs = new BcTlsCrypto().CreateSecret(secret).DeriveUsingPrf(prf, "key expansion", seed, 200).Extract();
+        Assert.Equal(theirs, ours.Export());
     }
 
     [Fact]
-    public void Chacha_nonce_is_iv_xor_sequence_number_rfc7905()
+    public void Resumption_secret_derives_the_res_binder_key_when_asked_for_ext_binder()
     {
-        byte[] key = RandomNumberGenerator.GetBytes(32);
-        byte[] iv = RandomNumberGenerator.GetBytes(12);
-        using var cipher = new DotNetAeadCipher(AeadKind.ChaCha20Poly1305, key, iv, key, iv, 0x0303);
-        const long Seq = 0x1122334455667788;
-        byte[] record = cipher.EncodePlaintext(Seq, 23, [1, 2, 3], 0, 3);
-        Assert.Equal(3 + 16, record.Length); // no explicit nonce
+        var crypto = new DotNetTlsCrypto();
+        byte[] psk = RandomNumberGenerator.GetBytes(32);
+        byte[] emptyHash = SHA256.HashData([]);
+        TlsSecret plainEarly = crypto.HkdfInit(CryptoHashAlgorithm.sha256).HkdfExtract(CryptoHashAlgorithm.sha256, crypto.CreateSecret(psk));
+        TlsSecret resumptionEarly = crypto.HkdfInit(CryptoHashAlgorithm.sha256).HkdfExtract(CryptoHashAlgorithm.sha256, crypto.Adopt((byte[])psk.Clone(), resumption: true));
 
-        byte[] nonce = (byte[])iv.Clone();
-        for (int i = 0; i < 8; i++)
-            nonce[4 + i] ^= (byte)(Seq >> (56 - (8 * i)));
-        byte[] aad = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 23, 3, 3, 0, 3];
-        using var chacha = new ChaCha20Poly1305(key);
-        byte[] plain = new byte[3];
-        chacha.Decrypt(nonce, record.AsSpan(0, 3), record.AsSpan(3), plain, aad);
-        Assert.Equal([1, 2, 3], plain);
-    }
+        byte[] Binder(TlsSecret early, string label) => ((DotNetTlsSecret)early.DeriveUsingPrf(PrfAlgorithm.tls13_hkdf_sha256, label, emptyHash, 32)).Export();
 
-    [Fact]
-    public void Post_handshake_handshake_bytes_are_capped()
-    {
-        (DotNetAeadCipher server, DotNetAeadCipher client, _, _) = Pair(AeadKind.AesGcm, 16);
-        using (server)
-        using (client)
-        {
-            byte[] chunk = new byte[16384];
-            long seq = 0;
-            var e = Assert.Throws<TlsFatalAlert>(void () =>
-            {
-                while (true)
-                {
-                    byte[] record = server.EncodePlaintext(seq, ContentType.handshake, chunk, 0, chunk.Length);
-                    client.DecodeCiphertext(seq++, ContentType.handshake, record, 0, record.Length);
-                }
-            });
-            Assert.Equal(AlertDescription.unexpected_message, e.AlertDescription);
-            Assert.Equal((DotNetAeadCipher.MaxEncryptedHandshakeBytes / chunk.Length) + 1, seq); // the cap is reached exactly, the next record fails
-
-            // Application data is not counted.
-            for (int i = 0; i < 10; i++)
-            {
-                byte[] record = server.EncodePlaintext(seq, ContentType.application_data, chunk, 0, chunk.Length);
-                client.DecodeCiphertext(seq++, ContentType.application_data, record, 0, record.Length);
-            }
-        }
+        Assert.Equal(Binder(plainEarly, "res binder"), Binder(resumptionEarly, "ext binder"));
+        Assert.NotEqual(Binder(plainEarly, "ext binder"), Binder(resumptionEarly, "ext binder"));
+        Assert.Equal(Binder(plainEarly, "derived"), Binder(resumptionEarly, "derived")); // only the binder label changes
     }
 
     [Fact]
     public void Ecdsa_signatures_are_der_and_verify()
     {
-        var credentials = new DotNetSignerCredentials(TestPki.Shared.Ecdsa, new SignatureAndHashAlgorithm(HashAlgorithm.sha256, SignatureAlgorithm.ecdsa));
+        var credentials = new DotNetSignerCredentials(TestPki.Shared.Ecdsa, SignatureAndHashAlgorithm.GetInstance(HashAlgorithm.sha256, SignatureAlgorithm.ecdsa), tls13: true);
         byte[] hash = SHA256.HashData("data"u8);
-        byte[] signature = credentials.GenerateCertificateSignature(hash);
+        byte[] signature = credentials.GenerateRawSignature(hash);
         Assert.Equal(0x30, signature[0]); // ASN.1 SEQUENCE, not P1363 r||s
         Assert.Equal(signature.Length - 2, signature[1]);
         using ECDsa publicKey = TestPki.Shared.Ecdsa.Leaf.GetECDsaPublicKey()!;
         Assert.True(publicKey.VerifyHash(hash, signature, DSASignatureFormat.Rfc3279DerSequence));
-        Assert.Throws<TlsFatalAlert>(() => credentials.GenerateCertificateSignature(new byte[20]));
+        Assert.Throws<TlsFatalAlert>(() => credentials.GenerateRawSignature(new byte[20]));
+        Assert.Same(TestPki.Shared.Ecdsa.Chain13, credentials.Certificate);
     }
 
     [Fact]
-    public void Rsa_signatures_are_pkcs1_and_verify()
+    public void Rsa_signatures_are_pkcs1_or_pss_and_verify()
     {
-        var credentials = new DotNetSignerCredentials(TestPki.Shared.Rsa, new SignatureAndHashAlgorithm(HashAlgorithm.sha384, SignatureAlgorithm.rsa));
-        byte[] hash = SHA384.HashData("data"u8);
-        byte[] signature = credentials.GenerateCertificateSignature(hash);
         using RSA publicKey = TestPki.Shared.Rsa.Leaf.GetRSAPublicKey()!;
-        Assert.True(publicKey.VerifyHash(hash, signature, HashAlgorithmName.SHA384, RSASignaturePadding.Pkcs1));
+        byte[] hash = SHA384.HashData("data"u8);
+        var pkcs1 = new DotNetSignerCredentials(TestPki.Shared.Rsa, SignatureAndHashAlgorithm.GetInstance(HashAlgorithm.sha384, SignatureAlgorithm.rsa), tls13: false);
+        Assert.True(publicKey.VerifyHash(hash, pkcs1.GenerateRawSignature(hash), HashAlgorithmName.SHA384, RSASignaturePadding.Pkcs1));
+        Assert.Same(TestPki.Shared.Rsa.Chain, pkcs1.Certificate);
+        var pss = new DotNetSignerCredentials(TestPki.Shared.Rsa, SignatureAndHashAlgorithm.rsa_pss_rsae_sha384, tls13: true);
+        byte[] signature = pss.GenerateRawSignature(hash);
+        Assert.True(publicKey.VerifyHash(hash, signature, HashAlgorithmName.SHA384, RSASignaturePadding.Pss));
+        Assert.False(publicKey.VerifyHash(hash, signature, HashAlgorithmName.SHA384, RSASignaturePadding.Pkcs1));
     }
 
     [Fact]
     public void Signer_refuses_unsuitable_algorithms()
     {
-        Assert.Throws<ArgumentException>(() => new DotNetSignerCredentials(TestPki.Shared.Rsa, new SignatureAndHashAlgorithm(HashAlgorithm.sha256, SignatureAlgorithm.ecdsa)));
-        Assert.Throws<ArgumentException>(() => new DotNetSignerCredentials(TestPki.Shared.Ecdsa, new SignatureAndHashAlgorithm(HashAlgorithm.sha1, SignatureAlgorithm.ecdsa)));
-        Assert.Throws<ArgumentException>(() => new DotNetSignerCredentials(TestPki.Shared.Rsa, new SignatureAndHashAlgorithm(8, 4)));
+        Assert.Throws<ArgumentException>(() => new DotNetSignerCredentials(TestPki.Shared.Rsa, SignatureAndHashAlgorithm.GetInstance(HashAlgorithm.sha256, SignatureAlgorithm.ecdsa), tls13: false));
+        Assert.Throws<ArgumentException>(() => new DotNetSignerCredentials(TestPki.Shared.Ecdsa, SignatureAndHashAlgorithm.GetInstance(HashAlgorithm.sha1, SignatureAlgorithm.ecdsa), tls13: false));
+        Assert.Throws<ArgumentException>(() => new DotNetSignerCredentials(TestPki.Shared.Rsa, SignatureAndHashAlgorithm.rsa_pss_pss_sha256, tls13: true));
+        Assert.Throws<ArgumentException>(() => new DotNetSignerCredentials(TestPki.Shared.Ecdsa, SignatureAndHashAlgorithm.ed25519, tls13: true));
     }
 
     [Fact]
@@ -179,8 +155,8 @@ public sealed class CryptoPartsTests
         using ECDsa publicKey = TestPki.Shared.Ecdsa.Leaf.GetECDsaPublicKey()!;
         Parallel.For(0, 400, _ =>
         {
-            var credentials = new DotNetSignerCredentials(TestPki.Shared.Ecdsa, new SignatureAndHashAlgorithm(HashAlgorithm.sha256, SignatureAlgorithm.ecdsa));
-            Assert.True(publicKey.VerifyHash(hash, credentials.GenerateCertificateSignature(hash), DSASignatureFormat.Rfc3279DerSequence));
+            var credentials = new DotNetSignerCredentials(TestPki.Shared.Ecdsa, SignatureAndHashAlgorithm.GetInstance(HashAlgorithm.sha256, SignatureAlgorithm.ecdsa), tls13: false);
+            Assert.True(publicKey.VerifyHash(hash, credentials.GenerateRawSignature(hash), DSASignatureFormat.Rfc3279DerSequence));
         });
     }
 
@@ -188,24 +164,27 @@ public sealed class CryptoPartsTests
     [InlineData("not on the curve")]
     [InlineData("wrong length")]
     [InlineData("compressed")]
-    [InlineData("truncated")]
     [InlineData("trailing")]
-    public void Client_key_exchange_points_are_validated(string kind)
+    public void P256_peer_points_are_validated(string kind)
     {
-        using var exchange = new DotNetEcdheKeyExchange(KeyExchangeAlgorithm.ECDHE_ECDSA);
+        TlsAgreement agreement = new DotNetTlsCrypto().CreateECDomain(new TlsECConfig(NamedGroup.secp256r1)).CreateECDH();
+        agreement.GenerateEphemeral();
         using var valid = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
         ECParameters p = valid.ExportParameters(false);
         byte[] point = [4, .. p.Q.X!, .. p.Q.Y!];
-        byte[] message = kind switch
+        byte[] peer = kind switch
         {
-            "not on the curve" => [65, .. MutateY(point)],
-            "wrong length" => [64, .. point[..64]],
-            "compressed" => [33, (byte)(2 + (p.Q.Y![31] & 1)), .. p.Q.X!],
-            "truncated" => [65, .. point[..40]],
-            _ => [65, .. point, 0],
+            "not on the curve" => MutateY(point),
+            "wrong length" => point[..64],
+            "compressed" => [(byte)(2 + (p.Q.Y![31] & 1)), .. p.Q.X!],
+            _ => [.. point, 0],
         };
-        var e = Assert.Throws<TlsFatalAlert>(() => exchange.ProcessClientKeyExchange(new MemoryStream(message)));
-        Assert.Contains(e.AlertDescription, new[] { AlertDescription.illegal_parameter, AlertDescription.decode_error });
+        var e = Assert.Throws<TlsFatalAlert>(() =>
+        {
+            agreement.ReceivePeerValue(peer);
+            agreement.CalculateSecret();
+        });
+        Assert.Equal(AlertDescription.illegal_parameter, e.AlertDescription);
 
         static byte[] MutateY(byte[] point)
         {
@@ -216,11 +195,35 @@ public sealed class CryptoPartsTests
     }
 
     [Fact]
-    public void Client_key_exchange_accepts_a_valid_point()
+    public void P256_agreement_matches_the_peers()
     {
-        using var exchange = new DotNetEcdheKeyExchange(KeyExchangeAlgorithm.ECDHE_RSA);
-        using var valid = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
-        ECParameters p = valid.ExportParameters(false);
-        exchange.ProcessClientKeyExchange(new MemoryStream([65, 4, .. p.Q.X!, .. p.Q.Y!]));
+        TlsAgreement agreement = new DotNetTlsCrypto().CreateECDomain(new TlsECConfig(NamedGroup.secp256r1)).CreateECDH();
+        byte[] ours = agreement.GenerateEphemeral();
+        using var peer = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
+        ECParameters p = peer.ExportParameters(false);
+        agreement.ReceivePeerValue([4, .. p.Q.X!, .. p.Q.Y!]);
+        var secret = (DotNetTlsSecret)agreement.CalculateSecret();
+        using var oursPublic = ECDiffieHellman.Create(new ECParameters { Curve = ECCurve.NamedCurves.nistP256, Q = new ECPoint { X = ours[1..33], Y = ours[33..] } });
+        Assert.Equal(peer.DeriveRawSecretAgreement(oursPublic.PublicKey), secret.Export());
+    }
+
+    [Fact]
+    public void X25519_agreement_matches_the_peers_and_refuses_a_small_order_point()
+    {
+        TlsECDomain domain = new DotNetTlsCrypto().CreateECDomain(new TlsECConfig(NamedGroup.x25519));
+        TlsAgreement agreement = domain.CreateECDH();
+        byte[] ours = agreement.GenerateEphemeral();
+        byte[] peerPrivate = RandomNumberGenerator.GetBytes(32);
+        byte[] peerPublic = new byte[32];
+        Rfc7748X25519.ScalarMultBase(peerPrivate, 0, peerPublic, 0);
+        agreement.ReceivePeerValue(peerPublic);
+        byte[] expected = new byte[32];
+        Assert.True(Rfc7748X25519.CalculateAgreement(peerPrivate, 0, ours, 0, expected, 0));
+        Assert.Equal(expected, ((DotNetTlsSecret)agreement.CalculateSecret()).Export());
+
+        TlsAgreement small = domain.CreateECDH();
+        small.GenerateEphemeral();
+        small.ReceivePeerValue(new byte[32]); // the identity: the shared secret would be all zeros
+        Assert.Equal(AlertDescription.illegal_parameter, Assert.Throws<TlsFatalAlert>(() => small.CalculateSecret()).AlertDescription);
     }
 }

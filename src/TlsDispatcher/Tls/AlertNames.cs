@@ -1,0 +1,31 @@
+namespace Dispatch.TlsDispatcher.Tls;
+
+/// <summary>Alert names (RFC 5246 7.2, RFC 7301).</summary>
+public static class AlertNames
+{
+    /// <summary>The name of an alert description, or its number.</summary>
+    public static string Name(short description) => description switch
+    {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        47 => "illegal_parameter",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        116 => "certificate_required",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        120 => "no_application_protocol",
+        _ => description.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+}
