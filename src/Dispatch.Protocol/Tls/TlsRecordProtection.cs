@@ -276,6 +276,22 @@ public sealed class TlsRecordProtection : IDisposable
     /// <exception cref="InvalidOperationException">The sequence number is exhausted.</exception>
     public TlsContentType Decrypt(Span<byte> record, out Range plaintext)
     {
+        var payloadOffset = PayloadOffset;
+        var destination = record.Length >= payloadOffset + TagLength ? record[payloadOffset..^TagLength] : [];
+        var type = Decrypt(record, destination, out var length);
+        plaintext = new Range(payloadOffset, payloadOffset + length);
+        return type;
+    }
+
+    /// <summary>
+    /// Opens one whole record (header included, exactly its length) into <paramref name="destination"/>, which needs
+    /// <see cref="DecryptedLength"/>(record length) bytes and may be the record's own payload (exactly) or
+    /// elsewhere; returns the real content type, the plaintext being <c>destination[..plaintextLength]</c>.
+    /// </summary>
+    /// <exception cref="TlsAlertException">As <see cref="Decrypt(Span{byte}, out Range)"/>.</exception>
+    /// <exception cref="InvalidOperationException">The sequence number is exhausted.</exception>
+    public TlsContentType Decrypt(ReadOnlySpan<byte> record, Span<byte> destination, out int plaintextLength)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (record.Length < HeaderLength || BinaryPrimitives.ReadUInt16BigEndian(record[3..]) != record.Length - HeaderLength)
             throw new TlsAlertException(TlsAlertDescription.DecodeError, "record length disagrees with its header");
@@ -290,16 +306,18 @@ public sealed class TlsRecordProtection : IDisposable
         var sequence = NextSequence();
         Span<byte> nonce = stackalloc byte[NonceLength];
         var payloadOffset = PayloadOffset;
-        var payload = record[payloadOffset..^TagLength];
+        var ciphertext = record[payloadOffset..^TagLength];
         var tag = record[^TagLength..];
+        if (destination.Length < ciphertext.Length)
+            throw new ArgumentException($"a record of {record.Length} bytes needs {ciphertext.Length} bytes to decrypt into, not {destination.Length}", nameof(destination));
+        var payload = destination[..ciphertext.Length];
         TlsContentType type;
-        int plaintextLength;
         if (Version == TlsSessionState.Tls13)
         {
             if (outerType != TlsContentType.ApplicationData)
                 throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, $"protected record of outer type {(byte)outerType}");
             XorNonce(sequence, nonce);
-            Open(nonce, payload, tag, record[..HeaderLength]);
+            Open(nonce, ciphertext, tag, payload, record[..HeaderLength]);
             plaintextLength = payload.Length - 1;
             while (plaintextLength >= 0 && payload[plaintextLength] == 0)
                 plaintextLength--;
@@ -312,7 +330,7 @@ public sealed class TlsRecordProtection : IDisposable
             if (outerType is not (TlsContentType.ChangeCipherSpec or TlsContentType.Alert or TlsContentType.Handshake or TlsContentType.ApplicationData))
                 throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, $"record of unknown type {(byte)outerType}");
             Span<byte> aad = stackalloc byte[13];
-            WriteTls12Aad(aad, sequence, outerType, payload.Length);
+            WriteTls12Aad(aad, sequence, outerType, ciphertext.Length);
             if (IsChaCha)
             {
                 XorNonce(sequence, nonce);
@@ -323,7 +341,7 @@ public sealed class TlsRecordProtection : IDisposable
                 record.Slice(HeaderLength, 8).CopyTo(nonce[4..]);
             }
 
-            Open(nonce, payload, tag, aad);
+            Open(nonce, ciphertext, tag, payload, aad);
             plaintextLength = payload.Length;
             type = outerType;
         }
@@ -332,9 +350,11 @@ public sealed class TlsRecordProtection : IDisposable
             throw new TlsAlertException(TlsAlertDescription.RecordOverflow, $"plaintext of {plaintextLength} bytes exceeds {MaxPlaintext}");
         SequenceNumber = sequence + 1;
         RecordsUnderKey++;
-        plaintext = new Range(payloadOffset, payloadOffset + plaintextLength);
         return type;
     }
+
+    /// <summary>The room <see cref="Decrypt(ReadOnlySpan{byte}, Span{byte}, out int)"/> needs for a record of <paramref name="recordLength"/> bytes.</summary>
+    public int DecryptedLength(int recordLength) => Math.Max(0, recordLength - PayloadOffset - TagLength);
 
     /// <summary>
     /// TLS 1.3 KeyUpdate (RFC 8446 7.2): the next traffic secret is HKDF-Expand-Label(secret, "traffic upd", "",
@@ -415,14 +435,14 @@ public sealed class TlsRecordProtection : IDisposable
             _aes!.Encrypt(nonce, data, data, tag, aad);
     }
 
-    private void Open(ReadOnlySpan<byte> nonce, Span<byte> data, ReadOnlySpan<byte> tag, ReadOnlySpan<byte> aad)
+    private void Open(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> ciphertext, ReadOnlySpan<byte> tag, Span<byte> plaintext, ReadOnlySpan<byte> aad)
     {
         try
         {
             if (IsChaCha)
-                _chacha!.Decrypt(nonce, data, tag, data, aad);
+                _chacha!.Decrypt(nonce, ciphertext, tag, plaintext, aad);
             else
-                _aes!.Decrypt(nonce, data, tag, data, aad);
+                _aes!.Decrypt(nonce, ciphertext, tag, plaintext, aad);
         }
         catch (AuthenticationTagMismatchException e)
         {

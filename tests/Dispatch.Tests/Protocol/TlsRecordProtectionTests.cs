@@ -65,6 +65,14 @@ public class TlsRecordProtectionTests
         Assert.Equal([1, 0], record[plaintext]);
         Assert.Equal(2UL, reader.SequenceNumber);
         Assert.Equal(2UL, reader.RecordsUnderKey);
+
+        // Into a separate buffer, the record left untouched.
+        using var again = TlsRecordProtection.CreateTls13(0x1301, ClientSecret, 0);
+        var destination = new byte[again.DecryptedLength(ClientDataRecord.Length)];
+        Assert.Equal(Payload.Length + 1, destination.Length);
+        Assert.Equal(TlsContentType.ApplicationData, again.Decrypt(ClientDataRecord, destination, out var length));
+        Assert.Equal(Payload, destination[..length]);
+        Assert.Throws<ArgumentException>(() => again.Decrypt(ClientAlertRecord, new byte[2], out _));
     }
 
     [Fact]
