@@ -10,6 +10,7 @@ namespace Dispatch.Worker.Tls;
 internal sealed class TlsBufferPool : MemoryPool<byte>
 {
     private static long s_outstanding;
+    private static long s_rented;
 
     private TlsBufferPool()
     {
@@ -20,6 +21,9 @@ internal sealed class TlsBufferPool : MemoryPool<byte>
 
     /// <summary>Buffers rented and not yet returned, over every connection of the process.</summary>
     public static long Outstanding => Interlocked.Read(ref s_outstanding);
+
+    /// <summary>Buffers rented so far (returned or not), over every connection of the process.</summary>
+    public static long Rented => Interlocked.Read(ref s_rented);
 
     /// <summary>Larger than any record, so that a pipe asks this pool even for a whole record's room.</summary>
     public override int MaxBufferSize => 1 << 20;
@@ -32,6 +36,7 @@ internal sealed class TlsBufferPool : MemoryPool<byte>
     {
         var array = ArrayPool<byte>.Shared.Rent(length);
         Interlocked.Increment(ref s_outstanding);
+        Interlocked.Increment(ref s_rented);
         return array;
     }
 

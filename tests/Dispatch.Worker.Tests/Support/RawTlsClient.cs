@@ -13,6 +13,7 @@ internal sealed class RawTlsClient : IDisposable
     private readonly Socket _socket;
     private readonly List<byte> _received = [];
     private readonly List<byte> _plaintext = [];
+    private readonly byte[] _chunk = new byte[65536];
 
     public RawTlsClient(Socket socket, TlsSessionState keys)
     {
@@ -69,8 +70,7 @@ internal sealed class RawTlsClient : IDisposable
                 }
             }
 
-            var chunk = new byte[65536];
-            var n = await _socket.ReceiveAsync(chunk, SocketFlags.None, cancellationToken);
+            var n = await _socket.ReceiveAsync(_chunk, SocketFlags.None, cancellationToken);
             if (n == 0)
             {
                 if (_received.Count != 0)
@@ -81,7 +81,7 @@ internal sealed class RawTlsClient : IDisposable
                 return null;
             }
 
-            _received.AddRange(chunk.AsSpan(0, n));
+            _received.AddRange(_chunk.AsSpan(0, n));
         }
     }
 

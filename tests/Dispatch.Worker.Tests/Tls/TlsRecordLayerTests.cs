@@ -1,10 +1,8 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using Dispatch.Protocol.Tls;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
-using Dispatch.Worker.Tls;
 using Org.BouncyCastle.Tls;
 using Serilog.Events;
 using Xunit.Abstractions;
@@ -437,44 +435,6 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
         AssertRefused(connection, TlsAlertDescription.InternalError);
     }
 
-    [Fact]
-    public async Task An_idle_keep_alive_connection_holds_no_buffer_and_requests_cost_little()
-    {
-        const int Requests = 300;
-        using var connection = await OpenAsync(Tls13, CipherSuite.TLS_AES_128_GCM_SHA256);
-        using var raw = connection.Raw();
-        for (var i = 0; i < 20; i++)
-        {
-            await raw.SendTextAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
-            Assert.Equal(200, (await raw.ReceiveResponseAsync()).Status);
-        }
-
-        var process = Process.GetCurrentProcess();
-        var cpu = process.TotalProcessorTime;
-        var allocated = GC.GetTotalAllocatedBytes(precise: true);
-        var watch = Stopwatch.StartNew();
-        for (var i = 0; i < Requests; i++)
-        {
-            await raw.SendTextAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
-            Assert.Equal(200, (await raw.ReceiveResponseAsync()).Status);
-        }
-
-        watch.Stop();
-        process.Refresh();
-        output.WriteLine(
-            $"{Requests} keep-alive requests over TLS 1.3 (client and worker in this process): {(process.TotalProcessorTime - cpu).TotalMicroseconds / Requests:F0} µs CPU, "
-            + $"{(GC.GetTotalAllocatedBytes(precise: true) - allocated) / Requests} bytes allocated, {watch.Elapsed.TotalMicroseconds / Requests:F0} µs wall per request");
-
-        // Idle now: neither plaintext pipe holds a segment, and no record is being opened.
-        var idle = await WaitForAsync(() => TlsBufferPool.Outstanding == 0);
-        output.WriteLine($"TLS buffers outstanding on an idle keep-alive connection: {TlsBufferPool.Outstanding}");
-        Assert.True(idle, $"{TlsBufferPool.Outstanding} TLS buffers held by an idle connection");
-
-        // And the connection still works.
-        await raw.SendTextAsync("GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
-        Assert.Equal("<h1>home</h1>", (await raw.ReceiveResponseAsync()).Text);
-    }
-
     private async Task<HandedTlsConnection> OpenAsync(
         ushort version,
         int suite,
@@ -485,17 +445,6 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
         await HandedTlsConnection.OpenAsync(_harness.Server, version, suite, protocol, Interlocked.Increment(ref _nextId), readInitial, alter, beforeHandOff);
 
     private static string Id(HandedTlsConnection connection) => connection.Info.ConnectionId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-
-    private static async Task<bool> WaitForAsync(Func<bool> condition)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!condition() && watch.Elapsed < TimeSpan.FromSeconds(20))
-        {
-            await Task.Delay(20);
-        }
-
-        return condition();
-    }
 
     private static async Task<byte[]> ReadExactlyAsync(Stream stream, int count)
     {
