@@ -424,6 +424,50 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
     }
 
     [Fact]
+    public async Task Near_the_end_of_the_read_sequence_the_worker_asks_the_client_to_update_its_key()
+    {
+        const ulong Late = ulong.MaxValue - (1UL << 20);
+        using var connection = await OpenAsync(
+            Tls13,
+            CipherSuite.TLS_AES_128_GCM_SHA256,
+            alter: s => new TlsSessionState(s.Version, s.CipherSuite, s.ClientSecret, s.ServerSecret, s.ClientIv, s.ServerIv, Late, s.WriteSequence));
+        using var raw = new RawTlsClient(
+            connection.Socket,
+            new TlsSessionState(connection.Keys.Version, connection.Keys.CipherSuite, connection.Keys.ClientSecret, connection.Keys.ServerSecret, [], [], Late, connection.Keys.WriteSequence));
+        await raw.SendTextAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
+        Assert.Equal("0123456789", (await raw.ReceiveResponseAsync()).Text);
+
+        // KeyUpdate(update_requested) first, under the old key; the response under the worker's next key.
+        Assert.Equal([24, 0, 0, 1, 1], raw.Records[0].Plaintext);
+        Assert.Equal((ulong)(raw.Records.Count - 1), raw.Reader.SequenceNumber);
+
+        // The client complies; its next request is read under its next key.
+        await raw.SendRecordAsync(TlsContentType.Handshake, [24, 0, 0, 1, 0]);
+        raw.Writer.UpdateKey();
+        raw.Records.Clear();
+        await raw.SendTextAsync("GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
+        Assert.Equal("<h1>home</h1>", (await raw.ReceiveResponseAsync()).Text);
+        Assert.DoesNotContain(raw.Records, r => r.Type == TlsContentType.Handshake);
+    }
+
+    [Fact]
+    public async Task Near_the_end_of_the_write_sequence_the_worker_updates_its_key_first()
+    {
+        const ulong Late = ulong.MaxValue - (1UL << 20);
+        using var connection = await OpenAsync(
+            Tls13,
+            CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+            alter: s => new TlsSessionState(s.Version, s.CipherSuite, s.ClientSecret, s.ServerSecret, s.ClientIv, s.ServerIv, s.ReadSequence, Late));
+        using var raw = new RawTlsClient(
+            connection.Socket,
+            new TlsSessionState(connection.Keys.Version, connection.Keys.CipherSuite, connection.Keys.ClientSecret, connection.Keys.ServerSecret, [], [], connection.Keys.ReadSequence, Late));
+        await raw.SendTextAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
+        Assert.Equal("0123456789", (await raw.ReceiveResponseAsync()).Text);
+        Assert.Equal([24, 0, 0, 1, 0], raw.Records[0].Plaintext);
+        Assert.Equal((ulong)(raw.Records.Count - 1), raw.Reader.SequenceNumber);
+    }
+
+    [Fact]
     public async Task An_unsupported_suite_is_refused_with_a_log_line()
     {
         using var connection = await OpenAsync(
@@ -472,6 +516,9 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
         Assert.Equal(alert.ToString(), CollectingSink.Scalar(line, "Alert"));
         Assert.False(string.IsNullOrEmpty(CollectingSink.Scalar(line, "Reason")));
         output.WriteLine(line.RenderMessage());
+
+        // That line alone: Kestrel adds no warning or error of its own about the connection.
+        Assert.All(_harness.Sink.Events.Where(e => e.Level >= LogEventLevel.Warning), e => Assert.Contains("refused", e.MessageTemplate.Text, StringComparison.Ordinal));
     }
 
     private static async Task WriteAsync(Stream stream, string text)
