@@ -177,7 +177,8 @@ internal static class Program
                     meta.Sni,
                     meta.TlsProtocol,
                     meta.TlsCipher,
-                    meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1);
+                    meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1,
+                    meta.Mode == ConnectionMode.HandedTls ? meta.Session : null);
                 if (!server.TryEnqueue(socket, meta.Initial, info))
                 {
                     log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);

@@ -1,4 +1,6 @@
 using System.Net;
+using Dispatch.Protocol.Tls;
+using Dispatch.Protocol.Wire;
 
 namespace Dispatch.Worker.Http;
 
@@ -11,6 +13,9 @@ namespace Dispatch.Worker.Http;
 /// <param name="TlsProtocol">The negotiated TLS version, if the dispatcher terminated TLS.</param>
 /// <param name="TlsCipher">The negotiated cipher suite, if the dispatcher terminated TLS.</param>
 /// <param name="Protocol">Which HTTP version to speak on the connection.</param>
+/// <param name="Session">A TLS session handed over after its handshake (<see cref="ConnectionMode.HandedTls"/>): the
+/// worker runs the record layer (<see cref="Tls.TlsRecordLayer"/>), which clears the secrets once it has its keys.
+/// <see cref="TlsProtocol"/> and <see cref="TlsCipher"/> are set as for a connection whose TLS the dispatcher ends.</param>
 public sealed record HandedConnectionInfo(
     long ConnectionId,
     IPEndPoint? Client,
@@ -18,7 +23,8 @@ public sealed record HandedConnectionInfo(
     string? Sni,
     string? TlsProtocol,
     string? TlsCipher,
-    HandedProtocol Protocol);
+    HandedProtocol Protocol,
+    TlsSessionState? Session = null);
 
 /// <summary>
 /// Connection feature carrying the <see cref="HandedConnectionInfo"/>. Set on every connection's

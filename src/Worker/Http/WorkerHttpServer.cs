@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Threading.Channels;
+using Dispatch.Worker.Tls;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
@@ -34,6 +35,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private readonly Channel<PendingConnection> _tls = Channel.CreateUnbounded<PendingConnection>();
     private TenantCertificates? _certificates;
     private readonly CgiHandler _cgi;
+    private Serilog.ILogger _log = Serilog.Core.Logger.None;
     private ProxyHandler? _proxy;
     private IHost? _host;
     private int _openConnections;
@@ -110,7 +112,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         var handler = new RequestHandler(table, defaultAccessLog, log);
         var cgi = new CgiHandler(log);
         var proxy = new ProxyHandler(log);
-        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy };
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _log = log };
 
         var host = new HostBuilder()
             .UseContentRoot(AppContext.BaseDirectory)
@@ -322,25 +324,33 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Outermost connection middleware: counts the connection and replays the initial bytes.</summary>
+    /// <summary>
+    /// Outermost connection middleware: counts the connection, replays the initial bytes and, for a handed TLS session,
+    /// runs the record layer over the result (the initial bytes are then ciphertext).
+    /// </summary>
     private ConnectionDelegate ConnectionMiddleware(ConnectionDelegate next) => async connection =>
     {
         try
         {
-            var initialBytes = connection.Features.Get<IHandedConnectionFeature>() is HandedConnectionFeature feature
-                ? feature.TakeInitialBytes()
-                : default;
-            if (initialBytes.IsEmpty)
+            var feature = connection.Features.Get<IHandedConnectionFeature>() as HandedConnectionFeature;
+            var initialBytes = feature is null ? default : feature.TakeInitialBytes();
+            var session = feature?.Info.Session;
+            var transport = connection.Transport;
+            if (!initialBytes.IsEmpty)
             {
-                await next(connection).ConfigureAwait(false);
-                return;
+                connection.Transport = new DuplexPipe(new PrefixedPipeReader(initialBytes, transport.Input), transport.Output);
             }
 
-            var transport = connection.Transport;
-            connection.Transport = new DuplexPipe(new PrefixedPipeReader(initialBytes, transport.Input), transport.Output);
             try
             {
-                await next(connection).ConfigureAwait(false);
+                if (session is not null)
+                {
+                    await TlsRecordLayer.ServeAsync(connection, session, _log, next).ConfigureAwait(false);
+                }
+                else
+                {
+                    await next(connection).ConfigureAwait(false);
+                }
             }
             finally
             {

@@ -1,0 +1,661 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using Dispatch.Protocol.Tls;
+using Microsoft.AspNetCore.Connections;
+
+namespace Dispatch.Worker.Tls;
+
+/// <summary>
+/// The TLS record layer of a handed session (<see cref="Dispatch.Protocol.Wire.ConnectionMode.HandedTls"/>): turns a
+/// transport carrying the client's records into a plaintext <see cref="IDuplexPipe"/> for Kestrel, and back.
+/// </summary>
+/// <remarks>
+/// <para>Two loops. Reading: whole records from the transport are opened straight into the plaintext input pipe
+/// (a record that straddles the transport's segments is first copied to scratch space rented for that record alone);
+/// alerts, KeyUpdate and everything else the peer may send after the handshake are handled here. Writing: whatever
+/// Kestrel has written and flushed is cut into records of up to 2^14 bytes (small writes made before one flush share a
+/// record), encrypted directly into the transport's buffer.</para>
+/// <para>Memory: both plaintext pipes rent from <see cref="TlsBufferPool"/> and give segments back once read, so an idle
+/// keep-alive connection holds no buffer of this layer (and the socket transport holds none either while it waits).</para>
+/// <para>Ending. Kestrel completes its output: close_notify, then the transport's output is completed (the socket
+/// transport sends what is left and closes). The peer's close_notify: end of Kestrel's input (it answers by completing
+/// its output, hence our close_notify). A protocol error: one fatal alert, a log line (ConnectionId, Alert, Reason),
+/// the transport's output completed, and Kestrel's input failed once the transport has closed — so that the alert
+/// leaves before anything can abort the socket. The peer's fatal alert: the connection ends without an answer.</para>
+/// <para>Call <see cref="ServeAsync"/>; it returns once Kestrel and both loops are done. One connection's failure touches
+/// no other: everything here is per connection.</para>
+/// </remarks>
+public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
+{
+    private const byte AlertWarning = 1;
+    private const byte AlertFatal = 2;
+    private const byte HandshakeKeyUpdate = 24;
+
+    private static readonly PipeOptions s_inputOptions = new(
+        pool: TlsBufferPool.Instance,
+        readerScheduler: PipeScheduler.ThreadPool,
+        writerScheduler: PipeScheduler.ThreadPool,
+        pauseWriterThreshold: 64 * 1024,
+        resumeWriterThreshold: 32 * 1024,
+        minimumSegmentSize: 4096,
+        useSynchronizationContext: false);
+
+    // Kestrel's flush runs the write loop inline (no thread hop per response); Kestrel resumes on the thread pool.
+    private static readonly PipeOptions s_outputOptions = new(
+        pool: TlsBufferPool.Instance,
+        readerScheduler: PipeScheduler.Inline,
+        writerScheduler: PipeScheduler.ThreadPool,
+        pauseWriterThreshold: 64 * 1024,
+        resumeWriterThreshold: 32 * 1024,
+        minimumSegmentSize: 4096,
+        useSynchronizationContext: false);
+
+    private readonly IDuplexPipe _transport;
+    private readonly TlsRecordProtection _reader;
+    private readonly TlsRecordProtection _writer;
+    private readonly Pipe _input = new(s_inputOptions);
+    private readonly Pipe _output = new(s_outputOptions);
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly string _connectionId;
+    private readonly Serilog.ILogger _log;
+    private readonly bool _tls13;
+
+    // Guarded by _writeLock: nothing more may be written (close_notify or a fatal alert sent, or the transport gone).
+    private bool _writeClosed;
+
+    // We asked the peer to update its key and have not seen it do so yet.
+    private bool _updateRequested;
+    private Task _readLoop = Task.CompletedTask;
+    private Task _writeLoop = Task.CompletedTask;
+    private int _disposed;
+
+    private TlsRecordLayer(IDuplexPipe transport, TlsRecordProtection reader, TlsRecordProtection writer, string connectionId, Serilog.ILogger log)
+    {
+        _transport = transport;
+        _reader = reader;
+        _writer = writer;
+        _connectionId = connectionId;
+        _log = log;
+        _tls13 = reader.Version == TlsSessionState.Tls13;
+    }
+
+    /// <summary>Plaintext from the client (Kestrel's transport input).</summary>
+    public PipeReader Input => _input.Reader;
+
+    /// <summary>Plaintext to the client (Kestrel's transport output).</summary>
+    public PipeWriter Output => _output.Writer;
+
+    /// <summary>
+    /// Derives the keys of <paramref name="session"/> (and clears its secrets) and starts the two loops over
+    /// <paramref name="transport"/> (ciphertext: the bytes the dispatcher already read first, then the socket).
+    /// </summary>
+    /// <exception cref="NotSupportedException">A version or cipher suite this layer does not speak.</exception>
+    public static TlsRecordLayer Start(IDuplexPipe transport, TlsSessionState session, string connectionId, Serilog.ILogger log)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(session);
+        ArgumentNullException.ThrowIfNull(log);
+        if (!TlsRecordProtection.IsSupported(session.Version, session.CipherSuite))
+        {
+            session.Clear();
+            throw new NotSupportedException($"TLS version 0x{session.Version:X4} with cipher suite 0x{session.CipherSuite:X4} is not supported");
+        }
+
+        TlsRecordProtection? reader = null;
+        try
+        {
+            reader = TlsRecordProtection.ForReading(session);
+            var writer = TlsRecordProtection.ForWriting(session);
+            var layer = new TlsRecordLayer(transport, reader, writer, connectionId, log);
+            reader = null;
+            layer._readLoop = layer.ReadLoopAsync();
+            layer._writeLoop = layer.WriteLoopAsync();
+            return layer;
+        }
+        finally
+        {
+            reader?.Dispose();
+            session.Clear();
+        }
+    }
+
+    /// <summary>
+    /// Connection middleware body: runs <paramref name="next"/> (Kestrel's HTTP) over the plaintext of
+    /// <paramref name="connection"/>'s transport, and returns when both are done (the transport restored).
+    /// </summary>
+    public static async Task ServeAsync(ConnectionContext connection, TlsSessionState session, Serilog.ILogger log, ConnectionDelegate next)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(next);
+        var transport = connection.Transport;
+        TlsRecordLayer layer;
+        try
+        {
+            layer = Start(transport, session, connection.ConnectionId, log);
+        }
+        catch (NotSupportedException e)
+        {
+            log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", connection.ConnectionId, TlsAlertDescription.InternalError, e.Message);
+            return;
+        }
+
+        await using (layer.ConfigureAwait(false))
+        {
+            connection.Transport = layer;
+            try
+            {
+                await next(connection).ConfigureAwait(false);
+            }
+            finally
+            {
+                connection.Transport = transport;
+            }
+        }
+    }
+
+    /// <summary>Ends Kestrel's side of the pipes (if it has not) and waits for both loops.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await _input.Reader.CompleteAsync().ConfigureAwait(false);
+        await _output.Writer.CompleteAsync().ConfigureAwait(false);
+        await _writeLoop.ConfigureAwait(false);
+
+        // The transport's output is complete, so the socket transport closes the socket and the read loop ends; this
+        // wakes it in any case (a transport that keeps its input open).
+        _transport.Input.CancelPendingRead();
+        await _readLoop.ConfigureAwait(false);
+        _reader.Dispose();
+        _writer.Dispose();
+        _writeLock.Dispose();
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        await Task.Yield();
+        var input = _transport.Input;
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync().ConfigureAwait(false);
+                var buffer = result.Buffer;
+                Outcome outcome;
+                try
+                {
+                    outcome = ProcessRecords(ref buffer);
+                }
+                finally
+                {
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                }
+
+                if (outcome.KeyUpdateRequested)
+                {
+                    await SendKeyUpdateAsync(requestUpdate: false).ConfigureAwait(false);
+                }
+                else if (_tls13 && _reader.KeyUpdateAdvised && !_updateRequested)
+                {
+                    _updateRequested = true;
+                    await SendKeyUpdateAsync(requestUpdate: true).ConfigureAwait(false);
+                }
+
+                if (outcome.Plaintext && (await _input.Writer.FlushAsync().ConfigureAwait(false)).IsCompleted)
+                {
+                    break; // Kestrel stopped reading.
+                }
+
+                if (outcome.CloseNotify)
+                {
+                    break;
+                }
+
+                if (outcome.PeerAlert is { } alert)
+                {
+                    _log.Information("TLS connection {ConnectionId} closed by the client's alert {Alert}", _connectionId, alert);
+                    error = new ConnectionAbortedException($"the client sent the alert {alert}");
+                    await CloseTransportAsync().ConfigureAwait(false);
+                    break;
+                }
+
+                if (result.IsCompleted || result.IsCanceled)
+                {
+                    if (!buffer.IsEmpty)
+                    {
+                        _log.Information("TLS connection {ConnectionId} ended inside a record ({Bytes} bytes of it received)", _connectionId, buffer.Length);
+                        error = new ConnectionAbortedException("the connection ended inside a TLS record");
+                    }
+
+                    break;
+                }
+            }
+        }
+        catch (TlsAlertException e)
+        {
+            _log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", _connectionId, e.Alert, e.Message);
+            error = new ConnectionAbortedException($"TLS {e.Alert}: {e.Message}", e);
+            await FailAsync(e.Alert).ConfigureAwait(false);
+            await DrainAsync(input).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or ObjectDisposedException or OperationCanceledException)
+        {
+            error = e;
+        }
+
+        await _input.Writer.CompleteAsync(error).ConfigureAwait(false);
+    }
+
+    /// <summary>Opens every whole record in <paramref name="buffer"/> (sliced past them) into the plaintext pipe.</summary>
+    private Outcome ProcessRecords(ref ReadOnlySequence<byte> buffer)
+    {
+        var outcome = default(Outcome);
+        Span<byte> header = stackalloc byte[TlsRecordProtection.HeaderLength];
+        while (buffer.Length >= TlsRecordProtection.HeaderLength && !outcome.Stop)
+        {
+            buffer.Slice(0, TlsRecordProtection.HeaderLength).CopyTo(header);
+            var length = BinaryPrimitives.ReadUInt16BigEndian(header[3..]);
+            CheckHeader((TlsContentType)header[0], length);
+            var total = TlsRecordProtection.HeaderLength + length;
+            if (buffer.Length < total)
+            {
+                break;
+            }
+
+            var recordBytes = buffer.Slice(0, total);
+            byte[]? scratch = null;
+            try
+            {
+                ReadOnlySpan<byte> record;
+                if (recordBytes.IsSingleSegment)
+                {
+                    record = recordBytes.FirstSpan;
+                }
+                else
+                {
+                    scratch = TlsBufferPool.RentArray(total);
+                    recordBytes.CopyTo(scratch);
+                    record = scratch.AsSpan(0, total);
+                }
+
+                OpenRecord(record, ref outcome);
+            }
+            finally
+            {
+                if (scratch is not null)
+                {
+                    TlsBufferPool.ReturnArray(scratch);
+                }
+            }
+
+            buffer = buffer.Slice(total);
+        }
+
+        return outcome;
+    }
+
+    private void CheckHeader(TlsContentType type, int length)
+    {
+        if (_tls13)
+        {
+            switch (type)
+            {
+                case TlsContentType.ApplicationData:
+                    break;
+                case TlsContentType.ChangeCipherSpec:
+                    throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, "change_cipher_spec after the handshake");
+                case TlsContentType.Handshake or TlsContentType.Alert:
+                    throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, $"unprotected {type} record after the handshake");
+                default:
+                    throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, $"record of unknown type {(byte)type}");
+            }
+
+            if (length > TlsRecordProtection.MaxCiphertextTls13)
+            {
+                throw new TlsAlertException(TlsAlertDescription.RecordOverflow, $"record of {length} bytes exceeds {TlsRecordProtection.MaxCiphertextTls13}");
+            }
+        }
+        else
+        {
+            if (type is not (TlsContentType.ApplicationData or TlsContentType.Alert or TlsContentType.Handshake or TlsContentType.ChangeCipherSpec))
+            {
+                throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, $"record of unknown type {(byte)type}");
+            }
+
+            if (length > TlsRecordProtection.MaxCiphertextTls12)
+            {
+                throw new TlsAlertException(TlsAlertDescription.RecordOverflow, $"record of {length} bytes exceeds {TlsRecordProtection.MaxCiphertextTls12}");
+            }
+        }
+    }
+
+    private void OpenRecord(ReadOnlySpan<byte> record, ref Outcome outcome)
+    {
+        var writer = _input.Writer;
+        var destination = writer.GetSpan(Math.Max(1, _reader.DecryptedLength(record.Length)));
+        TlsContentType type;
+        int length;
+        try
+        {
+            type = _reader.Decrypt(record, destination, out length);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new TlsAlertException(TlsAlertDescription.InternalError, "the read sequence number is exhausted", e);
+        }
+
+        switch (type)
+        {
+            case TlsContentType.ApplicationData:
+                if (length > 0)
+                {
+                    writer.Advance(length);
+                    outcome.Plaintext = true;
+                }
+
+                break;
+            case TlsContentType.Alert:
+                ReceiveAlert(destination[..length], ref outcome);
+                break;
+            case TlsContentType.Handshake:
+                ReceiveHandshake(destination[..length], ref outcome);
+                break;
+            case TlsContentType.ChangeCipherSpec:
+                throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, "change_cipher_spec after the handshake");
+            default:
+                throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, $"record of unknown content type {(byte)type}");
+        }
+    }
+
+    private void ReceiveAlert(ReadOnlySpan<byte> alert, ref Outcome outcome)
+    {
+        if (alert.Length != 2)
+        {
+            throw new TlsAlertException(TlsAlertDescription.DecodeError, $"alert record of {alert.Length} bytes");
+        }
+
+        var level = alert[0];
+        var description = (TlsAlertDescription)alert[1];
+        if (level is not (AlertWarning or AlertFatal))
+        {
+            throw new TlsAlertException(TlsAlertDescription.IllegalParameter, $"alert of unknown level {level}");
+        }
+
+        if (description == TlsAlertDescription.CloseNotify)
+        {
+            outcome.CloseNotify = true;
+            outcome.Stop = true;
+        }
+        else if (level == AlertWarning && (description == TlsAlertDescription.UserCanceled || !_tls13))
+        {
+            // user_canceled precedes close_notify; TLS 1.2 warnings (e.g. no_renegotiation) change nothing here.
+        }
+        else
+        {
+            // TLS 1.3: every other alert is fatal, whatever its level.
+            outcome.PeerAlert = description;
+            outcome.Stop = true;
+        }
+    }
+
+    private void ReceiveHandshake(ReadOnlySpan<byte> messages, ref Outcome outcome)
+    {
+        if (!_tls13)
+        {
+            throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, "handshake message after the hand-off (renegotiation is not supported)");
+        }
+
+        if (messages.IsEmpty)
+        {
+            throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, "empty handshake record");
+        }
+
+        while (!messages.IsEmpty)
+        {
+            if (messages.Length < 4 || messages.Length - 4 < ((messages[1] << 16) | (messages[2] << 8) | messages[3]))
+            {
+                throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, "handshake message split across records");
+            }
+
+            var type = messages[0];
+            var length = (messages[1] << 16) | (messages[2] << 8) | messages[3];
+            if (type != HandshakeKeyUpdate)
+            {
+                throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, $"handshake message {type} after the hand-off");
+            }
+
+            if (length != 1)
+            {
+                throw new TlsAlertException(TlsAlertDescription.DecodeError, $"KeyUpdate of {length} bytes");
+            }
+
+            var request = messages[4];
+            if (request > 1)
+            {
+                throw new TlsAlertException(TlsAlertDescription.IllegalParameter, $"KeyUpdate with request_update {request}");
+            }
+
+            if (messages.Length != 5)
+            {
+                throw new TlsAlertException(TlsAlertDescription.UnexpectedMessage, "KeyUpdate not at the end of its record");
+            }
+
+            _reader.UpdateKey();
+            _updateRequested = false;
+            outcome.KeyUpdateRequested |= request == 1;
+            messages = messages[5..];
+        }
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var reader = _output.Reader;
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync().ConfigureAwait(false);
+                var buffer = result.Buffer;
+                var stop = false;
+                await _writeLock.WaitAsync().ConfigureAwait(false);
+                try
+                {
+                    if (_writeClosed)
+                    {
+                        stop = true;
+                    }
+                    else
+                    {
+                        if (!buffer.IsEmpty)
+                        {
+                            WriteRecords(buffer);
+                        }
+
+                        if (result.IsCompleted)
+                        {
+                            WriteAlert(AlertWarning, TlsAlertDescription.CloseNotify);
+                            _writeClosed = true;
+                        }
+
+                        var flush = await _transport.Output.FlushAsync().ConfigureAwait(false);
+                        if (flush.IsCompleted)
+                        {
+                            _writeClosed = true;
+                        }
+
+                        if (_writeClosed)
+                        {
+                            stop = true;
+                            await _transport.Output.CompleteAsync().ConfigureAwait(false);
+                        }
+                    }
+                }
+                finally
+                {
+                    _writeLock.Release();
+                }
+
+                reader.AdvanceTo(buffer.End);
+                if (stop || result.IsCompleted)
+                {
+                    break;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
+        {
+            // Kestrel aborted its output, the transport is gone, or the write sequence number is exhausted: no
+            // close_notify, just the end of the connection.
+            error = e;
+            await CloseTransportAsync().ConfigureAwait(false);
+        }
+
+        await reader.CompleteAsync(error).ConfigureAwait(false);
+    }
+
+    /// <summary>Cuts <paramref name="plaintext"/> into records of up to 2^14 bytes, encrypted into the transport's buffer.</summary>
+    private void WriteRecords(ReadOnlySequence<byte> plaintext)
+    {
+        var output = _transport.Output;
+        while (!plaintext.IsEmpty)
+        {
+            if (_tls13 && _writer.KeyUpdateAdvised)
+            {
+                WriteKeyUpdate(requestUpdate: false);
+            }
+
+            var length = (int)Math.Min(plaintext.Length, TlsRecordProtection.MaxPlaintext);
+            var record = output.GetSpan(_writer.RecordLength(length));
+            var payload = record.Slice(_writer.PayloadOffset, length);
+            plaintext.Slice(0, length).CopyTo(payload);
+            output.Advance(_writer.Encrypt(TlsContentType.ApplicationData, payload, record));
+            plaintext = plaintext.Slice(length);
+        }
+    }
+
+    /// <summary>Our KeyUpdate under the current key, then the switch to the next one (RFC 8446 4.6.3). Under the lock.</summary>
+    private void WriteKeyUpdate(bool requestUpdate)
+    {
+        var record = _transport.Output.GetSpan(_writer.RecordLength(5));
+        var payload = record.Slice(_writer.PayloadOffset, 5);
+        payload[0] = HandshakeKeyUpdate;
+        payload[1] = 0;
+        payload[2] = 0;
+        payload[3] = 1;
+        payload[4] = requestUpdate ? (byte)1 : (byte)0;
+        _transport.Output.Advance(_writer.Encrypt(TlsContentType.Handshake, payload, record));
+        _writer.UpdateKey();
+    }
+
+    private void WriteAlert(byte level, TlsAlertDescription description)
+    {
+        var record = _transport.Output.GetSpan(_writer.RecordLength(2));
+        var payload = record.Slice(_writer.PayloadOffset, 2);
+        payload[0] = level;
+        payload[1] = (byte)description;
+        _transport.Output.Advance(_writer.Encrypt(TlsContentType.Alert, payload, record));
+    }
+
+    private async Task SendKeyUpdateAsync(bool requestUpdate)
+    {
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (!_writeClosed)
+            {
+                WriteKeyUpdate(requestUpdate);
+                if ((await _transport.Output.FlushAsync().ConfigureAwait(false)).IsCompleted)
+                {
+                    _writeClosed = true;
+                }
+            }
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>Sends a fatal alert (unless nothing may be written any more) and completes the transport's output.</summary>
+    private async Task FailAsync(TlsAlertDescription alert)
+    {
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (!_writeClosed)
+            {
+                _writeClosed = true;
+                try
+                {
+                    WriteAlert(AlertFatal, alert);
+                    await _transport.Output.FlushAsync().ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or ObjectDisposedException or InvalidOperationException)
+                {
+                    // The peer is gone already.
+                }
+
+                await _transport.Output.CompleteAsync().ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>Completes the transport's output without another record (the socket transport then closes the socket).</summary>
+    private async Task CloseTransportAsync()
+    {
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (!_writeClosed)
+            {
+                _writeClosed = true;
+                await _transport.Output.CompleteAsync().ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>Discards input until the transport ends (it does once the socket transport has sent the alert and closed).</summary>
+    private static async Task DrainAsync(PipeReader input)
+    {
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync().ConfigureAwait(false);
+                input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted || result.IsCanceled)
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
+        {
+            // Gone.
+        }
+    }
+
+    /// <summary>What one batch of records asked for.</summary>
+    private struct Outcome
+    {
+        public bool Plaintext;
+        public bool CloseNotify;
+        public bool KeyUpdateRequested;
+        public TlsAlertDescription? PeerAlert;
+        public bool Stop;
+    }
+}
