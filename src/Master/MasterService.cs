@@ -257,7 +257,7 @@ internal sealed partial class MasterService : IDisposable
             [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
             config.DefaultVhost,
             config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
-            [.. config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds))]);
+            [.. config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds, p.Program is null ? Dispatch.Protocol.Tls.TlsHandOffSupport.BuiltInWorker : p.TlsHandOff))]);
     }
 
     /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>

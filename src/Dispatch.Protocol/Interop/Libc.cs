@@ -313,6 +313,7 @@ public static unsafe partial class Libc
     public const uint EPOLLIN = 0x001;
     public const uint EPOLLERR = 0x008;
     public const uint EPOLLHUP = 0x010;
+    public const uint EPOLLOUT = 0x004;
     public const uint EPOLLRDHUP = 0x2000;
     public const uint EPOLLONESHOT = 1u << 30;
     public const int EPOLL_CTL_ADD = 1;

@@ -12,9 +12,11 @@ public sealed record RouteSnapshot(long Version, DispatcherSettings Settings, Vh
 /// How the dispatcher balances a pool: at most <paramref name="MaxConnectionsPerWorker"/> connections
 /// per worker (0: no limit) before it asks for another; one connection per worker when
 /// <paramref name="OneShot"/>; workers idle for <paramref name="IdleTimeoutMs"/> beyond
-/// <paramref name="MinSpare"/> are let go.
+/// <paramref name="MinSpare"/> are let go. <paramref name="TlsHandOff"/>: its workers take a terminated TLS session itself
+/// (<see cref="Wire.ConnectionMode.HandedTls"/>: the client's socket and the session's keys) instead of plaintext over a
+/// socketpair the dispatcher pumps (BouncyCastle engine only; the openssl engine cannot export keys).
 /// </summary>
-public sealed record PoolRoute(string Name, int MaxConnectionsPerWorker, bool OneShot, int MinSpare, int IdleTimeoutMs);
+public sealed record PoolRoute(string Name, int MaxConnectionsPerWorker, bool OneShot, int MinSpare, int IdleTimeoutMs, bool TlsHandOff = false);
 
 /// <summary>Bounds on what the dispatcher reads before routing.</summary>
 public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead, int WorkerWaitMs, int HandshakeTimeoutMs);

@@ -22,7 +22,7 @@ internal static class ConfigLoader
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -260,7 +260,10 @@ internal static class ConfigLoader
                 AbsolutePaths(landlock.GetSection("write")).Select(w => w.TrimEnd('/') is { Length: > 0 } t ? t : "/").ToList(),
                 ReadPorts(ctx, landlock.GetSection("connectTcp")),
                 ReadChroot(ctx, p),
-                landlockOn);
+                landlockOn,
+                ctx.Bool(p.GetSection("tlsHandOff"), false));
+            if (pools[p.Key].TlsHandOff && p["program"] is null)
+                ctx.Error($"{p.Path}:tlsHandOff", "only a pool with \"program\" declares this (whether Dispatch's own worker takes handed TLS sessions is built in)");
             if (!landlockOn && pools[p.Key].Chroot is null)
                 ctx.Error(landlock.Path, "Landlock may be turned off only in a pool with \"chroot\" (a worker needs at least one filesystem jail)");
             if (p["program"] is { } program)

@@ -53,7 +53,8 @@ internal sealed record PoolConfig(
     IReadOnlyList<string> LandlockWrite,
     IReadOnlyList<ushort> ConnectTcp,
     ChrootConfig? Chroot = null,
-    bool Landlock = true);
+    bool Landlock = true,
+    bool TlsHandOff = false);
 
 /// <summary>The pool's chroot (null: none): a private /tmp of <paramref name="TmpBytes"/>, extra paths bound read-only and writable.</summary>
 internal sealed record ChrootConfig(ulong TmpBytes, IReadOnlyList<string> ExtraReadOnly, IReadOnlyList<string> Writable)

@@ -16,6 +16,7 @@ internal static class DispatcherMetrics
     public static long HandshakesNotTls;
     public static long HandshakesMalformed;
     public static long Passthrough;
+    public static long HandedTls;
     public static long BytesFromClients;
     public static long BytesToClients;
     public static long NoWorker;
@@ -46,6 +47,7 @@ internal static class DispatcherMetrics
         Add("dispatch_tls_handshakes_total{result=\"not_tls\"}", ref HandshakesNotTls);
         Add("dispatch_tls_handshakes_total{result=\"malformed\"}", ref HandshakesMalformed);
         Add("dispatch_tls_passthrough_total", ref Passthrough);
+        Add("dispatch_tls_handed_total", ref HandedTls);
         Add("dispatch_tls_bytes_total{direction=\"received\"}", ref BytesFromClients);
         Add("dispatch_tls_bytes_total{direction=\"sent\"}", ref BytesToClients);
         Add("dispatch_no_worker_total", ref NoWorker);

@@ -183,6 +183,44 @@ internal abstract class Frontend
         }
     }
 
+    /// <summary>
+    /// Sends all of <paramref name="bytes"/> (waiting for writability through the dispatcher's epoll set, never the
+    /// runtime's, so the descriptor can still be handed away). Throws <see cref="OperationCanceledException"/> when
+    /// the token fires.
+    /// </summary>
+    protected async Task SendAllAsync(int fd, ReadOnlyMemory<byte> bytes, CancellationToken cancellationToken)
+    {
+        while (!bytes.IsEmpty)
+        {
+            var n = SendNow(fd, bytes.Span);
+            if (n >= 0)
+            {
+                bytes = bytes[n..];
+                continue;
+            }
+
+            if (-n != Libc.EAGAIN)
+                throw new SysCallException("send", -n);
+            await Poller.WaitWritableAsync(fd, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static unsafe int SendNow(int fd, ReadOnlySpan<byte> bytes)
+    {
+        fixed (byte* p = bytes)
+        {
+            while (true)
+            {
+                var n = Libc.Send(fd, p, (nuint)bytes.Length, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+                if (n >= 0)
+                    return (int)n;
+                var errno = Libc.LastError;
+                if (errno != Libc.EINTR)
+                    return -errno;
+            }
+        }
+    }
+
     private static unsafe int RecvNow(int fd, Span<byte> into)
     {
         fixed (byte* p = into)

@@ -40,6 +40,22 @@ internal sealed unsafe class ReadinessPoller : IDisposable
         return cancellationToken.CanBeCanceled ? tcs.Task.WaitAsync(cancellationToken) : tcs.Task;
     }
 
+    /// <summary>Completes when <paramref name="fd"/> is writable (or in error). One wait per descriptor at a time, read or write.</summary>
+    public Task WaitWritableAsync(int fd, CancellationToken cancellationToken)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _waiters[fd] = tcs;
+        var ev = new Libc.EpollEvent { Events = Libc.EPOLLOUT | Libc.EPOLLONESHOT, Data = (ulong)fd };
+        var op = _registered.TryAdd(fd, 0) ? Libc.EPOLL_CTL_ADD : Libc.EPOLL_CTL_MOD;
+        if (Libc.EpollCtl(_epfd, op, fd, &ev) != 0)
+        {
+            _waiters.TryRemove(fd, out _);
+            return Task.FromException(new SysCallException("epoll_ctl", Libc.LastError));
+        }
+
+        return cancellationToken.CanBeCanceled ? tcs.Task.WaitAsync(cancellationToken) : tcs.Task;
+    }
+
     /// <summary>Forgets <paramref name="fd"/>; call before the descriptor is closed or handed away.</summary>
     public void Remove(int fd)
     {

@@ -14,12 +14,19 @@ namespace Dispatch.TlsDispatcher.Tls;
 /// <summary>
 /// A TLS listener: read the ClientHello (bounded in size and by the handshake timeout), route on
 /// the SNI before any key is used, complete the handshake with the vhost's certificate
-/// (BouncyCastle, non-blocking, .NET crypto), then proxy plaintext to a worker of the vhost's pool
-/// over a fresh socketpair whose other end travels with the connection's metadata.
+/// (BouncyCastle, non-blocking, .NET crypto; or SslStream), then either hand the session itself to a
+/// worker of the vhost's pool (<see cref="ConnectionMode.HandedTls"/>: pools whose workers say they run
+/// the record layer, BouncyCastle engine only) or proxy plaintext to it over a fresh socketpair whose
+/// other end travels with the connection's metadata.
 /// </summary>
 internal sealed class TlsTerminationFrontend : Frontend
 {
     private const int BufferSize = 16 * 1024;
+
+    // One maximal TLS record and its header: what arrives past the handshake stays far below Connection.MaxInitial.
+    private const int HandshakeReceiveSize = BcTlsSession.MaxRecordLength + 5;
+    private static readonly byte[] NoWorkerResponse = System.Text.Encoding.ASCII.GetBytes(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 67\r\nConnection: close\r\n\r\nNo worker is available for this site right now; try again shortly.\n");
     private static readonly string[] Http11Only = ["http/1.1"];
     private static readonly string[] H2AndHttp11 = ["h2", "http/1.1"];
 
@@ -117,10 +124,18 @@ internal sealed class TlsTerminationFrontend : Frontend
             return;
         }
 
-        // From here on the socket stays in this process: the runtime's own async I/O drives it.
-        Poller.Remove(start.Fd);
         var bc = route is null ? null : routes.CredentialsFor(route);
         var openssl = route is null ? null : routes.OpenSslCredentialsFor(route);
+        if (route is not null && bc is not null && openssl is null && routes.PoolPolicy(route.Pool).TlsHandOff)
+        {
+            // The worker takes the session itself: the handshake runs on the dispatcher's own epoll set (never the
+            // runtime's), so that the descriptor can leave afterwards.
+            await BouncyCastleHandOffAsync(bc, route, hello.AsMemory(0, filled), id, start, sni, settings, handshake.Token).ConfigureAwait(false);
+            return;
+        }
+
+        // From here on the socket stays in this process: the runtime's own async I/O drives it.
+        Poller.Remove(start.Fd);
         if (route is null || (bc is null && openssl is null))
         {
             Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, start.ClientText, sni ?? "(none)");
@@ -145,6 +160,114 @@ internal sealed class TlsTerminationFrontend : Frontend
         Interlocked.Increment(ref DispatcherMetrics.HandshakesOk);
         await using (session.Stream.ConfigureAwait(false))
             await ProxyAsync(client, session, route, sni, id, start, settings).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// BouncyCastle handshake, then the hand-off: the client's socket, the session's keys and sequence numbers and
+    /// the ciphertext read past the handshake go to a worker of the pool (<see cref="ConnectionMode.HandedTls"/>),
+    /// which runs the record layer from then on. This process keeps nothing of the connection: the session is
+    /// disposed, the exported secrets zeroed once sent, and the caller closes our copy of the descriptor. Without
+    /// a worker the client still gets a 503 through TLS.
+    /// </summary>
+    private async Task BouncyCastleHandOffAsync(BcServerCredentials credentials, VhostRoute route, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, DispatcherSettings settings, CancellationToken timeout)
+    {
+        using var session = new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only);
+        var buffer = ArrayPool<byte>.Shared.Rent(HandshakeReceiveSize);
+        try
+        {
+            try
+            {
+                session.Offer(hello.Span);
+                await SendOutputAsync(start.Fd, session, buffer, timeout).ConfigureAwait(false);
+                while (!session.HandshakeComplete)
+                {
+                    var n = await ReceiveAsync(start.Fd, buffer.AsMemory(0, HandshakeReceiveSize), timeout).ConfigureAwait(false);
+                    if (n == 0)
+                    {
+                        Log.Information("Connection {ConnectionId} from {Client} ({Sni}): the client closed the connection during the TLS handshake", id, start.ClientText, sni);
+                        Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
+                        return;
+                    }
+
+                    session.Offer(buffer, 0, n);
+                    await SendOutputAsync(start.Fd, session, buffer, timeout).ConfigureAwait(false);
+                }
+            }
+            catch (BcTlsException e)
+            {
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
+                Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
+                await SendFinalAsync(start.Fd, session, buffer).ConfigureAwait(false);
+                return;
+            }
+            catch (OperationCanceledException)
+            {
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
+                Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
+                return;
+            }
+
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesOk);
+            var alpn = session.ApplicationProtocol;
+            if (!session.TryExportForHandOff(out var state, out var remaining) || state is null)
+            {
+                Log.Error("Connection {ConnectionId} ({Sni}): the TLS session could not be exported; closing", id, sni);
+                return;
+            }
+
+            Poller.Remove(start.Fd);
+            var meta = new Connection(id, ConnectionMode.HandedTls, alpn == "h2" ? AppProtocol.Http2 : AppProtocol.Http1, start.ClientText, LocalName, sni, session.ProtocolVersion, session.CipherSuiteName, remaining, state);
+            bool handed;
+            try
+            {
+                handed = await _workers.HandOffAsync(route.Pool, meta, start.Fd, settings).ConfigureAwait(false);
+            }
+            finally
+            {
+                state.Clear();
+            }
+
+            if (handed)
+            {
+                Interlocked.Increment(ref DispatcherMetrics.HandedTls);
+                return;
+            }
+
+            // The handshake is done, so the client can still be told in HTTP (HTTP/1.1 only: an h2 client gets a
+            // close). The exported state is dropped; the session goes on writing from where it was.
+            Interlocked.Increment(ref DispatcherMetrics.NoWorker);
+            DispatcherMetrics.Response(503);
+            if (alpn != "h2")
+                session.WritePlaintext(NoWorkerResponse);
+            session.Close();
+            await SendFinalAsync(start.Fd, session, buffer).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+        }
+    }
+
+    private async Task SendOutputAsync(int fd, BcTlsSession session, byte[] buffer, CancellationToken cancellationToken)
+    {
+        int n;
+        while ((n = session.ReadOutputToNetwork(buffer, 0, buffer.Length)) > 0)
+            await SendAllAsync(fd, buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Best effort: a pending alert, 503 or close_notify within a second.</summary>
+    private async Task SendFinalAsync(int fd, BcTlsSession session, byte[] buffer)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(1000);
+            await SendOutputAsync(fd, session, buffer, timeout.Token).ConfigureAwait(false);
+            Libc.Shutdown(fd, Libc.SHUT_WR);
+        }
+        catch (Exception e) when (e is SysCallException or OperationCanceledException)
+        {
+            // The peer may be gone already.
+        }
     }
 
     /// <summary>A terminated TLS connection, whichever engine did it.</summary>

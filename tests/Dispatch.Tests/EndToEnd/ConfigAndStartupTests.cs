@@ -37,6 +37,8 @@ public sealed class ConfigAndStartupTests
         { "cgroup: negative pids", """{"pools":{"a":{"cgroup":{"pidsMax":-3}}}}""", "pools:a:cgroup:pidsMax: -3 tasks: must be at least 1" },
         { "cgroup: typo", """{"pools":{"a":{"cgroup":{"memMax":"1G"}}}}""", "pools:a:cgroup:memMax: unknown setting" },
         { "cgroup: escaping root", """{"cgroup":{"root":"../elsewhere"}}""", "cgroup:root: '../elsewhere' is not a cgroup path" },
+        { "tlsHandOff without program", """{"pools":{"a":{"tlsHandOff":true}}}""", "pools:a:tlsHandOff: only a pool with \"program\" declares this" },
+        { "tlsHandOff not a bool", """{"pools":{"a":{"tlsHandOff":"yes"}}}""", "pools:a:tlsHandOff: 'yes' is not true or false" },
     };
 
     private static JsonObject ValidConfig(string dir)

@@ -4,12 +4,15 @@ using Xunit.Abstractions;
 
 namespace Dispatch.Tests.EndToEnd;
 
-/// <summary>A pool served by another program speaking the documented hand-off protocol (docs/worker-protocol.md).</summary>
+/// <summary>
+/// A pool served by another program speaking the documented hand-off protocol (docs/worker-protocol.md), including
+/// handed TLS sessions: the Python worker below runs the TLS 1.3 / 1.2 record layer itself (AES-GCM, ChaCha20-Poly1305).
+/// </summary>
 public sealed class WorkerProgramTests : IDisposable
 {
     private const string PythonWorker = """
         #!/usr/bin/python3
-        import os, select, socket, struct
+        import hashlib, hmac, os, select, socket, struct
         ch = socket.socket(fileno=3)
         def send(sock, t, payload, fds=()):
             socket.send_fds(sock, [struct.pack('<HBBI', t, 3, len(fds), len(payload)) + payload], list(fds))
@@ -51,6 +54,70 @@ public sealed class WorkerProgramTests : IDisposable
             body += wstr(path) + struct.pack('<ii', 1, opened) + wstr('not tried by this worker') + b'\0'
         send(ch, 3, body)
         send(ch, 4, wstr('python worker for ' + pool))
+        def ostr(p, o):
+            if not p[o]: return None, o + 1
+            return rstr(p, o + 1)
+        def blob(p, o):
+            n = struct.unpack_from('<I', p, o)[0]
+            return p[o + 4:o + 4 + n], o + 4 + n
+        def handed_tls(conn, p):
+            # Connection (96), mode 4: the fields, then the TLS session state (docs/worker-protocol.md).
+            o = 10; _, o = rstr(p, o); _, o = rstr(p, o); sni, o = ostr(p, o); proto, o = ostr(p, o); cipher, o = ostr(p, o)
+            data, o = blob(p, o)
+            version, suite = struct.unpack_from('<HH', p, o); o += 4
+            cs, o = blob(p, o); ss, o = blob(p, o); civ, o = blob(p, o); siv, o = blob(p, o)
+            rseq, wseq = struct.unpack_from('<QQ', p, o)
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+            chacha = suite in (0x1303, 0xCCA8, 0xCCA9)
+            if version == 0x0304:
+                h = hashlib.sha384 if suite == 0x1302 else hashlib.sha256
+                def label(secret, name, n):
+                    full = b'tls13 ' + name
+                    info, out, t, i = struct.pack('>HB', n, len(full)) + full + b'\0', b'', b'', 1
+                    while len(out) < n:
+                        t = hmac.new(secret, t + info + bytes([i]), h).digest(); out += t; i += 1
+                    return out[:n]
+                kl = 16 if suite == 0x1301 else 32
+                rkey, riv, wkey, wiv = label(cs, b'key', kl), label(cs, b'iv', 12), label(ss, b'key', kl), label(ss, b'iv', 12)
+            else:
+                rkey, riv, wkey, wiv = cs, civ, ss, siv
+            raead = (ChaCha20Poly1305 if chacha else AESGCM)(rkey)
+            waead = (ChaCha20Poly1305 if chacha else AESGCM)(wkey)
+            def xor(iv, seq): return bytes(a ^ b for a, b in zip(iv, b'\0' * 4 + struct.pack('>Q', seq)))
+            def open_record(rec, seq):
+                body = rec[5:]
+                if version == 0x0304:
+                    inner = raead.decrypt(xor(riv, seq), body, rec[:5]).rstrip(b'\0')
+                    return inner[-1], inner[:-1]
+                n = len(body) - 16 - (0 if chacha else 8)
+                aad = struct.pack('>QB', seq, rec[0]) + b'\3\3' + struct.pack('>H', n)
+                if chacha: return rec[0], raead.decrypt(xor(riv, seq), body, aad)
+                return rec[0], raead.decrypt(riv + body[:8], body[8:], aad)
+            def seal(ctype, content, seq):
+                if version == 0x0304:
+                    inner = content + bytes([ctype])
+                    header = bytes([23, 3, 3]) + struct.pack('>H', len(inner) + 16)
+                    return header + waead.encrypt(xor(wiv, seq), inner, header)
+                aad = struct.pack('>QB', seq, ctype) + b'\3\3' + struct.pack('>H', len(content))
+                if chacha: body = waead.encrypt(xor(wiv, seq), content, aad)
+                else: body = struct.pack('>Q', seq) + waead.encrypt(wiv + struct.pack('>Q', seq), content, aad)
+                return bytes([ctype, 3, 3]) + struct.pack('>H', len(body)) + body
+            conn.setblocking(True)
+            first = (rseq, wseq)
+            request = b''
+            while b'\r\n\r\n' not in request:
+                while len(data) < 5 or len(data) < 5 + struct.unpack_from('>H', data, 3)[0]:
+                    more = conn.recv(65536)
+                    if not more: return
+                    data += more
+                n = 5 + struct.unpack_from('>H', data, 3)[0]
+                ctype, content = open_record(data[:n], rseq)
+                data, rseq = data[n:], rseq + 1
+                if ctype == 23: request += content
+            text = ('handed %04x %04x %s %s sni %s seq %d %d' % (version, suite, proto, cipher, sni, first[0], first[1])).encode()
+            response = b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n' % len(text) + text
+            conn.sendall(seal(23, response, wseq) + seal(21, b'\1\0', wseq + 1))
+            conn.close()
         while True:
             ready, _, _ = select.select([ch, disp], [], [])
             if ch in ready:
@@ -60,6 +127,8 @@ public sealed class WorkerProgramTests : IDisposable
                 t, p, fds = recv(disp)
                 if t is None: break
                 conn = socket.socket(fileno=fds[0])
+                if p[8] == 4:
+                    handed_tls(conn, p); continue
                 text = ('python worker pid %d uid %d pool %s' % (os.getpid(), os.getuid(), pool)).encode()
                 conn.setblocking(True)
                 conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n' % len(text) + text)
@@ -97,6 +166,52 @@ public sealed class WorkerProgramTests : IDisposable
         Assert.Contains($"{b} [0/1 threads opened", _dispatch.WaitForLine(new Regex($@"Jail of Worker {worker} \(a\) holds: .*")).Value, StringComparison.Ordinal);
         // Pool b keeps Dispatch's own worker.
         Assert.Equal("B", Tools.Curl("-H", "Host: b.localhost", $"http://127.0.0.1:{_dispatch.HttpPort}/").Body);
+    }
+
+    [SkippableFact]
+    public void A_program_that_declares_tlsHandOff_gets_the_TLS_session_and_runs_the_record_layer()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("worker-program-tls");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B over TLS" });
+        var program = Path.Combine(dir, "py-worker");
+        File.WriteAllText(program, PythonWorker);
+        File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
+        var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["pools"]!["a"]!["program"] = program;
+        config["pools"]!["a"]!["tlsHandOff"] = true;
+        config["pools"]!["a"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
+        var tlsPort = TestWorld.FreePort();
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        foreach (var v in new[] { "a", "b" })
+        {
+            var vhost = config["vhosts"]![$"{v}.localhost"]!;
+            vhost["tls"] = "terminate";
+            vhost["certDirs"] = new JsonArray(Path.Combine(live, $"{v}.localhost"), Path.Combine(live, $"{v}.localhost-rsa"));
+        }
+
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        (int Status, string Body, string Headers) Https(string host, params string[] extra) =>
+            Tools.Curl([.. extra, "--cacert", TestWorld.CaPath, "--resolve", $"{host}:{tlsPort}:127.0.0.1", $"https://{host}:{tlsPort}/"]);
+
+        // TLS 1.3: the worker derives the keys from the traffic secrets; nothing was sent under them yet.
+        var v13 = Https("a.localhost", "--http1.1");
+        Assert.Equal(200, v13.Status);
+        Assert.Equal("handed 0304 1301 TLSv1.3 TLS_AES_128_GCM_SHA256 sni a.localhost seq 0 0", v13.Body);
+        var v13chacha = Https("a.localhost", "--http1.1", "--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256");
+        Assert.Equal("handed 0304 1303 TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 sni a.localhost seq 0 0", v13chacha.Body);
+
+        // TLS 1.2: keys and IVs; the Finished messages were record 0 each way.
+        var v12 = Https("a.localhost", "--http1.1", "--tlsv1.2", "--tls-max", "1.2");
+        Assert.Equal("handed 0303 c02b TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 sni a.localhost seq 1 1", v12.Body);
+        var v12chacha = Https("a.localhost", "--http1.1", "--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-RSA-CHACHA20-POLY1305");
+        Assert.Equal("handed 0303 cca8 TLSv1.2 TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 sni a.localhost seq 1 1", v12chacha.Body);
+
+        // Pool b (Dispatch's own worker) keeps the dispatcher's plaintext socketpair for now.
+        Assert.Equal("B over TLS", Https("b.localhost").Body);
     }
 
     public void Dispose() => _dispatch?.Dispose();
