@@ -32,6 +32,9 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     private const byte AlertFatal = 2;
     private const byte HandshakeKeyUpdate = 24;
 
+    // Plaintext opened per flush at most (the records of one read of the transport may hold much more).
+    private const int BatchPlaintext = 64 * 1024;
+
     private static readonly PipeOptions s_inputOptions = new(
         pool: TlsBufferPool.Instance,
         readerScheduler: PipeScheduler.ThreadPool,
@@ -186,14 +189,15 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
             {
                 var result = await input.ReadAsync().ConfigureAwait(false);
                 var buffer = result.Buffer;
-                Outcome outcome;
+                var outcome = default(Outcome);
                 try
                 {
                     outcome = ProcessRecords(ref buffer);
                 }
                 finally
                 {
-                    input.AdvanceTo(buffer.Start, buffer.End);
+                    // Stopped for a full batch: what is left is examined later, without waiting for more.
+                    input.AdvanceTo(buffer.Start, outcome.Capped ? buffer.Start : buffer.End);
                 }
 
                 if (outcome.KeyUpdateRequested)
@@ -224,6 +228,11 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
                     break;
                 }
 
+                if (outcome.Capped)
+                {
+                    continue;
+                }
+
                 if (result.IsCompleted || result.IsCanceled)
                 {
                     if (!buffer.IsEmpty)
@@ -247,6 +256,13 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         {
             error = e;
         }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A bug of ours: this connection ends, loudly; no other is touched.
+            _log.Error(e, "TLS connection {ConnectionId} failed in the record layer", _connectionId);
+            error = e;
+            await FailAsync(TlsAlertDescription.InternalError).ConfigureAwait(false);
+        }
 
         await _input.Writer.CompleteAsync(error).ConfigureAwait(false);
     }
@@ -258,6 +274,13 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         Span<byte> header = stackalloc byte[TlsRecordProtection.HeaderLength];
         while (buffer.Length >= TlsRecordProtection.HeaderLength && !outcome.Stop)
         {
+            if (outcome.PlaintextBytes >= BatchPlaintext)
+            {
+                // Enough for one flush: Kestrel's pipe pushes back at 64 KiB, and a batch should not grow past it.
+                outcome.Capped = true;
+                break;
+            }
+
             buffer.Slice(0, TlsRecordProtection.HeaderLength).CopyTo(header);
             var length = BinaryPrimitives.ReadUInt16BigEndian(header[3..]);
             CheckHeader((TlsContentType)header[0], length);
@@ -356,6 +379,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
                 {
                     writer.Advance(length);
                     outcome.Plaintext = true;
+                    outcome.PlaintextBytes += length;
                 }
 
                 break;
@@ -515,6 +539,13 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
             error = e;
             await CloseTransportAsync().ConfigureAwait(false);
         }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A bug of ours: this connection ends, loudly; no other is touched.
+            _log.Error(e, "TLS connection {ConnectionId} failed in the record layer", _connectionId);
+            error = e;
+            await CloseTransportAsync().ConfigureAwait(false);
+        }
 
         await reader.CompleteAsync(error).ConfigureAwait(false);
     }
@@ -628,9 +659,14 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         }
     }
 
-    /// <summary>Discards input until the transport ends (it does once the socket transport has sent the alert and closed).</summary>
+    /// <summary>
+    /// Discards input until the transport ends (it does once the socket transport has sent the alert and closed), for
+    /// 10 s at most.
+    /// </summary>
     private static async Task DrainAsync(PipeReader input)
     {
+        using var linger = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var registration = linger.Token.Register(input.CancelPendingRead);
         try
         {
             while (true)
@@ -657,5 +693,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         public bool KeyUpdateRequested;
         public TlsAlertDescription? PeerAlert;
         public bool Stop;
+        public int PlaintextBytes;
+        public bool Capped;
     }
 }

@@ -1,4 +1,5 @@
 using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Tls;
 using Dispatch.Protocol.Wire;
 
 namespace Dispatch.Tests.Protocol;
@@ -49,6 +50,54 @@ public class WireTests
         var c = RoundTrip(new Connection(9, ConnectionMode.TerminatedTls, AppProtocol.Http1, "1.2.3.4:5", "[::1]:443", "a.example", "TLSv1.2", "X", new byte[] { 1, 2, 3 }));
         Assert.Equal("a.example", c.Sni);
         Assert.Equal([1, 2, 3], c.Initial.ToArray());
+    }
+
+    [Fact]
+    public void A_handed_tls_connection_carries_its_session_state()
+    {
+        var session = new TlsSessionState(TlsSessionState.Tls12, 0xC02F, [1, 2], [3, 4], [5, 6, 7, 8], [9, 10, 11, 12], 1, ulong.MaxValue - 1);
+        var c = RoundTrip(new Connection(7, ConnectionMode.HandedTls, AppProtocol.Http2, "1.2.3.4:5", "[::1]:443", "a.example", "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", new byte[] { 23, 3 }, session));
+        Assert.Equal(ConnectionMode.HandedTls, c.Mode);
+        Assert.Equal([23, 3], c.Initial.ToArray());
+        var s = c.Session!;
+        Assert.Equal((TlsSessionState.Tls12, (ushort)0xC02F), (s.Version, s.CipherSuite));
+        Assert.Equal([1, 2], s.ClientSecret);
+        Assert.Equal([3, 4], s.ServerSecret);
+        Assert.Equal([5, 6, 7, 8], s.ClientIv);
+        Assert.Equal([9, 10, 11, 12], s.ServerIv);
+        Assert.Equal((1UL, ulong.MaxValue - 1), (s.ReadSequence, s.WriteSequence));
+        Assert.Null(RoundTrip(new Connection(7, ConnectionMode.TerminatedTls, AppProtocol.Http1, "c", "l", null, null, null, default)).Session);
+
+        // A session only with mode HandedTls, and always with it.
+        var buffer = new byte[512];
+        Assert.Throws<InvalidOperationException>(() =>
+        {
+            var w = new WireWriter(buffer);
+            new Connection(7, ConnectionMode.TerminatedTls, AppProtocol.Http1, "c", "l", null, null, null, default, session).Encode(ref w);
+        });
+        Assert.Throws<InvalidOperationException>(() =>
+        {
+            var w = new WireWriter(buffer);
+            new Connection(7, ConnectionMode.HandedTls, AppProtocol.Http1, "c", "l", null, null, null, default).Encode(ref w);
+        });
+
+        // An unknown version or mismatched secrets do not decode.
+        foreach (var bad in new[]
+        {
+            new TlsSessionState(0x0302, 0xC02F, [1], [2], [], [], 0, 0),
+            new TlsSessionState(TlsSessionState.Tls13, 0x1301, [1, 2], [3], [], [], 0, 0),
+            new TlsSessionState(TlsSessionState.Tls13, 0x1301, [], [], [], [], 0, 0),
+        })
+        {
+            var w = new WireWriter(buffer);
+            bad.Encode(ref w);
+            var length = w.Length;
+            Assert.Throws<WireException>(() =>
+            {
+                var r = new WireReader(buffer.AsSpan(0, length));
+                TlsSessionState.Decode(ref r);
+            });
+        }
     }
 
     [Fact]

@@ -91,13 +91,14 @@ public sealed class TlsRecordLayerMeasurementTests(ITestOutputHelper output) : I
         await using (layer)
         {
             var request = new byte[clientWriter.RecordLength(100)];
+            var requestPlaintext = new byte[100];
             var response = new byte[1024];
             var opened = new byte[TlsRecordProtection.MaxRecord];
             var header = new byte[5];
 
             async Task RoundTripAsync(int responseLength)
             {
-                var length = clientWriter.Encrypt(TlsContentType.ApplicationData, new byte[100], request);
+                var length = clientWriter.Encrypt(TlsContentType.ApplicationData, requestPlaintext, request);
                 await toServer.Writer.WriteAsync(request.AsMemory(0, length));
                 var got = 0;
                 while (got < 100)

@@ -3,6 +3,7 @@ using System.Text;
 using Dispatch.Protocol.Tls;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
+using Dispatch.Worker.Tls;
 using Org.BouncyCastle.Tls;
 using Serilog.Events;
 using Xunit.Abstractions;
@@ -479,6 +480,48 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
         AssertRefused(connection, TlsAlertDescription.InternalError);
     }
 
+    [Fact]
+    public async Task A_burst_of_records_is_opened_in_batches_that_respect_backpressure()
+    {
+        // 40 full records arrive in one read of the transport: the layer hands Kestrel at most 64 KiB (plus the record
+        // that crossed the mark) per flush instead of opening all 640 KiB at once, and loses nothing.
+        var session = new TlsSessionState(Tls13, 0x1301, Enumerable.Repeat((byte)1, 32).ToArray(), Enumerable.Repeat((byte)2, 32).ToArray(), [], [], 0, 0);
+        using var client = TlsRecordProtection.CreateTls13(0x1301, Enumerable.Repeat((byte)1, 32).ToArray(), 0);
+        var toServer = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 0));
+        var toClient = new System.IO.Pipelines.Pipe();
+        using var log = new Serilog.LoggerConfiguration().CreateLogger();
+        var sent = new byte[40 * TlsRecordProtection.MaxPlaintext];
+        new Random(3).NextBytes(sent);
+        var wire = new byte[40 * client.RecordLength(TlsRecordProtection.MaxPlaintext)];
+        var at = 0;
+        for (var i = 0; i < 40; i++)
+        {
+            at += client.Encrypt(TlsContentType.ApplicationData, sent.AsSpan(i * TlsRecordProtection.MaxPlaintext, TlsRecordProtection.MaxPlaintext), wire.AsSpan(at));
+        }
+
+        await toServer.Writer.WriteAsync(wire);
+        var layer = TlsRecordLayer.Start(new DuplexPipe(toServer.Reader, toClient.Writer), session, "burst", log);
+        await using (layer)
+        {
+            var received = new List<byte>();
+            var largest = 0L;
+            while (received.Count < sent.Length)
+            {
+                var read = await layer.Input.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+                largest = Math.Max(largest, read.Buffer.Length);
+                foreach (var segment in read.Buffer)
+                {
+                    received.AddRange(segment.Span);
+                }
+
+                layer.Input.AdvanceTo(read.Buffer.End);
+            }
+
+            Assert.Equal(sent, received);
+            Assert.InRange(largest, 1, (64 * 1024) + TlsRecordProtection.MaxPlaintext);
+        }
+    }
+
     private async Task<HandedTlsConnection> OpenAsync(
         ushort version,
         int suite,
@@ -519,6 +562,13 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
 
         // That line alone: Kestrel adds no warning or error of its own about the connection.
         Assert.All(_harness.Sink.Events.Where(e => e.Level >= LogEventLevel.Warning), e => Assert.Contains("refused", e.MessageTemplate.Text, StringComparison.Ordinal));
+    }
+
+    private sealed class DuplexPipe(System.IO.Pipelines.PipeReader input, System.IO.Pipelines.PipeWriter output) : System.IO.Pipelines.IDuplexPipe
+    {
+        public System.IO.Pipelines.PipeReader Input { get; } = input;
+
+        public System.IO.Pipelines.PipeWriter Output { get; } = output;
     }
 
     private static async Task WriteAsync(Stream stream, string text)
