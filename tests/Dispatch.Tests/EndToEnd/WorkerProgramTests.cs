@@ -236,5 +236,39 @@ public sealed class WorkerProgramTests : IDisposable
         Assert.Contains("B over TLS", elsewhere, StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void Without_a_worker_a_handed_pool_still_answers_503_through_TLS()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("worker-program-tls-503");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        // A worker program that never becomes ready: the dispatcher waits workerWait for it, in vain.
+        var program = Path.Combine(dir, "silent-worker");
+        File.WriteAllText(program, "#!/usr/bin/python3\nimport time\ntime.sleep(600)\n");
+        File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
+        var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["pools"]!["a"]!["program"] = program;
+        config["pools"]!["a"]!["tlsHandOff"] = true;
+        config["pools"]!["a"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
+        config["dispatcher"]!["workerWait"] = "1s";
+        var tlsPort = TestWorld.FreePort();
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var vhost = config["vhosts"]!["a.localhost"]!;
+        vhost["tls"] = "terminate";
+        vhost["certDirs"] = new JsonArray(Path.Combine(live, "a.localhost"));
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+
+        foreach (var version in new[] { "--tlsv1.3", "--tls-max" })
+        {
+            string[] extra = version == "--tlsv1.3" ? ["--tlsv1.3"] : ["--tls-max", "1.2"];
+            var r = Tools.Curl([.. extra, "--http1.1", "--cacert", TestWorld.CaPath, "--resolve", $"a.localhost:{tlsPort}:127.0.0.1", $"https://a.localhost:{tlsPort}/"]);
+            Assert.Equal(503, r.Status);
+            Assert.Contains("No worker is available for this site right now", r.Body, StringComparison.Ordinal);
+        }
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }
