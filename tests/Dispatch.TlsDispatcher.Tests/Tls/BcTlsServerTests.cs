@@ -584,6 +584,23 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         Assert.IsType<BcTlsException>(server.Error);
     }
 
+    [Fact]
+    public async Task Sslscan_finds_tls13_and_tls12_enabled_and_older_versions_disabled()
+    {
+        // sslscan probes TLS 1.2 with a ClientHello that has neither renegotiation_info nor the SCSV.
+        if (!ExternalTool.Exists("sslscan"))
+            return;
+        ExternalTool.Result result = await ExternalTool.RunAsync("sslscan", ["--no-colour", "--sni-name=both.example", $"127.0.0.1:{_server.Port}"], timeout: TimeSpan.FromSeconds(120));
+        _output.WriteLine(result.All);
+        Assert.Matches(@"TLSv1\.3\s+enabled", result.StdOut);
+        Assert.Matches(@"TLSv1\.2\s+enabled", result.StdOut);
+        Assert.Matches(@"TLSv1\.1\s+disabled", result.StdOut);
+        Assert.Matches(@"TLSv1\.0\s+disabled", result.StdOut);
+        Assert.Contains("TLS_AES_128_GCM_SHA256", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ECDHE-ECDSA-AES128-GCM-SHA256", result.StdOut, StringComparison.Ordinal);
+        Assert.DoesNotContain("CBC", result.StdOut.Split("Supported Server Cipher(s)")[^1], StringComparison.Ordinal);
+    }
+
     // ---- curl --------------------------------------------------------------------------------------
 
     [Fact]
