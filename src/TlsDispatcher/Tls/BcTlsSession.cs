@@ -36,7 +36,7 @@ public sealed class BcTlsSession : IDisposable
     private const int HeaderLength = 5;
 
     private readonly Lock _sync = new();
-    private readonly TlsServerProtocol _protocol;
+    private readonly DispatchServerProtocol _protocol;
     private readonly DispatchTlsServer _server;
     private readonly DotNetTlsCrypto _crypto;
     private byte[]? _scratch;
@@ -45,6 +45,7 @@ public sealed class BcTlsSession : IDisposable
     private byte[]? _held;
     private int _heldLength;
     private bool _released;
+    private bool _ticketDone;
     private long _handshakeBytes;
     private string? _failure;
     private bool _disposed;
@@ -54,11 +55,15 @@ public sealed class BcTlsSession : IDisposable
     /// <param name="applicationProtocols">ALPN names we speak, most preferred first (e.g. "h2", "http/1.1"); empty to ignore ALPN.</param>
     /// <param name="keyExchange">Who computes P-256 ECDH (default .NET).</param>
     /// <param name="maxHandshakeBytes">Bound on the bytes accepted before the handshake completes.</param>
+    /// <param name="tickets">Session-ticket keys for TLS 1.3 resumption (null: no tickets issued or accepted).</param>
+    /// <param name="vhost">The vhost the connection was routed to (tickets are bound to it); required for tickets.</param>
     public BcTlsSession(
         BcServerCredentials credentials,
         IReadOnlyList<string> applicationProtocols,
         BcKeyExchangeImplementation keyExchange = BcKeyExchangeImplementation.DotNet,
-        int maxHandshakeBytes = DefaultMaxHandshakeBytes)
+        int maxHandshakeBytes = DefaultMaxHandshakeBytes,
+        SessionTicketKeys? tickets = null,
+        string? vhost = null)
     {
         ArgumentNullException.ThrowIfNull(credentials);
         ArgumentNullException.ThrowIfNull(applicationProtocols);
@@ -70,8 +75,8 @@ public sealed class BcTlsSession : IDisposable
 
         MaxHandshakeBytes = maxHandshakeBytes;
         _crypto = new DotNetTlsCrypto(keyExchange);
-        _server = new DispatchTlsServer(_crypto, credentials, applicationProtocols);
-        _protocol = new TlsServerProtocol();
+        _server = new DispatchTlsServer(_crypto, credentials, applicationProtocols, tickets, vhost);
+        _protocol = new DispatchServerProtocol();
         _protocol.Accept(_server);
     }
 
@@ -90,6 +95,15 @@ public sealed class BcTlsSession : IDisposable
                 return _disposed || _protocol.IsClosed || _failure is not null;
         }
     }
+
+    /// <summary>True when the handshake resumed a session from one of our tickets (TLS 1.3, PSK with (EC)DHE).</summary>
+    public bool Resumed => _server.HandshakeComplete && _server.Resumed;
+
+    /// <summary>True when the client offered a ticket (whether or not it was accepted).</summary>
+    public bool TicketOffered => _server.PskOffered;
+
+    /// <summary>True when a NewSessionTicket was sent after the handshake.</summary>
+    public bool TicketIssued { get; private set; }
 
     /// <summary>True when the peer sent close_notify.</summary>
     public bool CloseNotifyReceived => _server.CloseNotifyReceived;
@@ -483,6 +497,7 @@ public sealed class BcTlsSession : IDisposable
                 return;
             _disposed = true;
             _crypto.Dispose();
+            _protocol.ResumptionMasterSecret?.Destroy();
             ReturnRecordBuffer();
             if (_held is not null)
             {
@@ -506,11 +521,52 @@ public sealed class BcTlsSession : IDisposable
         try
         {
             _protocol.OfferInput(buffer, offset, count);
+            if (_server.HandshakeComplete && !_ticketDone)
+            {
+                _ticketDone = true;
+                IssueTicket();
+            }
         }
         catch (Exception e) when (e is IOException or InvalidOperationException)
         {
             throw Fail(null, e);
         }
+    }
+
+    /// <summary>
+    /// TLS 1.3: one NewSessionTicket (RFC 8446 4.6.1) right after the handshake, under the server's application key
+    /// (its write sequence 0, so a hand-off follows with 1). PSK = HKDF-Expand-Label(resumption_master_secret,
+    /// "resumption", ticket_nonce, Hash.length), sealed with the vhost and suite into the ticket.
+    /// </summary>
+    private void IssueTicket()
+    {
+        if (_server.Tickets is not { } tickets || !_server.ClientAcceptsTickets || _protocol.ResumptionMasterSecret is not { } resumption
+            || _server.Parameters is not { } parameters || !TlsUtilities.IsTlsV13(parameters.NegotiatedVersion))
+            return;
+        byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(8);
+        uint ageAdd = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
+        var psk = (DotNetTlsSecret)resumption.DeriveUsingPrf(parameters.PrfAlgorithm, "resumption", nonce, parameters.PrfHashLength);
+        byte[] pskBytes = psk.Export();
+        psk.Destroy();
+        byte[] ticket = tickets.Keys.Issue(tickets.Vhost, parameters.CipherSuite, pskBytes, ageAdd);
+        System.Security.Cryptography.CryptographicOperations.ZeroMemory(pskBytes);
+
+        // uint32 lifetime | uint32 age_add | opaque nonce<0..255> | opaque ticket<1..2^16-1> | Extension extensions<0..2^16-2>
+        int bodyLength = 4 + 4 + 1 + nonce.Length + 2 + ticket.Length + 2;
+        byte[] message = new byte[4 + bodyLength];
+        var m = message.AsSpan();
+        m[0] = 4; // new_session_ticket
+        m[1] = (byte)(bodyLength >> 16);
+        m[2] = (byte)(bodyLength >> 8);
+        m[3] = (byte)bodyLength;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(m[4..], (uint)SessionTicketKeys.Lifetime.TotalSeconds);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(m[8..], ageAdd);
+        m[12] = (byte)nonce.Length;
+        nonce.CopyTo(m[13..]);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(m[(13 + nonce.Length)..], (ushort)ticket.Length);
+        ticket.CopyTo(m[(15 + nonce.Length)..]);
+        _protocol.SendHandshakeMessage(message);
+        TicketIssued = true;
     }
 
     private void ReturnRecordBuffer()

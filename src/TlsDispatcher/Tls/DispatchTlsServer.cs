@@ -59,16 +59,36 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
     private readonly BcServerCredentials _credentials;
     private readonly List<ProtocolName> _applicationProtocols;
     private readonly IReadOnlyList<string> _applicationProtocolNames;
+    private readonly DotNetTlsCrypto _crypto;
+    private readonly SessionTicketKeys? _tickets;
+    private readonly string? _vhost;
 
-    public DispatchTlsServer(DotNetTlsCrypto crypto, BcServerCredentials credentials, IReadOnlyList<string> applicationProtocols)
+    /// <param name="tickets">Session-ticket keys (TLS 1.3 resumption), or null for none.</param>
+    /// <param name="vhost">The vhost this connection was routed to: tickets are issued for it and accepted only for it.</param>
+    public DispatchTlsServer(DotNetTlsCrypto crypto, BcServerCredentials credentials, IReadOnlyList<string> applicationProtocols, SessionTicketKeys? tickets = null, string? vhost = null)
         : base(crypto)
     {
+        _crypto = crypto;
+        _tickets = vhost is null ? null : tickets;
+        _vhost = vhost;
         _credentials = credentials;
         _applicationProtocolNames = applicationProtocols;
         _applicationProtocols = applicationProtocols.Select(ProtocolName.AsUtf8Encoding).ToList();
     }
 
     public bool HandshakeComplete { get; private set; }
+
+    /// <summary>True when the client may be sent a NewSessionTicket: tickets configured, and it offered psk_dhe_ke (RFC 8446 4.6.1).</summary>
+    public bool ClientAcceptsTickets { get; private set; }
+
+    /// <summary>The ticket keys and vhost, when tickets are on.</summary>
+    public (SessionTicketKeys Keys, string Vhost)? Tickets => _tickets is null ? null : (_tickets, _vhost!);
+
+    /// <summary>True when the client offered PSK identities (tickets) in its ClientHello.</summary>
+    public bool PskOffered { get; private set; }
+
+    /// <summary>True once a ticket of ours was accepted as the PSK (its binder is checked next; a bad one ends the handshake).</summary>
+    public bool Resumed { get; private set; }
 
     public string? SelectedApplicationProtocol => HandshakeComplete || m_selectedProtocolName is not null ? m_selectedProtocolName?.GetUtf8Decoding() : null;
 
@@ -144,6 +164,54 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
     public override void NotifySecureRenegotiation(bool secureRenegotiation)
     {
     }
+
+    public override void ProcessClientExtensions(IDictionary<int, byte[]> clientExtensions)
+    {
+        base.ProcessClientExtensions(clientExtensions);
+        ClientAcceptsTickets = _tickets is not null && clientExtensions is not null
+            && TlsExtensionsUtilities.GetPskKeyExchangeModesExtension(clientExtensions) is { } modes
+            && Array.IndexOf(modes, PskKeyExchangeMode.psk_dhe_ke) >= 0;
+    }
+
+    // TLS 1.3 resumption. BouncyCastle 2.7's server only knows external PSKs: a ticket of ours is turned into one whose
+    // key is marked "resumption", so that its binder key is derived with "res binder" (DotNetTlsSecret) as the client
+    // computes it. Only psk_dhe_ke is ever selected (BouncyCastle), so every resumption still does a fresh (EC)DHE.
+    public override TlsPskExternal? GetExternalPsk(IList<PskIdentity> identities)
+    {
+        if (_tickets is null || identities is null)
+            return null;
+        PskOffered = identities.Count > 0;
+
+        // The suite we are going to select: a ticket is usable only if its hash is that suite's (the PSK's PRF must
+        // match, RFC 8446 4.2.11); a client that sends several tickets gets the first usable one.
+        int suite = Array.Find(Tls13Suites, s => m_offeredCipherSuites is not null && Array.IndexOf(m_offeredCipherSuites, s) >= 0);
+        foreach (PskIdentity identity in identities)
+        {
+            if (!_tickets.TryOpen(identity.Identity, _vhost!, out int ticketSuite, out byte[] psk))
+                continue;
+            if (suite == 0 || PrfOf(ticketSuite) != PrfOf(suite))
+            {
+                Array.Clear(psk);
+                continue;
+            }
+
+            // BouncyCastle 2.7 then looks the identity up with OfferedPsks.GetIndexOfIdentity(new PskIdentity(identity,
+            // 0)), whose Equals also compares obfuscated_ticket_age: it expects external PSKs (age 0) and would never
+            // find a ticket (age = client's ticket age + age_add). We use no ticket age (no 0-RTT, RFC 8446 8), and
+            // the binder and transcript hash the ClientHello's bytes, not this parsed copy: zero the copy's age.
+            ObfuscatedTicketAge(identity) = 0;
+            Resumed = true;
+            return new BasicTlsPskExternal(identity.Identity, _crypto.Adopt(psk, resumption: true), PrfOf(ticketSuite));
+        }
+
+        return null;
+    }
+
+    [System.Runtime.CompilerServices.UnsafeAccessor(System.Runtime.CompilerServices.UnsafeAccessorKind.Field, Name = "m_obfuscatedTicketAge")]
+    private static extern ref long ObfuscatedTicketAge(PskIdentity identity);
+
+    /// <summary>The TLS 1.3 PRF of a suite.</summary>
+    internal static int PrfOf(int suite) => suite == CipherSuite.TLS_AES_256_GCM_SHA384 ? PrfAlgorithm.tls13_hkdf_sha384 : PrfAlgorithm.tls13_hkdf_sha256;
 
     protected override ProtocolName SelectProtocolName()
     {

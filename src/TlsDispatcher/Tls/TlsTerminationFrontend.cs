@@ -151,7 +151,7 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
         else
         {
-            session = await BouncyCastleHandshakeAsync(client, bc!, route.OfferH2, hello.AsMemory(0, filled), id, start, sni, handshake.Token).ConfigureAwait(false);
+            session = await BouncyCastleHandshakeAsync(client, bc!, route, hello.AsMemory(0, filled), id, start, sni, handshake.Token).ConfigureAwait(false);
         }
 
         if (session is null)
@@ -171,7 +171,7 @@ internal sealed class TlsTerminationFrontend : Frontend
     /// </summary>
     private async Task BouncyCastleHandOffAsync(BcServerCredentials credentials, VhostRoute route, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, DispatcherSettings settings, CancellationToken timeout)
     {
-        using var session = new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only);
+        using var session = new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only, tickets: SessionTicketKeys.Shared, vhost: route.Name);
         var buffer = ArrayPool<byte>.Shared.Rent(HandshakeReceiveSize);
         try
         {
@@ -273,11 +273,11 @@ internal sealed class TlsTerminationFrontend : Frontend
     /// <summary>A terminated TLS connection, whichever engine did it.</summary>
     private sealed record Terminated(Stream Stream, string? Alpn, string? Protocol, string? Cipher, Func<Task> CloseAsync);
 
-    private async Task<Terminated?> BouncyCastleHandshakeAsync(Socket client, BcServerCredentials credentials, bool offerH2, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, CancellationToken timeout)
+    private async Task<Terminated?> BouncyCastleHandshakeAsync(Socket client, BcServerCredentials credentials, VhostRoute route, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, CancellationToken timeout)
     {
         try
         {
-            var tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, offerH2 ? H2AndHttp11 : Http11Only), hello, ownsSocket: false, timeout).ConfigureAwait(false);
+            var tls = await BcTlsStream.AuthenticateAsServerAsync(client, new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only, tickets: SessionTicketKeys.Shared, vhost: route.Name), hello, ownsSocket: false, timeout).ConfigureAwait(false);
             return new Terminated(tls, tls.Session.ApplicationProtocol, tls.Session.ProtocolVersion, tls.Session.CipherSuiteName, () => tls.CloseAsync());
         }
         catch (AuthenticationException e)

@@ -197,12 +197,13 @@ public sealed class WorkerProgramTests : IDisposable
         (int Status, string Body, string Headers) Https(string host, params string[] extra) =>
             Tools.Curl([.. extra, "--cacert", TestWorld.CaPath, "--resolve", $"{host}:{tlsPort}:127.0.0.1", $"https://{host}:{tlsPort}/"]);
 
-        // TLS 1.3: the worker derives the keys from the traffic secrets; nothing was sent under them yet.
+        // TLS 1.3: the worker derives the keys from the traffic secrets; the dispatcher sent one record under the
+        // server's (a NewSessionTicket), none came from the client yet.
         var v13 = Https("a.localhost", "--http1.1");
         Assert.Equal(200, v13.Status);
-        Assert.Equal("handed 0304 1301 TLSv1.3 TLS_AES_128_GCM_SHA256 sni a.localhost seq 0 0", v13.Body);
+        Assert.Equal("handed 0304 1301 TLSv1.3 TLS_AES_128_GCM_SHA256 sni a.localhost seq 0 1", v13.Body);
         var v13chacha = Https("a.localhost", "--http1.1", "--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256");
-        Assert.Equal("handed 0304 1303 TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 sni a.localhost seq 0 0", v13chacha.Body);
+        Assert.Equal("handed 0304 1303 TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 sni a.localhost seq 0 1", v13chacha.Body);
 
         // TLS 1.2: keys and IVs; the Finished messages were record 0 each way.
         var v12 = Https("a.localhost", "--http1.1", "--tlsv1.2", "--tls-max", "1.2");
@@ -212,6 +213,61 @@ public sealed class WorkerProgramTests : IDisposable
 
         // Pool b (Dispatch's own worker) keeps the dispatcher's plaintext socketpair for now.
         Assert.Equal("B over TLS", Https("b.localhost").Body);
+
+        // TLS 1.3 resumption: the dispatcher's ticket (sent under the application key before the hand-off, so the
+        // worker starts at write sequence 1) resumes at a.localhost, still handed over; at b.localhost it is refused.
+        var session = Path.Combine(dir, "openssl-session");
+        string SClient(string host, params string[] extra)
+        {
+            var r = Tools.RunWithInput($"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n", "openssl", ["s_client", "-connect", $"127.0.0.1:{tlsPort}", "-servername", host, "-CAfile", TestWorld.CaPath, "-ign_eof", .. extra]);
+            _output.WriteLine(r.Stdout + r.Stderr);
+            return r.Stdout;
+        }
+
+        var first = SClient("a.localhost", "-tls1_3", "-sess_out", session);
+        Assert.Contains("New, TLSv1.3", first, StringComparison.Ordinal);
+        Assert.Contains("handed 0304 1301 TLSv1.3 TLS_AES_128_GCM_SHA256 sni a.localhost seq 0 1", first, StringComparison.Ordinal);
+        var again = SClient("a.localhost", "-tls1_3", "-sess_in", session);
+        Assert.Contains("Reused, TLSv1.3", again, StringComparison.Ordinal);
+        Assert.Contains("handed 0304 1301 TLSv1.3 TLS_AES_128_GCM_SHA256 sni a.localhost seq 0 1", again, StringComparison.Ordinal);
+        var elsewhere = SClient("b.localhost", "-tls1_3", "-sess_in", session);
+        Assert.Contains("New, TLSv1.3", elsewhere, StringComparison.Ordinal);
+        Assert.DoesNotContain("Reused", elsewhere, StringComparison.Ordinal);
+        Assert.Contains("B over TLS", elsewhere, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void Without_a_worker_a_handed_pool_still_answers_503_through_TLS()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("worker-program-tls-503");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        // A worker program that never becomes ready: the dispatcher waits workerWait for it, in vain.
+        var program = Path.Combine(dir, "silent-worker");
+        File.WriteAllText(program, "#!/usr/bin/python3\nimport time\ntime.sleep(600)\n");
+        File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
+        var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["pools"]!["a"]!["program"] = program;
+        config["pools"]!["a"]!["tlsHandOff"] = true;
+        config["pools"]!["a"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
+        config["dispatcher"]!["workerWait"] = "1s";
+        var tlsPort = TestWorld.FreePort();
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var vhost = config["vhosts"]!["a.localhost"]!;
+        vhost["tls"] = "terminate";
+        vhost["certDirs"] = new JsonArray(Path.Combine(live, "a.localhost"));
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+
+        foreach (var version in new[] { "--tlsv1.3", "--tls-max" })
+        {
+            string[] extra = version == "--tlsv1.3" ? ["--tlsv1.3"] : ["--tls-max", "1.2"];
+            var r = Tools.Curl([.. extra, "--http1.1", "--cacert", TestWorld.CaPath, "--resolve", $"a.localhost:{tlsPort}:127.0.0.1", $"https://a.localhost:{tlsPort}/"]);
+            Assert.Equal(503, r.Status);
+            Assert.Contains("No worker is available for this site right now", r.Body, StringComparison.Ordinal);
+        }
     }
 
     public void Dispose() => _dispatch?.Dispose();

@@ -471,6 +471,48 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Openssl_tls13_resumes_with_our_ticket_at_the_same_vhost_only()
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+        string file = Path.Combine(Path.GetTempPath(), $"bc-ticket-{Guid.NewGuid():N}");
+        try
+        {
+            ExternalTool.Result first = await SClientAsync("both.example", "-tls1_3", "-sess_out", file);
+            Assert.Contains("New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256", first.StdOut, StringComparison.Ordinal);
+            ServerConnectionResult issued = await _server.NextResultAsync();
+            Assert.Null(issued.Error);
+            Assert.True(issued.TicketIssued);
+            Assert.False(issued.Resumed);
+            Assert.True(File.Exists(file));
+
+            ExternalTool.Result again = await SClientAsync("both.example", "-tls1_3", "-sess_in", file);
+            Assert.Contains("Reused, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256", again.StdOut, StringComparison.Ordinal);
+            Assert.Contains("ping-from-openssl", again.StdOut, StringComparison.Ordinal);
+            ServerConnectionResult resumed = await _server.NextResultAsync();
+            Assert.Null(resumed.Error);
+            Assert.True(resumed.TicketOffered);
+            Assert.True(resumed.Resumed);
+            Assert.True(resumed.TicketIssued); // a fresh ticket for the next time
+
+            // The same ticket at another vhost: offered, refused, a full handshake instead.
+            ExternalTool.Result elsewhere = await SClientAsync("rsa.example", "-tls1_3", "-sess_in", file);
+            Assert.Contains("New, TLSv1.3", elsewhere.StdOut, StringComparison.Ordinal);
+            Assert.DoesNotContain("Reused", elsewhere.StdOut, StringComparison.Ordinal);
+            Assert.Contains("ping-from-openssl", elsewhere.StdOut, StringComparison.Ordinal);
+            ServerConnectionResult refused = await _server.NextResultAsync();
+            Assert.Null(refused.Error);
+            Assert.True(refused.TicketOffered);
+            Assert.False(refused.Resumed);
+            Assert.Equal(BcKeyType.Rsa, refused.KeyType);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
     public async Task Openssl_tls12_rsa_pss_only_is_signed_with_pss()
     {
         if (!ExternalTool.Exists("openssl"))
@@ -540,6 +582,23 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         // gives up with handshake_failure.
         Assert.Equal((byte)100, server.AlertSent);
         Assert.IsType<BcTlsException>(server.Error);
+    }
+
+    [Fact]
+    public async Task Sslscan_finds_tls13_and_tls12_enabled_and_older_versions_disabled()
+    {
+        // sslscan probes TLS 1.2 with a ClientHello that has neither renegotiation_info nor the SCSV.
+        if (!ExternalTool.Exists("sslscan"))
+            return;
+        ExternalTool.Result result = await ExternalTool.RunAsync("sslscan", ["--no-colour", "--sni-name=both.example", $"127.0.0.1:{_server.Port}"], timeout: TimeSpan.FromSeconds(120));
+        _output.WriteLine(result.All);
+        Assert.Matches(@"TLSv1\.3\s+enabled", result.StdOut);
+        Assert.Matches(@"TLSv1\.2\s+enabled", result.StdOut);
+        Assert.Matches(@"TLSv1\.1\s+disabled", result.StdOut);
+        Assert.Matches(@"TLSv1\.0\s+disabled", result.StdOut);
+        Assert.Contains("TLS_AES_128_GCM_SHA256", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ECDHE-ECDSA-AES128-GCM-SHA256", result.StdOut, StringComparison.Ordinal);
+        Assert.DoesNotContain("CBC", result.StdOut.Split("Supported Server Cipher(s)")[^1], StringComparison.Ordinal);
     }
 
     // ---- curl --------------------------------------------------------------------------------------

@@ -50,10 +50,10 @@ public sealed class BcTlsSessionTests
         }
     }
 
-    private static Pair Start(string serverName, SslProtocols protocols, TlsCipherSuite? suite = null, BcServerCredentials? credentials = null)
+    private static Pair Start(string serverName, SslProtocols protocols, TlsCipherSuite? suite = null, BcServerCredentials? credentials = null, SessionTicketKeys? tickets = null)
     {
         (Stream clientStream, MemoryDuplex.Endpoint pipe) = MemoryDuplex.Create();
-        var session = new BcTlsSession(credentials ?? TlsTestServer.DefaultRoute(serverName), ["h2", "http/1.1"]);
+        var session = new BcTlsSession(credentials ?? TlsTestServer.DefaultRoute(serverName), ["h2", "http/1.1"], tickets: tickets, vhost: tickets is null ? null : serverName);
         var client = new SslStream(clientStream);
         Task handshake = client.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
         {
@@ -177,6 +177,50 @@ public sealed class BcTlsSessionTests
         byte[] reply = new byte[4];
         await p.Client.ReadExactlyAsync(reply).AsTask().WaitAsync(Wait);
         Assert.Equal("pong"u8.ToArray(), reply);
+    }
+
+    [Fact]
+    public async Task With_tickets_a_NewSessionTicket_goes_first_and_the_export_starts_at_write_sequence_1()
+    {
+        using Pair p = Start("ecdsa.example", SslProtocols.Tls13, tickets: new SessionTicketKeys());
+        await HandshakeAsync(p, "hi"u8.ToArray());
+        Assert.True(p.Session.TicketIssued);
+        Assert.True(p.Session.TryExportForHandOff(out TlsSessionState? state, out ReadOnlyMemory<byte> remaining));
+        Assert.Equal(0UL, state!.ReadSequence);
+        Assert.Equal(1UL, state.WriteSequence); // the NewSessionTicket was record 0 under the application key
+        var layer = new TestRecordLayer(state);
+        Assert.Equal("hi"u8.ToArray(), layer.Decrypt(remaining.Span).Content);
+        p.Pipe.Write(layer.Encrypt("there"u8));
+        byte[] reply = new byte[5];
+        await p.Client.ReadExactlyAsync(reply).AsTask().WaitAsync(Wait); // after the ticket, which SslStream takes in passing
+        Assert.Equal("there"u8.ToArray(), reply);
+    }
+
+    [Fact]
+    public void Tickets_open_only_at_their_vhost_within_their_lifetime_and_across_one_rotation()
+    {
+        DateTimeOffset now = DateTimeOffset.UnixEpoch.AddYears(56);
+        var keys = new SessionTicketKeys(() => now);
+        byte[] psk = [.. Enumerable.Range(1, 32).Select(i => (byte)i)];
+        byte[] ticket = keys.Issue("A.Example", 0x1301, psk, 7);
+        Assert.True(keys.TryOpen(ticket, "a.example", out int suite, out byte[] opened));
+        Assert.Equal(0x1301, suite);
+        Assert.Equal(psk, opened);
+        Assert.False(keys.TryOpen(ticket, "b.example", out _, out _));
+        byte[] tampered = (byte[])ticket.Clone();
+        tampered[^1] ^= 1;
+        Assert.False(keys.TryOpen(tampered, "a.example", out _, out _));
+        Assert.False(new SessionTicketKeys(() => now).TryOpen(ticket, "a.example", out _, out _)); // another process's keys
+
+        // A rotation keeps the previous key for opening; the lifetime still bounds the ticket.
+        now += SessionTicketKeys.RotateEvery;
+        byte[] newer = keys.Issue("a.example", 0x1302, psk, 8);
+        Assert.NotEqual(ticket.AsSpan(0, 4).ToArray(), newer.AsSpan(0, 4).ToArray());
+        Assert.True(keys.TryOpen(ticket, "a.example", out _, out _));
+        now += TimeSpan.FromSeconds(1);
+        Assert.False(keys.TryOpen(ticket, "a.example", out _, out _)); // older than its lifetime
+        Assert.True(keys.TryOpen(newer, "a.example", out suite, out _));
+        Assert.Equal(0x1302, suite);
     }
 
     [Fact]

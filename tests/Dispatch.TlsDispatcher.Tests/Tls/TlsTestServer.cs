@@ -20,7 +20,10 @@ public sealed record ServerConnectionResult(
     bool HandshakeComplete,
     bool TruncatedByPeer,
     long BytesReceived,
-    Exception? Error);
+    Exception? Error,
+    bool TicketOffered = false,
+    bool Resumed = false,
+    bool TicketIssued = false);
 
 /// <summary>
 /// A tiny TLS server on 127.0.0.1 running the engine the dispatcher uses: read the ClientHello with
@@ -55,6 +58,9 @@ public sealed class TlsTestServer : IAsyncDisposable
     }
 
     public int Port { get; }
+
+    /// <summary>This server's session-ticket keys (TLS 1.3 resumption; tickets are bound to the SNI's vhost).</summary>
+    public SessionTicketKeys Tickets { get; } = new();
 
     public IReadOnlyList<string> ApplicationProtocols { get; }
 
@@ -129,7 +135,7 @@ public sealed class TlsTestServer : IAsyncDisposable
             }
 
             serverName = info!.ServerName;
-            session = new BcTlsSession(Route(serverName), ApplicationProtocols, KeyExchange);
+            session = new BcTlsSession(Route(serverName), ApplicationProtocols, KeyExchange, tickets: Tickets, vhost: serverName ?? "(no name)");
             stream = await BcTlsStream.AuthenticateAsServerAsync(socket, session, hello.AsMemory(0, length), ownsSocket: true, handshakeTimeout.Token);
             received = await ServeAsync(stream);
             await stream.DisposeAsync();
@@ -159,7 +165,10 @@ public sealed class TlsTestServer : IAsyncDisposable
             session?.HandshakeComplete ?? false,
             stream?.TruncatedByPeer ?? false,
             received,
-            error));
+            error,
+            session?.TicketOffered ?? false,
+            session?.Resumed ?? false,
+            session?.TicketIssued ?? false));
     }
 
     private static async Task<long> ServeAsync(BcTlsStream stream)
