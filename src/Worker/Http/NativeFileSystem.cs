@@ -158,7 +158,14 @@ internal static partial class NativeFileSystem
     /// symlink after the confinement check cannot redirect the open. Falls back to a plain open where openat2 is not
     /// available. Non-blocking, so a FIFO swapped in cannot hang the request; only regular files are accepted.
     /// </summary>
-    public static unsafe Stream OpenRegularFileForRead(string realPath)
+    public static Stream OpenRegularFileForRead(string realPath)
+    {
+        var handle = OpenRegularFile(realPath, out var length);
+        return new FileReadStream(handle, length);
+    }
+
+    /// <summary>As <see cref="OpenRegularFileForRead"/>, but returns the descriptor and the file's length at open.</summary>
+    public static unsafe SafeFileHandle OpenRegularFile(string realPath, out long length)
     {
         SafeFileHandle handle;
         if (s_openat2Unavailable)
@@ -192,13 +199,13 @@ internal static partial class NativeFileSystem
                 throw new FileNotFoundException("The file could not be examined.", realPath);
             }
 
-            Describe(in buffer, out var type, out var length, out _);
+            Describe(in buffer, out var type, out length, out _);
             if (type != EntryType.File)
             {
                 throw new FileNotFoundException("Not a regular file.", realPath);
             }
 
-            return new FileReadStream(handle, length);
+            return handle;
         }
         catch
         {
