@@ -2,6 +2,8 @@ using System.Net;
 using System.Net.Http.Headers;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Xunit.Abstractions;
 
 namespace Dispatch.Worker.Tests;
@@ -52,6 +54,20 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
         _client.Dispose();
         await _harness.DisposeAsync();
         _dir.Dispose();
+    }
+
+    [Fact]
+    public async Task Hosting_builds_no_activity_or_log_scope_per_request_and_errors_are_still_logged()
+    {
+        // Enabled at any level (this harness logs Verbose), the hosting category makes ASP.NET Core build an Activity
+        // and a log scope for every request.
+        var loggers = _harness.Server.Services.GetRequiredService<ILoggerFactory>();
+        Assert.False(loggers.CreateLogger(WorkerHttpServer.HostingDiagnosticsCategory).IsEnabled(LogLevel.Critical));
+        Assert.True(loggers.CreateLogger("Microsoft.AspNetCore.Server.Kestrel").IsEnabled(LogLevel.Warning));
+
+        using var response = await _client.GetAsync(new Uri("http://a.localhost/"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.DoesNotContain(_harness.Sink.Events, e => e.Properties.TryGetValue("SourceContext", out var c) && c.ToString().Contains(WorkerHttpServer.HostingDiagnosticsCategory, StringComparison.Ordinal));
     }
 
     [Fact]
