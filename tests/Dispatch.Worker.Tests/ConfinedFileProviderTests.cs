@@ -348,6 +348,66 @@ public sealed class ConfinedFileProviderTests : IDisposable
     }
 
     [Fact]
+    public async Task Readers_racing_expiry_replacement_and_sweeps_always_read_a_whole_version_and_leak_nothing()
+    {
+        var versions = new[] { new string('a', 5000), new string('b', 7000) };
+        _dir.Write("root/race.txt", versions[0]);
+        var path = _dir.Combine("root/race.txt");
+        var provider = CachedProvider();
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        var reads = 0;
+        var readers = Enumerable.Range(0, 6).Select(_ => Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var info = provider.GetFileInfo("/race.txt");
+                Assert.True(info.Exists);
+                var text = Read(info);
+                Assert.Contains(text, versions);
+                Interlocked.Increment(ref reads);
+            }
+        })).ToList();
+        var churn = Task.Run(() =>
+        {
+            for (var i = 1; !stop.IsCancellationRequested; i++)
+            {
+                Replace("root/race.txt", versions[i % 2]);
+                Interlocked.Add(ref _now, 400);
+                provider.Sweep();
+                Thread.Sleep(1);
+            }
+        });
+        await Task.WhenAll(readers.Append(churn));
+        Assert.True(reads > 100, $"{reads} reads");
+
+        provider.Dispose();
+        Assert.DoesNotContain(
+            Directory.GetFiles("/proc/self/fd").Select(fd => new FileInfo(fd).LinkTarget),
+            target => target is not null && target.StartsWith(path, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_file_replaced_between_the_walk_and_its_first_read_is_not_shared_under_the_old_answer()
+    {
+        _dir.Write("root/deploy.txt", "version-one");
+        using var provider = CachedProvider();
+        var walked = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/deploy.txt")); // e.g. a HEAD, or a 304
+        Assert.Equal(11, walked.Length);
+
+        Replace("root/deploy.txt", "v2");
+
+        // The descriptor opened now is not the file the walk described: this read gets what is there (as without the
+        // cache), nothing is shared under the old length, and the next lookup walks again.
+        Assert.Equal("v2", Read(walked));
+        Assert.Null(walked.SharedDescriptor);
+        var fresh = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/deploy.txt"));
+        Assert.NotSame(walked, fresh);
+        Assert.Equal(2, fresh.Length);
+        Assert.Equal("v2", Read(fresh));
+        Assert.NotNull(fresh.SharedDescriptor);
+    }
+
+    [Fact]
     public void Misses_and_refusals_are_not_cached()
     {
         using var provider = CachedProvider();

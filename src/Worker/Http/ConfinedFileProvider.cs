@@ -240,7 +240,7 @@ internal sealed class ConfinedFileProvider : IFileProvider, IDisposable
         var now = _clock();
         if (cache.TryGetValue(subpath, out var cached))
         {
-            if (now - cached.ValidatedAt < _validityMs)
+            if (now - cached.ValidatedAt < _validityMs && !cached.Entry.IsEvicted)
             {
                 entry = cached.Entry;
                 return true;
@@ -344,9 +344,10 @@ internal sealed class ConfinedFileProvider : IFileProvider, IDisposable
         type = NativeFileSystem.EntryType.Other;
         length = 0;
         lastModified = default;
+        FileIdentity identity = default;
         if (_rootIsCanonical)
         {
-            plain = NativeFileSystem.TryStatWithoutSymlinks(relative.IsEmpty ? Root : string.Concat(Root, "/", relative), out type, out length, out lastModified);
+            plain = NativeFileSystem.TryStatWithoutSymlinks(relative.IsEmpty ? Root : string.Concat(Root, "/", relative), out type, out length, out lastModified, out identity);
         }
 
         if (plain == NativeFileSystem.PlainLookup.Missing)
@@ -382,7 +383,7 @@ internal sealed class ConfinedFileProvider : IFileProvider, IDisposable
                 return false;
             }
 
-            if (!NativeFileSystem.TryStat(resolved, out type, out length, out lastModified))
+            if (!NativeFileSystem.TryStat(resolved, out type, out length, out lastModified, out identity))
             {
                 return false;
             }
@@ -398,7 +399,7 @@ internal sealed class ConfinedFileProvider : IFileProvider, IDisposable
         var trimmed = relative.TrimEnd('/');
         var name = trimmed.IsEmpty ? string.Empty : trimmed[(trimmed.LastIndexOf('/') + 1)..].ToString();
         var isDirectory = type == NativeFileSystem.EntryType.Directory;
-        entry = new ConfinedFileInfo(name, real, isDirectory, isDirectory ? -1 : length, lastModified, shareable && !isDirectory);
+        entry = new ConfinedFileInfo(name, real, isDirectory, isDirectory ? -1 : length, lastModified, shareable && !isDirectory, identity);
         return true;
     }
 
@@ -567,7 +568,8 @@ internal readonly record struct FileCacheOptions(TimeSpan Validity, int Capacity
 /// releases the cache's reference, so the descriptor is closed as soon as no response is reading it, and reads after
 /// that open their own descriptor as an uncached answer does.
 /// </remarks>
-internal sealed class ConfinedFileInfo(string name, string realPath, bool isDirectory, long length, DateTimeOffset lastModified, bool shareable = false)
+internal sealed class ConfinedFileInfo(
+    string name, string realPath, bool isDirectory, long length, DateTimeOffset lastModified, bool shareable = false, FileIdentity identity = default)
     : IFileInfo
 {
     private static int s_sharedDescriptors;
@@ -595,6 +597,9 @@ internal sealed class ConfinedFileInfo(string name, string realPath, bool isDire
 
     /// <summary>The resolved real path (no symlinks), beneath the root's real path.</summary>
     internal string RealPath { get; } = realPath;
+
+    /// <summary>The cache let this answer go, or it found the file changed since the walk.</summary>
+    internal bool IsEvicted => _gate is not null && Volatile.Read(ref _evicted);
 
     /// <summary>The cached descriptor, if one is open now (tests).</summary>
     internal int? SharedDescriptor
@@ -628,15 +633,31 @@ internal sealed class ConfinedFileInfo(string name, string realPath, bool isDire
                 {
                     if (_shared is null)
                     {
+                        SafeFileHandle opened;
+                        long openedLength;
+                        FileIdentity openedIdentity;
                         try
                         {
-                            _shared = NativeFileSystem.OpenRegularFile(RealPath, out _sharedLength);
+                            opened = NativeFileSystem.OpenRegularFile(RealPath, out openedLength, out openedIdentity);
                         }
                         catch
                         {
                             Interlocked.Decrement(ref s_sharedDescriptors);
                             throw;
                         }
+
+                        if (openedIdentity != identity)
+                        {
+                            // Not the file the walk described (replaced or rewritten since): this read gets what is
+                            // there now, as without the cache, and the answer is not shared; the provider drops it
+                            // at the next lookup, which walks again.
+                            Interlocked.Decrement(ref s_sharedDescriptors);
+                            _evicted = true;
+                            return new FileReadStream(opened, openedLength);
+                        }
+
+                        _shared = opened;
+                        _sharedLength = openedLength;
                     }
 
                     var added = false;
