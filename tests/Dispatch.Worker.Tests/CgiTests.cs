@@ -55,6 +55,7 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
         Script("cgi/stream.sh", $"#!/bin/sh\necho $$ > {_dir.Combine("stream.pid")}\necho 'Content-Type: text/plain'\necho\nexec yes streaming-line\n");
         Script("cgi/silent.sh", $"#!/bin/sh\necho $$ > {_dir.Combine("silent.pid")}\nexec sleep 1000\n");
         Script("cgi/slow.sh", "#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\n\\nslow'\n");
+        Script("cgi/quiet.sh", "#!/bin/sh\nexec sleep 60\n");
         Script("cgi/fds.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nls /proc/self/fd\necho cwd=$(pwd)\n");
         Script("cgi/dev-stdout.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n' > /dev/stdout\necho via-dev-stdout > /dev/stdout\n");
         Script("cgi/no-interpreter.sh", "#!/nonexistent/interpreter\nprint 1\n");
@@ -524,6 +525,44 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
         output.WriteLine($"{Requests} CGI requests, {Concurrency} at a time: {watch.ElapsedMilliseconds} ms ({Requests / watch.Elapsed.TotalSeconds:F0}/s)");
         Assert.Equal(0, failures);
         Assert.True(await WaitForAsync(() => _harness.Server.RunningCgiScripts == 0, TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task Silent_scripts_hold_no_thread_and_static_files_are_served_meanwhile()
+    {
+        // A handler that blocked its thread while a script is silent would leave other connections waiting for the
+        // thread pool to grow (about two threads a second); so would an inline-scheduled transport (Kestrel's
+        // UnsafePreferInlineScheduling with inline socket completions) if anything on the request path blocked.
+        const int Silent = 30;
+        using var cancel = new CancellationTokenSource();
+        var pending = Enumerable.Range(0, Silent)
+            .Select(_ => _client.GetAsync(new Uri("http://a.localhost/cgi-bin/quiet.sh"), cancel.Token))
+            .ToList();
+        try
+        {
+            // Timed from the moment the scripts are asked for: blocked threads would be replaced only slowly.
+            var watch = Stopwatch.StartNew();
+            Assert.True(await WaitForAsync(() => _harness.Server.RunningCgiScripts > 0, TimeSpan.FromSeconds(20)));
+            for (var i = 0; i < 20; i++)
+            {
+                using var response = await _client.GetAsync(new Uri("http://a.localhost/index.html"));
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+
+            output.WriteLine($"20 static requests while {Silent} silent scripts start: {watch.ElapsedMilliseconds} ms");
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(6), $"{watch.ElapsedMilliseconds} ms");
+            Assert.True(await WaitForAsync(() => _harness.Server.RunningCgiScripts == Silent, TimeSpan.FromSeconds(20)));
+        }
+        finally
+        {
+            await cancel.CancelAsync();
+            foreach (var request in pending)
+            {
+                await Assert.ThrowsAnyAsync<OperationCanceledException>(() => request);
+            }
+        }
+
+        Assert.True(await WaitForAsync(() => _harness.Server.RunningCgiScripts == 0, TimeSpan.FromSeconds(10)));
     }
 
     /// <summary>A chunked 31 MB POST; null when the server closed the connection before the client could read a response.</summary>

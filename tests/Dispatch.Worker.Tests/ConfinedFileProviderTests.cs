@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
+using Microsoft.Extensions.FileProviders;
 
 namespace Dispatch.Worker.Tests;
 
@@ -34,7 +35,45 @@ public sealed class ConfinedFileProviderTests : IDisposable
         _provider = new ConfinedFileProvider(_root);
     }
 
-    public void Dispose() => _dir.Dispose();
+    /// <summary>The clock of <see cref="CachedProvider"/>'s cache, in milliseconds.</summary>
+    private long _now = 1_000_000;
+
+    public void Dispose()
+    {
+        _provider.Dispose();
+        _dir.Dispose();
+    }
+
+    /// <summary>A provider whose open-file cache (1 s validity) runs on <see cref="_now"/>.</summary>
+    private ConfinedFileProvider CachedProvider(string? root = null, int capacity = 256) =>
+        new(root ?? _root, null, new FileCacheOptions(TimeSpan.FromSeconds(1), capacity, () => Volatile.Read(ref _now)));
+
+    private static string Read(IFileInfo info)
+    {
+        using var stream = info.CreateReadStream();
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    /// <summary>Where descriptor <paramref name="fd"/> of this process points now, or null if it is not open.</summary>
+    private static string? DescriptorTarget(int fd)
+    {
+        try
+        {
+            return new FileInfo($"/proc/self/fd/{fd}").LinkTarget;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Replaces <paramref name="relative"/> atomically (write aside, rename over), as deployments do.</summary>
+    private void Replace(string relative, string content)
+    {
+        var aside = _dir.Write(relative + ".new", content);
+        File.Move(aside, _dir.Combine(relative), overwrite: true);
+    }
 
     private string? ReadAll(string subpath)
     {
@@ -130,23 +169,282 @@ public sealed class ConfinedFileProviderTests : IDisposable
     }
 
     [Fact]
-    public void A_root_that_is_a_symlink_is_followed_per_request()
+    public void A_root_that_is_a_symlink_is_followed_per_request_without_the_cache()
     {
         _dir.Write("v1/file.txt", "one");
         _dir.Write("v2/file.txt", "two");
         _dir.Symlink("current", _dir.Combine("v1"));
-        var provider = new ConfinedFileProvider(_dir.Combine("current"));
-        using (var s = new StreamReader(provider.GetFileInfo("/file.txt").CreateReadStream()))
-        {
-            Assert.Equal("one", s.ReadToEnd());
-        }
+        using var provider = new ConfinedFileProvider(_dir.Combine("current"), null, FileCacheOptions.Off);
+        Assert.Equal("one", Read(provider.GetFileInfo("/file.txt")));
 
         File.Delete(_dir.Combine("current"));
         _dir.Symlink("current", _dir.Combine("v2"));
-        using (var s = new StreamReader(provider.GetFileInfo("/file.txt").CreateReadStream()))
+        Assert.Equal("two", Read(provider.GetFileInfo("/file.txt")));
+    }
+
+    [Fact]
+    public void A_root_symlink_switched_is_followed_once_the_validity_period_is_over()
+    {
+        _dir.Write("v1/file.txt", "one");
+        _dir.Write("v2/file.txt", "two");
+        _dir.Symlink("current", _dir.Combine("v1"));
+        using var provider = CachedProvider(_dir.Combine("current"));
+        Assert.Equal("one", Read(provider.GetFileInfo("/file.txt")));
+
+        File.Delete(_dir.Combine("current"));
+        _dir.Symlink("current", _dir.Combine("v2"));
+        _now += 999;
+        Assert.Equal("one", Read(provider.GetFileInfo("/file.txt")));
+        _now += 1;
+        Assert.Equal("two", Read(provider.GetFileInfo("/file.txt")));
+    }
+
+    [Fact]
+    public void Cached_answers_share_one_descriptor()
+    {
+        using var provider = CachedProvider();
+        var first = provider.GetFileInfo("/sub/real.txt");
+        Assert.Equal("real", Read(first));
+        var fd = Assert.IsType<ConfinedFileInfo>(first).SharedDescriptor;
+        Assert.NotNull(fd);
+
+        // The next requests within the validity period: the same answer, read through the same descriptor (no walk,
+        // no open, no close).
+        _now += 500;
+        var again = provider.GetFileInfo("/sub/real.txt");
+        Assert.Same(first, again);
+        Assert.Equal("real", Read(again));
+        Assert.Equal(fd, Assert.IsType<ConfinedFileInfo>(again).SharedDescriptor);
+        Assert.Equal(_dir.Combine("root/sub/real.txt"), DescriptorTarget(fd.Value));
+        Assert.Equal(1, provider.CachedAnswers);
+    }
+
+    [Fact]
+    public void A_replaced_file_is_served_fresh_after_the_validity_period()
+    {
+        _dir.Write("root/page.html", "old");
+        using var provider = CachedProvider();
+        Assert.Equal("old", Read(provider.GetFileInfo("/page.html")));
+
+        Replace("root/page.html", "new!");
+        _now += 999;
+        var stale = provider.GetFileInfo("/page.html");
+        Assert.Equal(3, stale.Length);
+        Assert.Equal("old", Read(stale)); // the documented staleness: at most one validity period
+
+        _now += 1;
+        var fresh = provider.GetFileInfo("/page.html");
+        Assert.Equal(4, fresh.Length);
+        Assert.Equal("new!", Read(fresh));
+    }
+
+    [Fact]
+    public void A_deleted_file_is_gone_after_the_validity_period()
+    {
+        _dir.Write("root/gone.txt", "x");
+        using var provider = CachedProvider();
+        Assert.True(provider.GetFileInfo("/gone.txt").Exists);
+        File.Delete(_dir.Combine("root/gone.txt"));
+        _now += 1000;
+        Assert.False(provider.GetFileInfo("/gone.txt").Exists);
+        Assert.Equal(0, provider.CachedAnswers);
+    }
+
+    [Fact]
+    public void A_file_that_becomes_a_symlink_out_of_the_root_is_refused()
+    {
+        _dir.Write("root/turn.txt", "inside");
+        using var provider = CachedProvider();
+        Assert.Equal("inside", Read(provider.GetFileInfo("/turn.txt")));
+
+        File.Delete(_dir.Combine("root/turn.txt"));
+        _dir.Symlink("root/turn.txt", _dir.Combine("secret/secret.txt"));
+
+        // Within the validity period the answer is the file that was checked, read through the descriptor opened
+        // then: never the symlink's target.
+        Assert.Equal("inside", Read(provider.GetFileInfo("/turn.txt")));
+        _now += 1000;
+        Assert.False(provider.GetFileInfo("/turn.txt").Exists);
+        Assert.False(provider.GetDirectoryContents("/turn.txt").Exists);
+    }
+
+    [Fact]
+    public void A_cached_answer_never_read_before_its_path_became_a_symlink_is_not_followed()
+    {
+        _dir.Write("root/late.txt", "inside");
+        using var provider = CachedProvider();
+        var info = provider.GetFileInfo("/late.txt");
+        Assert.True(info.Exists);
+
+        File.Delete(_dir.Combine("root/late.txt"));
+        _dir.Symlink("root/late.txt", _dir.Combine("secret/secret.txt"));
+        var cached = provider.GetFileInfo("/late.txt");
+        Assert.Same(info, cached);
+        Assert.ThrowsAny<IOException>(() => cached.CreateReadStream().Dispose());
+    }
+
+    [Fact]
+    public void Descriptors_of_expired_answers_are_closed()
+    {
+        _dir.Write("root/one.txt", "1");
+        using var provider = CachedProvider();
+        var info = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/one.txt"));
+        Assert.Equal("1", Read(info));
+        var fd = info.SharedDescriptor!.Value;
+        Assert.Equal(_dir.Combine("root/one.txt"), DescriptorTarget(fd));
+
+        _now += 999;
+        provider.Sweep();
+        Assert.Equal(_dir.Combine("root/one.txt"), DescriptorTarget(fd));
+
+        _now += 1;
+        provider.Sweep();
+        Assert.Equal(0, provider.CachedAnswers);
+        Assert.Null(info.SharedDescriptor);
+        Assert.NotEqual(_dir.Combine("root/one.txt"), DescriptorTarget(fd));
+
+        // The evicted answer still works for whoever holds it: it opens (and closes) its own descriptor.
+        Assert.Equal("1", Read(info));
+        Assert.Null(info.SharedDescriptor);
+    }
+
+    [Fact]
+    public void A_response_still_reading_keeps_the_descriptor_until_it_is_done()
+    {
+        _dir.Write("root/long.txt", "0123456789");
+        using var provider = CachedProvider();
+        var info = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/long.txt"));
+        var stream = info.CreateReadStream();
+        var fd = info.SharedDescriptor!.Value;
+
+        _now += 1000;
+        provider.Sweep();
+        Assert.Null(info.SharedDescriptor);
+        Assert.Equal(_dir.Combine("root/long.txt"), DescriptorTarget(fd));
+        var buffer = new byte[10];
+        Assert.Equal(10, stream.Read(buffer));
+        Assert.Equal("0123456789", System.Text.Encoding.ASCII.GetString(buffer));
+
+        stream.Dispose();
+        Assert.NotEqual(_dir.Combine("root/long.txt"), DescriptorTarget(fd));
+    }
+
+    [Fact]
+    public void The_expired_answers_are_swept_by_the_provider_itself()
+    {
+        _dir.Write("root/swept.txt", "s");
+        using var provider = new ConfinedFileProvider(_root, null, new FileCacheOptions(TimeSpan.FromMilliseconds(50), 256));
+        var info = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/swept.txt"));
+        Assert.Equal("s", Read(info));
+        var fd = info.SharedDescriptor!.Value;
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (provider.CachedAnswers > 0 && DateTime.UtcNow < deadline)
         {
-            Assert.Equal("two", s.ReadToEnd());
+            Thread.Sleep(20);
         }
+
+        Assert.Equal(0, provider.CachedAnswers);
+        Assert.NotEqual(_dir.Combine("root/swept.txt"), DescriptorTarget(fd));
+    }
+
+    [Fact]
+    public async Task Readers_racing_expiry_replacement_and_sweeps_always_read_a_whole_version_and_leak_nothing()
+    {
+        var versions = new[] { new string('a', 5000), new string('b', 7000) };
+        _dir.Write("root/race.txt", versions[0]);
+        var path = _dir.Combine("root/race.txt");
+        var provider = CachedProvider();
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        var reads = 0;
+        var readers = Enumerable.Range(0, 6).Select(_ => Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var info = provider.GetFileInfo("/race.txt");
+                Assert.True(info.Exists);
+                var text = Read(info);
+                Assert.Contains(text, versions);
+                Interlocked.Increment(ref reads);
+            }
+        })).ToList();
+        var churn = Task.Run(() =>
+        {
+            for (var i = 1; !stop.IsCancellationRequested; i++)
+            {
+                Replace("root/race.txt", versions[i % 2]);
+                Interlocked.Add(ref _now, 400);
+                provider.Sweep();
+                Thread.Sleep(1);
+            }
+        });
+        await Task.WhenAll(readers.Append(churn));
+        Assert.True(reads > 100, $"{reads} reads");
+
+        provider.Dispose();
+        Assert.DoesNotContain(
+            Directory.GetFiles("/proc/self/fd").Select(fd => new FileInfo(fd).LinkTarget),
+            target => target is not null && target.StartsWith(path, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_file_replaced_between_the_walk_and_its_first_read_is_not_shared_under_the_old_answer()
+    {
+        _dir.Write("root/deploy.txt", "version-one");
+        using var provider = CachedProvider();
+        var walked = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/deploy.txt")); // e.g. a HEAD, or a 304
+        Assert.Equal(11, walked.Length);
+
+        Replace("root/deploy.txt", "v2");
+
+        // The descriptor opened now is not the file the walk described: this read gets what is there (as without the
+        // cache), nothing is shared under the old length, and the next lookup walks again.
+        Assert.Equal("v2", Read(walked));
+        Assert.Null(walked.SharedDescriptor);
+        var fresh = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/deploy.txt"));
+        Assert.NotSame(walked, fresh);
+        Assert.Equal(2, fresh.Length);
+        Assert.Equal("v2", Read(fresh));
+        Assert.NotNull(fresh.SharedDescriptor);
+    }
+
+    [Fact]
+    public void Misses_and_refusals_are_not_cached()
+    {
+        using var provider = CachedProvider();
+        Assert.False(provider.GetFileInfo("/new.txt").Exists);
+        _dir.Write("root/new.txt", "here");
+        Assert.Equal("here", Read(provider.GetFileInfo("/new.txt")));
+
+        Assert.False(provider.GetFileInfo("/leak.txt").Exists);
+        Assert.Equal(1, provider.CachedAnswers);
+    }
+
+    [Fact]
+    public void The_cache_is_bounded_and_answers_beyond_it_are_served_uncached()
+    {
+        _dir.Write("root/a.txt", "a");
+        _dir.Write("root/b.txt", "b");
+        _dir.Write("root/c.txt", "c");
+        using var provider = CachedProvider(capacity: 2);
+        Assert.Equal("a", Read(provider.GetFileInfo("/a.txt")));
+        Assert.Equal("b", Read(provider.GetFileInfo("/b.txt")));
+        var third = Assert.IsType<ConfinedFileInfo>(provider.GetFileInfo("/c.txt"));
+        Assert.Equal("c", Read(third));
+        Assert.Equal(2, provider.CachedAnswers);
+        Assert.Null(third.SharedDescriptor);
+
+        _now += 1000;
+        provider.Sweep();
+        Assert.Equal("c", Read(provider.GetFileInfo("/c.txt")));
+        Assert.Equal(1, provider.CachedAnswers);
+    }
+
+    [Fact]
+    public void Listings_are_not_cached()
+    {
+        using var provider = CachedProvider();
+        Assert.NotEmpty(provider.GetDirectoryContents("/sub/"));
+        Assert.Equal(1, provider.CachedAnswers); // "/sub/" itself, not its entries
     }
 
     [Fact]
@@ -221,24 +519,25 @@ public sealed class ConfinedFileProviderTests : IDisposable
     [Fact]
     public async Task A_lookup_is_remembered_within_one_request_only()
     {
+        using var provider = new ConfinedFileProvider(_root, null, FileCacheOptions.Off);
         _dir.Write("root/memo.txt", "x");
         await Task.Run(() =>
         {
             ConfinedFileProvider.BeginRequest();
-            Assert.True(_provider.GetFileInfo("/memo.txt").Exists);
+            Assert.True(provider.GetFileInfo("/memo.txt").Exists);
             File.Delete(_dir.Combine("root/memo.txt"));
 
             // DefaultFiles then StaticFiles asking for the same file in one request: one walk, one answer.
-            Assert.True(_provider.GetFileInfo("/memo.txt").Exists);
+            Assert.True(provider.GetFileInfo("/memo.txt").Exists);
         });
 
         // The next request (and anything outside a request) looks again.
         await Task.Run(() =>
         {
             ConfinedFileProvider.BeginRequest();
-            Assert.False(_provider.GetFileInfo("/memo.txt").Exists);
+            Assert.False(provider.GetFileInfo("/memo.txt").Exists);
         });
-        Assert.False(_provider.GetFileInfo("/memo.txt").Exists);
+        Assert.False(provider.GetFileInfo("/memo.txt").Exists);
     }
 
     [Fact]

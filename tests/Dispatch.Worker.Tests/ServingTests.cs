@@ -2,6 +2,8 @@ using System.Net;
 using System.Net.Http.Headers;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Xunit.Abstractions;
 
 namespace Dispatch.Worker.Tests;
@@ -52,6 +54,20 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
         _client.Dispose();
         await _harness.DisposeAsync();
         _dir.Dispose();
+    }
+
+    [Fact]
+    public async Task Hosting_builds_no_activity_or_log_scope_per_request_and_errors_are_still_logged()
+    {
+        // Enabled at any level (this harness logs Verbose), the hosting category makes ASP.NET Core build an Activity
+        // and a log scope for every request.
+        var loggers = _harness.Server.Services.GetRequiredService<ILoggerFactory>();
+        Assert.False(loggers.CreateLogger(WorkerHttpServer.HostingDiagnosticsCategory).IsEnabled(LogLevel.Critical));
+        Assert.True(loggers.CreateLogger("Microsoft.AspNetCore.Server.Kestrel").IsEnabled(LogLevel.Warning));
+
+        using var response = await _client.GetAsync(new Uri("http://a.localhost/"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.DoesNotContain(_harness.Sink.Events, e => e.Properties.TryGetValue("SourceContext", out var c) && c.ToString().Contains(WorkerHttpServer.HostingDiagnosticsCategory, StringComparison.Ordinal));
     }
 
     [Fact]
@@ -310,8 +326,11 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task Access_log_has_the_structured_properties()
     {
         _harness.Dispatcher.Sni = "a.localhost";
-        using (var response = await _client.GetAsync(new Uri("http://a.localhost/ten.txt?q=1")))
+        using (var request = new HttpRequestMessage(HttpMethod.Get, new Uri("http://a.localhost/ten.txt?q=1")))
         {
+            request.Headers.Referrer = new Uri("http://a.localhost/from");
+            request.Headers.UserAgent.ParseAdd("probe/1.0");
+            using var response = await _client.SendAsync(request);
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
 
@@ -326,6 +345,15 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(handed.ConnectionId.ToString(System.Globalization.CultureInfo.InvariantCulture), CollectingSink.Scalar(logged, "ConnectionId"));
         Assert.Equal("a.localhost", CollectingSink.Scalar(logged, "Sni"));
         Assert.Equal("HTTP/1.1", CollectingSink.Scalar(logged, "Protocol"));
+        Assert.True(double.Parse(CollectingSink.Scalar(logged, "ElapsedMs")!, System.Globalization.CultureInfo.InvariantCulture) >= 0);
+        Assert.Equal("http://a.localhost/from", CollectingSink.Scalar(logged, "Referer"));
+        Assert.Equal("probe/1.0", CollectingSink.Scalar(logged, "UserAgent"));
+        Assert.Equal("?q=1", CollectingSink.Scalar(logged, "Query"));
+        Assert.True(logged.Properties.ContainsKey("TlsProtocol"));
+        Assert.Null(CollectingSink.Scalar(logged, "TlsProtocol"));
+        Assert.Equal(RequestHandler.AccessLogTemplate, logged.MessageTemplate.Text);
+        var rendered = logged.RenderMessage(System.Globalization.CultureInfo.InvariantCulture);
+        Assert.StartsWith("\"a.localhost\" \"127.0.0.1\" \"\"GET\" \"/ten.txt\"\" 200 10 \"HTTP/1.1\" ", rendered, StringComparison.Ordinal);
 
         await RawConnection.RequestAsync(_harness.Port, "GET / HTTP/1.1\r\nHost: nope.localhost\r\n\r\n");
         var misdirected = await WaitForAsync(() => _harness.Sink.AccessEvents.FirstOrDefault(e => CollectingSink.Scalar(e, "Status") == "421"));

@@ -1,6 +1,9 @@
 using System.Collections;
+using System.Collections.Concurrent;
+using Dispatch.Protocol.Interop;
 using Microsoft.Extensions.FileProviders;
 using Microsoft.Extensions.Primitives;
+using Microsoft.Win32.SafeHandles;
 
 namespace Dispatch.Worker.Http;
 
@@ -29,8 +32,19 @@ namespace Dispatch.Worker.Http;
 /// is one of them or beneath one is served or listed, so a script's source is never sent as a file. Their real paths
 /// are resolved on every lookup, like the root's.</para>
 /// <para>Everything refused looks "not found" (404), so the response does not reveal whether the target exists.</para>
+/// <para>Open-file cache (as nginx's <c>open_file_cache</c> with <c>open_file_cache_valid</c>): a positive answer (the
+/// walk, its metadata and, once the file is first read, its open descriptor) is reused for
+/// <see cref="FileCacheOptions.Validity"/> (1 s) after the walk that produced it; after that the next lookup walks again
+/// from scratch, exactly as without the cache. So a file deleted, replaced, chmod-ed or turned into a symlink, a root
+/// symlink switched, is seen at most one validity period late, and meanwhile the old answer is served from the
+/// descriptor opened when the old path was checked: the cache never follows a path it did not check. Refusals and
+/// misses are never cached (a new file is seen at once). Bounded: at most <see cref="FileCacheOptions.Capacity"/>
+/// answers per vhost (beyond that answers are simply not cached) and at most <see cref="SharedDescriptorBudget"/>
+/// cached descriptors per process (an eighth of RLIMIT_NOFILE, at most 1024; beyond that each read opens its own).
+/// Expired answers are dropped by a timer that runs while the cache is not empty, and their descriptors closed once the
+/// last response reading them is done.</para>
 /// </remarks>
-internal sealed class ConfinedFileProvider : IFileProvider
+internal sealed class ConfinedFileProvider : IFileProvider, IDisposable
 {
     private static readonly string[] DeniedNames = [".git", ".svn", ".hg", ".bzr", ".env"];
 
@@ -38,11 +52,26 @@ internal sealed class ConfinedFileProvider : IFileProvider
 
     private readonly string[] _hidden;
 
+    private readonly ConcurrentDictionary<string, CachedAnswer>? _cache;
+    private readonly long _validityMs;
+    private readonly int _capacity;
+    private readonly Func<long> _clock;
+    private int _cached;
+    private Timer? _sweeper;
+    private int _sweeperArmed;
+    private volatile bool _disposed;
+    private readonly Lock _sweeperGate = new();
+
     /// <summary>The root is written as realpath would write it (no ".", "..", "//" nor trailing slash): a lookup that meets
     /// no symlink can take the path as written for the real one.</summary>
     private readonly bool _rootIsCanonical;
 
     public ConfinedFileProvider(string root, IEnumerable<string>? hiddenDirectories = null)
+        : this(root, hiddenDirectories, FileCacheOptions.Default)
+    {
+    }
+
+    internal ConfinedFileProvider(string root, IEnumerable<string>? hiddenDirectories, FileCacheOptions cache)
     {
         ArgumentException.ThrowIfNullOrEmpty(root);
         if (!Path.IsPathFullyQualified(root))
@@ -53,7 +82,20 @@ internal sealed class ConfinedFileProvider : IFileProvider
         Root = root;
         _rootIsCanonical = IsCanonicalAbsolute(root);
         _hidden = hiddenDirectories?.ToArray() ?? [];
+        _validityMs = (long)cache.Validity.TotalMilliseconds;
+        _capacity = cache.Capacity;
+        _clock = cache.ClockMilliseconds ?? (static () => Environment.TickCount64);
+        if (_validityMs > 0 && _capacity > 0)
+        {
+            _cache = new ConcurrentDictionary<string, CachedAnswer>(StringComparer.Ordinal);
+        }
     }
+
+    /// <summary>Cached descriptors the whole process may hold (an eighth of RLIMIT_NOFILE, at most 1024).</summary>
+    internal static int SharedDescriptorBudget { get; } = ComputeDescriptorBudget();
+
+    /// <summary>Answers cached now (tests).</summary>
+    internal int CachedAnswers => Volatile.Read(ref _cached);
 
     /// <summary>The root as configured (it may itself be or contain symlinks).</summary>
     public string Root { get; }
@@ -149,10 +191,142 @@ internal sealed class ConfinedFileProvider : IFileProvider
         return true;
     }
 
+    /// <summary>Stops the sweeper and lets go of every cached answer (the server lives as long as the process; tests).</summary>
+    public void Dispose()
+    {
+        _disposed = true;
+        lock (_sweeperGate)
+        {
+            _sweeper?.Dispose();
+        }
+
+        if (_cache is not null)
+        {
+            foreach (var pair in _cache)
+            {
+                Drop(pair);
+            }
+        }
+    }
+
+    /// <summary>Drops every expired answer and lets go of its descriptor (the timer calls this; tests too).</summary>
+    internal void Sweep()
+    {
+        if (_cache is null)
+        {
+            return;
+        }
+
+        var now = _clock();
+        foreach (var pair in _cache)
+        {
+            if (now - pair.Value.ValidatedAt >= _validityMs)
+            {
+                Drop(pair);
+            }
+        }
+    }
+
+    /// <summary>Resolves <paramref name="subpath"/> through the open-file cache (see the class remarks).</summary>
     internal bool TryResolve(string? subpath, out ConfinedFileInfo entry)
     {
-        entry = null!;
         subpath ??= string.Empty;
+        var cache = _cache;
+        if (cache is null || _disposed)
+        {
+            return TryResolveUncached(subpath, shareable: false, out entry);
+        }
+
+        var now = _clock();
+        if (cache.TryGetValue(subpath, out var cached))
+        {
+            if (now - cached.ValidatedAt < _validityMs && !cached.Entry.IsEvicted)
+            {
+                entry = cached.Entry;
+                return true;
+            }
+
+            Drop(new KeyValuePair<string, CachedAnswer>(subpath, cached));
+        }
+
+        if (!TryResolveUncached(subpath, shareable: true, out entry))
+        {
+            return false;
+        }
+
+        if (Interlocked.Increment(ref _cached) <= _capacity && cache.TryAdd(subpath, new CachedAnswer(entry, now)))
+        {
+            ArmSweeper();
+        }
+        else
+        {
+            Interlocked.Decrement(ref _cached);
+            entry.Evict(); // not cached: it opens its own descriptor per read
+        }
+
+        return true;
+    }
+
+    private void Drop(KeyValuePair<string, CachedAnswer> pair)
+    {
+        if (_cache!.TryRemove(pair))
+        {
+            Interlocked.Decrement(ref _cached);
+            pair.Value.Entry.Evict();
+        }
+    }
+
+    private void ArmSweeper()
+    {
+        if (Interlocked.CompareExchange(ref _sweeperArmed, 1, 0) != 0)
+        {
+            return;
+        }
+
+        lock (_sweeperGate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            // No ExecutionContext flows into the timer (it would keep the request's AsyncLocals alive).
+            if (_sweeper is null)
+            {
+                using (ExecutionContext.SuppressFlow())
+                {
+                    _sweeper = new Timer(static state => ((ConfinedFileProvider)state!).OnSweep(), this, Timeout.Infinite, Timeout.Infinite);
+                }
+            }
+
+            _sweeper.Change(_validityMs, Timeout.Infinite);
+        }
+    }
+
+    private void OnSweep()
+    {
+        Sweep();
+        Volatile.Write(ref _sweeperArmed, 0);
+        if (Volatile.Read(ref _cached) > 0)
+        {
+            ArmSweeper();
+        }
+    }
+
+    private static unsafe int ComputeDescriptorBudget()
+    {
+        Libc.RLimit limit;
+        if (Libc.GetRLimit(Libc.RLIMIT_NOFILE, &limit) != 0)
+        {
+            return 128;
+        }
+
+        return (int)Math.Min(1024UL, limit.Cur / 8);
+    }
+
+    private bool TryResolveUncached(string subpath, bool shareable, out ConfinedFileInfo entry)
+    {
+        entry = null!;
         if (!IsAcceptableSubpath(subpath))
         {
             return false;
@@ -170,9 +344,10 @@ internal sealed class ConfinedFileProvider : IFileProvider
         type = NativeFileSystem.EntryType.Other;
         length = 0;
         lastModified = default;
+        FileIdentity identity = default;
         if (_rootIsCanonical)
         {
-            plain = NativeFileSystem.TryStatWithoutSymlinks(relative.IsEmpty ? Root : string.Concat(Root, "/", relative), out type, out length, out lastModified);
+            plain = NativeFileSystem.TryStatWithoutSymlinks(relative.IsEmpty ? Root : string.Concat(Root, "/", relative), out type, out length, out lastModified, out identity);
         }
 
         if (plain == NativeFileSystem.PlainLookup.Missing)
@@ -208,7 +383,7 @@ internal sealed class ConfinedFileProvider : IFileProvider
                 return false;
             }
 
-            if (!NativeFileSystem.TryStat(resolved, out type, out length, out lastModified))
+            if (!NativeFileSystem.TryStat(resolved, out type, out length, out lastModified, out identity))
             {
                 return false;
             }
@@ -224,7 +399,7 @@ internal sealed class ConfinedFileProvider : IFileProvider
         var trimmed = relative.TrimEnd('/');
         var name = trimmed.IsEmpty ? string.Empty : trimmed[(trimmed.LastIndexOf('/') + 1)..].ToString();
         var isDirectory = type == NativeFileSystem.EntryType.Directory;
-        entry = new ConfinedFileInfo(name, real, isDirectory, isDirectory ? -1 : length, lastModified);
+        entry = new ConfinedFileInfo(name, real, isDirectory, isDirectory ? -1 : length, lastModified, shareable && !isDirectory, identity);
         return true;
     }
 
@@ -313,6 +488,14 @@ internal sealed class ConfinedFileProvider : IFileProvider
         return false;
     }
 
+    private sealed class CachedAnswer(ConfinedFileInfo entry, long validatedAt)
+    {
+        public ConfinedFileInfo Entry { get; } = entry;
+
+        /// <summary>When the walk that produced <see cref="Entry"/> was done (milliseconds of the cache's clock).</summary>
+        public long ValidatedAt { get; } = validatedAt;
+    }
+
     private sealed class RequestMemo
     {
         public ConfinedFileProvider? Provider;
@@ -356,7 +539,7 @@ internal sealed class ConfinedFileProvider : IFileProvider
 
                 // Every entry goes through the same checks as a request for it: symlinks leading outside the root
                 // and denied names are not listed.
-                if (provider.TryResolve(prefix + enumerator.Current.Name, out var entry))
+                if (provider.TryResolveUncached(prefix + enumerator.Current.Name, shareable: false, out var entry))
                 {
                     yield return entry;
                 }
@@ -367,10 +550,35 @@ internal sealed class ConfinedFileProvider : IFileProvider
     }
 }
 
+/// <summary>How <see cref="ConfinedFileProvider"/> caches its answers (see its remarks).</summary>
+/// <param name="Validity">How long an answer is reused after the walk that produced it; zero turns the cache off.</param>
+/// <param name="Capacity">At most this many answers per provider.</param>
+/// <param name="ClockMilliseconds">The clock (tests); <see cref="Environment.TickCount64"/> by default.</param>
+internal readonly record struct FileCacheOptions(TimeSpan Validity, int Capacity, Func<long>? ClockMilliseconds = null)
+{
+    public static FileCacheOptions Default => new(TimeSpan.FromSeconds(1), 256);
+
+    public static FileCacheOptions Off => new(TimeSpan.Zero, 0);
+}
+
 /// <summary>A file or directory inside a vhost root, already checked by <see cref="ConfinedFileProvider"/>.</summary>
-internal sealed class ConfinedFileInfo(string name, string realPath, bool isDirectory, long length, DateTimeOffset lastModified)
+/// <remarks>
+/// A shareable answer (one held by the open-file cache) opens its file once, at the first read, and every read after
+/// that shares the descriptor (each stream holds a reference on it); <see cref="Evict"/> (the cache let the answer go)
+/// releases the cache's reference, so the descriptor is closed as soon as no response is reading it, and reads after
+/// that open their own descriptor as an uncached answer does.
+/// </remarks>
+internal sealed class ConfinedFileInfo(
+    string name, string realPath, bool isDirectory, long length, DateTimeOffset lastModified, bool shareable = false, FileIdentity identity = default)
     : IFileInfo
 {
+    private static int s_sharedDescriptors;
+
+    private readonly Lock? _gate = shareable ? new() : null;
+    private SafeFileHandle? _shared;
+    private long _sharedLength;
+    private bool _evicted = !shareable;
+
     public bool Exists => true;
 
     public long Length { get; } = length;
@@ -390,8 +598,109 @@ internal sealed class ConfinedFileInfo(string name, string realPath, bool isDire
     /// <summary>The resolved real path (no symlinks), beneath the root's real path.</summary>
     internal string RealPath { get; } = realPath;
 
-    public Stream CreateReadStream() =>
-        IsDirectory
-            ? throw new InvalidOperationException("Cannot read a directory.")
-            : NativeFileSystem.OpenRegularFileForRead(RealPath);
+    /// <summary>The cache let this answer go, or it found the file changed since the walk.</summary>
+    internal bool IsEvicted => _gate is not null && Volatile.Read(ref _evicted);
+
+    /// <summary>The cached descriptor, if one is open now (tests).</summary>
+    internal int? SharedDescriptor
+    {
+        get
+        {
+            if (_gate is null)
+            {
+                return null;
+            }
+
+            lock (_gate)
+            {
+                return _shared is null ? null : (int)_shared.DangerousGetHandle();
+            }
+        }
+    }
+
+    public Stream CreateReadStream()
+    {
+        if (IsDirectory)
+        {
+            throw new InvalidOperationException("Cannot read a directory.");
+        }
+
+        if (_gate is not null && !Volatile.Read(ref _evicted))
+        {
+            lock (_gate)
+            {
+                if (!_evicted && (_shared is not null || TryTakeDescriptorSlot()))
+                {
+                    if (_shared is null)
+                    {
+                        SafeFileHandle opened;
+                        long openedLength;
+                        FileIdentity openedIdentity;
+                        try
+                        {
+                            opened = NativeFileSystem.OpenRegularFile(RealPath, out openedLength, out openedIdentity);
+                        }
+                        catch
+                        {
+                            Interlocked.Decrement(ref s_sharedDescriptors);
+                            throw;
+                        }
+
+                        if (openedIdentity != identity)
+                        {
+                            // Not the file the walk described (replaced or rewritten since): this read gets what is
+                            // there now, as without the cache, and the answer is not shared; the provider drops it
+                            // at the next lookup, which walks again.
+                            Interlocked.Decrement(ref s_sharedDescriptors);
+                            _evicted = true;
+                            return new FileReadStream(opened, openedLength);
+                        }
+
+                        _shared = opened;
+                        _sharedLength = openedLength;
+                    }
+
+                    var added = false;
+                    _shared.DangerousAddRef(ref added);
+                    return new FileReadStream(_shared, _sharedLength, shared: true);
+                }
+            }
+        }
+
+        return NativeFileSystem.OpenRegularFileForRead(RealPath);
+    }
+
+    /// <summary>The cache let this answer go: no more sharing; the descriptor closes when its last reader is done.</summary>
+    internal void Evict()
+    {
+        if (_gate is null)
+        {
+            return;
+        }
+
+        SafeFileHandle? handle;
+        lock (_gate)
+        {
+            _evicted = true;
+            handle = _shared;
+            _shared = null;
+        }
+
+        if (handle is not null)
+        {
+            Interlocked.Decrement(ref s_sharedDescriptors);
+            handle.Dispose();
+        }
+    }
+
+    private static bool TryTakeDescriptorSlot()
+    {
+        if (Interlocked.Increment(ref s_sharedDescriptors) <= ConfinedFileProvider.SharedDescriptorBudget)
+        {
+            return true;
+        }
+
+        Interlocked.Decrement(ref s_sharedDescriptors);
+        return false;
+    }
 }

@@ -12,19 +12,26 @@ namespace Dispatch.Worker.Http;
 /// (lseek) when built and again when read, and on Linux its ReadAsync on a non-async handle queues the read to another
 /// thread-pool thread (a thread hop and a futex wake per read). A static file's pages are normally cached, so the read
 /// is done inline, as nginx does without aio; the length is the one statx gave at open.
+/// <para>With <c>shared</c> the handle belongs to the open-file cache (<see cref="ConfinedFileProvider"/>): the stream
+/// holds one reference on it (taken by the caller with <see cref="SafeHandle.DangerousAddRef"/>) and gives it back on
+/// dispose, so the descriptor stays open while the stream reads even if the cache lets it go meanwhile; otherwise the
+/// stream owns the handle and closes it.</para>
 /// </remarks>
-internal sealed class FileReadStream(SafeFileHandle handle, long length) : Stream
+internal sealed class FileReadStream(SafeFileHandle handle, long length, bool shared = false) : Stream
 {
     private const int EINTR = 4;
     private long _position;
+    private int _disposed;
 
-    public override bool CanRead => !handle.IsClosed;
+    public override bool CanRead => !IsDisposed;
 
-    public override bool CanSeek => !handle.IsClosed;
+    public override bool CanSeek => !IsDisposed;
 
     public override bool CanWrite => false;
 
     public override long Length => length;
+
+    private bool IsDisposed => Volatile.Read(ref _disposed) != 0 || handle.IsClosed;
 
     public override long Position
     {
@@ -34,7 +41,7 @@ internal sealed class FileReadStream(SafeFileHandle handle, long length) : Strea
 
     public override unsafe int Read(Span<byte> buffer)
     {
-        ObjectDisposedException.ThrowIf(handle.IsClosed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         if (buffer.IsEmpty)
         {
             return 0;
@@ -99,7 +106,7 @@ internal sealed class FileReadStream(SafeFileHandle handle, long length) : Strea
 
     public override long Seek(long offset, SeekOrigin origin)
     {
-        ObjectDisposedException.ThrowIf(handle.IsClosed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         var target = origin switch
         {
             SeekOrigin.Begin => offset,
@@ -126,9 +133,16 @@ internal sealed class FileReadStream(SafeFileHandle handle, long length) : Strea
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing)
+        if (disposing && Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            handle.Dispose();
+            if (shared)
+            {
+                handle.DangerousRelease();
+            }
+            else
+            {
+                handle.Dispose();
+            }
         }
 
         base.Dispose(disposing);

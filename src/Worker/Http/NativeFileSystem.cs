@@ -76,7 +76,11 @@ internal static partial class NativeFileSystem
     }
 
     /// <summary>lstat-like metadata of a path (a final symlink is not followed).</summary>
-    public static unsafe bool TryStat(string path, out EntryType type, out long length, out DateTimeOffset lastModified)
+    public static bool TryStat(string path, out EntryType type, out long length, out DateTimeOffset lastModified) =>
+        TryStat(path, out type, out length, out lastModified, out _);
+
+    /// <summary>As above, with the identity of what was found.</summary>
+    public static unsafe bool TryStat(string path, out EntryType type, out long length, out DateTimeOffset lastModified, out FileIdentity identity)
     {
         StatxBuffer buffer;
         if (Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, &buffer) != 0)
@@ -84,10 +88,11 @@ internal static partial class NativeFileSystem
             type = EntryType.Other;
             length = 0;
             lastModified = default;
+            identity = default;
             return false;
         }
 
-        Describe(in buffer, out type, out length, out lastModified);
+        Describe(in buffer, out type, out length, out lastModified, out identity);
         return true;
     }
 
@@ -97,11 +102,12 @@ internal static partial class NativeFileSystem
     /// its own real path and realpath(3) — one readlink per component — is not needed. O_PATH opens nothing for reading
     /// (no FIFO or device side effects). Three syscalls, whatever the depth.
     /// </summary>
-    public static unsafe PlainLookup TryStatWithoutSymlinks(string path, out EntryType type, out long length, out DateTimeOffset lastModified)
+    public static unsafe PlainLookup TryStatWithoutSymlinks(string path, out EntryType type, out long length, out DateTimeOffset lastModified, out FileIdentity identity)
     {
         type = EntryType.Other;
         length = 0;
         lastModified = default;
+        identity = default;
         if (s_openat2Unavailable || path.Contains('\0', StringComparison.Ordinal))
         {
             return PlainLookup.Undecided;
@@ -143,7 +149,7 @@ internal static partial class NativeFileSystem
                 return PlainLookup.Undecided;
             }
 
-            Describe(in buffer, out type, out length, out lastModified);
+            Describe(in buffer, out type, out length, out lastModified, out identity);
             return PlainLookup.Found;
         }
         finally
@@ -158,7 +164,15 @@ internal static partial class NativeFileSystem
     /// symlink after the confinement check cannot redirect the open. Falls back to a plain open where openat2 is not
     /// available. Non-blocking, so a FIFO swapped in cannot hang the request; only regular files are accepted.
     /// </summary>
-    public static unsafe Stream OpenRegularFileForRead(string realPath)
+    public static Stream OpenRegularFileForRead(string realPath)
+    {
+        var handle = OpenRegularFile(realPath, out var length, out _);
+        return new FileReadStream(handle, length);
+    }
+
+    /// <summary>As <see cref="OpenRegularFileForRead"/>, but returns the descriptor, and the file's length and identity
+    /// at open.</summary>
+    public static unsafe SafeFileHandle OpenRegularFile(string realPath, out long length, out FileIdentity identity)
     {
         SafeFileHandle handle;
         if (s_openat2Unavailable)
@@ -192,13 +206,13 @@ internal static partial class NativeFileSystem
                 throw new FileNotFoundException("The file could not be examined.", realPath);
             }
 
-            Describe(in buffer, out var type, out var length, out _);
+            Describe(in buffer, out var type, out length, out _, out identity);
             if (type != EntryType.File)
             {
                 throw new FileNotFoundException("Not a regular file.", realPath);
             }
 
-            return new FileReadStream(handle, length);
+            return handle;
         }
         catch
         {
@@ -249,8 +263,9 @@ internal static partial class NativeFileSystem
         return true;
     }
 
-    private static void Describe(in StatxBuffer buffer, out EntryType type, out long length, out DateTimeOffset lastModified)
+    private static void Describe(in StatxBuffer buffer, out EntryType type, out long length, out DateTimeOffset lastModified, out FileIdentity identity)
     {
+        identity = new FileIdentity(buffer.DevMajor, buffer.DevMinor, buffer.Inode, buffer.Size, buffer.MtimeSec, buffer.MtimeNsec, buffer.CtimeSec, buffer.CtimeNsec);
         type = (buffer.Mode & SIfMt) switch
         {
             SIfReg => EntryType.File,
@@ -288,16 +303,34 @@ internal static partial class NativeFileSystem
         [FieldOffset(28)]
         public ushort Mode;
 
+        [FieldOffset(32)]
+        public ulong Inode;
+
         [FieldOffset(40)]
         public ulong Size;
+
+        [FieldOffset(96)]
+        public long CtimeSec;
+
+        [FieldOffset(104)]
+        public uint CtimeNsec;
 
         [FieldOffset(112)]
         public long MtimeSec;
 
         [FieldOffset(120)]
         public uint MtimeNsec;
+
+        [FieldOffset(136)]
+        public uint DevMajor;
+
+        [FieldOffset(140)]
+        public uint DevMinor;
     }
 }
+
+/// <summary>Which file, in which state: device, inode, size, modification and change times (statx).</summary>
+internal readonly record struct FileIdentity(uint DevMajor, uint DevMinor, ulong Inode, ulong Size, long MtimeSec, uint MtimeNsec, long CtimeSec, uint CtimeNsec);
 
 /// <summary>
 /// A file under a vhost's root exists but the worker could not open it (permission denied, a symlink swapped in, out of

@@ -48,6 +48,12 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         _cgi = cgi;
     }
 
+    /// <summary>ASP.NET Core's per-request hosting log category, turned off (see StartAsync).</summary>
+    internal const string HostingDiagnosticsCategory = "Microsoft.AspNetCore.Hosting.Diagnostics";
+
+    /// <summary>The host's services (tests).</summary>
+    internal IServiceProvider Services => _host!.Services;
+
     /// <summary>Connections handed over and not yet finished (queued or being served).</summary>
     public int OpenConnections => Volatile.Read(ref _openConnections);
 
@@ -129,6 +135,11 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
                     // StaticFiles warns about unsatisfiable ranges: client behaviour, not a server problem.
                     logging.AddFilter("Microsoft.AspNetCore.StaticFiles", LogLevel.Error);
+
+                    // Request start/finish lines (the access log says it) and a startup exception StartAsync throws
+                    // anyway; enabled at any level, this category makes Hosting build an Activity and a log scope
+                    // per request (half the bytes a static request allocated).
+                    logging.AddFilter(HostingDiagnosticsCategory, LogLevel.None);
                 });
 
                 // Registered before UseKestrelCore, whose TryAdd then registers no socket transport.
