@@ -15,7 +15,7 @@ public enum BcKeyExchangeImplementation
 /// <summary>
 /// The BouncyCastle TlsServer policy of a terminated vhost: TLS 1.3 and 1.2; AEAD suites only (TLS 1.3's three, and
 /// ECDHE_ECDSA / ECDHE_RSA with AES-GCM or ChaCha20-Poly1305 in TLS 1.2), server preference; groups X25519 then P-256
-/// (server preference: a client whose key share is only P-256 but who lists X25519 gets a HelloRetryRequest);
+/// (a client whose only usable key share is P-256 gets P-256, with no HelloRetryRequest);
 /// certificate from <see cref="BcServerCredentials"/> (ECDSA when the client accepts ecdsa_secp256r1_sha256 or, in
 /// TLS 1.2, ecdsa with SHA-2; RSA otherwise, signing with RSA-PSS in TLS 1.3 and PKCS#1 v1.5 or PSS in TLS 1.2);
 /// ALPN with server preference (no_application_protocol when nothing is common); no client certificates, no
@@ -55,6 +55,8 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
     ];
 
     private static readonly int[] Groups = [NamedGroup.x25519, NamedGroup.secp256r1];
+
+    private bool _p256ShareOnly;
 
     private readonly BcServerCredentials _credentials;
     private readonly List<ProtocolName> _applicationProtocols;
@@ -125,7 +127,10 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
     public override int[] GetCipherSuites()
     {
         var suites = new List<int>(Tls13Suites);
-        if (_credentials.Ecdsa is not null && Choose(Ecdsa12) is not null)
+        // In TLS 1.2 the client's supported_groups also bound the curve of the server's ECDSA key (RFC 8422 5.1;
+        // OpenSSL answers illegal_parameter otherwise): a client that lists groups without P-256 gets the RSA key.
+        int[]? clientGroups = m_context.SecurityParameters.ClientSupportedGroups;
+        if (_credentials.Ecdsa is not null && Choose(Ecdsa12) is not null && (clientGroups is null || Array.IndexOf(clientGroups, NamedGroup.secp256r1) >= 0))
             suites.AddRange(EcdsaSuites);
         if (_credentials.Rsa is not null && Choose(Rsa12) is not null)
             suites.AddRange(RsaSuites);
@@ -155,7 +160,9 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
         return -1;
     }
 
-    public override bool PreferLocalSupportedGroups() => true;
+    // X25519 first, except for a client that sent a key share for P-256 and none for X25519: it gets P-256 in its own
+    // order, with no HelloRetryRequest round trip (as OpenSSL and nginx do).
+    public override bool PreferLocalSupportedGroups() => !_p256ShareOnly;
 
     protected override IList<ProtocolName>? GetProtocolNames() => _applicationProtocols.Count == 0 ? null : _applicationProtocols;
 
@@ -168,6 +175,18 @@ internal sealed class DispatchTlsServer : DefaultTlsServer
     public override void ProcessClientExtensions(IDictionary<int, byte[]> clientExtensions)
     {
         base.ProcessClientExtensions(clientExtensions);
+        if (clientExtensions is not null && TlsExtensionsUtilities.GetKeyShareClientHello(clientExtensions) is { } shares)
+        {
+            bool x25519 = false, p256 = false;
+            foreach (KeyShareEntry share in shares)
+            {
+                x25519 |= share.NamedGroup == NamedGroup.x25519;
+                p256 |= share.NamedGroup == NamedGroup.secp256r1;
+            }
+
+            _p256ShareOnly = p256 && !x25519;
+        }
+
         ClientAcceptsTickets = _tickets is not null && clientExtensions is not null
             && TlsExtensionsUtilities.GetPskKeyExchangeModesExtension(clientExtensions) is { } modes
             && Array.IndexOf(modes, PskKeyExchangeMode.psk_dhe_ke) >= 0;

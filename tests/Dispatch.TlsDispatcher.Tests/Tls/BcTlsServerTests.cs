@@ -443,7 +443,8 @@ public sealed class BcTlsServerTests : IAsyncLifetime
     [Theory]
     [InlineData("P-256", "P-256")]           // a P-256 share, and P-256 is all the client speaks
     [InlineData("P-384:X25519", "X25519")]   // a share we cannot use: HelloRetryRequest for X25519
-    [InlineData("P-256:X25519", "X25519")]   // X25519 is preferred: HelloRetryRequest even though the P-256 share would do
+    [InlineData("P-256:X25519", "P-256")]    // the P-256 share is taken: no HelloRetryRequest round trip for X25519
+    [InlineData("X25519:P-256", "X25519")]   // both listed, an X25519 share: X25519
     public async Task Openssl_tls13_groups_and_hello_retry(string groups, string expected)
     {
         if (!ExternalTool.Exists("openssl"))
@@ -451,6 +452,20 @@ public sealed class BcTlsServerTests : IAsyncLifetime
         ExternalTool.Result result = await SClientAsync("both.example", "-tls1_3", "-groups", groups);
         Assert.Contains("New, TLSv1.3, Cipher is ", result.StdOut, StringComparison.Ordinal);
         Assert.Contains($"Server Temp Key: {(expected == "P-256" ? "ECDH, prime256v1" : "X25519")}", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("ping-from-openssl", result.StdOut, StringComparison.Ordinal);
+        Assert.Null((await _server.NextResultAsync()).Error);
+    }
+
+    [Fact]
+    public async Task Openssl_tls12_client_without_p256_gets_the_rsa_key_over_x25519()
+    {
+        if (!ExternalTool.Exists("openssl"))
+            return;
+
+        // RFC 8422 5.1: a TLS 1.2 client's groups also bound the ECDSA key's curve (OpenSSL refuses a P-256 key otherwise).
+        ExternalTool.Result result = await SClientAsync("both.example", "-tls1_2", "-groups", "X25519");
+        Assert.Contains("New, TLSv1.2, Cipher is ECDHE-RSA-", result.StdOut, StringComparison.Ordinal);
+        Assert.Contains("Server Temp Key: X25519", result.StdOut, StringComparison.Ordinal);
         Assert.Contains("ping-from-openssl", result.StdOut, StringComparison.Ordinal);
         Assert.Null((await _server.NextResultAsync()).Error);
     }
