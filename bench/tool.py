@@ -915,9 +915,10 @@ def cmd_report(a):
         out.append("## Memory per idle connection, by process\n")
         out.append("KiB per connection, RSS / PSS (median over rounds): each process's growth from just before the "
                    "client connected to 2 s after the last connection was established (or after the last GET), "
-                   "divided by the connections open. Dispatch: the dispatcher (TlsDispatcher) holds the TLS "
-                   "state today, the worker a Kestrel connection on a socketpair; once the session hand-off lands "
-                   "the dispatcher's column should stay flat and the worker's grow. Kernel socket buffers are "
+                   "divided by the connections open. Dispatch: the dispatcher (TlsDispatcher) completes each "
+                   "handshake and hands the session to the worker, which holds the connection and runs its TLS "
+                   "record layer; the dispatcher's column is the growth of its heap over the handshakes, not "
+                   "state it keeps (it holds no descriptor of a handed connection). Kernel socket buffers are "
                    "in no process's RSS.\n")
         out.append("| metric | opened | Master | TlsDispatcher | Worker | other | whole tree |")
         out.append("|---|---|---|---|---|---|---|")
