@@ -54,22 +54,68 @@ internal sealed partial class MasterService : IDisposable
         _cgroups = new PoolCgroups(log);
     }
 
-    private bool _immediate;
+    private volatile bool _immediate;
+    // Completed by SIGQUIT: a drain already under way ends at once.
+    private readonly TaskCompletionSource _immediateStop = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _stoppingNotified;
+    private readonly Lock _notifyGate = new();
 
     /// <summary>SIGTERM: stop accepting, let open connections finish within the grace period.</summary>
-    public void RequestStop() => _stop.Cancel();
+    public void RequestStop()
+    {
+        // systemd hears it first, on the signal's own thread, whatever the rest of the stop does.
+        NotifyStopping($"stopping: open connections have {_config.Dispatcher.StopGrace.TotalSeconds:F0} s to finish");
+        CancelStop();
+    }
 
-    /// <summary>SIGQUIT: stop now (children get no grace).</summary>
+    /// <summary>SIGQUIT: stop now (children get no grace); during a drain, ends it.</summary>
     public void RequestImmediateStop()
     {
         _immediate = true;
-        _stop.Cancel();
+        NotifyStopping("stopping at once");
+        _immediateStop.TrySetResult();
+        CancelStop();
+    }
+
+    private void CancelStop()
+    {
+        try
+        {
+            // Callbacks run inline; a continuation may go on into the stop itself.
+            _stop.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // A signal while the master was already exiting.
+        }
+    }
+
+    /// <summary>STOPPING=1 with a status line; sent on every stop request and at the latest when the master stops.</summary>
+    private void NotifyStopping(string status)
+    {
+        lock (_notifyGate)
+        {
+            _stoppingNotified = 1;
+            SystemdNotify($"STOPPING=1\nSTATUS={status}");
+        }
+    }
+
+    /// <summary>READY=1, unless a stop came first (systemd must not hear READY=1 after STOPPING=1).</summary>
+    private void NotifyReady()
+    {
+        lock (_notifyGate)
+        {
+            if (_stoppingNotified == 0)
+                SystemdNotify("READY=1\nSTATUS=serving");
+        }
     }
 
     public async Task<int> RunAsync()
     {
         try
         {
+            // A stop asked for before the service existed: start nothing.
+            _stop.Token.ThrowIfCancellationRequested();
             if (!_cgroups.Apply(_config))
                 throw new ChildStartException("a pool's cgroup could not be set up and cgroup:required is true");
             var n = _config.Dispatcher.Processes;
@@ -95,8 +141,14 @@ internal sealed partial class MasterService : IDisposable
                 string.Join(", ", _config.Listen));
             WatchCertificates();
             WarnAboutLandlock();
-            SystemdNotify("READY=1\nSTATUS=serving");
+            NotifyReady();
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // A stop during the start cuts short whatever was starting, however that surfaces.
+        catch (Exception e) when (_stop.IsCancellationRequested && e is not OperationCanceledException)
+#pragma warning restore CA1031
+        {
+            _log.Information("Stopped during the start ({Reason})", e.Message);
         }
         catch (ChildStartException e)
         {
@@ -111,7 +163,16 @@ internal sealed partial class MasterService : IDisposable
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {
         }
+#pragma warning disable CA1031 // Whatever went wrong, systemd must hear STOPPING=1 and the children must stop.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            _log.Fatal(e, "Unexpected error; stopping: {Reason}", e.Message);
+            _exitCode = 70;
+        }
 
+        if (Volatile.Read(ref _stoppingNotified) == 0)
+            NotifyStopping(_exitCode == 0 ? "stopping" : "stopping after a fatal error (see the log)");
         await StopChildrenAsync(_immediate ? TimeSpan.Zero : _config.Dispatcher.StopGrace).ConfigureAwait(false);
         _cgroups.RemoveAll();
         _log.Information("Master {Pid} exiting with status {Status}", Environment.ProcessId, _exitCode);
@@ -504,7 +565,7 @@ internal sealed partial class MasterService : IDisposable
                 TopUpSpares(dispatcher);
                 serve = ServeDispatcherAsync(dispatcher);
             }
-            catch (ChildStartException e)
+            catch (Exception e) when (e is ChildStartException or SysCallException)
             {
                 _log.Fatal("Could not restart dispatcher slot {Slot}: {Reason}", slot, e.Message);
                 _exitCode = 1;
@@ -1069,7 +1130,6 @@ internal sealed partial class MasterService : IDisposable
 
     private async Task StopChildrenAsync(TimeSpan grace)
     {
-        SystemdNotify("STOPPING=1");
         List<ChildProcess> children;
         lock (_gate)
             children = [.. _workers.Values, .. _retiring, .. _dispatchers.OfType<ChildProcess>()];
@@ -1096,11 +1156,17 @@ internal sealed partial class MasterService : IDisposable
         _control?.Dispose();
 
         var all = Task.WhenAll(children.Select(c => c.Exited));
-        if (await Task.WhenAny(all, Task.Delay(grace + TimeSpan.FromSeconds(2))).ConfigureAwait(false) != all)
+        // A stop that began with a grace (SIGTERM) is cut short by SIGQUIT; one without (SIGQUIT) gives Stop(0) its moment.
+        Task[] waits = grace > TimeSpan.Zero ? [all, Task.Delay(grace + TimeSpan.FromSeconds(2)), _immediateStop.Task] : [all, Task.Delay(grace + TimeSpan.FromSeconds(2))];
+        var done = await Task.WhenAny(waits).ConfigureAwait(false);
+        if (done != all && !all.IsCompleted)
         {
             foreach (var c in children.Where(c => !c.Exited.IsCompleted))
             {
-                _log.Warning("{Child} did not stop within {Grace}; killing it", c, grace);
+                if (done == _immediateStop.Task)
+                    _log.Warning("SIGQUIT during the drain: killing {Child}", c);
+                else
+                    _log.Warning("{Child} did not stop within {Grace}; killing it", c, grace);
                 c.Kill();
             }
 
