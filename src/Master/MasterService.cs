@@ -357,20 +357,25 @@ internal sealed partial class MasterService : IDisposable
             var version = Interlocked.Increment(ref _snapshotVersion);
             _config = fresh;
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(BuildSnapshot(fresh, version)));
+            List<ChildProcess> updated = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted)];
             try
             {
-                foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
-                    d!.Channel.Send(new RouteUpdate(retired), [memfd]);
+                foreach (var d in updated)
+                    d.Channel.Send(new RouteUpdate(retired), [memfd]);
             }
             finally
             {
                 Libc.Close(memfd);
             }
 
+            // "Reloaded" means new connections get the new routes: each dispatcher has swapped them in (it parses
+            // the snapshot, which takes a while with thousands of vhosts) before this is logged or answered.
+            var unconfirmed = await UnconfirmedAsync(updated).ConfigureAwait(false);
             var (added, removed, changed) = DiffVhosts(old, fresh);
             _log.Information(
-                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; vhosts added {Added}, removed {Removed}, changed {Changed}; workers retired for {Retired}{Included}; in {Elapsed:F0} ms",
-                why, version, fresh.Vhosts.Count, fresh.Pools.Count, added, removed, changed, retired.Length == 0 ? "no pool" : string.Join(", ", retired), fresh.Included is null ? string.Empty : $"; include {fresh.Included}", clock.Elapsed.TotalMilliseconds);
+                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; vhosts added {Added}, removed {Removed}, changed {Changed}; workers retired for {Retired}{Included}; in {Elapsed:F0} ms{Unconfirmed}",
+                why, version, fresh.Vhosts.Count, fresh.Pools.Count, added, removed, changed, retired.Length == 0 ? "no pool" : string.Join(", ", retired), fresh.Included is null ? string.Empty : $"; include {fresh.Included}", clock.Elapsed.TotalMilliseconds,
+                unconfirmed.Count == 0 ? string.Empty : $"; NOT yet confirmed by dispatcher {string.Join(", ", unconfirmed)}");
             foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
                 TopUpSpares(d!);
             WatchCertificates();
@@ -390,6 +395,28 @@ internal sealed partial class MasterService : IDisposable
             _reloading.Release();
         }
     }
+
+    /// <summary>The dispatchers (pids) that neither confirmed what was sent to them within <see cref="ConfirmTimeout"/> nor exited.</summary>
+    private async Task<List<int>> UnconfirmedAsync(IEnumerable<ChildProcess> dispatchers)
+    {
+        var asks = dispatchers.Select(async d =>
+        {
+            try
+            {
+                var ask = AskStatsAsync(d, ConfirmTimeout);
+                if (await Task.WhenAny(ask, d.Exited).ConfigureAwait(false) == ask)
+                    await ask.ConfigureAwait(false);
+                return 0;
+            }
+            catch (Exception e) when (e is TimeoutException or SysCallException or ObjectDisposedException)
+            {
+                return d.Exited.IsCompleted ? 0 : d.Pid;
+            }
+        });
+        return [.. (await Task.WhenAll(asks).ConfigureAwait(false)).Where(pid => pid != 0)];
+    }
+
+    private static readonly TimeSpan ConfirmTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// A kernel whose Landlock has no network rules (ABI &lt; 4) cannot hold TCP to the listed ports: said once per
