@@ -124,7 +124,14 @@ internal static class Program
                 log.Information("Including {Included}", config.Included!.ToString());
             }
             log.Information("Master {Pid} starting with {Config}: {Vhosts} vhosts in {Pools} pools", Environment.ProcessId, config.SourcePath, config.Vhosts.Count, config.Pools.Count);
-            return await master.RunAsync().ConfigureAwait(false);
+            try
+            {
+                return await master.RunAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                signals.Dispose(); // detached before the service is disposed: a late signal changes nothing
+            }
         }
         finally
         {
