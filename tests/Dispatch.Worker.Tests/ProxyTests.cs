@@ -326,16 +326,13 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
     [InlineData("gone.localhost", "not running")]
     public async Task A_stopped_application_is_502_at_once(string host, string reason)
     {
-        var watch = Stopwatch.StartNew();
         using var response = await _client.GetAsync(new Uri($"http://{host}/x"));
-        var elapsed = watch.Elapsed;
         var text = await response.Content.ReadAsStringAsync();
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
         Assert.Contains("unavailable", text, StringComparison.Ordinal);
+        // A refused connection is an answer, not a wait for the 5 s connect timeout: the reason says which (a timeout
+        // is a 504 "did not accept the connection in time"), no stopwatch needed.
         Assert.Contains(reason, text, StringComparison.Ordinal);
-
-        // Functional, not a benchmark: a refused connection is an answer, not a wait for the 5 s connect timeout.
-        Assert.True(elapsed < TimeSpan.FromSeconds(3), $"took {elapsed}");
         var warning = Assert.Single(ProxyWarnings());
         Assert.Equal(host, CollectingSink.Scalar(warning, "Vhost"));
         Assert.NotNull(CollectingSink.Scalar(warning, "Upstream"));
