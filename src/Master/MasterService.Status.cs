@@ -75,27 +75,39 @@ internal sealed partial class MasterService
             targets = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted).Select(d => (d, false)), .. _retiring.Where(d => !d.Exited.IsCompleted).Select(d => (d, true))];
         var asks = targets.Select(async t =>
         {
-            // Each ask on its own: a dispatcher that does not read its channel must not stall the others (nor the caller).
-            await Task.Yield();
-            var id = (ulong)Interlocked.Increment(ref _nextStats);
-            var waiter = new TaskCompletionSource<DispatcherStats>(TaskCreationOptions.RunContinuationsAsynchronously);
-            _statsWaiters[id] = (t.D, waiter);
             try
             {
-                t.D.Channel.Send(new StatsRequest(id));
-                return (t.D, t.Retiring, (DispatcherStats?)await waiter.Task.WaitAsync(StatsTimeout).ConfigureAwait(false));
+                return (t.D, t.Retiring, (DispatcherStats?)await AskStatsAsync(t.D, StatsTimeout).ConfigureAwait(false));
             }
             catch (Exception e) when (e is TimeoutException or Dispatch.Protocol.Interop.SysCallException or ObjectDisposedException)
             {
                 _log.Warning("Dispatcher {Pid} did not report its counters: {Reason}", t.D.Pid, e.Message);
                 return (t.D, t.Retiring, (DispatcherStats?)null);
             }
-            finally
-            {
-                _statsWaiters.TryRemove(id, out _);
-            }
         });
         return [.. await Task.WhenAll(asks).ConfigureAwait(false)];
+    }
+
+    /// <summary>
+    /// One StatsRequest to <paramref name="dispatcher"/> and its answer. A dispatcher reads its channel in order, so
+    /// the answer also proves that everything sent to it before (a RouteUpdate) has been applied.
+    /// </summary>
+    private async Task<DispatcherStats> AskStatsAsync(ChildProcess dispatcher, TimeSpan timeout)
+    {
+        // Each ask on its own: a dispatcher that does not read its channel must not stall the others (nor the caller).
+        await Task.Yield();
+        var id = (ulong)Interlocked.Increment(ref _nextStats);
+        var waiter = new TaskCompletionSource<DispatcherStats>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _statsWaiters[id] = (dispatcher, waiter);
+        try
+        {
+            dispatcher.Channel.Send(new StatsRequest(id));
+            return await waiter.Task.WaitAsync(timeout).ConfigureAwait(false);
+        }
+        finally
+        {
+            _statsWaiters.TryRemove(id, out _);
+        }
     }
 
     /// <summary>A dispatcher's answer: believed only for a request we sent to that very dispatcher, and only the keys of our catalogue.</summary>

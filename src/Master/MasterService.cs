@@ -54,25 +54,70 @@ internal sealed partial class MasterService : IDisposable
         _cgroups = new PoolCgroups(log);
     }
 
-    private bool _immediate;
+    private volatile bool _immediate;
+    // Completed by SIGQUIT: a drain already under way ends at once.
+    private readonly TaskCompletionSource _immediateStop = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _stoppingNotified;
+    private readonly Lock _notifyGate = new();
 
     /// <summary>SIGTERM: stop accepting, let open connections finish within the grace period.</summary>
-    public void RequestStop() => _stop.Cancel();
+    public void RequestStop()
+    {
+        // systemd hears it first, on the signal's own thread, whatever the rest of the stop does.
+        NotifyStopping($"stopping: open connections have {_config.Dispatcher.StopGrace.TotalSeconds:F0} s to finish");
+        CancelStop();
+    }
 
-    /// <summary>SIGQUIT: stop now (children get no grace).</summary>
+    /// <summary>SIGQUIT: stop now (children get no grace); during a drain, ends it.</summary>
     public void RequestImmediateStop()
     {
         _immediate = true;
-        _stop.Cancel();
+        NotifyStopping("stopping at once");
+        _immediateStop.TrySetResult();
+        CancelStop();
+    }
+
+    private void CancelStop()
+    {
+        try
+        {
+            // Callbacks run inline; a continuation may go on into the stop itself.
+            _stop.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // A signal while the master was already exiting.
+        }
+    }
+
+    /// <summary>STOPPING=1 with a status line; sent on every stop request and at the latest when the master stops.</summary>
+    private void NotifyStopping(string status)
+    {
+        lock (_notifyGate)
+        {
+            _stoppingNotified = 1;
+            SystemdNotify($"STOPPING=1\nSTATUS={status}");
+        }
+    }
+
+    /// <summary>READY=1, unless a stop came first (systemd must not hear READY=1 after STOPPING=1).</summary>
+    private void NotifyReady()
+    {
+        lock (_notifyGate)
+        {
+            if (_stoppingNotified == 0)
+                SystemdNotify("READY=1\nSTATUS=serving");
+        }
     }
 
     public async Task<int> RunAsync()
     {
         try
         {
-            if (!_cgroups.Apply(_config))
-                throw new ChildStartException("a pool's cgroup could not be set up and cgroup:required is true");
-            // One master per control socket and per port: a second one fails here, saying why, before it binds anything.
+            // A stop asked for before the service existed: start nothing.
+            _stop.Token.ThrowIfCancellationRequested();
+            // One master per control socket and per port: a second one fails here, saying why, before it binds
+            // anything or touches the pools' cgroups (which are the running master's).
             if (Operations.ControlServer.AnotherMasterAnswers(_config.Operations.ControlSocket))
                 throw new ChildStartException($"another master answers on the control socket {_config.Operations.ControlSocket}");
             var n = _config.Dispatcher.Processes;
@@ -88,6 +133,8 @@ internal sealed partial class MasterService : IDisposable
                 _listeners.Add([.. _config.Listen.Select(l => Bind(l, reusePort: n > 1))]);
             if (_config.Operations.MetricsListen is { } metricsAt)
                 _metricsListener = Bind(new ListenConfig(metricsAt, "metrics", []), reusePort: false);
+            if (!_cgroups.Apply(_config))
+                throw new ChildStartException("a pool's cgroup could not be set up and cgroup:required is true");
             _dispatchers = new ChildProcess?[n];
             _slotChanged = [.. Enumerable.Range(0, n).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously))];
             for (var slot = 0; slot < n; slot++)
@@ -106,8 +153,14 @@ internal sealed partial class MasterService : IDisposable
                 string.Join(", ", _config.Listen));
             WatchCertificates();
             WarnAboutLandlock();
-            SystemdNotify("READY=1\nSTATUS=serving");
+            NotifyReady();
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // A stop during the start cuts short whatever was starting, however that surfaces.
+        catch (Exception e) when (_stop.IsCancellationRequested && e is not OperationCanceledException)
+#pragma warning restore CA1031
+        {
+            _log.Information("Stopped during the start ({Reason})", e.Message);
         }
         catch (ChildStartException e)
         {
@@ -122,7 +175,16 @@ internal sealed partial class MasterService : IDisposable
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {
         }
+#pragma warning disable CA1031 // Whatever went wrong, systemd must hear STOPPING=1 and the children must stop.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            _log.Fatal(e, "Unexpected error; stopping: {Reason}", e.Message);
+            _exitCode = 70;
+        }
 
+        if (Volatile.Read(ref _stoppingNotified) == 0)
+            NotifyStopping(_exitCode == 0 ? "stopping" : "stopping after a fatal error (see the log)");
         await StopChildrenAsync(_immediate ? TimeSpan.Zero : _config.Dispatcher.StopGrace).ConfigureAwait(false);
         _cgroups.RemoveAll();
         _log.Information("Master {Pid} exiting with status {Status}", Environment.ProcessId, _exitCode);
@@ -310,20 +372,25 @@ internal sealed partial class MasterService : IDisposable
             var version = Interlocked.Increment(ref _snapshotVersion);
             _config = fresh;
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(BuildSnapshot(fresh, version)));
+            List<ChildProcess> updated = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted)];
             try
             {
-                foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
-                    d!.Channel.Send(new RouteUpdate(retired), [memfd]);
+                foreach (var d in updated)
+                    d.Channel.Send(new RouteUpdate(retired), [memfd]);
             }
             finally
             {
                 Libc.Close(memfd);
             }
 
+            // "Reloaded" means new connections get the new routes: each dispatcher has swapped them in (it parses
+            // the snapshot, which takes a while with thousands of vhosts) before this is logged or answered.
+            var unconfirmed = await UnconfirmedAsync(updated).ConfigureAwait(false);
             var (added, removed, changed) = DiffVhosts(old, fresh);
             _log.Information(
-                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; vhosts added {Added}, removed {Removed}, changed {Changed}; workers retired for {Retired}{Included}; in {Elapsed:F0} ms",
-                why, version, fresh.Vhosts.Count, fresh.Pools.Count, added, removed, changed, retired.Length == 0 ? "no pool" : string.Join(", ", retired), fresh.Included is null ? string.Empty : $"; include {fresh.Included}", clock.Elapsed.TotalMilliseconds);
+                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; vhosts added {Added}, removed {Removed}, changed {Changed}; workers retired for {Retired}{Included}; in {Elapsed:F0} ms{Unconfirmed}",
+                why, version, fresh.Vhosts.Count, fresh.Pools.Count, added, removed, changed, retired.Length == 0 ? "no pool" : string.Join(", ", retired), fresh.Included is null ? string.Empty : $"; include {fresh.Included}", clock.Elapsed.TotalMilliseconds,
+                unconfirmed.Count == 0 ? string.Empty : $"; NOT yet confirmed by dispatcher {string.Join(", ", unconfirmed)}");
             foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
                 TopUpSpares(d!);
             WatchCertificates();
@@ -343,6 +410,28 @@ internal sealed partial class MasterService : IDisposable
             _reloading.Release();
         }
     }
+
+    /// <summary>The dispatchers (pids) that neither confirmed what was sent to them within <see cref="ConfirmTimeout"/> nor exited.</summary>
+    private async Task<List<int>> UnconfirmedAsync(IEnumerable<ChildProcess> dispatchers)
+    {
+        var asks = dispatchers.Select(async d =>
+        {
+            try
+            {
+                var ask = AskStatsAsync(d, ConfirmTimeout);
+                if (await Task.WhenAny(ask, d.Exited).ConfigureAwait(false) == ask)
+                    await ask.ConfigureAwait(false);
+                return 0;
+            }
+            catch (Exception e) when (e is TimeoutException or SysCallException or ObjectDisposedException)
+            {
+                return d.Exited.IsCompleted ? 0 : d.Pid;
+            }
+        });
+        return [.. (await Task.WhenAll(asks).ConfigureAwait(false)).Where(pid => pid != 0)];
+    }
+
+    private static readonly TimeSpan ConfirmTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// A kernel whose Landlock has no network rules (ABI &lt; 4) cannot hold TCP to the listed ports: said once per
@@ -518,7 +607,7 @@ internal sealed partial class MasterService : IDisposable
                 TopUpSpares(dispatcher);
                 serve = ServeDispatcherAsync(dispatcher);
             }
-            catch (ChildStartException e)
+            catch (Exception e) when (e is ChildStartException or SysCallException)
             {
                 _log.Fatal("Could not restart dispatcher slot {Slot}: {Reason}", slot, e.Message);
                 _exitCode = 1;
@@ -1083,7 +1172,6 @@ internal sealed partial class MasterService : IDisposable
 
     private async Task StopChildrenAsync(TimeSpan grace)
     {
-        SystemdNotify("STOPPING=1");
         List<ChildProcess> children;
         lock (_gate)
             children = [.. _workers.Values, .. _retiring, .. _dispatchers.OfType<ChildProcess>()];
@@ -1110,11 +1198,17 @@ internal sealed partial class MasterService : IDisposable
         _control?.Dispose();
 
         var all = Task.WhenAll(children.Select(c => c.Exited));
-        if (await Task.WhenAny(all, Task.Delay(grace + TimeSpan.FromSeconds(2))).ConfigureAwait(false) != all)
+        // A stop that began with a grace (SIGTERM) is cut short by SIGQUIT; one without (SIGQUIT) gives Stop(0) its moment.
+        Task[] waits = grace > TimeSpan.Zero ? [all, Task.Delay(grace + TimeSpan.FromSeconds(2)), _immediateStop.Task] : [all, Task.Delay(grace + TimeSpan.FromSeconds(2))];
+        var done = await Task.WhenAny(waits).ConfigureAwait(false);
+        if (done != all && !all.IsCompleted)
         {
             foreach (var c in children.Where(c => !c.Exited.IsCompleted))
             {
-                _log.Warning("{Child} did not stop within {Grace}; killing it", c, grace);
+                if (done == _immediateStop.Task)
+                    _log.Warning("SIGQUIT during the drain: killing {Child}", c);
+                else
+                    _log.Warning("{Child} did not stop within {Grace}; killing it", c, grace);
                 c.Kill();
             }
 

@@ -32,6 +32,8 @@ internal static class Program
             return 64;
         }
 
+        // First, before any Console use: a signal from now on is never lost (see MasterSignals).
+        using var signals = check ? null : MasterSignals.Install();
         var (config, errors) = ConfigLoader.Load(configPath);
         if (check)
         {
@@ -83,13 +85,12 @@ internal static class Program
             }
 
             Spawner.LogLevel = config.Log.Level;
+            if (signals!.WereIgnored.Count > 0)
+                log.Information("{Signals} were ignored when the master was started (as in a background job of a script); the master handles them", string.Join(", ", signals.WereIgnored));
+            if (signals.StillIgnored.Count > 0)
+                log.Error("{Signals} are still ignored: the master cannot act on them", string.Join(", ", signals.StillIgnored));
             using var master = new MasterService(config, log);
-            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; master.RequestStop(); });
-            using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; master.RequestStop(); });
-            using var usr1 = PosixSignalRegistration.Create((PosixSignal)10 /* SIGUSR1 */, c => { c.Cancel = true; ReopenableFile?.Reopen(); master.ReopenLogs(); });
-            using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; master.RequestImmediateStop(); });
-            using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; _ = master.ReloadAsync("SIGHUP"); });
-            using var usr2 = PosixSignalRegistration.Create((PosixSignal)12 /* SIGUSR2 */, c => { c.Cancel = true; _ = master.UpgradeAsync("SIGUSR2"); });
+            signals.Attach(master);
 
             // reloadOnChange, debounced: editors and panels write in bursts (and sometimes half a file first).
             using var watcher = new FileSystemWatcher(Path.GetDirectoryName(config.SourcePath)!, Path.GetFileName(config.SourcePath))
@@ -123,7 +124,14 @@ internal static class Program
                 log.Information("Including {Included}", config.Included!.ToString());
             }
             log.Information("Master {Pid} starting with {Config}: {Vhosts} vhosts in {Pools} pools", Environment.ProcessId, config.SourcePath, config.Vhosts.Count, config.Pools.Count);
-            return await master.RunAsync().ConfigureAwait(false);
+            try
+            {
+                return await master.RunAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                signals.Dispose(); // detached before the service is disposed: a late signal changes nothing
+            }
         }
         finally
         {

@@ -377,10 +377,11 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
     [Fact]
     public async Task Response_completes_when_output_ends_even_if_the_script_lingers()
     {
-        var watch = Stopwatch.StartNew();
+        // Not a stopwatch (a loaded machine makes any bound flaky): the script outlives its output until the 1.5 s
+        // timeout kills it, and a timeout after the header aborts the connection (see above). A response that
+        // arrives whole therefore ended with the output, not with the script.
         using var response = await _client.GetAsync(new Uri("http://t.localhost/cgi-bin/lingers.sh"));
         Assert.Equal("done", await response.Content.ReadAsStringAsync());
-        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(1.2), $"took {watch.ElapsedMilliseconds} ms");
         var pid = int.Parse(File.ReadAllText(_dir.Combine("linger.pid")).Trim(), CultureInfo.InvariantCulture);
         Assert.True(await Processes.AllGoneAsync([pid], TimeSpan.FromSeconds(5)), "killed at the timeout");
     }

@@ -326,16 +326,13 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
     [InlineData("gone.localhost", "not running")]
     public async Task A_stopped_application_is_502_at_once(string host, string reason)
     {
-        var watch = Stopwatch.StartNew();
         using var response = await _client.GetAsync(new Uri($"http://{host}/x"));
-        var elapsed = watch.Elapsed;
         var text = await response.Content.ReadAsStringAsync();
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
         Assert.Contains("unavailable", text, StringComparison.Ordinal);
+        // A refused connection is an answer, not a wait for the 5 s connect timeout: the reason says which (a timeout
+        // is a 504 "did not accept the connection in time"), no stopwatch needed.
         Assert.Contains(reason, text, StringComparison.Ordinal);
-
-        // Functional, not a benchmark: a refused connection is an answer, not a wait for the 5 s connect timeout.
-        Assert.True(elapsed < TimeSpan.FromSeconds(3), $"took {elapsed}");
         var warning = Assert.Single(ProxyWarnings());
         Assert.Equal(host, CollectingSink.Scalar(warning, "Vhost"));
         Assert.NotNull(CollectingSink.Scalar(warning, "Upstream"));
@@ -369,15 +366,14 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
         var fillers = new List<Socket>();
         try
         {
-            while (fillers.Count < 16)
+            // Fill it, without guessing from how long a connect takes (a loaded machine is slow either way): each
+            // connect to a queue with room completes; stop once the kernel shows the queue beyond its backlog.
+            while (!AcceptQueueFull(endPoint.Port))
             {
+                Assert.True(fillers.Count < 16, "the accept queue never filled");
                 var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
                 fillers.Add(filler);
-                var connect = filler.ConnectAsync(endPoint);
-                if (await Task.WhenAny(connect, Task.Delay(500)) != connect)
-                {
-                    break; // this one waits: the queue is full
-                }
+                await filler.ConnectAsync(endPoint);
             }
 
             await using var harness = await Harness.StartAsync(Harness.Vhost("slow.localhost", _dir.Combine("site")) with
@@ -398,6 +394,26 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// Whether the listening TCP socket on 127.0.0.1:<paramref name="port"/> has more connections waiting than its
+    /// backlog (then Linux drops further SYNs). /proc/net/tcp shows a listener's queue length as rx_queue and its
+    /// backlog as tx_queue.
+    /// </summary>
+    private static bool AcceptQueueFull(int port)
+    {
+        var local = $"0100007F:{port:X4}";
+        foreach (var line in File.ReadLines("/proc/net/tcp").Skip(1))
+        {
+            var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f[1] != local || f[3] != "0A")
+                continue;
+            var queues = f[4].Split(':');
+            return int.Parse(queues[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture) > int.Parse(queues[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        }
+
+        throw new InvalidOperationException($"no listener on 127.0.0.1:{port} in /proc/net/tcp");
+    }
+
     [Fact]
     public async Task A_unix_socket_with_a_full_backlog_is_retried_until_the_connect_timeout()
     {
@@ -409,14 +425,19 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
         var fillers = new List<Socket>();
         try
         {
-            while (fillers.Count < 16)
+            while (true)
             {
+                // No guess from how long a connect takes: one to a queue with room completes, one to a full queue fails.
+                Assert.True(fillers.Count < 16, "the accept queue never filled");
                 var filler = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
                 fillers.Add(filler);
-                var connect = filler.ConnectAsync(new UnixDomainSocketEndPoint(path));
-                if (await Task.WhenAny(connect, Task.Delay(500)) != connect || connect.IsFaulted)
+                try
                 {
-                    output.WriteLine($"queue full after {fillers.Count - 1}: {connect.Exception?.InnerException?.Message ?? "waiting"}");
+                    await filler.ConnectAsync(new UnixDomainSocketEndPoint(path));
+                }
+                catch (SocketException e)
+                {
+                    output.WriteLine($"queue full after {fillers.Count - 1}: {e.Message}");
                     break;
                 }
             }

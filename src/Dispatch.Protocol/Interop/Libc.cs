@@ -282,6 +282,49 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "sigfillset")]
     public static partial int SigFillSet(void* set);
 
+    /// <summary>
+    /// sigaction(2) through glibc. Its struct sigaction (x86_64 and aarch64): the handler pointer first, then a
+    /// 128-byte mask, the flags and the restorer, 152 bytes in all; callers pass <see cref="SigActionSize"/> bytes.
+    /// </summary>
+    [LibraryImport(Lib, EntryPoint = "sigaction", SetLastError = true)]
+    public static partial int SigAction(int sig, void* action, void* oldAction);
+
+    public const int SigActionSize = 256;
+    public const int SA_SIGINFO = 4;
+    private const int SigActionFlagsOffset = 8 + 128;
+
+    /// <summary>
+    /// Resets <paramref name="sig"/> to its default action if it is ignored (SIG_IGN, inherited through exec);
+    /// returns whether it was. A handler or the default is left as it is.
+    /// </summary>
+    public static bool ResetIfIgnored(int sig)
+    {
+        var old = stackalloc byte[SigActionSize];
+        var fresh = stackalloc byte[SigActionSize];
+        new Span<byte>(old, SigActionSize).Clear();
+        new Span<byte>(fresh, SigActionSize).Clear(); // SIG_DFL (0), an empty mask, no flags
+        if (SigAction(sig, null, old) != 0)
+            SysCallException.ThrowLast($"sigaction({sig})");
+        if (!IsIgnored(old))
+            return false;
+        if (SigAction(sig, fresh, null) != 0)
+            SysCallException.ThrowLast($"sigaction({sig}, SIG_DFL)");
+        return true;
+    }
+
+    /// <summary>Whether <paramref name="sig"/> is ignored (SIG_IGN) in this process now.</summary>
+    public static bool IsIgnored(int sig)
+    {
+        var old = stackalloc byte[SigActionSize];
+        new Span<byte>(old, SigActionSize).Clear();
+        if (SigAction(sig, null, old) != 0)
+            SysCallException.ThrowLast($"sigaction({sig})");
+        return IsIgnored(old);
+    }
+
+    private static bool IsIgnored(byte* action) =>
+        *(nint*)action == 1 /* SIG_IGN */ && (*(int*)(action + SigActionFlagsOffset) & SA_SIGINFO) == 0;
+
     /// <summary>struct stat on x86_64 glibc (144 bytes); only the fields Dispatch reads are named.</summary>
     [StructLayout(LayoutKind.Sequential, Size = 144)]
     public struct Stat

@@ -155,7 +155,15 @@ public sealed class IpcChannel : IDisposable
             if (!wouldBlock)
                 return message;
             // Zero-byte peek: completes when a datagram (or EOF) is queued, consumes nothing.
-            await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.Peek, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.Peek, cancellationToken).ConfigureAwait(false);
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
+            {
+                // The peer closed with our messages unread in its queue: an end, as TryReceive reads it too.
+                return null;
+            }
         }
     }
 

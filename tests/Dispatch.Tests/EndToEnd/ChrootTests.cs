@@ -190,9 +190,13 @@ public sealed class ChrootTests : IDisposable
         w.Config["pools"]!["a"]!["chroot"] = new JsonObject(); // an empty object turns it on as well
         w.Config["dispatcher"]!["workerWait"] = "2s";
         w.Config["pools"]!["a"]!["landlock"] = false;
+        // Pool b's worker is a spare, started with the master: its request must not depend on how fast a worker
+        // starts (seconds on a loaded machine; workerWait is short so that a's failure answers quickly).
+        w.Config["pools"]!["b"]!["minSpare"] = 1;
         // As in a container that withholds CAP_SYS_ADMIN: the master (and so stage 1) never has it.
         _dispatch = DispatchInstance.StartReady(w.Dir, w.Config, _output, wrapper: ["setpriv", "--bounding-set", "-sys_admin"]);
         var d = _dispatch;
+        d.WaitForLine(new Regex(@"Worker \d+ of pool b joined as a spare"));
         var r = Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/");
         Assert.Equal(503, r.Status);
         d.WaitForLine(new Regex(@"Worker stage 1 \(pid \d+\) failed, exiting before serving: unshare\(CLONE_NEWNS\) for the pool's chroot \(needs CAP_SYS_ADMIN.*Operation not permitted"));

@@ -150,11 +150,15 @@ public sealed class PoolTests : IDisposable
     [SkippableFact]
     public void The_machine_wide_worker_limit_holds_across_pools()
     {
+        // Pool a's one worker is a spare, started with the master: its request must not depend on how fast a worker
+        // starts (seconds on a loaded machine, and workerWait is short so that b's refusal is quick).
         var d = Start("global-limit", c =>
         {
             c["limits"] = new JsonObject { ["maxWorkers"] = 1 };
             c["dispatcher"]!["workerWait"] = "1s";
+            c["pools"]!["a"]!["minSpare"] = 1;
         });
+        d.WaitForLine(new Regex(@"Worker \d+ of pool a joined as a spare"));
         var url = $"http://127.0.0.1:{d.HttpPort}/";
         Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status);
         var refused = Tools.Curl("-H", "Host: b.localhost", url);

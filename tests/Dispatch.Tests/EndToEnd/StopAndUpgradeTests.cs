@@ -18,7 +18,7 @@ public sealed class StopAndUpgradeTests : IDisposable
 
     public StopAndUpgradeTests(ITestOutputHelper output) => _output = output;
 
-    private (DispatchInstance D, string Dir) Start(string name, Action<JsonObject>? adjust = null)
+    private (DispatchInstance D, string Dir) Start(string name, Action<JsonObject>? adjust = null, Func<string, FakeSystemd>? systemd = null)
     {
         TestWorld.RequireRoot();
         var dir = TestWorld.NewTestDirectory(name);
@@ -39,7 +39,10 @@ public sealed class StopAndUpgradeTests : IDisposable
         config["pools"]!["a"]!["maxConnectionsPerWorker"] = 25; // below the worker's 32 concurrent CGI scripts
         config["jailProbe"]!["threads"] = 4;
         adjust?.Invoke(config);
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var notify = systemd?.Invoke(dir);
+        _dispatch = notify is null
+            ? DispatchInstance.StartReady(dir, config, _output)
+            : DispatchInstance.StartReady(dir, config, _output, FakeSystemd.IgnoringSignals, notify.Environment);
         return (_dispatch, dir);
     }
 
@@ -151,6 +154,63 @@ public sealed class StopAndUpgradeTests : IDisposable
                 s.Dispose();
         }
     }
+
+    [SkippableFact]
+    public async Task SIGQUIT_during_a_SIGTERM_drain_ends_it_at_once_and_systemd_hears_both()
+    {
+        FakeSystemd? systemd = null;
+        var (d, dir) = Start("sigquit-drain", config => config["dispatcher"]!["stopGrace"] = "600s", directory => systemd = new FakeSystemd(directory));
+        using var notifications = systemd!;
+        Assert.Equal("READY=1\nSTATUS=serving", systemd!.Next());
+        var script = Path.Combine(dir, "cgi-a", "wait.sh");
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            // One request in flight, its CGI script waiting for a go that comes only after the master is gone.
+            await s.ConnectAsync("127.0.0.1", d.HttpPort);
+            await s.SendAsync("GET /cgi-bin/wait.sh?held HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"u8.ToArray());
+            Assert.True(Tools.Eventually(() => CountScripts(script) >= 1, TimeSpan.FromSeconds(120)), "the CGI script did not start");
+            var family = ChildrenOf(d.MasterPid);
+            Assert.True(family.Count >= 2, "expected a dispatcher and a worker");
+
+            Assert.Equal(0, Tools.Run("kill", "-TERM", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+            Assert.Equal("STOPPING=1\nSTATUS=stopping: open connections have 600 s to finish", systemd.Next());
+            d.WaitForLine(new Regex(@"Stopping: no new connections, 600000 ms"));
+
+            // The drain would last 10 minutes; SIGQUIT ends it now.
+            Assert.Equal(0, Tools.Run("kill", "-QUIT", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+            Assert.Equal("STOPPING=1\nSTATUS=stopping at once", systemd.Next());
+            Assert.Equal(0, d.WaitForExit());
+            d.WaitForLine(new Regex(@"SIGQUIT during the drain: killing"));
+            foreach (var pid in family)
+                Assert.True(Tools.Eventually(() => !Directory.Exists($"/proc/{pid}")), $"process {pid} outlived the master");
+        }
+        finally
+        {
+            ReleaseScripts(Path.Combine(dir, "cgi-a", "go"));
+        }
+    }
+
+    /// <summary>Lets CGI scripts still blocked on the "go" FIFO finish (no-op when none reads it).</summary>
+    private static void ReleaseScripts(string fifo)
+    {
+        var fd = open(fifo, 1 /* O_WRONLY */ | 0x800 /* O_NONBLOCK */);
+        if (fd < 0)
+            return; // ENXIO: no script is waiting
+        var line = "go\n"u8.ToArray();
+        for (var i = 0; i < 8; i++)
+            _ = write(fd, line, line.Length);
+        _ = close(fd);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int open([System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string path, int flags);
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern nint write(int fd, byte[] buffer, nint count);
+
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern int close(int fd);
 
     [SkippableFact]
     public async Task SIGTERM_fails_a_connection_still_waiting_for_a_worker_at_once_instead_of_holding_the_stop()

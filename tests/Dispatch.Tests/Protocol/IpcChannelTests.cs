@@ -32,6 +32,28 @@ public class IpcChannelTests
     }
 
     [Fact]
+    public async Task A_peer_closing_with_our_messages_unread_reads_as_null_not_as_a_reset()
+    {
+        // Linux resets (ECONNRESET) the survivor of a pair whose peer closed with data still unread: a draining
+        // dispatcher that exits while its workers' load reports wait in its queue. That is an end, as EOF is;
+        // it crashed the workers (an unhandled SocketException, SIGABRT) in the upgrade test under load.
+        using (var a = IpcChannel.CreatePair("b", out var bFd))
+        {
+            var receive = a.ReceiveAsync().AsTask(); // waiting when the reset comes
+            a.Send(new WorkerLoad(1, 1));
+            Libc.Close(bFd);
+            Assert.Null(await receive.WaitAsync(TimeSpan.FromSeconds(10)));
+        }
+
+        using (var a = IpcChannel.CreatePair("b", out var bFd))
+        {
+            a.Send(new WorkerLoad(1, 1));
+            Libc.Close(bFd);
+            Assert.Null(await a.ReceiveAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10))); // reset already there
+        }
+    }
+
+    [Fact]
     public async Task Peer_closing_reads_as_null()
     {
         using var a = IpcChannel.CreatePair("b", out var bFd);
