@@ -5,7 +5,11 @@
 # Must run as root: the master binds the ports and starts each tenant's worker as the tenant, jailed.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
-  echo "run-sample.sh must run as root (real privilege separation: the master starts each tenant's worker as its own uid). Try: sudo $0" >&2
+  if command -v sudo >/dev/null 2>&1; then
+    echo "run-sample.sh runs as root (real privilege separation: the master starts each tenant's worker as its own uid); asking sudo" >&2
+    exec sudo -- "$0" "$@"
+  fi
+  echo "run-sample.sh must run as root (real privilege separation: the master starts each tenant's worker as its own uid), and there is no sudo here: run it as root" >&2
   exit 77
 fi
 repo=$(cd "$(dirname "$0")" && pwd)
