@@ -591,8 +591,8 @@ public sealed class BcTlsSession : IDisposable
     private BcTlsException Fail(string? reason, Exception? cause)
     {
         string text = reason
-            ?? (_server.AlertReceived is { } received ? $"peer sent fatal alert {AlertNames.Name(received)}"
-            : _server.AlertSent is { } sent ? $"sent alert {AlertNames.Name(sent)}: {_server.Reason ?? _server.AlertMessage + Describe(_server.AlertCause)}"
+            ?? (_server.AlertReceived is { } received ? $"peer sent fatal alert {TlsAlertNames.Name(received)}"
+            : _server.AlertSent is { } sent ? $"sent alert {TlsAlertNames.Name(sent)}: {_server.Reason ?? _server.AlertMessage + Describe(_server.AlertCause)}"
             : cause?.Message ?? "TLS failure");
         _failure ??= text;
         return new BcTlsException(text, AlertSent, AlertReceived, cause);

@@ -139,7 +139,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         }
         catch (NotSupportedException e)
         {
-            log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", connection.ConnectionId, TlsAlertDescription.InternalError, e.Message);
+            log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", connection.ConnectionId, TlsAlertNames.Name(TlsAlertDescription.InternalError), e.Message);
             return;
         }
 
@@ -222,8 +222,8 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
 
                 if (outcome.PeerAlert is { } alert)
                 {
-                    _log.Information("TLS connection {ConnectionId} closed by the client's alert {Alert}", _connectionId, alert);
-                    error = new ConnectionAbortedException($"the client sent the alert {alert}");
+                    _log.Information("TLS connection {ConnectionId} closed by the client's alert {Alert}", _connectionId, TlsAlertNames.Name(alert));
+                    error = new ConnectionAbortedException($"the client sent the alert {TlsAlertNames.Name(alert)}");
                     await CloseTransportAsync().ConfigureAwait(false);
                     break;
                 }
@@ -247,8 +247,8 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         }
         catch (TlsAlertException e)
         {
-            _log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", _connectionId, e.Alert, e.Message);
-            error = new ConnectionAbortedException($"TLS {e.Alert}: {e.Message}", e);
+            _log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", _connectionId, TlsAlertNames.Name(e.Alert), e.Message);
+            error = new ConnectionAbortedException($"TLS {TlsAlertNames.Name(e.Alert)}: {e.Message}", e);
             await FailAsync(e.Alert).ConfigureAwait(false);
             await DrainAsync(input).ConfigureAwait(false);
         }

@@ -556,7 +556,7 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
     {
         var refused = _harness.Sink.Events.Where(e => e.MessageTemplate.Text.Contains("refused", StringComparison.Ordinal) && CollectingSink.Scalar(e, "ConnectionId") == Id(connection)).ToList();
         var line = Assert.Single(refused);
-        Assert.Equal(alert.ToString(), CollectingSink.Scalar(line, "Alert"));
+        Assert.Equal(TlsAlertNames.Name(alert), CollectingSink.Scalar(line, "Alert"));
         Assert.False(string.IsNullOrEmpty(CollectingSink.Scalar(line, "Reason")));
         output.WriteLine(line.RenderMessage());
 

@@ -1,7 +1,10 @@
-namespace Dispatch.TlsDispatcher.Tls;
+namespace Dispatch.Protocol.Tls;
 
-/// <summary>Alert names (RFC 5246 7.2, RFC 7301).</summary>
-public static class AlertNames
+/// <summary>
+/// Alert names as the RFCs spell them (RFC 8446 6, RFC 5246 7.2, RFC 7301), one table for the dispatcher's handshake
+/// logs and the worker's record-layer logs.
+/// </summary>
+public static class TlsAlertNames
 {
     /// <summary>The name of an alert description, or its number.</summary>
     public static string Name(short description) => description switch
@@ -28,4 +31,7 @@ public static class AlertNames
         120 => "no_application_protocol",
         _ => description.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
+
+    /// <summary>The name of an alert description the record layer sends or receives.</summary>
+    public static string Name(TlsAlertDescription description) => Name((short)description);
 }
