@@ -97,10 +97,21 @@ public static unsafe class Jail
         }
 
         // Third-party privilege modules: still root, before capabilities and ids are dropped.
+        // Each is loaded under the same checks as in the master, and its apply runs here, on the main thread.
         foreach (var module in spec.Modules)
         {
-            using var settings = System.Text.Json.JsonDocument.Parse(module.SettingsJson);
-            Modules.ModuleLoader.Load(module.AssemblyPath, module.TypeName).Apply(spec.Name, settings.RootElement);
+            string? problem;
+            try
+            {
+                problem = Modules.ModuleLoader.Load(module.Library).Apply(module.SettingsJson);
+            }
+            catch (Modules.ModuleException e)
+            {
+                problem = $"refused: {e.Message}";
+            }
+
+            if (problem is not null)
+                throw new InvalidOperationException($"privilege module '{module.Name}' ({module.Library}) of pool {spec.Name}: apply failed: {problem}");
         }
 
         // The chroot: still root (mounts need CAP_SYS_ADMIN), after the modules (which may read host paths).

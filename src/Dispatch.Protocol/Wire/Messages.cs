@@ -37,8 +37,8 @@ public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : 
 /// <summary>One resource limit: u8 resource | u64 soft | u64 hard.</summary>
 public readonly record struct ResourceLimit(byte Resource, ulong Soft, ulong Hard);
 
-/// <summary>A third-party privilege module to apply in stage 1: its assembly, type and the pool's settings (JSON).</summary>
-public readonly record struct ModuleSpec(string AssemblyPath, string TypeName, string SettingsJson);
+/// <summary>A third-party privilege module to apply in stage 1: its shared library, its name in the config and the pool's settings (JSON).</summary>
+public readonly record struct ModuleSpec(string Library, string Name, string SettingsJson);
 
 /// <summary>
 /// u8 role | u32 uid | u32 gid | u32-list groups | string-list readPaths | string-list execPaths |
@@ -95,8 +95,8 @@ public sealed record JailSpec(
         writer.U16((ushort)Modules.Length);
         foreach (var m in Modules)
         {
-            writer.String(m.AssemblyPath);
-            writer.String(m.TypeName);
+            writer.String(m.Library);
+            writer.String(m.Name);
             writer.String(m.SettingsJson);
         }
 

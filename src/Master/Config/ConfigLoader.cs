@@ -157,26 +157,32 @@ internal static class ConfigLoader
         if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
             ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
 
-        // Third-party privilege modules: loaded (checked) once here, validated per pool below.
-        var modules = new Dictionary<string, (string Assembly, string Type, Dispatch.Protocol.Modules.IPrivilegeModule Module)>(StringComparer.Ordinal);
+        // Third-party privilege modules (native shared libraries, docs/modules.md): loaded (checked) once
+        // here, their validate called per pool below.
+        var modules = new Dictionary<string, Dispatch.Protocol.Modules.PrivilegeModule>(StringComparer.Ordinal);
         foreach (var m in root.GetSection("modules").GetChildren())
         {
-            ctx.Unknown(m, m.Path, ["assembly", "type"]);
-            var assembly = m["assembly"];
-            var type = m["type"];
-            if (assembly is null || type is null)
+            if (m["assembly"] is not null || m["type"] is not null)
             {
-                ctx.Error(m.Path, "a module needs \"assembly\" (an absolute path) and \"type\"");
+                ctx.Error(m.Path, "managed modules (\"assembly\", \"type\") are gone: a module is a shared library named by \"library\" (docs/modules.md)");
+                continue;
+            }
+
+            ctx.Unknown(m, m.Path, ["library"]);
+            var library = m["library"];
+            if (library is null)
+            {
+                ctx.Error(m.Path, "a module needs \"library\": the absolute path of its shared library");
                 continue;
             }
 
             try
             {
-                modules[m.Key] = (assembly, type, Dispatch.Protocol.Modules.ModuleLoader.Load(assembly, type));
+                modules[m.Key] = Dispatch.Protocol.Modules.ModuleLoader.Load(library);
             }
-            catch (Exception e) when (e is Dispatch.Protocol.Modules.ModuleException or IOException or BadImageFormatException or FileLoadException or TypeLoadException or MissingMethodException or System.Reflection.TargetInvocationException)
+            catch (Dispatch.Protocol.Modules.ModuleException e)
             {
-                ctx.Error($"{m.Path}:assembly", $"refused: {e.Message}");
+                ctx.Error($"{m.Path}:library", $"refused: {e.Message}");
             }
         }
 
@@ -628,7 +634,7 @@ internal static class ConfigLoader
         return bytes is >= 64UL << 10 and <= 64UL << 30;
     }
 
-    private static List<Dispatch.Protocol.Wire.ModuleSpec> ReadModules(Context ctx, IConfigurationSection pool, Dictionary<string, (string Assembly, string Type, Dispatch.Protocol.Modules.IPrivilegeModule Module)> modules)
+    private static List<Dispatch.Protocol.Wire.ModuleSpec> ReadModules(Context ctx, IConfigurationSection pool, Dictionary<string, Dispatch.Protocol.Modules.PrivilegeModule> modules)
     {
         var list = new List<Dispatch.Protocol.Wire.ModuleSpec>();
         foreach (var m in pool.GetSection("modules").GetChildren())
@@ -640,20 +646,10 @@ internal static class ConfigLoader
             }
 
             var json = ToJson(m).ToJsonString();
-            using var doc = System.Text.Json.JsonDocument.Parse(json);
-            IReadOnlyList<string> problems;
-            try
-            {
-                problems = module.Module.Validate(pool.Key, doc.RootElement);
-            }
-            catch (Exception e)
-            {
-                problems = [$"the module failed to validate: {e.Message}"];
-            }
-
-            foreach (var problem in problems)
-                ctx.Error(m.Path, problem);
-            list.Add(new Dispatch.Protocol.Wire.ModuleSpec(module.Assembly, module.Type, json));
+            var problem = module.Validate(json);
+            if (problem is not null)
+                ctx.Error(m.Path, $"module '{m.Key}' ({module.Library}) refused pool {pool.Key}'s settings: {problem}");
+            list.Add(new Dispatch.Protocol.Wire.ModuleSpec(module.Library, m.Key, json));
         }
 
         return list;

@@ -23,7 +23,7 @@ public class WireTests
     {
         Assert.Equal(new NeedWorker(3, "pool"), RoundTrip(new NeedWorker(3, "pool")));
         Assert.Equal(new WorkerRefused(1, "p", "why"), RoundTrip(new WorkerRefused(1, "p", "why")));
-        var spec = RoundTrip(new JailSpec(ProcessRole.Worker, 10001, 10001, [10005], ["/a"], ["/b"], ["/dev/null"], [new ResourceLimit(7, 10, 20)], "a", [new ModuleSpec("/m.dll", "T", "{}")], [8080]));
+        var spec = RoundTrip(new JailSpec(ProcessRole.Worker, 10001, 10001, [10005], ["/a"], ["/b"], ["/dev/null"], [new ResourceLimit(7, 10, 20)], "a", [new ModuleSpec("/usr/lib/dispatch-modules/libm.so", "m", "{}")], [8080]));
         Assert.Equal(10001u, spec.Uid);
         Assert.Equal(["/a"], spec.ReadPaths);
         Assert.Equal(new ResourceLimit(7, 10, 20), spec.Limits[0]);
