@@ -11,7 +11,7 @@ namespace Dispatch.Protocol.Hosting;
 ///   writing this pid to each <c>cgroup.procs</c> in the spec, so everything after — the modules, the
 ///   jailed image, its threads, CGI children — counts against memory.max, cpu.max and pids.max;</item>
 /// <item>resource limits (while still allowed to raise hard limits), core dumps off;</item>
-/// <item>third-party privilege modules, in the order the pool lists them (still root);</item>
+/// <item>third-party privilege modules (native libraries, docs/modules.md), in the order of their names (still root);</item>
 /// <item>chroot (pools with <c>chroot</c>, see <see cref="Chroot"/>): a private mount namespace, a tmpfs
 ///   root holding the runtime, our binaries, the system libraries, a minimal /etc, /dev, /proc, a
 ///   private /tmp and the pool's paths (bound at their own paths, read-only unless listed writable),

@@ -645,7 +645,7 @@ internal static class ConfigLoader
                 continue;
             }
 
-            var json = ToJson(m).ToJsonString();
+            var json = ToJson(m).ToJsonString(ModuleJson);
             var problem = module.Validate(json);
             if (problem is not null)
                 ctx.Error(m.Path, $"module '{m.Key}' ({module.Library}) refused pool {pool.Key}'s settings: {problem}");
@@ -654,6 +654,9 @@ internal static class ConfigLoader
 
         return list;
     }
+
+    /// <summary>A module's settings as it receives them: compact, UTF-8 characters and '"' as they are (no \u escapes beyond JSON's own).</summary>
+    private static readonly System.Text.Json.JsonSerializerOptions ModuleJson = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>A configuration section as JSON (objects and string values, as IConfiguration holds them).</summary>
     private static System.Text.Json.Nodes.JsonNode ToJson(IConfigurationSection section)
