@@ -720,5 +720,6 @@ json.dump(meta, open(sys.argv[1], "w"), indent=1)
 PY
 "$PY" "$TOOL" report "$results" "$run/meta.json" >"$report"
 cp "$results" "${report%.md}.jsonl"
+[ "${DENSITY:-1}" = 1 ] && DISPATCH_APP="$app" "$bench/density.sh" ${DENSITY_COUNTS:-1 100 1000} >>"$report"  # idle pools per host (bench/density.sh)
 cat "$report"
 log "report: $report (raw data: ${report%.md}.jsonl)"

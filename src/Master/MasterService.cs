@@ -945,7 +945,7 @@ internal sealed partial class MasterService : IDisposable
             var spec = SpecFor(
                 ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, readPaths, pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, LandlockRules.ConnectPorts(pool, vhosts), pool.Program,
                 _cgroups.ProcsFor(pool), pool.LandlockWrite, ChrootFor(pool, readPaths, vhosts), pool.Landlock);
-            worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token).ConfigureAwait(false);
+            worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token, WorkerHeapHardLimit(pool)).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(
                 pool.Name,
@@ -1070,6 +1070,14 @@ internal sealed partial class MasterService : IDisposable
 
         _log.Information("Access and error logs reopened for {Workers} workers", workers.Count);
     }
+
+    /// <summary>
+    /// A worker's GC heap hard limit: its share of the pool's cgroup <c>memoryMax</c> (one limit for all
+    /// the pool's workers, their runtime and code outside the heap, and their CGI children), three
+    /// quarters of memoryMax / maxWorkers, at least 32 MiB; null (the runtime's own default) without one.
+    /// </summary>
+    internal static ulong? WorkerHeapHardLimit(PoolConfig pool) =>
+        pool.Cgroup?.MemoryMax is { } max ? Math.Max(32UL << 20, max / (ulong)Math.Max(1, pool.MaxWorkers) / 4 * 3) : null;
 
     /// <summary>Keeps every pool at its <c>minSpare</c> workers (at start, and after each exit).</summary>
     private void TopUpSpares(ChildProcess dispatcher)

@@ -56,7 +56,7 @@ public static unsafe class Jail
             // Another worker program (a pool's "program") takes this image's place, jailed the same way.
             if (spec.Program.Length > 0)
                 Spawner.Exec(spec.Program, [spec.Program, "--jailed"], Spawner.CleanEnvironment());
-            Spawner.Exec(self, [Path.GetFileName(self), "--jailed"], Spawner.CleanEnvironment());
+            Spawner.Exec(self, [Path.GetFileName(self), "--jailed"], Spawner.CleanEnvironment(Spawner.InheritedHeapHardLimit()));
         }
         catch (Exception e)
         {

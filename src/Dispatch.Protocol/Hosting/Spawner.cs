@@ -30,6 +30,22 @@ public static unsafe class Spawner
     /// </summary>
     public static string LogLevel { get; set; } = Environment.GetEnvironmentVariable(LogLevelVariable) ?? "Information";
 
+    /// <summary>
+    /// A worker's GC heap hard limit (hexadecimal bytes, as the runtime reads it), set by the master at
+    /// spawn from the pool's cgroup <c>memoryMax</c> and passed on by stage 1 to the jailed image.
+    /// </summary>
+    public const string HeapHardLimitVariable = "DOTNET_GCHeapHardLimit";
+
+    /// <summary>The clean environment, plus a GC heap hard limit when one is given.</summary>
+    public static string[] CleanEnvironment(ulong? heapHardLimit) =>
+        heapHardLimit is { } bytes
+            ? [.. CleanEnvironment(), string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{HeapHardLimitVariable}={bytes:X}")]
+            : CleanEnvironment();
+
+    /// <summary>The heap hard limit this process was started with (stage 1: the one the master chose), or null.</summary>
+    public static ulong? InheritedHeapHardLimit() =>
+        ulong.TryParse(Environment.GetEnvironmentVariable(HeapHardLimitVariable), System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var bytes) ? bytes : null;
+
     /// <summary>The environment every child gets, and nothing else.</summary>
     public static string[] CleanEnvironment()
     {

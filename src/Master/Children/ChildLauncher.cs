@@ -38,7 +38,8 @@ internal sealed class ChildLauncher
             "/etc/ssl/certs",
         ];
 
-    public async Task<ChildProcess> StartAsync(JailSpec spec, string name, CancellationToken cancellationToken)
+    /// <param name="heapHardLimit">A GC heap hard limit for the child (a worker of a pool with a memory limit), or null.</param>
+    public async Task<ChildProcess> StartAsync(JailSpec spec, string name, CancellationToken cancellationToken, ulong? heapHardLimit = null)
     {
         var exe = ExecutablePath(spec.Role);
         var channel = IpcChannel.CreatePair($"{spec.Role} ({name})", out var childFd);
@@ -47,7 +48,7 @@ internal sealed class ChildLauncher
         try
         {
             (errRead, errWrite) = IpcChannel.RawPair(Libc.SOCK_STREAM);
-            pid = Spawner.Spawn(exe, [Path.GetFileName(exe), "--stage1"], Spawner.CleanEnvironment(), childFd, errWrite);
+            pid = Spawner.Spawn(exe, [Path.GetFileName(exe), "--stage1"], Spawner.CleanEnvironment(heapHardLimit), childFd, errWrite);
         }
         catch
         {

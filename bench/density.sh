@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Density: memory of N pools with one idle worker each, as tenants per host. For each N: a fresh master
+# with N pools (uids 20001..), one vhost each, one request per pool (so one worker each), then IDLE_WAIT
+# seconds of idle; then RSS, PSS and private dirty (smaps_rollup) of every worker, the master and the
+# dispatcher. Tenants per HOST_GIB = (HOST_GIB - master - dispatcher) / mean PSS of an idle worker.
+#
+#   sudo bench/density.sh [N ...]          default: 1 100 1000; prints a Markdown table
+#
+# Environment (all optional):
+#   DISPATCH_APP=DIR   an already staged Dispatch (scripts/stage.sh); default: stage Release into $base/app
+#   IDLE_WAIT=25       seconds idle before measuring (the thread pool retires idle threads after 20 s)
+#   HOST_GIB=24        host size for the tenants-per-host figure
+#   WORKER_MB=80       memory budgeted per worker: an N that does not fit in MemAvailable is not run (said so)
+# No nginx column: nginx has no per-tenant process to compare with (php-fpm pools would be the peer).
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench/density.sh must run as root (workers run as tenant uids)." >&2
+  exit 77
+fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
+base=/var/lib/dispatch-density
+IDLE_WAIT=${IDLE_WAIT:-25}
+HOST_GIB=${HOST_GIB:-24}
+WORKER_MB=${WORKER_MB:-80}
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(1 100 1000)
+mkdir -p "$base"
+chmod 755 "$base"
+app=${DISPATCH_APP:-}
+if [ -z "$app" ]; then
+  app="$base/app"
+  "$repo/scripts/stage.sh" "$app" Release >/dev/null
+fi
+
+# Sum of a smaps_rollup field (kB) over pids.
+sum_field() {
+  local field=$1; shift
+  local total=0 v
+  for pid in "$@"; do
+    v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+echo
+echo "## Density: idle pools per host (bench/density.sh, idle $IDLE_WAIT s, smaps_rollup)"
+echo
+echo "| pools (1 idle worker each) | workers RSS MB (mean) | workers PSS MB (total / mean) | workers private dirty MB (mean) | master PSS MB | dispatcher PSS MB | total PSS MB | tenants per $HOST_GIB GiB |"
+echo "|---|---|---|---|---|---|---|---|"
+for n in "${counts[@]}"; do
+  avail_mb=$(( $(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo) / 1024 ))
+  if [ $((n * WORKER_MB)) -gt $((avail_mb * 8 / 10)) ]; then
+    echo "| $n | not run: needs about $((n * WORKER_MB)) MB, $avail_mb MB available | | | | | | |"
+    continue
+  fi
+  dir="$base/n$n"
+  rm -rf "$dir"
+  mkdir -p "$dir/www"
+  chmod 755 "$dir" "$dir/www"
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  /usr/bin/python3 - "$dir" "$n" "$port" <<'EOF'
+import json, os, sys
+d, n, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pools, vhosts = {}, {}
+for i in range(1, n + 1):
+    uid = 20000 + i
+    root = f"{d}/www/p{i}"
+    os.makedirs(root, exist_ok=True)
+    with open(f"{root}/index.html", "w") as f:
+        f.write("idle\n")
+    for p in (root, f"{root}/index.html"):
+        os.chown(p, uid, uid)
+    os.chmod(root, 0o700)
+    pools[f"p{i}"] = {"user": str(uid), "group": str(uid), "maxWorkers": 1, "idleTimeout": "600m"}
+    vhosts[f"p{i}.localhost"] = {"pool": f"p{i}", "root": root}
+config = {
+    "listen": [{"endpoint": f"127.0.0.1:{port}", "protocol": "http"}],
+    "dispatcher": {"user": "10000", "workerWait": "120s"},
+    "pools": pools, "vhosts": vhosts,
+    "control": {"socket": f"{d}/control.sock"},
+}
+with open(f"{d}/dispatch.json", "w") as f:
+    json.dump(config, f)
+EOF
+  log="$dir/master.log"
+  "$app/Master" --config "$dir/dispatch.json" >"$log" 2>&1 &
+  master=$!
+  for _ in $(seq 1 600); do grep -q "Dispatch ready" "$log" && break; sleep 0.2; done
+  grep -q "Dispatch ready" "$log" || { echo "master did not start; see $log" >&2; kill "$master" 2>/dev/null; exit 1; }
+  for i in $(seq 1 "$n"); do
+    curl -s -o /dev/null --max-time 120 -H "Host: p$i.localhost" "http://127.0.0.1:$port/" || echo "request to p$i failed" >&2
+  done
+  sleep "$IDLE_WAIT"
+  mapfile -t workers < <(grep -oE "Worker [0-9]+ for pool p[0-9]+ ready" "$log" | awk '{ print $2 }')
+  dispatcher=$(grep -oE "dispatcher [0-9]+ \(uid" "$log" | head -1 | awk '{ print $2 }')
+  master_pid=$(grep -oE "Dispatch ready: master [0-9]+" "$log" | head -1 | awk '{ print $4 }')
+  live=()
+  for p in "${workers[@]}"; do [ -e "/proc/$p" ] && live+=("$p"); done
+  w=${#live[@]}
+  [ "$w" -gt 0 ] || { echo "no idle worker alive for N=$n; see $log" >&2; kill "$master"; exit 1; }
+  rss=$(sum_field Rss "${live[@]}")
+  pss=$(sum_field Pss "${live[@]}")
+  dirty=$(sum_field Private_Dirty "${live[@]}")
+  mpss=$(sum_field Pss "$master_pid")
+  dpss=$(sum_field Pss "$dispatcher")
+  total=$((pss + mpss + dpss))
+  tenants=$(( (HOST_GIB * 1024 * 1024 - mpss - dpss) * w / pss ))
+  awk -v n="$n" -v w="$w" -v rss="$rss" -v pss="$pss" -v dirty="$dirty" -v m="$mpss" -v d="$dpss" -v t="$total" -v ten="$tenants" 'BEGIN {
+    printf "| %d (%d workers measured) | %.1f | %.0f / %.1f | %.1f | %.1f | %.1f | %.0f | %d |\n", n, w, rss/w/1024, pss/1024, pss/w/1024, dirty/w/1024, m/1024, d/1024, t/1024, ten }'
+  kill -TERM "$master"
+  wait "$master" 2>/dev/null || true
+done
