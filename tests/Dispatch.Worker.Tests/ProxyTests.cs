@@ -576,6 +576,48 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_idle_websocket_is_closed_after_the_read_timeout()
+    {
+        await using var harness = await Harness.StartAsync(Harness.Vhost("idle.localhost", _dir.Combine("site")) with
+        {
+            Proxy = new ProxySettings([new ProxyMapping("/", _unix.Upstream, ReadTimeout: TimeSpan.FromSeconds(1))]),
+        });
+        using var invoker = new HttpMessageInvoker(harness.CreateHandler());
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.KeepAliveInterval = TimeSpan.Zero;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await socket.ConnectAsync(new Uri("ws://idle.localhost/ws"), invoker, timeout.Token);
+        await ReceiveAsync(socket, timeout.Token); // the application's greeting
+
+        // Nothing is sent either way: the proxy gives up on the connection (no close frame: the TCP connection ends).
+        var ended = await Record.ExceptionAsync(async () =>
+        {
+            var result = await socket.ReceiveAsync(new byte[1024], timeout.Token);
+            Assert.Equal(System.Net.WebSockets.WebSocketMessageType.Close, result.MessageType);
+        });
+        Assert.False(timeout.IsCancellationRequested, "the idle connection was still open after 30 s");
+        Assert.True(ended is null or System.Net.WebSockets.WebSocketException, $"{ended}");
+        Assert.Contains(
+            harness.Sink.Events,
+            e => e.Level == LogEventLevel.Information && e.RenderMessage().Contains("without traffic", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_grpc_looking_http2_request_keeps_the_request_body_limit()
+    {
+        // YARP lifts MaxRequestBodySize for gRPC-looking HTTP/2 requests it forwards over HTTP/2; ours go over HTTP/1.1,
+        // and the vhost's limit must hold for them too.
+        _harness.Dispatcher.Protocol = HandedProtocol.Http2;
+        using var client = _harness.CreateClient(HttpVersion.Version20);
+        // No Content-Length (a stream, as gRPC sends): the limit is enforced as the bytes arrive.
+        using var content = new StreamContent(new MemoryStream(new byte[31_000_000]));
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
+        using var response = await client.PostAsync(new Uri("http://u.localhost/grpc.Service/Method"), content);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.True(_unix.BodyBytes < 31_000_000, $"the application received {_unix.BodyBytes} bytes");
+    }
+
+    [Fact]
     public async Task Connect_never_reaches_the_application()
     {
         // Authority-form has no path, so no prefix matches: the static pipeline refuses the method (405). The proxy's

@@ -39,7 +39,8 @@ namespace Dispatch.Worker.Http;
 /// missing response: 502; the response breaking off mid-body: the client connection is aborted (a truncated body is
 /// never passed off as complete). A client that leaves cancels the upstream request (its connection is closed, not
 /// drained). The request body is bounded by Kestrel's MaxRequestBodySize (413 beyond it), which the proxy leaves as
-/// the vhost set it (YARP would lift it for gRPC-looking requests: <see cref="FixedMaxRequestBodySize"/>).</para>
+/// the vhost set it (YARP lifts it only for gRPC-looking requests forwarded over HTTP/2, and the upstream here is always
+/// HTTP/1.1).</para>
 /// </remarks>
 internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 {
@@ -257,12 +258,6 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
         }
     }
 
-    /// <summary>Whether YARP would treat the request as a stream and lift the body limits (gRPC over HTTP/2).</summary>
-    private static bool LooksLikeGrpc(HttpRequest request) =>
-        HttpProtocol.IsHttp2(request.Protocol)
-        && request.ContentType is { } type
-        && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
-
     /// <summary>CONNECT, or an extended CONNECT for anything but a WebSocket: not proxied.</summary>
     private static bool IsUnsupportedConnect(HttpContext context)
     {
@@ -372,10 +367,6 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
         }
 
         context.Items[ProxyTransformer.TargetKey] = target;
-        if (LooksLikeGrpc(context.Request) && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { } limit)
-        {
-            context.Features.Set<IHttpMaxRequestBodySizeFeature>(new FixedMaxRequestBodySize(limit));
-        }
 
         var error = await forwarder.SendAsync(context, forwarding.BaseUri, forwarding.Invoker, forwarding.Config, ProxyTransformer.Instance);
         if (context.Items[ProxyTransformer.DroppedFieldsKey] is List<string> dropped)
@@ -483,22 +474,4 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 
     /// <summary>One proxied prefix, ready: its invoker, the base URI of its requests and YARP's settings.</summary>
     private sealed record Forwarding(ProxyPrefixRoute Route, HttpMessageInvoker Invoker, string BaseUri, ForwarderRequestConfig Config);
-
-    /// <summary>
-    /// The vhost's request body limit, as it was when the request reached the proxy: reads pass through, writes are
-    /// ignored and it says read-only (YARP lifts the limit of requests it takes for gRPC streams only when the feature
-    /// is writable).
-    /// </summary>
-    private sealed class FixedMaxRequestBodySize(IHttpMaxRequestBodySizeFeature inner) : IHttpMaxRequestBodySizeFeature
-    {
-        public bool IsReadOnly => true;
-
-        public long? MaxRequestBodySize
-        {
-            get => inner.MaxRequestBodySize;
-            set
-            {
-            }
-        }
-    }
 }
