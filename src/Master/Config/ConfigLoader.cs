@@ -529,10 +529,12 @@ internal static class ConfigLoader
             ctx.Error($"jailProbe:paths:{i}", $"'{pp}' is not an absolute path");
         var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 8, 1, 256));
 
-        if (errors.Count > 0)
-            return (null, errors);
+        // Every check adds to errors before this one return: `run`, `check` and a reload all refuse
+        // exactly when errors is not empty (a check after it would reach `check` only).
         if (metricsListen is not null && listen.Any(l => l.Endpoint.Equals(metricsListen)))
             ctx.Error("metrics:listen", $"{metricsListen} is also a listener");
+        if (errors.Count > 0)
+            return (null, errors);
 
         return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup, operations) { Included = included }, errors);
     }
