@@ -358,6 +358,12 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                 {
                     await TlsRecordLayer.ServeAsync(connection, session, _log, next).ConfigureAwait(false);
                 }
+                else if (feature?.Info.Protocol is HandedProtocol.Http1)
+                {
+                    // Plain HTTP/1: a client that half-closes after its request still gets its response.
+                    await using var halfClose = new HalfCloseConnectionContext(connection);
+                    await next(halfClose).ConfigureAwait(false);
+                }
                 else
                 {
                     await next(connection).ConfigureAwait(false);
