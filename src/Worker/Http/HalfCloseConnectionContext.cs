@@ -15,17 +15,22 @@ namespace Dispatch.Worker.Http;
 /// socket is no longer in CLOSE_WAIT: a reset, or not TCP). Otherwise the response is written and the connection
 /// then ends as usual (the next read sees the end of the input); a client that is really gone makes the write fail,
 /// which aborts the connection, and the send timeout bounds a write that makes no progress.
+/// A FIN and a full close look the same to the server until it writes, so a CGI script or a proxied request (which
+/// may stay silent for long) treats the end of the client's input as the client leaving, as nginx does by default:
+/// <see cref="AbortOnInputEnd"/> aborts such a request when it happens.
 /// </summary>
 internal sealed class HalfCloseConnectionContext : ConnectionContext
 {
     private const int TcpCloseWait = 8;
     private readonly ConnectionContext _inner;
     private readonly CancellationTokenSource _closed = new();
+    private readonly HalfClosedFeature _feature = new();
     private readonly CancellationTokenRegistration _registration;
 
     public HalfCloseConnectionContext(ConnectionContext inner)
     {
         _inner = inner;
+        inner.Features.Set(_feature);
         _registration = inner.ConnectionClosed.UnsafeRegister(static state => ((HalfCloseConnectionContext)state!).OnInnerClosed(), this);
     }
 
@@ -84,6 +89,7 @@ internal sealed class HalfCloseConnectionContext : ConnectionContext
         // Kestrel disposes the transport's own context; this one only lets go of its registration and token.
         await _registration.DisposeAsync().ConfigureAwait(false);
         _closed.Dispose();
+        _feature.Ended.Dispose();
         await base.DisposeAsync().ConfigureAwait(false);
     }
 
@@ -105,10 +111,47 @@ internal sealed class HalfCloseConnectionContext : ConnectionContext
         return info[0] == TcpCloseWait;
     }
 
+    /// <summary>
+    /// For a request that may stay silent (CGI, proxy): aborts it when the client's input ends on a half-closed
+    /// connection (at once if it already has). Null on other connections, whose abort comes from Kestrel itself.
+    /// </summary>
+    public static IDisposable? AbortOnInputEnd(Microsoft.AspNetCore.Http.HttpContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (context.Features.Get<HalfClosedFeature>() is not { } feature)
+            return null;
+        try
+        {
+            return feature.Ended.Token.UnsafeRegister(static state => ((Microsoft.AspNetCore.Http.HttpContext)state!).Abort(), context);
+        }
+        catch (ObjectDisposedException)
+        {
+            return null;
+        }
+    }
+
     private void OnInnerClosed()
     {
-        if (!PeerHalfClosed(_inner.Features.Get<IConnectionSocketFeature>()?.Socket))
+        if (PeerHalfClosed(_inner.Features.Get<IConnectionSocketFeature>()?.Socket))
+        {
+            try
+            {
+                _feature.Ended.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+        else
+        {
             Close();
+        }
+    }
+
+    /// <summary>Fires when the client's input ends on a connection whose response may still be sent.</summary>
+    internal sealed class HalfClosedFeature
+    {
+        public CancellationTokenSource Ended { get; } = new();
     }
 
     private void Close()

@@ -433,6 +433,7 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 
         private async Task RunCoreAsync(HttpClient client, Uri uri)
         {
+            using var clientLeft = HalfCloseConnectionContext.AbortOnInputEnd(context);
             var aborted = context.RequestAborted;
             using var request = new HttpRequestMessage(new HttpMethod(context.Request.Method), uri)
             {
