@@ -315,7 +315,7 @@ internal sealed partial class MasterService : IDisposable
         var d = config.Dispatcher;
         return new RouteSnapshot(
             version,
-            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
+            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds) { SendTimeoutMs = (int)d.SendTimeout.TotalMilliseconds },
             [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
             config.DefaultVhost,
             config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
@@ -329,7 +329,7 @@ internal sealed partial class MasterService : IDisposable
             return string.Empty;
         var vhosts = config.Vhosts.Values.Where(v => v.Pool == pool).OrderBy(v => v.Name, StringComparer.Ordinal)
             .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]));
-        var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot)));
+        var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot) { Timeouts = p.Timeouts }));
         var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
         return string.Join(
             "|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program,
@@ -951,7 +951,7 @@ internal sealed partial class MasterService : IDisposable
                 pool.Name,
                 [.. vhosts.Select(v => new WorkerVhost(
                         v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]))],
-                pool.OneShot);
+                pool.OneShot) { Timeouts = pool.Timeouts };
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);
             // In a chroot these must not merely be denied: they must not exist in the worker's view.

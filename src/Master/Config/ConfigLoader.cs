@@ -21,8 +21,8 @@ internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
-    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace", "sendTimeout"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff", "timeouts"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -153,7 +153,10 @@ internal static class ConfigLoader
             ctx.Duration(d.GetSection("handshakeTimeout"), TimeSpan.FromSeconds(10)),
             d["engine"] ?? TlsEngines.BouncyCastle,
             ctx.Int(d.GetSection("processes"), 1, 1, 64),
-            ctx.Duration(d.GetSection("stopGrace"), TimeSpan.FromSeconds(30)));
+            ctx.Duration(d.GetSection("stopGrace"), TimeSpan.FromSeconds(30)))
+        {
+            SendTimeout = ctx.Duration(d.GetSection("sendTimeout"), TimeSpan.FromSeconds(60)),
+        };
         if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
             ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
 
@@ -261,7 +264,10 @@ internal static class ConfigLoader
                 ReadPorts(ctx, landlock.GetSection("connectTcp")),
                 ReadChroot(ctx, p),
                 landlockOn,
-                ctx.Bool(p.GetSection("tlsHandOff"), false));
+                ctx.Bool(p.GetSection("tlsHandOff"), false))
+            {
+                Timeouts = ReadTimeouts(ctx, p),
+            };
             if (pools[p.Key].TlsHandOff && p["program"] is null)
                 ctx.Error($"{p.Path}:tlsHandOff", "only a pool with \"program\" declares this (whether Dispatch's own worker takes handed TLS sessions is built in)");
             if (!landlockOn && pools[p.Key].Chroot is null)
@@ -537,6 +543,21 @@ internal static class ConfigLoader
             return (null, errors);
 
         return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup, operations) { Included = included }, errors);
+    }
+
+    /// <summary>A pool's "timeouts": its workers' send, keep-alive and request-header timeouts and Kestrel's minimum data rates.</summary>
+    private static Dispatch.Protocol.Routing.WorkerTimeouts ReadTimeouts(Context ctx, IConfigurationSection pool)
+    {
+        var section = pool.GetSection("timeouts");
+        ctx.Unknown(section, section.Path, ["send", "keepAlive", "requestHeaders", "minRequestBodyRate", "minResponseRate"]);
+        var d = Dispatch.Protocol.Routing.WorkerTimeouts.Default;
+        static int Ms(TimeSpan t) => (int)t.TotalMilliseconds;
+        return new Dispatch.Protocol.Routing.WorkerTimeouts(
+            Ms(ctx.Duration(section.GetSection("send"), TimeSpan.FromMilliseconds(d.SendMs))),
+            Ms(ctx.Duration(section.GetSection("keepAlive"), TimeSpan.FromMilliseconds(d.KeepAliveMs))),
+            Ms(ctx.Duration(section.GetSection("requestHeaders"), TimeSpan.FromMilliseconds(d.RequestHeadersMs))),
+            ctx.Int(section.GetSection("minRequestBodyRate"), d.MinRequestBodyRate, 0, 1 << 30),
+            ctx.Int(section.GetSection("minResponseRate"), d.MinResponseRate, 0, 1 << 30));
     }
 
     private static readonly (string Key, byte Resource)[] LimitNames =
