@@ -34,6 +34,7 @@ internal sealed class TlsTerminationFrontend : Frontend
     private static readonly byte[] AlertUnrecognizedName = [21, 3, 3, 0, 2, 2, 112];
     private static readonly byte[] AlertDecodeError = [21, 3, 3, 0, 2, 2, 50];
     private static readonly byte[] AlertInternalError = [21, 3, 3, 0, 2, 2, 80];
+    private static readonly byte[] AlertHandshakeFailure = [21, 3, 3, 0, 2, 2, 40];
     private static readonly byte[] PlainHttpOnTlsPort =
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 45\r\nConnection: close\r\n\r\nThis port speaks TLS: use https:// instead.\r\n"u8.ToArray();
 
@@ -145,6 +146,14 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
 
         Terminated? session;
+        if (openssl is not null && !OpenSslCredentials.OffersAead(info))
+        {
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: the client offers no AEAD cipher suite", id, start.ClientText, sni);
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
+            await SendQuietlyAsync(client, AlertHandshakeFailure).ConfigureAwait(false);
+            return;
+        }
+
         if (openssl is not null)
         {
             session = await OpenSslHandshakeAsync(client, openssl, info, hello.AsMemory(0, filled), id, start, sni, handshake.Token).ConfigureAwait(false);
