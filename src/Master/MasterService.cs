@@ -316,7 +316,7 @@ internal sealed partial class MasterService : IDisposable
         var d = config.Dispatcher;
         return new RouteSnapshot(
             version,
-            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds) { SendTimeoutMs = (int)d.SendTimeout.TotalMilliseconds },
+            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds) { SendTimeoutMs = (int)d.SendTimeout.TotalMilliseconds, Limits = d.ClientLimits },
             [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
             config.DefaultVhost,
             config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,

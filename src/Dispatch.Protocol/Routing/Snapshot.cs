@@ -23,6 +23,19 @@ public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead,
 {
     /// <summary>A write to a client (or to a worker's socketpair) that makes no progress for this long closes the connection.</summary>
     public int SendTimeoutMs { get; init; } = 60_000;
+
+    /// <summary>Connections per client address and in all (config: dispatcher:limits).</summary>
+    public ClientLimitSettings Limits { get; init; } = ClientLimitSettings.Default;
+}
+
+/// <summary>
+/// The dispatcher's client limits: connections it holds at once (reading the first bytes, in a TLS handshake, or pumping
+/// terminated TLS) and new connections per second, per client address and in all; 0: no limit.
+/// </summary>
+public sealed record ClientLimitSettings(int PerAddressConnections, int PerAddressPerSecond, int GlobalConnections, int GlobalPerSecond)
+{
+    /// <summary>Per address: 512 connections, 256 new per second; in all: 16384 connections, no rate limit.</summary>
+    public static ClientLimitSettings Default { get; } = new(512, 256, 16_384, 0);
 }
 
 /// <summary>

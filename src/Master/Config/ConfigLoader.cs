@@ -21,7 +21,7 @@ internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
-    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace", "sendTimeout"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace", "sendTimeout", "limits"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff", "timeouts"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
 
@@ -156,6 +156,7 @@ internal static class ConfigLoader
             ctx.Duration(d.GetSection("stopGrace"), TimeSpan.FromSeconds(30)))
         {
             SendTimeout = ctx.Duration(d.GetSection("sendTimeout"), TimeSpan.FromSeconds(60)),
+            ClientLimits = ReadClientLimits(ctx, d.GetSection("limits")),
         };
         if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
             ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
@@ -543,6 +544,22 @@ internal static class ConfigLoader
             return (null, errors);
 
         return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup, operations) { Included = included }, errors);
+    }
+
+    /// <summary>dispatcher:limits: { perAddress: { connections, newPerSecond }, global: { connections, newPerSecond } }; 0: no limit.</summary>
+    private static Dispatch.Protocol.Routing.ClientLimitSettings ReadClientLimits(Context ctx, IConfigurationSection section)
+    {
+        ctx.Unknown(section, section.Path, ["perAddress", "global"]);
+        var perAddress = section.GetSection("perAddress");
+        var global = section.GetSection("global");
+        ctx.Unknown(perAddress, perAddress.Path, ["connections", "newPerSecond"]);
+        ctx.Unknown(global, global.Path, ["connections", "newPerSecond"]);
+        var d = Dispatch.Protocol.Routing.ClientLimitSettings.Default;
+        return new Dispatch.Protocol.Routing.ClientLimitSettings(
+            ctx.Int(perAddress.GetSection("connections"), d.PerAddressConnections, 0, 10_000_000),
+            ctx.Int(perAddress.GetSection("newPerSecond"), d.PerAddressPerSecond, 0, 10_000_000),
+            ctx.Int(global.GetSection("connections"), d.GlobalConnections, 0, 10_000_000),
+            ctx.Int(global.GetSection("newPerSecond"), d.GlobalPerSecond, 0, 10_000_000));
     }
 
     /// <summary>A pool's "timeouts": its workers' send, keep-alive and request-header timeouts and Kestrel's minimum data rates.</summary>

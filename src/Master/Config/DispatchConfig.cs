@@ -30,6 +30,9 @@ internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeo
 {
     /// <summary>dispatcher:sendTimeout: a write of the dispatcher's pumps that makes no progress for this long closes the connection.</summary>
     public TimeSpan SendTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>dispatcher:limits: connections per client address and in all.</summary>
+    public Dispatch.Protocol.Routing.ClientLimitSettings ClientLimits { get; init; } = Dispatch.Protocol.Routing.ClientLimitSettings.Default;
 }
 
 /// <param name="Cgroup">The pool's cgroup limits (memory.max, cpu.max, pids.max of one group for all its workers); null: no group.</param>
