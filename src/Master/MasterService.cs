@@ -962,7 +962,10 @@ internal sealed partial class MasterService : IDisposable
                 pool.Name,
                 [.. vhosts.Select(v => new WorkerVhost(
                         v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]))],
-                pool.OneShot) { Timeouts = pool.Timeouts };
+                pool.OneShot)
+            {
+                Timeouts = pool.Timeouts,
+            };
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);
             // In a chroot these must not merely be denied: they must not exist in the worker's view.
