@@ -34,8 +34,9 @@ public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead,
 /// </summary>
 public sealed record ClientLimitSettings(int PerAddressConnections, int PerAddressPerSecond, int GlobalConnections, int GlobalPerSecond)
 {
-    /// <summary>Per address: 512 connections, 256 new per second; in all: 16384 connections, no rate limit.</summary>
-    public static ClientLimitSettings Default { get; } = new(512, 256, 16_384, 0);
+    /// <summary>Per address: 1024 connections held at once; in all: 16384; no rate limit (one address may be a load balancer
+    /// without the PROXY protocol, or a benchmark).</summary>
+    public static ClientLimitSettings Default { get; } = new(1024, 0, 16_384, 0);
 }
 
 /// <summary>
