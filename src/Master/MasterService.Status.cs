@@ -54,6 +54,8 @@ internal sealed partial class MasterService
         ["dispatch_dispatcher_restarts_total"] = "Dispatchers restarted after dying.",
         ["dispatch_upgrades_total"] = "Upgrades (SIGUSR2 or the control socket), by result.",
         ["dispatch_workers"] = "Live workers, by pool.",
+        ["dispatch_pool_start_failures"] = "Consecutive failed worker starts, by pool (0 once a worker starts).",
+        ["dispatch_pool_backoff_seconds"] = "Seconds before the next worker start of a pool whose workers fail to start (0: none pending).",
         ["dispatch_worker_open_connections"] = "Open connections per worker, as its dispatcher counts them.",
         ["dispatch_certificate_not_after_timestamp_seconds"] = "Expiry of each served certificate.",
         ["dispatch_config_version"] = "Version of the route snapshot in use (grows with each accepted reload).",
@@ -196,6 +198,13 @@ internal sealed partial class MasterService
             workers = [.. _workers.Values];
         foreach (var pool in config.Pools.Keys)
             Add($"dispatch_workers{{pool=\"{Prometheus.Escape(pool)}\"}}", workers.Count(w => w.Name == pool));
+        var backoff = _backoff.Snapshot();
+        foreach (var pool in config.Pools.Keys)
+        {
+            var state = backoff.GetValueOrDefault(pool);
+            Add($"dispatch_pool_start_failures{{pool=\"{Prometheus.Escape(pool)}\"}}", state?.Failures ?? 0);
+            Add($"dispatch_pool_backoff_seconds{{pool=\"{Prometheus.Escape(pool)}\"}}", (long)Math.Ceiling(state?.Remaining.TotalSeconds ?? 0));
+        }
         foreach (var v in config.Vhosts.Values)
         {
             foreach (var c in v.Certificates)
@@ -223,6 +232,7 @@ internal sealed partial class MasterService
         }
 
         var seen = reports.Where(r => r.Stats is not null).SelectMany(r => r.Stats!.Workers).GroupBy(w => w.Pid).ToDictionary(g => g.Key, g => g.First());
+        var backoffs = _backoff.Snapshot();
         var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
         {
@@ -274,6 +284,19 @@ internal sealed partial class MasterService
                 w.WriteNumber("maxWorkers", p.MaxWorkers);
                 w.WriteNumber("minSpare", p.MinSpare);
                 w.WriteBoolean("oneShot", p.OneShot);
+                if (backoffs.TryGetValue(p.Name, out var backoff))
+                {
+                    w.WriteStartObject("backoff");
+                    w.WriteNumber("failures", backoff.Failures);
+                    w.WriteNumber("retryInSeconds", Math.Round(backoff.Remaining.TotalSeconds, 1));
+                    w.WriteString("lastError", backoff.LastError);
+                    w.WriteEndObject();
+                }
+                else
+                {
+                    w.WriteNull("backoff");
+                }
+
                 w.WriteStartArray("workers");
                 foreach (var wk in workers.Where(x => x.Name == p.Name))
                 {
@@ -365,6 +388,8 @@ internal static class StatusText
         {
             var ws = p.GetProperty("workers").EnumerateArray().ToList();
             sb.Append(inv, $"  {p.GetProperty("name").GetString()}  uid {p.GetProperty("uid")} gid {p.GetProperty("gid")}  {ws.Count}/{p.GetProperty("maxWorkers")} workers{(p.GetProperty("oneShot").GetBoolean() ? "  one-shot" : string.Empty)}\n");
+            if (p.TryGetProperty("backoff", out var b) && b.ValueKind == JsonValueKind.Object)
+                sb.Append(inv, $"    backing off: {b.GetProperty("failures")} failed start(s), next attempt in {b.GetProperty("retryInSeconds")} s; last error: {b.GetProperty("lastError").GetString()}\n");
             foreach (var w in ws)
             {
                 var conns = w.GetProperty("connections").ValueKind == JsonValueKind.Null ? "?" : w.GetProperty("connections").ToString();

@@ -34,6 +34,7 @@ internal sealed partial class MasterService : IDisposable
     private Operations.ControlServer? _control;
     private readonly Dictionary<int, ChildProcess> _workers = [];
     private readonly Dictionary<string, int> _starting = [];
+    private readonly SpawnBackoff _backoff = new();
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _stop = new();
     private ChildProcess?[] _dispatchers = [];
@@ -315,7 +316,7 @@ internal sealed partial class MasterService : IDisposable
         var d = config.Dispatcher;
         return new RouteSnapshot(
             version,
-            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds),
+            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds) { SendTimeoutMs = (int)d.SendTimeout.TotalMilliseconds, Limits = d.ClientLimits },
             [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
             config.DefaultVhost,
             config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
@@ -329,7 +330,7 @@ internal sealed partial class MasterService : IDisposable
             return string.Empty;
         var vhosts = config.Vhosts.Values.Where(v => v.Pool == pool).OrderBy(v => v.Name, StringComparer.Ordinal)
             .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))]));
-        var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot)));
+        var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot) { Timeouts = p.Timeouts }));
         var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
         return string.Join(
             "|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program,
@@ -369,6 +370,8 @@ internal sealed partial class MasterService : IDisposable
             _cgroups.Apply(fresh);
             var old = _config;
             var retired = old.Pools.Keys.Where(p => PoolFingerprint(old, p) != PoolFingerprint(fresh, p)).ToArray();
+            foreach (var pool in _backoff.Clear(retired))
+                _log.Information("Pool {Pool} changed in the reload: its start backoff is cleared", pool);
             var version = Interlocked.Increment(ref _snapshotVersion);
             _config = fresh;
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(BuildSnapshot(fresh, version)));
@@ -927,6 +930,14 @@ internal sealed partial class MasterService : IDisposable
                 return;
             }
 
+            if (_backoff.Remaining(pool.Name) is { } wait)
+            {
+                // Its workers fail to start: no new attempt before the backoff ends, and the dispatcher answers 503 now.
+                if (request is not null)
+                    Refuse(dispatcher, request, $"pool '{pool.Name}' is backing off after failed worker starts; next attempt in {wait.TotalSeconds:F1} s", wait);
+                return;
+            }
+
             _starting[pool.Name] = _starting.GetValueOrDefault(pool.Name) + 1;
         }
 
@@ -951,7 +962,10 @@ internal sealed partial class MasterService : IDisposable
                 pool.Name,
                 [.. vhosts.Select(v => new WorkerVhost(
                         v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))]))],
-                pool.OneShot);
+                pool.OneShot)
+            {
+                Timeouts = pool.Timeouts,
+            };
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);
             // In a chroot these must not merely be denied: they must not exist in the worker's view.
@@ -989,6 +1003,7 @@ internal sealed partial class MasterService : IDisposable
             }
 
             dispatcher.Channel.Send(new WorkerReady(request?.RequestId ?? 0, pool.Name, worker.Pid, worker.Pid), [pair.A]);
+            _backoff.Succeeded(pool.Name);
             _counters.WorkerSpawned(pool.Name, ok: true);
             _log.Information(
                 "Worker {Pid} for pool {Pool} ready (uid {Uid}, gid {Gid}) in {Elapsed:F0} ms{Spare}; {Detail}",
@@ -1000,10 +1015,13 @@ internal sealed partial class MasterService : IDisposable
             lock (_gate)
                 _starting[pool.Name]--;
             worker?.Kill();
-            _log.Error("Could not start a worker for pool {Pool}: {Reason}", pool.Name, e.Message);
+            var wait = _backoff.Failed(pool.Name, e.Message);
+            _log.Error("Could not start a worker for pool {Pool}: {Reason}; next attempt in {Backoff:F0} s at the earliest", pool.Name, e.Message, wait.TotalSeconds);
             _counters.WorkerSpawned(pool.Name, ok: false);
             if (request is not null)
-                Refuse(dispatcher, request, $"worker start failed: {e.Message}");
+                Refuse(dispatcher, request, $"worker start failed: {e.Message}", wait);
+            if (pool.MinSpare > 0 && !_stop.IsCancellationRequested)
+                _ = RetrySparesAsync(dispatcher, wait);
         }
         finally
         {
@@ -1092,13 +1110,29 @@ internal sealed partial class MasterService : IDisposable
         }
     }
 
-    private void Refuse(ChildProcess dispatcher, NeedWorker request, string reason)
+    /// <summary>A pool whose spare failed to start tries again when its backoff ends (clients' requests may come sooner).</summary>
+    private async Task RetrySparesAsync(ChildProcess dispatcher, TimeSpan wait)
+    {
+        try
+        {
+            await Task.Delay(wait + TimeSpan.FromMilliseconds(50), _stop.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        if (!dispatcher.Exited.IsCompleted)
+            TopUpSpares(dispatcher);
+    }
+
+    private void Refuse(ChildProcess dispatcher, NeedWorker request, string reason, TimeSpan retryAfter = default)
     {
         _log.Warning("Refused a worker for pool {Pool}: {Reason}", request.Pool, reason);
         _counters.WorkerRefused(request.Pool);
         try
         {
-            dispatcher.Channel.Send(new WorkerRefused(request.RequestId, request.Pool, reason));
+            dispatcher.Channel.Send(new WorkerRefused(request.RequestId, request.Pool, reason) { RetryAfterMs = (int)Math.Ceiling(retryAfter.TotalMilliseconds) });
         }
         catch (SysCallException e)
         {

@@ -22,6 +22,12 @@ internal static class Program
 
     private static async Task<int> Main(string[] args)
     {
+        if (NativeLayout.Unsupported() is { } unsupported)
+        {
+            Console.Error.WriteLine(unsupported);
+            return 69; // EX_UNAVAILABLE
+        }
+
         if (args.Length > 0 && args[0] is "status" or "reload" or "upgrade")
             return await ControlClientAsync(args).ConfigureAwait(false);
         var check = args.Length > 0 && args[0] == "check";

@@ -60,6 +60,7 @@ internal static class Program
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
             using var workers = new WorkerPools(master, () => routes, log);
+            var limits = new ClientLimits(() => routes.Settings.Limits, log);
             using var poller = new ReadinessPoller();
             // Ready before the first accept: a client already waiting could otherwise make this process ask
             // for a worker before the master has seen it ready.
@@ -82,8 +83,8 @@ internal static class Program
 
                 Frontend frontend = info.Protocol switch
                 {
-                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log),
-                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log),
+                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log) { Limits = limits },
+                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log) { Limits = limits },
                     _ => throw new WireException($"listener protocol '{info.Protocol}' is not supported"),
                 };
                 frontends.Add(frontend);

@@ -65,6 +65,7 @@ internal static class Program
                 log,
                 v => logs.Access.TryGetValue(v.Name, out var file) ? new Serilog.LoggerConfiguration().MinimumLevel.Information().WriteTo.Sink(file).CreateLogger() : log,
                 v => logs.Errors.TryGetValue(v.Name, out var file) ? new Serilog.LoggerConfiguration().MinimumLevel.Information().WriteTo.Sink(file).CreateLogger() : null,
+                pool.Timeouts ?? WorkerTimeouts.Default,
                 stopping.Token).ConfigureAwait(false);
             var started = clock.Elapsed.TotalMilliseconds;
             var warm = await WarmUpAsync(server, vhosts[0].Name).ConfigureAwait(false);

@@ -19,7 +19,25 @@ public sealed record RouteSnapshot(long Version, DispatcherSettings Settings, Vh
 public sealed record PoolRoute(string Name, int MaxConnectionsPerWorker, bool OneShot, int MinSpare, int IdleTimeoutMs, bool TlsHandOff = false);
 
 /// <summary>Bounds on what the dispatcher reads before routing.</summary>
-public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead, int WorkerWaitMs, int HandshakeTimeoutMs);
+public sealed record DispatcherSettings(int HeaderTimeoutMs, int MaxRequestHead, int WorkerWaitMs, int HandshakeTimeoutMs)
+{
+    /// <summary>A write to a client (or to a worker's socketpair) that makes no progress for this long closes the connection.</summary>
+    public int SendTimeoutMs { get; init; } = 60_000;
+
+    /// <summary>Connections per client address and in all (config: dispatcher:limits).</summary>
+    public ClientLimitSettings Limits { get; init; } = ClientLimitSettings.Default;
+}
+
+/// <summary>
+/// The dispatcher's client limits: connections it holds at once (reading the first bytes, in a TLS handshake, or pumping
+/// terminated TLS) and new connections per second, per client address and in all; 0: no limit.
+/// </summary>
+public sealed record ClientLimitSettings(int PerAddressConnections, int PerAddressPerSecond, int GlobalConnections, int GlobalPerSecond)
+{
+    /// <summary>Per address: 1024 connections held at once; in all: 16384; no rate limit (one address may be a load balancer
+    /// without the PROXY protocol, or a benchmark).</summary>
+    public static ClientLimitSettings Default { get; } = new(1024, 0, 16_384, 0);
+}
 
 /// <summary>
 /// A vhost as the dispatcher sees it: its names, its pool and, for a terminated TLS vhost, the
@@ -63,7 +81,25 @@ public static class TlsModes
 }
 
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>
-public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneShot);
+public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneShot)
+{
+    /// <summary>The worker's write and idle timeouts; null: the defaults of <see cref="WorkerTimeouts"/>.</summary>
+    public WorkerTimeouts? Timeouts { get; init; }
+}
+
+/// <summary>
+/// A worker's timeouts (config: a pool's <c>timeouts</c>). <paramref name="SendMs"/>: a write to a client that makes no
+/// progress for this long closes the connection (nginx's send_timeout); <paramref name="KeepAliveMs"/>: an idle
+/// connection between requests; <paramref name="RequestHeadersMs"/>: the time to receive a request's headers (after
+/// the first request: the dispatcher reads the first head); <paramref name="MinRequestBodyRate"/> and
+/// <paramref name="MinResponseRate"/>: Kestrel's minimum data rates in bytes per second after a 5 s grace period
+/// (0: off).
+/// </summary>
+public sealed record WorkerTimeouts(int SendMs, int KeepAliveMs, int RequestHeadersMs, int MinRequestBodyRate, int MinResponseRate)
+{
+    /// <summary>send 60 s, keepAlive 75 s (nginx's), requestHeaders 30 s, both rates 240 bytes/s (Kestrel's).</summary>
+    public static WorkerTimeouts Default { get; } = new(60_000, 75_000, 30_000, 240, 240);
+}
 
 public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy);
 

@@ -361,21 +361,35 @@ public sealed record WorkerReady(ulong RequestId, string Pool, int WorkerId, int
     public static WorkerReady Decode(ref WireReader reader) => new((ulong)reader.I64(), reader.String(Limits.Name), reader.I32(), reader.I32());
 }
 
-/// <summary>u64 request id | string pool | string reason</summary>
+/// <summary>u64 request id | string pool | string reason | [i32 retry after, ms: appended; absent from older masters]</summary>
 public sealed record WorkerRefused(ulong RequestId, string Pool, string Reason) : IWireMessage<WorkerRefused>
 {
     public static MessageType Type => MessageType.WorkerRefused;
 
     public static int MaxDescriptors => 0;
 
+    /// <summary>Above 0: the pool's workers fail to start and the master backs off this long; connections waiting for
+    /// a worker of the pool get 503 now instead of waiting. 0: a limit (a worker may free up).</summary>
+    public int RetryAfterMs { get; init; }
+
     public void Encode(ref WireWriter writer)
     {
         writer.I64((long)RequestId);
         writer.String(Pool);
         writer.String(Reason);
+        writer.I32(RetryAfterMs);
     }
 
-    public static WorkerRefused Decode(ref WireReader reader) => new((ulong)reader.I64(), reader.String(Limits.Name), reader.String(Limits.Text));
+    public static WorkerRefused Decode(ref WireReader reader)
+    {
+        var refused = new WorkerRefused((ulong)reader.I64(), reader.String(Limits.Name), reader.String(Limits.Text));
+        if (reader.Remaining == 0)
+            return refused;
+        var retry = reader.I32();
+        if (retry < 0)
+            throw new WireException($"WorkerRefused with a negative retry delay ({retry} ms)");
+        return refused with { RetryAfterMs = retry };
+    }
 }
 
 /// <summary>i32 worker id | string pool | string reason</summary>

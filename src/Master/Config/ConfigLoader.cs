@@ -21,8 +21,8 @@ internal static class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
-    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
-    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff"];
+    private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace", "sendTimeout", "limits"];
+    private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff", "timeouts"];
     private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -153,7 +153,11 @@ internal static class ConfigLoader
             ctx.Duration(d.GetSection("handshakeTimeout"), TimeSpan.FromSeconds(10)),
             d["engine"] ?? TlsEngines.BouncyCastle,
             ctx.Int(d.GetSection("processes"), 1, 1, 64),
-            ctx.Duration(d.GetSection("stopGrace"), TimeSpan.FromSeconds(30)));
+            ctx.Duration(d.GetSection("stopGrace"), TimeSpan.FromSeconds(30)))
+        {
+            SendTimeout = ctx.Duration(d.GetSection("sendTimeout"), TimeSpan.FromSeconds(60)),
+            ClientLimits = ReadClientLimits(ctx, d.GetSection("limits")),
+        };
         if (dispatcher.Engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
             ctx.Error("dispatcher:engine", $"'{dispatcher.Engine}' is not a TLS engine (bouncycastle or openssl)");
 
@@ -267,7 +271,10 @@ internal static class ConfigLoader
                 ReadPorts(ctx, landlock.GetSection("connectTcp")),
                 ReadChroot(ctx, p),
                 landlockOn,
-                ctx.Bool(p.GetSection("tlsHandOff"), false));
+                ctx.Bool(p.GetSection("tlsHandOff"), false))
+            {
+                Timeouts = ReadTimeouts(ctx, p),
+            };
             if (pools[p.Key].TlsHandOff && p["program"] is null)
                 ctx.Error($"{p.Path}:tlsHandOff", "only a pool with \"program\" declares this (whether Dispatch's own worker takes handed TLS sessions is built in)");
             if (!landlockOn && pools[p.Key].Chroot is null)
@@ -535,12 +542,45 @@ internal static class ConfigLoader
             ctx.Error($"jailProbe:paths:{i}", $"'{pp}' is not an absolute path");
         var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 8, 1, 256));
 
-        if (errors.Count > 0)
-            return (null, errors);
+        // Every check adds to errors before this one return: `run`, `check` and a reload all refuse
+        // exactly when errors is not empty (a check after it would reach `check` only).
         if (metricsListen is not null && listen.Any(l => l.Endpoint.Equals(metricsListen)))
             ctx.Error("metrics:listen", $"{metricsListen} is also a listener");
+        if (errors.Count > 0)
+            return (null, errors);
 
         return (new DispatchConfig(full, listen, dispatcher, pools, vhosts, defaultVhost, security, limits, log, jailProbe, cgroup, operations) { Included = included }, errors);
+    }
+
+    /// <summary>dispatcher:limits: { perAddress: { connections, newPerSecond }, global: { connections, newPerSecond } }; 0: no limit.</summary>
+    private static Dispatch.Protocol.Routing.ClientLimitSettings ReadClientLimits(Context ctx, IConfigurationSection section)
+    {
+        ctx.Unknown(section, section.Path, ["perAddress", "global"]);
+        var perAddress = section.GetSection("perAddress");
+        var global = section.GetSection("global");
+        ctx.Unknown(perAddress, perAddress.Path, ["connections", "newPerSecond"]);
+        ctx.Unknown(global, global.Path, ["connections", "newPerSecond"]);
+        var d = Dispatch.Protocol.Routing.ClientLimitSettings.Default;
+        return new Dispatch.Protocol.Routing.ClientLimitSettings(
+            ctx.Int(perAddress.GetSection("connections"), d.PerAddressConnections, 0, 10_000_000),
+            ctx.Int(perAddress.GetSection("newPerSecond"), d.PerAddressPerSecond, 0, 10_000_000),
+            ctx.Int(global.GetSection("connections"), d.GlobalConnections, 0, 10_000_000),
+            ctx.Int(global.GetSection("newPerSecond"), d.GlobalPerSecond, 0, 10_000_000));
+    }
+
+    /// <summary>A pool's "timeouts": its workers' send, keep-alive and request-header timeouts and Kestrel's minimum data rates.</summary>
+    private static Dispatch.Protocol.Routing.WorkerTimeouts ReadTimeouts(Context ctx, IConfigurationSection pool)
+    {
+        var section = pool.GetSection("timeouts");
+        ctx.Unknown(section, section.Path, ["send", "keepAlive", "requestHeaders", "minRequestBodyRate", "minResponseRate"]);
+        var d = Dispatch.Protocol.Routing.WorkerTimeouts.Default;
+        static int Ms(TimeSpan t) => (int)t.TotalMilliseconds;
+        return new Dispatch.Protocol.Routing.WorkerTimeouts(
+            Ms(ctx.Duration(section.GetSection("send"), TimeSpan.FromMilliseconds(d.SendMs))),
+            Ms(ctx.Duration(section.GetSection("keepAlive"), TimeSpan.FromMilliseconds(d.KeepAliveMs))),
+            Ms(ctx.Duration(section.GetSection("requestHeaders"), TimeSpan.FromMilliseconds(d.RequestHeadersMs))),
+            ctx.Int(section.GetSection("minRequestBodyRate"), d.MinRequestBodyRate, 0, 1 << 30),
+            ctx.Int(section.GetSection("minResponseRate"), d.MinResponseRate, 0, 1 << 30));
     }
 
     private static readonly (string Key, byte Resource)[] LimitNames =

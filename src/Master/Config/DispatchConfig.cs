@@ -26,7 +26,14 @@ internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadO
     public override string ToString() => $"{Protocol} {Endpoint}";
 }
 
-internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout, string Engine, int Processes, TimeSpan StopGrace);
+internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeout, int MaxRequestHead, TimeSpan WorkerWait, ulong NoFile, TimeSpan HandshakeTimeout, string Engine, int Processes, TimeSpan StopGrace)
+{
+    /// <summary>dispatcher:sendTimeout: a write of the dispatcher's pumps that makes no progress for this long closes the connection.</summary>
+    public TimeSpan SendTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>dispatcher:limits: connections per client address and in all.</summary>
+    public Dispatch.Protocol.Routing.ClientLimitSettings ClientLimits { get; init; } = Dispatch.Protocol.Routing.ClientLimitSettings.Default;
+}
 
 /// <param name="Cgroup">The pool's cgroup limits (memory.max, cpu.max, pids.max of one group for all its workers); null: no group.</param>
 /// <param name="LandlockRead">Extra paths the pool's workers may read (beyond the runtime and their roots).</param>
@@ -54,7 +61,11 @@ internal sealed record PoolConfig(
     IReadOnlyList<ushort> ConnectTcp,
     ChrootConfig? Chroot = null,
     bool Landlock = true,
-    bool TlsHandOff = false);
+    bool TlsHandOff = false)
+{
+    /// <summary>The pool's <c>timeouts</c>: its workers' send, keep-alive and header timeouts and minimum data rates.</summary>
+    public Dispatch.Protocol.Routing.WorkerTimeouts Timeouts { get; init; } = Dispatch.Protocol.Routing.WorkerTimeouts.Default;
+}
 
 /// <summary>The pool's chroot (null: none): a private /tmp of <paramref name="TmpBytes"/>, extra paths bound read-only and writable.</summary>
 internal sealed record ChrootConfig(ulong TmpBytes, IReadOnlyList<string> ExtraReadOnly, IReadOnlyList<string> Writable)

@@ -140,15 +140,24 @@ internal sealed class PlainHttpFrontend : Frontend
         Libc.Shutdown(fd, Libc.SHUT_WR);
     }
 
-    private unsafe void Reject(int fd, int code, string reason, ulong id, ConnectionStart start)
+    protected override void RefuseOverLimit(Socket client, int fd, bool perAddress) =>
+        Respond(fd, perAddress ? 429 : 503, perAddress ? "Too many connections from your address; try again shortly." : "The server is busy; try again shortly.");
+
+    private void Reject(int fd, int code, string reason, ulong id, ConnectionStart start)
     {
         Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, start.ClientText, code, reason);
+        Respond(fd, code, reason);
+    }
+
+    private static unsafe void Respond(int fd, int code, string reason)
+    {
         DispatcherMetrics.Response(code);
         var text = code switch
         {
             400 => "Bad Request",
             404 => "Not Found",
             408 => "Request Timeout",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             503 => "Service Unavailable",
             505 => "HTTP Version Not Supported",

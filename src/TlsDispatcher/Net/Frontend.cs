@@ -56,6 +56,9 @@ internal abstract class Frontend
 
     protected ILogger Log { get; }
 
+    /// <summary>The client limits shared by the dispatcher's listeners (null: none).</summary>
+    public ClientLimits? Limits { get; init; }
+
     /// <summary>Connections being read, routed or (for terminated TLS) proxied.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
 
@@ -99,6 +102,8 @@ internal abstract class Frontend
         Interlocked.Increment(ref _inFlight);
         var fd = (int)client.SafeHandle.DangerousGetHandle();
         var buffer = ArrayPool<byte>.Shared.Rent(PreludeSize + ProxyProtocol.MaxV2);
+        IPAddress? admitted = null;
+        var counted = false;
         try
         {
             Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
@@ -109,6 +114,19 @@ internal abstract class Frontend
                 start = await ReadProxyHeaderAsync(start, id).ConfigureAwait(false);
                 if (start is null)
                     return;
+            }
+
+            if (Limits is not null)
+            {
+                admitted = start.Client?.Address;
+                var refusal = Limits.TryAdmit(admitted);
+                if (refusal != ClientLimits.Refusal.None)
+                {
+                    RefuseOverLimit(client, fd, refusal == ClientLimits.Refusal.PerAddress);
+                    return;
+                }
+
+                counted = true;
             }
 
             await HandleAsync(client, id, start).ConfigureAwait(false);
@@ -123,10 +141,27 @@ internal abstract class Frontend
         }
         finally
         {
+            if (counted)
+                Limits!.Release(admitted);
             Poller.Remove(fd);
             ArrayPool<byte>.Shared.Return(buffer);
             client.Dispose();
             Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    /// <summary>
+    /// A connection over the client limits (logged in summary by <see cref="ClientLimits"/>, not one by one). By
+    /// default it is reset; plain HTTP answers 429 or 503 first.
+    /// </summary>
+    protected virtual void RefuseOverLimit(Socket client, int fd, bool perAddress)
+    {
+        try
+        {
+            client.LingerState = new LingerOption(true, 0);
+        }
+        catch (SocketException)
+        {
         }
     }
 

@@ -13,10 +13,34 @@ namespace Dispatch.TlsDispatcher.Tls;
 /// keys: a ticket issued for one tenant never resumes at another. No CipherSuitesPolicy is set on
 /// purpose: .NET caches (and so resumes with) an OpenSSL context only without one. .NET's own default
 /// list then applies: TLS 1.3 suites and ECDHE with AES-GCM, ChaCha20-Poly1305 or AES-CBC-SHA256/384;
-/// no RSA key transport, no SHA-1 suites (the interop tests check both).
+/// no RSA key transport, no SHA-1 suites (the interop tests check both). The CBC suites are never
+/// negotiated: a ClientHello offering no AEAD suite is refused before OpenSSL sees it (<see cref="OffersAead"/>),
+/// and the server's preference puts AEAD first for the others — the same suites as the BouncyCastle engine.
 /// </summary>
 internal sealed class OpenSslCredentials : IDisposable
 {
+    /// <summary>The BouncyCastle engine's suites: AEAD only (TLS 1.3's three; ECDHE with AES-GCM or ChaCha20-Poly1305 in 1.2).</summary>
+    private static readonly HashSet<ushort> AeadSuites =
+    [
+        (ushort)TlsCipherSuite.TLS_AES_128_GCM_SHA256,
+        (ushort)TlsCipherSuite.TLS_AES_256_GCM_SHA384,
+        (ushort)TlsCipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+        (ushort)TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        (ushort)TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        (ushort)TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        (ushort)TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        (ushort)TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        (ushort)TlsCipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+
+    /// <summary>
+    /// Whether the client offers one of the AEAD suites. A CipherSuitesPolicy would restrict OpenSSL to them, but .NET
+    /// then stops caching the OpenSSL context, and with it session resumption; so a ClientHello that offers none is
+    /// refused before OpenSSL sees it, and among the suites a client offers .NET's list (server preference) puts the
+    /// AEAD ones first.
+    /// </summary>
+    public static bool OffersAead(ClientHelloInfo hello) => hello.CipherSuites.Any(AeadSuites.Contains);
+
     private readonly List<X509Certificate2> _owned = [];
     private readonly SslServerAuthenticationOptions? _ecdsa;
     private readonly SslServerAuthenticationOptions? _rsa;

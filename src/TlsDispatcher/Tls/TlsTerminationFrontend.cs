@@ -34,6 +34,7 @@ internal sealed class TlsTerminationFrontend : Frontend
     private static readonly byte[] AlertUnrecognizedName = [21, 3, 3, 0, 2, 2, 112];
     private static readonly byte[] AlertDecodeError = [21, 3, 3, 0, 2, 2, 50];
     private static readonly byte[] AlertInternalError = [21, 3, 3, 0, 2, 2, 80];
+    private static readonly byte[] AlertHandshakeFailure = [21, 3, 3, 0, 2, 2, 40];
     private static readonly byte[] PlainHttpOnTlsPort =
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 45\r\nConnection: close\r\n\r\nThis port speaks TLS: use https:// instead.\r\n"u8.ToArray();
 
@@ -145,6 +146,14 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
 
         Terminated? session;
+        if (openssl is not null && !OpenSslCredentials.OffersAead(info))
+        {
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: the client offers no AEAD cipher suite", id, start.ClientText, sni);
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
+            await SendQuietlyAsync(client, AlertHandshakeFailure).ConfigureAwait(false);
+            return;
+        }
+
         if (openssl is not null)
         {
             session = await OpenSslHandshakeAsync(client, openssl, info, hello.AsMemory(0, filled), id, start, sni, handshake.Token).ConfigureAwait(false);
@@ -356,8 +365,8 @@ internal sealed class TlsTerminationFrontend : Frontend
             Libc.Close(theirs);
         }
 
-        var upstream = PumpClientToWorkerAsync(tls.Stream, plain);
-        var downstream = PumpWorkerToClientAsync(plain, tls, client);
+        var upstream = PumpClientToWorkerAsync(tls.Stream, plain, settings.SendTimeoutMs);
+        var downstream = PumpWorkerToClientAsync(plain, tls, client, settings.SendTimeoutMs, id, start.ClientText);
         var first = await Task.WhenAny(upstream, downstream).ConfigureAwait(false);
         if (first == downstream)
         {
@@ -373,8 +382,12 @@ internal sealed class TlsTerminationFrontend : Frontend
 
     // Both pumps wait for data with a zero-byte read and only then rent a buffer, so an idle
     // keep-alive connection holds no buffer of ours.
-    private static async Task PumpClientToWorkerAsync(Stream tls, Socket plain)
+    // Every write is bounded by the send timeout: a peer that reads nothing for that long (a client, or a worker that
+    // stopped reading its socketpair) gets its socket reset, which ends the write and both pumps.
+    private static async Task PumpClientToWorkerAsync(Stream tls, Socket plain, int sendTimeoutMs)
     {
+        using var stalled = new CancellationTokenSource();
+        using var reset = stalled.Token.UnsafeRegister(static state => Reset((Socket)state!), plain);
         try
         {
             while (true)
@@ -387,7 +400,11 @@ internal sealed class TlsTerminationFrontend : Frontend
                     if (n == 0)
                         break;
                     Interlocked.Add(ref DispatcherMetrics.BytesFromClients, n);
+                    stalled.CancelAfter(sendTimeoutMs);
                     await plain.SendAsync(buffer.AsMemory(0, n), SocketFlags.None).ConfigureAwait(false);
+                    stalled.CancelAfter(Timeout.Infinite); // disarms; TryReset would drop the registration
+                    if (stalled.IsCancellationRequested)
+                        break;
                 }
                 finally
                 {
@@ -403,8 +420,10 @@ internal sealed class TlsTerminationFrontend : Frontend
         }
     }
 
-    private static async Task PumpWorkerToClientAsync(Socket plain, Terminated tls, Socket client)
+    private async Task PumpWorkerToClientAsync(Socket plain, Terminated tls, Socket client, int sendTimeoutMs, ulong id, string clientText)
     {
+        using var stalled = new CancellationTokenSource();
+        using var reset = stalled.Token.UnsafeRegister(static state => Reset((Socket)state!), client);
         try
         {
             while (true)
@@ -416,7 +435,11 @@ internal sealed class TlsTerminationFrontend : Frontend
                     var n = await plain.ReceiveAsync(buffer, SocketFlags.None).ConfigureAwait(false);
                     if (n == 0)
                         break;
+                    stalled.CancelAfter(sendTimeoutMs);
                     await tls.Stream.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+                    stalled.CancelAfter(Timeout.Infinite); // disarms; TryReset would drop the registration
+                    if (stalled.IsCancellationRequested)
+                        break;
                     Interlocked.Add(ref DispatcherMetrics.BytesToClients, n);
                 }
                 finally
@@ -425,6 +448,8 @@ internal sealed class TlsTerminationFrontend : Frontend
                 }
             }
 
+            // close_notify is a write too: bounded like the others.
+            stalled.CancelAfter(sendTimeoutMs);
             await tls.CloseAsync().ConfigureAwait(false);
             client.Shutdown(SocketShutdown.Send);
         }
@@ -437,6 +462,23 @@ internal sealed class TlsTerminationFrontend : Frontend
             catch (SocketException)
             {
             }
+        }
+
+        if (stalled.IsCancellationRequested)
+            Log.Information("Connection {ConnectionId} from {Client}: nothing could be sent for {Timeout} ms; closed", id, clientText, sendTimeoutMs);
+    }
+
+    /// <summary>A stalled peer: reset (SO_LINGER 0) and shut down, so the pending write fails and nothing unsent is kept.</summary>
+    private static void Reset(Socket socket)
+    {
+        try
+        {
+            socket.LingerState = new LingerOption(true, 0);
+            socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Already closed.
         }
     }
 

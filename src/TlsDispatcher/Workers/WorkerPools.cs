@@ -54,6 +54,9 @@ internal sealed class WorkerPools : IDisposable
     private readonly Dictionary<string, List<WorkerLink>> _pools = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ulong> _pending = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _refusedUntil = new(StringComparer.Ordinal);
+
+    // Pools whose workers fail to start (the master backs off): until when, and why. Connections find no worker at once.
+    private readonly Dictionary<string, (long Until, string Reason)> _failing = new(StringComparer.Ordinal);
     private readonly Dictionary<int, WorkerLink> _byId = [];
     private readonly Timer _idleTimer;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -110,6 +113,8 @@ internal sealed class WorkerPools : IDisposable
 
                 if (_closed)
                     throw new OperationCanceledException("the master is stopping: no more workers");
+                if (_failing.TryGetValue(pool, out var failing) && Environment.TickCount64 < failing.Until)
+                    throw new PoolFailingException(failing.Reason);
                 if (!_pending.ContainsKey(pool) && Environment.TickCount64 >= _refusedUntil.GetValueOrDefault(pool))
                 {
                     var id = ++_nextRequest;
@@ -144,6 +149,11 @@ internal sealed class WorkerPools : IDisposable
             catch (OperationCanceledException) when (_closed)
             {
                 _log.Information("Connection {ConnectionId} for pool {Pool} gets no worker: Dispatch is stopping", meta.ConnectionId, pool);
+                return false;
+            }
+            catch (PoolFailingException e)
+            {
+                _log.Information("Connection {ConnectionId} for pool {Pool} gets no worker now: {Reason}", meta.ConnectionId, pool, e.Message);
                 return false;
             }
             catch (OperationCanceledException)
@@ -195,6 +205,8 @@ internal sealed class WorkerPools : IDisposable
             _byId[link.Id] = link;
             if (_pending.TryGetValue(ready.Pool, out var id) && id == ready.RequestId)
                 _pending.Remove(ready.Pool);
+            _failing.Remove(ready.Pool);
+            _refusedUntil.Remove(ready.Pool);
             SignalLocked();
         }
 
@@ -208,7 +220,9 @@ internal sealed class WorkerPools : IDisposable
         {
             if (_pending.TryGetValue(refused.Pool, out var id) && id == refused.RequestId)
                 _pending.Remove(refused.Pool);
-            _refusedUntil[refused.Pool] = Environment.TickCount64 + (long)RefusalBackoff.TotalMilliseconds;
+            _refusedUntil[refused.Pool] = Environment.TickCount64 + Math.Max((long)RefusalBackoff.TotalMilliseconds, refused.RetryAfterMs);
+            if (refused.RetryAfterMs > 0)
+                _failing[refused.Pool] = (Environment.TickCount64 + refused.RetryAfterMs, refused.Reason);
             SignalLocked();
         }
 
@@ -247,7 +261,17 @@ internal sealed class WorkerPools : IDisposable
     {
         List<WorkerLink> retired;
         lock (_gate)
+        {
             retired = [.. pools.SelectMany(p => _pools.GetValueOrDefault(p) ?? [])];
+
+            // The master cleared their start backoff: the next connection asks again at once.
+            foreach (var pool in pools)
+            {
+                _failing.Remove(pool);
+                _refusedUntil.Remove(pool);
+            }
+        }
+
         foreach (var w in retired)
             Drop(w, "its pool changed in a reload");
     }

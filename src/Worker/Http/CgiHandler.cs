@@ -356,6 +356,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
         public async Task RunAsync()
         {
             using var timeout = new CancellationTokenSource(settings.EffectiveTimeout);
+            using var clientLeft = HalfCloseConnectionContext.AbortOnInputEnd(context);
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, context.RequestAborted);
             using var stopInput = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
             using var stopStderr = new CancellationTokenSource();

@@ -368,6 +368,8 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 
         context.Items[ProxyTransformer.TargetKey] = target;
 
+        // A half-closed client (FIN after its request) counts as gone for a proxied request, as in nginx.
+        using var clientLeft = HalfCloseConnectionContext.AbortOnInputEnd(context);
         var error = await forwarder.SendAsync(context, forwarding.BaseUri, forwarding.Invoker, forwarding.Config, ProxyTransformer.Instance);
         if (context.Items[ProxyTransformer.DroppedFieldsKey] is List<string> dropped)
         {

@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Threading.Channels;
+using Dispatch.Protocol.Routing;
 using Dispatch.Worker.Tls;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
@@ -34,6 +35,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private readonly Channel<PendingConnection> _http2 = Channel.CreateUnbounded<PendingConnection>();
     private readonly Channel<PendingConnection> _tls = Channel.CreateUnbounded<PendingConnection>();
     private TenantCertificates? _certificates;
+    private SendWatchdog? _sendWatchdog;
     private readonly CgiHandler _cgi;
     private Serilog.ILogger _log = Serilog.Core.Logger.None;
     private ProxyHandler? _proxy;
@@ -85,13 +87,27 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// <paramref name="errorLogFor"/>(vhost) when it returns a logger (see <see cref="RequestErrors"/>), otherwise to
     /// <paramref name="log"/>.
     /// </summary>
+    public static Task<WorkerHttpServer> StartAsync(
+        IReadOnlyList<VhostSettings> vhosts,
+        Serilog.ILogger log,
+        Func<VhostSettings, Serilog.ILogger>? accessLogFor,
+        Func<VhostSettings, Serilog.ILogger?>? errorLogFor,
+        CancellationToken cancellationToken) =>
+        StartAsync(vhosts, log, accessLogFor, errorLogFor, WorkerTimeouts.Default, cancellationToken);
+
+    /// <summary>
+    /// As above, with the pool's <paramref name="timeouts"/>: the send timeout (a flush that waits that long aborts the
+    /// connection), Kestrel's keep-alive and request-headers timeouts and its minimum request-body and response rates.
+    /// </summary>
     public static async Task<WorkerHttpServer> StartAsync(
         IReadOnlyList<VhostSettings> vhosts,
         Serilog.ILogger log,
         Func<VhostSettings, Serilog.ILogger>? accessLogFor,
         Func<VhostSettings, Serilog.ILogger?>? errorLogFor,
+        WorkerTimeouts timeouts,
         CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(timeouts);
         ArgumentNullException.ThrowIfNull(vhosts);
         ArgumentNullException.ThrowIfNull(log);
 
@@ -118,7 +134,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         var handler = new RequestHandler(table, defaultAccessLog, log);
         var cgi = new CgiHandler(log);
         var proxy = new ProxyHandler(log);
-        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _log = log };
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _log = log, _sendWatchdog = new SendWatchdog(TimeSpan.FromMilliseconds(timeouts.SendMs), log) };
 
         var host = new HostBuilder()
             .UseContentRoot(AppContext.BaseDirectory)
@@ -162,6 +178,10 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     web.ConfigureKestrel(kestrel =>
                     {
                         kestrel.AddServerHeader = false;
+                        kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.KeepAliveMs);
+                        kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.RequestHeadersMs);
+                        kestrel.Limits.MinRequestBodyDataRate = timeouts.MinRequestBodyRate > 0 ? new MinDataRate(timeouts.MinRequestBodyRate, TimeSpan.FromSeconds(5)) : null;
+                        kestrel.Limits.MinResponseDataRate = timeouts.MinResponseRate > 0 ? new MinDataRate(timeouts.MinResponseRate, TimeSpan.FromSeconds(5)) : null;
 
                         // TLS ends in the dispatcher: h2 arrives in cleartext with ":scheme https".
                         kestrel.AllowAlternateSchemes = true;
@@ -285,6 +305,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }
 
         DrainQueues();
+        _sendWatchdog?.Dispose();
         _certificates?.Dispose();
         _proxy?.Dispose();
     }
@@ -354,16 +375,20 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             var initialBytes = feature is null ? default : feature.TakeInitialBytes();
             var session = feature?.Info.Session;
             var transport = connection.Transport;
-            if (!initialBytes.IsEmpty)
-            {
-                connection.Transport = new DuplexPipe(new PrefixedPipeReader(initialBytes, transport.Input), transport.Output);
-            }
+            using var watch = _sendWatchdog!.Add(connection);
+            connection.Transport = new DuplexPipe(initialBytes.IsEmpty ? transport.Input : new PrefixedPipeReader(initialBytes, transport.Input), watch.Output);
 
             try
             {
                 if (session is not null)
                 {
                     await TlsRecordLayer.ServeAsync(connection, session, _log, next).ConfigureAwait(false);
+                }
+                else if (feature?.Info.Protocol is HandedProtocol.Http1)
+                {
+                    // Plain HTTP/1: a client that half-closes after its request still gets its response.
+                    await using var halfClose = new HalfCloseConnectionContext(connection);
+                    await next(halfClose).ConfigureAwait(false);
                 }
                 else
                 {

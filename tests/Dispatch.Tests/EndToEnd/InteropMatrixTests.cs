@@ -109,6 +109,17 @@ public sealed class InteropMatrixTests : IDisposable
         Assert.Contains("Cipher is (NONE)", OpenSsl(port, "-tls1_2", "-cipher", "AES256-GCM-SHA384"), StringComparison.Ordinal);
         Assert.Contains("Cipher is (NONE)", OpenSsl(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"), StringComparison.Ordinal);
 
+        // AEAD suites only, on both engines (and in the docs): CBC suites are refused even with SHA-2. (Passthrough is
+        // the tenant's own worker terminating TLS.)
+        if (engine != "passthrough")
+        {
+            foreach (var cbc in new[] { "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES128-SHA256", "ECDHE-RSA-AES256-SHA384" })
+                Assert.Contains("Cipher is (NONE)", OpenSsl(port, "-tls1_2", "-cipher", cbc), StringComparison.Ordinal);
+
+            // A client that prefers CBC but also offers an AEAD suite gets the AEAD suite.
+            Assert.Contains("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256", OpenSsl(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256"), StringComparison.Ordinal);
+        }
+
         if (tls13)
         {
             // Session tickets resume at the same vhost, never at another tenant's.

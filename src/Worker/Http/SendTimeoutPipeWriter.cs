@@ -1,0 +1,61 @@
+using System.IO.Pipelines;
+using Microsoft.AspNetCore.Connections;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>
+/// The connection's output as Kestrel (or the TLS record layer) writes it, with the time a flush has been waiting:
+/// a flush waits while the transport holds more than its pause threshold (64 KiB) unsent, that is while the client
+/// does not read. <see cref="SendWatchdog"/> aborts the connection when one waits longer than the send timeout.
+/// </summary>
+internal sealed class SendTimeoutPipeWriter : PipeWriter
+{
+    private readonly PipeWriter _inner;
+    private long _waitingSince;
+
+    public SendTimeoutPipeWriter(PipeWriter inner, ConnectionContext connection)
+    {
+        _inner = inner;
+        Connection = connection;
+    }
+
+    public ConnectionContext Connection { get; }
+
+    /// <summary>When the pending flush started (Environment.TickCount64), or 0 when none is pending.</summary>
+    public long WaitingSince => Volatile.Read(ref _waitingSince);
+
+    public override bool CanGetUnflushedBytes => _inner.CanGetUnflushedBytes;
+
+    public override long UnflushedBytes => _inner.UnflushedBytes;
+
+    public override void Advance(int bytes) => _inner.Advance(bytes);
+
+    public override Memory<byte> GetMemory(int sizeHint = 0) => _inner.GetMemory(sizeHint);
+
+    public override Span<byte> GetSpan(int sizeHint = 0) => _inner.GetSpan(sizeHint);
+
+    public override void CancelPendingFlush() => _inner.CancelPendingFlush();
+
+    public override void Complete(Exception? exception = null) => _inner.Complete(exception);
+
+    public override ValueTask CompleteAsync(Exception? exception = null) => _inner.CompleteAsync(exception);
+
+    public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default) => Timed(_inner.FlushAsync(cancellationToken));
+
+    public override ValueTask<FlushResult> WriteAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default) => Timed(_inner.WriteAsync(source, cancellationToken));
+
+    private ValueTask<FlushResult> Timed(ValueTask<FlushResult> flush) => flush.IsCompleted ? flush : AwaitAsync(flush);
+
+    private async ValueTask<FlushResult> AwaitAsync(ValueTask<FlushResult> flush)
+    {
+        Volatile.Write(ref _waitingSince, Math.Max(1, Environment.TickCount64));
+        try
+        {
+            return await flush.ConfigureAwait(false);
+        }
+        finally
+        {
+            Volatile.Write(ref _waitingSince, 0);
+        }
+    }
+}

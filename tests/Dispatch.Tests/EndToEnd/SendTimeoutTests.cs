@@ -1,0 +1,146 @@
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using System.Text.Json.Nodes;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>
+/// Clients that ask for a large file and never read it are closed once no byte could be sent to them
+/// for the send timeout (shortened here), on every path: plain HTTP (the worker writes), TLS handed to
+/// the worker (its record layer writes) and TLS pumped by the dispatcher (the <c>openssl</c> engine);
+/// afterwards the dispatcher and the workers hold as many descriptors as before.
+/// </summary>
+public sealed class SendTimeoutTests : IDisposable
+{
+    private const int Clients = 4;
+    private readonly ITestOutputHelper _output;
+    private readonly List<IDisposable> _cleanup = [];
+
+    public SendTimeoutTests(ITestOutputHelper output) => _output = output;
+
+    [SkippableFact]
+    public async Task Stalled_readers_of_a_20_MB_file_are_closed_on_http_and_on_both_TLS_paths_and_descriptors_return_to_baseline()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("send-timeout");
+        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        foreach (var (root, uid) in new[] { (rootA, TestWorld.TenantA), (rootB, TestWorld.TenantB) })
+        {
+            var big = Path.Combine(root, "big.bin");
+            File.WriteAllBytes(big, new byte[20 << 20]);
+            TestWorld.Chown(big, uid, recursive: false);
+        }
+
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
+        var tlsPort = TestWorld.FreePort();
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        config["dispatcher"]!["sendTimeout"] = "2s";
+        foreach (var pool in new[] { "a", "b" })
+            config["pools"]![pool]!["timeouts"] = new JsonObject { ["send"] = "2s" };
+
+        // a.localhost: the openssl engine (the dispatcher pumps plaintext); b.localhost: bouncycastle (handed to the worker).
+        config["vhosts"]!["a.localhost"]!["tls"] = "terminate";
+        config["vhosts"]!["a.localhost"]!["engine"] = "openssl";
+        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
+        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
+        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
+        var d = DispatchInstance.StartReady(dir, config, _output);
+        _cleanup.Add(d);
+
+        // Warm both pools (their workers and channels exist), then take the baseline.
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        Assert.Equal(200, Tools.Curl("--cacert", TestWorld.CaPath, "--resolve", $"a.localhost:{tlsPort}:127.0.0.1", $"https://a.localhost:{tlsPort}/").Status);
+        Assert.Equal(200, Tools.Curl("--cacert", TestWorld.CaPath, "--resolve", $"b.localhost:{tlsPort}:127.0.0.1", $"https://b.localhost:{tlsPort}/").Status);
+        var workerA = d.WorkerPid("a");
+        var workerB = d.WorkerPid("b");
+        int[] pids = [d.DispatcherPid, workerA, workerB];
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(workerA) == Tools.DescriptorCount(workerA)), "settle");
+        var baseline = pids.ToDictionary(p => p, Tools.DescriptorCount);
+
+        var stalled = new List<(string What, Socket Socket, Stream Stream)>();
+        for (var i = 0; i < Clients; i++)
+        {
+            stalled.Add(("http", await PlainAsync(d.HttpPort), null!));
+            stalled.Add(await TlsAsync(tlsPort, "a.localhost", "tls pumped (openssl)"));
+            stalled.Add(await TlsAsync(tlsPort, "b.localhost", "tls handed (bouncycastle)"));
+        }
+
+        foreach (var (what, socket, _) in stalled)
+            Assert.True(Tools.Eventually(() => TcpState(socket) != Established, TimeSpan.FromSeconds(120)), $"a stalled {what} client was still connected after 120 s");
+        foreach (var (_, socket, stream) in stalled)
+        {
+            stream?.Dispose();
+            socket.Dispose();
+        }
+
+        foreach (var pid in pids)
+        {
+            Assert.True(
+                Tools.Eventually(() => Tools.DescriptorCount(pid) <= baseline[pid], TimeSpan.FromSeconds(60)),
+                $"process {pid} holds {Tools.DescriptorCount(pid)} descriptors, {baseline[pid]} before the stalled clients");
+        }
+
+        // And the service still serves.
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+    }
+
+    private const byte Established = 1;
+
+    /// <summary>The kernel's TCP state of the client's socket (tcp_info.tcpi_state): 1 while established.</summary>
+    private static byte TcpState(Socket socket)
+    {
+        var info = new byte[104];
+        try
+        {
+            socket.GetRawSocketOption(6 /* IPPROTO_TCP */, 11 /* TCP_INFO */, info);
+        }
+        catch (SocketException)
+        {
+            return 0;
+        }
+
+        return info[0];
+    }
+
+    private static Socket NewClient()
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 64 << 10 };
+        return socket;
+    }
+
+    private static async Task<Socket> PlainAsync(int port)
+    {
+        var socket = NewClient();
+        await socket.ConnectAsync(IPAddress.Loopback, port);
+        await socket.SendAsync(Encoding.ASCII.GetBytes("GET /big.bin HTTP/1.1\r\nHost: a.localhost\r\n\r\n"), SocketFlags.None);
+        return socket;
+    }
+
+    private static async Task<(string, Socket, Stream)> TlsAsync(int port, string host, string what)
+    {
+        var socket = NewClient();
+        await socket.ConnectAsync(IPAddress.Loopback, port);
+        var tls = new SslStream(new NetworkStream(socket, ownsSocket: false), false);
+        using var ca = X509CertificateLoader.LoadCertificateFromFile(TestWorld.CaPath);
+        await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = host,
+            CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = X509RevocationMode.NoCheck },
+        });
+        await tls.WriteAsync(Encoding.ASCII.GetBytes($"GET /big.bin HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+        await tls.FlushAsync();
+        return (what, socket, tls);
+    }
+
+    public void Dispose()
+    {
+        foreach (var c in _cleanup)
+            c.Dispose();
+    }
+}
