@@ -16,6 +16,16 @@ internal sealed class LoginThrottle
     private readonly Lock _sync = new();
     private readonly Dictionary<string, (int Count, long WindowStart)> _failures = new(StringComparer.Ordinal);
 
+    /// <summary>Keys (addresses and logins) counted now.</summary>
+    public int Entries
+    {
+        get
+        {
+            lock (_sync)
+                return _failures.Count;
+        }
+    }
+
     /// <summary>The throttle of <paramref name="vhost"/>, kept across route-table reloads.</summary>
     public static LoginThrottle For(string vhost)
     {
