@@ -139,7 +139,7 @@ internal sealed partial class MasterService : IDisposable
             _slotChanged = [.. Enumerable.Range(0, n).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously))];
             for (var slot = 0; slot < n; slot++)
                 _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
-            foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2))
+            foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2 && v.Identity is null))
                 _log.Warning("Vhost {Vhost}: its certificate also covers names served by another pool, so HTTP/2 is not offered for it (browsers would coalesce those names onto one connection)", v.Name);
             _control = Operations.ControlServer.Start(_config.Operations.ControlSocket, this, _log);
             // The one readiness line, whatever the log level (supervisors and tests wait for it).

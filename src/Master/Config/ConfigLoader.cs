@@ -190,8 +190,6 @@ internal static class ConfigLoader
 
         var pools = new Dictionary<string, PoolConfig>(StringComparer.Ordinal);
         var poolSection = root.GetSection("pools");
-        if (!poolSection.GetChildren().Any())
-            ctx.Error("pools", "at least one pool is required");
         var poolSections = new List<(IConfigurationSection Section, string Name, string Path)>();
         void ReadPool(IConfigurationSection p, string poolName, string poolPath, (uint Uid, uint Gid)? forced)
         {
@@ -290,6 +288,8 @@ internal static class ConfigLoader
         var credentials = new Dictionary<string, IReadOnlyList<(string Login, string? Hash)>?>(StringComparer.Ordinal);
         foreach (var v in root.GetSection("vhosts").GetChildren())
             ReadTemplatePools(ctx, v, pools, credentials, ReadPool);
+        if (pools.Count == 0 && !poolSection.GetChildren().Any())
+            ctx.Error("pools", "at least one pool is required (or an identity vhost's userTemplate)");
 
         var vhosts = new Dictionary<string, VhostConfig>(StringComparer.Ordinal);
         var names = new HostMatcher<string>();

@@ -360,6 +360,67 @@ public sealed class IdentityTests : IDisposable
         Assert.Contains("vhosts:a.localhost:users:alice: login 'alice' is not in", Check(), StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void A_user_template_makes_a_pool_per_login_with_uids_from_a_range_or_passwd()
+    {
+        // Range: the n-th login of the file gets FROM + n - 1; a disabled login (carol:!) keeps its slot and cannot log in.
+        var s = Start("identity-template", c =>
+        {
+            c["pools"] = new JsonObject();
+            var v = c["vhosts"]![Vhost]!.AsObject();
+            v.Remove("users");
+            v["userTemplate"] = new JsonObject { ["pool"] = "t-{login}", ["user"] = "10021-10029", ["maxWorkers"] = 2 };
+        });
+        WriteCredentials(s.Credentials, "carol:!", Htpasswd("alice", "alice-pw"), ShaCrypt("bob", "bob-pw"));
+        Assert.Equal(0, Tools.Run("kill", "-HUP", s.Dispatch.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+        s.Dispatch.WaitForLine(new Regex(@"Configuration reloaded .*version 2"));
+        var alice = Get(s, "/cgi-bin/id.sh", "alice:alice-pw");
+        var bob = Get(s, "/cgi-bin/id.sh", "bob:bob-pw");
+        var carol = Get(s, "/", "carol:anything");
+        _output.WriteLine($"template range: alice {alice.Status} uid {alice.Body.Trim()}, bob {bob.Status} uid {bob.Body.Trim()}, carol (disabled) {carol.Status}");
+        Assert.Equal((200, "10022"), (alice.Status, alice.Body.Trim()));
+        Assert.Equal((200, "10023"), (bob.Status, bob.Body.Trim()));
+        Assert.Equal(401, carol.Status);
+        s.Dispatch.WaitForLine(new Regex(@"Worker \d+ for pool t-alice ready \(uid 10022, gid 10022\)"));
+
+        // Template pools get every check of an explicit pool: a range reaching the dispatcher's uid is refused.
+        var config = JsonNode.Parse(File.ReadAllText(s.Dispatch.ConfigPath))!.AsObject();
+        config["vhosts"]![Vhost]!["userTemplate"]!["user"] = $"{TestWorld.DispatcherUid - 1}-{TestWorld.DispatcherUid + 5}";
+        var bad = Path.Combine(s.Directory, "bad.json");
+        File.WriteAllText(bad, config.ToJsonString());
+        var check = Tools.Run(Master, "check", "--config", bad);
+        _output.WriteLine(check.Stdout + check.Stderr);
+        Assert.NotEqual(0, check.ExitCode);
+        Assert.Contains($"vhosts:{Vhost}:userTemplate:user: uid {TestWorld.DispatcherUid} is the dispatcher's uid", check.Stdout + check.Stderr, StringComparison.Ordinal);
+        config["vhosts"]![Vhost]!["userTemplate"]!["user"] = "0-5";
+        File.WriteAllText(bad, config.ToJsonString());
+        check = Tools.Run(Master, "check", "--config", bad);
+        _output.WriteLine(check.Stdout + check.Stderr);
+        Assert.Contains($"vhosts:{Vhost}:userTemplate:user: uid 1 is below security:minUid 1000", check.Stdout + check.Stderr, StringComparison.Ordinal);
+
+        // passwd: the uid of the passwd entry named like the login.
+        const string login = "dspidtest";
+        _ = Tools.Run("userdel", login);
+        var add = Tools.Run("useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--uid", "10031", "--user-group", login);
+        Assert.True(add.ExitCode == 0, "useradd (passwd) is needed: " + add.Stderr);
+        try
+        {
+            config["vhosts"]![Vhost]!["userTemplate"]!["user"] = "passwd";
+            WriteCredentials(s.Credentials, Htpasswd(login, "pw"));
+            File.WriteAllText(s.Dispatch.ConfigPath + ".tmp", config.ToJsonString());
+            File.Move(s.Dispatch.ConfigPath + ".tmp", s.Dispatch.ConfigPath, overwrite: true);
+            s.Dispatch.WaitForLine(new Regex(@"Configuration reloaded .*version 3"));
+            var mine = Get(s, "/cgi-bin/id.sh", $"{login}:pw");
+            _output.WriteLine($"template passwd: {login} {mine.Status} uid {mine.Body.Trim()}");
+            Assert.Equal((200, "10031"), (mine.Status, mine.Body.Trim()));
+            Assert.Equal(401, Get(s, "/", "alice:alice-pw").Status); // no longer in the file
+        }
+        finally
+        {
+            _ = Tools.Run("userdel", login);
+        }
+    }
+
     public void Dispose()
     {
         foreach (var d in _cleanup)
