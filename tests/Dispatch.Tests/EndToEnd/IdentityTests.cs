@@ -330,8 +330,12 @@ public sealed class IdentityTests : IDisposable
             {
                 [Vhost] = new JsonObject
                 {
-                    ["identity"] = "authenticated", ["credentials"] = credentials, ["users"] = new JsonObject { ["alice"] = "u-alice" },
-                    ["root"] = root, ["tls"] = "terminate", ["certDirs"] = new JsonArray(Path.Combine(live, Vhost)),
+                    ["identity"] = "authenticated",
+                    ["credentials"] = credentials,
+                    ["users"] = new JsonObject { ["alice"] = "u-alice" },
+                    ["root"] = root,
+                    ["tls"] = "terminate",
+                    ["certDirs"] = new JsonArray(Path.Combine(live, Vhost)),
                 },
             },
         };
