@@ -38,9 +38,24 @@ public static unsafe partial class LibCrypt
         || hash.StartsWith("$2a$", StringComparison.Ordinal) || hash.StartsWith("$5$", StringComparison.Ordinal)
         || hash.StartsWith("$6$", StringComparison.Ordinal);
 
-    /// <summary>True when libcrypt accepts <paramref name="hash"/> as a setting (a well-formed hash of a supported scheme).</summary>
-    public static bool IsWellFormed(string hash) =>
-        IsSupportedScheme(hash) && hash.Length <= MaxHashBytes && Hash("probe"u8, hash) is { } output && output.Length == hash.Length;
+    /// <summary>
+    /// True when <paramref name="hash"/> is a whole hash of a supported scheme — bcrypt: cost 04-31, 22 characters of
+    /// salt and 31 of checksum; SHA-crypt: optional <c>rounds=N$</c>, a salt of 1-16, a checksum of 43 ($5$) or 86 ($6$)
+    /// characters — and libcrypt accepts it as a setting (<c>crypt_checksalt</c>). No hash is computed, so a file of
+    /// thousands of bcrypt hashes loads at once.
+    /// </summary>
+    public static bool IsWellFormed(string hash)
+    {
+        if (!IsSupportedScheme(hash) || hash.Length > MaxHashBytes || !WellFormed().IsMatch(hash))
+            return false;
+        if (hash[1] == '2' && int.Parse(hash.AsSpan(4, 2), System.Globalization.CultureInfo.InvariantCulture) is < 4 or > 31)
+            return false;
+        var setting = new byte[hash.Length + 1];
+        Encoding.ASCII.GetBytes(hash, setting);
+        // CRYPT_SALT_OK, or CRYPT_SALT_METHOD_LEGACY: libxcrypt calls SHA-256-crypt legacy, but still verifies it.
+        fixed (byte* s = setting)
+            return CryptCheckSalt(s) is 0 or 3;
+    }
 
     /// <summary>Verifies <paramref name="password"/> against <paramref name="hash"/>; false for a wrong password, a malformed hash or a passphrase too long.</summary>
     public static bool Verify(ReadOnlySpan<byte> password, string hash)
@@ -79,6 +94,12 @@ public static unsafe partial class LibCrypt
             NativeMemory.Free(data);
         }
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"\A(?:\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$5\$(?:rounds=[0-9]{1,9}\$)?[^$:\s]{1,16}\$[./A-Za-z0-9]{43}|\$6\$(?:rounds=[0-9]{1,9}\$)?[^$:\s]{1,16}\$[./A-Za-z0-9]{86})\z", System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex WellFormed();
+
+    [LibraryImport(Lib, EntryPoint = "crypt_checksalt")]
+    private static partial int CryptCheckSalt(byte* setting);
 
     [LibraryImport(Lib, EntryPoint = "crypt_rn")]
     private static partial byte* CryptRn(byte* phrase, byte* setting, void* data, int size);
