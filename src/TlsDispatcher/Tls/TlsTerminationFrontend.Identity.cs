@@ -169,7 +169,8 @@ internal sealed partial class TlsTerminationFrontend
             }
 
             Poller.Remove(start.Fd);
-            var meta = new Connection(id, ConnectionMode.HandedTls, AppProtocol.Http1, start.ClientText, LocalName, sni, session.ProtocolVersion, session.CipherSuiteName, remaining, state, plain.AsSpan(0, filled).ToArray());
+            var decrypted = plain.AsSpan(0, filled).ToArray();
+            var meta = new Connection(id, ConnectionMode.HandedTls, AppProtocol.Http1, start.ClientText, LocalName, sni, session.ProtocolVersion, session.CipherSuiteName, remaining, state, decrypted);
             bool handed;
             try
             {
@@ -177,8 +178,9 @@ internal sealed partial class TlsTerminationFrontend
             }
             finally
             {
+                // The head holds the client's password: nothing of it stays here once it has been sent (or refused).
                 state.Clear();
-                CryptographicOperations.ZeroMemory(MemoryMarshalArray(meta.Plaintext));
+                CryptographicOperations.ZeroMemory(decrypted);
             }
 
             if (handed)
@@ -197,9 +199,6 @@ internal sealed partial class TlsTerminationFrontend
             ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
         }
     }
-
-    private static byte[] MemoryMarshalArray(ReadOnlyMemory<byte> memory) =>
-        System.Runtime.InteropServices.MemoryMarshal.TryGetArray(memory, out var segment) && segment.Array is { } array ? array : [];
 
     /// <summary>Answers the request through the session, then close_notify and the end of our side.</summary>
     private async Task RespondAsync(BcTlsSession session, int fd, byte[] buffer, int code, string reason, string body, string? extraHeaders)

@@ -119,20 +119,39 @@ public sealed class IdentityTests : IDisposable
         return Tools.Curl([.. auth, .. extra, "--cacert", TestWorld.CaPath, "--resolve", $"{Vhost}:{s.TlsPort}:127.0.0.1", $"https://{Vhost}:{s.TlsPort}{path}"]);
     }
 
-    /// <summary>Pids of live processes running as <paramref name="uid"/> (real uid), from /proc.</summary>
-    private static List<int> ProcessesOf(uint uid) =>
-        [.. Directory.EnumerateDirectories("/proc").Select(d => Path.GetFileName(d)).Where(n => n.All(char.IsAsciiDigit)).Select(int.Parse)
-            .Where(pid =>
+    /// <summary>
+    /// Pids of live processes of this instance (the master's descendants, from /proc: other tests and other runs on the
+    /// machine use the same tenant uids) whose real uid is <paramref name="uid"/>.
+    /// </summary>
+    private static List<int> ProcessesOf(DispatchInstance dispatch, uint uid)
+    {
+        var parents = new Dictionary<int, (int Parent, string Uid)>();
+        foreach (var pid in Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Where(n => n!.All(char.IsAsciiDigit)).Select(n => int.Parse(n!, CultureInfo.InvariantCulture)))
+        {
+            try
             {
-                try
-                {
-                    return Tools.Status($"/proc/{pid}/status").TryGetValue("Uid", out var u) && u.Split('\t')[0] == uid.ToString(CultureInfo.InvariantCulture);
-                }
-                catch (IOException)
-                {
-                    return false;
-                }
-            })];
+                var status = Tools.Status($"/proc/{pid}/status");
+                parents[pid] = (int.Parse(status["PPid"], CultureInfo.InvariantCulture), status["Uid"].Split('\t')[0]);
+            }
+            catch (IOException)
+            {
+                // Gone meanwhile.
+            }
+        }
+
+        bool Descends(int pid)
+        {
+            for (var p = pid; parents.TryGetValue(p, out var entry) && p > 1; p = entry.Parent)
+            {
+                if (entry.Parent == dispatch.MasterPid)
+                    return true;
+            }
+
+            return false;
+        }
+
+        return [.. parents.Where(kv => kv.Value.Uid == uid.ToString(CultureInfo.InvariantCulture) && Descends(kv.Key)).Select(kv => kv.Key)];
+    }
 
     private static int StatusWorkers(Setup s)
     {
@@ -222,8 +241,8 @@ public sealed class IdentityTests : IDisposable
 
         // No worker: none in status, no process of either login's uid, and no worker start in the master's log.
         Assert.Equal(0, StatusWorkers(s));
-        Assert.Empty(ProcessesOf(TestWorld.TenantA));
-        Assert.Empty(ProcessesOf(TestWorld.TenantB));
+        Assert.Empty(ProcessesOf(s.Dispatch, TestWorld.TenantA));
+        Assert.Empty(ProcessesOf(s.Dispatch, TestWorld.TenantB));
         Assert.DoesNotMatch(new Regex(@"Worker \d+ for pool u-"), s.Dispatch.Log);
         s.Dispatch.WaitForLine(new Regex(@"login alice failed \(wrong password\); 401"));
         s.Dispatch.WaitForLine(new Regex(@"login mallory failed \(no such login\); 401"));
@@ -233,6 +252,12 @@ public sealed class IdentityTests : IDisposable
         Assert.Equal(301, plain.Status);
         Assert.Contains($"Location: https://{Vhost}:{s.TlsPort}/alice/secret.txt", plain.Headers, StringComparison.Ordinal);
         Assert.Equal(0, StatusWorkers(s));
+
+        // The same checks see a worker once a login succeeds (so they can fail).
+        Assert.Equal(200, Get(s, "/", "alice:alice-pw").Status);
+        var alice = s.Dispatch.WorkerPid("u-alice");
+        Assert.Contains(alice, ProcessesOf(s.Dispatch, TestWorld.TenantA));
+        Assert.Equal(1, StatusWorkers(s));
     }
 
     [SkippableFact]
