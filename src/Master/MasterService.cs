@@ -268,8 +268,8 @@ internal sealed partial class MasterService : IDisposable
     {
         if (pool.Chroot is not { } c)
             return null;
-        var sockets = vhosts.SelectMany(v => v.Proxy).Where(x => x.Upstream.StartsWith("unix:", StringComparison.Ordinal))
-            .Select(x => Path.GetDirectoryName(x.Upstream["unix:".Length..])!);
+        var sockets = vhosts.SelectMany(v => v.Proxy).Where(x => x.Upstream.IsUnixSocket)
+            .Select(x => Path.GetDirectoryName(x.Upstream.SocketPath)!);
         string[] readOnly =
         [
             .. readPaths, .. pool.LandlockExec ?? [], .. pool.Program is null ? [] : new[] { pool.Program }, .. sockets, .. c.ExtraReadOnly,
@@ -328,7 +328,7 @@ internal sealed partial class MasterService : IDisposable
     /// hash only (never another login's), to verify every request again.
     /// </summary>
     private static WorkerVhost ToWorkerVhost(VhostConfig v, string pool) => new(
-        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))],
+        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))],
         v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null);
 
     /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>
