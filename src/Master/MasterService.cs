@@ -140,7 +140,7 @@ internal sealed partial class MasterService : IDisposable
             _slotChanged = [.. Enumerable.Range(0, n).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously))];
             for (var slot = 0; slot < n; slot++)
                 _dispatchers[slot] = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
-            foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2))
+            foreach (var v in _config.Vhosts.Values.Where(v => v.TlsMode == TlsModes.Terminate && !v.OfferH2 && v.Identity is null))
                 _log.Warning("Vhost {Vhost}: its certificate also covers names served by another pool, so HTTP/2 is not offered for it (browsers would coalesce those names onto one connection)", v.Name);
             _control = Operations.ControlServer.Start(_config.Operations.ControlSocket, this, _log);
             // The one readiness line, whatever the log level (supervisors and tests wait for it).
@@ -317,21 +317,30 @@ internal sealed partial class MasterService : IDisposable
         return new RouteSnapshot(
             version,
             new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds) { SendTimeoutMs = (int)d.SendTimeout.TotalMilliseconds, Limits = d.ClientLimits },
-            [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine))],
+            [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine,
+                v.Identity is { } identity ? new VhostIdentity(identity.Realm, [.. identity.Users.Select(u => new IdentityUser(u.Login, u.Hash, u.Pool))], identity.FailuresPerAddress, identity.FailuresPerLogin, (int)identity.FailureWindow.TotalMilliseconds) : null))],
             config.DefaultVhost,
             config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
             [.. config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds, p.Program is null ? Dispatch.Protocol.Tls.TlsHandOffSupport.BuiltInWorker : p.TlsHandOff))]);
     }
+
+    /// <summary>
+    /// A vhost as a worker of <paramref name="pool"/> serves it. For an identity vhost the worker gets its own login's
+    /// hash only (never another login's), to verify every request again.
+    /// </summary>
+    private static WorkerVhost ToWorkerVhost(VhostConfig v, string pool) => new(
+        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))],
+        v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null);
 
     /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>
     private static string PoolFingerprint(DispatchConfig config, string pool)
     {
         if (!config.Pools.TryGetValue(pool, out var p))
             return string.Empty;
-        var vhosts = config.Vhosts.Values.Where(v => v.Pool == pool).OrderBy(v => v.Name, StringComparer.Ordinal)
-            .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))]));
+        var vhosts = config.Vhosts.Values.Where(v => v.ServedBy(pool)).OrderBy(v => v.Name, StringComparer.Ordinal)
+            .Select(v => ToWorkerVhost(v, pool));
         var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot) { Timeouts = p.Timeouts }));
-        var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
+        var logs = string.Join(",", config.Vhosts.Values.Where(v => v.ServedBy(pool)).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
         return string.Join(
             "|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program,
             string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), string.Join(",", p.LandlockWrite), string.Join(",", p.ConnectTcp), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root, p.Chroot, p.Landlock);
@@ -447,7 +456,7 @@ internal sealed partial class MasterService : IDisposable
             return;
         foreach (var pool in _config.Pools.Values)
         {
-            var ports = LandlockRules.ConnectPorts(pool, _config.Vhosts.Values.Where(v => v.Pool == pool.Name));
+            var ports = LandlockRules.ConnectPorts(pool, _config.Vhosts.Values.Where(v => v.ServedBy(pool.Name)));
             if (ports.Count > 0 && Landlock.NetworkWarning(abi, ports) is { } warning)
                 _log.Warning("Pool {Pool}: {Warning}", pool.Name, warning);
         }
@@ -461,7 +470,7 @@ internal sealed partial class MasterService : IDisposable
         static string Fingerprint(VhostConfig v) => string.Join(
             "|", v.Name, string.Join(",", v.Aliases), v.Pool, v.Root, v.DirectoryListing, string.Join(",", v.Index), v.TlsMode,
             string.Join(",", v.Certificates.Select(c => $"{c.Directory}#{c.Serial}")), v.HttpMode, v.Engine, v.PassthroughCertDir,
-            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2);
+            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Identity);
         var added = fresh.Vhosts.Keys.Count(k => !old.Vhosts.ContainsKey(k));
         var removed = old.Vhosts.Keys.Count(k => !fresh.Vhosts.ContainsKey(k));
         var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && Fingerprint(o) != Fingerprint(kv.Value));
@@ -946,7 +955,7 @@ internal sealed partial class MasterService : IDisposable
         (int A, int B) pair = (-1, -1);
         try
         {
-            var vhosts = _config.Vhosts.Values.Where(v => v.Pool == pool.Name).ToList();
+            var vhosts = _config.Vhosts.Values.Where(v => v.ServedBy(pool.Name)).ToList();
             var roots = vhosts.Select(v => v.Root).Distinct().ToList();
             var cgiDirs = vhosts.SelectMany(v => v.Cgi.Select(c => c.Directory)).Distinct().ToList();
             var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
@@ -960,8 +969,7 @@ internal sealed partial class MasterService : IDisposable
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(
                 pool.Name,
-                [.. vhosts.Select(v => new WorkerVhost(
-                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))]))],
+                [.. vhosts.Select(v => ToWorkerVhost(v, pool.Name))],
                 pool.OneShot)
             {
                 Timeouts = pool.Timeouts,
@@ -1078,7 +1086,7 @@ internal sealed partial class MasterService : IDisposable
                 continue;
             try
             {
-                SendLogFiles(w, pool, LogBatches(_config.Vhosts.Values.Where(v => v.Pool == pool.Name)));
+                SendLogFiles(w, pool, LogBatches(_config.Vhosts.Values.Where(v => v.ServedBy(pool.Name))));
             }
             catch (Exception e) when (e is IOException or SysCallException)
             {

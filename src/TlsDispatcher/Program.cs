@@ -32,6 +32,10 @@ internal static class Program
     {
         var master = ChildBootstrap.Start(ProcessRole.Dispatcher, args);
         var log = ChildBootstrap.CreateLogger();
+
+        // Identity vhosts verify passwords with the system's libcrypt: loaded now, before any connection, so that a
+        // missing library fails here and not at the first login.
+        LibCrypt.EnsureLoaded();
         using var stopping = new CancellationTokenSource();
         try
         {

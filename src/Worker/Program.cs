@@ -58,7 +58,10 @@ internal static class Program
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
                 v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir,
-                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]))).ToList();
+                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]),
+                v.Identity is { } identity ? new RequestIdentity(identity.Login, identity.Hash, identity.Realm) : null)).ToList();
+            if (vhosts.Any(v => v.Identity is not null))
+                LibCrypt.EnsureLoaded();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             await using var server = await WorkerHttpServer.StartAsync(
                 vhosts,
@@ -182,7 +185,8 @@ internal static class Program
                     meta.TlsProtocol,
                     meta.TlsCipher,
                     meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1,
-                    meta.Mode == ConnectionMode.HandedTls ? meta.Session : null);
+                    meta.Mode == ConnectionMode.HandedTls ? meta.Session : null,
+                    meta.Plaintext);
                 if (!server.TryEnqueue(socket, meta.Initial, info))
                 {
                     log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);

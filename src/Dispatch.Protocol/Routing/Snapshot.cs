@@ -46,7 +46,22 @@ public sealed record ClientLimitSettings(int PerAddressConnections, int PerAddre
 /// <param name="HttpMode">Plain HTTP: <see cref="HttpModes.Serve"/> (pass to the worker) or <see cref="HttpModes.Redirect"/> (answer a redirect to https; ACME challenges still reach the worker).</param>
 /// <param name="OfferH2">False when the certificate also covers names of another pool: HTTP/2 connection coalescing would carry this tenant's requests (and cookies) to the other's worker.</param>
 /// <param name="Engine">Who terminates TLS in the dispatcher: <see cref="TlsEngines.BouncyCastle"/> (TLS 1.2) or <see cref="TlsEngines.OpenSsl"/> (.NET SslStream: TLS 1.3 and 1.2).</param>
-public sealed record VhostRoute(string Name, string[] Aliases, string Pool, string TlsMode, CertificatePem[] Certificates, string HttpMode, bool OfferH2, string Engine);
+/// <param name="Identity">For a vhost with <c>"identity": "authenticated"</c>: its logins, their hashes and pools, and the login limits; the vhost's own <paramref name="Pool"/> is then empty.</param>
+public sealed record VhostRoute(string Name, string[] Aliases, string Pool, string TlsMode, CertificatePem[] Certificates, string HttpMode, bool OfferH2, string Engine, VhostIdentity? Identity = null);
+
+/// <summary>
+/// An identity vhost as the dispatcher sees it: the Basic realm, each login's hash (from the credentials file, read by
+/// the master) and pool, and the limits on failed logins: at most <paramref name="FailuresPerAddress"/> from one
+/// client address and <paramref name="FailuresPerLogin"/> for one login within <paramref name="FailureWindowMs"/>,
+/// after which further attempts get 429 without a hash being computed.
+/// </summary>
+public sealed record VhostIdentity(string Realm, IdentityUser[] Users, int FailuresPerAddress, int FailuresPerLogin, int FailureWindowMs);
+
+/// <summary>A login of an identity vhost, its password hash (bcrypt or SHA-crypt) and the pool that serves it.</summary>
+public sealed record IdentityUser(string Login, string Hash, string Pool);
+
+/// <summary>What a worker of a login's pool knows of an identity vhost: its own login and hash, nothing of the others.</summary>
+public sealed record WorkerIdentity(string Login, string Hash, string Realm);
 
 /// <summary>TLS termination engines of the dispatcher.</summary>
 public static class TlsEngines
@@ -101,7 +116,8 @@ public sealed record WorkerTimeouts(int SendMs, int KeepAliveMs, int RequestHead
     public static WorkerTimeouts Default { get; } = new(60_000, 75_000, 30_000, 240, 240);
 }
 
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy);
+/// <param name="Identity">Set for an identity vhost: every request must carry this login's Basic credentials, else 421.</param>
+public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, WorkerIdentity? Identity = null);
 
 /// <summary>URL prefix → the tenant's own application (<see cref="ProxyUpstream"/>, canonical spelling), with its timeouts
 /// (0: the worker's default).</summary>

@@ -504,7 +504,9 @@ public enum AppProtocol : byte
 /// <summary>
 /// u64 connection id | u8 mode | u8 protocol | string client | string local | opt string sni |
 /// opt string tls protocol | opt string tls cipher | blob bytes already read (≤ 60000)
-/// [mode HandedTls only: the session state, <see cref="Dispatch.Protocol.Tls.TlsSessionState"/>'s layout].
+/// [mode HandedTls only: the session state, <see cref="Dispatch.Protocol.Tls.TlsSessionState"/>'s layout
+/// [then, only when not empty: blob plaintext (≤ 60000), application data the dispatcher already decrypted (the first
+/// request head of an identity vhost), to be read before anything the record layer decrypts]].
 /// Descriptor: the connection.
 /// </summary>
 public sealed record Connection(
@@ -517,7 +519,8 @@ public sealed record Connection(
     string? TlsProtocol,
     string? TlsCipher,
     ReadOnlyMemory<byte> Initial,
-    Dispatch.Protocol.Tls.TlsSessionState? Session = null) : IWireMessage<Connection>
+    Dispatch.Protocol.Tls.TlsSessionState? Session = null,
+    ReadOnlyMemory<byte> Plaintext = default) : IWireMessage<Connection>
 {
     public const int MaxInitial = 60000;
 
@@ -539,6 +542,12 @@ public sealed record Connection(
         if ((Mode == ConnectionMode.HandedTls) != (Session is not null))
             throw new InvalidOperationException("a session state travels with mode HandedTls, and only with it");
         Session?.Encode(ref writer);
+        if (!Plaintext.IsEmpty)
+        {
+            if (Session is null || Plaintext.Length > MaxInitial)
+                throw new InvalidOperationException("decrypted plaintext travels with mode HandedTls only, at most MaxInitial bytes");
+            writer.Blob(Plaintext.Span);
+        }
     }
 
     public static Connection Decode(ref WireReader reader)
@@ -550,17 +559,15 @@ public sealed record Connection(
         var protocol = reader.U8();
         if (protocol is < 1 or > 2)
             throw new WireException($"unknown application protocol {protocol}");
-        return new Connection(
-            id,
-            (ConnectionMode)mode,
-            (AppProtocol)protocol,
-            reader.String(Limits.Name),
-            reader.String(Limits.Name),
-            reader.OptionalString(Limits.Name),
-            reader.OptionalString(Limits.Name),
-            reader.OptionalString(Limits.Name),
-            reader.Blob(MaxInitial).ToArray(),
-            mode == (byte)ConnectionMode.HandedTls ? Dispatch.Protocol.Tls.TlsSessionState.Decode(ref reader) : null);
+        var client = reader.String(Limits.Name);
+        var local = reader.String(Limits.Name);
+        var sni = reader.OptionalString(Limits.Name);
+        var tlsProtocol = reader.OptionalString(Limits.Name);
+        var tlsCipher = reader.OptionalString(Limits.Name);
+        var initial = reader.Blob(MaxInitial).ToArray();
+        var session = mode == (byte)ConnectionMode.HandedTls ? Dispatch.Protocol.Tls.TlsSessionState.Decode(ref reader) : null;
+        var plaintext = session is not null && reader.Remaining > 0 ? reader.Blob(MaxInitial).ToArray() : [];
+        return new Connection(id, (ConnectionMode)mode, (AppProtocol)protocol, client, local, sni, tlsProtocol, tlsCipher, initial, session, plaintext);
     }
 }
 

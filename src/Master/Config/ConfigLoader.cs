@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using Dispatch.Master.Certificates;
+using Dispatch.Protocol.Identity;
 using Dispatch.Protocol.Interop;
 using Dispatch.Protocol.Routing;
 using Microsoft.Extensions.Configuration;
@@ -23,7 +24,8 @@ internal static class ConfigLoader
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace", "sendTimeout", "limits"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff", "timeouts"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", "identity", "credentials", "realm", "users", "userTemplate", "loginLimits"];
+    private static readonly string[] TemplateKeys = [.. PoolKeys.Where(k => k is not "user" and not "group"), "pool", "user"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -198,14 +200,13 @@ internal static class ConfigLoader
 
         var pools = new Dictionary<string, PoolConfig>(StringComparer.Ordinal);
         var poolSection = root.GetSection("pools");
-        if (!poolSection.GetChildren().Any())
-            ctx.Error("pools", "at least one pool is required");
-        foreach (var p in poolSection.GetChildren())
+        var poolSections = new List<(IConfigurationSection Section, string Name, string Path)>();
+        void ReadPool(IConfigurationSection p, string poolName, string poolPath, (uint Uid, uint Gid)? forced)
         {
-            ctx.Unknown(p, p.Path, PoolKeys);
-            if (!IsPoolName(p.Key))
-                ctx.Error(p.Path, "a pool name is 1-64 characters of letters, digits, '-', '_' and '.'");
-            var (uid, gid) = ctx.Identity(p, p.Path);
+            ctx.Unknown(p, poolPath, forced is null ? PoolKeys : TemplateKeys);
+            if (!IsPoolName(poolName))
+                ctx.Error(poolPath, $"pool '{poolName}': a pool name is 1-64 characters of letters, digits, '-', '_' and '.'");
+            var (uid, gid) = forced ?? ctx.Identity(p, poolPath);
             var groups = new List<uint>();
             foreach (var g in p.GetSection("groups").GetChildren())
             {
@@ -219,20 +220,20 @@ internal static class ConfigLoader
                 groups.Add(gidValue.Value);
             }
 
-            if (p["user"] is not null)
+            if (forced is not null || p["user"] is not null)
             {
                 if (uid == 0)
-                    ctx.Error($"{p.Path}:user", "a pool must not run as root (uid 0)");
+                    ctx.Error($"{poolPath}:user", "a pool must not run as root (uid 0)");
                 else if (uid < security.MinUid)
-                    ctx.Error($"{p.Path}:user", $"uid {uid} is below security:minUid {security.MinUid}");
+                    ctx.Error($"{poolPath}:user", $"uid {uid} is below security:minUid {security.MinUid}");
                 else if (uid == dispatcher.Uid)
-                    ctx.Error($"{p.Path}:user", $"uid {uid} is the dispatcher's uid");
+                    ctx.Error($"{poolPath}:user", $"uid {uid} is the dispatcher's uid");
                 if (gid == 0)
-                    ctx.Error($"{p.Path}:group", "a pool must not run with gid 0");
+                    ctx.Error($"{poolPath}:group", "a pool must not run with gid 0");
                 else if (gid < security.MinUid)
-                    ctx.Error($"{p.Path}:group", $"gid {gid} is below security:minUid {security.MinUid}");
+                    ctx.Error($"{poolPath}:group", $"gid {gid} is below security:minUid {security.MinUid}");
                 else if (gid == dispatcher.Gid)
-                    ctx.Error($"{p.Path}:group", $"gid {gid} is the dispatcher's group");
+                    ctx.Error($"{poolPath}:group", $"gid {gid} is the dispatcher's group");
             }
 
             var landlock = p.GetSection("landlock");
@@ -253,8 +254,8 @@ internal static class ConfigLoader
                 return list;
             }
 
-            pools[p.Key] = new PoolConfig(
-                p.Key, uid, gid, groups,
+            pools[poolName] = new PoolConfig(
+                poolName, uid, gid, groups,
                 ctx.Int(p.GetSection("maxWorkers"), 4, 1, 1024),
                 ctx.ULong(p.GetSection("nofile"), 65536),
                 AbsolutePaths(landlock.GetSection("read")),
@@ -275,9 +276,9 @@ internal static class ConfigLoader
             {
                 Timeouts = ReadTimeouts(ctx, p),
             };
-            if (pools[p.Key].TlsHandOff && p["program"] is null)
-                ctx.Error($"{p.Path}:tlsHandOff", "only a pool with \"program\" declares this (whether Dispatch's own worker takes handed TLS sessions is built in)");
-            if (!landlockOn && pools[p.Key].Chroot is null)
+            if (pools[poolName].TlsHandOff && p["program"] is null)
+                ctx.Error($"{poolPath}:tlsHandOff", "only a pool with \"program\" declares this (whether Dispatch's own worker takes handed TLS sessions is built in)");
+            if (!landlockOn && pools[poolName].Chroot is null)
                 ctx.Error(landlock.Path, "Landlock may be turned off only in a pool with \"chroot\" (a worker needs at least one filesystem jail)");
             if (p["program"] is { } program)
             {
@@ -286,11 +287,22 @@ internal static class ConfigLoader
                 if (why is null && (File.GetUnixFileMode(program) & UnixFileMode.UserExecute) == 0)
                     why = $"{program} is not executable";
                 if (why is not null)
-                    ctx.Error($"{p.Path}:program", why);
+                    ctx.Error($"{poolPath}:program", why);
             }
-            if (pools[p.Key].MinSpare > pools[p.Key].MaxWorkers)
-                ctx.Error($"{p.Path}:minSpare", $"{pools[p.Key].MinSpare} spares exceed maxWorkers {pools[p.Key].MaxWorkers}");
+            if (pools[poolName].MinSpare > pools[poolName].MaxWorkers)
+                ctx.Error($"{poolPath}:minSpare", $"{pools[poolName].MinSpare} spares exceed maxWorkers {pools[poolName].MaxWorkers}");
+            poolSections.Add((p, poolName, poolPath));
         }
+
+        foreach (var p in poolSection.GetChildren())
+            ReadPool(p, p.Key, p.Path, null);
+
+        // Pools made from identity vhosts' templates: one per login, through the same checks as the explicit ones.
+        var credentials = new Dictionary<string, IReadOnlyList<(string Login, string? Hash)>?>(StringComparer.Ordinal);
+        foreach (var v in root.GetSection("vhosts").GetChildren())
+            ReadTemplatePools(ctx, v, pools, credentials, ReadPool);
+        if (pools.Count == 0 && !poolSection.GetChildren().Any())
+            ctx.Error("pools", "at least one pool is required (or an identity vhost's userTemplate)");
 
         var vhosts = new Dictionary<string, VhostConfig>(StringComparer.Ordinal);
         var names = new HostMatcher<string>();
@@ -321,9 +333,9 @@ internal static class ConfigLoader
             }
 
             var pool = v["pool"];
-            if (pool is null)
+            if (pool is null && v["identity"] is null)
                 ctx.Error($"{v.Path}:pool", "required");
-            else if (!pools.ContainsKey(pool))
+            else if (pool is not null && !pools.ContainsKey(pool))
                 ctx.Error($"{v.Path}:pool", $"no pool named '{pool}'");
             var docRoot = v["root"];
             if (docRoot is null)
@@ -387,7 +399,7 @@ internal static class ConfigLoader
             if (engine is not (TlsEngines.BouncyCastle or TlsEngines.OpenSsl))
                 ctx.Error($"{v.Path}:engine", $"'{engine}' is not a TLS engine (bouncycastle or openssl)");
 
-            var http = v["http"] ?? HttpModes.Serve;
+            var http = v["http"] ?? (v["identity"] is null ? HttpModes.Serve : HttpModes.Redirect);
             if (http is not (HttpModes.Serve or HttpModes.Redirect))
                 ctx.Error($"{v.Path}:http", $"'{http}' is not a plain-HTTP mode (serve or redirect)");
             else if (http == HttpModes.Redirect && tls == TlsModes.None)
@@ -414,6 +426,12 @@ internal static class ConfigLoader
                 v["accessLog"],
                 ReadProxy(ctx, v, cgi),
                 v["errorLog"]);
+            if (v["identity"] is not null)
+            {
+                var identity = ReadIdentity(ctx, v, name, pools, credentials, tls, engine, http, docRoot);
+                vhosts[name] = vhosts[name] with { Identity = identity, OfferH2 = false };
+            }
+
             foreach (var key in new[] { "accessLog", "errorLog" })
             {
                 if (v[key] is { } logPath && TenantLogs.Check(logPath, pool is not null && pools.TryGetValue(pool, out var logPool) ? logPool.Gid : null) is { } logProblem)
@@ -463,9 +481,9 @@ internal static class ConfigLoader
         // Landlock write paths: now that every pool's vhosts are known. Each on its own first, then against the
         // other pools' acceptable ones.
         var acceptedWrites = new Dictionary<string, List<(string Path, string JsonPath)>>(StringComparer.Ordinal);
-        foreach (var p in poolSection.GetChildren().Where(p => pools.ContainsKey(p.Key)))
+        foreach (var (p, poolName, _) in poolSections.Where(p => pools.ContainsKey(p.Name)))
         {
-            var pool = pools[p.Key];
+            var pool = pools[poolName];
             acceptedWrites[pool.Name] = [];
             foreach (var w in p.GetSection("landlock:write").GetChildren().Where(w => w.Value is not null && System.IO.Path.IsPathRooted(w.Value)))
             {
@@ -506,7 +524,7 @@ internal static class ConfigLoader
         foreach (var pool in pools.Values)
         {
 
-            var ports = LandlockRules.ConnectPorts(pool, vhosts.Values.Where(v => v.Pool == pool.Name));
+            var ports = LandlockRules.ConnectPorts(pool, vhosts.Values.Where(v => v.ServedBy(pool.Name)));
             if (ports.Count > LandlockRules.MaxConnectPorts)
                 ctx.Error($"pools:{pool.Name}:landlock:connectTcp", $"{ports.Count} TCP ports (with the proxy upstreams' ports) exceed the limit of {LandlockRules.MaxConnectPorts}");
         }
@@ -525,7 +543,7 @@ internal static class ConfigLoader
         if (defaultVhost is not null && !vhosts.ContainsKey(defaultVhost))
             ctx.Error("defaultVhost", $"no vhost named '{defaultVhost}'");
 
-        foreach (var pool in pools.Keys.Where(p => !vhosts.Values.Any(v => v.Pool == p)))
+        foreach (var pool in pools.Keys.Where(p => !vhosts.Values.Any(v => v.ServedBy(p))))
             ctx.Error($"pools:{pool}", "no vhost uses this pool");
 
         // Limits this machine cannot apply: an error only when the config says they are required
@@ -581,6 +599,203 @@ internal static class ConfigLoader
             Ms(ctx.Duration(section.GetSection("requestHeaders"), TimeSpan.FromMilliseconds(d.RequestHeadersMs))),
             ctx.Int(section.GetSection("minRequestBodyRate"), d.MinRequestBodyRate, 0, 1 << 30),
             ctx.Int(section.GetSection("minResponseRate"), d.MinResponseRate, 0, 1 << 30));
+    }
+
+    /// <summary>
+    /// An identity vhost's <c>"userTemplate"</c>: a pool per enabled login of its credentials file, named by
+    /// <c>"pool"</c> (default <c>{login}</c>), running as the login's passwd entry (<c>"user": "passwd"</c>) or as
+    /// the uid (and gid) <c>FROM + n</c> of a range (<c>"user": "20000-29999"</c>, n the login's line among the file's
+    /// logins, counting disabled ones), with every other pool setting of the template, through the same checks as an
+    /// explicit pool. The credentials file is read here once per vhost and kept for <see cref="ReadIdentity"/>.
+    /// </summary>
+    private static void ReadTemplatePools(
+        Context ctx,
+        IConfigurationSection v,
+        Dictionary<string, PoolConfig> pools,
+        Dictionary<string, IReadOnlyList<(string Login, string? Hash)>?> credentials,
+        Action<IConfigurationSection, string, string, (uint Uid, uint Gid)?> readPool)
+    {
+        if (v["identity"] is null || v["credentials"] is not { } file)
+            return;
+        try
+        {
+            credentials[v.Key] = CredentialsFile.Load(file);
+        }
+        catch (ConfigFileException e)
+        {
+            ctx.Error($"{v.Path}:credentials", e.Message);
+            credentials[v.Key] = null;
+            return;
+        }
+
+        var template = v.GetSection("userTemplate");
+        if (!template.Exists())
+            return;
+        var path = template.Path;
+        var pattern = template["pool"] ?? "{login}";
+        if (pattern.Split("{login}").Length != 2)
+        {
+            ctx.Error($"{path}:pool", $"'{pattern}' must contain {{login}} exactly once");
+            return;
+        }
+
+        var user = template["user"];
+        (uint From, uint To)? range = null;
+        if (user is null)
+        {
+            ctx.Error($"{path}:user", "required: \"passwd\" (the passwd entry of the login's name) or a uid range such as \"20000-29999\"");
+            return;
+        }
+
+        if (user != "passwd")
+        {
+            var parts = user.Split('-');
+            if (parts.Length != 2 || !uint.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var from)
+                || !uint.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var to) || to < from)
+            {
+                ctx.Error($"{path}:user", $"'{user}' is neither \"passwd\" nor a uid range such as \"20000-29999\"");
+                return;
+            }
+
+            range = (from, to);
+        }
+
+        var n = 0u;
+        foreach (var (login, hash) in credentials[v.Key]!)
+        {
+            var index = n++;
+            if (hash is null)
+                continue;
+            var name = pattern.Replace("{login}", login, StringComparison.Ordinal);
+            if (pools.ContainsKey(name))
+            {
+                ctx.Error($"{path}:pool", $"pool '{name}' (login '{login}') is already a pool");
+                continue;
+            }
+
+            uint uid, gid;
+            if (range is { } r)
+            {
+                if (index > r.To - r.From)
+                {
+                    ctx.Error($"{path}:user", $"login '{login}' is login {index + 1} of {file}, beyond the {r.To - r.From + 1} uids of {user}");
+                    continue;
+                }
+
+                uid = gid = r.From + index;
+            }
+            else if (!Users.TryGetUser(login, out uid, out gid))
+            {
+                ctx.Error($"{path}:user", $"login '{login}' of {file} has no passwd entry");
+                continue;
+            }
+
+            readPool(template, name, path, (uid, gid));
+        }
+    }
+
+    /// <summary>
+    /// <c>"identity": "authenticated"</c>: the credentials file (read by <see cref="ReadTemplatePools"/>), the logins'
+    /// pools (<c>"users"</c>: login → pool, or <c>"userTemplate"</c>), the realm and the limits on failed logins.
+    /// TLS terminated by BouncyCastle (the dispatcher reads the first request and hands the session over), plain HTTP
+    /// redirected only, no access or error log of its own (a log file belongs to one pool), pools of Dispatch's own
+    /// worker (it verifies every request again), one login per pool.
+    /// </summary>
+    private static IdentityConfig? ReadIdentity(
+        Context ctx,
+        IConfigurationSection v,
+        string name,
+        Dictionary<string, PoolConfig> pools,
+        Dictionary<string, IReadOnlyList<(string Login, string? Hash)>?> credentials,
+        string tls,
+        string engine,
+        string http,
+        string? docRoot)
+    {
+        var path = v.Path;
+        if (v["identity"] != "authenticated")
+        {
+            ctx.Error($"{path}:identity", $"'{v["identity"]}' is not an identity mode (authenticated)");
+            return null;
+        }
+
+        if (v["pool"] is not null)
+            ctx.Error($"{path}:pool", "an identity vhost has no pool of its own: its logins' pools serve it (\"users\" or \"userTemplate\")");
+        if (tls != TlsModes.Terminate)
+            ctx.Error($"{path}:tls", "an identity vhost needs \"tls\": \"terminate\" (the dispatcher reads the credentials of the first request)");
+        if (engine != TlsEngines.BouncyCastle)
+            ctx.Error($"{path}:engine", "an identity vhost needs the bouncycastle engine (the session is handed to the login's worker after the first request)");
+        if (http != HttpModes.Redirect)
+            ctx.Error($"{path}:http", "an identity vhost refuses plain HTTP: only \"redirect\" is allowed");
+        foreach (var key in new[] { "accessLog", "errorLog" })
+        {
+            if (v[key] is not null)
+                ctx.Error($"{path}:{key}", "an identity vhost is served by one pool per login, and a log file belongs to one pool: log in the pools' own vhosts or the master's log");
+        }
+
+        if (v["credentials"] is null)
+        {
+            ctx.Error($"{path}:credentials", "required (an htpasswd file: login:bcrypt or SHA-crypt hash)");
+            return null;
+        }
+
+        var realm = v["realm"] ?? name;
+        if (realm.Length is 0 or > 128 || realm.Any(c => c < 0x20 || c > 0x7e || c is '"' or '\\'))
+            ctx.Error($"{path}:realm", "1-128 printable ASCII characters without '\"' or '\\'");
+        var limits = v.GetSection("loginLimits");
+        ctx.Unknown(limits, limits.Path, ["perAddress", "perLogin", "window"]);
+        var perAddress = ctx.Int(limits.GetSection("perAddress"), 10, 1, 1_000_000);
+        var perLogin = ctx.Int(limits.GetSection("perLogin"), 20, 1, 1_000_000);
+        var window = ctx.Duration(limits.GetSection("window"), TimeSpan.FromMinutes(1));
+        if (!credentials.TryGetValue(v.Key, out var entries) || entries is null)
+            return null;
+        var hashes = entries.Where(e => e.Hash is not null).ToDictionary(e => e.Login, e => e.Hash!, StringComparer.Ordinal);
+        var users = new List<IdentityLogin>();
+        var table = v.GetSection("users");
+        var template = v.GetSection("userTemplate");
+        if (table.Exists() == template.Exists())
+        {
+            ctx.Error(path, "an identity vhost needs exactly one of \"users\" (login → pool) and \"userTemplate\"");
+            return null;
+        }
+
+        if (table.Exists())
+        {
+            foreach (var u in table.GetChildren())
+            {
+                if (!BasicCredentials.IsValidLogin(u.Key))
+                    ctx.Error(u.Path, $"'{u.Key}' is not a login");
+                else if (u.Value is null || !pools.ContainsKey(u.Value))
+                    ctx.Error(u.Path, $"no pool named '{u.Value}'");
+                else if (entries.All(e => e.Login != u.Key))
+                    ctx.Error(u.Path, $"login '{u.Key}' is not in {v["credentials"]}");
+                else if (hashes.TryGetValue(u.Key, out var hash))
+                    users.Add(new IdentityLogin(u.Key, hash, u.Value));
+            }
+        }
+        else
+        {
+            var pattern = template["pool"] ?? "{login}";
+            foreach (var (login, hash) in hashes)
+            {
+                var pool = pattern.Replace("{login}", login, StringComparison.Ordinal);
+                if (pools.ContainsKey(pool))
+                    users.Add(new IdentityLogin(login, hash, pool));
+            }
+        }
+
+        foreach (var twice in users.GroupBy(u => u.Pool).Where(g => g.Count() > 1))
+            ctx.Error($"{path}:users", $"pool '{twice.Key}' serves logins {string.Join(", ", twice.Select(u => u.Login))}: one login per pool (a worker runs as its login's own uid)");
+        foreach (var u in users)
+        {
+            var pc = pools[u.Pool];
+            if (pc.Program is not null)
+                ctx.Error($"{path}:users", $"pool '{u.Pool}' runs a program of its own: an identity vhost needs Dispatch's worker, which verifies every request again");
+            if (docRoot is not null && Directory.Exists(docRoot) && PathSafety.CheckTraversable(System.IO.Path.GetDirectoryName(docRoot.TrimEnd('/')) ?? "/", pc.Uid, [pc.Gid, .. pc.Groups]) is { } why)
+                ctx.Error($"{path}:root", $"pool '{u.Pool}' cannot reach its document root: {why}");
+        }
+
+        return new IdentityConfig(System.IO.Path.GetFullPath(v["credentials"]!), realm, users, perAddress, perLogin, window);
     }
 
     private static readonly (string Key, byte Resource)[] LimitNames =

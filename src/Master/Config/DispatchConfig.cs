@@ -95,7 +95,22 @@ internal sealed record VhostConfig(
     public bool OfferH2 { get; init; } = true;
 
     public IEnumerable<string> Names => [Name, .. Aliases];
+
+    /// <summary>Set for <c>"identity": "authenticated"</c>: the logins (from the credentials file) and their pools; <see cref="Pool"/> is then empty.</summary>
+    public IdentityConfig? Identity { get; init; }
+
+    /// <summary>True when <paramref name="pool"/>'s workers serve this vhost: its own pool, or a login's pool of an identity vhost.</summary>
+    public bool ServedBy(string pool) => Identity is { } identity ? identity.Users.Any(u => u.Pool == pool) : Pool == pool;
 }
+
+/// <summary>An identity vhost's credentials: the file, the realm, each enabled login's hash and pool, the limits on failed logins.</summary>
+internal sealed record IdentityConfig(string CredentialsPath, string Realm, IReadOnlyList<IdentityLogin> Users, int FailuresPerAddress, int FailuresPerLogin, TimeSpan FailureWindow)
+{
+    public override string ToString() => $"{CredentialsPath} {Realm} {FailuresPerAddress}/{FailuresPerLogin}/{FailureWindow} " + string.Join(",", Users.Select(u => $"{u.Login}={u.Pool}:{u.Hash}"));
+}
+
+/// <summary>A login of an identity vhost, its hash and the pool that serves it.</summary>
+internal sealed record IdentityLogin(string Login, string Hash, string Pool);
 
 internal sealed record SecurityConfig(uint MinUid);
 

@@ -63,7 +63,7 @@ internal static class LandlockRules
                 return $"{path} {how} {other} ({what})";
         }
 
-        foreach (var v in vhosts.Where(v => v.Pool != pool.Name))
+        foreach (var v in vhosts.Where(v => !v.ServedBy(pool.Name)))
         {
             var theirs = new[] { (v.Root, "root") }
                 .Concat(v.Cgi.Select(c => (c.Directory, "CGI directory")))
@@ -77,7 +77,7 @@ internal static class LandlockRules
 
         // The pool's own CGI directories and exec paths: a script could write a file there and then run it. Its own
         // document roots may overlap (the site is then writable by its scripts: the operator's choice).
-        var mine = vhosts.Where(v => v.Pool == pool.Name).SelectMany(v => v.Cgi.Select(c => (c.Directory, $"a CGI directory of vhost {v.Name}")))
+        var mine = vhosts.Where(v => v.ServedBy(pool.Name)).SelectMany(v => v.Cgi.Select(c => (c.Directory, $"a CGI directory of vhost {v.Name}")))
             .Concat((pool.LandlockExec ?? []).Select(e => (e, "a landlock.exec path of this pool")));
         foreach (var (other, what) in mine)
         {

@@ -57,7 +57,8 @@ internal sealed class PlainHttpFrontend : Frontend
         }
 
         var path = buffer.AsSpan(target);
-        if (route.HttpMode == HttpModes.Redirect && !path.StartsWith("/.well-known/acme-challenge/"u8))
+        // An identity vhost is served over TLS only: everything is redirected (no ACME exception: it has no pool of its own).
+        if (route.Identity is not null || (route.HttpMode == HttpModes.Redirect && !path.StartsWith("/.well-known/acme-challenge/"u8)))
         {
             Redirect(fd, host!, path, buffer.AsSpan(0, 4).SequenceEqual("GET "u8) || buffer.AsSpan(0, 5).SequenceEqual("HEAD "u8), routes.HttpsPort, id);
             return;

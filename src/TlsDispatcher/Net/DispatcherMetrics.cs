@@ -20,6 +20,10 @@ internal static class DispatcherMetrics
     public static long BytesFromClients;
     public static long BytesToClients;
     public static long NoWorker;
+    public static long LoginsOk;
+    public static long LoginsFailed;
+    public static long LoginsThrottled;
+    public static long LoginsChallenged;
 
     private static readonly long[] Responses = new long[600];
 
@@ -51,6 +55,10 @@ internal static class DispatcherMetrics
         Add("dispatch_tls_bytes_total{direction=\"received\"}", ref BytesFromClients);
         Add("dispatch_tls_bytes_total{direction=\"sent\"}", ref BytesToClients);
         Add("dispatch_no_worker_total", ref NoWorker);
+        Add("dispatch_logins_total{result=\"ok\"}", ref LoginsOk);
+        Add("dispatch_logins_total{result=\"failed\"}", ref LoginsFailed);
+        Add("dispatch_logins_total{result=\"throttled\"}", ref LoginsThrottled);
+        Add("dispatch_logins_total{result=\"challenged\"}", ref LoginsChallenged);
         for (var code = 100; code < Responses.Length; code++)
         {
             var n = Interlocked.Read(ref Responses[code]);

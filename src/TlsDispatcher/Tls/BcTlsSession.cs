@@ -199,7 +199,7 @@ public sealed class BcTlsSession : IDisposable
 
             _handshakeBytes += count;
             if (_handshakeBytes > MaxHandshakeBytes)
-                throw Fail($"more than {MaxHandshakeBytes} bytes received before the handshake completed", null);
+                throw Fail(_server.HandshakeComplete ? $"more than {MaxHandshakeBytes} bytes held undecrypted past the handshake" : $"more than {MaxHandshakeBytes} bytes received before the handshake completed", null);
 
             while (count > 0 && !_server.HandshakeComplete)
             {
@@ -306,6 +306,43 @@ public sealed class BcTlsSession : IDisposable
     }
 
     /// <summary>
+    /// After the handshake, for a session that is still to be handed off: gives BouncyCastle the next complete record
+    /// held past the handshake (it decrypts it, advancing the read sequence number; read the plaintext with
+    /// <see cref="ReadPlaintext(byte[], int, int)"/>), and keeps the rest held. The dispatcher reads the first request
+    /// head of an identity vhost this way, one record at a time, so that the session can still be exported at the
+    /// record boundary after it (<see cref="TryExportForHandOff"/>: the held remainder stays ciphertext).
+    /// </summary>
+    /// <returns>False when no complete record is held (offer more bytes first).</returns>
+    /// <exception cref="BcTlsException">The record failed (bad MAC, oversized, an alert): send the output, then close.</exception>
+    public bool TryDecryptHeldRecord()
+    {
+        lock (_sync)
+        {
+            ThrowIfUnusable();
+            if (!_server.HandshakeComplete || _released)
+                throw new InvalidOperationException("records are decrypted one by one only after the handshake, before any release");
+            if (_held is null || _heldLength < HeaderLength)
+                return false;
+            int length = RecordLength(_held);
+            if (length > MaxRecordLength)
+            {
+                OfferToEngine(_held, 0, HeaderLength);
+                throw Fail($"a record of {length} bytes (at most {MaxRecordLength})", null);
+            }
+
+            int whole = HeaderLength + length;
+            if (_heldLength < whole)
+                return false;
+            OfferToEngine(_held, 0, whole);
+            _held.AsSpan(whole, _heldLength - whole).CopyTo(_held);
+            _held.AsSpan(_heldLength - whole, whole).Clear();
+            _heldLength -= whole;
+            _handshakeBytes -= whole;
+            return true;
+        }
+    }
+
+    /// <summary>
     /// Exports the session for the hand-off: the traffic secrets (TLS 1.3) or write keys and IVs (TLS 1.2), both
     /// sequence numbers, version and suite, and the ciphertext received past the handshake. Call it once the
     /// handshake is complete and its output sent. The session stays usable (so that a 503 can still be written
@@ -314,7 +351,7 @@ public sealed class BcTlsSession : IDisposable
     /// </summary>
     /// <param name="state">The session state for <see cref="Dispatch.Protocol.Wire.ConnectionMode.HandedTls"/>.</param>
     /// <param name="remainingCiphertext">The bytes received after the record that completed the handshake (a copy).</param>
-    /// <returns>False (and the session untouched) when the handshake is not complete, output is still waiting, or plaintext was already released.</returns>
+    /// <returns>False (and the session untouched) when the handshake is not complete, output is still waiting, plaintext was already released, or decrypted plaintext is still unread.</returns>
     public bool TryExportForHandOff(out TlsSessionState? state, out ReadOnlyMemory<byte> remainingCiphertext)
     {
         state = null;
@@ -322,7 +359,7 @@ public sealed class BcTlsSession : IDisposable
         lock (_sync)
         {
             if (_disposed || _failure is not null || _released || !_server.HandshakeComplete || _protocol.IsClosed
-                || _protocol.GetAvailableOutputBytes() > 0 || _server.Parameters is not { } parameters || _crypto.LastCipher is not { } cipher)
+                || _protocol.GetAvailableOutputBytes() > 0 || _protocol.GetAvailableInputBytes() > 0 || _server.Parameters is not { } parameters || _crypto.LastCipher is not { } cipher)
                 return false;
 
             int suite = parameters.CipherSuite;

@@ -19,7 +19,7 @@ namespace Dispatch.TlsDispatcher.Tls;
 /// the record layer, BouncyCastle engine only) or proxy plaintext to it over a fresh socketpair whose
 /// other end travels with the connection's metadata.
 /// </summary>
-internal sealed class TlsTerminationFrontend : Frontend
+internal sealed partial class TlsTerminationFrontend : Frontend
 {
     private const int BufferSize = 16 * 1024;
 
@@ -127,6 +127,13 @@ internal sealed class TlsTerminationFrontend : Frontend
 
         var bc = route is null ? null : routes.CredentialsFor(route);
         var openssl = route is null ? null : routes.OpenSslCredentialsFor(route);
+        if (route?.Identity is not null && bc is not null)
+        {
+            // Identity vhost: read the first request, verify its credentials, hand the session to the login's pool.
+            await IdentityHandOffAsync(bc, route, hello.AsMemory(0, filled), id, start, sni, settings, handshake.Token).ConfigureAwait(false);
+            return;
+        }
+
         if (route is not null && bc is not null && openssl is null && routes.PoolPolicy(route.Pool).TlsHandOff)
         {
             // The worker takes the session itself: the handshake runs on the dispatcher's own epoll set (never the
@@ -184,38 +191,8 @@ internal sealed class TlsTerminationFrontend : Frontend
         var buffer = ArrayPool<byte>.Shared.Rent(HandshakeReceiveSize);
         try
         {
-            try
-            {
-                session.Offer(hello.Span);
-                await SendOutputAsync(start.Fd, session, buffer, timeout).ConfigureAwait(false);
-                while (!session.HandshakeComplete)
-                {
-                    var n = await ReceiveAsync(start.Fd, buffer.AsMemory(0, HandshakeReceiveSize), timeout).ConfigureAwait(false);
-                    if (n == 0)
-                    {
-                        Log.Information("Connection {ConnectionId} from {Client} ({Sni}): the client closed the connection during the TLS handshake", id, start.ClientText, sni);
-                        Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
-                        return;
-                    }
-
-                    session.Offer(buffer, 0, n);
-                    await SendOutputAsync(start.Fd, session, buffer, timeout).ConfigureAwait(false);
-                }
-            }
-            catch (BcTlsException e)
-            {
-                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
-                Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
-                await SendFinalAsync(start.Fd, session, buffer).ConfigureAwait(false);
+            if (!await HandshakeOnPollerAsync(session, hello, buffer, id, start, sni, timeout).ConfigureAwait(false))
                 return;
-            }
-            catch (OperationCanceledException)
-            {
-                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
-                Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
-                return;
-            }
-
             Interlocked.Increment(ref DispatcherMetrics.HandshakesOk);
             var alpn = session.ApplicationProtocol;
             if (!session.TryExportForHandOff(out var state, out var remaining) || state is null)
@@ -254,6 +231,44 @@ internal sealed class TlsTerminationFrontend : Frontend
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+        }
+    }
+
+    /// <summary>The BouncyCastle handshake on the dispatcher's own epoll set; false (logged, counted, the alert sent) when it did not complete.</summary>
+    private async Task<bool> HandshakeOnPollerAsync(BcTlsSession session, ReadOnlyMemory<byte> hello, byte[] buffer, ulong id, ConnectionStart start, string? sni, CancellationToken timeout)
+    {
+        try
+        {
+            session.Offer(hello.Span);
+            await SendOutputAsync(start.Fd, session, buffer, timeout).ConfigureAwait(false);
+            while (!session.HandshakeComplete)
+            {
+                var n = await ReceiveAsync(start.Fd, buffer.AsMemory(0, HandshakeReceiveSize), timeout).ConfigureAwait(false);
+                if (n == 0)
+                {
+                    Log.Information("Connection {ConnectionId} from {Client} ({Sni}): the client closed the connection during the TLS handshake", id, start.ClientText, sni);
+                    Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
+                    return false;
+                }
+
+                session.Offer(buffer, 0, n);
+                await SendOutputAsync(start.Fd, session, buffer, timeout).ConfigureAwait(false);
+            }
+
+            return true;
+        }
+        catch (BcTlsException e)
+        {
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
+            await SendFinalAsync(start.Fd, session, buffer).ConfigureAwait(false);
+            return false;
+        }
+        catch (OperationCanceledException)
+        {
+            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
+            Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
+            return false;
         }
     }
 

@@ -16,6 +16,8 @@ namespace Dispatch.Worker.Http;
 /// <param name="Session">A TLS session handed over after its handshake (<see cref="ConnectionMode.HandedTls"/>): the
 /// worker runs the record layer (<see cref="Tls.TlsRecordLayer"/>), which clears the secrets once it has its keys.
 /// <see cref="TlsProtocol"/> and <see cref="TlsCipher"/> are set as for a connection whose TLS the dispatcher ends.</param>
+/// <param name="TlsPlaintext">With <paramref name="Session"/>: application data the dispatcher already decrypted (the
+/// first request head of an identity vhost), read before anything the record layer decrypts.</param>
 public sealed record HandedConnectionInfo(
     long ConnectionId,
     IPEndPoint? Client,
@@ -24,7 +26,8 @@ public sealed record HandedConnectionInfo(
     string? TlsProtocol,
     string? TlsCipher,
     HandedProtocol Protocol,
-    TlsSessionState? Session = null);
+    TlsSessionState? Session = null,
+    ReadOnlyMemory<byte> TlsPlaintext = default);
 
 /// <summary>
 /// Connection feature carrying the <see cref="HandedConnectionInfo"/>. Set on every connection's

@@ -67,6 +67,12 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 // The client reconnects and is routed again by the dispatcher (RFC 9110, 15.5.20).
                 await WriteTextAsync(context, StatusCodes.Status421MisdirectedRequest, MisdirectedBody, close: true);
             }
+            else if (vhost.Settings.Identity is { } identity && await identity.CheckAsync(context.Request.Headers.Authorization) is { } notMine)
+            {
+                // Not this worker's login: the client reconnects and is authenticated afresh by the dispatcher.
+                log.Information("Request {Method} {Path} for {Vhost} on connection {ConnectionId} refused with 421: {Reason}, and this worker serves login {Login} only", method, path.Value, vhost.Name, context.Connection.Id, notMine, identity.Login);
+                await WriteTextAsync(context, StatusCodes.Status421MisdirectedRequest, MisdirectedBody, close: true);
+            }
             else
             {
                 await vhost.Pipeline(context);

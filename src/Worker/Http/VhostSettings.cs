@@ -8,6 +8,7 @@ namespace Dispatch.Worker.Http;
 /// <param name="IndexFiles">Index file names tried in order for a directory request; empty means <c>index.html</c>.</param>
 /// <param name="Cgi">CGI script mappings and limits; <see langword="null"/>: no CGI.</param>
 /// <param name="Proxy">Reverse-proxy mappings to the tenant's own application; <see langword="null"/>: none.</param>
+/// <param name="Identity">An identity vhost: every request must be this worker's own login (else 421); <see langword="null"/>: none.</param>
 public sealed record VhostSettings(
     string Name,
     IReadOnlyList<string> Aliases,
@@ -16,4 +17,5 @@ public sealed record VhostSettings(
     IReadOnlyList<string> IndexFiles,
     CgiSettings? Cgi = null,
     string? TlsCertDir = null,
-    ProxySettings? Proxy = null);
+    ProxySettings? Proxy = null,
+    RequestIdentity? Identity = null);

@@ -382,7 +382,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             {
                 if (session is not null)
                 {
-                    await TlsRecordLayer.ServeAsync(connection, session, _log, next).ConfigureAwait(false);
+                    await TlsRecordLayer.ServeAsync(connection, session, _log, next, feature!.Info.TlsPlaintext).ConfigureAwait(false);
                 }
                 else if (feature?.Info.Protocol is HandedProtocol.Http1)
                 {

@@ -127,7 +127,8 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     /// Connection middleware body: runs <paramref name="next"/> (Kestrel's HTTP) over the plaintext of
     /// <paramref name="connection"/>'s transport, and returns when both are done (the transport restored).
     /// </summary>
-    public static async Task ServeAsync(ConnectionContext connection, TlsSessionState session, Serilog.ILogger log, ConnectionDelegate next)
+    /// <param name="plaintext">Application data the dispatcher already decrypted (identity vhosts: the first request head), read first.</param>
+    public static async Task ServeAsync(ConnectionContext connection, TlsSessionState session, Serilog.ILogger log, ConnectionDelegate next, ReadOnlyMemory<byte> plaintext = default)
     {
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(next);
@@ -145,7 +146,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
 
         await using (layer.ConfigureAwait(false))
         {
-            connection.Transport = layer;
+            connection.Transport = plaintext.IsEmpty ? layer : new PrefixedDuplexPipe(new Http.PrefixedPipeReader(plaintext, layer.Input), layer.Output);
             try
             {
                 await next(connection).ConfigureAwait(false);

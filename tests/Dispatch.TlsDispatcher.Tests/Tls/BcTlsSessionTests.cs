@@ -290,4 +290,52 @@ public sealed class BcTlsSessionTests
         Assert.Contains("record_overflow", e.Message, StringComparison.Ordinal);
         await Task.CompletedTask;
     }
+
+    [Theory]
+    [InlineData(SslProtocols.Tls13, 1UL)]
+    [InlineData(SslProtocols.Tls12, 2UL)]
+    public async Task Identity_vhosts_decrypt_held_records_one_by_one_and_export_past_them(SslProtocols protocol, ulong readSequence)
+    {
+        using Pair p = Start("ecdsa.example", protocol);
+        await HandshakeAsync(p, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray());
+        await p.Client.WriteAsync("second record"u8.ToArray());
+        byte[] more = p.DrainWritten();
+        if (more.Length == 0)
+        {
+            int n = p.Pipe.Read(p.Buffer, Wait);
+            more = p.Buffer.AsSpan(0, n).ToArray();
+        }
+
+        p.Session.Offer(more, 0, more.Length);
+        int heldBefore = p.Session.HeldCiphertextLength;
+
+        // One record at a time: the first request's record is decrypted, the next stays ciphertext.
+        Assert.True(p.Session.TryDecryptHeldRecord());
+        byte[] plain = new byte[256];
+        int got = p.Session.ReadPlaintext(plain, 0, plain.Length);
+        Assert.Equal("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), plain.AsSpan(0, got).ToArray());
+        Assert.True(p.Session.HeldCiphertextLength < heldBefore);
+        Assert.True(p.Session.TryExportForHandOff(out TlsSessionState? state, out ReadOnlyMemory<byte> remaining));
+        Assert.Equal(readSequence, state!.ReadSequence);
+        p.Session.Dispose();
+
+        var layer = new TestRecordLayer(state);
+        Assert.Equal("second record"u8.ToArray(), layer.Decrypt(remaining.Span).Content);
+        p.Pipe.Write(layer.Encrypt("reply"u8));
+        byte[] reply = new byte[5];
+        await p.Client.ReadExactlyAsync(reply).AsTask().WaitAsync(Wait);
+        Assert.Equal("reply"u8.ToArray(), reply);
+    }
+
+    [Fact]
+    public async Task Decrypted_plaintext_not_yet_read_blocks_the_export()
+    {
+        using Pair p = Start("ecdsa.example", SslProtocols.Tls13);
+        await HandshakeAsync(p, "unread"u8.ToArray());
+        Assert.True(p.Session.TryDecryptHeldRecord());
+        Assert.False(p.Session.TryDecryptHeldRecord()); // nothing more held
+        Assert.False(p.Session.TryExportForHandOff(out _, out _)); // "unread" is still waiting
+        Assert.Equal(6, p.Session.ReadPlaintext(new byte[16], 0, 16));
+        Assert.True(p.Session.TryExportForHandOff(out _, out _));
+    }
 }
