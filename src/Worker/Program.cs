@@ -58,7 +58,14 @@ internal static class Program
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
                 v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir,
-                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream))]))).ToList();
+                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream))]),
+                v.FastCgi is { } f ? new Dispatch.Worker.FastCgi.FastCgiSettings(
+                    f.Spawn is null ? f.Socket : null,
+                    f.Spawn is { } s ? new Dispatch.Worker.FastCgi.FastCgiSpawnSettings(s.Program, s.MaxChildren, TimeSpan.FromMilliseconds(s.IdleTimeoutMs), s.Directory) : null,
+                    TimeSpan.FromMilliseconds(f.ConnectTimeoutMs),
+                    TimeSpan.FromMilliseconds(f.ReadTimeoutMs),
+                    f.MaxBodySize > 0 ? f.MaxBodySize : null) : null,
+                v.TryFiles)).ToList();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             await using var server = await WorkerHttpServer.StartAsync(
                 vhosts,

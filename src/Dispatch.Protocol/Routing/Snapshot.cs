@@ -65,7 +65,20 @@ public static class TlsModes
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>
 public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneShot);
 
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy);
+public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, FastCgiRoute? FastCgi = null, string[]? TryFiles = null);
+
+/// <summary>
+/// The vhost's FastCGI application (PHP through php-fpm): an operator-run socket (<paramref name="Socket"/>), or a php-fpm
+/// the worker starts itself as the tenant (<paramref name="Spawn"/>; then <paramref name="Socket"/> is empty).
+/// <paramref name="MaxBodySize"/>: the request body limit for requests it handles; 0 keeps Kestrel's.
+/// </summary>
+public sealed record FastCgiRoute(string Socket, int ConnectTimeoutMs, int ReadTimeoutMs, long MaxBodySize, FastCgiSpawnRoute? Spawn);
+
+/// <summary>
+/// A php-fpm started by the worker: its binary, its one pool's <c>pm.max_children</c> and idle timeout, and the
+/// directory (created by the master, owned by the pool's uid, mode 0700) for its socket and generated config.
+/// </summary>
+public sealed record FastCgiSpawnRoute(string Program, int MaxChildren, int IdleTimeoutMs, string Directory);
 
 /// <summary>URL prefix → the tenant's own application: "unix:/path" or "http://127.0.0.1:PORT" / "http://[::1]:PORT".</summary>
 public sealed record ProxyRoute(string UrlPrefix, string Upstream);

@@ -23,7 +23,7 @@ internal static class ConfigLoader
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", "fastcgi", "tryFiles"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -400,7 +400,11 @@ internal static class ConfigLoader
                 ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
                 v["accessLog"],
                 ReadProxy(ctx, v, cgi),
-                v["errorLog"]);
+                v["errorLog"])
+            {
+                FastCgi = FastCgiConfigReader.Read(ctx.Error, ctx.Duration, v),
+                TryFiles = FastCgiConfigReader.ReadTryFiles(ctx.Error, v),
+            };
             foreach (var key in new[] { "accessLog", "errorLog" })
             {
                 if (v[key] is { } logPath && TenantLogs.Check(logPath, pool is not null && pools.TryGetValue(pool, out var logPool) ? logPool.Gid : null) is { } logProblem)

@@ -8,6 +8,8 @@ namespace Dispatch.Worker.Http;
 /// <param name="IndexFiles">Index file names tried in order for a directory request; empty means <c>index.html</c>.</param>
 /// <param name="Cgi">CGI script mappings and limits; <see langword="null"/>: no CGI.</param>
 /// <param name="Proxy">Reverse-proxy mappings to the tenant's own application; <see langword="null"/>: none.</param>
+/// <param name="FastCgi">The vhost's FastCGI (PHP) application; <see langword="null"/>: none.</param>
+/// <param name="TryFiles">Front-controller routing (<c>$uri</c>, <c>$uri/</c>, then a fallback); <see langword="null"/> or empty: none.</param>
 public sealed record VhostSettings(
     string Name,
     IReadOnlyList<string> Aliases,
@@ -16,4 +18,6 @@ public sealed record VhostSettings(
     IReadOnlyList<string> IndexFiles,
     CgiSettings? Cgi = null,
     string? TlsCertDir = null,
-    ProxySettings? Proxy = null);
+    ProxySettings? Proxy = null,
+    Dispatch.Worker.FastCgi.FastCgiSettings? FastCgi = null,
+    IReadOnlyList<string>? TryFiles = null);
