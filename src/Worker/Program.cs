@@ -61,7 +61,7 @@ internal static class Program
                 v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream))]),
                 v.FastCgi is { } f ? new Dispatch.Worker.FastCgi.FastCgiSettings(
                     f.Spawn is null ? f.Socket : null,
-                    f.Spawn is { } s ? new Dispatch.Worker.FastCgi.FastCgiSpawnSettings(s.Program, s.MaxChildren, TimeSpan.FromMilliseconds(s.IdleTimeoutMs), s.Directory) : null,
+                    f.Spawn is { } s ? new Dispatch.Worker.FastCgi.FastCgiSpawnSettings(s.Program, s.MaxChildren, TimeSpan.FromMilliseconds(s.IdleTimeoutMs), s.Directory, s.PhpAdminValues) : null,
                     TimeSpan.FromMilliseconds(f.ConnectTimeoutMs),
                     TimeSpan.FromMilliseconds(f.ReadTimeoutMs),
                     f.MaxBodySize > 0 ? f.MaxBodySize : null) : null,

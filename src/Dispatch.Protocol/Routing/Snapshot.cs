@@ -76,9 +76,10 @@ public sealed record FastCgiRoute(string Socket, int ConnectTimeoutMs, int ReadT
 
 /// <summary>
 /// A php-fpm started by the worker: its binary, its one pool's <c>pm.max_children</c> and idle timeout, and the
-/// directory (created by the master, owned by the pool's uid, mode 0700) for its socket and generated config.
+/// directory (created by the master, owned by the pool's uid, mode 0700) for its socket and generated config, and the
+/// pool's <c>php_admin_value</c> settings.
 /// </summary>
-public sealed record FastCgiSpawnRoute(string Program, int MaxChildren, int IdleTimeoutMs, string Directory);
+public sealed record FastCgiSpawnRoute(string Program, int MaxChildren, int IdleTimeoutMs, string Directory, Dictionary<string, string>? PhpAdminValues = null);
 
 /// <summary>URL prefix → the tenant's own application: "unix:/path" or "http://127.0.0.1:PORT" / "http://[::1]:PORT".</summary>
 public sealed record ProxyRoute(string UrlPrefix, string Upstream);

@@ -20,5 +20,5 @@ internal sealed record FastCgiConfig(string? Socket, FastCgiSpawnConfig? Spawn, 
             (int)c.ConnectTimeout.TotalMilliseconds,
             (int)c.ReadTimeout.TotalMilliseconds,
             (long)(c.MaxBodySize ?? 0),
-            c.Spawn is { } s ? new(s.Program, s.MaxChildren, (int)s.IdleTimeout.TotalMilliseconds, spawnDirectory) : null);
+            c.Spawn is { } s ? new(s.Program, s.MaxChildren, (int)s.IdleTimeout.TotalMilliseconds, spawnDirectory, s.PhpAdminValues.Count == 0 ? null : new Dictionary<string, string>(s.PhpAdminValues, StringComparer.Ordinal)) : null);
 }

@@ -7,7 +7,7 @@ namespace Dispatch.Master.Config;
 internal static class FastCgiConfigReader
 {
     private static readonly string[] Keys = ["socket", "spawn", "connectTimeout", "readTimeout", "maxBodySize"];
-    private static readonly string[] SpawnKeys = ["program", "maxChildren", "idleTimeout"];
+    private static readonly string[] SpawnKeys = ["program", "maxChildren", "idleTimeout", "phpAdminValues"];
 
     /// <summary>The largest <c>maxBodySize</c> accepted (64 GiB).</summary>
     private const ulong MaxBodySizeLimit = 64UL << 30;
@@ -185,7 +185,33 @@ internal static class FastCgiConfigReader
         }
 
         var idle = duration(spawn.GetSection("idleTimeout"), TimeSpan.FromSeconds(10));
-        return ok ? new FastCgiSpawnConfig(program!, maxChildren, idle) : null;
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        var valuesSection = spawn.GetSection("phpAdminValues");
+        if (valuesSection.Value is not null)
+        {
+            error(valuesSection.Path, "an object such as { \"post_max_size\": \"64M\", \"memory_limit\": \"256M\" }");
+            ok = false;
+        }
+
+        foreach (var v in valuesSection.GetChildren())
+        {
+            if (v.Key.Length is 0 or > 64 || !v.Key.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c is '_' or '.'))
+            {
+                error(v.Path, $"'{v.Key}' is not a PHP directive name (lower-case letters, digits, '_' and '.')");
+                ok = false;
+            }
+            else if (v.Value is null || v.Value.Length > 1024 || v.Value.Any(c => c < ' ' || c == 0x7f || c is '"' or '\\' or ';' or '[' or ']'))
+            {
+                error(v.Path, "a single-line value without quotes, backslashes, ';', '[' or ']' (at most 1024 characters)");
+                ok = false;
+            }
+            else
+            {
+                values[v.Key] = v.Value;
+            }
+        }
+
+        return ok ? new FastCgiSpawnConfig(program!, maxChildren, idle, values) : null;
     }
 
     private static bool TryParseSize(string text, out ulong bytes)

@@ -6,4 +6,11 @@ namespace Dispatch.Worker.FastCgi;
 /// <param name="IdleTimeout"><c>pm.process_idle_timeout</c>; null: 10 s.</param>
 /// <param name="Directory">Where the socket and the generated config go: a directory only the tenant can reach (the
 /// master creates one per pool). Null: a fresh private directory under the temporary directory (tests).</param>
-public sealed record FastCgiSpawnSettings(string Program, int MaxChildren = 5, TimeSpan? IdleTimeout = null, string? Directory = null);
+/// <param name="PhpAdminValues"><c>php_admin_value[name] = value</c> lines (checked by the master: no line breaks,
+/// quotes, backslashes, ';' or brackets).</param>
+public sealed record FastCgiSpawnSettings(
+    string Program,
+    int MaxChildren = 5,
+    TimeSpan? IdleTimeout = null,
+    string? Directory = null,
+    IReadOnlyDictionary<string, string>? PhpAdminValues = null);
