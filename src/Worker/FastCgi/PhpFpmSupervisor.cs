@@ -209,7 +209,9 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
 
     private async Task<CgiProcess> LaunchAsync()
     {
-        string[] php = [_settings.Program, "-F", "-O", "-y", _configPath];
+        // OPcache creates its lock file in the master at start (before any pool setting applies): /tmp by default,
+        // which the jail does not let the tenant write.
+        string[] php = [_settings.Program, "-F", "-O", "-y", _configPath, "-d", "opcache.lockfile_path=" + _tempDirectory];
         var viaSetPriv = File.Exists(SetPriv);
         string[] argv = viaSetPriv ? [SetPriv, "--pdeathsig", "TERM", "--", .. php] : php;
         var directory = Path.GetDirectoryName(SocketPath)!;
