@@ -323,7 +323,8 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
     private async Task PumpLogAsync(CgiPipe pipe, int pid)
     {
         var lines = new FastCgiStderrLog(
-            (line, truncated) => _log.Warning("php-fpm {Pid} of {Vhost}: {Line}{Truncated}", pid, _vhost, line, truncated ? " [truncated]" : string.Empty),
+            (line, truncated) => _log.Write(
+                LevelOf(line), "php-fpm {Pid} of {Vhost}: {Line}{Truncated}", pid, _vhost, line, truncated ? " [truncated]" : string.Empty),
             static () => { },
             int.MaxValue);
         var buffer = new byte[4096];
@@ -346,6 +347,12 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
 
         lines.Complete();
     }
+
+    /// <summary>php-fpm's own levels ("NOTICE: ", "WARNING: ", "ERROR: "…) as Serilog levels; a script's output: Warning.</summary>
+    internal static Serilog.Events.LogEventLevel LevelOf(string line) =>
+        line.Contains("] NOTICE: ", StringComparison.Ordinal) || line.Contains("] DEBUG: ", StringComparison.Ordinal) ? Serilog.Events.LogEventLevel.Information
+        : line.Contains("] ERROR: ", StringComparison.Ordinal) || line.Contains("] ALERT: ", StringComparison.Ordinal) ? Serilog.Events.LogEventLevel.Error
+        : Serilog.Events.LogEventLevel.Warning;
 
     private static void TryDelete(string path)
     {

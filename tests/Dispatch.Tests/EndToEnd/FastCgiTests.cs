@@ -125,8 +125,18 @@ public sealed class FastCgiTests : IDisposable
         d.WaitForLine(new Regex(@"php-fpm \d+ of a\.localhost ready again"));
         Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"{url}/2024/again").Status);
         fpm = Descendants(worker);
+        Assert.Contains(fpm, p => Comm(p).StartsWith("php-fpm", StringComparison.Ordinal));
 
-        // The worker goes (the master stops it): so does every php-fpm process.
+        // The worker killed outright (no chance to clean up): its php-fpm is told by the kernel (PR_SET_PDEATHSIG) and
+        // takes its children with it.
+        Assert.Equal(0, kill(worker, 9));
+        Assert.True(Tools.Eventually(() => fpm.All(p => !Directory.Exists($"/proc/{p}") || File.ReadAllText($"/proc/{p}/stat").Contains(") Z ", StringComparison.Ordinal))), "php-fpm processes outlived a killed worker");
+
+        // A new worker, a new php-fpm; the master stops it: every php-fpm process goes with it.
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"{url}/2024/third").Status);
+        worker = d.WorkerPid("a", skip: 1);
+        fpm = Descendants(worker);
+        Assert.Contains(fpm, p => Comm(p).StartsWith("php-fpm", StringComparison.Ordinal));
         d.Dispose();
         Assert.True(Tools.Eventually(() => fpm.All(p => !Directory.Exists($"/proc/{p}"))), "php-fpm processes outlived the worker");
     }
