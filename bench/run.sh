@@ -720,5 +720,6 @@ json.dump(meta, open(sys.argv[1], "w"), indent=1)
 PY
 "$PY" "$TOOL" report "$results" "$run/meta.json" >"$report"
 cp "$results" "${report%.md}.jsonl"
+[ "${PHP:-1}" = 0 ] || { printf '\n## PHP through FastCGI (bench/php.sh)\n\n'; DISPATCH_APP="$app" SKIP_INSTALL=1 "$bench/php.sh"; } >>"$report" || log "bench/php.sh failed"
 cat "$report"
 log "report: $report (raw data: ${report%.md}.jsonl)"
