@@ -39,7 +39,8 @@ fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-rm -rf "$base"; mkdir -p "$base/www" "$base/run"; chmod 755 "$base" "$base/run"
+rm -rf "$base"; mkdir -p "$base/www" "$base/run" "$base/fpm"; chmod 755 "$base" "$base/run" "$base/fpm"
+chown "$TENANT_UID:$TENANT_UID" "$base/fpm"
 printf '<?php\necho "hello from php\\n";\n' >"$base/www/index.php"
 chown -R "$TENANT_UID:$TENANT_UID" "$base/www"; chmod 755 "$base/www"
 
@@ -49,14 +50,14 @@ cat >"$base/fpm.conf" <<CONF
 daemonize = no
 error_log = /dev/null
 [bench]
-listen = $base/run/php.sock
+listen = $base/fpm/php.sock
 listen.mode = 0666
 pm = static
 pm.max_children = $FPM_CHILDREN
 CONF
 setpriv --reuid=$TENANT_UID --regid=$TENANT_UID --clear-groups -- "$FPM" -F -O -y "$base/fpm.conf" 2>"$base/fpm.log" &
 fpm_pid=$!; pids+=("$fpm_pid")
-for _ in $(seq 100); do [ -S "$base/run/php.sock" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$base/fpm/php.sock" ] && break; sleep 0.1; done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 dport=$(free_port); nport=$(free_port)
@@ -68,7 +69,7 @@ cat >"$base/dispatch.json" <<JSON
   "pools": { "a": { "user": "$TENANT_UID", "group": "$TENANT_UID", "minSpare": 1 } },
   "vhosts": { "localhost": { "pool": "a", "root": "$base/www", "index": ["index.php"],
     "tryFiles": ["\$uri", "/index.php"], "accessLog": "$base/dispatch-access.log",
-    "fastcgi": { "socket": "$base/run/php.sock" } } } }
+    "fastcgi": { "socket": "$base/fpm/php.sock" } } } }
 JSON
 "$app/Master" --config "$base/dispatch.json" >"$base/dispatch.log" 2>&1 &
 dispatch_pid=$!; pids+=("$dispatch_pid")
@@ -80,7 +81,7 @@ error_log $base/nginx-error.log;
 events { worker_connections 1024; }
 http {
   access_log $base/nginx-access.log;
-  upstream php { server unix:$base/run/php.sock; keepalive 8; }
+  upstream php { server unix:$base/fpm/php.sock; keepalive 8; }
   server {
     listen 127.0.0.1:$nport;
     root $base/www;
@@ -99,8 +100,8 @@ nginx -c "$base/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!; pids+=("$nginx_pid")
 
 for port in $dport $nport; do
-  for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$port/x" >/dev/null 2>&1 && break; sleep 0.1; done
-  [ "$(curl -fsS "http://127.0.0.1:$port/some/route")" = "hello from php" ] || { log "port $port does not answer; logs in $base"; exit 1; }
+  for _ in $(seq 300); do curl -fsS -H "Host: localhost" "http://127.0.0.1:$port/x" >/dev/null 2>&1 && break; sleep 0.1; done
+  [ "$(curl -fsS -H "Host: localhost" "http://127.0.0.1:$port/some/route")" = "hello from php" ] || { log "port $port does not answer; logs in $base"; exit 1; }
 done
 
 # CPU ticks (utime + stime) of a process and all its descendants.
@@ -123,16 +124,17 @@ PY
 
 hz=$(getconf CLK_TCK)
 measure() { # name pid port -> "requests front_ms fpm_ms"
-  wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "http://127.0.0.1:$3/some/route" >/dev/null
+  wrk -H "Host: localhost" -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "http://127.0.0.1:$3/some/route" >/dev/null
   local f0 p0 f1 p1 out n
   f0=$(tree_ticks "$2"); p0=$(tree_ticks "$fpm_pid")
-  out=$(wrk -t "$WRK_THREADS" -c "$WRK_CONNS" -d "$DURATION" "http://127.0.0.1:$3/some/route")
+  out=$(wrk -H "Host: localhost" -t "$WRK_THREADS" -c "$WRK_CONNS" -d "$DURATION" "http://127.0.0.1:$3/some/route")
   f1=$(tree_ticks "$2"); p1=$(tree_ticks "$fpm_pid")
   n=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
   printf '%s\n' "$out" | grep -q "Non-2xx" && { log "$1: non-2xx answers"; printf '%s\n' "$out" >&2; exit 1; }
   python3 -c "import sys; n,f,p,hz=map(float,sys.argv[1:]); print(int(n), f*1000/hz/n, p*1000/hz/n)" "$n" "$((f1 - f0))" "$((p1 - p0))" "$hz"
 }
 read -r dn dfront dfpm < <(measure dispatch "$dispatch_pid" "$dport")
+ps -o pid,ppid,time,rss,comm --ppid "$dispatch_pid" --pid "$dispatch_pid" >&2
 read -r nn nfront nfpm < <(measure nginx "$nginx_pid" "$nport")
 python3 - "$dn" "$dfront" "$dfpm" "$nn" "$nfront" "$nfpm" "$DURATION" <<'PY'
 import sys

@@ -15,6 +15,11 @@ internal sealed class FastCgiConnection : IDisposable
     private readonly byte[] _writeHeader = new byte[FastCgiRecord.HeaderSize];
     private readonly byte[] _padding = new byte[FastCgiRecord.MaxPaddingLength];
 
+    // Bytes read from the application and not parsed yet: one read usually holds a whole small answer (several records).
+    private readonly byte[] _in = new byte[16 * 1024];
+    private int _inStart;
+    private int _inEnd;
+
     private FastCgiConnection(NetworkStream stream)
     {
         _stream = stream;
@@ -36,6 +41,11 @@ internal sealed class FastCgiConnection : IDisposable
     /// </summary>
     public bool LooksIdle()
     {
+        if (_inStart != _inEnd)
+        {
+            return false; // bytes after FCGI_END_REQUEST
+        }
+
         try
         {
             var socket = _stream.Socket;
@@ -107,13 +117,17 @@ internal sealed class FastCgiConnection : IDisposable
             throw new ArgumentException("The content buffer must hold 65535 bytes.", nameof(content));
         }
 
-        var first = await _stream.ReadAsync(_readHeader, cancellationToken).ConfigureAwait(false);
-        if (first == 0)
+        if (_inStart == _inEnd)
         {
-            return null;
+            _inStart = 0;
+            _inEnd = await _stream.ReadAsync(_in, cancellationToken).ConfigureAwait(false);
+            if (_inEnd == 0)
+            {
+                return null;
+            }
         }
 
-        await ReadExactlyAsync(_readHeader.AsMemory(first), "a record header", cancellationToken).ConfigureAwait(false);
+        await ReadExactlyAsync(_readHeader, "a record header", cancellationToken).ConfigureAwait(false);
         var (type, length, padding) = FastCgiRecord.ParseHeader(_readHeader);
         await ReadExactlyAsync(content[..length], "a record's content", cancellationToken).ConfigureAwait(false);
         await ReadExactlyAsync(_padding.AsMemory(0, padding), "a record's padding", cancellationToken).ConfigureAwait(false);
@@ -122,17 +136,36 @@ internal sealed class FastCgiConnection : IDisposable
 
     public void Dispose() => _stream.Dispose();
 
+    /// <summary>Fills <paramref name="buffer"/> from what is buffered, then from the socket (large reads go straight in).</summary>
     private async ValueTask ReadExactlyAsync(Memory<byte> buffer, string what, CancellationToken cancellationToken)
     {
         while (!buffer.IsEmpty)
         {
-            var n = await _stream.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+            if (_inStart < _inEnd)
+            {
+                var take = Math.Min(buffer.Length, _inEnd - _inStart);
+                _in.AsMemory(_inStart, take).CopyTo(buffer);
+                _inStart += take;
+                buffer = buffer[take..];
+                continue;
+            }
+
+            int n;
+            if (buffer.Length >= _in.Length)
+            {
+                n = await _stream.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+                buffer = buffer[n..];
+            }
+            else
+            {
+                _inStart = 0;
+                _inEnd = n = await _stream.ReadAsync(_in, cancellationToken).ConfigureAwait(false);
+            }
+
             if (n == 0)
             {
                 throw new FastCgiProtocolException($"the connection closed inside {what}");
             }
-
-            buffer = buffer[n..];
         }
     }
 }
