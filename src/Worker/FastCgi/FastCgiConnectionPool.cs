@@ -9,12 +9,19 @@ namespace Dispatch.Worker.FastCgi;
 /// Connections the application closed while idle (php-fpm's <c>ondemand</c> children exit after their idle timeout) are
 /// noticed when taken and dropped.
 /// </summary>
-internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectTimeout) : IDisposable
+/// <remarks>
+/// php-fpm ties a child to a kept connection until that connection closes: with more connections than children, a
+/// request sent on a connection still waiting in php-fpm's backlog would wait for a child that never comes. So when the
+/// number of children is known (<paramref name="maxConnections"/>: a spawned php-fpm's <c>pm.max_children</c>), no more
+/// connections than that are open at once; further requests wait for one (bounded by the client's patience).
+/// </remarks>
+internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectTimeout, int? maxConnections = null) : IDisposable
 {
     public const int MaxIdle = 16;
 
     private readonly Stack<FastCgiConnection> _idle = new();
     private readonly Lock _lock = new();
+    private readonly SemaphoreSlim? _slots = maxConnections is > 0 and var max ? new SemaphoreSlim(max, max) : null;
     private readonly ProxyUpstream _upstream = new("unix:" + socketPath, new UnixDomainSocketEndPoint(socketPath), "http://localhost");
     private bool _disposed;
 
@@ -33,7 +40,33 @@ internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectT
     }
 
     /// <summary>An idle connection that still looks usable, or a new one (<see cref="UpstreamConnectException"/> on failure).</summary>
+    /// <remarks>Every connection rented is given back exactly once: <see cref="Return"/> or <see cref="Discard"/>.</remarks>
     public async Task<FastCgiConnection> RentAsync(CancellationToken cancellationToken)
+    {
+        if (_slots is not null)
+        {
+            await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            return await TakeAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            ReleaseSlot();
+            throw;
+        }
+    }
+
+    /// <summary>Closes a rented connection (an error, or a request that did not end cleanly); null: its slot only.</summary>
+    public void Discard(FastCgiConnection? connection)
+    {
+        connection?.Dispose();
+        ReleaseSlot();
+    }
+
+    private async Task<FastCgiConnection> TakeAsync(CancellationToken cancellationToken)
     {
         while (true)
         {
@@ -60,7 +93,7 @@ internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectT
         return await ConnectAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>A new connection, never a pooled one (the retry after a pooled one failed at once).</summary>
+    /// <summary>A new connection, never a pooled one, in the slot already held (the retry after a pooled one failed at once).</summary>
     public Task<FastCgiConnection> ConnectAsync(CancellationToken cancellationToken) =>
         FastCgiConnection.ConnectAsync(_upstream, connectTimeout, cancellationToken);
 
@@ -73,11 +106,13 @@ internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectT
             if (!_disposed && _idle.Count < MaxIdle)
             {
                 _idle.Push(connection);
+                ReleaseSlot();
                 return;
             }
         }
 
         connection.Dispose();
+        ReleaseSlot();
     }
 
     /// <summary>Closes every idle connection (the application restarted, or the worker stops).</summary>
@@ -92,6 +127,18 @@ internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectT
         }
     }
 
+    private void ReleaseSlot()
+    {
+        try
+        {
+            _slots?.Release();
+        }
+        catch (ObjectDisposedException)
+        {
+            // A request that ended after the worker disposed its pools.
+        }
+    }
+
     public void Dispose()
     {
         lock (_lock)
@@ -100,5 +147,6 @@ internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectT
         }
 
         Clear();
+        _slots?.Dispose();
     }
 }

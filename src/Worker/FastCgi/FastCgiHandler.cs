@@ -81,13 +81,13 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
     }
 
     /// <summary>The pool of <paramref name="socketPath"/>'s connections (created on first use).</summary>
-    public FastCgiConnectionPool PoolFor(string socketPath, TimeSpan connectTimeout)
+    public FastCgiConnectionPool PoolFor(string socketPath, TimeSpan connectTimeout, int? maxConnections = null)
     {
         lock (_poolsLock)
         {
             if (!_pools.TryGetValue(socketPath, out var pool))
             {
-                pool = new FastCgiConnectionPool(socketPath, connectTimeout);
+                pool = new FastCgiConnectionPool(socketPath, connectTimeout, maxConnections);
                 _pools[socketPath] = pool;
             }
 
@@ -253,10 +253,12 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
             }
 
             var aborted = context.RequestAborted;
-            FastCgiConnection connection;
+            FastCgiConnection? connection = null;
+            var rented = false;
             try
             {
                 connection = await pool.RentAsync(aborted);
+                rented = true;
                 try
                 {
                     await connection.SendHeadAsync(parameters, aborted);
@@ -265,6 +267,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                 {
                     // The application closed the pooled connection just now; nothing of the request was consumed: once more.
                     connection.Dispose();
+                    connection = null;
                     connection = await pool.ConnectAsync(aborted);
                     await connection.SendHeadAsync(parameters, aborted);
                 }
@@ -279,18 +282,33 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                     ConnectFailure.Denied => (StatusCodes.Status502BadGateway, DeniedBody),
                     _ => (StatusCodes.Status502BadGateway, UnavailableBody),
                 };
+                if (rented)
+                {
+                    pool.Discard(connection);
+                }
+
                 Warn("cannot connect, {Reason}", e.Message);
                 await RequestHandler.WriteTextAsync(context, status, page, close: false);
                 return;
             }
             catch (IOException e)
             {
+                if (rented)
+                {
+                    pool.Discard(connection);
+                }
+
                 Warn("sending the request failed: {Reason}", e.Message);
                 await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, UnavailableBody, close: false);
                 return;
             }
             catch (OperationCanceledException) when (aborted.IsCancellationRequested)
             {
+                if (rented)
+                {
+                    pool.Discard(connection);
+                }
+
                 return;
             }
 
@@ -331,7 +349,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                 else
                 {
                     stopBody.Cancel();
-                    connection.Dispose();
+                    pool.Discard(connection);
                 }
 
                 try
