@@ -81,8 +81,14 @@ public sealed record FastCgiRoute(string Socket, int ConnectTimeoutMs, int ReadT
 /// </summary>
 public sealed record FastCgiSpawnRoute(string Program, int MaxChildren, int IdleTimeoutMs, string Directory, Dictionary<string, string>? PhpAdminValues = null);
 
-/// <summary>URL prefix → the tenant's own application: "unix:/path" or "http://127.0.0.1:PORT" / "http://[::1]:PORT".</summary>
-public sealed record ProxyRoute(string UrlPrefix, string Upstream);
+/// <summary>URL prefix → the tenant's own application (<see cref="ProxyUpstream"/>, canonical spelling), with its timeouts
+/// (0: the worker's default).</summary>
+public sealed record ProxyRoute(string UrlPrefix, string Upstream, int ConnectTimeoutMs = 0, int ReadTimeoutMs = 0)
+{
+    public const int DefaultConnectTimeoutMs = 5_000;
+
+    public const int DefaultReadTimeoutMs = 60_000;
+}
 
 /// <summary>URL prefix → directory of CGI scripts (run as the tenant, inside the worker's jail).</summary>
 public sealed record CgiRoute(string UrlPrefix, string Directory);

@@ -77,7 +77,7 @@ internal sealed record VhostConfig(
     IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
     TimeSpan CgiTimeout,
     string? AccessLog,
-    IReadOnlyList<(string UrlPrefix, string Upstream)> Proxy,
+    IReadOnlyList<ProxyMappingConfig> Proxy,
     string? ErrorLog = null)
 {
     /// <summary>The vhost's FastCGI (PHP) application; null: none.</summary>

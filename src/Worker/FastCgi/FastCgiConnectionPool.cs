@@ -1,5 +1,4 @@
-using System.Net.Sockets;
-using Dispatch.Worker.Http;
+using Dispatch.Protocol.Routing;
 
 namespace Dispatch.Worker.FastCgi;
 
@@ -22,7 +21,9 @@ internal sealed class FastCgiConnectionPool(string socketPath, TimeSpan connectT
     private readonly Stack<FastCgiConnection> _idle = new();
     private readonly Lock _lock = new();
     private readonly SemaphoreSlim? _slots = maxConnections is > 0 and var max ? new SemaphoreSlim(max, max) : null;
-    private readonly ProxyUpstream _upstream = new("unix:" + socketPath, new UnixDomainSocketEndPoint(socketPath), "http://localhost");
+    private readonly ProxyUpstream _upstream = ProxyUpstream.TryParse("unix:" + socketPath, out var upstream, out var error)
+        ? upstream
+        : throw new ArgumentException($"FastCGI socket '{socketPath}': {error}", nameof(socketPath));
     private bool _disposed;
 
     public string SocketPath { get; } = socketPath;
