@@ -721,5 +721,6 @@ PY
 "$PY" "$TOOL" report "$results" "$run/meta.json" >"$report"
 cp "$results" "${report%.md}.jsonl"
 [ "${DENSITY:-1}" = 1 ] && DISPATCH_APP="$app" "$bench/density.sh" ${DENSITY_COUNTS:-1 100 1000} >>"$report"  # idle pools per host (bench/density.sh)
+[ "${PHP:-1}" = 0 ] || { printf '\n## PHP through FastCGI (bench/php.sh)\n\n'; DISPATCH_APP="$app" SKIP_INSTALL=1 "$bench/php.sh"; } >>"$report" || log "bench/php.sh failed"
 cat "$report"
 log "report: $report (raw data: ${report%.md}.jsonl)"

@@ -270,7 +270,8 @@ internal sealed partial class MasterService : IDisposable
         if (pool.Chroot is not { } c)
             return null;
         var sockets = vhosts.SelectMany(v => v.Proxy).Where(x => x.Upstream.IsUnixSocket)
-            .Select(x => Path.GetDirectoryName(x.Upstream.SocketPath)!);
+            .Select(x => Path.GetDirectoryName(x.Upstream.SocketPath)!)
+            .Concat(vhosts.Select(v => v.FastCgi?.Socket).OfType<string>().Select(s => Path.GetDirectoryName(s)!));
         string[] readOnly =
         [
             .. readPaths, .. pool.LandlockExec ?? [], .. pool.Program is null ? [] : new[] { pool.Program }, .. sockets, .. c.ExtraReadOnly,
@@ -328,9 +329,11 @@ internal sealed partial class MasterService : IDisposable
     /// A vhost as a worker of <paramref name="pool"/> serves it. For an identity vhost the worker gets its own login's
     /// hash only (never another login's), to verify every request again.
     /// </summary>
-    private static WorkerVhost ToWorkerVhost(VhostConfig v, string pool) => new(
+    private static WorkerVhost ToWorkerVhost(VhostConfig v, string pool, string fastCgiDirectory) => new(
         v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))],
-        v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null);
+        v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null,
+        FastCgiConfig.ToRoute(v.FastCgi, fastCgiDirectory),
+        v.TryFiles.Count == 0 ? null : [.. v.TryFiles]);
 
     /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>
     private static string PoolFingerprint(DispatchConfig config, string pool)
@@ -338,7 +341,7 @@ internal sealed partial class MasterService : IDisposable
         if (!config.Pools.TryGetValue(pool, out var p))
             return string.Empty;
         var vhosts = config.Vhosts.Values.Where(v => v.ServedBy(pool)).OrderBy(v => v.Name, StringComparer.Ordinal)
-            .Select(v => ToWorkerVhost(v, pool));
+            .Select(v => ToWorkerVhost(v, pool, FastCgiDirectories.For(config, pool)));
         var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot) { Timeouts = p.Timeouts }));
         var logs = string.Join(",", config.Vhosts.Values.Where(v => v.ServedBy(pool)).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
         return string.Join(
@@ -470,7 +473,7 @@ internal sealed partial class MasterService : IDisposable
         static string Fingerprint(VhostConfig v) => string.Join(
             "|", v.Name, string.Join(",", v.Aliases), v.Pool, v.Root, v.DirectoryListing, string.Join(",", v.Index), v.TlsMode,
             string.Join(",", v.Certificates.Select(c => $"{c.Directory}#{c.Serial}")), v.HttpMode, v.Engine, v.PassthroughCertDir,
-            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Identity);
+            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Identity, v.FastCgi, string.Join(",", v.TryFiles));
         var added = fresh.Vhosts.Keys.Count(k => !old.Vhosts.ContainsKey(k));
         var removed = old.Vhosts.Keys.Count(k => !fresh.Vhosts.ContainsKey(k));
         var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && Fingerprint(o) != Fingerprint(kv.Value));
@@ -961,15 +964,27 @@ internal sealed partial class MasterService : IDisposable
             var certDirs = vhosts.Where(v => v.PassthroughCertDir is not null).SelectMany(v => PassthroughReadPaths(v.PassthroughCertDir!)).ToList();
             // CGI scripts need their interpreters: /usr/bin and /bin by default, or what the pool lists.
             var exec = cgiDirs.Count == 0 ? [] : pool.LandlockExec ?? ["/usr/bin", "/bin"];
-            string[] readPaths = [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead];
+            // php-fpm started by the worker (fastcgi.spawn): its binary (through setpriv), its configuration, and a
+            // directory of the pool's own for its socket. Its libraries are in /usr/lib, readable already.
+            var phpFpmDirectory = FastCgiDirectories.For(_config, pool.Name);
+            var spawnPrograms = vhosts.Select(v => v.FastCgi?.Spawn?.Program).OfType<string>().Distinct().ToList();
+            string[] phpFpmRead = spawnPrograms.Count == 0 ? [] : ["/etc/php", "/usr/share/zoneinfo"];
+            string[] phpFpmExec = spawnPrograms.Count == 0 ? [] : [.. spawnPrograms, "/usr/bin/setpriv"];
+            string[] phpFpmWrite = spawnPrograms.Count == 0 ? [] : [phpFpmDirectory];
+            if (spawnPrograms.Count > 0)
+                FastCgiDirectories.Prepare(phpFpmDirectory, pool.Uid, pool.Gid);
+            string[] readPaths = [.. roots, .. cgiDirs, .. certDirs, .. pool.LandlockRead, .. phpFpmRead.Where(Directory.Exists)];
+            var chrootSpec = ChrootFor(pool, readPaths, vhosts);
+            if (chrootSpec is not null && phpFpmWrite.Length > 0)
+                chrootSpec = chrootSpec with { Writable = [.. chrootSpec.Writable, .. phpFpmWrite], ReadOnly = [.. chrootSpec.ReadOnly, .. phpFpmExec.Where(File.Exists)] };
             var spec = SpecFor(
-                ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, readPaths, pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? []], pool.Modules, LandlockRules.ConnectPorts(pool, vhosts), pool.Program,
-                _cgroups.ProcsFor(pool), pool.LandlockWrite, ChrootFor(pool, readPaths, vhosts), pool.Landlock);
+                ProcessRole.Worker, pool.Name, pool.Uid, pool.Gid, pool.Groups, readPaths, pool.Limits, [.. cgiDirs, .. exec, .. (pool.Program is null ? [] : new[] { pool.Program }), .. pool.LandlockExec ?? [], .. phpFpmExec.Where(File.Exists)], pool.Modules, LandlockRules.ConnectPorts(pool, vhosts), pool.Program,
+                _cgroups.ProcsFor(pool), [.. pool.LandlockWrite, .. phpFpmWrite], chrootSpec, pool.Landlock);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token, WorkerHeapHardLimit(pool)).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
             var settings = new PoolSettings(
                 pool.Name,
-                [.. vhosts.Select(v => ToWorkerVhost(v, pool.Name))],
+                [.. vhosts.Select(v => ToWorkerVhost(v, pool.Name, phpFpmDirectory))],
                 pool.OneShot)
             {
                 Timeouts = pool.Timeouts,

@@ -59,7 +59,14 @@ internal static class Program
                 v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir,
                 v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]),
-                v.Identity is { } identity ? new RequestIdentity(identity.Login, identity.Hash, identity.Realm) : null)).ToList();
+                v.Identity is { } identity ? new RequestIdentity(identity.Login, identity.Hash, identity.Realm) : null,
+                v.FastCgi is { } f ? new Dispatch.Worker.FastCgi.FastCgiSettings(
+                    f.Spawn is null ? f.Socket : null,
+                    f.Spawn is { } s ? new Dispatch.Worker.FastCgi.FastCgiSpawnSettings(s.Program, s.MaxChildren, TimeSpan.FromMilliseconds(s.IdleTimeoutMs), s.Directory, s.PhpAdminValues) : null,
+                    TimeSpan.FromMilliseconds(f.ConnectTimeoutMs),
+                    TimeSpan.FromMilliseconds(f.ReadTimeoutMs),
+                    f.MaxBodySize > 0 ? f.MaxBodySize : null) : null,
+                v.TryFiles)).ToList();
             if (vhosts.Any(v => v.Identity is not null))
                 LibCrypt.EnsureLoaded();
             var clock = System.Diagnostics.Stopwatch.StartNew();

@@ -117,7 +117,23 @@ public sealed record WorkerTimeouts(int SendMs, int KeepAliveMs, int RequestHead
 }
 
 /// <param name="Identity">Set for an identity vhost: every request must carry this login's Basic credentials, else 421.</param>
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, WorkerIdentity? Identity = null);
+/// <param name="FastCgi">The vhost's FastCGI application; null: none.</param>
+/// <param name="TryFiles">Front-controller routing; null: none.</param>
+public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, WorkerIdentity? Identity = null, FastCgiRoute? FastCgi = null, string[]? TryFiles = null);
+
+/// <summary>
+/// The vhost's FastCGI application (PHP through php-fpm): an operator-run socket (<paramref name="Socket"/>), or a php-fpm
+/// the worker starts itself as the tenant (<paramref name="Spawn"/>; then <paramref name="Socket"/> is empty).
+/// <paramref name="MaxBodySize"/>: the request body limit for requests it handles; 0 keeps Kestrel's.
+/// </summary>
+public sealed record FastCgiRoute(string Socket, int ConnectTimeoutMs, int ReadTimeoutMs, long MaxBodySize, FastCgiSpawnRoute? Spawn);
+
+/// <summary>
+/// A php-fpm started by the worker: its binary, its one pool's <c>pm.max_children</c> and idle timeout, and the
+/// directory (created by the master, owned by the pool's uid, mode 0700) for its socket and generated config, and the
+/// pool's <c>php_admin_value</c> settings.
+/// </summary>
+public sealed record FastCgiSpawnRoute(string Program, int MaxChildren, int IdleTimeoutMs, string Directory, Dictionary<string, string>? PhpAdminValues = null);
 
 /// <summary>URL prefix → the tenant's own application (<see cref="ProxyUpstream"/>, canonical spelling), with its timeouts
 /// (0: the worker's default).</summary>

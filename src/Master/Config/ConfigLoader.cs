@@ -24,7 +24,7 @@ internal static class ConfigLoader
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace", "sendTimeout", "limits"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff", "timeouts"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", "identity", "credentials", "realm", "users", "userTemplate", "loginLimits"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", "identity", "credentials", "realm", "users", "userTemplate", "loginLimits", "fastcgi", "tryFiles"];
     private static readonly string[] TemplateKeys = [.. PoolKeys.Where(k => k is not "user" and not "group"), "pool", "user"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -425,7 +425,11 @@ internal static class ConfigLoader
                 ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
                 v["accessLog"],
                 ReadProxy(ctx, v, cgi),
-                v["errorLog"]);
+                v["errorLog"])
+            {
+                FastCgi = FastCgiConfigReader.Read(ctx.Error, ctx.Duration, v),
+                TryFiles = FastCgiConfigReader.ReadTryFiles(ctx.Error, v),
+            };
             if (v["identity"] is not null)
             {
                 var identity = ReadIdentity(ctx, v, name, pools, credentials, tls, engine, http, docRoot);

@@ -91,6 +91,12 @@ internal sealed record VhostConfig(
     IReadOnlyList<ProxyMappingConfig> Proxy,
     string? ErrorLog = null)
 {
+    /// <summary>The vhost's FastCGI (PHP) application; null: none.</summary>
+    public FastCgiConfig? FastCgi { get; init; }
+
+    /// <summary>Front-controller routing (<c>tryFiles</c>, as nginx's try_files): empty when not configured.</summary>
+    public IReadOnlyList<string> TryFiles { get; init; } = [];
+
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;
 

@@ -261,7 +261,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
         return [.. environment];
     }
 
-    private static bool IsPassableHeaderName(string name)
+    internal static bool IsPassableHeaderName(string name)
     {
         if (name.Length == 0
             || name.Equals("Proxy", StringComparison.OrdinalIgnoreCase)

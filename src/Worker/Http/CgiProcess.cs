@@ -62,7 +62,8 @@ internal sealed class CgiProcess : IAsyncDisposable
 
     /// <summary>Starts <paramref name="path"/> in <paramref name="directory"/> with exactly <paramref name="environment"/>.</summary>
     /// <exception cref="CgiSpawnException">posix_spawn failed.</exception>
-    public static unsafe CgiProcess Start(string path, string directory, string[] environment)
+    /// <param name="arguments">argv; <see langword="null"/>: the path alone (a CGI script gets no arguments).</param>
+    public static unsafe CgiProcess Start(string path, string directory, string[] environment, string[]? arguments = null)
     {
         var fds = stackalloc int[6] { -1, -1, -1, -1, -1, -1 };
         try
@@ -87,7 +88,7 @@ internal sealed class CgiProcess : IAsyncDisposable
                 }
             }
 
-            var pid = Spawn(path, directory, environment, childIn, childOut, childErr);
+            var pid = Spawn(path, directory, environment, childIn, childOut, childErr, arguments);
             Libc.Close(childIn);
             Libc.Close(childOut);
             Libc.Close(childErr);
@@ -200,7 +201,7 @@ internal sealed class CgiProcess : IAsyncDisposable
         }
     }
 
-    private static unsafe int Spawn(string path, string directory, string[] environment, int stdin, int stdout, int stderr)
+    private static unsafe int Spawn(string path, string directory, string[] environment, int stdin, int stdout, int stderr, string[]? arguments)
     {
         var actions = NativeMemory.AllocZeroed(Libc.PosixSpawnFileActionsSize);
         var attr = NativeMemory.AllocZeroed(Libc.PosixSpawnAttrSize);
@@ -224,7 +225,7 @@ internal sealed class CgiProcess : IAsyncDisposable
 
             // argv is the script alone: no "indexed" query arguments (RFC 3875 4.4), the door of CVE-2012-1823.
             int pid;
-            var rc = Libc.PosixSpawn(&pid, strings.Utf8(path), actions, attr, strings.Array([path]), strings.Array(environment));
+            var rc = Libc.PosixSpawn(&pid, strings.Utf8(path), actions, attr, strings.Array(arguments ?? [path]), strings.Array(environment));
             if (rc != 0)
             {
                 throw new CgiSpawnException($"posix_spawn({path}) failed: {Libc.Describe(rc)}", rc);

@@ -106,7 +106,8 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
 
     /// <summary>Builds one branch pipeline per vhost (at start, not per request): CGI prefixes first, then proxied
     /// prefixes, then static files.</summary>
-    public static void BuildPipelines(IApplicationBuilder app, VhostTable vhosts, CgiHandler cgi, ProxyHandler? proxy = null)
+    public static void BuildPipelines(
+        IApplicationBuilder app, VhostTable vhosts, CgiHandler cgi, ProxyHandler? proxy = null, FastCgi.FastCgiHandler? fastCgi = null, Func<Vhost, string?>? fastCgiSocket = null)
     {
         ArgumentNullException.ThrowIfNull(cgi);
         foreach (var vhost in vhosts.All)
@@ -122,6 +123,12 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 branch.Use(proxy.Middleware(vhost, app.ApplicationServices.GetRequiredService<IHttpForwarder>()));
             }
 
+            var php = fastCgi is not null && vhost.Settings.FastCgi is not null;
+            if (fastCgi is not null && (php || vhost.Settings.TryFiles is { Count: > 0 }))
+            {
+                branch.Use(fastCgi.Middleware(vhost, php ? fastCgiSocket?.Invoke(vhost) ?? vhost.Settings.FastCgi!.Socket : null));
+            }
+
             var files = vhost.Files;
             var indexFiles = vhost.Settings.IndexFiles is { Count: > 0 } configured ? configured.ToList() : ["index.html"];
             branch.UseDefaultFiles(new DefaultFilesOptions
@@ -130,6 +137,14 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 DefaultFileNames = indexFiles,
                 RedirectToAppendTrailingSlash = true,
             });
+            if (php)
+            {
+                // PHP source is never served: a script DefaultFiles picked as a directory's index would otherwise be.
+                branch.Use(static next => context => context.Request.Path.Value is { } p && p.EndsWith(FastCgi.FastCgiRouter.ScriptExtension, StringComparison.Ordinal)
+                    ? WriteTextAsync(context, StatusCodes.Status404NotFound, NotFoundBody, close: false)
+                    : next(context));
+            }
+
             if (vhost.Settings.DirectoryListing)
             {
                 branch.UseDirectoryBrowser(new DirectoryBrowserOptions

@@ -9,6 +9,8 @@ namespace Dispatch.Worker.Http;
 /// <param name="Cgi">CGI script mappings and limits; <see langword="null"/>: no CGI.</param>
 /// <param name="Proxy">Reverse-proxy mappings to the tenant's own application; <see langword="null"/>: none.</param>
 /// <param name="Identity">An identity vhost: every request must be this worker's own login (else 421); <see langword="null"/>: none.</param>
+/// <param name="FastCgi">The vhost's FastCGI (PHP) application; <see langword="null"/>: none.</param>
+/// <param name="TryFiles">Front-controller routing (<c>$uri</c>, <c>$uri/</c>, then a fallback); <see langword="null"/> or empty: none.</param>
 public sealed record VhostSettings(
     string Name,
     IReadOnlyList<string> Aliases,
@@ -18,4 +20,6 @@ public sealed record VhostSettings(
     CgiSettings? Cgi = null,
     string? TlsCertDir = null,
     ProxySettings? Proxy = null,
-    RequestIdentity? Identity = null);
+    RequestIdentity? Identity = null,
+    Dispatch.Worker.FastCgi.FastCgiSettings? FastCgi = null,
+    IReadOnlyList<string>? TryFiles = null);

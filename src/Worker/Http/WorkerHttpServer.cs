@@ -39,6 +39,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private readonly CgiHandler _cgi;
     private Serilog.ILogger _log = Serilog.Core.Logger.None;
     private ProxyHandler? _proxy;
+    private FastCgi.FastCgiHandler? _fastCgi;
+    private FastCgi.PhpFpmSupervisors? _phpFpm;
     private IHost? _host;
     private int _openConnections;
     private volatile bool _stopping;
@@ -127,6 +129,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                 ProxyHandler.NormalizeMappings(settings);
             }
 
+            FastCgi.FastCgiHandler.Check(settings);
+
             var files = new ConfinedFileProvider(settings.Root, settings.Cgi?.Mappings?.Select(m => m.Directory));
             var errorLog = errorLogFor?.Invoke(settings)?.ForContext(RequestErrors.VhostProperty, settings.Name);
             return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, files, accessLog, errorLog);
@@ -134,7 +138,21 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         var handler = new RequestHandler(table, defaultAccessLog, log);
         var cgi = new CgiHandler(log);
         var proxy = new ProxyHandler(log);
-        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _log = log, _sendWatchdog = new SendWatchdog(TimeSpan.FromMilliseconds(timeouts.SendMs), log) };
+        var fastCgi = new FastCgi.FastCgiHandler(log);
+        var phpFpm = new FastCgi.PhpFpmSupervisors(log);
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log, _sendWatchdog = new SendWatchdog(TimeSpan.FromMilliseconds(timeouts.SendMs), log) };
+        try
+        {
+            // php-fpm started by this worker (fastcgi.spawn): before Kestrel, so the first request finds it.
+            await phpFpm.StartAsync(table.All, fastCgi, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await phpFpm.DisposeAsync().ConfigureAwait(false);
+            fastCgi.Dispose();
+            server._sendWatchdog?.Dispose();
+            throw;
+        }
 
         var host = new HostBuilder()
             .UseContentRoot(AppContext.BaseDirectory)
@@ -218,7 +236,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     });
                     web.Configure(app =>
                     {
-                        RequestHandler.BuildPipelines(app, table, cgi, proxy);
+                        RequestHandler.BuildPipelines(app, table, cgi, proxy, fastCgi, phpFpm.SocketFor);
                         app.Run(handler.InvokeAsync);
                     });
                 },
@@ -234,6 +252,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         {
             server._stopping = true;
             host.Dispose();
+            await phpFpm.DisposeAsync().ConfigureAwait(false);
+            fastCgi.Dispose();
             throw;
         }
 
@@ -308,6 +328,12 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         _sendWatchdog?.Dispose();
         _certificates?.Dispose();
         _proxy?.Dispose();
+        if (_phpFpm is not null)
+        {
+            await _phpFpm.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _fastCgi?.Dispose();
     }
 
     private async Task StopCoreAsync(TimeSpan grace, TaskCompletionSource completion)
