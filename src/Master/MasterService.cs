@@ -328,7 +328,7 @@ internal sealed partial class MasterService : IDisposable
         if (!config.Pools.TryGetValue(pool, out var p))
             return string.Empty;
         var vhosts = config.Vhosts.Values.Where(v => v.Pool == pool).OrderBy(v => v.Name, StringComparer.Ordinal)
-            .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]));
+            .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))], v.Web));
         var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot)));
         var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
         return string.Join(
@@ -458,7 +458,7 @@ internal sealed partial class MasterService : IDisposable
         static string Fingerprint(VhostConfig v) => string.Join(
             "|", v.Name, string.Join(",", v.Aliases), v.Pool, v.Root, v.DirectoryListing, string.Join(",", v.Index), v.TlsMode,
             string.Join(",", v.Certificates.Select(c => $"{c.Directory}#{c.Serial}")), v.HttpMode, v.Engine, v.PassthroughCertDir,
-            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2);
+            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Web?.Describe());
         var added = fresh.Vhosts.Keys.Count(k => !old.Vhosts.ContainsKey(k));
         var removed = old.Vhosts.Keys.Count(k => !fresh.Vhosts.ContainsKey(k));
         var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && Fingerprint(o) != Fingerprint(kv.Value));
@@ -950,7 +950,7 @@ internal sealed partial class MasterService : IDisposable
             var settings = new PoolSettings(
                 pool.Name,
                 [.. vhosts.Select(v => new WorkerVhost(
-                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]))],
+                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))], v.Web))],
                 pool.OneShot);
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);

@@ -58,7 +58,8 @@ internal static class Program
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
                 v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir,
-                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream))]))).ToList();
+                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream))]),
+                v.Web)).ToList();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             await using var server = await WorkerHttpServer.StartAsync(
                 vhosts,

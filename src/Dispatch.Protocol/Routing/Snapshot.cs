@@ -65,7 +65,8 @@ public static class TlsModes
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>
 public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneShot);
 
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy);
+/// <param name="Web">The vhost's HTTP features (compression, body limit, headers, error pages, redirects); null: <see cref="VhostWeb.Default"/>.</param>
+public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, VhostWeb? Web = null);
 
 /// <summary>URL prefix → the tenant's own application: "unix:/path" or "http://127.0.0.1:PORT" / "http://[::1]:PORT".</summary>
 public sealed record ProxyRoute(string UrlPrefix, string Upstream);

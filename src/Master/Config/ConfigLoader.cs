@@ -17,13 +17,13 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// Reads the JSON config (Microsoft.Extensions.Configuration.Json) and validates all of it, collecting
 /// every error with its JSON path, so that <c>check</c> lists them all at once like <c>nginx -t</c>.
 /// </summary>
-internal static class ConfigLoader
+internal static partial class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", .. WebKeys];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {
@@ -400,7 +400,8 @@ internal static class ConfigLoader
                 ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
                 v["accessLog"],
                 ReadProxy(ctx, v, cgi),
-                v["errorLog"]);
+                v["errorLog"],
+                ReadWeb(ctx, v, [name, .. aliases]));
             foreach (var key in new[] { "accessLog", "errorLog" })
             {
                 if (v[key] is { } logPath && TenantLogs.Check(logPath, pool is not null && pools.TryGetValue(pool, out var logPool) ? logPool.Gid : null) is { } logProblem)

@@ -78,7 +78,8 @@ internal sealed record VhostConfig(
     TimeSpan CgiTimeout,
     string? AccessLog,
     IReadOnlyList<(string UrlPrefix, string Upstream)> Proxy,
-    string? ErrorLog = null)
+    string? ErrorLog = null,
+    Dispatch.Protocol.Routing.VhostWeb? Web = null)
 {
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;

@@ -8,6 +8,8 @@ namespace Dispatch.Worker.Http;
 /// <param name="IndexFiles">Index file names tried in order for a directory request; empty means <c>index.html</c>.</param>
 /// <param name="Cgi">CGI script mappings and limits; <see langword="null"/>: no CGI.</param>
 /// <param name="Proxy">Reverse-proxy mappings to the tenant's own application; <see langword="null"/>: none.</param>
+/// <param name="Web">Compression, body limit, headers, error pages, redirects (docs/vhost-features.md); <see langword="null"/>:
+/// <see cref="Dispatch.Protocol.Routing.VhostWeb.Default"/>.</param>
 public sealed record VhostSettings(
     string Name,
     IReadOnlyList<string> Aliases,
@@ -16,4 +18,5 @@ public sealed record VhostSettings(
     IReadOnlyList<string> IndexFiles,
     CgiSettings? Cgi = null,
     string? TlsCertDir = null,
-    ProxySettings? Proxy = null);
+    ProxySettings? Proxy = null,
+    Dispatch.Protocol.Routing.VhostWeb? Web = null);

@@ -191,7 +191,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     });
                     web.Configure(app =>
                     {
-                        RequestHandler.BuildPipelines(app, table, cgi, proxy);
+                        RequestHandler.BuildPipelines(app, table, cgi, proxy, log);
                         app.Run(handler.InvokeAsync);
                     });
                 },
