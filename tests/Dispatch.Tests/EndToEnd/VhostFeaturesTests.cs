@@ -29,7 +29,7 @@ public sealed class VhostFeaturesTests : IDisposable
         public string Https => $"https://a.localhost:{TlsPort}";
     }
 
-    private Setup Start(Action<JsonNode>? adjust = null)
+    private Setup Start(Action<JsonObject>? adjust = null)
     {
         TestWorld.RequireRoot();
         var dir = TestWorld.NewTestDirectory("features");
@@ -156,7 +156,7 @@ public sealed class VhostFeaturesTests : IDisposable
     [SkippableFact]
     public void MaxBodySize_is_413_beyond_it_with_content_length_and_chunked_over_http1_and_h2_and_just_under_it_succeeds()
     {
-        var s = Start();
+        var s = Start(config => config["defaultVhost"] = "a.localhost");
         var exact = TempFile(1 << 20, 7);
         var over = TempFile((1 << 20) + 1, 8);
 
@@ -172,6 +172,18 @@ public sealed class VhostFeaturesTests : IDisposable
                 var ok = CurlBytes([.. s.Tls([protocol, "-H", "Content-Type: application/octet-stream", "--data-binary", "@" + under, .. extra, $"{s.Https}/cgi-bin/sha-first.sh"])]);
                 Assert.True(ok.Status == 200, $"{label} {framing} at the limit: {ok.Head}");
                 Assert.Equal(underSha, Encoding.ASCII.GetString(ok.Body).Trim());
+
+                if (protocol == "--http2" && framing == "content-length")
+                {
+                    // curl 7.88 may report the RST_STREAM NO_ERROR that follows a complete 413 (the server asks it to
+                    // stop sending) as an error, depending on timing: nghttp shows the frames. No name in a URL to an
+                    // address gives no SNI: the config's defaultVhost takes it.
+                    var frames = Tools.Run("nghttp", "-v", "--no-dep", "-d", over, "-H", $":authority: a.localhost:{s.TlsPort}", $"https://127.0.0.1:{s.TlsPort}/cgi-bin/sha-first.sh");
+                    Assert.Matches(@"recv \(stream_id=\d+\) :status: 413\n", frames.Stdout);
+                    Assert.Matches(@"recv \(stream_id=\d+\) strict-transport-security: max-age=63072000; includeSubDomains\n", frames.Stdout);
+                    Assert.DoesNotContain("PROTOCOL_ERROR", frames.Stdout, StringComparison.Ordinal);
+                    continue;
+                }
 
                 var refused = CurlBytes([.. s.Tls([protocol, "-H", "Content-Type: application/octet-stream", "--data-binary", "@" + over, .. extra, $"{s.Https}/cgi-bin/sha-first.sh"])]);
                 Assert.True(refused.Status == 413, $"{label} {framing} one byte over: {refused.Head}");
