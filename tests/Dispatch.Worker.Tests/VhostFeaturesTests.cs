@@ -77,6 +77,7 @@ public sealed class VhostFeaturesTests : IAsyncLifetime
             Assert.Matches(@"recv \(stream_id=\d+\) :status: 413\n", frames);
             Assert.Matches(@"recv \(stream_id=\d+\) strict-transport-security: max-age=63072000\n", frames);
             Assert.DoesNotContain("PROTOCOL_ERROR", frames, StringComparison.Ordinal);
+            Assert.True(!frames.Contains("recv RST_STREAM", StringComparison.Ordinal) || frames.Contains("error_code=NO_ERROR", StringComparison.Ordinal), frames);
         }
         else
         {

@@ -182,6 +182,7 @@ public sealed class VhostFeaturesTests : IDisposable
                     Assert.Matches(@"recv \(stream_id=\d+\) :status: 413\n", frames.Stdout);
                     Assert.Matches(@"recv \(stream_id=\d+\) strict-transport-security: max-age=63072000; includeSubDomains\n", frames.Stdout);
                     Assert.DoesNotContain("PROTOCOL_ERROR", frames.Stdout, StringComparison.Ordinal);
+                    Assert.True(!frames.Stdout.Contains("recv RST_STREAM", StringComparison.Ordinal) || frames.Stdout.Contains("error_code=NO_ERROR", StringComparison.Ordinal), frames.Stdout);
                     continue;
                 }
 
