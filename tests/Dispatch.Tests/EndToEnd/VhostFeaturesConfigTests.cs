@@ -101,8 +101,13 @@ public sealed partial class VhostFeaturesConfigTests
         };
         va["errorPages"] = new JsonObject
         {
-            ["200"] = "/ok.html", ["abc"] = "/x.html", ["404"] = "errors/404.html", ["500"] = "/../secret.html", ["502"] = "/e/502.html?x",
-            ["503"] = "/errors/", ["504"] = "/errors/504.html",
+            ["200"] = "/ok.html",
+            ["abc"] = "/x.html",
+            ["404"] = "errors/404.html",
+            ["500"] = "/../secret.html",
+            ["502"] = "/e/502.html?x",
+            ["503"] = "/errors/",
+            ["504"] = "/errors/504.html",
         };
         va["canonicalHost"] = "other.localhost";
         va["redirects"] = new JsonArray(
@@ -124,8 +129,11 @@ public sealed partial class VhostFeaturesConfigTests
         vb["maxBodySize"] = new JsonObject { ["a"] = 1 };
         vb["compression"] = new JsonObject
         {
-            ["minSize"] = "big", ["types"] = new JsonArray("image/png", "text/HTML", "font/woff2", "*/*", "image/svg+xml"), ["level"] = "max",
-            ["precompressed"] = "sometimes", ["gzip"] = true,
+            ["minSize"] = "big",
+            ["types"] = new JsonArray("image/png", "text/HTML", "font/woff2", "*/*", "image/svg+xml"),
+            ["level"] = "max",
+            ["precompressed"] = "sometimes",
+            ["gzip"] = true,
         };
         vb["headers"] = "HSTS";
         vb["errorPages"] = "/404.html";
