@@ -45,8 +45,8 @@ namespace Dispatch.Worker.Http;
 /// drained).</para>
 /// <para><b>Not supported.</b> Connection upgrades (WebSocket over HTTP/1.1 <c>Upgrade</c>, HTTP/2 extended CONNECT)
 /// and CONNECT get 501: passing an upgraded connection on needs an opaque two-way pump this handler does not have yet.
-/// <c>Upgrade: h2c</c> alone is ignored, as a server may. The request body is bounded by Kestrel's MaxRequestBodySize
-/// (30,000,000 bytes by default; 413 beyond it).</para>
+/// <c>Upgrade: h2c</c> alone is ignored, as a server may. The request body is bounded by the vhost's
+/// <c>maxBodySize</c> (32 MiB by default; 413 beyond it, see <see cref="VhostFeatures"/>).</para>
 /// </remarks>
 internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 {
