@@ -77,7 +77,7 @@ internal sealed record VhostConfig(
     IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
     TimeSpan CgiTimeout,
     string? AccessLog,
-    IReadOnlyList<(string UrlPrefix, string Upstream)> Proxy,
+    IReadOnlyList<ProxyMappingConfig> Proxy,
     string? ErrorLog = null,
     Dispatch.Protocol.Routing.VhostWeb? Web = null)
 {
