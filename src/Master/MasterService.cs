@@ -333,7 +333,8 @@ internal sealed partial class MasterService : IDisposable
         v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))],
         v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null,
         FastCgiConfig.ToRoute(v.FastCgi, fastCgiDirectory),
-        v.TryFiles.Count == 0 ? null : [.. v.TryFiles]);
+        v.TryFiles.Count == 0 ? null : [.. v.TryFiles],
+        v.Web);
 
     /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>
     private static string PoolFingerprint(DispatchConfig config, string pool)
@@ -473,7 +474,7 @@ internal sealed partial class MasterService : IDisposable
         static string Fingerprint(VhostConfig v) => string.Join(
             "|", v.Name, string.Join(",", v.Aliases), v.Pool, v.Root, v.DirectoryListing, string.Join(",", v.Index), v.TlsMode,
             string.Join(",", v.Certificates.Select(c => $"{c.Directory}#{c.Serial}")), v.HttpMode, v.Engine, v.PassthroughCertDir,
-            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Identity, v.FastCgi, string.Join(",", v.TryFiles));
+            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Identity, v.FastCgi, string.Join(",", v.TryFiles), v.Web?.Describe());
         var added = fresh.Vhosts.Keys.Count(k => !old.Vhosts.ContainsKey(k));
         var removed = old.Vhosts.Keys.Count(k => !fresh.Vhosts.ContainsKey(k));
         var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && Fingerprint(o) != Fingerprint(kv.Value));

@@ -66,7 +66,8 @@ internal static class Program
                     TimeSpan.FromMilliseconds(f.ConnectTimeoutMs),
                     TimeSpan.FromMilliseconds(f.ReadTimeoutMs),
                     f.MaxBodySize > 0 ? f.MaxBodySize : null) : null,
-                v.TryFiles)).ToList();
+                v.TryFiles,
+                v.Web)).ToList();
             if (vhosts.Any(v => v.Identity is not null))
                 LibCrypt.EnsureLoaded();
             var clock = System.Diagnostics.Stopwatch.StartNew();

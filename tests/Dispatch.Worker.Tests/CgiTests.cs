@@ -487,7 +487,7 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
     [Fact]
     public async Task A_body_over_kestrels_limit_is_413_before_the_header_and_an_abort_after_it()
     {
-        // Kestrel's default MaxRequestBodySize is 30,000,000 bytes; a chunked body fails only once past it.
+        // The vhost's maxBodySize defaults to 32 MiB (33,554,432 bytes); a chunked body fails only once past it.
         // sha-first.sh reads all of stdin before it writes its header: the client gets 413.
         using (var response = await PostTooLargeAsync("/cgi-bin/sha-first.sh"))
         {
@@ -566,10 +566,10 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.True(await WaitForAsync(() => _harness.Server.RunningCgiScripts == 0, TimeSpan.FromSeconds(10)));
     }
 
-    /// <summary>A chunked 31 MB POST; null when the server closed the connection before the client could read a response.</summary>
+    /// <summary>A chunked 34 MB POST (over the default maxBodySize); null when the server closed the connection before the client could read a response.</summary>
     private async Task<HttpResponseMessage?> PostTooLargeAsync(string path)
     {
-        using var content = new StreamContent(new MemoryStream(new byte[31_000_000]));
+        using var content = new StreamContent(new MemoryStream(new byte[34_000_000]));
         using var request = new HttpRequestMessage(HttpMethod.Post, new Uri("http://a.localhost" + path)) { Content = content };
         request.Headers.TransferEncodingChunked = true;
         try

@@ -119,7 +119,8 @@ public sealed record WorkerTimeouts(int SendMs, int KeepAliveMs, int RequestHead
 /// <param name="Identity">Set for an identity vhost: every request must carry this login's Basic credentials, else 421.</param>
 /// <param name="FastCgi">The vhost's FastCGI application; null: none.</param>
 /// <param name="TryFiles">Front-controller routing; null: none.</param>
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, WorkerIdentity? Identity = null, FastCgiRoute? FastCgi = null, string[]? TryFiles = null);
+/// <param name="Web">The vhost's HTTP features (compression, body limit, headers, error pages, redirects); null: <see cref="VhostWeb.Default"/>.</param>
+public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, WorkerIdentity? Identity = null, FastCgiRoute? FastCgi = null, string[]? TryFiles = null, VhostWeb? Web = null);
 
 /// <summary>
 /// The vhost's FastCGI application (PHP through php-fpm): an operator-run socket (<paramref name="Socket"/>), or a php-fpm

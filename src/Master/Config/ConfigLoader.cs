@@ -18,13 +18,13 @@ internal sealed record ConfigError(string File, string Path, string Reason)
 /// Reads the JSON config (Microsoft.Extensions.Configuration.Json) and validates all of it, collecting
 /// every error with its JSON path, so that <c>check</c> lists them all at once like <c>nginx -t</c>.
 /// </summary>
-internal static class ConfigLoader
+internal static partial class ConfigLoader
 {
     private static readonly string[] TopLevel = ["listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
     private static readonly string[] ListenKeys = ["endpoint", "protocol", "trustedProxies"];
     private static readonly string[] DispatcherKeys = ["user", "group", "headerTimeout", "maxRequestHead", "workerWait", "nofile", "handshakeTimeout", "engine", "processes", "stopGrace", "sendTimeout", "limits"];
     private static readonly string[] PoolKeys = ["user", "group", "groups", "maxWorkers", "nofile", "landlock", "minSpare", "idleTimeout", "oneShot", "maxConnectionsPerWorker", "limits", "modules", "program", "cgroup", "chroot", "tlsHandOff", "timeouts"];
-    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", "identity", "credentials", "realm", "users", "userTemplate", "loginLimits", "fastcgi", "tryFiles"];
+    private static readonly string[] VhostKeys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", "identity", "credentials", "realm", "users", "userTemplate", "loginLimits", "fastcgi", "tryFiles", .. WebKeys];
     private static readonly string[] TemplateKeys = [.. PoolKeys.Where(k => k is not "user" and not "group"), "pool", "user"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
@@ -425,7 +425,8 @@ internal static class ConfigLoader
                 ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
                 v["accessLog"],
                 ReadProxy(ctx, v, cgi),
-                v["errorLog"])
+                v["errorLog"],
+                ReadWeb(ctx, v, [name, .. aliases]))
             {
                 FastCgi = FastCgiConfigReader.Read(ctx.Error, ctx.Duration, v),
                 TryFiles = FastCgiConfigReader.ReadTryFiles(ctx.Error, v),

@@ -89,7 +89,8 @@ internal sealed record VhostConfig(
     TimeSpan CgiTimeout,
     string? AccessLog,
     IReadOnlyList<ProxyMappingConfig> Proxy,
-    string? ErrorLog = null)
+    string? ErrorLog = null,
+    Dispatch.Protocol.Routing.VhostWeb? Web = null)
 {
     /// <summary>The vhost's FastCGI (PHP) application; null: none.</summary>
     public FastCgiConfig? FastCgi { get; init; }

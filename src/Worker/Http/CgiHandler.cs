@@ -44,8 +44,8 @@ namespace Dispatch.Worker.Http;
 /// one, else to the worker's log (<see cref="RequestErrors"/>). Beyond <see cref="CgiSettings.MaxProcesses"/> running scripts: 503.</para>
 /// <para><b>Not covered.</b> A script that leaves its process group (setsid) escapes the group kill; a worker killed
 /// hard (SIGKILL) leaves its running scripts to end on their own — both need a cgroup per worker to close. The request
-/// body is bounded by Kestrel's MaxRequestBodySize (30,000,000 bytes by default): beyond it 413 before the script's
-/// header, an aborted connection after.</para>
+/// body is bounded by the vhost's <c>maxBodySize</c> (32 MiB by default, see <see cref="VhostFeatures"/>), enforced by
+/// Kestrel while the body is read: beyond it 413 before the script's header, an aborted connection after.</para>
 /// </remarks>
 internal sealed class CgiHandler(Serilog.ILogger log)
 {

@@ -107,12 +107,23 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
     /// <summary>Builds one branch pipeline per vhost (at start, not per request): CGI prefixes first, then proxied
     /// prefixes, then static files.</summary>
     public static void BuildPipelines(
-        IApplicationBuilder app, VhostTable vhosts, CgiHandler cgi, ProxyHandler? proxy = null, FastCgi.FastCgiHandler? fastCgi = null, Func<Vhost, string?>? fastCgiSocket = null)
+        IApplicationBuilder app, VhostTable vhosts, CgiHandler cgi, ProxyHandler? proxy = null, FastCgi.FastCgiHandler? fastCgi = null, Func<Vhost, string?>? fastCgiSocket = null, Serilog.ILogger? log = null)
     {
+        ArgumentNullException.ThrowIfNull(app);
         ArgumentNullException.ThrowIfNull(cgi);
         foreach (var vhost in vhosts.All)
         {
             var branch = app.New();
+
+            // First: the body limit, response headers and redirects (docs/vhost-features.md), then compression around
+            // every handler.
+            var features = new VhostFeatures(vhost, vhost.Settings.Web ?? Dispatch.Protocol.Routing.VhostWeb.Default, app.ApplicationServices, log ?? Serilog.Core.Logger.None);
+            branch.Use(features.Middleware);
+            if (features.Compression is { } compression)
+            {
+                branch.UseMiddleware<Microsoft.AspNetCore.ResponseCompression.ResponseCompressionMiddleware>(compression);
+            }
+
             if (vhost.Settings.Cgi is { Mappings.Count: > 0 } cgiSettings)
             {
                 branch.Use(cgi.Middleware(vhost, cgiSettings));
@@ -145,6 +156,11 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                     : next(context));
             }
 
+            if (features.Precompressed)
+            {
+                branch.Use(PrecompressedMiddleware.For(features, ContentTypes));
+            }
+
             if (vhost.Settings.DirectoryListing)
             {
                 branch.UseDirectoryBrowser(new DirectoryBrowserOptions
@@ -161,6 +177,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 ServeUnknownFileTypes = true,
                 DefaultContentType = "application/octet-stream",
                 RedirectToAppendTrailingSlash = true,
+                OnPrepareResponse = PrecompressedMiddleware.PrepareResponse,
             });
 
             // Nothing served it: a directory without index (and no listing), a refused or missing path — all 404,
@@ -178,8 +195,21 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         return WriteTextAsync(context, StatusCodes.Status405MethodNotAllowed, MethodNotAllowedBody, close: false);
     }
 
-    internal static Task WriteTextAsync(HttpContext context, int status, byte[] body, bool close)
+    /// <summary>The Content-Type static files of this name are served with.</summary>
+    internal static string ContentTypeOf(string path) =>
+        ContentTypes.TryGetContentType(path, out var type) ? type : "application/octet-stream";
+
+    /// <summary>
+    /// Every response the worker writes itself (404, 405, 413, 502, 503, 504...): the vhost's custom error page for the
+    /// status when it has one (<see cref="VhostFeatures"/>), otherwise <paramref name="body"/> as plain text.
+    /// </summary>
+    internal static Task WriteTextAsync(HttpContext context, int status, byte[] body, bool close, bool errorPage = true)
     {
+        if (errorPage && status >= 400 && context.Features.Get<VhostFeatures>() is { } features && features.TryGetErrorPage(status, out var page))
+        {
+            return features.WriteErrorPageAsync(context, status, page, body, close);
+        }
+
         var response = context.Response;
         response.StatusCode = status;
         response.ContentType = "text/plain; charset=utf-8";

@@ -11,6 +11,8 @@ namespace Dispatch.Worker.Http;
 /// <param name="Identity">An identity vhost: every request must be this worker's own login (else 421); <see langword="null"/>: none.</param>
 /// <param name="FastCgi">The vhost's FastCGI (PHP) application; <see langword="null"/>: none.</param>
 /// <param name="TryFiles">Front-controller routing (<c>$uri</c>, <c>$uri/</c>, then a fallback); <see langword="null"/> or empty: none.</param>
+/// <param name="Web">Compression, body limit, headers, error pages, redirects (docs/vhost-features.md); <see langword="null"/>:
+/// <see cref="Dispatch.Protocol.Routing.VhostWeb.Default"/>.</param>
 public sealed record VhostSettings(
     string Name,
     IReadOnlyList<string> Aliases,
@@ -22,4 +24,5 @@ public sealed record VhostSettings(
     ProxySettings? Proxy = null,
     RequestIdentity? Identity = null,
     Dispatch.Worker.FastCgi.FastCgiSettings? FastCgi = null,
-    IReadOnlyList<string>? TryFiles = null);
+    IReadOnlyList<string>? TryFiles = null,
+    Dispatch.Protocol.Routing.VhostWeb? Web = null);

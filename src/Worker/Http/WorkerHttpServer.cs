@@ -236,7 +236,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     });
                     web.Configure(app =>
                     {
-                        RequestHandler.BuildPipelines(app, table, cgi, proxy, fastCgi, phpFpm.SocketFor);
+                        RequestHandler.BuildPipelines(app, table, cgi, proxy, fastCgi, phpFpm.SocketFor, log);
                         app.Run(handler.InvokeAsync);
                     });
                 },
