@@ -505,7 +505,7 @@ write_starter() {
 <html><head><meta charset="utf-8"><title>Dispatch</title></head>
 <body><h1>Dispatch is running</h1>
 <!-- $MARK: the starter site -->
-<p>This is the starter site. Edit $CONFIG to add your sites (see README, "Install").</p>
+<p>This is the starter site. Edit $CONFIG to add your sites (see docs/configuration.md).</p>
 </body></html>
 HTML
     chmod 644 -- "$site/index.html"
