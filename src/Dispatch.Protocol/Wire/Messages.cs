@@ -16,7 +16,7 @@ public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : 
 {
     public static MessageType Type => MessageType.Hello;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(Hello message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -70,7 +70,7 @@ public sealed record JailSpec(
 {
     public static MessageType Type => MessageType.JailSpec;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(JailSpec message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -187,7 +187,7 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
 {
     public static MessageType Type => MessageType.JailProof;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(JailProof message) => 0;
 
     /// <summary>True when every probe was denied on every thread and in the child, and root could not be regained.</summary>
     public bool Holds => RegainRootRefused && NoNewPrivs && Array.TrueForAll(Probes, p => p.ThreadsOpened == 0 && !p.ChildOpened);
@@ -245,7 +245,7 @@ public sealed record Ready(string Detail) : IWireMessage<Ready>
 {
     public static MessageType Type => MessageType.Ready;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(Ready message) => 0;
 
     public void Encode(ref WireWriter writer) => writer.String(Detail);
 
@@ -261,7 +261,7 @@ public sealed record Stop(uint GraceMs, bool Final = true) : IWireMessage<Stop>
 {
     public static MessageType Type => MessageType.Stop;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(Stop message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -280,7 +280,7 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
 {
     public static MessageType Type => MessageType.DispatcherSetup;
 
-    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+    public static int DescriptorCount(DispatcherSetup message) => message.Listeners.Length + 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -320,7 +320,7 @@ public sealed record RouteUpdate(string[] RetiredPools) : IWireMessage<RouteUpda
 {
     public static MessageType Type => MessageType.RouteUpdate;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(RouteUpdate message) => 1;
 
     public void Encode(ref WireWriter writer) => writer.StringList(RetiredPools);
 
@@ -332,7 +332,7 @@ public sealed record NeedWorker(ulong RequestId, string Pool) : IWireMessage<Nee
 {
     public static MessageType Type => MessageType.NeedWorker;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(NeedWorker message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -348,7 +348,7 @@ public sealed record WorkerReady(ulong RequestId, string Pool, int WorkerId, int
 {
     public static MessageType Type => MessageType.WorkerReady;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(WorkerReady message) => 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -366,7 +366,7 @@ public sealed record WorkerRefused(ulong RequestId, string Pool, string Reason) 
 {
     public static MessageType Type => MessageType.WorkerRefused;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(WorkerRefused message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -383,7 +383,7 @@ public sealed record WorkerGone(int WorkerId, string Pool, string Reason) : IWir
 {
     public static MessageType Type => MessageType.WorkerGone;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(WorkerGone message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -408,7 +408,7 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
 
     public static MessageType Type => MessageType.WorkerSetup;
 
-    public static int MaxDescriptors => 2;
+    public static int DescriptorCount(WorkerSetup message) => message.PoolJson.Length == 0 ? 2 : 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -441,7 +441,7 @@ public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
 {
     public static MessageType Type => MessageType.LogFiles;
 
-    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+    public static int DescriptorCount(LogFiles message) => message.Vhosts.Length;
 
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
@@ -453,7 +453,7 @@ public sealed record ErrorLogFiles(string[] Vhosts) : IWireMessage<ErrorLogFiles
 {
     public static MessageType Type => MessageType.ErrorLogFiles;
 
-    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+    public static int DescriptorCount(ErrorLogFiles message) => message.Vhosts.Length;
 
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
@@ -509,7 +509,7 @@ public sealed record Connection(
 
     public static MessageType Type => MessageType.Connection;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(Connection message) => 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -558,7 +558,7 @@ public sealed record WorkerLoad(uint OpenConnections, ulong Received) : IWireMes
 {
     public static MessageType Type => MessageType.WorkerLoad;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(WorkerLoad message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -574,7 +574,7 @@ public sealed record StatsRequest(ulong RequestId) : IWireMessage<StatsRequest>
 {
     public static MessageType Type => MessageType.StatsRequest;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(StatsRequest message) => 0;
 
     public void Encode(ref WireWriter writer) => writer.I64((long)RequestId);
 
@@ -597,7 +597,7 @@ public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, Wo
 
     public static MessageType Type => MessageType.DispatcherStats;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(DispatcherStats message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -643,7 +643,7 @@ public sealed record MetricsRequest(ulong RequestId) : IWireMessage<MetricsReque
 {
     public static MessageType Type => MessageType.MetricsRequest;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(MetricsRequest message) => 0;
 
     public void Encode(ref WireWriter writer) => writer.I64((long)RequestId);
 
@@ -655,7 +655,7 @@ public sealed record MetricsReply(ulong RequestId, bool Ok) : IWireMessage<Metri
 {
     public static MessageType Type => MessageType.MetricsReply;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(MetricsReply message) => message.Ok ? 1 : 0;
 
     public void Encode(ref WireWriter writer)
     {
