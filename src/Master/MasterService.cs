@@ -691,8 +691,8 @@ internal sealed partial class MasterService : IDisposable
     }
 
     /// <summary>
-    /// The installed binaries' protocol version, asked of the installed TlsDispatcher (it prints it and
-    /// exits): null when it matches this master's, else why not. A master cannot talk to children of
+    /// The installed binaries' protocol version, read from the installed Dispatch.Protocol.dll's metadata:
+    /// null when it matches this master's, else why not. A master cannot talk to children of
     /// another protocol version, so such an upgrade needs a restart of the master.
     /// </summary>
     private static Task<string?> ProbeProtocolAsync()

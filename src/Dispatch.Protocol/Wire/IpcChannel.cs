@@ -39,7 +39,9 @@ public sealed class IpcChannel : IDisposable
     // 2: JailSpec (cgroup, tenant write paths, chroot, landlock), Stop (final), WorkerSetup (pool JSON in a memfd),
     // stats and metrics messages. A child from binaries of another version fails at its first message, saying so.
     // 3: Connection mode HandedTls with the TLS session state appended (TLS 2: the worker runs the record layer).
-    public const byte Version = 3;
+    // 4: Hello without its own protocol field (this header's version byte is the one checked); every type
+    // carries an exact descriptor count.
+    public const byte Version = 4;
     private static readonly int ControlSize = Libc.CmsgSpace(MaxDescriptors * sizeof(int));
 
     private readonly Socket _socket;

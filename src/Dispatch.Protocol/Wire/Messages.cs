@@ -11,8 +11,8 @@ internal static class Limits
     public const int List = 1024;
 }
 
-/// <summary>u8 role | i32 pid | u16 protocol version</summary>
-public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : IWireMessage<Hello>
+/// <summary>u8 role | i32 pid (the protocol version is the header's)</summary>
+public sealed record Hello(ProcessRole Role, int Pid) : IWireMessage<Hello>
 {
     public static MessageType Type => MessageType.Hello;
 
@@ -22,7 +22,6 @@ public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : 
     {
         writer.U8((byte)Role);
         writer.I32(Pid);
-        writer.U16(ProtocolVersion);
     }
 
     public static Hello Decode(ref WireReader reader)
@@ -30,7 +29,7 @@ public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : 
         var role = reader.U8();
         if (role is not ((byte)ProcessRole.Dispatcher or (byte)ProcessRole.Worker))
             throw new WireException($"unknown role {role}");
-        return new Hello((ProcessRole)role, reader.I32(), reader.U16());
+        return new Hello((ProcessRole)role, reader.I32());
     }
 }
 

@@ -78,8 +78,9 @@ internal sealed class ChildLauncher
                 throw new ChildStartException($"{child} exited during its jail setup ({ChildProcess.DescribeStatus(child.Exited.Result)}); see its messages above");
             using var message = await receive.ConfigureAwait(false) ?? throw new ChildStartException($"{child} closed its channel before saying hello{await ExitNoteAsync(child).ConfigureAwait(false)}");
             var hello = Starting(message).Decode<Hello>();
-            if (hello.Role != spec.Role || hello.Pid != pid || hello.ProtocolVersion != ChildBootstrap.ProtocolVersion)
-                throw new ChildStartException($"{child} said hello as {hello.Role} {hello.Pid} v{hello.ProtocolVersion}");
+            // The protocol version was checked with the header (IpcChannel.Version): a child of other binaries fails there.
+            if (hello.Role != spec.Role || hello.Pid != pid)
+                throw new ChildStartException($"{child} said hello as {hello.Role} {hello.Pid}");
             return child;
         }
         catch (Exception e) when (e is WireException or OperationCanceledException or SysCallException)

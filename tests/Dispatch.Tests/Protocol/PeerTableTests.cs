@@ -24,7 +24,7 @@ public sealed class PeerTableTests
     /// <summary>One well-formed message of each type (fixture data: the cases below are generated).</summary>
     private static readonly Dictionary<MessageType, object> Samples = new object[]
     {
-        new Hello(ProcessRole.Worker, 1234, IpcChannel.Version),
+        new Hello(ProcessRole.Worker, 1234),
         new JailSpec(ProcessRole.Worker, 10001, 10001, [], [], [], [], [], "a", [], []),
         new JailProof(10001, 10001, true, true, []),
         new Ready("ok"),
