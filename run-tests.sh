@@ -32,6 +32,8 @@ for tool in curl:curl openssl:openssl gnutls-cli:gnutls-bin setpriv:util-linux s
 done
 # The Python test worker (WorkerProgramTests) runs the TLS record layer with python3-cryptography.
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
+# ConfigSchemaTests validate samples/dispatch.json against docs/dispatch.schema.json with python3-jsonschema.
+/usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 if [ ${#need[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || { echo "run-tests.sh: the tests need ${need[*]} (Debian package names), and there is no apt-get here: install them, then run this again" >&2; exit 1; }
   echo "run-tests.sh: installing ${need[*]}" >&2
