@@ -72,7 +72,7 @@ internal sealed class ControlServer : IDisposable
             socket.Listen(16);
             var server = new ControlServer(socket, path, master, log, Identity(path));
             _ = server.AcceptLoopAsync();
-            log.Information("Control socket {Path} listening (root only): status, reload, upgrade", path);
+            log.Information("Control socket {Path} listening (root only): status, reload, upgrade, reopen", path);
             return server;
         }
         catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
