@@ -23,20 +23,21 @@ public sealed class ConfigSchemaTests
     public static TheoryData<string, string> Locations => new()
     {
         { "", "" },
-        { "listen/0", "$defs/listener" },
+        { "listen:0", "$defs/listener" },
         { "dispatcher", "$defs/dispatcher" },
-        { "pools/a", "$defs/pool" },
-        { "pools/a/landlock", "$defs/pool/properties/landlock/anyOf/1" },
-        { "pools/a/limits", "$defs/pool/properties/limits" },
-        { "pools/a/cgroup", "$defs/pool/properties/cgroup" },
-        { "pools/a/chroot", "$defs/pool/properties/chroot/anyOf/1" },
-        { "vhosts/a.localhost", "$defs/vhost" },
+        { "pools:a", "$defs/pool" },
+        { "pools:a:landlock", "$defs/pool/properties/landlock/anyOf/1" },
+        { "pools:a:limits", "$defs/pool/properties/limits" },
+        { "pools:a:cgroup", "$defs/pool/properties/cgroup" },
+        { "pools:a:chroot", "$defs/pool/properties/chroot/anyOf/1" },
+        { "vhosts:a.localhost", "$defs/vhost" },
         { "log", "properties/log" },
         { "control", "properties/control" },
         { "metrics", "properties/metrics" },
         { "limits", "properties/limits" },
         { "cgroup", "properties/cgroup" },
-        { "modules/m", "properties/modules/additionalProperties" },
+        { "modules:m", "properties/modules/additionalProperties" },
+        { "vhosts:a.localhost:proxy:/app/", "$defs/vhost/properties/proxy/additionalProperties/anyOf/1" },
     };
 
     private static string SchemaPath => Path.Combine(TestWorld.RepoRoot, "docs", "dispatch.schema.json");
@@ -53,7 +54,7 @@ public sealed class ConfigSchemaTests
         {
             var config = ValidConfig(dir);
             JsonNode target = config;
-            foreach (var part in configPath.Split('/', StringSplitOptions.RemoveEmptyEntries))
+            foreach (var part in configPath.Split(':', StringSplitOptions.RemoveEmptyEntries))
                 target = target is JsonArray array ? array[int.Parse(part, System.Globalization.CultureInfo.InvariantCulture)]! : (target[part] ??= new JsonObject());
 
             target[Unknown] = 1;
@@ -61,7 +62,7 @@ public sealed class ConfigSchemaTests
             File.WriteAllText(file, config.ToJsonString());
             var r = Tools.Run("dotnet", BuiltMaster, "check", "-c", file);
             _output.WriteLine(r.Stderr);
-            var where = configPath.Length == 0 ? Unknown : $"{configPath.Replace('/', ':')}:{Unknown}";
+            var where = configPath.Length == 0 ? Unknown : $"{configPath}:{Unknown}";
             var line = new Regex($@"{Regex.Escape(file)}: {Regex.Escape(where)}: unknown setting \(expected one of: (?<keys>[^)]*)\)").Match(r.Stderr);
             Assert.True(line.Success, $"the loader did not refuse {where}:\n{r.Stderr}");
             var loader = line.Groups["keys"].Value.Split(", ").Order(StringComparer.Ordinal).ToList();
