@@ -505,7 +505,7 @@ write_starter() {
 <html><head><meta charset="utf-8"><title>Dispatch</title></head>
 <body><h1>Dispatch is running</h1>
 <!-- $MARK: the starter site -->
-<p>This is the starter site. Edit $CONFIG to add your sites (see README, "Install").</p>
+<p>This is the starter site. Edit $CONFIG to add your sites (see docs/configuration.md).</p>
 </body></html>
 HTML
     chmod 644 -- "$site/index.html"
@@ -568,26 +568,20 @@ install_wrapper() {
   tmp=$(mktemp "$SBIN/.dispatch.XXXXXX")
   cat >"$tmp" <<SH
 #!/bin/sh
-# $MARK: the Dispatch command.
-#   dispatch check [--config FILE]   validate the config (default $CONFIG), exit 1 on any error
-#   dispatch run [--config FILE]     run Dispatch in the foreground (as root; systemd runs $LIBDIR/Master itself)
+# $MARK: the Dispatch command, the master's own command line with the installed config as default
+# (dispatch --help lists the verbs and exit codes; docs/operations.md).
+#   dispatch check [-c FILE]         validate the config (default $CONFIG), exit 1 on any error
+#   dispatch run [-c FILE]           run Dispatch in the foreground (as root; systemd runs $LIBDIR/Master itself)
 #   dispatch status [--json]         the running master's dispatchers, pools, workers, vhosts, certificates
 #   dispatch reload                  validate and apply the config (= SIGHUP), with the result printed
 #   dispatch upgrade                 new dispatchers (then workers) from the binaries now in $LIBDIR (= SIGUSR2)
-#     (status, reload and upgrade talk to the control socket named in the config; --config FILE or
+#   dispatch reopen                  reopen the log files (= SIGUSR1)
+#     (status, reload, upgrade and reopen talk to the control socket named in the config; -c FILE or
 #      --socket PATH for another)
 export DOTNET_ROOT='$root'
-master='$LIBDIR/Master'
-config='$CONFIG'
-verb=\${1:-}
-[ \$# -eq 0 ] || shift
-case "\$verb" in
-  check) [ \$# -gt 0 ] || set -- --config "\$config"; exec "\$master" check "\$@" ;;
-  run) [ \$# -gt 0 ] || set -- --config "\$config"; exec "\$master" "\$@" ;;
-  status|reload|upgrade) exec "\$master" "\$verb" --config "\$config" "\$@" ;;
-  --config) exec "\$master" --config "\$@" ;;
-  *) sed -n '3,9s/^# //p' "\$0" >&2; exit 64 ;;
-esac
+export DISPATCH_CONFIG='$CONFIG'
+export DISPATCH_PROGRAM=dispatch
+exec '$LIBDIR/Master' "\$@"
 SH
   chmod 755 -- "$tmp"
   mv -- "$tmp" "$WRAPPER"

@@ -707,8 +707,8 @@ internal sealed partial class MasterService : IDisposable
     }
 
     /// <summary>
-    /// The installed binaries' protocol version, asked of the installed TlsDispatcher (it prints it and
-    /// exits): null when it matches this master's, else why not. A master cannot talk to children of
+    /// The installed binaries' protocol version, read from the installed Dispatch.Protocol.dll's metadata:
+    /// null when it matches this master's, else why not. A master cannot talk to children of
     /// another protocol version, so such an upgrade needs a restart of the master.
     /// </summary>
     private static Task<string?> ProbeProtocolAsync()
@@ -833,9 +833,13 @@ internal sealed partial class MasterService : IDisposable
         }
     }
 
-    /// <summary>The dispatcher's channel after setup: only NeedWorker, DispatcherStats and MetricsRequest may arrive; anything else ends it.</summary>
+    /// <summary>The dispatcher's channel after setup, through its table (<see cref="DispatcherPeer"/>): anything the table refuses ends it.</summary>
     private async Task ServeDispatcherAsync(ChildProcess dispatcher)
     {
+        var peer = DispatcherPeer.Create(
+            request => _ = StartWorkerAsync(dispatcher, request),
+            stats => OnDispatcherStats(dispatcher, stats),
+            request => _ = AnswerMetricsAsync(dispatcher, request));
         while (true)
         {
             IpcMessage? message;
@@ -849,11 +853,11 @@ internal sealed partial class MasterService : IDisposable
                 return;
             }
 
+            bool retiring;
+            lock (_gate)
+                retiring = _retiring.Contains(dispatcher);
             if (message is null)
             {
-                bool retiring;
-                lock (_gate)
-                    retiring = _retiring.Contains(dispatcher);
                 if (!_stop.IsCancellationRequested && !retiring)
                     _log.Error("Dispatcher {Pid} closed its channel", dispatcher.Pid);
                 return;
@@ -861,52 +865,15 @@ internal sealed partial class MasterService : IDisposable
 
             using (message)
             {
-                if (message.Type == MessageType.DispatcherStats)
-                {
-                    try
-                    {
-                        OnDispatcherStats(dispatcher, message.Decode<DispatcherStats>());
-                        continue;
-                    }
-                    catch (WireException e)
-                    {
-                        _log.Error("Dispatcher {Pid} sent malformed stats, terminating it: {Reason}", dispatcher.Pid, e.Message);
-                        return;
-                    }
-                }
-
-                if (message.Type == MessageType.MetricsRequest)
-                {
-                    try
-                    {
-                        _ = AnswerMetricsAsync(dispatcher, message.Decode<MetricsRequest>());
-                        continue;
-                    }
-                    catch (WireException e)
-                    {
-                        _log.Error("Dispatcher {Pid} sent a malformed metrics request, terminating it: {Reason}", dispatcher.Pid, e.Message);
-                        return;
-                    }
-                }
-
-                if (message.Type != MessageType.NeedWorker)
-                {
-                    _log.Error("Dispatcher {Pid} sent {Type}, which it may not send; terminating it", dispatcher.Pid, message.Type);
-                    return;
-                }
-
-                NeedWorker request;
                 try
                 {
-                    request = message.Decode<NeedWorker>();
+                    await peer.DispatchAsync(message, retiring ? PeerPhase.Draining : PeerPhase.Serving).ConfigureAwait(false);
                 }
                 catch (WireException e)
                 {
-                    _log.Error("Dispatcher {Pid} sent a malformed NeedWorker, terminating it: {Reason}", dispatcher.Pid, e.Message);
+                    _log.Error("Dispatcher {Pid} broke the protocol, terminating it: {Reason}", dispatcher.Pid, e.Message);
                     return;
                 }
-
-                _ = StartWorkerAsync(dispatcher, request);
             }
         }
     }
@@ -1164,21 +1131,19 @@ internal sealed partial class MasterService : IDisposable
         }
     }
 
-    /// <summary>A running worker may send the master nothing; anything it sends ends it.</summary>
+    /// <summary>A running worker may send the master nothing (<see cref="WorkerPeer"/>); anything it sends ends it.</summary>
     private async Task WatchWorkerAsync(ChildProcess worker)
     {
+        var peer = WorkerPeer.Create();
         try
         {
             using var message = await worker.Channel.ReceiveAsync(_stop.Token).ConfigureAwait(false);
             if (message is not null)
-            {
-                _log.Error("Worker {Pid} of pool {Pool} sent {Type}, which it may not send; terminating it", worker.Pid, worker.Name, message.Type);
-                worker.Kill();
-            }
+                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
         }
         catch (WireException e)
         {
-            _log.Error("Worker {Pid} of pool {Pool} sent a malformed message, terminating it: {Reason}", worker.Pid, worker.Name, e.Message);
+            _log.Error("Worker {Pid} of pool {Pool} broke the protocol, terminating it: {Reason}", worker.Pid, worker.Name, e.Message);
             worker.Kill();
         }
         catch (OperationCanceledException)

@@ -9,56 +9,42 @@ namespace Dispatch.Master;
 
 internal static class Program
 {
-    private const string Usage = """
-        Usage:
-          Master --config FILE          run Dispatch (as root)
-          Master check --config FILE    validate FILE and exit non-zero on any error (like nginx -t)
-          Master status [--json] [--config FILE | --socket PATH]
-                                        the running master's pools, workers, vhosts, certificates, last reload
-          Master reload|upgrade [--config FILE | --socket PATH]
-                                        the same as SIGHUP / SIGUSR2, with the result printed
-        (the control socket is control.socket in FILE, by default /run/dispatch/control.sock; root only)
-        """;
-
-    private static async Task<int> Main(string[] args)
+    private static Task<int> Main(string[] args)
     {
+        // Every command: the native layer's struct layouts are x86_64's (see NativeLayout).
         if (NativeLayout.Unsupported() is { } unsupported)
         {
             Console.Error.WriteLine(unsupported);
-            return 69; // EX_UNAVAILABLE
+            return Task.FromResult(69); // EX_UNAVAILABLE
         }
 
-        if (args.Length > 0 && args[0] is "status" or "reload" or "upgrade")
-            return await ControlClientAsync(args).ConfigureAwait(false);
-        var check = args.Length > 0 && args[0] == "check";
-        var rest = check ? args[1..] : args;
-        if (rest is not ["--config", var configPath])
-        {
-            Console.Error.WriteLine(Usage);
-            return 64;
-        }
+        return Cli.InvokeAsync(args);
+    }
 
-        // First, before any Console use: a signal from now on is never lost (see MasterSignals).
-        using var signals = check ? null : MasterSignals.Install();
+    /// <summary><c>check</c>: validates the config as <c>run</c> would, like <c>nginx -t</c>.</summary>
+    internal static int Check(string configPath)
+    {
         var (config, errors) = ConfigLoader.Load(configPath);
-        if (check)
+        foreach (var e in errors)
+            Console.Error.WriteLine(e);
+        if (config is not null)
         {
-            foreach (var e in errors)
-                Console.Error.WriteLine(e);
-            if (config is not null)
-            {
-                foreach (var (path, reason) in Cgroups.Unavailable(config.Pools.Values, Dispatch.Protocol.Hosting.CgroupHost.Detect()))
-                    Console.Error.WriteLine($"{config.SourcePath}: {path}: warning: {reason}; the master will run this pool without that limit (\"cgroup\": {{ \"required\": true }} makes this an error)");
-            }
-
-            Console.WriteLine(errors.Count == 0 ? $"{config!.SourcePath}: configuration OK" : $"{errors.Count} error(s); configuration rejected");
-            return errors.Count == 0 ? 0 : 1;
+            foreach (var (path, reason) in Cgroups.Unavailable(config.Pools.Values, Dispatch.Protocol.Hosting.CgroupHost.Detect()))
+                Console.Error.WriteLine($"{config.SourcePath}: {path}: warning: {reason}; the master will run this pool without that limit (\"cgroup\": {{ \"required\": true }} makes this an error)");
         }
 
+        Console.WriteLine(errors.Count == 0 ? $"{config!.SourcePath}: configuration OK" : $"{errors.Count} error(s); configuration rejected");
+        return errors.Count == 0 ? Cli.ExitOk : Cli.ExitFailed;
+    }
+
+    /// <summary><c>run</c>: the master, in the foreground. <paramref name="signals"/> were installed before any Console use.</summary>
+    internal static async Task<int> RunAsync(string configPath, MasterSignals signals)
+    {
+        var (config, errors) = ConfigLoader.Load(configPath);
         if (Libc.GetEUid() != 0)
         {
             Console.Error.WriteLine("Dispatch's master must run as root: it binds the ports and starts every tenant's worker under the tenant's own uid, jailed. Run it with sudo (see README).");
-            return 77;
+            return Cli.ExitNotRoot;
         }
 
         var log = CreateLogger(config?.Log);
@@ -68,14 +54,14 @@ internal static class Program
             {
                 foreach (var e in errors)
                     log.Fatal("Configuration error: {Error}", e.ToString());
-                return 78;
+                return Cli.ExitConfig;
             }
 
             var unsafePath = PathSafety.CheckRootOwned(RuntimePaths.AppDirectory) ?? PathSafety.CheckRootOwned(RuntimePaths.DotnetRoot);
             if (unsafePath is not null)
             {
                 log.Fatal("Refusing to start from {AppDirectory}: {Reason}. Install the binaries in a root-owned directory no one else can write (the run script and tests publish to one).", RuntimePaths.AppDirectory, unsafePath);
-                return 78;
+                return Cli.ExitConfig;
             }
 
             var identities = new List<(string Who, uint Uid, uint[] Gids)> { ("dispatcher", config.Dispatcher.Uid, [config.Dispatcher.Gid]) };
@@ -86,12 +72,12 @@ internal static class Program
                 if (why is not null)
                 {
                     log.Fatal("Refusing to start: the {Who} could not load its binaries after dropping privileges: {Reason}", who, why);
-                    return 78;
+                    return Cli.ExitConfig;
                 }
             }
 
             Spawner.LogLevel = config.Log.Level;
-            if (signals!.WereIgnored.Count > 0)
+            if (signals.WereIgnored.Count > 0)
                 log.Information("{Signals} were ignored when the master was started (as in a background job of a script); the master handles them", string.Join(", ", signals.WereIgnored));
             if (signals.StillIgnored.Count > 0)
                 log.Error("{Signals} are still ignored: the master cannot act on them", string.Join(", ", signals.StillIgnored));
@@ -146,59 +132,44 @@ internal static class Program
         }
     }
 
-    /// <summary><c>status</c>, <c>reload</c>, <c>upgrade</c>: one command over the control socket.</summary>
-    private static async Task<int> ControlClientAsync(string[] args)
+    /// <summary><c>status</c>, <c>reload</c>, <c>upgrade</c>, <c>reopen</c>: one command over the control socket.</summary>
+    /// <param name="command">The control socket's command line (<c>status --json</c> included).</param>
+    /// <param name="configPath">The config whose <c>control.socket</c> names the socket.</param>
+    /// <param name="configGiven">Whether <paramref name="configPath"/> was chosen (else a missing default file means the default socket).</param>
+    /// <param name="socket">The socket, overriding the config's.</param>
+    internal static async Task<int> ControlClientAsync(string command, string configPath, bool configGiven, string? socket)
     {
-        var command = args[0];
-        string? socket = null;
-        string? configPath = null;
-        for (var i = 1; i < args.Length; i++)
-        {
-            switch (args[i])
-            {
-                case "--json" when command == "status":
-                    command = "status --json";
-                    break;
-                case "--socket" when i + 1 < args.Length:
-                    socket = args[++i];
-                    break;
-                case "--config" when i + 1 < args.Length:
-                    configPath = args[++i];
-                    break;
-                default:
-                    Console.Error.WriteLine(Usage);
-                    return 64;
-            }
-        }
-
-        if (socket is null && configPath is not null)
+        if (socket is null && (configGiven || File.Exists(configPath)))
         {
             try
             {
                 using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(configPath), new System.Text.Json.JsonDocumentOptions { CommentHandling = System.Text.Json.JsonCommentHandling.Skip, AllowTrailingCommas = true });
-                if (doc.RootElement.TryGetProperty("control", out var control) && control.TryGetProperty("socket", out var path))
+                if (doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object && doc.RootElement.TryGetProperty("control", out var control) && control.ValueKind == System.Text.Json.JsonValueKind.Object && control.TryGetProperty("socket", out var path) && path.ValueKind == System.Text.Json.JsonValueKind.String)
                     socket = path.GetString();
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
             {
                 Console.Error.WriteLine($"{configPath}: {e.Message}");
-                return 1;
+                return Cli.ExitFailed;
             }
         }
 
-        socket ??= "/run/dispatch/control.sock";
+        socket ??= DefaultControlSocket;
         try
         {
             var answer = await Operations.ControlServer.AskAsync(socket, command).ConfigureAwait(false);
             Console.Write(answer);
-            return answer.StartsWith("refused", StringComparison.Ordinal) || answer.StartsWith("failed", StringComparison.Ordinal) || answer.StartsWith("rejected", StringComparison.Ordinal) ? 1 : 0;
+            return answer.StartsWith("refused", StringComparison.Ordinal) || answer.StartsWith("failed", StringComparison.Ordinal) || answer.StartsWith("rejected", StringComparison.Ordinal) || answer.StartsWith("unknown command", StringComparison.Ordinal) ? Cli.ExitFailed : Cli.ExitOk;
         }
         catch (System.Net.Sockets.SocketException e)
         {
             Console.Error.WriteLine($"Cannot reach the master at {socket}: {e.Message} (is it running? is this root?)");
-            return 1;
+            return Cli.ExitFailed;
         }
     }
+
+    /// <summary>The control socket when the config names none (<c>control.socket</c>'s default).</summary>
+    internal const string DefaultControlSocket = "/run/dispatch/control.sock";
 
     private static Serilog.Core.Logger CreateLogger(LogConfig? config)
     {

@@ -39,40 +39,100 @@ internal static class Program
         using var stopping = new CancellationTokenSource();
         try
         {
-            // Setup phase: exactly one DispatcherSetup.
-            DispatcherSetup setup;
-            RouteTable routes;
+            // The master's messages go through this end's table (MasterPeer): setup, exactly one
+            // DispatcherSetup; running, WorkerReady, WorkerRefused, WorkerGone, RouteUpdate, StatsRequest,
+            // MetricsReply (only if it serves metrics) and Stop. Anything else is fatal.
+            // After Stop the loop goes on (connections accepted before it may still need workers) until
+            // the open connections have finished or the grace period is over.
+            DispatcherSetup? setup = null;
+            RouteTable? routes = null;
             var listeners = new List<Socket>();
+            WorkerPools? workers = null;
+            MetricsEndpoint? metrics = null;
+            var frontends = new List<Frontend>();
+            var loops = new List<Task>();
+            Task? drained = null;
+            var peer = MasterPeer.Create(
+                setup: (message, fds) =>
+                {
+                    setup = message;
+                    for (var i = 0; i < message.Listeners.Length; i++)
+                        listeners.Add(new Socket(new SafeSocketHandle(fds.Take(i), ownsHandle: true)));
+                    var memfd = fds.Take(message.Listeners.Length);
+                    try
+                    {
+                        routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(memfd, MaxSnapshotBytes)), log);
+                    }
+                    finally
+                    {
+                        Libc.Close(memfd);
+                    }
+                },
+                workerReady: (ready, channel) => workers!.OnWorkerReady(ready, channel),
+                workerRefused: refused => workers!.OnRefused(refused),
+                workerGone: gone => workers!.OnGone(gone),
+                routeUpdate: (update, snapshotFd) =>
+                {
+                    try
+                    {
+                        // New connections see the new table; open ones keep the one they started with.
+                        routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(snapshotFd, MaxSnapshotBytes)), log, routes);
+                    }
+                    finally
+                    {
+                        Libc.Close(snapshotFd);
+                    }
+
+                    workers!.Retire(update.RetiredPools);
+                    log.Information("Routes updated to version {Version}: {Names} host names ({Reused} TLS credentials kept); retired the workers of {Pools}", routes.Version, routes.Count, routes.Reused, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
+                },
+                statsRequest: request => master.Send(DispatcherMetrics.Snapshot(request.RequestId, frontends, workers!)),
+                metricsReply: (reply, fd) =>
+                {
+                    if (metrics is null)
+                    {
+                        if (fd >= 0)
+                            Libc.Close(fd);
+                        throw new WireException("the master may not send MetricsReply to a dispatcher without the metrics listener");
+                    }
+
+                    metrics.OnReply(reply, fd);
+                },
+                stop: stop =>
+                {
+                    if (drained is not null)
+                    {
+                        // Already draining (an upgrade) and now the master exits: no more workers will come.
+                        if (stop.Final)
+                            workers!.Close();
+                        return;
+                    }
+
+                    log.Information("Stopping: no new connections, {Grace} ms for the {Open} in flight", stop.GraceMs, frontends.Sum(f => f.InFlight));
+                    stopping.Cancel();
+                    if (stop.Final)
+                        workers!.Close();
+                    // The master keeps its own copies of the listening sockets: connections queued
+                    // in them wait for the next dispatcher (upgrade) instead of being refused.
+                    foreach (var l in listeners)
+                        l.Dispose();
+                    drained = DrainAsync(loops, frontends, stop.GraceMs);
+                });
+
             using (var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup"))
-            {
-                setup = message.Decode<DispatcherSetup>();
-                if (message.Descriptors.Count != setup.Listeners.Length + 1)
-                    throw new WireException($"setup declares {setup.Listeners.Length} listeners but carries {message.Descriptors.Count} descriptors");
-                for (var i = 0; i < setup.Listeners.Length; i++)
-                    listeners.Add(new Socket(new SafeSocketHandle(message.Descriptors.Take(i), ownsHandle: true)));
-                var memfd = message.Descriptors.Take(setup.Listeners.Length);
-                try
-                {
-                    routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(memfd, MaxSnapshotBytes)), log);
-                }
-                finally
-                {
-                    Libc.Close(memfd);
-                }
-            }
+                await peer.DispatchAsync(message, PeerPhase.Setup).ConfigureAwait(false);
+            if (setup is null || routes is null)
+                throw new WireException("no DispatcherSetup");
 
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
-            using var workers = new WorkerPools(master, () => routes, log);
+            using var pools = workers = new WorkerPools(master, () => routes, log);
             var limits = new ClientLimits(() => routes.Settings.Limits, log);
             using var poller = new ReadinessPoller();
             // Ready before the first accept: a client already waiting could otherwise make this process ask
             // for a worker before the master has seen it ready.
             master.Send(new Ready($"{listeners.Count} listeners, {routes.Count} names"));
             log.Information("Dispatcher {Pid} serving {Listeners} with {Names} host names", Environment.ProcessId, string.Join(", ", setup.Listeners.Select(l => $"{l.Protocol} {l.Endpoint}")), routes.Count);
-            var frontends = new List<Frontend>();
-            MetricsEndpoint? metrics = null;
-            var loops = new List<Task>();
             for (var i = 0; i < listeners.Count; i++)
             {
                 var info = setup.Listeners[i];
@@ -87,18 +147,14 @@ internal static class Program
 
                 Frontend frontend = info.Protocol switch
                 {
-                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log) { Limits = limits },
-                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, workers, poller, log) { Limits = limits },
+                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
+                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
                     _ => throw new WireException($"listener protocol '{info.Protocol}' is not supported"),
                 };
                 frontends.Add(frontend);
                 loops.Add(frontend.RunAsync(stopping.Token));
             }
 
-            // Running phase: WorkerReady, WorkerRefused, WorkerGone, RouteUpdate, StatsRequest, MetricsReply (if it serves metrics), Stop. Anything else is fatal.
-            // After Stop the loop goes on (connections accepted before it may still need workers) until
-            // the open connections have finished or the grace period is over.
-            Task? drained = null;
             while (true)
             {
                 var receive = master.ReceiveAsync().AsTask();
@@ -111,69 +167,7 @@ internal static class Program
                 if (await receive.ConfigureAwait(false) is not { } message)
                     break;
                 using (message)
-                {
-                    switch (message.Type)
-                    {
-                        case MessageType.WorkerReady:
-                            var ready = message.Decode<WorkerReady>();
-                            if (message.Descriptors.Count != 1)
-                                throw new WireException("WorkerReady without its channel");
-                            workers.OnWorkerReady(ready, message.Descriptors.Take(0));
-                            break;
-                        case MessageType.WorkerRefused:
-                            workers.OnRefused(message.Decode<WorkerRefused>());
-                            break;
-                        case MessageType.WorkerGone:
-                            workers.OnGone(message.Decode<WorkerGone>());
-                            break;
-                        case MessageType.RouteUpdate:
-                            var update = message.Decode<RouteUpdate>();
-                            if (message.Descriptors.Count != 1)
-                                throw new WireException("RouteUpdate without its snapshot");
-                            var snapshotFd = message.Descriptors.Take(0);
-                            try
-                            {
-                                // New connections see the new table; open ones keep the one they started with.
-                                routes = new RouteTable(SnapshotJson.ParseSnapshot(SealedBlob.Read(snapshotFd, MaxSnapshotBytes)), log, routes);
-                            }
-                            finally
-                            {
-                                Libc.Close(snapshotFd);
-                            }
-
-                            workers.Retire(update.RetiredPools);
-                            log.Information("Routes updated to version {Version}: {Names} host names ({Reused} TLS credentials kept); retired the workers of {Pools}", routes.Version, routes.Count, routes.Reused, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
-                            break;
-                        case MessageType.StatsRequest:
-                            master.Send(DispatcherMetrics.Snapshot(message.Decode<StatsRequest>().RequestId, frontends, workers));
-                            break;
-                        case MessageType.MetricsReply when metrics is not null:
-                            var reply = message.Decode<MetricsReply>();
-                            if (message.Descriptors.Count != (reply.Ok ? 1 : 0))
-                                throw new WireException("MetricsReply with the wrong number of descriptors");
-                            metrics.OnReply(reply, reply.Ok ? message.Descriptors.Take(0) : -1);
-                            break;
-                        case MessageType.Stop when drained is not null:
-                            // Already draining (an upgrade) and now the master exits: no more workers will come.
-                            if (message.Decode<Stop>().Final)
-                                workers.Close();
-                            break;
-                        case MessageType.Stop:
-                            var stop = message.Decode<Stop>();
-                            log.Information("Stopping: no new connections, {Grace} ms for the {Open} in flight", stop.GraceMs, frontends.Sum(f => f.InFlight));
-                            stopping.Cancel();
-                            if (stop.Final)
-                                workers.Close();
-                            // The master keeps its own copies of the listening sockets: connections queued
-                            // in them wait for the next dispatcher (upgrade) instead of being refused.
-                            foreach (var l in listeners)
-                                l.Dispose();
-                            drained = DrainAsync(loops, frontends, stop.GraceMs);
-                            break;
-                        default:
-                            throw new WireException($"the master may not send {message.Type} now");
-                    }
-                }
+                    await peer.DispatchAsync(message, drained is null ? PeerPhase.Serving : PeerPhase.Draining).ConfigureAwait(false);
             }
 
             // The master is gone: everything Dispatch started ends with it.

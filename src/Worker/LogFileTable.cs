@@ -9,17 +9,16 @@ internal sealed class LogFileTable
 
     public Dictionary<string, TenantLogFile> Errors { get; } = new(StringComparer.Ordinal);
 
-    /// <summary>Takes the descriptors of a LogFiles or ErrorLogFiles message: new files, or reopened ones (SIGUSR1).</summary>
-    public void Apply(IpcMessage message)
+    /// <summary>
+    /// Takes the descriptors of a LogFiles (<paramref name="errors"/> false) or ErrorLogFiles message, one
+    /// per vhost named (the count is checked by the channel): new files, or reopened ones (SIGUSR1).
+    /// </summary>
+    public void Apply(bool errors, string[] vhosts, ReceivedDescriptors descriptors)
     {
-        var errors = message.Type == MessageType.ErrorLogFiles;
-        var vhosts = errors ? message.Decode<ErrorLogFiles>().Vhosts : message.Decode<LogFiles>().Vhosts;
-        if (message.Descriptors.Count != vhosts.Length)
-            throw new WireException($"{message.Type} names {vhosts.Length} vhosts but carries {message.Descriptors.Count} descriptors");
         var files = errors ? Errors : Access;
         for (var i = 0; i < vhosts.Length; i++)
         {
-            var fd = message.Descriptors.Take(i);
+            var fd = descriptors.Take(i);
             if (files.TryGetValue(vhosts[i], out var existing))
                 existing.Reopen(fd);
             else

@@ -24,33 +24,49 @@ internal static class Program
         IpcChannel? dispatcher = null;
         try
         {
-            WorkerSetup setup;
+            // The master's messages go through this end's table (MasterPeer): setup, one WorkerSetup and
+            // the LogFiles/ErrorLogFiles it announces; serving, log files again (a reopen) and Stop.
+            WorkerSetup? setup = null;
+            Stop? stopRequested = null;
+            var logs = new LogFileTable();
+            var peer = MasterPeer.Create(
+                (message, fds) =>
+                {
+                    if (setup is not null)
+                        throw new WireException("a second WorkerSetup");
+                    setup = message;
+                    dispatcher = IpcChannel.FromDescriptor(fds.Take(0), "dispatcher");
+                    if (message.PoolJson.Length == 0)
+                    {
+                        var poolFd = fds.Take(1);
+                        try
+                        {
+                            setup = message with { PoolJson = SealedBlob.Read(poolFd, 64 << 20) };
+                        }
+                        finally
+                        {
+                            Libc.Close(poolFd);
+                        }
+                    }
+                },
+                logs,
+                stop => stopRequested = stop);
             using (var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup"))
             {
-                setup = message.Decode<WorkerSetup>();
-                if (message.Descriptors.Count != (setup.PoolJson.Length == 0 ? 2 : 1))
-                    throw new WireException($"WorkerSetup with {message.Descriptors.Count} descriptors (the dispatcher's channel, and the pool configuration when its blob is empty)");
-                dispatcher = IpcChannel.FromDescriptor(message.Descriptors.Take(0), "dispatcher");
-                if (setup.PoolJson.Length == 0)
-                {
-                    var poolFd = message.Descriptors.Take(1);
-                    try
-                    {
-                        setup = setup with { PoolJson = SealedBlob.Read(poolFd, 64 << 20) };
-                    }
-                    finally
-                    {
-                        Libc.Close(poolFd);
-                    }
-                }
+                if (message.Type != MessageType.WorkerSetup)
+                    throw new WireException($"the master may not send {message.Type} before WorkerSetup");
+                await peer.DispatchAsync(message, PeerPhase.Setup).ConfigureAwait(false);
             }
 
+            if (setup is null || dispatcher is null)
+                throw new WireException("no WorkerSetup");
             var pool = SnapshotJson.ParsePool(setup.PoolJson);
-            var logs = new LogFileTable();
             for (var i = 0; i < setup.LogFileMessages; i++)
             {
                 using var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup");
-                logs.Apply(message);
+                if (message.Type == MessageType.WorkerSetup)
+                    throw new WireException("a second WorkerSetup");
+                await peer.DispatchAsync(message, PeerPhase.Setup).ConfigureAwait(false);
             }
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
@@ -94,16 +110,15 @@ internal static class Program
                 using var message = await fromMaster.ConfigureAwait(false);
                 if (message is null)
                     return 0; // The master is gone: so are we.
-                if (message.Type is MessageType.LogFiles or MessageType.ErrorLogFiles)
+                // Log files again (logrotate: the master reopened them) or Stop; anything else ends this process.
+                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
+                if (stopRequested is { } stop)
                 {
-                    logs.Apply(message); // logrotate: the master reopened our logs
-                    fromMaster = master.ReceiveAsync().AsTask();
-                    continue;
+                    await server.StopAsync(TimeSpan.FromMilliseconds(stop.GraceMs)).ConfigureAwait(false);
+                    return 0;
                 }
 
-                var stop = message.Decode<Stop>();
-                await server.StopAsync(TimeSpan.FromMilliseconds(stop.GraceMs)).ConfigureAwait(false);
-                return 0;
+                fromMaster = master.ReceiveAsync().AsTask();
             }
 
             await fromDispatcher.ConfigureAwait(false);
@@ -174,35 +189,34 @@ internal static class Program
         return eol > 0 ? text[..eol] : text;
     }
 
-    /// <summary>Connections from the dispatcher; the channel closing means the dispatcher is gone.</summary>
+    /// <summary>Connections from the dispatcher (<see cref="DispatcherPeer"/>); the channel closing means the dispatcher is gone.</summary>
     private static async Task ServeDispatcherAsync(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
     {
+        var peer = DispatcherPeer.Create((meta, fd) =>
+        {
+            var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            var info = new HandedConnectionInfo(
+                (long)meta.ConnectionId,
+                IPEndPoint.TryParse(meta.Client, out var client) ? client : null,
+                IPEndPoint.TryParse(meta.Local, out var local) ? local : null,
+                meta.Sni,
+                meta.TlsProtocol,
+                meta.TlsCipher,
+                meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1,
+                meta.Mode == ConnectionMode.HandedTls ? meta.Session : null,
+                meta.Plaintext);
+            if (!server.TryEnqueue(socket, meta.Initial, info))
+            {
+                log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);
+                socket.Dispose();
+            }
+
+            Interlocked.Increment(ref s_received);
+        });
         while (await dispatcher.ReceiveAsync().ConfigureAwait(false) is { } message)
         {
             using (message)
-            {
-                var meta = message.Decode<Connection>();
-                if (message.Descriptors.Count != 1)
-                    throw new WireException("Connection without its socket");
-                var socket = new Socket(new SafeSocketHandle(message.Descriptors.Take(0), ownsHandle: true));
-                var info = new HandedConnectionInfo(
-                    (long)meta.ConnectionId,
-                    IPEndPoint.TryParse(meta.Client, out var client) ? client : null,
-                    IPEndPoint.TryParse(meta.Local, out var local) ? local : null,
-                    meta.Sni,
-                    meta.TlsProtocol,
-                    meta.TlsCipher,
-                    meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1,
-                    meta.Mode == ConnectionMode.HandedTls ? meta.Session : null,
-                    meta.Plaintext);
-                if (!server.TryEnqueue(socket, meta.Initial, info))
-                {
-                    log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);
-                    socket.Dispose();
-                }
-
-                Interlocked.Increment(ref s_received);
-            }
+                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
         }
     }
 }

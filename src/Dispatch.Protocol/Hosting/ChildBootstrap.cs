@@ -12,17 +12,8 @@ namespace Dispatch.Protocol.Hosting;
 /// </summary>
 public static class ChildBootstrap
 {
-    public const ushort ProtocolVersion = IpcChannel.Version;
-
     public static IpcChannel Start(ProcessRole role, string[] args)
     {
-        if (args is ["--protocol-version"])
-        {
-            // Asked by a running master before an upgrade (as root, outside any jail: it only prints).
-            Console.WriteLine(ProtocolVersion.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            Environment.Exit(0);
-        }
-
         if (args is ["--stage1"])
         {
             Jail.RunStage1(role); // Never returns: execs or exits.
@@ -37,7 +28,7 @@ public static class ChildBootstrap
 
         Libc.Prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0);
         var channel = IpcChannel.FromDescriptor(Spawner.ChannelFd, "master");
-        channel.Send(new Hello(role, Environment.ProcessId, ProtocolVersion));
+        channel.Send(new Hello(role, Environment.ProcessId));
         return channel;
     }
 

@@ -11,8 +11,11 @@ public interface IWireMessage<TSelf>
 {
     static abstract MessageType Type { get; }
 
-    /// <summary>How many descriptors this type may carry; more is a protocol violation.</summary>
-    static abstract int MaxDescriptors { get; }
+    /// <summary>
+    /// Exactly how many descriptors <paramref name="message"/> carries (for most types a constant; for a
+    /// few, a function of the payload, e.g. one per listener named). Any other count is a protocol violation.
+    /// </summary>
+    static abstract int DescriptorCount(TSelf message);
 
     void Encode(ref WireWriter writer);
 
@@ -36,7 +39,9 @@ public sealed class IpcChannel : IDisposable
     // 2: JailSpec (cgroup, tenant write paths, chroot, landlock), Stop (final), WorkerSetup (pool JSON in a memfd),
     // stats and metrics messages. A child from binaries of another version fails at its first message, saying so.
     // 3: Connection mode HandedTls with the TLS session state appended (TLS 2: the worker runs the record layer).
-    public const byte Version = 3;
+    // 4: Hello without its own protocol field (this header's version byte is the one checked); every type
+    // carries an exact descriptor count.
+    public const byte Version = 4;
     private static readonly int ControlSize = Libc.CmsgSpace(MaxDescriptors * sizeof(int));
 
     private readonly Socket _socket;
@@ -81,8 +86,8 @@ public sealed class IpcChannel : IDisposable
     public void Send<T>(T message, ReadOnlySpan<int> descriptors = default)
         where T : IWireMessage<T>
     {
-        if (descriptors.Length > T.MaxDescriptors)
-            throw new WireException($"{T.Type} carries at most {T.MaxDescriptors} descriptors, not {descriptors.Length}");
+        if (descriptors.Length != T.DescriptorCount(message))
+            throw new WireException($"{T.Type} carries exactly {T.DescriptorCount(message)} descriptors, not {descriptors.Length}");
         var buffer = ArrayPool<byte>.Shared.Rent(MaxDatagram);
         try
         {
@@ -328,17 +333,22 @@ public sealed class IpcMessage : IDisposable
 
     public ReceivedDescriptors Descriptors { get; }
 
-    /// <summary>Decodes the payload as <typeparamref name="T"/>, checking its type and descriptor count first.</summary>
+    /// <summary>
+    /// Decodes the payload as <typeparamref name="T"/>, checking its type first, and then that exactly
+    /// as many descriptors arrived as the decoded message carries (<see cref="IWireMessage{TSelf}.DescriptorCount"/>).
+    /// </summary>
     public T Decode<T>()
         where T : IWireMessage<T>
     {
         if (Type != T.Type)
             throw new WireException($"expected {T.Type}, got {Type}");
-        if (Descriptors.Count > T.MaxDescriptors)
-            throw new WireException($"{T.Type} carries at most {T.MaxDescriptors} descriptors, {Descriptors.Count} arrived");
+        if (Descriptors.Count > IpcChannel.MaxDescriptors)
+            throw new WireException($"{T.Type} with {Descriptors.Count} descriptors, over the limit of {IpcChannel.MaxDescriptors}");
         var reader = new WireReader(Payload.Span);
         var message = T.Decode(ref reader);
         reader.End();
+        if (Descriptors.Count != T.DescriptorCount(message))
+            throw new WireException($"{T.Type} carries exactly {T.DescriptorCount(message)} descriptors here, {Descriptors.Count} arrived");
         return message;
     }
 

@@ -11,18 +11,17 @@ internal static class Limits
     public const int List = 1024;
 }
 
-/// <summary>u8 role | i32 pid | u16 protocol version</summary>
-public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : IWireMessage<Hello>
+/// <summary>u8 role | i32 pid (the protocol version is the header's)</summary>
+public sealed record Hello(ProcessRole Role, int Pid) : IWireMessage<Hello>
 {
     public static MessageType Type => MessageType.Hello;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(Hello message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
         writer.U8((byte)Role);
         writer.I32(Pid);
-        writer.U16(ProtocolVersion);
     }
 
     public static Hello Decode(ref WireReader reader)
@@ -30,7 +29,7 @@ public sealed record Hello(ProcessRole Role, int Pid, ushort ProtocolVersion) : 
         var role = reader.U8();
         if (role is not ((byte)ProcessRole.Dispatcher or (byte)ProcessRole.Worker))
             throw new WireException($"unknown role {role}");
-        return new Hello((ProcessRole)role, reader.I32(), reader.U16());
+        return new Hello((ProcessRole)role, reader.I32());
     }
 }
 
@@ -70,7 +69,7 @@ public sealed record JailSpec(
 {
     public static MessageType Type => MessageType.JailSpec;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(JailSpec message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -187,7 +186,7 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
 {
     public static MessageType Type => MessageType.JailProof;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(JailProof message) => 0;
 
     /// <summary>True when every probe was denied on every thread and in the child, and root could not be regained.</summary>
     public bool Holds => RegainRootRefused && NoNewPrivs && Array.TrueForAll(Probes, p => p.ThreadsOpened == 0 && !p.ChildOpened);
@@ -245,7 +244,7 @@ public sealed record Ready(string Detail) : IWireMessage<Ready>
 {
     public static MessageType Type => MessageType.Ready;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(Ready message) => 0;
 
     public void Encode(ref WireWriter writer) => writer.String(Detail);
 
@@ -261,7 +260,7 @@ public sealed record Stop(uint GraceMs, bool Final = true) : IWireMessage<Stop>
 {
     public static MessageType Type => MessageType.Stop;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(Stop message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -280,7 +279,7 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
 {
     public static MessageType Type => MessageType.DispatcherSetup;
 
-    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+    public static int DescriptorCount(DispatcherSetup message) => message.Listeners.Length + 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -320,7 +319,7 @@ public sealed record RouteUpdate(string[] RetiredPools) : IWireMessage<RouteUpda
 {
     public static MessageType Type => MessageType.RouteUpdate;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(RouteUpdate message) => 1;
 
     public void Encode(ref WireWriter writer) => writer.StringList(RetiredPools);
 
@@ -332,7 +331,7 @@ public sealed record NeedWorker(ulong RequestId, string Pool) : IWireMessage<Nee
 {
     public static MessageType Type => MessageType.NeedWorker;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(NeedWorker message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -348,7 +347,7 @@ public sealed record WorkerReady(ulong RequestId, string Pool, int WorkerId, int
 {
     public static MessageType Type => MessageType.WorkerReady;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(WorkerReady message) => 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -366,7 +365,7 @@ public sealed record WorkerRefused(ulong RequestId, string Pool, string Reason) 
 {
     public static MessageType Type => MessageType.WorkerRefused;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(WorkerRefused message) => 0;
 
     /// <summary>Above 0: the pool's workers fail to start and the master backs off this long; connections waiting for
     /// a worker of the pool get 503 now instead of waiting. 0: a limit (a worker may free up).</summary>
@@ -397,7 +396,7 @@ public sealed record WorkerGone(int WorkerId, string Pool, string Reason) : IWir
 {
     public static MessageType Type => MessageType.WorkerGone;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(WorkerGone message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -422,7 +421,7 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
 
     public static MessageType Type => MessageType.WorkerSetup;
 
-    public static int MaxDescriptors => 2;
+    public static int DescriptorCount(WorkerSetup message) => message.PoolJson.Length == 0 ? 2 : 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -455,7 +454,7 @@ public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
 {
     public static MessageType Type => MessageType.LogFiles;
 
-    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+    public static int DescriptorCount(LogFiles message) => message.Vhosts.Length;
 
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
@@ -467,7 +466,7 @@ public sealed record ErrorLogFiles(string[] Vhosts) : IWireMessage<ErrorLogFiles
 {
     public static MessageType Type => MessageType.ErrorLogFiles;
 
-    public static int MaxDescriptors => IpcChannel.MaxDescriptors;
+    public static int DescriptorCount(ErrorLogFiles message) => message.Vhosts.Length;
 
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
@@ -526,7 +525,7 @@ public sealed record Connection(
 
     public static MessageType Type => MessageType.Connection;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(Connection message) => 1;
 
     public void Encode(ref WireWriter writer)
     {
@@ -579,7 +578,7 @@ public sealed record WorkerLoad(uint OpenConnections, ulong Received) : IWireMes
 {
     public static MessageType Type => MessageType.WorkerLoad;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(WorkerLoad message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -595,7 +594,7 @@ public sealed record StatsRequest(ulong RequestId) : IWireMessage<StatsRequest>
 {
     public static MessageType Type => MessageType.StatsRequest;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(StatsRequest message) => 0;
 
     public void Encode(ref WireWriter writer) => writer.I64((long)RequestId);
 
@@ -618,7 +617,7 @@ public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, Wo
 
     public static MessageType Type => MessageType.DispatcherStats;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(DispatcherStats message) => 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -664,7 +663,7 @@ public sealed record MetricsRequest(ulong RequestId) : IWireMessage<MetricsReque
 {
     public static MessageType Type => MessageType.MetricsRequest;
 
-    public static int MaxDescriptors => 0;
+    public static int DescriptorCount(MetricsRequest message) => 0;
 
     public void Encode(ref WireWriter writer) => writer.I64((long)RequestId);
 
@@ -676,7 +675,7 @@ public sealed record MetricsReply(ulong RequestId, bool Ok) : IWireMessage<Metri
 {
     public static MessageType Type => MessageType.MetricsReply;
 
-    public static int MaxDescriptors => 1;
+    public static int DescriptorCount(MetricsReply message) => message.Ok ? 1 : 0;
 
     public void Encode(ref WireWriter writer)
     {

@@ -78,9 +78,10 @@ internal sealed class ChildLauncher
             if (first == child.Exited)
                 throw new ChildStartException($"{child} exited during its jail setup ({ChildProcess.DescribeStatus(child.Exited.Result)}); see its messages above");
             using var message = await receive.ConfigureAwait(false) ?? throw new ChildStartException($"{child} closed its channel before saying hello{await ExitNoteAsync(child).ConfigureAwait(false)}");
-            var hello = message.Decode<Hello>();
-            if (hello.Role != spec.Role || hello.Pid != pid || hello.ProtocolVersion != ChildBootstrap.ProtocolVersion)
-                throw new ChildStartException($"{child} said hello as {hello.Role} {hello.Pid} v{hello.ProtocolVersion}");
+            var hello = Starting(message).Decode<Hello>();
+            // The protocol version was checked with the header (IpcChannel.Version): a child of other binaries fails there.
+            if (hello.Role != spec.Role || hello.Pid != pid)
+                throw new ChildStartException($"{child} said hello as {hello.Role} {hello.Pid}");
             return child;
         }
         catch (Exception e) when (e is WireException or OperationCanceledException or SysCallException)
@@ -108,8 +109,17 @@ internal sealed class ChildLauncher
         if (first == child.Exited)
             throw new ChildStartException($"{child} exited while starting ({ChildProcess.DescribeStatus(child.Exited.Result)})");
         using var message = await receive.ConfigureAwait(false) ?? throw new ChildStartException($"{child} closed its channel while starting{await ExitNoteAsync(child).ConfigureAwait(false)}");
-        return message.Decode<T>();
+        return Starting(message).Decode<T>();
     }
+
+    /// <summary>
+    /// A starting child's message checked against its table (<see cref="Peers.MasterFromStartingChild"/>:
+    /// Hello, JailProof, Ready); the caller's <c>Decode</c> then holds it to that order and to the type's
+    /// exact descriptor count. Anything else ends the child.
+    /// </summary>
+    private static IpcMessage Starting(IpcMessage message) =>
+        Peers.MasterFromStartingChild.Allows(message.Type, PeerPhase.Setup) ? message
+            : throw new WireException($"{Peers.MasterFromStartingChild.Sender} may not send {message.Type} while starting");
 
     /// <summary>A child that closed its channel is usually exiting: wait a moment for its status (and its last words on stderr).</summary>
     private static async Task<string> ExitNoteAsync(ChildProcess child)

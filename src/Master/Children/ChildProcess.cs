@@ -92,9 +92,6 @@ internal sealed unsafe class Reaper : IDisposable
 
     public void Dispose() => _spawned.Dispose();
 
-    /// <summary>Wakes the reaper for a pid not yet tracked (spawned, handshake pending).</summary>
-    public void Expect() => _spawned.Release();
-
     private void Run()
     {
         while (true)

@@ -9,7 +9,7 @@ namespace Dispatch.Master.Operations;
 /// The operator's door into the running master: a Unix stream socket (<c>control.socket</c>, default
 /// /run/dispatch/control.sock) in a root-owned directory, mode 0600, and every peer checked with
 /// SO_PEERCRED: only uid 0 is answered. One command line per connection — <c>status</c>,
-/// <c>status --json</c>, <c>reload</c>, <c>upgrade</c> — one answer, then the connection closes.
+/// <c>status --json</c>, <c>reload</c>, <c>upgrade</c>, <c>reopen</c> — one answer, then the connection closes.
 /// The master reads only these few bytes from root's own tools, never a client's.
 /// </summary>
 internal sealed class ControlServer : IDisposable
@@ -72,7 +72,7 @@ internal sealed class ControlServer : IDisposable
             socket.Listen(16);
             var server = new ControlServer(socket, path, master, log, Identity(path));
             _ = server.AcceptLoopAsync();
-            log.Information("Control socket {Path} listening (root only): status, reload, upgrade", path);
+            log.Information("Control socket {Path} listening (root only): status, reload, upgrade, reopen", path);
             return server;
         }
         catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
@@ -170,8 +170,13 @@ internal sealed class ControlServer : IDisposable
                     case "upgrade":
                         answer = await _master.UpgradeAsync($"control socket, pid {pid}").ConfigureAwait(false) + "\n";
                         break;
+                    case "reopen":
+                        Program.ReopenableFile?.Reopen();
+                        _master.ReopenLogs();
+                        answer = "reopened the master's log file and the workers' access and error logs\n";
+                        break;
                     default:
-                        answer = $"unknown command '{command}': status, status --json, reload, upgrade\n";
+                        answer = $"unknown command '{command}': status, status --json, reload, upgrade, reopen\n";
                         break;
                 }
 

@@ -312,31 +312,30 @@ internal sealed class WorkerPools : IDisposable
         old.TrySetResult();
     }
 
-    /// <summary>A worker may only report its load; anything else, or a malformed message, drops it.</summary>
+    /// <summary>A worker may only report its load (<see cref="WorkerPeer"/>); anything else, or a malformed message, drops it.</summary>
     private async Task WatchAsync(WorkerLink link)
     {
+        var peer = WorkerPeer.Create(report =>
+        {
+            lock (_gate)
+            {
+                // What it has, plus what is on its way to it.
+                var inFlight = link.Sent > report.Received ? link.Sent - report.Received : 0;
+                var load = (int)Math.Min(report.OpenConnections + inFlight, int.MaxValue);
+                var lower = load < link.Load;
+                link.Load = load;
+                if (load > 0)
+                    link.LastBusy = Environment.TickCount64;
+                if (lower)
+                    SignalLocked();
+            }
+        });
         try
         {
             while (await link.Channel.ReceiveAsync().ConfigureAwait(false) is { } message)
             {
                 using (message)
-                {
-                    if (message.Type != MessageType.WorkerLoad)
-                        throw new WireException($"worker may not send {message.Type}");
-                    var report = message.Decode<WorkerLoad>();
-                    lock (_gate)
-                    {
-                        // What it has, plus what is on its way to it.
-                        var inFlight = link.Sent > report.Received ? link.Sent - report.Received : 0;
-                        var load = (int)Math.Min(report.OpenConnections + inFlight, int.MaxValue);
-                        var lower = load < link.Load;
-                        link.Load = load;
-                        if (load > 0)
-                            link.LastBusy = Environment.TickCount64;
-                        if (lower)
-                            SignalLocked();
-                    }
-                }
+                    await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
             }
 
             Drop(link, "channel closed");

@@ -15,7 +15,7 @@ public sealed class WorkerProgramTests : IDisposable
         import hashlib, hmac, os, select, socket, struct
         ch = socket.socket(fileno=3)
         def send(sock, t, payload, fds=()):
-            socket.send_fds(sock, [struct.pack('<HBBI', t, 3, len(fds), len(payload)) + payload], list(fds))
+            socket.send_fds(sock, [struct.pack('<HBBI', t, 4, len(fds), len(payload)) + payload], list(fds))
         def recv(sock):
             msg, fds, _, _ = socket.recv_fds(sock, 65536, 16)
             if not msg: return None, b'', []
@@ -27,7 +27,7 @@ public sealed class WorkerProgramTests : IDisposable
         def wstr(x):
             b = x.encode()
             return struct.pack('<H', len(b)) + b
-        send(ch, 1, struct.pack('<BiH', 2, os.getpid(), 3))
+        send(ch, 1, struct.pack('<Bi', 2, os.getpid()))
         t, p, fds = recv(ch)
         assert t == 64, t
         disp = socket.socket(fileno=fds[0])

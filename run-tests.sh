@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs every test: the command of the README (and of CI: .ci/run
+# calls it). Works on a fresh Debian/Ubuntu machine with only the .NET 10 SDK installed, as root (no
+# sudo needed) or as a user with sudo.
+#   ./run-tests.sh [dotnet test arguments...]     e.g. ./run-tests.sh --filter 'FullyQualifiedName~Cli'
+# The tests must run as root: they start the real master, which drops to real uids, jails its
+# children (Landlock, chroot, namespaces) and binds ports; the end-to-end tests skip loudly otherwise.
+# As a user, the script re-runs itself through sudo (the build output under bin/ and obj/ is then
+# root-owned; `sudo git clean -fdX` removes it).
+# Exit status: that of `dotnet test` (0 when every test passed); 77 when not root and no sudo; 1 when
+# a package cannot be installed.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    echo "run-tests.sh runs as root (the tests start the real master, which changes uids and jails its children); asking sudo" >&2
+    # sudo resets PATH (secure_path): keep the dotnet this user runs.
+    dotnet=$(command -v dotnet) || { echo "run-tests.sh: dotnet not found: install the .NET 10 SDK" >&2; exit 1; }
+    dotnet_dir=$(dirname "$(readlink -f "$dotnet")")
+    exec sudo -- env "PATH=$dotnet_dir:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "$0" "$@"
+  fi
+  echo "run-tests.sh must run as root (the tests start the real master, which changes uids and jails its children), and there is no sudo here: run it as root" >&2
+  exit 77
+fi
+command -v dotnet >/dev/null 2>&1 || { echo "run-tests.sh: dotnet not found: install the .NET 10 SDK" >&2; exit 1; }
+
+# What the tests run besides .NET, as command:Debian-package. Add a tool here when a test needs it.
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for tool in curl:curl openssl:openssl gnutls-cli:gnutls-bin setpriv:util-linux strace:strace useradd:passwd testssl:testssl.sh sslscan:sslscan gcc:gcc nc:netcat-openbsd htpasswd:apache2-utils php-fpm8.2:php8.2-fpm php:php8.2-cli nghttp:nghttp2-client; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
+done
+# The Python test worker (WorkerProgramTests) runs the TLS record layer with python3-cryptography.
+/usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
+# ConfigSchemaTests validate samples/dispatch.json against docs/dispatch.schema.json with python3-jsonschema.
+/usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
+if [ ${#need[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || { echo "run-tests.sh: the tests need ${need[*]} (Debian package names), and there is no apt-get here: install them, then run this again" >&2; exit 1; }
+  echo "run-tests.sh: installing ${need[*]}" >&2
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+exec dotnet test Dispatch.sln "$@"
