@@ -23,22 +23,25 @@ dotnet tool restore >/dev/null
 rm -rf "$work/bin"
 dotnet publish fuzz/Dispatch.Fuzz/Dispatch.Fuzz.csproj -c Release -o "$work/bin" -v quiet -nologo >"$work/build.log" 2>&1 \
   || { cat "$work/build.log"; echo "fuzz.sh: build failed" >&2; exit 1; }
+# Findings are replayed by an uninstrumented copy (instrumented code only runs under afl-fuzz's shared memory).
+rm -rf "$work/plain"
+cp -a "$work/bin" "$work/plain"
 # Only our own assemblies carry coverage: the runtime, BouncyCastle, Serilog and ASP.NET Core do not.
 for dll in Dispatch.Protocol TlsDispatcher Worker Master; do
   dotnet sharpfuzz "$work/bin/$dll.dll" >"$work/instrument-$dll.log" 2>&1 \
     || { cat "$work/instrument-$dll.log"; echo "fuzz.sh: sharpfuzz could not instrument $dll.dll" >&2; exit 1; }
 done
 harness=("$work/bin/Dispatch.Fuzz")
+replay=("$work/plain/Dispatch.Fuzz" replay)
 
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
-  mapfile -t targets < <("${harness[@]}" list | awk '{print $1}')
+  mapfile -t targets < <("$work/plain/Dispatch.Fuzz" list | awk '{print $1}')
 fi
 
 # afl-fuzz runs the .NET process as its own fork server (SharpFuzz); it is not a native AFL binary.
 export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
-export AFL_NO_STARTUP_CALIBRATION=1 AFL_FAST_CAL=1
 # A .NET process needs more memory than afl's default limit, and its first inputs are slow (JIT).
 timeout_ms=${FUZZ_TIMEOUT_MS:-10000}
 
@@ -56,7 +59,7 @@ for t in "${targets[@]}"; do
   if [ $rc -ne 0 ] || [ ! -f "$stats" ]; then
     tail -n 30 "$work/afl-$t.log"
     echo "fuzz.sh: afl-fuzz failed on $t (exit $rc); replaying the seeds:" >&2
-    "${harness[@]}" replay "$t" "$seeds" || true
+    "${replay[@]}" "$t" "$seeds" || true
     failed=1
     summary+=("$t: AFL FAILED (exit $rc)")
     continue
@@ -69,7 +72,8 @@ for t in "${targets[@]}"; do
       [ -e "$f" ] || continue
       findings=$((findings + 1))
       echo "fuzz.sh: $t: $kind/$(basename "$f")" >&2
-      "${harness[@]}" replay "$t" "$f" >&2 || true
+      # The first three are replayed to show their exception (the others are usually the same bug).
+      [ $findings -gt 3 ] || "${replay[@]}" "$t" "$f" 2>&1 | head -n 12 >&2 || true
     done
   done
   line="$t: $execs executions, $paths inputs in the queue, $findings finding(s)"

@@ -42,4 +42,18 @@ public class ChildLogFormatterTests
         Assert.Equal(text, t);
         Assert.Equal(count, properties.Count);
     }
+
+    // Found by fuzzing (fuzz/Dispatch.Fuzz, target childstderr): a compromised child's CR, NEL or U+2028 went into the
+    // master's text log as is, so one line of the child's read as two lines of the master's (a forged entry).
+    [Theory]
+    [InlineData("hi\r[00:00:00 INF] forged", "hi [00:00:00 INF] forged", null)]
+    [InlineData("a\u0085b\u2028c\u2029d\u001b[2Je", "a b c d [2Je", null)]
+    [InlineData("text\r\u001f{\"Vhost\":\"x\\ny\\u2028z\"}", "text ", "x y z")]
+    [InlineData("bad\r\u001f{json", "bad  {json", null)]
+    public void A_child_cannot_break_a_line_of_the_masters_log(string line, string text, string? vhost)
+    {
+        var (t, properties) = ChildLogFormatter.Split(line);
+        Assert.Equal(text, t);
+        Assert.Equal(vhost, properties.SingleOrDefault(p => p.Key == "Vhost").Value);
+    }
 }
