@@ -89,6 +89,14 @@ public sealed class ChildLogFormatter : ITextFormatter
         });
 
     /// <summary>
+    /// The master's reader of a child's stderr: UTF-8, always. A byte-order mark does not switch it to another
+    /// encoding (a child that writes FF FE first would otherwise have the rest read as UTF-16, where its line
+    /// breaks are no longer the master's); invalid bytes read as U+FFFD.
+    /// </summary>
+    public static StreamReader OpenReader(Stream stream) =>
+        new(stream, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false), detectEncodingFromByteOrderMarks: false);
+
+    /// <summary>
     /// The master's side: a line's text and its properties (names of letters, digits and '_', at most
     /// <see cref="MaxProperties"/>, values scalars). A child is less trusted than the master: anything
     /// malformed is kept as text, never believed as properties. Nor is the text believed clean: control
