@@ -77,17 +77,21 @@ defaults
 frontend f
   bind 127.0.0.1:$front
   bind [::1]:$front
+  bind unix@$cfg.sock
   default_backend b
 backend b
   server s 127.0.0.1:{port} $options
 CFG
 haproxy -f '$cfg' -db >/dev/null 2>&1 & pid=\$!
-for i in \$(seq 50); do curl -s -o /dev/null --max-time 1 -g http://$client:$front/ -H 'Host: a.localhost' && break; sleep 0.1; done
+via=(-g http://$client:$front/); [ $client = unix ] && via=(--unix-socket $cfg.sock http://a.localhost/)
+for i in \$(seq 50); do curl -s -o /dev/null --max-time 1 \${via[@]} -H 'Host: a.localhost' && break; sleep 0.1; done
 kill \$pid"
-    rm -f "$cfg"
+    rm -f "$cfg" "$cfg.sock"
   }
   haproxy_capture "$p/capture-haproxy-v1" send-proxy 127.0.0.1
   haproxy_capture "$p/capture-haproxy-v2" send-proxy-v2 127.0.0.1
   haproxy_capture "$p/capture-haproxy-v2-ipv6" send-proxy-v2 '[::1]'
+  haproxy_capture "$p/capture-haproxy-v1-unix" send-proxy unix
+  haproxy_capture "$p/capture-haproxy-v2-unix" send-proxy-v2 unix
   haproxy_capture "$p/capture-haproxy-v2-tlv" 'send-proxy-v2 proxy-v2-options authority,unique-id,crc32c' 127.0.0.1
 fi

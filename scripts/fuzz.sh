@@ -5,7 +5,7 @@
 #
 # Builds fuzz/Dispatch.Fuzz (Release) into a fresh directory, instruments the Dispatch assemblies there with
 # SharpFuzz (the local dotnet tool of .config/dotnet-tools.json), and runs each target under afl-fuzz for the given
-# time (default 60 s), seeded from fuzz/corpus/<target>/. Prints the executions of each target. Exits non-zero if any
+# time (default 60 s), seeded from fuzz/corpus/<target>/ (with fuzz/dict/<target>.dict when there is one). Prints the executions of each target. Exits non-zero if any
 # target crashed, hung, or could not run; each finding is replayed in process to print its exception, and the inputs
 # stay under the work directory it names (FUZZ_WORK to choose it).
 set -euo pipefail
@@ -53,8 +53,10 @@ for t in "${targets[@]}"; do
   out="$work/out-$t"
   rm -rf "$out"
   echo "fuzz.sh: $t for ${seconds}s"
+  dict=()
+  [ -f "$repo/fuzz/dict/$t.dict" ] && dict=(-x "$repo/fuzz/dict/$t.dict")
   rc=0
-  afl-fuzz -i "$seeds" -o "$out" -V "$seconds" -t "$timeout_ms" -m none -- "${harness[@]}" run "$t" >"$work/afl-$t.log" 2>&1 || rc=$?
+  afl-fuzz -i "$seeds" -o "$out" "${dict[@]}" -V "$seconds" -t "$timeout_ms" -m none -- "${harness[@]}" run "$t" >"$work/afl-$t.log" 2>&1 || rc=$?
   stats="$out/default/fuzzer_stats"
   if [ $rc -ne 0 ] || [ ! -f "$stats" ]; then
     tail -n 30 "$work/afl-$t.log"
