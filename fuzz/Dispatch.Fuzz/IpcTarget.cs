@@ -48,10 +48,9 @@ internal sealed class IpcTarget : IFuzzTarget
 
     public void Run(ReadOnlySpan<byte> data)
     {
-        if (data.IsEmpty)
-            return;
-        var selector = (byte)(data[0] % (Types.Length + 3));
-        var rest = data[1..];
+        // An empty input is an empty raw datagram (afl-fuzz's first run may be an empty one, and it must reach the parser).
+        var selector = data.IsEmpty ? RawSelector : (byte)(data[0] % (Types.Length + 3));
+        var rest = data.IsEmpty ? data : data[1..];
         if (selector == SnapshotSelector || selector == PoolSelector)
         {
             try

@@ -17,8 +17,7 @@ internal sealed class RequestHeadTarget : IFuzzTarget
 
     public void Run(ReadOnlySpan<byte> data)
     {
-        if (data.IsEmpty)
-            return;
+        // No early return for an empty input: afl-fuzz's first run may be an empty one, and it must reach the parser.
         var split = data.Length * 31;
         Span<char> wholeHost = stackalloc char[256];
         var scanned = 0;
