@@ -268,8 +268,8 @@ internal sealed partial class MasterService : IDisposable
     {
         if (pool.Chroot is not { } c)
             return null;
-        var sockets = vhosts.SelectMany(v => v.Proxy).Where(x => x.Upstream.StartsWith("unix:", StringComparison.Ordinal))
-            .Select(x => Path.GetDirectoryName(x.Upstream["unix:".Length..])!);
+        var sockets = vhosts.SelectMany(v => v.Proxy).Where(x => x.Upstream.IsUnixSocket)
+            .Select(x => Path.GetDirectoryName(x.Upstream.SocketPath)!);
         string[] readOnly =
         [
             .. readPaths, .. pool.LandlockExec ?? [], .. pool.Program is null ? [] : new[] { pool.Program }, .. sockets, .. c.ExtraReadOnly,
@@ -328,7 +328,7 @@ internal sealed partial class MasterService : IDisposable
         if (!config.Pools.TryGetValue(pool, out var p))
             return string.Empty;
         var vhosts = config.Vhosts.Values.Where(v => v.Pool == pool).OrderBy(v => v.Name, StringComparer.Ordinal)
-            .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]));
+            .Select(v => new WorkerVhost(v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))]));
         var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot)));
         var logs = string.Join(",", config.Vhosts.Values.Where(v => v.Pool == pool).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
         return string.Join(
@@ -950,7 +950,7 @@ internal sealed partial class MasterService : IDisposable
             var settings = new PoolSettings(
                 pool.Name,
                 [.. vhosts.Select(v => new WorkerVhost(
-                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream))]))],
+                        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))]))],
                 pool.OneShot);
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);

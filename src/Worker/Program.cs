@@ -58,7 +58,7 @@ internal static class Program
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
                 v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir,
-                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream))]))).ToList();
+                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]))).ToList();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             await using var server = await WorkerHttpServer.StartAsync(
                 vhosts,
@@ -101,7 +101,7 @@ internal static class Program
                 await Task.WhenAny(fromMaster, Task.Delay(50)).ConfigureAwait(false);
             return 0;
         }
-        catch (Exception e) when (e is WireException or SysCallException or System.Text.Json.JsonException or InvalidOperationException)
+        catch (Exception e) when (e is WireException or SysCallException or System.Text.Json.JsonException or InvalidOperationException or ArgumentException)
         {
             log.Fatal("Worker {Pid} ending: {Reason}", Environment.ProcessId, e.Message);
             return 1;
@@ -112,6 +112,9 @@ internal static class Program
             log.Dispose();
         }
     }
+
+    /// <summary>A timeout from the pool settings; 0 (absent) means the worker's default.</summary>
+    private static TimeSpan? Milliseconds(int ms) => ms > 0 ? TimeSpan.FromMilliseconds(ms) : null;
 
     private static long s_lastLoad = -1;
     private static long s_received;

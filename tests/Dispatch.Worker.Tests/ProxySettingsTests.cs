@@ -13,7 +13,6 @@ public sealed class ProxySettingsTests : IDisposable
     [Theory]
     [InlineData("http://10.0.0.1:8080")]
     [InlineData("http://192.168.1.1:80")]
-    [InlineData("http://127.0.0.2:8080")]
     [InlineData("http://localhost:8080")]
     [InlineData("http://example.com:8080")]
     [InlineData("http://[::2]:8080")]
@@ -25,6 +24,12 @@ public sealed class ProxySettingsTests : IDisposable
     [InlineData("http://127.0.0.1:0")]
     [InlineData("http://127.0.0.1:65536")]
     [InlineData("http://127.0.0.1:+80")]
+    [InlineData("http://127.1:8080")]
+    [InlineData("http://127.0.0.01:8080")]
+    [InlineData("http://0x7f.0.0.1:8080")]
+    [InlineData("http://[::ffff:127.0.0.1]:8080")]
+    [InlineData("http://[::1]")]
+    [InlineData("http://127.0.0.1:08080")]
     [InlineData("http://127.0.0.1:8080/base/")]
     [InlineData("http://127.0.0.1:8080?x")]
     [InlineData("http://user@127.0.0.1:8080")]
@@ -35,6 +40,8 @@ public sealed class ProxySettingsTests : IDisposable
     [InlineData("unix:@abstract")]
     [InlineData("unix:")]
     [InlineData("unix:/srv/a/run/")]
+    [InlineData("unix:/srv/a/../b/app.sock")]
+    [InlineData("https://[::1]:8443")]
     [InlineData("")]
     public async Task Anything_but_a_unix_socket_or_loopback_tcp_is_refused_naming_the_vhost(string upstream)
     {
@@ -56,6 +63,9 @@ public sealed class ProxySettingsTests : IDisposable
     [InlineData("http://127.0.0.1:8081/")]
     [InlineData("HTTP://127.0.0.1:1")]
     [InlineData("http://[::1]:65535")]
+    [InlineData("http://127.0.0.2:8080")]
+    [InlineData("http://127.255.255.254:8080")]
+    [InlineData("Unix:/srv/a/run/app.sock")]
     public async Task Unix_sockets_and_loopback_ports_are_accepted(string upstream)
     {
         await using var server = await StartAsync(new ProxySettings([new ProxyMapping("/", upstream)]));
@@ -123,10 +133,22 @@ public sealed class ProxySettingsTests : IDisposable
     public void Timeouts_default_when_not_positive()
     {
         var settings = new ProxySettings([], TimeSpan.Zero, TimeSpan.FromSeconds(-1));
-        Assert.Equal(ProxySettings.DefaultConnectTimeout, settings.EffectiveConnectTimeout);
-        Assert.Equal(ProxySettings.DefaultResponseTimeout, settings.EffectiveResponseTimeout);
+        Assert.Equal(ProxySettings.DefaultConnectTimeout, settings.EffectiveConnectTimeout());
+        Assert.Equal(ProxySettings.DefaultReadTimeout, settings.EffectiveReadTimeout());
         Assert.Equal(TimeSpan.FromSeconds(5), ProxySettings.DefaultConnectTimeout);
-        Assert.Equal(TimeSpan.FromSeconds(60), ProxySettings.DefaultResponseTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(60), ProxySettings.DefaultReadTimeout);
+    }
+
+    [Fact]
+    public void A_mappings_timeouts_win_over_the_vhosts()
+    {
+        var settings = new ProxySettings([], TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(30));
+        var own = new ProxyMapping("/", "unix:/a.sock", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(300));
+        var inherits = new ProxyMapping("/", "unix:/a.sock");
+        Assert.Equal(TimeSpan.FromSeconds(1), settings.EffectiveConnectTimeout(own));
+        Assert.Equal(TimeSpan.FromSeconds(300), settings.EffectiveReadTimeout(own));
+        Assert.Equal(TimeSpan.FromSeconds(2), settings.EffectiveConnectTimeout(inherits));
+        Assert.Equal(TimeSpan.FromSeconds(30), settings.EffectiveReadTimeout(inherits));
     }
 
     private Task<WorkerHttpServer> StartAsync(ProxySettings proxy, CgiSettings? cgi = null) =>

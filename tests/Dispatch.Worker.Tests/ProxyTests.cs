@@ -54,7 +54,7 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
             },
             Harness.Vhost("raw.localhost", root) with
             {
-                Proxy = new ProxySettings([new ProxyMapping("/", _raw.Upstream)], ResponseTimeout: TimeSpan.FromSeconds(1)),
+                Proxy = new ProxySettings([new ProxyMapping("/", _raw.Upstream)], ReadTimeout: TimeSpan.FromSeconds(1)),
             },
             Harness.Vhost("dead.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", "unix:" + Dead)]) },
             Harness.Vhost("gone.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", "unix:" + Missing)]) },
@@ -475,7 +475,7 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
         // ResponseTimeout 1 s, an upload taking 2.5 s: the wait for the response starts after the last chunk.
         await using var harness = await Harness.StartAsync(Harness.Vhost("ut.localhost", _dir.Combine("site")) with
         {
-            Proxy = new ProxySettings([new ProxyMapping("/", _unix.Upstream)], ResponseTimeout: TimeSpan.FromSeconds(1)),
+            Proxy = new ProxySettings([new ProxyMapping("/", _unix.Upstream)], ReadTimeout: TimeSpan.FromSeconds(1)),
         });
         using var client = harness.CreateClient();
         using var content = new TrickleContent(chunks: 8, TimeSpan.FromMilliseconds(300));
@@ -530,16 +530,148 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, (await _client.GetAsync(new Uri("http://t.localhost/after"))).StatusCode);
     }
 
-    [Fact]
-    public async Task A_websocket_upgrade_is_501()
+    [Theory]
+    [InlineData("u.localhost", false)]
+    [InlineData("t.localhost", false)]
+    [InlineData("u.localhost", true)]
+    [InlineData("t.localhost", true)]
+    public async Task A_websocket_reaches_the_application_over_http11_upgrade_and_http2_extended_connect(string host, bool http2)
     {
-        var response = await RawConnection.RequestAsync(
-            _harness.Port,
-            "GET /ws HTTP/1.1\r\nHost: u.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-        Assert.Equal(501, response.Status);
-        Assert.Contains("not proxied", response.Text, StringComparison.Ordinal);
+        _harness.Dispatcher.Protocol = http2 ? HandedProtocol.Http2 : HandedProtocol.Http1;
+        using var invoker = new HttpMessageInvoker(_harness.CreateHandler());
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.HttpVersion = http2 ? HttpVersion.Version20 : HttpVersion.Version11;
+        socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        socket.Options.CollectHttpResponseDetails = true;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await socket.ConnectAsync(new Uri($"ws://{host}/ws/chat?room=1"), invoker, timeout.Token);
+        Assert.Equal(http2 ? HttpStatusCode.OK : HttpStatusCode.SwitchingProtocols, socket.HttpStatusCode);
+
+        // The application saw an HTTP/1.1 upgrade with the forwarded fields, whatever the client spoke.
+        var seen = EchoResult.Parse(Encoding.UTF8.GetString(await ReceiveAsync(socket, timeout.Token)));
+        Assert.Equal("GET", seen.Method);
+        Assert.Equal("/ws/chat?room=1", seen.Target);
+        Assert.Equal("HTTP/1.1", seen.Protocol);
+        Assert.Equal("websocket", seen.Header("Upgrade"), StringComparer.OrdinalIgnoreCase);
+        Assert.Equal(host, seen.Header("Host"));
+        Assert.Equal("127.0.0.1", seen.Header("X-Forwarded-For"));
+        Assert.Equal(host, seen.Header("X-Forwarded-Host"));
+
+        // Messages both ways, small and large (several frames and reads), text and binary.
+        foreach (var size in new[] { 5, 200_000 })
+        {
+            var data = new byte[size];
+            new Random(size).NextBytes(data);
+            await socket.SendAsync(data, System.Net.WebSockets.WebSocketMessageType.Binary, true, timeout.Token);
+            Assert.Equal(data, await ReceiveAsync(socket, timeout.Token));
+        }
+
+        await socket.SendAsync("hello"u8.ToArray(), System.Net.WebSockets.WebSocketMessageType.Text, true, timeout.Token);
+        Assert.Equal("hello", Encoding.UTF8.GetString(await ReceiveAsync(socket, timeout.Token)));
+
+        await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, "done", timeout.Token);
+        Assert.Equal(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
+        Assert.Equal("bye", socket.CloseStatusDescription);
+        Assert.Empty(ProxyWarnings());
+    }
+
+    [Fact]
+    public async Task An_idle_websocket_is_closed_after_the_read_timeout()
+    {
+        await using var harness = await Harness.StartAsync(Harness.Vhost("idle.localhost", _dir.Combine("site")) with
+        {
+            Proxy = new ProxySettings([new ProxyMapping("/", _unix.Upstream, ReadTimeout: TimeSpan.FromSeconds(1))]),
+        });
+        using var invoker = new HttpMessageInvoker(harness.CreateHandler());
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.KeepAliveInterval = TimeSpan.Zero;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await socket.ConnectAsync(new Uri("ws://idle.localhost/ws"), invoker, timeout.Token);
+        await ReceiveAsync(socket, timeout.Token); // the application's greeting
+
+        // Nothing is sent either way: the proxy gives up on the connection (no close frame: the TCP connection ends).
+        var ended = await Record.ExceptionAsync(async () =>
+        {
+            var result = await socket.ReceiveAsync(new byte[1024], timeout.Token);
+            Assert.Equal(System.Net.WebSockets.WebSocketMessageType.Close, result.MessageType);
+        });
+        Assert.False(timeout.IsCancellationRequested, "the idle connection was still open after 30 s");
+        Assert.True(ended is null or System.Net.WebSockets.WebSocketException, $"{ended}");
+        Assert.Contains(
+            harness.Sink.Events,
+            e => e.Level == LogEventLevel.Information && e.RenderMessage().Contains("without traffic", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_grpc_looking_http2_request_keeps_the_request_body_limit()
+    {
+        // YARP lifts MaxRequestBodySize for gRPC-looking HTTP/2 requests it forwards over HTTP/2; ours go over HTTP/1.1,
+        // and the vhost's limit must hold for them too.
+        _harness.Dispatcher.Protocol = HandedProtocol.Http2;
+        using var client = _harness.CreateClient(HttpVersion.Version20);
+        // No Content-Length (a stream, as gRPC sends): the limit is enforced as the bytes arrive.
+        using var content = new StreamContent(new MemoryStream(new byte[31_000_000]));
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
+        using var response = await client.PostAsync(new Uri("http://u.localhost/grpc.Service/Method"), content);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.True(_unix.BodyBytes < 31_000_000, $"the application received {_unix.BodyBytes} bytes");
+    }
+
+    [Fact]
+    public async Task Connect_never_reaches_the_application()
+    {
+        // Authority-form has no path, so no prefix matches: the static pipeline refuses the method (405). The proxy's
+        // own refusal (501) covers a CONNECT that would match.
+        var response = await RawConnection.RequestAsync(_harness.Port, "CONNECT u.localhost:443 HTTP/1.1\r\nHost: u.localhost:443\r\n\r\n");
+        Assert.True(response.Status is 405 or 501, response.StatusLine);
         Assert.Equal(0, _unix.Requests);
+    }
+
+    [Fact]
+    public async Task Response_trailers_reach_an_http2_client()
+    {
+        _harness.Dispatcher.Protocol = HandedProtocol.Http2;
+        using var client = _harness.CreateClient(HttpVersion.Version20);
+        _raw.Behaviour = (socket, _, ct) => RawUpstream.Respond(
+            socket,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+            + "13\r\nbody with trailers\n\r\n0\r\nX-Checksum: abc123\r\n\r\n",
+            ct);
+        using var response = await client.GetAsync(new Uri("http://raw.localhost/trailers"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("body with trailers\n", await response.Content.ReadAsStringAsync());
+        Assert.Equal("abc123", Assert.Single(response.TrailingHeaders.GetValues("X-Checksum")));
+    }
+
+    [Fact]
+    public async Task Expect_100_continue_gets_its_continue_and_the_body_reaches_the_application()
+    {
+        await using var connection = await RawConnection.ConnectAsync(_harness.Port);
+        await connection.SendAsync("POST /expect HTTP/1.1\r\nHost: u.localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        var interim = await connection.ReadResponseAsync();
+        Assert.Equal(100, interim.Status);
+        await connection.SendAsync("hello");
+        var response = await connection.ReadResponseAsync();
+        Assert.Equal(200, response.Status);
+        var echo = EchoResult.Parse(response.Text);
+        Assert.Equal(5, echo.Length);
+        Assert.Null(echo.Header("Expect"));
+    }
+
+    private static async Task<byte[]> ReceiveAsync(System.Net.WebSockets.ClientWebSocket socket, CancellationToken cancellationToken)
+    {
+        var message = new MemoryStream();
+        var buffer = new byte[16 * 1024];
+        while (true)
+        {
+            var result = await socket.ReceiveAsync(buffer, cancellationToken);
+            Assert.NotEqual(System.Net.WebSockets.WebSocketMessageType.Close, result.MessageType);
+            message.Write(buffer, 0, result.Count);
+            if (result.EndOfMessage)
+            {
+                return message.ToArray();
+            }
+        }
     }
 
     [Fact]

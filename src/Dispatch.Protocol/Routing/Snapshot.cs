@@ -67,8 +67,14 @@ public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneSho
 
 public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy);
 
-/// <summary>URL prefix → the tenant's own application: "unix:/path" or "http://127.0.0.1:PORT" / "http://[::1]:PORT".</summary>
-public sealed record ProxyRoute(string UrlPrefix, string Upstream);
+/// <summary>URL prefix → the tenant's own application (<see cref="ProxyUpstream"/>, canonical spelling), with its timeouts
+/// (0: the worker's default).</summary>
+public sealed record ProxyRoute(string UrlPrefix, string Upstream, int ConnectTimeoutMs = 0, int ReadTimeoutMs = 0)
+{
+    public const int DefaultConnectTimeoutMs = 5_000;
+
+    public const int DefaultReadTimeoutMs = 60_000;
+}
 
 /// <summary>URL prefix → directory of CGI scripts (run as the tenant, inside the worker's jail).</summary>
 public sealed record CgiRoute(string UrlPrefix, string Directory);

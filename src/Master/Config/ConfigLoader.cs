@@ -692,28 +692,61 @@ internal static class ConfigLoader
         return ports;
     }
 
-    /// <summary>Reverse-proxy mappings: a URL prefix to the tenant's app on a Unix socket or a loopback port.</summary>
-    private static List<(string, string)> ReadProxy(Context ctx, IConfigurationSection vhost, List<(string Prefix, string Dir)> cgi)
+    private static readonly string[] ProxyMappingKeys = ["upstream", "connectTimeout", "readTimeout"];
+
+    /// <summary>
+    /// Reverse-proxy mappings: a URL prefix to the tenant's app on a Unix socket or a loopback port. Each prefix maps to
+    /// an upstream string or to an object { upstream, connectTimeout, readTimeout }; "connectTimeout" and "readTimeout"
+    /// beside the prefixes are the vhost's defaults, and "upstream" beside them is the prefix "/".
+    /// </summary>
+    private static List<ProxyMappingConfig> ReadProxy(Context ctx, IConfigurationSection vhost, List<(string Prefix, string Dir)> cgi)
     {
-        var list = new List<(string, string)>();
-        foreach (var p in vhost.GetSection("proxy").GetChildren())
+        var list = new List<ProxyMappingConfig>();
+        var section = vhost.GetSection("proxy");
+        if (section.Value is not null)
         {
-            var upstream = p.Value ?? string.Empty;
-            var prefix = p.Key.EndsWith('/') ? p.Key : p.Key + "/";
-            if (!p.Key.StartsWith('/'))
+            ctx.Error(section.Path, "an object such as { \"/app/\": \"unix:/srv/a/run/app.sock\" }");
+            return list;
+        }
+
+        var connectDefault = ctx.Duration(section.GetSection("connectTimeout"), TimeSpan.FromMilliseconds(ProxyRoute.DefaultConnectTimeoutMs));
+        var readDefault = ctx.Duration(section.GetSection("readTimeout"), TimeSpan.FromMilliseconds(ProxyRoute.DefaultReadTimeoutMs));
+        foreach (var p in section.GetChildren())
+        {
+            if (p.Key is "connectTimeout" or "readTimeout")
+                continue;
+            var prefix = "/";
+            if (p.Key != "upstream" && !ProxyPrefix.TryNormalize(p.Key, out prefix, out var prefixProblem))
             {
-                ctx.Error(p.Path, $"'{p.Key}' is not a URL path prefix such as / or /app/");
+                ctx.Error(p.Path, p.Key.StartsWith('/') ? prefixProblem : $"{prefixProblem} (nor upstream, connectTimeout, readTimeout)");
                 continue;
             }
 
-            var ok = (upstream.StartsWith("unix:/", StringComparison.Ordinal) && upstream.Length <= 5 + 107)
-                || (Uri.TryCreate(upstream, UriKind.Absolute, out var uri) && uri.Scheme == "http" && uri.IsLoopback && uri.HostNameType is UriHostNameType.IPv4 or UriHostNameType.IPv6 && !uri.IsDefaultPort && uri.AbsolutePath == "/" && uri.UserInfo.Length == 0);
-            if (!ok)
-                ctx.Error(p.Path, $"'{upstream}' is neither unix:/absolute/path nor http://127.0.0.1:PORT or http://[::1]:PORT");
-            else if (cgi.Any(c => c.Prefix.StartsWith(prefix, StringComparison.Ordinal) || prefix.StartsWith(c.Prefix, StringComparison.Ordinal)))
-                ctx.Error(p.Path, $"'{p.Key}' overlaps a CGI prefix of the same vhost");
+            string? text;
+            var connect = connectDefault;
+            var read = readDefault;
+            var upstreamPath = p.Path;
+            if (p.Value is not null)
+            {
+                text = p.Value;
+            }
             else
-                list.Add((prefix, upstream));
+            {
+                ctx.Unknown(p, p.Path, ProxyMappingKeys);
+                text = p["upstream"];
+                upstreamPath = $"{p.Path}:upstream";
+                connect = ctx.Duration(p.GetSection("connectTimeout"), connectDefault);
+                read = ctx.Duration(p.GetSection("readTimeout"), readDefault);
+            }
+
+            if (!ProxyUpstream.TryParse(text, out var upstream, out var problem))
+                ctx.Error(upstreamPath, problem);
+            else if (cgi.Any(c => c.Prefix.StartsWith(prefix, StringComparison.Ordinal) || prefix.StartsWith(c.Prefix, StringComparison.Ordinal)))
+                ctx.Error(p.Path, $"'{prefix}' overlaps a CGI prefix of the same vhost");
+            else if (list.Any(m => m.UrlPrefix == prefix))
+                ctx.Error(p.Path, $"'{prefix}' is mapped twice");
+            else
+                list.Add(new ProxyMappingConfig(prefix, upstream, connect, read));
         }
 
         return list;

@@ -77,7 +77,7 @@ internal sealed record VhostConfig(
     IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
     TimeSpan CgiTimeout,
     string? AccessLog,
-    IReadOnlyList<(string UrlPrefix, string Upstream)> Proxy,
+    IReadOnlyList<ProxyMappingConfig> Proxy,
     string? ErrorLog = null)
 {
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>

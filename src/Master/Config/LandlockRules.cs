@@ -19,8 +19,8 @@ namespace Dispatch.Master.Config;
 /// <para>Write means: read, list, create, write, truncate, rename and remove files, directories, symlinks, FIFOs and
 /// sockets beneath it — never execute (unless also listed in <c>landlock.exec</c>) and never device nodes.</para>
 /// <para>Connect ports: Landlock matches TCP ports, not addresses, so a port listed here may be reached on any address
-/// the network lets the worker reach. The ports of the pool's <c>http://127.0.0.1:PORT</c> proxy upstreams are added
-/// by themselves.</para>
+/// the network lets the worker reach. The ports of the pool's TCP proxy upstreams (<c>http://127.x.y.z:PORT</c>, <c>http://[::1]:PORT</c>,
+/// parsed by <see cref="Dispatch.Protocol.Routing.ProxyUpstream"/>) are added by themselves.</para>
 /// </remarks>
 internal static class LandlockRules
 {
@@ -35,8 +35,8 @@ internal static class LandlockRules
     /// <summary>The TCP ports the pool's workers may connect to: its proxy upstreams' and its <c>connectTcp</c> list.</summary>
     public static List<ushort> ConnectPorts(PoolConfig pool, IEnumerable<VhostConfig> vhostsOfPool) =>
     [
-        .. vhostsOfPool.SelectMany(v => v.Proxy).Where(p => p.Upstream.StartsWith("http://", StringComparison.Ordinal))
-            .Select(p => (ushort)new Uri(p.Upstream).Port)
+        .. vhostsOfPool.SelectMany(v => v.Proxy).Where(p => !p.Upstream.IsUnixSocket)
+            .Select(p => (ushort)p.Upstream.Port)
             .Concat(pool.ConnectTcp)
             .Distinct()
             .Order(),

@@ -1,52 +1,46 @@
-using System.Buffers;
-using System.Collections.Frozen;
-using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Dispatch.Protocol.Routing;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
-using Microsoft.Extensions.Primitives;
-using Microsoft.Net.Http.Headers;
 using Serilog.Core;
-using HeaderStringValues = System.Net.Http.Headers.HeaderStringValues;
+using Yarp.ReverseProxy.Forwarder;
 
 namespace Dispatch.Worker.Http;
 
 /// <summary>
 /// Reverse proxy to the tenant's own application (<see cref="ProxySettings"/>); one instance per worker, shared by its
-/// vhosts, holding one pooled <see cref="HttpClient"/> per upstream.
+/// vhosts. The forwarding itself is YARP's <see cref="IHttpForwarder"/> (direct forwarding), over one pooled
+/// <see cref="HttpMessageInvoker"/> per upstream whose connections only our connect callback makes.
 /// </summary>
 /// <remarks>
-/// <para><b>Upstream.</b> HTTP/1.1 over a Unix socket (<c>unix:/path</c>) or a loopback TCP port (<c>127.0.0.1</c>,
-/// <c>[::1]</c>): anything else is refused at start, so a tenant's configuration cannot make its worker a relay into
-/// the network. Connections are made by our own connect callback (no name resolution, no proxy, no environment
-/// variables), pooled, and dropped after <see cref="PooledConnectionIdleTimeout"/> idle — shorter than the keep-alive
-/// timeout of common application servers (gunicorn 2 s, Node 5 s), so a request is not sent on a connection the
-/// application is closing at that moment. No redirects followed, no cookies kept, no decompression, no trace headers
-/// added.</para>
-/// <para><b>Request.</b> Method, request target exactly as the client sent it (<see cref="IHttpRequestFeature.RawTarget"/>,
-/// absolute-form reduced to origin-form; no re-encoding, no dot-segment removal — the prefix is matched on Kestrel's
-/// decoded, normalised path, while the application gets the raw target, as with nginx's <c>proxy_pass</c> without a
-/// URI), Host as the client sent it, the other fields except hop-by-hop ones (<see cref="HopByHop"/> and any named in
-/// Connection), Expect (Kestrel answers 100-continue itself when the body is first read) and Proxy (httpoxy).
-/// X-Forwarded-For gets the client address appended; X-Forwarded-Proto (<c>https</c> when the client's connection was
-/// TLS, terminated by the dispatcher or by this worker) and X-Forwarded-Host (the request's Host) replace whatever the
-/// client sent. The body is streamed as it arrives (Content-Length kept, chunked otherwise), never buffered whole.</para>
-/// <para><b>Response.</b> Status, reason phrase and fields except hop-by-hop ones (and values Kestrel cannot send:
-/// non-ASCII or control characters, logged); the body streamed back as it comes, headers sent at once; trailers passed
-/// on where the client's protocol carries them.</para>
+/// <para><b>Upstream.</b> HTTP/1.1 over a Unix socket (<c>unix:/path</c>) or a loopback TCP port (127.0.0.0/8,
+/// <c>[::1]</c>), as <see cref="ProxyUpstream.TryParse"/> accepts: anything else is refused at start, so a tenant's
+/// configuration cannot make its worker a relay into the network. Connections are made by our own connect callback to
+/// that endpoint only, whatever the request says (no name resolution, no proxy, no environment variables), pooled, and
+/// dropped after <see cref="PooledConnectionIdleTimeout"/> idle — shorter than the keep-alive timeout of common
+/// application servers (gunicorn 2 s, Node 5 s), so a request is not sent on a connection the application is closing at
+/// that moment. A TCP port is reachable only through the Landlock connect rule the master adds for it. No redirects
+/// followed, no cookies kept, no decompression, no trace headers added.</para>
+/// <para><b>Request and response</b> fields: <see cref="ProxyTransformer"/>. The request target is passed exactly as the
+/// client sent it (<see cref="IHttpRequestFeature.RawTarget"/>, absolute-form reduced to origin-form; no re-encoding,
+/// no dot-segment removal — the prefix is matched on Kestrel's decoded, normalised path, while the application gets
+/// the raw target, as with nginx's <c>proxy_pass</c> without a URI). Bodies are streamed both ways, never buffered
+/// whole; trailers are passed on where the client's protocol carries them.</para>
+/// <para><b>WebSockets.</b> An HTTP/1.1 <c>Upgrade: websocket</c> and an HTTP/2 extended CONNECT with
+/// <c>:protocol websocket</c> (RFC 8441) both reach the application as an HTTP/1.1 upgrade; after its 101 the two
+/// connections are joined byte for byte until either side closes or nothing moves for the read timeout. Other upgrade
+/// tokens (h2c…) are ignored, as a server may (RFC 9110, 7.8); CONNECT and extended CONNECT for other protocols get
+/// 501.</para>
 /// <para><b>Errors</b> (each logged once at Warning with vhost and upstream, to the vhost's error log when it has one:
-/// <see cref="RequestErrors"/>): connection refused, socket missing or not
-/// permitted: 502; no connection within <see cref="ProxySettings.ConnectTimeout"/>: 504; no response headers within
-/// <see cref="ProxySettings.ResponseTimeout"/> after the request or the last body chunk was passed on: 504; an invalid
-/// or missing response: 502; the response breaking off mid-body: the client connection is aborted (a truncated body is
+/// <see cref="RequestErrors"/>): connection refused, socket missing or not permitted: 502; no connection within the
+/// connect timeout: 504; the application silent for the read timeout before its response headers: 504; an invalid or
+/// missing response: 502; the response breaking off mid-body: the client connection is aborted (a truncated body is
 /// never passed off as complete). A client that leaves cancels the upstream request (its connection is closed, not
-/// drained).</para>
-/// <para><b>Not supported.</b> Connection upgrades (WebSocket over HTTP/1.1 <c>Upgrade</c>, HTTP/2 extended CONNECT)
-/// and CONNECT get 501: passing an upgraded connection on needs an opaque two-way pump this handler does not have yet.
-/// <c>Upgrade: h2c</c> alone is ignored, as a server may. The request body is bounded by Kestrel's MaxRequestBodySize
-/// (30,000,000 bytes by default; 413 beyond it).</para>
+/// drained). The request body is bounded by Kestrel's MaxRequestBodySize (413 beyond it), which the proxy leaves as
+/// the vhost set it (YARP lifts it only for gRPC-looking requests forwarded over HTTP/2, and the upstream here is always
+/// HTTP/1.1).</para>
 /// </remarks>
 internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 {
@@ -55,20 +49,7 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 
     internal static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(1);
 
-    private const int BufferSize = 64 * 1024;
-    private const string XForwardedFor = "X-Forwarded-For";
-    private const string XForwardedProto = "X-Forwarded-Proto";
-    private const string XForwardedHost = "X-Forwarded-Host";
-
-    /// <summary>Connection-specific fields (RFC 9110, 7.6.1), never forwarded either way.</summary>
-    internal static readonly FrozenSet<string> HopByHop = new[]
-    {
-        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-    }.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
-
-    private static readonly UriCreationOptions RawUri = new() { DangerousDisablePathAndQueryCanonicalization = true };
-
-    private static readonly byte[] UpgradeBody = Encoding.UTF8.GetBytes("Not Implemented: connection upgrades (WebSocket) are not proxied\n");
+    private static readonly byte[] UpgradeBody = Encoding.UTF8.GetBytes("Not Implemented: CONNECT is not proxied (WebSockets are)\n");
     private static readonly byte[] BadTargetBody = Encoding.UTF8.GetBytes("Bad Request: request target\n");
     private static readonly byte[] RefusedBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (connection refused)\n");
     private static readonly byte[] MissingBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (not running)\n");
@@ -78,9 +59,11 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
     private static readonly byte[] ConnectTimeoutBody = Encoding.UTF8.GetBytes("Gateway Timeout: the application did not accept the connection in time\n");
     private static readonly byte[] ResponseTimeoutBody = Encoding.UTF8.GetBytes("Gateway Timeout: the application did not answer in time\n");
 
+    private static readonly UriCreationOptions RawUri = new() { DangerousDisablePathAndQueryCanonicalization = true };
+
     private readonly Serilog.ILogger _log = log.ForContext(Constants.SourceContextPropertyName, LogSourceContext);
-    private readonly Dictionary<(ProxyUpstream Upstream, TimeSpan ConnectTimeout), HttpClient> _clients = [];
-    private readonly Lock _clientsLock = new();
+    private readonly Dictionary<(ProxyUpstream Upstream, TimeSpan ConnectTimeout), HttpMessageInvoker> _invokers = [];
+    private readonly Lock _invokersLock = new();
 
     /// <summary>
     /// Checks a vhost's proxy settings (at start, with the other vhost checks) and returns its mappings, longest prefix
@@ -88,28 +71,25 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">A prefix is not an absolute URL path or is mapped twice, an upstream is not a
     /// Unix socket path or a loopback TCP port, or a prefix overlaps one of the vhost's CGI prefixes.</exception>
-    public static IReadOnlyList<ProxyRoute> NormalizeMappings(VhostSettings vhost)
+    public static IReadOnlyList<ProxyPrefixRoute> NormalizeMappings(VhostSettings vhost)
     {
         ArgumentNullException.ThrowIfNull(vhost);
-        var routes = new List<ProxyRoute>();
-        foreach (var mapping in vhost.Proxy?.Mappings ?? [])
+        var routes = new List<ProxyPrefixRoute>();
+        var settings = vhost.Proxy;
+        foreach (var mapping in settings?.Mappings ?? [])
         {
             ArgumentNullException.ThrowIfNull(mapping);
-            var prefix = mapping.UrlPrefix;
-            if (!IsAcceptablePrefix(prefix))
+            if (!ProxyPrefix.TryNormalize(mapping.UrlPrefix, out var prefix, out var prefixProblem))
             {
-                throw new ArgumentException($"Proxy prefix '{prefix}' of vhost '{vhost.Name}' is not an absolute URL path.", nameof(vhost));
+                throw new ArgumentException($"Proxy prefix of vhost '{vhost.Name}' is refused: {prefixProblem}.", nameof(vhost));
             }
 
             if (!ProxyUpstream.TryParse(mapping.Upstream, out var upstream, out var problem))
             {
-                throw new ArgumentException(
-                    $"Proxy upstream '{mapping.Upstream}' of vhost '{vhost.Name}' is refused: {problem}. "
-                    + "Use 'unix:/absolute/path.sock', 'http://127.0.0.1:PORT' or 'http://[::1]:PORT'.",
-                    nameof(vhost));
+                throw new ArgumentException($"Proxy upstream of vhost '{vhost.Name}' is refused: {problem}.", nameof(vhost));
             }
 
-            routes.Add(new ProxyRoute(prefix.EndsWith('/') ? prefix : prefix + "/", upstream));
+            routes.Add(new ProxyPrefixRoute(prefix, upstream, settings!.EffectiveConnectTimeout(mapping), settings.EffectiveReadTimeout(mapping)));
         }
 
         if (routes.Select(r => r.Prefix).Distinct(StringComparer.Ordinal).Count() != routes.Count)
@@ -136,21 +116,31 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
     }
 
     /// <summary>The vhost's proxy middleware, placed before static files.</summary>
-    public Func<RequestDelegate, RequestDelegate> Middleware(Vhost vhost, ProxySettings settings)
+    public Func<RequestDelegate, RequestDelegate> Middleware(Vhost vhost, IHttpForwarder forwarder)
     {
         ArgumentNullException.ThrowIfNull(vhost);
-        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(forwarder);
         var routes = NormalizeMappings(vhost.Settings)
-            .Select(route => (Route: route, Client: ClientFor(route.Upstream, settings.EffectiveConnectTimeout)))
+            .Select(route => new Forwarding(
+                route,
+                InvokerFor(route.Upstream, route.ConnectTimeout),
+                route.Upstream.IsUnixSocket ? "http://localhost" : "http://" + route.Upstream.CreateEndPoint(),
+                new ForwarderRequestConfig
+                {
+                    ActivityTimeout = route.ReadTimeout,
+                    Version = HttpVersion.Version11,
+                    VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+                    AllowResponseBuffering = false,
+                }))
             .ToArray();
         return next => context =>
         {
             var path = context.Request.Path.Value ?? string.Empty;
-            foreach (var (route, client) in routes)
+            foreach (var forwarding in routes)
             {
-                if (route.Matches(path))
+                if (forwarding.Route.Matches(path))
                 {
-                    return HandleAsync(context, vhost, settings, route, client);
+                    return HandleAsync(context, vhost, forwarding, forwarder);
                 }
             }
 
@@ -160,14 +150,14 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 
     public void Dispose()
     {
-        lock (_clientsLock)
+        lock (_invokersLock)
         {
-            foreach (var client in _clients.Values)
+            foreach (var invoker in _invokers.Values)
             {
-                client.Dispose();
+                invoker.Dispose();
             }
 
-            _clients.Clear();
+            _invokers.Clear();
         }
     }
 
@@ -199,17 +189,24 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
     /// <summary>Connects to the upstream within <paramref name="timeout"/>; failures are <see cref="UpstreamConnectException"/>.</summary>
     internal static async ValueTask<Stream> ConnectAsync(ProxyUpstream upstream, TimeSpan timeout, CancellationToken cancellationToken)
     {
+        var endPoint = upstream.CreateEndPoint();
+        if (endPoint is IPEndPoint { Address: var address } && !IPAddress.IsLoopback(address))
+        {
+            // Unreachable through TryParse; kept next to the connect so the policy holds whatever builds an upstream.
+            throw new UpstreamConnectException(ConnectFailure.Denied, $"{address} is not a loopback address", null);
+        }
+
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
         var retryDelay = TimeSpan.FromMilliseconds(5);
         while (true)
         {
-            var socket = upstream.EndPoint is UnixDomainSocketEndPoint
+            var socket = endPoint is UnixDomainSocketEndPoint
                 ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
-                : new Socket(upstream.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                : new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             try
             {
-                await socket.ConnectAsync(upstream.EndPoint, deadline.Token).ConfigureAwait(false);
+                await socket.ConnectAsync(endPoint, deadline.Token).ConfigureAwait(false);
                 return new NetworkStream(socket, ownsSocket: true);
             }
             catch (SocketException e) when (e.SocketErrorCode is SocketError.TryAgain or SocketError.WouldBlock)
@@ -234,7 +231,7 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
                 var failure = e.SocketErrorCode switch
                 {
                     SocketError.ConnectionRefused => ConnectFailure.Refused,
-                    SocketError.AddressNotAvailable when upstream.EndPoint is UnixDomainSocketEndPoint => ConnectFailure.Missing,
+                    SocketError.AddressNotAvailable when endPoint is UnixDomainSocketEndPoint => ConnectFailure.Missing,
                     SocketError.AccessDenied => ConnectFailure.Denied,
                     _ => ConnectFailure.Unavailable,
                 };
@@ -261,81 +258,65 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
         }
     }
 
-    private static bool IsAcceptablePrefix(string? prefix)
+    /// <summary>CONNECT, or an extended CONNECT for anything but a WebSocket: not proxied.</summary>
+    private static bool IsUnsupportedConnect(HttpContext context)
     {
-        if (string.IsNullOrEmpty(prefix) || prefix[0] != '/')
+        if (context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } connect)
         {
-            return false;
+            return !string.Equals(connect.Protocol, "websocket", StringComparison.OrdinalIgnoreCase);
         }
 
-        foreach (var range in prefix.AsSpan().Split('/'))
-        {
-            var segment = prefix.AsSpan()[range];
-            if (segment is "." or "..")
-            {
-                return false;
-            }
-        }
-
-        foreach (var c in prefix)
-        {
-            if (c <= 0x20 || c == 0x7f || c is '\\' or '%' or '?' or '#')
-            {
-                return false;
-            }
-        }
-
-        return !prefix.Contains("//", StringComparison.Ordinal);
+        return HttpMethods.IsConnect(context.Request.Method);
     }
 
-    /// <summary>
-    /// Upgrades are not proxied yet: an upgraded connection is an opaque two-way byte stream, which needs a pump between
-    /// the client and a dedicated upstream connection (and a WebSocket-aware timeout policy) that this handler does not
-    /// have. A request asking for one gets 501 rather than a silently downgraded answer. <c>Upgrade: h2c</c> alone may
-    /// be ignored by a server (RFC 9113, 3.1) and is.
-    /// </summary>
-    private static bool IsUnsupportedUpgrade(HttpContext context)
+    private static async Task WriteErrorAsync(HttpContext context, int status, byte[] body, bool close)
     {
-        if (HttpMethods.IsConnect(context.Request.Method)
-            || context.Features.Get<IHttpExtendedConnectFeature>()?.IsExtendedConnect == true)
+        var response = context.Response;
+        if (response.HasStarted)
         {
-            return true;
+            context.Abort();
+            return;
         }
 
-        foreach (var value in context.Request.Headers.Upgrade)
+        response.Clear();
+        response.Headers.XContentTypeOptions = "nosniff";
+        await RequestHandler.WriteTextAsync(context, status, body, close);
+    }
+
+    /// <summary>The first exception of type <typeparamref name="T"/> in <paramref name="e"/> and its inner ones.</summary>
+    private static T? Find<T>(Exception? e)
+        where T : Exception
+    {
+        for (var inner = e; inner is not null; inner = inner.InnerException)
         {
-            foreach (var range in (value ?? string.Empty).AsSpan().Split(','))
+            if (inner is T found)
             {
-                var token = (value ?? string.Empty).AsSpan()[range].Trim();
-                if (!token.IsEmpty && !token.Equals("h2c", StringComparison.OrdinalIgnoreCase))
+                return found;
+            }
+
+            if (inner is AggregateException aggregate)
+            {
+                foreach (var each in aggregate.InnerExceptions)
                 {
-                    return true;
+                    if (Find<T>(each) is { } nested)
+                    {
+                        return nested;
+                    }
                 }
             }
         }
 
-        return false;
+        return null;
     }
 
-    private static HashSet<string> ConnectionTokens(IEnumerable<string?> values)
-    {
-        var tokens = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-        foreach (var value in values)
-        {
-            foreach (var token in (value ?? string.Empty).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-            {
-                tokens.Add(token);
-            }
-        }
+    private static string Describe(Exception? e) =>
+        e is null ? "no detail" : e.InnerException is { } cause && cause.Message != e.Message ? $"{e.Message} ({Describe(cause)})" : e.Message;
 
-        return tokens;
-    }
-
-    private HttpClient ClientFor(ProxyUpstream upstream, TimeSpan connectTimeout)
+    private HttpMessageInvoker InvokerFor(ProxyUpstream upstream, TimeSpan connectTimeout)
     {
-        lock (_clientsLock)
+        lock (_invokersLock)
         {
-            if (_clients.TryGetValue((upstream, connectTimeout), out var existing))
+            if (_invokers.TryGetValue((upstream, connectTimeout), out var existing))
             {
                 return existing;
             }
@@ -353,28 +334,25 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
                 // A response the client no longer wants is not drained for reuse: the connection is closed, so the
                 // application sees its request aborted at once.
                 MaxResponseDrainSize = 0,
+
+                // The request's URI is ignored: the connection goes to this upstream, which TryParse allowed.
                 ConnectCallback = (_, cancellationToken) => ConnectAsync(upstream, connectTimeout, cancellationToken),
             };
-            var client = new HttpClient(handler, disposeHandler: true)
-            {
-                Timeout = Timeout.InfiniteTimeSpan,
-                DefaultRequestVersion = HttpVersion.Version11,
-                DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            };
-            _clients[(upstream, connectTimeout)] = client;
-            return client;
+            var invoker = new HttpMessageInvoker(handler, disposeHandler: true);
+            _invokers[(upstream, connectTimeout)] = invoker;
+            return invoker;
         }
     }
 
-    private async Task HandleAsync(HttpContext context, Vhost vhost, ProxySettings settings, ProxyRoute route, HttpClient client)
+    private async Task HandleAsync(HttpContext context, Vhost vhost, Forwarding forwarding, IHttpForwarder forwarder)
     {
-        if (IsUnsupportedUpgrade(context))
+        if (IsUnsupportedConnect(context))
         {
             // Only into the vhost's own error log: the worker's log has not carried client behaviour like this.
             if (vhost.ErrorLog is { } errorLog)
             {
                 RequestErrors.For(vhost, context, errorLog).Information(
-                    "Proxy of {Vhost}: a connection upgrade ({Upgrade}) answered 501: not supported", vhost.Name, context.Request.Headers.Upgrade.ToString());
+                    "Proxy of {Vhost}: CONNECT ({Protocol}) answered 501: not supported", vhost.Name, context.Features.Get<IHttpExtendedConnectFeature>()?.Protocol);
             }
 
             await RequestHandler.WriteTextAsync(context, StatusCodes.Status501NotImplemented, UpgradeBody, close: false);
@@ -382,553 +360,118 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
         }
 
         var target = OriginForm(context.Features.Get<IHttpRequestFeature>()?.RawTarget);
-        if (target is null || !Uri.TryCreate(route.Upstream.BaseUri + target, in RawUri, out var uri))
+        if (target is null || !Uri.TryCreate(forwarding.BaseUri + target, in RawUri, out _))
         {
             await RequestHandler.WriteTextAsync(context, StatusCodes.Status400BadRequest, BadTargetBody, close: true);
             return;
         }
 
-        using var exchange = new Exchange(this, context, vhost, route, settings);
-        await exchange.RunAsync(client, uri);
+        context.Items[ProxyTransformer.TargetKey] = target;
+
+        var error = await forwarder.SendAsync(context, forwarding.BaseUri, forwarding.Invoker, forwarding.Config, ProxyTransformer.Instance);
+        if (context.Items[ProxyTransformer.DroppedFieldsKey] is List<string> dropped)
+        {
+            Warn(context, vhost, forwarding, "response fields {Fields} dropped: values with non-ASCII or control characters", string.Join(", ", dropped), null);
+        }
+
+        if (error != ForwarderError.None)
+        {
+            await FailAsync(context, vhost, forwarding, error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
+        }
     }
 
-    /// <summary>One proxied request: sends it, turns the answer (or the failure) into the response, and cleans up.</summary>
-    private sealed class Exchange(ProxyHandler owner, HttpContext context, Vhost vhost, ProxyRoute route, ProxySettings settings) : IDisposable
+    /// <summary>Turns a failed exchange into the client's answer and one log line (none for a client that left).</summary>
+    private async Task FailAsync(HttpContext context, Vhost vhost, Forwarding forwarding, ForwarderError error, Exception? exception)
     {
-        private readonly CancellationTokenSource _headerTimer = new();
-        private readonly CancellationTokenSource _stopBody = new();
-        private readonly TaskCompletionSource _bodyDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private readonly Lock _timerLock = new();
-        private bool _headersReceived;
-        private int _bodyStarted;
-        private Exception? _clientBodyError;
-        private CancellationTokenSource? _send;
-
-        private HttpContext Context => context;
-
-        public async Task RunAsync(HttpClient client, Uri uri)
+        switch (error)
         {
-            try
-            {
-                await RunCoreAsync(client, uri);
-            }
-            finally
-            {
-                // The body may still be flowing (the application answered before reading it all): stop it before the
-                // request's body stream goes away with the request.
-                await _stopBody.CancelAsync();
-                if (Volatile.Read(ref _bodyStarted) != 0)
-                {
-                    await _bodyDone.Task;
-                }
-            }
-        }
+            case ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled
+                or ForwarderError.ResponseBodyClient or ForwarderError.UpgradeRequestCanceled or ForwarderError.UpgradeResponseCanceled
+                or ForwarderError.UpgradeRequestClient or ForwarderError.UpgradeResponseClient when context.Response.HasStarted || context.RequestAborted.IsCancellationRequested:
+                return; // the client left (or closed its WebSocket); cancelling closed the upstream connection
 
-        public void Dispose()
-        {
-            _send?.Dispose();
-            _headerTimer.Dispose();
-            _stopBody.Dispose();
-        }
-
-        private async Task RunCoreAsync(HttpClient client, Uri uri)
-        {
-            var aborted = context.RequestAborted;
-            using var request = new HttpRequestMessage(new HttpMethod(context.Request.Method), uri)
-            {
-                Version = HttpVersion.Version11,
-                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            };
-            var canHaveBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
-            if (canHaveBody)
-            {
-                request.Content = new ClientBodyContent(this);
-                request.Content.Headers.ContentLength = context.Request.ContentLength;
-            }
-            else if (context.Request.ContentLength == 0)
-            {
-                // "Content-Length: 0" sent explicitly: an empty body, whose Content-Type and such are kept.
-                request.Content = new ByteArrayContent([]);
-            }
-
-            CopyRequestHeaders(request);
-
-            // Disposed with the exchange, not here: the body upload may still be using the token.
-            _send = CancellationTokenSource.CreateLinkedTokenSource(aborted, _headerTimer.Token);
-            HttpResponseMessage response;
-            ArmHeaderTimer();
-            try
-            {
-                response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, _send.Token);
-            }
-            catch (Exception e)
-            {
-                await FailBeforeResponseAsync(e);
-                return;
-            }
-            finally
-            {
-                lock (_timerLock)
-                {
-                    _headersReceived = true;
-                    _headerTimer.CancelAfter(Timeout.InfiniteTimeSpan);
-                }
-            }
-
-            using (response)
-            {
-                await ServeResponseAsync(response, aborted);
-            }
-        }
-
-        private void CopyRequestHeaders(HttpRequestMessage request)
-        {
-            var headers = context.Request.Headers;
-            var connectionTokens = ConnectionTokens(headers.Connection);
-            foreach (var (name, values) in headers)
-            {
-                if (name.Length == 0
-                    || name[0] == ':'
-                    || HopByHop.Contains(name)
-                    || connectionTokens.Contains(name)
-                    || name.Equals(HeaderNames.Host, StringComparison.OrdinalIgnoreCase)
-                    || name.Equals(HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase)
-                    || name.Equals(HeaderNames.Expect, StringComparison.OrdinalIgnoreCase)
-                    || name.Equals("Proxy", StringComparison.OrdinalIgnoreCase)
-                    || name.Equals(XForwardedFor, StringComparison.OrdinalIgnoreCase)
-                    || name.Equals(XForwardedProto, StringComparison.OrdinalIgnoreCase)
-                    || name.Equals(XForwardedHost, StringComparison.OrdinalIgnoreCase))
-                {
-                    continue;
-                }
-
-                var value = values.Count == 1
-                    ? values[0] ?? string.Empty
-                    : string.Join(name.Equals(HeaderNames.Cookie, StringComparison.OrdinalIgnoreCase) ? "; " : ", ", values.ToArray());
-                if (!request.Headers.TryAddWithoutValidation(name, value))
-                {
-                    // A content field (Content-Type, Content-Encoding…): kept when there is a body to describe.
-                    request.Content?.Headers.TryAddWithoutValidation(name, value);
-                }
-            }
-
-            string host = headers.Host.ToString();
-            request.Headers.TryAddWithoutValidation(HeaderNames.Host, host);
-
-            var remote = context.Connection.RemoteIpAddress is { IsIPv4MappedToIPv6: true } mapped
-                ? mapped.MapToIPv4()
-                : context.Connection.RemoteIpAddress;
-            var forwardedFor = string.Join(", ", headers[XForwardedFor].Where(v => !string.IsNullOrWhiteSpace(v)).ToArray());
-            if (remote is not null)
-            {
-                forwardedFor = forwardedFor.Length == 0 ? remote.ToString() : forwardedFor + ", " + remote;
-            }
-
-            if (forwardedFor.Length > 0)
-            {
-                request.Headers.TryAddWithoutValidation(XForwardedFor, forwardedFor);
-            }
-
-            request.Headers.TryAddWithoutValidation(XForwardedProto, context.Request.IsHttps ? "https" : "http");
-            request.Headers.TryAddWithoutValidation(XForwardedHost, host);
-        }
-
-        private async Task ServeResponseAsync(HttpResponseMessage upstream, CancellationToken aborted)
-        {
-            var status = (int)upstream.StatusCode;
-            if (status < 200)
-            {
-                // 101 without an Upgrade asked for, or another interim status passed up as final: not HTTP we can relay.
-                await BadGatewayAsync(InvalidResponseBody, $"interim status {status} as the final response");
-                return;
-            }
-
-            ApplyResponseHead(upstream, status);
-            var sendBody = !HttpMethods.IsHead(context.Request.Method) && status is not (StatusCodes.Status204NoContent or StatusCodes.Status304NotModified);
-            var response = context.Response;
-            long forwarded = 0;
-            var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
-            try
-            {
-                Stream body;
-                try
-                {
-                    // Let the client see the status now, whatever the application does next.
-                    await response.StartAsync(aborted);
-                    await response.Body.FlushAsync(aborted);
-                    body = await upstream.Content.ReadAsStreamAsync(aborted);
-                }
-                catch (Exception e) when (e is IOException || (e is OperationCanceledException && aborted.IsCancellationRequested))
-                {
-                    return; // the client is gone
-                }
-
-                await using (body)
-                {
-                    while (true)
-                    {
-                        int n;
-                        try
-                        {
-                            n = await body.ReadAsync(buffer.AsMemory(0, BufferSize), aborted);
-                        }
-                        catch (OperationCanceledException) when (aborted.IsCancellationRequested)
-                        {
-                            return; // the client is gone; disposing the response closes the upstream connection
-                        }
-                        catch (Exception e) when (e is IOException or HttpRequestException or ObjectDisposedException)
-                        {
-                            Warn("the response broke off after {Bytes} body bytes ({Reason}): connection aborted", forwarded, e.Message);
-                            context.Abort();
-                            return;
-                        }
-
-                        if (n == 0)
-                        {
-                            break;
-                        }
-
-                        if (!sendBody)
-                        {
-                            continue;
-                        }
-
-                        try
-                        {
-                            await response.Body.WriteAsync(buffer.AsMemory(0, n), aborted);
-                        }
-                        catch (Exception e) when (e is IOException || (e is OperationCanceledException && aborted.IsCancellationRequested))
-                        {
-                            return; // the client is gone
-                        }
-
-                        forwarded += n;
-                    }
-                }
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(buffer);
-            }
-
-            if (upstream.TrailingHeaders.Any() && response.SupportsTrailers())
-            {
-                foreach (var (name, values) in upstream.TrailingHeaders.NonValidated)
-                {
-                    if (!HopByHop.Contains(name) && AreSendable(values))
-                    {
-                        response.AppendTrailer(name, ToStringValues(values));
-                    }
-                }
-            }
-        }
-
-        private void ApplyResponseHead(HttpResponseMessage upstream, int status)
-        {
-            var response = context.Response;
-            response.StatusCode = status;
-            if (upstream.ReasonPhrase is { Length: > 0 } reason
-                && AreSendable([reason])
-                && context.Features.Get<IHttpResponseFeature>() is { } feature)
-            {
-                feature.ReasonPhrase = reason;
-            }
-
-            var connectionTokens = upstream.Headers.NonValidated.TryGetValues(HeaderNames.Connection, out var connection)
-                ? ConnectionTokens(connection)
-                : [];
-            var dropped = new List<string>();
-            foreach (var (name, values) in upstream.Headers.NonValidated.Concat(upstream.Content.Headers.NonValidated))
-            {
-                if (HopByHop.Contains(name)
-                    || connectionTokens.Contains(name)
-                    || name.Equals(HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase))
-                {
-                    continue;
-                }
-
-                if (!AreSendable(values))
-                {
-                    dropped.Add(name);
-                    continue;
-                }
-
-                response.Headers[name] = ToStringValues(values); // replaces a default of ours (X-Content-Type-Options)
-            }
-
-            if (upstream.Content.Headers.ContentLength is { } length && status != StatusCodes.Status204NoContent)
-            {
-                response.ContentLength = length;
-            }
-
-            if (dropped.Count > 0)
-            {
-                Warn("response fields {Fields} dropped: values with non-ASCII or control characters", string.Join(", ", dropped), null);
-            }
-        }
-
-        private static StringValues ToStringValues(HeaderStringValues values) =>
-            values.Count == 1 ? new StringValues(values.ToString()) : new StringValues(values.ToArray());
-
-        private static bool AreSendable(IEnumerable<string> values)
-        {
-            foreach (var value in values)
-            {
-                foreach (var c in value)
-                {
-                    if ((c < 0x20 && c != '\t') || c >= 0x7f)
-                    {
-                        return false;
-                    }
-                }
-            }
-
-            return true;
-        }
-
-        private async Task FailBeforeResponseAsync(Exception e)
-        {
-            if (context.RequestAborted.IsCancellationRequested)
-            {
-                return; // the client left; cancelling the send closed the upstream connection
-            }
-
-            var bodyError = Volatile.Read(ref _clientBodyError);
-            if (bodyError is BadHttpRequestException bad)
-            {
+            case ForwarderError.RequestBodyClient:
                 // The client's body was refused (too large, malformed): its error, not the application's.
-                await RequestHandler.WriteTextAsync(context, bad.StatusCode, Encoding.UTF8.GetBytes(bad.Message + "\n"), close: true);
-                return;
-            }
-
-            if (bodyError is not null)
-            {
-                context.Abort(); // reading the client's body failed: the client is going or gone
-                return;
-            }
-
-            for (var inner = e; inner is not null; inner = inner.InnerException)
-            {
-                if (inner is UpstreamConnectException connect)
+                if (Find<BadHttpRequestException>(exception) is { } bad && !context.Response.HasStarted)
                 {
-                    var (statusCode, body) = connect.Failure switch
-                    {
-                        ConnectFailure.Timeout => (StatusCodes.Status504GatewayTimeout, ConnectTimeoutBody),
-                        ConnectFailure.Refused => (StatusCodes.Status502BadGateway, RefusedBody),
-                        ConnectFailure.Missing => (StatusCodes.Status502BadGateway, MissingBody),
-                        ConnectFailure.Denied => (StatusCodes.Status502BadGateway, DeniedBody),
-                        _ => (StatusCodes.Status502BadGateway, UnavailableBody),
-                    };
-                    Warn("cannot connect, {Failure}: {Reason}", connect.Failure, connect.Message);
-                    await RequestHandler.WriteTextAsync(context, statusCode, body, close: false);
+                    await WriteErrorAsync(context, bad.StatusCode, Encoding.UTF8.GetBytes(bad.Message + "\n"), close: true);
+                }
+                else
+                {
+                    context.Abort(); // reading the client's body failed: the client is going or gone
+                }
+
+                return;
+
+            case ForwarderError.Request or ForwarderError.RequestCreation when Find<UpstreamConnectException>(exception) is { } connect:
+                var (status, body) = connect.Failure switch
+                {
+                    ConnectFailure.Timeout => (StatusCodes.Status504GatewayTimeout, ConnectTimeoutBody),
+                    ConnectFailure.Refused => (StatusCodes.Status502BadGateway, RefusedBody),
+                    ConnectFailure.Missing => (StatusCodes.Status502BadGateway, MissingBody),
+                    ConnectFailure.Denied => (StatusCodes.Status502BadGateway, DeniedBody),
+                    _ => (StatusCodes.Status502BadGateway, UnavailableBody),
+                };
+                Warn(context, vhost, forwarding, "cannot connect, {Failure}: {Reason}", connect.Failure, connect.Message);
+                await WriteErrorAsync(context, status, body, close: false);
+                return;
+
+            case ForwarderError.RequestTimedOut:
+                Warn(context, vhost, forwarding, "no response headers within {Timeout} s (readTimeout)", forwarding.Route.ReadTimeout.TotalSeconds, null);
+                await WriteErrorAsync(context, StatusCodes.Status504GatewayTimeout, ResponseTimeoutBody, close: false);
+                return;
+
+            case ForwarderError.ResponseBodyDestination when context.Response.HasStarted:
+                // YARP has aborted the client's connection (or reset its HTTP/2 stream).
+                Warn(context, vhost, forwarding, "the response broke off mid-body ({Reason}): connection aborted", Describe(exception), null);
+                return;
+
+            case ForwarderError.UpgradeActivityTimeout:
+                Info(context, vhost, forwarding, "upgraded connection closed after {Timeout} s without traffic (readTimeout)", forwarding.Route.ReadTimeout.TotalSeconds);
+                return;
+
+            case ForwarderError.UpgradeRequestDestination or ForwarderError.UpgradeResponseDestination when context.Response.HasStarted:
+                Info(context, vhost, forwarding, "upgraded connection ended by the application: {Reason}", Describe(exception));
+                return;
+
+            default:
+                if (context.Response.HasStarted)
+                {
+                    Warn(context, vhost, forwarding, "{Error}: {Reason}; connection aborted", error, Describe(exception));
+                    context.Abort();
                     return;
                 }
-            }
 
-            if (e is OperationCanceledException && _headerTimer.IsCancellationRequested)
-            {
-                Warn("no response headers within {Timeout} s", settings.EffectiveResponseTimeout.TotalSeconds, null);
-                await RequestHandler.WriteTextAsync(context, StatusCodes.Status504GatewayTimeout, ResponseTimeoutBody, close: false);
+                var timedOut = context.Response.StatusCode == StatusCodes.Status504GatewayTimeout;
+                Warn(context, vhost, forwarding, "{Error}: {Reason}", error, Describe(exception));
+                await WriteErrorAsync(
+                    context,
+                    timedOut ? StatusCodes.Status504GatewayTimeout : StatusCodes.Status502BadGateway,
+                    timedOut ? ResponseTimeoutBody : InvalidResponseBody,
+                    close: false);
                 return;
-            }
-
-            await BadGatewayAsync(InvalidResponseBody, e.InnerException is { } cause ? $"{e.Message} ({cause.Message})" : e.Message);
-        }
-
-        private async Task BadGatewayAsync(byte[] body, string reason)
-        {
-            Warn("{Reason}", reason, null);
-            await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, body, close: false);
-        }
-
-        private void Warn(string problemTemplate, object? first, object? second) =>
-            RequestErrors.For(vhost, context, owner._log).Warning(
-                "Proxy of {Vhost} to {Upstream} for {Method} {Path}: " + problemTemplate,
-                vhost.Name,
-                route.Upstream.Text,
-                context.Request.Method,
-                context.Request.Path.Value,
-                first,
-                second);
-
-        /// <summary>(Re)starts the wait for the response headers: at the send, and after each body chunk passed on.</summary>
-        private void ArmHeaderTimer()
-        {
-            lock (_timerLock)
-            {
-                if (!_headersReceived)
-                {
-                    try
-                    {
-                        _headerTimer.CancelAfter(settings.EffectiveResponseTimeout);
-                    }
-                    catch (ObjectDisposedException)
-                    {
-                    }
-                }
-            }
-        }
-
-        /// <summary>The client's request body, copied to the upstream as it arrives.</summary>
-        private sealed class ClientBodyContent(Exchange exchange) : HttpContent
-        {
-            protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
-            {
-                if (Interlocked.Exchange(ref exchange._bodyStarted, 1) != 0)
-                {
-                    throw new InvalidOperationException("The request body can be sent only once.");
-                }
-
-                var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
-                try
-                {
-                    using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, exchange._stopBody.Token);
-                    var body = exchange.Context.Request.Body;
-                    while (true)
-                    {
-                        int n;
-                        try
-                        {
-                            n = await body.ReadAsync(buffer.AsMemory(0, BufferSize), stop.Token);
-                        }
-                        catch (Exception e) when (e is not OperationCanceledException)
-                        {
-                            Volatile.Write(ref exchange._clientBodyError, e);
-                            throw;
-                        }
-
-                        if (n == 0)
-                        {
-                            break;
-                        }
-
-                        await stream.WriteAsync(buffer.AsMemory(0, n), stop.Token);
-                        await stream.FlushAsync(stop.Token);
-                        exchange.ArmHeaderTimer();
-                    }
-
-                    exchange.ArmHeaderTimer();
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                    exchange._bodyDone.TrySetResult();
-                }
-            }
-
-            protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
-                SerializeToStreamAsync(stream, context, CancellationToken.None);
-
-            protected override bool TryComputeLength(out long length)
-            {
-                length = 0;
-                return false;
-            }
         }
     }
-}
 
-/// <summary>One proxied prefix of a vhost.</summary>
-internal sealed record ProxyRoute(string Prefix, ProxyUpstream Upstream)
-{
-    /// <summary>Under the prefix, or the prefix without its trailing slash (<c>/app</c> for <c>/app/</c>).</summary>
-    public bool Matches(string path) =>
-        path.StartsWith(Prefix, StringComparison.Ordinal)
-        || (path.Length == Prefix.Length - 1 && path.Length > 0 && Prefix.StartsWith(path, StringComparison.Ordinal));
-}
+    private void Warn(HttpContext context, Vhost vhost, Forwarding forwarding, string problemTemplate, object? first, object? second) =>
+        RequestErrors.For(vhost, context, _log).Warning(
+            "Proxy of {Vhost} to {Upstream} for {Method} {Path}: " + problemTemplate,
+            vhost.Name,
+            forwarding.Route.Upstream.ToString(),
+            context.Request.Method,
+            context.Request.Path.Value,
+            first,
+            second);
 
-/// <summary>A parsed upstream: a Unix socket path or a loopback TCP endpoint.</summary>
-internal sealed record ProxyUpstream(string Text, EndPoint EndPoint, string BaseUri)
-{
-    public static bool TryParse(string? text, out ProxyUpstream upstream, out string problem)
-    {
-        upstream = null!;
-        problem = string.Empty;
-        if (string.IsNullOrEmpty(text))
-        {
-            problem = "it is empty";
-            return false;
-        }
+    private void Info(HttpContext context, Vhost vhost, Forwarding forwarding, string problemTemplate, object? first) =>
+        RequestErrors.For(vhost, context, _log).Information(
+            "Proxy of {Vhost} to {Upstream} for {Method} {Path}: " + problemTemplate,
+            vhost.Name,
+            forwarding.Route.Upstream.ToString(),
+            context.Request.Method,
+            context.Request.Path.Value,
+            first);
 
-        if (text.StartsWith("unix:", StringComparison.Ordinal))
-        {
-            var path = text["unix:".Length..];
-            if (!path.StartsWith('/') || !Path.IsPathFullyQualified(path))
-            {
-                problem = "a Unix socket must be an absolute path (abstract sockets are not supported)";
-                return false;
-            }
-
-            if (path.Contains('\0', StringComparison.Ordinal) || path.EndsWith('/'))
-            {
-                problem = "not a socket file path";
-                return false;
-            }
-
-            if (Encoding.UTF8.GetByteCount(path) > 107) // sun_path is 108 bytes, NUL included
-            {
-                problem = "a Unix socket path is at most 107 bytes";
-                return false;
-            }
-
-            upstream = new ProxyUpstream(text, new UnixDomainSocketEndPoint(path), "http://localhost");
-            return true;
-        }
-
-        const string scheme = "http://";
-        if (!text.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
-        {
-            problem = "only unix: and http:// upstreams are supported";
-            return false;
-        }
-
-        var authority = text.AsSpan(scheme.Length);
-        if (authority.EndsWith("/"))
-        {
-            authority = authority[..^1];
-        }
-
-        IPAddress address;
-        ReadOnlySpan<char> port;
-        if (authority.StartsWith("127.0.0.1:"))
-        {
-            address = IPAddress.Loopback;
-            port = authority["127.0.0.1:".Length..];
-        }
-        else if (authority.StartsWith("[::1]:"))
-        {
-            address = IPAddress.IPv6Loopback;
-            port = authority["[::1]:".Length..];
-        }
-        else
-        {
-            problem = "a TCP upstream must be 127.0.0.1 or [::1] with an explicit port, and nothing after it";
-            return false;
-        }
-
-        if (!int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number is < 1 or > 65535)
-        {
-            problem = $"'{port}' is not a port number (1-65535) followed by nothing";
-            return false;
-        }
-
-        var endPoint = new IPEndPoint(address, number);
-        upstream = new ProxyUpstream(text, endPoint, "http://" + endPoint);
-        return true;
-    }
-}
-
-internal enum ConnectFailure
-{
-    Refused,
-    Missing,
-    Denied,
-    Timeout,
-    Unavailable,
-}
-
-/// <summary>Connecting to the upstream failed (thrown by the connect callback, wrapped by the HTTP handler).</summary>
-internal sealed class UpstreamConnectException(ConnectFailure failure, string message, Exception? inner) : IOException(message, inner)
-{
-    public ConnectFailure Failure { get; } = failure;
+    /// <summary>One proxied prefix, ready: its invoker, the base URI of its requests and YARP's settings.</summary>
+    private sealed record Forwarding(ProxyPrefixRoute Route, HttpMessageInvoker Invoker, string BaseUri, ForwarderRequestConfig Config);
 }

@@ -3,9 +3,11 @@ using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.StaticFiles;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Net.Http.Headers;
 using Serilog.Events;
 using Serilog.Parsing;
+using Yarp.ReverseProxy.Forwarder;
 
 namespace Dispatch.Worker.Http;
 
@@ -109,9 +111,9 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 branch.Use(cgi.Middleware(vhost, cgiSettings));
             }
 
-            if (proxy is not null && vhost.Settings.Proxy is { Mappings.Count: > 0 } proxySettings)
+            if (proxy is not null && vhost.Settings.Proxy is { Mappings.Count: > 0 })
             {
-                branch.Use(proxy.Middleware(vhost, proxySettings));
+                branch.Use(proxy.Middleware(vhost, app.ApplicationServices.GetRequiredService<IHttpForwarder>()));
             }
 
             var files = vhost.Files;

@@ -140,12 +140,19 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     // anyway; enabled at any level, this category makes Hosting build an Activity and a log scope
                     // per request (half the bytes a static request allocated).
                     logging.AddFilter(HostingDiagnosticsCategory, LogLevel.None);
+
+                    // YARP reports every failed exchange; the proxy handler logs each once, in our words, to the
+                    // vhost's error log (and stays silent for a client that left).
+                    logging.AddFilter("Yarp", LogLevel.None);
                 });
 
                 // Registered before UseKestrelCore, whose TryAdd then registers no socket transport.
                 services.AddSingleton<IConnectionListenerFactory>(provider => new HandedConnectionListenerFactory(
                     server.QueueFor, server.ConnectionFinished, provider.GetRequiredService<ILoggerFactory>()));
                 services.AddDirectoryBrowser();
+
+                // YARP's forwarder (direct forwarding: no routes, no clusters, no configuration of its own).
+                services.AddHttpForwarder();
             })
             .ConfigureWebHost(
                 web =>

@@ -39,6 +39,16 @@ public sealed class ConfigAndStartupTests
         { "cgroup: escaping root", """{"cgroup":{"root":"../elsewhere"}}""", "cgroup:root: '../elsewhere' is not a cgroup path" },
         { "tlsHandOff without program", """{"pools":{"a":{"tlsHandOff":true}}}""", "pools:a:tlsHandOff: only a pool with \"program\" declares this" },
         { "tlsHandOff not a bool", """{"pools":{"a":{"tlsHandOff":"yes"}}}""", "pools:a:tlsHandOff: 'yes' is not true or false" },
+        { "proxy to the network", """{"vhosts":{"a.localhost":{"proxy":{"/app/":"http://10.0.0.1:80"}}}}""", "vhosts:a.localhost:proxy:/app/: 'http://10.0.0.1:80': '10.0.0.1' is not a loopback address" },
+        { "proxy to a host name", """{"vhosts":{"a.localhost":{"proxy":{"/app/":"http://localhost:8080"}}}}""", "vhosts:a.localhost:proxy:/app/: 'http://localhost:8080': 'localhost' is not a loopback address" },
+        { "proxy with a path", """{"vhosts":{"a.localhost":{"proxy":{"/app/":"http://127.0.0.1:8080/base"}}}}""", "vhosts:a.localhost:proxy:/app/: 'http://127.0.0.1:8080/base' has something after the port" },
+        { "proxy prefix with a space", """{"vhosts":{"a.localhost":{"proxy":{"/a b/":"unix:/srv/a.sock"}}}}""", "vhosts:a.localhost:proxy:/a b/: '/a b/' contains a space" },
+        { "proxy mapping typo", """{"vhosts":{"a.localhost":{"proxy":{"/app/":{"upstream":"unix:/srv/a.sock","readTimout":"5s"}}}}}""", "vhosts:a.localhost:proxy:/app/:readTimout: unknown setting (expected one of: upstream, connectTimeout, readTimeout)" },
+        { "proxy mapping without upstream", """{"vhosts":{"a.localhost":{"proxy":{"/app/":{"readTimeout":"5s"}}}}}""", "vhosts:a.localhost:proxy:/app/:upstream: the upstream is empty" },
+        { "proxy bad timeout", """{"vhosts":{"a.localhost":{"proxy":{"/app/":"unix:/srv/a.sock","readTimeout":"soon"}}}}""", "vhosts:a.localhost:proxy:readTimeout: 'soon' is not a duration" },
+        { "proxy bad mapping timeout", """{"vhosts":{"a.localhost":{"proxy":{"/app/":{"upstream":"unix:/srv/a.sock","connectTimeout":"-1s"}}}}}""", "vhosts:a.localhost:proxy:/app/:connectTimeout: '-1s' is not a duration" },
+        { "proxy prefix twice", """{"vhosts":{"a.localhost":{"proxy":{"/app":"unix:/srv/a.sock","/app/":"unix:/srv/b.sock"}}}}""", "vhosts:a.localhost:proxy:/app/: '/app/' is mapped twice" },
+        { "proxy not an object", """{"vhosts":{"a.localhost":{"proxy":"unix:/srv/a.sock"}}}""", "vhosts:a.localhost:proxy: an object such as" },
     };
 
     private static JsonObject ValidConfig(string dir)

@@ -101,6 +101,7 @@ internal sealed class EchoUpstream : IAsyncDisposable
         });
         var app = builder.Build();
         var upstream = new EchoUpstream(app, name) { SocketPath = socketPath };
+        app.UseWebSockets();
         app.Run(upstream.HandleAsync);
         await app.StartAsync();
         if (socketPath is null)
@@ -117,6 +118,12 @@ internal sealed class EchoUpstream : IAsyncDisposable
         Interlocked.Increment(ref _requests);
         var response = context.Response;
         response.Headers["X-Upstream"] = Name;
+        if (context.WebSockets.IsWebSocketRequest)
+        {
+            await EchoWebSocketAsync(context);
+            return;
+        }
+
         switch (context.Request.Headers["X-Mode"].ToString())
         {
             case "chunked":
@@ -168,6 +175,41 @@ internal sealed class EchoUpstream : IAsyncDisposable
         if (!HttpMethods.IsHead(context.Request.Method))
         {
             await response.Body.WriteAsync(json);
+        }
+    }
+
+    /// <summary>
+    /// A WebSocket: first a text message describing the upgrade request it got (<see cref="EchoResult"/> as JSON), then
+    /// every message echoed as it came (text or binary), until the client closes.
+    /// </summary>
+    private static async Task EchoWebSocketAsync(HttpContext context)
+    {
+        using var socket = await context.WebSockets.AcceptWebSocketAsync();
+        var seen = new EchoResult(
+            context.Request.Method,
+            context.Features.GetRequiredFeature<IHttpRequestFeature>().RawTarget,
+            context.Request.Protocol,
+            context.Request.Headers.ToDictionary(h => h.Key, h => h.Value.ToString(), StringComparer.OrdinalIgnoreCase),
+            string.Empty,
+            0);
+        await socket.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(seen)), System.Net.WebSockets.WebSocketMessageType.Text, true, context.RequestAborted);
+        var buffer = new byte[64 * 1024];
+        var message = new MemoryStream();
+        while (true)
+        {
+            var result = await socket.ReceiveAsync(buffer, context.RequestAborted);
+            if (result.MessageType == System.Net.WebSockets.WebSocketMessageType.Close)
+            {
+                await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, "bye", context.RequestAborted);
+                return;
+            }
+
+            message.Write(buffer, 0, result.Count);
+            if (result.EndOfMessage)
+            {
+                await socket.SendAsync(message.ToArray(), result.MessageType, true, context.RequestAborted);
+                message.SetLength(0);
+            }
         }
     }
 

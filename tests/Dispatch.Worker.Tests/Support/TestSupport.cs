@@ -250,10 +250,19 @@ internal sealed class Harness : IAsyncDisposable
         new(name, aliases ?? [], root, listing, index ?? []);
 
     /// <summary>An HttpClient whose every connection goes through the fake dispatcher.</summary>
-    public HttpClient CreateClient(Version? version = null)
+    public HttpClient CreateClient(Version? version = null) =>
+        new(CreateHandler())
+        {
+            DefaultRequestVersion = version ?? HttpVersion.Version11,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Timeout = TimeSpan.FromSeconds(30),
+        };
+
+    /// <summary>A handler whose every connection goes through the fake dispatcher (for ClientWebSocket's invoker).</summary>
+    public SocketsHttpHandler CreateHandler()
     {
         var port = Port;
-        var handler = new SocketsHttpHandler
+        return new SocketsHttpHandler
         {
             UseProxy = false,
             AllowAutoRedirect = false,
@@ -273,12 +282,6 @@ internal sealed class Harness : IAsyncDisposable
                     throw;
                 }
             },
-        };
-        return new HttpClient(handler)
-        {
-            DefaultRequestVersion = version ?? HttpVersion.Version11,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Timeout = TimeSpan.FromSeconds(30),
         };
     }
 
