@@ -1,3 +1,4 @@
 using System.Runtime.CompilerServices;
 
 [assembly: InternalsVisibleTo("Dispatch.TlsDispatcher.Tests")]
+[assembly: InternalsVisibleTo("Dispatch.Fuzz")]

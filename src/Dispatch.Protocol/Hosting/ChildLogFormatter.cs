@@ -89,17 +89,27 @@ public sealed class ChildLogFormatter : ITextFormatter
         });
 
     /// <summary>
+    /// The master's reader of a child's stderr: UTF-8, always. A byte-order mark does not switch it to another
+    /// encoding (a child that writes FF FE first would otherwise have the rest read as UTF-16, where its line
+    /// breaks are no longer the master's); invalid bytes read as U+FFFD.
+    /// </summary>
+    public static StreamReader OpenReader(Stream stream) =>
+        new(stream, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false), detectEncodingFromByteOrderMarks: false);
+
+    /// <summary>
     /// The master's side: a line's text and its properties (names of letters, digits and '_', at most
     /// <see cref="MaxProperties"/>, values scalars). A child is less trusted than the master: anything
-    /// malformed is kept as text, never believed as properties.
+    /// malformed is kept as text, never believed as properties. Nor is the text believed clean: control
+    /// characters and line separators in it (or in a property's string) become spaces, as <see cref="Format"/>
+    /// writes them, so one line of a child's never becomes two lines of the master's log.
     /// </summary>
     public static (string Text, List<KeyValuePair<string, object?>> Properties) Split(string line)
     {
         var properties = new List<KeyValuePair<string, object?>>();
         var at = line.IndexOf(Separator, StringComparison.Ordinal);
         if (at < 0)
-            return (line, properties);
-        var text = line[..at];
+            return (Clean(line), properties);
+        var text = Clean(line[..at]);
         try
         {
             using var doc = JsonDocument.Parse(line.AsMemory(at + 1), new JsonDocumentOptions { MaxDepth = 2 });
@@ -111,7 +121,7 @@ public sealed class ChildLogFormatter : ITextFormatter
                     continue;
                 object? value = p.Value.ValueKind switch
                 {
-                    JsonValueKind.String => p.Value.GetString() is { Length: <= MaxValueLength } s ? s : null,
+                    JsonValueKind.String => p.Value.GetString() is { Length: <= MaxValueLength } s ? Clean(s) : null,
                     JsonValueKind.Number => p.Value.TryGetInt64(out var l) ? (object)l : p.Value.GetDouble(),
                     JsonValueKind.True => true,
                     JsonValueKind.False => false,
@@ -123,7 +133,7 @@ public sealed class ChildLogFormatter : ITextFormatter
         }
         catch (JsonException)
         {
-            return (line.Replace(Separator, ' '), []);
+            return (Clean(line), []);
         }
 
         return (text, properties);

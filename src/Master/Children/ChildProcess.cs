@@ -163,7 +163,7 @@ internal static class StderrPump
     {
         using var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
         using var stream = new NetworkStream(socket, ownsSocket: false);
-        using var reader = new StreamReader(stream, Encoding.UTF8);
+        using var reader = ChildLogFormatter.OpenReader(stream);
         try
         {
             while (await ReadBoundedLineAsync(reader).ConfigureAwait(false) is { } line)

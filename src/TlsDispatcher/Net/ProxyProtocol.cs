@@ -47,7 +47,8 @@ internal static class ProxyProtocol
         var probe = data[..Math.Min(data.Length, 6)];
         if (!"PROXY "u8.StartsWith(probe))
             return Fail(out error, "no PROXY protocol header from a trusted source");
-        var end = data.IndexOf("\r\n"u8);
+        // The line, CRLF included, is at most 107 bytes: look for its end there only (the rest is the client's).
+        var end = data[..Math.Min(data.Length, MaxV1)].IndexOf("\r\n"u8);
         if (end < 0)
             return data.Length >= MaxV1 ? Fail(out error, "PROXY v1 header longer than 107 bytes") : ProxyHeaderStatus.Incomplete;
         consumed = end + 2;
