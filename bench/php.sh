@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PHP "hello" through FastCGI: Dispatch vs nginx, the same php-fpm behind both, in one run. CPU per request of the
-# front end (Dispatch: master + dispatcher + worker; nginx: master + workers) and of php-fpm, as ratios Dispatch ÷ nginx.
+# front end (Dispatch: master + dispatcher + workers; nginx: master + workers) and of its php-fpm (one each, same
+# settings), as ratios Dispatch ÷ nginx.
 #
 #   sudo bench/php.sh
 #
@@ -44,20 +45,27 @@ chown "$TENANT_UID:$TENANT_UID" "$base/fpm"
 printf '<?php\necho "hello from php\\n";\n' >"$base/www/index.php"
 chown -R "$TENANT_UID:$TENANT_UID" "$base/www"; chmod 755 "$base/www"
 
-# One php-fpm pool, as the tenant, shared by both front ends (static children: no spawning during the runs).
-cat >"$base/fpm.conf" <<CONF
+# One php-fpm per front end, as the tenant, same settings (static children: no spawning during the runs). Not one
+# shared pool: php-fpm ties a child to each kept (FCGI_KEEP_CONN) connection until it closes, so the idle connections
+# one front end keeps would hold children the other then waits for (measured: nginx fell to ~200 requests/s behind
+# Dispatch's idle connections, and a Dispatch worker's warm-up request timed out and the worker restarted in a loop).
+start_fpm() { # name -> pid; socket $base/fpm/$1.sock
+  cat >"$base/fpm-$1.conf" <<CONF
 [global]
 daemonize = no
 error_log = /dev/null
-[bench]
-listen = $base/fpm/php.sock
+[$1]
+listen = $base/fpm/$1.sock
 listen.mode = 0666
 pm = static
 pm.max_children = $FPM_CHILDREN
 CONF
-setpriv --reuid=$TENANT_UID --regid=$TENANT_UID --clear-groups -- "$FPM" -F -O -y "$base/fpm.conf" 2>"$base/fpm.log" &
-fpm_pid=$!; pids+=("$fpm_pid")
-for _ in $(seq 100); do [ -S "$base/fpm/php.sock" ] && break; sleep 0.1; done
+  setpriv --reuid=$TENANT_UID --regid=$TENANT_UID --clear-groups -- "$FPM" -F -O -y "$base/fpm-$1.conf" 2>"$base/fpm-$1.log" &
+  pids+=("$!"); echo "$!" >"$base/run/fpm-$1.pid"
+  for _ in $(seq 100); do [ -S "$base/fpm/$1.sock" ] && break; sleep 0.1; done
+}
+start_fpm dispatch; dfpm_pid=$(cat "$base/run/fpm-dispatch.pid")
+start_fpm nginx; nfpm_pid=$(cat "$base/run/fpm-nginx.pid")
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 dport=$(free_port); nport=$(free_port)
@@ -69,7 +77,7 @@ cat >"$base/dispatch.json" <<JSON
   "pools": { "a": { "user": "$TENANT_UID", "group": "$TENANT_UID", "minSpare": 1 } },
   "vhosts": { "localhost": { "pool": "a", "root": "$base/www", "index": ["index.php"],
     "tryFiles": ["\$uri", "/index.php"], "accessLog": "$base/dispatch-access.log",
-    "fastcgi": { "socket": "$base/fpm/php.sock" } } } }
+    "fastcgi": { "socket": "$base/fpm/dispatch.sock" } } } }
 JSON
 "$app/Master" --config "$base/dispatch.json" >"$base/dispatch.log" 2>&1 &
 dispatch_pid=$!; pids+=("$dispatch_pid")
@@ -81,7 +89,7 @@ error_log $base/nginx-error.log;
 events { worker_connections 1024; }
 http {
   access_log $base/nginx-access.log;
-  upstream php { server unix:$base/fpm/php.sock; keepalive 8; }
+  upstream php { server unix:$base/fpm/nginx.sock; keepalive 8; }
   server {
     listen 127.0.0.1:$nport;
     root $base/www;
@@ -123,24 +131,24 @@ PY
 }
 
 hz=$(getconf CLK_TCK)
-measure() { # name pid port -> "requests front_ms fpm_ms"
+measure() { # name pid port fpm_pid -> "requests front_ms fpm_ms"
   wrk -H "Host: localhost" -t "$WRK_THREADS" -c "$WRK_CONNS" -d 2s "http://127.0.0.1:$3/some/route" >/dev/null
   local f0 p0 f1 p1 out n
-  f0=$(tree_ticks "$2"); p0=$(tree_ticks "$fpm_pid")
+  f0=$(tree_ticks "$2"); p0=$(tree_ticks "$4")
   out=$(wrk -H "Host: localhost" -t "$WRK_THREADS" -c "$WRK_CONNS" -d "$DURATION" "http://127.0.0.1:$3/some/route")
-  f1=$(tree_ticks "$2"); p1=$(tree_ticks "$fpm_pid")
+  f1=$(tree_ticks "$2"); p1=$(tree_ticks "$4")
   n=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
   printf '%s\n' "$out" | grep -q "Non-2xx" && { log "$1: non-2xx answers"; printf '%s\n' "$out" >&2; exit 1; }
   python3 -c "import sys; n,f,p,hz=map(float,sys.argv[1:]); print(int(n), f*1000/hz/n, p*1000/hz/n)" "$n" "$((f1 - f0))" "$((p1 - p0))" "$hz"
 }
-read -r dn dfront dfpm < <(measure dispatch "$dispatch_pid" "$dport")
+read -r dn dfront dfpm < <(measure dispatch "$dispatch_pid" "$dport" "$dfpm_pid")
 ps -o pid,ppid,time,rss,comm --ppid "$dispatch_pid" --pid "$dispatch_pid" >&2
-read -r nn nfront nfpm < <(measure nginx "$nginx_pid" "$nport")
+read -r nn nfront nfpm < <(measure nginx "$nginx_pid" "$nport" "$nfpm_pid")
 python3 - "$dn" "$dfront" "$dfpm" "$nn" "$nfront" "$nfpm" "$DURATION" <<'PY'
 import sys
 dn, df, dp, nn, nf, np_, dur = sys.argv[1:]
 dn, df, dp, nn, nf, np_ = int(dn), float(df), float(dp), int(nn), float(nf), float(np_)
-print(f"PHP hello through php-fpm (one shared pool), wrk {dur}:")
+print(f"PHP hello through php-fpm (one identical pool per front end), wrk {dur}:")
 print(f"| | requests | front end CPU/req | php-fpm CPU/req |")
 print(f"|---|---|---|---|")
 print(f"| Dispatch | {dn} | {df*1000:.0f} µs | {dp*1000:.0f} µs |")
