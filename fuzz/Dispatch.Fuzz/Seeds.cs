@@ -31,9 +31,9 @@ internal static class Seeds
         var session12 = new TlsSessionState(TlsSessionState.Tls12, 0xC02F, new byte[16], new byte[16], new byte[4], new byte[4], 1, 1);
         var messages = new (string Name, Func<byte[]> Encode, MessageType Type)[]
         {
-            ("hello", () => Encode(new Hello(ProcessRole.Worker, 1234, IpcChannel.Version)), MessageType.Hello),
+            ("hello", () => Encode(new Hello(ProcessRole.Worker, 1234)), MessageType.Hello),
             ("jailspec", () => Encode(new JailSpec(ProcessRole.Worker, 10001, 10001, [10001, 20], ["/usr/lib/dotnet", "/srv/a"], ["/usr/lib/dotnet"], ["/srv/a/logs"],
-                [new ResourceLimit(7, 1024, 4096)], "pool a", [new ModuleSpec("/opt/m.dll", "M.Umask", "{\"umask\":\"027\"}")], [8000, 9000], string.Empty,
+                [new ResourceLimit(7, 1024, 4096)], "pool a", [new ModuleSpec("/opt/libumask.so", "umask", "{\"umask\":\"027\"}")], [8000, 9000], string.Empty,
                 ["/sys/fs/cgroup/dispatch/a/cgroup.procs"], ["/srv/a/tmp"], new ChrootSpec(64 << 20, ["/usr"], ["/srv/a"]), true)), MessageType.JailSpec),
             ("jailspec-min", () => Encode(new JailSpec(ProcessRole.Dispatcher, 10000, 10000, [], [], [], [], [], "dispatcher", [], [])), MessageType.JailSpec),
             ("jailproof", () => Encode(new JailProof(10001, 10001, true, true, [new ProbeResult("/etc/shadow", 8, 0, "EACCES", false)], [13])), MessageType.JailProof),
@@ -61,7 +61,7 @@ internal static class Seeds
             File.WriteAllBytes(Path.Combine(dir, $"seed-{name}"), IpcTarget.Input(type, encode()));
 
         // The same Hello as a raw datagram (header written by hand as IpcChannel.Send writes it).
-        var hello = Encode(new Hello(ProcessRole.Dispatcher, 99, IpcChannel.Version));
+        var hello = Encode(new Hello(ProcessRole.Dispatcher, 99));
         var raw = new byte[1 + IpcChannel.HeaderSize + hello.Length];
         raw[0] = IpcTarget.RawSelector;
         BinaryPrimitives.WriteUInt16LittleEndian(raw.AsSpan(1), (ushort)MessageType.Hello);

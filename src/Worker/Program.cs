@@ -80,8 +80,7 @@ internal static class Program
                     f.Spawn is null ? f.Socket : null,
                     f.Spawn is { } s ? new Dispatch.Worker.FastCgi.FastCgiSpawnSettings(s.Program, s.MaxChildren, TimeSpan.FromMilliseconds(s.IdleTimeoutMs), s.Directory, s.PhpAdminValues) : null,
                     TimeSpan.FromMilliseconds(f.ConnectTimeoutMs),
-                    TimeSpan.FromMilliseconds(f.ReadTimeoutMs),
-                    f.MaxBodySize > 0 ? f.MaxBodySize : null) : null,
+                    TimeSpan.FromMilliseconds(f.ReadTimeoutMs)) : null,
                 v.TryFiles,
                 v.Web)).ToList();
             if (vhosts.Any(v => v.Identity is not null))

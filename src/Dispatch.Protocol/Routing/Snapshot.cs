@@ -125,9 +125,8 @@ public sealed record WorkerVhost(string Name, string[] Aliases, string Root, boo
 /// <summary>
 /// The vhost's FastCGI application (PHP through php-fpm): an operator-run socket (<paramref name="Socket"/>), or a php-fpm
 /// the worker starts itself as the tenant (<paramref name="Spawn"/>; then <paramref name="Socket"/> is empty).
-/// <paramref name="MaxBodySize"/>: the request body limit for requests it handles; 0 keeps Kestrel's.
 /// </summary>
-public sealed record FastCgiRoute(string Socket, int ConnectTimeoutMs, int ReadTimeoutMs, long MaxBodySize, FastCgiSpawnRoute? Spawn);
+public sealed record FastCgiRoute(string Socket, int ConnectTimeoutMs, int ReadTimeoutMs, FastCgiSpawnRoute? Spawn);
 
 /// <summary>
 /// A php-fpm started by the worker: its binary, its one pool's <c>pm.max_children</c> and idle timeout, and the

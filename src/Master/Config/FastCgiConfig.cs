@@ -4,8 +4,7 @@ namespace Dispatch.Master.Config;
 /// A vhost's <c>fastcgi</c> section: the tenant's FastCGI application (PHP), reached on an operator-run Unix socket
 /// (<paramref name="Socket"/>) or started by the worker itself (<paramref name="Spawn"/>); exactly one of the two.
 /// </summary>
-/// <param name="MaxBodySize">Request body limit for the requests FastCGI handles; null keeps Kestrel's default (30,000,000 bytes).</param>
-internal sealed record FastCgiConfig(string? Socket, FastCgiSpawnConfig? Spawn, TimeSpan ConnectTimeout, TimeSpan ReadTimeout, ulong? MaxBodySize)
+internal sealed record FastCgiConfig(string? Socket, FastCgiSpawnConfig? Spawn, TimeSpan ConnectTimeout, TimeSpan ReadTimeout)
 {
     public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(5);
 
@@ -19,6 +18,5 @@ internal sealed record FastCgiConfig(string? Socket, FastCgiSpawnConfig? Spawn, 
             c.Socket ?? string.Empty,
             (int)c.ConnectTimeout.TotalMilliseconds,
             (int)c.ReadTimeout.TotalMilliseconds,
-            (long)(c.MaxBodySize ?? 0),
             c.Spawn is { } s ? new(s.Program, s.MaxChildren, (int)s.IdleTimeout.TotalMilliseconds, spawnDirectory, s.PhpAdminValues.Count == 0 ? null : new Dictionary<string, string>(s.PhpAdminValues, StringComparer.Ordinal)) : null);
 }

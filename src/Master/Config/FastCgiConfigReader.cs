@@ -6,11 +6,8 @@ namespace Dispatch.Master.Config;
 /// <summary>Reads and checks a vhost's <c>fastcgi</c> section and its <c>tryFiles</c> list (see docs/fastcgi.md).</summary>
 internal static class FastCgiConfigReader
 {
-    private static readonly string[] Keys = ["socket", "spawn", "connectTimeout", "readTimeout", "maxBodySize"];
+    private static readonly string[] Keys = ["socket", "spawn", "connectTimeout", "readTimeout"];
     private static readonly string[] SpawnKeys = ["program", "maxChildren", "idleTimeout", "phpAdminValues"];
-
-    /// <summary>The largest <c>maxBodySize</c> accepted (64 GiB).</summary>
-    private const ulong MaxBodySizeLimit = 64UL << 30;
 
     public static FastCgiConfig? Read(Action<string, string> error, Func<IConfigurationSection, TimeSpan, TimeSpan> duration, IConfigurationSection vhost)
     {
@@ -45,22 +42,11 @@ internal static class FastCgiConfigReader
         if (socketSection.Exists() == spawnSection.Exists())
             error(section.Path, "needs exactly one of \"socket\" (an operator-run php-fpm's Unix socket) or \"spawn\" (a php-fpm the worker starts as the tenant)");
 
-        var maxBody = section.GetSection("maxBodySize");
-        ulong? maxBodySize = null;
-        if (maxBody.Value is { } size)
-        {
-            if (TryParseSize(size, out var bytes))
-                maxBodySize = bytes;
-            else
-                error(maxBody.Path, $"'{size}' is not a size such as 30000000, 512K, 64M or 2G (at most 64G)");
-        }
-
         return new FastCgiConfig(
             socket,
             spawn,
             duration(section.GetSection("connectTimeout"), FastCgiConfig.DefaultConnectTimeout),
-            duration(section.GetSection("readTimeout"), FastCgiConfig.DefaultReadTimeout),
-            maxBodySize);
+            duration(section.GetSection("readTimeout"), FastCgiConfig.DefaultReadTimeout));
     }
 
     /// <summary>
@@ -214,15 +200,4 @@ internal static class FastCgiConfigReader
         return ok ? new FastCgiSpawnConfig(program!, maxChildren, idle, values) : null;
     }
 
-    private static bool TryParseSize(string text, out ulong bytes)
-    {
-        bytes = 0;
-        var t = text.Trim();
-        var shift = t.Length > 0 ? char.ToUpperInvariant(t[^1]) switch { 'K' => 10, 'M' => 20, 'G' => 30, _ => 0 } : 0;
-        var digits = shift == 0 ? t : t[..^1];
-        if (!ulong.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n > MaxBodySizeLimit >> shift)
-            return false;
-        bytes = n << shift;
-        return bytes is >= 1 and <= MaxBodySizeLimit;
-    }
 }

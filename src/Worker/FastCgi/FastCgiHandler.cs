@@ -17,8 +17,8 @@ namespace Dispatch.Worker.FastCgi;
 /// parameters of nginx's <c>fastcgi_params</c> plus SCRIPT_FILENAME, PATH_INFO, DOCUMENT_ROOT, HTTPS and the request's
 /// header fields as HTTP_* (except Proxy: httpoxy), then the body as STDIN records while the answer is read — never
 /// buffered whole. A body without a length (chunked, or HTTP/2 without content-length) is refused with 411: PHP reads
-/// exactly CONTENT_LENGTH bytes. The body is bounded by Kestrel's MaxRequestBodySize (the vhost's
-/// <see cref="FastCgiSettings.MaxBodySize"/> when set; 413 beyond it).</para>
+/// exactly CONTENT_LENGTH bytes. The body is bounded by the vhost's <c>maxBodySize</c> (413 beyond it), as for every
+/// handler.</para>
 /// <para><b>Response.</b> STDOUT is a CGI response (header block parsed strictly by <see cref="CgiResponseHead"/>, then
 /// the body streamed); STDERR lines go to the vhost's error log (sanitized, bounded); FCGI_END_REQUEST ends it.</para>
 /// <para><b>Errors</b>, each logged once at Warning to the vhost's error log: no connection (refused, missing socket,
@@ -228,11 +228,6 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
         public async Task RunAsync()
         {
             var request = context.Request;
-            if (settings.MaxBodySize is { } max && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
-            {
-                limit.MaxRequestBodySize = max;
-            }
-
             var canHaveBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? request.ContentLength > 0;
             if (canHaveBody && request.ContentLength is null)
             {

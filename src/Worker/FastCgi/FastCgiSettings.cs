@@ -12,13 +12,11 @@ namespace Dispatch.Worker.FastCgi;
 /// <param name="ReadTimeout">How long the application may stay silent (no record) while we wait for its answer before
 /// the client gets 504 (or, once the response started, the connection is aborted); re-armed by each request body chunk
 /// passed on. Null or not positive: <see cref="DefaultReadTimeout"/>.</param>
-/// <param name="MaxBodySize">Request body limit for the requests FastCGI handles; null keeps Kestrel's (30,000,000 bytes).</param>
 public sealed record FastCgiSettings(
     string? Socket,
     FastCgiSpawnSettings? Spawn = null,
     TimeSpan? ConnectTimeout = null,
-    TimeSpan? ReadTimeout = null,
-    long? MaxBodySize = null)
+    TimeSpan? ReadTimeout = null)
 {
     public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(5);
 

@@ -19,7 +19,7 @@ public sealed class FastCgiConfigTests(ITestOutputHelper output)
         { "long socket", "{\"fastcgi\":{\"socket\":\"/" + new string('s', 120) + ".sock\"}}", "vhosts:a.localhost:fastcgi:socket: '/" + new string('s', 120) + ".sock' is longer than a Unix socket path may be (107 bytes)" },
         { "typo", """{"fastcgi":{"socket":"/run/php/a.sock","readTimout":"5s"}}""", "vhosts:a.localhost:fastcgi:readTimout: unknown setting" },
         { "bad timeout", """{"fastcgi":{"socket":"/run/php/a.sock","readTimeout":"soon"}}""", "vhosts:a.localhost:fastcgi:readTimeout: 'soon' is not a duration" },
-        { "bad size", """{"fastcgi":{"socket":"/run/php/a.sock","maxBodySize":"huge"}}""", "vhosts:a.localhost:fastcgi:maxBodySize: 'huge' is not a size" },
+        { "body size is the vhost's", """{"fastcgi":{"socket":"/run/php/a.sock","maxBodySize":"64M"}}""", "vhosts:a.localhost:fastcgi:maxBodySize: unknown setting" },
         { "missing program", """{"fastcgi":{"spawn":{"program":"/usr/sbin/php-fpm0.0"}}}""", "vhosts:a.localhost:fastcgi:spawn:program: '/usr/sbin/php-fpm0.0' does not exist" },
         { "no program", """{"fastcgi":{"spawn":{"maxChildren":3}}}""", "vhosts:a.localhost:fastcgi:spawn:program: required" },
         { "not executable", """{"fastcgi":{"spawn":{"program":"/etc/passwd"}}}""", "vhosts:a.localhost:fastcgi:spawn:program: '/etc/passwd' is not executable" },
@@ -78,7 +78,7 @@ public sealed class FastCgiConfigTests(ITestOutputHelper output)
             var a = Directory.CreateDirectory(Path.Combine(dir, "a")).FullName;
             var b = Directory.CreateDirectory(Path.Combine(dir, "b")).FullName;
             var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-            config["vhosts"]!["a.localhost"]!["fastcgi"] = new JsonObject { ["socket"] = "/run/php/a.sock", ["connectTimeout"] = "2s", ["readTimeout"] = "5m", ["maxBodySize"] = "64M" };
+            config["vhosts"]!["a.localhost"]!["fastcgi"] = new JsonObject { ["socket"] = "/run/php/a.sock", ["connectTimeout"] = "2s", ["readTimeout"] = "5m" };
             config["vhosts"]!["a.localhost"]!["tryFiles"] = new JsonArray("$uri", "$uri/", "/index.php");
             config["vhosts"]!["b.localhost"]!["fastcgi"] = new JsonObject
             {

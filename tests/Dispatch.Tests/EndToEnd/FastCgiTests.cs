@@ -75,8 +75,8 @@ public sealed class FastCgiTests : IDisposable
                 ["maxChildren"] = 3,
                 ["phpAdminValues"] = new JsonObject { ["post_max_size"] = "64M" },
             },
-            ["maxBodySize"] = "64M",
         };
+        vhost["maxBodySize"] = "64M";
         _dispatch = DispatchInstance.StartReady(dir, config, _output);
         var d = _dispatch;
         var url = $"http://127.0.0.1:{d.HttpPort}";

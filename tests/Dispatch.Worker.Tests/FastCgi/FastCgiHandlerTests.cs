@@ -32,7 +32,8 @@ public sealed class FastCgiHandlerTests(ITestOutputHelper output) : IAsyncLifeti
         _harness = await Harness.StartAsync(
             Harness.Vhost("f.localhost", root) with
             {
-                FastCgi = new FastCgiSettings(_app.Path, ReadTimeout: TimeSpan.FromSeconds(1), MaxBodySize: 64L << 20),
+                FastCgi = new FastCgiSettings(_app.Path, ReadTimeout: TimeSpan.FromSeconds(1)),
+                Web = Dispatch.Protocol.Routing.VhostWeb.Default with { MaxBodySize = 64L << 20 },
                 TryFiles = ["$uri", "$uri/", "/app.php"],
             },
             Harness.Vhost("gone.localhost", root) with { FastCgi = new FastCgiSettings(_dir.Combine("missing.sock")) });
