@@ -74,40 +74,8 @@ internal static unsafe class CertificateLoader
             path = resolved;
         }
 
-        var fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NOFOLLOW, 0);
-        if (fd < 0)
-            throw new CertificateException($"{path}: {Libc.Describe(Libc.LastError)}");
-        try
-        {
-            if (Libc.FStat(fd, &st) != 0)
-                throw new CertificateException($"{path}: {Libc.Describe(Libc.LastError)}");
-            if ((st.Mode & Libc.S_IFMT) != Libc.S_IFREG)
-                throw new CertificateException($"{path}: not a regular file");
-            if (st.Uid != 0)
-                throw new CertificateException($"{path}: owned by uid {st.Uid}, not root");
-            if ((st.Mode & 0x12) != 0)
-                throw new CertificateException($"{path}: writable by group or others (mode {Convert.ToString(st.Mode & 0xFFF, 8)})");
-            if (st.Size > MaxFileBytes)
-                throw new CertificateException($"{path}: {st.Size} bytes, more than the {MaxFileBytes}-byte limit");
-            var buffer = new byte[st.Size];
-            var done = 0;
-            fixed (byte* p = buffer)
-            {
-                while (done < buffer.Length)
-                {
-                    var n = Libc.PRead(fd, p + done, (nuint)(buffer.Length - done), done);
-                    if (n <= 0)
-                        throw new CertificateException($"{path}: short read");
-                    done += (int)n;
-                }
-            }
-
-            return System.Text.Encoding.ASCII.GetString(buffer);
-        }
-        finally
-        {
-            Libc.Close(fd);
-        }
+        var bytes = RootOwnedFile.TryRead(path, MaxFileBytes, out var problem) ?? throw new CertificateException(problem!);
+        return System.Text.Encoding.ASCII.GetString(bytes);
     }
 }
 
