@@ -551,7 +551,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                         }
 
                         headDone = true;
-                        sendBody = Apply(parsed);
+                        sendBody = parsed.ApplyTo(context);
                         declared = parsed.ContentLength;
 
                         // The body bytes that came with the head: those left in the head buffer, then the rest of this record.
@@ -624,47 +624,6 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
             {
                 return false; // the client is gone
             }
-        }
-
-        /// <summary>Applies the script's header block; false when no body may be sent (HEAD, 204, 304).</summary>
-        private bool Apply(CgiResponseHead head)
-        {
-            var response = context.Response;
-            response.StatusCode = head.Status;
-            if (head.Reason is not null && context.Features.Get<IHttpResponseFeature>() is { } feature)
-            {
-                feature.ReasonPhrase = head.Reason;
-            }
-
-            if (head.ContentType is not null)
-            {
-                response.ContentType = head.ContentType;
-            }
-
-            if (head.Location is not null)
-            {
-                response.Headers.Location = head.Location;
-            }
-
-            if (head.ContentLength is { } length && head.Status != StatusCodes.Status204NoContent)
-            {
-                response.ContentLength = length;
-            }
-
-            var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-            foreach (var (name, value) in head.Fields)
-            {
-                if (seen.Add(name))
-                {
-                    response.Headers[name] = value;
-                }
-                else
-                {
-                    response.Headers.Append(name, value);
-                }
-            }
-
-            return head.Status is not (StatusCodes.Status204NoContent or StatusCodes.Status304NotModified) && !HttpMethods.IsHead(context.Request.Method);
         }
 
         /// <summary>A failure of the application: the error page when nothing was sent yet, else the connection aborted.</summary>

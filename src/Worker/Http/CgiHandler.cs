@@ -434,7 +434,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 return;
             }
 
-            var sendBody = Apply(head);
+            var sendBody = head.ApplyTo(context);
 
             // 2. The body, streamed.
             long sent = 0;
@@ -537,48 +537,6 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             {
                 Log.Warning("CGI {Script} of {Vhost} (pid {Pid}) ended with {Status} after its response", script, vhost.Name, process.Pid, CgiProcess.DescribeStatus(status));
             }
-        }
-
-        /// <summary>Applies the script's header block; false when no body may be sent (HEAD, 204, 304).</summary>
-        private bool Apply(CgiResponseHead head)
-        {
-            var response = context.Response;
-            response.StatusCode = head.Status;
-            if (head.Reason is not null && context.Features.Get<IHttpResponseFeature>() is { } feature)
-            {
-                feature.ReasonPhrase = head.Reason;
-            }
-
-            var bodyAllowed = head.Status is not (StatusCodes.Status204NoContent or StatusCodes.Status304NotModified);
-            if (head.ContentType is not null)
-            {
-                response.ContentType = head.ContentType;
-            }
-
-            if (head.Location is not null)
-            {
-                response.Headers.Location = head.Location;
-            }
-
-            if (head.ContentLength is { } length && head.Status != StatusCodes.Status204NoContent)
-            {
-                response.ContentLength = length;
-            }
-
-            var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-            foreach (var (name, value) in head.Fields)
-            {
-                if (seen.Add(name))
-                {
-                    response.Headers[name] = value; // replaces a default of ours (X-Content-Type-Options)
-                }
-                else
-                {
-                    response.Headers.Append(name, value);
-                }
-            }
-
-            return bodyAllowed && !HttpMethods.IsHead(context.Request.Method);
         }
 
         /// <summary>The run was stopped before a header: the client left (nothing to answer) or the timeout (504).</summary>

@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace Dispatch.Worker.Http;
 
@@ -16,6 +18,52 @@ internal sealed class CgiResponseHead
     {
         "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "HTTP2-Settings",
     };
+
+    /// <summary>
+    /// Applies this header block to <paramref name="context"/>'s response (status and reason, Content-Type, Location,
+    /// Content-Length, the other fields: the first of a name replaces a default of ours, later ones are appended);
+    /// false when no body may be sent (HEAD, 204, 304). Shared by CGI and FastCGI, whose answers are both CGI responses.
+    /// </summary>
+    public bool ApplyTo(HttpContext context)
+    {
+        var response = context.Response;
+        response.StatusCode = Status;
+        if (Reason is not null && context.Features.Get<IHttpResponseFeature>() is { } feature)
+        {
+            feature.ReasonPhrase = Reason;
+        }
+
+        if (ContentType is not null)
+        {
+            response.ContentType = ContentType;
+        }
+
+        if (Location is not null)
+        {
+            response.Headers.Location = Location;
+        }
+
+        if (ContentLength is { } length && Status != StatusCodes.Status204NoContent)
+        {
+            response.ContentLength = length;
+        }
+
+        var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (name, value) in Fields)
+        {
+            if (seen.Add(name))
+            {
+                response.Headers[name] = value; // replaces a default of ours (X-Content-Type-Options)
+            }
+            else
+            {
+                response.Headers.Append(name, value);
+            }
+        }
+
+        return Status is not (StatusCodes.Status204NoContent or StatusCodes.Status304NotModified)
+            && !HttpMethods.IsHead(context.Request.Method);
+    }
 
     private CgiResponseHead()
     {
