@@ -215,27 +215,60 @@ public sealed class StopAndUpgradeTests : IDisposable
     [SkippableFact]
     public async Task SIGTERM_fails_a_connection_still_waiting_for_a_worker_at_once_instead_of_holding_the_stop()
     {
-        // Pool b's "worker program" is a copy of sleep: it dies at every start, so its connection waits
-        // (workerWait: 10 minutes) for a worker that never comes.
+        // Pool b's "worker program" never says hello (a Python script that sleeps), so its connection waits
+        // (workerWait: 10 minutes) for a worker that never comes. (A program that failed at once no longer makes a
+        // connection wait: a failed start puts the pool in backoff and its waiting connections get 503 at once.)
         var (d, dir) = Start("sigterm-waiting", config =>
         {
             var root = Path.GetDirectoryName(config["vhosts"]!["b.localhost"]!["root"]!.GetValue<string>())!;
             var program = Path.Combine(root, "never-ready");
-            File.Copy("/bin/sleep", program);
+            File.WriteAllText(program, "#!/usr/bin/python3\nimport time\ntime.sleep(600)\n");
             File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
+            var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
             config["pools"]!["b"]!["program"] = program;
+            config["pools"]!["b"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
             config["dispatcher"]!["workerWait"] = "600s";
         });
         using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await s.ConnectAsync("127.0.0.1", d.HttpPort);
         await s.SendAsync("GET / HTTP/1.1\r\nHost: b.localhost\r\n\r\n"u8.ToArray());
-        d.WaitForLine(new Regex(@"Could not start a worker for pool b"));
+        // The connection is waiting once pool b's silent worker runs.
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!WorkerRuns("never-ready"))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "pool b's worker program was not started within 60 s");
+            await Task.Delay(50);
+        }
+
         Assert.Equal(0, Tools.Run("kill", "-TERM", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
         var answer = await ReadToEndAsync(s);
         Assert.StartsWith("HTTP/1.1 503", answer, StringComparison.Ordinal);
         d.WaitForLine(new Regex(@"Connection \d+ for pool b gets no worker: Dispatch is stopping"));
         Assert.Equal(0, d.WaitForExit());
         _ = dir;
+    }
+
+    /// <summary>Whether a process runs whose command line names <paramref name="program"/>.</summary>
+    private static bool WorkerRuns(string program)
+    {
+        foreach (var proc in Directory.EnumerateDirectories("/proc"))
+        {
+            try
+            {
+                if (File.ReadAllText(Path.Combine(proc, "cmdline")).Contains(program, StringComparison.Ordinal))
+                    return true;
+            }
+            catch (IOException)
+            {
+                // the process ended, or the entry is not a process
+            }
+            catch (UnauthorizedAccessException)
+            {
+                // not readable: not one of ours
+            }
+        }
+
+        return false;
     }
 
     private static async Task<string> ReadToEndAsync(Socket s)
