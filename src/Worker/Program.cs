@@ -28,7 +28,7 @@ internal static class Program
             // the LogFiles/ErrorLogFiles it announces; serving, log files again (a reopen) and Stop.
             WorkerSetup? setup = null;
             Stop? stopRequested = null;
-            var logs = new LogFileTable();
+            var logs = new LogFileTable(log);
             var peer = MasterPeer.Create(
                 (message, fds) =>
                 {

@@ -13,6 +13,7 @@ namespace Dispatch.Tests.EndToEnd;
 /// </summary>
 public sealed partial class FaultTests : IDisposable
 {
+    private static readonly string[] Tenants = ["a", "b"];
     private readonly ITestOutputHelper _output;
     private readonly List<IDisposable> _cleanup = [];
     private readonly Random _random;
@@ -163,6 +164,73 @@ public sealed partial class FaultTests : IDisposable
         a2.WaitForProgress();
         Report(b2, a2);
         Assert.Equal(0, b2.FailureCount + a2.FailureCount);
+    }
+
+    [SkippableFact]
+    public async Task A_full_log_disk_leaves_serving_untouched_is_logged_once_and_logging_resumes_when_space_returns()
+    {
+        string? logs = null;
+        var s = Start("faults-disk", (config, dir) =>
+        {
+            // The tenants' logs on a small disk of their own (a 256 KiB tmpfs, root-owned like a real log directory).
+            logs = Path.Combine(dir, "logs");
+            Directory.CreateDirectory(logs);
+            var mount = Tools.Run("mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", logs);
+            Assert.True(mount.ExitCode == 0, $"mount tmpfs: {mount.Stderr}");
+            _cleanup.Add(new Unmount(logs));
+            foreach (var v in Tenants)
+            {
+                config["vhosts"]![$"{v}.localhost"]!["accessLog"] = Path.Combine(logs, $"{v}.access.log");
+                config["vhosts"]![$"{v}.localhost"]!["errorLog"] = Path.Combine(logs, $"{v}.error.log");
+            }
+        });
+        var d = s.Dispatch;
+        var accessA = Path.Combine(logs!, "a.access.log");
+        await using var aKeep = new GoodClient("a keep-alive http", s.Http(), "a.localhost", "A", keepAlive: true);
+        await using var aTls = new GoodClient("a new-connection https (pumped)", s.Https(), "a.localhost", "A", keepAlive: false);
+        await using var bNew = new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false);
+        GoodClient[] all = [aKeep, aTls, bNew];
+        foreach (var c in all)
+            c.WaitForProgress();
+        Assert.Contains("\"GET / HTTP/1.1\" 200", File.ReadAllText(accessA), StringComparison.Ordinal);
+
+        // Fill the disk (dd stops at ENOSPC).
+        RandomMoment();
+        var filler = Path.Combine(logs!, "filler");
+        var dd = Tools.Run("dd", "if=/dev/zero", $"of={filler}", "bs=4k");
+        Assert.Contains("No space left on device", dd.Stderr, StringComparison.Ordinal);
+        foreach (var v in Tenants)
+            d.WaitForLine(new Regex($@"The access log of {v}\.localhost cannot be written \(No space left on device\): its lines are dropped"));
+        var fullAt = new FileInfo(accessA).Length;
+        foreach (var c in all)
+            c.WaitForProgress(50);
+        Assert.Equal(fullAt, new FileInfo(accessA).Length);
+
+        // Space again: the next request's line is written, and the loss is reported once.
+        File.Delete(filler);
+        foreach (var v in Tenants)
+            d.WaitForLine(new Regex($@"The access log of {v}\.localhost is written again; \d+ lines were dropped while it could not be"));
+        foreach (var c in all)
+            c.WaitForProgress();
+        Assert.True(new FileInfo(accessA).Length > fullAt, "the access log grows again");
+        // Whole lines only, but for the one the disk filled in the middle of (ended, so the next one starts on its own line).
+        var cut = File.ReadAllLines(accessA).Where(l => !Regex.IsMatch(l, @"^\S+ - - \[[^\]]+\] ""[A-Z]+ / HTTP/1\.1"" \d{3} \S+ "".*"" "".*"" \S+ \S+$")).ToList();
+        Assert.True(cut.Count <= 1, string.Join('\n', cut));
+        Report(all);
+        foreach (var c in all)
+            Assert.True(c.FailureCount == 0, c.ToString());
+
+        // Once per failure, not once per request: one line each, however many requests were served meanwhile.
+        foreach (var v in Tenants)
+        {
+            Assert.Single(Regex.Matches(d.Log, $@"The access log of {v}\.localhost cannot be written"));
+            Assert.Single(Regex.Matches(d.Log, $@"The access log of {v}\.localhost is written again"));
+        }
+    }
+
+    private sealed class Unmount(string path) : IDisposable
+    {
+        public void Dispose() => Tools.Run("umount", "-l", path);
     }
 
     /// <summary>Every process whose parent chain leads to <paramref name="root"/>.</summary>
