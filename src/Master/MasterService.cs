@@ -839,7 +839,8 @@ internal sealed partial class MasterService : IDisposable
         var peer = DispatcherPeer.Create(
             request => _ = StartWorkerAsync(dispatcher, request),
             stats => OnDispatcherStats(dispatcher, stats),
-            request => _ = AnswerMetricsAsync(dispatcher, request));
+            request => _ = AnswerMetricsAsync(dispatcher, request),
+            gone => KillGivenUp(dispatcher, gone));
         while (true)
         {
             IpcMessage? message;
@@ -876,6 +877,22 @@ internal sealed partial class MasterService : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>A dispatcher gave up one of its workers (it stopped reading its channel): it is killed, so that what waits in its channel closes.</summary>
+    private void KillGivenUp(ChildProcess dispatcher, WorkerGone gone)
+    {
+        ChildProcess? worker;
+        lock (_gate)
+            worker = _workers.TryGetValue(gone.WorkerId, out var w) && _ownerOf.GetValueOrDefault(w.Pid) == dispatcher ? w : null;
+        if (worker is null)
+        {
+            _log.Debug("Dispatcher {Pid} gave up worker {Worker}, which is not one of its own (any more)", dispatcher.Pid, gone.WorkerId);
+            return;
+        }
+
+        _log.Warning("Worker {Pid} of pool {Pool} killed: dispatcher {Dispatcher} gave it up ({Reason})", worker.Pid, worker.Name, dispatcher.Pid, new string([.. gone.Reason.Take(256).Select(c => char.IsControl(c) ? '?' : c)]));
+        worker.Kill();
     }
 
     private Task StartWorkerAsync(ChildProcess dispatcher, NeedWorker request)

@@ -61,6 +61,16 @@ public sealed class IpcChannel : IDisposable
 
     public int Descriptor => _fd;
 
+    /// <summary>True when a message would fit in the peer's queue now (poll POLLOUT, no wait).</summary>
+    public unsafe bool Writable
+    {
+        get
+        {
+            var pfd = new Libc.PollFd { Fd = _fd, Events = Libc.POLLOUT };
+            return Libc.Poll(&pfd, 1, 0) > 0 && (pfd.REvents & Libc.POLLOUT) != 0;
+        }
+    }
+
     /// <summary>Wraps an inherited or received channel descriptor; the channel owns it from now on.</summary>
     public static IpcChannel FromDescriptor(int fd, string peer) => new(fd, peer);
 
@@ -84,6 +94,16 @@ public sealed class IpcChannel : IDisposable
     }
 
     public void Send<T>(T message, ReadOnlySpan<int> descriptors = default)
+        where T : IWireMessage<T> => Send(message, descriptors, wait: true);
+
+    /// <summary>
+    /// Sends without waiting: false, with nothing sent, when the peer's queue is full (it is not reading). For the
+    /// dispatcher's hand-offs, which must never block on one worker (docs/faults.md).
+    /// </summary>
+    public bool TrySend<T>(T message, ReadOnlySpan<int> descriptors = default)
+        where T : IWireMessage<T> => Send(message, descriptors, wait: false);
+
+    private bool Send<T>(T message, ReadOnlySpan<int> descriptors, bool wait)
         where T : IWireMessage<T>
     {
         if (descriptors.Length != T.DescriptorCount(message))
@@ -98,7 +118,7 @@ public sealed class IpcChannel : IDisposable
             buffer[2] = Version;
             buffer[3] = (byte)descriptors.Length;
             BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(4), (uint)length);
-            SendRaw(buffer.AsSpan(0, HeaderSize + length), descriptors);
+            return SendRaw(buffer.AsSpan(0, HeaderSize + length), descriptors, wait);
         }
         finally
         {
@@ -106,7 +126,7 @@ public sealed class IpcChannel : IDisposable
         }
     }
 
-    private unsafe void SendRaw(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors)
+    private unsafe bool SendRaw(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors, bool wait)
     {
         var control = stackalloc byte[ControlSize];
         fixed (byte* data = datagram)
@@ -132,12 +152,14 @@ public sealed class IpcChannel : IDisposable
             {
                 var sent = Libc.SendMsg(_fd, &msg, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
                 if (sent >= 0)
-                    return;
+                    return true;
                 var errno = Libc.LastError;
                 if (errno == Libc.EINTR)
                     continue;
                 if (errno != Libc.EAGAIN)
                     throw new SysCallException($"sendmsg to {Peer}", errno);
+                if (!wait)
+                    return false;
                 // The peer is not reading. Wait a bounded time for room, then give up on it.
                 if (waited >= 5000)
                     throw new SysCallException($"sendmsg to {Peer} (peer not reading for 5 s)", errno);

@@ -233,6 +233,45 @@ public sealed partial class FaultTests : IDisposable
         public void Dispose() => Tools.Run("umount", "-l", path);
     }
 
+    [SkippableFact]
+    public async Task A_worker_that_stops_reading_its_channel_blocks_nothing_and_is_given_up_killed_and_replaced()
+    {
+        var s = Start("faults-stuck");
+        var d = s.Dispatch;
+        await using var bKeep = new GoodClient("b keep-alive http", s.Http(), "b.localhost", "B", keepAlive: true);
+        await using var bNew = new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false);
+        await using var bTls = new GoodClient("b new-connection https (handed)", s.Https(), "b.localhost", "B", keepAlive: false);
+        // Tenant a, 16 at a time: more than a stopped worker's channel queues, so hand-offs find it full too.
+        await using var aNew = new GoodClient("a new-connection http x16", s.Http(), "a.localhost", "A", keepAlive: false, lanes: 16);
+        GoodClient[] all = [bKeep, bNew, bTls, aNew];
+        GoodClient[] others = [bKeep, bNew, bTls];
+        foreach (var c in all)
+            c.WaitForProgress();
+        var worker = d.WorkerPid("a");
+
+        // SIGSTOP: the worker reads nothing any more (its channel, its connections). The dispatcher keeps serving every
+        // other tenant meanwhile, gives the worker up, the master kills it, and a new worker serves tenant a.
+        RandomMoment();
+        _cleanup.Add(new Signal(worker, "CONT"));
+        Assert.Equal(0, Tools.Run("kill", "-STOP", worker.ToString(CultureInfo.InvariantCulture)).ExitCode);
+        foreach (var c in others)
+            c.WaitForProgress(20);
+        d.WaitForLine(new Regex($@"Worker {worker} of pool a given up: (it has not taken the \d+ connection\(s\) waiting in its channel|its channel has been full) for \d+ s"));
+        d.WaitForLine(new Regex($@"Worker {worker} of pool a killed: dispatcher {d.DispatcherPid} gave it up"));
+        d.WaitForLine(new Regex($@"Worker {worker} of pool a exited \(signal 9\)"));
+        Assert.NotEqual(worker, d.WorkerPid("a", skip: 1));
+        foreach (var c in all)
+            c.WaitForProgress();
+        Report(all);
+        foreach (var c in others)
+            Assert.True(c.FailureCount == 0, c.ToString());
+    }
+
+    private sealed class Signal(int pid, string signal) : IDisposable
+    {
+        public void Dispose() => Tools.Run("kill", $"-{signal}", pid.ToString(CultureInfo.InvariantCulture));
+    }
+
     /// <summary>Every process whose parent chain leads to <paramref name="root"/>.</summary>
     private static List<int> Descendants(int root)
     {
