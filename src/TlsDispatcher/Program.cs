@@ -167,7 +167,13 @@ internal static class Program
                 if (await receive.ConfigureAwait(false) is not { } message)
                     break;
                 using (message)
-                    await peer.DispatchAsync(message, drained is null ? PeerPhase.Serving : PeerPhase.Draining).ConfigureAwait(false);
+                {
+                    // A worker whose channel could not be received (no descriptor free here): forget the request, ask again later.
+                    if (message.DescriptorsLost && message.Type == MessageType.WorkerReady)
+                        pools.OnReadyLost(message);
+                    else
+                        await peer.DispatchAsync(message, drained is null ? PeerPhase.Serving : PeerPhase.Draining).ConfigureAwait(false);
+                }
             }
 
             // The master is gone: everything Dispatch started ends with it.

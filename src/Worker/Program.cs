@@ -222,10 +222,31 @@ internal static class Program
 
             Interlocked.Increment(ref s_received);
         });
+        long lost = 0;
+        long lastLoss = 0;
         while (await dispatcher.ReceiveAsync().ConfigureAwait(false) is { } message)
         {
             using (message)
+            {
+                if (message.DescriptorsLost && message.Type == MessageType.Connection)
+                {
+                    // No descriptor free here (RLIMIT_NOFILE): the kernel closed the connection on the way in. Said once
+                    // per episode (one ends after 5 s without a loss); this worker serves what it has meanwhile.
+                    Interlocked.Increment(ref s_received);
+                    lastLoss = Environment.TickCount64;
+                    if (lost++ == 0)
+                        log.Warning("Worker {Pid} has no descriptor left (its nofile limit): connections handed to it are lost until one frees up", Environment.ProcessId);
+                    continue;
+                }
+
+                if (lost > 0 && Environment.TickCount64 - lastLoss > 5000)
+                {
+                    log.Information("Worker {Pid} takes connections again; {Lost} were lost to its descriptor limit", Environment.ProcessId, lost);
+                    lost = 0;
+                }
+
                 await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
+            }
         }
     }
 }

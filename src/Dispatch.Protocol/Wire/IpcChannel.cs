@@ -247,7 +247,11 @@ public sealed class IpcChannel : IDisposable
         {
             if (received == 0 && fds.Count == 0)
                 return null;
-            if ((msg.Flags & Libc.MSG_CTRUNC) != 0)
+            // The kernel truncates the descriptors when this process has no free descriptor left (RLIMIT_NOFILE): not the
+            // peer's fault. The message is returned with DescriptorsLost set (its descriptors were closed by the kernel), so
+            // the receiver can drop that one message and go on; handled nowhere, it fails to decode as before.
+            var lost = (msg.Flags & Libc.MSG_CTRUNC) != 0 && AtDescriptorLimit();
+            if ((msg.Flags & Libc.MSG_CTRUNC) != 0 && !lost)
                 throw new WireException($"{Peer} sent more descriptors than any message may carry");
             if ((msg.Flags & Libc.MSG_TRUNC) != 0)
                 throw new WireException($"{Peer} sent a datagram over {MaxDatagram} bytes");
@@ -261,9 +265,9 @@ public sealed class IpcChannel : IDisposable
                 throw new WireException($"{Peer} speaks protocol version {version}, this side {Version}");
             if (length != received - HeaderSize)
                 throw new WireException($"{Peer} declared {length} payload bytes but sent {received - HeaderSize}");
-            if (declared != fds.Count)
+            if (declared != fds.Count && !lost)
                 throw new WireException($"{Peer} declared {declared} descriptors with {type} but {fds.Count} arrived");
-            var message = new IpcMessage(type, _receiveBuffer.AsMemory(HeaderSize, (int)length), fds);
+            var message = new IpcMessage(type, _receiveBuffer.AsMemory(HeaderSize, (int)length), fds) { DescriptorsLost = lost };
             fds = ReceivedDescriptors.Empty;
             return message;
         }
@@ -271,6 +275,19 @@ public sealed class IpcChannel : IDisposable
         {
             fds.Dispose();
         }
+    }
+
+    /// <summary>True when this process cannot open one more descriptor (EMFILE), tried with a duplicate of the channel's.</summary>
+    private bool AtDescriptorLimit()
+    {
+        var probe = Libc.Fcntl(_fd, Libc.F_DUPFD_CLOEXEC, 0);
+        if (probe >= 0)
+        {
+            Libc.Close(probe);
+            return false;
+        }
+
+        return Libc.LastError == Libc.EMFILE;
     }
 
     private static unsafe ReceivedDescriptors CollectDescriptors(Libc.MsgHdr* msg)
@@ -354,6 +371,12 @@ public sealed class IpcMessage : IDisposable
     public ReadOnlyMemory<byte> Payload { get; }
 
     public ReceivedDescriptors Descriptors { get; }
+
+    /// <summary>
+    /// The descriptors this message carried were lost on the way in: this process had none free (RLIMIT_NOFILE). The
+    /// payload is intact; decoding it with the descriptor check fails.
+    /// </summary>
+    public bool DescriptorsLost { get; init; }
 
     /// <summary>
     /// Decodes the payload as <typeparamref name="T"/>, checking its type first, and then that exactly

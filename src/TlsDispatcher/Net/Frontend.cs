@@ -70,12 +70,19 @@ internal abstract class Frontend
 
     public async Task RunAsync(CancellationToken stopping)
     {
+        long failures = 0;
+        long lastFailure = 0;
         while (!stopping.IsCancellationRequested)
         {
             Socket client;
             try
             {
                 client = await Listener.AcceptAsync(stopping).ConfigureAwait(false);
+                if (failures > 0 && Environment.TickCount64 - lastFailure > 5000)
+                {
+                    Log.Information("accept on {Listener} works again, after {Failures} failed attempts", LocalName, failures);
+                    failures = 0;
+                }
             }
             catch (OperationCanceledException)
             {
@@ -87,8 +94,12 @@ internal abstract class Frontend
             }
             catch (SocketException e)
             {
-                // EMFILE and friends: say so and keep accepting (after a breath, not a spin).
-                Log.Warning("accept on {Listener} failed: {Reason}", LocalName, e.Message);
+                // EMFILE and friends: say so once and keep trying (after a breath, not a spin); the connections wait in
+                // the listening socket's queue meanwhile.
+                // An episode ends after 5 s without a failure.
+                lastFailure = Environment.TickCount64;
+                if (failures++ == 0)
+                    Log.Warning("accept on {Listener} failed: {Reason}; retrying every 50 ms (said once until it works again)", LocalName, e.Message);
                 await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
                 continue;
             }

@@ -314,6 +314,24 @@ internal sealed class WorkerPools : IDisposable
         _ = WatchAsync(link);
     }
 
+    /// <summary>
+    /// A WorkerReady whose channel descriptor was lost on arrival (this process had none free): that request is over (the
+    /// worker, whose channel end closed with it, exits); the next connection asks again.
+    /// </summary>
+    public void OnReadyLost(IpcMessage message)
+    {
+        var reader = new WireReader(message.Payload.Span);
+        var ready = WorkerReady.Decode(ref reader);
+        lock (_gate)
+        {
+            if (_pending.TryGetValue(ready.Pool, out var id) && id == ready.RequestId)
+                _pending.Remove(ready.Pool);
+            SignalLocked();
+        }
+
+        _log.Warning("Worker {Pid} of pool {Pool} lost on arrival: this dispatcher has no descriptor left (its nofile limit)", ready.Pid, ready.Pool);
+    }
+
     public void OnRefused(WorkerRefused refused)
     {
         lock (_gate)

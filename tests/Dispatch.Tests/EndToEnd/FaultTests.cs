@@ -272,6 +272,89 @@ public sealed partial class FaultTests : IDisposable
         public void Dispose() => Tools.Run("kill", $"-{signal}", pid.ToString(CultureInfo.InvariantCulture));
     }
 
+    [SkippableFact]
+    public async Task Descriptors_exhausted_in_the_dispatcher_and_in_a_worker_are_contained_logged_and_recovered()
+    {
+        var s = Start("faults-nofile");
+        var d = s.Dispatch;
+        await using var bKeep = new GoodClient("b keep-alive http", s.Http(), "b.localhost", "B", keepAlive: true);
+        await using var bNew = new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false);
+        await using var bTls = new GoodClient("b new-connection https (handed)", s.Https(), "b.localhost", "B", keepAlive: false);
+        await using var aNew = new GoodClient("a new-connection http", s.Http(), "a.localhost", "A", keepAlive: false);
+        GoodClient[] all = [bKeep, bNew, bTls, aNew];
+        GoodClient[] others = [bKeep, bNew, bTls];
+        foreach (var c in all)
+            c.WaitForProgress();
+        var worker = d.WorkerPid("a");
+
+        // The dispatcher out of descriptors (nofile below what it holds): it accepts nothing; new connections wait in
+        // the listening sockets' queues; connections already handed to workers go on. Said once, and recovered.
+        var dispatcher = d.DispatcherPid;
+        var original = NofileLimit(dispatcher);
+        RandomMoment();
+        SetNofile(dispatcher, Tools.DescriptorCount(dispatcher) / 2); // well below what it holds: every accept fails
+        d.WaitForLine(new Regex(@"accept on \S+ failed: .*open files.*; retrying every 50 ms \(said once until it works again\)"));
+        bKeep.WaitForProgress(50);
+        SetNofile(dispatcher, original);
+        d.WaitForLine(new Regex(@"accept on \S+ works again, after \d+ failed attempts"));
+        foreach (var c in all)
+            c.WaitForProgress();
+        Report(all);
+        foreach (var c in all)
+            Assert.True(c.FailureCount == 0, c.ToString());
+        foreach (var m in Regex.Matches(d.Log, @"accept on (\S+) failed").GroupBy(m => m.Groups[1].Value))
+            Assert.True(m.Count() == 1, $"accept on {m.Key}: {m.Count()} failure lines for one episode");
+
+        // Tenant a's worker out of descriptors: the connections handed to it are lost (tenant a only), said once; no
+        // other tenant notices. Recovered in place once its limit is back, or, when the .NET runtime itself aborts for
+        // want of a descriptor (seen: "Out of memory." and SIGABRT), by a new worker the next connection gets.
+        var aBefore = aNew.FailureCount;
+        original = NofileLimit(worker);
+        RandomMoment();
+        SetNofile(worker, Tools.DescriptorCount(worker) / 2);
+        d.WaitForLine(new Regex($@"Worker {worker} has no descriptor left \(its nofile limit\): connections handed to it are lost"));
+        foreach (var c in others)
+            c.WaitForProgress(20);
+        if (Alive(worker))
+            SetNofile(worker, original);
+        var outcome = d.WaitForLine(new Regex($@"Worker {worker} takes connections again; \d+ were lost to its descriptor limit|Worker {worker} of pool a exited \(.*\)"));
+        _output.WriteLine($"worker {worker}: {outcome.Value}");
+        if (outcome.Value.Contains("exited", StringComparison.Ordinal))
+            Assert.NotEqual(worker, d.WorkerPid("a", skip: 1));
+        foreach (var c in all)
+            c.WaitForProgress();
+        Report(all);
+        foreach (var c in others)
+            Assert.True(c.FailureCount == 0, c.ToString());
+        Assert.Single(Regex.Matches(d.Log, $@"Worker {worker} has no descriptor left"));
+        _output.WriteLine($"a's requests lost to its worker's descriptor limit: {aNew.FailureCount - aBefore}");
+    }
+
+    /// <summary>The soft and hard RLIMIT_NOFILE of <paramref name="pid"/>, as prlimit takes them ("soft:hard").</summary>
+    private static string NofileLimit(int pid)
+    {
+        var line = File.ReadAllLines($"/proc/{pid}/limits").Single(l => l.StartsWith("Max open files", StringComparison.Ordinal));
+        var cols = line["Max open files".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return $"{cols[0]}:{cols[1]}";
+    }
+
+    /// <summary>Lowers the soft limit only (the hard one stays, so it can be restored without CAP_SYS_RESOURCE).</summary>
+    private void SetNofile(int pid, int limit) => SetNofile(pid, $"{limit}:{NofileLimit(pid).Split(':')[1]}");
+
+    /// <summary>
+    /// prlimit on the process, run as the process's own uid and gid: this container's root has no CAP_SYS_RESOURCE,
+    /// which prlimit on another uid's process needs.
+    /// </summary>
+    private void SetNofile(int pid, string limit)
+    {
+        var status = Tools.Status($"/proc/{pid}/status");
+        var uid = status["Uid"].Split('\t', ' ')[0];
+        var gid = status["Gid"].Split('\t', ' ')[0];
+        var r = Tools.Run("setpriv", $"--reuid={uid}", $"--regid={gid}", "--clear-groups", "prlimit", "--pid", pid.ToString(CultureInfo.InvariantCulture), $"--nofile={limit}");
+        Assert.True(r.ExitCode == 0, $"prlimit {pid} {limit}: {r.Stderr}");
+        _output.WriteLine($"nofile of {pid} set to {limit}");
+    }
+
     /// <summary>Every process whose parent chain leads to <paramref name="root"/>.</summary>
     private static List<int> Descendants(int root)
     {
