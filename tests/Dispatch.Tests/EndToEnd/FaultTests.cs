@@ -134,7 +134,7 @@ public sealed partial class FaultTests : IDisposable
                 c.WaitForProgress();
             d.WorkerPid("a");
             d.WorkerPid("b");
-            tree = Descendants(d.MasterPid);
+            tree = Tools.Descendants(d.MasterPid);
             _output.WriteLine($"tree of master {d.MasterPid}: {string.Join(' ', tree)}");
             Assert.True(tree.Count >= 3, "a dispatcher and two workers under the master");
             RandomMoment();
@@ -353,43 +353,6 @@ public sealed partial class FaultTests : IDisposable
         var r = Tools.Run("setpriv", $"--reuid={uid}", $"--regid={gid}", "--clear-groups", "prlimit", "--pid", pid.ToString(CultureInfo.InvariantCulture), $"--nofile={limit}");
         Assert.True(r.ExitCode == 0, $"prlimit {pid} {limit}: {r.Stderr}");
         _output.WriteLine($"nofile of {pid} set to {limit}");
-    }
-
-    /// <summary>Every process whose parent chain leads to <paramref name="root"/>.</summary>
-    private static List<int> Descendants(int root)
-    {
-        var parents = new Dictionary<int, int>();
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out var pid))
-                continue;
-            try
-            {
-                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
-                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                parents[pid] = int.Parse(fields[1], CultureInfo.InvariantCulture);
-            }
-            catch (IOException)
-            {
-            }
-        }
-
-        var result = new List<int>();
-        var frontier = new Queue<int>([root]);
-        while (frontier.Count > 0)
-        {
-            var p = frontier.Dequeue();
-            foreach (var (child, parent) in parents)
-            {
-                if (parent == p)
-                {
-                    result.Add(child);
-                    frontier.Enqueue(child);
-                }
-            }
-        }
-
-        return result;
     }
 
     /// <summary>True while <paramref name="pid"/> runs (a zombie has ended).</summary>
