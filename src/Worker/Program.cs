@@ -20,6 +20,7 @@ internal static class Program
     {
         var master = ChildBootstrap.Start(ProcessRole.Worker, args);
         var log = ChildBootstrap.CreateLogger();
+        log.Debug(StartupTrace.Template, "main", ChildBootstrap.MainEnteredMs);
         using var stopping = new CancellationTokenSource();
         IpcChannel? dispatcher = null;
         try
@@ -68,7 +69,9 @@ internal static class Program
                     throw new WireException("a second WorkerSetup");
                 await peer.DispatchAsync(message, PeerPhase.Setup).ConfigureAwait(false);
             }
+            log.Debug(StartupTrace.Template, "setup", StartupTrace.NowMs);
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
+            log.Debug(StartupTrace.Template, "proof", StartupTrace.NowMs);
 
             var vhosts = pool.Vhosts.Select(v => new VhostSettings(
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
@@ -94,7 +97,9 @@ internal static class Program
                 pool.Timeouts ?? WorkerTimeouts.Default,
                 stopping.Token).ConfigureAwait(false);
             var started = clock.Elapsed.TotalMilliseconds;
+            log.Debug(StartupTrace.Template, "server", StartupTrace.NowMs);
             var warm = await WarmUpAsync(server, vhosts[0].Name).ConfigureAwait(false);
+            log.Debug(StartupTrace.Template, "ready", StartupTrace.NowMs);
             master.Send(new Ready($"server started in {started:F0} ms, warmed by a self-request in {clock.Elapsed.TotalMilliseconds - started:F0} ms ({warm})"));
             log.Information("Worker {Pid} of pool {Pool} serving {Vhosts}", Environment.ProcessId, pool.Name, string.Join(", ", vhosts.Select(v => v.Name)));
 
