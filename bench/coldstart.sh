@@ -104,28 +104,51 @@ done
 "$PY" "$TOOL" fetch --port "$port" --host unknown.invalid --count 20 >/dev/null || true
 sleep 2
 
-# One request per pool, one after the other; JSON list of ms.
-fetch_pools() { # prefix count
-  local out ms=()
+# One request per pool, one after the other: one JSON line each in $run/NAME.jsonl (pool, the client's
+# CLOCK_MONOTONIC ms at connect, first byte and whole response after connect, status).
+cat >"$run/client.py" <<'PYCLIENT'
+import json, socket, sys, time
+port, host, pool = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+t0 = time.monotonic_ns()
+s = socket.create_connection(("127.0.0.1", port), timeout=60)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+first, data = None, b""
+while True:
+    b = s.recv(65536)
+    if first is None:
+        first = time.monotonic_ns()
+    if not b:
+        break
+    data += b
+end = time.monotonic_ns()
+status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+print(json.dumps({"pool": pool, "t0": t0 / 1e6, "ttfb": (first - t0) / 1e6, "ms": (end - t0) / 1e6, "status": status}))
+PYCLIENT
+fetch_pools() { # PREFIX COUNT NAME
+  local out i
+  : >"$run/$3.jsonl"
   for i in $(seq 1 "$2"); do
-    out=$("$PY" "$TOOL" fetch --port "$port" --host "$1$i.localhost" --count 1) || { log "request to $1$i failed: $out"; continue; }
-    ms+=("$(echo "$out" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ms"][0])')")
+    if out=$("$PY" "$run/client.py" "$port" "$1$i.localhost" "$1$i") && echo "$out" | grep -q '"status": 200'; then
+      echo "$out" >>"$run/$3.jsonl"
+    else
+      log "request to $1$i failed: $out"
+    fi
     sleep 0.3
   done
-  (IFS=,; echo "[${ms[*]}]")
 }
 log "cold: $COLD pools without a worker ($worker_kind)"
-cold=$(fetch_pools c "$COLD")
+fetch_pools c "$COLD" cold
 log "spare: $COLD pools with a spare worker"
-spare=$(fetch_pools s "$COLD")
+fetch_pools s "$COLD" spare
 # The second request to the cold pools: their worker is now warm (the steady state, for reference).
-warm=$(fetch_pools c 5)
+fetch_pools c "$(( COLD < 5 ? COLD : 5 ))" warm
 sleep 1
 kill -TERM "$master"
 wait "$master" 2>/dev/null || true
 
-peer_cold='[]'
-peer_static='[]'
+: >"$run/peer.jsonl"
+: >"$run/static.jsonl"
 if [ "$PEER" = 1 ] && command -v nginx >/dev/null && [ -x "$FPM" ]; then
   # nginx + php-fpm, pm = ondemand: COLD pools (one socket each, as the tenant uid), one request each.
   prun="$run/peer"
@@ -164,42 +187,101 @@ CONF
   pids+=("$!")
   nginx -c "$prun/nginx.conf" -p "$prun" >"$prun/nginx.out" 2>&1 &
   pids+=("$!")
+  chmod 755 "$run/www/c1"   # nginx's static row serves c1's file
   "$PY" "$TOOL" wait-ready --port "$pport" --host static.localhost --path /index.html --timeout 30 >/dev/null \
     && for _ in $(seq 1 50); do [ -S "$prun/fpm/p$COLD.sock" ] && break; sleep 0.1; done \
     && {
-      # nginx's static row: c1's file (readable by nginx: root), a fresh connection each.
-      chmod 755 "$run/www/c1"
-      peer_static=$("$PY" "$TOOL" fetch --port "$pport" --host static.localhost --path /index.html --count "$COLD" | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["ms"]))')
+      port_saved=$port
+      port=$pport
+      for _ in $(seq 1 "$COLD"); do "$PY" "$run/client.py" "$port" static.localhost static >>"$run/static.jsonl"; done
       sleep 1
-      port_saved=$port; port=$pport
-      peer_cold=$(fetch_pools p "$COLD")
+      fetch_pools p "$COLD" peer
       port=$port_saved
     } || log "WARNING: nginx/php-fpm did not come up; see $prun"
 fi
 
-"$PY" - "$cold" "$spare" "$warm" "$peer_cold" "$peer_static" "$COLD" "$worker_kind" <<'EOF'
-import json, statistics, sys
-cold, spare, warm, pcold, pstatic = (json.loads(x) for x in sys.argv[1:6])
-n, kind = sys.argv[6], sys.argv[7]
-def row(name, xs, ref=None):
-    if not xs:
-        return f"| {name} | not measured | | | |"
+"$PY" - "$run" "$COLD" "$worker_kind" "$mlog" "$PROFILE" <<'PYREPORT'
+import json, re, statistics, sys
+run, n, kind, mlog, profile = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+def load(name):
+    try:
+        return [json.loads(l) for l in open(f"{run}/{name}.jsonl") if l.strip()]
+    except FileNotFoundError:
+        return []
+cold, spare, warm, peer, static = (load(x) for x in ("cold", "spare", "warm", "peer", "static"))
+ref = statistics.median([r["ms"] for r in peer]) if peer else None
+def row(name, rs):
+    if not rs:
+        return f"| {name} | not measured | | | | |"
+    xs = [r["ms"] for r in rs]
     med = statistics.median(xs)
-    ratio = f"{med / statistics.median(ref):.1f}×" if ref else ""
+    ratio = f"{med / ref:.2f}×" if ref else "n/a"
     return f"| {name} | {len(xs)} | {med:.1f} | {max(xs):.1f} | {min(xs):.1f} | {ratio} |"
 print()
 print(f"## Cold start (bench/coldstart.sh, {n} pools per case, worker: {kind})")
 print()
-print("| first response (fresh connection, plain HTTP, 5-byte file) | n | median ms | max ms | min ms | ÷ nginx + php-fpm ondemand |")
+print("| first response (fresh connection, plain HTTP, 5-byte file; connect to last byte) | n | median ms | max ms | min ms | ÷ nginx + php-fpm ondemand |")
 print("|---|---|---|---|---|---|")
-print(row("Dispatch: pool with no worker (spawn, stage 1, jail, proof, Ready, hand-off)", cold, pcold))
-print(row("Dispatch: pool with a spare worker (minSpare 1)", spare, pcold))
-print(row("Dispatch: the same pools' second request (worker warm)", warm, pcold))
-print(row("nginx + php-fpm pm=ondemand: pool with no child (fork)", pcold, pcold))
-print(row("nginx static file (no process started)", pstatic, pcold))
+print(row("Dispatch: pool with no worker (spawn, stage 1, jail, proof, Ready, hand-off)", cold))
+print(row("Dispatch: pool with a spare worker (minSpare 1)", spare))
+print(row("Dispatch: the same pools' second request (worker warm)", warm))
+print(row("nginx + php-fpm pm=ondemand: pool with no child (php-fpm forks one)", peer))
+print(row("nginx: static file (no process started)", static))
 print()
-EOF
-
-if [ "$PROFILE" = 1 ]; then
-  "$PY" "$repo/bench/coldprofile.py" "$mlog" || log "profile: could not parse $mlog"
-fi
+if not profile:
+    sys.exit(0)
+# The profile: every "Start-up STEP at MS ms" line of the master's log (Debug), by pool, against the
+# client's connect time. A step's time is from the previous step, in the order of the table.
+steps = {}
+line_re = re.compile(r"Start-up (\S+) at ([\d.]+) ms")
+pool_re = re.compile(r"\((c\d+)\)|pool (c\d+)")
+for line in open(mlog, errors="replace"):
+    m = line_re.search(line)
+    p = pool_re.search(line) if m else None
+    if p:
+        steps.setdefault(p.group(1) or p.group(2), {}).setdefault(m.group(1), float(m.group(2)))
+order = [
+    ("need-worker", "dispatcher: connection accepted, read, routed; NeedWorker sent"),
+    ("spawn", "master: NeedWorker read, jail spec built; posix_spawn called"),
+    ("stage1-main", "stage 1: fork/exec of the image, runtime start, Main"),
+    ("stage1-spec", "stage 1: JailSpec received"),
+    ("stage1-exec", "stage 1: jail applied (cgroup, rlimits, caps, ids, Landlock); execve called"),
+    ("main", "jailed image: exec, runtime start, Main"),
+    ("hello", "master: Hello read"),
+    ("setup", "jailed image: WorkerSetup and log files received"),
+    ("proof", "jailed image: jail proof run (threads, child probe), sent"),
+    ("proof-checked", "master: proof read and checked"),
+    ("server", "jailed image: Kestrel started"),
+    ("ready", "jailed image: warm-up self-request (if any) done; Ready sent"),
+    ("given-to-dispatcher", "master: Ready read; WorkerReady sent to the dispatcher"),
+    ("handed", "dispatcher: WorkerReady read; connection handed to the worker"),
+    ("first-byte", "worker: request read and served; first byte at the client"),
+]
+clients = {r["pool"]: r for r in cold}
+rows = {k: [] for k, _ in order}
+totals = []
+for pool, st in steps.items():
+    c = clients.get(pool)
+    if c is None:
+        continue
+    st = dict(st, **{"first-byte": c["t0"] + c["ttfb"]})
+    if any(k not in st for k, _ in order):
+        continue
+    prev = c["t0"]
+    for k, _ in order:
+        rows[k].append(st[k] - prev)
+        prev = st[k]
+    totals.append(c["ttfb"])
+if not totals:
+    print("(profile: no complete start-up trace in the master's log)")
+    sys.exit(0)
+print(f"### Where a cold start's milliseconds go ({len(totals)} cold starts at log.level Debug; CLOCK_MONOTONIC in every process)")
+print()
+print("| step (time since the previous step; the client connected at 0) | median ms | max ms |")
+print("|---|---|---|")
+for k, label in order:
+    xs = rows[k]
+    print(f"| {label} (`{k}`) | {statistics.median(xs):.1f} | {max(xs):.1f} |")
+print(f"| **first byte after connect** | **{statistics.median(totals):.1f}** | {max(totals):.1f} |")
+print()
+PYREPORT
