@@ -42,6 +42,9 @@ if [ -n "${WORKER_DIR:-}" ]; then
   chmod -R go-w "$base/app-worker"
   app="$base/app-worker"
 fi
+# Written back first: a page of a binary still dirty in the page cache (just built or copied) counts as private dirty
+# memory of every process that maps it (seen: 16 MB instead of 7 MB for a NativeAOT worker copied a moment before).
+sync "$app"/*
 if [ -e "$app/Worker.dll" ]; then
   worker_kind="JIT"
 else
