@@ -70,8 +70,10 @@ internal static class Program
                 await peer.DispatchAsync(message, PeerPhase.Setup).ConfigureAwait(false);
             }
             log.Debug(StartupTrace.Template, "setup", StartupTrace.NowMs);
-            master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
-            log.Debug(StartupTrace.Template, "proof", StartupTrace.NowMs);
+            var proof = JailProbe.Run(setup.ProbePaths, setup.ProbeThreads);
+            var proven = StartupTrace.NowMs; // before the send: the master may check it before this line is logged
+            master.Send(proof);
+            log.Debug(StartupTrace.Template, "proof", proven);
 
             var vhosts = pool.Vhosts.Select(v => new VhostSettings(
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,

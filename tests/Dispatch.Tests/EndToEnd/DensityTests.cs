@@ -53,7 +53,7 @@ public sealed class DensityTests : IDisposable
         // reported the previous one finished. A report lost after an idle spell leaves it "full": the request gets 503.
         config["pools"]!["a"]!["maxWorkers"] = 1;
         config["pools"]!["a"]!["maxConnectionsPerWorker"] = 1;
-        config["dispatcher"]!["workerWait"] = "5s";
+        config["dispatcher"]!["workerWait"] = "30s";
         _dispatch = DispatchInstance.StartReady(dir, config, _output);
         var url = $"http://127.0.0.1:{_dispatch.HttpPort}/";
         var first = Tools.Curl("-H", "Host: a.localhost", url);
