@@ -573,7 +573,7 @@ def main():
     s.add_argument("--hs-conc", type=int, default=8)
     s.add_argument("--warmup", type=float, default=2)
     s.add_argument("--idle", type=float, default=5)
-    s.add_argument("--after", type=float, default=5)
+    s.add_argument("--after", type=float, default=10)
     s.add_argument("--after-max", type=float, default=90)
     s.add_argument("--interval", type=float, default=0.02)
     s.add_argument("--out", required=True)

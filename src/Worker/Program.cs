@@ -99,6 +99,8 @@ internal static class Program
             log.Information("Worker {Pid} of pool {Pool} serving {Vhosts}", Environment.ProcessId, pool.Name, string.Join(", ", vhosts.Select(v => v.Name)));
 
             using var load = new Timer(_ => ReportLoad(dispatcher, server), null, 100, 100);
+            // After a surge of connections (a flood), the heap they used goes back to the system.
+            using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log);
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();
             while (true)
