@@ -19,7 +19,9 @@ public sealed class MemoryTrim : IDisposable
     private readonly ILogger _log;
     private readonly Timer _timer;
     private readonly Lock _gate = new();
-    private int _floor = -1;
+    // A process starts with no connection: a surge already under way at the first look (a flood that began with the
+    // process) counts from 0, not from where it was first seen.
+    private int _floor;
     private int _peak;
 
     /// <param name="open">The connections open now.</param>
@@ -41,8 +43,6 @@ public sealed class MemoryTrim : IDisposable
         lock (_gate)
         {
             open = _open();
-            if (_floor < 0)
-                _floor = open;
             _peak = Math.Max(_peak, open);
             peak = _peak;
             floor = _floor;
@@ -58,11 +58,11 @@ public sealed class MemoryTrim : IDisposable
             Trims++;
         }
 
-        var before = GC.GetGCMemoryInfo().TotalCommittedBytes;
+        var before = GC.GetTotalMemory(forceFullCollection: false);
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        var after = GC.GetGCMemoryInfo(GCKind.Any).TotalCommittedBytes;
+        var after = GC.GetTotalMemory(forceFullCollection: false);
         _log.Information(
-            "Connections fell from {Peak} to {Open}: memory trimmed, GC heap committed {Before} -> {After} MiB",
+            "Connections fell from {Peak} to {Open}: memory trimmed, GC heap {Before} -> {After} MiB",
             peak, open, before >> 20, after >> 20);
         return true;
     }

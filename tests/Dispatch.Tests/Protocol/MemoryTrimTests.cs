@@ -9,12 +9,12 @@ public sealed class MemoryTrimTests
     [Fact]
     public void Trims_once_when_a_surge_has_fallen_back_and_not_in_steady_load()
     {
-        var open = 10;
+        var open = 0;
         using var log = new LoggerConfiguration().CreateLogger();
         using var trim = new MemoryTrim(() => open, Timeout.InfiniteTimeSpan, log);
 
         Assert.False(trim.Check());
-        open = 10 + MemoryTrim.MinimumSurge - 1;       // not a surge
+        open = MemoryTrim.MinimumSurge - 1;            // not a surge
         Assert.False(trim.Check());
         open = 12;
         Assert.False(trim.Check());
@@ -30,5 +30,16 @@ public sealed class MemoryTrimTests
         open = 40;
         Assert.False(trim.Check());
         Assert.Equal(1, trim.Trims);
+    }
+
+    [Fact]
+    public void A_surge_already_under_way_at_the_first_look_counts_from_no_connection()
+    {
+        var open = 5000;
+        using var log = new LoggerConfiguration().CreateLogger();
+        using var trim = new MemoryTrim(() => open, Timeout.InfiniteTimeSpan, log);
+        Assert.False(trim.Check());
+        open = 3;
+        Assert.True(trim.Check());
     }
 }
