@@ -33,7 +33,8 @@ public sealed class FloodTests : IDisposable
         var (d, tlsPort, _) = Start("flood-prelude");
         var dispatcher = d.DispatcherPid;
 
-        // Warm up the paths (JIT, the poller, the limits) with a few, closed again.
+        // Warm up the paths (JIT, the poller, the limits, pool a's worker and its channel) with a few, closed again.
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
         var warm = await OpenAsync(200, tlsPort, PartialHello);
         warm.AddRange(await OpenAsync(200, d.HttpPort, PartialHead));
         Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) >= 400), "the warm-up connections did not reach the dispatcher");
@@ -59,7 +60,7 @@ public sealed class FloodTests : IDisposable
         Assert.StartsWith("HTTP/1.1 200", await ReadHeadAsync(last), StringComparison.Ordinal);
 
         Close(flood);
-        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) <= fdsBefore + 4, TimeSpan.FromSeconds(60)), "the dispatcher kept descriptors of the flood");
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) <= fdsBefore + 4, TimeSpan.FromSeconds(60)), $"the dispatcher kept descriptors of the flood: {fdsBefore} before, {Tools.DescriptorCount(dispatcher)} after");
         // Once they are gone the heap they used is collected and given back (RSS: see the worker's test below; here the
         // closing connections' own log lines are of the same order as what they held).
         d.WaitForLine(new System.Text.RegularExpressions.Regex(@"Dispatcher \d+ \(dispatcher\): Connections fell from \d+ to \d+: memory trimmed"));
