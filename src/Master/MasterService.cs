@@ -312,44 +312,6 @@ internal sealed partial class MasterService : IDisposable
         return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. logs, .. writable, .. _config.JailProbe.Paths.Where(Foreign)];
     }
 
-    private static RouteSnapshot BuildSnapshot(DispatchConfig config, long version)
-    {
-        var d = config.Dispatcher;
-        return new RouteSnapshot(
-            version,
-            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds) { SendTimeoutMs = (int)d.SendTimeout.TotalMilliseconds, Limits = d.ClientLimits },
-            [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine,
-                v.Identity is { } identity ? new VhostIdentity(identity.Realm, [.. identity.Users.Select(u => new IdentityUser(u.Login, u.Hash, u.Pool))], identity.FailuresPerAddress, identity.FailuresPerLogin, (int)identity.FailureWindow.TotalMilliseconds) : null))],
-            config.DefaultVhost,
-            config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
-            [.. config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds, p.Program is null ? Dispatch.Protocol.Tls.TlsHandOffSupport.BuiltInWorker : p.TlsHandOff))]);
-    }
-
-    /// <summary>
-    /// A vhost as a worker of <paramref name="pool"/> serves it. For an identity vhost the worker gets its own login's
-    /// hash only (never another login's), to verify every request again.
-    /// </summary>
-    private static WorkerVhost ToWorkerVhost(VhostConfig v, string pool, string fastCgiDirectory) => new(
-        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))],
-        v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null,
-        FastCgiConfig.ToRoute(v.FastCgi, fastCgiDirectory),
-        v.TryFiles.Count == 0 ? null : [.. v.TryFiles],
-        v.Web);
-
-    /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>
-    private static string PoolFingerprint(DispatchConfig config, string pool)
-    {
-        if (!config.Pools.TryGetValue(pool, out var p))
-            return string.Empty;
-        var vhosts = config.Vhosts.Values.Where(v => v.ServedBy(pool)).OrderBy(v => v.Name, StringComparer.Ordinal)
-            .Select(v => ToWorkerVhost(v, pool, FastCgiDirectories.For(config, pool)));
-        var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot) { Timeouts = p.Timeouts }));
-        var logs = string.Join(",", config.Vhosts.Values.Where(v => v.ServedBy(pool)).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
-        return string.Join(
-            "|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program,
-            string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), string.Join(",", p.LandlockWrite), string.Join(",", p.ConnectTcp), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root, p.Chroot, p.Landlock);
-    }
-
     /// <summary>
     /// SIGHUP or an edit of the config file: validate the new config in full; if it is good, new
     /// connections get the new routes (open ones keep theirs) and the workers of changed or removed
@@ -372,7 +334,7 @@ internal sealed partial class MasterService : IDisposable
                 return detail;
             }
 
-            if (!fresh.Listen.SequenceEqual(_config.Listen, new ListenComparer()) || fresh.Dispatcher != _config.Dispatcher || fresh.Operations != _config.Operations)
+            if (!fresh.Listen.SequenceEqual(_config.Listen) || fresh.Dispatcher != _config.Dispatcher || fresh.Operations != _config.Operations)
             {
                 _log.Error("Reload ({Why}) rejected: changes to listen, dispatcher, control or metrics need a restart; the last good configuration keeps serving", why);
                 RecordReload("rejected", $"rejected ({why}): changes to listen, dispatcher, control or metrics need a restart");
@@ -382,12 +344,12 @@ internal sealed partial class MasterService : IDisposable
             // Limits change in place (the pool's workers stay); a pool that gains or loses its group is retired below.
             _cgroups.Apply(fresh);
             var old = _config;
-            var retired = old.Pools.Keys.Where(p => PoolFingerprint(old, p) != PoolFingerprint(fresh, p)).ToArray();
+            var retired = old.Pools.Keys.Where(p => Projections.WorkerStart(old, p) != Projections.WorkerStart(fresh, p)).ToArray();
             foreach (var pool in _backoff.Clear(retired))
                 _log.Information("Pool {Pool} changed in the reload: its start backoff is cleared", pool);
             var version = Interlocked.Increment(ref _snapshotVersion);
             _config = fresh;
-            var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(BuildSnapshot(fresh, version)));
+            var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(Projections.Snapshot(fresh, version)));
             List<ChildProcess> updated = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted)];
             try
             {
@@ -471,13 +433,9 @@ internal sealed partial class MasterService : IDisposable
     /// <summary>How many vhosts a reload adds, removes and changes (anything a client or its worker would notice).</summary>
     private static (int Added, int Removed, int Changed) DiffVhosts(DispatchConfig old, DispatchConfig fresh)
     {
-        static string Fingerprint(VhostConfig v) => string.Join(
-            "|", v.Name, string.Join(",", v.Aliases), v.Pool, v.Root, v.DirectoryListing, string.Join(",", v.Index), v.TlsMode,
-            string.Join(",", v.Certificates.Select(c => $"{c.Directory}#{c.Serial}")), v.HttpMode, v.Engine, v.PassthroughCertDir,
-            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Identity, v.FastCgi, string.Join(",", v.TryFiles), v.Web?.Describe());
         var added = fresh.Vhosts.Keys.Count(k => !old.Vhosts.ContainsKey(k));
         var removed = old.Vhosts.Keys.Count(k => !fresh.Vhosts.ContainsKey(k));
-        var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && Fingerprint(o) != Fingerprint(kv.Value));
+        var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && o != kv.Value);
         return (added, removed, changed);
     }
 
@@ -520,14 +478,6 @@ internal sealed partial class MasterService : IDisposable
             if (days < 30)
                 _log.Warning("Certificate of {Vhost} in {Directory} expires in {Days:F0} days ({NotAfter:u})", vhost, cert.Directory, days, cert.NotAfter);
         }
-    }
-
-    private sealed class ListenComparer : IEqualityComparer<ListenConfig>
-    {
-        public bool Equals(ListenConfig? x, ListenConfig? y) =>
-            x is not null && y is not null && x.Endpoint.Equals(y.Endpoint) && x.Protocol == y.Protocol && x.TrustedProxies.SequenceEqual(y.TrustedProxies);
-
-        public int GetHashCode(ListenConfig obj) => obj.Endpoint.GetHashCode();
     }
 
     /// <summary>
@@ -804,7 +754,7 @@ internal sealed partial class MasterService : IDisposable
         var child = await _launcher.StartAsync(spec, "dispatcher", cancellationToken).ConfigureAwait(false);
         try
         {
-            var snapshot = BuildSnapshot(_config, Interlocked.Read(ref _snapshotVersion));
+            var snapshot = Projections.Snapshot(_config, Interlocked.Read(ref _snapshotVersion));
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {
@@ -950,13 +900,7 @@ internal sealed partial class MasterService : IDisposable
                 _cgroups.ProcsFor(pool), [.. pool.LandlockWrite, .. phpFpmWrite], chrootSpec, pool.Landlock);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token, WorkerHeapHardLimit(pool)).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
-            var settings = new PoolSettings(
-                pool.Name,
-                [.. vhosts.Select(v => ToWorkerVhost(v, pool.Name, phpFpmDirectory))],
-                pool.OneShot)
-            {
-                Timeouts = pool.Timeouts,
-            };
+            var settings = Projections.PoolSettings(_config, pool.Name);
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);
             // In a chroot these must not merely be denied: they must not exist in the worker's view.

@@ -80,7 +80,7 @@ internal static class PoolSection
             ctx.Int(p.GetSection("maxWorkers"), 4, 1, 1024),
             ctx.ULong(p.GetSection("nofile"), 65536),
             AbsolutePaths(landlock.GetSection("read")),
-            landlock.GetSection("exec").Exists() ? AbsolutePaths(landlock.GetSection("exec")) : null,
+            landlock.GetSection("exec").Exists() ? [.. AbsolutePaths(landlock.GetSection("exec"))] : null,
             ctx.Int(p.GetSection("minSpare"), 0, 0, 1024),
             ctx.Duration(p.GetSection("idleTimeout"), TimeSpan.FromSeconds(60)),
             ctx.Bool(p.GetSection("oneShot"), false),

@@ -140,7 +140,7 @@ internal static class VhostSection
             WebSection.Read(ctx, v, [name, .. aliases]))
         {
             FastCgi = FastCgiConfigReader.Read(ctx.Error, ctx.Duration, v),
-            TryFiles = FastCgiConfigReader.ReadTryFiles(ctx.Error, v),
+            TryFiles = [.. FastCgiConfigReader.ReadTryFiles(ctx.Error, v)],
         };
         if (v["identity"] is not null)
         {
