@@ -1,7 +1,7 @@
-using Dispatch.Protocol.Routing;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
 
 namespace Dispatch.Master.Certificates;
 

@@ -63,11 +63,11 @@ public class ProjectionsTests
     [Fact]
     public void Every_field_of_a_vhost_reaches_its_workers_or_the_dispatcher()
     {
-        var (config, pool) = Config(Samples.Make<VhostConfig>(1), Samples.Make<PoolConfig>(1));
+        var (config, pool) = SampleConfigs.Build(Samples.Make<VhostConfig>(1), Samples.Make<PoolConfig>(1));
         var lost = new List<string>();
         foreach (var field in Samples.Fields(typeof(VhostConfig)))
         {
-            var (changed, _) = Config((VhostConfig)Samples.Vary(typeof(VhostConfig), field), config.Pools[pool]);
+            var (changed, _) = SampleConfigs.Build((VhostConfig)Samples.Vary(typeof(VhostConfig), field), config.Pools[pool]);
             if (Projections.WorkerStart(config, pool) == Projections.WorkerStart(changed, pool) && Routes(config) == Routes(changed))
                 lost.Add(field);
         }
@@ -90,11 +90,11 @@ public class ProjectionsTests
     [Fact]
     public void Every_field_of_a_pool_retires_its_workers_unless_applied_in_place()
     {
-        var (config, pool) = Config(Samples.Make<VhostConfig>(1), Samples.Make<PoolConfig>(1));
+        var (config, pool) = SampleConfigs.Build(Samples.Make<VhostConfig>(1), Samples.Make<PoolConfig>(1));
         var wrong = new List<string>();
         foreach (var field in Samples.Fields(typeof(PoolConfig)).Where(f => f != nameof(PoolConfig.Name)))
         {
-            var (changed, _) = Config(config.Vhosts.Values.Single(), (PoolConfig)Samples.Vary(typeof(PoolConfig), field) with { Name = pool });
+            var (changed, _) = SampleConfigs.Build(config.Vhosts.Values.Single(), (PoolConfig)Samples.Vary(typeof(PoolConfig), field) with { Name = pool });
             var retired = Projections.WorkerStart(config, pool) != Projections.WorkerStart(changed, pool);
             if (retired == InPlace.ContainsKey(field))
                 wrong.Add($"{field}: {(retired ? "retires the workers, but is listed as applied in place" : "neither retires the workers nor is listed as applied in place")}");
@@ -103,30 +103,9 @@ public class ProjectionsTests
         Assert.Empty(wrong);
         foreach (var field in InPlace.Keys.Where(f => InPlace[f].Contains("PoolRoute", StringComparison.Ordinal)))
         {
-            var (changed, _) = Config(config.Vhosts.Values.Single(), (PoolConfig)Samples.Vary(typeof(PoolConfig), field) with { Name = pool });
+            var (changed, _) = SampleConfigs.Build(config.Vhosts.Values.Single(), (PoolConfig)Samples.Vary(typeof(PoolConfig), field) with { Name = pool });
             Assert.True(Routes(config) != Routes(changed), $"{field} does not reach the dispatcher");
         }
-    }
-
-    /// <summary>A config of one vhost served by one pool: the vhost's identity login's pool, so that its worker gets the login.</summary>
-    private static (DispatchConfig Config, string Pool) Config(VhostConfig vhost, PoolConfig pool)
-    {
-        var poolName = Samples.Make<VhostConfig>(1).Identity!.Users[0].Pool;
-        pool = pool with { Name = poolName };
-        var config = new DispatchConfig(
-            "/etc/dispatch/dispatch.json",
-            [Samples.Make<ListenConfig>(1)],
-            Samples.Make<DispatcherConfig>(1),
-            new Dictionary<string, PoolConfig> { [poolName] = pool },
-            new Dictionary<string, VhostConfig> { [vhost.Name] = vhost },
-            null,
-            Samples.Make<SecurityConfig>(1),
-            Samples.Make<LimitsConfig>(1),
-            Samples.Make<LogConfig>(1),
-            Samples.Make<JailProbeConfig>(1),
-            Samples.Make<CgroupConfig>(1),
-            Samples.Make<OperationsConfig>(1));
-        return (config, poolName);
     }
 
     /// <summary>The dispatchers' snapshot as sent (its records hold arrays: compared as the bytes they receive).</summary>
