@@ -466,7 +466,7 @@ internal sealed partial class MasterService : IDisposable
                 _cgroups.ProcsFor(pool), [.. pool.LandlockWrite, .. phpFpmWrite], chrootSpec, pool.Landlock);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token, WorkerHeapHardLimit(pool)).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
-            var settings = Projections.PoolSettings(_config, pool.Name);
+            var settings = Projections.PoolSettings(pool, vhosts, phpFpmDirectory);
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);
             // In a chroot these must not merely be denied: they must not exist in the worker's view.

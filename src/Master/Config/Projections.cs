@@ -41,15 +41,16 @@ internal static class Projections
         new(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds, p.Program is null ? TlsHandOffSupport.BuiltInWorker : p.TlsHandOff);
 
     /// <summary>What a worker of <paramref name="pool"/> is set up with (<c>WorkerSetup</c>'s JSON).</summary>
-    public static PoolSettings PoolSettings(DispatchConfig config, string pool)
-    {
-        var p = config.Pools[pool];
-        var directory = FastCgiDirectories.For(config, pool);
-        return new PoolSettings(pool, [.. config.Vhosts.Values.Where(v => v.ServedBy(pool)).Select(v => WorkerVhost(v, pool, directory))], p.OneShot)
+    public static PoolSettings PoolSettings(DispatchConfig config, string pool) =>
+        PoolSettings(config.Pools[pool], config.Vhosts.Values.Where(v => v.ServedBy(pool)), FastCgiDirectories.For(config, pool));
+
+    /// <summary>What a worker of <paramref name="pool"/> is set up with, from the vhosts it serves.</summary>
+    /// <param name="fastCgiDirectory">The pool's php-fpm directory (<see cref="FastCgiDirectories.For"/>).</param>
+    public static PoolSettings PoolSettings(PoolConfig pool, IEnumerable<VhostConfig> vhosts, string fastCgiDirectory) =>
+        new(pool.Name, [.. vhosts.Select(v => WorkerVhost(v, pool.Name, fastCgiDirectory))], pool.OneShot)
         {
-            Timeouts = p.Timeouts,
+            Timeouts = pool.Timeouts,
         };
-    }
 
     /// <summary>
     /// A vhost as a worker of <paramref name="pool"/> serves it. For an identity vhost the worker gets its own login's
