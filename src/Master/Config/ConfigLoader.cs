@@ -82,7 +82,7 @@ internal static class ConfigLoader
         var probePaths = probe.GetSection("paths").GetChildren().Select(c => c.Value ?? string.Empty).ToList();
         foreach (var (pp, i) in probePaths.Select((pp, i) => (pp, i)).Where(x => !System.IO.Path.IsPathRooted(x.pp)))
             ctx.Error($"jailProbe:paths:{i}", $"'{pp}' is not an absolute path");
-        var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 8, 1, 256));
+        var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 2, 1, 256));
 
         CrossChecks.MetricsListener(ctx, operations.MetricsListen, listen);
 
