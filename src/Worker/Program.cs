@@ -77,9 +77,9 @@ internal static class Program
 
             var vhosts = pool.Vhosts.Select(v => new VhostSettings(
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
-                v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
+                v.Cgi.Count == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir,
-                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]),
+                v.Proxy.Count == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]),
                 v.Identity is { } identity ? new RequestIdentity(identity.Login, identity.Hash, identity.Realm) : null,
                 v.FastCgi is { } f ? new Dispatch.Worker.FastCgi.FastCgiSettings(
                     f.Spawn is null ? f.Socket : null,
