@@ -56,7 +56,10 @@ public sealed class ScannerTests : IDisposable
         vhosts["a.localhost"]!["certDirs"] = new JsonArray(Path.Combine(live, "a.localhost"), Path.Combine(live, "a.localhost-rsa"));
         vhosts["c.localhost"] = new JsonObject
         {
-            ["pool"] = "a", ["root"] = rootA, ["tls"] = "terminate", ["engine"] = "openssl",
+            ["pool"] = "a",
+            ["root"] = rootA,
+            ["tls"] = "terminate",
+            ["engine"] = "openssl",
             ["certDirs"] = new JsonArray(Path.Combine(live, "c.localhost"), Path.Combine(live, "c.localhost-rsa")),
         };
         vhosts["b.localhost"]!["tls"] = "passthrough";
