@@ -128,7 +128,8 @@ for f in findings:
         mark = "allowed (private CA)" if allowed.match(f["id"]) else "FINDING"
         print(f"- testssl {f['severity']} {f['id']}: {f['finding']} [{mark}]")
 PY
-    grep -o '<protocol type="ssl\|tls" version="[0-9.]*" enabled="1"' "$out/sslscan-$name.xml" | sed 's/.*type="\(.*\)" version="\(.*\)".*/- sslscan protocol enabled: \1 \2/' || true
+    grep -o '<protocol type="[a-z]*" version="[0-9.]*" enabled="1"' "$out/sslscan-$name.xml" | sed 's/.*type="\(.*\)" version="\(.*\)".*/- sslscan protocol enabled: \1 \2/' || true
+    grep -o '<group sslversion="[^"]*" bits="[0-9]*" name="[^"]*"' "$out/sslscan-$name.xml" | sed 's/.*sslversion="\([^"]*\)".*name="\([^"]*\)"/- sslscan group: \1 \2/' || true
     grep -o '<cipher status="[a-z]*" sslversion="[^"]*" bits="[0-9]*" cipher="[^"]*"' "$out/sslscan-$name.xml" | sed 's/.*sslversion="\([^"]*\)".*cipher="\([^"]*\)"/- sslscan accepted: \1 \2/' || true
   done
   cat "$out/timing.txt"
