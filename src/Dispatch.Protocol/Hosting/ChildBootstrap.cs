@@ -14,6 +14,14 @@ public static class ChildBootstrap
 {
     public static IpcChannel Start(ProcessRole role, string[] args)
     {
+        // The master refuses to start on another architecture than x86_64 (NativeLayout); a child checks again before
+        // its first native call, so that no binary of Dispatch reads a struct with the wrong layout, however started.
+        if (NativeLayout.Unsupported() is { } unsupported)
+        {
+            Console.Error.WriteLine($"{role}: {unsupported}");
+            Environment.Exit(69); // EX_UNAVAILABLE
+        }
+
         if (args is ["--stage1"])
         {
             Jail.RunStage1(role); // Never returns: execs or exits.
