@@ -985,6 +985,7 @@ internal sealed partial class MasterService : IDisposable
             pair.B = -1;
             SendLogFiles(worker, pool, logBatches);
             _launcher.CheckProof(worker, await ChildLauncher.ExpectAsync<JailProof>(worker, _stop.Token).ConfigureAwait(false), absent);
+            _log.Debug(StartupTrace.Template + " for {Child}", "proof-checked", StartupTrace.NowMs, worker);
             var ready = await ChildLauncher.ExpectAsync<Ready>(worker, _stop.Token).ConfigureAwait(false);
             lock (_gate)
             {
@@ -994,6 +995,7 @@ internal sealed partial class MasterService : IDisposable
             }
 
             dispatcher.Channel.Send(new WorkerReady(request?.RequestId ?? 0, pool.Name, worker.Pid, worker.Pid), [pair.A]);
+            _log.Debug(StartupTrace.Template + " for {Child}", "given-to-dispatcher", StartupTrace.NowMs, worker);
             _backoff.Succeeded(pool.Name);
             _counters.WorkerSpawned(pool.Name, ok: true);
             _log.Information(

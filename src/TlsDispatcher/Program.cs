@@ -155,6 +155,8 @@ internal static class Program
                 loops.Add(frontend.RunAsync(stopping.Token));
             }
 
+            // After a surge of connections (a flood), the heap they used goes back to the system.
+            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(2), log);
             while (true)
             {
                 var receive = master.ReceiveAsync().AsTask();

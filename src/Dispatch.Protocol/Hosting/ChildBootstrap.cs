@@ -12,8 +12,12 @@ namespace Dispatch.Protocol.Hosting;
 /// </summary>
 public static class ChildBootstrap
 {
+    /// <summary>When this image's Main called <see cref="Start"/> (CLOCK_MONOTONIC ms: <see cref="StartupTrace"/>).</summary>
+    public static double MainEnteredMs { get; private set; }
+
     public static IpcChannel Start(ProcessRole role, string[] args)
     {
+        MainEnteredMs = StartupTrace.NowMs;
         // The master refuses to start on another architecture than x86_64 (NativeLayout); a child checks again before
         // its first native call, so that no binary of Dispatch reads a struct with the wrong layout, however started.
         if (NativeLayout.Unsupported() is { } unsupported)

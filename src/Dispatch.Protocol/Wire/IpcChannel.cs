@@ -46,7 +46,10 @@ public sealed class IpcChannel : IDisposable
 
     private readonly Socket _socket;
     private readonly int _fd;
-    private readonly byte[] _receiveBuffer = new byte[MaxDatagram];
+    // Rented while messages arrive, returned while the channel waits (ReceiveAsync): a host with thousands of idle
+    // workers has thousands of channels in the master and the dispatcher (and two in each worker), and a buffer of
+    // MaxDatagram bytes held by each idle one is memory for nothing (docs/coldstart.md, "Density").
+    private byte[]? _receiveBuffer;
     private int _disposed;
 
     private IpcChannel(int fd, string peer)
@@ -159,6 +162,13 @@ public sealed class IpcChannel : IDisposable
             var message = TryReceive(out var wouldBlock);
             if (!wouldBlock)
                 return message;
+            // Idle: the previous message's payload is no longer valid (this is the next call), so its buffer goes back.
+            if (_receiveBuffer is { } idle)
+            {
+                _receiveBuffer = null;
+                ArrayPool<byte>.Shared.Return(idle);
+            }
+
             // Zero-byte peek: completes when a datagram (or EOF) is queued, consumes nothing.
             try
             {
@@ -195,9 +205,10 @@ public sealed class IpcChannel : IDisposable
         var control = stackalloc byte[ControlSize];
         nint received;
         Libc.MsgHdr msg;
-        fixed (byte* data = _receiveBuffer)
+        var buffer = _receiveBuffer ??= ArrayPool<byte>.Shared.Rent(MaxDatagram);
+        fixed (byte* data = buffer)
         {
-            var iov = new Libc.IoVec { Base = data, Len = (nuint)_receiveBuffer.Length };
+            var iov = new Libc.IoVec { Base = data, Len = (nuint)MaxDatagram };
             msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)ControlSize };
             do
             {
@@ -231,17 +242,17 @@ public sealed class IpcChannel : IDisposable
                 throw new WireException($"{Peer} sent a datagram over {MaxDatagram} bytes");
             if (received < HeaderSize)
                 throw new WireException($"{Peer} sent a {received}-byte datagram, shorter than the {HeaderSize}-byte header");
-            var type = (MessageType)BinaryPrimitives.ReadUInt16LittleEndian(_receiveBuffer);
-            var version = _receiveBuffer[2];
-            int declared = _receiveBuffer[3];
-            var length = BinaryPrimitives.ReadUInt32LittleEndian(_receiveBuffer.AsSpan(4));
+            var type = (MessageType)BinaryPrimitives.ReadUInt16LittleEndian(buffer);
+            var version = buffer[2];
+            int declared = buffer[3];
+            var length = BinaryPrimitives.ReadUInt32LittleEndian(buffer.AsSpan(4));
             if (version != Version)
                 throw new WireException($"{Peer} speaks protocol version {version}, this side {Version}");
             if (length != received - HeaderSize)
                 throw new WireException($"{Peer} declared {length} payload bytes but sent {received - HeaderSize}");
             if (declared != fds.Count)
                 throw new WireException($"{Peer} declared {declared} descriptors with {type} but {fds.Count} arrived");
-            var message = new IpcMessage(type, _receiveBuffer.AsMemory(HeaderSize, (int)length), fds);
+            var message = new IpcMessage(type, buffer.AsMemory(HeaderSize, (int)length), fds);
             fds = ReceivedDescriptors.Empty;
             return message;
         }

@@ -564,7 +564,7 @@ internal static partial class ConfigLoader
         var probePaths = probe.GetSection("paths").GetChildren().Select(c => c.Value ?? string.Empty).ToList();
         foreach (var (pp, i) in probePaths.Select((pp, i) => (pp, i)).Where(x => !System.IO.Path.IsPathRooted(x.pp)))
             ctx.Error($"jailProbe:paths:{i}", $"'{pp}' is not an absolute path");
-        var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 8, 1, 256));
+        var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 2, 1, 256));
 
         // Every check adds to errors before this one return: `run`, `check` and a reload all refuse
         // exactly when errors is not empty (a check after it would reach `check` only).

@@ -1,3 +1,4 @@
+using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Dispatch.Protocol.Routing;
 using Dispatch.Protocol.Wire;
@@ -120,6 +121,7 @@ internal sealed class WorkerPools : IDisposable
                     var id = ++_nextRequest;
                     _pending[pool] = id;
                     _master.Send(new NeedWorker(id, pool));
+                    _log.Debug(StartupTrace.Template + " for pool {Pool}", "need-worker", StartupTrace.NowMs, pool);
                 }
 
                 changed = _changed.Task;
@@ -165,6 +167,8 @@ internal sealed class WorkerPools : IDisposable
             try
             {
                 worker.Channel.Send(meta, [fd]);
+                if (worker.Sent == 1 && _log.IsEnabled(Serilog.Events.LogEventLevel.Debug))
+                    _log.Debug(StartupTrace.Template + " for pool {Pool} (worker {Pid})", "handed", StartupTrace.NowMs, pool, worker.Pid);
                 var policy = _routes().PoolPolicy(pool);
                 if (policy.OneShot)
                 {
