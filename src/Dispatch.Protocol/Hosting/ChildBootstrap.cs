@@ -19,7 +19,7 @@ public static class ChildBootstrap
     {
         MainEnteredMs = StartupTrace.NowMs;
         // The master refuses to start on another architecture than x86_64 (NativeLayout); a child checks again before
-        // its first native call, so that no binary of Dispatch reads a struct with the wrong layout, however started.
+        // it reads any native struct, so that no binary of Dispatch reads one with the wrong layout, however started.
         if (NativeLayout.Unsupported() is { } unsupported)
         {
             Console.Error.WriteLine($"{role}: {unsupported}");
