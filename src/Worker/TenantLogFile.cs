@@ -177,9 +177,18 @@ internal sealed class TenantLogFile : ILogEventSink, IDisposable
         string P(string name) => EscapeField(Property(logEvent, name));
         var offset = logEvent.Timestamp.Offset;
         var zone = $"{(offset < TimeSpan.Zero ? '-' : '+')}{Math.Abs(offset.Hours):00}{Math.Abs(offset.Minutes):00}";
+
+        // The request target as the client sent it (RawTarget: still percent-encoded, query included); an event without
+        // one (written by another source) falls back to the decoded path and the query.
+        var target = Property(logEvent, "Target") is not "-" and var raw ? EscapeField(raw) : P("Path") + (P("Query") is "-" ? string.Empty : P("Query"));
+
+        // The request time in seconds with millisecond resolution, as nginx's $request_time.
+        var seconds = logEvent.Properties.TryGetValue("ElapsedMs", out var e) && e is ScalarValue { Value: double ms }
+            ? (ms / 1000).ToString("0.000", CultureInfo.InvariantCulture)
+            : "-";
         return string.Create(
             CultureInfo.InvariantCulture,
-            $"{P("ClientAddress")} - - [{logEvent.Timestamp:dd/MMM/yyyy:HH:mm:ss} {zone}] \"{P("Method")} {P("Path")}{(P("Query") is "-" ? string.Empty : P("Query"))} {P("Protocol")}\" {P("Status")} {P("Bytes")} \"{P("Referer")}\" \"{P("UserAgent")}\" {P("TlsProtocol")} {P("Sni")}\n");
+            $"{P("ClientAddress")} - - [{logEvent.Timestamp:dd/MMM/yyyy:HH:mm:ss} {zone}] \"{P("Method")} {target} {P("Protocol")}\" {P("Status")} {P("Bytes")} \"{P("Referer")}\" \"{P("UserAgent")}\" {P("TlsProtocol")} {P("Sni")} {seconds}\n");
     }
 
     private static string FormatError(LogEvent logEvent)

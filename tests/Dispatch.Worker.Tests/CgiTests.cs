@@ -56,6 +56,7 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
         Script("cgi/silent.sh", $"#!/bin/sh\necho $$ > {_dir.Combine("silent.pid")}\nexec sleep 1000\n");
         Script("cgi/slow.sh", "#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\n\\nslow'\n");
         Script("cgi/quiet.sh", "#!/bin/sh\nexec sleep 60\n");
+        Script("cgi/sized.sh", "#!/bin/sh\necho 'Content-Type: application/octet-stream'\necho\nexec head -c 300001 /dev/zero\n");
         Script("cgi/fds.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nls /proc/self/fd\necho cwd=$(pwd)\n");
         Script("cgi/dev-stdout.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n' > /dev/stdout\necho via-dev-stdout > /dev/stdout\n");
         Script("cgi/no-interpreter.sh", "#!/nonexistent/interpreter\nprint 1\n");
@@ -431,6 +432,46 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
         // Aborted: what was in flight may be lost, but never more than the limit (plus one read) arrives.
         output.WriteLine($"received {total} bytes before the abort");
         Assert.InRange(total, 1, 1_000_000);
+    }
+
+    [Fact]
+    public async Task The_access_log_counts_the_bytes_of_a_streamed_response_and_of_an_aborted_one_and_keeps_the_raw_target()
+    {
+        // No Content-Length from the script: sent chunked, yet logged with its size (it was "-").
+        using (var response = await _client.GetAsync(new Uri("http://a.localhost/cgi-bin/sized.sh?n=%2F%22&x")))
+        {
+            Assert.True(response.Headers.TransferEncodingChunked);
+            Assert.Equal(300001, (await response.Content.ReadAsByteArrayAsync()).Length);
+        }
+
+        var streamed = await WaitForEventAsync(e => CollectingSink.Scalar(e, "Path") == "/cgi-bin/sized.sh");
+        Assert.Equal("300001", CollectingSink.Scalar(streamed, "Bytes"));
+        Assert.Equal("/cgi-bin/sized.sh?n=%2F%22&x", CollectingSink.Scalar(streamed, "Target"));
+
+        // Aborted after the vhost's 1,000,000-byte output limit: what was sent before the abort, never the declared
+        // nothing and never more than the limit.
+        using (var response = await _client.GetAsync(new Uri("http://m.localhost/cgi-bin/big.sh"), HttpCompletionOption.ResponseHeadersRead))
+        {
+            await using var stream = await response.Content.ReadAsStreamAsync();
+            var buffer = new byte[65536];
+            await Assert.ThrowsAnyAsync<IOException>(async () =>
+            {
+                while (await stream.ReadAsync(buffer) > 0)
+                {
+                }
+            });
+        }
+
+        var aborted = await WaitForEventAsync(e => CollectingSink.Scalar(e, "Vhost") == "m.localhost" && CollectingSink.Scalar(e, "Path") == "/cgi-bin/big.sh");
+        output.WriteLine($"aborted response logged with {CollectingSink.Scalar(aborted, "Bytes")} bytes");
+        Assert.InRange(long.Parse(CollectingSink.Scalar(aborted, "Bytes")!, CultureInfo.InvariantCulture), 1, 1_000_000);
+    }
+
+    private async Task<LogEvent> WaitForEventAsync(Func<LogEvent, bool> match)
+    {
+        LogEvent? found = null;
+        Assert.True(await WaitForAsync(() => (found = _harness.Sink.AccessEvents.FirstOrDefault(match)) is not null, TimeSpan.FromSeconds(10)), "no such access-log event");
+        return found!;
     }
 
     [Fact]

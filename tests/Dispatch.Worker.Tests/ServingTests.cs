@@ -349,6 +349,7 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal("http://a.localhost/from", CollectingSink.Scalar(logged, "Referer"));
         Assert.Equal("probe/1.0", CollectingSink.Scalar(logged, "UserAgent"));
         Assert.Equal("?q=1", CollectingSink.Scalar(logged, "Query"));
+        Assert.Equal("/ten.txt?q=1", CollectingSink.Scalar(logged, "Target"));
         Assert.True(logged.Properties.ContainsKey("TlsProtocol"));
         Assert.Null(CollectingSink.Scalar(logged, "TlsProtocol"));
         Assert.Equal(RequestHandler.AccessLogTemplate, logged.MessageTemplate.Text);

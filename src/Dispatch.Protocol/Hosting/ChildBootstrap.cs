@@ -18,6 +18,14 @@ public static class ChildBootstrap
     public static IpcChannel Start(ProcessRole role, string[] args)
     {
         MainEnteredMs = StartupTrace.NowMs;
+        // The master refuses to start on another architecture than x86_64 (NativeLayout); a child checks again before
+        // it reads any native struct, so that no binary of Dispatch reads one with the wrong layout, however started.
+        if (NativeLayout.Unsupported() is { } unsupported)
+        {
+            Console.Error.WriteLine($"{role}: {unsupported}");
+            Environment.Exit(69); // EX_UNAVAILABLE
+        }
+
         if (args is ["--stage1"])
         {
             Jail.RunStage1(role); // Never returns: execs or exits.

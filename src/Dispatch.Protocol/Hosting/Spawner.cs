@@ -36,11 +36,26 @@ public static unsafe class Spawner
     /// </summary>
     public const string HeapHardLimitVariable = "DOTNET_GCHeapHardLimit";
 
-    /// <summary>The clean environment, plus a GC heap hard limit when one is given.</summary>
-    public static string[] CleanEnvironment(ulong? heapHardLimit) =>
-        heapHardLimit is { } bytes
-            ? [.. CleanEnvironment(), string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{HeapHardLimitVariable}={bytes:X}")]
-            : CleanEnvironment();
+    /// <summary>
+    /// OpenSSL's configuration file variable: Dispatch's own children (dispatcher, workers) get
+    /// <see cref="OpenSslConfigFile"/>, the TLS policy of the engines that run on OpenSSL (suites, groups, versions).
+    /// </summary>
+    public const string OpenSslConfigVariable = "OPENSSL_CONF";
+
+    /// <summary>dispatch-openssl.cnf beside the binaries (copied there by the build).</summary>
+    public static string OpenSslConfigFile => Path.Combine(RuntimePaths.AppDirectory, "dispatch-openssl.cnf");
+
+    /// <summary>
+    /// The environment of Dispatch's own children (not of a pool's foreign <c>program</c>): the clean environment, the
+    /// OpenSSL policy, and a GC heap hard limit when one is given.
+    /// </summary>
+    public static string[] CleanEnvironment(ulong? heapHardLimit)
+    {
+        string[] own = [.. CleanEnvironment(), $"{OpenSslConfigVariable}={OpenSslConfigFile}"];
+        return heapHardLimit is { } bytes
+            ? [.. own, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{HeapHardLimitVariable}={bytes:X}")]
+            : own;
+    }
 
     /// <summary>The heap hard limit this process was started with (stage 1: the one the master chose), or null.</summary>
     public static ulong? InheritedHeapHardLimit() =>

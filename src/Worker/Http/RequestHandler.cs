@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.StaticFiles;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Net.Http.Headers;
@@ -55,6 +56,10 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         }
 
         context.Response.Headers.XContentTypeOptions = "nosniff";
+
+        // Under every handler: the access log's byte count is what reached the connection (CountingResponseBody).
+        var body = new CountingResponseBody(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.RequestAborted);
+        context.Features.Set<IHttpResponseBodyFeature>(body);
         try
         {
             string? authority = context.Request.Headers.Host;
@@ -100,7 +105,8 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         }
         finally
         {
-            WriteAccessLog(context, info, vhost, method, path, started, failed);
+            WriteAccessLog(context, info, vhost, method, path, started, failed, body);
+            context.Features.Set(body.Inner);
         }
     }
 
@@ -224,7 +230,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         return HttpMethods.IsHead(context.Request.Method) ? Task.CompletedTask : response.Body.WriteAsync(body).AsTask();
     }
 
-    private void WriteAccessLog(HttpContext context, HandedConnectionInfo? info, Vhost? vhost, string method, PathString path, long started, bool failed)
+    private void WriteAccessLog(HttpContext context, HandedConnectionInfo? info, Vhost? vhost, string method, PathString path, long started, bool failed, CountingResponseBody body)
     {
         var log = vhost?.AccessLog ?? defaultAccessLog;
         if (!log.IsEnabled(LogEventLevel.Information))
@@ -235,9 +241,10 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         var response = context.Response;
         var status = failed && !response.HasStarted ? StatusCodes.Status500InternalServerError : response.StatusCode;
 
-        // Bytes: the declared body length (Content-Length), 0 where no body is sent; null when unknown (chunked).
-        // Cheap, and exact for everything StaticFiles sends; an aborted transfer is logged with its declared length.
-        long? bytes = HttpMethods.IsHead(method) || status is < 200 or 204 or 304 ? 0 : response.ContentLength;
+        // Bytes: the body bytes that reached the connection, whatever the framing (a streamed CGI or proxied response
+        // too), and for an aborted one what was sent before the abort; 0 where no body is sent. A handler that failed
+        // after the response started gets its connection aborted: what it had buffered is not sent.
+        long bytes = HttpMethods.IsHead(method) || status is < 200 or 204 or 304 ? 0 : body.BytesSent(completing: !failed);
 
         // The event is built here rather than bound from the template with a ForContext logger per extra field: the
         // same properties (all scalars), without four loggers, the binder's argument array and its property capture.
@@ -258,6 +265,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
             new("Referer", new ScalarValue(request.Headers.Referer.ToString() is { Length: > 0 } r ? r : null)),
             new("UserAgent", new ScalarValue(request.Headers.UserAgent.ToString() is { Length: > 0 } ua ? ua : null)),
             new("Query", new ScalarValue(request.QueryString.HasValue ? request.QueryString.Value : null)),
+            new("Target", new ScalarValue(context.Features.Get<IHttpRequestFeature>()?.RawTarget is { Length: > 0 } target ? target : null)),
             new("TlsProtocol", new ScalarValue(info?.TlsProtocol ?? context.Features.Get<Microsoft.AspNetCore.Connections.Features.ITlsHandshakeFeature>()?.Protocol.ToString())),
         ];
         log.Write(new LogEvent(DateTimeOffset.Now, LogEventLevel.Information, null, AccessTemplate, properties));
