@@ -15,6 +15,7 @@ public static class TestWorld
     public const uint TenantA = 10001;
     public const uint TenantB = 10002;
     private static readonly string[] Executables = ["Master", "TlsDispatcher", "Worker"];
+    private static readonly string[] BuildFiles = ["Directory.Build.props", "Directory.Packages.props"];
     private static readonly Lazy<string> Published = new(FindPublished);
     private static readonly Lazy<string> Staged = new(Stage);
     private static readonly string RunDirectory = Path.Combine("/var/lib/dispatch-tests", $"run-{Environment.ProcessId}-{Guid.NewGuid():N}"[..24]);
@@ -110,7 +111,7 @@ public static class TestWorld
         var published = Path.Combine(RepoRoot, "artifacts", "bin");
         const string Hint = "run scripts/publish.sh (run-tests.sh does it before the tests): the end-to-end tests run the published NativeAOT executables, what ships";
         // The newest input of the publish: a source, project or build file of the executables.
-        var sources = new[] { "Directory.Build.props", "Directory.Packages.props" }.Select(f => new FileInfo(Path.Combine(RepoRoot, f)))
+        var sources = BuildFiles.Select(f => new FileInfo(Path.Combine(RepoRoot, f)))
             .Concat(new DirectoryInfo(Path.Combine(RepoRoot, "src")).EnumerateFiles("*", SearchOption.AllDirectories)
                 .Where(f => f.Extension is ".cs" or ".csproj" or ".json" && !f.FullName.Contains("/bin/", StringComparison.Ordinal) && !f.FullName.Contains("/obj/", StringComparison.Ordinal)))
             .Where(f => f.Exists)
