@@ -15,6 +15,7 @@
 #   sudo bench/aot.sh            report in bench/results/aot-<date>-<commit>.md
 # Environment: ROUNDS=3 HANDSHAKES=2000 WARMUP_HANDSHAKES=500 HS_CONC=4 DURATION=10s WRK_THREADS=2
 #   WRK_CONNS=10 SKIP_INSTALL=1 (no apt-get) DISPATCH_PUBLISHED=DIR (AOT executables already published)
+#   JIT_PUBLISHED=DIR (the framework-dependent publish already made)
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "bench/aot.sh must run as root (Dispatch's master starts workers as tenant uids; nginx binds as root)." >&2
@@ -82,10 +83,14 @@ log "publishing and staging the NativeAOT executables into $aot_app"
 log "publishing the JIT (framework-dependent) build into $jit_app"
 rm -rf "$jit_app"
 mkdir -p "$jit_app"
-for p in Master TlsDispatcher Worker; do
-  dotnet publish "$repo/src/$p/$p.csproj" -c Release -p:PublishAot=false --self-contained false -o "$jit_app" \
-    --disable-build-servers --nologo -v quiet -clp:ErrorsOnly >"$base.jit.log" 2>&1 || { tail -20 "$base.jit.log" >&2; die "JIT publish of $p failed"; }
-done
+if [ -n "${JIT_PUBLISHED:-}" ]; then
+  cp -a "$JIT_PUBLISHED/." "$jit_app/"
+else
+  for p in Master TlsDispatcher Worker; do
+    dotnet publish "$repo/src/$p/$p.csproj" -c Release -p:PublishAot=false --self-contained false -o "$jit_app" \
+      --disable-build-servers --nologo -v quiet -clp:ErrorsOnly >"$base.jit.log" 2>&1 || { tail -20 "$base.jit.log" >&2; die "JIT publish of $p failed"; }
+  done
+fi
 chown -R root:root "$jit_app"
 chmod -R go-w "$jit_app"
 chmod 755 "$jit_app"
