@@ -45,7 +45,7 @@ public sealed class DensityTests : IDisposable
             var gc = GcConfiguration(_dispatch.WaitForLine(new Regex($@"Worker {pid} \({pool}\): GC configuration: (.*)$")).Groups[1].Value);
             Assert.Equal("False", gc["ServerGC"]);
             Assert.Equal("False", gc["ConcurrentGC"]);
-            Assert.Equal("5", gc["GCConserveMemory"]);
+            Assert.Equal("5", gc["GCConserveMem"]);
             Assert.Equal(limit, gc["GCHeapHardLimit"]);
         }
     }
