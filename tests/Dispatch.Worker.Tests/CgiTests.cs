@@ -442,12 +442,30 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
         using var third = await _client.GetAsync(new Uri("http://l.localhost/cgi-bin/tiny.sh"));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, third.StatusCode);
         Assert.Equal("1", third.Headers.RetryAfter?.Delta?.TotalSeconds.ToString(CultureInfo.InvariantCulture));
-        using var r1 = await first;
-        using var r2 = await second;
+        using var r1 = await WithDiagnosticsAsync(first);
+        using var r2 = await WithDiagnosticsAsync(second);
         Assert.Equal("slow", await r1.Content.ReadAsStringAsync());
         Assert.Equal("slow", await r2.Content.ReadAsStringAsync());
         using var after = await _client.GetAsync(new Uri("http://l.localhost/cgi-bin/tiny.sh"));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+    }
+
+    /// <summary>
+    /// A response expected within seconds (the scripts sleep 2 s); if it has not come within 25 s (before the client's
+    /// own 30 s timeout), the failure says what the worker's children and CGI reactor looked like at that moment.
+    /// </summary>
+    private async Task<HttpResponseMessage> WithDiagnosticsAsync(Task<HttpResponseMessage> response)
+    {
+        try
+        {
+            return await response.WaitAsync(TimeSpan.FromSeconds(25));
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"no response within 25 s; running scripts {_harness.Server.RunningCgiScripts}, reactor registrations "
+                + $"{FdReactor.Shared.Registered}; children: {Processes.DescribeChildren()}");
+            throw;
+        }
     }
 
     [Fact]
@@ -663,6 +681,32 @@ internal static class Processes
         }
 
         return members;
+    }
+
+    /// <summary>This process's children (state, process group, command line): what a hung test shows when it fails.</summary>
+    public static string DescribeChildren()
+    {
+        var lines = new List<string>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)
+                && ReadStat(pid) is { } stat && stat.ParentPid == Environment.ProcessId)
+            {
+                string command;
+                try
+                {
+                    command = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+                }
+                catch (IOException)
+                {
+                    command = "?";
+                }
+
+                lines.Add($"{pid}: state {stat.State} group {stat.Group} {command}");
+            }
+        }
+
+        return lines.Count == 0 ? "no children" : string.Join("; ", lines);
     }
 
     public static string Describe(IEnumerable<int> pids) =>

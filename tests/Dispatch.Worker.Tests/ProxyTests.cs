@@ -52,7 +52,11 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
             {
                 Proxy = new ProxySettings([new ProxyMapping("/app", _unix.Upstream), new ProxyMapping("/app/deep/", _tcp.Upstream)]),
             },
-            Harness.Vhost("raw.localhost", root) with
+            Harness.Vhost("raw.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", _raw.Upstream)]) },
+
+            // The one vhost with a short read timeout: only the test of that timeout uses it (under load, 1 s of
+            // silence can happen in any other test).
+            Harness.Vhost("rawslow.localhost", root) with
             {
                 Proxy = new ProxySettings([new ProxyMapping("/", _raw.Upstream)], ReadTimeout: TimeSpan.FromSeconds(1)),
             },
@@ -344,15 +348,17 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
     {
         _raw.Behaviour = _raw.Hang;
         var watch = Stopwatch.StartNew();
-        using var response = await _client.GetAsync(new Uri("http://raw.localhost/slow"));
+        using var response = await _client.GetAsync(new Uri("http://rawslow.localhost/slow"));
         var elapsed = watch.Elapsed;
         Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
         Assert.Contains("did not answer in time", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
-        Assert.True(elapsed >= TimeSpan.FromSeconds(0.9) && elapsed < TimeSpan.FromSeconds(10), $"took {elapsed}");
+
+        // Not before the timeout (how long after it depends on the machine's load: not asserted).
+        Assert.True(elapsed >= TimeSpan.FromSeconds(0.9), $"took {elapsed}");
 
         // The abandoned upstream request is not left open.
         await _raw.PeerClosed.Task.WaitAsync(TimeSpan.FromSeconds(10));
-        Assert.Equal("raw.localhost", CollectingSink.Scalar(Assert.Single(ProxyWarnings()), "Vhost"));
+        Assert.Equal("rawslow.localhost", CollectingSink.Scalar(Assert.Single(ProxyWarnings()), "Vhost"));
     }
 
     [Fact]
