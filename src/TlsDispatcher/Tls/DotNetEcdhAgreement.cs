@@ -1,15 +1,14 @@
 using System.Security.Cryptography;
 using Org.BouncyCastle.Tls;
 using Org.BouncyCastle.Tls.Crypto;
-using Rfc7748X25519 = Org.BouncyCastle.Math.EC.Rfc7748.X25519;
 
 namespace Dispatch.TlsDispatcher.Tls;
 
 /// <summary>
 /// One ephemeral ECDH agreement. P-256: .NET's <see cref="ECDiffieHellman"/> (OpenSSL), which also validates the
-/// client's point (on the curve, not the identity) when importing it. X25519: .NET has no X25519, so this is
-/// BouncyCastle's managed RFC 7748 implementation (an all-zero shared secret, from a small-order point, is refused);
-/// the shared secret becomes a <see cref="DotNetTlsSecret"/> either way.
+/// client's point (on the curve, not the identity) when importing it. X25519: .NET has no X25519, so this is OpenSSL's
+/// through <see cref="OpenSslX25519"/> (an all-zero shared secret, from a small-order point, is refused); the shared
+/// secret becomes a <see cref="DotNetTlsSecret"/> either way.
 /// </summary>
 public sealed class DotNetEcdhAgreement : TlsAgreement
 {
@@ -17,7 +16,7 @@ public sealed class DotNetEcdhAgreement : TlsAgreement
     private readonly DotNetTlsCrypto _crypto;
     private readonly int _namedGroup;
     private ECDiffieHellman? _p256;
-    private byte[]? _x25519Private;
+    private OpenSslX25519.PrivateKey? _x25519;
     private byte[]? _peer;
 
     internal DotNetEcdhAgreement(DotNetTlsCrypto crypto, int namedGroup)
@@ -31,11 +30,8 @@ public sealed class DotNetEcdhAgreement : TlsAgreement
     {
         if (_namedGroup == NamedGroup.x25519)
         {
-            _x25519Private = new byte[Rfc7748X25519.ScalarSize];
-            RandomNumberGenerator.Fill(_x25519Private);
-            byte[] publicKey = new byte[Rfc7748X25519.PointSize];
-            Rfc7748X25519.ScalarMultBase(_x25519Private, 0, publicKey, 0);
-            return publicKey;
+            _x25519 = OpenSslX25519.Generate();
+            return _x25519.PublicKey();
         }
 
         _p256 = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
@@ -51,7 +47,7 @@ public sealed class DotNetEcdhAgreement : TlsAgreement
     public void ReceivePeerValue(byte[] peerValue)
     {
         ArgumentNullException.ThrowIfNull(peerValue);
-        int expected = _namedGroup == NamedGroup.x25519 ? Rfc7748X25519.PointSize : 1 + (2 * P256Coordinate);
+        int expected = _namedGroup == NamedGroup.x25519 ? OpenSslX25519.KeySize : 1 + (2 * P256Coordinate);
         if (peerValue.Length != expected || (_namedGroup == NamedGroup.secp256r1 && peerValue[0] != 0x04))
             throw new TlsFatalAlert(AlertDescription.illegal_parameter);
         _peer = peerValue;
@@ -63,18 +59,9 @@ public sealed class DotNetEcdhAgreement : TlsAgreement
         byte[] peer = _peer ?? throw new TlsFatalAlert(AlertDescription.internal_error);
         if (_namedGroup == NamedGroup.x25519)
         {
-            byte[] scalar = _x25519Private ?? throw new TlsFatalAlert(AlertDescription.internal_error);
-            byte[] shared = new byte[Rfc7748X25519.PointSize];
-            try
-            {
-                if (!Rfc7748X25519.CalculateAgreement(scalar, 0, peer, 0, shared, 0))
-                    throw new TlsFatalAlert(AlertDescription.illegal_parameter);
-            }
-            finally
-            {
-                CryptographicOperations.ZeroMemory(scalar);
-            }
-
+            using OpenSslX25519.PrivateKey key = _x25519 ?? throw new TlsFatalAlert(AlertDescription.internal_error);
+            _x25519 = null;
+            byte[] shared = key.Agree(peer) ?? throw new TlsFatalAlert(AlertDescription.illegal_parameter);
             return _crypto.Adopt(shared);
         }
 

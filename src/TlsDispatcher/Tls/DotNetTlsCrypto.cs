@@ -12,7 +12,7 @@ namespace Dispatch.TlsDispatcher.Tls;
 /// AES-GCM and ChaCha20-Poly1305 records (<see cref="DotNetAeadCipherImpl"/> under <see cref="RecordingAeadCipher"/>),
 /// hashes and HMACs (<see cref="DotNetTlsHash"/>, <see cref="DotNetTlsHmac"/>), HKDF and the TLS 1.2 PRF
 /// (<see cref="DotNetTlsSecret"/>), P-256 ECDH (<see cref="DotNetEcdhAgreement"/>) and signatures
-/// (<see cref="DotNetSignerCredentials"/>). X25519 is BouncyCastle's managed implementation (.NET has none), with its
+/// (<see cref="DotNetSignerCredentials"/>). X25519 is OpenSSL's (<see cref="OpenSslX25519"/>; .NET has none), with its
 /// result wrapped in our own secret type. Everything else (parsing our own certificates, the nonce generator) is
 /// <see cref="BcTlsCrypto"/>'s. One instance per connection: it remembers the record cipher it made last (the
 /// application-data cipher once the handshake is done), whose keys and sequence numbers the hand-off exports.

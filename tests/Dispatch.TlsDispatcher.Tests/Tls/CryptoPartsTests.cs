@@ -208,6 +208,34 @@ public sealed class CryptoPartsTests
     }
 
     [Fact]
+    public void OpenSsl_x25519_gives_the_rfc_7748_test_vectors()
+    {
+        // RFC 7748 section 6.1.
+        byte[] alicePrivate = Convert.FromHexString("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+        byte[] bobPrivate = Convert.FromHexString("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+        byte[] alicePublic = Convert.FromHexString("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+        byte[] bobPublic = Convert.FromHexString("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+        byte[] shared = Convert.FromHexString("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+        using var alice = OpenSslX25519.FromPrivate(alicePrivate);
+        using var bob = OpenSslX25519.FromPrivate(bobPrivate);
+        Assert.Equal(alicePublic, alice.PublicKey());
+        Assert.Equal(bobPublic, bob.PublicKey());
+        Assert.Equal(shared, alice.Agree(bobPublic));
+        Assert.Equal(shared, bob.Agree(alicePublic));
+
+        // Small-order points (RFC 7748 section 6.1's all-zero check): 0, 1, and a point of order 8.
+        Assert.Null(alice.Agree(new byte[32]));
+        Assert.Null(alice.Agree(Convert.FromHexString("0100000000000000000000000000000000000000000000000000000000000000")));
+        Assert.Null(alice.Agree(Convert.FromHexString("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")));
+        Assert.Null(alice.Agree(new byte[31]));
+
+        // OpenSSL's error queue is left empty, so .NET's next OpenSSL call finds no stale error.
+        using var ecdsa = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        byte[] data = [1, 2, 3];
+        Assert.True(ecdsa.VerifyData(data, ecdsa.SignData(data, HashAlgorithmName.SHA256), HashAlgorithmName.SHA256));
+    }
+
+    [Fact]
     public void X25519_agreement_matches_the_peers_and_refuses_a_small_order_point()
     {
         TlsECDomain domain = new DotNetTlsCrypto().CreateECDomain(new TlsECConfig(NamedGroup.x25519));
