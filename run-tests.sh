@@ -27,7 +27,7 @@ command -v dotnet >/dev/null 2>&1 || { echo "run-tests.sh: dotnet not found: ins
 # What the tests run besides .NET, as command:Debian-package. Add a tool here when a test needs it.
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for tool in curl:curl openssl:openssl gnutls-cli:gnutls-bin setpriv:util-linux strace:strace useradd:passwd testssl:testssl.sh sslscan:sslscan gcc:gcc nc:netcat-openbsd htpasswd:apache2-utils php-fpm8.2:php8.2-fpm php:php8.2-cli nghttp:nghttp2-client; do
+for tool in curl:curl openssl:openssl gnutls-cli:gnutls-bin setpriv:util-linux strace:strace useradd:passwd testssl:testssl.sh sslscan:sslscan gcc:gcc nc:netcat-openbsd htpasswd:apache2-utils php-fpm8.2:php8.2-fpm php:php8.2-cli nghttp:nghttp2-client prlimit:util-linux ss:iproute2; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
 done
 # The Python test worker (WorkerProgramTests) runs the TLS record layer with python3-cryptography.

@@ -8,9 +8,11 @@
 #
 # Environment (all optional):
 #   DISPATCH_APP=DIR   an already staged Dispatch (scripts/stage.sh); default: stage Release into $base/app
+#   WORKER_DIR=DIR     a published Worker (e.g. NativeAOT) used instead of the staged one (as in bench/coldstart.sh)
 #   IDLE_WAIT=25       seconds idle before measuring (the thread pool retires idle threads after 20 s)
 #   HOST_GIB=24        host size for the tenants-per-host figure
-#   WORKER_MB=80       memory budgeted per worker: an N that does not fit in MemAvailable is not run (said so)
+#   WORKER_MB=80       memory budgeted per worker: an N that does not fit in MemAvailable is not run (said so);
+#                      NativeAOT workers default to 25
 # No nginx column: nginx has no per-tenant process to compare with (php-fpm pools would be the peer).
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
@@ -21,7 +23,6 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 base=/var/lib/dispatch-density
 IDLE_WAIT=${IDLE_WAIT:-25}
 HOST_GIB=${HOST_GIB:-24}
-WORKER_MB=${WORKER_MB:-80}
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 100 1000)
 mkdir -p "$base"
@@ -31,6 +32,26 @@ if [ -z "$app" ]; then
   app="$base/app"
   "$repo/scripts/stage.sh" "$app" Release >/dev/null
 fi
+if [ -n "${WORKER_DIR:-}" ]; then
+  # The master starts "Worker" from its own directory: a copy of the staged app with the given worker in it.
+  rm -rf "$base/app-worker"
+  cp -a "$app/." "$base/app-worker/"
+  rm -f "$base/app-worker/Worker" "$base/app-worker/Worker.dll"
+  cp -a "$WORKER_DIR/Worker" "$base/app-worker/Worker"
+  chown -R root:root "$base/app-worker"
+  chmod -R go-w "$base/app-worker"
+  app="$base/app-worker"
+fi
+# Written back first: a page of a binary still dirty in the page cache (just built or copied) counts as private dirty
+# memory of every process that maps it (seen: 16 MB instead of 7 MB for a NativeAOT worker copied a moment before).
+sync "$app"/*
+if [ -e "$app/Worker.dll" ]; then
+  worker_kind="JIT"
+else
+  worker_kind="NativeAOT"
+  WORKER_MB=${WORKER_MB:-25}
+fi
+WORKER_MB=${WORKER_MB:-80}
 
 # Sum of a smaps_rollup field (kB) over pids.
 sum_field() {
@@ -44,14 +65,14 @@ sum_field() {
 }
 
 echo
-echo "## Density: idle pools per host (bench/density.sh, idle $IDLE_WAIT s, smaps_rollup)"
+echo "## Density: idle pools per host (bench/density.sh, $worker_kind worker, idle $IDLE_WAIT s, smaps_rollup)"
 echo
-echo "| pools (1 idle worker each) | workers RSS MB (mean) | workers PSS MB (total / mean) | workers private dirty MB (mean) | master PSS MB | dispatcher PSS MB | total PSS MB | tenants per $HOST_GIB GiB |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| pools (1 idle worker each) | workers RSS MB (mean) | workers PSS MB (total / mean) | workers private dirty MB (mean) | master RSS / PSS / private dirty MB | dispatcher RSS / PSS / private dirty MB | total PSS MB | tenants per $HOST_GIB GiB | spawn s |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for n in "${counts[@]}"; do
   avail_mb=$(( $(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo) / 1024 ))
   if [ $((n * WORKER_MB)) -gt $((avail_mb * 8 / 10)) ]; then
-    echo "| $n | not run: needs about $((n * WORKER_MB)) MB, $avail_mb MB available | | | | | | |"
+    echo "| $n | not run: needs about $((n * WORKER_MB)) MB, $avail_mb MB available | | | | | | | |"
     continue
   fi
   dir="$base/n$n"
@@ -79,6 +100,7 @@ config = {
     "dispatcher": {"user": "10000", "workerWait": "120s"},
     "pools": pools, "vhosts": vhosts,
     "control": {"socket": f"{d}/control.sock"},
+    "limits": {"maxWorkers": n + 16},
 }
 with open(f"{d}/dispatch.json", "w") as f:
     json.dump(config, f)
@@ -88,9 +110,11 @@ EOF
   master=$!
   for _ in $(seq 1 600); do grep -q "Dispatch ready" "$log" && break; sleep 0.2; done
   grep -q "Dispatch ready" "$log" || { echo "master did not start; see $log" >&2; kill "$master" 2>/dev/null; exit 1; }
+  spawn_start=$(date +%s%N)
   for i in $(seq 1 "$n"); do
     curl -s -o /dev/null --max-time 120 -H "Host: p$i.localhost" "http://127.0.0.1:$port/" || echo "request to p$i failed" >&2
   done
+  spawn_s=$(( ($(date +%s%N) - spawn_start) / 1000000000 ))
   sleep "$IDLE_WAIT"
   mapfile -t workers < <(grep -oE "Worker [0-9]+ for pool p[0-9]+ ready" "$log" | awk '{ print $2 }')
   dispatcher=$(grep -oE "dispatcher [0-9]+ \(uid" "$log" | head -1 | awk '{ print $2 }')
@@ -104,10 +128,15 @@ EOF
   dirty=$(sum_field Private_Dirty "${live[@]}")
   mpss=$(sum_field Pss "$master_pid")
   dpss=$(sum_field Pss "$dispatcher")
+  mrss=$(sum_field Rss "$master_pid")
+  drss=$(sum_field Rss "$dispatcher")
+  mdirty=$(sum_field Private_Dirty "$master_pid")
+  ddirty=$(sum_field Private_Dirty "$dispatcher")
   total=$((pss + mpss + dpss))
   tenants=$(( (HOST_GIB * 1024 * 1024 - mpss - dpss) * w / pss ))
-  awk -v n="$n" -v w="$w" -v rss="$rss" -v pss="$pss" -v dirty="$dirty" -v m="$mpss" -v d="$dpss" -v t="$total" -v ten="$tenants" 'BEGIN {
-    printf "| %d (%d workers measured) | %.1f | %.0f / %.1f | %.1f | %.1f | %.1f | %.0f | %d |\n", n, w, rss/w/1024, pss/1024, pss/w/1024, dirty/w/1024, m/1024, d/1024, t/1024, ten }'
+  awk -v n="$n" -v w="$w" -v rss="$rss" -v pss="$pss" -v dirty="$dirty" -v m="$mpss" -v d="$dpss" -v t="$total" -v ten="$tenants" \
+      -v mr="$mrss" -v md="$mdirty" -v dr="$drss" -v dd="$ddirty" -v sp="$spawn_s" 'BEGIN {
+    printf "| %d (%d workers measured) | %.1f | %.0f / %.1f | %.1f | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %.0f | %d | %.0f |\n", n, w, rss/w/1024, pss/1024, pss/w/1024, dirty/w/1024, mr/1024, m/1024, md/1024, dr/1024, d/1024, dd/1024, t/1024, ten, sp }'
   kill -TERM "$master"
   wait "$master" 2>/dev/null || true
 done

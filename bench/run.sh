@@ -720,9 +720,11 @@ json.dump(meta, open(sys.argv[1], "w"), indent=1)
 PY
 "$PY" "$TOOL" report "$results" "$run/meta.json" >"$report"
 cp "$results" "${report%.md}.jsonl"
+[ "${COLDSTART:-1}" = 0 ] || DISPATCH_APP="$app" "$bench/coldstart.sh" >>"$report" || log "bench/coldstart.sh failed"  # first response from a pool with no worker (docs/coldstart.md)
 [ "${DENSITY:-1}" = 0 ] || DISPATCH_APP="$app" "$bench/density.sh" ${DENSITY_COUNTS:-1 100 1000} >>"$report" || log "bench/density.sh failed"  # idle pools per host
 [ "${IDENTITY:-1}" = 0 ] || { printf '\n## Identity vhosts: verified logins, bcrypt cost 10 (bench/identity.sh)\n\n'; DISPATCH_APP="$app" LOGINS=${IDENTITY_LOGINS:-200} "$bench/identity.sh"; } >>"$report" || log "bench/identity.sh failed"
 [ "${PHP:-1}" = 0 ] || { printf '\n## PHP through FastCGI (bench/php.sh)\n\n'; DISPATCH_APP="$app" SKIP_INSTALL=1 "$bench/php.sh"; } >>"$report" || log "bench/php.sh failed"
 [ "${AOT:-1}" = 0 ] || { printf '\n## NativeAOT vs JIT, steady-state CPU (bench/aot.sh)\n\n'; DISPATCH_PUBLISHED="$repo/artifacts/bin" SKIP_INSTALL=1 ROUNDS=${AOT_ROUNDS:-1} RESULTS_DIR="$run/aot" "$bench/aot.sh" | sed 1d; } >>"$report" || log "bench/aot.sh failed"
+[ "${FLOODS:-0}" = 0 ] || { printf '\n## Floods (bench/flood.sh, docs/floods.md)\n\n'; DISPATCH_APP="$app" "$bench/flood.sh"; } >>"$report" || log "bench/flood.sh failed"  # off by default (~20 min)
 cat "$report"
 log "report: $report (raw data: ${report%.md}.jsonl)"

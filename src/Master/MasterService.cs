@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
+using Dispatch.Master.Certificates;
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
 using Dispatch.Protocol.Hosting;
@@ -21,12 +22,11 @@ internal sealed partial class MasterService : IDisposable
     private DispatchConfig _config;
     private long _snapshotVersion = 1;
     private readonly SemaphoreSlim _reloading = new(1, 1);
-    private readonly Dictionary<string, FileSystemWatcher> _certWatchers = new(StringComparer.Ordinal);
-    private Timer? _certDebounce;
     private readonly ILogger _log;
     private readonly Reaper _reaper;
     private readonly ChildLauncher _launcher;
     private readonly PoolCgroups _cgroups;
+    private readonly CertificateWatcher _certificates;
     // Per dispatcher slot, its own listening sockets (SO_REUSEPORT: the kernel spreads connections over the slots).
     private readonly List<List<Socket>> _listeners = [];
     // The Prometheus endpoint's socket (loopback), served by the dispatcher of slot 0.
@@ -53,6 +53,7 @@ internal sealed partial class MasterService : IDisposable
         _reaper = new Reaper(OnChildExit);
         _launcher = new ChildLauncher(_reaper, log);
         _cgroups = new PoolCgroups(log);
+        _certificates = new CertificateWatcher(log, () => ReloadAsync("certificate changed"));
     }
 
     private volatile bool _immediate;
@@ -152,7 +153,7 @@ internal sealed partial class MasterService : IDisposable
                 _dispatchers[0]!.Uid,
                 n > 1 ? $"; more dispatchers: {string.Join(", ", _dispatchers.Skip(1).Select(d => d!.Pid))}" : string.Empty,
                 string.Join(", ", _config.Listen));
-            WatchCertificates();
+            _certificates.Watch(_config);
             WarnAboutLandlock();
             NotifyReady();
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
@@ -312,473 +313,6 @@ internal sealed partial class MasterService : IDisposable
         return ["/etc/passwd", _config.SourcePath, .. roots, .. certs, .. logs, .. writable, .. _config.JailProbe.Paths.Where(Foreign)];
     }
 
-    private static RouteSnapshot BuildSnapshot(DispatchConfig config, long version)
-    {
-        var d = config.Dispatcher;
-        return new RouteSnapshot(
-            version,
-            new DispatcherSettings((int)d.HeaderTimeout.TotalMilliseconds, d.MaxRequestHead, (int)d.WorkerWait.TotalMilliseconds, (int)d.HandshakeTimeout.TotalMilliseconds) { SendTimeoutMs = (int)d.SendTimeout.TotalMilliseconds, Limits = d.ClientLimits },
-            [.. config.Vhosts.Values.Select(v => new VhostRoute(v.Name, [.. v.Aliases], v.Pool, v.TlsMode, [.. v.Certificates.Select(c => new CertificatePem(c.ChainPem, c.KeyPem))], v.HttpMode, v.OfferH2, v.Engine,
-                v.Identity is { } identity ? new VhostIdentity(identity.Realm, [.. identity.Users.Select(u => new IdentityUser(u.Login, u.Hash, u.Pool))], identity.FailuresPerAddress, identity.FailuresPerLogin, (int)identity.FailureWindow.TotalMilliseconds) : null))],
-            config.DefaultVhost,
-            config.Listen.FirstOrDefault(l => l.Protocol == "tls")?.Endpoint.Port ?? 443,
-            [.. config.Pools.Values.Select(p => new PoolRoute(p.Name, p.MaxConnectionsPerWorker, p.OneShot, p.MinSpare, (int)p.IdleTimeout.TotalMilliseconds, p.Program is null ? Dispatch.Protocol.Tls.TlsHandOffSupport.BuiltInWorker : p.TlsHandOff))]);
-    }
-
-    /// <summary>
-    /// A vhost as a worker of <paramref name="pool"/> serves it. For an identity vhost the worker gets its own login's
-    /// hash only (never another login's), to verify every request again.
-    /// </summary>
-    private static WorkerVhost ToWorkerVhost(VhostConfig v, string pool, string fastCgiDirectory) => new(
-        v.Name, [.. v.Aliases], v.Root, v.DirectoryListing, [.. v.Index], [.. v.Cgi.Select(c => new CgiRoute(c.UrlPrefix, c.Directory))], (int)v.CgiTimeout.TotalMilliseconds, v.PassthroughCertDir, [.. v.Proxy.Select(x => new ProxyRoute(x.UrlPrefix, x.Upstream.ToString(), (int)x.ConnectTimeout.TotalMilliseconds, (int)x.ReadTimeout.TotalMilliseconds))],
-        v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null,
-        FastCgiConfig.ToRoute(v.FastCgi, fastCgiDirectory),
-        v.TryFiles.Count == 0 ? null : [.. v.TryFiles],
-        v.Web);
-
-    /// <summary>Everything a pool's workers were started with; a reload retires a pool's workers when this changes.</summary>
-    private static string PoolFingerprint(DispatchConfig config, string pool)
-    {
-        if (!config.Pools.TryGetValue(pool, out var p))
-            return string.Empty;
-        var vhosts = config.Vhosts.Values.Where(v => v.ServedBy(pool)).OrderBy(v => v.Name, StringComparer.Ordinal)
-            .Select(v => ToWorkerVhost(v, pool, FastCgiDirectories.For(config, pool)));
-        var settings = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings(pool, [.. vhosts], p.OneShot) { Timeouts = p.Timeouts }));
-        var logs = string.Join(",", config.Vhosts.Values.Where(v => v.ServedBy(pool)).Select(v => $"{v.AccessLog}+{v.ErrorLog}"));
-        return string.Join(
-            "|", settings, p.Uid, p.Gid, string.Join(",", p.Groups), string.Join(",", p.Limits), string.Join(",", p.Modules), p.Program,
-            string.Join(",", p.LandlockRead), string.Join(",", p.LandlockExec ?? []), string.Join(",", p.LandlockWrite), string.Join(",", p.ConnectTcp), logs, p.Cgroup is null ? string.Empty : "cgroup " + config.Cgroup.Root, p.Chroot, p.Landlock);
-    }
-
-    /// <summary>
-    /// SIGHUP or an edit of the config file: validate the new config in full; if it is good, new
-    /// connections get the new routes (open ones keep theirs) and the workers of changed or removed
-    /// pools finish and leave; if it is not, every error is logged with its JSON path and the last
-    /// good config keeps serving. Listeners and the dispatcher's identity need a restart.
-    /// </summary>
-    public async Task<string> ReloadAsync(string why)
-    {
-        await _reloading.WaitAsync().ConfigureAwait(false);
-        var clock = Stopwatch.StartNew();
-        try
-        {
-            var (fresh, errors) = ConfigLoader.Load(_config.SourcePath);
-            if (fresh is null)
-            {
-                foreach (var e in errors)
-                    _log.Error("Reload ({Why}) rejected, the last good configuration keeps serving: {Error}", why, e.ToString());
-                var detail = $"rejected ({why}): {string.Join("; ", errors.Take(5))}{(errors.Count > 5 ? $"; and {errors.Count - 5} more" : string.Empty)}";
-                RecordReload("rejected", detail);
-                return detail;
-            }
-
-            if (!fresh.Listen.SequenceEqual(_config.Listen, new ListenComparer()) || fresh.Dispatcher != _config.Dispatcher || fresh.Operations != _config.Operations)
-            {
-                _log.Error("Reload ({Why}) rejected: changes to listen, dispatcher, control or metrics need a restart; the last good configuration keeps serving", why);
-                RecordReload("rejected", $"rejected ({why}): changes to listen, dispatcher, control or metrics need a restart");
-                return "rejected: changes to listen, dispatcher, control or metrics need a restart";
-            }
-
-            // Limits change in place (the pool's workers stay); a pool that gains or loses its group is retired below.
-            _cgroups.Apply(fresh);
-            var old = _config;
-            var retired = old.Pools.Keys.Where(p => PoolFingerprint(old, p) != PoolFingerprint(fresh, p)).ToArray();
-            foreach (var pool in _backoff.Clear(retired))
-                _log.Information("Pool {Pool} changed in the reload: its start backoff is cleared", pool);
-            var version = Interlocked.Increment(ref _snapshotVersion);
-            _config = fresh;
-            var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(BuildSnapshot(fresh, version)));
-            List<ChildProcess> updated = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted)];
-            try
-            {
-                foreach (var d in updated)
-                    d.Channel.Send(new RouteUpdate(retired), [memfd]);
-            }
-            finally
-            {
-                Libc.Close(memfd);
-            }
-
-            // "Reloaded" means new connections get the new routes: each dispatcher has swapped them in (it parses
-            // the snapshot, which takes a while with thousands of vhosts) before this is logged or answered.
-            var unconfirmed = await UnconfirmedAsync(updated).ConfigureAwait(false);
-            var (added, removed, changed) = DiffVhosts(old, fresh);
-            _log.Information(
-                "Configuration reloaded ({Why}), version {Version}: {Vhosts} vhosts in {Pools} pools; vhosts added {Added}, removed {Removed}, changed {Changed}; workers retired for {Retired}{Included}; in {Elapsed:F0} ms{Unconfirmed}",
-                why, version, fresh.Vhosts.Count, fresh.Pools.Count, added, removed, changed, retired.Length == 0 ? "no pool" : string.Join(", ", retired), fresh.Included is null ? string.Empty : $"; include {fresh.Included}", clock.Elapsed.TotalMilliseconds,
-                unconfirmed.Count == 0 ? string.Empty : $"; NOT yet confirmed by dispatcher {string.Join(", ", unconfirmed)}");
-            foreach (var d in _dispatchers.Where(d => d is { Exited.IsCompleted: false }))
-                TopUpSpares(d!);
-            WatchCertificates();
-            WarnAboutLandlock();
-            var summary = $"version {version} ({why}): {fresh.Vhosts.Count} vhosts in {fresh.Pools.Count} pools; workers retired for {(retired.Length == 0 ? "no pool" : string.Join(", ", retired))}";
-            RecordReload("ok", summary);
-            return "reloaded: " + summary;
-        }
-        catch (Exception e) when (e is SysCallException or WireException or IOException)
-        {
-            _log.Error("Reload ({Why}) failed: {Reason}", why, e.Message);
-            RecordReload("failed", $"failed ({why}): {e.Message}");
-            return "failed: " + e.Message;
-        }
-        finally
-        {
-            _reloading.Release();
-        }
-    }
-
-    /// <summary>The dispatchers (pids) that neither confirmed what was sent to them within <see cref="ConfirmTimeout"/> nor exited.</summary>
-    private async Task<List<int>> UnconfirmedAsync(IEnumerable<ChildProcess> dispatchers)
-    {
-        var asks = dispatchers.Select(async d =>
-        {
-            try
-            {
-                var ask = AskStatsAsync(d, ConfirmTimeout);
-                if (await Task.WhenAny(ask, d.Exited).ConfigureAwait(false) == ask)
-                    await ask.ConfigureAwait(false);
-                return 0;
-            }
-            catch (Exception e) when (e is TimeoutException or SysCallException or ObjectDisposedException)
-            {
-                return d.Exited.IsCompleted ? 0 : d.Pid;
-            }
-        });
-        return [.. (await Task.WhenAll(asks).ConfigureAwait(false)).Where(pid => pid != 0)];
-    }
-
-    private static readonly TimeSpan ConfirmTimeout = TimeSpan.FromSeconds(30);
-
-    /// <summary>
-    /// A kernel whose Landlock has no network rules (ABI &lt; 4) cannot hold TCP to the listed ports: said once per
-    /// start and reload, per pool that lists any, rather than silently running unrestricted.
-    /// </summary>
-    private void WarnAboutLandlock()
-    {
-        var abi = Landlock.AbiVersion();
-        if (abi >= Landlock.NetworkAbi)
-            return;
-        foreach (var pool in _config.Pools.Values)
-        {
-            var ports = LandlockRules.ConnectPorts(pool, _config.Vhosts.Values.Where(v => v.ServedBy(pool.Name)));
-            if (ports.Count > 0 && Landlock.NetworkWarning(abi, ports) is { } warning)
-                _log.Warning("Pool {Pool}: {Warning}", pool.Name, warning);
-        }
-
-        _log.Warning("Landlock ABI {Abi}: no process's TCP bind or connect is restricted by Landlock on this kernel (needs ABI {Needed})", abi, Landlock.NetworkAbi);
-    }
-
-    /// <summary>How many vhosts a reload adds, removes and changes (anything a client or its worker would notice).</summary>
-    private static (int Added, int Removed, int Changed) DiffVhosts(DispatchConfig old, DispatchConfig fresh)
-    {
-        static string Fingerprint(VhostConfig v) => string.Join(
-            "|", v.Name, string.Join(",", v.Aliases), v.Pool, v.Root, v.DirectoryListing, string.Join(",", v.Index), v.TlsMode,
-            string.Join(",", v.Certificates.Select(c => $"{c.Directory}#{c.Serial}")), v.HttpMode, v.Engine, v.PassthroughCertDir,
-            string.Join(",", v.Cgi), v.CgiTimeout, v.AccessLog, v.ErrorLog, string.Join(",", v.Proxy), v.OfferH2, v.Identity, v.FastCgi, string.Join(",", v.TryFiles), v.Web?.Describe());
-        var added = fresh.Vhosts.Keys.Count(k => !old.Vhosts.ContainsKey(k));
-        var removed = old.Vhosts.Keys.Count(k => !fresh.Vhosts.ContainsKey(k));
-        var changed = fresh.Vhosts.Count(kv => old.Vhosts.TryGetValue(kv.Key, out var o) && Fingerprint(o) != Fingerprint(kv.Value));
-        return (added, removed, changed);
-    }
-
-    /// <summary>
-    /// Watches every terminated vhost's certificate directory (certbot swaps the live/ symlinks on
-    /// renewal): a change reloads, so new handshakes get the new certificate and open connections
-    /// keep theirs. Certificates expiring within 30 days are warned about.
-    /// </summary>
-    private void WatchCertificates()
-    {
-        var dirs = _config.Vhosts.Values.SelectMany(v => v.Certificates).Select(c => c.Directory).ToHashSet(StringComparer.Ordinal);
-        lock (_certWatchers)
-        {
-            foreach (var gone in _certWatchers.Keys.Where(k => !dirs.Contains(k)).ToList())
-            {
-                _certWatchers[gone].Dispose();
-                _certWatchers.Remove(gone);
-            }
-
-            foreach (var dir in dirs.Where(d => !_certWatchers.ContainsKey(d)))
-            {
-                var w = new FileSystemWatcher(dir) { NotifyFilter = NotifyFilters.FileName | NotifyFilters.LastWrite | NotifyFilters.Size | NotifyFilters.CreationTime };
-                FileSystemEventHandler changed = (_, _) =>
-                {
-                    var t = new Timer(_ => _ = ReloadAsync("certificate changed"), null, Timeout.Infinite, Timeout.Infinite);
-                    Interlocked.Exchange(ref _certDebounce, t)?.Dispose();
-                    t.Change(500, Timeout.Infinite);
-                };
-                w.Changed += changed;
-                w.Created += changed;
-                w.Renamed += (s, e) => changed(s, e);
-                w.EnableRaisingEvents = true;
-                _certWatchers[dir] = w;
-            }
-        }
-
-        foreach (var (vhost, cert) in _config.Vhosts.Values.SelectMany(v => v.Certificates.Select(c => (v.Name, c))))
-        {
-            var days = (cert.NotAfter - DateTime.UtcNow).TotalDays;
-            if (days < 30)
-                _log.Warning("Certificate of {Vhost} in {Directory} expires in {Days:F0} days ({NotAfter:u})", vhost, cert.Directory, days, cert.NotAfter);
-        }
-    }
-
-    private sealed class ListenComparer : IEqualityComparer<ListenConfig>
-    {
-        public bool Equals(ListenConfig? x, ListenConfig? y) =>
-            x is not null && y is not null && x.Endpoint.Equals(y.Endpoint) && x.Protocol == y.Protocol && x.TrustedProxies.SequenceEqual(y.TrustedProxies);
-
-        public int GetHashCode(ListenConfig obj) => obj.Endpoint.GetHashCode();
-    }
-
-    /// <summary>
-    /// Serves one dispatcher slot: its channel until it ends; a dispatcher that dies is restarted with
-    /// the same listening sockets (connections queued meanwhile wait in them), at most 5 times a minute.
-    /// An upgrade puts a new dispatcher in the slot: the loop serves the new one from then on, and the
-    /// old one's channel is served until it has drained.
-    /// </summary>
-    private async Task ServeSlotAsync(int slot)
-    {
-        var restarts = new Queue<long>();
-        var dispatcher = _dispatchers[slot]!;
-        TopUpSpares(dispatcher);
-        var serve = ServeDispatcherAsync(dispatcher);
-        while (true)
-        {
-            Task changed;
-            lock (_gate)
-                changed = _slotChanged[slot].Task;
-            if (await Task.WhenAny(serve, changed).ConfigureAwait(false) == changed)
-            {
-                lock (_gate)
-                {
-                    _slotChanged[slot] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    if (_dispatchers[slot] == dispatcher)
-                        continue;
-                }
-
-                _ = RetireDispatcherAsync(dispatcher, serve);
-                dispatcher = _dispatchers[slot]!;
-                TopUpSpares(dispatcher);
-                serve = ServeDispatcherAsync(dispatcher);
-                continue;
-            }
-
-            if (_stop.IsCancellationRequested)
-                return;
-            dispatcher.Kill();
-            await Task.WhenAny(dispatcher.Exited, Task.Delay(5000)).ConfigureAwait(false);
-            var now = Environment.TickCount64;
-            restarts.Enqueue(now);
-            while (restarts.Count > 0 && now - restarts.Peek() > 60_000)
-                restarts.Dequeue();
-            if (restarts.Count > 5)
-            {
-                _log.Fatal("Dispatcher slot {Slot} died {Count} times within a minute; stopping", slot, restarts.Count);
-                _exitCode = 1;
-                _stop.Cancel();
-                return;
-            }
-
-            try
-            {
-                ChildProcess fresh;
-                await _reloading.WaitAsync().ConfigureAwait(false); // the snapshot it gets is the one in force
-                try
-                {
-                    fresh = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
-                }
-                finally
-                {
-                    _reloading.Release();
-                }
-
-                bool adopted;
-                lock (_gate)
-                {
-                    adopted = _dispatchers[slot] == dispatcher;
-                    if (adopted)
-                        _dispatchers[slot] = fresh;
-                }
-
-                if (!adopted)
-                {
-                    // An upgrade put a dispatcher in this slot meanwhile: keep that one, not this restart.
-                    _log.Warning("Dispatcher {Fresh} not needed: an upgrade replaced the dead {Old} meanwhile", fresh.Pid, dispatcher.Pid);
-                    fresh.Kill();
-                    lock (_gate)
-                        _slotChanged[slot] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    _ = RetireDispatcherAsync(dispatcher, serve);
-                    dispatcher = _dispatchers[slot]!;
-                    TopUpSpares(dispatcher);
-                    serve = ServeDispatcherAsync(dispatcher);
-                    continue;
-                }
-
-                _counters.Add("dispatch_dispatcher_restarts_total");
-                _log.Warning("Dispatcher {Old} ({Status}) replaced by dispatcher {New} on the same listening sockets", dispatcher.Pid, dispatcher.Exited.IsCompleted ? ChildProcess.DescribeStatus(dispatcher.Exited.Result) : "killed", fresh.Pid);
-                ForgetDispatcher(dispatcher);
-                if (dispatcher.Exited.IsCompleted)
-                    dispatcher.Dispose();
-                dispatcher = fresh;
-                TopUpSpares(dispatcher);
-                serve = ServeDispatcherAsync(dispatcher);
-            }
-            catch (Exception e) when (e is ChildStartException or SysCallException)
-            {
-                _log.Fatal("Could not restart dispatcher slot {Slot}: {Reason}", slot, e.Message);
-                _exitCode = 1;
-                _stop.Cancel();
-                return;
-            }
-        }
-    }
-
-    /// <summary>
-    /// SIGUSR2 (or the control command): upgrade without dropping a connection. For each slot, a new
-    /// dispatcher starts from the binaries installed now, on the same listening sockets (the master
-    /// holds them, so connections queued in them wait for whichever process accepts first); once it
-    /// is ready, the old one stops accepting and its workers and it finish what they have within
-    /// <c>dispatcher.stopGrace</c>. New workers start from the installed binaries too. If a new
-    /// dispatcher cannot start, the old ones keep serving.
-    /// </summary>
-    public async Task<string> UpgradeAsync(string why)
-    {
-        if (!await _upgrading.WaitAsync(0).ConfigureAwait(false))
-        {
-            _log.Warning("Upgrade ({Why}) ignored: an upgrade is already in progress", why);
-            return "an upgrade is already in progress";
-        }
-
-        var reloadHeld = false;
-        try
-        {
-            var unsafePath = PathSafety.CheckRootOwned(RuntimePaths.AppDirectory);
-            if (unsafePath is not null)
-            {
-                _log.Error("Upgrade ({Why}) refused: {AppDirectory}: {Reason}; the running processes keep serving", why, RuntimePaths.AppDirectory, unsafePath);
-                return $"refused: {unsafePath}";
-            }
-
-            if (await ProbeProtocolAsync().ConfigureAwait(false) is { } mismatch)
-            {
-                _log.Error("Upgrade ({Why}) refused: {Reason}; the running dispatchers keep serving", why, mismatch);
-                _counters.Add("dispatch_upgrades_total{result=\"refused\"}");
-                return $"refused: {mismatch}";
-            }
-
-            _log.Information("Upgrade ({Why}): starting new dispatchers from {AppDirectory}", why, RuntimePaths.AppDirectory);
-            // No reload in between: each new dispatcher must start with the routes in force when it takes over.
-            await _reloading.WaitAsync().ConfigureAwait(false);
-            reloadHeld = true;
-            var replaced = new List<string>();
-            for (var slot = 0; slot < _dispatchers.Length; slot++)
-            {
-                var fresh = await StartDispatcherAsync(slot, _stop.Token).ConfigureAwait(false);
-                ChildProcess old;
-                TaskCompletionSource changed;
-                lock (_gate)
-                {
-                    old = _dispatchers[slot]!;
-                    _dispatchers[slot] = fresh;
-                    _retiring.Add(old);
-                    changed = _slotChanged[slot];
-                }
-
-                changed.TrySetResult();
-                replaced.Add($"{old.Pid} -> {fresh.Pid}");
-            }
-
-            _log.Information("Upgrade ({Why}) complete: dispatchers {Replaced}; the old ones drain", why, string.Join(", ", replaced));
-            _counters.Add("dispatch_upgrades_total{result=\"ok\"}");
-            return $"upgraded: dispatchers {string.Join(", ", replaced)}";
-        }
-        catch (Exception e) when (e is ChildStartException or OperationCanceledException or SysCallException or WireException)
-        {
-            _log.Error("Upgrade ({Why}) failed, the running dispatchers keep serving: {Reason}", why, e.Message);
-            _counters.Add("dispatch_upgrades_total{result=\"failed\"}");
-            return $"failed: {e.Message}";
-        }
-        finally
-        {
-            if (reloadHeld)
-                _reloading.Release();
-            _upgrading.Release();
-        }
-    }
-
-    /// <summary>
-    /// The installed binaries' protocol version, read from the stamp in the installed binaries (ProtocolStamp):
-    /// null when it matches this master's, else why not. A master cannot talk to children of
-    /// another protocol version, so such an upgrade needs a restart of the master.
-    /// </summary>
-    private static Task<string?> ProbeProtocolAsync()
-    {
-        // Read from the installed files (IpcChannel.Version, a constant stamped into them), not by
-        // running anything: the master's reaper owns every child's exit status.
-        var path = ProtocolStamp.CarrierIn(RuntimePaths.AppDirectory);
-        try
-        {
-            var theirs = ProtocolStamp.Read(path);
-            return Task.FromResult<string?>(theirs == IpcChannel.Version ? null
-                : $"the installed binaries speak protocol {(theirs is null ? "(unknown)" : theirs.Value.ToString(System.Globalization.CultureInfo.InvariantCulture))} and this master {IpcChannel.Version}: restart the master to run them (systemctl restart dispatch)");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return Task.FromResult<string?>($"could not read the protocol version of {path}: {e.Message}");
-        }
-    }
-
-    /// <summary>An upgraded-away dispatcher: it and its workers stop accepting and finish within the grace period.</summary>
-    private async Task RetireDispatcherAsync(ChildProcess old, Task serve)
-    {
-        var grace = _config.Dispatcher.StopGrace;
-        void Stop(ChildProcess c, TimeSpan left)
-        {
-            try
-            {
-                c.Channel.Send(new Stop((uint)Math.Max(0, left.TotalMilliseconds), Final: false));
-            }
-            catch (Exception e) when (e is SysCallException or ObjectDisposedException)
-            {
-            }
-        }
-
-        Stop(old, grace);
-        // Its workers are told later: connections it accepted just before the switch are still reading
-        // their request head or ClientHello, and are handed to those workers when they finish. After
-        // the longest a prelude may take, the workers finish what they have (and close idle keep-alive
-        // connections, which lets the old dispatcher's proxied TLS connections end).
-        var d = _config.Dispatcher;
-        var prelude = TimeSpan.FromMilliseconds(Math.Max(d.HeaderTimeout.TotalMilliseconds, d.HandshakeTimeout.TotalMilliseconds)) + TimeSpan.FromSeconds(1);
-        var delay = prelude < grace ? prelude : grace;
-        var workersStopped = Task.Delay(delay).ContinueWith(
-            _ =>
-            {
-                List<ChildProcess> workers;
-                lock (_gate)
-                    workers = [.. _workers.Values.Where(w => _ownerOf.GetValueOrDefault(w.Pid) == old)];
-                foreach (var w in workers)
-                    Stop(w, grace - delay);
-            },
-            TaskScheduler.Default);
-
-        // Its channel is served until it closes: connections it accepted before the switch may still need workers.
-        var drained = Task.WhenAll(serve, old.Exited);
-        if (await Task.WhenAny(drained, Task.Delay(grace + TimeSpan.FromSeconds(2))).ConfigureAwait(false) != drained && !old.Exited.IsCompleted)
-        {
-            _log.Warning("{Child} did not drain within {Grace}; killing it", old, grace);
-            old.Kill();
-        }
-
-        await old.Exited.ConfigureAwait(false);
-        await workersStopped.ConfigureAwait(false);
-        lock (_gate)
-            _retiring.Remove(old);
-        _log.Information("Dispatcher {Pid} drained and exited ({Status})", old.Pid, ChildProcess.DescribeStatus(old.Exited.Result));
-        ForgetDispatcher(old);
-        old.Dispose();
-    }
-
     private async Task<ChildProcess> StartDispatcherAsync(int slot, CancellationToken cancellationToken)
     {
         var d = _config.Dispatcher;
@@ -786,7 +320,7 @@ internal sealed partial class MasterService : IDisposable
         var child = await _launcher.StartAsync(spec, "dispatcher", cancellationToken).ConfigureAwait(false);
         try
         {
-            var snapshot = BuildSnapshot(_config, Interlocked.Read(ref _snapshotVersion));
+            var snapshot = Projections.Snapshot(_config, Interlocked.Read(ref _snapshotVersion));
             var memfd = SealedBlob.Create("dispatch-routes", SnapshotJson.Serialize(snapshot));
             try
             {
@@ -821,7 +355,8 @@ internal sealed partial class MasterService : IDisposable
         var peer = DispatcherPeer.Create(
             request => _ = StartWorkerAsync(dispatcher, request),
             stats => OnDispatcherStats(dispatcher, stats),
-            request => _ = AnswerMetricsAsync(dispatcher, request));
+            request => _ = AnswerMetricsAsync(dispatcher, request),
+            gone => KillGivenUp(dispatcher, gone));
         while (true)
         {
             IpcMessage? message;
@@ -858,6 +393,22 @@ internal sealed partial class MasterService : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>A dispatcher gave up one of its workers (it stopped reading its channel): it is killed, so that what waits in its channel closes.</summary>
+    private void KillGivenUp(ChildProcess dispatcher, WorkerGone gone)
+    {
+        ChildProcess? worker;
+        lock (_gate)
+            worker = _workers.TryGetValue(gone.WorkerId, out var w) && _ownerOf.GetValueOrDefault(w.Pid) == dispatcher ? w : null;
+        if (worker is null)
+        {
+            _log.Debug("Dispatcher {Pid} gave up worker {Worker}, which is not one of its own (any more)", dispatcher.Pid, gone.WorkerId);
+            return;
+        }
+
+        _log.Warning("Worker {Pid} of pool {Pool} killed: dispatcher {Dispatcher} gave it up ({Reason})", worker.Pid, worker.Name, dispatcher.Pid, new string([.. gone.Reason.Take(256).Select(c => char.IsControl(c) ? '?' : c)]));
+        worker.Kill();
     }
 
     private Task StartWorkerAsync(ChildProcess dispatcher, NeedWorker request)
@@ -932,13 +483,7 @@ internal sealed partial class MasterService : IDisposable
                 _cgroups.ProcsFor(pool), [.. pool.LandlockWrite, .. phpFpmWrite], chrootSpec, pool.Landlock);
             worker = await _launcher.StartAsync(spec, pool.Name, _stop.Token, WorkerHeapHardLimit(pool)).ConfigureAwait(false);
             pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
-            var settings = new PoolSettings(
-                pool.Name,
-                [.. vhosts.Select(v => ToWorkerVhost(v, pool.Name, phpFpmDirectory))],
-                pool.OneShot)
-            {
-                Timeouts = pool.Timeouts,
-            };
+            var settings = Projections.PoolSettings(pool, vhosts, phpFpmDirectory);
             var logBatches = LogBatches(vhosts);
             var probes = ProbePaths([.. roots, .. pool.LandlockWrite]);
             // In a chroot these must not merely be denied: they must not exist in the worker's view.
@@ -967,6 +512,7 @@ internal sealed partial class MasterService : IDisposable
             pair.B = -1;
             SendLogFiles(worker, pool, logBatches);
             _launcher.CheckProof(worker, await ChildLauncher.ExpectAsync<JailProof>(worker, _stop.Token).ConfigureAwait(false), absent);
+            _log.Debug(StartupTrace.Template + " for {Child}", "proof-checked", StartupTrace.NowMs, worker);
             var ready = await ChildLauncher.ExpectAsync<Ready>(worker, _stop.Token).ConfigureAwait(false);
             lock (_gate)
             {
@@ -976,6 +522,7 @@ internal sealed partial class MasterService : IDisposable
             }
 
             dispatcher.Channel.Send(new WorkerReady(request?.RequestId ?? 0, pool.Name, worker.Pid, worker.Pid), [pair.A]);
+            _log.Debug(StartupTrace.Template + " for {Child}", "given-to-dispatcher", StartupTrace.NowMs, worker);
             _backoff.Succeeded(pool.Name);
             _counters.WorkerSpawned(pool.Name, ok: true);
             _log.Information(
@@ -1242,8 +789,6 @@ internal sealed partial class MasterService : IDisposable
         _reaper.Dispose();
         _reloading.Dispose();
         _upgrading.Dispose();
-        foreach (var w in _certWatchers.Values)
-            w.Dispose();
-        _certDebounce?.Dispose();
+        _certificates.Dispose();
     }
 }

@@ -155,6 +155,8 @@ internal static class Program
                 loops.Add(frontend.RunAsync(stopping.Token));
             }
 
+            // After a surge of connections (a flood), the heap they used goes back to the system.
+            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(2), log);
             while (true)
             {
                 var receive = master.ReceiveAsync().AsTask();
@@ -167,7 +169,13 @@ internal static class Program
                 if (await receive.ConfigureAwait(false) is not { } message)
                     break;
                 using (message)
-                    await peer.DispatchAsync(message, drained is null ? PeerPhase.Serving : PeerPhase.Draining).ConfigureAwait(false);
+                {
+                    // A worker whose channel could not be received (no descriptor free here): forget the request, ask again later.
+                    if (message.DescriptorsLost && message.Type == MessageType.WorkerReady)
+                        pools.OnReadyLost(message);
+                    else
+                        await peer.DispatchAsync(message, drained is null ? PeerPhase.Serving : PeerPhase.Draining).ConfigureAwait(false);
+                }
             }
 
             // The master is gone: everything Dispatch started ends with it.

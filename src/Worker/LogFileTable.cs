@@ -3,7 +3,7 @@ using Dispatch.Protocol.Wire;
 namespace Dispatch.Worker;
 
 /// <summary>The vhosts' access and error logs, as descriptors the master sent (LogFiles, ErrorLogFiles), by vhost name.</summary>
-internal sealed class LogFileTable
+internal sealed class LogFileTable(Serilog.ILogger? problems = null)
 {
     public Dictionary<string, TenantLogFile> Access { get; } = new(StringComparer.Ordinal);
 
@@ -22,7 +22,7 @@ internal sealed class LogFileTable
             if (files.TryGetValue(vhosts[i], out var existing))
                 existing.Reopen(fd);
             else
-                files[vhosts[i]] = errors ? TenantLogFile.Error(fd) : TenantLogFile.Access(fd);
+                files[vhosts[i]] = errors ? TenantLogFile.Error(fd, vhosts[i], problems) : TenantLogFile.Access(fd, vhosts[i], problems);
         }
     }
 }

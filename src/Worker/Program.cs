@@ -20,6 +20,7 @@ internal static class Program
     {
         var master = ChildBootstrap.Start(ProcessRole.Worker, args);
         var log = ChildBootstrap.CreateLogger();
+        log.Debug(StartupTrace.Template, "main", ChildBootstrap.MainEnteredMs);
         // The GC as it runs (docs/modules.md, "Density"): a NativeAOT worker has its settings compiled in, with
         // no runtimeconfig.json to read them from, so the tests read them here.
         if (log.IsEnabled(LogEventLevel.Debug))
@@ -32,7 +33,7 @@ internal static class Program
             // the LogFiles/ErrorLogFiles it announces; serving, log files again (a reopen) and Stop.
             WorkerSetup? setup = null;
             Stop? stopRequested = null;
-            var logs = new LogFileTable();
+            var logs = new LogFileTable(log);
             var peer = MasterPeer.Create(
                 (message, fds) =>
                 {
@@ -72,13 +73,17 @@ internal static class Program
                     throw new WireException("a second WorkerSetup");
                 await peer.DispatchAsync(message, PeerPhase.Setup).ConfigureAwait(false);
             }
-            master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
+            log.Debug(StartupTrace.Template, "setup", StartupTrace.NowMs);
+            var proof = JailProbe.Run(setup.ProbePaths, setup.ProbeThreads);
+            var proven = StartupTrace.NowMs; // before the send: the master may check it before this line is logged
+            master.Send(proof);
+            log.Debug(StartupTrace.Template, "proof", proven);
 
             var vhosts = pool.Vhosts.Select(v => new VhostSettings(
                 v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
-                v.Cgi.Length == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
+                v.Cgi.Count == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
                 v.PassthroughCertDir,
-                v.Proxy.Length == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]),
+                v.Proxy.Count == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]),
                 v.Identity is { } identity ? new RequestIdentity(identity.Login, identity.Hash, identity.Realm) : null,
                 v.FastCgi is { } f ? new Dispatch.Worker.FastCgi.FastCgiSettings(
                     f.Spawn is null ? f.Socket : null,
@@ -98,11 +103,22 @@ internal static class Program
                 pool.Timeouts ?? WorkerTimeouts.Default,
                 stopping.Token).ConfigureAwait(false);
             var started = clock.Elapsed.TotalMilliseconds;
-            var warm = await WarmUpAsync(server, vhosts[0].Name).ConfigureAwait(false);
-            master.Send(new Ready($"server started in {started:F0} ms, warmed by a self-request in {clock.Elapsed.TotalMilliseconds - started:F0} ms ({warm})"));
+            log.Debug(StartupTrace.Template, "server", StartupTrace.NowMs);
+            // A JIT build warms its request pipeline with one request to itself, so that the first client does not
+            // pay for compiling it; a NativeAOT build has nothing to compile (docs/coldstart.md: measured there).
+            var detail = WarmUpPays
+                ? $"server started in {started:F0} ms, warmed by a self-request in {clock.Elapsed.TotalMilliseconds - started:F0} ms ({await WarmUpAsync(server, vhosts[0].Name).ConfigureAwait(false)})"
+                : $"server started in {started:F0} ms, no warm-up (NativeAOT: no JIT to warm)";
+            log.Debug(StartupTrace.Template, "ready", StartupTrace.NowMs);
+            master.Send(new Ready(detail));
             log.Information("Worker {Pid} of pool {Pool} serving {Vhosts}", Environment.ProcessId, pool.Name, string.Join(", ", vhosts.Select(v => v.Name)));
 
-            using var load = new Timer(_ => ReportLoad(dispatcher, server), null, 100, 100);
+            // Load reports every 100 ms while anything changes; an idle worker stops its timer (no wake-ups at all:
+            // a host of a thousand idle workers would otherwise wake ten thousand times a second), and the next
+            // connection from the dispatcher starts it again (ServeDispatcherAsync).
+            using var load = s_loadTimer = new Timer(_ => ReportLoad(dispatcher, server), null, LoadPeriodMs, LoadPeriodMs);
+            // After a surge of connections (a flood), the heap they used goes back to the system.
+            using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log);
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();
             while (true)
@@ -146,26 +162,79 @@ internal static class Program
     /// <summary>A timeout from the pool settings; 0 (absent) means the worker's default.</summary>
     private static TimeSpan? Milliseconds(int ms) => ms > 0 ? TimeSpan.FromMilliseconds(ms) : null;
 
+    private const int LoadPeriodMs = 100;
     private static long s_lastLoad = -1;
     private static long s_received;
+    private static Timer? s_loadTimer;
+    private static int s_loadArmed = 1;
 
     /// <summary>Tells the dispatcher the number of open connections (and received so far) whenever it changed.</summary>
     private static void ReportLoad(IpcChannel dispatcher, WorkerHttpServer server)
     {
-        var open = server.OpenConnections;
-        var received = Interlocked.Read(ref s_received);
-        var stamp = (received << 24) | (uint)open;
+        var stamp = LoadStamp(server);
         if (Interlocked.Exchange(ref s_lastLoad, stamp) == stamp)
+        {
+            if ((stamp & OpenMask) == 0)
+                DisarmLoadReports(server, stamp);
             return;
+        }
+
         try
         {
-            dispatcher.Send(new WorkerLoad((uint)open, (ulong)received));
+            dispatcher.Send(new WorkerLoad((uint)(stamp & OpenMask), (ulong)(stamp >> 24)));
         }
         catch (Exception e) when (e is SysCallException or ObjectDisposedException)
         {
             // The dispatcher let us go; the main loop sees the channel close.
         }
     }
+
+    private const long OpenMask = (1 << 24) - 1;
+
+    /// <summary>(received so far &lt;&lt; 24) | open connections.</summary>
+    private static long LoadStamp(WorkerHttpServer server) => (Interlocked.Read(ref s_received) << 24) | (uint)server.OpenConnections;
+
+    /// <summary>
+    /// Nothing open and nothing new since the last report: the timer stops. A connection that arrives meanwhile
+    /// (counted before <see cref="ArmLoadReports"/>) is seen by the check after the flag is cleared, or finds the flag
+    /// cleared and starts the timer itself; either way it is reported.
+    /// </summary>
+    private static void DisarmLoadReports(WorkerHttpServer server, long reported)
+    {
+        try
+        {
+            s_loadTimer?.Change(Timeout.Infinite, Timeout.Infinite);
+        }
+        catch (ObjectDisposedException)
+        {
+            return;
+        }
+
+        Interlocked.Exchange(ref s_loadArmed, 0);
+        if (LoadStamp(server) != reported)
+            ArmLoadReports();
+    }
+
+    /// <summary>Starts the load reports again if they were stopped (a connection arrived).</summary>
+    private static void ArmLoadReports()
+    {
+        if (Interlocked.Exchange(ref s_loadArmed, 1) != 0)
+            return;
+        try
+        {
+            s_loadTimer?.Change(LoadPeriodMs, LoadPeriodMs);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The worker is ending.
+        }
+    }
+
+    /// <summary>
+    /// Whether the warm-up self-request pays: only where code is compiled at run time (JIT). Under NativeAOT
+    /// every method is already native code, and the request would only delay Ready.
+    /// </summary>
+    internal static bool WarmUpPays => System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeCompiled;
 
     /// <summary>
     /// One request through the whole pipeline over a socketpair before saying Ready, so the first
@@ -225,11 +294,33 @@ internal static class Program
             }
 
             Interlocked.Increment(ref s_received);
+            ArmLoadReports();
         });
+        long lost = 0;
+        long lastLoss = 0;
         while (await dispatcher.ReceiveAsync().ConfigureAwait(false) is { } message)
         {
             using (message)
+            {
+                if (message.DescriptorsLost && message.Type == MessageType.Connection)
+                {
+                    // No descriptor free here (RLIMIT_NOFILE): the kernel closed the connection on the way in. Said once
+                    // per episode (one ends after 5 s without a loss); this worker serves what it has meanwhile.
+                    Interlocked.Increment(ref s_received);
+                    lastLoss = Environment.TickCount64;
+                    if (lost++ == 0)
+                        log.Warning("Worker {Pid} has no descriptor left (its nofile limit): connections handed to it are lost until one frees up", Environment.ProcessId);
+                    continue;
+                }
+
+                if (lost > 0 && Environment.TickCount64 - lastLoss > 5000)
+                {
+                    log.Information("Worker {Pid} takes connections again; {Lost} were lost to its descriptor limit", Environment.ProcessId, lost);
+                    lost = 0;
+                }
+
                 await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
+            }
         }
     }
 }

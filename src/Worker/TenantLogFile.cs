@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Dispatch.Protocol.Interop;
 using Dispatch.Worker.Http;
 using Microsoft.Win32.SafeHandles;
 using Serilog.Core;
@@ -22,6 +23,9 @@ namespace Dispatch.Worker;
 /// <code>
 /// 2026-11-22T10:00:00.123Z [warn] a.example client=127.0.0.1 request=0HN8QK:00000001 "GET /cgi-bin/x.sh" CGI /srv/a/cgi-bin/x.sh of a.example (pid 4242) stderr: no such table
 /// </code>
+/// <para>A write that fails (the disk full, a quota) drops that line and serving goes on. The failure is reported once to
+/// the worker's own log (the master's), not once per line, and when a line can be written again, so is that, with the
+/// number of lines lost in between (docs/faults.md).</para>
 /// </summary>
 internal sealed class TenantLogFile : ILogEventSink, IDisposable
 {
@@ -29,19 +33,29 @@ internal sealed class TenantLogFile : ILogEventSink, IDisposable
 
     private readonly Lock _gate = new();
     private readonly Func<LogEvent, string> _format;
+    private readonly string _name;
+    private readonly Serilog.ILogger? _problems;
     private FileStream _stream;
+    private long _dropped;
+    private string? _failure;
+    private bool _cut;
 
-    private TenantLogFile(int fd, Func<LogEvent, string> format)
+    private TenantLogFile(int fd, Func<LogEvent, string> format, string name, Serilog.ILogger? problems)
     {
         _stream = Open(fd);
         _format = format;
+        _name = name;
+        _problems = problems;
     }
 
-    /// <summary>An access log (combined format) on <paramref name="fd"/>.</summary>
-    public static TenantLogFile Access(int fd) => new(fd, FormatAccess);
+    /// <summary>An access log (combined format) on <paramref name="fd"/>; write failures are reported to <paramref name="problems"/>.</summary>
+    public static TenantLogFile Access(int fd, string vhost, Serilog.ILogger? problems = null) => new(fd, FormatAccess, $"access log of {vhost}", problems);
 
-    /// <summary>An error log (one event per line) on <paramref name="fd"/>.</summary>
-    public static TenantLogFile Error(int fd) => new(fd, FormatError);
+    /// <summary>An error log (one event per line) on <paramref name="fd"/>; write failures are reported to <paramref name="problems"/>.</summary>
+    public static TenantLogFile Error(int fd, string vhost, Serilog.ILogger? problems = null) => new(fd, FormatError, $"error log of {vhost}", problems);
+
+    /// <summary>Lines dropped since the last failure began (0 while the file is written).</summary>
+    public long Dropped => Interlocked.Read(ref _dropped);
 
     public void Reopen(int fd)
     {
@@ -61,17 +75,66 @@ internal sealed class TenantLogFile : ILogEventSink, IDisposable
     public void Emit(LogEvent logEvent)
     {
         var bytes = Encoding.UTF8.GetBytes(_format(logEvent));
+        string? began = null;
+        long recovered = 0;
         lock (_gate)
         {
-            try
+            // A line cut short when the disk filled is ended before the next one, so no two lines run together.
+            var error = _cut ? Write("\n"u8) : 0;
+            if (error == 0)
             {
-                _stream.Write(bytes); // one write(2) on an O_APPEND descriptor: lines never interleave
+                _cut = false;
+                error = Write(bytes); // one write(2) on an O_APPEND descriptor: lines never interleave
             }
-            catch (IOException)
+
+            if (error == 0)
             {
-                // A full disk must not take the site down.
+                if (_failure is not null)
+                {
+                    recovered = _dropped;
+                    _failure = null;
+                    _dropped = 0;
+                }
+            }
+            else
+            {
+                // A full disk must not take the site down: the line is dropped, the failure reported once.
+                if (_failure is null)
+                    _failure = began = System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(error);
+                _dropped++;
             }
         }
+
+        if (began is not null)
+            _problems?.Warning("The {Log:l} cannot be written ({Reason:l}): its lines are dropped until it can be written again", _name, began);
+        else if (recovered > 0)
+            _problems?.Information("The {Log:l} is written again; {Dropped} lines were dropped while it could not be", _name, recovered);
+    }
+
+    /// <summary>Writes all of <paramref name="bytes"/>: 0, or the errno that stopped it (<see cref="_cut"/> set if part was written).</summary>
+    private unsafe int Write(ReadOnlySpan<byte> bytes)
+    {
+        var fd = (int)_stream.SafeFileHandle.DangerousGetHandle();
+        var done = 0;
+        fixed (byte* p = bytes)
+        {
+            while (done < bytes.Length)
+            {
+                var n = Libc.Write(fd, p + done, (nuint)(bytes.Length - done));
+                if (n < 0)
+                {
+                    var errno = Libc.LastError;
+                    if (errno == Libc.EINTR)
+                        continue;
+                    _cut |= done > 0;
+                    return errno;
+                }
+
+                done += (int)n;
+            }
+        }
+
+        return 0;
     }
 
     public void Dispose() => _stream.Dispose();

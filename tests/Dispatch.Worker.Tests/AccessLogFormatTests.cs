@@ -13,7 +13,7 @@ public sealed class AccessLogFormatTests
         var path = dir.Combine("access.log");
         var fd = Libc.Open(path, Libc.O_WRONLY | Libc.O_APPEND | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180);
         Assert.True(fd >= 0);
-        using (var file = TenantLogFile.Access(fd))
+        using (var file = TenantLogFile.Access(fd, "a.example"))
         {
             var log = new Serilog.LoggerConfiguration().WriteTo.Sink(file).CreateLogger();
 

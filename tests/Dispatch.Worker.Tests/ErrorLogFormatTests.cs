@@ -15,7 +15,7 @@ public sealed class ErrorLogFormatTests
         var path = dir.Combine("error.log");
         var fd = Libc.Open(path, Libc.O_WRONLY | Libc.O_APPEND | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180);
         Assert.True(fd >= 0);
-        using (var file = TenantLogFile.Error(fd))
+        using (var file = TenantLogFile.Error(fd, "a.example"))
         {
             var log = new Serilog.LoggerConfiguration().WriteTo.Sink(file).CreateLogger().ForContext(RequestErrors.VhostProperty, "a.example");
             var vhost = new Vhost(new VhostSettings("a.example", [], "/srv/a", false, []), new ConfinedFileProvider("/srv/a"), Serilog.Core.Logger.None, log);

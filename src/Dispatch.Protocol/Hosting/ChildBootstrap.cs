@@ -12,8 +12,12 @@ namespace Dispatch.Protocol.Hosting;
 /// </summary>
 public static class ChildBootstrap
 {
+    /// <summary>When this image's Main called <see cref="Start"/> (CLOCK_MONOTONIC ms: <see cref="StartupTrace"/>).</summary>
+    public static double MainEnteredMs { get; private set; }
+
     public static IpcChannel Start(ProcessRole role, string[] args)
     {
+        MainEnteredMs = StartupTrace.NowMs;
         if (args is ["--stage1"])
         {
             Jail.RunStage1(role); // Never returns: execs or exits.

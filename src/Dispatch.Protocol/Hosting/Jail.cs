@@ -38,6 +38,7 @@ public static unsafe class Jail
     {
         try
         {
+            StartupTrace.WriteStage1("stage1-main", ChildBootstrap.MainEnteredMs);
             if (Libc.GetEUid() != 0)
                 throw new InvalidOperationException("stage 1 must start as root (it is started by the master)");
             // Not disposed: fd 3 stays open across the exec (and on failure, until the exit).
@@ -49,7 +50,9 @@ public static unsafe class Jail
                 throw new WireException($"jail spec for {spec.Role} sent to a {role}");
             // Before the jail: after a pivot_root, /proc/self/exe names the binary by its old mount.
             var self = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
+            StartupTrace.WriteStage1("stage1-spec");
             Apply(spec);
+            StartupTrace.WriteStage1("stage1-exec");
             Console.Out.Flush();
             Console.Error.Flush();
             // The channel descriptor (fd 3) is not CLOEXEC: it is the one thing the new image inherits.

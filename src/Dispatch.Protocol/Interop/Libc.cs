@@ -42,6 +42,8 @@ public static unsafe partial class Libc
     public const int F_GETFD = 1;
     public const int F_SETFD = 2;
     public const int F_GETFL = 3;
+    public const int F_DUPFD_CLOEXEC = 1030;
+    public const int EMFILE = 24;
     public const int F_SETFL = 4;
     public const int FD_CLOEXEC = 1;
     public const int O_NONBLOCK = 0x800;

@@ -96,7 +96,7 @@ public static class TlsModes
 }
 
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>
-public sealed record PoolSettings(string Name, WorkerVhost[] Vhosts, bool OneShot)
+public sealed record PoolSettings(string Name, [property: JsonConverter(typeof(ValueListJsonConverter<WorkerVhost>))] ValueList<WorkerVhost> Vhosts, bool OneShot)
 {
     /// <summary>The worker's write and idle timeouts; null: the defaults of <see cref="WorkerTimeouts"/>.</summary>
     public WorkerTimeouts? Timeouts { get; init; }
@@ -120,7 +120,20 @@ public sealed record WorkerTimeouts(int SendMs, int KeepAliveMs, int RequestHead
 /// <param name="FastCgi">The vhost's FastCGI application; null: none.</param>
 /// <param name="TryFiles">Front-controller routing; null: none.</param>
 /// <param name="Web">The vhost's HTTP features (compression, body limit, headers, error pages, redirects); null: <see cref="VhostWeb.Default"/>.</param>
-public sealed record WorkerVhost(string Name, string[] Aliases, string Root, bool DirectoryListing, string[] Index, CgiRoute[] Cgi, int CgiTimeoutMs, string? PassthroughCertDir, ProxyRoute[] Proxy, WorkerIdentity? Identity = null, FastCgiRoute? FastCgi = null, string[]? TryFiles = null, VhostWeb? Web = null);
+public sealed record WorkerVhost(
+    string Name,
+    [property: JsonConverter(typeof(ValueListJsonConverter<string>))] ValueList<string> Aliases,
+    string Root,
+    bool DirectoryListing,
+    [property: JsonConverter(typeof(ValueListJsonConverter<string>))] ValueList<string> Index,
+    [property: JsonConverter(typeof(ValueListJsonConverter<CgiRoute>))] ValueList<CgiRoute> Cgi,
+    int CgiTimeoutMs,
+    string? PassthroughCertDir,
+    [property: JsonConverter(typeof(ValueListJsonConverter<ProxyRoute>))] ValueList<ProxyRoute> Proxy,
+    WorkerIdentity? Identity = null,
+    FastCgiRoute? FastCgi = null,
+    [property: JsonConverter(typeof(ValueListJsonConverter<string>))] ValueList<string>? TryFiles = null,
+    VhostWeb? Web = null);
 
 /// <summary>
 /// The vhost's FastCGI application (PHP through php-fpm): an operator-run socket (<paramref name="Socket"/>), or a php-fpm
@@ -133,7 +146,7 @@ public sealed record FastCgiRoute(string Socket, int ConnectTimeoutMs, int ReadT
 /// directory (created by the master, owned by the pool's uid, mode 0700) for its socket and generated config, and the
 /// pool's <c>php_admin_value</c> settings.
 /// </summary>
-public sealed record FastCgiSpawnRoute(string Program, int MaxChildren, int IdleTimeoutMs, string Directory, Dictionary<string, string>? PhpAdminValues = null);
+public sealed record FastCgiSpawnRoute(string Program, int MaxChildren, int IdleTimeoutMs, string Directory, ValueDictionary? PhpAdminValues = null);
 
 /// <summary>URL prefix → the tenant's own application (<see cref="ProxyUpstream"/>, canonical spelling), with its timeouts
 /// (0: the worker's default).</summary>
@@ -150,6 +163,13 @@ public sealed record CgiRoute(string UrlPrefix, string Directory);
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
 [JsonSerializable(typeof(RouteSnapshot))]
 [JsonSerializable(typeof(PoolSettings))]
+[JsonSerializable(typeof(WorkerVhost))]
+[JsonSerializable(typeof(CgiRoute))]
+[JsonSerializable(typeof(ProxyRoute))]
+[JsonSerializable(typeof(HeaderRoute))]
+[JsonSerializable(typeof(ErrorPageRoute))]
+[JsonSerializable(typeof(RedirectRoute))]
+[JsonSerializable(typeof(string))]
 public sealed partial class SnapshotJson : JsonSerializerContext
 {
     public static byte[] Serialize(RouteSnapshot snapshot) => JsonSerializer.SerializeToUtf8Bytes(snapshot, Default.RouteSnapshot);

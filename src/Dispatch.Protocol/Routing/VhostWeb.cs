@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace Dispatch.Protocol.Routing;
 
 /// <summary>
@@ -14,21 +16,11 @@ namespace Dispatch.Protocol.Routing;
 public sealed record VhostWeb(
     CompressionRoute? Compression,
     long MaxBodySize,
-    HeaderRoute[] Headers,
-    ErrorPageRoute[] ErrorPages,
+    [property: JsonConverter(typeof(ValueListJsonConverter<HeaderRoute>))] ValueList<HeaderRoute> Headers,
+    [property: JsonConverter(typeof(ValueListJsonConverter<ErrorPageRoute>))] ValueList<ErrorPageRoute> ErrorPages,
     string? CanonicalHost,
-    RedirectRoute[] Redirects)
+    [property: JsonConverter(typeof(ValueListJsonConverter<RedirectRoute>))] ValueList<RedirectRoute> Redirects)
 {
     /// <summary>What a vhost without any of these keys gets.</summary>
     public static VhostWeb Default { get; } = new(CompressionRoute.Default, VhostWebRules.DefaultMaxBodySize, [], [], null, []);
-
-    /// <summary>Every setting as text, for comparing two configurations (records compare arrays by reference).</summary>
-    public string Describe() => string.Join(
-        "|",
-        Compression is { } c ? $"{c.MinSize},{string.Join(" ", c.Types)},{c.Precompressed},{c.Level}" : "off",
-        MaxBodySize,
-        string.Join(",", Headers.Select(h => $"{h.Name}={h.Value}")),
-        string.Join(",", ErrorPages.Select(p => $"{p.Status}={p.Path}")),
-        CanonicalHost,
-        string.Join(",", Redirects.Select(r => $"{r.From}>{r.To}#{r.Status}{(r.Prefix ? "*" : string.Empty)}")));
 }

@@ -46,7 +46,10 @@ public sealed class IpcChannel : IDisposable
 
     private readonly Socket _socket;
     private readonly int _fd;
-    private readonly byte[] _receiveBuffer = new byte[MaxDatagram];
+    // Rented while messages arrive, returned while the channel waits (ReceiveAsync): a host with thousands of idle
+    // workers has thousands of channels in the master and the dispatcher (and two in each worker), and a buffer of
+    // MaxDatagram bytes held by each idle one is memory for nothing (docs/coldstart.md, "Density").
+    private byte[]? _receiveBuffer;
     private int _disposed;
 
     private IpcChannel(int fd, string peer)
@@ -60,6 +63,16 @@ public sealed class IpcChannel : IDisposable
     public string Peer { get; set; }
 
     public int Descriptor => _fd;
+
+    /// <summary>True when a message would fit in the peer's queue now (poll POLLOUT, no wait).</summary>
+    public unsafe bool Writable
+    {
+        get
+        {
+            var pfd = new Libc.PollFd { Fd = _fd, Events = Libc.POLLOUT };
+            return Libc.Poll(&pfd, 1, 0) > 0 && (pfd.REvents & Libc.POLLOUT) != 0;
+        }
+    }
 
     /// <summary>Wraps an inherited or received channel descriptor; the channel owns it from now on.</summary>
     public static IpcChannel FromDescriptor(int fd, string peer) => new(fd, peer);
@@ -84,6 +97,16 @@ public sealed class IpcChannel : IDisposable
     }
 
     public void Send<T>(T message, ReadOnlySpan<int> descriptors = default)
+        where T : IWireMessage<T> => Send(message, descriptors, wait: true);
+
+    /// <summary>
+    /// Sends without waiting: false, with nothing sent, when the peer's queue is full (it is not reading). For the
+    /// dispatcher's hand-offs, which must never block on one worker (docs/faults.md).
+    /// </summary>
+    public bool TrySend<T>(T message, ReadOnlySpan<int> descriptors = default)
+        where T : IWireMessage<T> => Send(message, descriptors, wait: false);
+
+    private bool Send<T>(T message, ReadOnlySpan<int> descriptors, bool wait)
         where T : IWireMessage<T>
     {
         if (descriptors.Length != T.DescriptorCount(message))
@@ -98,7 +121,7 @@ public sealed class IpcChannel : IDisposable
             buffer[2] = Version;
             buffer[3] = (byte)descriptors.Length;
             BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(4), (uint)length);
-            SendRaw(buffer.AsSpan(0, HeaderSize + length), descriptors);
+            return SendRaw(buffer.AsSpan(0, HeaderSize + length), descriptors, wait);
         }
         finally
         {
@@ -106,7 +129,7 @@ public sealed class IpcChannel : IDisposable
         }
     }
 
-    private unsafe void SendRaw(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors)
+    private unsafe bool SendRaw(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors, bool wait)
     {
         var control = stackalloc byte[ControlSize];
         fixed (byte* data = datagram)
@@ -132,12 +155,14 @@ public sealed class IpcChannel : IDisposable
             {
                 var sent = Libc.SendMsg(_fd, &msg, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
                 if (sent >= 0)
-                    return;
+                    return true;
                 var errno = Libc.LastError;
                 if (errno == Libc.EINTR)
                     continue;
                 if (errno != Libc.EAGAIN)
                     throw new SysCallException($"sendmsg to {Peer}", errno);
+                if (!wait)
+                    return false;
                 // The peer is not reading. Wait a bounded time for room, then give up on it.
                 if (waited >= 5000)
                     throw new SysCallException($"sendmsg to {Peer} (peer not reading for 5 s)", errno);
@@ -159,6 +184,13 @@ public sealed class IpcChannel : IDisposable
             var message = TryReceive(out var wouldBlock);
             if (!wouldBlock)
                 return message;
+            // Idle: the previous message's payload is no longer valid (this is the next call), so its buffer goes back.
+            if (_receiveBuffer is { } idle)
+            {
+                _receiveBuffer = null;
+                ArrayPool<byte>.Shared.Return(idle);
+            }
+
             // Zero-byte peek: completes when a datagram (or EOF) is queued, consumes nothing.
             try
             {
@@ -195,9 +227,10 @@ public sealed class IpcChannel : IDisposable
         var control = stackalloc byte[ControlSize];
         nint received;
         Libc.MsgHdr msg;
-        fixed (byte* data = _receiveBuffer)
+        var buffer = _receiveBuffer ??= ArrayPool<byte>.Shared.Rent(MaxDatagram);
+        fixed (byte* data = buffer)
         {
-            var iov = new Libc.IoVec { Base = data, Len = (nuint)_receiveBuffer.Length };
+            var iov = new Libc.IoVec { Base = data, Len = (nuint)MaxDatagram };
             msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)ControlSize };
             do
             {
@@ -225,23 +258,27 @@ public sealed class IpcChannel : IDisposable
         {
             if (received == 0 && fds.Count == 0)
                 return null;
-            if ((msg.Flags & Libc.MSG_CTRUNC) != 0)
+            // The kernel truncates the descriptors when this process has no free descriptor left (RLIMIT_NOFILE): not the
+            // peer's fault. The message is returned with DescriptorsLost set (its descriptors were closed by the kernel), so
+            // the receiver can drop that one message and go on; handled nowhere, it fails to decode as before.
+            var lost = (msg.Flags & Libc.MSG_CTRUNC) != 0 && AtDescriptorLimit();
+            if ((msg.Flags & Libc.MSG_CTRUNC) != 0 && !lost)
                 throw new WireException($"{Peer} sent more descriptors than any message may carry");
             if ((msg.Flags & Libc.MSG_TRUNC) != 0)
                 throw new WireException($"{Peer} sent a datagram over {MaxDatagram} bytes");
             if (received < HeaderSize)
                 throw new WireException($"{Peer} sent a {received}-byte datagram, shorter than the {HeaderSize}-byte header");
-            var type = (MessageType)BinaryPrimitives.ReadUInt16LittleEndian(_receiveBuffer);
-            var version = _receiveBuffer[2];
-            int declared = _receiveBuffer[3];
-            var length = BinaryPrimitives.ReadUInt32LittleEndian(_receiveBuffer.AsSpan(4));
+            var type = (MessageType)BinaryPrimitives.ReadUInt16LittleEndian(buffer);
+            var version = buffer[2];
+            int declared = buffer[3];
+            var length = BinaryPrimitives.ReadUInt32LittleEndian(buffer.AsSpan(4));
             if (version != Version)
                 throw new WireException($"{Peer} speaks protocol version {version}, this side {Version}");
             if (length != received - HeaderSize)
                 throw new WireException($"{Peer} declared {length} payload bytes but sent {received - HeaderSize}");
-            if (declared != fds.Count)
+            if (declared != fds.Count && !lost)
                 throw new WireException($"{Peer} declared {declared} descriptors with {type} but {fds.Count} arrived");
-            var message = new IpcMessage(type, _receiveBuffer.AsMemory(HeaderSize, (int)length), fds);
+            var message = new IpcMessage(type, buffer.AsMemory(HeaderSize, (int)length), fds) { DescriptorsLost = lost };
             fds = ReceivedDescriptors.Empty;
             return message;
         }
@@ -249,6 +286,19 @@ public sealed class IpcChannel : IDisposable
         {
             fds.Dispose();
         }
+    }
+
+    /// <summary>True when this process cannot open one more descriptor (EMFILE), tried with a duplicate of the channel's.</summary>
+    private bool AtDescriptorLimit()
+    {
+        var probe = Libc.Fcntl(_fd, Libc.F_DUPFD_CLOEXEC, 0);
+        if (probe >= 0)
+        {
+            Libc.Close(probe);
+            return false;
+        }
+
+        return Libc.LastError == Libc.EMFILE;
     }
 
     private static unsafe ReceivedDescriptors CollectDescriptors(Libc.MsgHdr* msg)
@@ -332,6 +382,12 @@ public sealed class IpcMessage : IDisposable
     public ReadOnlyMemory<byte> Payload { get; }
 
     public ReceivedDescriptors Descriptors { get; }
+
+    /// <summary>
+    /// The descriptors this message carried were lost on the way in: this process had none free (RLIMIT_NOFILE). The
+    /// payload is intact; decoding it with the descriptor check fails.
+    /// </summary>
+    public bool DescriptorsLost { get; init; }
 
     /// <summary>
     /// Decodes the payload as <typeparamref name="T"/>, checking its type first, and then that exactly

@@ -21,10 +21,14 @@ public static class Peers
         new(MessageType.Ready, Setup),
     ]);
 
-    /// <summary>The master's end of a dispatcher's channel after it is ready: it may ask for workers, answer for stats and ask for metrics.</summary>
+    /// <summary>
+    /// The master's end of a dispatcher's channel after it is ready: it may ask for workers, answer for stats, ask for
+    /// metrics, and say it gave up one of its own workers (WorkerGone: it stopped reading its channel; the master kills it).
+    /// </summary>
     public static readonly PeerSpec MasterFromDispatcher = new("master, from a dispatcher", "the dispatcher",
     [
         new(MessageType.NeedWorker, Running),
+        new(MessageType.WorkerGone, Running),
         new(MessageType.DispatcherStats, Running),
         new(MessageType.MetricsRequest, Running),
     ]);

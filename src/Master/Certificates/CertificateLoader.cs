@@ -1,11 +1,12 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
 
 namespace Dispatch.Master.Certificates;
 
 /// <summary>A certificate chain and its key, read and checked by the master for a terminated vhost.</summary>
-internal sealed record LoadedCertificate(string Directory, string ChainPem, string KeyPem, string Subject, string KeyType, DateTime NotAfter, string Serial, IReadOnlyList<string> DnsNames);
+internal sealed record LoadedCertificate(string Directory, string ChainPem, string KeyPem, string Subject, string KeyType, DateTime NotAfter, string Serial, ValueList<string> DnsNames);
 
 /// <summary>
 /// Reads a certbot-layout directory (<c>fullchain.pem</c>, <c>privkey.pem</c>) as root without being

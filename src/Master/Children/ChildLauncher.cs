@@ -48,6 +48,7 @@ internal sealed class ChildLauncher
         try
         {
             (errRead, errWrite) = IpcChannel.RawPair(Libc.SOCK_STREAM);
+            _log.Debug(StartupTrace.Template + " for {Role} ({Name})", "spawn", StartupTrace.NowMs, spec.Role, name);
             pid = Spawner.Spawn(exe, [Path.GetFileName(exe), "--stage1"], Spawner.CleanEnvironment(heapHardLimit), childFd, errWrite);
         }
         catch
@@ -82,6 +83,7 @@ internal sealed class ChildLauncher
             // The protocol version was checked with the header (IpcChannel.Version): a child of other binaries fails there.
             if (hello.Role != spec.Role || hello.Pid != pid)
                 throw new ChildStartException($"{child} said hello as {hello.Role} {hello.Pid}");
+            _log.Debug(StartupTrace.Template + " for {Child}", "hello", StartupTrace.NowMs, child);
             return child;
         }
         catch (Exception e) when (e is WireException or OperationCanceledException or SysCallException)

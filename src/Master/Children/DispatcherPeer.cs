@@ -9,9 +9,10 @@ namespace Dispatch.Master.Children;
 /// </summary>
 internal static class DispatcherPeer
 {
-    public static PeerTable Create(Action<NeedWorker> needWorker, Action<DispatcherStats> stats, Action<MetricsRequest> metrics) =>
+    public static PeerTable Create(Action<NeedWorker> needWorker, Action<DispatcherStats> stats, Action<MetricsRequest> metrics, Action<WorkerGone> gaveUp) =>
         new PeerTable(Peers.MasterFromDispatcher)
             .On<NeedWorker>((request, _) => needWorker(request))
+            .On<WorkerGone>((gone, _) => gaveUp(gone))
             .On<DispatcherStats>((answer, _) => stats(answer))
             .On<MetricsRequest>((request, _) => metrics(request))
             .Complete();

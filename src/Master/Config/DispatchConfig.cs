@@ -1,4 +1,5 @@
 using System.Net;
+using Dispatch.Protocol.Routing;
 
 namespace Dispatch.Master.Config;
 
@@ -21,7 +22,7 @@ internal sealed record DispatchConfig(
     public IncludeDirectory.Summary? Included { get; init; }
 }
 
-internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, IReadOnlyList<string> TrustedProxies)
+internal sealed record ListenConfig(IPEndPoint Endpoint, string Protocol, ValueList<string> TrustedProxies)
 {
     public override string ToString() => $"{Protocol} {Endpoint}";
 }
@@ -44,21 +45,21 @@ internal sealed record PoolConfig(
     string Name,
     uint Uid,
     uint Gid,
-    IReadOnlyList<uint> Groups,
+    ValueList<uint> Groups,
     int MaxWorkers,
     ulong NoFile,
-    IReadOnlyList<string> LandlockRead,
-    IReadOnlyList<string>? LandlockExec,
+    ValueList<string> LandlockRead,
+    ValueList<string>? LandlockExec,
     int MinSpare,
     TimeSpan IdleTimeout,
     bool OneShot,
     int MaxConnectionsPerWorker,
-    IReadOnlyList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
-    IReadOnlyList<Dispatch.Protocol.Wire.ModuleSpec> Modules,
+    ValueList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
+    ValueList<Dispatch.Protocol.Wire.ModuleSpec> Modules,
     string? Program,
     Dispatch.Protocol.Hosting.CgroupLimits? Cgroup,
-    IReadOnlyList<string> LandlockWrite,
-    IReadOnlyList<ushort> ConnectTcp,
+    ValueList<string> LandlockWrite,
+    ValueList<ushort> ConnectTcp,
     ChrootConfig? Chroot = null,
     bool Landlock = true,
     bool TlsHandOff = false)
@@ -68,27 +69,24 @@ internal sealed record PoolConfig(
 }
 
 /// <summary>The pool's chroot (null: none): a private /tmp of <paramref name="TmpBytes"/>, extra paths bound read-only and writable.</summary>
-internal sealed record ChrootConfig(ulong TmpBytes, IReadOnlyList<string> ExtraReadOnly, IReadOnlyList<string> Writable)
-{
-    public override string ToString() => $"tmp {TmpBytes}; ro {string.Join(",", ExtraReadOnly)}; rw {string.Join(",", Writable)}";
-}
+internal sealed record ChrootConfig(ulong TmpBytes, ValueList<string> ExtraReadOnly, ValueList<string> Writable);
 
 internal sealed record VhostConfig(
     string Name,
-    IReadOnlyList<string> Aliases,
+    ValueList<string> Aliases,
     string Pool,
     string Root,
     bool DirectoryListing,
-    IReadOnlyList<string> Index,
+    ValueList<string> Index,
     string TlsMode,
-    IReadOnlyList<Certificates.LoadedCertificate> Certificates,
+    ValueList<Certificates.LoadedCertificate> Certificates,
     string HttpMode,
     string Engine,
     string? PassthroughCertDir,
-    IReadOnlyList<(string UrlPrefix, string Directory)> Cgi,
+    ValueList<(string UrlPrefix, string Directory)> Cgi,
     TimeSpan CgiTimeout,
     string? AccessLog,
-    IReadOnlyList<ProxyMappingConfig> Proxy,
+    ValueList<ProxyMappingConfig> Proxy,
     string? ErrorLog = null,
     Dispatch.Protocol.Routing.VhostWeb? Web = null)
 {
@@ -96,7 +94,7 @@ internal sealed record VhostConfig(
     public FastCgiConfig? FastCgi { get; init; }
 
     /// <summary>Front-controller routing (<c>tryFiles</c>, as nginx's try_files): empty when not configured.</summary>
-    public IReadOnlyList<string> TryFiles { get; init; } = [];
+    public ValueList<string> TryFiles { get; init; } = [];
 
     /// <summary>False when a name of another pool is covered by this vhost's certificate (set after all vhosts are read).</summary>
     public bool OfferH2 { get; init; } = true;
@@ -111,10 +109,7 @@ internal sealed record VhostConfig(
 }
 
 /// <summary>An identity vhost's credentials: the file, the realm, each enabled login's hash and pool, the limits on failed logins.</summary>
-internal sealed record IdentityConfig(string CredentialsPath, string Realm, IReadOnlyList<IdentityLogin> Users, int FailuresPerAddress, int FailuresPerLogin, TimeSpan FailureWindow)
-{
-    public override string ToString() => $"{CredentialsPath} {Realm} {FailuresPerAddress}/{FailuresPerLogin}/{FailureWindow} " + string.Join(",", Users.Select(u => $"{u.Login}={u.Pool}:{u.Hash}"));
-}
+internal sealed record IdentityConfig(string CredentialsPath, string Realm, ValueList<IdentityLogin> Users, int FailuresPerAddress, int FailuresPerLogin, TimeSpan FailureWindow);
 
 /// <summary>A login of an identity vhost, its hash and the pool that serves it.</summary>
 internal sealed record IdentityLogin(string Login, string Hash, string Pool);
@@ -133,7 +128,7 @@ internal sealed record LogConfig(string Level, string? File, string Format = "te
 internal sealed record OperationsConfig(string ControlSocket, IPEndPoint? MetricsListen);
 
 /// <summary>Extra paths each jailed process must prove it cannot open, and on how many threads.</summary>
-internal sealed record JailProbeConfig(IReadOnlyList<string> Paths, int Threads);
+internal sealed record JailProbeConfig(ValueList<string> Paths, int Threads);
 
 /// <summary>Where the pools' cgroups go (a group path, absolute or relative to the master's own group) and whether limits the machine cannot apply are errors.</summary>
 internal sealed record CgroupConfig(string Root, bool Required);

@@ -18,5 +18,5 @@ internal sealed record FastCgiConfig(string? Socket, FastCgiSpawnConfig? Spawn, 
             c.Socket ?? string.Empty,
             (int)c.ConnectTimeout.TotalMilliseconds,
             (int)c.ReadTimeout.TotalMilliseconds,
-            c.Spawn is { } s ? new(s.Program, s.MaxChildren, (int)s.IdleTimeout.TotalMilliseconds, spawnDirectory, s.PhpAdminValues.Count == 0 ? null : new Dictionary<string, string>(s.PhpAdminValues, StringComparer.Ordinal)) : null);
+            c.Spawn is { } s ? new(s.Program, s.MaxChildren, (int)s.IdleTimeout.TotalMilliseconds, spawnDirectory, s.PhpAdminValues.Count == 0 ? null : s.PhpAdminValues) : null);
 }

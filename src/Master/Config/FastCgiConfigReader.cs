@@ -197,7 +197,7 @@ internal static class FastCgiConfigReader
             }
         }
 
-        return ok ? new FastCgiSpawnConfig(program!, maxChildren, idle, values) : null;
+        return ok ? new FastCgiSpawnConfig(program!, maxChildren, idle, new Dispatch.Protocol.Routing.ValueDictionary(values)) : null;
     }
 
 }

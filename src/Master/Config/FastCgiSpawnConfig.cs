@@ -1,3 +1,5 @@
+using Dispatch.Protocol.Routing;
+
 namespace Dispatch.Master.Config;
 
 /// <summary><c>fastcgi.spawn</c>: the php-fpm binary the worker starts as the tenant, inside its own jail.</summary>
@@ -5,8 +7,4 @@ namespace Dispatch.Master.Config;
 /// <param name="MaxChildren"><c>pm.max_children</c> of its one <c>ondemand</c> pool (default 5).</param>
 /// <param name="IdleTimeout"><c>pm.process_idle_timeout</c> (default 10s).</param>
 /// <param name="PhpAdminValues"><c>php_admin_value[name] = value</c> lines of the pool (post_max_size, memory_limit…).</param>
-internal sealed record FastCgiSpawnConfig(string Program, int MaxChildren, TimeSpan IdleTimeout, IReadOnlyDictionary<string, string> PhpAdminValues)
-{
-    public override string ToString() =>
-        $"{Program} max {MaxChildren} idle {IdleTimeout} {string.Join(",", PhpAdminValues.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={p.Value}"))}";
-}
+internal sealed record FastCgiSpawnConfig(string Program, int MaxChildren, TimeSpan IdleTimeout, ValueDictionary PhpAdminValues);

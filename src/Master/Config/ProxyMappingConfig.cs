@@ -7,7 +7,4 @@ namespace Dispatch.Master.Config;
 /// <param name="ConnectTimeout">How long connecting to the application may take (then 504).</param>
 /// <param name="ReadTimeout">How long the application may stay silent: before its response headers, and between two reads
 /// of its response body or of an upgraded (WebSocket) connection (then 504, or the connection is closed).</param>
-internal sealed record ProxyMappingConfig(string UrlPrefix, ProxyUpstream Upstream, TimeSpan ConnectTimeout, TimeSpan ReadTimeout)
-{
-    public override string ToString() => $"{UrlPrefix}={Upstream};{ConnectTimeout};{ReadTimeout}";
-}
+internal sealed record ProxyMappingConfig(string UrlPrefix, ProxyUpstream Upstream, TimeSpan ConnectTimeout, TimeSpan ReadTimeout);

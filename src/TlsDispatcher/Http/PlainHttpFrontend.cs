@@ -33,12 +33,25 @@ internal sealed class PlainHttpFrontend : Frontend
 
     protected override int PreludeTimeoutMs => _routes().Settings.HeaderTimeoutMs;
 
+    // A head is peeked again whenever a byte arrives: beyond this much (a whole head normally comes in one segment), it
+    // is read into a buffer as before rather than peeked over and over.
+    private const int PeekedHeadLimit = 2048;
+
+    protected override int PreludeNeeds(ReadOnlySpan<byte> queued)
+    {
+        if (queued.Length >= PeekedHeadLimit)
+            return 0;
+        var scanned = 0;
+        Span<char> host = stackalloc char[256];
+        return RequestHead.Parse(queued, ref scanned, host, out _, out _, out _, out _) == HeadStatus.Incomplete ? queued.Length + 1 : 0;
+    }
+
     protected override async Task HandleAsync(Socket client, ulong id, ConnectionStart start)
     {
         var fd = start.Fd;
         var routes = _routes();
         var settings = routes.Settings;
-        using var timeout = new CancellationTokenSource(settings.HeaderTimeoutMs);
+        using var timeout = new CancellationTokenSource(start.Remaining(settings.HeaderTimeoutMs));
         var (status, filled, host, target) = await ReadHeadAsync(start, settings.MaxRequestHead, timeout.Token).ConfigureAwait(false);
         if (status is not null)
         {

@@ -20,6 +20,12 @@ internal sealed class ConnectionStart
     public required IPEndPoint? Client { get; init; }
 
     public string ClientText => Client?.ToString() ?? "-";
+
+    /// <summary>When the connection was accepted (Environment.TickCount64): the prelude's timeout counts from here.</summary>
+    public long AcceptedAt { get; init; } = Environment.TickCount64;
+
+    /// <summary>What is left of <paramref name="timeoutMs"/> since the accept (at least 1 ms, so that a spent budget fires at once).</summary>
+    public int Remaining(int timeoutMs) => (int)Math.Max(1, timeoutMs - (Environment.TickCount64 - AcceptedAt));
 }
 
 /// <summary>
@@ -27,8 +33,17 @@ internal sealed class ConnectionStart
 /// buffer, reads through the dispatcher's own epoll set (so that a socket handed to a worker leaves no
 /// registration behind), and the PROXY protocol header from trusted load balancers.
 /// </summary>
+/// <remarks>
+/// A connection holds no buffer of ours until its prelude (ClientHello, request head) can be read whole: until then its
+/// bytes stay queued in the kernel, peeked (<c>MSG_PEEK</c>) into a scratch buffer that is given back before waiting,
+/// and the socket's <c>SO_RCVLOWAT</c> is set to the length the prelude still needs, so that epoll wakes us only when
+/// that much has arrived (or the client closes). Ten thousand partial ClientHellos or slowloris heads thus cost their
+/// sockets and a small wait each, not a 32 KiB buffer each (which the GC then kept as heap after the flood).
+/// </remarks>
 internal abstract class Frontend
 {
+    // recv(2) flag: look at queued bytes without consuming them.
+    private const int MsgPeek = 0x2;
     private readonly TrustedProxies _proxies;
     private int _inFlight;
     private long _nextConnection;
@@ -70,12 +85,19 @@ internal abstract class Frontend
 
     public async Task RunAsync(CancellationToken stopping)
     {
+        long failures = 0;
+        long lastFailure = 0;
         while (!stopping.IsCancellationRequested)
         {
             Socket client;
             try
             {
                 client = await Listener.AcceptAsync(stopping).ConfigureAwait(false);
+                if (failures > 0 && Environment.TickCount64 - lastFailure > 5000)
+                {
+                    Log.Information("accept on {Listener} works again, after {Failures} failed attempts", LocalName, failures);
+                    failures = 0;
+                }
             }
             catch (OperationCanceledException)
             {
@@ -87,8 +109,12 @@ internal abstract class Frontend
             }
             catch (SocketException e)
             {
-                // EMFILE and friends: say so and keep accepting (after a breath, not a spin).
-                Log.Warning("accept on {Listener} failed: {Reason}", LocalName, e.Message);
+                // EMFILE and friends: say so once and keep trying (after a breath, not a spin); the connections wait in
+                // the listening socket's queue meanwhile.
+                // An episode ends after 5 s without a failure.
+                lastFailure = Environment.TickCount64;
+                if (failures++ == 0)
+                    Log.Warning("accept on {Listener} failed: {Reason}; retrying every 50 ms (said once until it works again)", LocalName, e.Message);
                 await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
                 continue;
             }
@@ -101,24 +127,26 @@ internal abstract class Frontend
     {
         Interlocked.Increment(ref _inFlight);
         var fd = (int)client.SafeHandle.DangerousGetHandle();
-        var buffer = ArrayPool<byte>.Shared.Rent(PreludeSize + ProxyProtocol.MaxV2);
+        byte[]? buffer = null;
         IPAddress? admitted = null;
         var counted = false;
         try
         {
+            var accepted = Environment.TickCount64;
             Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
             var peer = client.RemoteEndPoint as IPEndPoint;
-            var start = new ConnectionStart { Fd = fd, Buffer = buffer, Client = peer };
+            ConnectionStart? start = null;
             if (peer is not null && !_proxies.IsEmpty && _proxies.Contains(peer.Address))
             {
-                start = await ReadProxyHeaderAsync(start, id).ConfigureAwait(false);
+                buffer = ArrayPool<byte>.Shared.Rent(PreludeSize + ProxyProtocol.MaxV2);
+                start = await ReadProxyHeaderAsync(new ConnectionStart { Fd = fd, Buffer = buffer, Client = peer, AcceptedAt = accepted }, id).ConfigureAwait(false);
                 if (start is null)
                     return;
             }
 
             if (Limits is not null)
             {
-                admitted = start.Client?.Address;
+                admitted = (start?.Client ?? peer)?.Address;
                 var refusal = Limits.TryAdmit(admitted);
                 if (refusal != ClientLimits.Refusal.None)
                 {
@@ -127,6 +155,13 @@ internal abstract class Frontend
                 }
 
                 counted = true;
+            }
+
+            if (start is null)
+            {
+                await AwaitPreludeAsync(client, fd, accepted).ConfigureAwait(false);
+                buffer = ArrayPool<byte>.Shared.Rent(PreludeSize + ProxyProtocol.MaxV2);
+                start = new ConnectionStart { Fd = fd, Buffer = buffer, Client = peer, AcceptedAt = accepted };
             }
 
             await HandleAsync(client, id, start).ConfigureAwait(false);
@@ -144,11 +179,82 @@ internal abstract class Frontend
             if (counted)
                 Limits!.Release(admitted);
             Poller.Remove(fd);
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (buffer is not null)
+                ArrayPool<byte>.Shared.Return(buffer);
             client.Dispose();
             Interlocked.Decrement(ref _inFlight);
         }
     }
+
+    /// <summary>
+    /// Waits, holding no buffer, until the prelude can be read whole (by <see cref="PreludeNeeds"/>), or can be judged
+    /// (invalid, too long to keep peeking), or the client closed, or the prelude's time is up: in every case the
+    /// protocol's own read loop then takes over and reports it as before. <c>SO_RCVLOWAT</c> is back at 1 on return,
+    /// since the descriptor may go on to a worker.
+    /// </summary>
+    private async Task AwaitPreludeAsync(Socket client, int fd, long accepted)
+    {
+        var lowered = false;
+        try
+        {
+            var asked = 1;
+            while (true)
+            {
+                var remaining = PreludeTimeoutMs - (Environment.TickCount64 - accepted);
+                if (remaining <= 0)
+                    return;
+                using (var timeout = new CancellationTokenSource((int)remaining))
+                {
+                    try
+                    {
+                        await Poller.WaitReadableAsync(fd, timeout.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                }
+
+                var queued = PeekPrelude(fd, out var needs);
+
+                // Nothing (closed, an error), or less than was asked for (woken by the client's FIN or an error), or
+                // enough: the read loop decides. Otherwise wait until what the prelude needs has arrived.
+                if (queued < asked || needs <= queued || needs > PreludeSize)
+                    return;
+                asked = needs;
+                client.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReceiveLowWater, asked);
+                lowered = true;
+            }
+        }
+        finally
+        {
+            if (lowered)
+                client.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReceiveLowWater, 1);
+        }
+    }
+
+    /// <summary>The bytes queued on <paramref name="fd"/> (peeked, not consumed; 0 or less: none) and what the prelude needs of them.</summary>
+    private int PeekPrelude(int fd, out int needs)
+    {
+        var scratch = ArrayPool<byte>.Shared.Rent(PreludeSize);
+        try
+        {
+            var n = RecvNow(fd, scratch.AsSpan(0, PreludeSize), MsgPeek);
+            needs = n > 0 ? PreludeNeeds(scratch.AsSpan(0, n)) : 0;
+            return n;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+        }
+    }
+
+    /// <summary>
+    /// How many bytes from the start of the connection the prelude needs before it can progress, given what is queued:
+    /// at most <paramref name="queued"/>'s length when what is queued should be read now (complete, invalid, or more
+    /// than is worth peeking again and again).
+    /// </summary>
+    protected abstract int PreludeNeeds(ReadOnlySpan<byte> queued);
 
     /// <summary>
     /// A connection over the client limits (logged in summary by <see cref="ClientLimits"/>, not one by one). By
@@ -209,7 +315,7 @@ internal abstract class Frontend
     {
         while (true)
         {
-            var n = RecvNow(fd, into.Span);
+            var n = RecvNow(fd, into.Span, 0);
             if (n >= 0)
                 return n;
             if (-n != Libc.EAGAIN)
@@ -256,13 +362,13 @@ internal abstract class Frontend
         }
     }
 
-    private static unsafe int RecvNow(int fd, Span<byte> into)
+    private static unsafe int RecvNow(int fd, Span<byte> into, int flags)
     {
         fixed (byte* p = into)
         {
             while (true)
             {
-                var n = Libc.Recv(fd, p, (nuint)into.Length, Libc.MSG_DONTWAIT);
+                var n = Libc.Recv(fd, p, (nuint)into.Length, Libc.MSG_DONTWAIT | flags);
                 if (n >= 0)
                     return (int)n;
                 var errno = Libc.LastError;

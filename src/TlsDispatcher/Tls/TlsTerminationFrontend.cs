@@ -54,6 +54,10 @@ internal sealed partial class TlsTerminationFrontend : Frontend
 
     protected override int PreludeTimeoutMs => _routes().Settings.HandshakeTimeoutMs;
 
+    // The parser's lower bound on the ClientHello's length never reaches past the ClientHello itself.
+    protected override int PreludeNeeds(ReadOnlySpan<byte> queued) =>
+        ClientHelloParser.TryParse(queued, out _, out var needed, out _) == ClientHelloResult.Incomplete ? needed : 0;
+
     protected override async Task HandleAsync(Socket client, ulong id, ConnectionStart start)
     {
         var routes = _routes();
@@ -61,7 +65,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         client.NoDelay = true;
         var hello = start.Buffer;
         var max = PreludeSize;
-        using var handshake = new CancellationTokenSource(settings.HandshakeTimeoutMs);
+        using var handshake = new CancellationTokenSource(start.Remaining(settings.HandshakeTimeoutMs));
         var filled = start.Filled;
         var fresh = filled > 0;
         ClientHelloInfo? info;

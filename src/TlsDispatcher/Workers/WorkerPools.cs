@@ -1,3 +1,4 @@
+using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Dispatch.Protocol.Routing;
 using Dispatch.Protocol.Wire;
@@ -35,6 +36,15 @@ internal sealed class WorkerLink : IDisposable
 
     public bool Gone { get; set; }
 
+    /// <summary>Connections the worker said it has taken from its channel (its last load report).</summary>
+    public ulong Acked { get; set; }
+
+    /// <summary>When the worker last took a connection, or when one was handed to it while it had taken all before.</summary>
+    public long ProgressAt { get; set; }
+
+    /// <summary>Since when its channel has been full (0: it was not): no connection goes to it meanwhile.</summary>
+    public long StalledSince { get; set; }
+
     public void Dispose() => Channel.Dispose();
 }
 
@@ -47,6 +57,12 @@ internal sealed class WorkerLink : IDisposable
 internal sealed class WorkerPools : IDisposable
 {
     private static readonly TimeSpan RefusalBackoff = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// A worker that takes no connection from its channel for this long while some wait there (or whose channel stays
+    /// full this long) has stopped reading: the dispatcher gives it up and the master kills it (docs/faults.md).
+    /// </summary>
+    public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
     private readonly IpcChannel _master;
     private readonly Func<RouteTable> _routes;
     private readonly ILogger _log;
@@ -78,7 +94,15 @@ internal sealed class WorkerPools : IDisposable
         _master = master;
         _routes = routes;
         _log = log;
-        _idleTimer = new Timer(_ => ReapIdle(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        _idleTimer = new Timer(
+            _ =>
+            {
+                ReapIdle();
+                CheckStuck();
+            },
+            null,
+            TimeSpan.FromSeconds(1),
+            TimeSpan.FromSeconds(1));
     }
 
     /// <summary>
@@ -98,13 +122,15 @@ internal sealed class WorkerPools : IDisposable
                 {
                     foreach (var w in workers)
                     {
-                        if ((policy.MaxConnectionsPerWorker == 0 || w.Load < policy.MaxConnectionsPerWorker) && (best is null || w.Load < best.Load))
+                        if (w.StalledSince == 0 && (policy.MaxConnectionsPerWorker == 0 || w.Load < policy.MaxConnectionsPerWorker) && (best is null || w.Load < best.Load))
                             best = w;
                     }
                 }
 
                 if (best is not null && !(policy.OneShot && best.Sent > 0))
                 {
+                    if (best.Sent <= best.Acked)
+                        best.ProgressAt = Environment.TickCount64; // it had taken everything: the clock starts with this one
                     best.Load++;
                     best.Sent++;
                     best.LastBusy = Environment.TickCount64;
@@ -120,6 +146,7 @@ internal sealed class WorkerPools : IDisposable
                     var id = ++_nextRequest;
                     _pending[pool] = id;
                     _master.Send(new NeedWorker(id, pool));
+                    _log.Debug(StartupTrace.Template + " for pool {Pool}", "need-worker", StartupTrace.NowMs, pool);
                 }
 
                 changed = _changed.Task;
@@ -164,7 +191,15 @@ internal sealed class WorkerPools : IDisposable
 
             try
             {
-                worker.Channel.Send(meta, [fd]);
+                if (!worker.Channel.TrySend(meta, [fd]))
+                {
+                    // Its channel is full: it is not reading. Never wait on one worker; try another (or a new one).
+                    Stalled(worker);
+                    continue;
+                }
+
+                if (worker.Sent == 1 && _log.IsEnabled(Serilog.Events.LogEventLevel.Debug))
+                    _log.Debug(StartupTrace.Template + " for pool {Pool} (worker {Pid})", "handed", StartupTrace.NowMs, pool, worker.Pid);
                 var policy = _routes().PoolPolicy(pool);
                 if (policy.OneShot)
                 {
@@ -178,6 +213,75 @@ internal sealed class WorkerPools : IDisposable
             catch (Exception e) when (e is SysCallException or ObjectDisposedException)
             {
                 Drop(worker, $"hand-off failed: {e.Message}");
+            }
+        }
+    }
+
+    /// <summary>A hand-off found <paramref name="worker"/>'s channel full: uncount it, and send it nothing until it reads again.</summary>
+    private void Stalled(WorkerLink worker)
+    {
+        bool first;
+        lock (_gate)
+        {
+            worker.Load--;
+            worker.Sent--;
+            first = worker.StalledSince == 0;
+            if (first)
+                worker.StalledSince = Environment.TickCount64;
+        }
+
+        if (first)
+            _log.Warning("Worker {Pid} of pool {Pool} does not read its channel (full): no connection goes to it until it does", worker.Pid, worker.Pool);
+    }
+
+    /// <summary>
+    /// Workers that stopped reading their channel (stopped, hung, or a program that ignores it): one whose channel has
+    /// been full for <see cref="StuckAfter"/>, or that took none of the connections waiting for it for that long, is
+    /// given up, and the master is told, which kills it (its waiting connections close rather than hang).
+    /// </summary>
+    private void CheckStuck()
+    {
+        var now = Environment.TickCount64;
+        var limit = (long)StuckAfter.TotalMilliseconds;
+        var stuck = new List<(WorkerLink Worker, string Reason)>();
+        var reading = new List<WorkerLink>();
+        lock (_gate)
+        {
+            foreach (var w in _pools.Values.SelectMany(l => l))
+            {
+                if (w.StalledSince != 0)
+                {
+                    if (w.Channel.Writable)
+                    {
+                        w.StalledSince = 0;
+                        reading.Add(w);
+                        SignalLocked();
+                    }
+                    else if (now - w.StalledSince > limit)
+                    {
+                        stuck.Add((w, $"its channel has been full for {(now - w.StalledSince) / 1000} s: it does not read it"));
+                    }
+                }
+                else if (w.Acked > 0 && w.Sent > w.Acked && now - w.ProgressAt > limit)
+                {
+                    stuck.Add((w, $"it has not taken the {w.Sent - w.Acked} connection(s) waiting in its channel for {(now - w.ProgressAt) / 1000} s"));
+                }
+            }
+        }
+
+        foreach (var w in reading)
+            _log.Information("Worker {Pid} of pool {Pool} reads its channel again", w.Pid, w.Pool);
+        foreach (var (w, reason) in stuck)
+        {
+            _log.Warning("Worker {Pid} of pool {Pool} given up: {Reason}", w.Pid, w.Pool, reason);
+            Drop(w, $"given up: {reason}");
+            try
+            {
+                _master.Send(new WorkerGone(w.Id, w.Pool, reason));
+            }
+            catch (Exception e) when (e is SysCallException or ObjectDisposedException)
+            {
+                // The master is gone: so is the worker.
             }
         }
     }
@@ -212,6 +316,24 @@ internal sealed class WorkerPools : IDisposable
 
         _log.Information("Worker {Pid} of pool {Pool} joined{Spare}", ready.Pid, ready.Pool, ready.RequestId == 0 ? " as a spare" : string.Empty);
         _ = WatchAsync(link);
+    }
+
+    /// <summary>
+    /// A WorkerReady whose channel descriptor was lost on arrival (this process had none free): that request is over (the
+    /// worker, whose channel end closed with it, exits); the next connection asks again.
+    /// </summary>
+    public void OnReadyLost(IpcMessage message)
+    {
+        var reader = new WireReader(message.Payload.Span);
+        var ready = WorkerReady.Decode(ref reader);
+        lock (_gate)
+        {
+            if (_pending.TryGetValue(ready.Pool, out var id) && id == ready.RequestId)
+                _pending.Remove(ready.Pool);
+            SignalLocked();
+        }
+
+        _log.Warning("Worker {Pid} of pool {Pool} lost on arrival: this dispatcher has no descriptor left (its nofile limit)", ready.Pid, ready.Pool);
     }
 
     public void OnRefused(WorkerRefused refused)
@@ -324,6 +446,12 @@ internal sealed class WorkerPools : IDisposable
                 var load = (int)Math.Min(report.OpenConnections + inFlight, int.MaxValue);
                 var lower = load < link.Load;
                 link.Load = load;
+                if (report.Received > link.Acked)
+                {
+                    link.Acked = report.Received;
+                    link.ProgressAt = Environment.TickCount64;
+                }
+
                 if (load > 0)
                     link.LastBusy = Environment.TickCount64;
                 if (lower)

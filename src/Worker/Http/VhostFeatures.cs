@@ -150,7 +150,7 @@ internal sealed class VhostFeatures
             return WriteRedirectAsync(context, status, location);
         }
 
-        if (Web.Redirects.Length == 0)
+        if (Web.Redirects.Count == 0)
         {
             return null;
         }

@@ -53,5 +53,35 @@ public sealed class DensityTests : IDisposable
     private static Dictionary<string, string> GcConfiguration(string line) =>
         line.Split(", ").Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv.Length > 1 ? kv[1] : string.Empty, StringComparer.Ordinal);
 
+    [SkippableFact]
+    public void An_idle_worker_that_stopped_its_load_reports_reports_again_when_connections_arrive()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("density-load");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        // One worker taking one connection at a time: the dispatcher hands it the next one only after the worker
+        // reported the previous one finished. A report lost after an idle spell leaves it "full": the request gets 503.
+        config["pools"]!["a"]!["maxWorkers"] = 1;
+        config["pools"]!["a"]!["maxConnectionsPerWorker"] = 1;
+        config["dispatcher"]!["workerWait"] = "30s";
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var url = $"http://127.0.0.1:{_dispatch.HttpPort}/";
+        var first = Tools.Curl("-H", "Host: a.localhost", url);
+        Assert.Equal((200, "A"), (first.Status, first.Body));
+        _dispatch.WorkerPid("a");
+        for (var i = 0; i < 3; i++)
+        {
+            // Idle for a while: nothing open, nothing new, so the worker's load timer has stopped (after two periods).
+            Thread.Sleep(1000);
+            var response = Tools.Curl("-H", "Host: a.localhost", url);
+            Assert.Equal((200, "A"), (response.Status, response.Body));
+        }
+
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(_dispatch.Log, @"Worker \d+ for pool a ready"));
+        Assert.DoesNotMatch(new System.Text.RegularExpressions.Regex(@"No worker of pool a could take"), _dispatch.Log);
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }

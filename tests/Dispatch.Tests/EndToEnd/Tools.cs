@@ -134,4 +134,41 @@ public static class Tools
 
         return condition();
     }
+
+    /// <summary>Every process whose parent chain leads to <paramref name="root"/>.</summary>
+    public static List<int> Descendants(int root)
+    {
+        var parents = new Dictionary<int, int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid))
+                continue;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                parents[pid] = int.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture);
+            }
+            catch (IOException)
+            {
+            }
+        }
+
+        var result = new List<int>();
+        var frontier = new Queue<int>([root]);
+        while (frontier.Count > 0)
+        {
+            var p = frontier.Dequeue();
+            foreach (var (child, parent) in parents)
+            {
+                if (parent == p)
+                {
+                    result.Add(child);
+                    frontier.Enqueue(child);
+                }
+            }
+        }
+
+        return result;
+    }
 }

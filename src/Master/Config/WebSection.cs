@@ -4,13 +4,13 @@ using Microsoft.Extensions.Configuration;
 namespace Dispatch.Master.Config;
 
 /// <summary>A vhost's HTTP features (docs/vhost-features.md): the values are checked by <see cref="VhostWebRules"/>, shared with the worker.</summary>
-internal static partial class ConfigLoader
+internal static class WebSection
 {
-    private static string[] WebKeys => ["compression", "maxBodySize", "headers", "errorPages", "canonicalHost", "redirects"];
+    public static readonly string[] Keys = ["compression", "maxBodySize", "headers", "errorPages", "canonicalHost", "redirects"];
     private static readonly string[] CompressionKeys = ["minSize", "types", "precompressed", "level"];
     private static readonly string[] RedirectKeys = ["from", "to", "status", "match"];
 
-    private static VhostWeb ReadWeb(Context ctx, IConfigurationSection vhost, IReadOnlyList<string> names)
+    public static VhostWeb Read(ConfigContext ctx, IConfigurationSection vhost, IReadOnlyList<string> names)
     {
         var maxBodySize = VhostWebRules.DefaultMaxBodySize;
         var size = vhost.GetSection("maxBodySize");
@@ -63,7 +63,7 @@ internal static partial class ConfigLoader
     }
 
     /// <summary><c>"compression"</c>: absent or true (the defaults), false (off), or an object of options.</summary>
-    private static CompressionRoute? ReadCompression(Context ctx, IConfigurationSection vhost)
+    private static CompressionRoute? ReadCompression(ConfigContext ctx, IConfigurationSection vhost)
     {
         // An empty object has neither a value nor children: it is listed among the vhost's keys only (the defaults).
         var section = vhost.GetChildren().FirstOrDefault(c => c.Key.Equals("compression", StringComparison.OrdinalIgnoreCase));
@@ -114,7 +114,7 @@ internal static partial class ConfigLoader
     }
 
     /// <summary><c>"redirects"</c>: a list of { from, to, status (301), match (exact or prefix) }, first match wins.</summary>
-    private static List<RedirectRoute> ReadRedirects(Context ctx, IConfigurationSection vhost)
+    private static List<RedirectRoute> ReadRedirects(ConfigContext ctx, IConfigurationSection vhost)
     {
         var list = new List<RedirectRoute>();
         var section = vhost.GetSection("redirects");

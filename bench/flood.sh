@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Floods (docs/floods.md): stalled readers, partial ClientHellos, a handshake flood and slowloris (plain
+# and TLS), each from one address and from many, against Dispatch and nginx (as deployed: their default
+# timeouts and limits), while a good client keeps making requests. Reports the good client's p50/p99
+# idle, during and after, and the descriptors and RSS of every server process before, during, after.
+#
+#   sudo bench/flood.sh                 # Markdown report to stdout and bench/results/<date>-<commit>-floods.md
+#
+# Environment (all optional):
+#   N=10000             hostile connections held per flood (stalled readers, hellos, slowloris)
+#   DURATION=20         seconds each flood runs (reopening what the server ends)
+#   MANY=100            "many addresses": 127.0.0.3 ... 127.0.0.(2+MANY); "one address": 127.0.0.2
+#   HS_CONC=8           handshake flood client threads
+#   SCENARIOS="..."     a subset of: stalled-http stalled-tls hello handshake slowloris-http slowloris-tls
+#   ADDRS="one many"    which address modes
+#   SERVERS="dispatch nginx"
+#   DISPATCH_APP=DIR    an already staged Dispatch (scripts/stage.sh) instead of staging a fresh Release build
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench/flood.sh must run as root (Dispatch's master starts workers as tenant uids)." >&2
+  exit 77
+fi
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+PY=/usr/bin/python3
+TOOL="$repo/bench/flood.py"
+N=${N:-10000}
+DURATION=${DURATION:-20}
+MANY=${MANY:-100}
+HS_CONC=${HS_CONC:-8}
+SCENARIOS=${SCENARIOS:-stalled-http stalled-tls hello handshake slowloris-http slowloris-tls}
+ADDRS=${ADDRS:-one many}
+SERVERS=${SERVERS:-dispatch nginx}
+base=/var/lib/dispatch-bench-flood
+certs=/etc/dispatch-bench-flood
+run="$base/run"
+DISPATCHER_UID=10000
+
+log() { printf '[flood-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+for t in nginx openssl; do command -v "$t" >/dev/null || die "$t not found (apt-get install nginx openssl)"; done
+[ -x "$PY" ] || die "$PY not found"
+# Descriptors: the flood tool holds N, the servers N or 2N; raise the soft limit to the hard one (raising the hard
+# limit needs CAP_SYS_RESOURCE, which this VM may withhold). Dispatch's master gives its dispatcher and workers the
+# configured "nofile" (below); nginx gets worker_rlimit_nofile.
+NOFILE=$(ulimit -Hn)
+ulimit -n "$NOFILE"
+[ "$NOFILE" -ge $((N + 1000)) ] || log "WARNING: the descriptor limit $NOFILE is low for N=$N"
+
+declare -a STARTED=()
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  for pid in "${STARTED[@]}"; do [ -n "$pid" ] && stop_pid "$pid"; done
+  [ $rc -ne 0 ] && log "failed (exit $rc); logs in $run"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ -n "${DISPATCH_APP:-}" ]; then
+  app=$DISPATCH_APP
+else
+  app=/usr/local/lib/dispatch-bench-flood
+  log "staging Dispatch (Release) into $app"
+  "$repo/scripts/stage.sh" "$app" Release >/dev/null
+fi
+[ -x "$app/Master" ] || die "$app/Master missing"
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Content (a: 1 KiB index and a 20 MiB file; b: 1 KiB index), certificates (root-owned, certbot layout)
+rm -rf "$run" "$certs"
+mkdir -p "$run/www/a" "$run/www/b" "$certs" "$run/nginx/tmp"
+chmod 755 "$base" "$run" "$run/www"
+for site in a b; do head -c 1024 /dev/zero | tr '\0' x >"$run/www/$site/index.html"; done
+head -c $((20 * 1048576)) /dev/urandom >"$run/www/a/10m.bin"
+chown -R 10001:10001 "$run/www/a"
+chown -R 10002:10002 "$run/www/b"
+chmod -R u=rwX,go=rX "$run/www"
+cp -a "$repo/certs-sample/." "$certs/"
+chown -R root:root "$certs"
+chmod -R go-w "$certs"
+find "$certs" -name 'privkey*.pem' -exec chmod 600 {} +
+
+D_TLS=$(free_port) D_HTTP=$(free_port) N_TLS=$(free_port) N_HTTP=$(free_port)
+cat >"$run/dispatch.json" <<JSON
+{
+  "listen": [ { "endpoint": "127.0.0.1:$D_TLS", "protocol": "tls" },
+              { "endpoint": "127.0.0.1:$D_HTTP", "protocol": "http" } ],
+  "dispatcher": { "user": "$DISPATCHER_UID", "nofile": $NOFILE },
+  "control": { "socket": "$run/control.sock" },
+  "pools": {
+    "a": { "user": "10001", "group": "10001", "maxWorkers": 1, "nofile": $NOFILE },
+    "b": { "user": "10002", "group": "10002", "maxWorkers": 1, "nofile": $NOFILE }
+  },
+  "vhosts": {
+    "a.localhost": { "pool": "a", "root": "$run/www/a", "tls": "terminate", "certDirs": [ "$certs/live/a.localhost" ] },
+    "b.localhost": { "pool": "b", "root": "$run/www/b", "tls": "terminate", "certDirs": [ "$certs/live/b.localhost" ] }
+  },
+  "log": { "level": "Warning" }
+}
+JSON
+"$app/Master" check --config "$run/dispatch.json" >&2 || die "Dispatch refuses the generated config"
+
+cat >"$run/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+worker_rlimit_nofile $NOFILE;
+daemon off;
+user www-data;
+pid $run/nginx/nginx.pid;
+error_log $run/nginx/error.log warn;
+events { worker_connections $NOFILE; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  sendfile on;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  client_body_temp_path $run/nginx/tmp;
+  proxy_temp_path $run/nginx/tmp;
+  fastcgi_temp_path $run/nginx/tmp;
+  uwsgi_temp_path $run/nginx/tmp;
+  scgi_temp_path $run/nginx/tmp;
+  server { listen 127.0.0.1:$N_TLS ssl; listen 127.0.0.1:$N_HTTP; server_name a.localhost; root $run/www/a;
+           ssl_certificate $certs/live/a.localhost/fullchain.pem; ssl_certificate_key $certs/live/a.localhost/privkey.pem; }
+  server { listen 127.0.0.1:$N_TLS ssl; listen 127.0.0.1:$N_HTTP; server_name b.localhost; root $run/www/b;
+           ssl_certificate $certs/live/b.localhost/fullchain.pem; ssl_certificate_key $certs/live/b.localhost/privkey.pem; }
+}
+NGINX
+nginx -t -q -c "$run/nginx/nginx.conf" -p "$run/nginx" || die "nginx config"
+
+declare -A ROOT=()
+for s in $SERVERS; do
+  case $s in
+    dispatch) "$app/Master" run --config "$run/dispatch.json" >"$run/dispatch.log" 2>&1 </dev/null & ;;
+    nginx) nginx -c "$run/nginx/nginx.conf" -p "$run/nginx" >"$run/nginx/stdout.log" 2>&1 </dev/null & ;;
+    *) die "unknown server $s" ;;
+  esac
+  ROOT[$s]=$!
+  STARTED+=("$!")
+done
+wait_up() {   # wait_up PORT: until a plain GET for a.localhost answers
+  local i
+  for i in $(seq 1 150); do
+    curl -s -o /dev/null -m 2 -H 'Host: a.localhost' "http://127.0.0.1:$1/index.html" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+for s in $SERVERS; do
+  case $s in dispatch) p=$D_HTTP ;; nginx) p=$N_HTTP ;; esac
+  wait_up "$p" || die "$s does not answer on :$p"
+done
+log "servers up: ${SERVERS}; dispatch tls $D_TLS http $D_HTTP, nginx tls $N_TLS http $N_HTTP; N=$N, $DURATION s per flood"
+
+results="$run/floods.jsonl"
+: >"$results"
+last=$((2 + MANY))
+for scen in $SCENARIOS; do
+  case $scen in
+    stalled-http) kind=stalled tls= ;;
+    stalled-tls) kind=stalled tls=--tls ;;
+    hello) kind=hello tls=--tls ;;
+    handshake) kind=handshake tls=--tls ;;
+    slowloris-http) kind=slowloris tls= ;;
+    slowloris-tls) kind=slowloris tls=--tls ;;
+    *) die "unknown scenario $scen" ;;
+  esac
+  for mode in $ADDRS; do
+    case $mode in one) src=127.0.0.2 ;; many) src="127.0.0.3-$last" ;; esac
+    for s in $SERVERS; do
+      case $s in dispatch) tp=$D_TLS hp=$D_HTTP ;; nginx) tp=$N_TLS hp=$N_HTTP ;; esac
+      if [ -n "$tls" ]; then port=$tp; else port=$hp; fi
+      log "$scen from $mode address(es): $s"
+      "$PY" "$TOOL" scenario --server "$s" --name "$scen/$mode" --root "${ROOT[$s]}" --kind "$kind" $tls \
+        --port "$port" --good-port "$port" --source "$src" --n "$N" --duration "$DURATION" --hs-conc "$HS_CONC" \
+        --out "$results" >/dev/null || log "WARNING: $scen/$mode against $s failed"
+      kill -0 "${ROOT[$s]}" 2>/dev/null || die "$s died during $scen/$mode"
+    done
+  done
+done
+
+scen_list=()
+for scen in $SCENARIOS; do for mode in $ADDRS; do scen_list+=("\"$scen/$mode\""); done; done
+srv_list=()
+for s in $SERVERS; do srv_list+=("\"$s\""); done
+cat >"$run/meta.json" <<META
+{ "date": "$(date -u +%Y-%m-%dT%H:%MZ)", "commit": "$commit",
+  "hosts": ["a.localhost", "b.localhost"],
+  "scenarios": [$(IFS=,; echo "${scen_list[*]}")], "servers": [$(IFS=,; echo "${srv_list[*]}")],
+  "machine": { "nproc": $(nproc), "load average at the end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+               "nginx": "$(nginx -v 2>&1 | sed 's/^nginx version: //')", "descriptor limit": $NOFILE,
+               "flood": "N=$N per flood, $DURATION s, one address 127.0.0.2 or $MANY addresses 127.0.0.3-$last; good client from 127.0.0.1, a fresh connection per request (TLS 1.3 full handshake on TLS scenarios), a.localhost (the flooded vhost) and b.localhost (another tenant) alternating every 20 ms",
+               "Dispatch": "$app, defaults for every timeout and limit, dispatcher and pools nofile $NOFILE",
+               "nginx config": "worker_processes auto, worker_connections $NOFILE, default timeouts" } }
+META
+report="$repo/bench/results/$(date -u +%Y-%m-%d)-$commit-floods.md"
+"$PY" "$TOOL" report "$results" "$run/meta.json" >"$report"
+cp "$results" "${report%.md}.jsonl"
+cat "$report"
+log "report: $report"

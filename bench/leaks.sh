@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Leaks: CONNECTIONS mixed connections (bench/leaks.py: plain HTTP, TLS 1.3 and 1.2 handed to the worker, TLS pumped
+# by the dispatcher, h2, passthrough, and bad ones: malformed ClientHellos, garbage and truncated request heads,
+# resets mid-handshake and mid-head) against one fresh Dispatch with three tenants; every process's descriptors and
+# RSS before (after a warm-up), right after, and after SETTLE seconds. Prints a Markdown table.
+#
+#   sudo bench/leaks.sh                    # 100,000 connections; report also in bench/results/leaks-<date>-<hash>.md
+#
+# Environment (all optional):
+#   CONNECTIONS=100000  CONCURRENCY=32  SETTLE=30
+#   DISPATCH_APP=DIR    an already staged Dispatch (scripts/stage.sh); default: stage Release into $base/app
+# No nginx column: the question is whether Dispatch's own processes give back what the connections took, which
+# nginx's numbers do not answer (the CI-sized version is tests/Dispatch.Tests/EndToEnd/LeakTests.cs).
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench/leaks.sh must run as root (workers run as tenant uids)." >&2
+  exit 77
+fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
+base=/var/lib/dispatch-leaks
+CONNECTIONS=${CONNECTIONS:-100000}
+CONCURRENCY=${CONCURRENCY:-32}
+SETTLE=${SETTLE:-30}
+mkdir -p "$base"
+chmod 755 "$base"
+app=${DISPATCH_APP:-}
+if [ -z "$app" ]; then
+  app="$base/app"
+  "$repo/scripts/stage.sh" "$app" Release >/dev/null
+fi
+
+dir="$base/run"
+rm -rf "$dir"
+mkdir -p "$dir/www"
+chmod 755 "$dir" "$dir/www"
+cp -a "$repo/certs-sample" "$dir/certs"
+chown -R root:root "$dir/certs"
+chmod -R go-w "$dir/certs"
+find "$dir/certs/archive" -name 'privkey*.pem' -exec chmod 600 {} +
+# Tenant c's own copy (passthrough: only its worker reads the key).
+cp -a "$dir/certs" "$dir/c-certs"
+chown -R 10003:10003 "$dir/c-certs"
+chmod 700 "$dir/c-certs"
+http=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+tls=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+/usr/bin/python3 - "$dir" "$http" "$tls" <<'EOF'
+import json, os, sys
+d, http, tls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pools, vhosts = {}, {}
+for name, uid in (("a", 10001), ("b", 10002), ("c", 10003)):
+    root = f"{d}/www/{name}"
+    os.makedirs(root, exist_ok=True)
+    with open(f"{root}/index.html", "w") as f:
+        f.write(name.upper())
+    for p in (root, f"{root}/index.html"):
+        os.chown(p, uid, uid)
+    os.chmod(root, 0o700)
+    pools[name] = {"user": str(uid), "group": str(uid), "idleTimeout": "600m"}
+vhosts["a.localhost"] = {"pool": "a", "root": f"{d}/www/a", "tls": "terminate", "engine": "openssl", "certDir": f"{d}/certs/live/a.localhost"}
+vhosts["b.localhost"] = {"pool": "b", "root": f"{d}/www/b", "tls": "terminate", "certDir": f"{d}/certs/live/b.localhost"}
+vhosts["c.localhost"] = {"pool": "c", "root": f"{d}/www/c", "tls": "passthrough", "certDir": f"{d}/c-certs/live/c.localhost"}
+config = {
+    "listen": [{"endpoint": f"127.0.0.1:{http}", "protocol": "http"}, {"endpoint": f"127.0.0.1:{tls}", "protocol": "tls"}],
+    "dispatcher": {"user": "10000"},
+    "pools": pools, "vhosts": vhosts,
+    "control": {"socket": f"{d}/control.sock"},
+}
+with open(f"{d}/dispatch.json", "w") as f:
+    json.dump(config, f)
+EOF
+log="$dir/master.log"
+"$app/Master" --config "$dir/dispatch.json" >"$log" 2>&1 &
+master=$!
+trap 'kill -TERM "$master" 2>/dev/null || true; wait "$master" 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do grep -q "Dispatch ready" "$log" && break; sleep 0.2; done
+grep -q "Dispatch ready" "$log" || { echo "master did not start; see $log" >&2; exit 1; }
+
+mix() {  # mix COUNT: bench/leaks.py against this Dispatch; prints its JSON summary
+  /usr/bin/python3 "$repo/bench/leaks.py" --http "$http" --tls "$tls" --ca "$repo/certs-sample/ca.pem" \
+    --count "$1" --concurrency "$CONCURRENCY" --plain-host b.localhost --handed-host b.localhost \
+    --pumped-host a.localhost --passthrough-host c.localhost
+}
+tree() {  # the master and every process under it
+  local pids=("$master") frontier=("$master") next p
+  while [ ${#frontier[@]} -gt 0 ]; do
+    next=()
+    for p in "${frontier[@]}"; do
+      for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do pids+=("$c"); next+=("$c"); done
+    done
+    frontier=("${next[@]}")
+  done
+  printf '%s\n' "${pids[@]}" | sort -n
+}
+snapshot() {  # snapshot LABEL: "pid name fds rss_kb" per process
+  for p in $(tree); do
+    [ -e "/proc/$p" ] || continue
+    printf '%s %s %s %s\n' "$p" "$(cat /proc/"$p"/comm)" "$(ls /proc/"$p"/fd | wc -l)" "$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status)"
+  done >"$dir/$1.txt"
+}
+
+mix 110 >/dev/null      # warm-up: every kind ten times, every worker started
+sleep 2
+snapshot before
+started=$(date +%s)
+summary=$(mix "$CONNECTIONS") || status=$?
+elapsed=$(( $(date +%s) - started ))
+sleep 2
+snapshot after
+sleep "$SETTLE"
+snapshot settled
+
+report="$repo/bench/results/leaks-$(date +%F)-$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo local).md"
+{
+  echo
+  echo "## Leaks: $CONNECTIONS mixed connections (bench/leaks.sh, $CONCURRENCY at a time, ${elapsed} s; settle $SETTLE s)"
+  echo
+  echo "Mix: $summary"
+  echo
+  echo "| process | fds before | fds after | fds settled | RSS MB before | RSS MB after | RSS MB settled |"
+  echo "|---|---|---|---|---|---|---|"
+  join <(sort "$dir/before.txt") <(sort "$dir/after.txt") | join - <(sort "$dir/settled.txt") |
+    awk '{ printf "| %s %s | %d | %d | %d | %.1f | %.1f | %.1f |\n", $2, $1, $3, $6, $9, $4/1024, $7/1024, $10/1024 }'
+  for p in $(cut -d' ' -f1 "$dir/before.txt"); do
+    grep -q "^$p " "$dir/settled.txt" || echo "| process $p ($(grep "^$p " "$dir/before.txt" | cut -d' ' -f2)) | gone after the run | | | | | |"
+  done
+} | tee "$report"
+[ "${status:-0}" -eq 0 ] || { echo "leaks.py: some good connections failed (see the mix above)" >&2; exit 1; }

@@ -1,0 +1,172 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using Xunit.Abstractions;
+
+namespace Dispatch.Tests.EndToEnd;
+
+/// <summary>
+/// Floods (docs/floods.md), at a scale a test can afford: thousands of partial ClientHellos and slowloris heads cost the
+/// dispatcher their sockets and no buffer each, and after a surge of connections (hellos in the dispatcher, stalled
+/// readers of a large file in a worker) each process collects and gives back the heap they used.
+/// </summary>
+public sealed class FloodTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private readonly List<IDisposable> _cleanup = [];
+
+    public FloodTests(ITestOutputHelper output) => _output = output;
+
+    // The first 40 bytes of a ClientHello: a handshake record announcing 512 bytes, the client_hello header, the version
+    // and part of the random. A parser needs the rest; a flood never sends it.
+    private static readonly byte[] PartialHello =
+        [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, .. Enumerable.Range(1, 29).Select(i => (byte)i)];
+
+    private static readonly byte[] PartialHead = "GET / HTTP/1.1\r\nHost: a.loc"u8.ToArray();
+
+    [SkippableFact]
+    public async Task Partial_ClientHellos_and_slow_heads_hold_no_buffer_in_the_dispatcher_and_are_trimmed_after_them()
+    {
+        const int Each = 2500;
+        var (d, tlsPort, _) = Start("flood-prelude");
+        var dispatcher = d.DispatcherPid;
+
+        // Warm up the paths (JIT, the poller, the limits, pool a's worker and its channel) with a few, closed again.
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        var warm = await OpenAsync(200, tlsPort, PartialHello);
+        warm.AddRange(await OpenAsync(200, d.HttpPort, PartialHead));
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) >= 400), "the warm-up connections did not reach the dispatcher");
+        Close(warm);
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) < 100, TimeSpan.FromSeconds(60)), "the warm-up connections were not released");
+        var fdsBefore = Tools.DescriptorCount(dispatcher);
+        var rssBefore = Rss(dispatcher);
+
+        var flood = await OpenAsync(Each, tlsPort, PartialHello);
+        flood.AddRange(await OpenAsync(Each, d.HttpPort, PartialHead));
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) >= fdsBefore + (2 * Each), TimeSpan.FromSeconds(60)), $"the dispatcher does not hold the {2 * Each} connections");
+        var rssDuring = Rss(dispatcher);
+        var per = (rssDuring - rssBefore) / (2.0 * Each);
+        _output.WriteLine($"{2 * Each} partial ClientHellos and heads: dispatcher RSS {rssBefore} -> {rssDuring} KiB ({per:F2} KiB each)");
+
+        // A buffer for the prelude (the 32 KiB pool bucket, 16 KiB and more of it touched) made this 11 to 23 KiB; what
+        // is left is the socket's own objects and the wait (about 3 to 5 KiB here).
+        Assert.True(per < 8.0, $"the dispatcher grew {per:F2} KiB per partial ClientHello or head");
+
+        // The bytes are still there, queued in the kernel: completing a head gets it answered.
+        var last = flood[^1];
+        await last.SendAsync("alhost\r\n\r\n"u8.ToArray(), SocketFlags.None);
+        Assert.StartsWith("HTTP/1.1 200", await ReadHeadAsync(last), StringComparison.Ordinal);
+
+        Close(flood);
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) <= fdsBefore + 4, TimeSpan.FromSeconds(60)), $"the dispatcher kept descriptors of the flood: {fdsBefore} before, {Tools.DescriptorCount(dispatcher)} after");
+        // Once they are gone the heap they used is collected and given back (RSS: see the worker's test below; here the
+        // closing connections' own log lines are of the same order as what they held).
+        d.WaitForLine(new System.Text.RegularExpressions.Regex(@"Dispatcher \d+ \(dispatcher\): Connections fell from \d+ to \d+: memory trimmed"));
+        _output.WriteLine($"after: {Rss(dispatcher)} KiB");
+    }
+
+    [SkippableFact]
+    public async Task A_worker_gives_its_memory_back_after_a_flood_of_stalled_readers()
+    {
+        const int Stalled = 800;
+        var (d, _, rootA) = Start("flood-stalled");
+        var big = Path.Combine(rootA, "big.bin");
+        File.WriteAllBytes(big, new byte[20 << 20]);
+        TestWorld.Chown(big, TestWorld.TenantA, recursive: false);
+        for (var i = 0; i < 20; i++)
+            Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        var worker = d.WorkerPid("a");
+        var fdsBefore = Tools.DescriptorCount(worker);
+        var rssBefore = Rss(worker);
+
+        var request = Encoding.ASCII.GetBytes("GET /big.bin HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
+        var flood = await OpenAsync(Stalled, d.HttpPort, request, receiveBuffer: 4096);
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(worker) >= fdsBefore + Stalled, TimeSpan.FromSeconds(120)), "the worker does not hold the stalled readers");
+        var rssDuring = Rss(worker);
+        _output.WriteLine($"{Stalled} stalled readers: worker RSS {rssBefore} -> {rssDuring} KiB");
+
+        Close(flood);
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(worker) <= fdsBefore + 4, TimeSpan.FromSeconds(120)), "the worker kept descriptors of the stalled readers");
+
+        // Without a trim the heap they used stayed (RSS 131 -> 735 -> 727 MiB for 3000 in the bench, for as long as the
+        // worker lived). With it, most of the growth goes back within seconds (280 -> 130 MiB from 65 here, the rest being
+        // the code and pools of the paths the flood took; from a warm baseline the bench sees it within 5 to 10 %).
+        var bound = rssBefore + ((rssDuring - rssBefore) / 2);
+        Assert.True(
+            Tools.Eventually(() => Rss(worker) <= bound, TimeSpan.FromSeconds(60)),
+            $"the worker's RSS stayed at {Rss(worker)} KiB after the flood (before {rssBefore}, during {rssDuring})");
+        d.WaitForLine(new System.Text.RegularExpressions.Regex(@"Worker \d+ \(a\): Connections fell from \d+ to \d+: memory trimmed"));
+        _output.WriteLine($"after: {Rss(worker)} KiB");
+    }
+
+    private (DispatchInstance D, int TlsPort, string RootA) Start(string name)
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory(name);
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "tenant A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "tenant B" });
+        var live = TestWorld.InstallSampleCertificates(dir);
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        var tlsPort = TestWorld.FreePort();
+        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
+        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
+        config["dispatcher"]!["headerTimeout"] = "120s";
+        config["dispatcher"]!["handshakeTimeout"] = "120s";
+        config["dispatcher"]!["nofile"] = 16384;
+        config["pools"]!["a"]!["nofile"] = 16384;
+        config["pools"]!["a"]!["timeouts"] = new JsonObject { ["send"] = "120s" };
+        config["dispatcher"]!["limits"] = new JsonObject { ["perAddress"] = new JsonObject { ["connections"] = 0 } };
+        var d = DispatchInstance.StartReady(dir, config, _output);
+        _cleanup.Add(d);
+        return (d, tlsPort, a);
+    }
+
+    private static async Task<List<Socket>> OpenAsync(int count, int port, byte[] send, int receiveBuffer = 0)
+    {
+        using var gate = new SemaphoreSlim(64);
+        var sockets = await Task.WhenAll(Enumerable.Range(0, count).Select(async _ =>
+        {
+            await gate.WaitAsync();
+            try
+            {
+                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                if (receiveBuffer > 0)
+                    s.ReceiveBufferSize = receiveBuffer;
+                await s.ConnectAsync(IPAddress.Loopback, port);
+                await s.SendAsync(send, SocketFlags.None);
+                return s;
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }));
+        return [.. sockets];
+    }
+
+    private static void Close(List<Socket> sockets)
+    {
+        foreach (var s in sockets)
+            s.Dispose();
+        sockets.Clear();
+    }
+
+    private static async Task<string> ReadHeadAsync(Socket socket)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var buffer = new byte[4096];
+        var n = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+        return Encoding.ASCII.GetString(buffer, 0, n);
+    }
+
+    private static long Rss(int pid) => long.Parse(Tools.Status($"/proc/{pid}/status")["VmRSS"].Split(' ')[0], CultureInfo.InvariantCulture);
+
+    public void Dispose()
+    {
+        foreach (var c in _cleanup)
+            c.Dispose();
+    }
+}
