@@ -41,4 +41,26 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-exec dotnet test Dispatch.sln "$@"
+# What is tested is what ships: the end-to-end tests run the NativeAOT executables scripts/publish.sh
+# puts in artifacts/bin (docs/aot.md). The publish (minutes: the AOT compiler) runs beside the build of
+# the test projects; both restore first, one after the other (they share obj/ files).
+dotnet restore Dispatch.sln --nologo -v quiet
+rid=$(scripts/publish.sh --rid)
+for p in Master TlsDispatcher Worker; do
+  dotnet restore "src/$p/$p.csproj" -r "$rid" --nologo -v quiet
+done
+publish_log=$(mktemp)
+scripts/publish.sh --no-restore >"$publish_log" 2>&1 &
+publish_pid=$!
+build_status=0
+dotnet build Dispatch.sln --no-restore --nologo -v quiet -clp:ErrorsOnly || build_status=$?
+publish_status=0
+wait "$publish_pid" || publish_status=$?
+if [ "$publish_status" -ne 0 ]; then
+  cat "$publish_log" >&2
+  echo "run-tests.sh: scripts/publish.sh failed (exit $publish_status): the end-to-end tests need the published executables" >&2
+fi
+rm -f "$publish_log"
+[ "$build_status" -eq 0 ] || { echo "run-tests.sh: the build failed (exit $build_status)" >&2; exit "$build_status"; }
+[ "$publish_status" -eq 0 ] || exit "$publish_status"
+exec dotnet test Dispatch.sln --no-build "$@"

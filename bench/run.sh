@@ -172,11 +172,11 @@ else
   if [ "$staged" = 1 ]; then
     app_note="staged from the working tree at $commit ($dirty modified/untracked files under src/) into $app"
   elif [ -x "$app/Master" ]; then
-    app_note="BUILD FAILED 3 times; using the copy already staged in $app ($(stat -c %y "$app/Master.dll" | cut -d. -f1))"
+    app_note="BUILD FAILED 3 times; using the copy already staged in $app ($(stat -c %y "$app/Master" | cut -d. -f1))"
     log "$app_note"
   elif [ -x /usr/local/lib/dispatch-sample/Master ]; then
     app=/usr/local/lib/dispatch-sample
-    app_note="BUILD FAILED 3 times; using the sample's staged copy $app ($(stat -c %y "$app/Master.dll" | cut -d. -f1))"
+    app_note="BUILD FAILED 3 times; using the sample's staged copy $app ($(stat -c %y "$app/Master" | cut -d. -f1))"
     log "$app_note"
   else
     die "could not build Dispatch and no staged copy exists"
@@ -724,6 +724,7 @@ cp "$results" "${report%.md}.jsonl"
 [ "${DENSITY:-1}" = 0 ] || DISPATCH_APP="$app" "$bench/density.sh" ${DENSITY_COUNTS:-1 100 1000} >>"$report" || log "bench/density.sh failed"  # idle pools per host
 [ "${IDENTITY:-1}" = 0 ] || { printf '\n## Identity vhosts: verified logins, bcrypt cost 10 (bench/identity.sh)\n\n'; DISPATCH_APP="$app" LOGINS=${IDENTITY_LOGINS:-200} "$bench/identity.sh"; } >>"$report" || log "bench/identity.sh failed"
 [ "${PHP:-1}" = 0 ] || { printf '\n## PHP through FastCGI (bench/php.sh)\n\n'; DISPATCH_APP="$app" SKIP_INSTALL=1 "$bench/php.sh"; } >>"$report" || log "bench/php.sh failed"
+[ "${AOT:-1}" = 0 ] || { printf '\n## NativeAOT vs JIT, steady-state CPU (bench/aot.sh)\n\n'; DISPATCH_PUBLISHED="$repo/artifacts/bin" SKIP_INSTALL=1 ROUNDS=${AOT_ROUNDS:-1} RESULTS_DIR="$run/aot" "$bench/aot.sh" | sed 1d; } >>"$report" || log "bench/aot.sh failed"
 [ "${FLOODS:-0}" = 0 ] || { printf '\n## Floods (bench/flood.sh, docs/floods.md)\n\n'; DISPATCH_APP="$app" "$bench/flood.sh"; } >>"$report" || log "bench/flood.sh failed"  # off by default (~20 min)
 cat "$report"
 log "report: $report (raw data: ${report%.md}.jsonl)"

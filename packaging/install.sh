@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Dispatch on this machine (as root), or removes it.
 #
-#   packaging/install.sh                 publish and install (idempotent; an existing config is kept);
+#   packaging/install.sh                 publish (scripts/publish.sh: NativeAOT) and install (idempotent;
+#                                        an existing config is kept);
 #                                        refused while Dispatch runs from the library directory
 #   packaging/install.sh --upgrade       the same, also while Dispatch runs: the new tree replaces the
 #                                        old one in a single rename, then the running master starts new
@@ -24,8 +25,10 @@
 #   SYSTEMD_DIR      /etc/systemd/system        dispatch.service
 #   SBINDIR          /usr/sbin                  the `dispatch` command
 #   DISPATCH_USER    dispatch                   the dispatcher's system user
-#   DISPATCH_BINARIES  (unset)                  install these already published binaries instead of
-#                                               running `dotnet publish` on this source tree
+#   DISPATCH_BINARIES  (unset)                  install the executables already published in this
+#                                               directory (scripts/publish.sh's artifacts/bin) instead of
+#                                               publishing this source tree (which needs the .NET 10 SDK;
+#                                               the installed executables need no .NET at all)
 # Uninstall with the same variables as the install.
 set -euo pipefail
 umask 022
@@ -334,8 +337,8 @@ uninstall() {
   remove_marked "$WRAPPER"
   local dir
   for dir in "$LIBDIR" "$PREVIOUS"; do
-    if [ -d "$dir" ] && [ ! -e "$dir/Master.dll" ]; then
-      say "left $dir: it holds no Master.dll, so it is not a Dispatch install"
+    if [ -d "$dir" ] && [ ! -e "$dir/Master" ]; then
+      say "left $dir: it holds no Master, so it is not a Dispatch install"
     else
       remove_tree "$dir"
     fi
@@ -353,12 +356,6 @@ uninstall() {
   fi
 }
 
-dotnet_root() {
-  local dotnet
-  dotnet=$(command -v dotnet) || die "dotnet not found: Dispatch needs the .NET 10 runtime (Microsoft.NETCore.App and Microsoft.AspNetCore.App; the SDK to publish from source)"
-  dirname -- "$(readlink -f -- "$dotnet")"
-}
-
 publish() {
   local out=$1 repo p
   if [ -n "${DISPATCH_BINARIES:-}" ]; then
@@ -369,19 +366,16 @@ publish() {
   fi
   repo=$(cd "$(dirname -- "$0")/.." && pwd)
   [ -f "$repo/src/Master/Master.csproj" ] || die "no source tree at $repo (set DISPATCH_BINARIES to install already published binaries)"
-  for p in Master TlsDispatcher Worker; do
-    say "dotnet publish src/$p (Release, framework-dependent)..."
-    # No build servers: nothing of the build should outlive an install run as root.
-    dotnet publish "$repo/src/$p/$p.csproj" -c Release --self-contained false -o "$out" \
-      --disable-build-servers --nologo -v quiet -clp:ErrorsOnly >&2 || die "dotnet publish of $p failed"
-  done
+  command -v dotnet >/dev/null || die "dotnet not found: publishing from source needs the .NET 10 SDK (or set DISPATCH_BINARIES to install already published binaries; they need no .NET)"
+  say "scripts/publish.sh (NativeAOT: Master, TlsDispatcher, Worker; minutes)..."
+  "$repo/scripts/publish.sh" "$out" >/dev/null || die "scripts/publish.sh failed"
 }
 
 # A real, existing LIBDIR (or PREVIOUS) must be ours to replace.
 check_replaceable() {
   if [ -e "$1" ] || [ -L "$1" ]; then
     if [ ! -d "$1" ] || [ -L "$1" ]; then die "$1 exists and is not a directory"; fi
-    [ -e "$1/Master.dll" ] || [ -z "$(ls -A -- "$1")" ] || die "$1 is not empty and holds no Master.dll: not replacing it"
+    [ -e "$1/Master" ] || [ -z "$(ls -A -- "$1")" ] || die "$1 is not empty and holds no Master: not replacing it"
   fi
 }
 
@@ -402,7 +396,7 @@ install_binaries() {
   trap "rm -rf -- '$stage'" EXIT
   publish "$stage"
   for p in Master TlsDispatcher Worker; do
-    if [ ! -x "$stage/$p" ] || [ ! -f "$stage/$p.dll" ]; then die "the published output lacks $p"; fi
+    [ -x "$stage/$p" ] || die "the published output lacks $p"
   done
   chown -R root:root -- "$stage"
   chmod -R u+rwX,go+rX,go-w -- "$stage"
@@ -447,7 +441,7 @@ trigger_upgrade() {
   say "Dispatch is running (pids $pids): $WRAPPER upgrade"
   if answer=$("$WRAPPER" upgrade 2>&1); then
     say "master: ${answer%$'\n'}"
-    if [ -e "${1:-}/Master.dll" ] && ! cmp -s -- "$1/Master.dll" "$LIBDIR/Master.dll"; then
+    if [ -e "${1:-}/Master" ] && ! cmp -s -- "$1/Master" "$LIBDIR/Master"; then
       say "note: the master's own code changed; it runs the old one until restarted (systemctl restart dispatch)"
     fi
   else
@@ -459,8 +453,8 @@ trigger_upgrade() {
 
 # Swaps LIBDIR and LIBDIR.previous back (one exchange again), then upgrades a running master onto it.
 rollback() {
-  [ -e "$PREVIOUS/Master.dll" ] || die "no previous install to roll back to ($PREVIOUS holds no Master.dll)"
-  [ -e "$LIBDIR/Master.dll" ] || die "$LIBDIR holds no Master.dll: not a Dispatch install"
+  [ -e "$PREVIOUS/Master" ] || die "no previous install to roll back to ($PREVIOUS holds no Master)"
+  [ -e "$LIBDIR/Master" ] || die "$LIBDIR holds no Master: not a Dispatch install"
   if [ -L "$LIBDIR" ] || [ -L "$PREVIOUS" ]; then die "$LIBDIR or $PREVIOUS is a symbolic link"; fi
   local why
   why=$(unsafe_component "$PREVIOUS/Master")
@@ -543,27 +537,25 @@ JSON
 }
 
 install_unit() {
-  local root=$1 tmp
+  local tmp
   install -d -o root -g root -m 755 -- "$UNITDIR"
   tmp=$(mktemp "$UNITDIR/.dispatch.service.XXXXXX")
   {
     echo "# $MARK from packaging/dispatch.service: binaries in $LIBDIR, config $CONFIG."
     echo "# The master tells systemd READY=1 once it serves (Type=notify); systemctl reload sends SIGHUP."
-    awk -v lib="$LIBDIR/" -v cfg="$CONFIG" -v env="Environment=DOTNET_ROOT=$root" '
+    awk -v lib="$LIBDIR/" -v cfg="$CONFIG" '
       /^\[Unit\]/ { started = 1 }
       !started { next }
-      { gsub("/usr/lib/dispatch/", lib); gsub("/etc/dispatch/dispatch.json", cfg); print }
-      /^NotifyAccess=/ { print env }' "$(dirname -- "$0")/dispatch.service"
+      { gsub("/usr/lib/dispatch/", lib); gsub("/etc/dispatch/dispatch.json", cfg); print }' "$(dirname -- "$0")/dispatch.service"
   } >"$tmp"
   grep -qxF "ExecStart=$LIBDIR/Master --config $CONFIG" "$tmp" || die "could not adapt the unit's ExecStart to $LIBDIR"
-  grep -qxF "Environment=DOTNET_ROOT=$root" "$tmp" || die "could not set DOTNET_ROOT in the unit (no NotifyAccess= line in packaging/dispatch.service?)"
   chmod 644 -- "$tmp"
   mv -- "$tmp" "$UNIT"
   say "installed $UNIT"
 }
 
 install_wrapper() {
-  local root=$1 tmp
+  local tmp
   install -d -o root -g root -m 755 -- "$SBIN"
   tmp=$(mktemp "$SBIN/.dispatch.XXXXXX")
   cat >"$tmp" <<SH
@@ -578,7 +570,6 @@ install_wrapper() {
 #   dispatch reopen                  reopen the log files (= SIGUSR1)
 #     (status, reload, upgrade and reopen talk to the control socket named in the config; -c FILE or
 #      --socket PATH for another)
-export DOTNET_ROOT='$root'
 export DISPATCH_CONFIG='$CONFIG'
 export DISPATCH_PROGRAM=dispatch
 exec '$LIBDIR/Master' "\$@"
@@ -589,14 +580,7 @@ SH
 }
 
 install_all() {
-  local root why
-  root=$(dotnet_root)
-  # It goes into the unit, awk -v and the dispatch command's shell text like the other paths.
-  check_path DOTNET_ROOT "$root"
-  dotnet --list-runtimes 2>/dev/null | grep -q '^Microsoft.AspNetCore.App 10\.' ||
-    die "the ASP.NET Core 10 runtime (Microsoft.AspNetCore.App 10.x) is not installed under $root"
-  why=$(unsafe_component "$root")
-  [ -z "$why" ] || die "the .NET root $root is not safe for root to run from: $why"
+  # The executables are NativeAOT (docs/aot.md): the host needs no .NET runtime to run them.
   if [ "$mode" = install ]; then
     local pids
     pids=$(running_pids)
@@ -618,8 +602,8 @@ install_all() {
   ensure_dir "$ETCDIR/certs" 700
   ensure_dir "$LOGDIR" 755
   write_starter
-  install_unit "$root"
-  install_wrapper "$root"
+  install_unit
+  install_wrapper
   daemon_reload
 
   if "$WRAPPER" check --config "$CONFIG" >/dev/null 2>&1; then

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Builds the three executables and stages them together into DEST, a root-owned directory that every
-# uid can traverse and only root can write: processes that drop privileges load their assemblies
-# from there after the drop, and the master refuses to start from anywhere weaker.
-#   usage: scripts/stage.sh DEST [Debug|Release]
+# Publishes the three executables (scripts/publish.sh: NativeAOT, into artifacts/bin) and stages them
+# together into DEST, a root-owned directory that every uid can traverse and only root can write: a
+# child that drops privileges re-executes its own binary from there, and the master refuses to start
+# from anywhere weaker.
+#   usage: scripts/stage.sh DEST [Release]
+#   DISPATCH_PUBLISHED=DIR   stage the executables already published in DIR (no publish)
 set -euo pipefail
-dest=${1:?usage: scripts/stage.sh DEST [Debug|Release]}
-config=${2:-Release}
+dest=${1:?usage: scripts/stage.sh DEST [Release]}
+case "${2:-Release}" in
+  Release) ;;
+  *) echo "stage.sh: only Release is published (NativeAOT; docs/aot.md), not '$2'" >&2; exit 64 ;;
+esac
 repo=$(cd "$(dirname "$0")/.." && pwd)
-for p in Master TlsDispatcher Worker; do
-  dotnet build "$repo/src/$p/$p.csproj" -c "$config" --nologo -v quiet -clp:ErrorsOnly >&2
-done
+published=${DISPATCH_PUBLISHED:-}
+if [ -z "$published" ]; then
+  published=$("$repo/scripts/publish.sh")
+fi
 mkdir -p "$dest"
+# What a framework-dependent stage left there (before NativeAOT): the native executables replace it.
+find "$dest" -maxdepth 1 -type f \( -name '*.dll' -o -name '*.pdb' -o -name '*.deps.json' -o -name '*.runtimeconfig.json' \) -delete
 for p in Master TlsDispatcher Worker; do
-  cp -a "$repo/src/$p/bin/$config/net10.0/." "$dest/"
+  [ -x "$published/$p" ] || { echo "stage.sh: $published/$p is missing" >&2; exit 1; }
+  cp -f "$published/$p" "$dest/$p.new"
+  mv -f "$dest/$p.new" "$dest/$p"
 done
 chown -R root:root "$dest"
 chmod -R go-w "$dest"
-chmod 755 "$dest"
+chmod 755 "$dest" "$dest/Master" "$dest/TlsDispatcher" "$dest/Worker"
 echo "$dest"

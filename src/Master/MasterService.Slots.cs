@@ -190,40 +190,22 @@ internal sealed partial class MasterService
     }
 
     /// <summary>
-    /// The installed binaries' protocol version, read from the installed Dispatch.Protocol.dll's metadata:
+    /// The installed binaries' protocol version, read from the stamp in the installed binaries (ProtocolStamp):
     /// null when it matches this master's, else why not. A master cannot talk to children of
     /// another protocol version, so such an upgrade needs a restart of the master.
     /// </summary>
     private static Task<string?> ProbeProtocolAsync()
     {
-        // Read from the installed Dispatch.Protocol.dll's metadata (IpcChannel.Version, a constant), not by
+        // Read from the installed files (IpcChannel.Version, a constant stamped into them), not by
         // running anything: the master's reaper owns every child's exit status.
-        var path = Path.Combine(RuntimePaths.AppDirectory, "Dispatch.Protocol.dll");
+        var path = ProtocolStamp.CarrierIn(RuntimePaths.AppDirectory);
         try
         {
-            using var file = File.OpenRead(path);
-            using var pe = new System.Reflection.PortableExecutable.PEReader(file);
-            var md = System.Reflection.Metadata.PEReaderExtensions.GetMetadataReader(pe);
-            byte? theirs = null;
-            foreach (var handle in md.TypeDefinitions)
-            {
-                var type = md.GetTypeDefinition(handle);
-                if (md.GetString(type.Name) != nameof(IpcChannel))
-                    continue;
-                foreach (var fieldHandle in type.GetFields())
-                {
-                    var field = md.GetFieldDefinition(fieldHandle);
-                    if (md.GetString(field.Name) != nameof(IpcChannel.Version) || field.GetDefaultValue().IsNil)
-                        continue;
-                    var blob = md.GetBlobReader(md.GetConstant(field.GetDefaultValue()).Value);
-                    theirs = blob.ReadByte();
-                }
-            }
-
+            var theirs = ProtocolStamp.Read(path);
             return Task.FromResult<string?>(theirs == IpcChannel.Version ? null
                 : $"the installed binaries speak protocol {(theirs is null ? "(unknown)" : theirs.Value.ToString(System.Globalization.CultureInfo.InvariantCulture))} and this master {IpcChannel.Version}: restart the master to run them (systemctl restart dispatch)");
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or BadImageFormatException or InvalidOperationException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return Task.FromResult<string?>($"could not read the protocol version of {path}: {e.Message}");
         }

@@ -57,7 +57,7 @@ internal static class Program
                 return Cli.ExitConfig;
             }
 
-            var unsafePath = PathSafety.CheckRootOwned(RuntimePaths.AppDirectory) ?? PathSafety.CheckRootOwned(RuntimePaths.DotnetRoot);
+            var unsafePath = RuntimePaths.CodePaths.Select(PathSafety.CheckRootOwned).FirstOrDefault(why => why is not null);
             if (unsafePath is not null)
             {
                 log.Fatal("Refusing to start from {AppDirectory}: {Reason}. Install the binaries in a root-owned directory no one else can write (the run script and tests publish to one).", RuntimePaths.AppDirectory, unsafePath);
@@ -68,7 +68,7 @@ internal static class Program
             identities.AddRange(config.Pools.Values.Select(p => ($"pool '{p.Name}'", p.Uid, (uint[])[p.Gid, .. p.Groups])));
             foreach (var (who, uid, gids) in identities)
             {
-                var why = PathSafety.CheckTraversable(RuntimePaths.AppDirectory, uid, gids) ?? PathSafety.CheckTraversable(RuntimePaths.DotnetRoot, uid, gids);
+                var why = RuntimePaths.CodePaths.Select(p => PathSafety.CheckTraversable(p, uid, gids)).FirstOrDefault(w => w is not null);
                 if (why is not null)
                 {
                     log.Fatal("Refusing to start: the {Who} could not load its binaries after dropping privileges: {Reason}", who, why);

@@ -21,6 +21,10 @@ internal static class Program
         var master = ChildBootstrap.Start(ProcessRole.Worker, args);
         var log = ChildBootstrap.CreateLogger();
         log.Debug(StartupTrace.Template, "main", ChildBootstrap.MainEnteredMs);
+        // The GC as it runs (docs/modules.md, "Density"): a NativeAOT worker has its settings compiled in, with
+        // no runtimeconfig.json to read them from, so the tests read them here.
+        if (log.IsEnabled(LogEventLevel.Debug))
+            log.Debug("GC configuration: {GcConfiguration}", string.Join(", ", GC.GetConfigurationVariables().OrderBy(v => v.Key, StringComparer.Ordinal).Select(v => $"{v.Key}={v.Value}")));
         using var stopping = new CancellationTokenSource();
         IpcChannel? dispatcher = null;
         try

@@ -85,7 +85,7 @@ public static unsafe class Chroot
                 Collect(binds, symlinks, p, Kind.ReadOnly, recreateSymlink: false);
             foreach (var p in Devices)
                 Collect(binds, symlinks, p, Kind.Device, recreateSymlink: false);
-            foreach (var p in new[] { RuntimePaths.DotnetRoot, RuntimePaths.AppDirectory })
+            foreach (var p in RuntimePaths.CodePaths)
                 Collect(binds, symlinks, p, Kind.ReadOnly, recreateSymlink: false);
             // The pool's paths (roots, CGI, certificates, extra and writable paths) are the tenant's to change:
             // opened with the pool's file-system ids and its groups (set now; the drop sets the same ones again).

@@ -68,7 +68,7 @@ public static unsafe class Spawner
         return
         [
             "DOTNET_EnableDiagnostics=0",
-            $"DOTNET_ROOT={dotnetRoot}",
+            .. dotnetRoot is null ? Array.Empty<string>() : [$"DOTNET_ROOT={dotnetRoot}"],
             "DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1",
             "DOTNET_gcServer=0",
             "LANG=C.UTF-8",
@@ -171,16 +171,27 @@ public static unsafe class Spawner
 /// <summary>Where the runtime and our binaries live, as the jail needs to know them.</summary>
 public static class RuntimePaths
 {
-    /// <summary>The .NET install root (the directory holding shared/ and host/).</summary>
-    public static string DotnetRoot
+    /// <summary>
+    /// True in a NativeAOT image (what scripts/publish.sh ships): the executable holds its runtime, and
+    /// no .NET install is read at all. False under the JIT (a framework-dependent build, the unit tests).
+    /// </summary>
+    public static bool IsNativeAot => !System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported;
+
+    /// <summary>The .NET install root (the directory holding shared/ and host/); null in a NativeAOT image, which needs none.</summary>
+    public static string? DotnetRoot
     {
         get
         {
+            if (IsNativeAot)
+                return null;
             // .../shared/Microsoft.NETCore.App/<version>/ → three levels up.
             var runtimeDir = RuntimeEnvironment.GetRuntimeDirectory().TrimEnd('/');
             return Path.GetFullPath(Path.Combine(runtimeDir, "..", "..", ".."));
         }
     }
+
+    /// <summary>Where a child's code is loaded from: our binaries' directory, and under the JIT the .NET install root.</summary>
+    public static string[] CodePaths => DotnetRoot is { } root ? [root, AppDirectory] : [AppDirectory];
 
     /// <summary>The directory of the running executables (all three are staged together).</summary>
     public static string AppDirectory => AppContext.BaseDirectory.TrimEnd('/');

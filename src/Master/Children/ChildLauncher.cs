@@ -32,7 +32,7 @@ internal sealed class ChildLauncher
     /// </summary>
     public static string[] RuntimeReadPaths() =>
         [
-            RuntimePaths.DotnetRoot, RuntimePaths.AppDirectory, "/usr/lib", "/lib", "/lib64", "/usr/lib64", "/dev/urandom",
+            .. RuntimePaths.CodePaths, "/usr/lib", "/lib", "/lib64", "/usr/lib64", "/dev/urandom",
             "/proc/self", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu", "/sys/devices/system/node", "/sys/fs/cgroup",
             // Public CA certificates: SslStream builds the chain it sends (and OpenSSL looks there); no private keys live here.
             "/etc/ssl/certs",

@@ -56,7 +56,7 @@ internal static class LandlockRules
         var protectedPaths = SystemDirectories.Select(d => (d, "a system directory"))
             .Append((configDirectory, "the config file's directory"))
             .Append((RuntimePaths.AppDirectory, "Dispatch's binaries"))
-            .Append((RuntimePaths.DotnetRoot, "the .NET runtime"));
+            .Concat(RuntimePaths.DotnetRoot is { } dotnetRoot ? [(dotnetRoot, "the .NET runtime")] : Array.Empty<(string, string)>());
         foreach (var (other, what) in protectedPaths)
         {
             if (Overlap(path, real, other) is { } how)

@@ -10,8 +10,7 @@ public sealed class ConfigAndStartupTests
 
     public ConfigAndStartupTests(ITestOutputHelper output) => _output = output;
 
-    private static string BuiltMaster =>
-        Path.Combine(TestWorld.RepoRoot, "src", "Master", "bin", typeof(ConfigAndStartupTests).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyConfigurationAttribute), false).Cast<System.Reflection.AssemblyConfigurationAttribute>().First().Configuration, "net10.0", "Master.dll");
+    private static string BuiltMaster => TestWorld.PublishedMaster;
 
     public static TheoryData<string, string, string> BrokenConfigs => new()
     {
@@ -84,7 +83,7 @@ public sealed class ConfigAndStartupTests
             Merge(config, JsonNode.Parse(patch)!.AsObject());
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, config.ToJsonString());
-            var r = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            var r = Tools.Run(BuiltMaster, "check", "--config", file);
             _output.WriteLine($"{name}: exit {r.ExitCode}\n{r.Stderr}{r.Stdout}");
             Assert.NotEqual(0, r.ExitCode);
             Assert.Contains($"{file}: {expected}", r.Stderr, StringComparison.Ordinal);
@@ -103,12 +102,12 @@ public sealed class ConfigAndStartupTests
         {
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, ValidConfig(dir).ToJsonString());
-            var ok = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            var ok = Tools.Run(BuiltMaster, "check", "--config", file);
             Assert.True(ok.ExitCode == 0, ok.Stderr);
             Assert.Contains("configuration OK", ok.Stdout, StringComparison.Ordinal);
 
             File.WriteAllText(file, """{ "listen": [ { "endpoint": "127.0.0.1:80", } """);
-            var bad = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            var bad = Tools.Run(BuiltMaster, "check", "--config", file);
             Assert.Equal(1, bad.ExitCode);
             Assert.Contains("not valid JSON", bad.Stderr, StringComparison.Ordinal);
         }

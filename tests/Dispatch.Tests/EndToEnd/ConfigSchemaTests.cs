@@ -42,8 +42,7 @@ public sealed class ConfigSchemaTests
 
     private static string SchemaPath => Path.Combine(TestWorld.RepoRoot, "docs", "dispatch.schema.json");
 
-    private static string BuiltMaster =>
-        Path.Combine(TestWorld.RepoRoot, "src", "Master", "bin", typeof(ConfigSchemaTests).Assembly.GetCustomAttributes<AssemblyConfigurationAttribute>().First().Configuration, "net10.0", "Master.dll");
+    private static string BuiltMaster => TestWorld.PublishedMaster;
 
     [Theory]
     [MemberData(nameof(Locations))]
@@ -60,7 +59,7 @@ public sealed class ConfigSchemaTests
             target[Unknown] = 1;
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, config.ToJsonString());
-            var r = Tools.Run("dotnet", BuiltMaster, "check", "-c", file);
+            var r = Tools.Run(BuiltMaster, "check", "-c", file);
             _output.WriteLine(r.Stderr);
             var where = configPath.Length == 0 ? Unknown : $"{configPath}:{Unknown}";
             var line = new Regex($@"{Regex.Escape(file)}: {Regex.Escape(where)}: unknown setting \(expected one of: (?<keys>[^)]*)\)").Match(r.Stderr);
@@ -115,7 +114,7 @@ public sealed class ConfigSchemaTests
             config["$schema"] = "../docs/dispatch.schema.json";
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, config.ToJsonString());
-            var r = Tools.Run("dotnet", BuiltMaster, "check", "-c", file);
+            var r = Tools.Run(BuiltMaster, "check", "-c", file);
             Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr);
             Assert.Contains("configuration OK", r.Stdout, StringComparison.Ordinal);
         }

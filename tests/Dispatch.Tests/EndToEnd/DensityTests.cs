@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Xunit.Abstractions;
 
 namespace Dispatch.Tests.EndToEnd;
@@ -25,6 +26,8 @@ public sealed class DensityTests : IDisposable
         var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
         config["pools"]!["a"]!["cgroup"] = new JsonObject { ["memoryMax"] = "256M" };
         config["pools"]!["a"]!["maxWorkers"] = 2;
+        // Debug: each worker logs the GC configuration it runs with (GC.GetConfigurationVariables).
+        config["log"] = new JsonObject { ["level"] = "Debug" };
         _dispatch = DispatchInstance.StartReady(dir, config, _output);
         Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{_dispatch.HttpPort}/").Status);
         Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", $"http://127.0.0.1:{_dispatch.HttpPort}/").Status);
@@ -34,12 +37,21 @@ public sealed class DensityTests : IDisposable
         Assert.Equal("6000000", limited["DOTNET_GCHeapHardLimit"]);
         Assert.False(Environ(_dispatch.WorkerPid("b")).ContainsKey("DOTNET_GCHeapHardLimit"));
 
-        // Every worker: workstation, non-concurrent GC, conserving memory (from the shipped runtimeconfig).
-        var runtimeConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(TestWorld.AppDirectory, "Worker.runtimeconfig.json")))!["runtimeOptions"]!["configProperties"]!;
-        Assert.False(runtimeConfig["System.GC.Server"]!.GetValue<bool>());
-        Assert.False(runtimeConfig["System.GC.Concurrent"]!.GetValue<bool>());
-        Assert.Equal(5, runtimeConfig["System.GC.ConserveMemory"]!.GetValue<int>());
+        // Every worker: workstation, non-concurrent GC, conserving memory, as its GC reports them (a NativeAOT
+        // worker has these compiled in: Worker.csproj); the limited one with its heap hard limit.
+        foreach (var (pool, limit) in new[] { ("a", "100663296"), ("b", "0") })
+        {
+            var pid = _dispatch.WorkerPid(pool);
+            var gc = GcConfiguration(_dispatch.WaitForLine(new Regex($@"Worker {pid} \({pool}\): GC configuration: (.*)$")).Groups[1].Value);
+            Assert.Equal("False", gc["ServerGC"]);
+            Assert.Equal("False", gc["ConcurrentGC"]);
+            Assert.Equal("5", gc["GCConserveMem"]);
+            Assert.Equal(limit, gc["GCHeapHardLimit"]);
+        }
     }
+
+    private static Dictionary<string, string> GcConfiguration(string line) =>
+        line.Split(", ").Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv.Length > 1 ? kv[1] : string.Empty, StringComparer.Ordinal);
 
     [SkippableFact]
     public void An_idle_worker_that_stopped_its_load_reports_reports_again_when_connections_arrive()

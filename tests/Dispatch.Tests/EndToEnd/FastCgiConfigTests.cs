@@ -6,8 +6,7 @@ namespace Dispatch.Tests.EndToEnd;
 /// <summary>The <c>fastcgi</c> and <c>tryFiles</c> settings: each mistake named with its JSON path, the same in <c>check</c> and <c>run</c>.</summary>
 public sealed class FastCgiConfigTests(ITestOutputHelper output)
 {
-    private static string BuiltMaster =>
-        Path.Combine(TestWorld.RepoRoot, "src", "Master", "bin", typeof(FastCgiConfigTests).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyConfigurationAttribute), false).Cast<System.Reflection.AssemblyConfigurationAttribute>().First().Configuration, "net10.0", "Master.dll");
+    private static string BuiltMaster => TestWorld.PublishedMaster;
 
     public static TheoryData<string, string, string> BrokenConfigs => new()
     {
@@ -49,14 +48,14 @@ public sealed class FastCgiConfigTests(ITestOutputHelper output)
             config["control"] = new JsonObject { ["socket"] = Path.Combine(dir, "control.sock") };
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, config.ToJsonString());
-            var check = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            var check = Tools.Run(BuiltMaster, "check", "--config", file);
             output.WriteLine($"{name}: check exit {check.ExitCode}\n{check.Stderr}{check.Stdout}");
             Assert.NotEqual(0, check.ExitCode);
             Assert.Contains($"{file}: {expected}", check.Stderr, StringComparison.Ordinal);
 
             if (TestWorld.IsRoot)
             {
-                var run = Tools.Run("dotnet", BuiltMaster, "--config", file);
+                var run = Tools.Run(BuiltMaster, "--config", file);
                 output.WriteLine($"{name}: run exit {run.ExitCode}\n{run.Stderr}{run.Stdout}");
                 Assert.NotEqual(0, run.ExitCode);
                 Assert.Contains($"{file}: {expected}", run.Stderr + run.Stdout, StringComparison.Ordinal);
@@ -87,7 +86,7 @@ public sealed class FastCgiConfigTests(ITestOutputHelper output)
             config["vhosts"]!["b.localhost"]!["tryFiles"] = new JsonArray("$uri", "=404");
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, config.ToJsonString());
-            var check = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            var check = Tools.Run(BuiltMaster, "check", "--config", file);
             output.WriteLine(check.Stderr + check.Stdout);
             Assert.Equal(0, check.ExitCode);
         }

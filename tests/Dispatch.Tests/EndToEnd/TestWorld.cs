@@ -4,7 +4,8 @@ using System.Runtime.InteropServices;
 namespace Dispatch.Tests.EndToEnd;
 
 /// <summary>
-/// Where end-to-end tests run: the built executables staged once per test run into a root-owned,
+/// Where end-to-end tests run: the published executables (scripts/publish.sh: NativeAOT, what ships)
+/// staged once per test run into a root-owned,
 /// world-traversable directory (the master refuses anything weaker), and per test a fresh directory
 /// for config and tenant trees. Everything lives under /var/lib/dispatch-tests, which only root can write.
 /// </summary>
@@ -13,17 +14,26 @@ public static class TestWorld
     public const uint DispatcherUid = 10000;
     public const uint TenantA = 10001;
     public const uint TenantB = 10002;
+    private static readonly string[] Executables = ["Master", "TlsDispatcher", "Worker"];
+    private static readonly string[] BuildFiles = ["Directory.Build.props", "Directory.Packages.props"];
+    private static readonly Lazy<string> Published = new(FindPublished);
     private static readonly Lazy<string> Staged = new(Stage);
     private static readonly string RunDirectory = Path.Combine("/var/lib/dispatch-tests", $"run-{Environment.ProcessId}-{Guid.NewGuid():N}"[..24]);
 
     public static string RepoRoot =>
         typeof(TestWorld).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "RepoRoot").Value!;
 
-    private static string Configuration =>
-        typeof(TestWorld).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "BuildConfiguration").Value!;
-
     /// <summary>The staged binaries (Master, TlsDispatcher, Worker side by side).</summary>
     public static string AppDirectory => Staged.Value;
+
+    /// <summary>
+    /// Where scripts/publish.sh put the three native executables (artifacts/bin): checked once to hold
+    /// all three, none older than the sources they are built from.
+    /// </summary>
+    public static string PublishedDirectory => Published.Value;
+
+    /// <summary>The published Master, run in place (for <c>check</c> and the command line; no staging needed).</summary>
+    public static string PublishedMaster => Path.Combine(PublishedDirectory, "Master");
 
     public static bool IsRoot => Environment.UserName == "root" || geteuid() == 0;
 
@@ -96,26 +106,40 @@ public static class TestWorld
         return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
     }
 
+    private static string FindPublished()
+    {
+        var published = Path.Combine(RepoRoot, "artifacts", "bin");
+        const string Hint = "run scripts/publish.sh (run-tests.sh does it before the tests): the end-to-end tests run the published NativeAOT executables, what ships";
+        // The newest input of the publish: a source, project or build file of the executables.
+        var sources = BuildFiles.Select(f => new FileInfo(Path.Combine(RepoRoot, f)))
+            .Concat(new DirectoryInfo(Path.Combine(RepoRoot, "src")).EnumerateFiles("*", SearchOption.AllDirectories)
+                .Where(f => f.Extension is ".cs" or ".csproj" or ".json" && !f.FullName.Contains("/bin/", StringComparison.Ordinal) && !f.FullName.Contains("/obj/", StringComparison.Ordinal)))
+            .Where(f => f.Exists)
+            .MaxBy(f => f.LastWriteTimeUtc)!;
+        foreach (var exe in Executables)
+        {
+            var file = new FileInfo(Path.Combine(published, exe));
+            if (!file.Exists)
+                throw new InvalidOperationException($"{exe} is not published at {published}: {Hint}.");
+            if (File.Exists(Path.Combine(published, exe + ".dll")))
+                throw new InvalidOperationException($"{published} holds {exe}.dll: not a NativeAOT publish; {Hint}.");
+            if (file.LastWriteTimeUtc < sources.LastWriteTimeUtc)
+                throw new InvalidOperationException($"{file.FullName} ({file.LastWriteTimeUtc:u}) is older than {sources.FullName} ({sources.LastWriteTimeUtc:u}): {Hint}.");
+        }
+
+        return published;
+    }
+
     private static string Stage()
     {
         var app = Path.Combine(RunDirectory, "app");
         Directory.CreateDirectory(app);
-        foreach (var project in new[] { "Master", "TlsDispatcher", "Worker" })
-        {
-            var output = Path.Combine(RepoRoot, "src", project, "bin", Configuration, "net10.0");
-            if (!File.Exists(Path.Combine(output, project + ".dll")))
-                throw new InvalidOperationException($"{project} is not built at {output}: run the tests with 'dotnet test' from the repository (it builds the executables first).");
-            foreach (var file in Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories))
-            {
-                var target = Path.Combine(app, Path.GetRelativePath(output, file));
-                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                File.Copy(file, target, overwrite: true);
-            }
-        }
+        foreach (var exe in Executables)
+            File.Copy(Path.Combine(PublishedDirectory, exe), Path.Combine(app, exe), overwrite: true);
 
         foreach (var dir in new[] { "/var/lib/dispatch-tests", RunDirectory, app })
             File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
-        foreach (var exe in new[] { "Master", "TlsDispatcher", "Worker" })
+        foreach (var exe in Executables)
             File.SetUnixFileMode(Path.Combine(app, exe), (UnixFileMode)0b111_101_101);
         return app;
     }

@@ -14,8 +14,7 @@ public sealed partial class VhostFeaturesConfigTests
 
     public VhostFeaturesConfigTests(ITestOutputHelper output) => _output = output;
 
-    private static string BuiltMaster =>
-        Path.Combine(TestWorld.RepoRoot, "src", "Master", "bin", typeof(VhostFeaturesConfigTests).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyConfigurationAttribute), false).Cast<System.Reflection.AssemblyConfigurationAttribute>().First().Configuration, "net10.0", "Master.dll");
+    private static string BuiltMaster => TestWorld.PublishedMaster;
 
     private const string Path404 = "is not the URL path of a file under the vhost's root such as /errors/404.html (no query, '%', '.' or '..' segments)";
 
@@ -152,7 +151,7 @@ public sealed partial class VhostFeaturesConfigTests
         {
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, BrokenConfig(dir).ToJsonString());
-            var r = Tools.Run("dotnet", BuiltMaster, "check", "--config", file);
+            var r = Tools.Run(BuiltMaster, "check", "--config", file);
             _output.WriteLine(r.Stderr + r.Stdout);
             Assert.Equal(1, r.ExitCode);
             var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList();
@@ -178,7 +177,7 @@ public sealed partial class VhostFeaturesConfigTests
         {
             var file = Path.Combine(dir, "dispatch.json");
             File.WriteAllText(file, BrokenConfig(dir).ToJsonString());
-            var r = Tools.Run("dotnet", BuiltMaster, "--config", file);
+            var r = Tools.Run(BuiltMaster, "--config", file);
             _output.WriteLine(r.Stderr + r.Stdout);
             Assert.Equal(78, r.ExitCode);
             var logged = ConfigurationError().Matches(r.Stdout + r.Stderr).Select(m => m.Groups[1].Value.TrimEnd('\r')).ToList();
