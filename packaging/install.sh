@@ -398,6 +398,7 @@ install_binaries() {
   for p in Master TlsDispatcher Worker; do
     [ -x "$stage/$p" ] || die "the published output lacks $p"
   done
+  [ -f "$stage/dispatch-openssl.cnf" ] || die "the published output lacks dispatch-openssl.cnf (the OpenSSL engines' TLS policy)"
   chown -R root:root -- "$stage"
   chmod -R u+rwX,go+rX,go-w -- "$stage"
   chmod 755 -- "$stage"

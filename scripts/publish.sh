@@ -6,7 +6,9 @@
 #   usage: scripts/publish.sh [--no-restore] [OUT]     OUT defaults to artifacts/bin in the repository
 #   --no-restore: the projects are restored for the runtime identifier already (run-tests.sh does it
 #   first, so that the publish can run beside another build without two restores writing obj/ at once)
-# Output: OUT/Master, OUT/TlsDispatcher, OUT/Worker (stripped; their symbols in artifacts/symbols).
+# Output: OUT/Master, OUT/TlsDispatcher, OUT/Worker (stripped; their symbols in artifacts/symbols), and
+# OUT/dispatch-openssl.cnf, the TLS policy of the OpenSSL-based engines (the openssl engine, passthrough
+# workers), which the master's children read through OPENSSL_CONF (docs/scanners.md).
 # Trim and AOT warnings are errors (Directory.Build.props): a publish that would change behaviour
 # under trimming fails here instead.
 set -euo pipefail
@@ -30,9 +32,9 @@ for p in Master TlsDispatcher Worker; do
   dotnet publish "$repo/src/$p/$p.csproj" -c Release -r "$rid" -o "$stage/$p" "${restore[@]}" \
     --disable-build-servers --nologo -v quiet -clp:ErrorsOnly >&2 || { echo "publish.sh: dotnet publish of $p failed" >&2; exit 1; }
   [ -x "$stage/$p/$p" ] || { echo "publish.sh: no native $p in $stage/$p" >&2; exit 1; }
-  # A NativeAOT publish holds the executable and its symbols, nothing else: anything more would be a
-  # file the executable loads at run time, and the staging scripts copy only the three executables.
-  extra=$(find "$stage/$p" -mindepth 1 ! -name "$p" ! -name "$p.dbg" ! -name '*.pdb' -printf '%P\n')
+  # A NativeAOT publish holds the executable, its symbols and the OpenSSL policy, nothing else: anything
+  # more would be a file the executable loads at run time, and the staging scripts copy only these.
+  extra=$(find "$stage/$p" -mindepth 1 ! -name "$p" ! -name "$p.dbg" ! -name '*.pdb' ! -name dispatch-openssl.cnf -printf '%P\n')
   [ -z "$extra" ] || { echo "publish.sh: unexpected files beside $p: $extra" >&2; exit 1; }
 done
 for p in Master TlsDispatcher Worker; do
@@ -41,4 +43,6 @@ for p in Master TlsDispatcher Worker; do
   mv -f "$out/$p.new" "$out/$p"
   find "$stage/$p" -maxdepth 1 \( -name '*.dbg' -o -name '*.pdb' \) -exec cp -f {} "$symbols/" \;
 done
+[ -f "$stage/Master/dispatch-openssl.cnf" ] || { echo "publish.sh: no dispatch-openssl.cnf in the publish output" >&2; exit 1; }
+cp -f "$stage/Master/dispatch-openssl.cnf" "$out/dispatch-openssl.cnf"
 echo "$out"

@@ -24,7 +24,10 @@ for p in Master TlsDispatcher Worker; do
   cp -f "$published/$p" "$dest/$p.new"
   mv -f "$dest/$p.new" "$dest/$p"
 done
+[ -f "$published/dispatch-openssl.cnf" ] || { echo "stage.sh: $published/dispatch-openssl.cnf is missing" >&2; exit 1; }
+cp -f "$published/dispatch-openssl.cnf" "$dest/dispatch-openssl.cnf"
 chown -R root:root "$dest"
 chmod -R go-w "$dest"
 chmod 755 "$dest" "$dest/Master" "$dest/TlsDispatcher" "$dest/Worker"
+chmod 644 "$dest/dispatch-openssl.cnf"
 echo "$dest"

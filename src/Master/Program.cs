@@ -64,6 +64,14 @@ internal static class Program
                 return Cli.ExitConfig;
             }
 
+            if (!File.Exists(Spawner.OpenSslConfigFile))
+            {
+                // Without it OpenSSL would fall back to its defaults (CBC suites, more groups) in the openssl engine
+                // and the passthrough workers, silently.
+                log.Fatal("Refusing to start: {File} is missing beside the binaries (the TLS policy of the OpenSSL-based engines; scripts/publish.sh ships it)", Spawner.OpenSslConfigFile);
+                return Cli.ExitConfig;
+            }
+
             var identities = new List<(string Who, uint Uid, uint[] Gids)> { ("dispatcher", config.Dispatcher.Uid, [config.Dispatcher.Gid]) };
             identities.AddRange(config.Pools.Values.Select(p => ($"pool '{p.Name}'", p.Uid, (uint[])[p.Gid, .. p.Groups])));
             foreach (var (who, uid, gids) in identities)

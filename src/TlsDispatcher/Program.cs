@@ -156,7 +156,7 @@ internal static class Program
             }
 
             // After a surge of connections (a flood), the heap they used goes back to the system.
-            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(2), log);
+            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(2), log, () => frontends.Sum(f => f.TakePeak()));
             while (true)
             {
                 var receive = master.ReceiveAsync().AsTask();

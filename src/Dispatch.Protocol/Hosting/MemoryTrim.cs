@@ -17,6 +17,7 @@ public sealed class MemoryTrim : IDisposable
 
     private readonly Func<int> _open;
     private readonly ILogger _log;
+    private readonly Func<int>? _peakSince;
     private readonly Timer _timer;
     private readonly Lock _gate = new();
     // A process starts with no connection: a surge already under way at the first look (a flood that began with the
@@ -26,9 +27,14 @@ public sealed class MemoryTrim : IDisposable
 
     /// <param name="open">The connections open now.</param>
     /// <param name="period">How often to look (a trim can follow the end of a surge by up to this much).</param>
-    public MemoryTrim(Func<int> open, TimeSpan period, ILogger log)
+    /// <param name="peak">
+    /// Optional: the most connections open at once since the last call (and from then on, the count now), so that a
+    /// surge shorter than <paramref name="period"/> is not missed between two looks.
+    /// </param>
+    public MemoryTrim(Func<int> open, TimeSpan period, ILogger log, Func<int>? peak = null)
     {
         _open = open;
+        _peakSince = peak;
         _log = log;
         _timer = new Timer(_ => Check(), null, period, period);
     }
@@ -43,7 +49,7 @@ public sealed class MemoryTrim : IDisposable
         lock (_gate)
         {
             open = _open();
-            _peak = Math.Max(_peak, open);
+            _peak = Math.Max(_peak, Math.Max(open, _peakSince?.Invoke() ?? 0));
             peak = _peak;
             floor = _floor;
             if (peak - floor < MinimumSurge || open > floor + ((peak - floor) / 4))

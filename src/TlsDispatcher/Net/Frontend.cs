@@ -46,6 +46,7 @@ internal abstract class Frontend
     private const int MsgPeek = 0x2;
     private readonly TrustedProxies _proxies;
     private int _inFlight;
+    private int _peakInFlight;
     private long _nextConnection;
 
     /// <summary>This listener as metrics name it, e.g. "tls 127.0.0.1:8443".</summary>
@@ -76,6 +77,9 @@ internal abstract class Frontend
 
     /// <summary>Connections being read, routed or (for terminated TLS) proxied.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
+
+    /// <summary>The most connections in flight at once since the last call; from then on, the count now.</summary>
+    public int TakePeak() => Interlocked.Exchange(ref _peakInFlight, Volatile.Read(ref _inFlight));
 
     /// <summary>Buffer size for the first bytes of a connection (request head, ClientHello), without the PROXY header.</summary>
     protected abstract int PreludeSize { get; }
@@ -125,7 +129,13 @@ internal abstract class Frontend
 
     private async Task RunOneAsync(Socket client, ulong id)
     {
-        Interlocked.Increment(ref _inFlight);
+        var inFlight = Interlocked.Increment(ref _inFlight);
+        for (var peak = Volatile.Read(ref _peakInFlight); inFlight > peak; peak = Volatile.Read(ref _peakInFlight))
+        {
+            if (Interlocked.CompareExchange(ref _peakInFlight, inFlight, peak) == peak)
+                break;
+        }
+
         var fd = (int)client.SafeHandle.DangerousGetHandle();
         byte[]? buffer = null;
         IPAddress? admitted = null;

@@ -138,6 +138,26 @@ public sealed class ConfigAndStartupTests
     }
 
     [SkippableFact]
+    public void The_master_refuses_to_start_without_the_openssl_policy_beside_it()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("no-policy-app");
+        var app = Path.Combine(dir, "app");
+        Directory.CreateDirectory(app);
+        foreach (var f in Directory.EnumerateFiles(TestWorld.AppDirectory).Where(f => !f.EndsWith(".cnf", StringComparison.Ordinal)))
+            File.Copy(f, Path.Combine(app, Path.GetFileName(f)));
+        File.SetUnixFileMode(Path.Combine(app, "Master"), (UnixFileMode)0b111_101_101);
+        File.SetUnixFileMode(app, (UnixFileMode)0b111_101_101);
+        var file = Path.Combine(dir, "dispatch.json");
+        File.WriteAllText(file, ValidConfig(dir).ToJsonString());
+
+        var r = Tools.Run(Path.Combine(app, "Master"), "--config", file);
+        _output.WriteLine(r.Stdout + r.Stderr);
+        Assert.Equal(78, r.ExitCode);
+        Assert.Contains($"Refusing to start: {Path.Combine(app, "dispatch-openssl.cnf")} is missing beside the binaries", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
     public void The_master_refuses_to_run_without_root()
     {
         TestWorld.RequireRoot();

@@ -15,6 +15,9 @@ public static class TestWorld
     public const uint TenantA = 10001;
     public const uint TenantB = 10002;
     private static readonly string[] Executables = ["Master", "TlsDispatcher", "Worker"];
+
+    /// <summary>The OpenSSL engines' TLS policy, shipped beside the executables (OPENSSL_CONF of the children).</summary>
+    private const string OpenSslPolicy = "dispatch-openssl.cnf";
     private static readonly string[] BuildFiles = ["Directory.Build.props", "Directory.Packages.props"];
     private static readonly Lazy<string> Published = new(FindPublished);
     private static readonly Lazy<string> Staged = new(Stage);
@@ -127,6 +130,8 @@ public static class TestWorld
                 throw new InvalidOperationException($"{file.FullName} ({file.LastWriteTimeUtc:u}) is older than {sources.FullName} ({sources.LastWriteTimeUtc:u}): {Hint}.");
         }
 
+        if (!File.Exists(Path.Combine(published, OpenSslPolicy)))
+            throw new InvalidOperationException($"{OpenSslPolicy} is not published at {published}: {Hint}.");
         return published;
     }
 
@@ -136,6 +141,7 @@ public static class TestWorld
         Directory.CreateDirectory(app);
         foreach (var exe in Executables)
             File.Copy(Path.Combine(PublishedDirectory, exe), Path.Combine(app, exe), overwrite: true);
+        File.Copy(Path.Combine(PublishedDirectory, OpenSslPolicy), Path.Combine(app, OpenSslPolicy), overwrite: true);
 
         foreach (var dir in new[] { "/var/lib/dispatch-tests", RunDirectory, app })
             File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);

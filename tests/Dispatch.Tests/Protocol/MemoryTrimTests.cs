@@ -42,4 +42,24 @@ public sealed class MemoryTrimTests
         open = 3;
         Assert.True(trim.Check());
     }
+
+    [Fact]
+    public void A_surge_between_two_looks_is_seen_through_the_peak()
+    {
+        var open = 0;
+        var peak = 0;
+        using var log = new LoggerConfiguration().CreateLogger();
+        using var trim = new MemoryTrim(() => open, Timeout.InfiniteTimeSpan, log, () => peak);
+        Assert.False(trim.Check());
+
+        // 5000 connections came and went between two looks: only the peak saw them.
+        peak = 5000;
+        open = 2;
+        Assert.True(trim.Check());
+
+        // Without the peak, the same looks see nothing to trim.
+        using var blind = new MemoryTrim(() => open, Timeout.InfiniteTimeSpan, log);
+        Assert.False(blind.Check());
+        Assert.False(blind.Check());
+    }
 }
