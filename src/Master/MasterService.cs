@@ -521,8 +521,9 @@ internal sealed partial class MasterService : IDisposable
                 _starting[pool.Name]--;
             }
 
+            var given = StartupTrace.NowMs; // before the send: the dispatcher may hand a connection before this line is logged
             dispatcher.Channel.Send(new WorkerReady(request?.RequestId ?? 0, pool.Name, worker.Pid, worker.Pid), [pair.A]);
-            _log.Debug(StartupTrace.Template + " for {Child}", "given-to-dispatcher", StartupTrace.NowMs, worker);
+            _log.Debug(StartupTrace.Template + " for {Child}", "given-to-dispatcher", given, worker);
             _backoff.Succeeded(pool.Name);
             _counters.WorkerSpawned(pool.Name, ok: true);
             _log.Information(

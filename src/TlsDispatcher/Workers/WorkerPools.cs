@@ -145,8 +145,10 @@ internal sealed class WorkerPools : IDisposable
                 {
                     var id = ++_nextRequest;
                     _pending[pool] = id;
+                    // The time is taken before the send: the master may spawn before this thread logs.
+                    var asked = StartupTrace.NowMs;
                     _master.Send(new NeedWorker(id, pool));
-                    _log.Debug(StartupTrace.Template + " for pool {Pool}", "need-worker", StartupTrace.NowMs, pool);
+                    _log.Debug(StartupTrace.Template + " for pool {Pool}", "need-worker", asked, pool);
                 }
 
                 changed = _changed.Task;
