@@ -536,6 +536,14 @@ internal sealed partial class MasterService : IDisposable
             lock (_gate)
                 _starting[pool.Name]--;
             worker?.Kill();
+            if (_stop.IsCancellationRequested)
+            {
+                // Stopping: an abandoned start is no failure of the pool (no backoff, no error); the dispatcher fails
+                // the connections still waiting itself, saying why ("Dispatch is stopping").
+                _log.Information("Start of a worker for pool {Pool} abandoned: Dispatch is stopping", pool.Name);
+                return;
+            }
+
             var wait = _backoff.Failed(pool.Name, e.Message);
             _log.Error("Could not start a worker for pool {Pool}: {Reason}; next attempt in {Backoff:F0} s at the earliest", pool.Name, e.Message, wait.TotalSeconds);
             _counters.WorkerSpawned(pool.Name, ok: false);
