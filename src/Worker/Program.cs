@@ -118,7 +118,7 @@ internal static class Program
             // connection from the dispatcher starts it again (ServeDispatcherAsync).
             using var load = s_loadTimer = new Timer(_ => ReportLoad(dispatcher, server), null, LoadPeriodMs, LoadPeriodMs);
             // After a surge of connections (a flood), the heap they used goes back to the system.
-            using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log);
+            using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log, server.TakePeakConnections);
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();
             while (true)

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Serilog;
 
@@ -45,8 +46,7 @@ internal abstract class Frontend
     // recv(2) flag: look at queued bytes without consuming them.
     private const int MsgPeek = 0x2;
     private readonly TrustedProxies _proxies;
-    private int _inFlight;
-    private int _peakInFlight;
+    private readonly ConnectionGauge _inFlight = new();
     private long _nextConnection;
 
     /// <summary>This listener as metrics name it, e.g. "tls 127.0.0.1:8443".</summary>
@@ -76,10 +76,10 @@ internal abstract class Frontend
     public ClientLimits? Limits { get; init; }
 
     /// <summary>Connections being read, routed or (for terminated TLS) proxied.</summary>
-    public int InFlight => Volatile.Read(ref _inFlight);
+    public int InFlight => _inFlight.Open;
 
     /// <summary>The most connections in flight at once since the last call; from then on, the count now.</summary>
-    public int TakePeak() => Interlocked.Exchange(ref _peakInFlight, Volatile.Read(ref _inFlight));
+    public int TakePeak() => _inFlight.TakePeak();
 
     /// <summary>Buffer size for the first bytes of a connection (request head, ClientHello), without the PROXY header.</summary>
     protected abstract int PreludeSize { get; }
@@ -129,13 +129,7 @@ internal abstract class Frontend
 
     private async Task RunOneAsync(Socket client, ulong id)
     {
-        var inFlight = Interlocked.Increment(ref _inFlight);
-        for (var peak = Volatile.Read(ref _peakInFlight); inFlight > peak; peak = Volatile.Read(ref _peakInFlight))
-        {
-            if (Interlocked.CompareExchange(ref _peakInFlight, inFlight, peak) == peak)
-                break;
-        }
-
+        _inFlight.Enter();
         var fd = (int)client.SafeHandle.DangerousGetHandle();
         byte[]? buffer = null;
         IPAddress? admitted = null;
@@ -192,7 +186,7 @@ internal abstract class Frontend
             if (buffer is not null)
                 ArrayPool<byte>.Shared.Return(buffer);
             client.Dispose();
-            Interlocked.Decrement(ref _inFlight);
+            _inFlight.Leave();
         }
     }
 

@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Threading.Channels;
+using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Routing;
 using Dispatch.Worker.Tls;
 using Microsoft.AspNetCore.Builder;
@@ -42,7 +43,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private FastCgi.FastCgiHandler? _fastCgi;
     private FastCgi.PhpFpmSupervisors? _phpFpm;
     private IHost? _host;
-    private int _openConnections;
+    private readonly ConnectionGauge _openConnections = new();
     private volatile bool _stopping;
     private Task? _stopTask;
     private int _disposed;
@@ -59,7 +60,10 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     internal IServiceProvider Services => _host!.Services;
 
     /// <summary>Connections handed over and not yet finished (queued or being served).</summary>
-    public int OpenConnections => Volatile.Read(ref _openConnections);
+    public int OpenConnections => _openConnections.Open;
+
+    /// <summary>The most connections open at once since the last call (see <see cref="ConnectionGauge.TakePeak"/>).</summary>
+    public int TakePeakConnections() => _openConnections.TakePeak();
 
     /// <summary>CGI scripts running now.</summary>
     public int RunningCgiScripts => _cgi.Running;
@@ -274,7 +278,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             return false;
         }
 
-        Interlocked.Increment(ref _openConnections);
+        _openConnections.Enter();
         var queue = info.Protocol switch
         {
             HandedProtocol.Http2 => _http2,
@@ -283,7 +287,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         };
         if (!queue.Writer.TryWrite(new PendingConnection(socket, initialBytes, info)))
         {
-            Interlocked.Decrement(ref _openConnections);
+            _openConnections.Leave();
             return false;
         }
 
@@ -375,7 +379,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         _ => _http1.Reader,
     };
 
-    private void ConnectionFinished() => Interlocked.Decrement(ref _openConnections);
+    private void ConnectionFinished() => _openConnections.Leave();
 
     private void DrainQueues()
     {
