@@ -58,7 +58,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         context.Response.Headers.XContentTypeOptions = "nosniff";
 
         // Under every handler: the access log's byte count is what reached the connection (CountingResponseBody).
-        var body = new CountingResponseBody(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.RequestAborted);
+        var body = new CountingResponseBody(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.RequestAborted, context.Features.Get<SendTimeoutPipeWriter>());
         context.Features.Set<IHttpResponseBodyFeature>(body);
         try
         {
@@ -183,7 +183,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 ServeUnknownFileTypes = true,
                 DefaultContentType = "application/octet-stream",
                 RedirectToAppendTrailingSlash = true,
-                OnPrepareResponse = PrecompressedMiddleware.PrepareResponse,
+                OnPrepareResponse = StaticFileBody.PrepareResponse,
             });
 
             // Nothing served it: a directory without index (and no listing), a refused or missing path — all 404,

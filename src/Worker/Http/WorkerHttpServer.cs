@@ -200,6 +200,10 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     web.ConfigureKestrel(kestrel =>
                     {
                         kestrel.AddServerHeader = false;
+
+                        // What an HTTP/2 stream's (and a passthrough TLS connection's) output holds unsent before a
+                        // write waits (default 64 KiB): held for as long as a client does not read (docs/floods.md).
+                        kestrel.Limits.MaxResponseBufferSize = HandedConnectionListenerFactory.MaxWriteBufferSize;
                         kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.KeepAliveMs);
                         kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.RequestHeadersMs);
                         kestrel.Limits.MinRequestBodyDataRate = timeouts.MinRequestBodyRate > 0 ? new MinDataRate(timeouts.MinRequestBodyRate, TimeSpan.FromSeconds(5)) : null;
@@ -407,6 +411,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             var transport = connection.Transport;
             using var watch = _sendWatchdog!.Add(connection);
             connection.Transport = new DuplexPipe(initialBytes.IsEmpty ? transport.Input : new PrefixedPipeReader(initialBytes, transport.Input), watch.Output);
+
+            // The access log's byte count asks it whether the socket still takes bytes (CountingResponseBody).
+            connection.Features.Set(watch.Output);
 
             try
             {
