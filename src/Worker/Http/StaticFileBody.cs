@@ -81,9 +81,16 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             try
             {
                 read = stream.Read(buffer, 0, (int)Math.Min(Chunk, remaining));
-                if (read > 0)
+                // Copied block by block with an explicit size hint: the writer guarantees that much room (Kestrel's
+                // writer may answer an empty span to a hint of 0, which BuffersExtensions.Write does not survive).
+                var left = buffer.AsSpan(0, Math.Max(read, 0));
+                while (!left.IsEmpty)
                 {
-                    writer.Write(buffer.AsSpan(0, read));
+                    var room = writer.GetSpan(Math.Min(left.Length, 4096));
+                    var n = Math.Min(room.Length, left.Length);
+                    left[..n].CopyTo(room);
+                    writer.Advance(n);
+                    left = left[n..];
                 }
             }
             finally
