@@ -59,19 +59,22 @@ internal sealed class SendTimeoutPipeWriter : PipeWriter
             return AwaitAsync(flush);
         }
 
-        if (flush.IsCompletedSuccessfully)
+        // Its result taken once (the ValueTask may be backed by the pipe itself), and handed on as a plain value.
+        try
         {
-            if (flush.Result.IsCompleted)
+            var result = flush.GetAwaiter().GetResult();
+            if (result.IsCompleted)
             {
                 Volatile.Write(ref _ended, true);
             }
+
+            return new ValueTask<FlushResult>(result);
         }
-        else
+        catch (Exception e)
         {
             Volatile.Write(ref _ended, true);
+            return ValueTask.FromException<FlushResult>(e);
         }
-
-        return flush;
     }
 
     private async ValueTask<FlushResult> AwaitAsync(ValueTask<FlushResult> flush)
