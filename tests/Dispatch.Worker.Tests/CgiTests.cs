@@ -82,7 +82,8 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
             },
             Harness.Vhost("a.localhost", root) with
             {
-                Cgi = [new CgiRoute("/cgi-bin/", Cgi), new CgiRoute("/inside", _dir.Combine("site/scripts"))], CgiTimeout = TimeSpan.FromSeconds(20),
+                Cgi = [new CgiRoute("/cgi-bin/", Cgi), new CgiRoute("/inside", _dir.Combine("site/scripts"))],
+                CgiTimeout = TimeSpan.FromSeconds(20),
             },
             Harness.Vhost("t.localhost", root) with { Cgi = [new CgiRoute("/cgi-bin/", Cgi)], CgiTimeout = TimeSpan.FromSeconds(1.5) },
             Harness.Vhost("l.localhost", root) with { Cgi = [new CgiRoute("/cgi-bin/", Cgi)] },
