@@ -8,12 +8,16 @@
 #   https13-ka-100k  keep-alive HTTPS GET 100 KiB, TLS 1.3
 #   http-ka          keep-alive plain HTTP GET 1 KiB
 #   dl-tls13         10 MiB download, TLS 1.3 (wrk -t 1 -c 2): CPU per MiB
+#   handshake13      full TLS 1.3 handshakes (bench/tool.py handshakes, no resumption): CPU per handshake
+#   idle-tls13       IDLE_CONNS TLS 1.3 connections held idle (bench/tool.py idle-measure): KiB RSS per connection
+#                    of the whole tree and of the Worker alone, after the handshake and after one GET each
 # CPU is the whole server tree's (bench/tool.py measure: /proc utime+stime) around each wrk run, divided
 # by the requests (MiB) wrk completed. Only the ratios to nginx in the same run mean anything here.
 #
 #   sudo INSTALLS="before=/dir/a after=/dir/b" bench/datapath.sh    report in bench/results/datapath-<date>-<commit>.md
 # Environment: INSTALLS (required, NAME=DIR ...), ROUNDS=2, DURATION=15s, WRK_THREADS=2, WRK_CONNS=10,
-#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13", RESULTS_DIR, TITLE (a line for the report).
+#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: handshake13 idle-tls13), HANDSHAKES=1500,
+#   IDLE_CONNS=2000, RESULTS_DIR, TITLE (a line for the report).
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "bench/datapath.sh must run as root (Dispatch's master starts workers as tenant uids; nginx binds as root)." >&2
@@ -27,6 +31,8 @@ DURATION=${DURATION:-15s}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-10}
 ROWS=${ROWS:-https13-ka https13-ka-100k http-ka dl-tls13}
+HANDSHAKES=${HANDSHAKES:-1500}
+IDLE_CONNS=${IDLE_CONNS:-2000}
 INSTALLS=${INSTALLS:?INSTALLS=\"NAME=DIR ...\" is required}
 base=/var/lib/dispatch-bench-datapath
 run=$base/run
@@ -59,6 +65,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 for t in nginx wrk unshare; do command -v "$t" >/dev/null || die "$t not found (bench/run.sh installs it)"; done
 
+NOFILE=$(ulimit -Hn)
+ulimit -n "$NOFILE"
 declare -a NAMES=()
 declare -A DIR_OF=()
 for spec in $INSTALLS; do
@@ -128,10 +136,10 @@ for name in "${NAMES[@]}"; do
   cat >"$run/$name.json" <<JSON
 {
   "listen": [ { "endpoint": "127.0.0.1:${TLS_PORT[$name]}", "protocol": "tls" }, { "endpoint": "127.0.0.1:${HTTP_PORT[$name]}", "protocol": "http" } ],
-  "dispatcher": { "user": "10000", "headerTimeout": "300s", "handshakeTimeout": "30s" },
+  "dispatcher": { "user": "10000", "headerTimeout": "300s", "handshakeTimeout": "30s", "nofile": $NOFILE },
   "control": { "socket": "$run/$name-control.sock" },
   "security": { "minUid": 1000 },
-  "pools": { "a": { "user": "10001", "group": "10001", "maxWorkers": 1 } },
+  "pools": { "a": { "user": "10001", "group": "10001", "maxWorkers": 1, "nofile": $NOFILE } },
   "vhosts": {
     "a.localhost": { "pool": "a", "root": "$base/www/a.localhost", "tls": "terminate", "certDirs": [ "$certs/live/a.localhost" ] }
   },
@@ -147,7 +155,8 @@ daemon off;
 user www-data;
 pid $run/nginx/nginx.pid;
 error_log $run/nginx/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $NOFILE;
+events { worker_connections 8192; }
 http {
   include /etc/nginx/mime.types;
   default_type application/octet-stream;
@@ -182,6 +191,7 @@ row_args() {   # row_args ROW: scheme path threads conns
     https13-ka-100k) echo "https /100k.txt $WRK_THREADS $WRK_CONNS" ;;
     http-ka) echo "http / $WRK_THREADS $WRK_CONNS" ;;
     dl-tls13) echo "https /10m.bin 1 2" ;;
+    handshake13|idle-tls13) echo "https / 0 0" ;;
     *) die "unknown row $1" ;;
   esac
 }
@@ -210,8 +220,11 @@ for round in $(seq 1 "$ROUNDS"); do
   for s in "${SERVERS[@]}"; do
     "$PY" "$TOOL" wait-ready --port "${TLS_PORT[$s]}" --tls --timeout 60 || die "$s does not answer TLS"
     log "warm-up: $s"
+    OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" handshakes --tls-version 1.3 --port "${TLS_PORT[$s]}" --n 300 --conc 4 --request / >/dev/null \
+      || die "warm-up handshakes against $s failed"
     for row in $ROWS; do
       read -r scheme path threads conns <<<"$(row_args "$row")"
+      [ "$threads" -gt 0 ] || continue
       OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t "$threads" -c "$conns" -d 2s "$(url_of "$s" "$scheme" "$path")" >/dev/null
     done
   done
@@ -220,6 +233,20 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r scheme path threads conns <<<"$(row_args "$row")"
     for s in "${SERVERS[@]}"; do
       log "$row: $s"
+      if [ "$row" = handshake13 ]; then
+        OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" measure --group "$s=${PID_OF[$s]}" --metric "$row" --server "$s" \
+          --round "$round" --out "$results" -- \
+          "$PY" "$TOOL" handshakes --tls-version 1.3 --port "${TLS_PORT[$s]}" --n "$HANDSHAKES" --conc 4 >&2 \
+          || log "WARNING: handshakes against $s had errors"
+        continue
+      fi
+      if [ "$row" = idle-tls13 ]; then
+        OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" idle-measure --group "$s=${PID_OF[$s]}" --port "${TLS_PORT[$s]}" \
+          --tls-version 1.3 --n "$IDLE_CONNS" --conc 50 --metric-stem idle-tls13 --server "$s" --round "$round" --out "$results" >&2 \
+          || log "WARNING: idle connections against $s incomplete"
+        sleep 2
+        continue
+      fi
       url=$(url_of "$s" "$scheme" "$path")
       OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t "$threads" -c "$conns" -d 2s "$url" >/dev/null
       OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" measure --group "$s=${PID_OF[$s]}" --metric "$row" --server "$s" \
@@ -247,7 +274,8 @@ recs = [json.loads(l) for l in open(path)]
 rows = [("https13-ka", "keep-alive TLS 1.3 GET 1 KiB: CPU µs / request", "count", 1e6),
         ("https13-ka-100k", "keep-alive TLS 1.3 GET 100 KiB: CPU µs / request", "count", 1e6),
         ("http-ka", "keep-alive plain HTTP GET 1 KiB: CPU µs / request", "count", 1e6),
-        ("dl-tls13", "10 MiB download, TLS 1.3: CPU ms / MiB", "mib", 1e3)]
+        ("dl-tls13", "10 MiB download, TLS 1.3: CPU ms / MiB", "mib", 1e3),
+        ("handshake13", "full TLS 1.3 handshake (X25519, ECDSA, no resumption): CPU ms / handshake", "count", 1e3)]
 def values(metric, server, unit, scale):
     out = []
     for r in recs:
@@ -278,7 +306,8 @@ for metric, label, unit, scale in rows:
         xs = [v[0] for v in vals[s]]
         if not xs:
             return "n/a"
-        return fmt(med(xs), 3 if unit == "mib" else 1) + (f" ({fmt(min(xs), 3 if unit == 'mib' else 1)}–{fmt(max(xs), 3 if unit == 'mib' else 1)})" if len(xs) > 1 else "")
+        d = 3 if scale == 1e3 else 1
+        return fmt(med(xs), d) + (f" ({fmt(min(xs), d)}–{fmt(max(xs), d)})" if len(xs) > 1 else "")
     n = med([v[0] for v in vals["nginx"]])
     ratios = []
     for s in names:
@@ -289,6 +318,32 @@ for metric, label, unit, scale in rows:
     rn = rates["nginx"]
     print(f"|   requests/s (higher is better) | " + " | ".join(fmt(rates[s], 0) for s in names + ["nginx"]) + " | "
           + " | ".join("n/a" if not rates[s] or not rn else f"{rates[s] / rn:.2f}×" for s in names) + " |")
+idle_rows = [("idle-tls13", "idle TLS 1.3 connection, handshake only"), ("idle-tls13-req", "idle TLS 1.3 connection, after one GET")]
+def idle_values(metric, server, role):
+    out = []
+    for r in recs:
+        if r["metric"] != metric or r["server"] != server:
+            continue
+        n = r["client"].get("open") or 0
+        if n <= 0:
+            continue
+        a, b = r["after"].get(server, {}), r["before"].get(server, {})
+        if role is None:
+            out.append((a.get("rss_kib", 0) - b.get("rss_kib", 0)) / n)
+        else:
+            ar, br = a.get("roles", {}).get(role, {}), b.get("roles", {}).get(role, {})
+            out.append((ar.get("rss_kib", 0) - br.get("rss_kib", 0)) / n)
+    return out
+for metric, label in idle_rows:
+    for role, what in ((None, "whole tree"), ("Worker", "Worker only")):
+        if role is not None and not any(idle_values(metric, s, role) for s in names):
+            continue
+        vals = {s: idle_values(metric, s, role) if s != "nginx" or role is None else [] for s in names + ["nginx"]}
+        if not any(vals.values()):
+            continue
+        n = med(vals["nginx"])
+        print(f"| {label}: KiB RSS / connection ({what}) | " + " | ".join(fmt(med(vals[s])) if vals[s] else "n/a" for s in names + ["nginx"]) + " | "
+              + " | ".join("n/a" if not vals[s] or not n or role is not None else f"{med(vals[s]) / n:.2f}×" for s in names) + " |")
 print("\nKernel share of each server's CPU (system ÷ total, summed over rounds):\n")
 for metric, label, unit, scale in rows:
     parts = []
@@ -301,5 +356,6 @@ for metric, label, unit, scale in rows:
     if parts:
         print(f"- {metric}: " + ", ".join(parts))
 PY
+cp "$results" "${report%.md}.jsonl"
 cat "$report"
-log "report: $report"
+log "report: $report (raw records: ${report%.md}.jsonl)"
