@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.IO.Compression;
 using Dispatch.Protocol.Routing;
 using Microsoft.AspNetCore.Http;
@@ -17,6 +18,18 @@ internal sealed class VhostCompressionProvider : ResponseCompressionProvider
     private readonly CompressionRoute _settings;
     private readonly HashSet<string> _exact;
     private readonly HashSet<string> _wildcards;
+
+    /// <summary>
+    /// <see cref="IsCompressible"/>'s answers by Content-Type, computed once: it runs for every response (Vary, and
+    /// the compression decision), and a vhost's responses carry a handful of types (static files take theirs from one
+    /// table). Bounded, so that handlers naming arbitrary types (CGI, the proxy) cannot grow it without end.
+    /// </summary>
+    private readonly ConcurrentDictionary<string, bool> _answers = new(StringComparer.Ordinal);
+
+    /// <summary>Distinct Content-Type values whose answer is kept; others are computed each time.</summary>
+    internal const int MaxCachedAnswers = 256;
+
+    private int _cached;
 
     public VhostCompressionProvider(IServiceProvider services, CompressionRoute settings)
         : base(services, Options.Create(CreateOptions(settings)))
@@ -47,6 +60,25 @@ internal sealed class VhostCompressionProvider : ResponseCompressionProvider
             return false;
         }
 
+        if (_answers.TryGetValue(contentType, out var known))
+        {
+            return known;
+        }
+
+        var answer = Decide(contentType);
+        if (Volatile.Read(ref _cached) < MaxCachedAnswers && _answers.TryAdd(contentType, answer))
+        {
+            Interlocked.Increment(ref _cached);
+        }
+
+        return answer;
+    }
+
+    /// <summary>The number of Content-Type answers kept (tests).</summary>
+    internal int CachedAnswers => _answers.Count;
+
+    private bool Decide(string contentType)
+    {
         var semicolon = contentType.IndexOf(';', StringComparison.Ordinal);
         var type = (semicolon < 0 ? contentType : contentType[..semicolon]).Trim().ToLowerInvariant();
         var slash = type.IndexOf('/', StringComparison.Ordinal);
