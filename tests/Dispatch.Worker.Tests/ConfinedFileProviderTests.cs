@@ -149,7 +149,11 @@ public sealed class ConfinedFileProviderTests : IDisposable
     {
         var info = _provider.GetFileInfo("/sub/real.txt");
         Assert.Equal(4, info.Length);
-        Assert.Null(info.PhysicalPath);
+
+        // Not a path: a token for StaticFileBody that nothing can open (it starts with NUL).
+        Assert.StartsWith("\0", info.PhysicalPath, StringComparison.Ordinal);
+        Assert.ThrowsAny<ArgumentException>(() => File.OpenRead(info.PhysicalPath!));
+        Assert.Null(_provider.GetDirectoryContents("/").Single(f => f.Name == "sub").PhysicalPath);
         Assert.Equal("real.txt", info.Name);
         Assert.Equal(File.GetLastWriteTimeUtc(_dir.Combine("root/sub/real.txt")), info.LastModified.UtcDateTime, TimeSpan.FromSeconds(1));
         Assert.Equal("alias.txt", _provider.GetFileInfo("/alias.txt").Name);

@@ -24,6 +24,7 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
         _dir.Write("a/data.json", "{}");
         _dir.Write("a/blob.weirdext", "blob");
         _dir.Write("a/ten.txt", "0123456789");
+        File.WriteAllBytes(_dir.Combine("a/large.bin"), LargeFile);
         _dir.Write("a/noindex/file.txt", "file");
         _dir.Write("a/sub/real.txt", "real inside");
         _dir.Write("a/.git/config", Secret);
@@ -112,6 +113,25 @@ public sealed class ServingTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal("10", head.Header("Content-Length"));
         var get = await raw.ReadResponseAsync();
         Assert.Equal("0123456789", get.Text);
+    }
+
+    // Not a multiple of StaticFileBody's chunk, nor of a pipe block.
+    private static readonly byte[] LargeFile = [.. Enumerable.Range(0, (5 * StaticFileBody.Chunk) + 1234).Select(i => (byte)(i * 7 % 251))];
+
+    [Fact]
+    public async Task A_file_of_several_chunks_is_sent_whole_and_by_range()
+    {
+        Assert.Equal(LargeFile, await _client.GetByteArrayAsync(new Uri("http://a.localhost/large.bin")));
+
+        // A range across chunk boundaries, and one ending at the last byte.
+        foreach (var (from, to) in new[] { (StaticFileBody.Chunk - 3L, (3L * StaticFileBody.Chunk) + 5), (LargeFile.Length - 100L, LargeFile.Length - 1L) })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri("http://a.localhost/large.bin"));
+            request.Headers.Range = new RangeHeaderValue(from, to);
+            using var response = await _client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
+            Assert.Equal(LargeFile[(int)from..((int)to + 1)], await response.Content.ReadAsByteArrayAsync());
+        }
     }
 
     [Fact]

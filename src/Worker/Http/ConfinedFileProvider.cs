@@ -578,16 +578,19 @@ internal sealed class ConfinedFileInfo(
     private SafeFileHandle? _shared;
     private long _sharedLength;
     private bool _evicted = !shareable;
+    private string? _sendToken;
 
     public bool Exists => true;
 
     public long Length { get; } = length;
 
     /// <summary>
-    /// Always null: StaticFiles then reads through <see cref="CreateReadStream"/>, i.e. through the confined open
-    /// (Kestrel has no real sendfile, so nothing is lost).
+    /// Not a path: for a file, a token that starts with NUL (no open can succeed on it) and names the real path, so that
+    /// StaticFiles hands the file to the response body feature's SendFileAsync, where <see cref="StaticFileBody"/>
+    /// recognizes it and reads through <see cref="CreateReadStream"/> (the confined open) without StaticFiles' 64 KiB
+    /// copy buffer. Null for a directory.
     /// </summary>
-    public string? PhysicalPath => null;
+    public string? PhysicalPath => IsDirectory ? null : _sendToken ??= "\0confined:" + RealPath;
 
     public string Name { get; } = name;
 

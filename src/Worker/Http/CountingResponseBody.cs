@@ -7,25 +7,32 @@ namespace Dispatch.Worker.Http;
 /// <summary>
 /// The response body as the access log counts it: installed under every handler (static files, CGI, FastCGI, the
 /// proxy, compression above it), it counts the body bytes that reached the connection, whatever the framing
-/// (Content-Length or chunked). A write or flush counts once it completed while the request was not aborted; bytes
-/// still buffered when the handler returns count if the response completes (Kestrel sends them as it ends the
-/// response), not if the connection was aborted. So a streamed response logs what was sent and an aborted one what
-/// was sent before the abort (at most the connection's send buffers more than the client received).
+/// (Content-Length or chunked). A write or flush counts once it completed while the request was not aborted and the
+/// connection's socket still took bytes (<see cref="SendTimeoutPipeWriter.OutputEnded"/>: once the client is gone,
+/// Kestrel's writes still complete, into nothing); bytes still buffered when the handler returns count if the response
+/// completes (Kestrel sends them as it ends the response), not if the connection was aborted. So a streamed response
+/// logs what was sent and an aborted one what was sent before the abort (at most the connection's output pipe and the
+/// kernel's send buffer more than the client received).
 /// </summary>
 internal sealed class CountingResponseBody : IHttpResponseBodyFeature
 {
     private readonly IHttpResponseBodyFeature _inner;
     private readonly CancellationToken _aborted;
+    private readonly SendTimeoutPipeWriter? _transport;
     private long _sent;
     private long _pending;
     private CountingStream? _stream;
     private CountingWriter? _writer;
 
-    public CountingResponseBody(IHttpResponseBodyFeature inner, CancellationToken aborted)
+    public CountingResponseBody(IHttpResponseBodyFeature inner, CancellationToken aborted, SendTimeoutPipeWriter? transport = null)
     {
         _inner = inner;
         _aborted = aborted;
+        _transport = transport;
     }
+
+    /// <summary>The request was aborted, or the connection's socket no longer takes bytes (a flush found its output ended).</summary>
+    private bool Gone => _aborted.IsCancellationRequested || _transport is { OutputEnded: true };
 
     /// <summary>The feature this one wraps (restored when the request ends).</summary>
     public IHttpResponseBodyFeature Inner => _inner;
@@ -36,7 +43,7 @@ internal sealed class CountingResponseBody : IHttpResponseBodyFeature
 
     /// <summary>Body bytes sent: those whose write completed before any abort, plus, when the response ends normally, those still buffered.</summary>
     public long BytesSent(bool completing) =>
-        Interlocked.Read(ref _sent) + (completing && !_aborted.IsCancellationRequested ? Interlocked.Read(ref _pending) : 0);
+        Interlocked.Read(ref _sent) + (completing && !Gone ? Interlocked.Read(ref _pending) : 0);
 
     public void DisableBuffering() => _inner.DisableBuffering();
 
@@ -51,7 +58,7 @@ internal sealed class CountingResponseBody : IHttpResponseBodyFeature
 
     private void Sent(long bytes)
     {
-        if (!_aborted.IsCancellationRequested)
+        if (!Gone)
             Interlocked.Add(ref _sent, bytes);
     }
 

@@ -46,6 +46,12 @@ internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnl
 /// </summary>
 internal sealed class HandedConnectionListenerFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector, IDisposable
 {
+    /// <summary>
+    /// What a connection's output pipe holds unsent before a write waits (Kestrel's default: 64 KiB): a client that
+    /// does not read holds this much of the worker's memory, besides the kernel's socket buffer (docs/floods.md).
+    /// </summary>
+    internal const int MaxWriteBufferSize = 32 * 1024;
+
     private readonly SocketConnectionContextFactory _contextFactory;
     private readonly Func<HandedProtocol, ChannelReader<PendingConnection>> _queues;
     private readonly Action _connectionDropped;
@@ -58,7 +64,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         _queues = queues;
         _connectionDropped = connectionDropped;
         _contextFactory = new SocketConnectionContextFactory(
-            new SocketConnectionFactoryOptions(),
+            new SocketConnectionFactoryOptions { MaxWriteBufferSize = MaxWriteBufferSize },
             loggerFactory.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets"));
     }
 

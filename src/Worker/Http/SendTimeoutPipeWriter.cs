@@ -12,6 +12,7 @@ internal sealed class SendTimeoutPipeWriter : PipeWriter
 {
     private readonly PipeWriter _inner;
     private long _waitingSince;
+    private bool _ended;
 
     public SendTimeoutPipeWriter(PipeWriter inner, ConnectionContext connection)
     {
@@ -20,6 +21,13 @@ internal sealed class SendTimeoutPipeWriter : PipeWriter
     }
 
     public ConnectionContext Connection { get; }
+
+    /// <summary>
+    /// True once a flush found the transport's output ended (completed or failed: the socket no longer takes bytes, the
+    /// client is gone). Kestrel's own flushes do not say so (its flusher swallows the transport's error and reports a
+    /// flush that completed), so what is written after that would otherwise look sent.
+    /// </summary>
+    public bool OutputEnded => Volatile.Read(ref _ended);
 
     /// <summary>When the pending flush started (Environment.TickCount64), or 0 when none is pending.</summary>
     public long WaitingSince => Volatile.Read(ref _waitingSince);
@@ -44,14 +52,48 @@ internal sealed class SendTimeoutPipeWriter : PipeWriter
 
     public override ValueTask<FlushResult> WriteAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default) => Timed(_inner.WriteAsync(source, cancellationToken));
 
-    private ValueTask<FlushResult> Timed(ValueTask<FlushResult> flush) => flush.IsCompleted ? flush : AwaitAsync(flush);
+    private ValueTask<FlushResult> Timed(ValueTask<FlushResult> flush)
+    {
+        if (!flush.IsCompleted)
+        {
+            return AwaitAsync(flush);
+        }
+
+        // Its result taken once (the ValueTask may be backed by the pipe itself), and handed on as a plain value.
+        try
+        {
+            var result = flush.GetAwaiter().GetResult();
+            if (result.IsCompleted)
+            {
+                Volatile.Write(ref _ended, true);
+            }
+
+            return new ValueTask<FlushResult>(result);
+        }
+        catch (Exception e)
+        {
+            Volatile.Write(ref _ended, true);
+            return ValueTask.FromException<FlushResult>(e);
+        }
+    }
 
     private async ValueTask<FlushResult> AwaitAsync(ValueTask<FlushResult> flush)
     {
         Volatile.Write(ref _waitingSince, Math.Max(1, Environment.TickCount64));
         try
         {
-            return await flush.ConfigureAwait(false);
+            var result = await flush.ConfigureAwait(false);
+            if (result.IsCompleted)
+            {
+                Volatile.Write(ref _ended, true);
+            }
+
+            return result;
+        }
+        catch
+        {
+            Volatile.Write(ref _ended, true);
+            throw;
         }
         finally
         {

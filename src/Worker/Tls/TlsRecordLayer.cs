@@ -45,12 +45,14 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         useSynchronizationContext: false);
 
     // Kestrel's flush runs the write loop inline (no thread hop per response); Kestrel resumes on the thread pool.
+    // While the client does not read, this holds up to the threshold in plaintext (besides the transport's pipe):
+    // 32 KiB, as the socket transport's (docs/floods.md).
     private static readonly PipeOptions s_outputOptions = new(
         pool: TlsBufferPool.Instance,
         readerScheduler: PipeScheduler.Inline,
         writerScheduler: PipeScheduler.ThreadPool,
-        pauseWriterThreshold: 64 * 1024,
-        resumeWriterThreshold: 32 * 1024,
+        pauseWriterThreshold: 32 * 1024,
+        resumeWriterThreshold: 16 * 1024,
         minimumSegmentSize: 4096,
         useSynchronizationContext: false);
 

@@ -1,0 +1,122 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.StaticFiles;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>
+/// How a static file's body is sent: from the confined descriptor into the response's <see cref="PipeWriter"/> in
+/// writes of <see cref="Chunk"/> bytes, each flushed before the next is read, so that a client that does not read
+/// (a stalled reader) holds no buffer of ours while its write waits — only what the connection's output pipe holds.
+/// </summary>
+/// <remarks>
+/// <para>ASP.NET Core's StaticFiles sends a file that has no physical path through <c>StreamCopyOperation</c>, a
+/// 64 KiB array rented for the whole response and held across the write that waits for the client: with thousands of
+/// stalled readers, that was most of the worker's ~200 KiB per reader (docs/floods.md). A file with a physical path
+/// goes to <see cref="IHttpResponseBodyFeature.SendFileAsync"/> instead. So a <see cref="ConfinedFileInfo"/> gives a
+/// <see cref="ConfinedFileInfo.PhysicalPath"/> that is no path at all (it starts with NUL: anything that tried to open
+/// it would fail, never open something else), and StaticFiles' <c>OnPrepareResponse</c> (<see cref="PrepareResponse"/>)
+/// puts this feature above the response's body feature (above response compression too), so that the token comes back
+/// here and the file is read from the descriptor the confined open gave (the open-file cache's, or its own) — never
+/// opened again by name.</para>
+/// <para>Each chunk is read (pread) into an array rented from the shared pool, copied into the writer and the array
+/// given back before the flush is awaited. Range requests arrive as an offset and a count, as before.</para>
+/// <para>Not <c>sendfile(2)</c>: Kestrel's socket transport owns the connection's output (its pipe and its send loop),
+/// and offers no way to know when what it has buffered (the response head) has reached the socket, nor to count body
+/// bytes written behind its back (it fails a response whose Content-Length it did not see written). See
+/// docs/floods.md.</para>
+/// </remarks>
+internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file) : IHttpResponseBodyFeature
+{
+    /// <summary>Bytes read and written at once: what a blocked flush can hold beyond the output pipe's own threshold.</summary>
+    internal const int Chunk = 16 * 1024;
+
+    public Stream Stream => inner.Stream;
+
+    public PipeWriter Writer => inner.Writer;
+
+    /// <summary>StaticFiles' <c>OnPrepareResponse</c>: a precompressed sibling's headers, then this feature for a GET.</summary>
+    public static void PrepareResponse(StaticFileResponseContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        PrecompressedMiddleware.PrepareResponse(context);
+        var http = context.Context;
+        if (context.File is ConfinedFileInfo confined && !HttpMethods.IsHead(http.Request.Method))
+        {
+            http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(http.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), confined));
+        }
+    }
+
+    public void DisableBuffering() => inner.DisableBuffering();
+
+    public Task StartAsync(CancellationToken cancellationToken = default) => inner.StartAsync(cancellationToken);
+
+    public Task CompleteAsync() => inner.CompleteAsync();
+
+    public Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default) =>
+        string.Equals(path, file.PhysicalPath, StringComparison.Ordinal)
+            ? CopyAsync(file, inner.Writer, offset, count, cancellationToken)
+            : inner.SendFileAsync(path, offset, count, cancellationToken);
+
+    /// <summary>Writes <paramref name="count"/> bytes (to the end when null) of <paramref name="source"/> from
+    /// <paramref name="offset"/> into <paramref name="writer"/>, <see cref="Chunk"/> bytes per flush.</summary>
+    internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken)
+    {
+        await using var stream = source.CreateReadStream();
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        if (offset > stream.Length || (count is { } c && (c < 0 || c > stream.Length - offset)))
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), $"The range {offset}+{count} lies beyond the file's {stream.Length} bytes.");
+        }
+
+        stream.Seek(offset, SeekOrigin.Begin);
+        var remaining = count ?? (stream.Length - offset);
+        while (remaining > 0)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var buffer = ArrayPool<byte>.Shared.Rent(Chunk);
+            int read;
+            try
+            {
+                read = stream.Read(buffer, 0, (int)Math.Min(Chunk, remaining));
+                // Copied block by block with an explicit size hint: the writer guarantees that much room (Kestrel's
+                // writer may answer an empty span to a hint of 0, which BuffersExtensions.Write does not survive).
+                var left = buffer.AsSpan(0, Math.Max(read, 0));
+                while (!left.IsEmpty)
+                {
+                    var room = writer.GetSpan(Math.Min(left.Length, 4096));
+                    var n = Math.Min(room.Length, left.Length);
+                    left[..n].CopyTo(room);
+                    writer.Advance(n);
+                    left = left[n..];
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+
+            if (read <= 0)
+            {
+                // The file shrank since its length was sent: as StreamCopyOperation, stop (Kestrel then ends the
+                // response as too short).
+                return;
+            }
+
+            remaining -= read;
+            var flushed = await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+            if (flushed.IsCanceled)
+            {
+                throw new OperationCanceledException("The response's flush was canceled.", cancellationToken);
+            }
+
+            if (flushed.IsCompleted)
+            {
+                // The connection's output ended (the client is gone).
+                return;
+            }
+        }
+    }
+}
