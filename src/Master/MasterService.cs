@@ -457,6 +457,7 @@ internal sealed partial class MasterService : IDisposable
         var clock = Stopwatch.StartNew();
         ChildProcess? worker = null;
         (int A, int B) pair = (-1, -1);
+        var registered = false;
         try
         {
             var vhosts = _config.Vhosts.Values.Where(v => v.ServedBy(pool.Name)).ToList();
@@ -519,6 +520,7 @@ internal sealed partial class MasterService : IDisposable
                 _workers[worker.Pid] = worker;
                 _ownerOf[worker.Pid] = dispatcher;
                 _starting[pool.Name]--;
+                registered = true;
             }
 
             var given = StartupTrace.NowMs; // before the send: the dispatcher may hand a connection before this line is logged
@@ -531,16 +533,44 @@ internal sealed partial class MasterService : IDisposable
                 worker.Pid, pool.Name, pool.Uid, pool.Gid, clock.Elapsed.TotalMilliseconds, request is null ? " as a spare" : string.Empty, ready.Detail);
             _ = WatchWorkerAsync(worker);
         }
-        catch (Exception e) when (e is ChildStartException or WireException or SysCallException or OperationCanceledException or IOException)
+        catch (Exception e) when (e is ChildStartException or WireException or SysCallException or OperationCanceledException or IOException or ObjectDisposedException)
         {
+            bool dispatcherLeft;
             lock (_gate)
-                _starting[pool.Name]--;
+            {
+                if (registered)
+                {
+                    // The worker is ready; only its hand-over to the dispatcher failed.
+                    _workers.Remove(worker!.Pid);
+                    _ownerOf.Remove(worker.Pid);
+                }
+                else
+                {
+                    _starting[pool.Name]--;
+                }
+
+                dispatcherLeft = dispatcher.Exited.IsCompleted || _retiring.Contains(dispatcher) || Array.IndexOf(_dispatchers, dispatcher) < 0;
+            }
+
             worker?.Kill();
             if (_stop.IsCancellationRequested)
             {
                 // Stopping: an abandoned start is no failure of the pool (no backoff, no error); the dispatcher fails
                 // the connections still waiting itself, saying why ("Dispatch is stopping").
                 _log.Information("Start of a worker for pool {Pool} abandoned: Dispatch is stopping", pool.Name);
+                return;
+            }
+
+            if (registered)
+            {
+                // The worker started; the dispatcher that asked for it could not take it: upgraded away and drained (its
+                // channel closed: EPIPE), or dead. No failure of the pool either: no backoff, no refusal (the dispatcher
+                // and its waiting connections are gone). A live serving dispatcher whose channel fails is restarted by
+                // its slot's loop.
+                _log.Write(
+                    dispatcherLeft ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning,
+                    "Worker {Pid} for pool {Pool} abandoned: dispatcher {Dispatcher} ({State}) could not take it: {Reason}",
+                    worker!.Pid, pool.Name, dispatcher.Pid, dispatcher.Exited.IsCompleted ? "exited" : dispatcherLeft ? "draining" : "serving", e.Message);
                 return;
             }
 

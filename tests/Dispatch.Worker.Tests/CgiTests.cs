@@ -495,6 +495,10 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
         using var r2 = await WithDiagnosticsAsync(second);
         Assert.Equal("slow", await r1.Content.ReadAsStringAsync());
         Assert.Equal("slow", await r2.Content.ReadAsStringAsync());
+
+        // A script counts until it is reaped, which follows its response (the client can have both answers while the
+        // runs still collect their exits): a place is free once both are.
+        Assert.True(await WaitForAsync(() => _harness.Server.RunningCgiScripts == 0, TimeSpan.FromSeconds(10)), $"{_harness.Server.RunningCgiScripts} scripts still counted");
         using var after = await _client.GetAsync(new Uri("http://l.localhost/cgi-bin/tiny.sh"));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
     }

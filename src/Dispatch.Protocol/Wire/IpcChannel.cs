@@ -42,9 +42,15 @@ public sealed class IpcChannel : IDisposable
     // 4: Hello without its own protocol field (this header's version byte is the one checked); every type
     // carries an exact descriptor count.
     public const byte Version = 4;
+    private const int EBadF = 9;
     private static readonly int ControlSize = Libc.CmsgSpace(MaxDescriptors * sizeof(int));
 
     private readonly Socket _socket;
+    // The descriptor's owner. Every raw use of _fd holds a reference on it (Hold): a Dispose on another thread (a
+    // channel whose peer left) then closes the descriptor only after that use, and a use after the Dispose throws
+    // ObjectDisposedException instead of reaching whatever descriptor reuses the number (a WorkerReady sent to a
+    // disposed dispatcher's channel once went to the very worker it announced, through the socketpair made just after).
+    private readonly SafeSocketHandle _handle;
     private readonly int _fd;
     // Rented while messages arrive, returned while the channel waits (ReceiveAsync): a host with thousands of idle
     // workers has thousands of channels in the master and the dispatcher (and two in each worker), and a buffer of
@@ -56,21 +62,32 @@ public sealed class IpcChannel : IDisposable
     {
         _fd = fd;
         Peer = peer;
-        _socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+        _handle = new SafeSocketHandle(fd, ownsHandle: true);
+        _socket = new Socket(_handle);
     }
 
     /// <summary>Who is at the other end, for log messages ("worker 12 (pool a)").</summary>
     public string Peer { get; set; }
 
+    /// <summary>The raw descriptor (tests forge datagrams on it); valid only while the channel is not disposed.</summary>
     public int Descriptor => _fd;
 
-    /// <summary>True when a message would fit in the peer's queue now (poll POLLOUT, no wait).</summary>
+    /// <summary>True when a message would fit in the peer's queue now (poll POLLOUT, no wait); false once disposed.</summary>
     public unsafe bool Writable
     {
         get
         {
-            var pfd = new Libc.PollFd { Fd = _fd, Events = Libc.POLLOUT };
-            return Libc.Poll(&pfd, 1, 0) > 0 && (pfd.REvents & Libc.POLLOUT) != 0;
+            if (!TryHold())
+                return false;
+            try
+            {
+                var pfd = new Libc.PollFd { Fd = _fd, Events = Libc.POLLOUT };
+                return Libc.Poll(&pfd, 1, 0) > 0 && (pfd.REvents & Libc.POLLOUT) != 0;
+            }
+            finally
+            {
+                _handle.DangerousRelease();
+            }
         }
     }
 
@@ -129,7 +146,20 @@ public sealed class IpcChannel : IDisposable
         }
     }
 
-    private unsafe bool SendRaw(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors, bool wait)
+    private bool SendRaw(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors, bool wait)
+    {
+        Hold();
+        try
+        {
+            return SendHeld(datagram, descriptors, wait);
+        }
+        finally
+        {
+            _handle.DangerousRelease();
+        }
+    }
+
+    private unsafe bool SendHeld(ReadOnlySpan<byte> datagram, ReadOnlySpan<int> descriptors, bool wait)
     {
         var control = stackalloc byte[ControlSize];
         fixed (byte* data = datagram)
@@ -208,20 +238,41 @@ public sealed class IpcChannel : IDisposable
     public unsafe IpcMessage? ReceiveBlocking(int timeoutMs)
     {
         var pfd = new Libc.PollFd { Fd = _fd, Events = Libc.POLLIN };
-        while (true)
+        Hold();
+        try
         {
-            var message = TryReceive(out var wouldBlock);
-            if (!wouldBlock)
-                return message;
-            var r = Libc.Poll(&pfd, 1, timeoutMs);
-            if (r == 0)
-                throw new WireException($"no message from {Peer} within {timeoutMs} ms");
-            if (r < 0 && Libc.LastError != Libc.EINTR)
-                SysCallException.ThrowLast("poll");
+            while (true)
+            {
+                var message = TryReceive(out var wouldBlock);
+                if (!wouldBlock)
+                    return message;
+                var r = Libc.Poll(&pfd, 1, timeoutMs);
+                if (r == 0)
+                    throw new WireException($"no message from {Peer} within {timeoutMs} ms");
+                if (r < 0 && Libc.LastError != Libc.EINTR)
+                    SysCallException.ThrowLast("poll");
+            }
+        }
+        finally
+        {
+            _handle.DangerousRelease();
         }
     }
 
-    private unsafe IpcMessage? TryReceive(out bool wouldBlock)
+    private IpcMessage? TryReceive(out bool wouldBlock)
+    {
+        Hold();
+        try
+        {
+            return TryReceiveHeld(out wouldBlock);
+        }
+        finally
+        {
+            _handle.DangerousRelease();
+        }
+    }
+
+    private unsafe IpcMessage? TryReceiveHeld(out bool wouldBlock)
     {
         wouldBlock = false;
         var control = stackalloc byte[ControlSize];
@@ -325,6 +376,29 @@ public sealed class IpcChannel : IDisposable
         }
 
         return new ReceivedDescriptors(list);
+    }
+
+    /// <summary>Takes a reference on the descriptor (release with DangerousRelease).</summary>
+    /// <exception cref="SysCallException">EBADF: the channel is disposed (its descriptor number may name another file now),
+    /// as a send or receive on a closed descriptor fails.</exception>
+    private void Hold()
+    {
+        if (!TryHold())
+            throw new SysCallException($"channel to {Peer} (closed)", EBadF);
+    }
+
+    private bool TryHold()
+    {
+        try
+        {
+            var added = false;
+            _handle.DangerousAddRef(ref added);
+            return added;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
     }
 
     public void Dispose()

@@ -65,19 +65,68 @@ public sealed partial class FaultTests : IDisposable
             _output.WriteLine(c.ToString());
     }
 
+    /// <summary>
+    /// The usual load of a fault test, started and making progress: three good clients of tenant b (the other tenant,
+    /// which must lose nothing: <see cref="Others"/>) over plain HTTP kept alive, a new connection per request, and
+    /// TLS handed to its worker; and tenant a (the faulted one), a new connection per request on each of its lanes.
+    /// </summary>
+    private sealed class Load : IAsyncDisposable
+    {
+        private Load(GoodClient bKeep, GoodClient bNew, GoodClient bTls, GoodClient aNew)
+        {
+            (BKeep, BNew, BTls, ANew) = (bKeep, bNew, bTls, aNew);
+            Others = [bKeep, bNew, bTls];
+            All = [bKeep, bNew, bTls, aNew];
+        }
+
+        public GoodClient BKeep { get; }
+
+        public GoodClient BNew { get; }
+
+        public GoodClient BTls { get; }
+
+        public GoodClient ANew { get; }
+
+        /// <summary>Tenant b's clients.</summary>
+        public GoodClient[] Others { get; }
+
+        public GoodClient[] All { get; }
+
+        public static async Task<Load> StartAsync(Setup s, bool bTlsKeepAlive, int aLanes = 1)
+        {
+            var load = new Load(
+                new GoodClient("b keep-alive http", s.Http(), "b.localhost", "B", keepAlive: true),
+                new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false),
+                new GoodClient($"b {(bTlsKeepAlive ? "keep-alive" : "new-connection")} https (handed)", s.Https(), "b.localhost", "B", keepAlive: bTlsKeepAlive),
+                new GoodClient($"a new-connection http{(aLanes > 1 ? $" x{aLanes}" : string.Empty)}", s.Http(), "a.localhost", "A", keepAlive: false, lanes: aLanes));
+            try
+            {
+                foreach (var c in load.All)
+                    c.WaitForProgress();
+                return load;
+            }
+            catch
+            {
+                await load.DisposeAsync();
+                throw;
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var c in All)
+                await c.DisposeAsync();
+        }
+    }
+
     [SkippableFact]
     public async Task Kill_9_of_a_worker_and_of_the_dispatcher_at_random_moments_is_contained_logged_and_replaced()
     {
         var s = Start("faults-kill");
         var d = s.Dispatch;
-        await using var bKeep = new GoodClient("b keep-alive http", s.Http(), "b.localhost", "B", keepAlive: true);
-        await using var bNew = new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false);
-        await using var bTls = new GoodClient("b keep-alive https (handed)", s.Https(), "b.localhost", "B", keepAlive: true);
-        await using var aNew = new GoodClient("a new-connection http", s.Http(), "a.localhost", "A", keepAlive: false);
-        GoodClient[] all = [bKeep, bNew, bTls, aNew];
-        GoodClient[] others = [bKeep, bNew, bTls];
-        foreach (var c in all)
-            c.WaitForProgress();
+        await using var load = await Load.StartAsync(s, bTlsKeepAlive: true);
+        var (bKeep, bNew, bTls, aNew) = (load.BKeep, load.BNew, load.BTls, load.ANew);
+        var (all, others) = (load.All, load.Others);
 
         // kill -9 of tenant a's worker, twice: only a's connections on it can be lost; a is served again by a new worker.
         for (var i = 0; i < 2; i++)
@@ -167,19 +216,92 @@ public sealed partial class FaultTests : IDisposable
     }
 
     [SkippableFact]
+    public async Task A_full_log_disk_leaves_serving_untouched_is_logged_once_and_logging_resumes_when_space_returns()
+    {
+        string? logs = null;
+        var s = Start("faults-disk", (config, dir) =>
+        {
+            // The tenants' logs on a disk of their own (a tmpfs, root-owned like a real log directory). Large enough
+            // that the logs alone cannot fill it before the filler does: a keep-alive client writes thousands of lines
+            // a second, and a 256 KiB disk filled up with log lines before dd ran, so deleting the (empty) filler
+            // returned no space and no line could be written again (the test failed one fresh-clone run in three).
+            logs = Path.Combine(dir, "logs");
+            Directory.CreateDirectory(logs);
+            var mount = Tools.Run("mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", logs);
+            Assert.True(mount.ExitCode == 0, $"mount tmpfs: {mount.Stderr}");
+            _cleanup.Add(new Unmount(logs));
+            foreach (var v in Tenants)
+            {
+                config["vhosts"]![$"{v}.localhost"]!["accessLog"] = Path.Combine(logs, $"{v}.access.log");
+                config["vhosts"]![$"{v}.localhost"]!["errorLog"] = Path.Combine(logs, $"{v}.error.log");
+            }
+        });
+        var d = s.Dispatch;
+        var accessA = Path.Combine(logs!, "a.access.log");
+        await using var aKeep = new GoodClient("a keep-alive http", s.Http(), "a.localhost", "A", keepAlive: true);
+        await using var aTls = new GoodClient("a new-connection https (pumped)", s.Https(), "a.localhost", "A", keepAlive: false);
+        await using var bNew = new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false);
+        GoodClient[] all = [aKeep, aTls, bNew];
+        foreach (var c in all)
+            c.WaitForProgress();
+        Assert.Contains("\"GET / HTTP/1.1\" 200", File.ReadAllText(accessA), StringComparison.Ordinal);
+
+        // Fill the disk (dd stops at ENOSPC). The space deleting the filler returns must be real space.
+        RandomMoment();
+        var filler = Path.Combine(logs!, "filler");
+        var dd = Tools.Run("dd", "if=/dev/zero", $"of={filler}", "bs=4k");
+        Assert.Contains("No space left on device", dd.Stderr, StringComparison.Ordinal);
+        var fillerBytes = new FileInfo(filler).Length;
+        _output.WriteLine($"filler: {fillerBytes} bytes; access log of a: {new FileInfo(accessA).Length} bytes");
+        Assert.True(fillerBytes >= 1 << 20, $"the logs filled the disk before the filler ({fillerBytes} bytes)");
+        foreach (var v in Tenants)
+            d.WaitForLine(new Regex($@"The access log of {v}\.localhost cannot be written \(No space left on device\): its lines are dropped"));
+        var fullAt = new FileInfo(accessA).Length;
+        foreach (var c in all)
+            c.WaitForProgress(50);
+        Assert.Equal(fullAt, new FileInfo(accessA).Length);
+
+        // Space again: the next request's line is written (a worker learns it at its next write; the clients keep
+        // requesting), and the loss is reported once.
+        File.Delete(filler);
+        foreach (var v in Tenants)
+            d.WaitForLine(new Regex($@"The access log of {v}\.localhost is written again; \d+ lines were dropped while it could not be"));
+        foreach (var c in all)
+            c.WaitForProgress();
+        Assert.True(new FileInfo(accessA).Length > fullAt, "the access log grows again");
+        // Whole lines only, but for the one the disk filled in the middle of (ended, so the next one starts on its own line).
+        var cut = File.ReadAllLines(accessA).Where(l => !Regex.IsMatch(l, @"^\S+ - - \[[^\]]+\] ""[A-Z]+ / HTTP/1\.1"" \d{3} \S+ "".*"" "".*"" \S+ \S+ \d+\.\d{3}$")).ToList();
+        // Each worker process of pool a writes the file on its own (O_APPEND), so each can have cut one line.
+        Assert.True(cut.Count <= Writers(d, "a"), string.Join('\n', cut));
+        Report(all);
+        foreach (var c in all)
+            Assert.True(c.FailureCount == 0, c.ToString());
+
+        // Once per failure, not once per request: one line per writing process, however many requests were served.
+        foreach (var v in Tenants)
+        {
+            var writers = Writers(d, v);
+            Assert.InRange(Regex.Count(d.Log, $@"The access log of {v}\.localhost cannot be written"), 1, writers);
+            Assert.InRange(Regex.Count(d.Log, $@"The access log of {v}\.localhost is written again"), 1, writers);
+        }
+    }
+
+    /// <summary>How many worker processes of the pool have started (each writes its tenant's logs itself).</summary>
+    private static int Writers(DispatchInstance d, string pool) => Regex.Count(d.Log, $@"Worker \d+ for pool {pool} ready");
+
+    private sealed class Unmount(string path) : IDisposable
+    {
+        public void Dispose() => Tools.Run("umount", "-l", path);
+    }
+
+    [SkippableFact]
     public async Task A_worker_that_stops_reading_its_channel_blocks_nothing_and_is_given_up_killed_and_replaced()
     {
         var s = Start("faults-stuck");
         var d = s.Dispatch;
-        await using var bKeep = new GoodClient("b keep-alive http", s.Http(), "b.localhost", "B", keepAlive: true);
-        await using var bNew = new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false);
-        await using var bTls = new GoodClient("b new-connection https (handed)", s.Https(), "b.localhost", "B", keepAlive: false);
         // Tenant a, 16 at a time: more than a stopped worker's channel queues, so hand-offs find it full too.
-        await using var aNew = new GoodClient("a new-connection http x16", s.Http(), "a.localhost", "A", keepAlive: false, lanes: 16);
-        GoodClient[] all = [bKeep, bNew, bTls, aNew];
-        GoodClient[] others = [bKeep, bNew, bTls];
-        foreach (var c in all)
-            c.WaitForProgress();
+        await using var load = await Load.StartAsync(s, bTlsKeepAlive: false, aLanes: 16);
+        var (all, others) = (load.All, load.Others);
         var worker = d.WorkerPid("a");
 
         // SIGSTOP: the worker reads nothing any more (its channel, its connections). The dispatcher keeps serving every
@@ -210,14 +332,9 @@ public sealed partial class FaultTests : IDisposable
     {
         var s = Start("faults-nofile");
         var d = s.Dispatch;
-        await using var bKeep = new GoodClient("b keep-alive http", s.Http(), "b.localhost", "B", keepAlive: true);
-        await using var bNew = new GoodClient("b new-connection http", s.Http(), "b.localhost", "B", keepAlive: false);
-        await using var bTls = new GoodClient("b new-connection https (handed)", s.Https(), "b.localhost", "B", keepAlive: false);
-        await using var aNew = new GoodClient("a new-connection http", s.Http(), "a.localhost", "A", keepAlive: false);
-        GoodClient[] all = [bKeep, bNew, bTls, aNew];
-        GoodClient[] others = [bKeep, bNew, bTls];
-        foreach (var c in all)
-            c.WaitForProgress();
+        await using var load = await Load.StartAsync(s, bTlsKeepAlive: false);
+        var (bKeep, aNew) = (load.BKeep, load.ANew);
+        var (all, others) = (load.All, load.Others);
         var worker = d.WorkerPid("a");
 
         // The dispatcher out of descriptors (nofile below what it holds): it accepts nothing; new connections wait in

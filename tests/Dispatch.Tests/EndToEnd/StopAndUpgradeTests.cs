@@ -390,5 +390,65 @@ public sealed class StopAndUpgradeTests : IDisposable
         }
     }
 
+    [SkippableFact]
+    public async Task A_worker_start_that_ends_after_its_dispatcher_was_upgraded_away_and_drained_is_abandoned_without_backoff()
+    {
+        // Pool b's workers wait in a privilege module (stage 1) until a file exists: the start a connection asks for is
+        // held until the dispatcher that asked has been upgraded away and has drained. Its hand-over then finds the
+        // dispatcher's channel closed (EPIPE): no failure of pool b (it once put the pool into backoff, and the next
+        // connection got 503).
+        var gate = string.Empty;
+        var (d, _) = Start("upgrade-late-worker", config =>
+        {
+            var dir = Path.GetDirectoryName(config["vhosts"]!["b.localhost"]!["root"]!.GetValue<string>())!;
+            gate = Path.Combine(dir, "gate-open");
+            var modules = Path.Combine(dir, "gate-module");
+            Directory.CreateDirectory(modules);
+            File.SetUnixFileMode(modules, (UnixFileMode)0b111_101_101);
+            var source = Path.Combine(modules, "gate.c");
+            File.WriteAllText(source, $$"""
+                #include <stddef.h>
+                #include <stdio.h>
+                #include <unistd.h>
+                int validate(const char *config_json, char *error_buffer, size_t length) { (void)config_json; (void)error_buffer; (void)length; return 0; }
+                int apply(const char *config_json, char *error_buffer, size_t length) {
+                    (void)config_json;
+                    for (int i = 0; i < 3000; i++) {
+                        if (access("{{gate}}", F_OK) == 0)
+                            return 0;
+                        usleep(100000);
+                    }
+                    snprintf(error_buffer, length, "the gate stayed closed");
+                    return 1;
+                }
+                """);
+            var library = Path.Combine(modules, "libgate.so");
+            var gcc = Tools.Run("gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", library, source);
+            Assert.True(gcc.ExitCode == 0, $"gcc: {gcc.Stderr}");
+            File.SetUnixFileMode(library, (UnixFileMode)0b111_101_101);
+            config["modules"] = new JsonObject { ["gate"] = new JsonObject { ["library"] = library } };
+            config["pools"]!["b"]!["modules"] = new JsonObject { ["gate"] = new JsonObject { ["at"] = "stage1" } };
+            config["dispatcher"]!["stopGrace"] = "2s";
+        });
+        var oldDispatcher = d.DispatcherPid;
+        var before = ChildrenOf(d.MasterPid).Count;
+        using var waiting = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await waiting.ConnectAsync("127.0.0.1", d.HttpPort);
+        await waiting.SendAsync("GET / HTTP/1.1\r\nHost: b.localhost\r\n\r\n"u8.ToArray());
+        Assert.True(Tools.Eventually(() => ChildrenOf(d.MasterPid).Count > before, TimeSpan.FromSeconds(60)), "no worker of pool b was started");
+
+        Assert.Equal(0, Tools.Run("kill", "-USR2", d.MasterPid.ToString(CultureInfo.InvariantCulture)).ExitCode);
+        d.WaitForLine(new Regex($@"Upgrade \(SIGUSR2\) complete: dispatchers {oldDispatcher} -> \d+"));
+        d.WaitForLine(new Regex($@"Dispatcher {oldDispatcher} drained and exited"));
+        File.WriteAllText(gate, string.Empty);
+        d.WaitForLine(new Regex($@"Worker \d+ for pool b abandoned: dispatcher {oldDispatcher} \(exited\) could not take it"));
+
+        // No failure of pool b: no error, no backoff; the next connection (through the new dispatcher) is served.
+        var next = Tools.Curl("--max-time", "60", "-H", "Host: b.localhost", $"http://127.0.0.1:{d.HttpPort}/");
+        Assert.Equal((200, "B"), (next.Status, next.Body));
+        Assert.DoesNotContain("Could not start a worker for pool b", d.Log, StringComparison.Ordinal);
+        Assert.DoesNotContain("backing off", d.Log, StringComparison.Ordinal);
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }

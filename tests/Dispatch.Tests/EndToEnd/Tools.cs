@@ -11,7 +11,12 @@ public static class Tools
 
     public static Result Run(string file, params string[] args) => RunWithInput(null, file, args);
 
-    public static Result RunWithInput(string? input, string file, params string[] args)
+    public static Result RunWithInput(string? input, string file, params string[] args) => RunFor(TimeSpan.FromSeconds(60), input, file, args);
+
+    /// <summary>Like <see cref="Run"/>, waiting up to <paramref name="bound"/> for the tool to finish (a scanner: minutes under load).</summary>
+    public static Result RunUpTo(TimeSpan bound, string file, params string[] args) => RunFor(bound, null, file, args);
+
+    private static Result RunFor(TimeSpan bound, string? input, string file, string[] args)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         foreach (var a in args)
@@ -22,7 +27,7 @@ public static class Tools
         p.StandardInput.Close();
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
+        if (!p.WaitForExit(bound))
         {
             p.Kill(true);
             throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish");

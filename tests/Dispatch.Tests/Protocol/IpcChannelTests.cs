@@ -54,6 +54,31 @@ public class IpcChannelTests
     }
 
     [Fact]
+    public void A_disposed_channel_sends_nowhere_not_even_to_the_descriptor_that_took_its_number()
+    {
+        // The master disposed a drained dispatcher's channel while a worker start for it was still under way; the
+        // socketpair made next for that worker took the freed number, and the WorkerReady meant for the dispatcher went
+        // to the worker itself (seen in StopAndUpgradeTests). A disposed channel must fail as a closed descriptor does.
+        var a = IpcChannel.CreatePair("b", out var bFd);
+        a.Dispose();
+        Libc.Close(bFd);
+        // The lowest free numbers: x is the one freed unless a test running beside this one took it first.
+        var (x, y) = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
+        using var other = IpcChannel.FromDescriptor(y, "x");
+        try
+        {
+            var e = Assert.Throws<SysCallException>(() => a.Send(new WorkerLoad(1, 1)));
+            Assert.Equal(9, e.Errno); // EBADF
+            Assert.False(a.Writable);
+            Assert.Throws<WireException>(() => other.ReceiveBlocking(200)); // nothing arrived through the reused number
+        }
+        finally
+        {
+            Libc.Close(x);
+        }
+    }
+
+    [Fact]
     public async Task Peer_closing_reads_as_null()
     {
         using var a = IpcChannel.CreatePair("b", out var bFd);
