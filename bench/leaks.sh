@@ -10,6 +10,7 @@
 #
 # Environment (all optional):
 #   CONNECTIONS=100000  CONCURRENCY=32  SETTLE=30  RUNS=1
+#   LOG_LEVEL=Information   Debug shows each quiet trim: GC heap and anonymous RSS before, after the collection, after malloc_trim
 #   LEAKS_BASE=/var/lib/dispatch-leaks   where the instance runs (its config, logs, snapshots)
 #   DISPATCH_APP=DIR    an already staged Dispatch (scripts/stage.sh); default: stage Release into $base/app
 # No nginx column: the question is whether Dispatch's own processes give back what the connections took, which
@@ -68,6 +69,7 @@ config = {
     "dispatcher": {"user": "10000"},
     "pools": pools, "vhosts": vhosts,
     "control": {"socket": f"{d}/control.sock"},
+    "log": {"level": os.environ.get("LOG_LEVEL", "Information")},
 }
 with open(f"{d}/dispatch.json", "w") as f:
     json.dump(config, f)
