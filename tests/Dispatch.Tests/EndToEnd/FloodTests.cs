@@ -35,11 +35,14 @@ public sealed class FloodTests : IDisposable
 
         // Warm up the paths (JIT, the poller, the limits, pool a's worker and its channel) with a few, closed again.
         Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        var fdsIdle = Tools.DescriptorCount(dispatcher);
         var warm = await OpenAsync(200, tlsPort, PartialHello);
         warm.AddRange(await OpenAsync(200, d.HttpPort, PartialHead));
         Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) >= 400), "the warm-up connections did not reach the dispatcher");
         Close(warm);
-        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) < 100, TimeSpan.FromSeconds(60)), "the warm-up connections were not released");
+        // All of them released (not merely most: a count taken while the last few close would be a baseline the flood
+        // below never reaches, on a loaded machine).
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) <= fdsIdle + 4, TimeSpan.FromSeconds(60)), "the warm-up connections were not released");
         var fdsBefore = Tools.DescriptorCount(dispatcher);
         var rssBefore = Rss(dispatcher);
 
