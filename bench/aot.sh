@@ -17,13 +17,8 @@
 #   WRK_CONNS=10 SKIP_INSTALL=1 (no apt-get) DISPATCH_PUBLISHED=DIR (AOT executables already published)
 #   JIT_PUBLISHED=DIR (the framework-dependent publish already made)
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/aot.sh must run as root (Dispatch's master starts workers as tenant uids; nginx binds as root)." >&2
-  exit 77
-fi
-repo=$(cd "$(dirname "$0")/.." && pwd)
-PY=/usr/bin/python3
-TOOL="$repo/bench/tool.py"
+. "$(dirname "$0")/lib.sh"
+bench_init aot "Dispatch's master starts workers as tenant uids; nginx binds as root"
 ROUNDS=${ROUNDS:-3}
 HANDSHAKES=${HANDSHAKES:-2000}
 WARMUP_HANDSHAKES=${WARMUP_HANDSHAKES:-500}
@@ -31,55 +26,22 @@ HS_CONC=${HS_CONC:-4}
 DURATION=${DURATION:-10s}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-10}
-base=/var/lib/dispatch-bench-aot
+base=$(bench_path /var/lib/dispatch-bench-aot)
 run=$base/run
-certs=/etc/dispatch-bench-aot/certs
+certs=$(bench_path /etc/dispatch-bench-aot/certs)
 results_dir=${RESULTS_DIR:-$repo/bench/results}
 
-log() { printf '[aot %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
-declare -a STARTED=()
-start_bg() {   # start_bg LOG CMD...: LAST_PID
-  local logf=$1
-  shift
-  "$@" >"$logf" 2>&1 </dev/null &
-  LAST_PID=$!
-  STARTED+=("$LAST_PID")
-}
-stop_all() {
-  local pid i
-  for pid in "${STARTED[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || continue
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  STARTED=()
-}
-trap 'rc=$?; stop_all; [ $rc -eq 0 ] || log "failed (exit $rc); logs in $run"; exit $rc' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  need=()
-  command -v nginx >/dev/null || need+=(nginx)
-  command -v wrk >/dev/null || need+=(wrk)
-  command -v unshare >/dev/null || need+=(util-linux)
-  if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-  fi
-fi
-for t in nginx wrk unshare dotnet; do command -v "$t" >/dev/null || die "$t not found"; done
+bench_traps
+BENCH_LOGS=$run
+bench_need nginx:nginx wrk:wrk unshare:util-linux
+command -v dotnet >/dev/null || die "dotnet not found"
 
 # 1. The two Dispatch installs.
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-aot_app=/usr/local/lib/dispatch-bench-aot
-jit_app=/usr/local/lib/dispatch-bench-jit
+aot_app=$(bench_path /usr/local/lib/dispatch-bench-aot)
+jit_app=$(bench_path /usr/local/lib/dispatch-bench-jit)
 log "publishing and staging the NativeAOT executables into $aot_app"
-"$repo/scripts/stage.sh" "$aot_app" >"$base.stage.log" 2>&1 || { tail -20 "$base.stage.log" >&2; die "stage.sh failed"; }
+DISPATCH_APP='' stage_dispatch "$aot_app"
 log "publishing the JIT (framework-dependent) build into $jit_app"
 rm -rf "$jit_app"
 mkdir -p "$jit_app"
@@ -101,47 +63,18 @@ mkdir -p "$base" "$run"
 chmod 755 "$base" "$run"
 rm -rf "$base/www"
 mkdir -p "$base/www/a.localhost"
-"$PY" - "$base/www/a.localhost/index.html" <<'PY'
-import sys
-head, tail = "<!doctype html><html><head><title>a</title></head><body><p>", "</p></body></html>\n"
-open(sys.argv[1], "w").write(head + "x" * (1024 - len(head) - len(tail)) + tail)
-PY
+write_index "$base/www/a.localhost/index.html" a
 chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
-rm -rf "$certs"
-mkdir -p "$(dirname "$certs")"
-cp -a "$repo/certs-sample" "$certs"
-rm -f "$certs/generate.sh" "$certs/README.md" "$certs/ca-key.pem"
-chown -R root:root "$(dirname "$certs")"
-chmod -R go-w "$(dirname "$certs")"
-find "$certs/archive" -name 'privkey*.pem' -exec chmod 600 {} +
-printf '127.0.0.1 localhost a.localhost\n::1 localhost\n' >"$run/hosts"
-printf '#!/bin/sh\nexec unshare -m --propagation private sh -c '"'"'mount --bind "$0" /etc/hosts && exec "$@"'"'"' %s "$@"\n' "$run/hosts" >"$run/client.sh"
-chmod 755 "$run/client.sh"
-"$run/client.sh" getent hosts a.localhost >/dev/null || die "unshare -m does not work here (the clients need a.localhost)"
+copy_certs "$certs"
+[ "$(client_wrapper "$run" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
 # TLS 1.3 only, X25519, ECDSA signatures: every client of both rows (wrk, Python) reads it.
-cat >"$run/tls13.cnf" <<'CNF'
-openssl_conf = bench_conf
-[bench_conf]
-ssl_conf = bench_ssl
-[bench_ssl]
-system_default = bench_tls
-[bench_tls]
-MinProtocol = TLSv1.3
-MaxProtocol = TLSv1.3
-Groups = X25519
-SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512
-CNF
-cat >"$run/wrk-summary.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("BENCH requests=%d bytes=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
-    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
-end
-LUA
+tls_cnf_write "$run/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
+  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
+wrk_summary_lua "$run/wrk-summary.lua"
 
 # 3. Configs.
-read -r P_AOT P_JIT P_NGINX P_AOT_HTTP P_JIT_HTTP <<<"$("$PY" "$TOOL" ports 5)"
+read -r P_AOT P_JIT P_NGINX P_AOT_HTTP P_JIT_HTTP <<<"$(free_ports 5)"
 dispatch_config() {   # dispatch_config NAME TLS-PORT HTTP-PORT
   cat <<JSON
 {
@@ -176,11 +109,7 @@ http {
   keepalive_requests 100000000;
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_ecdh_curve X25519:prime256v1;
-  client_body_temp_path $run/nginx/tmp;
-  proxy_temp_path $run/nginx/tmp;
-  fastcgi_temp_path $run/nginx/tmp;
-  uwsgi_temp_path $run/nginx/tmp;
-  scgi_temp_path $run/nginx/tmp;
+$(nginx_temp_paths "$run/nginx/tmp")
   server {
     listen 127.0.0.1:$P_NGINX ssl;
     server_name a.localhost;
@@ -202,11 +131,11 @@ port_of() { case $1 in aot) echo "$P_AOT" ;; jit) echo "$P_JIT" ;; nginx) echo "
 declare -A PID_OF=()
 for round in $(seq 1 "$ROUNDS"); do
   log "=== round $round/$ROUNDS"
-  start_bg "$run/aot-r$round.log" "$aot_app/Master" --config "$run/aot.json"
+  start_bg aot "$run/aot-r$round.log" "$aot_app/Master" --config "$run/aot.json"
   PID_OF[aot]=$LAST_PID
-  start_bg "$run/jit-r$round.log" "$jit_app/Master" --config "$run/jit.json"
+  start_bg jit "$run/jit-r$round.log" "$jit_app/Master" --config "$run/jit.json"
   PID_OF[jit]=$LAST_PID
-  start_bg "$run/nginx/stdout-r$round.log" nginx -c "$run/nginx/nginx.conf" -p "$run/nginx"
+  start_bg nginx "$run/nginx/stdout-r$round.log" nginx -c "$run/nginx/nginx.conf" -p "$run/nginx"
   PID_OF[nginx]=$LAST_PID
   # Dispatch first answers a plain request for an unknown host (the dispatcher alone, as bench/run.sh
   # does before its first real request), then TLS.

@@ -18,52 +18,26 @@
 #   PEER=1             also measure nginx + php-fpm (pm = ondemand) and nginx static (0 to skip)
 # Time is measured by a Python client: connect, send a GET, read the whole response (a 5-byte file).
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/coldstart.sh must run as root (workers run as tenant uids)." >&2
-  exit 77
-fi
-repo=$(cd "$(dirname "$0")/.." && pwd)
-PY=/usr/bin/python3
-TOOL="$repo/bench/tool.py"
-base=/var/lib/dispatch-coldstart
+. "$(dirname "$0")/lib.sh"
+bench_init coldstart "workers run as tenant uids"
+base=$(bench_path /var/lib/dispatch-coldstart)
 COLD=${COLD:-20}
 PROFILE=${PROFILE:-1}
 PEER=${PEER:-1}
 FPM=/usr/sbin/php-fpm8.2
-log() { printf '[coldstart %s] %s\n' "$(date +%T)" "$*" >&2; }
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+bench_traps
 
 mkdir -p "$base"
 chmod 755 "$base"
-app=${DISPATCH_APP:-}
-if [ -z "$app" ]; then
-  app="$base/app"
-  log "staging Dispatch (Release) into $app"
-  "$repo/scripts/stage.sh" "$app" Release >/dev/null
-fi
-if [ -n "${WORKER_DIR:-}" ]; then
-  # The master starts "Worker" from its own directory: a copy of the staged app with the given worker in it.
-  rm -rf "$base/app-worker"
-  cp -a "$app/." "$base/app-worker/"
-  rm -f "$base/app-worker/Worker" "$base/app-worker/Worker.dll"
-  cp -a "$WORKER_DIR/Worker" "$base/app-worker/Worker"
-  chown -R root:root "$base/app-worker"
-  chmod -R go-w "$base/app-worker"
-  app="$base/app-worker"
-fi
-# Written back first: a page of a binary still dirty in the page cache (just built or copied) counts as private dirty
-# memory of every process that maps it (seen: 16 MB instead of 7 MB for a NativeAOT worker copied a moment before).
-sync "$app"/*
+stage_dispatch "$base/app"
+with_worker_dir "$base"
 worker_kind=$(if [ -e "$app/Worker.dll" ]; then echo "JIT (Worker.dll on the shared runtime)"; else echo "NativeAOT (no Worker.dll)"; fi)
 
 run="$base/run"
 rm -rf "$run"
 mkdir -p "$run/www"
 chmod 755 "$run" "$run/www"
-port=$("$PY" "$TOOL" ports 1)
+port=$(free_ports 1)
 level=$([ "$PROFILE" = 1 ] && echo Debug || echo Warning)
 "$PY" - "$run" "$COLD" "$port" "$level" <<'EOF'
 import json, os, sys
@@ -93,11 +67,10 @@ with open(f"{d}/dispatch.json", "w") as f:
 EOF
 
 mlog="$run/master.log"
-"$app/Master" --config "$run/dispatch.json" >"$mlog" 2>&1 &
-master=$!
-pids+=("$master")
-for _ in $(seq 1 600); do grep -q "Dispatch ready" "$mlog" && break; sleep 0.2; done
-grep -q "Dispatch ready" "$mlog" || { echo "master did not start; see $mlog" >&2; exit 1; }
+BENCH_LOGS=$run
+start_bg master "$mlog" "$app/Master" --config "$run/dispatch.json"
+master=$LAST_PID
+wait_dispatch_ready "$mlog" "$master" 120
 # The spares: every s-pool's worker ready (they start with the dispatcher).
 for _ in $(seq 1 1200); do
   [ "$(grep -cE "Worker [0-9]+ for pool s[0-9]+ ready" "$mlog")" -ge "$COLD" ] && break
@@ -147,8 +120,7 @@ fetch_pools s "$COLD" spare
 # The second request to the cold pools: their worker is now warm (the steady state, for reference).
 fetch_pools c "$(( COLD < 5 ? COLD : 5 ))" warm
 sleep 1
-kill -TERM "$master"
-wait "$master" 2>/dev/null || true
+stop_pid "$master"
 
 : >"$run/peer.jsonl"
 : >"$run/static.jsonl"
@@ -174,7 +146,7 @@ pm.process_idle_timeout = 600s
 CONF
     done
   } >"$prun/fpm.conf"
-  pport=$("$PY" "$TOOL" ports 1)
+  pport=$(free_ports 1)
   {
     echo "worker_processes 1; daemon off; pid $prun/nginx.pid; error_log $prun/nginx.err;"
     echo "events { worker_connections 1024; }"
@@ -186,10 +158,8 @@ CONF
     done
     echo "}"
   } >"$prun/nginx.conf"
-  "$FPM" -F -y "$prun/fpm.conf" >"$prun/fpm.out" 2>&1 &
-  pids+=("$!")
-  nginx -c "$prun/nginx.conf" -p "$prun" >"$prun/nginx.out" 2>&1 &
-  pids+=("$!")
+  start_bg php-fpm "$prun/fpm.out" "$FPM" -F -y "$prun/fpm.conf"
+  start_bg nginx "$prun/nginx.out" nginx -c "$prun/nginx.conf" -p "$prun"
   chmod 755 "$run/www/c1"   # nginx's static row serves c1's file
   "$PY" "$TOOL" wait-ready --port "$pport" --host static.localhost --path /index.html --timeout 30 >/dev/null \
     && for _ in $(seq 1 50); do [ -S "$prun/fpm/p$COLD.sock" ] && break; sleep 0.1; done \

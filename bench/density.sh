@@ -15,36 +15,18 @@
 #                      NativeAOT workers default to 25
 # No nginx column: nginx has no per-tenant process to compare with (php-fpm pools would be the peer).
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/density.sh must run as root (workers run as tenant uids)." >&2
-  exit 77
-fi
-repo=$(cd "$(dirname "$0")/.." && pwd)
-base=/var/lib/dispatch-density
+. "$(dirname "$0")/lib.sh"
+bench_init density "workers run as tenant uids"
+base=$(bench_path /var/lib/dispatch-density)
 IDLE_WAIT=${IDLE_WAIT:-25}
 HOST_GIB=${HOST_GIB:-24}
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 100 1000)
+bench_traps
 mkdir -p "$base"
 chmod 755 "$base"
-app=${DISPATCH_APP:-}
-if [ -z "$app" ]; then
-  app="$base/app"
-  "$repo/scripts/stage.sh" "$app" Release >/dev/null
-fi
-if [ -n "${WORKER_DIR:-}" ]; then
-  # The master starts "Worker" from its own directory: a copy of the staged app with the given worker in it.
-  rm -rf "$base/app-worker"
-  cp -a "$app/." "$base/app-worker/"
-  rm -f "$base/app-worker/Worker" "$base/app-worker/Worker.dll"
-  cp -a "$WORKER_DIR/Worker" "$base/app-worker/Worker"
-  chown -R root:root "$base/app-worker"
-  chmod -R go-w "$base/app-worker"
-  app="$base/app-worker"
-fi
-# Written back first: a page of a binary still dirty in the page cache (just built or copied) counts as private dirty
-# memory of every process that maps it (seen: 16 MB instead of 7 MB for a NativeAOT worker copied a moment before).
-sync "$app"/*
+stage_dispatch "$base/app"
+with_worker_dir "$base"
 if [ -e "$app/Worker.dll" ]; then
   worker_kind="JIT"
 else
@@ -79,8 +61,8 @@ for n in "${counts[@]}"; do
   rm -rf "$dir"
   mkdir -p "$dir/www"
   chmod 755 "$dir" "$dir/www"
-  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  /usr/bin/python3 - "$dir" "$n" "$port" <<'EOF'
+  port=$(free_ports 1)
+  "$PY" - "$dir" "$n" "$port" <<'EOF'
 import json, os, sys
 d, n, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pools, vhosts = {}, {}
@@ -105,24 +87,23 @@ config = {
 with open(f"{d}/dispatch.json", "w") as f:
     json.dump(config, f)
 EOF
-  log="$dir/master.log"
-  "$app/Master" --config "$dir/dispatch.json" >"$log" 2>&1 &
-  master=$!
-  for _ in $(seq 1 600); do grep -q "Dispatch ready" "$log" && break; sleep 0.2; done
-  grep -q "Dispatch ready" "$log" || { echo "master did not start; see $log" >&2; kill "$master" 2>/dev/null; exit 1; }
+  mlog="$dir/master.log"
+  BENCH_LOGS=$dir
+  start_bg master "$mlog" "$app/Master" --config "$dir/dispatch.json"
+  master=$LAST_PID
+  wait_dispatch_ready "$mlog" "$master" 120
   spawn_start=$(date +%s%N)
   for i in $(seq 1 "$n"); do
     curl -s -o /dev/null --max-time 120 -H "Host: p$i.localhost" "http://127.0.0.1:$port/" || echo "request to p$i failed" >&2
   done
   spawn_s=$(( ($(date +%s%N) - spawn_start) / 1000000000 ))
   sleep "$IDLE_WAIT"
-  mapfile -t workers < <(grep -oE "Worker [0-9]+ for pool p[0-9]+ ready" "$log" | awk '{ print $2 }')
-  dispatcher=$(grep -oE "dispatcher [0-9]+ \(uid" "$log" | head -1 | awk '{ print $2 }')
-  master_pid=$(grep -oE "Dispatch ready: master [0-9]+" "$log" | head -1 | awk '{ print $4 }')
+  mapfile -t workers < <(grep -oE "Worker [0-9]+ for pool p[0-9]+ ready" "$mlog" | awk '{ print $2 }')
+  read -r master_pid dispatcher <<<"$(dispatch_pids "$mlog")"
   live=()
   for p in "${workers[@]}"; do [ -e "/proc/$p" ] && live+=("$p"); done
   w=${#live[@]}
-  [ "$w" -gt 0 ] || { echo "no idle worker alive for N=$n; see $log" >&2; kill "$master"; exit 1; }
+  [ "$w" -gt 0 ] || die "no idle worker alive for N=$n; see $mlog"
   rss=$(sum_field Rss "${live[@]}")
   pss=$(sum_field Pss "${live[@]}")
   dirty=$(sum_field Private_Dirty "${live[@]}")
@@ -137,6 +118,5 @@ EOF
   awk -v n="$n" -v w="$w" -v rss="$rss" -v pss="$pss" -v dirty="$dirty" -v m="$mpss" -v d="$dpss" -v t="$total" -v ten="$tenants" \
       -v mr="$mrss" -v md="$mdirty" -v dr="$drss" -v dd="$ddirty" -v sp="$spawn_s" 'BEGIN {
     printf "| %d (%d workers measured) | %.1f | %.0f / %.1f | %.1f | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %.0f | %d | %.0f |\n", n, w, rss/w/1024, pss/1024, pss/w/1024, dirty/w/1024, mr/1024, m/1024, md/1024, dr/1024, d/1024, dd/1024, t/1024, ten, sp }'
-  kill -TERM "$master"
-  wait "$master" 2>/dev/null || true
+  stop_pid "$master"
 done

@@ -14,73 +14,31 @@
 #   ROUNDS=1          rounds; medians are reported
 #   DISPATCH_APP=DIR  an already staged Dispatch (scripts/stage.sh) instead of staging a fresh Release build
 set -euo pipefail
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/identity.sh must run as root (Dispatch's master starts workers as the logins' uids)." >&2
-  exit 77
-fi
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-PY=/usr/bin/python3
+. "$(dirname "$0")/lib.sh"
+bench_init identity "Dispatch's master starts workers as the logins' uids"
 LOGINS=${LOGINS:-400}
 WARMUP=${WARMUP:-40}
 CONC=${CONC:-4}
 USERS=${USERS:-4}
 COST=${COST:-10}
 ROUNDS=${ROUNDS:-1}
-base=/var/lib/dispatch-bench-identity
-certs=/etc/dispatch-bench-identity
+base=$(bench_path /var/lib/dispatch-bench-identity)
+certs=$(bench_path /etc/dispatch-bench-identity)
 run="$base/run"
 DISPATCHER_UID=10000
 UID_FROM=10041
 
-log() { printf '[identity-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
-for t in nginx htpasswd openssl curl; do command -v "$t" >/dev/null || die "$t not found (apt-get install nginx apache2-utils openssl curl)"; done
-[ -x "$PY" ] || die "$PY not found"
-
-declare -a STARTED=()
-stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$? pid
-  trap - EXIT INT TERM
-  for pid in "${STARTED[@]}"; do [ -n "$pid" ] && stop_pid "$pid"; done
-  [ $rc -ne 0 ] && log "failed (exit $rc); logs in $run"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Dispatch binaries
-if [ -n "${DISPATCH_APP:-}" ]; then
-  app=$DISPATCH_APP
-else
-  app=/usr/local/lib/dispatch-bench-identity
-  log "staging Dispatch (Release) into $app"
-  "$repo/scripts/stage.sh" "$app" Release >/dev/null
-fi
-[ -x "$app/Master" ] || die "$app/Master missing"
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_need nginx:nginx htpasswd:apache2-utils openssl:openssl curl:curl
+bench_traps
+BENCH_LOGS=$run
+stage_dispatch "$(bench_path /usr/local/lib/dispatch-bench-identity)"
 
 # Content, certificates (root-owned, certbot layout), credentials
-rm -rf "$run" "$certs"
-mkdir -p "$run/www/cgi" "$certs"
+rm -rf "$run"
+mkdir -p "$run/www/cgi"
 chmod 755 "$base" "$run" "$run/www"
 printf 'hello\n' >"$run/www/index.html"
-cp -a "$repo/certs-sample/." "$certs/"
-chown -R root:root "$certs"
-chmod -R go-w "$certs"
-find "$certs" -name 'privkey*.pem' -exec chmod 600 {} +
+copy_certs "$certs"
 live="$certs/live/a.localhost"
 creds="$certs/users.htpasswd"
 : >"$creds"
@@ -90,8 +48,7 @@ done
 chmod 644 "$creds"
 log "$USERS logins, bcrypt cost $COST: $(head -c 7 <<<"$(cut -d: -f2 "$creds" | head -1)")..."
 
-dport=$(free_port)
-nport=$(free_port)
+read -r dport nport <<<"$(free_ports 2)"
 cat >"$run/dispatch.json" <<JSON
 {
   "listen": [ { "endpoint": "127.0.0.1:$dport", "protocol": "tls" } ],
@@ -171,14 +128,6 @@ elapsed = time.monotonic() - start
 print(f"{state['ok']} {state['bad']} {elapsed:.3f}")
 PY
 
-ticks() {   # ticks PID...: utime+stime of the processes (all threads), in clock ticks
-  local total=0 pid
-  for pid in "$@"; do
-    [ -r "/proc/$pid/stat" ] || continue
-    total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
 hz=$(getconf CLK_TCK)
 
 measure() {   # measure NAME PORT "PIDS A" "PIDS B": prints "logins/s cpu-ms-per-login(A) cpu-ms-per-login(B)"
@@ -198,11 +147,10 @@ measure() {   # measure NAME PORT "PIDS A" "PIDS B": prints "logins/s cpu-ms-per
 declare -a D_RATE=() D_CPU=() D_ALL=() N_RATE=() N_CPU=()
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round: Dispatch on $dport"
-  "$app/Master" --config "$run/dispatch.json" >"$run/dispatch.log" 2>&1 </dev/null &
-  dpid=$!
-  STARTED+=("$dpid")
-  for i in $(seq 1 600); do grep -q "Dispatch ready" "$run/dispatch.log" && break; kill -0 "$dpid" 2>/dev/null || die "Dispatch exited: $(tail -5 "$run/dispatch.log")"; sleep 0.1; done
-  disp=$(sed -n 's/.*Dispatch ready: master [0-9]*; dispatcher \([0-9]*\).*/\1/p' "$run/dispatch.log" | head -1)
+  start_bg dispatch "$run/dispatch.log" "$app/Master" --config "$run/dispatch.json"
+  dpid=$LAST_PID
+  wait_dispatch_ready "$run/dispatch.log" "$dpid" 60
+  read -r _ disp <<<"$(dispatch_pids "$run/dispatch.log")"
   [ -n "$disp" ] || die "no dispatcher pid in $run/dispatch.log"
   # Warm the login pools' workers first (minSpare starts them; the first login of each waits for none).
   for i in $(seq 1 600); do [ "$(grep -c 'Worker .* ready' "$run/dispatch.log" || true)" -ge "$USERS" ] && break; sleep 0.1; done
@@ -213,9 +161,8 @@ for round in $(seq 1 "$ROUNDS"); do
   stop_pid "$dpid"
 
   log "round $round: nginx on $nport"
-  nginx -c "$run/nginx.conf" -g 'daemon off;' >"$run/nginx/stdout.log" 2>&1 </dev/null &
-  npid=$!
-  STARTED+=("$npid")
+  start_bg nginx "$run/nginx/stdout.log" nginx -c "$run/nginx.conf" -g 'daemon off;'
+  npid=$LAST_PID
   for i in $(seq 1 100); do curl -sk -o /dev/null "https://127.0.0.1:$nport/" && break; sleep 0.1; done
   workers=$(pgrep -P "$npid" | tr '\n' ' ')
   read -r rate cpu _ <<<"$(measure nginx "$nport" "$npid $workers" "$npid $workers")"
@@ -224,7 +171,6 @@ for round in $(seq 1 "$ROUNDS"); do
   stop_pid "$npid"
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 dr=$(median "${D_RATE[@]}"); dc=$(median "${D_CPU[@]}"); da=$(median "${D_ALL[@]}"); nr=$(median "${N_RATE[@]}"); nc=$(median "${N_CPU[@]}")
 report=$(cat <<MD
 ### Identity vhosts: logins (bcrypt cost $COST), $(nproc) cores, $ROUNDS round(s) of $LOGINS logins, $CONC clients, $USERS logins

@@ -8,9 +8,8 @@
 # Environment (all optional): DURATION=10s WRK_THREADS=2 WRK_CONNS=10 FPM_CHILDREN=4 NGINX_WORKERS=auto
 #   DISPATCH_APP=DIR (an already staged Dispatch; otherwise scripts/stage.sh builds one) SKIP_INSTALL=1
 set -euo pipefail
-[ "$(id -u)" -eq 0 ] || { echo "bench/php.sh must run as root" >&2; exit 77; }
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh"
+bench_init php "Dispatch's master starts workers as tenant uids"
 DURATION=${DURATION:-10s}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-10}
@@ -19,27 +18,15 @@ NGINX_WORKERS=${NGINX_WORKERS:-auto}
 FPM=/usr/sbin/php-fpm8.2
 TENANT_UID=10001
 DISPATCHER_UID=10000
-base=/var/lib/dispatch-bench-php
-log() { printf '[php.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
+base=$(bench_path /var/lib/dispatch-bench-php)
 
-if [ -z "${SKIP_INSTALL:-}" ]; then
-  need=()
-  for t in nginx:nginx-light wrk:wrk; do command -v "${t%%:*}" >/dev/null || need+=("${t##*:}"); done
-  [ -x "$FPM" ] || need+=(php8.2-fpm php8.2-cli)
-  [ ${#need[@]} -eq 0 ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }
-fi
+bench_need nginx:nginx-light wrk:wrk
+[ -x "$FPM" ] || bench_need php-fpm8.2:php8.2-fpm php:php8.2-cli
+[ -x "$FPM" ] || die "$FPM not found"
+bench_traps
+BENCH_LOGS=$base
+stage_dispatch "$(bench_path /usr/local/lib/dispatch-bench-php)"
 
-if [ -n "${DISPATCH_APP:-}" ]; then
-  app=$DISPATCH_APP
-else
-  app=/usr/local/lib/dispatch-bench-php
-  log "staging Dispatch (Release) into $app"
-  "$repo/scripts/stage.sh" "$app" Release >/tmp/dispatch-bench-php.stage.log 2>&1 || { tail -20 /tmp/dispatch-bench-php.stage.log >&2; exit 1; }
-fi
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 rm -rf "$base"; mkdir -p "$base/www" "$base/run" "$base/fpm"; chmod 755 "$base" "$base/run" "$base/fpm"
 chown "$TENANT_UID:$TENANT_UID" "$base/fpm"
 printf '<?php\necho "hello from php\\n";\n' >"$base/www/index.php"
@@ -60,15 +47,14 @@ listen.mode = 0666
 pm = static
 pm.max_children = $FPM_CHILDREN
 CONF
-  setpriv --reuid=$TENANT_UID --regid=$TENANT_UID --clear-groups -- "$FPM" -F -O -y "$base/fpm-$1.conf" 2>"$base/fpm-$1.log" &
-  pids+=("$!"); echo "$!" >"$base/run/fpm-$1.pid"
+  start_bg "php-fpm $1" "$base/fpm-$1.log" setpriv --reuid=$TENANT_UID --regid=$TENANT_UID --clear-groups -- "$FPM" -F -O -y "$base/fpm-$1.conf"
+  echo "$LAST_PID" >"$base/run/fpm-$1.pid"
   for _ in $(seq 100); do [ -S "$base/fpm/$1.sock" ] && break; sleep 0.1; done
 }
 start_fpm dispatch; dfpm_pid=$(cat "$base/run/fpm-dispatch.pid")
 start_fpm nginx; nfpm_pid=$(cat "$base/run/fpm-nginx.pid")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-dport=$(free_port); nport=$(free_port)
+read -r dport nport <<<"$(free_ports 2)"
 
 cat >"$base/dispatch.json" <<JSON
 { "listen": [ { "endpoint": "127.0.0.1:$dport", "protocol": "http" } ],
@@ -79,8 +65,8 @@ cat >"$base/dispatch.json" <<JSON
     "tryFiles": ["\$uri", "/index.php"], "accessLog": "$base/dispatch-access.log",
     "fastcgi": { "socket": "$base/fpm/dispatch.sock" } } } }
 JSON
-"$app/Master" --config "$base/dispatch.json" >"$base/dispatch.log" 2>&1 &
-dispatch_pid=$!; pids+=("$dispatch_pid")
+start_bg dispatch "$base/dispatch.log" "$app/Master" --config "$base/dispatch.json"
+dispatch_pid=$LAST_PID
 
 cat >"$base/nginx.conf" <<CONF
 worker_processes $NGINX_WORKERS;
@@ -104,31 +90,13 @@ http {
   }
 }
 CONF
-nginx -c "$base/nginx.conf" -g 'daemon off;' &
-nginx_pid=$!; pids+=("$nginx_pid")
+start_bg nginx "$base/nginx.out" nginx -c "$base/nginx.conf" -g 'daemon off;'
+nginx_pid=$LAST_PID
 
 for port in $dport $nport; do
   for _ in $(seq 300); do curl -fsS -H "Host: localhost" "http://127.0.0.1:$port/x" >/dev/null 2>&1 && break; sleep 0.1; done
   [ "$(curl -fsS -H "Host: localhost" "http://127.0.0.1:$port/some/route")" = "hello from php" ] || { log "port $port does not answer; logs in $base"; exit 1; }
 done
-
-# CPU ticks (utime + stime) of a process and all its descendants.
-tree_ticks() {
-  python3 - "$1" <<'PY'
-import os, sys
-root = int(sys.argv[1]); kids = {}; ticks = {}
-for p in os.listdir('/proc'):
-    if not p.isdigit(): continue
-    try: s = open(f'/proc/{p}/stat').read()
-    except OSError: continue
-    f = s[s.rindex(')') + 2:].split()
-    kids.setdefault(int(f[1]), []).append(int(p)); ticks[int(p)] = int(f[11]) + int(f[12])
-todo, total = [root], 0
-while todo:
-    p = todo.pop(); total += ticks.get(p, 0); todo += kids.get(p, [])
-print(total)
-PY
-}
 
 hz=$(getconf CLK_TCK)
 measure() { # name pid port fpm_pid -> "requests front_ms fpm_ms"
@@ -139,12 +107,12 @@ measure() { # name pid port fpm_pid -> "requests front_ms fpm_ms"
   f1=$(tree_ticks "$2"); p1=$(tree_ticks "$4")
   n=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
   printf '%s\n' "$out" | grep -q "Non-2xx" && { log "$1: non-2xx answers"; printf '%s\n' "$out" >&2; exit 1; }
-  python3 -c "import sys; n,f,p,hz=map(float,sys.argv[1:]); print(int(n), f*1000/hz/n, p*1000/hz/n)" "$n" "$((f1 - f0))" "$((p1 - p0))" "$hz"
+  "$PY" -c "import sys; n,f,p,hz=map(float,sys.argv[1:]); print(int(n), f*1000/hz/n, p*1000/hz/n)" "$n" "$((f1 - f0))" "$((p1 - p0))" "$hz"
 }
 read -r dn dfront dfpm < <(measure dispatch "$dispatch_pid" "$dport" "$dfpm_pid")
 ps -o pid,ppid,time,rss,comm --ppid "$dispatch_pid" --pid "$dispatch_pid" >&2
 read -r nn nfront nfpm < <(measure nginx "$nginx_pid" "$nport" "$nfpm_pid")
-python3 - "$dn" "$dfront" "$dfpm" "$nn" "$nfront" "$nfpm" "$DURATION" <<'PY'
+"$PY" - "$dn" "$dfront" "$dfpm" "$nn" "$nfront" "$nfpm" "$DURATION" <<'PY'
 import sys
 dn, df, dp, nn, nf, np_, dur = sys.argv[1:]
 dn, df, dp, nn, nf, np_ = int(dn), float(df), float(dp), int(nn), float(nf), float(np_)

@@ -21,16 +21,8 @@
 #   DISPATCH_APP=DIR    use an already staged Dispatch instead of staging a fresh build
 #   SKIP_INSTALL=1      do not apt-get install
 set -euo pipefail
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/run.sh must run as root (Dispatch's master starts workers as tenant uids; nginx/HAProxy bind as root)." >&2
-  exit 77
-fi
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-bench="$repo/bench"
-PY=/usr/bin/python3
-TOOL="$bench/tool.py"
+. "$(dirname "$0")/lib.sh"
+bench_init run "Dispatch's master starts workers as tenant uids; nginx/HAProxy bind as root"
 
 ROUNDS=${ROUNDS:-3}
 HANDSHAKES=${HANDSHAKES:-3000}
@@ -53,95 +45,27 @@ RSA_CIPHER=ECDHE-RSA-AES128-GCM-SHA256
 
 TENANT_UID=10001      # pool a: owns the document root
 DISPATCHER_UID=10000
-base=/var/lib/dispatch-bench          # docroots + per-run state (world-traversable)
-certs=/etc/dispatch-bench/certs       # certificates, root-owned as certbot leaves them
+base=$(bench_path /var/lib/dispatch-bench)          # docroots + per-run state (world-traversable)
+certs=$(bench_path /etc/dispatch-bench/certs)       # certificates, root-owned as certbot leaves them
 run="$base/run"
 results_dir=${RESULTS_DIR:-$bench/results}
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
-# ------------------------------------------------------------------------------------------------
-# Cleanup: every process this script starts is recorded here and ended by pid on exit.
-declare -a STARTED=()      # root pids of servers
-declare -A STARTED_NAME=()
+# Every process this script starts is recorded (start_bg, lib.sh) and ended by pid on exit.
 HOSTS_FALLBACK=0
-
-stop_pid() {   # stop_pid PID: TERM the process, wait, then KILL what is left of its tree (by pid)
-  local pid=$1 tree i
-  kill -0 "$pid" 2>/dev/null || return 0
-  tree=$("$PY" "$TOOL" tree "$pid" 2>/dev/null | awk '{print $1}' || true)
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid (${STARTED_NAME[$pid]:-?}) ignored SIGTERM for 10 s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  # children that outlived their parent (by the pids we saw in its tree)
-  sleep 0.3
-  for p in $tree; do
-    if kill -0 "$p" 2>/dev/null; then
-      log "pid $p from ${STARTED_NAME[$pid]:-?}'s tree still alive: SIGKILL"
-      kill -KILL "$p" 2>/dev/null || true
-    fi
-  done
-  wait "$pid" 2>/dev/null || true
-}
-
-stop_all() {
-  local pid
-  for pid in "${STARTED[@]}"; do
-    [ -n "$pid" ] && stop_pid "$pid"
-  done
-  STARTED=()
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_all
+undo_hosts() {
   if [ "$HOSTS_FALLBACK" = 1 ]; then
     sed -i '/# dispatch-bench$/d' /etc/hosts || true
   fi
-  if [ $rc -ne 0 ]; then
-    log "failed (exit $rc); logs in $run"
-  fi
-  exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-LAST_PID=''
-start_bg() {   # start_bg NAME LOGFILE CMD...: start a server in the background, record its pid in LAST_PID
-  local name=$1 logf=$2
-  shift 2
-  "$@" >"$logf" 2>&1 </dev/null &
-  LAST_PID=$!
-  STARTED+=("$LAST_PID")
-  STARTED_NAME[$LAST_PID]=$name
-}
+bench_traps undo_hosts
+BENCH_LOGS=$run
 
 # ------------------------------------------------------------------------------------------------
 # 0. Tools
 NOFILE=$(ulimit -Hn)
 ulimit -n "$NOFILE"   # raising the hard limit needs CAP_SYS_RESOURCE, which this VM may withhold
+bench_need nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl unshare:util-linux
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  need=()
-  command -v nginx >/dev/null || need+=(nginx)
-  command -v haproxy >/dev/null || need+=(haproxy)
-  command -v wrk >/dev/null || need+=(wrk)
-  command -v h2load >/dev/null || need+=(nghttp2-client)
-  command -v openssl >/dev/null || need+=(openssl)
-  command -v unshare >/dev/null || need+=(util-linux)
-  if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-  fi
   # Debian starts the services on install unless policy-rc.d forbids it: stop them (ports 80/443).
   for svc in nginx haproxy; do
     if [ -e "/run/$svc.pid" ] && kill -0 "$(cat "/run/$svc.pid" 2>/dev/null)" 2>/dev/null; then
@@ -150,8 +74,6 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     fi
   done
 fi
-for t in nginx haproxy wrk openssl unshare; do command -v "$t" >/dev/null || die "$t not found"; done
-[ -x "$PY" ] || die "$PY not found"
 
 # ------------------------------------------------------------------------------------------------
 # 1. Dispatch binaries
@@ -161,7 +83,7 @@ if [ -n "${DISPATCH_APP:-}" ]; then
   app=$DISPATCH_APP
   app_note="pre-staged copy $app (DISPATCH_APP), not rebuilt"
 else
-  app=/usr/local/lib/dispatch-bench
+  app=$(bench_path /usr/local/lib/dispatch-bench)
   staged=0
   for attempt in 1 2 3; do
     log "staging Dispatch (Release) into $app, attempt $attempt"
@@ -197,14 +119,7 @@ for site in a b c; do
   d="$base/www/$site.localhost"
   mkdir -p "$d"
   # index.html: exactly 1024 bytes
-  "$PY" - "$d/index.html" "$site" <<'PY'
-import sys
-head = f"<!doctype html><html><head><title>{sys.argv[2]}.localhost</title></head><body><p>"
-tail = "</p></body></html>\n"
-body = head + "x" * (1024 - len(head) - len(tail)) + tail
-assert len(body.encode()) == 1024
-open(sys.argv[1], "w").write(body)
-PY
+  write_index "$d/index.html" "$site.localhost"
   # 100 KiB of text (a known content type everywhere)
   "$PY" -c 'import base64, os, sys
 data = base64.encodebytes(os.urandom(76800))[:102400]
@@ -218,13 +133,7 @@ chown -R 10003:10003 "$base/www/c.localhost"
 # world-readable so nginx's and HAProxy's backend workers (www-data) read the very same files
 chmod -R u=rwX,go=rX "$base/www"
 
-rm -rf "$certs"
-mkdir -p "$(dirname "$certs")"
-cp -a "$repo/certs-sample" "$certs"
-rm -f "$certs/generate.sh" "$certs/README.md" "$certs/ca-key.pem"
-chown -R root:root "$(dirname "$certs")"
-chmod -R go-w "$(dirname "$certs")"
-find "$certs/archive" -name 'privkey*.pem' -exec chmod 600 {} +
+copy_certs "$certs"
 # HAProxy wants certificate chain + key in one file
 for lin in a.localhost a.localhost-rsa; do
   cat "$certs/live/$lin/fullchain.pem" "$certs/live/$lin/privkey.pem" >"$certs/haproxy-$lin.pem"
@@ -232,19 +141,12 @@ for lin in a.localhost a.localhost-rsa; do
 done
 
 # Host names for wrk (it takes SNI from the URL): a private mount namespace with its own /etc/hosts.
-printf '127.0.0.1 localhost a.localhost b.localhost c.localhost\n::1 localhost\n' >"$run/hosts"
-if ! unshare -m --propagation private sh -c 'mount --bind "$0" /etc/hosts && getent hosts a.localhost' "$run/hosts" >/dev/null 2>&1; then
+if [ "$(client_wrapper "$run" "a.localhost b.localhost c.localhost")" != 0 ]; then
   log "unshare -m not usable: adding a.localhost to /etc/hosts for the run (removed on exit)"
-  getent hosts a.localhost >/dev/null || { echo '127.0.0.1 a.localhost b.localhost c.localhost # dispatch-bench' >>/etc/hosts; HOSTS_FALLBACK=1; }
+  getent hosts a.localhost >/dev/null || echo '127.0.0.1 a.localhost b.localhost c.localhost # dispatch-bench' >>/etc/hosts
   HOSTS_FALLBACK=1
 fi
 # client CMD...: run a client that resolves *.localhost to 127.0.0.1
-if [ "$HOSTS_FALLBACK" = 1 ]; then
-  printf '#!/bin/sh\nexec "$@"\n' >"$run/client.sh"
-else
-  printf '#!/bin/sh\nexec unshare -m --propagation private sh -c '"'"'mount --bind "$0" /etc/hosts && exec "$@"'"'"' %s "$@"\n' "$run/hosts" >"$run/client.sh"
-fi
-chmod 755 "$run/client.sh"
 client() { "$run/client.sh" "$@"; }
 
 # Client-side TLS pins, one OpenSSL config per TLS version, given to every client of a row through
@@ -254,12 +156,6 @@ client() { "$run/client.sh" "$@"; }
 #   TLS 1.2: one suite, ECDHE-ECDSA-AES128-GCM-SHA256, group P-256 (what Dispatch's TLS 1.2 engine does)
 #   TLS 1.3: OpenSSL's default suites (server picks), group X25519: what clients offer by default;
 #            ECDSA signatures only (so that every server presents its ECDSA certificate)
-tls_cnf_write() {   # tls_cnf_write FILE SETTINGS...
-  local f=$1
-  shift
-  { printf 'openssl_conf = bench_conf\n[bench_conf]\nssl_conf = bench_ssl\n[bench_ssl]\nsystem_default = bench_tls\n[bench_tls]\n'
-    printf '%s\n' "$@"; } >"$f"
-}
 CNF12="$run/openssl-tls12.cnf"
 CNF13="$run/openssl-tls13.cnf"
 tls_cnf_write "$CNF12" "MinProtocol = TLSv1.2" "MaxProtocol = TLSv1.2" "Groups = P-256" "CipherString = $ECDSA_CIPHER"
@@ -271,13 +167,7 @@ tls_cnf_write "$CNF13" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups =
 chmod 644 "$CNF12" "$CNF13"
 cnf_for() { case $1 in 1.2) echo "$CNF12" ;; 1.3) echo "$CNF13" ;; esac; }
 # wrk's done() hook prints exact counters (requests, bytes, duration) instead of rounded units
-cat >"$run/wrk-summary.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("BENCH requests=%d bytes=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
-    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
-end
-LUA
+wrk_summary_lua "$run/wrk-summary.lua"
 # wrk_cmd VERSION THREADS CONNS DURATION URL: the command line of a pinned wrk run (an array in WRK)
 wrk_cmd() {
   WRK=(env "OPENSSL_CONF=$(cnf_for "$1")" "$run/client.sh" wrk -t "$2" -c "$3" -d "$4" -s "$run/wrk-summary.lua" "$5")
@@ -297,7 +187,7 @@ log "fd limits: ulimit -n $NOFILE (hard $(ulimit -Hn)); nginx worker_connections
 
 # ------------------------------------------------------------------------------------------------
 # 3. Ports and configs
-read -r P_D_TLS P_D_HTTP P_N_TLS P_N_HTTP P_H_TLS P_H_HTTP P_B_HTTP <<<"$("$PY" "$TOOL" ports 7)"
+read -r P_D_TLS P_D_HTTP P_N_TLS P_N_HTTP P_H_TLS P_H_HTTP P_B_HTTP <<<"$(free_ports 7)"
 log "ports: dispatch tls $P_D_TLS http $P_D_HTTP; nginx tls $P_N_TLS http $P_N_HTTP; haproxy tls $P_H_TLS http $P_H_HTTP; backend $P_B_HTTP"
 
 engine_json=''

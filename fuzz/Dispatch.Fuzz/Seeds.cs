@@ -86,7 +86,7 @@ internal static class Seeds
 
     private static PoolSettings Pool() => new(
         "a",
-        [new WorkerVhost("a.localhost", ["www.a.localhost"], "/srv/a/www", true, ["index.html", "index.php"], [new CgiRoute("/cgi-bin/", "/srv/a/cgi")], 30000, null, [new ProxyRoute("/app/", "unix:/srv/a/app.sock")])],
+        [new WorkerVhost("a.localhost", ["www.a.localhost"], "/srv/a/www", true, ["index.html", "index.php"], [new CgiRoute("/cgi-bin/", "/srv/a/cgi")], TimeSpan.FromSeconds(30), null, [new ProxyRoute("/app/", ProxyUpstream.TryParse("unix:/srv/a/app.sock", out var upstream, out _) ? upstream : throw new InvalidOperationException(), TimeSpan.Zero, TimeSpan.Zero)])],
         false);
 
     private static byte[] Encode<T>(T message)

@@ -14,10 +14,9 @@ internal sealed class RouteTable : IDisposable
     private readonly Dictionary<string, BcServerCredentials> _credentials = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenSslCredentials> _openssl = new(StringComparer.Ordinal);
     private readonly Dictionary<string, PoolRoute> _pools = new(StringComparer.Ordinal);
-    // Per terminated vhost: a digest of its engine, h2 offer and certificates, so that the next table
-    // reuses the credentials of vhosts whose certificates did not change (a reload of thousands of
-    // vhosts parses only the changed keys).
-    private readonly Dictionary<string, string> _digests = new(StringComparer.Ordinal);
+    // Per terminated vhost: its route, so that the next table reuses the credentials of vhosts whose engine, h2 offer
+    // and certificates did not change (value equality: a reload of thousands of vhosts parses only the changed keys).
+    private readonly Dictionary<string, VhostRoute> _terminated = new(StringComparer.Ordinal);
 
     /// <param name="previous">The table this one replaces (its credentials are shared, never disposed: open connections may use them).</param>
     public RouteTable(RouteSnapshot snapshot, ILogger log, RouteTable? previous = null)
@@ -36,9 +35,8 @@ internal sealed class RouteTable : IDisposable
                 Default = v;
             if (v.TlsMode != TlsModes.Terminate)
                 continue;
-            var digest = Digest(v);
-            _digests[v.Name] = digest;
-            if (previous is not null && previous._digests.GetValueOrDefault(v.Name) == digest)
+            _terminated[v.Name] = v;
+            if (previous is not null && previous._terminated.GetValueOrDefault(v.Name) is { } old && SameCredentials(old, v))
             {
                 if (previous._openssl.TryGetValue(v.Name, out var reusedOpenSsl))
                     _openssl[v.Name] = reusedOpenSsl;
@@ -68,19 +66,7 @@ internal sealed class RouteTable : IDisposable
     /// <summary>Terminated vhosts whose credentials came from the previous table unchanged.</summary>
     public int Reused { get; }
 
-    private static string Digest(VhostRoute v)
-    {
-        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-        sha.AppendData(System.Text.Encoding.UTF8.GetBytes($"{v.Engine}|{v.OfferH2}|"));
-        foreach (var c in v.Certificates)
-        {
-            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(c.ChainPem));
-            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(c.KeyPem));
-            sha.AppendData("|"u8);
-        }
-
-        return Convert.ToHexString(sha.GetHashAndReset());
-    }
+    private static bool SameCredentials(VhostRoute a, VhostRoute b) => a.Engine == b.Engine && a.OfferH2 == b.OfferH2 && a.Certificates == b.Certificates;
 
     public DispatcherSettings Settings { get; }
 

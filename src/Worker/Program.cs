@@ -79,19 +79,7 @@ internal static class Program
             master.Send(proof);
             log.Debug(StartupTrace.Template, "proof", proven);
 
-            var vhosts = pool.Vhosts.Select(v => new VhostSettings(
-                v.Name, v.Aliases, v.Root, v.DirectoryListing, v.Index,
-                v.Cgi.Count == 0 ? null : new CgiSettings([.. v.Cgi.Select(c => new CgiMapping(c.UrlPrefix, c.Directory))], TimeSpan.FromMilliseconds(v.CgiTimeoutMs)),
-                v.PassthroughCertDir,
-                v.Proxy.Count == 0 ? null : new ProxySettings([.. v.Proxy.Select(x => new ProxyMapping(x.UrlPrefix, x.Upstream, Milliseconds(x.ConnectTimeoutMs), Milliseconds(x.ReadTimeoutMs)))]),
-                v.Identity is { } identity ? new RequestIdentity(identity.Login, identity.Hash, identity.Realm) : null,
-                v.FastCgi is { } f ? new Dispatch.Worker.FastCgi.FastCgiSettings(
-                    f.Spawn is null ? f.Socket : null,
-                    f.Spawn is { } s ? new Dispatch.Worker.FastCgi.FastCgiSpawnSettings(s.Program, s.MaxChildren, TimeSpan.FromMilliseconds(s.IdleTimeoutMs), s.Directory, s.PhpAdminValues) : null,
-                    TimeSpan.FromMilliseconds(f.ConnectTimeoutMs),
-                    TimeSpan.FromMilliseconds(f.ReadTimeoutMs)) : null,
-                v.TryFiles,
-                v.Web)).ToList();
+            var vhosts = pool.Vhosts;
             if (vhosts.Any(v => v.Identity is not null))
                 LibCrypt.EnsureLoaded();
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -160,9 +148,6 @@ internal static class Program
             log.Dispose();
         }
     }
-
-    /// <summary>A timeout from the pool settings; 0 (absent) means the worker's default.</summary>
-    private static TimeSpan? Milliseconds(int ms) => ms > 0 ? TimeSpan.FromMilliseconds(ms) : null;
 
     private const int LoadPeriodMs = 100;
     private static long s_lastLoad = -1;

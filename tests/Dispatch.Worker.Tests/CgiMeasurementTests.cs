@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using Dispatch.Protocol.Routing;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Xunit.Abstractions;
@@ -27,7 +28,7 @@ public sealed class CgiMeasurementTests(ITestOutputHelper output) : IAsyncLifeti
         Script("cgi/tiny.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nok'\n");
         Script("cgi/big.sh", "#!/bin/sh\necho 'Content-Type: application/octet-stream'\necho\nexec head -c 209715200 /dev/zero\n");
         _harness = await Harness.StartAsync(
-            Harness.Vhost("a.localhost", _dir.Combine("site")) with { Cgi = new CgiSettings([new CgiMapping("/cgi-bin/", _dir.Combine("cgi"))]) });
+            Harness.Vhost("a.localhost", _dir.Combine("site")) with { Cgi = [new CgiRoute("/cgi-bin/", _dir.Combine("cgi"))] });
         _client = _harness.CreateClient();
     }
 

@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text;
+using Dispatch.Protocol.Routing;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Serilog.Events;
@@ -73,13 +74,20 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
 
         var root = _dir.Combine("site");
         _harness = await Harness.StartAsync(
+            v => v.Name switch
+            {
+                "l.localhost" => CgiLimits.Default with { MaxProcesses = 2 },
+                "m.localhost" => CgiLimits.Default with { MaxOutputBytes = 1_000_000 },
+                _ => CgiLimits.Default,
+            },
             Harness.Vhost("a.localhost", root) with
             {
-                Cgi = new CgiSettings([new CgiMapping("/cgi-bin/", Cgi), new CgiMapping("/inside", _dir.Combine("site/scripts"))], TimeSpan.FromSeconds(20)),
+                Cgi = [new CgiRoute("/cgi-bin/", Cgi), new CgiRoute("/inside", _dir.Combine("site/scripts"))],
+                CgiTimeout = TimeSpan.FromSeconds(20),
             },
-            Harness.Vhost("t.localhost", root) with { Cgi = new CgiSettings([new CgiMapping("/cgi-bin/", Cgi)], TimeSpan.FromSeconds(1.5)) },
-            Harness.Vhost("l.localhost", root) with { Cgi = new CgiSettings([new CgiMapping("/cgi-bin/", Cgi)], MaxProcesses: 2) },
-            Harness.Vhost("m.localhost", root) with { Cgi = new CgiSettings([new CgiMapping("/cgi-bin/", Cgi)], MaxOutputBytes: 1_000_000) });
+            Harness.Vhost("t.localhost", root) with { Cgi = [new CgiRoute("/cgi-bin/", Cgi)], CgiTimeout = TimeSpan.FromSeconds(1.5) },
+            Harness.Vhost("l.localhost", root) with { Cgi = [new CgiRoute("/cgi-bin/", Cgi)] },
+            Harness.Vhost("m.localhost", root) with { Cgi = [new CgiRoute("/cgi-bin/", Cgi)] });
         _client = _harness.CreateClient();
     }
 

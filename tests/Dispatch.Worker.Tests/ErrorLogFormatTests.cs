@@ -18,7 +18,7 @@ public sealed class ErrorLogFormatTests
         using (var file = TenantLogFile.Error(fd, "a.example"))
         {
             var log = new Serilog.LoggerConfiguration().WriteTo.Sink(file).CreateLogger().ForContext(RequestErrors.VhostProperty, "a.example");
-            var vhost = new Vhost(new VhostSettings("a.example", [], "/srv/a", false, []), new ConfinedFileProvider("/srv/a"), Serilog.Core.Logger.None, log);
+            var vhost = new Vhost(Harness.Vhost("a.example", "/srv/a"), new ConfinedFileProvider("/srv/a"), Serilog.Core.Logger.None, log);
             var context = new DefaultHttpContext { TraceIdentifier = "7:00000001" };
             context.Request.Method = "GET";
             context.Request.Path = "/cgi-bin/x.sh";
@@ -35,7 +35,7 @@ public sealed class ErrorLogFormatTests
         Assert.Matches(@"^\S+Z \[error\] a\.example Worker-side event \(InvalidOperationException: two\?lines\)$", lines[1]);
 
         // Without an error log, the caller's log is used, untouched.
-        var plain = new Vhost(new VhostSettings("b.example", [], "/srv/b", false, []), new ConfinedFileProvider("/srv/b"), Serilog.Core.Logger.None);
+        var plain = new Vhost(Harness.Vhost("b.example", "/srv/b"), new ConfinedFileProvider("/srv/b"), Serilog.Core.Logger.None);
         Assert.Same(Serilog.Core.Logger.None, RequestErrors.For(plain, new DefaultHttpContext(), Serilog.Core.Logger.None));
     }
 }

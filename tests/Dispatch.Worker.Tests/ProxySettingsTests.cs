@@ -1,9 +1,14 @@
+using System.Text.Json;
+using Dispatch.Protocol.Routing;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 
 namespace Dispatch.Worker.Tests;
 
-/// <summary>Proxy settings are checked at start: only Unix sockets and loopback TCP, sane prefixes, no overlap with CGI.</summary>
+/// <summary>
+/// Proxy settings reach a worker checked: an upstream that is not a Unix socket or loopback TCP cannot be held by its
+/// settings (the pool payload is refused), and prefixes are checked at start (sane, no overlap with CGI).
+/// </summary>
 public sealed class ProxySettingsTests : IDisposable
 {
     private readonly TempDir _dir = new();
@@ -43,18 +48,30 @@ public sealed class ProxySettingsTests : IDisposable
     [InlineData("unix:/srv/a/../b/app.sock")]
     [InlineData("https://[::1]:8443")]
     [InlineData("")]
-    public async Task Anything_but_a_unix_socket_or_loopback_tcp_is_refused_naming_the_vhost(string upstream)
+    public void Anything_but_a_unix_socket_or_loopback_tcp_is_refused_in_the_pool_payload_saying_where(string upstream)
     {
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync(new ProxySettings([new ProxyMapping("/", upstream)])));
-        Assert.Contains("'p.localhost'", e.Message, StringComparison.Ordinal);
-        Assert.Contains("upstream", e.Message, StringComparison.Ordinal);
+        var e = Assert.Throws<JsonException>(() => SnapshotJson.ParsePool(PayloadWithUpstream(upstream)));
+        Assert.Contains(ProxyUpstream.AcceptedForms, e.Message, StringComparison.Ordinal);
+        Assert.EndsWith(".upstream", e.Path, StringComparison.Ordinal);
     }
 
     [Fact]
-    public async Task A_unix_path_longer_than_sun_path_is_refused()
+    public void A_unix_path_longer_than_sun_path_is_refused_in_the_pool_payload()
     {
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync(new ProxySettings([new ProxyMapping("/", "unix:/" + new string('s', 107))])));
+        var e = Assert.Throws<JsonException>(() => SnapshotJson.ParsePool(PayloadWithUpstream("unix:/" + new string('s', 107))));
         Assert.Contains("107 bytes", e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("-1")]
+    [InlineData("1.5")]
+    [InlineData("2147483648")]
+    [InlineData("\"5s\"")]
+    public void A_timeout_that_is_not_whole_milliseconds_is_refused_in_the_pool_payload(string timeout)
+    {
+        var json = System.Text.Encoding.UTF8.GetString(PayloadWithUpstream("unix:/srv/a.sock")).Replace("\"readTimeoutMs\":0", "\"readTimeoutMs\":" + timeout, StringComparison.Ordinal);
+        var e = Assert.Throws<JsonException>(() => SnapshotJson.ParsePool(System.Text.Encoding.UTF8.GetBytes(json)));
+        Assert.EndsWith(".readTimeoutMs", e.Path, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -68,7 +85,10 @@ public sealed class ProxySettingsTests : IDisposable
     [InlineData("Unix:/srv/a/run/app.sock")]
     public async Task Unix_sockets_and_loopback_ports_are_accepted(string upstream)
     {
-        await using var server = await StartAsync(new ProxySettings([new ProxyMapping("/", upstream)]));
+        var pool = SnapshotJson.ParsePool(PayloadWithUpstream(upstream));
+        Assert.True(ProxyUpstream.TryParse(upstream, out var expected, out _));
+        Assert.Equal(expected, pool.Vhosts[0].Proxy[0].Upstream);
+        await using var server = await StartAsync([Harness.Proxy("/", upstream)]);
     }
 
     [Theory]
@@ -84,15 +104,15 @@ public sealed class ProxySettingsTests : IDisposable
     [InlineData("//x/")]
     public async Task A_prefix_must_be_an_absolute_url_path(string prefix)
     {
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync(new ProxySettings([new ProxyMapping(prefix, "unix:/srv/a.sock")])));
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync([Harness.Proxy(prefix, "unix:/srv/a.sock")]));
         Assert.Contains("'p.localhost'", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
     public async Task The_same_prefix_twice_is_refused()
     {
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync(new ProxySettings(
-            [new ProxyMapping("/app", "unix:/srv/a.sock"), new ProxyMapping("/app/", "http://127.0.0.1:8080")])));
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync(
+            [Harness.Proxy("/app", "unix:/srv/a.sock"), Harness.Proxy("/app/", "http://127.0.0.1:8080")]));
         Assert.Contains("twice", e.Message, StringComparison.Ordinal);
     }
 
@@ -104,8 +124,8 @@ public sealed class ProxySettingsTests : IDisposable
     public async Task Proxy_and_cgi_prefixes_must_not_overlap(string proxyPrefix, string cgiPrefix)
     {
         var e = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync(
-            new ProxySettings([new ProxyMapping(proxyPrefix, "unix:/srv/a.sock")]),
-            new CgiSettings([new CgiMapping(cgiPrefix, _dir.MakeDirectory("cgi"))])));
+            [Harness.Proxy(proxyPrefix, "unix:/srv/a.sock")],
+            [new CgiRoute(cgiPrefix, _dir.MakeDirectory("cgi"))]));
         Assert.Contains("overlaps", e.Message, StringComparison.Ordinal);
         Assert.Contains("'p.localhost'", e.Message, StringComparison.Ordinal);
     }
@@ -114,8 +134,8 @@ public sealed class ProxySettingsTests : IDisposable
     public async Task Disjoint_proxy_and_cgi_prefixes_are_accepted()
     {
         await using var server = await StartAsync(
-            new ProxySettings([new ProxyMapping("/app/", "unix:/srv/a.sock"), new ProxyMapping("/cgi-binary/", "http://127.0.0.1:9")]),
-            new CgiSettings([new CgiMapping("/cgi-bin/", _dir.MakeDirectory("cgi"))]));
+            [Harness.Proxy("/app/", "unix:/srv/a.sock"), Harness.Proxy("/cgi-binary/", "http://127.0.0.1:9")],
+            [new CgiRoute("/cgi-bin/", _dir.MakeDirectory("cgi"))]);
     }
 
     [Theory]
@@ -130,30 +150,36 @@ public sealed class ProxySettingsTests : IDisposable
     public void Targets_become_origin_form(string raw, string? expected) => Assert.Equal(expected, ProxyHandler.OriginForm(raw));
 
     [Fact]
-    public void Timeouts_default_when_not_positive()
+    public void Timeouts_default_when_zero()
     {
-        var settings = new ProxySettings([], TimeSpan.Zero, TimeSpan.FromSeconds(-1));
-        Assert.Equal(ProxySettings.DefaultConnectTimeout, settings.EffectiveConnectTimeout());
-        Assert.Equal(ProxySettings.DefaultReadTimeout, settings.EffectiveReadTimeout());
-        Assert.Equal(TimeSpan.FromSeconds(5), ProxySettings.DefaultConnectTimeout);
-        Assert.Equal(TimeSpan.FromSeconds(60), ProxySettings.DefaultReadTimeout);
+        var route = Harness.Proxy("/", "unix:/a.sock");
+        Assert.Equal(TimeSpan.Zero, route.ConnectTimeout);
+        Assert.Equal(ProxyRoute.DefaultConnectTimeout, route.EffectiveConnectTimeout());
+        Assert.Equal(ProxyRoute.DefaultReadTimeout, route.EffectiveReadTimeout());
+        Assert.Equal(TimeSpan.FromSeconds(5), ProxyRoute.DefaultConnectTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(60), ProxyRoute.DefaultReadTimeout);
     }
 
     [Fact]
-    public void A_mappings_timeouts_win_over_the_vhosts()
+    public void A_mappings_own_timeouts_are_used()
     {
-        var settings = new ProxySettings([], TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(30));
-        var own = new ProxyMapping("/", "unix:/a.sock", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(300));
-        var inherits = new ProxyMapping("/", "unix:/a.sock");
-        Assert.Equal(TimeSpan.FromSeconds(1), settings.EffectiveConnectTimeout(own));
-        Assert.Equal(TimeSpan.FromSeconds(300), settings.EffectiveReadTimeout(own));
-        Assert.Equal(TimeSpan.FromSeconds(2), settings.EffectiveConnectTimeout(inherits));
-        Assert.Equal(TimeSpan.FromSeconds(30), settings.EffectiveReadTimeout(inherits));
+        var own = Harness.Proxy("/", "unix:/a.sock", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(300));
+        Assert.Equal(TimeSpan.FromSeconds(1), own.EffectiveConnectTimeout());
+        Assert.Equal(TimeSpan.FromSeconds(300), own.EffectiveReadTimeout());
     }
 
-    private Task<WorkerHttpServer> StartAsync(ProxySettings proxy, CgiSettings? cgi = null) =>
+    /// <summary>A pool payload as the master sends it, then with its one upstream's text replaced by <paramref name="upstream"/>.</summary>
+    private static byte[] PayloadWithUpstream(string upstream)
+    {
+        var vhost = Harness.Vhost("p.localhost", "/srv/p") with { Proxy = [Harness.Proxy("/", "unix:/srv/placeholder.sock")] };
+        var json = System.Text.Encoding.UTF8.GetString(SnapshotJson.Serialize(new PoolSettings("p", [vhost], false)));
+        Assert.Contains("\"unix:/srv/placeholder.sock\"", json, StringComparison.Ordinal);
+        return System.Text.Encoding.UTF8.GetBytes(json.Replace("\"unix:/srv/placeholder.sock\"", JsonSerializer.Serialize(upstream), StringComparison.Ordinal));
+    }
+
+    private Task<WorkerHttpServer> StartAsync(ProxyRoute[] proxy, CgiRoute[]? cgi = null) =>
         WorkerHttpServer.StartAsync(
-            [Harness.Vhost("p.localhost", _dir.MakeDirectory("site")) with { Proxy = proxy, Cgi = cgi }],
+            [Harness.Vhost("p.localhost", _dir.MakeDirectory("site")) with { Proxy = proxy, Cgi = cgi ?? [] }],
             Serilog.Core.Logger.None,
             CancellationToken.None);
 }

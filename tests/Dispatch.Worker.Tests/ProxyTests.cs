@@ -46,25 +46,25 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
 
         var root = _dir.Combine("site");
         _harness = await Harness.StartAsync(
-            Harness.Vhost("u.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", _unix.Upstream)]) },
-            Harness.Vhost("t.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", _tcp.Upstream)]) },
+            Harness.Vhost("u.localhost", root) with { Proxy = [Harness.Proxy("/", _unix.Upstream)] },
+            Harness.Vhost("t.localhost", root) with { Proxy = [Harness.Proxy("/", _tcp.Upstream)] },
             Harness.Vhost("m.localhost", root) with
             {
-                Proxy = new ProxySettings([new ProxyMapping("/app", _unix.Upstream), new ProxyMapping("/app/deep/", _tcp.Upstream)]),
+                Proxy = [Harness.Proxy("/app", _unix.Upstream), Harness.Proxy("/app/deep/", _tcp.Upstream)],
             },
-            Harness.Vhost("raw.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", _raw.Upstream)]) },
+            Harness.Vhost("raw.localhost", root) with { Proxy = [Harness.Proxy("/", _raw.Upstream)] },
 
             // The one vhost with a short read timeout: only the test of that timeout uses it (under load, 1 s of
             // silence can happen in any other test).
             Harness.Vhost("rawslow.localhost", root) with
             {
-                Proxy = new ProxySettings([new ProxyMapping("/", _raw.Upstream)], ReadTimeout: TimeSpan.FromSeconds(1)),
+                Proxy = [Harness.Proxy("/", _raw.Upstream, read: TimeSpan.FromSeconds(1))],
             },
-            Harness.Vhost("dead.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", "unix:" + Dead)]) },
-            Harness.Vhost("gone.localhost", root) with { Proxy = new ProxySettings([new ProxyMapping("/", "unix:" + Missing)]) },
+            Harness.Vhost("dead.localhost", root) with { Proxy = [Harness.Proxy("/", "unix:" + Dead)] },
+            Harness.Vhost("gone.localhost", root) with { Proxy = [Harness.Proxy("/", "unix:" + Missing)] },
             Harness.Vhost("closed.localhost", root) with
             {
-                Proxy = new ProxySettings([new ProxyMapping("/", $"http://127.0.0.1:{closedPort}")]),
+                Proxy = [Harness.Proxy("/", $"http://127.0.0.1:{closedPort}")],
             });
         _client = _harness.CreateClient();
     }
@@ -384,7 +384,7 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
 
             await using var harness = await Harness.StartAsync(Harness.Vhost("slow.localhost", _dir.Combine("site")) with
             {
-                Proxy = new ProxySettings([new ProxyMapping("/", $"http://127.0.0.1:{endPoint.Port}")], ConnectTimeout: TimeSpan.FromSeconds(1)),
+                Proxy = [Harness.Proxy("/", $"http://127.0.0.1:{endPoint.Port}", connect: TimeSpan.FromSeconds(1))],
             });
             using var client = harness.CreateClient();
             var watch = Stopwatch.StartNew();
@@ -450,7 +450,7 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
 
             await using var harness = await Harness.StartAsync(Harness.Vhost("busy.localhost", _dir.Combine("site")) with
             {
-                Proxy = new ProxySettings([new ProxyMapping("/", "unix:" + path)], ConnectTimeout: TimeSpan.FromSeconds(1)),
+                Proxy = [Harness.Proxy("/", "unix:" + path, connect: TimeSpan.FromSeconds(1))],
             });
             using var client = harness.CreateClient();
             var watch = Stopwatch.StartNew();
@@ -481,7 +481,7 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
         // ResponseTimeout 1 s, an upload taking 2.5 s: the wait for the response starts after the last chunk.
         await using var harness = await Harness.StartAsync(Harness.Vhost("ut.localhost", _dir.Combine("site")) with
         {
-            Proxy = new ProxySettings([new ProxyMapping("/", _unix.Upstream)], ReadTimeout: TimeSpan.FromSeconds(1)),
+            Proxy = [Harness.Proxy("/", _unix.Upstream, read: TimeSpan.FromSeconds(1))],
         });
         using var client = harness.CreateClient();
         using var content = new TrickleContent(chunks: 8, TimeSpan.FromMilliseconds(300));
@@ -587,7 +587,7 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
     {
         await using var harness = await Harness.StartAsync(Harness.Vhost("idle.localhost", _dir.Combine("site")) with
         {
-            Proxy = new ProxySettings([new ProxyMapping("/", _unix.Upstream, ReadTimeout: TimeSpan.FromSeconds(1))]),
+            Proxy = [Harness.Proxy("/", _unix.Upstream, read: TimeSpan.FromSeconds(1))],
         });
         using var invoker = new HttpMessageInvoker(harness.CreateHandler());
         using var socket = new System.Net.WebSockets.ClientWebSocket();

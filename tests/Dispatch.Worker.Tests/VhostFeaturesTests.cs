@@ -37,7 +37,7 @@ public sealed class VhostFeaturesTests : IAsyncLifetime
             ErrorPages = [new ErrorPageRoute(404, "/errors/404.html")],
         };
         _harness = await Harness.StartAsync(
-            Harness.Vhost("p.localhost", _dir.Combine("site")) with { Proxy = new ProxySettings([new ProxyMapping("/up/", _upstream.Upstream)]), Web = web });
+            Harness.Vhost("p.localhost", _dir.Combine("site")) with { Proxy = [Harness.Proxy("/up/", _upstream.Upstream)], Web = web });
     }
 
     public async Task DisposeAsync()

@@ -82,10 +82,10 @@ internal sealed record VhostConfig(
     string HttpMode,
     string Engine,
     string? PassthroughCertDir,
-    ValueList<(string UrlPrefix, string Directory)> Cgi,
+    ValueList<CgiRoute> Cgi,
     TimeSpan CgiTimeout,
     string? AccessLog,
-    ValueList<ProxyMappingConfig> Proxy,
+    ValueList<ProxyRoute> Proxy,
     string? ErrorLog = null,
     Dispatch.Protocol.Routing.VhostWeb? Web = null)
 {

@@ -6,17 +6,13 @@ namespace Dispatch.Master.Config;
 /// </summary>
 internal sealed record FastCgiConfig(string? Socket, FastCgiSpawnConfig? Spawn, TimeSpan ConnectTimeout, TimeSpan ReadTimeout)
 {
-    public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(5);
-
-    public static readonly TimeSpan DefaultReadTimeout = TimeSpan.FromSeconds(60);
-
     /// <summary>What the worker gets (<see cref="Dispatch.Protocol.Routing.FastCgiRoute"/>).</summary>
     /// <param name="spawnDirectory">The pool's php-fpm directory (see <c>FastCgiDirectories</c>).</param>
     public static Dispatch.Protocol.Routing.FastCgiRoute? ToRoute(FastCgiConfig? c, string spawnDirectory) => c is null
         ? null
         : new(
             c.Socket ?? string.Empty,
-            (int)c.ConnectTimeout.TotalMilliseconds,
-            (int)c.ReadTimeout.TotalMilliseconds,
-            c.Spawn is { } s ? new(s.Program, s.MaxChildren, (int)s.IdleTimeout.TotalMilliseconds, spawnDirectory, s.PhpAdminValues.Count == 0 ? null : s.PhpAdminValues) : null);
+            c.ConnectTimeout,
+            c.ReadTimeout,
+            c.Spawn is { } s ? new(s.Program, s.MaxChildren, s.IdleTimeout, spawnDirectory, s.PhpAdminValues.Count == 0 ? null : s.PhpAdminValues) : null);
 }

@@ -45,8 +45,8 @@ internal static class FastCgiConfigReader
         return new FastCgiConfig(
             socket,
             spawn,
-            duration(section.GetSection("connectTimeout"), FastCgiConfig.DefaultConnectTimeout),
-            duration(section.GetSection("readTimeout"), FastCgiConfig.DefaultReadTimeout));
+            duration(section.GetSection("connectTimeout"), Dispatch.Protocol.Routing.FastCgiRoute.DefaultConnectTimeout),
+            duration(section.GetSection("readTimeout"), Dispatch.Protocol.Routing.FastCgiRoute.DefaultReadTimeout));
     }
 
     /// <summary>

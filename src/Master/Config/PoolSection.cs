@@ -120,11 +120,10 @@ internal static class PoolSection
         var section = pool.GetSection("timeouts");
         ctx.Unknown(section, section.Path, ["send", "keepAlive", "requestHeaders", "minRequestBodyRate", "minResponseRate"]);
         var d = Dispatch.Protocol.Routing.WorkerTimeouts.Default;
-        static int Ms(TimeSpan t) => (int)t.TotalMilliseconds;
         return new Dispatch.Protocol.Routing.WorkerTimeouts(
-            Ms(ctx.Duration(section.GetSection("send"), TimeSpan.FromMilliseconds(d.SendMs))),
-            Ms(ctx.Duration(section.GetSection("keepAlive"), TimeSpan.FromMilliseconds(d.KeepAliveMs))),
-            Ms(ctx.Duration(section.GetSection("requestHeaders"), TimeSpan.FromMilliseconds(d.RequestHeadersMs))),
+            ctx.Duration(section.GetSection("send"), d.Send),
+            ctx.Duration(section.GetSection("keepAlive"), d.KeepAlive),
+            ctx.Duration(section.GetSection("requestHeaders"), d.RequestHeaders),
             ctx.Int(section.GetSection("minRequestBodyRate"), d.MinRequestBodyRate, 0, 1 << 30),
             ctx.Int(section.GetSection("minResponseRate"), d.MinResponseRate, 0, 1 << 30));
     }

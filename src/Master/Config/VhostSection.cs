@@ -115,7 +115,7 @@ internal static class VhostSection
             ctx.Error($"{v.Path}:http", $"'{http}' is not a plain-HTTP mode (serve or redirect)");
         else if (http == HttpModes.Redirect && tls == TlsModes.None)
             ctx.Error($"{v.Path}:http", "redirecting to https needs the vhost to be reachable over TLS");
-        var cgi = new List<(string, string)>();
+        var cgi = new List<CgiRoute>();
         foreach (var c in v.GetSection("cgi").GetChildren())
         {
             // Keys are URL prefixes ("/cgi-bin/"); IConfiguration keeps them verbatim.
@@ -126,14 +126,14 @@ internal static class VhostSection
             else if (!Directory.Exists(c.Value))
                 ctx.Error(c.Path, $"directory '{c.Value}' does not exist");
             else
-                cgi.Add((c.Key, c.Value.TrimEnd('/')));
+                cgi.Add(new CgiRoute(c.Key, c.Value.TrimEnd('/')));
         }
 
         var vhost = new VhostConfig(
             name, aliases, pool ?? string.Empty, docRoot ?? string.Empty, ctx.Bool(v.GetSection("directoryListing"), false), index, tls, certificates, http, engine,
             tls == TlsModes.Passthrough && certDirs.Count == 1 ? certDirs[0].Value.TrimEnd('/') : null,
             cgi,
-            ctx.Duration(v.GetSection("cgiTimeout"), TimeSpan.FromSeconds(30)),
+            ctx.Duration(v.GetSection("cgiTimeout"), WorkerVhost.DefaultCgiTimeout),
             v["accessLog"],
             ReadProxy(ctx, v, cgi),
             v["errorLog"],
@@ -164,9 +164,9 @@ internal static class VhostSection
     /// an upstream string or to an object { upstream, connectTimeout, readTimeout }; "connectTimeout" and "readTimeout"
     /// beside the prefixes are the vhost's defaults, and "upstream" beside them is the prefix "/".
     /// </summary>
-    private static List<ProxyMappingConfig> ReadProxy(ConfigContext ctx, IConfigurationSection vhost, List<(string Prefix, string Dir)> cgi)
+    private static List<ProxyRoute> ReadProxy(ConfigContext ctx, IConfigurationSection vhost, List<CgiRoute> cgi)
     {
-        var list = new List<ProxyMappingConfig>();
+        var list = new List<ProxyRoute>();
         var section = vhost.GetSection("proxy");
         if (section.Value is not null)
         {
@@ -174,8 +174,8 @@ internal static class VhostSection
             return list;
         }
 
-        var connectDefault = ctx.Duration(section.GetSection("connectTimeout"), TimeSpan.FromMilliseconds(ProxyRoute.DefaultConnectTimeoutMs));
-        var readDefault = ctx.Duration(section.GetSection("readTimeout"), TimeSpan.FromMilliseconds(ProxyRoute.DefaultReadTimeoutMs));
+        var connectDefault = ctx.Duration(section.GetSection("connectTimeout"), ProxyRoute.DefaultConnectTimeout);
+        var readDefault = ctx.Duration(section.GetSection("readTimeout"), ProxyRoute.DefaultReadTimeout);
         foreach (var p in section.GetChildren())
         {
             if (p.Key is "connectTimeout" or "readTimeout")
@@ -206,12 +206,12 @@ internal static class VhostSection
 
             if (!ProxyUpstream.TryParse(text, out var upstream, out var problem))
                 ctx.Error(upstreamPath, problem);
-            else if (cgi.Any(c => c.Prefix.StartsWith(prefix, StringComparison.Ordinal) || prefix.StartsWith(c.Prefix, StringComparison.Ordinal)))
+            else if (cgi.Any(c => c.UrlPrefix.StartsWith(prefix, StringComparison.Ordinal) || prefix.StartsWith(c.UrlPrefix, StringComparison.Ordinal)))
                 ctx.Error(p.Path, $"'{prefix}' overlaps a CGI prefix of the same vhost");
             else if (list.Any(m => m.UrlPrefix == prefix))
                 ctx.Error(p.Path, $"'{prefix}' is mapped twice");
             else
-                list.Add(new ProxyMappingConfig(prefix, upstream, connect, read));
+                list.Add(new ProxyRoute(prefix, upstream, connect, read));
         }
 
         return list;

@@ -132,8 +132,8 @@ internal sealed partial class TlsTerminationFrontend
             }
 
             // An unknown login costs a hash too (the first login's, same cost), so that timing does not tell which logins exist.
-            var user = Array.Find(identity.Users, u => u.Login == login);
-            var hash = user?.Hash ?? (identity.Users.Length > 0 ? identity.Users[0].Hash : null);
+            var user = identity.Users.FirstOrDefault(u => u.Login == login);
+            var hash = user?.Hash ?? (identity.Users.Count > 0 ? identity.Users[0].Hash : null);
             var ok = false;
             if (hash is not null)
             {

@@ -52,17 +52,17 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
     /// <summary>Checks a vhost's FastCGI settings and <c>tryFiles</c> (at start, with the other vhost checks).</summary>
     /// <exception cref="ArgumentException">Neither or both of socket and spawn, a socket path that is not absolute or too
     /// long, a spawn program that is not absolute, or a <c>tryFiles</c> list of the wrong shape.</exception>
-    public static void Check(VhostSettings vhost)
+    public static void Check(Dispatch.Protocol.Routing.WorkerVhost vhost)
     {
         ArgumentNullException.ThrowIfNull(vhost);
         if (vhost.FastCgi is { } settings)
         {
-            if ((settings.Socket is null) == (settings.Spawn is null))
+            if ((settings.Socket.Length == 0) == (settings.Spawn is null))
             {
                 throw new ArgumentException($"FastCGI of vhost '{vhost.Name}' needs exactly one of a socket or a spawned php-fpm.", nameof(vhost));
             }
 
-            if (settings.Socket is { } socket && (!socket.StartsWith('/') || !Path.IsPathFullyQualified(socket) || socket.EndsWith('/')
+            if (settings.OperatorSocket() is { } socket && (!socket.StartsWith('/') || !Path.IsPathFullyQualified(socket) || socket.EndsWith('/')
                 || Encoding.UTF8.GetByteCount(socket) > 107 || socket.Contains('\0', StringComparison.Ordinal)))
             {
                 throw new ArgumentException($"FastCGI socket '{socket}' of vhost '{vhost.Name}' is not an absolute socket path of at most 107 bytes.", nameof(vhost));
@@ -103,9 +103,9 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
     {
         ArgumentNullException.ThrowIfNull(vhost);
         var settings = vhost.Settings.FastCgi;
-        var pool = settings is not null && socketPath is not null ? PoolFor(socketPath, settings.EffectiveConnectTimeout) : null;
-        var tryFiles = vhost.Settings.TryFiles ?? [];
-        var index = vhost.Settings.IndexFiles is { Count: > 0 } configured ? configured : ["index.html"];
+        var pool = settings is not null && socketPath is not null ? PoolFor(socketPath, settings.EffectiveConnectTimeout()) : null;
+        IReadOnlyList<string> tryFiles = vhost.Settings.TryFiles ?? [];
+        var index = vhost.Settings.EffectiveIndex();
         return next => context =>
         {
             var route = FastCgiRouter.Route(context.Request.Path.Value ?? "/", vhost.Files, pool is not null, tryFiles, index, vhost.Settings.DirectoryListing);
@@ -143,7 +143,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
         }
     }
 
-    private async Task RunScriptAsync(HttpContext context, Vhost vhost, FastCgiSettings settings, FastCgiConnectionPool pool, FastCgiRoute route)
+    private async Task RunScriptAsync(HttpContext context, Vhost vhost, Dispatch.Protocol.Routing.FastCgiRoute settings, FastCgiConnectionPool pool, FastCgiRoute route)
     {
         using var exchange = new Exchange(this, context, vhost, settings, pool, route);
         await exchange.RunAsync();
@@ -216,7 +216,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
     }
 
     /// <summary>One request through FastCGI.</summary>
-    private sealed class Exchange(FastCgiHandler owner, HttpContext context, Vhost vhost, FastCgiSettings settings, FastCgiConnectionPool pool, FastCgiRoute route) : IDisposable
+    private sealed class Exchange(FastCgiHandler owner, HttpContext context, Vhost vhost, Dispatch.Protocol.Routing.FastCgiRoute settings, FastCgiConnectionPool pool, FastCgiRoute route) : IDisposable
     {
         private readonly CancellationTokenSource _silence = new();
         private readonly Lock _timerLock = new();
@@ -413,7 +413,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
             var response = context.Response;
             var aborted = context.RequestAborted;
             var record = ArrayPool<byte>.Shared.Rent(FastCgiRecord.MaxContentLength);
-            var head = ArrayPool<byte>.Shared.Rent(CgiSettings.MaxHeaderBytes);
+            var head = ArrayPool<byte>.Shared.Rent(CgiLimits.MaxHeaderBytes);
             var headFilled = 0;
             var headDone = false;
             var sendBody = true;
@@ -446,7 +446,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                         }
 
                         return await FailAsync(
-                            headDone, StatusCodes.Status504GatewayTimeout, ReadTimeoutBody, "no answer within {Timeout} s", settings.EffectiveReadTimeout.TotalSeconds);
+                            headDone, StatusCodes.Status504GatewayTimeout, ReadTimeoutBody, "no answer within {Timeout} s", settings.EffectiveReadTimeout().TotalSeconds);
                     }
                     catch (FastCgiProtocolException e)
                     {
@@ -524,7 +524,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
 
                     if (!headDone)
                     {
-                        var room = CgiSettings.MaxHeaderBytes - headFilled;
+                        var room = CgiLimits.MaxHeaderBytes - headFilled;
                         var take = Math.Min(room, content.Length);
                         content.Span[..take].CopyTo(head.AsSpan(headFilled));
                         var scanFrom = headFilled;
@@ -532,9 +532,9 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                         var bodyStart = CgiResponseHead.FindBodyStart(head.AsSpan(0, headFilled), scanFrom, out var headLength);
                         if (bodyStart < 0)
                         {
-                            if (headFilled == CgiSettings.MaxHeaderBytes)
+                            if (headFilled == CgiLimits.MaxHeaderBytes)
                             {
-                                return await FailAsync(false, StatusCodes.Status502BadGateway, InvalidResponseBody, "no end of the header block within {Max} bytes", CgiSettings.MaxHeaderBytes);
+                                return await FailAsync(false, StatusCodes.Status502BadGateway, InvalidResponseBody, "no end of the header block within {Max} bytes", CgiLimits.MaxHeaderBytes);
                             }
 
                             continue;
@@ -678,7 +678,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
             {
                 if (!_finished)
                 {
-                    _silence.CancelAfter(settings.EffectiveReadTimeout);
+                    _silence.CancelAfter(settings.EffectiveReadTimeout());
                 }
             }
         }

@@ -32,7 +32,7 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan StableRun = TimeSpan.FromMinutes(1);
 
-    private readonly FastCgiSpawnSettings _settings;
+    private readonly Dispatch.Protocol.Routing.FastCgiSpawnRoute _settings;
     private readonly Serilog.ILogger _log;
     private readonly Func<Func<CgiProcess>, Task<CgiProcess>> _spawn;
     private readonly string _vhost;
@@ -45,14 +45,14 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
     private Task _supervision = Task.CompletedTask;
     private int _starts;
 
-    public PhpFpmSupervisor(string vhost, FastCgiSpawnSettings settings, Serilog.ILogger log, Func<Func<CgiProcess>, Task<CgiProcess>> spawn, int index)
+    public PhpFpmSupervisor(string vhost, Dispatch.Protocol.Routing.FastCgiSpawnRoute settings, Serilog.ILogger log, Func<Func<CgiProcess>, Task<CgiProcess>> spawn, int index)
     {
         _vhost = vhost;
         _settings = settings;
         _log = log;
         _spawn = spawn;
         var directory = settings.Directory;
-        if (directory is null)
+        if (directory.Length == 0)
         {
             _ownDirectory = directory = Directory.CreateTempSubdirectory("dispatch-php-fpm-").FullName;
         }
@@ -90,9 +90,9 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
     /// <summary>The generated php-fpm configuration.</summary>
     /// <param name="tempDirectory">PHP's temporary files (large request bodies, uploads, sessions): a directory of the
     /// tenant's that its jail lets it write.</param>
-    internal static string BuildConfig(string socketPath, string tempDirectory, FastCgiSpawnSettings settings)
+    internal static string BuildConfig(string socketPath, string tempDirectory, Dispatch.Protocol.Routing.FastCgiSpawnRoute settings)
     {
-        var idle = (int)Math.Max(1, Math.Ceiling((settings.IdleTimeout ?? TimeSpan.FromSeconds(10)).TotalSeconds));
+        var idle = (int)Math.Max(1, Math.Ceiling(settings.IdleTimeout.TotalSeconds));
         var values = new StringBuilder();
         var admin = new Dictionary<string, string>(StringComparer.Ordinal)
         {
@@ -100,7 +100,7 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
             ["upload_tmp_dir"] = tempDirectory,
             ["session.save_path"] = tempDirectory,
         };
-        foreach (var (name, value) in settings.PhpAdminValues ?? new Dictionary<string, string>())
+        foreach (var (name, value) in settings.PhpAdminValues ?? Dispatch.Protocol.Routing.ValueDictionary.Empty)
         {
             if (name.Any(c => !(char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c is '_' or '.'))
                 || value.Any(c => c < ' ' || c == 0x7f || c is '"' or '\\' or ';' or '[' or ']'))

@@ -35,7 +35,7 @@ internal sealed class PhpFpmSupervisors(Serilog.ILogger log) : IAsyncDisposable
 
             var supervisor = new PhpFpmSupervisor(vhost.Name, spawn, vhost.ErrorLog ?? log, SpawnAsync, index++);
             _byVhost[vhost.Name] = supervisor;
-            supervisor.Pool = handler.PoolFor(supervisor.SocketPath, settings.EffectiveConnectTimeout, spawn.MaxChildren);
+            supervisor.Pool = handler.PoolFor(supervisor.SocketPath, settings.EffectiveConnectTimeout(), spawn.MaxChildren);
             await supervisor.StartAsync(cancellationToken).ConfigureAwait(false);
         }
     }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
 using Dispatch.Protocol.Interop;
+using Dispatch.Protocol.Routing;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Serilog.Core;
@@ -28,7 +29,7 @@ namespace Dispatch.Worker.Http;
 /// CONTENT_LENGTH, as Apache's mod_cgi does (a script reads to end of file). If the script closes its stdin early, the
 /// rest of the body is not read. If reading the body fails (client gone, body too large), the script is killed before
 /// its stdin is closed, so it never takes a truncated body for a complete one.</para>
-/// <para><b>Response.</b> The header block (<see cref="CgiResponseHead"/>, at most <see cref="CgiSettings.MaxHeaderBytes"/>)
+/// <para><b>Response.</b> The header block (<see cref="CgiResponseHead"/>, at most <see cref="CgiLimits.MaxHeaderBytes"/>)
 /// is parsed before anything is sent; invalid, too large, or missing at end of output: 502. Status sets the status
 /// (and reason phrase); Location without Status is answered 302 — a local redirect (<c>Location: /path</c>) is sent to
 /// the client as a 302 too, not followed inside the server; Content-Length is honoured (a script writing less aborts
@@ -37,11 +38,11 @@ namespace Dispatch.Worker.Http;
 /// out as soon as the header block is complete. Non-parsed-header (<c>nph-</c>) scripts are not supported: their
 /// output is parsed like any other.</para>
 /// <para><b>End.</b> The response is completed when stdout reaches end of file; the run ends when the script has exited;
-/// then anything left in its process group is killed and the script reaped. Timeout (<see cref="CgiSettings.Timeout"/>,
+/// then anything left in its process group is killed and the script reaped. Timeout (<see cref="WorkerVhost.CgiTimeout"/>,
 /// spawn to exit): the group is killed, 504 if nothing was sent, else the connection is aborted. Client gone: the group
 /// is killed. Exit before a header: 502. stderr lines are logged at Warning (bounded: <see cref="MaxStderrLineBytes"/>
 /// per line, <see cref="MaxStderrLines"/> per run). Stderr lines and failures go to the vhost's error log when it has
-/// one, else to the worker's log (<see cref="RequestErrors"/>). Beyond <see cref="CgiSettings.MaxProcesses"/> running scripts: 503.</para>
+/// one, else to the worker's log (<see cref="RequestErrors"/>). Beyond <see cref="CgiLimits.MaxProcesses"/> running scripts: 503.</para>
 /// <para><b>Not covered.</b> A script that leaves its process group (setsid) escapes the group kill; a worker killed
 /// hard (SIGKILL) leaves its running scripts to end on their own — both need a cgroup per worker to close. The request
 /// body is bounded by the vhost's <c>maxBodySize</c> (32 MiB by default, see <see cref="VhostFeatures"/>), enforced by
@@ -72,11 +73,11 @@ internal sealed class CgiHandler(Serilog.ILogger log)
 
     /// <summary>Checks a vhost's CGI settings (at start, with the other vhost checks).</summary>
     /// <exception cref="ArgumentException">A prefix is not an absolute URL path, or a directory not an absolute path.</exception>
-    public static IReadOnlyList<CgiMapping> NormalizeMappings(string vhost, CgiSettings settings)
+    public static IReadOnlyList<CgiRoute> NormalizeMappings(string vhost, IReadOnlyList<CgiRoute> settings)
     {
         ArgumentNullException.ThrowIfNull(settings);
-        var mappings = new List<CgiMapping>();
-        foreach (var mapping in settings.Mappings ?? [])
+        var mappings = new List<CgiRoute>();
+        foreach (var mapping in settings)
         {
             ArgumentNullException.ThrowIfNull(mapping);
             var prefix = mapping.UrlPrefix;
@@ -90,7 +91,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 throw new ArgumentException($"CGI directory '{mapping.Directory}' of vhost '{vhost}' is not an absolute path.", nameof(settings));
             }
 
-            mappings.Add(new CgiMapping(prefix.EndsWith('/') ? prefix : prefix + "/", mapping.Directory));
+            mappings.Add(new CgiRoute(prefix.EndsWith('/') ? prefix : prefix + "/", mapping.Directory));
         }
 
         if (mappings.Select(m => m.UrlPrefix).Distinct(StringComparer.Ordinal).Count() != mappings.Count)
@@ -102,9 +103,10 @@ internal sealed class CgiHandler(Serilog.ILogger log)
     }
 
     /// <summary>The vhost's CGI middleware, placed before static files.</summary>
-    public Func<RequestDelegate, RequestDelegate> Middleware(Vhost vhost, CgiSettings settings)
+    public Func<RequestDelegate, RequestDelegate> Middleware(Vhost vhost)
     {
-        var mappings = NormalizeMappings(vhost.Name, settings);
+        var mappings = NormalizeMappings(vhost.Name, vhost.Settings.Cgi);
+        var settings = new CgiRunLimits(vhost.Settings.EffectiveCgiTimeout(), vhost.CgiLimits.MaxProcesses, vhost.CgiLimits.MaxOutputBytes);
         return next => context =>
         {
             var path = context.Request.Path.Value ?? string.Empty;
@@ -198,7 +200,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
     /// Content-Length (already CONTENT_TYPE/CONTENT_LENGTH); Authorization is passed (the tenant's own application may
     /// authenticate); repeated headers are joined with ", " (Cookie with "; "). Values containing NUL are left out.
     /// </summary>
-    internal static string[] BuildEnvironment(HttpContext context, Vhost vhost, CgiMapping mapping, string remainder, string scriptPath, int scriptNameLength)
+    internal static string[] BuildEnvironment(HttpContext context, Vhost vhost, CgiRoute mapping, string remainder, string scriptPath, int scriptNameLength)
     {
         var request = context.Request;
         var connection = context.Connection;
@@ -282,7 +284,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
         return true;
     }
 
-    private async Task HandleAsync(HttpContext context, Vhost vhost, CgiSettings settings, CgiMapping mapping, string remainder)
+    private async Task HandleAsync(HttpContext context, Vhost vhost, CgiRunLimits settings, CgiRoute mapping, string remainder)
     {
         var refusal = Resolve(mapping.Directory, remainder, out var scriptPath, out var scriptNameLength);
         if (refusal != 0)
@@ -292,10 +294,10 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             return;
         }
 
-        if (Interlocked.Increment(ref _runningCount) > settings.EffectiveMaxProcesses)
+        if (Interlocked.Increment(ref _runningCount) > settings.MaxProcesses)
         {
             Interlocked.Decrement(ref _runningCount);
-            RequestErrors.For(vhost, context, _log).Warning("CGI {Script} of {Vhost} refused: {Limit} scripts already running", scriptPath, vhost.Name, settings.EffectiveMaxProcesses);
+            RequestErrors.For(vhost, context, _log).Warning("CGI {Script} of {Vhost} refused: {Limit} scripts already running", scriptPath, vhost.Name, settings.MaxProcesses);
             context.Response.Headers.RetryAfter = "1";
             await RequestHandler.WriteTextAsync(context, StatusCodes.Status503ServiceUnavailable, BusyBody, close: false);
             return;
@@ -345,7 +347,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
     }
 
     /// <summary>One script run: feeds stdin, logs stderr, turns stdout into the response, and cleans up.</summary>
-    private sealed class CgiRun(CgiHandler owner, HttpContext context, Vhost vhost, CgiSettings settings, string script, CgiProcess process)
+    private sealed class CgiRun(CgiHandler owner, HttpContext context, Vhost vhost, CgiRunLimits settings, string script, CgiProcess process)
     {
         private Serilog.ILogger? _errors;
         private Exception? _inputError;
@@ -355,7 +357,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
 
         public async Task RunAsync()
         {
-            using var timeout = new CancellationTokenSource(settings.EffectiveTimeout);
+            using var timeout = new CancellationTokenSource(settings.Timeout);
             using var clientLeft = HalfCloseConnectionContext.AbortOnInputEnd(context);
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, context.RequestAborted);
             using var stopInput = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
@@ -399,7 +401,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 int n;
                 try
                 {
-                    n = await process.Stdout.ReadAsync(buffer.AsMemory(filled, CgiSettings.MaxHeaderBytes - filled), stop);
+                    n = await process.Stdout.ReadAsync(buffer.AsMemory(filled, CgiLimits.MaxHeaderBytes - filled), stop);
                 }
                 catch (OperationCanceledException) when (stop.IsCancellationRequested)
                 {
@@ -421,9 +423,9 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                     break;
                 }
 
-                if (filled == CgiSettings.MaxHeaderBytes)
+                if (filled == CgiLimits.MaxHeaderBytes)
                 {
-                    await BadGatewayAsync($"no end of the header block within {CgiSettings.MaxHeaderBytes} bytes");
+                    await BadGatewayAsync($"no end of the header block within {CgiLimits.MaxHeaderBytes} bytes");
                     return;
                 }
             }
@@ -494,7 +496,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 // Timed out, or the client is gone (a failed write); the run's cleanup kills the group.
                 if (timeout.IsCancellationRequested && !context.RequestAborted.IsCancellationRequested)
                 {
-                    Log.Warning("CGI {Script} of {Vhost} timed out after {Timeout} while sending its response: killed, connection aborted", script, vhost.Name, settings.EffectiveTimeout);
+                    Log.Warning("CGI {Script} of {Vhost} timed out after {Timeout} while sending its response: killed, connection aborted", script, vhost.Name, settings.Timeout);
                     context.Abort();
                 }
 
@@ -528,7 +530,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
-                Log.Warning("CGI {Script} of {Vhost} closed its output but did not exit within {Timeout}: killed", script, vhost.Name, settings.EffectiveTimeout);
+                Log.Warning("CGI {Script} of {Vhost} closed its output but did not exit within {Timeout}: killed", script, vhost.Name, settings.Timeout);
                 return;
             }
 
@@ -547,7 +549,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 return; // the client is gone; the group is already killed
             }
 
-            Log.Warning("CGI {Script} of {Vhost} (pid {Pid}) sent no header within {Timeout}: killed", script, vhost.Name, process.Pid, settings.EffectiveTimeout);
+            Log.Warning("CGI {Script} of {Vhost} (pid {Pid}) sent no header within {Timeout}: killed", script, vhost.Name, process.Pid, settings.Timeout);
             if (!await AnswerInputErrorAsync())
             {
                 await RequestHandler.WriteTextAsync(context, StatusCodes.Status504GatewayTimeout, TimeoutBody, close: false);
@@ -722,4 +724,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 script, vhost.Name, process.Pid, clean, truncated ? " [truncated]" : string.Empty);
         }
     }
+
+    /// <summary>What one run of a vhost's script is held to: its timeout (<c>cgiTimeout</c>) and the worker's own limits.</summary>
+    private sealed record CgiRunLimits(TimeSpan Timeout, int MaxProcesses, long? MaxOutputBytes);
 }

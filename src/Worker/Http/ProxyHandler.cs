@@ -10,7 +10,7 @@ using Yarp.ReverseProxy.Forwarder;
 namespace Dispatch.Worker.Http;
 
 /// <summary>
-/// Reverse proxy to the tenant's own application (<see cref="ProxySettings"/>); one instance per worker, shared by its
+/// Reverse proxy to the tenant's own application (<see cref="WorkerVhost.Proxy"/>); one instance per worker, shared by its
 /// vhosts. The forwarding itself is YARP's <see cref="IHttpForwarder"/> (direct forwarding), over one pooled
 /// <see cref="HttpMessageInvoker"/> per upstream whose connections only our connect callback makes.
 /// </summary>
@@ -69,27 +69,23 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
     /// Checks a vhost's proxy settings (at start, with the other vhost checks) and returns its mappings, longest prefix
     /// first.
     /// </summary>
-    /// <exception cref="ArgumentException">A prefix is not an absolute URL path or is mapped twice, an upstream is not a
-    /// Unix socket path or a loopback TCP port, or a prefix overlaps one of the vhost's CGI prefixes.</exception>
-    public static IReadOnlyList<ProxyPrefixRoute> NormalizeMappings(VhostSettings vhost)
+    /// <exception cref="ArgumentException">A prefix is not an absolute URL path or is mapped twice, or a prefix overlaps
+    /// one of the vhost's CGI prefixes. (An upstream is a <see cref="ProxyUpstream"/>: parsed once, when the config was
+    /// read, and again by the payload's converter; it cannot be anything but a Unix socket path or a loopback TCP port.)</exception>
+    public static IReadOnlyList<ProxyPrefixRoute> NormalizeMappings(WorkerVhost vhost)
     {
         ArgumentNullException.ThrowIfNull(vhost);
         var routes = new List<ProxyPrefixRoute>();
-        var settings = vhost.Proxy;
-        foreach (var mapping in settings?.Mappings ?? [])
+        foreach (var mapping in vhost.Proxy)
         {
             ArgumentNullException.ThrowIfNull(mapping);
+            ArgumentNullException.ThrowIfNull(mapping.Upstream);
             if (!ProxyPrefix.TryNormalize(mapping.UrlPrefix, out var prefix, out var prefixProblem))
             {
                 throw new ArgumentException($"Proxy prefix of vhost '{vhost.Name}' is refused: {prefixProblem}.", nameof(vhost));
             }
 
-            if (!ProxyUpstream.TryParse(mapping.Upstream, out var upstream, out var problem))
-            {
-                throw new ArgumentException($"Proxy upstream of vhost '{vhost.Name}' is refused: {problem}.", nameof(vhost));
-            }
-
-            routes.Add(new ProxyPrefixRoute(prefix, upstream, settings!.EffectiveConnectTimeout(mapping), settings.EffectiveReadTimeout(mapping)));
+            routes.Add(new ProxyPrefixRoute(prefix, mapping.Upstream, mapping.EffectiveConnectTimeout(), mapping.EffectiveReadTimeout()));
         }
 
         if (routes.Select(r => r.Prefix).Distinct(StringComparer.Ordinal).Count() != routes.Count)
@@ -97,7 +93,7 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
             throw new ArgumentException($"Vhost '{vhost.Name}' maps the same proxy prefix twice.", nameof(vhost));
         }
 
-        if (vhost.Cgi is not null)
+        if (vhost.Cgi.Count > 0)
         {
             foreach (var cgi in CgiHandler.NormalizeMappings(vhost.Name, vhost.Cgi))
             {

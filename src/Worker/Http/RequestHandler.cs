@@ -72,7 +72,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 // The client reconnects and is routed again by the dispatcher (RFC 9110, 15.5.20).
                 await WriteTextAsync(context, StatusCodes.Status421MisdirectedRequest, MisdirectedBody, close: true);
             }
-            else if (vhost.Settings.Identity is { } identity && await identity.CheckAsync(context.Request.Headers.Authorization) is { } notMine)
+            else if (vhost.Identity is { } identity && await identity.CheckAsync(context.Request.Headers.Authorization) is { } notMine)
             {
                 // Not this worker's login: the client reconnects and is authenticated afresh by the dispatcher.
                 log.Information("Request {Method} {Path} for {Vhost} on connection {ConnectionId} refused with 421: {Reason}, and this worker serves login {Login} only", method, path.Value, vhost.Name, context.Connection.Id, notMine, identity.Login);
@@ -130,12 +130,12 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
                 branch.UseMiddleware<Microsoft.AspNetCore.ResponseCompression.ResponseCompressionMiddleware>(compression);
             }
 
-            if (vhost.Settings.Cgi is { Mappings.Count: > 0 } cgiSettings)
+            if (vhost.Settings.Cgi.Count > 0)
             {
-                branch.Use(cgi.Middleware(vhost, cgiSettings));
+                branch.Use(cgi.Middleware(vhost));
             }
 
-            if (proxy is not null && vhost.Settings.Proxy is { Mappings.Count: > 0 })
+            if (proxy is not null && vhost.Settings.Proxy.Count > 0)
             {
                 branch.Use(proxy.Middleware(vhost, app.ApplicationServices.GetRequiredService<IHttpForwarder>()));
             }
@@ -143,11 +143,11 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
             var php = fastCgi is not null && vhost.Settings.FastCgi is not null;
             if (fastCgi is not null && (php || vhost.Settings.TryFiles is { Count: > 0 }))
             {
-                branch.Use(fastCgi.Middleware(vhost, php ? fastCgiSocket?.Invoke(vhost) ?? vhost.Settings.FastCgi!.Socket : null));
+                branch.Use(fastCgi.Middleware(vhost, php ? fastCgiSocket?.Invoke(vhost) ?? vhost.Settings.FastCgi!.OperatorSocket() : null));
             }
 
             var files = vhost.Files;
-            var indexFiles = vhost.Settings.IndexFiles is { Count: > 0 } configured ? configured.ToList() : ["index.html"];
+            var indexFiles = vhost.Settings.EffectiveIndex().ToList();
             branch.UseDefaultFiles(new DefaultFilesOptions
             {
                 FileProvider = files,

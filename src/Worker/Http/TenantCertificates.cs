@@ -19,12 +19,12 @@ internal sealed class TenantCertificates : IDisposable
     private readonly List<Entry> _entries = [];
     private readonly Serilog.ILogger _log;
 
-    public TenantCertificates(IEnumerable<VhostSettings> vhosts, Serilog.ILogger log)
+    public TenantCertificates(IEnumerable<Dispatch.Protocol.Routing.WorkerVhost> vhosts, Serilog.ILogger log)
     {
         _log = log;
-        foreach (var v in vhosts.Where(v => v.TlsCertDir is not null))
+        foreach (var v in vhosts.Where(v => v.PassthroughCertDir is not null))
         {
-            var entry = new Entry(v.Name, v.TlsCertDir!);
+            var entry = new Entry(v.Name, v.PassthroughCertDir!);
             _entries.Add(entry);
             _names.TryAdd(v.Name, entry);
             foreach (var a in v.Aliases)

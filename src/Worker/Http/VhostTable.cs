@@ -4,10 +4,18 @@ using Microsoft.AspNetCore.Http;
 
 namespace Dispatch.Worker.Http;
 
-/// <summary>One vhost at run time: its settings, confined files, request pipeline, access log and error log.</summary>
-internal sealed class Vhost(VhostSettings settings, ConfinedFileProvider files, Serilog.ILogger accessLog, Serilog.ILogger? errorLog = null)
+/// <summary>
+/// One vhost at run time: its settings as the master sent them, confined files, request pipeline, access log and error
+/// log, the login it serves (an identity vhost) and the worker's own CGI limits.
+/// </summary>
+internal sealed class Vhost(WorkerVhost settings, ConfinedFileProvider files, Serilog.ILogger accessLog, Serilog.ILogger? errorLog = null, CgiLimits? cgiLimits = null)
 {
-    public VhostSettings Settings { get; } = settings;
+    public WorkerVhost Settings { get; } = settings;
+
+    /// <summary>For an identity vhost: the login every request must carry (verified, and remembered); null: none.</summary>
+    public RequestIdentity? Identity { get; } = settings.Identity is { } identity ? new RequestIdentity(identity.Login, identity.Hash, identity.Realm) : null;
+
+    public CgiLimits CgiLimits { get; } = cgiLimits ?? CgiLimits.Default;
 
     public string Name => Settings.Name;
 

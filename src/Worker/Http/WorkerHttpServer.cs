@@ -76,7 +76,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// an invalid CGI mapping (prefix not an absolute URL path, relative directory, prefix mapped twice), or an invalid
     /// proxy mapping (prefix not an absolute URL path or mapped twice, upstream not a Unix socket path or a loopback TCP
     /// port, prefix overlapping a CGI prefix).</exception>
-    public static Task<WorkerHttpServer> StartAsync(IReadOnlyList<VhostSettings> vhosts, Serilog.ILogger log, CancellationToken cancellationToken) =>
+    public static Task<WorkerHttpServer> StartAsync(IReadOnlyList<WorkerVhost> vhosts, Serilog.ILogger log, CancellationToken cancellationToken) =>
         StartAsync(vhosts, log, accessLogFor: null, cancellationToken);
 
     /// <summary>
@@ -85,9 +85,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// (per-tenant log files), otherwise — and for requests that match no vhost — to <paramref name="log"/>.
     /// </summary>
     public static Task<WorkerHttpServer> StartAsync(
-        IReadOnlyList<VhostSettings> vhosts,
+        IReadOnlyList<WorkerVhost> vhosts,
         Serilog.ILogger log,
-        Func<VhostSettings, Serilog.ILogger>? accessLogFor,
+        Func<WorkerVhost, Serilog.ILogger>? accessLogFor,
         CancellationToken cancellationToken) =>
         StartAsync(vhosts, log, accessLogFor, errorLogFor: null, cancellationToken);
 
@@ -97,10 +97,10 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// <paramref name="log"/>.
     /// </summary>
     public static Task<WorkerHttpServer> StartAsync(
-        IReadOnlyList<VhostSettings> vhosts,
+        IReadOnlyList<WorkerVhost> vhosts,
         Serilog.ILogger log,
-        Func<VhostSettings, Serilog.ILogger>? accessLogFor,
-        Func<VhostSettings, Serilog.ILogger?>? errorLogFor,
+        Func<WorkerVhost, Serilog.ILogger>? accessLogFor,
+        Func<WorkerVhost, Serilog.ILogger?>? errorLogFor,
         CancellationToken cancellationToken) =>
         StartAsync(vhosts, log, accessLogFor, errorLogFor, WorkerTimeouts.Default, cancellationToken);
 
@@ -109,12 +109,13 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// connection), Kestrel's keep-alive and request-headers timeouts and its minimum request-body and response rates.
     /// </summary>
     public static async Task<WorkerHttpServer> StartAsync(
-        IReadOnlyList<VhostSettings> vhosts,
+        IReadOnlyList<WorkerVhost> vhosts,
         Serilog.ILogger log,
-        Func<VhostSettings, Serilog.ILogger>? accessLogFor,
-        Func<VhostSettings, Serilog.ILogger?>? errorLogFor,
+        Func<WorkerVhost, Serilog.ILogger>? accessLogFor,
+        Func<WorkerVhost, Serilog.ILogger?>? errorLogFor,
         WorkerTimeouts timeouts,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        Func<WorkerVhost, CgiLimits>? cgiLimitsFor = null)
     {
         ArgumentNullException.ThrowIfNull(timeouts);
         ArgumentNullException.ThrowIfNull(vhosts);
@@ -126,28 +127,21 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             ArgumentNullException.ThrowIfNull(settings);
             var accessLog = accessLogFor?.Invoke(settings)
                 .ForContext(Constants.SourceContextPropertyName, RequestHandler.AccessLogSourceContext) ?? defaultAccessLog;
-            if (settings.Cgi is not null)
-            {
-                CgiHandler.NormalizeMappings(settings.Name, settings.Cgi);
-            }
-
-            if (settings.Proxy is not null)
-            {
-                ProxyHandler.NormalizeMappings(settings);
-            }
+            CgiHandler.NormalizeMappings(settings.Name, settings.Cgi);
+            ProxyHandler.NormalizeMappings(settings);
 
             FastCgi.FastCgiHandler.Check(settings);
 
-            var files = new ConfinedFileProvider(settings.Root, settings.Cgi?.Mappings?.Select(m => m.Directory));
+            var files = new ConfinedFileProvider(settings.Root, settings.Cgi.Select(m => m.Directory));
             var errorLog = errorLogFor?.Invoke(settings)?.ForContext(RequestErrors.VhostProperty, settings.Name);
-            return new Vhost(settings with { Aliases = settings.Aliases ?? [], IndexFiles = settings.IndexFiles ?? [] }, files, accessLog, errorLog);
+            return new Vhost(settings, files, accessLog, errorLog, cgiLimitsFor?.Invoke(settings));
         }));
         var handler = new RequestHandler(table, defaultAccessLog, log);
         var cgi = new CgiHandler(log);
         var proxy = new ProxyHandler(log);
         var fastCgi = new FastCgi.FastCgiHandler(log);
         var phpFpm = new FastCgi.PhpFpmSupervisors(log);
-        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log, _sendWatchdog = new SendWatchdog(TimeSpan.FromMilliseconds(timeouts.SendMs), log) };
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log, _sendWatchdog = new SendWatchdog(timeouts.Send, log) };
         try
         {
             // php-fpm started by this worker (fastcgi.spawn): before Kestrel, so the first request finds it.
@@ -203,8 +197,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
                     web.ConfigureKestrel(kestrel =>
                     {
                         kestrel.AddServerHeader = false;
-                        kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.KeepAliveMs);
-                        kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.RequestHeadersMs);
+                        kestrel.Limits.KeepAliveTimeout = timeouts.KeepAlive;
+                        kestrel.Limits.RequestHeadersTimeout = timeouts.RequestHeaders;
                         kestrel.Limits.MinRequestBodyDataRate = timeouts.MinRequestBodyRate > 0 ? new MinDataRate(timeouts.MinRequestBodyRate, TimeSpan.FromSeconds(5)) : null;
                         kestrel.Limits.MinResponseDataRate = timeouts.MinResponseRate > 0 ? new MinDataRate(timeouts.MinResponseRate, TimeSpan.FromSeconds(5)) : null;
 

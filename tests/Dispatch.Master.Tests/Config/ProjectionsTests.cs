@@ -12,7 +12,10 @@ namespace Dispatch.Master.Tests.Config;
 /// </summary>
 public class ProjectionsTests
 {
-    /// <summary>The config records (all but <see cref="DispatchConfig"/>, a container never compared) and every record a worker's settings are made of.</summary>
+    /// <summary>
+    /// The config records (all but <see cref="DispatchConfig"/>, a container never compared) and every record a worker's
+    /// settings and the dispatchers' route snapshot are made of.
+    /// </summary>
     public static TheoryData<string> Records()
     {
         var data = new TheoryData<string>();
@@ -107,15 +110,29 @@ public class ProjectionsTests
         }
     }
 
-    /// <summary>The dispatchers' snapshot as sent (its records hold arrays: compared as the bytes they receive).</summary>
-    private static string Routes(DispatchConfig config) => Convert.ToBase64String(SnapshotJson.Serialize(Projections.Snapshot(config, 1)));
+    [Fact]
+    public void Every_field_of_a_route_snapshot_survives_its_JSON_payload()
+    {
+        var cases = new List<(string Field, RouteSnapshot Snapshot)> { ("(none)", Samples.Make<RouteSnapshot>(1)) };
+        cases.AddRange(Samples.Fields(typeof(RouteSnapshot)).Select(f => ($"RouteSnapshot.{f}", (RouteSnapshot)Samples.Vary(typeof(RouteSnapshot), f))));
+        cases.AddRange(Samples.Fields(typeof(VhostRoute)).Select(f => ($"VhostRoute.{f}", Samples.Make<RouteSnapshot>(1) with { Vhosts = [(VhostRoute)Samples.Vary(typeof(VhostRoute), f)] })));
+        cases.AddRange(Samples.Fields(typeof(VhostIdentity)).Select(f => ($"VhostIdentity.{f}", Samples.Make<RouteSnapshot>(1) with { Vhosts = [Samples.Make<VhostRoute>(1) with { Identity = (VhostIdentity)Samples.Vary(typeof(VhostIdentity), f) }] })));
+        cases.AddRange(Samples.Fields(typeof(DispatcherSettings)).Select(f => ($"DispatcherSettings.{f}", Samples.Make<RouteSnapshot>(1) with { Settings = (DispatcherSettings)Samples.Vary(typeof(DispatcherSettings), f) })));
+
+        foreach (var (field, snapshot) in cases)
+            Assert.True(snapshot == SnapshotJson.ParseSnapshot(SnapshotJson.Serialize(snapshot)), $"{field}: not the same after the dispatcher's JSON payload");
+        Assert.Equal(cases.Count, cases.Select(c => c.Snapshot).Distinct().Count());
+    }
+
+    /// <summary>The dispatchers' snapshot (value-equal, like the workers' settings).</summary>
+    private static RouteSnapshot Routes(DispatchConfig config) => Projections.Snapshot(config, 1);
 
     private static IEnumerable<Type> RecordTypes()
     {
         var master = typeof(VhostConfig).Assembly.GetTypes()
             .Where(t => t.Namespace == typeof(VhostConfig).Namespace && !t.IsNested && IsRecord(t) && t != typeof(DispatchConfig));
         var seen = new HashSet<Type>();
-        var pending = new Stack<Type>([typeof(PoolSettings)]);
+        var pending = new Stack<Type>([typeof(PoolSettings), typeof(RouteSnapshot)]);
         while (pending.TryPop(out var type))
         {
             if (!seen.Add(type))

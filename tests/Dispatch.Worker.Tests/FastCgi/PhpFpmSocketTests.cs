@@ -55,7 +55,7 @@ public sealed class PhpFpmSocketTests(ITestOutputHelper output) : IAsyncLifetime
         _harness = await Harness.StartAsync(
             Harness.Vhost("php.localhost", _dir.Combine("site"), index: ["index.php", "index.html"]) with
             {
-                FastCgi = new FastCgiSettings(socket),
+                FastCgi = new Dispatch.Protocol.Routing.FastCgiRoute(socket, TimeSpan.Zero, TimeSpan.Zero, null),
                 Web = Dispatch.Protocol.Routing.VhostWeb.Default with { MaxBodySize = 64L << 20 },
                 TryFiles = ["$uri", "$uri/", "/index.php"],
             });

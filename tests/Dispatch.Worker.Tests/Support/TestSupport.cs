@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Dispatch.Protocol.Routing;
 using Dispatch.Worker.Http;
 using Serilog;
 using Serilog.Core;
@@ -237,17 +238,27 @@ internal sealed class Harness : IAsyncDisposable
 
     public int Port => Dispatcher.Port;
 
-    public static async Task<Harness> StartAsync(params VhostSettings[] vhosts)
+    public static Task<Harness> StartAsync(params WorkerVhost[] vhosts) => StartAsync(cgiLimits: null, vhosts);
+
+    /// <summary>As above, with the worker's own CGI limits of each vhost (<see cref="CgiLimits.Default"/> where null).</summary>
+    public static async Task<Harness> StartAsync(Func<WorkerVhost, CgiLimits>? cgiLimits, params WorkerVhost[] vhosts)
     {
         var sink = new CollectingSink();
         var log = new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
         var watch = Stopwatch.StartNew();
-        var server = await WorkerHttpServer.StartAsync(vhosts, log, CancellationToken.None);
+        var server = await WorkerHttpServer.StartAsync(vhosts, log, null, null, WorkerTimeouts.Default, CancellationToken.None, cgiLimits);
         return new Harness(server, sink, watch.Elapsed);
     }
 
-    public static VhostSettings Vhost(string name, string root, bool listing = false, string[]? aliases = null, string[]? index = null) =>
-        new(name, aliases ?? [], root, listing, index ?? []);
+    /// <summary>A vhost as the master would send it: no CGI, no proxy, no FastCGI, no TLS of its own.</summary>
+    public static WorkerVhost Vhost(string name, string root, bool listing = false, string[]? aliases = null, string[]? index = null) =>
+        new(name, aliases ?? [], root, listing, index ?? [], [], TimeSpan.Zero, null, []);
+
+    /// <summary>A proxy mapping as the master sends it (the upstream parsed once, here); timeouts null: the defaults.</summary>
+    public static ProxyRoute Proxy(string prefix, string upstream, TimeSpan? connect = null, TimeSpan? read = null) =>
+        ProxyUpstream.TryParse(upstream, out var parsed, out var problem)
+            ? new ProxyRoute(prefix, parsed, connect ?? TimeSpan.Zero, read ?? TimeSpan.Zero)
+            : throw new ArgumentException(problem, nameof(upstream));
 
     /// <summary>An HttpClient whose every connection goes through the fake dispatcher.</summary>
     public HttpClient CreateClient(Version? version = null) =>

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using Dispatch.Protocol.Routing;
 using Dispatch.Protocol.Tls;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
@@ -35,7 +36,8 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
         File.SetUnixFileMode(sha, (UnixFileMode)0x1ed);
         _harness = await Harness.StartAsync(Harness.Vhost("a.localhost", _dir.Combine("site")) with
         {
-            Cgi = new CgiSettings([new CgiMapping("/cgi-bin/", _dir.Combine("cgi"))], TimeSpan.FromSeconds(60)),
+            Cgi = [new CgiRoute("/cgi-bin/", _dir.Combine("cgi"))],
+            CgiTimeout = TimeSpan.FromSeconds(60),
         });
     }
 
