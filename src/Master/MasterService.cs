@@ -156,6 +156,10 @@ internal sealed partial class MasterService : IDisposable
             _certificates.Watch(_config);
             WarnAboutLandlock();
             NotifyReady();
+            // What the start allocated, and what re-logging the children's lines did once they fall quiet, goes back to
+            // the system (docs/faults.md: the master's RSS after 100,000 connections); a quiet master has no timer running.
+            using var trim = new Dispatch.Protocol.Hosting.MemoryTrim(() => StderrPump.Lines.Open, TimeSpan.FromSeconds(2), _log, StderrPump.Lines.TakePeak);
+            StderrPump.Lines.Busy = trim.Wake;
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // A stop during the start cuts short whatever was starting, however that surfaces.

@@ -155,8 +155,11 @@ internal static class Program
                 loops.Add(frontend.RunAsync(stopping.Token));
             }
 
-            // After a surge of connections (a flood), the heap they used goes back to the system.
+            // After a surge of connections (a flood), and once quiet after any, the memory they used goes back to the
+            // system; a quiet dispatcher with nothing to trim has no timer running (the next connection starts it).
             using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(2), log, () => frontends.Sum(f => f.TakePeak()));
+            foreach (var frontend in frontends)
+                frontend.OnFirstConnection(trim.Wake);
             while (true)
             {
                 var receive = master.ReceiveAsync().AsTask();

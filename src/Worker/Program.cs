@@ -105,8 +105,10 @@ internal static class Program
             // a host of a thousand idle workers would otherwise wake ten thousand times a second), and the next
             // connection from the dispatcher starts it again (ServeDispatcherAsync).
             using var load = s_loadTimer = new Timer(_ => ReportLoad(dispatcher, server), null, LoadPeriodMs, LoadPeriodMs);
-            // After a surge of connections (a flood), the heap they used goes back to the system.
+            // After a surge of connections (a flood), and once quiet after any, the memory they used goes back to the
+            // system; a quiet worker with nothing to trim has no timer running (the next connection starts it).
             using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log, server.TakePeakConnections);
+            server.OnFirstConnection(trim.Wake);
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();
             while (true)

@@ -10,6 +10,12 @@ public sealed class ConnectionGauge
     private int _open;
     private int _peak;
 
+    /// <summary>
+    /// Called by <see cref="Enter"/> when it finds no connection open (the first after a quiet spell):
+    /// <see cref="MemoryTrim.Wake"/>, whose timer sleeps while the process is quiet.
+    /// </summary>
+    public Action? Busy { get; set; }
+
     /// <summary>Connections open now.</summary>
     public int Open => Volatile.Read(ref _open);
 
@@ -23,6 +29,8 @@ public sealed class ConnectionGauge
                 break;
         }
 
+        if (open == 1)
+            Busy?.Invoke();
         return open;
     }
 

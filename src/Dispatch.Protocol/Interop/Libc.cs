@@ -139,6 +139,10 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
+    /// <summary>glibc: gives the free memory of every malloc arena back to the system; 1 if any was released.</summary>
+    [LibraryImport(Lib, EntryPoint = "malloc_trim")]
+    public static partial int MallocTrim(nuint pad);
+
     [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Open(string path, int flags, int mode);
 

@@ -137,6 +137,12 @@ internal static class StderrPump
     private const int MaxLine = 4096;
 
     /// <summary>
+    /// Lines being re-logged now, over every child: the master's <see cref="MemoryTrim"/> reads
+    /// it as its load (the children's log lines are most of what the master allocates while they serve connections).
+    /// </summary>
+    public static ConnectionGauge Lines { get; } = new();
+
+    /// <summary>
     /// One line of at most <see cref="MaxLine"/> characters; the rest of a longer line is read and dropped,
     /// so a child writing without line breaks cannot make the master buffer without end. Null at end of stream.
     /// </summary>
@@ -178,16 +184,24 @@ internal static class StderrPump
                     "FTL" => (LogEventLevel.Fatal, line[4..]),
                     _ => (LogEventLevel.Warning, line),
                 } : (LogEventLevel.Warning, line);
-                var (message, properties) = ChildLogFormatter.Split(text);
-                var withProperties = log;
-                foreach (var (key, value) in properties)
+                Lines.Enter();
+                try
                 {
-                    // The child's own properties (Vhost, Pool, ConnectionId...), never in place of the master's.
-                    if (key is not ("Role" or "Pid" or "Name" or "Line"))
-                        withProperties = withProperties.ForContext(key, value);
-                }
+                    var (message, properties) = ChildLogFormatter.Split(text);
+                    var withProperties = log;
+                    foreach (var (key, value) in properties)
+                    {
+                        // The child's own properties (Vhost, Pool, ConnectionId...), never in place of the master's.
+                        if (key is not ("Role" or "Pid" or "Name" or "Line"))
+                            withProperties = withProperties.ForContext(key, value);
+                    }
 
-                withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, message);
+                    withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, message);
+                }
+                finally
+                {
+                    Lines.Leave();
+                }
             }
         }
         catch (IOException)

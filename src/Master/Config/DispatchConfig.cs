@@ -47,7 +47,6 @@ internal sealed record PoolConfig(
     uint Gid,
     ValueList<uint> Groups,
     int MaxWorkers,
-    ulong NoFile,
     ValueList<string> LandlockRead,
     ValueList<string>? LandlockExec,
     int MinSpare,

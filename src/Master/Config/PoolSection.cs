@@ -78,7 +78,6 @@ internal static class PoolSection
         var pool = new PoolConfig(
             poolName, uid, gid, groups,
             ctx.Int(p.GetSection("maxWorkers"), 4, 1, 1024),
-            ctx.ULong(p.GetSection("nofile"), 65536),
             AbsolutePaths(landlock.GetSection("read")),
             landlock.GetSection("exec").Exists() ? [.. AbsolutePaths(landlock.GetSection("exec"))] : null,
             ctx.Int(p.GetSection("minSpare"), 0, 0, 1024),
@@ -134,7 +133,10 @@ internal static class PoolSection
         ("nofile", Libc.RLIMIT_NOFILE), ("nproc", Libc.RLIMIT_NPROC), ("as", Libc.RLIMIT_AS), ("cpu", Libc.RLIMIT_CPU), ("fsize", Libc.RLIMIT_FSIZE),
     ];
 
-    /// <summary>The "limits" module: rlimits set in stage 1 (soft = hard), nofile also accepted at the pool's top level.</summary>
+    /// <summary>
+    /// The "limits" module: rlimits set in stage 1 (soft = hard). nofile is also accepted at the pool's top level (the
+    /// same limit, default 65536); giving it in both places is an error.
+    /// </summary>
     private static List<Dispatch.Protocol.Wire.ResourceLimit> ReadLimits(ConfigContext ctx, IConfigurationSection pool)
     {
         var section = pool.GetSection("limits");
@@ -143,8 +145,14 @@ internal static class PoolSection
         foreach (var (key, resource) in LimitNames)
         {
             var value = section.GetSection(key);
-            if (!value.Exists() && key == "nofile")
-                value = pool.GetSection("nofile");
+            if (key == "nofile" && pool.GetSection("nofile").Exists())
+            {
+                if (value.Exists())
+                    ctx.Error(value.Path, $"nofile is also given at the pool's top level ({pool.GetSection("nofile").Path}): give it once");
+                else
+                    value = pool.GetSection("nofile");
+            }
+
             var v = ctx.ULong(value, key == "nofile" ? 65536UL : 0UL);
             if (v > 0)
                 limits.Add(new Dispatch.Protocol.Wire.ResourceLimit(resource, v, v));

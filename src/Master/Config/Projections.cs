@@ -74,8 +74,8 @@ internal static class Projections
     /// <summary>
     /// Everything a pool's workers were started with, as one value: a reload retires the pool's workers when it differs
     /// (record equality). What the master or the dispatcher change in place is left out: the dispatcher's balancing
-    /// (<see cref="PoolRoute"/>: maxWorkers, minSpare, idleTimeout, maxConnectionsPerWorker, tlsHandOff), the top-level
-    /// nofile (also in the pool's limits) and the cgroup limits' values (written to the pool's group; whether it has a
+    /// (<see cref="PoolRoute"/>: maxWorkers, minSpare, idleTimeout, maxConnectionsPerWorker, tlsHandOff) and the cgroup
+    /// limits' values (written to the pool's group; whether it has a
     /// group, and where, is kept). A new pool setting is part of it unless added to that list.
     /// </summary>
     public static WorkerStart? WorkerStart(DispatchConfig config, string pool)
@@ -89,7 +89,6 @@ internal static class Projections
             IdleTimeout = TimeSpan.Zero,
             MaxConnectionsPerWorker = 0,
             TlsHandOff = false,
-            NoFile = 0,
             Cgroup = p.Cgroup is null ? null : new Dispatch.Protocol.Hosting.CgroupLimits(null, null, null),
         };
         var logs = config.Vhosts.Values.Where(v => v.ServedBy(pool)).Select(v => new VhostLogs(v.AccessLog, v.ErrorLog));

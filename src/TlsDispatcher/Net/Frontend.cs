@@ -81,6 +81,9 @@ internal abstract class Frontend
     /// <summary>The most connections in flight at once since the last call; from then on, the count now.</summary>
     public int TakePeak() => _inFlight.TakePeak();
 
+    /// <summary>Calls <paramref name="wake"/> on each connection that finds none in flight here (<see cref="ConnectionGauge.Busy"/>).</summary>
+    public void OnFirstConnection(Action wake) => _inFlight.Busy = wake;
+
     /// <summary>Buffer size for the first bytes of a connection (request head, ClientHello), without the PROXY header.</summary>
     protected abstract int PreludeSize { get; }
 

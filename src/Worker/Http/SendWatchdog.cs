@@ -8,7 +8,8 @@ namespace Dispatch.Worker.Http;
 /// <summary>
 /// The worker's send timeout (a pool's <c>timeouts.send</c>, nginx's send_timeout): every connection's output is a
 /// <see cref="SendTimeoutPipeWriter"/>; a timer looks at those with a flush pending and aborts each whose flush has
-/// waited longer than the timeout, with a reset (SO_LINGER 0) so that neither side keeps the unsent bytes.
+/// waited longer than the timeout, with a reset (SO_LINGER 0) so that neither side keeps the unsent bytes. The timer
+/// runs only while a connection is watched: an idle worker is not woken by it (docs/coldstart.md, density).
 /// </summary>
 internal sealed class SendWatchdog : IDisposable
 {
@@ -16,13 +17,17 @@ internal sealed class SendWatchdog : IDisposable
     private readonly long _timeoutMs;
     private readonly Serilog.ILogger _log;
     private readonly Timer _timer;
+    private readonly TimeSpan _period;
+    private readonly Lock _gate = new();
+    private bool _running;
+    private bool _disposed;
 
     public SendWatchdog(TimeSpan timeout, Serilog.ILogger log)
     {
         _timeoutMs = (long)timeout.TotalMilliseconds;
         _log = log;
-        var period = TimeSpan.FromMilliseconds(Math.Clamp(_timeoutMs / 4, 50, 1000));
-        _timer = new Timer(_ => Check(), null, period, period);
+        _period = TimeSpan.FromMilliseconds(Math.Clamp(_timeoutMs / 4, 50, 1000));
+        _timer = new Timer(_ => Check(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>Wraps <paramref name="connection"/>'s output; dispose the result when the connection ends.</summary>
@@ -30,10 +35,45 @@ internal sealed class SendWatchdog : IDisposable
     {
         var writer = new SendTimeoutPipeWriter(connection.Transport.Output, connection);
         _watched[writer] = 0;
+        if (!Volatile.Read(ref _running))
+            Run(true);
         return new Watch(this, writer);
     }
 
-    public void Dispose() => _timer.Dispose();
+    /// <summary>Whether the timer runs (tests).</summary>
+    internal bool Running => Volatile.Read(ref _running);
+
+    /// <summary>One look now, as the timer would (tests).</summary>
+    internal void CheckNow() => Check();
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _disposed = true;
+            _timer.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Starts or stops the timer. Stopping looks again once stopped: a connection added meanwhile found the timer still
+    /// running (so did not start it) and must not go unwatched.
+    /// </summary>
+    private void Run(bool start)
+    {
+        lock (_gate)
+        {
+            if (_disposed || _running == start)
+                return;
+            Volatile.Write(ref _running, start);
+            _timer.Change(start ? _period : Timeout.InfiniteTimeSpan, start ? _period : Timeout.InfiniteTimeSpan);
+            if (!start && !_watched.IsEmpty)
+            {
+                Volatile.Write(ref _running, true);
+                _timer.Change(_period, _period);
+            }
+        }
+    }
 
     private void Check()
     {
@@ -57,6 +97,9 @@ internal sealed class SendWatchdog : IDisposable
 
             connection.Abort(new ConnectionAbortedException($"nothing could be sent for {_timeoutMs} ms"));
         }
+
+        if (_watched.IsEmpty)
+            Run(false);
     }
 
     /// <summary>One connection's watched output.</summary>

@@ -65,6 +65,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// <summary>The most connections open at once since the last call (see <see cref="ConnectionGauge.TakePeak"/>).</summary>
     public int TakePeakConnections() => _openConnections.TakePeak();
 
+    /// <summary>Calls <paramref name="wake"/> on each connection that finds none open (<see cref="ConnectionGauge.Busy"/>).</summary>
+    public void OnFirstConnection(Action wake) => _openConnections.Busy = wake;
+
     /// <summary>CGI scripts running now.</summary>
     public int RunningCgiScripts => _cgi.Running;
 

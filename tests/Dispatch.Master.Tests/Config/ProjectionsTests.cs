@@ -82,7 +82,6 @@ public class ProjectionsTests
     private static readonly Dictionary<string, string> InPlace = new()
     {
         [nameof(PoolConfig.MaxWorkers)] = "the master's own limit when a dispatcher asks for a worker",
-        [nameof(PoolConfig.NoFile)] = "folded into Limits when the config is read",
         [nameof(PoolConfig.Cgroup)] = "written to the pool's group (whether it has one is kept in WorkerStart)",
         [nameof(PoolConfig.MinSpare)] = "the dispatcher's balancing (PoolRoute)",
         [nameof(PoolConfig.IdleTimeout)] = "the dispatcher's balancing (PoolRoute)",

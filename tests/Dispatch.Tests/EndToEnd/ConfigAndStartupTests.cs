@@ -36,6 +36,8 @@ public sealed class ConfigAndStartupTests
         { "cgroup: negative pids", """{"pools":{"a":{"cgroup":{"pidsMax":-3}}}}""", "pools:a:cgroup:pidsMax: -3 tasks: must be at least 1" },
         { "cgroup: typo", """{"pools":{"a":{"cgroup":{"memMax":"1G"}}}}""", "pools:a:cgroup:memMax: unknown setting" },
         { "cgroup: escaping root", """{"cgroup":{"root":"../elsewhere"}}""", "cgroup:root: '../elsewhere' is not a cgroup path" },
+        { "nofile twice", """{"pools":{"a":{"nofile":4096,"limits":{"nofile":8192}}}}""", "pools:a:limits:nofile: nofile is also given at the pool's top level (pools:a:nofile): give it once" },
+        { "nofile not a number", """{"pools":{"a":{"nofile":"many"}}}""", "pools:a:nofile: 'many' is not a positive integer" },
         { "tlsHandOff without program", """{"pools":{"a":{"tlsHandOff":true}}}""", "pools:a:tlsHandOff: only a pool with \"program\" declares this" },
         { "tlsHandOff not a bool", """{"pools":{"a":{"tlsHandOff":"yes"}}}""", "pools:a:tlsHandOff: 'yes' is not true or false" },
         { "proxy to the network", """{"vhosts":{"a.localhost":{"proxy":{"/app/":"http://10.0.0.1:80"}}}}""", "vhosts:a.localhost:proxy:/app/: 'http://10.0.0.1:80': '10.0.0.1' is not a loopback address" },
