@@ -193,6 +193,8 @@ internal sealed partial class MasterService : IDisposable
             NotifyStopping(_exitCode == 0 ? "stopping" : "stopping after a fatal error (see the log)");
         await StopChildrenAsync(_immediate ? TimeSpan.Zero : _config.Dispatcher.StopGrace).ConfigureAwait(false);
         _cgroups.RemoveAll();
+        if (!await StderrPump.DrainAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false))
+            _log.Information("A child's stderr was still open 2 s after the children exited (a process it left behind holds it): its last lines may be lost");
         _log.Information("Master {Pid} exiting with status {Status}", Environment.ProcessId, _exitCode);
         return _exitCode;
     }
@@ -556,7 +558,9 @@ internal sealed partial class MasterService : IDisposable
                 dispatcherLeft = dispatcher.Exited.IsCompleted || _retiring.Contains(dispatcher) || Array.IndexOf(_dispatchers, dispatcher) < 0;
             }
 
+            // Killed, and unknown to the exit handler (not registered, or removed above), so its channel is closed here.
             worker?.Kill();
+            worker?.Dispose();
             if (_stop.IsCancellationRequested)
             {
                 // Stopping: an abandoned start is no failure of the pool (no backoff, no error); the dispatcher fails

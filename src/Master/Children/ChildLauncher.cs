@@ -68,7 +68,7 @@ internal sealed class ChildLauncher
         var child = new ChildProcess(spec.Role, name, pid, spec.Uid, channel);
         channel.Peer = child.ToString();
         _reaper.Track(child);
-        _ = StderrPump.RunAsync(errRead, spec.Role, name, () => pid, _log);
+        StderrPump.Start(errRead, spec.Role, name, () => pid, _log);
         try
         {
             channel.Send(spec);

@@ -1,10 +1,5 @@
-using System.Net.Sockets;
-using System.Text;
-using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Dispatch.Protocol.Wire;
-using Serilog;
-using Serilog.Events;
 
 namespace Dispatch.Master.Children;
 
@@ -127,85 +122,6 @@ internal sealed unsafe class Reaper : IDisposable
                 child.MarkExited(status);
                 _onExit(child, status);
             }
-        }
-    }
-}
-
-/// <summary>Reads a child's stderr (a stream socket) and re-logs each line with the child's role and pid.</summary>
-internal static class StderrPump
-{
-    private const int MaxLine = 4096;
-
-    /// <summary>
-    /// Lines being re-logged now, over every child: the master's <see cref="MemoryTrim"/> reads
-    /// it as its load (the children's log lines are most of what the master allocates while they serve connections).
-    /// </summary>
-    public static ConnectionGauge Lines { get; } = new();
-
-    /// <summary>
-    /// One line of at most <see cref="MaxLine"/> characters; the rest of a longer line is read and dropped,
-    /// so a child writing without line breaks cannot make the master buffer without end. Null at end of stream.
-    /// </summary>
-    private static async Task<string?> ReadBoundedLineAsync(StreamReader reader)
-    {
-        var line = new StringBuilder();
-        var one = new char[1];
-        var truncated = false;
-        while (true)
-        {
-            if (await reader.ReadAsync(one.AsMemory()).ConfigureAwait(false) == 0)
-                return line.Length == 0 && !truncated ? null : line.ToString();
-            var c = one[0];
-            if (c == '\n')
-                return truncated ? line.Append('…').ToString() : line.ToString();
-            if (line.Length < MaxLine)
-                line.Append(c);
-            else
-                truncated = true;
-        }
-    }
-
-    public static async Task RunAsync(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
-    {
-        using var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
-        using var stream = new NetworkStream(socket, ownsSocket: false);
-        using var reader = ChildLogFormatter.OpenReader(stream);
-        try
-        {
-            while (await ReadBoundedLineAsync(reader).ConfigureAwait(false) is { } line)
-            {
-                var (level, text) = line.Length > 4 && line[3] == ' ' ? line[..3] switch
-                {
-                    "VRB" => (LogEventLevel.Verbose, line[4..]),
-                    "DBG" => (LogEventLevel.Debug, line[4..]),
-                    "INF" => (LogEventLevel.Information, line[4..]),
-                    "WRN" => (LogEventLevel.Warning, line[4..]),
-                    "ERR" => (LogEventLevel.Error, line[4..]),
-                    "FTL" => (LogEventLevel.Fatal, line[4..]),
-                    _ => (LogEventLevel.Warning, line),
-                } : (LogEventLevel.Warning, line);
-                Lines.Enter();
-                try
-                {
-                    var (message, properties) = ChildLogFormatter.Split(text);
-                    var withProperties = log;
-                    foreach (var (key, value) in properties)
-                    {
-                        // The child's own properties (Vhost, Pool, ConnectionId...), never in place of the master's.
-                        if (key is not ("Role" or "Pid" or "Name" or "Line"))
-                            withProperties = withProperties.ForContext(key, value);
-                    }
-
-                    withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, message);
-                }
-                finally
-                {
-                    Lines.Leave();
-                }
-            }
-        }
-        catch (IOException)
-        {
         }
     }
 }

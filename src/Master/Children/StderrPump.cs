@@ -1,0 +1,115 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using Dispatch.Protocol.Hosting;
+using Dispatch.Protocol.Wire;
+using Serilog;
+using Serilog.Events;
+
+namespace Dispatch.Master.Children;
+
+/// <summary>Reads a child's stderr (a stream socket) and re-logs each line with the child's role and pid.</summary>
+internal static class StderrPump
+{
+    private const int MaxLine = 4096;
+
+    /// <summary>
+    /// Lines being re-logged now, over every child: the master's <see cref="MemoryTrim"/> reads
+    /// it as its load (the children's log lines are most of what the master allocates while they serve connections).
+    /// </summary>
+    public static ConnectionGauge Lines { get; } = new();
+
+    /// <summary>
+    /// One line of at most <see cref="MaxLine"/> characters; the rest of a longer line is read and dropped,
+    /// so a child writing without line breaks cannot make the master buffer without end. Null at end of stream.
+    /// </summary>
+    private static async Task<string?> ReadBoundedLineAsync(StreamReader reader)
+    {
+        var line = new StringBuilder();
+        var one = new char[1];
+        var truncated = false;
+        while (true)
+        {
+            if (await reader.ReadAsync(one.AsMemory()).ConfigureAwait(false) == 0)
+                return line.Length == 0 && !truncated ? null : line.ToString();
+            var c = one[0];
+            if (c == '\n')
+                return truncated ? line.Append('…').ToString() : line.ToString();
+            if (line.Length < MaxLine)
+                line.Append(c);
+            else
+                truncated = true;
+        }
+    }
+
+    /// <summary>Pumps still reading: their child's stderr is open (the child, or a process it left behind, runs).</summary>
+    private static readonly ConcurrentDictionary<Task, byte> Running = new();
+
+    /// <summary>Starts re-logging a child's stderr; the master waits for what is left of it before it exits (<see cref="DrainAsync"/>).</summary>
+    public static void Start(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
+    {
+        var pump = RunAsync(fd, role, name, pid, log);
+        Running.TryAdd(pump, 0);
+        _ = pump.ContinueWith(t => Running.TryRemove(t, out _), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>
+    /// Waits, up to <paramref name="bound"/>, until every child's stderr has been read to its end: the children have
+    /// exited, but their last lines ("drained: 0 connections still open", a connection failed as Dispatch stops) may
+    /// still be in the socket. Without this the master could exit before re-logging them. Pumps still open after the
+    /// bound (a CGI script a worker left running holds its stderr) are left.
+    /// </summary>
+    /// <returns>Whether every pump finished.</returns>
+    public static async Task<bool> DrainAsync(TimeSpan bound)
+    {
+        var pending = Running.Keys.ToArray();
+        if (pending.Length == 0)
+            return true;
+        var all = Task.WhenAll(pending);
+        return await Task.WhenAny(all, Task.Delay(bound)).ConfigureAwait(false) == all;
+    }
+
+    private static async Task RunAsync(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
+    {
+        using var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+        using var stream = new NetworkStream(socket, ownsSocket: false);
+        using var reader = ChildLogFormatter.OpenReader(stream);
+        try
+        {
+            while (await ReadBoundedLineAsync(reader).ConfigureAwait(false) is { } line)
+            {
+                var (level, text) = line.Length > 4 && line[3] == ' ' ? line[..3] switch
+                {
+                    "VRB" => (LogEventLevel.Verbose, line[4..]),
+                    "DBG" => (LogEventLevel.Debug, line[4..]),
+                    "INF" => (LogEventLevel.Information, line[4..]),
+                    "WRN" => (LogEventLevel.Warning, line[4..]),
+                    "ERR" => (LogEventLevel.Error, line[4..]),
+                    "FTL" => (LogEventLevel.Fatal, line[4..]),
+                    _ => (LogEventLevel.Warning, line),
+                } : (LogEventLevel.Warning, line);
+                Lines.Enter();
+                try
+                {
+                    var (message, properties) = ChildLogFormatter.Split(text);
+                    var withProperties = log;
+                    foreach (var (key, value) in properties)
+                    {
+                        // The child's own properties (Vhost, Pool, ConnectionId...), never in place of the master's.
+                        if (key is not ("Role" or "Pid" or "Name" or "Line"))
+                            withProperties = withProperties.ForContext(key, value);
+                    }
+
+                    withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, message);
+                }
+                finally
+                {
+                    Lines.Leave();
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
