@@ -69,7 +69,8 @@ internal static class StderrPump
         return await Task.WhenAny(all, Task.Delay(bound)).ConfigureAwait(false) == all;
     }
 
-    private static async Task RunAsync(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
+    /// <summary>Reads <paramref name="fd"/> to its end, re-logging each line (the master uses <see cref="Start"/>; fuzzing calls this).</summary>
+    public static async Task RunAsync(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
     {
         using var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
         using var stream = new NetworkStream(socket, ownsSocket: false);
