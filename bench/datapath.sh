@@ -19,13 +19,8 @@
 #   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: handshake13 idle-tls13), HANDSHAKES=1500,
 #   IDLE_CONNS=2000, RESULTS_DIR, TITLE (a line for the report).
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/datapath.sh must run as root (Dispatch's master starts workers as tenant uids; nginx binds as root)." >&2
-  exit 77
-fi
-repo=$(cd "$(dirname "$0")/.." && pwd)
-PY=/usr/bin/python3
-TOOL="$repo/bench/tool.py"
+. "$(dirname "$0")/lib.sh"
+bench_init datapath "Dispatch's master starts workers as tenant uids; nginx binds as root"
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-15s}
 WRK_THREADS=${WRK_THREADS:-2}
@@ -34,36 +29,13 @@ ROWS=${ROWS:-https13-ka https13-ka-100k http-ka dl-tls13}
 HANDSHAKES=${HANDSHAKES:-1500}
 IDLE_CONNS=${IDLE_CONNS:-2000}
 INSTALLS=${INSTALLS:?INSTALLS=\"NAME=DIR ...\" is required}
-base=/var/lib/dispatch-bench-datapath
+base=$(bench_path /var/lib/dispatch-bench-datapath)
 run=$base/run
-certs=/etc/dispatch-bench-datapath/certs
+certs=$(bench_path /etc/dispatch-bench-datapath/certs)
 results_dir=${RESULTS_DIR:-$repo/bench/results}
-
-log() { printf '[datapath %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
-declare -a STARTED=()
-start_bg() {   # start_bg LOG CMD...: LAST_PID
-  local logf=$1
-  shift
-  "$@" >"$logf" 2>&1 </dev/null &
-  LAST_PID=$!
-  STARTED+=("$LAST_PID")
-}
-stop_all() {
-  local pid i
-  for pid in "${STARTED[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || continue
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  STARTED=()
-}
-trap 'rc=$?; stop_all; [ $rc -eq 0 ] || log "failed (exit $rc); logs in $run"; exit $rc' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-for t in nginx wrk unshare; do command -v "$t" >/dev/null || die "$t not found (bench/run.sh installs it)"; done
+BENCH_LOGS=$run
+bench_traps
+bench_need nginx:nginx wrk:wrk unshare:util-linux
 
 NOFILE=$(ulimit -Hn)
 ulimit -n "$NOFILE"
@@ -83,50 +55,24 @@ mkdir -p "$base" "$run"
 chmod 755 "$base" "$run"
 rm -rf "$base/www"
 mkdir -p "$base/www/a.localhost"
+write_index "$base/www/a.localhost/index.html" a
 "$PY" - "$base/www/a.localhost" <<'PY'
 import base64, os, sys
-head, tail = "<!doctype html><html><head><title>a</title></head><body><p>", "</p></body></html>\n"
-open(sys.argv[1] + "/index.html", "w").write(head + "x" * (1024 - len(head) - len(tail)) + tail)
 open(sys.argv[1] + "/100k.txt", "wb").write(base64.encodebytes(os.urandom(76800))[:102400])
 open(sys.argv[1] + "/10m.bin", "wb").write(os.urandom(10 * 1048576))
 PY
 chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
-rm -rf "$certs"
-mkdir -p "$(dirname "$certs")"
-cp -a "$repo/certs-sample" "$certs"
-rm -f "$certs/generate.sh" "$certs/README.md" "$certs/ca-key.pem"
-chown -R root:root "$(dirname "$certs")"
-chmod -R go-w "$(dirname "$certs")"
-find "$certs/archive" -name 'privkey*.pem' -exec chmod 600 {} +
-printf '127.0.0.1 localhost a.localhost\n::1 localhost\n' >"$run/hosts"
-printf '#!/bin/sh\nexec unshare -m --propagation private sh -c '"'"'mount --bind "$0" /etc/hosts && exec "$@"'"'"' %s "$@"\n' "$run/hosts" >"$run/client.sh"
-chmod 755 "$run/client.sh"
-"$run/client.sh" getent hosts a.localhost >/dev/null || die "unshare -m does not work here (the clients need a.localhost)"
-cat >"$run/tls13.cnf" <<'CNF'
-openssl_conf = bench_conf
-[bench_conf]
-ssl_conf = bench_ssl
-[bench_ssl]
-system_default = bench_tls
-[bench_tls]
-MinProtocol = TLSv1.3
-MaxProtocol = TLSv1.3
-Groups = X25519
-SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512
-CNF
-cat >"$run/wrk-summary.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("BENCH requests=%d bytes=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
-    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
-end
-LUA
+copy_certs "$certs"
+[ "$(client_wrapper "$run" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
+tls_cnf_write "$run/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
+  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
+wrk_summary_lua "$run/wrk-summary.lua"
 
 # Configs: one per install, the same but for ports and control socket; nginx as bench/run.sh runs it.
 declare -A TLS_PORT=() HTTP_PORT=()
 # shellcheck disable=SC2046
-set -- $("$PY" "$TOOL" ports $((2 * ${#NAMES[@]} + 2)))
+set -- $(free_ports $((2 * ${#NAMES[@]} + 2)))
 for name in "${NAMES[@]}" nginx; do
   TLS_PORT[$name]=$1
   HTTP_PORT[$name]=$2
@@ -148,7 +94,7 @@ for name in "${NAMES[@]}"; do
 JSON
   "${DIR_OF[$name]}/Master" check --config "$run/$name.json" >&2 || die "$name's master refuses the config"
 done
-mkdir -p "$run/nginx/tmp"
+mkdir -p "$run/nginx"
 cat >"$run/nginx/nginx.conf" <<NGINX
 worker_processes auto;
 daemon off;
@@ -167,11 +113,7 @@ http {
   keepalive_requests 100000000;
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_ecdh_curve X25519:prime256v1;
-  client_body_temp_path $run/nginx/tmp;
-  proxy_temp_path $run/nginx/tmp;
-  fastcgi_temp_path $run/nginx/tmp;
-  uwsgi_temp_path $run/nginx/tmp;
-  scgi_temp_path $run/nginx/tmp;
+$(nginx_temp_paths "$run/nginx/tmp")
   server {
     listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
     listen 127.0.0.1:${HTTP_PORT[nginx]};
@@ -207,10 +149,10 @@ declare -A PID_OF=()
 for round in $(seq 1 "$ROUNDS"); do
   log "=== round $round/$ROUNDS"
   for name in "${NAMES[@]}"; do
-    start_bg "$run/$name-r$round.log" "${DIR_OF[$name]}/Master" --config "$run/$name.json"
+    start_bg "$name" "$run/$name-r$round.log" "${DIR_OF[$name]}/Master" --config "$run/$name.json"
     PID_OF[$name]=$LAST_PID
   done
-  start_bg "$run/nginx/stdout-r$round.log" nginx -c "$run/nginx/nginx.conf" -p "$run/nginx"
+  start_bg nginx "$run/nginx/stdout-r$round.log" nginx -c "$run/nginx/nginx.conf" -p "$run/nginx"
   PID_OF[nginx]=$LAST_PID
   # Dispatch: a plain request for an unknown host first (the dispatcher alone), as bench/run.sh does.
   for name in "${NAMES[@]}"; do

@@ -16,15 +16,9 @@
 #   SERVERS="dispatch nginx"
 #   DISPATCH_APP=DIR    an already staged Dispatch (scripts/stage.sh) instead of staging a fresh Release build
 set -euo pipefail
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/flood.sh must run as root (Dispatch's master starts workers as tenant uids)." >&2
-  exit 77
-fi
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-PY=/usr/bin/python3
-TOOL="$repo/bench/flood.py"
+. "$(dirname "$0")/lib.sh"
+bench_init flood
+TOOL="$bench/flood.py"
 N=${N:-10000}
 DURATION=${DURATION:-20}
 MANY=${MANY:-100}
@@ -32,16 +26,14 @@ HS_CONC=${HS_CONC:-8}
 SCENARIOS=${SCENARIOS:-stalled-http stalled-tls hello handshake slowloris-http slowloris-tls}
 ADDRS=${ADDRS:-one many}
 SERVERS=${SERVERS:-dispatch nginx}
-base=/var/lib/dispatch-bench-flood
-certs=/etc/dispatch-bench-flood
+base=$(bench_path /var/lib/dispatch-bench-flood)
+certs=$(bench_path /etc/dispatch-bench-flood)
 run="$base/run"
 DISPATCHER_UID=10000
+BENCH_LOGS=$run
+bench_traps
+bench_need nginx:nginx openssl:openssl curl:curl
 
-log() { printf '[flood-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
-for t in nginx openssl; do command -v "$t" >/dev/null || die "$t not found (apt-get install nginx openssl)"; done
-[ -x "$PY" ] || die "$PY not found"
 # Descriptors: the flood tool holds N, the servers N or 2N; raise the soft limit to the hard one (raising the hard
 # limit needs CAP_SYS_RESOURCE, which this VM may withhold). Dispatch's master gives its dispatcher and workers the
 # configured "nofile" (below); nginx gets worker_rlimit_nofile.
@@ -49,53 +41,21 @@ NOFILE=$(ulimit -Hn)
 ulimit -n "$NOFILE"
 [ "$NOFILE" -ge $((N + 1000)) ] || log "WARNING: the descriptor limit $NOFILE is low for N=$N"
 
-declare -a STARTED=()
-stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$? pid
-  trap - EXIT INT TERM
-  for pid in "${STARTED[@]}"; do [ -n "$pid" ] && stop_pid "$pid"; done
-  [ $rc -ne 0 ] && log "failed (exit $rc); logs in $run"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [ -n "${DISPATCH_APP:-}" ]; then
-  app=$DISPATCH_APP
-else
-  app=/usr/local/lib/dispatch-bench-flood
-  log "staging Dispatch (Release) into $app"
-  "$repo/scripts/stage.sh" "$app" Release >/dev/null
-fi
-[ -x "$app/Master" ] || die "$app/Master missing"
+stage_dispatch "$(bench_path /usr/local/lib/dispatch-bench-flood)"
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Content (a: 1 KiB index and a 20 MiB file; b: 1 KiB index), certificates (root-owned, certbot layout)
 rm -rf "$run" "$certs"
-mkdir -p "$run/www/a" "$run/www/b" "$certs" "$run/nginx/tmp"
+mkdir -p "$run/www/a" "$run/www/b" "$run/nginx"
 chmod 755 "$base" "$run" "$run/www"
 for site in a b; do head -c 1024 /dev/zero | tr '\0' x >"$run/www/$site/index.html"; done
 head -c $((20 * 1048576)) /dev/urandom >"$run/www/a/10m.bin"
 chown -R 10001:10001 "$run/www/a"
 chown -R 10002:10002 "$run/www/b"
 chmod -R u=rwX,go=rX "$run/www"
-cp -a "$repo/certs-sample/." "$certs/"
-chown -R root:root "$certs"
-chmod -R go-w "$certs"
-find "$certs" -name 'privkey*.pem' -exec chmod 600 {} +
+copy_certs "$certs"
 
-D_TLS=$(free_port) D_HTTP=$(free_port) N_TLS=$(free_port) N_HTTP=$(free_port)
+read -r D_TLS D_HTTP N_TLS N_HTTP <<<"$(free_ports 4)"
 cat >"$run/dispatch.json" <<JSON
 {
   "listen": [ { "endpoint": "127.0.0.1:$D_TLS", "protocol": "tls" },
@@ -128,11 +88,7 @@ http {
   access_log off;
   sendfile on;
   ssl_protocols TLSv1.2 TLSv1.3;
-  client_body_temp_path $run/nginx/tmp;
-  proxy_temp_path $run/nginx/tmp;
-  fastcgi_temp_path $run/nginx/tmp;
-  uwsgi_temp_path $run/nginx/tmp;
-  scgi_temp_path $run/nginx/tmp;
+$(nginx_temp_paths "$run/nginx/tmp")
   server { listen 127.0.0.1:$N_TLS ssl; listen 127.0.0.1:$N_HTTP; server_name a.localhost; root $run/www/a;
            ssl_certificate $certs/live/a.localhost/fullchain.pem; ssl_certificate_key $certs/live/a.localhost/privkey.pem; }
   server { listen 127.0.0.1:$N_TLS ssl; listen 127.0.0.1:$N_HTTP; server_name b.localhost; root $run/www/b;
@@ -144,12 +100,11 @@ nginx -t -q -c "$run/nginx/nginx.conf" -p "$run/nginx" || die "nginx config"
 declare -A ROOT=()
 for s in $SERVERS; do
   case $s in
-    dispatch) "$app/Master" run --config "$run/dispatch.json" >"$run/dispatch.log" 2>&1 </dev/null & ;;
-    nginx) nginx -c "$run/nginx/nginx.conf" -p "$run/nginx" >"$run/nginx/stdout.log" 2>&1 </dev/null & ;;
+    dispatch) start_bg dispatch "$run/dispatch.log" "$app/Master" run --config "$run/dispatch.json" ;;
+    nginx) start_bg nginx "$run/nginx/stdout.log" nginx -c "$run/nginx/nginx.conf" -p "$run/nginx" ;;
     *) die "unknown server $s" ;;
   esac
-  ROOT[$s]=$!
-  STARTED+=("$!")
+  ROOT[$s]=$LAST_PID
 done
 wait_up() {   # wait_up PORT: until a plain GET for a.localhost answers
   local i

@@ -16,39 +16,28 @@
 # No nginx column: the question is whether Dispatch's own processes give back what the connections took, which
 # nginx's numbers do not answer (the CI-sized version is tests/Dispatch.Tests/EndToEnd/LeakTests.cs).
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/leaks.sh must run as root (workers run as tenant uids)." >&2
-  exit 77
-fi
-repo=$(cd "$(dirname "$0")/.." && pwd)
-base=${LEAKS_BASE:-/var/lib/dispatch-leaks}
+. "$(dirname "$0")/lib.sh"
+bench_init leaks "workers run as tenant uids"
+base=${LEAKS_BASE:-$(bench_path /var/lib/dispatch-leaks)}
 CONNECTIONS=${CONNECTIONS:-100000}
 CONCURRENCY=${CONCURRENCY:-32}
 SETTLE=${SETTLE:-30}
 RUNS=${RUNS:-1}
 mkdir -p "$base"
 chmod 755 "$base"
-app=${DISPATCH_APP:-}
-if [ -z "$app" ]; then
-  app="$base/app"
-  "$repo/scripts/stage.sh" "$app" Release >/dev/null
-fi
+stage_dispatch "$base/app"
 
 dir="$base/run"
 rm -rf "$dir"
 mkdir -p "$dir/www"
 chmod 755 "$dir" "$dir/www"
-cp -a "$repo/certs-sample" "$dir/certs"
-chown -R root:root "$dir/certs"
-chmod -R go-w "$dir/certs"
-find "$dir/certs/archive" -name 'privkey*.pem' -exec chmod 600 {} +
+copy_certs "$dir/certs"
 # Tenant c's own copy (passthrough: only its worker reads the key).
 cp -a "$dir/certs" "$dir/c-certs"
 chown -R 10003:10003 "$dir/c-certs"
 chmod 700 "$dir/c-certs"
-http=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-tls=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-/usr/bin/python3 - "$dir" "$http" "$tls" <<'EOF'
+read -r http tls <<<"$(free_ports 2)"
+"$PY" - "$dir" "$http" "$tls" <<'EOF'
 import json, os, sys
 d, http, tls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pools, vhosts = {}, {}
@@ -74,15 +63,14 @@ config = {
 with open(f"{d}/dispatch.json", "w") as f:
     json.dump(config, f)
 EOF
-log="$dir/master.log"
-"$app/Master" --config "$dir/dispatch.json" >"$log" 2>&1 &
-master=$!
-trap 'kill -TERM "$master" 2>/dev/null || true; wait "$master" 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do grep -q "Dispatch ready" "$log" && break; sleep 0.2; done
-grep -q "Dispatch ready" "$log" || { echo "master did not start; see $log" >&2; exit 1; }
+BENCH_LOGS=$dir
+bench_traps
+start_bg dispatch "$dir/master.log" "$app/Master" --config "$dir/dispatch.json"
+master=$LAST_PID
+wait_dispatch_ready "$dir/master.log" "$master"
 
 mix() {  # mix COUNT: bench/leaks.py against this Dispatch; prints its JSON summary
-  /usr/bin/python3 "$repo/bench/leaks.py" --http "$http" --tls "$tls" --ca "$repo/certs-sample/ca.pem" \
+  "$PY" "$bench/leaks.py" --http "$http" --tls "$tls" --ca "$repo/certs-sample/ca.pem" \
     --count "$1" --concurrency "$CONCURRENCY" --plain-host b.localhost --handed-host b.localhost \
     --pumped-host a.localhost --passthrough-host c.localhost
 }
