@@ -10,7 +10,9 @@ namespace Dispatch.Protocol.Hosting;
 /// aggressive collection, then <c>malloc_trim</c>):
 /// <list type="bullet">
 /// <item>when a surge of at least <see cref="MinimumSurge"/> connections over the level it started from has fallen back
-/// to within a quarter of it, though connections are still open (a flood ended, the site goes on);</item>
+/// to within a quarter of it, though connections are still open (a flood ended, the site goes on); or a smaller surge,
+/// of at least <see cref="SmallSurge"/>, that left the GC heap <see cref="HeapGrowth"/> or more above where the last
+/// trim left it (two hundred stalled readers of a large file: 90 MB kept while the site's good client went on);</item>
 /// <item>when the process goes quiet (no connection open now, none came and went since the last look) after having
 /// served any since the last trim (or since it started).</item>
 /// </list>
@@ -23,10 +25,17 @@ public sealed class MemoryTrim : IDisposable
     /// <summary>Connections over the starting level before a fall back counts as the end of a surge.</summary>
     public const int MinimumSurge = 256;
 
+    /// <summary>Connections over the starting level for a surge that counts when the heap grew by <see cref="HeapGrowth"/>.</summary>
+    public const int SmallSurge = 32;
+
+    /// <summary>Growth of the GC heap since the last trim that makes a <see cref="SmallSurge"/> worth a trim.</summary>
+    public const long HeapGrowth = 32L << 20;
+
     private readonly Func<int> _open;
     private readonly ILogger _log;
     private readonly Func<int>? _peakSince;
     private readonly Action _trimNative;
+    private readonly Func<long> _heapBytes;
     private readonly TimeSpan _period;
     private readonly Timer _timer;
     private readonly Lock _gate = new();
@@ -38,6 +47,8 @@ public sealed class MemoryTrim : IDisposable
     private bool _busy = true;
     private int _armed = 1;
     private bool _disposed;
+    // The GC heap where the last trim (or the start) left it.
+    private long _heapBase;
 
     /// <param name="open">The connections open now.</param>
     /// <param name="period">How often to look while the timer runs (a trim can follow the end of a surge by up to this much, the start of a quiet spell by up to twice).</param>
@@ -46,13 +57,16 @@ public sealed class MemoryTrim : IDisposable
     /// surge shorter than <paramref name="period"/> is not missed between two looks, nor a connection that came and went.
     /// </param>
     /// <param name="trimNative">What gives the native heap back after the collection: <c>malloc_trim(0)</c> unless given (tests).</param>
-    public MemoryTrim(Func<int> open, TimeSpan period, ILogger log, Func<int>? peak = null, Action? trimNative = null)
+    /// <param name="heapBytes">The GC heap's size now: <see cref="GC.GetTotalMemory(bool)"/> unless given (tests).</param>
+    public MemoryTrim(Func<int> open, TimeSpan period, ILogger log, Func<int>? peak = null, Action? trimNative = null, Func<long>? heapBytes = null)
     {
         _open = open;
         _peakSince = peak;
         _log = log;
         _period = period;
         _trimNative = trimNative ?? TrimMallocArenas;
+        _heapBytes = heapBytes ?? (() => GC.GetTotalMemory(forceFullCollection: false));
+        _heapBase = _heapBytes();
         _timer = new Timer(_ => Check(), null, period, period);
     }
 
@@ -94,7 +108,8 @@ public sealed class MemoryTrim : IDisposable
             _peak = Math.Max(_peak, Math.Max(open, since));
             peak = _peak;
             var floor = _floor;
-            if (peak - floor >= MinimumSurge && open <= floor + ((peak - floor) / 4))
+            var surge = peak - floor;
+            if ((surge >= MinimumSurge || (surge >= SmallSurge && _heapBytes() - _heapBase >= HeapGrowth)) && open <= floor + (surge / 4))
             {
                 // A surge has ended.
                 idle = false;
@@ -142,6 +157,8 @@ public sealed class MemoryTrim : IDisposable
         var anonBefore = AnonymousRss();
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         var after = GC.GetTotalMemory(forceFullCollection: false);
+        lock (_gate)
+            _heapBase = _heapBytes();
         var anonCollected = AnonymousRss();
         _trimNative();
         var anonAfter = AnonymousRss();
