@@ -73,18 +73,31 @@ public sealed class PassthroughTests : IDisposable
             var worker = s.D.WorkerPid("a");
             s.D.Dispose();
 
-            // strace -f names threads by tid: map each tid to its process through the clone calls.
+            // strace -f names threads by tid: map each tid to its process through the clone calls. A call another
+            // thread interrupts is split in two lines ("clone3({flags=...} <unfinished ...>", then "<... clone3 resumed>
+            // ...) = 5525"): its arguments are in the first, the child's tid in the second (seen on a fresh clone: a
+            // worker thread that opened the key was left unmapped).
             var processOf = new Dictionary<int, int> { [s.D.MasterPid] = s.D.MasterPid };
+            var unfinished = new Dictionary<int, string>();
             var keyOpeners = new List<int>();
             var lines = File.ReadAllLines(trace);
             foreach (var line in lines)
             {
-                var m = Regex.Match(line, @"^(\d+)\s+(clone3?|fork|vfork)\((.*)\)\s+=\s+(\d+)");
+                var start = Regex.Match(line, @"^(\d+)\s+(clone3?|fork|vfork)\((.*)<unfinished \.\.\.>");
+                if (start.Success)
+                {
+                    unfinished[int.Parse(start.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)] = start.Groups[3].Value;
+                    continue;
+                }
+
+                var resumed = Regex.Match(line, @"^(\d+)\s+<\.\.\. (clone3?|fork|vfork) resumed>(.*)\)\s+=\s+(\d+)");
+                var m = resumed.Success ? resumed : Regex.Match(line, @"^(\d+)\s+(clone3?|fork|vfork)\((.*)\)\s+=\s+(\d+)");
                 if (m.Success)
                 {
                     var parent = int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
                     var child = int.Parse(m.Groups[4].Value, System.Globalization.CultureInfo.InvariantCulture);
-                    processOf[child] = m.Groups[3].Value.Contains("CLONE_THREAD", StringComparison.Ordinal) ? processOf.GetValueOrDefault(parent, parent) : child;
+                    var arguments = (resumed.Success ? unfinished.GetValueOrDefault(parent, string.Empty) : string.Empty) + m.Groups[3].Value;
+                    processOf[child] = arguments.Contains("CLONE_THREAD", StringComparison.Ordinal) ? processOf.GetValueOrDefault(parent, parent) : child;
                 }
             }
 
