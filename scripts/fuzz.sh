@@ -27,7 +27,7 @@ dotnet publish fuzz/Dispatch.Fuzz/Dispatch.Fuzz.csproj -c Release -o "$work/bin"
 rm -rf "$work/plain"
 cp -a "$work/bin" "$work/plain"
 # Only our own assemblies carry coverage: the runtime, BouncyCastle, Serilog and ASP.NET Core do not.
-for dll in Dispatch.Protocol TlsDispatcher Worker Master; do
+for dll in Dispatch.Wire Dispatch.Platform TlsDispatcher Worker Master; do
   dotnet sharpfuzz "$work/bin/$dll.dll" >"$work/instrument-$dll.log" 2>&1 \
     || { cat "$work/instrument-$dll.log"; echo "fuzz.sh: sharpfuzz could not instrument $dll.dll" >&2; exit 1; }
 done

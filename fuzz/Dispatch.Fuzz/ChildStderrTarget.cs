@@ -1,6 +1,6 @@
 using Dispatch.Master.Children;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire;
 using Serilog;
 using Serilog.Events;
 

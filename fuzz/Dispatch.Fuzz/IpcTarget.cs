@@ -1,8 +1,8 @@
 using System.Buffers.Binary;
 using System.Text.Json;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Fuzz;
 

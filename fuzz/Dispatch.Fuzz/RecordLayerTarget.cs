@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Pipelines;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 using Dispatch.Worker.Tls;
 using Microsoft.AspNetCore.Connections;
 using Serilog;

@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Tls;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Hosting;
+using Dispatch.Wire;
+using Dispatch.Wire.Payloads;
+using Dispatch.Wire.Tls;
 using Serilog.Events;
 using Serilog.Parsing;
 

@@ -1,5 +1,6 @@
 using Dispatch.Master.Config;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Interop;
 
 namespace Dispatch.Master;
 

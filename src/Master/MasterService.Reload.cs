@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master;
 

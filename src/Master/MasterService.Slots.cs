@@ -1,9 +1,9 @@
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Spawn;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master;
 

@@ -4,7 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Dispatch.Master.Children;
 using Dispatch.Master.Operations;
-using Dispatch.Protocol.Wire;
+using Dispatch.Wire;
 
 namespace Dispatch.Master;
 
@@ -81,7 +81,7 @@ internal sealed partial class MasterService
             {
                 return (t.D, t.Retiring, (DispatcherStats?)await AskStatsAsync(t.D, StatsTimeout).ConfigureAwait(false));
             }
-            catch (Exception e) when (e is TimeoutException or Dispatch.Protocol.Interop.SysCallException or ObjectDisposedException)
+            catch (Exception e) when (e is TimeoutException or Dispatch.Wire.Interop.SysCallException or ObjectDisposedException)
             {
                 _log.Warning("Dispatcher {Pid} did not report its counters: {Reason}", t.D.Pid, e.Message);
                 return (t.D, t.Retiring, (DispatcherStats?)null);
@@ -147,14 +147,14 @@ internal sealed partial class MasterService
         try
         {
             var text = RenderMetrics(await GatherAsync().ConfigureAwait(false));
-            var memfd = Dispatch.Protocol.Wire.SealedBlob.Create("dispatch-metrics", Encoding.UTF8.GetBytes(text));
+            var memfd = Dispatch.Wire.SealedBlob.Create("dispatch-metrics", Encoding.UTF8.GetBytes(text));
             try
             {
                 TrySend(dispatcher, new MetricsReply(request.RequestId, true), [memfd]);
             }
             finally
             {
-                Dispatch.Protocol.Interop.Libc.Close(memfd);
+                Dispatch.Platform.Interop.Libc.Close(memfd);
             }
         }
         finally
@@ -170,7 +170,7 @@ internal sealed partial class MasterService
         {
             child.Channel.Send(message, fds);
         }
-        catch (Exception e) when (e is Dispatch.Protocol.Interop.SysCallException or ObjectDisposedException)
+        catch (Exception e) when (e is Dispatch.Wire.Interop.SysCallException or ObjectDisposedException)
         {
             _log.Debug("Could not send {Type} to {Child}: {Reason}", T.Type, child, e.Message);
         }

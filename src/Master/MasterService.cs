@@ -3,10 +3,13 @@ using System.Net.Sockets;
 using Dispatch.Master.Certificates;
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Hosting;
+using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
+using Dispatch.Wire.Payloads;
 using Serilog;
 
 namespace Dispatch.Master;
@@ -158,7 +161,7 @@ internal sealed partial class MasterService : IDisposable
             NotifyReady();
             // What the start allocated, and what re-logging the children's lines did once they fall quiet, goes back to
             // the system (docs/faults.md: the master's RSS after 100,000 connections); a quiet master has no timer running.
-            using var trim = new Dispatch.Protocol.Hosting.MemoryTrim(() => StderrPump.Lines.Open, TimeSpan.FromSeconds(2), _log, StderrPump.Lines.TakePeak);
+            using var trim = new Dispatch.Platform.Hosting.MemoryTrim(() => StderrPump.Lines.Open, TimeSpan.FromSeconds(2), _log, StderrPump.Lines.TakePeak);
             StderrPump.Lines.Busy = trim.Wake;
             await Task.WhenAll(Enumerable.Range(0, n).Select(ServeSlotAsync)).ConfigureAwait(false);
         }

@@ -1,6 +1,6 @@
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
-using Dispatch.Protocol.Hosting;
+using Dispatch.Platform.Cgroups;
 using Serilog;
 
 namespace Dispatch.Master;

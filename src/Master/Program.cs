@@ -1,7 +1,8 @@
 using System.Runtime.InteropServices;
 using Dispatch.Master.Config;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Cgroups;
+using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
 using Serilog;
 using Serilog.Events;
 
@@ -29,7 +30,7 @@ internal static class Program
             Console.Error.WriteLine(e);
         if (config is not null)
         {
-            foreach (var (path, reason) in Cgroups.Unavailable(config.Pools.Values, Dispatch.Protocol.Hosting.CgroupHost.Detect()))
+            foreach (var (path, reason) in Cgroups.Unavailable(config.Pools.Values, Dispatch.Platform.Cgroups.CgroupHost.Detect()))
                 Console.Error.WriteLine($"{config.SourcePath}: {path}: warning: {reason}; the master will run this pool without that limit (\"cgroup\": {{ \"required\": true }} makes this an error)");
         }
 

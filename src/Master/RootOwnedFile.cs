@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 
 namespace Dispatch.Master;
 

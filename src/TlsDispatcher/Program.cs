@@ -1,12 +1,15 @@
 using System.Net.Sockets;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Hosting;
+using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
 using Dispatch.TlsDispatcher.Http;
 using Dispatch.TlsDispatcher.Net;
 using Dispatch.TlsDispatcher.Tls;
 using Dispatch.TlsDispatcher.Workers;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
+using Dispatch.Wire.Payloads;
 using Serilog.Events;
 
 namespace Dispatch.TlsDispatcher;

@@ -1,5 +1,5 @@
-using Dispatch.Protocol.Routing;
 using Dispatch.TlsDispatcher.Tls;
+using Dispatch.Wire.Payloads;
 using Serilog;
 
 namespace Dispatch.TlsDispatcher;

@@ -1,9 +1,12 @@
 using System.Net;
 using System.Net.Sockets;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Hosting;
+using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Serilog.Events;
 

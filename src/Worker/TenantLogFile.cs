@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Dispatch.Worker.Http;
 using Microsoft.Win32.SafeHandles;
 using Serilog.Core;

@@ -1,5 +1,5 @@
-using Dispatch.Protocol.Routing;
 using Dispatch.TlsDispatcher.Tests.Tls;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.TlsDispatcher.Tests;
 

@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Dispatch.Worker.Tests.Support;
 
 namespace Dispatch.Worker.Tests;

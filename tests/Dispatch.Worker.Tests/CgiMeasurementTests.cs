@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Net;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Xunit.Abstractions;

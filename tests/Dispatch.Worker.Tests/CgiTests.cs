@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Serilog.Events;

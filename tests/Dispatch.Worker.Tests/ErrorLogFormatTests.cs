@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Microsoft.AspNetCore.Http;

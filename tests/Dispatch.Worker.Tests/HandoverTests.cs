@@ -270,7 +270,7 @@ public sealed class HandoverTests(ITestOutputHelper output) : IAsyncLifetime
         const int SOCK_STREAM = 1;
         const int SOCK_CLOEXEC = 0x80000;
         var fds = stackalloc int[2];
-        Assert.Equal(0, Dispatch.Protocol.Interop.Libc.SocketPair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+        Assert.Equal(0, Dispatch.Platform.Interop.Libc.SocketPair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
         return (new Socket(new SafeSocketHandle(fds[0], ownsHandle: true)), new Socket(new SafeSocketHandle(fds[1], ownsHandle: true)));
     }
 

@@ -1,8 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Interop;
 using Dispatch.Worker.Tests.Support;
 using Xunit.Abstractions;
 

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 

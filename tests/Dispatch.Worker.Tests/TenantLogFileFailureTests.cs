@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Dispatch.Worker.Tests.Support;
 using Serilog.Core;
 using Serilog.Events;

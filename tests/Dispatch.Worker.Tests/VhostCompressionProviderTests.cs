@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Microsoft.Extensions.DependencyInjection;
 

@@ -1,6 +1,6 @@
 using System.IO.Compression;
 using System.Text;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 

@@ -7,7 +7,7 @@ public sealed class VhostTableTests
 {
     private static readonly Serilog.ILogger NoLog = Serilog.Core.Logger.None;
 
-    private static VhostTable Table(params Dispatch.Protocol.Routing.WorkerVhost[] settings) =>
+    private static VhostTable Table(params Dispatch.Wire.Payloads.WorkerVhost[] settings) =>
         new(settings.Select(s => new Vhost(s, new ConfinedFileProvider("/nonexistent"), NoLog)));
 
     private static string? Find(VhostTable table, string authority) =>

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master.Certificates;
 

@@ -1,6 +1,9 @@
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Hosting;
+using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
 using Serilog;
 
 namespace Dispatch.Master.Children;

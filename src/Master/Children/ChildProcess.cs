@@ -1,5 +1,5 @@
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire;
 
 namespace Dispatch.Master.Children;
 

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Text;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Hosting;
+using Dispatch.Wire;
 using Serilog;
 using Serilog.Events;
 

@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Wire;
+using Dispatch.Wire;
 
 namespace Dispatch.Master.Children;
 

@@ -17,7 +17,7 @@ internal static class CgroupSection
 
 
     /// <summary>The "cgroup" setting of a pool: memoryMax, cpuMax, pidsMax (absent: no group).</summary>
-    public static Dispatch.Protocol.Hosting.CgroupLimits? ReadLimits(ConfigContext ctx, IConfigurationSection pool)
+    public static Dispatch.Platform.Cgroups.CgroupLimits? ReadLimits(ConfigContext ctx, IConfigurationSection pool)
     {
         var section = pool.GetSection("cgroup");
         if (!section.Exists())
@@ -45,10 +45,10 @@ internal static class CgroupSection
             return value;
         }
 
-        var limits = new Dispatch.Protocol.Hosting.CgroupLimits(
-            Read<ulong?>("memoryMax", Dispatch.Protocol.Hosting.CgroupLimits.ParseMemory),
-            Read<Dispatch.Protocol.Hosting.CpuMax?>("cpuMax", Dispatch.Protocol.Hosting.CgroupLimits.ParseCpu),
-            Read<ulong?>("pidsMax", Dispatch.Protocol.Hosting.CgroupLimits.ParsePids));
+        var limits = new Dispatch.Platform.Cgroups.CgroupLimits(
+            Read<ulong?>("memoryMax", Dispatch.Platform.Cgroups.CgroupLimits.ParseMemory),
+            Read<Dispatch.Platform.Cgroups.CpuMax?>("cpuMax", Dispatch.Platform.Cgroups.CgroupLimits.ParseCpu),
+            Read<ulong?>("pidsMax", Dispatch.Platform.Cgroups.CgroupLimits.ParsePids));
         if (!IsCgroupName(pool.Key))
             ctx.Error(section.Path, $"pool '{pool.Key}' cannot name a cgroup: its name is that of a cgroup interface file (or '.'/'..')");
         return limits;

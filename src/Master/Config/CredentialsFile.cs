@@ -1,5 +1,5 @@
-using Dispatch.Protocol.Identity;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Identity;
 
 namespace Dispatch.Master.Config;
 

@@ -145,7 +145,7 @@ internal static class CrossChecks
     {
         if (cgroup.Required && pools.Values.Any(p => p.Cgroup is not null))
         {
-            foreach (var (where, reason) in Cgroups.Unavailable(pools.Values, Dispatch.Protocol.Hosting.CgroupHost.Detect()))
+            foreach (var (where, reason) in Cgroups.Unavailable(pools.Values, Dispatch.Platform.Cgroups.CgroupHost.Detect()))
                 ctx.Error(where, $"{reason}, and cgroup:required is true");
         }
     }

@@ -1,5 +1,5 @@
 using System.Net;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master.Config;
 
@@ -33,7 +33,7 @@ internal sealed record DispatcherConfig(uint Uid, uint Gid, TimeSpan HeaderTimeo
     public TimeSpan SendTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>dispatcher:limits: connections per client address and in all.</summary>
-    public Dispatch.Protocol.Routing.ClientLimitSettings ClientLimits { get; init; } = Dispatch.Protocol.Routing.ClientLimitSettings.Default;
+    public Dispatch.Wire.Payloads.ClientLimitSettings ClientLimits { get; init; } = Dispatch.Wire.Payloads.ClientLimitSettings.Default;
 }
 
 /// <param name="Cgroup">The pool's cgroup limits (memory.max, cpu.max, pids.max of one group for all its workers); null: no group.</param>
@@ -53,10 +53,10 @@ internal sealed record PoolConfig(
     TimeSpan IdleTimeout,
     bool OneShot,
     int MaxConnectionsPerWorker,
-    ValueList<Dispatch.Protocol.Wire.ResourceLimit> Limits,
-    ValueList<Dispatch.Protocol.Wire.ModuleSpec> Modules,
+    ValueList<Dispatch.Wire.ResourceLimit> Limits,
+    ValueList<Dispatch.Wire.ModuleSpec> Modules,
     string? Program,
-    Dispatch.Protocol.Hosting.CgroupLimits? Cgroup,
+    Dispatch.Platform.Cgroups.CgroupLimits? Cgroup,
     ValueList<string> LandlockWrite,
     ValueList<ushort> ConnectTcp,
     ChrootConfig? Chroot = null,
@@ -64,7 +64,7 @@ internal sealed record PoolConfig(
     bool TlsHandOff = false)
 {
     /// <summary>The pool's <c>timeouts</c>: its workers' send, keep-alive and header timeouts and minimum data rates.</summary>
-    public Dispatch.Protocol.Routing.WorkerTimeouts Timeouts { get; init; } = Dispatch.Protocol.Routing.WorkerTimeouts.Default;
+    public Dispatch.Wire.Payloads.WorkerTimeouts Timeouts { get; init; } = Dispatch.Wire.Payloads.WorkerTimeouts.Default;
 }
 
 /// <summary>The pool's chroot (null: none): a private /tmp of <paramref name="TmpBytes"/>, extra paths bound read-only and writable.</summary>
@@ -87,7 +87,7 @@ internal sealed record VhostConfig(
     string? AccessLog,
     ValueList<ProxyRoute> Proxy,
     string? ErrorLog = null,
-    Dispatch.Protocol.Routing.VhostWeb? Web = null)
+    Dispatch.Wire.Payloads.VhostWeb? Web = null)
 {
     /// <summary>The vhost's FastCGI (PHP) application; null: none.</summary>
     public FastCgiConfig? FastCgi { get; init; }

@@ -6,9 +6,9 @@ namespace Dispatch.Master.Config;
 /// </summary>
 internal sealed record FastCgiConfig(string? Socket, FastCgiSpawnConfig? Spawn, TimeSpan ConnectTimeout, TimeSpan ReadTimeout)
 {
-    /// <summary>What the worker gets (<see cref="Dispatch.Protocol.Routing.FastCgiRoute"/>).</summary>
+    /// <summary>What the worker gets (<see cref="Dispatch.Wire.Payloads.FastCgiRoute"/>).</summary>
     /// <param name="spawnDirectory">The pool's php-fpm directory (see <c>FastCgiDirectories</c>).</param>
-    public static Dispatch.Protocol.Routing.FastCgiRoute? ToRoute(FastCgiConfig? c, string spawnDirectory) => c is null
+    public static Dispatch.Wire.Payloads.FastCgiRoute? ToRoute(FastCgiConfig? c, string spawnDirectory) => c is null
         ? null
         : new(
             c.Socket ?? string.Empty,

@@ -45,8 +45,8 @@ internal static class FastCgiConfigReader
         return new FastCgiConfig(
             socket,
             spawn,
-            duration(section.GetSection("connectTimeout"), Dispatch.Protocol.Routing.FastCgiRoute.DefaultConnectTimeout),
-            duration(section.GetSection("readTimeout"), Dispatch.Protocol.Routing.FastCgiRoute.DefaultReadTimeout));
+            duration(section.GetSection("connectTimeout"), Dispatch.Wire.Payloads.FastCgiRoute.DefaultConnectTimeout),
+            duration(section.GetSection("readTimeout"), Dispatch.Wire.Payloads.FastCgiRoute.DefaultReadTimeout));
     }
 
     /// <summary>
@@ -197,7 +197,7 @@ internal static class FastCgiConfigReader
             }
         }
 
-        return ok ? new FastCgiSpawnConfig(program!, maxChildren, idle, new Dispatch.Protocol.Routing.ValueDictionary(values)) : null;
+        return ok ? new FastCgiSpawnConfig(program!, maxChildren, idle, new Dispatch.Wire.Payloads.ValueDictionary(values)) : null;
     }
 
 }

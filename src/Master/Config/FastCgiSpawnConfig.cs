@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master.Config;
 

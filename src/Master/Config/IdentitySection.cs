@@ -1,5 +1,5 @@
-using Dispatch.Protocol.Identity;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Identity;
+using Dispatch.Wire.Payloads;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;

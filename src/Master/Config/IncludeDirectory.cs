@@ -120,14 +120,14 @@ internal static class IncludeDirectory
 
     private static unsafe Entry? Stat(string file, out string? error)
     {
-        Dispatch.Protocol.Interop.Libc.Stat st;
-        if (Dispatch.Protocol.Interop.Libc.LStat(file, &st) != 0)
+        Dispatch.Platform.Interop.Libc.Stat st;
+        if (Dispatch.Platform.Interop.Libc.LStat(file, &st) != 0)
         {
-            error = $"cannot stat: {Dispatch.Protocol.Interop.Libc.Describe(Dispatch.Protocol.Interop.Libc.LastError)}";
+            error = $"cannot stat: {Dispatch.Platform.Interop.Libc.Describe(Dispatch.Platform.Interop.Libc.LastError)}";
             return null;
         }
 
-        error = (st.Mode & Dispatch.Protocol.Interop.Libc.S_IFMT) != Dispatch.Protocol.Interop.Libc.S_IFREG ? "not a regular file (symlinks are not followed)"
+        error = (st.Mode & Dispatch.Platform.Interop.Libc.S_IFMT) != Dispatch.Platform.Interop.Libc.S_IFREG ? "not a regular file (symlinks are not followed)"
             : st.Uid != 0 ? $"owned by uid {st.Uid}, not root"
             : (st.Mode & 0x12) != 0 ? "writable by group or others"
             : st.Size > MaxFileBytes ? $"{st.Size} bytes exceed the limit of {MaxFileBytes}"

@@ -1,5 +1,6 @@
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
 
 namespace Dispatch.Master.Config;
 
@@ -20,7 +21,7 @@ namespace Dispatch.Master.Config;
 /// sockets beneath it — never execute (unless also listed in <c>landlock.exec</c>) and never device nodes.</para>
 /// <para>Connect ports: Landlock matches TCP ports, not addresses, so a port listed here may be reached on any address
 /// the network lets the worker reach. The ports of the pool's TCP proxy upstreams (<c>http://127.x.y.z:PORT</c>, <c>http://[::1]:PORT</c>,
-/// parsed by <see cref="Dispatch.Protocol.Routing.ProxyUpstream"/>) are added by themselves.</para>
+/// parsed by <see cref="Dispatch.Wire.Payloads.ProxyUpstream"/>) are added by themselves.</para>
 /// </remarks>
 internal static class LandlockRules
 {

@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Modules;
+using Dispatch.Platform.Modules;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;

@@ -1,5 +1,5 @@
 using System.Globalization;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;
@@ -22,7 +22,7 @@ internal static class PoolSection
         (uint Uid, uint Gid)? forced,
         SecurityConfig security,
         DispatcherConfig dispatcher,
-        IReadOnlyDictionary<string, Dispatch.Protocol.Modules.PrivilegeModule> modules)
+        IReadOnlyDictionary<string, Dispatch.Platform.Modules.PrivilegeModule> modules)
     {
         ctx.Unknown(p, poolPath, forced is null ? Keys : TemplateKeys);
         if (!IsPoolName(poolName))
@@ -115,12 +115,12 @@ internal static class PoolSection
     }
 
     /// <summary>A pool's "timeouts": its workers' send, keep-alive and request-header timeouts and Kestrel's minimum data rates.</summary>
-    private static Dispatch.Protocol.Routing.WorkerTimeouts ReadTimeouts(ConfigContext ctx, IConfigurationSection pool)
+    private static Dispatch.Wire.Payloads.WorkerTimeouts ReadTimeouts(ConfigContext ctx, IConfigurationSection pool)
     {
         var section = pool.GetSection("timeouts");
         ctx.Unknown(section, section.Path, ["send", "keepAlive", "requestHeaders", "minRequestBodyRate", "minResponseRate"]);
-        var d = Dispatch.Protocol.Routing.WorkerTimeouts.Default;
-        return new Dispatch.Protocol.Routing.WorkerTimeouts(
+        var d = Dispatch.Wire.Payloads.WorkerTimeouts.Default;
+        return new Dispatch.Wire.Payloads.WorkerTimeouts(
             ctx.Duration(section.GetSection("send"), d.Send),
             ctx.Duration(section.GetSection("keepAlive"), d.KeepAlive),
             ctx.Duration(section.GetSection("requestHeaders"), d.RequestHeaders),
@@ -137,11 +137,11 @@ internal static class PoolSection
     /// The "limits" module: rlimits set in stage 1 (soft = hard). nofile is also accepted at the pool's top level (the
     /// same limit, default 65536); giving it in both places is an error.
     /// </summary>
-    private static List<Dispatch.Protocol.Wire.ResourceLimit> ReadLimits(ConfigContext ctx, IConfigurationSection pool)
+    private static List<Dispatch.Wire.ResourceLimit> ReadLimits(ConfigContext ctx, IConfigurationSection pool)
     {
         var section = pool.GetSection("limits");
         ctx.Unknown(section, section.Path, [.. LimitNames.Select(l => l.Key)]);
-        var limits = new List<Dispatch.Protocol.Wire.ResourceLimit>();
+        var limits = new List<Dispatch.Wire.ResourceLimit>();
         foreach (var (key, resource) in LimitNames)
         {
             var value = section.GetSection(key);
@@ -155,7 +155,7 @@ internal static class PoolSection
 
             var v = ctx.ULong(value, key == "nofile" ? 65536UL : 0UL);
             if (v > 0)
-                limits.Add(new Dispatch.Protocol.Wire.ResourceLimit(resource, v, v));
+                limits.Add(new Dispatch.Wire.ResourceLimit(resource, v, v));
         }
 
         return limits;
@@ -166,9 +166,9 @@ internal static class PoolSection
     /// /tmp, e.g. "64M"; default 16M), <c>extraReadOnly</c> and <c>writable</c> (absolute paths bound at
 
 
-    private static List<Dispatch.Protocol.Wire.ModuleSpec> ReadModules(ConfigContext ctx, IConfigurationSection pool, IReadOnlyDictionary<string, Dispatch.Protocol.Modules.PrivilegeModule> modules)
+    private static List<Dispatch.Wire.ModuleSpec> ReadModules(ConfigContext ctx, IConfigurationSection pool, IReadOnlyDictionary<string, Dispatch.Platform.Modules.PrivilegeModule> modules)
     {
-        var list = new List<Dispatch.Protocol.Wire.ModuleSpec>();
+        var list = new List<Dispatch.Wire.ModuleSpec>();
         foreach (var m in pool.GetSection("modules").GetChildren())
         {
             if (!modules.TryGetValue(m.Key, out var module))
@@ -181,7 +181,7 @@ internal static class PoolSection
             var problem = module.Validate(json);
             if (problem is not null)
                 ctx.Error(m.Path, $"module '{m.Key}' ({module.Library}) refused pool {pool.Key}'s settings: {problem}");
-            list.Add(new Dispatch.Protocol.Wire.ModuleSpec(module.Library, m.Key, json));
+            list.Add(new Dispatch.Wire.ModuleSpec(module.Library, m.Key, json));
         }
 
         return list;

@@ -1,5 +1,5 @@
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Payloads;
+using Dispatch.Wire.Tls;
 
 namespace Dispatch.Master.Config;
 
@@ -89,7 +89,7 @@ internal static class Projections
             IdleTimeout = TimeSpan.Zero,
             MaxConnectionsPerWorker = 0,
             TlsHandOff = false,
-            Cgroup = p.Cgroup is null ? null : new Dispatch.Protocol.Hosting.CgroupLimits(null, null, null),
+            Cgroup = p.Cgroup is null ? null : new Dispatch.Platform.Cgroups.CgroupLimits(null, null, null),
         };
         var logs = config.Vhosts.Values.Where(v => v.ServedBy(pool)).Select(v => new VhostLogs(v.AccessLog, v.ErrorLog));
         return new WorkerStart(PoolSettings(config, pool), jail, [.. logs], p.Cgroup is null ? null : config.Cgroup.Root);

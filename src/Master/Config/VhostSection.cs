@@ -1,5 +1,5 @@
 using Dispatch.Master.Certificates;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;

@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;

@@ -1,6 +1,6 @@
 using System.Net.Sockets;
 using System.Text;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Serilog;
 
 namespace Dispatch.Master.Operations;

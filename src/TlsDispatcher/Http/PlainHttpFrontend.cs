@@ -1,11 +1,11 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Interop;
 using Dispatch.TlsDispatcher.Net;
 using Dispatch.TlsDispatcher.Workers;
+using Dispatch.Wire;
+using Dispatch.Wire.Payloads;
 using Serilog;
 
 namespace Dispatch.TlsDispatcher.Http;

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using System.Threading.Channels;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 
 namespace Dispatch.TlsDispatcher.Identity;
 

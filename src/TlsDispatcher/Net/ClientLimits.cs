@@ -1,5 +1,5 @@
 using System.Net;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Serilog;
 
 namespace Dispatch.TlsDispatcher.Net;

@@ -1,5 +1,5 @@
-using Dispatch.Protocol.Wire;
 using Dispatch.TlsDispatcher.Workers;
+using Dispatch.Wire;
 
 namespace Dispatch.TlsDispatcher.Net;
 

@@ -1,8 +1,9 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Hosting;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Interop;
 using Serilog;
 
 namespace Dispatch.TlsDispatcher.Net;

@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Text;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
 using Serilog;
 
 namespace Dispatch.TlsDispatcher.Net;

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Interop;
 
 namespace Dispatch.TlsDispatcher.Net;
 

@@ -1,5 +1,5 @@
 using System.Buffers;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 using Org.BouncyCastle.Tls;
 
 namespace Dispatch.TlsDispatcher.Tls;
@@ -349,7 +349,7 @@ public sealed class BcTlsSession : IDisposable
     /// through it when no worker takes the connection; the exported state is then stale and must be dropped);
     /// once the state has been handed over, dispose the session so nothing of the connection stays here.
     /// </summary>
-    /// <param name="state">The session state for <see cref="Dispatch.Protocol.Wire.ConnectionMode.HandedTls"/>.</param>
+    /// <param name="state">The session state for <see cref="Dispatch.Wire.ConnectionMode.HandedTls"/>.</param>
     /// <param name="remainingCiphertext">The bytes received after the record that completed the handshake (a copy).</param>
     /// <returns>False (and the session untouched) when the handshake is not complete, output is still waiting, plaintext was already released, or decrypted plaintext is still unread.</returns>
     public bool TryExportForHandOff(out TlsSessionState? state, out ReadOnlyMemory<byte> remainingCiphertext)

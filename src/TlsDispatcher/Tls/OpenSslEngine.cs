@@ -3,7 +3,7 @@ using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.TlsDispatcher.Tls;
 

@@ -1,12 +1,12 @@
 using System.Buffers;
 using System.Security.Cryptography;
 using System.Text;
-using Dispatch.Protocol.Identity;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
 using Dispatch.TlsDispatcher.Http;
 using Dispatch.TlsDispatcher.Identity;
 using Dispatch.TlsDispatcher.Net;
+using Dispatch.Wire;
+using Dispatch.Wire.Identity;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.TlsDispatcher.Tls;
 

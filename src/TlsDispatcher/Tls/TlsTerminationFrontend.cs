@@ -2,11 +2,12 @@ using System.Buffers;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Wire;
+using Dispatch.Platform.Interop;
 using Dispatch.TlsDispatcher.Net;
 using Dispatch.TlsDispatcher.Workers;
+using Dispatch.Wire;
+using Dispatch.Wire.Interop;
+using Dispatch.Wire.Payloads;
 using Serilog;
 
 namespace Dispatch.TlsDispatcher.Tls;

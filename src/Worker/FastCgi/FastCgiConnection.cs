@@ -1,5 +1,5 @@
 using System.Net.Sockets;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 
 namespace Dispatch.Worker.FastCgi;

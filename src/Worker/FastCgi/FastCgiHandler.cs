@@ -52,7 +52,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
     /// <summary>Checks a vhost's FastCGI settings and <c>tryFiles</c> (at start, with the other vhost checks).</summary>
     /// <exception cref="ArgumentException">Neither or both of socket and spawn, a socket path that is not absolute or too
     /// long, a spawn program that is not absolute, or a <c>tryFiles</c> list of the wrong shape.</exception>
-    public static void Check(Dispatch.Protocol.Routing.WorkerVhost vhost)
+    public static void Check(Dispatch.Wire.Payloads.WorkerVhost vhost)
     {
         ArgumentNullException.ThrowIfNull(vhost);
         if (vhost.FastCgi is { } settings)
@@ -143,7 +143,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
         }
     }
 
-    private async Task RunScriptAsync(HttpContext context, Vhost vhost, Dispatch.Protocol.Routing.FastCgiRoute settings, FastCgiConnectionPool pool, FastCgiRoute route)
+    private async Task RunScriptAsync(HttpContext context, Vhost vhost, Dispatch.Wire.Payloads.FastCgiRoute settings, FastCgiConnectionPool pool, FastCgiRoute route)
     {
         using var exchange = new Exchange(this, context, vhost, settings, pool, route);
         await exchange.RunAsync();
@@ -216,7 +216,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
     }
 
     /// <summary>One request through FastCGI.</summary>
-    private sealed class Exchange(FastCgiHandler owner, HttpContext context, Vhost vhost, Dispatch.Protocol.Routing.FastCgiRoute settings, FastCgiConnectionPool pool, FastCgiRoute route) : IDisposable
+    private sealed class Exchange(FastCgiHandler owner, HttpContext context, Vhost vhost, Dispatch.Wire.Payloads.FastCgiRoute settings, FastCgiConnectionPool pool, FastCgiRoute route) : IDisposable
     {
         private readonly CancellationTokenSource _silence = new();
         private readonly Lock _timerLock = new();

@@ -1,7 +1,8 @@
 using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Interop;
 using Dispatch.Worker.Http;
 
 namespace Dispatch.Worker.FastCgi;
@@ -32,7 +33,7 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan StableRun = TimeSpan.FromMinutes(1);
 
-    private readonly Dispatch.Protocol.Routing.FastCgiSpawnRoute _settings;
+    private readonly Dispatch.Wire.Payloads.FastCgiSpawnRoute _settings;
     private readonly Serilog.ILogger _log;
     private readonly Func<Func<CgiProcess>, Task<CgiProcess>> _spawn;
     private readonly string _vhost;
@@ -45,7 +46,7 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
     private Task _supervision = Task.CompletedTask;
     private int _starts;
 
-    public PhpFpmSupervisor(string vhost, Dispatch.Protocol.Routing.FastCgiSpawnRoute settings, Serilog.ILogger log, Func<Func<CgiProcess>, Task<CgiProcess>> spawn, int index)
+    public PhpFpmSupervisor(string vhost, Dispatch.Wire.Payloads.FastCgiSpawnRoute settings, Serilog.ILogger log, Func<Func<CgiProcess>, Task<CgiProcess>> spawn, int index)
     {
         _vhost = vhost;
         _settings = settings;
@@ -90,7 +91,7 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
     /// <summary>The generated php-fpm configuration.</summary>
     /// <param name="tempDirectory">PHP's temporary files (large request bodies, uploads, sessions): a directory of the
     /// tenant's that its jail lets it write.</param>
-    internal static string BuildConfig(string socketPath, string tempDirectory, Dispatch.Protocol.Routing.FastCgiSpawnRoute settings)
+    internal static string BuildConfig(string socketPath, string tempDirectory, Dispatch.Wire.Payloads.FastCgiSpawnRoute settings)
     {
         var idle = (int)Math.Max(1, Math.Ceiling(settings.IdleTimeout.TotalSeconds));
         var values = new StringBuilder();
@@ -100,7 +101,7 @@ internal sealed class PhpFpmSupervisor : IAsyncDisposable
             ["upload_tmp_dir"] = tempDirectory,
             ["session.save_path"] = tempDirectory,
         };
-        foreach (var (name, value) in settings.PhpAdminValues ?? Dispatch.Protocol.Routing.ValueDictionary.Empty)
+        foreach (var (name, value) in settings.PhpAdminValues ?? Dispatch.Wire.Payloads.ValueDictionary.Empty)
         {
             if (name.Any(c => !(char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c is '_' or '.'))
                 || value.Any(c => c < ' ' || c == 0x7f || c is '"' or '\\' or ';' or '[' or ']'))

@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
-using Dispatch.Protocol.Interop;
-using Dispatch.Protocol.Routing;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Interop;
+using Dispatch.Wire.Payloads;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Serilog.Core;

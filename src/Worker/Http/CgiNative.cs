@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Dispatch.Worker.Http;
 
-/// <summary>The libc calls CGI needs that <see cref="Dispatch.Protocol.Interop.Libc"/> does not declare (Linux, glibc ≥ 2.34).</summary>
+/// <summary>The libc calls CGI needs that <see cref="Dispatch.Platform.Interop.Libc"/> does not declare (Linux, glibc ≥ 2.34).</summary>
 internal static unsafe partial class CgiNative
 {
     public const int EpollCloExec = 0x80000;

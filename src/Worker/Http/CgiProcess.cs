@@ -1,7 +1,8 @@
 using System.Runtime.InteropServices;
 using System.Text;
-using Dispatch.Protocol.Hosting;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
+using Dispatch.Wire.Interop;
 
 namespace Dispatch.Worker.Http;
 

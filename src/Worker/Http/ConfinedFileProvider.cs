@@ -1,6 +1,6 @@
 using System.Collections;
 using System.Collections.Concurrent;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Microsoft.Extensions.FileProviders;
 using Microsoft.Extensions.Primitives;
 using Microsoft.Win32.SafeHandles;

@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
 using Microsoft.Win32.SafeHandles;
 
 namespace Dispatch.Worker.Http;

@@ -1,6 +1,6 @@
 using System.Net;
-using Dispatch.Protocol.Tls;
-using Dispatch.Protocol.Wire;
+using Dispatch.Wire;
+using Dispatch.Wire.Tls;
 
 namespace Dispatch.Worker.Http;
 

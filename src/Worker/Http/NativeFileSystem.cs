@@ -154,7 +154,7 @@ internal static partial class NativeFileSystem
         }
         finally
         {
-            Dispatch.Protocol.Interop.Libc.Close((int)fd);
+            Dispatch.Platform.Interop.Libc.Close((int)fd);
         }
     }
 
@@ -190,7 +190,7 @@ internal static partial class NativeFileSystem
             {
                 // EACCES (the tenant's own permissions), ELOOP (a symlink swapped in after the check), EMFILE…: worth
                 // the vhost's error log (RequestHandler answers 404 and logs it).
-                throw new UnreadableFileException(realPath, Dispatch.Protocol.Interop.Libc.Describe(errno));
+                throw new UnreadableFileException(realPath, Dispatch.Platform.Interop.Libc.Describe(errno));
             }
 
             // No openat2 (old kernel, or a seccomp filter that refuses it): the realpath check stands alone.

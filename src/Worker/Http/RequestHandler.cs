@@ -123,7 +123,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
 
             // First: the body limit, response headers and redirects (docs/vhost-features.md), then compression around
             // every handler.
-            var features = new VhostFeatures(vhost, vhost.Settings.Web ?? Dispatch.Protocol.Routing.VhostWeb.Default, app.ApplicationServices, log ?? Serilog.Core.Logger.None);
+            var features = new VhostFeatures(vhost, vhost.Settings.Web ?? Dispatch.Wire.Payloads.VhostWeb.Default, app.ApplicationServices, log ?? Serilog.Core.Logger.None);
             branch.Use(features.Middleware);
             if (features.Compression is { } compression)
             {

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
-using Dispatch.Protocol.Identity;
-using Dispatch.Protocol.Interop;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Identity;
 
 namespace Dispatch.Worker.Http;
 

@@ -2,7 +2,7 @@ using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Worker.Http;
 
@@ -19,7 +19,7 @@ internal sealed class TenantCertificates : IDisposable
     private readonly List<Entry> _entries = [];
     private readonly Serilog.ILogger _log;
 
-    public TenantCertificates(IEnumerable<Dispatch.Protocol.Routing.WorkerVhost> vhosts, Serilog.ILogger log)
+    public TenantCertificates(IEnumerable<Dispatch.Wire.Payloads.WorkerVhost> vhosts, Serilog.ILogger log)
     {
         _log = log;
         foreach (var v in vhosts.Where(v => v.PassthroughCertDir is not null))

@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Extensions;
 using Microsoft.AspNetCore.Http.Features;

@@ -1,5 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Microsoft.AspNetCore.Http;
 
 namespace Dispatch.Worker.Http;

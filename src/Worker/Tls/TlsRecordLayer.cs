@@ -1,13 +1,13 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 using Microsoft.AspNetCore.Connections;
 
 namespace Dispatch.Worker.Tls;
 
 /// <summary>
-/// The TLS record layer of a handed session (<see cref="Dispatch.Protocol.Wire.ConnectionMode.HandedTls"/>): turns a
+/// The TLS record layer of a handed session (<see cref="Dispatch.Wire.ConnectionMode.HandedTls"/>): turns a
 /// transport carrying the client's records into a plaintext <see cref="IDuplexPipe"/> for Kestrel, and back.
 /// </summary>
 /// <remarks>

@@ -1,7 +1,7 @@
 using System.Reflection;
 using Dispatch.Master.Config;
 using Dispatch.Master.Tests.Support;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master.Tests.Config;
 

@@ -1,6 +1,6 @@
 using System.Net;
 using System.Reflection;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master.Tests.Support;
 

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using Dispatch.Protocol.Hosting;
+using Dispatch.Platform.Cgroups;
 using Xunit.Abstractions;
 
 namespace Dispatch.Tests.EndToEnd;

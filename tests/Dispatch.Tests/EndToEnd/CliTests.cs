@@ -71,7 +71,7 @@ public sealed class CliTests : IDisposable
         Assert.True(r.ExitCode == 0, r.Stderr);
         // A native executable carries no version resource: the same version as every project of this build
         // (Directory.Build.props), as the informational version (a "+commit" suffix when built from git).
-        var ours = typeof(Dispatch.Protocol.Wire.IpcChannel).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion.Split('+')[0];
+        var ours = typeof(Dispatch.Wire.IpcChannel).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion.Split('+')[0];
         Assert.Matches(@"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9a-f]+)?$", r.Stdout.Trim());
         Assert.Equal(ours, r.Stdout.Trim().Split('+')[0]);
     }

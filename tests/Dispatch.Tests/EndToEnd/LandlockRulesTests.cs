@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
-using Dispatch.Protocol.Hosting;
+using Dispatch.Platform.Confinement;
 using Xunit.Abstractions;
 
 namespace Dispatch.Tests.EndToEnd;

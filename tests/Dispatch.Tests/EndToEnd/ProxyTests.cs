@@ -80,7 +80,7 @@ public sealed class ProxyTests : IDisposable
     public void Loopback_upstreams_in_any_case_and_anywhere_in_127_8_are_reached_from_the_jailed_worker()
     {
         TestWorld.RequireRoot();
-        Skip.If(Dispatch.Protocol.Hosting.Landlock.AbiVersion() < Dispatch.Protocol.Hosting.Landlock.NetworkAbi, "LANDLOCK NETWORK TEST SKIPPED: no Landlock TCP rules on this kernel");
+        Skip.If(Dispatch.Platform.Confinement.Landlock.AbiVersion() < Dispatch.Platform.Confinement.Landlock.NetworkAbi, "LANDLOCK NETWORK TEST SKIPPED: no Landlock TCP rules on this kernel");
         var dir = TestWorld.NewTestDirectory("proxy-loopback");
         var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "static A", ["tcp.py"] = TcpApp });
         var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });

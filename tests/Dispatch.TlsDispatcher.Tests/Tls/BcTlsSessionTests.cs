@@ -1,7 +1,7 @@
 using System.Net.Security;
 using System.Security.Authentication;
-using Dispatch.Protocol.Tls;
 using Dispatch.TlsDispatcher.Tls;
+using Dispatch.Wire.Tls;
 
 namespace Dispatch.TlsDispatcher.Tests.Tls;
 

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 
 namespace Dispatch.TlsDispatcher.Tests.Tls;
 

@@ -32,11 +32,11 @@ public sealed class FastCgiHandlerTests(ITestOutputHelper output) : IAsyncLifeti
         _harness = await Harness.StartAsync(
             Harness.Vhost("f.localhost", root) with
             {
-                FastCgi = new Dispatch.Protocol.Routing.FastCgiRoute(_app.Path, TimeSpan.Zero, TimeSpan.FromSeconds(1), null),
-                Web = Dispatch.Protocol.Routing.VhostWeb.Default with { MaxBodySize = 64L << 20 },
+                FastCgi = new Dispatch.Wire.Payloads.FastCgiRoute(_app.Path, TimeSpan.Zero, TimeSpan.FromSeconds(1), null),
+                Web = Dispatch.Wire.Payloads.VhostWeb.Default with { MaxBodySize = 64L << 20 },
                 TryFiles = ["$uri", "$uri/", "/app.php"],
             },
-            Harness.Vhost("gone.localhost", root) with { FastCgi = new Dispatch.Protocol.Routing.FastCgiRoute(_dir.Combine("missing.sock"), TimeSpan.Zero, TimeSpan.Zero, null) });
+            Harness.Vhost("gone.localhost", root) with { FastCgi = new Dispatch.Wire.Payloads.FastCgiRoute(_dir.Combine("missing.sock"), TimeSpan.Zero, TimeSpan.Zero, null) });
         _client = _harness.CreateClient();
     }
 

@@ -55,8 +55,8 @@ public sealed class PhpFpmSocketTests(ITestOutputHelper output) : IAsyncLifetime
         _harness = await Harness.StartAsync(
             Harness.Vhost("php.localhost", _dir.Combine("site"), index: ["index.php", "index.html"]) with
             {
-                FastCgi = new Dispatch.Protocol.Routing.FastCgiRoute(socket, TimeSpan.Zero, TimeSpan.Zero, null),
-                Web = Dispatch.Protocol.Routing.VhostWeb.Default with { MaxBodySize = 64L << 20 },
+                FastCgi = new Dispatch.Wire.Payloads.FastCgiRoute(socket, TimeSpan.Zero, TimeSpan.Zero, null),
+                Web = Dispatch.Wire.Payloads.VhostWeb.Default with { MaxBodySize = 64L << 20 },
                 TryFiles = ["$uri", "$uri/", "/index.php"],
             });
         _client = _harness.CreateClient();

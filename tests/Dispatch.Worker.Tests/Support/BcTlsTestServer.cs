@@ -1,4 +1,4 @@
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 using Org.BouncyCastle.Crypto;
 using Org.BouncyCastle.Tls;
 using Org.BouncyCastle.Tls.Crypto;

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 using Dispatch.Worker.Http;
 using Org.BouncyCastle.Crypto;
 using Org.BouncyCastle.Security;

@@ -1,6 +1,6 @@
 using System.Net.Sockets;
 using System.Text;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 
 namespace Dispatch.Worker.Tests.Support;
 

@@ -3,7 +3,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using Dispatch.Protocol.Routing;
+using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Serilog;
 using Serilog.Core;

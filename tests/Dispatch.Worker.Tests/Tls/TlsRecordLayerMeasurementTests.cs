@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.IO.Pipelines;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Tls;
 using Dispatch.Worker.Tests.Support;
 using Dispatch.Worker.Tls;
 using Org.BouncyCastle.Tls;

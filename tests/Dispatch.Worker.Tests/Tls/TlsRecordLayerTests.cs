@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
-using Dispatch.Protocol.Routing;
-using Dispatch.Protocol.Tls;
+using Dispatch.Wire.Payloads;
+using Dispatch.Wire.Tls;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Dispatch.Worker.Tls;

@@ -1,0 +1,142 @@
+
+using System.Text.Json;
+using Serilog.Events;
+using Serilog.Formatting;
+
+namespace Dispatch.Platform.Hosting;
+
+/// <summary>
+/// How a jailed child writes its log to stderr, which the master reads and re-logs: one line per
+/// event, <c>LVL message</c>, then a unit separator (U+001F) and the event's scalar properties as a
+/// JSON object (so that the master's JSON log keeps <c>Vhost</c>, <c>Pool</c>, <c>ConnectionId</c>...),
+/// then the exception's lines if any. Read back by the master's StderrPump with <see cref="Split"/>.
+/// </summary>
+public sealed class ChildLogFormatter : ITextFormatter
+{
+    public const char Separator = '\u001f';
+    public const int MaxProperties = 16;
+    public const int MaxValueLength = 512;
+    private static readonly Serilog.Formatting.Display.MessageTemplateTextFormatter MessageOnly = new("{Message:lj}", System.Globalization.CultureInfo.InvariantCulture);
+
+    public void Format(LogEvent logEvent, TextWriter output)
+    {
+        ArgumentNullException.ThrowIfNull(logEvent);
+        ArgumentNullException.ThrowIfNull(output);
+        output.Write(logEvent.Level switch
+        {
+            LogEventLevel.Verbose => "VRB ",
+            LogEventLevel.Debug => "DBG ",
+            LogEventLevel.Information => "INF ",
+            LogEventLevel.Warning => "WRN ",
+            LogEventLevel.Error => "ERR ",
+            _ => "FTL ",
+        });
+        using (var message = new StringWriter(System.Globalization.CultureInfo.InvariantCulture))
+        {
+            // As the text console rendered it before: strings without quotes ("l"), structures as JSON ("j").
+            MessageOnly.Format(logEvent, message);
+            output.Write(Clean(message.ToString()));
+        }
+
+        var scalars = logEvent.Properties.Where(p => p.Value is ScalarValue).Take(MaxProperties).ToList();
+        if (scalars.Count > 0)
+        {
+            output.Write(Separator);
+            using var buffer = new MemoryStream();
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                json.WriteStartObject();
+                foreach (var (name, value) in scalars)
+                {
+                    switch (((ScalarValue)value).Value)
+                    {
+                        case null:
+                            json.WriteNull(name);
+                            break;
+                        case bool b:
+                            json.WriteBoolean(name, b);
+                            break;
+                        case int or long or uint or ulong or short or ushort or byte or double or float or decimal:
+                            json.WriteNumber(name, Convert.ToDecimal(((ScalarValue)value).Value, System.Globalization.CultureInfo.InvariantCulture));
+                            break;
+                        case var other:
+                            var text = Convert.ToString(other, System.Globalization.CultureInfo.InvariantCulture) ?? string.Empty;
+                            json.WriteString(name, text.Length > MaxValueLength ? text[..MaxValueLength] : text);
+                            break;
+                    }
+                }
+
+                json.WriteEndObject();
+            }
+
+            output.Write(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+        }
+
+        output.Write('\n');
+        if (logEvent.Exception is not null)
+        {
+            // One line per frame, each cleaned: text a client chose cannot start a line of its own.
+            foreach (var line in logEvent.Exception.ToString().Split('\n'))
+                output.Write("ERR   " + Clean(line) + "\n");
+        }
+    }
+
+    /// <summary>Every control character (CR, LF, ESC, the separator...) and the Unicode line separators become a space.</summary>
+    private static string Clean(string text) =>
+        string.Create(text.Length, text, static (span, t) =>
+        {
+            for (var i = 0; i < t.Length; i++)
+                span[i] = char.IsControl(t[i]) || t[i] is '\u2028' or '\u2029' ? ' ' : t[i];
+        });
+
+    /// <summary>
+    /// The master's reader of a child's stderr: UTF-8, always. A byte-order mark does not switch it to another
+    /// encoding (a child that writes FF FE first would otherwise have the rest read as UTF-16, where its line
+    /// breaks are no longer the master's); invalid bytes read as U+FFFD.
+    /// </summary>
+    public static StreamReader OpenReader(Stream stream) =>
+        new(stream, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false), detectEncodingFromByteOrderMarks: false);
+
+    /// <summary>
+    /// The master's side: a line's text and its properties (names of letters, digits and '_', at most
+    /// <see cref="MaxProperties"/>, values scalars). A child is less trusted than the master: anything
+    /// malformed is kept as text, never believed as properties. Nor is the text believed clean: control
+    /// characters and line separators in it (or in a property's string) become spaces, as <see cref="Format"/>
+    /// writes them, so one line of a child's never becomes two lines of the master's log.
+    /// </summary>
+    public static (string Text, List<KeyValuePair<string, object?>> Properties) Split(string line)
+    {
+        var properties = new List<KeyValuePair<string, object?>>();
+        var at = line.IndexOf(Separator, StringComparison.Ordinal);
+        if (at < 0)
+            return (Clean(line), properties);
+        var text = Clean(line[..at]);
+        try
+        {
+            using var doc = JsonDocument.Parse(line.AsMemory(at + 1), new JsonDocumentOptions { MaxDepth = 2 });
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                return (text, properties);
+            foreach (var p in doc.RootElement.EnumerateObject().Take(MaxProperties))
+            {
+                if (p.Name.Length is 0 or > 40 || !p.Name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
+                    continue;
+                object? value = p.Value.ValueKind switch
+                {
+                    JsonValueKind.String => p.Value.GetString() is { Length: <= MaxValueLength } s ? Clean(s) : null,
+                    JsonValueKind.Number => p.Value.TryGetInt64(out var l) ? (object)l : p.Value.GetDouble(),
+                    JsonValueKind.True => true,
+                    JsonValueKind.False => false,
+                    _ => null,
+                };
+                if (value is not null)
+                    properties.Add(new(p.Name, value));
+            }
+        }
+        catch (JsonException)
+        {
+            return (Clean(line), []);
+        }
+
+        return (text, properties);
+    }
+}

@@ -1,4 +1,0 @@
-namespace Dispatch.Protocol.Routing;
-
-/// <summary>A response header a vhost sets on every response (see <see cref="VhostWebRules.CheckHeader"/>).</summary>
-public sealed record HeaderRoute(string Name, string Value);

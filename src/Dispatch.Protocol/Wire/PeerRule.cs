@@ -1,4 +1,0 @@
-namespace Dispatch.Protocol.Wire;
-
-/// <summary>One row of a channel end's table: messages of <paramref name="Type"/> are accepted in these phases.</summary>
-public sealed record PeerRule(MessageType Type, IReadOnlyList<PeerPhase> Phases);
