@@ -66,9 +66,13 @@ apply() {
       # A group that names none of its types (only extension methods, say) would lose its using: say so.
       [ -n "$add" ] || echo "protocol-split: $f: using $old; names none of its types, removed" >&2
     done
-    # No file imports its own namespace.
+    # No file imports its own namespace or one that encloses it.
     own=$(sed -nE 's/^namespace ([A-Za-z.]+);/\1/p' "$f" | head -1)
-    [ -z "$own" ] || sed -i "/^using ${own//./\\.};\$/d" "$f"
+    while [ -n "$own" ]; do
+      sed -i "/^using ${own//./\\.};\$/d" "$f"
+      [ "${own%.*}" != "$own" ] && own=${own%.*} || own=''
+    done
+    sed -i '1{/^$/d}' "$f"
   done
 }
 

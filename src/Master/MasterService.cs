@@ -3,7 +3,6 @@ using System.Net.Sockets;
 using Dispatch.Master.Certificates;
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
-using Dispatch.Platform.Confinement;
 using Dispatch.Platform.Hosting;
 using Dispatch.Platform.Interop;
 using Dispatch.Platform.Spawn;

@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using Dispatch.Master.Config;
-using Dispatch.Platform.Cgroups;
 using Dispatch.Platform.Interop;
 using Dispatch.Platform.Spawn;
 using Serilog;

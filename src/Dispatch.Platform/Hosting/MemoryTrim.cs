@@ -1,4 +1,3 @@
-using Dispatch.Platform.Interop;
 using Serilog;
 
 namespace Dispatch.Platform.Hosting;

@@ -1,5 +1,3 @@
-using Dispatch.Wire;
-
 namespace Dispatch.Wire.Tls;
 
 /// <summary>

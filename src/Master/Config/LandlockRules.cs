@@ -1,4 +1,3 @@
-using Dispatch.Platform.Confinement;
 using Dispatch.Platform.Interop;
 using Dispatch.Platform.Spawn;
 
