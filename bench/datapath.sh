@@ -96,32 +96,13 @@ JSON
 done
 mkdir -p "$run/nginx"
 cat >"$run/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-daemon off;
-user www-data;
-pid $run/nginx/nginx.pid;
-error_log $run/nginx/error.log warn;
-worker_rlimit_nofile $NOFILE;
-events { worker_connections 8192; }
+$(nginx_main "$run/nginx" 8192 "$NOFILE")
 http {
-  include /etc/nginx/mime.types;
-  default_type application/octet-stream;
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_timeout 300s;
-  keepalive_requests 100000000;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_ecdh_curve X25519:prime256v1;
-$(nginx_temp_paths "$run/nginx/tmp")
+$(nginx_http_common static "$run/nginx/tmp")
   server {
     listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
     listen 127.0.0.1:${HTTP_PORT[nginx]};
-    server_name a.localhost;
-    ssl_certificate     $certs/live/a.localhost/fullchain.pem;
-    ssl_certificate_key $certs/live/a.localhost/privkey.pem;
-    root $base/www/a.localhost;
-    index index.html;
+$(nginx_site_a "$certs" "$base/www/a.localhost")
   }
 }
 NGINX
