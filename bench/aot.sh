@@ -67,11 +67,7 @@ write_index "$base/www/a.localhost/index.html" a
 chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
 copy_certs "$certs"
-[ "$(client_wrapper "$run" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
-# TLS 1.3 only, X25519, ECDSA signatures: every client of both rows (wrk, Python) reads it.
-tls_cnf_write "$run/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
-  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
-wrk_summary_lua "$run/wrk-summary.lua"
+tls13_clients "$run"
 
 # 3. Configs.
 read -r P_AOT P_JIT P_NGINX P_AOT_HTTP P_JIT_HTTP <<<"$(free_ports 5)"

@@ -64,10 +64,7 @@ PY
 chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
 copy_certs "$certs"
-[ "$(client_wrapper "$run" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
-tls_cnf_write "$run/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
-  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
-wrk_summary_lua "$run/wrk-summary.lua"
+tls13_clients "$run"
 
 # Configs: one per install, the same but for ports and control socket; nginx as bench/run.sh runs it.
 declare -A TLS_PORT=() HTTP_PORT=()

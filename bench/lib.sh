@@ -242,6 +242,16 @@ end
 LUA
 }
 
+# tls13_clients RUN: what the clients of the TLS 1.3 rows need under RUN (aot.sh, datapath.sh): a.localhost resolving to
+# 127.0.0.1 for them (client_wrapper; dies where unshare -m does not work), RUN/tls13.cnf (TLS 1.3 only, X25519, ECDSA
+# signatures: every client, wrk or Python, reads it through OPENSSL_CONF) and RUN/wrk-summary.lua.
+tls13_clients() {
+  [ "$(client_wrapper "$1" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
+  tls_cnf_write "$1/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
+    "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
+  wrk_summary_lua "$1/wrk-summary.lua"
+}
+
 # nginx_main PREFIX CONNECTIONS [NOFILE]: the top of a bench's nginx.conf, before http {}: as many workers as cores, in the
 # foreground (start_bg ends it), as www-data, its pid and error log under PREFIX, CONNECTIONS a worker, and with NOFILE
 # the workers' descriptor limit.
