@@ -204,13 +204,8 @@ public sealed class ProxyWebSocketTests : IDisposable
         var site = TwoTenantSite.Create("proxy-ws", "static A", moreA: new Dictionary<string, string> { ["run/.keep"] = string.Empty, ["ws.py"] = App });
         var a = site.RootA;
         var socketPath = Path.Combine(a, "run", "ws.sock");
-        var psi = new ProcessStartInfo("setpriv", ["--reuid=10001", "--regid=10001", "--clear-groups", "/usr/bin/python3", Path.Combine(a, "ws.py"), socketPath])
-        {
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        _app = Process.Start(psi)!;
-        Assert.Equal("listening", _app.StandardOutput.ReadLine());
+        _app = TestWorld.StartTenantApp(Path.Combine(a, "ws.py"), out var ready, socketPath);
+        Assert.Equal("listening", ready);
 
         _tlsPort = site.TlsPort;
         site.Terminate("a")["proxy"] = new JsonObject { ["/ws/"] = new JsonObject { ["upstream"] = $"unix:{socketPath}", ["readTimeout"] = "30s" } };
