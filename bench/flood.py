@@ -60,9 +60,9 @@ def addresses(spec):
     return out
 
 
-def tls_context():
-    """TLS 1.3 (or later), no session tickets, nothing verified: every connection a full handshake."""
-    return tlsclient.context(minimum=ssl.TLSVersion.TLSv1_3, tickets=False)
+def tls_context(version13=True):
+    """No session tickets, nothing verified (every connection a full handshake); TLS 1.3 only unless version13 is False."""
+    return tlsclient.context(minimum=ssl.TLSVersion.TLSv1_3 if version13 else None, tickets=False)
 
 
 def client_hello(host):
