@@ -14,3 +14,5 @@ s/\bDispatch\.Protocol\.Hosting\.(CgroupController|CpuMax|CgroupLimits|CgroupHie
 s/\bDispatch\.Protocol\.Hosting\.(Chroot|JailProbe|Jail|Landlock)\b/Dispatch.Platform.Confinement.\1/g
 s/\bDispatch\.Protocol\.Hosting\.(ChildBootstrap|Spawner|RuntimePaths)\b/Dispatch.Platform.Spawn.\1/g
 s/\bDispatch\.Protocol\.Hosting\.(ChildLogFormatter|ConnectionGauge|MemoryTrim|StartupTrace)\b/Dispatch.Platform.Hosting.\1/g
+# The channel's structs and calls that only WireLibc declares now (Libc keeps forwarders for the rest).
+s/\bLibc\.(IoVec|MsgHdr|CmsgHdr|PollFd|CmsgAlign|CmsgSpace|CmsgLen|SendMsg|RecvMsg|Poll)\b/WireLibc.\1/g

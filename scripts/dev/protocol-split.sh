@@ -23,10 +23,11 @@
 #                              -> Dispatch.Platform.Confinement: Jail Landlock Chroot JailProbe
 #                              -> Dispatch.Platform.Spawn:       Spawner RuntimePaths ChildBootstrap
 #                              -> Dispatch.Platform.Hosting:     ChildLogFormatter ConnectionGauge MemoryTrim StartupTrace
-# Not mapped by `apply` (by hand, the compiler says where):
+# What `apply` does not do alone (the compiler says where):
 #   - Libc.MsgHdr, Libc.IoVec, Libc.CmsgHdr, Libc.PollFd, Libc.Cmsg{Align,Space,Len}, Libc.SendMsg, Libc.RecvMsg,
-#     Libc.Poll are WireLibc's now (WireLibc.MsgHdr, ...). Every other member WireLibc took (close, fcntl, write, pread,
-#     lseek, memfd_create, socketpair, errno, the socket/seal constants) is still reachable as Libc.X (Libc.Wire.cs).
+#     Libc.Poll are WireLibc's now (WireLibc.MsgHdr, ...): the .sed renames them, but a file that already uses the new
+#     namespaces needs `using Dispatch.Wire.Interop;` by hand. Every other member WireLibc took (close, fcntl, write,
+#     pread, lseek, memfd_create, socketpair, errno, the socket/seal constants) is still Libc.X (Libc.Wire.cs).
 #   - A new file under src/Dispatch.Protocol/<dir>/ or tests/Dispatch.Tests/Protocol/ goes to its folder in the new
 #     layout (see `move`) with its namespace line changed to match; `apply` then maps its using lines.
 #   - Dispatch.Protocol.dll (the JIT carrier of ProtocolStamp) is Dispatch.Wire.dll; scripts/fuzz.sh instruments

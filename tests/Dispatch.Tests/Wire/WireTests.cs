@@ -202,9 +202,9 @@ public class WireTests
     {
         fixed (byte* d = datagram)
         {
-            var iov = new Libc.IoVec { Base = d, Len = (nuint)datagram.Length };
-            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1 };
-            Assert.True(Libc.SendMsg(fd, &msg, 0) > 0);
+            var iov = new WireLibc.IoVec { Base = d, Len = (nuint)datagram.Length };
+            var msg = new WireLibc.MsgHdr { Iov = &iov, IovLen = 1 };
+            Assert.True(WireLibc.SendMsg(fd, &msg, 0) > 0);
         }
     }
 
