@@ -36,11 +36,8 @@ write_index "$base/www/a.localhost/index.html" a
 chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
 copy_certs "$certs"
-[ "$(client_wrapper "$run" a.localhost)" = 0 ] || die "unshare -m does not work here"
-tls_cnf_write "$run/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
-  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
+tls13_clients "$run"
 tls_cnf_write "$run/tls12.cnf" "MinProtocol = TLSv1.2" "MaxProtocol = TLSv1.2" "Groups = P-256" "CipherString = ECDHE-ECDSA-AES128-GCM-SHA256"
-wrk_summary_lua "$run/wrk-summary.lua"
 # shellcheck disable=SC2046
 set -- $(free_ports 2)
 tls_port=$1 http_port=$2
