@@ -22,13 +22,13 @@ public sealed class WorkerPoolsTests
             new RouteSnapshot(1, new DispatcherSettings(10_000, 16_384, 10_000, 10_000), [], null, 443, [new PoolRoute("a", 0, false, 0, 600_000)]),
             Serilog.Core.Logger.None);
 
-        // The timer that looked at full channels ticks 1 s after the pools start, and every second: everything below
-        // happens well before its first tick, and a hand-off that waited for it would give up first (WorkerWaitMs).
-        using var pools = new WorkerPools(master, () => routes, Serilog.Core.Logger.None);
+        // Without the housekeeping timer, which looked at full channels once a second before: a hand-off that waited
+        // for it would wait until its WorkerWaitMs ran out, and fail.
+        using var pools = new WorkerPools(master, () => routes, Serilog.Core.Logger.None, Timeout.InfiniteTimeSpan);
         var (dispatcherEnd, workerEnd) = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
         using var worker = new Socket(new SafeSocketHandle(workerEnd, ownsHandle: true)) { Blocking = false };
         pools.OnWorkerReady(new WorkerReady(0, "a", 1, Environment.ProcessId), dispatcherEnd);
-        var settings = new DispatcherSettings(10_000, 16_384, WorkerWaitMs: 800, 10_000);
+        var settings = new DispatcherSettings(10_000, 16_384, WorkerWaitMs: 60_000, 10_000);
 
         // Hand connections over until the worker's channel is full (the worker here reads nothing yet): the next one waits.
         var clients = new List<Socket>();
@@ -74,8 +74,8 @@ public sealed class WorkerPoolsTests
 
             Assert.Equal(handed, read);
 
-            // The waiting connection goes to it now (it waited at most 800 ms: the 1 s timer would have come too late),
-            // and so do the next ones, without waiting at all.
+            // The waiting connection goes to it now (nothing else would look at the channel again), and so do the next
+            // ones, without waiting at all.
             Assert.True(await waiting, "the connection waited for the timer, and gave up");
             for (var i = 0; i < 10; i++)
             {
