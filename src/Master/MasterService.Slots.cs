@@ -1,5 +1,6 @@
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
+using Dispatch.Master.Files;
 using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Dispatch.Protocol.Routing;

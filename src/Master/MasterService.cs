@@ -1,8 +1,10 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using Dispatch.Master.Certificates;
+using Dispatch.Master.Channels;
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
+using Dispatch.Master.Files;
 using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Dispatch.Protocol.Routing;

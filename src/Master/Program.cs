@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
 using Dispatch.Master.Config;
+using Dispatch.Master.Files;
+using Dispatch.Master.Operations;
 using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Serilog;

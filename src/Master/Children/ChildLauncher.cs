@@ -162,18 +162,3 @@ internal sealed class ChildLauncher
         _log.Information("Jail of {Child} holds: uid {Uid} gid {Gid}, root not regainable, no_new_privs; denied on every thread and from a child{Chroot}: {Probes}", child, proof.Uid, proof.Gid, chroot ? " (chroot: absent where required)" : string.Empty, denied);
     }
 }
-
-internal sealed class ChildStartException : Exception
-{
-    public ChildStartException()
-    {
-    }
-
-    public ChildStartException(string message) : base(message)
-    {
-    }
-
-    public ChildStartException(string message, Exception innerException) : base(message, innerException)
-    {
-    }
-}

@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text;
+using Dispatch.Master.Files;
 using Dispatch.Protocol.Interop;
 using Serilog;
 

@@ -1,6 +1,6 @@
 using Dispatch.Protocol.Wire;
 
-namespace Dispatch.Master.Children;
+namespace Dispatch.Master.Channels;
 
 /// <summary>
 /// The master's end of a dispatcher's channel once the dispatcher is ready: the table

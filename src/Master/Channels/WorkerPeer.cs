@@ -1,6 +1,6 @@
 using Dispatch.Protocol.Wire;
 
-namespace Dispatch.Master.Children;
+namespace Dispatch.Master.Channels;
 
 /// <summary>
 /// The master's end of a worker's channel once the worker is ready: the table

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Dispatch.Protocol.Interop;
 
-namespace Dispatch.Master;
+namespace Dispatch.Master.Operations;
 
 /// <summary>
 /// The master's signals, taken over before anything else runs. Two things would otherwise lose them:
