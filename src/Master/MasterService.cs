@@ -59,7 +59,7 @@ internal sealed class MasterService : IDisposable
         _reaper = new Reaper(OnChildExit);
         _launcher = new ChildLauncher(_reaper, log);
         _cgroups = new PoolCgroups(log);
-        _certificates = new CertificateWatcher(log, () => ReloadAsync("certificate changed"));
+        _certificates = new CertificateWatcher(log, () => ReloadInBackground("certificate changed"));
         _startup = new WorkerStartup(_config, _workers, _launcher, _cgroups, _counters, log, d => _slots!.StateOf(d), _stop.Token);
         _reports = new DispatcherReports(log);
         _status = new StatusReport(_config, _workers, _startup.Backoff, _reports, () => _slots!.Live(), _counters, log);
@@ -87,6 +87,12 @@ internal sealed class MasterService : IDisposable
 
     /// <inheritdoc cref="Reloader.ReloadAsync"/>
     public Task<string> ReloadAsync(string why) => _reloader.ReloadAsync(why);
+
+    /// <summary>A reload asked for by a signal or a watched file: run in the background, its failure logged.</summary>
+    public void ReloadInBackground(string why) => FireAndForget.Observe(ReloadAsync(why), _log, $"Reload ({why})");
+
+    /// <summary>An upgrade asked for by a signal: run in the background, its failure logged.</summary>
+    public void UpgradeInBackground(string why) => FireAndForget.Observe(UpgradeAsync(why), _log, $"Upgrade ({why})");
 
     /// <inheritdoc cref="Upgrade.RunAsync"/>
     public Task<string> UpgradeAsync(string why) => _upgrade.RunAsync(why);
