@@ -172,6 +172,18 @@ internal sealed class DispatcherSlots(
             dispatcher = _dispatchers[slot]!;
         startup.TopUpSpares(dispatcher);
         var serve = ServeAsync(dispatcher);
+
+        // An upgrade put a new dispatcher in the slot: the old one drains, the new one is served from now on.
+        (ChildProcess, Task) TakeOver(ChildProcess old, Task oldServe)
+        {
+            Retire(old, oldServe);
+            ChildProcess current;
+            lock (_gate)
+                current = _dispatchers[slot]!;
+            startup.TopUpSpares(current);
+            return (current, ServeAsync(current));
+        }
+
         while (true)
         {
             Task changed;
@@ -186,11 +198,7 @@ internal sealed class DispatcherSlots(
                         continue;
                 }
 
-                Retire(dispatcher, serve);
-                lock (_gate)
-                    dispatcher = _dispatchers[slot]!;
-                startup.TopUpSpares(dispatcher);
-                serve = ServeAsync(dispatcher);
+                (dispatcher, serve) = TakeOver(dispatcher, serve);
                 continue;
             }
 
@@ -224,11 +232,7 @@ internal sealed class DispatcherSlots(
                     fresh.Kill();
                     lock (_gate)
                         _slotChanged[slot] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    Retire(dispatcher, serve);
-                    lock (_gate)
-                        dispatcher = _dispatchers[slot]!;
-                    startup.TopUpSpares(dispatcher);
-                    serve = ServeAsync(dispatcher);
+                    (dispatcher, serve) = TakeOver(dispatcher, serve);
                     continue;
                 }
 
