@@ -30,6 +30,8 @@ need=()
 for tool in curl:curl openssl:openssl gnutls-cli:gnutls-bin setpriv:util-linux strace:strace useradd:passwd testssl:testssl.sh sslscan:sslscan gcc:gcc nc:netcat-openbsd htpasswd:apache2-utils php-fpm8.2:php8.2-fpm php:php8.2-cli nghttp:nghttp2-client prlimit:util-linux ss:iproute2; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
 done
+# Tests signal processes with kill(1) (procps): `command -v kill` finds the shell's builtin, so ask for the file.
+[ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)
 # The Python test worker (WorkerProgramTests) runs the TLS record layer with python3-cryptography.
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 # ConfigSchemaTests validate samples/dispatch.json against docs/dispatch.schema.json with python3-jsonschema.

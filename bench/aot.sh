@@ -67,11 +67,7 @@ write_index "$base/www/a.localhost/index.html" a
 chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
 copy_certs "$certs"
-[ "$(client_wrapper "$run" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
-# TLS 1.3 only, X25519, ECDSA signatures: every client of both rows (wrk, Python) reads it.
-tls_cnf_write "$run/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
-  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
-wrk_summary_lua "$run/wrk-summary.lua"
+tls13_clients "$run"
 
 # 3. Configs.
 read -r P_AOT P_JIT P_NGINX P_AOT_HTTP P_JIT_HTTP <<<"$(free_ports 5)"
@@ -96,27 +92,12 @@ dispatch_config jit "$P_JIT" "$P_JIT_HTTP" >"$run/jit.json"
 "$jit_app/Master" check --config "$run/jit.json" >&2 || die "the JIT master refuses the config"
 mkdir -p "$run/nginx/tmp"
 cat >"$run/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-daemon off;
-user www-data;
-pid $run/nginx/nginx.pid;
-error_log $run/nginx/error.log warn;
-events { worker_connections 4096; }
+$(nginx_main "$run/nginx" 4096)
 http {
-  access_log off;
-  sendfile on;
-  keepalive_timeout 300s;
-  keepalive_requests 100000000;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_ecdh_curve X25519:prime256v1;
-$(nginx_temp_paths "$run/nginx/tmp")
+$(nginx_http_common "$run/nginx/tmp")
   server {
     listen 127.0.0.1:$P_NGINX ssl;
-    server_name a.localhost;
-    ssl_certificate     $certs/live/a.localhost/fullchain.pem;
-    ssl_certificate_key $certs/live/a.localhost/privkey.pem;
-    root $base/www/a.localhost;
-    index index.html;
+$(nginx_site_a "$certs" "$base/www/a.localhost")
   }
 }
 NGINX

@@ -64,10 +64,7 @@ PY
 chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
 copy_certs "$certs"
-[ "$(client_wrapper "$run" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
-tls_cnf_write "$run/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
-  "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
-wrk_summary_lua "$run/wrk-summary.lua"
+tls13_clients "$run"
 
 # Configs: one per install, the same but for ports and control socket; nginx as bench/run.sh runs it.
 declare -A TLS_PORT=() HTTP_PORT=()
@@ -96,32 +93,13 @@ JSON
 done
 mkdir -p "$run/nginx"
 cat >"$run/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-daemon off;
-user www-data;
-pid $run/nginx/nginx.pid;
-error_log $run/nginx/error.log warn;
-worker_rlimit_nofile $NOFILE;
-events { worker_connections 8192; }
+$(nginx_main "$run/nginx" 8192 "$NOFILE")
 http {
-  include /etc/nginx/mime.types;
-  default_type application/octet-stream;
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_timeout 300s;
-  keepalive_requests 100000000;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_ecdh_curve X25519:prime256v1;
-$(nginx_temp_paths "$run/nginx/tmp")
+$(nginx_http_common static "$run/nginx/tmp")
   server {
     listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
     listen 127.0.0.1:${HTTP_PORT[nginx]};
-    server_name a.localhost;
-    ssl_certificate     $certs/live/a.localhost/fullchain.pem;
-    ssl_certificate_key $certs/live/a.localhost/privkey.pem;
-    root $base/www/a.localhost;
-    index index.html;
+$(nginx_site_a "$certs" "$base/www/a.localhost")
   }
 }
 NGINX

@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tool  # noqa: E402  (the run.sh helpers: process trees and roles)
+import tlsclient  # noqa: E402  (TLS client contexts, a ClientHello)
 
 HERE = os.path.abspath(__file__)
 TCP_ESTABLISHED = 1
@@ -60,25 +61,13 @@ def addresses(spec):
 
 
 def tls_context(version13=True):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    if version13:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.options |= ssl.OP_NO_TICKET
-    return ctx
+    """No session tickets, nothing verified (every connection a full handshake); TLS 1.3 only unless version13 is False."""
+    return tlsclient.context(minimum=ssl.TLSVersion.TLSv1_3 if version13 else None, tickets=False)
 
 
 def client_hello(host):
     """The first flight of a real TLS 1.3 client for `host` (a ClientHello record)."""
-    ctx = tls_context()
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=host)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
+    return tlsclient.client_hello(tls_context(), host)
 
 
 def tcp_state(sock):

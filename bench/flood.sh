@@ -76,13 +76,7 @@ JSON
 "$app/Master" check --config "$run/dispatch.json" >&2 || die "Dispatch refuses the generated config"
 
 cat >"$run/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-user www-data;
-pid $run/nginx/nginx.pid;
-error_log $run/nginx/error.log warn;
-events { worker_connections $NOFILE; }
+$(nginx_main "$run/nginx" "$NOFILE" "$NOFILE")
 http {
   include /etc/nginx/mime.types;
   access_log off;

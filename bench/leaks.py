@@ -33,6 +33,8 @@ import sys
 import threading
 import time
 
+import tlsclient
+
 TIMEOUT = 30
 
 
@@ -60,12 +62,7 @@ def connect(port):
 
 
 def tls_context(args, version, alpn=None):
-    ctx = ssl.create_default_context(cafile=args.ca)
-    ctx.minimum_version = version
-    ctx.maximum_version = version
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    return ctx
+    return tlsclient.context(cafile=args.ca, minimum=version, maximum=version, alpn=alpn)
 
 
 def tls_get(args, host, version):
@@ -120,15 +117,8 @@ def h2_get(args, host):
 
 
 def client_hello_bytes(host):
-    """The first flight of a real TLS client (Python's OpenSSL), through memory BIOs."""
-    ctx = ssl.create_default_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=host)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
+    """The first flight of a real TLS client (Python's OpenSSL, its default context)."""
+    return tlsclient.client_hello(ssl.create_default_context(), host)
 
 
 def expect_end(sock):

@@ -242,6 +242,48 @@ end
 LUA
 }
 
+# tls13_clients RUN: what the clients of the TLS 1.3 rows need under RUN (aot.sh, datapath.sh): a.localhost resolving to
+# 127.0.0.1 for them (client_wrapper; dies where unshare -m does not work), RUN/tls13.cnf (TLS 1.3 only, X25519, ECDSA
+# signatures: every client, wrk or Python, reads it through OPENSSL_CONF) and RUN/wrk-summary.lua.
+tls13_clients() {
+  [ "$(client_wrapper "$1" a.localhost)" = 0 ] || die "unshare -m does not work here (the clients need a.localhost)"
+  tls_cnf_write "$1/tls13.cnf" "MinProtocol = TLSv1.3" "MaxProtocol = TLSv1.3" "Groups = X25519" \
+    "SignatureAlgorithms = ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512"
+  wrk_summary_lua "$1/wrk-summary.lua"
+}
+
+# nginx_main PREFIX CONNECTIONS [NOFILE]: the top of a bench's nginx.conf, before http {}: as many workers as cores, in the
+# foreground (start_bg ends it), as www-data, its pid and error log under PREFIX, CONNECTIONS a worker, and with NOFILE
+# the workers' descriptor limit.
+nginx_main() {
+  printf 'worker_processes auto;\ndaemon off;\nuser www-data;\npid %s/nginx.pid;\nerror_log %s/error.log warn;\n' "$1" "$1"
+  [ -z "${3:-}" ] || printf 'worker_rlimit_nofile %s;\n' "$3"
+  printf 'events { worker_connections %s; }\n' "$2"
+}
+
+# nginx_site_a CERTS ROOT: the lines of an nginx server {} (after its listen lines) that serve a.localhost from ROOT
+# with its ECDSA certificate from CERTS/live, as Dispatch does in the benches.
+nginx_site_a() {
+  printf '    server_name a.localhost;\n'
+  printf '    ssl_certificate     %s/live/a.localhost/fullchain.pem;\n    ssl_certificate_key %s/live/a.localhost/privkey.pem;\n' "$1" "$1"
+  printf '    root %s;\n    index index.html;\n' "$2"
+}
+
+# nginx_http_common [static] TMPDIR: the nginx http-block lines the benches that race nginx share (aot.sh, datapath.sh,
+# run.sh): no access log, sendfile, keep-alive connections that last the whole run (300 s, no request limit), TLS 1.2
+# and 1.3 on X25519 or P-256, temporary files under TMPDIR (nginx_temp_paths). With "static": MIME types from
+# /etc/nginx/mime.types (application/octet-stream otherwise) and tcp_nopush, for the rows that serve files of each type.
+nginx_http_common() {
+  local static=0
+  if [ "$1" = static ]; then static=1; shift; fi
+  [ "$static" = 0 ] || printf '  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n'
+  printf '  access_log off;\n  sendfile on;\n'
+  [ "$static" = 0 ] || printf '  tcp_nopush on;\n'
+  printf '  keepalive_timeout 300s;\n  keepalive_requests 100000000;\n'
+  printf '  ssl_protocols TLSv1.2 TLSv1.3;\n  ssl_ecdh_curve X25519:prime256v1;\n'
+  nginx_temp_paths "$1"
+}
+
 # nginx_temp_paths DIR: the nginx http-block lines that keep its temporary files under DIR (created here).
 nginx_temp_paths() {
   mkdir -p "$1"

@@ -237,23 +237,10 @@ pid $2/nginx.pid;
 error_log $2/error.log warn;
 events { worker_connections $CONN_LIMIT; }
 http {
-  include /etc/nginx/mime.types;
-  default_type application/octet-stream;
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_timeout 300s;
-  keepalive_requests 100000000;
+$(nginx_http_common static "$2/tmp")
   client_header_timeout 300s;
-  ssl_protocols TLSv1.2 TLSv1.3;
   ssl_ciphers $ECDSA_CIPHER:$RSA_CIPHER;
   ssl_prefer_server_ciphers on;
-  ssl_ecdh_curve X25519:prime256v1;
-  client_body_temp_path $2/tmp;
-  proxy_temp_path $2/tmp;
-  fastcgi_temp_path $2/tmp;
-  uwsgi_temp_path $2/tmp;
-  scgi_temp_path $2/tmp;
 $3
 }
 NGINX

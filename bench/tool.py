@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 
+import tlsclient
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -189,22 +191,13 @@ def client_context(cipher, tickets=False, version="1.2"):
     suites; the group is pinned by the caller's environment (OPENSSL_CONF with Groups = X25519, see
     run.sh: Debian's Python 3.11 refuses set_ecdh_curve("X25519")), so a server that cannot do
     TLS 1.3 fails the handshake instead of being measured on TLS 1.2."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    pinned = ssl.TLSVersion.TLSv1_3 if version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx = tlsclient.context(minimum=pinned, maximum=pinned, tickets=tickets)
     if version == "1.3":
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-        if not tickets:
-            ctx.options |= ssl.OP_NO_TICKET
         return ctx
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(cipher)
     # One group for everyone in the TLS 1.2 rows: P-256 (what the dispatcher's TLS 1.2 engine has).
     ctx.set_ecdh_curve("prime256v1")
-    if not tickets:
-        ctx.options |= ssl.OP_NO_TICKET
     return ctx
 
 

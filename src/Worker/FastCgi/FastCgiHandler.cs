@@ -37,13 +37,6 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
 
     private static readonly byte[] NotFoundBody = Encoding.UTF8.GetBytes("Not Found\n");
     private static readonly byte[] LengthRequiredBody = Encoding.UTF8.GetBytes("Length Required: a request body for a PHP script needs a Content-Length\n");
-    private static readonly byte[] RefusedBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (connection refused)\n");
-    private static readonly byte[] MissingBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (not running)\n");
-    private static readonly byte[] DeniedBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (connection not permitted)\n");
-    private static readonly byte[] UnavailableBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable\n");
-    private static readonly byte[] InvalidResponseBody = Encoding.UTF8.GetBytes("Bad Gateway: the application sent no valid response\n");
-    private static readonly byte[] ConnectTimeoutBody = Encoding.UTF8.GetBytes("Gateway Timeout: the application did not accept the connection in time\n");
-    private static readonly byte[] ReadTimeoutBody = Encoding.UTF8.GetBytes("Gateway Timeout: the application did not answer in time\n");
 
     private readonly Serilog.ILogger _log = log.ForContext(Constants.SourceContextPropertyName, LogSourceContext);
     private readonly Dictionary<string, FastCgiConnectionPool> _pools = new(StringComparer.Ordinal);
@@ -269,14 +262,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
             }
             catch (UpstreamConnectException e)
             {
-                var (status, page) = e.Failure switch
-                {
-                    ConnectFailure.Timeout => (StatusCodes.Status504GatewayTimeout, ConnectTimeoutBody),
-                    ConnectFailure.Refused => (StatusCodes.Status502BadGateway, RefusedBody),
-                    ConnectFailure.Missing => (StatusCodes.Status502BadGateway, MissingBody),
-                    ConnectFailure.Denied => (StatusCodes.Status502BadGateway, DeniedBody),
-                    _ => (StatusCodes.Status502BadGateway, UnavailableBody),
-                };
+                var (status, page) = GatewayAnswers.ForConnect(e.Failure);
                 if (rented)
                 {
                     pool.Discard(connection);
@@ -294,7 +280,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                 }
 
                 Warn("sending the request failed: {Reason}", e.Message);
-                await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, UnavailableBody, close: false);
+                await RequestHandler.WriteTextAsync(context, StatusCodes.Status502BadGateway, GatewayAnswers.Unavailable, close: false);
                 return;
             }
             catch (OperationCanceledException) when (aborted.IsCancellationRequested)
@@ -446,17 +432,17 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                         }
 
                         return await FailAsync(
-                            headDone, StatusCodes.Status504GatewayTimeout, ReadTimeoutBody, "no answer within {Timeout} s", settings.EffectiveReadTimeout().TotalSeconds);
+                            headDone, StatusCodes.Status504GatewayTimeout, GatewayAnswers.ReadTimeout, "no answer within {Timeout} s", settings.EffectiveReadTimeout().TotalSeconds);
                     }
                     catch (FastCgiProtocolException e)
                     {
                         stderr.Complete();
-                        return await FailAsync(headDone, StatusCodes.Status502BadGateway, InvalidResponseBody, "malformed answer: {Reason}", e.Message);
+                        return await FailAsync(headDone, StatusCodes.Status502BadGateway, GatewayAnswers.InvalidResponse, "malformed answer: {Reason}", e.Message);
                     }
                     catch (IOException e)
                     {
                         stderr.Complete();
-                        return await FailAsync(headDone, StatusCodes.Status502BadGateway, InvalidResponseBody, "the connection failed: {Reason}", e.Message);
+                        return await FailAsync(headDone, StatusCodes.Status502BadGateway, GatewayAnswers.InvalidResponse, "the connection failed: {Reason}", e.Message);
                     }
 
                     ArmSilenceTimer();
@@ -468,7 +454,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                             return false;
                         }
 
-                        return await FailAsync(headDone, StatusCodes.Status502BadGateway, InvalidResponseBody, "the connection closed before the end of the request{Nothing}", string.Empty);
+                        return await FailAsync(headDone, StatusCodes.Status502BadGateway, GatewayAnswers.InvalidResponse, "the connection closed before the end of the request{Nothing}", string.Empty);
                     }
 
                     var content = record.AsMemory(0, got.Length);
@@ -483,7 +469,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                             if (protocolStatus != 0)
                             {
                                 return await FailAsync(
-                                    headDone, StatusCodes.Status502BadGateway, InvalidResponseBody, "request refused, protocol status {Status} (1: cannot multiplex, 2: overloaded, 3: unknown role)", protocolStatus);
+                                    headDone, StatusCodes.Status502BadGateway, GatewayAnswers.InvalidResponse, "request refused, protocol status {Status} (1: cannot multiplex, 2: overloaded, 3: unknown role)", protocolStatus);
                             }
 
                             if (!headDone)
@@ -493,7 +479,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                                     return false;
                                 }
 
-                                return await FailAsync(false, StatusCodes.Status502BadGateway, InvalidResponseBody, "the request ended without a complete header block ({Bytes} bytes of output)", headFilled);
+                                return await FailAsync(false, StatusCodes.Status502BadGateway, GatewayAnswers.InvalidResponse, "the request ended without a complete header block ({Bytes} bytes of output)", headFilled);
                             }
 
                             if (sendBody && declared is { } length && sent < length)
@@ -534,7 +520,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
                         {
                             if (headFilled == CgiLimits.MaxHeaderBytes)
                             {
-                                return await FailAsync(false, StatusCodes.Status502BadGateway, InvalidResponseBody, "no end of the header block within {Max} bytes", CgiLimits.MaxHeaderBytes);
+                                return await FailAsync(false, StatusCodes.Status502BadGateway, GatewayAnswers.InvalidResponse, "no end of the header block within {Max} bytes", CgiLimits.MaxHeaderBytes);
                             }
 
                             continue;
@@ -542,7 +528,7 @@ internal sealed class FastCgiHandler(Serilog.ILogger log) : IDisposable
 
                         if (!CgiResponseHead.TryParse(head.AsSpan(0, headLength), out var parsed, out var error))
                         {
-                            return await FailAsync(false, StatusCodes.Status502BadGateway, InvalidResponseBody, "invalid response header: {Reason}", error);
+                            return await FailAsync(false, StatusCodes.Status502BadGateway, GatewayAnswers.InvalidResponse, "invalid response header: {Reason}", error);
                         }
 
                         if (await AnswerBodyErrorAsync())

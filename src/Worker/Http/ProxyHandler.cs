@@ -51,13 +51,6 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
 
     private static readonly byte[] UpgradeBody = Encoding.UTF8.GetBytes("Not Implemented: CONNECT is not proxied (WebSockets are)\n");
     private static readonly byte[] BadTargetBody = Encoding.UTF8.GetBytes("Bad Request: request target\n");
-    private static readonly byte[] RefusedBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (connection refused)\n");
-    private static readonly byte[] MissingBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (not running)\n");
-    private static readonly byte[] DeniedBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable (connection not permitted)\n");
-    private static readonly byte[] UnavailableBody = Encoding.UTF8.GetBytes("Bad Gateway: the application is unavailable\n");
-    private static readonly byte[] InvalidResponseBody = Encoding.UTF8.GetBytes("Bad Gateway: the application sent no valid response\n");
-    private static readonly byte[] ConnectTimeoutBody = Encoding.UTF8.GetBytes("Gateway Timeout: the application did not accept the connection in time\n");
-    private static readonly byte[] ResponseTimeoutBody = Encoding.UTF8.GetBytes("Gateway Timeout: the application did not answer in time\n");
 
     private static readonly UriCreationOptions RawUri = new() { DangerousDisablePathAndQueryCanonicalization = true };
 
@@ -402,21 +395,14 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
                 return;
 
             case ForwarderError.Request or ForwarderError.RequestCreation when Find<UpstreamConnectException>(exception) is { } connect:
-                var (status, body) = connect.Failure switch
-                {
-                    ConnectFailure.Timeout => (StatusCodes.Status504GatewayTimeout, ConnectTimeoutBody),
-                    ConnectFailure.Refused => (StatusCodes.Status502BadGateway, RefusedBody),
-                    ConnectFailure.Missing => (StatusCodes.Status502BadGateway, MissingBody),
-                    ConnectFailure.Denied => (StatusCodes.Status502BadGateway, DeniedBody),
-                    _ => (StatusCodes.Status502BadGateway, UnavailableBody),
-                };
+                var (status, body) = GatewayAnswers.ForConnect(connect.Failure);
                 Warn(context, vhost, forwarding, "cannot connect, {Failure}: {Reason}", connect.Failure, connect.Message);
                 await WriteErrorAsync(context, status, body, close: false);
                 return;
 
             case ForwarderError.RequestTimedOut:
                 Warn(context, vhost, forwarding, "no response headers within {Timeout} s (readTimeout)", forwarding.Route.ReadTimeout.TotalSeconds, null);
-                await WriteErrorAsync(context, StatusCodes.Status504GatewayTimeout, ResponseTimeoutBody, close: false);
+                await WriteErrorAsync(context, StatusCodes.Status504GatewayTimeout, GatewayAnswers.ReadTimeout, close: false);
                 return;
 
             case ForwarderError.ResponseBodyDestination when context.Response.HasStarted:
@@ -445,7 +431,7 @@ internal sealed class ProxyHandler(Serilog.ILogger log) : IDisposable
                 await WriteErrorAsync(
                     context,
                     timedOut ? StatusCodes.Status504GatewayTimeout : StatusCodes.Status502BadGateway,
-                    timedOut ? ResponseTimeoutBody : InvalidResponseBody,
+                    timedOut ? GatewayAnswers.ReadTimeout : GatewayAnswers.InvalidResponse,
                     close: false);
                 return;
         }

@@ -14,12 +14,8 @@ public sealed class CertificateLoadingTests
     {
         TestWorld.RequireRoot();
         var dir = TestWorld.NewTestDirectory(name);
-        var a = Path.Combine(dir, "a");
-        var b = Path.Combine(dir, "b");
-        Directory.CreateDirectory(a);
-        Directory.CreateDirectory(b);
         var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(8080, a, b);
+        var config = DispatchInstance.CheckableConfig(dir);
         config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = "127.0.0.1:8443", ["protocol"] = "tls" });
         config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
         var file = Path.Combine(dir, "dispatch.json");

@@ -15,27 +15,19 @@ public sealed class CgiTests : IDisposable
 
     private (DispatchInstance D, int TlsPort, string RootB) Start()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("cgi");
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["secret.txt"] = "B-SECRET" });
-        var cgi = TestWorld.NewTenantTree(dir, "cgi-a", TestWorld.TenantA, new Dictionary<string, string>
+        var site = TwoTenantSite.Create("cgi", indexB: null, moreB: new Dictionary<string, string> { ["secret.txt"] = "B-SECRET" });
+        var rootB = site.RootB;
+        var cgi = site.CgiTree(new Dictionary<string, string>
         {
             ["id.sh"] = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nid -u\nid -g\n",
             ["sha.sh"] = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nsha256sum | cut -d' ' -f1\n",
             ["peek.sh"] = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\ncat /etc/passwd >/dev/null 2>&1 && echo passwd-READ || echo passwd-denied\ncat \"$1\" 2>/dev/null; cat " + Path.Combine(rootB, "secret.txt") + " 2>/dev/null && echo other-tenant-READ || echo other-tenant-denied\n",
         });
-        foreach (var f in Directory.GetFiles(cgi))
-            File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserExecute);
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        var a = config["vhosts"]!["a.localhost"]!;
-        a["certDir"] = Path.Combine(live, "a.localhost");
+        var a = site.Vhost("a");
+        a["certDir"] = site.CertDir("a.localhost");
         a["cgi"] = new JsonObject { ["/cgi-bin/"] = cgi };
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
-        return (_dispatch, tlsPort, rootB);
+        _dispatch = site.StartReady(_output);
+        return (_dispatch, site.TlsPort, rootB);
     }
 
     [SkippableFact]

@@ -23,20 +23,14 @@ public sealed class ClientLimitsTests : IDisposable
     [SkippableFact]
     public async Task Connections_beyond_the_per_address_limit_are_refused_and_other_addresses_are_served()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("client-limits");
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "tenant A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "tenant B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
+        var site = TwoTenantSite.Create("client-limits", "tenant A", "tenant B");
+        site.Terminate("b");
+        var config = site.Config;
+        var tlsPort = site.TlsPort;
         config["dispatcher"]!["headerTimeout"] = "60s";
         config["dispatcher"]!["handshakeTimeout"] = "60s";
         config["dispatcher"]!["limits"] = new JsonObject { ["perAddress"] = new JsonObject { ["connections"] = PerAddress } };
-        var d = DispatchInstance.StartReady(dir, config, _output);
+        var d = site.StartReady(_output);
         _cleanup.Add(d);
         var http = $"http://127.0.0.1:{d.HttpPort}/";
 

@@ -52,16 +52,7 @@ public sealed class ConfigAndStartupTests
         { "proxy not an object", """{"vhosts":{"a.localhost":{"proxy":"unix:/srv/a.sock"}}}""", "vhosts:a.localhost:proxy: an object such as" },
     };
 
-    private static JsonObject ValidConfig(string dir)
-    {
-        // The validator checks that each pool can traverse to its root: temp directories are 0700.
-        File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
-        var a = Path.Combine(dir, "a");
-        var b = Path.Combine(dir, "b");
-        Directory.CreateDirectory(a);
-        Directory.CreateDirectory(b);
-        return DispatchInstance.SampleConfig(8080, a, b);
-    }
+    private static JsonObject ValidConfig(string dir) => DispatchInstance.CheckableConfig(dir);
 
     private static void Merge(JsonObject target, JsonObject patch)
     {

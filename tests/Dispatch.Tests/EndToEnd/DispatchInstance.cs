@@ -57,6 +57,19 @@ public sealed partial class DispatchInstance : IDisposable
         ["jailProbe"] = new JsonObject { ["threads"] = 32 },
     };
 
+    /// <summary>
+    /// <see cref="SampleConfig"/> over empty tenant directories a and b made in <paramref name="dir"/>, for <c>check</c> (which
+    /// validates the trees but serves nothing). <paramref name="dir"/> is made 0755: the validator checks that each pool
+    /// can traverse to its root, and temp directories are 0700.
+    /// </summary>
+    public static JsonObject CheckableConfig(string dir, int httpPort = 8080)
+    {
+        File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
+        var a = Directory.CreateDirectory(Path.Combine(dir, "a")).FullName;
+        var b = Directory.CreateDirectory(Path.Combine(dir, "b")).FullName;
+        return SampleConfig(httpPort, a, b);
+    }
+
     /// <param name="command">The command line before <c>--config FILE</c>; default: the staged Master (an installed one: <c>[".../sbin/dispatch", "run"]</c>).</param>
     public static DispatchInstance Start(string directory, JsonObject config, ITestOutputHelper? output = null, IReadOnlyList<string>? wrapper = null, IReadOnlyDictionary<string, string>? environment = null, IReadOnlyList<string>? command = null)
     {

@@ -58,8 +58,8 @@ public sealed class ErrorLogTests : IDisposable
         var bLog = Path.Combine(logs, "b.error.log");
 
         var socket = Path.Combine(a, "run", "app.sock");
-        _app = Process.Start(new ProcessStartInfo("setpriv", ["--reuid=10001", "--regid=10001", "--clear-groups", "/usr/bin/python3", Path.Combine(a, "app.py"), socket]) { RedirectStandardOutput = true, UseShellExecute = false })!;
-        Assert.Equal("listening", _app.StandardOutput.ReadLine());
+        _app = TestWorld.StartTenantApp(Path.Combine(a, "app.py"), out var ready, socket);
+        Assert.Equal("listening", ready);
 
         var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
         config["vhosts"]!["a.localhost"]!["cgi"] = new JsonObject { ["/cgi-bin/"] = cgiA };

@@ -39,10 +39,7 @@ public sealed class FastCgiConfigTests(ITestOutputHelper output)
         var dir = Directory.CreateTempSubdirectory("dispatch-fastcgi-check-").FullName;
         try
         {
-            File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
-            var a = Directory.CreateDirectory(Path.Combine(dir, "a")).FullName;
-            var b = Directory.CreateDirectory(Path.Combine(dir, "b")).FullName;
-            var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+            var config = DispatchInstance.CheckableConfig(dir, TestWorld.FreePort());
             foreach (var (key, value) in JsonNode.Parse(patch)!.AsObject().ToList())
                 config["vhosts"]!["a.localhost"]![key] = value?.DeepClone();
             config["control"] = new JsonObject { ["socket"] = Path.Combine(dir, "control.sock") };
@@ -73,10 +70,7 @@ public sealed class FastCgiConfigTests(ITestOutputHelper output)
         var dir = Directory.CreateTempSubdirectory("dispatch-fastcgi-check-").FullName;
         try
         {
-            File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
-            var a = Directory.CreateDirectory(Path.Combine(dir, "a")).FullName;
-            var b = Directory.CreateDirectory(Path.Combine(dir, "b")).FullName;
-            var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+            var config = DispatchInstance.CheckableConfig(dir, TestWorld.FreePort());
             config["vhosts"]!["a.localhost"]!["fastcgi"] = new JsonObject { ["socket"] = "/run/php/a.sock", ["connectTimeout"] = "2s", ["readTimeout"] = "5m" };
             config["vhosts"]!["a.localhost"]!["tryFiles"] = new JsonArray("$uri", "$uri/", "/index.php");
             config["vhosts"]!["b.localhost"]!["fastcgi"] = new JsonObject

@@ -36,24 +36,14 @@ public sealed partial class FaultTests : IDisposable
     /// <summary>Two tenants over plain HTTP and TLS (a: openssl engine, pumped by the dispatcher; b: bouncycastle, handed to the worker).</summary>
     private Setup Start(string name, Action<JsonObject, string>? adjust = null)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory(name);
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["jailProbe"]!["threads"] = 4;
-        config["vhosts"]!["a.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["a.localhost"]!["engine"] = "openssl";
-        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
-        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
-        adjust?.Invoke(config, dir);
-        var d = DispatchInstance.StartReady(dir, config, _output);
+        var site = TwoTenantSite.Create(name);
+        site.Config["jailProbe"]!["threads"] = 4;
+        site.Terminate("a", engine: "openssl");
+        site.Terminate("b");
+        adjust?.Invoke(site.Config, site.Directory);
+        var d = site.StartReady(_output);
         _cleanup.Add(d);
-        return new Setup(d, dir, config, tlsPort, rootA, rootB);
+        return new Setup(d, site.Directory, site.Config, site.TlsPort, site.RootA, site.RootB);
     }
 
     /// <summary>A random moment within the next second.</summary>

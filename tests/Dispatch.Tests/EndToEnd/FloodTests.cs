@@ -218,25 +218,18 @@ public sealed class FloodTests : IDisposable
 
     private (DispatchInstance D, int TlsPort, string RootA) Start(string name)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory(name);
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "tenant A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "tenant B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
+        var site = TwoTenantSite.Create(name, "tenant A", "tenant B");
+        site.Terminate("b");
+        var config = site.Config;
         config["dispatcher"]!["headerTimeout"] = "120s";
         config["dispatcher"]!["handshakeTimeout"] = "120s";
         config["dispatcher"]!["nofile"] = 16384;
         config["pools"]!["a"]!["nofile"] = 16384;
         config["pools"]!["a"]!["timeouts"] = new JsonObject { ["send"] = "120s" };
         config["dispatcher"]!["limits"] = new JsonObject { ["perAddress"] = new JsonObject { ["connections"] = 0 } };
-        var d = DispatchInstance.StartReady(dir, config, _output);
+        var d = site.StartReady(_output);
         _cleanup.Add(d);
-        return (d, tlsPort, a);
+        return (d, site.TlsPort, site.RootA);
     }
 
     private static async Task<List<Socket>> OpenAsync(int count, int port, byte[] send, int receiveBuffer = 0)

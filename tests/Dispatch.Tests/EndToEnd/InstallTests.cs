@@ -244,6 +244,20 @@ public sealed class InstallTests : IClassFixture<InstallFixture>
         var usage = Tools.Run(l.Command, "frobnicate");
         Assert.Equal(64, usage.ExitCode);
         Assert.Contains("dispatch check", usage.Stderr, StringComparison.Ordinal);
+
+        // The installed command's help: on stdout, exit 0, every verb under the command's own name, the installed
+        // config as the default of -c; and its version.
+        var help = Tools.Run(l.Command, "--help");
+        Assert.True(help.ExitCode == 0, help.Stderr);
+        Assert.Equal(string.Empty, help.Stderr);
+        foreach (var verb in new[] { "run", "check", "status", "reload", "upgrade", "reopen" })
+            Assert.Matches(new Regex($@"(?m)^\s+dispatch {verb}\b"), help.Stdout);
+        var checkHelp = Tools.Run(l.Command, "check", "--help");
+        Assert.True(checkHelp.ExitCode == 0, checkHelp.Stderr);
+        Assert.Contains($"[default: {l.Config}]", checkHelp.Stdout, StringComparison.Ordinal);
+        var version = Tools.Run(l.Command, "--version");
+        Assert.True(version.ExitCode == 0, version.Stderr);
+        Assert.Matches(@"^\d+\.\d+\.\d+", version.Stdout.Trim());
     }
 
     [SkippableFact]

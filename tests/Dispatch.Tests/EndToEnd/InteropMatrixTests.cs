@@ -20,31 +20,22 @@ public sealed class InteropMatrixTests : IDisposable
 
     private int Start(string engine)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory($"matrix-{engine}");
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "matrix A" });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "matrix B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["dispatcher"]!["engine"] = engine == "passthrough" ? "openssl" : engine;
+        var site = TwoTenantSite.Create($"matrix-{engine}", "matrix A", "matrix B");
+        site.Config["dispatcher"]!["engine"] = engine == "passthrough" ? "openssl" : engine;
         foreach (var v in new[] { "a", "b" })
-            config["vhosts"]![$"{v}.localhost"]!["certDirs"] = new JsonArray(Path.Combine(live, $"{v}.localhost"), Path.Combine(live, $"{v}.localhost-rsa"));
+            site.Vhost(v)["certDirs"] = new JsonArray(site.CertDir($"{v}.localhost"), site.CertDir($"{v}.localhost-rsa"));
         if (engine == "passthrough")
         {
             // a's worker terminates with the tenant's own copy (ECDSA only).
-            var own = Path.Combine(dir, "a-certs");
-            Assert.Equal(0, Tools.Run("cp", "-a", Path.GetFullPath(Path.Combine(live, "..")), own).ExitCode);
-            TestWorld.Chown(own, TestWorld.TenantA, recursive: true);
-            var a = config["vhosts"]!["a.localhost"]!.AsObject();
+            var own = site.TenantCertificates("a-certs", TestWorld.TenantA);
+            var a = site.Vhost("a").AsObject();
             a.Remove("certDirs");
             a["tls"] = "passthrough";
             a["certDir"] = Path.Combine(own, "live", "a.localhost");
         }
 
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
-        return tlsPort;
+        _dispatch = site.StartReady(_output);
+        return site.TlsPort;
     }
 
     private static string OpenSsl(int port, params string[] extra)

@@ -24,32 +24,20 @@ public sealed class LeakTests : IDisposable
     [SkippableFact]
     public void After_thousands_of_mixed_good_and_bad_connections_every_process_holds_exactly_its_baseline_descriptors()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("leaks");
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var rootC = TestWorld.NewTenantTree(dir, "c", 10003, new Dictionary<string, string> { ["index.html"] = "C" });
-        var live = TestWorld.InstallSampleCertificates(dir);
+        var site = TwoTenantSite.Create("leaks");
+        var (config, tlsPort) = (site.Config, site.TlsPort);
+        var rootC = TestWorld.NewTenantTree(site.Directory, "c", 10003, new Dictionary<string, string> { ["index.html"] = "C" });
         // Tenant c's own certbot tree (passthrough: only its worker reads the key).
-        var tenantCerts = Path.Combine(dir, "c-certs");
-        Assert.Equal(0, Tools.Run("cp", "-a", Path.GetFullPath(Path.Combine(live, "..")), tenantCerts).ExitCode);
-        TestWorld.Chown(tenantCerts, 10003, recursive: true);
-        File.SetUnixFileMode(tenantCerts, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var tenantCerts = site.TenantCertificates("c-certs", 10003);
 
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
         config["jailProbe"]!["threads"] = 4;
         config["pools"]!["c"] = new JsonObject { ["user"] = "10003", ["group"] = "10003" };
         foreach (var pool in Pools)
             config["pools"]![pool]!["idleTimeout"] = "10m"; // no worker is let go (and its channel closed) meanwhile
-        config["vhosts"]!["a.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["a.localhost"]!["engine"] = "openssl";
-        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
-        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
+        site.Terminate("a", engine: "openssl");
+        site.Terminate("b");
         config["vhosts"]!["c.localhost"] = new JsonObject { ["pool"] = "c", ["root"] = rootC, ["tls"] = "passthrough", ["certDir"] = Path.Combine(tenantCerts, "live", "c.localhost") };
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        _dispatch = site.StartReady(_output);
         var d = _dispatch;
 
         // Warm every path (each kind twice), so every worker and channel exists; then the baseline.

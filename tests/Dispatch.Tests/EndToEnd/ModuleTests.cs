@@ -76,12 +76,17 @@ public sealed class ModuleTests : IDisposable
         return r.ExitCode == 0 ? "OK" : r.Stderr;
     }
 
-    /// <summary><c>Master run</c> with a config it must refuse: its exit code (78 expected) and log.</summary>
-    private (int ExitCode, string Log) RunRefused(string dir, JsonObject config)
+    /// <summary><c>Master check</c> refuses the config and <c>Master run</c> exits 78 on it, each saying every line of <paramref name="expected"/>.</summary>
+    private void AssertRefusedByCheckAndRun(string dir, JsonObject config, params string[] expected)
     {
+        var check = Check(dir, config);
         using var d = DispatchInstance.Start(dir, config, _output);
-        var code = d.WaitForExit();
-        return (code, d.Log);
+        Assert.Equal(78, d.WaitForExit());
+        foreach (var line in expected)
+        {
+            Assert.Contains(line, check, StringComparison.Ordinal);
+            Assert.Contains(line, d.Log, StringComparison.Ordinal);
+        }
     }
 
     /// <summary>A CPU this process may use other than its lowest, so that pinning to it is visible.</summary>
@@ -136,14 +141,7 @@ public sealed class ModuleTests : IDisposable
             $"pools:a:modules:umask: module 'umask' ({umask}) refused pool a's settings: umask 'abc' is not three or four octal digits",
             $"pools:a:modules:affinity: module 'affinity' ({affinity}) refused pool a's settings: expects {{ \"cpus\": \"0,2\" }}: CPU numbers from 0 to 1023, separated by commas",
         ];
-        var check = Check(dir, config);
-        var (code, log) = RunRefused(dir, config);
-        Assert.Equal(78, code);
-        foreach (var line in expected)
-        {
-            Assert.Contains(line, check, StringComparison.Ordinal);
-            Assert.Contains(line, log, StringComparison.Ordinal);
-        }
+        AssertRefusedByCheckAndRun(dir, config, expected);
     }
 
     [SkippableFact]
@@ -191,14 +189,7 @@ public sealed class ModuleTests : IDisposable
             $"modules:umask:library: refused: {Path.GetDirectoryName(open)} is writable by group or others (mode 777)",
             $"modules:affinity:library: refused: {groupWritable} is writable by group or others (mode 775)",
         ];
-        var check = Check(dir, config);
-        var (code, log) = RunRefused(dir, config);
-        Assert.Equal(78, code);
-        foreach (var line in expected)
-        {
-            Assert.Contains(line, check, StringComparison.Ordinal);
-            Assert.Contains(line, log, StringComparison.Ordinal);
-        }
+        AssertRefusedByCheckAndRun(dir, config, expected);
     }
 
     [SkippableFact]

@@ -26,24 +26,17 @@ public sealed class OperationsTests : IDisposable
     [SkippableFact]
     public async Task Status_and_metrics_show_the_connections_handshakes_workers_and_reloads_this_test_made()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("operations");
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tlsPort = TestWorld.FreePort();
+        var site = TwoTenantSite.Create("operations");
+        var (dir, config, tlsPort) = (site.Directory, site.Config, site.TlsPort);
         var metricsPort = TestWorld.FreePort();
         var socket = Path.Combine(dir, "run", "control.sock");
         var jsonLog = Path.Combine(dir, "master.json");
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
+        site.Terminate("b");
         config["control"] = new JsonObject { ["socket"] = socket };
         config["metrics"] = new JsonObject { ["listen"] = $"127.0.0.1:{metricsPort}" };
         config["log"] = new JsonObject { ["file"] = jsonLog, ["format"] = "json" };
         config["jailProbe"]!["threads"] = 4;
-        var d = _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var d = _dispatch = site.StartReady(_output);
 
         // The traffic: 7 plain requests to a, 3 HTTPS requests to b, 1 non-TLS connection on the TLS port.
         for (var i = 0; i < 7; i++)
@@ -88,7 +81,7 @@ public sealed class OperationsTests : IDisposable
 
             var vhostB = s.GetProperty("vhosts").EnumerateArray().Single(v => v.GetProperty("name").GetString() == "b.localhost");
             var cert = Assert.Single(vhostB.GetProperty("certificates").EnumerateArray());
-            var expected = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(live, "b.localhost", "cert.pem")).NotAfter.ToUniversalTime();
+            var expected = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(site.CertDir("b.localhost"), "cert.pem")).NotAfter.ToUniversalTime();
             Assert.Equal(expected, cert.GetProperty("notAfter").GetDateTime().ToUniversalTime(), TimeSpan.FromSeconds(1));
             Assert.Equal(1, s.GetProperty("counters").GetProperty("dispatch_worker_spawns_total{pool=\"a\",result=\"ok\"}").GetInt64());
         }

@@ -19,25 +19,15 @@ public sealed class PassthroughTests : IDisposable
 
     private Setup Start(string name, IReadOnlyList<string>? wrapper = null)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory(name);
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A via passthrough" });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B terminated" });
-        var live = TestWorld.InstallSampleCertificates(dir);
+        var site = TwoTenantSite.Create(name, "A via passthrough", "B terminated");
+        var tlsPort = site.TlsPort;
 
         // Tenant a's own certbot tree, owned by the tenant, readable by no one else.
-        var tenantCerts = Path.Combine(dir, "a-certs");
-        Assert.Equal(0, Tools.Run("cp", "-a", Path.GetFullPath(Path.Combine(live, "..")), tenantCerts).ExitCode);
-        TestWorld.Chown(tenantCerts, TestWorld.TenantA, recursive: true);
-        File.SetUnixFileMode(tenantCerts, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["vhosts"]!["a.localhost"]!["tls"] = "passthrough";
-        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(tenantCerts, "live", "a.localhost");
-        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
-        _dispatch = DispatchInstance.StartReady(dir, config, _output, wrapper);
+        var tenantCerts = site.TenantCertificates("a-certs", TestWorld.TenantA);
+        site.Vhost("a")["tls"] = "passthrough";
+        site.Vhost("a")["certDir"] = Path.Combine(tenantCerts, "live", "a.localhost");
+        site.Vhost("b")["certDir"] = site.CertDir("b.localhost");
+        _dispatch = site.StartReady(_output, wrapper);
         return new Setup(_dispatch, tlsPort, Path.Combine(tenantCerts, "live", "a.localhost"), Path.Combine(tenantCerts, "archive", "a.localhost"));
     }
 

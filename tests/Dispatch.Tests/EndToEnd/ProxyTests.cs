@@ -36,9 +36,8 @@ public sealed class ProxyTests : IDisposable
         var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "static A", ["run/.keep"] = string.Empty, ["app.py"] = App });
         var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
         var socket = Path.Combine(a, "run", "app.sock");
-        var psi = new ProcessStartInfo("setpriv", ["--reuid=10001", "--regid=10001", "--clear-groups", "/usr/bin/python3", Path.Combine(a, "app.py"), socket]) { RedirectStandardOutput = true, UseShellExecute = false };
-        _app = Process.Start(psi)!;
-        Assert.Equal("listening", _app.StandardOutput.ReadLine());
+        _app = TestWorld.StartTenantApp(Path.Combine(a, "app.py"), out var ready, socket);
+        Assert.Equal("listening", ready);
 
         var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
         config["vhosts"]!["a.localhost"]!["proxy"] = new JsonObject { ["/app/"] = $"unix:{socket}" };
@@ -86,10 +85,8 @@ public sealed class ProxyTests : IDisposable
         var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
         int StartApp(string address)
         {
-            var psi = new ProcessStartInfo("setpriv", ["--reuid=10001", "--regid=10001", "--clear-groups", "/usr/bin/python3", Path.Combine(a, "tcp.py"), address]) { RedirectStandardOutput = true, UseShellExecute = false };
-            var app = Process.Start(psi)!;
-            _apps.Add(app);
-            return int.Parse(app.StandardOutput.ReadLine()!, System.Globalization.CultureInfo.InvariantCulture);
+            _apps.Add(TestWorld.StartTenantApp(Path.Combine(a, "tcp.py"), out var port, address));
+            return int.Parse(port!, System.Globalization.CultureInfo.InvariantCulture);
         }
 
         var upper = StartApp("127.0.0.1");

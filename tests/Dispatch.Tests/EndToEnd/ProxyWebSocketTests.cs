@@ -201,31 +201,15 @@ public sealed class ProxyWebSocketTests : IDisposable
 
     private void Start()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("proxy-ws");
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "static A", ["run/.keep"] = string.Empty, ["ws.py"] = App });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var site = TwoTenantSite.Create("proxy-ws", "static A", moreA: new Dictionary<string, string> { ["run/.keep"] = string.Empty, ["ws.py"] = App });
+        var a = site.RootA;
         var socketPath = Path.Combine(a, "run", "ws.sock");
-        var psi = new ProcessStartInfo("setpriv", ["--reuid=10001", "--regid=10001", "--clear-groups", "/usr/bin/python3", Path.Combine(a, "ws.py"), socketPath])
-        {
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        _app = Process.Start(psi)!;
-        Assert.Equal("listening", _app.StandardOutput.ReadLine());
+        _app = TestWorld.StartTenantApp(Path.Combine(a, "ws.py"), out var ready, socketPath);
+        Assert.Equal("listening", ready);
 
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        _tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{_tlsPort}", ["protocol"] = "tls" });
-        foreach (var v in new[] { "a", "b" })
-        {
-            var vhost = config["vhosts"]![$"{v}.localhost"]!;
-            vhost["tls"] = "terminate";
-            vhost["certDir"] = Path.Combine(live, $"{v}.localhost");
-        }
-
-        config["vhosts"]!["a.localhost"]!["proxy"] = new JsonObject { ["/ws/"] = new JsonObject { ["upstream"] = $"unix:{socketPath}", ["readTimeout"] = "30s" } };
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        _tlsPort = site.TlsPort;
+        site.Terminate("a")["proxy"] = new JsonObject { ["/ws/"] = new JsonObject { ["upstream"] = $"unix:{socketPath}", ["readTimeout"] = "30s" } };
+        site.Terminate("b");
+        _dispatch = site.StartReady(_output);
     }
 }

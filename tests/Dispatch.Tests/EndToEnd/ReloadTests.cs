@@ -143,17 +143,10 @@ public sealed class ReloadTests : IDisposable
     /// <summary>Two tenants; a.localhost terminated with the sample ECDSA certificate (certbot layout) on a TLS listener.</summary>
     private (string Live, int TlsPort) StartWithTlsVhostA(string name)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory(name);
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
-        return (live, tlsPort);
+        var site = TwoTenantSite.Create(name);
+        site.Vhost("a")["certDir"] = site.CertDir("a.localhost");
+        _dispatch = site.StartReady(_output);
+        return (site.Live, site.TlsPort);
     }
 
     /// <summary>The key size of the certificate a new handshake for a.localhost gets (openssl s_client).</summary>

@@ -22,29 +22,13 @@ public sealed class RoutingTests : IDisposable
 
     private Setup Start(string name, Action<JsonObject, int, int>? adjust = null)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory(name);
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string>
-        {
-            ["index.html"] = "tenant A",
-            [".well-known/acme-challenge/tok123"] = "acme-proof-a",
-        });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "tenant B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var httpPort = TestWorld.FreePort();
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(httpPort, rootA, rootB);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
+        var site = TwoTenantSite.Create(name, "tenant A", "tenant B", moreA: new Dictionary<string, string> { [".well-known/acme-challenge/tok123"] = "acme-proof-a" });
         foreach (var v in new[] { "a", "b" })
-        {
-            var vhost = config["vhosts"]![$"{v}.localhost"]!;
-            vhost["certDir"] = Path.Combine(live, $"{v}.localhost");
-        }
-
-        adjust?.Invoke(config, httpPort, tlsPort);
-        var dispatch = DispatchInstance.StartReady(dir, config, _output);
+            site.Vhost(v)["certDir"] = site.CertDir($"{v}.localhost");
+        adjust?.Invoke(site.Config, site.HttpPort, site.TlsPort);
+        var dispatch = site.StartReady(_output);
         _cleanup.Add(dispatch);
-        return new Setup(dispatch, httpPort, tlsPort, rootA, rootB);
+        return new Setup(dispatch, site.HttpPort, site.TlsPort, site.RootA, site.RootB);
     }
 
     private static string Handshake(int port, params string[] extra)

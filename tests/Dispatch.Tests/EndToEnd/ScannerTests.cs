@@ -37,34 +37,22 @@ public sealed class ScannerTests : IDisposable
         TestWorld.RequireRoot();
         foreach (var tool in new[] { "/usr/bin/testssl", "/usr/bin/sslscan" })
             Assert.True(File.Exists(tool), $"{tool} is missing: install testssl.sh and sslscan (run-tests.sh does)");
-        var dir = TestWorld.NewTestDirectory("scanners");
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tenantCerts = Path.Combine(dir, "b-certs");
-        Assert.Equal(0, Tools.Run("cp", "-a", Path.GetFullPath(Path.Combine(live, "..")), tenantCerts).ExitCode);
-        TestWorld.Chown(tenantCerts, TestWorld.TenantB, recursive: true);
-        File.SetUnixFileMode(tenantCerts, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["dispatcher"]!["handshakeTimeout"] = "30s";
-        var vhosts = config["vhosts"]!.AsObject();
-        vhosts["a.localhost"]!["tls"] = "terminate";
-        vhosts["a.localhost"]!["engine"] = "bouncycastle";
-        vhosts["a.localhost"]!["certDirs"] = new JsonArray(Path.Combine(live, "a.localhost"), Path.Combine(live, "a.localhost-rsa"));
-        vhosts["c.localhost"] = new JsonObject
+        var site = TwoTenantSite.Create("scanners");
+        var (dir, tlsPort) = (site.Directory, site.TlsPort);
+        var tenantCerts = site.TenantCertificates("b-certs", TestWorld.TenantB);
+        site.Config["dispatcher"]!["handshakeTimeout"] = "30s";
+        site.Terminate("a", engine: "bouncycastle", rsaToo: true);
+        site.Config["vhosts"]!["c.localhost"] = new JsonObject
         {
             ["pool"] = "a",
-            ["root"] = rootA,
+            ["root"] = site.RootA,
             ["tls"] = "terminate",
             ["engine"] = "openssl",
-            ["certDirs"] = new JsonArray(Path.Combine(live, "c.localhost"), Path.Combine(live, "c.localhost-rsa")),
+            ["certDirs"] = new JsonArray(site.CertDir("c.localhost"), site.CertDir("c.localhost-rsa")),
         };
-        vhosts["b.localhost"]!["tls"] = "passthrough";
-        vhosts["b.localhost"]!["certDir"] = Path.Combine(tenantCerts, "live", "b.localhost");
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        site.Vhost("b")["tls"] = "passthrough";
+        site.Vhost("b")["certDir"] = Path.Combine(tenantCerts, "live", "b.localhost");
+        _dispatch = site.StartReady(_output);
 
         (string Engine, string Host)[] engines = [("bouncycastle", "a.localhost"), ("openssl", "c.localhost"), ("passthrough", "b.localhost")];
         foreach (var (_, host) in engines)

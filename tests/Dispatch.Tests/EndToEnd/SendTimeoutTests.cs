@@ -25,32 +25,23 @@ public sealed class SendTimeoutTests : IDisposable
     [SkippableFact]
     public async Task Stalled_readers_of_a_20_MB_file_are_closed_on_http_and_on_both_TLS_paths_and_descriptors_return_to_baseline()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("send-timeout");
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        foreach (var (root, uid) in new[] { (rootA, TestWorld.TenantA), (rootB, TestWorld.TenantB) })
+        var site = TwoTenantSite.Create("send-timeout");
+        var (config, tlsPort) = (site.Config, site.TlsPort);
+        foreach (var (root, uid) in new[] { (site.RootA, TestWorld.TenantA), (site.RootB, TestWorld.TenantB) })
         {
             var big = Path.Combine(root, "big.bin");
             File.WriteAllBytes(big, new byte[20 << 20]);
             TestWorld.Chown(big, uid, recursive: false);
         }
 
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
         config["dispatcher"]!["sendTimeout"] = "2s";
         foreach (var pool in new[] { "a", "b" })
             config["pools"]![pool]!["timeouts"] = new JsonObject { ["send"] = "2s" };
 
         // a.localhost: the openssl engine (the dispatcher pumps plaintext); b.localhost: bouncycastle (handed to the worker).
-        config["vhosts"]!["a.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["a.localhost"]!["engine"] = "openssl";
-        config["vhosts"]!["a.localhost"]!["certDir"] = Path.Combine(live, "a.localhost");
-        config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
-        config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
-        var d = DispatchInstance.StartReady(dir, config, _output);
+        site.Terminate("a", engine: "openssl");
+        site.Terminate("b");
+        var d = site.StartReady(_output);
         _cleanup.Add(d);
 
         // Warm both pools (their workers and channels exist), then take the baseline.

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.InteropServices;
 
@@ -98,6 +99,23 @@ public static class TestWorld
         foreach (var key in Directory.EnumerateFiles(Path.Combine(certs, "archive"), "privkey*.pem", SearchOption.AllDirectories))
             File.SetUnixFileMode(key, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         return Path.Combine(certs, "live");
+    }
+
+    /// <summary>
+    /// Starts a tenant's Python app, <paramref name="script"/> with <paramref name="args"/>, as tenant A (setpriv: its uid
+    /// and gid, no supplementary groups), and returns it once it has printed its first line; the caller reads that line
+    /// (<c>listening</c>, or the port it took) from <paramref name="firstLine"/> and stops the process.
+    /// </summary>
+    public static Process StartTenantApp(string script, out string? firstLine, params string[] args)
+    {
+        var psi = new ProcessStartInfo("setpriv", [$"--reuid={TenantA}", $"--regid={TenantA}", "--clear-groups", "/usr/bin/python3", script, .. args])
+        {
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        var app = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {script}");
+        firstLine = app.StandardOutput.ReadLine();
+        return app;
     }
 
     public static string CaPath => Path.Combine(RepoRoot, "certs-sample", "ca.pem");

@@ -27,36 +27,22 @@ public sealed class TlsHandOffTests : IDisposable
 
     private Setup Start(string name, Action<JsonObject, string, string>? adjust = null)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory(name);
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = Body });
+        var site = TwoTenantSite.Create(name, Body, "<h1>tenant B</h1>");
+        var rootA = site.RootA;
         var big = new byte[10 << 20];
         new Random(11).NextBytes(big);
         File.WriteAllBytes(Path.Combine(rootA, "big.bin"), big);
         TestWorld.Chown(Path.Combine(rootA, "big.bin"), TestWorld.TenantA, recursive: false);
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "<h1>tenant B</h1>" });
-        var cgi = TestWorld.NewTenantTree(dir, "cgi-a", TestWorld.TenantA, new Dictionary<string, string>
+        var cgi = site.CgiTree(new Dictionary<string, string>
         {
             ["sha.sh"] = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nsha256sum | cut -d' ' -f1\n",
         });
-        foreach (var f in System.IO.Directory.GetFiles(cgi))
-            File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserExecute);
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        foreach (var v in new[] { "a", "b" })
-        {
-            var vhost = config["vhosts"]![$"{v}.localhost"]!;
-            vhost["tls"] = "terminate";
-            vhost["certDirs"] = new JsonArray(Path.Combine(live, $"{v}.localhost"), Path.Combine(live, $"{v}.localhost-rsa"));
-        }
-
-        config["vhosts"]!["a.localhost"]!["cgi"] = new JsonObject { ["/cgi-bin/"] = cgi };
-        adjust?.Invoke(config, dir, live);
-        var dispatch = DispatchInstance.StartReady(dir, config, _output);
+        site.Terminate("a", rsaToo: true)["cgi"] = new JsonObject { ["/cgi-bin/"] = cgi };
+        site.Terminate("b", rsaToo: true);
+        adjust?.Invoke(site.Config, site.Directory, site.Live);
+        var dispatch = site.StartReady(_output);
         _cleanup.Add(dispatch);
-        return new Setup(dispatch, tlsPort, dir, rootA, live);
+        return new Setup(dispatch, site.TlsPort, site.Directory, rootA, site.Live);
     }
 
     private static string Get(Setup s, params string[] extra)

@@ -25,29 +25,17 @@ public sealed class TlsTerminationTests : IDisposable
 
     private Setup Start(string name)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory(name);
+        var site = TwoTenantSite.Create(name, "<h1>tenant A over TLS</h1>", "<h1>tenant B over TLS</h1>");
         var big = new byte[10 << 20];
         new Random(7).NextBytes(big);
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "<h1>tenant A over TLS</h1>" });
-        File.WriteAllBytes(Path.Combine(rootA, "big.bin"), big);
-        TestWorld.Chown(Path.Combine(rootA, "big.bin"), TestWorld.TenantA, recursive: false);
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "<h1>tenant B over TLS</h1>" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        config["dispatcher"]!["handshakeTimeout"] = "2s";
-        foreach (var v in new[] { "a", "b" })
-        {
-            var vhost = config["vhosts"]![$"{v}.localhost"]!;
-            vhost["tls"] = "terminate";
-            vhost["certDirs"] = new JsonArray(Path.Combine(live, $"{v}.localhost"), Path.Combine(live, $"{v}.localhost-rsa"));
-        }
-
-        var dispatch = DispatchInstance.StartReady(dir, config, _output);
+        File.WriteAllBytes(Path.Combine(site.RootA, "big.bin"), big);
+        TestWorld.Chown(Path.Combine(site.RootA, "big.bin"), TestWorld.TenantA, recursive: false);
+        site.Config["dispatcher"]!["handshakeTimeout"] = "2s";
+        site.Terminate("a", rsaToo: true);
+        site.Terminate("b", rsaToo: true);
+        var dispatch = site.StartReady(_output);
         _cleanup.Add(dispatch);
-        return new Setup(dispatch, tlsPort, rootA, live);
+        return new Setup(dispatch, site.TlsPort, site.RootA, site.Live);
     }
 
     private static string[] CurlTls(Setup s, string host) =>

@@ -75,10 +75,7 @@ public sealed partial class VhostFeaturesConfigTests
 
     private static JsonObject BrokenConfig(string dir)
     {
-        File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
-        var a = Directory.CreateDirectory(Path.Combine(dir, "a")).FullName;
-        var b = Directory.CreateDirectory(Path.Combine(dir, "b")).FullName;
-        var config = DispatchInstance.SampleConfig(8080, a, b);
+        var config = DispatchInstance.CheckableConfig(dir);
         var vhosts = config["vhosts"]!.AsObject();
         var va = vhosts["a.localhost"]!.AsObject();
         va["maxBodySize"] = "50 MB";
@@ -138,8 +135,8 @@ public sealed partial class VhostFeaturesConfigTests
         vb["errorPages"] = "/404.html";
         vb["redirects"] = "/old";
         vb["canonicalHost"] = "*.b.localhost";
-        vhosts["c.localhost"] = new JsonObject { ["pool"] = "a", ["root"] = a, ["maxBodySize"] = "0", ["compression"] = new JsonObject { ["types"] = "text/*" } };
-        vhosts["d.localhost"] = new JsonObject { ["pool"] = "b", ["root"] = b, ["maxBodySize"] = "65g", ["compression"] = new JsonObject { ["types"] = new JsonArray("video/*", "text/event-stream") } };
+        vhosts["c.localhost"] = new JsonObject { ["pool"] = "a", ["root"] = Path.Combine(dir, "a"), ["maxBodySize"] = "0", ["compression"] = new JsonObject { ["types"] = "text/*" } };
+        vhosts["d.localhost"] = new JsonObject { ["pool"] = "b", ["root"] = Path.Combine(dir, "b"), ["maxBodySize"] = "65g", ["compression"] = new JsonObject { ["types"] = new JsonArray("video/*", "text/event-stream") } };
         return config;
     }
 

@@ -31,39 +31,28 @@ public sealed class VhostFeaturesTests : IDisposable
 
     private Setup Start(Action<JsonObject>? adjust = null)
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("features");
         var html = "<!doctype html><title>A</title>" + string.Concat(Enumerable.Range(0, 400).Select(i => $"<p>line {i} of a compressible page</p>\n"));
         var script = "// app\n" + string.Concat(Enumerable.Range(0, 300).Select(i => $"function f{i}() {{ return {i} * 2; }}\n"));
-        var rootA = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string>
+        var site = TwoTenantSite.Create("features", html, moreA: new Dictionary<string, string>
         {
-            ["index.html"] = html,
             ["app.js"] = script,
             ["tiny.txt"] = "tiny body",
             ["errors/404.html"] = "<h1>custom 404 of a</h1>",
             ["new.html"] = "new page",
         });
+        var rootA = site.RootA;
         var png = new byte[8192];
         new Random(5).NextBytes(png);
         File.WriteAllBytes(Path.Combine(rootA, "photo.png"), png);
         File.WriteAllBytes(Path.Combine(rootA, "app.js.gz"), Gzip(Encoding.UTF8.GetBytes(script)));
         File.WriteAllBytes(Path.Combine(rootA, "app.js.br"), Brotli(Encoding.UTF8.GetBytes(script)));
         TestWorld.Chown(rootA, TestWorld.TenantA, recursive: true);
-        var rootB = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var cgi = TestWorld.NewTenantTree(dir, "cgi-a", TestWorld.TenantA, new Dictionary<string, string>
+        var cgi = site.CgiTree(new Dictionary<string, string>
         {
             // Reads the whole body before its header: a body refused mid-way is answered 413, not a cut 200.
             ["sha-first.sh"] = "#!/bin/sh\nsum=$(sha256sum | cut -d' ' -f1)\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' \"$sum\"\n",
         });
-        foreach (var f in Directory.GetFiles(cgi))
-            File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserExecute);
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var tlsPort = TestWorld.FreePort();
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), rootA, rootB);
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        var a = config["vhosts"]!["a.localhost"]!;
-        a["tls"] = "terminate";
-        a["certDir"] = Path.Combine(live, "a.localhost");
+        var a = site.Terminate("a");
         a["cgi"] = new JsonObject { ["/cgi-bin/"] = cgi };
         a["headers"] = new JsonObject { ["Strict-Transport-Security"] = Hsts, ["X-Frame-Options"] = "DENY" };
         a["errorPages"] = new JsonObject { ["404"] = "/errors/404.html", ["405"] = "/errors/missing.html" };
@@ -72,9 +61,9 @@ public sealed class VhostFeaturesTests : IDisposable
             new JsonObject { ["from"] = "/old.html", ["to"] = "/new.html" },
             new JsonObject { ["from"] = "/docs", ["to"] = "/manual/", ["match"] = "prefix", ["status"] = 308 });
         a["maxBodySize"] = "1m";
-        adjust?.Invoke(config);
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
-        return new Setup(_dispatch, tlsPort, rootA, html, script);
+        adjust?.Invoke(site.Config);
+        _dispatch = site.StartReady(_output);
+        return new Setup(_dispatch, site.TlsPort, rootA, html, script);
     }
 
     [SkippableFact]

@@ -147,13 +147,8 @@ public sealed class WorkerProgramTests : IDisposable
         var dir = TestWorld.NewTestDirectory("worker-program");
         var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
         var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
-        var program = Path.Combine(dir, "py-worker");
-        File.WriteAllText(program, PythonWorker);
-        File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
-        var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
         var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        config["pools"]!["a"]!["program"] = program;
-        config["pools"]!["a"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
+        ProgramForPoolA(config, dir, "py-worker", PythonWorker);
         _dispatch = DispatchInstance.StartReady(dir, config, _output);
 
         var r = Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{_dispatch.HttpPort}/");
@@ -171,29 +166,12 @@ public sealed class WorkerProgramTests : IDisposable
     [SkippableFact]
     public void A_program_that_declares_tlsHandOff_gets_the_TLS_session_and_runs_the_record_layer()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("worker-program-tls");
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B over TLS" });
-        var program = Path.Combine(dir, "py-worker");
-        File.WriteAllText(program, PythonWorker);
-        File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
-        var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        config["pools"]!["a"]!["program"] = program;
-        config["pools"]!["a"]!["tlsHandOff"] = true;
-        config["pools"]!["a"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        foreach (var v in new[] { "a", "b" })
-        {
-            var vhost = config["vhosts"]![$"{v}.localhost"]!;
-            vhost["tls"] = "terminate";
-            vhost["certDirs"] = new JsonArray(Path.Combine(live, $"{v}.localhost"), Path.Combine(live, $"{v}.localhost-rsa"));
-        }
-
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var site = TwoTenantSite.Create("worker-program-tls", indexB: "B over TLS");
+        var (dir, tlsPort) = (site.Directory, site.TlsPort);
+        ProgramForPoolA(site.Config, dir, "py-worker", PythonWorker, tlsHandOff: true);
+        site.Terminate("a", rsaToo: true);
+        site.Terminate("b", rsaToo: true);
+        _dispatch = site.StartReady(_output);
         (int Status, string Body, string Headers) Https(string host, params string[] extra) =>
             Tools.Curl([.. extra, "--cacert", TestWorld.CaPath, "--resolve", $"{host}:{tlsPort}:127.0.0.1", $"https://{host}:{tlsPort}/"]);
 
@@ -239,27 +217,15 @@ public sealed class WorkerProgramTests : IDisposable
     [SkippableFact]
     public void Without_a_worker_a_handed_pool_still_answers_503_through_TLS()
     {
-        TestWorld.RequireRoot();
-        var dir = TestWorld.NewTestDirectory("worker-program-tls-503");
-        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
-        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var site = TwoTenantSite.Create("worker-program-tls-503");
+        var tlsPort = site.TlsPort;
         // A worker program that never becomes ready: the dispatcher waits workerWait for it, in vain.
-        var program = Path.Combine(dir, "silent-worker");
-        File.WriteAllText(program, "#!/usr/bin/python3\nimport time\ntime.sleep(600)\n");
-        File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
-        var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
-        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
-        config["pools"]!["a"]!["program"] = program;
-        config["pools"]!["a"]!["tlsHandOff"] = true;
-        config["pools"]!["a"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
-        config["dispatcher"]!["workerWait"] = "1s";
-        var tlsPort = TestWorld.FreePort();
-        config["listen"]!.AsArray().Add(new JsonObject { ["endpoint"] = $"127.0.0.1:{tlsPort}", ["protocol"] = "tls" });
-        var live = TestWorld.InstallSampleCertificates(dir);
-        var vhost = config["vhosts"]!["a.localhost"]!;
+        ProgramForPoolA(site.Config, site.Directory, "silent-worker", "#!/usr/bin/python3\nimport time\ntime.sleep(600)\n", tlsHandOff: true);
+        site.Config["dispatcher"]!["workerWait"] = "1s";
+        var vhost = site.Vhost("a");
         vhost["tls"] = "terminate";
-        vhost["certDirs"] = new JsonArray(Path.Combine(live, "a.localhost"));
-        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        vhost["certDirs"] = new JsonArray(site.CertDir("a.localhost"));
+        _dispatch = site.StartReady(_output);
 
         foreach (var version in new[] { "--tlsv1.3", "--tls-max" })
         {
@@ -268,6 +234,22 @@ public sealed class WorkerProgramTests : IDisposable
             Assert.Equal(503, r.Status);
             Assert.Contains("No worker is available for this site right now", r.Body, StringComparison.Ordinal);
         }
+    }
+
+    /// <summary>
+    /// Pool a served by <paramref name="text"/> as its worker program (written to DIR/<paramref name="name"/>, 0755), its
+    /// Landlock rules letting it execute python3; with <paramref name="tlsHandOff"/>, it takes handed TLS sessions.
+    /// </summary>
+    private static void ProgramForPoolA(JsonObject config, string dir, string name, string text, bool tlsHandOff = false)
+    {
+        var program = Path.Combine(dir, name);
+        File.WriteAllText(program, text);
+        File.SetUnixFileMode(program, (UnixFileMode)0b111_101_101);
+        var python = new FileInfo("/usr/bin/python3").ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? "/usr/bin/python3";
+        config["pools"]!["a"]!["program"] = program;
+        if (tlsHandOff)
+            config["pools"]!["a"]!["tlsHandOff"] = true;
+        config["pools"]!["a"]!["landlock"] = new JsonObject { ["exec"] = new JsonArray(python) };
     }
 
     public void Dispose() => _dispatch?.Dispose();

@@ -178,6 +178,35 @@ public class WireTests
         Assert.Contains("declared 2 descriptors with WorkerLoad but 1 arrived", ex.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task The_protocol_version_is_the_headers_alone_Hello_is_role_and_pid_and_a_frame_of_another_version_is_refused()
+    {
+        // Hello once carried a version of its own beside the header's: now u8 role | i32 pid, nothing more.
+        var buffer = new byte[IpcChannel.MaxDatagram];
+        var writer = new WireWriter(buffer);
+        new Hello(ProcessRole.Worker, 1234).Encode(ref writer);
+        Assert.Equal(5, writer.Length);
+
+        // The header's version byte is the one checked, on every frame: a WorkerLoad (12 bytes) from version - 1.
+        using var a = IpcChannel.CreatePair("b", out var bFd);
+        using var b = IpcChannel.FromDescriptor(bFd, "a");
+        var old = (byte)(IpcChannel.Version - 1);
+        SendRaw(a.Descriptor, [(byte)MessageType.WorkerLoad, 0, old, 0, 12, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        var ex = await Assert.ThrowsAsync<WireException>(async () => await b.ReceiveAsync());
+        Assert.Contains($"a speaks protocol version {old}, this side {IpcChannel.Version}", ex.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>One datagram as given, no descriptors: past the sender's own checks.</summary>
+    private static unsafe void SendRaw(int fd, byte[] datagram)
+    {
+        fixed (byte* d = datagram)
+        {
+            var iov = new Libc.IoVec { Base = d, Len = (nuint)datagram.Length };
+            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1 };
+            Assert.True(Libc.SendMsg(fd, &msg, 0) > 0);
+        }
+    }
+
     private static unsafe void SendForged(int fd, int x)
     {
         var datagram = new byte[] { (byte)MessageType.WorkerLoad, 0, IpcChannel.Version, 2, 4, 0, 0, 0, 1, 0, 0, 0 };
