@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
 using Dispatch.Master.Config;
+using Dispatch.Master.Files;
+using Dispatch.Master.Operations;
 using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 using Serilog;
@@ -100,7 +102,7 @@ internal static class Program
             Timer? debounce = null;
             void Changed(object? sender, FileSystemEventArgs e)
             {
-                var t = new Timer(_ => _ = master.ReloadAsync("file changed"), null, Timeout.Infinite, Timeout.Infinite);
+                var t = new Timer(_ => master.ReloadInBackground("file changed"), null, Timeout.Infinite, Timeout.Infinite);
                 Interlocked.Exchange(ref debounce, t)?.Dispose();
                 t.Change(500, Timeout.Infinite);
             }

@@ -1,3 +1,4 @@
+using Dispatch.Master.Files;
 using Dispatch.Protocol.Identity;
 using Dispatch.Protocol.Routing;
 using Microsoft.Extensions.Configuration;

@@ -1,3 +1,4 @@
+using Dispatch.Master.Files;
 using Dispatch.Protocol.Hosting;
 using Dispatch.Protocol.Interop;
 

@@ -1,4 +1,5 @@
 using Dispatch.Master.Certificates;
+using Dispatch.Master.Files;
 using Dispatch.Protocol.Routing;
 using Microsoft.Extensions.Configuration;
 
