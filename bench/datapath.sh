@@ -9,6 +9,7 @@
 #   http-ka          keep-alive plain HTTP GET 1 KiB
 #   dl-tls13         10 MiB download, TLS 1.3 (wrk -t 1 -c 2): CPU per MiB
 #   handshake13      full TLS 1.3 handshakes (bench/tool.py handshakes, no resumption): CPU per handshake
+#   handshake12      full TLS 1.2 handshakes, ECDHE-ECDSA-AES128-GCM-SHA256 over P-256 (as bench/run.sh pins them)
 #   idle-tls13       IDLE_CONNS TLS 1.3 connections held idle (bench/tool.py idle-measure): KiB RSS per connection
 #                    of the whole tree and of the Worker alone, after the handshake and after one GET each
 # CPU is the whole server tree's (bench/tool.py measure: /proc utime+stime) around each wrk run, divided
@@ -16,7 +17,7 @@
 #
 #   sudo INSTALLS="before=/dir/a after=/dir/b" bench/datapath.sh    report in bench/results/datapath-<date>-<commit>.md
 # Environment: INSTALLS (required, NAME=DIR ...), ROUNDS=2, DURATION=15s, WRK_THREADS=2, WRK_CONNS=10,
-#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: handshake13 idle-tls13), HANDSHAKES=1500,
+#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: handshake13 handshake12 idle-tls13), HANDSHAKES=1500,
 #   IDLE_CONNS=2000, RESULTS_DIR, TITLE (a line for the report).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -65,6 +66,7 @@ chown -R 10001:10001 "$base/www/a.localhost"
 chmod -R u=rwX,go=rX "$base/www"
 copy_certs "$certs"
 tls13_clients "$run"
+tls_cnf_write "$run/tls12.cnf" "MinProtocol = TLSv1.2" "MaxProtocol = TLSv1.2" "Groups = P-256" "CipherString = ECDHE-ECDSA-AES128-GCM-SHA256"
 
 # Configs: one per install, the same but for ports and control socket; nginx as bench/run.sh runs it.
 declare -A TLS_PORT=() HTTP_PORT=()
@@ -111,7 +113,7 @@ row_args() {   # row_args ROW: scheme path threads conns
     https13-ka-100k) echo "https /100k.txt $WRK_THREADS $WRK_CONNS" ;;
     http-ka) echo "http / $WRK_THREADS $WRK_CONNS" ;;
     dl-tls13) echo "https /10m.bin 1 2" ;;
-    handshake13|idle-tls13) echo "https / 0 0" ;;
+    handshake13|handshake12|idle-tls13) echo "https / 0 0" ;;
     *) die "unknown row $1" ;;
   esac
 }
@@ -153,6 +155,13 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r scheme path threads conns <<<"$(row_args "$row")"
     for s in "${SERVERS[@]}"; do
       log "$row: $s"
+      if [ "$row" = handshake12 ]; then
+        OPENSSL_CONF=$run/tls12.cnf "$PY" "$TOOL" measure --group "$s=${PID_OF[$s]}" --metric "$row" --server "$s" \
+          --round "$round" --out "$results" -- \
+          "$PY" "$TOOL" handshakes --tls-version 1.2 --cipher ECDHE-ECDSA-AES128-GCM-SHA256 --port "${TLS_PORT[$s]}" --n "$HANDSHAKES" --conc 4 >&2 \
+          || log "WARNING: TLS 1.2 handshakes against $s had errors"
+        continue
+      fi
       if [ "$row" = handshake13 ]; then
         OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" measure --group "$s=${PID_OF[$s]}" --metric "$row" --server "$s" \
           --round "$round" --out "$results" -- \
@@ -195,7 +204,8 @@ rows = [("https13-ka", "keep-alive TLS 1.3 GET 1 KiB: CPU µs / request", "count
         ("https13-ka-100k", "keep-alive TLS 1.3 GET 100 KiB: CPU µs / request", "count", 1e6),
         ("http-ka", "keep-alive plain HTTP GET 1 KiB: CPU µs / request", "count", 1e6),
         ("dl-tls13", "10 MiB download, TLS 1.3: CPU ms / MiB", "mib", 1e3),
-        ("handshake13", "full TLS 1.3 handshake (X25519, ECDSA, no resumption): CPU ms / handshake", "count", 1e3)]
+        ("handshake13", "full TLS 1.3 handshake (X25519, ECDSA, no resumption): CPU ms / handshake", "count", 1e3),
+        ("handshake12", "full TLS 1.2 handshake (ECDHE-ECDSA-AES128-GCM-SHA256, P-256): CPU ms / handshake", "count", 1e3)]
 def values(metric, server, unit, scale):
     out = []
     for r in recs:

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Dispatch.Master.Operations;
 
 namespace Dispatch.Master;
 

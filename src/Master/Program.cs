@@ -1,7 +1,10 @@
 using System.Runtime.InteropServices;
 using Dispatch.Master.Config;
-using Dispatch.Platform.Interop;
+using Dispatch.Master.Files;
+using Dispatch.Master.Operations;
 using Dispatch.Platform.Spawn;
+using Dispatch.Platform.Cgroups;
+using Dispatch.Platform.Interop;
 using Serilog;
 using Serilog.Events;
 
@@ -100,7 +103,7 @@ internal static class Program
             Timer? debounce = null;
             void Changed(object? sender, FileSystemEventArgs e)
             {
-                var t = new Timer(_ => _ = master.ReloadAsync("file changed"), null, Timeout.Infinite, Timeout.Infinite);
+                var t = new Timer(_ => master.ReloadInBackground("file changed"), null, Timeout.Infinite, Timeout.Infinite);
                 Interlocked.Exchange(ref debounce, t)?.Dispose();
                 t.Change(500, Timeout.Infinite);
             }

@@ -261,8 +261,45 @@ internal static class Program
         return eol > 0 ? text[..eol] : text;
     }
 
-    /// <summary>Connections from the dispatcher (<see cref="DispatcherPeer"/>); the channel closing means the dispatcher is gone.</summary>
-    private static async Task ServeDispatcherAsync(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
+    /// <summary>
+    /// Connections from the dispatcher (<see cref="DispatcherPeer"/>); the channel closing means the dispatcher is gone.
+    /// Read on a thread of its own (<see cref="ReceiveConnections"/>), not on the thread pool; the task ends with it.
+    /// </summary>
+    private static Task ServeDispatcherAsync(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                ReceiveConnections(dispatcher, server, log);
+                done.TrySetResult();
+            }
+            catch (Exception e)
+            {
+                done.TrySetException(e);
+            }
+        })
+        {
+            IsBackground = true,
+            Name = "dispatcher channel",
+        };
+        thread.Start();
+        return done.Task;
+    }
+
+    /// <summary>How long the channel's thread waits in poll(2) before it goes idle (see <see cref="ReceiveConnections"/>).</summary>
+    internal const int ChannelIdleMs = 1000;
+
+    /// <summary>
+    /// The channel's receive loop. While connections arrive it waits for the next one in poll(2) on this thread, and takes
+    /// it at once: a hand-off never queues on the thread pool behind the work of the connections already here. On a
+    /// flood of stalled readers (docs/floods.md) that queue was hundreds of items deep: the channel, whose socket holds a
+    /// few hundred hand-offs, filled, and the dispatcher withheld every connection of the pool — the site's good clients
+    /// with the flood — until it drained. After <see cref="ChannelIdleMs"/> without one it waits through
+    /// <see cref="IpcChannel.ReceiveAsync"/> instead, which gives the receive buffer back while idle (density).
+    /// </summary>
+    private static unsafe void ReceiveConnections(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
     {
         var peer = DispatcherPeer.Create((meta, fd) =>
         {
@@ -288,8 +325,21 @@ internal static class Program
         });
         long lost = 0;
         long lastLoss = 0;
-        while (await dispatcher.ReceiveAsync().ConfigureAwait(false) is { } message)
+        var pfd = new WireLibc.PollFd { Fd = dispatcher.Descriptor, Events = Libc.POLLIN };
+        while (true)
         {
+            pfd.REvents = 0;
+            var ready = WireLibc.Poll(&pfd, 1, ChannelIdleMs);
+            if (ready < 0 && Libc.LastError != Libc.EINTR)
+                SysCallException.ThrowLast("poll");
+            if (ready < 0)
+                continue;
+
+            // Something queued (or the end): ReceiveAsync takes it without waiting, on this thread. Idle: it waits.
+            var next = dispatcher.ReceiveAsync();
+            if ((next.IsCompleted ? next.Result : next.AsTask().GetAwaiter().GetResult()) is not { } message)
+                return;
+
             using (message)
             {
                 if (message.DescriptorsLost && message.Type == MessageType.Connection)
@@ -309,7 +359,9 @@ internal static class Program
                     lost = 0;
                 }
 
-                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
+                var dispatched = peer.DispatchAsync(message, PeerPhase.Serving);
+                if (!dispatched.IsCompletedSuccessfully)
+                    dispatched.AsTask().GetAwaiter().GetResult();
             }
         }
     }

@@ -1,4 +1,3 @@
-
 using System.Text.Json;
 using Serilog.Events;
 using Serilog.Formatting;

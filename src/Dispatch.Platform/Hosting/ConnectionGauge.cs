@@ -1,5 +1,4 @@
 
-
 namespace Dispatch.Platform.Hosting;
 
 /// <summary>

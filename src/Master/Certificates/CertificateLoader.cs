@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Dispatch.Master.Files;
 using Dispatch.Platform.Interop;
 using Dispatch.Wire.Payloads;
 

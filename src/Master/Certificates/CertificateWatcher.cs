@@ -8,7 +8,7 @@ namespace Dispatch.Master.Certificates;
 /// reloads (debounced by 500 ms), so new handshakes get the new certificate and open connections keep theirs.
 /// Certificates expiring within 30 days are warned about each time the set is watched (start and reload).
 /// </summary>
-internal sealed class CertificateWatcher(ILogger log, Func<Task<string>> reload) : IDisposable
+internal sealed class CertificateWatcher(ILogger log, Action reload) : IDisposable
 {
     private readonly Dictionary<string, FileSystemWatcher> _watchers = new(StringComparer.Ordinal);
     private Timer? _debounce;
@@ -30,7 +30,7 @@ internal sealed class CertificateWatcher(ILogger log, Func<Task<string>> reload)
                 var w = new FileSystemWatcher(dir) { NotifyFilter = NotifyFilters.FileName | NotifyFilters.LastWrite | NotifyFilters.Size | NotifyFilters.CreationTime };
                 FileSystemEventHandler changed = (_, _) =>
                 {
-                    var t = new Timer(_ => _ = reload(), null, Timeout.Infinite, Timeout.Infinite);
+                    var t = new Timer(_ => reload(), null, Timeout.Infinite, Timeout.Infinite);
                     Interlocked.Exchange(ref _debounce, t)?.Dispose();
                     t.Change(500, Timeout.Infinite);
                 };

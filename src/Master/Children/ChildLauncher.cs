@@ -40,8 +40,34 @@ internal sealed class ChildLauncher
             "/etc/ssl/certs",
         ];
 
+    /// <summary>
+    /// A child's whole start, for either role: spawn, hello, the role's setup (<paramref name="setup"/>, which sends
+    /// it what it needs), its proof of the jail (checked: <see cref="CheckProof"/>), then Ready. A child that fails
+    /// any step is killed, and the failure thrown (<see cref="ChildStartException"/> for the child's own failures).
+    /// </summary>
+    /// <param name="mustBeAbsent">A chroot's probes that must not exist at all in the child's view.</param>
     /// <param name="heapHardLimit">A GC heap hard limit for the child (a worker of a pool with a memory limit), or null.</param>
-    public async Task<ChildProcess> StartAsync(JailSpec spec, string name, CancellationToken cancellationToken, ulong? heapHardLimit = null)
+    public async Task<(ChildProcess Child, Ready Ready)> LaunchAsync(
+        JailSpec spec, string name, Action<ChildProcess> setup, IReadOnlyCollection<string>? mustBeAbsent, CancellationToken cancellationToken, ulong? heapHardLimit = null)
+    {
+        var child = await StartAsync(spec, name, cancellationToken, heapHardLimit).ConfigureAwait(false);
+        try
+        {
+            setup(child);
+            CheckProof(child, await ExpectAsync<JailProof>(child, cancellationToken).ConfigureAwait(false), mustBeAbsent);
+            _log.Debug(StartupTrace.Template + " for {Child}", "proof-checked", StartupTrace.NowMs, child);
+            var ready = await ExpectAsync<Ready>(child, cancellationToken).ConfigureAwait(false);
+            return (child, ready);
+        }
+        catch
+        {
+            child.Kill();
+            child.Dispose();
+            throw;
+        }
+    }
+
+    private async Task<ChildProcess> StartAsync(JailSpec spec, string name, CancellationToken cancellationToken, ulong? heapHardLimit = null)
     {
         var exe = ExecutablePath(spec.Role);
         var channel = IpcChannel.CreatePair($"{spec.Role} ({name})", out var childFd);
@@ -103,7 +129,7 @@ internal sealed class ChildLauncher
     }
 
     /// <summary>Waits for the next message of a starting child, failing if it exits or stalls.</summary>
-    public static async Task<T> ExpectAsync<T>(ChildProcess child, CancellationToken cancellationToken)
+    private static async Task<T> ExpectAsync<T>(ChildProcess child, CancellationToken cancellationToken)
         where T : IWireMessage<T>
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -137,7 +163,7 @@ internal sealed class ChildLauncher
     /// Logs the child's proof of its jail; throws when the jail does not hold. <paramref name="mustBeAbsent"/>
     /// (a chroot's): probes that must not exist at all in the child's view (lstat ENOENT), not merely be denied.
     /// </summary>
-    public void CheckProof(ChildProcess child, JailProof proof, IReadOnlyCollection<string>? mustBeAbsent = null)
+    private void CheckProof(ChildProcess child, JailProof proof, IReadOnlyCollection<string>? mustBeAbsent = null)
     {
         var chroot = mustBeAbsent is { Count: > 0 };
         string Existence(int i) =>
@@ -162,20 +188,5 @@ internal sealed class ChildLauncher
         }
 
         _log.Information("Jail of {Child} holds: uid {Uid} gid {Gid}, root not regainable, no_new_privs; denied on every thread and from a child{Chroot}: {Probes}", child, proof.Uid, proof.Gid, chroot ? " (chroot: absent where required)" : string.Empty, denied);
-    }
-}
-
-internal sealed class ChildStartException : Exception
-{
-    public ChildStartException()
-    {
-    }
-
-    public ChildStartException(string message) : base(message)
-    {
-    }
-
-    public ChildStartException(string message, Exception innerException) : base(message, innerException)
-    {
     }
 }

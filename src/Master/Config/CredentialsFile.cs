@@ -1,5 +1,6 @@
-using Dispatch.Platform.Interop;
+using Dispatch.Master.Files;
 using Dispatch.Wire.Identity;
+using Dispatch.Platform.Interop;
 
 namespace Dispatch.Master.Config;
 

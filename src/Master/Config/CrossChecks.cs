@@ -1,5 +1,6 @@
 using System.Net;
 using Dispatch.Master.Certificates;
+using Dispatch.Master.Files;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;

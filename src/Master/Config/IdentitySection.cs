@@ -1,3 +1,4 @@
+using Dispatch.Master.Files;
 using Dispatch.Wire.Identity;
 using Dispatch.Wire.Payloads;
 using Microsoft.Extensions.Configuration;

@@ -1,5 +1,7 @@
-using Dispatch.Platform.Interop;
+using Dispatch.Master.Files;
 using Dispatch.Platform.Spawn;
+using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Interop;
 
 namespace Dispatch.Master.Config;
 

@@ -1,3 +1,4 @@
+using Dispatch.Master.Files;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Dispatch.Master.Files;
 using Dispatch.Platform.Interop;
 using Microsoft.Extensions.Configuration;
 

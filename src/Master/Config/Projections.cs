@@ -1,3 +1,4 @@
+using Dispatch.Master.Files;
 using Dispatch.Wire.Payloads;
 using Dispatch.Wire.Tls;
 

@@ -1,4 +1,5 @@
 using Dispatch.Master.Certificates;
+using Dispatch.Master.Files;
 using Dispatch.Wire.Payloads;
 using Microsoft.Extensions.Configuration;
 

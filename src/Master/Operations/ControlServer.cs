@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text;
+using Dispatch.Master.Files;
 using Dispatch.Platform.Interop;
 using Serilog;
 
@@ -71,7 +72,7 @@ internal sealed class ControlServer : IDisposable
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             socket.Listen(16);
             var server = new ControlServer(socket, path, master, log, Identity(path));
-            _ = server.AcceptLoopAsync();
+            FireAndForget.Observe(server.AcceptLoopAsync(), log, "Control socket accept loop");
             log.Information("Control socket {Path} listening (root only): status, reload, upgrade, reopen", path);
             return server;
         }
@@ -131,7 +132,7 @@ internal sealed class ControlServer : IDisposable
                 continue;
             }
 
-            _ = ServeAsync(peer);
+            FireAndForget.Observe(ServeAsync(peer), _log, "Control socket request");
         }
     }
 

@@ -128,7 +128,7 @@ public sealed class BcCertifiedKey : IDisposable
             // Our own, already validated certificates: this is the only certificate parsing BouncyCastle does here.
             var chain = new TlsCertificate[ders.Count];
             for (int i = 0; i < ders.Count; i++)
-                chain[i] = new BcTlsCertificate(CertificateCrypto, ders[i]);
+                chain[i] = new EncodedTlsCertificate(CertificateCrypto, ders[i]);
             return new BcCertifiedKey(keyType, chain, leaf, key);
         }
         catch

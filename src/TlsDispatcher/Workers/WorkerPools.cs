@@ -45,6 +45,9 @@ internal sealed class WorkerLink : IDisposable
     /// <summary>Since when its channel has been full (0: it was not): no connection goes to it meanwhile.</summary>
     public long StalledSince { get; set; }
 
+    /// <summary>Whether this stall has been logged (it lasted <see cref="WorkerPools.StallReportAfter"/>).</summary>
+    public bool StallReported { get; set; }
+
     public void Dispose() => Channel.Dispose();
 }
 
@@ -63,6 +66,17 @@ internal sealed class WorkerPools : IDisposable
     /// full this long) has stopped reading: the dispatcher gives it up and the master kills it (docs/faults.md).
     /// </summary>
     public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How often a worker whose channel was found full is looked at again while it stays so: a worker busy for a moment
+    /// (a flood's connections arriving faster than it takes them, docs/floods.md) gets connections again as soon as it
+    /// has read, not at the next tick of the 1 s timer (which made every connection of its pool wait up to a second).
+    /// </summary>
+    internal static readonly TimeSpan StallRecheck = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>A full channel is logged (Warning) once it has stayed full this long: shorter ones are a busy moment.</summary>
+    internal const long StallReportAfter = 1000;
+    private bool _watchingStalls;
     private readonly IpcChannel _master;
     private readonly Func<RouteTable> _routes;
     private readonly ILogger _log;
@@ -223,6 +237,7 @@ internal sealed class WorkerPools : IDisposable
     private void Stalled(WorkerLink worker)
     {
         bool first;
+        bool watch;
         lock (_gate)
         {
             worker.Load--;
@@ -230,10 +245,58 @@ internal sealed class WorkerPools : IDisposable
             first = worker.StalledSince == 0;
             if (first)
                 worker.StalledSince = Environment.TickCount64;
+            watch = !_watchingStalls;
+            _watchingStalls = true;
         }
 
+        if (watch)
+            _ = WatchStalledAsync();
         if (first)
-            _log.Warning("Worker {Pid} of pool {Pool} does not read its channel (full): no connection goes to it until it does", worker.Pid, worker.Pool);
+            _log.Debug("Worker {Pid} of pool {Pool}: its channel is full; no connection goes to it until it reads", worker.Pid, worker.Pool);
+    }
+
+    /// <summary>
+    /// While a worker's channel is full, looks every <see cref="StallRecheck"/> whether it has room again, and then lets
+    /// connections go to it (wakes those waiting in <see cref="AcquireAsync"/>). Ends when no channel is full.
+    /// </summary>
+    private async Task WatchStalledAsync()
+    {
+        while (true)
+        {
+            await Task.Delay(StallRecheck).ConfigureAwait(false);
+            List<WorkerLink>? reading = null;
+            bool any = false;
+            lock (_gate)
+            {
+                foreach (var w in _pools.Values.SelectMany(l => l))
+                {
+                    if (w.StalledSince == 0)
+                        continue;
+                    if (!w.Channel.Writable)
+                    {
+                        any = true;
+                        continue;
+                    }
+
+                    w.StalledSince = 0;
+                    if (w.StallReported)
+                    {
+                        w.StallReported = false;
+                        (reading ??= []).Add(w);
+                    }
+
+                    SignalLocked();
+                }
+
+                if (!any || _closed)
+                    _watchingStalls = false;
+            }
+
+            foreach (var w in reading ?? [])
+                _log.Information("Worker {Pid} of pool {Pool} reads its channel again", w.Pid, w.Pool);
+            if (!any || _closed)
+                return;
+        }
     }
 
     /// <summary>
@@ -247,6 +310,7 @@ internal sealed class WorkerPools : IDisposable
         var limit = (long)StuckAfter.TotalMilliseconds;
         var stuck = new List<(WorkerLink Worker, string Reason)>();
         var reading = new List<WorkerLink>();
+        var full = new List<WorkerLink>();
         lock (_gate)
         {
             foreach (var w in _pools.Values.SelectMany(l => l))
@@ -256,12 +320,22 @@ internal sealed class WorkerPools : IDisposable
                     if (w.Channel.Writable)
                     {
                         w.StalledSince = 0;
-                        reading.Add(w);
+                        if (w.StallReported)
+                        {
+                            w.StallReported = false;
+                            reading.Add(w);
+                        }
+
                         SignalLocked();
                     }
                     else if (now - w.StalledSince > limit)
                     {
                         stuck.Add((w, $"its channel has been full for {(now - w.StalledSince) / 1000} s: it does not read it"));
+                    }
+                    else if (!w.StallReported && now - w.StalledSince >= StallReportAfter)
+                    {
+                        w.StallReported = true;
+                        full.Add(w);
                     }
                 }
                 else if (w.Acked > 0 && w.Sent > w.Acked && now - w.ProgressAt > limit)
@@ -271,6 +345,8 @@ internal sealed class WorkerPools : IDisposable
             }
         }
 
+        foreach (var w in full)
+            _log.Warning("Worker {Pid} of pool {Pool} does not read its channel (full for {Seconds} s): no connection goes to it until it does", w.Pid, w.Pool, StallReportAfter / 1000);
         foreach (var w in reading)
             _log.Information("Worker {Pid} of pool {Pool} reads its channel again", w.Pid, w.Pool);
         foreach (var (w, reason) in stuck)

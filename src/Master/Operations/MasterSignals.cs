@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Dispatch.Platform.Interop;
 
-namespace Dispatch.Master;
+namespace Dispatch.Master.Operations;
 
 /// <summary>
 /// The master's signals, taken over before anything else runs. Two things would otherwise lose them:
@@ -46,14 +46,14 @@ internal sealed class MasterSignals : IDisposable
         Register(PosixSignal.SIGTERM, c => signals.Stop(c, immediate: false));
         Register(PosixSignal.SIGINT, c => signals.Stop(c, immediate: false));
         Register(PosixSignal.SIGQUIT, c => signals.Stop(c, immediate: true));
-        Register(PosixSignal.SIGHUP, c => signals.WithMaster(c, m => _ = m.ReloadAsync("SIGHUP")));
+        Register(PosixSignal.SIGHUP, c => signals.WithMaster(c, m => m.ReloadInBackground("SIGHUP")));
         Register((PosixSignal)SIGUSR1, c =>
         {
             c.Cancel = true;
             Program.ReopenableFile?.Reopen();
             signals.WithMaster(c, m => m.ReopenLogs());
         });
-        Register((PosixSignal)SIGUSR2, c => signals.WithMaster(c, m => _ = m.UpgradeAsync("SIGUSR2")));
+        Register((PosixSignal)SIGUSR2, c => signals.WithMaster(c, m => m.UpgradeInBackground("SIGUSR2")));
         signals.StillIgnored = [.. Handled.Where(Libc.IsIgnored).Select(Name)];
         return signals;
     }

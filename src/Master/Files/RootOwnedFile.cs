@@ -1,6 +1,6 @@
 using Dispatch.Platform.Interop;
 
-namespace Dispatch.Master;
+namespace Dispatch.Master.Files;
 
 /// <summary>
 /// Reads a file only root may have written (a certificate, a key, a credentials file): opened without following a

@@ -1,6 +1,6 @@
 using Dispatch.Platform.Interop;
 
-namespace Dispatch.Master;
+namespace Dispatch.Master.Files;
 
 /// <summary>
 /// Checks on paths root depends on: every component of the real path owned by root and writable by

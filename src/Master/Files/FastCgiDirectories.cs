@@ -2,7 +2,7 @@ using Dispatch.Master.Config;
 using Dispatch.Platform.Interop;
 using Dispatch.Wire.Interop;
 
-namespace Dispatch.Master;
+namespace Dispatch.Master.Files;
 
 /// <summary>
 /// The directory of a pool's spawned php-fpm sockets and configs: <c>&lt;control socket's directory&gt;/php-fpm/&lt;pool&gt;</c>,

@@ -1,42 +1,27 @@
-using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Dispatch.Master.Children;
-using Dispatch.Master.Operations;
+using Dispatch.Master.Config;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Interop;
 using Dispatch.Wire;
+using Serilog;
 
-namespace Dispatch.Master;
+namespace Dispatch.Master.Operations;
 
 /// <summary>
 /// Status and metrics: the master's own view (pools, workers, vhosts, certificates, reloads) joined
 /// with what each dispatcher reports when asked (its counters, and the open connections per worker).
 /// The master renders; it never serves the metrics itself — a dispatcher does, on loopback.
 /// </summary>
-internal sealed partial class MasterService
+internal sealed class StatusReport(
+    RunningConfig config, WorkerTable workerTable, SpawnBackoff spawnBackoff, DispatcherReports dispatcherReports,
+    Func<IEnumerable<(ChildProcess Dispatcher, bool Retiring)>> dispatchers, MasterCounters counters, ILogger log)
 {
-    private static readonly TimeSpan StatsTimeout = TimeSpan.FromSeconds(3);
-    private readonly MasterCounters _counters = new();
-    private readonly ConcurrentDictionary<ulong, (ChildProcess From, TaskCompletionSource<DispatcherStats> Waiter)> _statsWaiters = new();
     private readonly DateTime _started = DateTime.UtcNow;
-    private long _nextStats;
     private int _metricsInFlight;
     private ReloadRecord? _lastReload;
-    // The last counters each live dispatcher reported, and the sum of those of dispatchers gone since
-    // (replaced by an upgrade, or dead): added in, so that no *_total ever goes backwards.
-    private readonly ConcurrentDictionary<int, DispatcherStats> _lastStats = new();
-    private readonly ConcurrentDictionary<string, long> _carried = new(StringComparer.Ordinal);
-
-    private sealed record ReloadRecord(DateTime At, string Result, string Detail);
-
-    /// <summary>A dispatcher has exited: its last reported counters are carried into the totals.</summary>
-    private void ForgetDispatcher(ChildProcess dispatcher)
-    {
-        if (!_lastStats.TryRemove(dispatcher.Pid, out var last))
-            return;
-        foreach (var c in last.Counters.Where(c => Prometheus.NameOf(c.Key).EndsWith("_total", StringComparison.Ordinal)))
-            _carried.AddOrUpdate(c.Key, c.Value, (_, v) => v + c.Value);
-    }
 
     private static readonly Dictionary<string, string> Help = new(StringComparer.Ordinal)
     {
@@ -63,74 +48,15 @@ internal sealed partial class MasterService
         ["dispatch_master_start_timestamp_seconds"] = "When the master started.",
     };
 
-    private void RecordReload(string result, string detail)
+    public void RecordReload(string result, string detail)
     {
-        _counters.Reload(result);
+        counters.Reload(result);
         _lastReload = new ReloadRecord(DateTime.UtcNow, result, detail);
     }
 
-    /// <summary>Asks every live dispatcher (serving or draining) for its counters and workers; a silent one is reported as such.</summary>
-    private async Task<List<(ChildProcess Dispatcher, bool Retiring, DispatcherStats? Stats)>> GatherAsync()
-    {
-        List<(ChildProcess D, bool Retiring)> targets;
-        lock (_gate)
-            targets = [.. _dispatchers.OfType<ChildProcess>().Where(d => !d.Exited.IsCompleted).Select(d => (d, false)), .. _retiring.Where(d => !d.Exited.IsCompleted).Select(d => (d, true))];
-        var asks = targets.Select(async t =>
-        {
-            try
-            {
-                return (t.D, t.Retiring, (DispatcherStats?)await AskStatsAsync(t.D, StatsTimeout).ConfigureAwait(false));
-            }
-            catch (Exception e) when (e is TimeoutException or Dispatch.Wire.Interop.SysCallException or ObjectDisposedException)
-            {
-                _log.Warning("Dispatcher {Pid} did not report its counters: {Reason}", t.D.Pid, e.Message);
-                return (t.D, t.Retiring, (DispatcherStats?)null);
-            }
-        });
-        return [.. await Task.WhenAll(asks).ConfigureAwait(false)];
-    }
-
-    /// <summary>
-    /// One StatsRequest to <paramref name="dispatcher"/> and its answer. A dispatcher reads its channel in order, so
-    /// the answer also proves that everything sent to it before (a RouteUpdate) has been applied.
-    /// </summary>
-    private async Task<DispatcherStats> AskStatsAsync(ChildProcess dispatcher, TimeSpan timeout)
-    {
-        // Each ask on its own: a dispatcher that does not read its channel must not stall the others (nor the caller).
-        await Task.Yield();
-        var id = (ulong)Interlocked.Increment(ref _nextStats);
-        var waiter = new TaskCompletionSource<DispatcherStats>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _statsWaiters[id] = (dispatcher, waiter);
-        try
-        {
-            dispatcher.Channel.Send(new StatsRequest(id));
-            return await waiter.Task.WaitAsync(timeout).ConfigureAwait(false);
-        }
-        finally
-        {
-            _statsWaiters.TryRemove(id, out _);
-        }
-    }
-
-    /// <summary>A dispatcher's answer: believed only for a request we sent to that very dispatcher, and only the keys of our catalogue.</summary>
-    private void OnDispatcherStats(ChildProcess dispatcher, DispatcherStats stats)
-    {
-        if (!_statsWaiters.TryGetValue(stats.RequestId, out var entry) || entry.From != dispatcher)
-        {
-            _log.Debug("Dispatcher {Pid} answered stats request {Id}, which is not pending for it", dispatcher.Pid, stats.RequestId);
-            return;
-        }
-
-        var bad = stats.Counters.Where(c => !Prometheus.ReportedKey().IsMatch(c.Key)).ToList();
-        if (bad.Count > 0)
-        {
-            _log.Warning("Dispatcher {Pid} reported {Count} counters outside the catalogue (first: {Key}); dropped", dispatcher.Pid, bad.Count, bad[0].Key);
-            stats = stats with { Counters = [.. stats.Counters.Where(c => Prometheus.ReportedKey().IsMatch(c.Key))] };
-        }
-
-        _lastStats[dispatcher.Pid] = stats;
-        entry.Waiter.TrySetResult(stats);
-    }
+    /// <summary>A scrape on the metrics listener: answered in the background (never on the dispatcher's serve loop).</summary>
+    public void AnswerMetrics(ChildProcess dispatcher, MetricsRequest request) =>
+        FireAndForget.Observe(AnswerMetricsAsync(dispatcher, request), log, $"Metrics answer to dispatcher {dispatcher.Pid}");
 
     /// <summary>A scrape on the metrics listener: gather, render, answer in a sealed memfd (at most two in flight).</summary>
     private async Task AnswerMetricsAsync(ChildProcess dispatcher, MetricsRequest request)
@@ -146,15 +72,15 @@ internal sealed partial class MasterService
 
         try
         {
-            var text = RenderMetrics(await GatherAsync().ConfigureAwait(false));
-            var memfd = Dispatch.Wire.SealedBlob.Create("dispatch-metrics", Encoding.UTF8.GetBytes(text));
+            var text = RenderMetrics(await dispatcherReports.GatherAsync(dispatchers()).ConfigureAwait(false));
+            var memfd = SealedBlob.Create("dispatch-metrics", Encoding.UTF8.GetBytes(text));
             try
             {
                 TrySend(dispatcher, new MetricsReply(request.RequestId, true), [memfd]);
             }
             finally
             {
-                Dispatch.Platform.Interop.Libc.Close(memfd);
+                Libc.Close(memfd);
             }
         }
         finally
@@ -170,13 +96,13 @@ internal sealed partial class MasterService
         {
             child.Channel.Send(message, fds);
         }
-        catch (Exception e) when (e is Dispatch.Wire.Interop.SysCallException or ObjectDisposedException)
+        catch (Exception e) when (e is SysCallException or ObjectDisposedException)
         {
-            _log.Debug("Could not send {Type} to {Child}: {Reason}", T.Type, child, e.Message);
+            log.Debug("Could not send {Type} to {Child}: {Reason}", T.Type, child, e.Message);
         }
     }
 
-    private string RenderMetrics(List<(ChildProcess Dispatcher, bool Retiring, DispatcherStats? Stats)> reports)
+    internal string RenderMetrics(List<(ChildProcess Dispatcher, bool Retiring, DispatcherStats? Stats)> reports)
     {
         var samples = new Dictionary<string, double>(StringComparer.Ordinal);
         void Add(string key, double value) => samples[key] = samples.GetValueOrDefault(key) + value;
@@ -188,30 +114,28 @@ internal sealed partial class MasterService
                 Add($"dispatch_worker_open_connections{{pool=\"{Prometheus.Escape(w.Pool)}\",pid=\"{w.Pid}\"}}", w.Open);
         }
 
-        foreach (var (key, value) in _counters.Snapshot())
+        foreach (var (key, value) in counters.Snapshot())
             Add(key, value);
-        foreach (var (key, value) in _carried)
+        foreach (var (key, value) in dispatcherReports.Carried)
             Add(key, value);
-        var config = _config;
-        List<ChildProcess> workers;
-        lock (_gate)
-            workers = [.. _workers.Values];
-        foreach (var pool in config.Pools.Keys)
+        var current = config.Current;
+        var workers = workerTable.All();
+        foreach (var pool in current.Pools.Keys)
             Add($"dispatch_workers{{pool=\"{Prometheus.Escape(pool)}\"}}", workers.Count(w => w.Name == pool));
-        var backoff = _backoff.Snapshot();
-        foreach (var pool in config.Pools.Keys)
+        var backoff = spawnBackoff.Snapshot();
+        foreach (var pool in current.Pools.Keys)
         {
             var state = backoff.GetValueOrDefault(pool);
             Add($"dispatch_pool_start_failures{{pool=\"{Prometheus.Escape(pool)}\"}}", state?.Failures ?? 0);
             Add($"dispatch_pool_backoff_seconds{{pool=\"{Prometheus.Escape(pool)}\"}}", (long)Math.Ceiling(state?.Remaining.TotalSeconds ?? 0));
         }
-        foreach (var v in config.Vhosts.Values)
+        foreach (var v in current.Vhosts.Values)
         {
             foreach (var c in v.Certificates)
                 samples[$"dispatch_certificate_not_after_timestamp_seconds{{vhost=\"{Prometheus.Escape(v.Name)}\",directory=\"{Prometheus.Escape(c.Directory)}\"}}"] = new DateTimeOffset(c.NotAfter, TimeSpan.Zero).ToUnixTimeSeconds();
         }
 
-        samples["dispatch_config_version"] = Interlocked.Read(ref _snapshotVersion);
+        samples["dispatch_config_version"] = config.Version;
         samples["dispatch_last_reload_ok"] = _lastReload is { Result: not "ok" } ? 0 : 1;
         samples["dispatch_master_start_timestamp_seconds"] = new DateTimeOffset(_started).ToUnixTimeSeconds();
         return Prometheus.Render(samples, Help);
@@ -220,19 +144,13 @@ internal sealed partial class MasterService
     /// <summary>The status view for <c>Master status</c>: text for people, or JSON (<paramref name="json"/>).</summary>
     public async Task<string> StatusAsync(bool json)
     {
-        var reports = await GatherAsync().ConfigureAwait(false);
-        var config = _config;
+        var reports = await dispatcherReports.GatherAsync(dispatchers()).ConfigureAwait(false);
+        var current = config.Current;
         var now = DateTime.UtcNow;
-        List<ChildProcess> workers;
-        Dictionary<int, ChildProcess> owners;
-        lock (_gate)
-        {
-            workers = [.. _workers.Values.OrderBy(w => w.Name, StringComparer.Ordinal).ThenBy(w => w.Pid)];
-            owners = new Dictionary<int, ChildProcess>(_ownerOf);
-        }
+        var (workers, owners) = workerTable.Snapshot();
 
         var seen = reports.Where(r => r.Stats is not null).SelectMany(r => r.Stats!.Workers).GroupBy(w => w.Pid).ToDictionary(g => g.Key, g => g.First());
-        var backoffs = _backoff.Snapshot();
+        var backoffs = spawnBackoff.Snapshot();
         var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
         {
@@ -241,8 +159,8 @@ internal sealed partial class MasterService
             w.WriteNumber("pid", Environment.ProcessId);
             w.WriteString("started", _started);
             w.WriteNumber("uptimeSeconds", (long)(now - _started).TotalSeconds);
-            w.WriteString("config", config.SourcePath);
-            w.WriteNumber("configVersion", Interlocked.Read(ref _snapshotVersion));
+            w.WriteString("config", current.SourcePath);
+            w.WriteNumber("configVersion", config.Version);
             w.WriteEndObject();
             if (_lastReload is { } reload)
             {
@@ -275,7 +193,7 @@ internal sealed partial class MasterService
 
             w.WriteEndArray();
             w.WriteStartArray("pools");
-            foreach (var p in config.Pools.Values.OrderBy(p => p.Name, StringComparer.Ordinal))
+            foreach (var p in current.Pools.Values.OrderBy(p => p.Name, StringComparer.Ordinal))
             {
                 w.WriteStartObject();
                 w.WriteString("name", p.Name);
@@ -325,7 +243,7 @@ internal sealed partial class MasterService
 
             w.WriteEndArray();
             w.WriteStartArray("vhosts");
-            foreach (var v in config.Vhosts.Values.OrderBy(v => v.Name, StringComparer.Ordinal))
+            foreach (var v in current.Vhosts.Values.OrderBy(v => v.Name, StringComparer.Ordinal))
             {
                 w.WriteStartObject();
                 w.WriteString("name", v.Name);
@@ -351,7 +269,7 @@ internal sealed partial class MasterService
 
             w.WriteEndArray();
             w.WriteStartObject("counters");
-            foreach (var (key, value) in _counters.Snapshot())
+            foreach (var (key, value) in counters.Snapshot())
                 w.WriteNumber(key, value);
             w.WriteEndObject();
             w.WriteEndObject();

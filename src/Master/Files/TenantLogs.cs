@@ -1,6 +1,6 @@
 using Dispatch.Platform.Interop;
 
-namespace Dispatch.Master;
+namespace Dispatch.Master.Files;
 
 /// <summary>
 /// Per-vhost access logs, opened by the master (root) and handed to the vhost's worker, which can

@@ -1,0 +1,98 @@
+using System.Net.Sockets;
+using Dispatch.Platform.Interop;
+using Dispatch.Wire.Payloads;
+using Dispatch.Wire;
+using Dispatch.TlsDispatcher.Workers;
+
+namespace Dispatch.TlsDispatcher.Tests.Workers;
+
+/// <summary>
+/// A worker whose channel is full for a moment (busy: a flood's connections arriving faster than it takes them) gets
+/// connections again as soon as it has read, not only at the next tick of the pools' 1 s timer: until it did, every
+/// connection of its pool waited, the site's good clients with the flood (docs/floods.md).
+/// </summary>
+public sealed class WorkerPoolsTests
+{
+    [Fact]
+    public async Task A_worker_whose_channel_was_full_gets_connections_again_as_soon_as_it_has_read()
+    {
+        using var master = IpcChannel.CreatePair("master", out var masterPeer);
+        using var masterEnd = new Socket(new SafeSocketHandle(masterPeer, ownsHandle: true));
+        using var routes = new RouteTable(
+            new RouteSnapshot(1, new DispatcherSettings(10_000, 16_384, 10_000, 10_000), [], null, 443, [new PoolRoute("a", 0, false, 0, 600_000)]),
+            Serilog.Core.Logger.None);
+
+        // Without the housekeeping timer, which looked at full channels once a second before: a hand-off that waited
+        // for it would wait until its WorkerWaitMs ran out, and fail.
+        using var pools = new WorkerPools(master, () => routes, Serilog.Core.Logger.None, Timeout.InfiniteTimeSpan);
+        var (dispatcherEnd, workerEnd) = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
+        using var worker = new Socket(new SafeSocketHandle(workerEnd, ownsHandle: true)) { Blocking = false };
+        pools.OnWorkerReady(new WorkerReady(0, "a", 1, Environment.ProcessId), dispatcherEnd);
+        var settings = new DispatcherSettings(10_000, 16_384, WorkerWaitMs: 60_000, 10_000);
+
+        // Hand connections over until the worker's channel is full (the worker here reads nothing yet): the next one waits.
+        var clients = new List<Socket>();
+        Task<bool>? waiting = null;
+        try
+        {
+            var handed = 0;
+            while (waiting is null)
+            {
+                Assert.True(handed < 100_000, "the worker's channel never filled");
+                var (mine, theirs) = IpcChannel.RawPair(Libc.SOCK_STREAM);
+                clients.Add(new Socket(new SafeSocketHandle(mine, ownsHandle: true)));
+                clients.Add(new Socket(new SafeSocketHandle(theirs, ownsHandle: true)));
+                var handOff = pools.HandOffAsync("a", Meta((ulong)handed), theirs, settings);
+                if (handOff.IsCompleted)
+                {
+                    Assert.True(await handOff);
+                    handed++;
+                }
+                else
+                {
+                    waiting = handOff;
+                }
+            }
+
+            Assert.True(handed > 10, $"only {handed} hand-offs fit in the channel");
+
+            // The worker reads its channel (all of it), as a busy worker does a moment later.
+            var buffer = new byte[65536];
+            var read = 0;
+            while (true)
+            {
+                try
+                {
+                    worker.Receive(buffer);
+                    read++;
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+                {
+                    break;
+                }
+            }
+
+            Assert.Equal(handed, read);
+
+            // The waiting connection goes to it now (nothing else would look at the channel again), and so do the next
+            // ones, without waiting at all.
+            Assert.True(await waiting, "the connection waited for the timer, and gave up");
+            for (var i = 0; i < 10; i++)
+            {
+                var (mine, theirs) = IpcChannel.RawPair(Libc.SOCK_STREAM);
+                clients.Add(new Socket(new SafeSocketHandle(mine, ownsHandle: true)));
+                clients.Add(new Socket(new SafeSocketHandle(theirs, ownsHandle: true)));
+                var next = pools.HandOffAsync("a", Meta((ulong)(handed + 1 + i)), theirs, settings);
+                Assert.True(next.IsCompleted, "a hand-off waited although the channel has room");
+                Assert.True(await next);
+            }
+        }
+        finally
+        {
+            foreach (var c in clients)
+                c.Dispose();
+        }
+    }
+
+    private static Connection Meta(ulong id) => new(id, ConnectionMode.PlainHttp, AppProtocol.Http1, "127.0.0.1:1", "127.0.0.1:80", null, null, null, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"u8.ToArray());
+}
