@@ -104,6 +104,15 @@ internal sealed class WorkerPools : IDisposable
     }
 
     public WorkerPools(IpcChannel master, Func<RouteTable> routes, ILogger log)
+        : this(master, routes, log, TimeSpan.FromSeconds(1))
+    {
+    }
+
+    /// <summary>
+    /// With the period of the timer that reaps idle workers and looks at stuck ones; tests pass
+    /// <see cref="Timeout.InfiniteTimeSpan"/> to show what happens without it.
+    /// </summary>
+    internal WorkerPools(IpcChannel master, Func<RouteTable> routes, ILogger log, TimeSpan housekeepingPeriod)
     {
         _master = master;
         _routes = routes;
@@ -115,8 +124,8 @@ internal sealed class WorkerPools : IDisposable
                 CheckStuck();
             },
             null,
-            TimeSpan.FromSeconds(1),
-            TimeSpan.FromSeconds(1));
+            housekeepingPeriod,
+            housekeepingPeriod);
     }
 
     /// <summary>
