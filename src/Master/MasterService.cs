@@ -5,11 +5,11 @@ using Dispatch.Master.Config;
 using Dispatch.Master.Files;
 using Dispatch.Master.Operations;
 using Dispatch.Master.Sockets;
-using Dispatch.Platform.Hosting;
 using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Hosting;
+using Dispatch.Wire;
 using Dispatch.Wire.Interop;
 using Dispatch.Wire.Payloads;
-using Dispatch.Wire;
 using Serilog;
 
 namespace Dispatch.Master;

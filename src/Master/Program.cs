@@ -2,9 +2,9 @@ using System.Runtime.InteropServices;
 using Dispatch.Master.Config;
 using Dispatch.Master.Files;
 using Dispatch.Master.Operations;
-using Dispatch.Platform.Spawn;
 using Dispatch.Platform.Cgroups;
 using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
 using Serilog;
 using Serilog.Events;
 

@@ -4,9 +4,9 @@ using Dispatch.Master.Operations;
 using Dispatch.Master.Sockets;
 using Dispatch.Platform.Confinement;
 using Dispatch.Platform.Interop;
+using Dispatch.Wire;
 using Dispatch.Wire.Interop;
 using Dispatch.Wire.Payloads;
-using Dispatch.Wire;
 using Serilog;
 
 namespace Dispatch.Master.Children;

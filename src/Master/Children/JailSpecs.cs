@@ -1,7 +1,7 @@
 using Dispatch.Master.Config;
-using Dispatch.Platform.Spawn;
 using Dispatch.Platform.Confinement;
 using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
 using Dispatch.Wire;
 
 namespace Dispatch.Master.Children;

@@ -2,8 +2,8 @@ using Dispatch.Master.Config;
 using Dispatch.Master.Files;
 using Dispatch.Master.Operations;
 using Dispatch.Platform.Spawn;
-using Dispatch.Wire.Interop;
 using Dispatch.Wire;
+using Dispatch.Wire.Interop;
 using Serilog;
 
 namespace Dispatch.Master.Children;

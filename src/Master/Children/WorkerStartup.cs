@@ -3,12 +3,12 @@ using Dispatch.Master.Channels;
 using Dispatch.Master.Config;
 using Dispatch.Master.Files;
 using Dispatch.Master.Operations;
-using Dispatch.Platform.Hosting;
 using Dispatch.Platform.Confinement;
+using Dispatch.Platform.Hosting;
 using Dispatch.Platform.Interop;
+using Dispatch.Wire;
 using Dispatch.Wire.Interop;
 using Dispatch.Wire.Payloads;
-using Dispatch.Wire;
 using Serilog;
 
 namespace Dispatch.Master.Children;

@@ -1,6 +1,6 @@
 using Dispatch.Master.Files;
-using Dispatch.Wire.Identity;
 using Dispatch.Platform.Interop;
+using Dispatch.Wire.Identity;
 
 namespace Dispatch.Master.Config;
 

@@ -1,7 +1,7 @@
 using Dispatch.Master.Files;
-using Dispatch.Platform.Spawn;
 using Dispatch.Platform.Confinement;
 using Dispatch.Platform.Interop;
+using Dispatch.Platform.Spawn;
 
 namespace Dispatch.Master.Config;
 

@@ -2,9 +2,9 @@ using System.Diagnostics;
 using Dispatch.Master.Children;
 using Dispatch.Master.Operations;
 using Dispatch.Platform.Interop;
+using Dispatch.Wire;
 using Dispatch.Wire.Interop;
 using Dispatch.Wire.Payloads;
-using Dispatch.Wire;
 using Serilog;
 
 namespace Dispatch.Master.Config;

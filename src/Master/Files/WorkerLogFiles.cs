@@ -1,8 +1,8 @@
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
 using Dispatch.Platform.Interop;
-using Dispatch.Wire.Interop;
 using Dispatch.Wire;
+using Dispatch.Wire.Interop;
 using Serilog;
 
 namespace Dispatch.Master.Files;

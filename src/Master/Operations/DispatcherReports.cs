@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using Dispatch.Master.Children;
-using Dispatch.Wire.Interop;
 using Dispatch.Wire;
+using Dispatch.Wire.Interop;
 using Serilog;
 
 namespace Dispatch.Master.Operations;

@@ -4,8 +4,8 @@ using System.Text.Json;
 using Dispatch.Master.Children;
 using Dispatch.Master.Config;
 using Dispatch.Platform.Interop;
-using Dispatch.Wire.Interop;
 using Dispatch.Wire;
+using Dispatch.Wire.Interop;
 using Serilog;
 
 namespace Dispatch.Master.Operations;

@@ -1,8 +1,8 @@
 using System.Net.Sockets;
 using Dispatch.Platform.Interop;
-using Dispatch.Wire.Payloads;
-using Dispatch.Wire;
 using Dispatch.TlsDispatcher.Workers;
+using Dispatch.Wire;
+using Dispatch.Wire.Payloads;
 
 namespace Dispatch.TlsDispatcher.Tests.Workers;
 
