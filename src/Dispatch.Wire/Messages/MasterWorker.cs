@@ -1,0 +1,69 @@
+namespace Dispatch.Wire;
+
+// The master and a worker: its set-up and its log files. Wire layouts, one record per MessageType, each with its
+// encoder and decoder side by side (MessageType.cs: the catalogue).
+
+/// <summary>
+/// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes; empty when it travels as a memfd) | string-list probe paths |
+/// i32 probe threads | i32 number of <see cref="LogFiles"/> and <see cref="ErrorLogFiles"/> messages that follow.
+/// Descriptors: the channel to the dispatcher; and, when the blob is empty, the pool configuration in a sealed memfd
+/// (a pool of thousands of vhosts does not fit a datagram).
+/// </summary>
+public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads, int LogFileMessages) : IWireMessage<WorkerSetup>
+{
+    /// <summary>A pool configuration above this travels in a sealed memfd (second descriptor), the blob left empty.</summary>
+    public const int MaxInlineJson = 48 * 1024;
+
+    public static MessageType Type => MessageType.WorkerSetup;
+
+    public static int DescriptorCount(WorkerSetup message) => message.PoolJson.Length == 0 ? 2 : 1;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.String(Pool);
+        writer.I32(WorkerId);
+        writer.Blob(PoolJson);
+        writer.StringList(ProbePaths);
+        writer.I32(ProbeThreads);
+        writer.I32(LogFileMessages);
+    }
+
+    public static WorkerSetup Decode(ref WireReader reader)
+    {
+        var pool = reader.String(Limits.Name);
+        var id = reader.I32();
+        var json = reader.Blob(60000).ToArray();
+        var probes = reader.StringList(64, Limits.Path);
+        var threads = reader.I32();
+        if (threads is < 1 or > 256)
+            throw new WireException($"probe thread count {threads} outside 1..256");
+        var logMessages = reader.I32();
+        if (logMessages is < 0 or > 64)
+            throw new WireException($"{logMessages} log file messages outside 0..64");
+        return new WorkerSetup(pool, id, json, probes, threads, logMessages);
+    }
+}
+
+/// <summary>string-list vhost names, one per descriptor, in order. Descriptors: the vhosts' access logs (append-only).</summary>
+public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
+{
+    public static MessageType Type => MessageType.LogFiles;
+
+    public static int DescriptorCount(LogFiles message) => message.Vhosts.Length;
+
+    public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
+
+    public static LogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
+}
+
+/// <summary>string-list vhost names, one per descriptor, in order (the layout of <see cref="LogFiles"/>). Descriptors: the vhosts' error logs (append-only).</summary>
+public sealed record ErrorLogFiles(string[] Vhosts) : IWireMessage<ErrorLogFiles>
+{
+    public static MessageType Type => MessageType.ErrorLogFiles;
+
+    public static int DescriptorCount(ErrorLogFiles message) => message.Vhosts.Length;
+
+    public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
+
+    public static ErrorLogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
+}
