@@ -61,33 +61,14 @@ chmod 755 "$jit_app"
 # 2. Content, certificates (as certbot leaves them), host names for the clients.
 mkdir -p "$base" "$run"
 chmod 755 "$base" "$run"
-rm -rf "$base/www"
-mkdir -p "$base/www/a.localhost"
-write_index "$base/www/a.localhost/index.html" a
-chown -R 10001:10001 "$base/www/a.localhost"
-chmod -R u=rwX,go=rX "$base/www"
+site_a_www "$base"
 copy_certs "$certs"
 tls13_clients "$run"
 
 # 3. Configs.
 read -r P_AOT P_JIT P_NGINX P_AOT_HTTP P_JIT_HTTP <<<"$(free_ports 5)"
-dispatch_config() {   # dispatch_config NAME TLS-PORT HTTP-PORT
-  cat <<JSON
-{
-  "listen": [ { "endpoint": "127.0.0.1:$2", "protocol": "tls" }, { "endpoint": "127.0.0.1:$3", "protocol": "http" } ],
-  "dispatcher": { "user": "10000", "headerTimeout": "300s", "handshakeTimeout": "30s" },
-  "control": { "socket": "$run/$1-control.sock" },
-  "security": { "minUid": 1000 },
-  "pools": { "a": { "user": "10001", "group": "10001", "maxWorkers": 1 } },
-  "vhosts": {
-    "a.localhost": { "pool": "a", "root": "$base/www/a.localhost", "tls": "terminate", "certDirs": [ "$certs/live/a.localhost" ] }
-  },
-  "log": { "level": "Warning" }
-}
-JSON
-}
-dispatch_config aot "$P_AOT" "$P_AOT_HTTP" >"$run/aot.json"
-dispatch_config jit "$P_JIT" "$P_JIT_HTTP" >"$run/jit.json"
+dispatch_site_a_json "$P_AOT" "$P_AOT_HTTP" "$run/aot-control.sock" "$base" "$certs" >"$run/aot.json"
+dispatch_site_a_json "$P_JIT" "$P_JIT_HTTP" "$run/jit-control.sock" "$base" "$certs" >"$run/jit.json"
 "$aot_app/Master" check --config "$run/aot.json" >&2 || die "the AOT master refuses the config"
 "$jit_app/Master" check --config "$run/jit.json" >&2 || die "the JIT master refuses the config"
 mkdir -p "$run/nginx/tmp"

@@ -78,19 +78,7 @@ for name in "${NAMES[@]}" nginx; do
   shift 2
 done
 for name in "${NAMES[@]}"; do
-  cat >"$run/$name.json" <<JSON
-{
-  "listen": [ { "endpoint": "127.0.0.1:${TLS_PORT[$name]}", "protocol": "tls" }, { "endpoint": "127.0.0.1:${HTTP_PORT[$name]}", "protocol": "http" } ],
-  "dispatcher": { "user": "10000", "headerTimeout": "300s", "handshakeTimeout": "30s", "nofile": $NOFILE },
-  "control": { "socket": "$run/$name-control.sock" },
-  "security": { "minUid": 1000 },
-  "pools": { "a": { "user": "10001", "group": "10001", "maxWorkers": 1, "nofile": $NOFILE } },
-  "vhosts": {
-    "a.localhost": { "pool": "a", "root": "$base/www/a.localhost", "tls": "terminate", "certDirs": [ "$certs/live/a.localhost" ] }
-  },
-  "log": { "level": "Warning" }
-}
-JSON
+  dispatch_site_a_json "${TLS_PORT[$name]}" "${HTTP_PORT[$name]}" "$run/$name-control.sock" "$base" "$certs" "$NOFILE" >"$run/$name.json"
   "${DIR_OF[$name]}/Master" check --config "$run/$name.json" >&2 || die "$name's master refuses the config"
 done
 mkdir -p "$run/nginx"

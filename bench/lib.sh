@@ -206,6 +206,37 @@ open(sys.argv[1], "w").write(body)
 PY
 }
 
+# site_a_www BASE: BASE/www/a.localhost with its 1 KiB index.html, owned by the pool's uid 10001, readable by all.
+site_a_www() {
+  rm -rf "$1/www"
+  mkdir -p "$1/www/a.localhost"
+  write_index "$1/www/a.localhost/index.html" a
+  chown -R 10001:10001 "$1/www/a.localhost"
+  chmod -R u=rwX,go=rX "$1/www"
+}
+
+# dispatch_site_a_json TLS-PORT HTTP-PORT CONTROL-SOCKET BASE CERTS [NOFILE]: the Dispatch config the benches that race
+# nginx share: a TLS and a plain HTTP listener on 127.0.0.1, a.localhost terminated from BASE/www/a.localhost with its
+# certificate from CERTS/live, one worker of pool a (uid 10001), long timeouts, warnings only; with NOFILE, the
+# dispatcher's and the pool's descriptor limit.
+dispatch_site_a_json() {
+  local nofile=""
+  [ -z "${6:-}" ] || nofile=", \"nofile\": $6"
+  cat <<JSON
+{
+  "listen": [ { "endpoint": "127.0.0.1:$1", "protocol": "tls" }, { "endpoint": "127.0.0.1:$2", "protocol": "http" } ],
+  "dispatcher": { "user": "10000", "headerTimeout": "300s", "handshakeTimeout": "30s"$nofile },
+  "control": { "socket": "$3" },
+  "security": { "minUid": 1000 },
+  "pools": { "a": { "user": "10001", "group": "10001", "maxWorkers": 1$nofile } },
+  "vhosts": {
+    "a.localhost": { "pool": "a", "root": "$4/www/a.localhost", "tls": "terminate", "certDirs": [ "$5/live/a.localhost" ] }
+  },
+  "log": { "level": "Warning" }
+}
+JSON
+}
+
 # client_wrapper DIR NAMES: writes DIR/client.sh, which runs a client in a private mount namespace whose /etc/hosts
 # resolves NAMES to 127.0.0.1 (wrk takes SNI from the URL); prints 0, or 1 when unshare -m is not usable here (then
 # DIR/client.sh runs the client as it is, and the caller must make the names resolve another way).

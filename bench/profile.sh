@@ -30,11 +30,7 @@ bench_need wrk:wrk unshare:util-linux
 [ "${STRACE:-1}" = 0 ] || bench_need strace:strace
 mkdir -p "$base" "$run" "$OUT"
 chmod 755 "$base" "$run"
-rm -rf "$base/www"
-mkdir -p "$base/www/a.localhost"
-write_index "$base/www/a.localhost/index.html" a
-chown -R 10001:10001 "$base/www/a.localhost"
-chmod -R u=rwX,go=rX "$base/www"
+site_a_www "$base"
 copy_certs "$certs"
 tls13_clients "$run"
 tls_cnf_write "$run/tls12.cnf" "MinProtocol = TLSv1.2" "MaxProtocol = TLSv1.2" "Groups = P-256" "CipherString = ECDHE-ECDSA-AES128-GCM-SHA256"
@@ -43,19 +39,7 @@ set -- $(free_ports 2)
 tls_port=$1 http_port=$2
 NOFILE=$(ulimit -Hn)
 ulimit -n "$NOFILE"
-cat >"$run/dispatch.json" <<JSON
-{
-  "listen": [ { "endpoint": "127.0.0.1:$tls_port", "protocol": "tls" }, { "endpoint": "127.0.0.1:$http_port", "protocol": "http" } ],
-  "dispatcher": { "user": "10000", "headerTimeout": "300s", "handshakeTimeout": "30s", "nofile": $NOFILE },
-  "control": { "socket": "$run/control.sock" },
-  "security": { "minUid": 1000 },
-  "pools": { "a": { "user": "10001", "group": "10001", "maxWorkers": 1, "nofile": $NOFILE } },
-  "vhosts": {
-    "a.localhost": { "pool": "a", "root": "$base/www/a.localhost", "tls": "terminate", "certDirs": [ "$certs/live/a.localhost" ] }
-  },
-  "log": { "level": "Warning" }
-}
-JSON
+dispatch_site_a_json "$tls_port" "$http_port" "$run/control.sock" "$base" "$certs" "$NOFILE" >"$run/dispatch.json"
 start_bg dispatch "$run/master.log" "$INSTALL/Master" --config "$run/dispatch.json"
 master=$LAST_PID
 "$PY" "$TOOL" wait-ready --port "$http_port" --host probe.invalid --any-status --timeout 60 || die "never answered"
