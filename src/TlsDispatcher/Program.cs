@@ -22,11 +22,13 @@ internal static class Program
 {
     private const int MaxSnapshotBytes = 64 << 20;
 
-    private static async Task DrainAsync(List<Task> acceptLoops, List<Frontend> frontends, uint graceMs)
+    private static async Task DrainAsync(List<Task> acceptLoops, List<Socket> listeners, List<Frontend> frontends, uint graceMs)
     {
         var deadline = Environment.TickCount64 + graceMs;
         // An accept that completed just before the stop has its connection counted once its loop has run it.
-        await Task.WhenAny(Task.WhenAll(acceptLoops), Task.Delay((int)Math.Min(graceMs, 5000))).ConfigureAwait(false);
+        // The master keeps its own copies of the listening sockets: connections queued in them wait for the next
+        // dispatcher (upgrade) instead of being refused, so ours are let go of without disturbing theirs.
+        await SharedListener.ReleaseAfterAsync(listeners, Task.WhenAll(acceptLoops), (int)Math.Min(graceMs, 5000)).ConfigureAwait(false);
         while (frontends.Sum(f => f.InFlight) > 0 && Environment.TickCount64 < deadline)
             await Task.Delay(20).ConfigureAwait(false);
     }
@@ -115,11 +117,7 @@ internal static class Program
                     stopping.Cancel();
                     if (stop.Final)
                         workers!.Close();
-                    // The master keeps its own copies of the listening sockets: connections queued
-                    // in them wait for the next dispatcher (upgrade) instead of being refused.
-                    foreach (var l in listeners)
-                        l.Dispose();
-                    drained = DrainAsync(loops, frontends, stop.GraceMs);
+                    drained = DrainAsync(loops, listeners, frontends, stop.GraceMs);
                 });
 
             using (var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup"))

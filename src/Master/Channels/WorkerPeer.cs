@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using Dispatch.Master.Children;
 using Dispatch.Wire;
 using Serilog;
@@ -30,6 +31,10 @@ internal static class WorkerPeer
         }
         catch (OperationCanceledException)
         {
+        }
+        catch (Exception e) when (e is ObjectDisposedException or SocketException { SocketErrorCode: SocketError.OperationAborted })
+        {
+            // The channel was closed here while the receive waited: the worker exited and was collected.
         }
     }
 }
