@@ -142,6 +142,7 @@ internal abstract class Frontend
         {
             var accepted = Environment.TickCount64;
             Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
+            LimitUnsent(client);
             var peer = client.RemoteEndPoint as IPEndPoint;
             ConnectionStart? start = null;
             if (peer is not null && !_proxies.IsEmpty && _proxies.Contains(peer.Address))
@@ -192,6 +193,23 @@ internal abstract class Frontend
             client.Dispose();
             _inFlight.Leave();
         }
+    }
+
+    /// <summary>
+    /// The most bytes a connection's socket holds that the client's window has not let through yet
+    /// (<c>TCP_NOTSENT_LOWAT</c>): a write blocks beyond that. Without it the kernel takes 0.8 to 3 MB of a response
+    /// into the send buffer of a client that does not read (its autotuned size), all of it copied through the worker
+    /// first: a flood of stalled readers cost that per connection (docs/floods.md). What is in flight is not limited,
+    /// so a client that reads keeps its throughput; the writer is woken once the backlog falls below this.
+    /// </summary>
+    internal const int UnsentLimit = 256 * 1024;
+
+    // setsockopt(IPPROTO_TCP, TCP_NOTSENT_LOWAT): in the socket, so it holds for the worker the socket is handed to.
+    private static void LimitUnsent(Socket client)
+    {
+        Span<byte> value = stackalloc byte[sizeof(int)];
+        BitConverter.TryWriteBytes(value, UnsentLimit);
+        client.SetRawSocketOption(6 /* IPPROTO_TCP */, 25 /* TCP_NOTSENT_LOWAT */, value);
     }
 
     /// <summary>

@@ -17,6 +17,9 @@ namespace Dispatch.Tests.EndToEnd;
 public sealed class SendTimeoutTests : IDisposable
 {
     private const int Clients = 4;
+
+    // The dispatcher's TCP_NOTSENT_LOWAT (TlsDispatcher's Frontend.UnsentLimit).
+    private const int UnsentLimit = 256 << 10;
     private readonly ITestOutputHelper _output;
     private readonly List<IDisposable> _cleanup = [];
 
@@ -103,6 +106,44 @@ public sealed class SendTimeoutTests : IDisposable
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 64 << 10 };
         return socket;
+    }
+
+    // What a client that does not read costs the server is what its socket takes before the write blocks: the
+    // dispatcher limits the unsent part (TCP_NOTSENT_LOWAT) so that it is not the send buffer's autotuned 0.8 to 3 MB,
+    // each of which the worker copied through user space (docs/floods.md). Here the client's window is small, so what
+    // the server's socket holds (ss's Send-Q) is about the limit; without it, about the whole send buffer.
+    [SkippableFact]
+    public async Task A_client_that_does_not_read_is_sent_no_more_than_the_unsent_limit_beyond_its_window()
+    {
+        var site = TwoTenantSite.Create("send-backlog");
+        var big = Path.Combine(site.RootA, "big.bin");
+        File.WriteAllBytes(big, new byte[20 << 20]);
+        TestWorld.Chown(big, TestWorld.TenantA, recursive: false);
+        var d = site.StartReady(_output);
+        _cleanup.Add(d);
+
+        using var socket = await PlainAsync(d.HttpPort);
+        var clientPort = ((IPEndPoint)socket.LocalEndPoint!).Port;
+        long SendQueue()
+        {
+            var line = Tools.Run("ss", "-tnH", "state", "established", $"( sport = :{d.HttpPort} and dport = :{clientPort} )").Stdout.Trim();
+            var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            return fields.Length >= 2 && long.TryParse(fields[1], out var q) ? q : -1;
+        }
+
+        // The queue grows while the server writes, then stays: wait until three looks agree.
+        var looks = new List<long>();
+        Assert.True(
+            Tools.Eventually(() =>
+            {
+                looks.Add(SendQueue());
+                return looks.Count >= 3 && looks[^1] > 0 && looks[^1] == looks[^2] && looks[^2] == looks[^3];
+            }, TimeSpan.FromSeconds(60)),
+            $"the server's send queue did not settle: {string.Join(", ", looks.TakeLast(5))}");
+        var held = looks[^1];
+        _output.WriteLine($"server socket's send queue for a client that does not read: {held} bytes (limit {UnsentLimit} unsent)");
+        // In flight besides the unsent part: the client's small window and a few segments of slack.
+        Assert.InRange(held, 1, UnsentLimit + (192 << 10));
     }
 
     private static async Task<Socket> PlainAsync(int port)
