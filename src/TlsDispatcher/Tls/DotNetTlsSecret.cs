@@ -7,7 +7,7 @@ namespace Dispatch.TlsDispatcher.Tls;
 
 /// <summary>
 /// A TLS secret owned by <see cref="DotNetTlsCrypto"/>: every derivation (TLS 1.2 PRF, TLS 1.3 HKDF-Extract and
-/// HKDF-Expand-Label, Finished HMACs) is computed by .NET and yields another <see cref="DotNetTlsSecret"/>, so the
+/// HKDF-Expand-Label: <see cref="OpenSslHmac"/>; Finished HMACs: .NET) yields another <see cref="DotNetTlsSecret"/>, so the
 /// session's traffic secrets and master secret can be copied out for the hand-off (<see cref="Export"/>) without
 /// BouncyCastle's <see cref="TlsSecret.Extract"/>, which destroys the secret.
 /// </summary>
@@ -78,24 +78,7 @@ public sealed class DotNetTlsSecret : AbstractTlsSecret
         lock (this)
         {
             CheckAlive();
-            using var hmac = IncrementalHash.CreateHMAC(hash, m_data);
-            int size = hmac.HashLengthInBytes;
-            byte[] a = new byte[size];
-            byte[] block = new byte[size];
-            hmac.AppendData(labelSeed);
-            hmac.GetHashAndReset(a);
-            for (int pos = 0; pos < length; pos += size)
-            {
-                hmac.AppendData(a);
-                hmac.AppendData(labelSeed);
-                hmac.GetHashAndReset(block);
-                block.AsSpan(0, Math.Min(size, length - pos)).CopyTo(output.AsSpan(pos));
-                hmac.AppendData(a);
-                hmac.GetHashAndReset(a);
-            }
-
-            CryptographicOperations.ZeroMemory(a);
-            CryptographicOperations.ZeroMemory(block);
+            OpenSslHmac.Prf(hash, m_data, labelSeed, output);
         }
 
         return new DotNetTlsSecret(_crypto, output);
@@ -120,7 +103,7 @@ public sealed class DotNetTlsSecret : AbstractTlsSecret
         lock (this)
         {
             CheckAlive();
-            HKDF.Expand(DotNetTlsCrypto.HashName(cryptoHashAlgorithm), m_data, output, swapped ?? info);
+            OpenSslHmac.Expand(DotNetTlsCrypto.HashName(cryptoHashAlgorithm), m_data, swapped ?? info, output);
         }
 
         return new DotNetTlsSecret(_crypto, output);
@@ -143,7 +126,7 @@ public sealed class DotNetTlsSecret : AbstractTlsSecret
             lock (this)
             {
                 CheckAlive();
-                prk = HKDF.Extract(hash, input, m_data);
+                prk = OpenSslHmac.Extract(hash, m_data, input);
             }
 
             // The early secret extracted from a resumption PSK (salt: zeros, this; ikm: the PSK) derives "res binder".

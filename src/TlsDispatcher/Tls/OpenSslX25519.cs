@@ -10,13 +10,13 @@ namespace Dispatch.TlsDispatcher.Tls;
 /// </summary>
 /// <remarks>
 /// Only the raw-key EVP calls are used (OpenSSL 1.1.1 and 3.x). OpenSSL refuses an all-zero shared secret (a
-/// small-order peer point) in <c>EVP_PKEY_derive</c>; that failure is reported as such. Any failure empties
-/// OpenSSL's thread-local error queue, so that .NET's next OpenSSL call does not find a stale error there.
+/// small-order peer point) in <c>EVP_PKEY_derive</c>; that failure is reported as such. Errors:
+/// <see cref="OpenSslKeyHandle"/>.
 /// </remarks>
 internal static partial class OpenSslX25519
 {
     public const int KeySize = 32;
-    private const string LibCrypto = "libcrypto.so.3";
+    private const string LibCrypto = OpenSslKeyHandle.LibCrypto;
     private const int EvpPkeyX25519 = 1034; // NID_X25519
 
     /// <summary>A private key (and its public key, computed by OpenSSL) for one exchange.</summary>
@@ -43,15 +43,8 @@ internal static partial class OpenSslX25519
         fixed (byte* p = scalar)
             key = NewRawPrivateKey(EvpPkeyX25519, 0, p, KeySize);
         if (key == 0)
-            throw Failure("EVP_PKEY_new_raw_private_key");
+            throw OpenSslKeyHandle.Failure("EVP_PKEY_new_raw_private_key");
         return new PrivateKey(key);
-    }
-
-    private static CryptographicException Failure(string call)
-    {
-        ulong code = ErrGetError();
-        ClearError();
-        return new CryptographicException($"{call} failed (OpenSSL error 0x{code:X})");
     }
 
     [LibraryImport(LibCrypto, EntryPoint = "EVP_PKEY_new_raw_private_key")]
@@ -81,43 +74,27 @@ internal static partial class OpenSslX25519
     [LibraryImport(LibCrypto, EntryPoint = "EVP_PKEY_derive")]
     private static unsafe partial int Derive(nint context, byte* secret, nuint* length);
 
-    [LibraryImport(LibCrypto, EntryPoint = "ERR_get_error")]
-    private static partial ulong ErrGetError();
-
-    [LibraryImport(LibCrypto, EntryPoint = "ERR_clear_error")]
-    private static partial void ClearError();
-
-    /// <summary>An OpenSSL X25519 private key; freed on dispose (or, if a handshake is abandoned, by the finalizer).</summary>
-    internal sealed class PrivateKey : SafeHandle
+    /// <summary>An OpenSSL X25519 private key (an <c>EVP_PKEY</c>).</summary>
+    internal sealed class PrivateKey : OpenSslKeyHandle
     {
         internal PrivateKey(nint key)
-            : base(0, ownsHandle: true) => SetHandle(key);
-
-        public override bool IsInvalid => handle == 0;
+            : base(key)
+        {
+        }
 
         /// <summary>The 32-byte public key to send.</summary>
-        public unsafe byte[] PublicKey()
+        public unsafe byte[] PublicKey() => Use(default, static (key, _) =>
         {
             byte[] result = new byte[KeySize];
             nuint length = KeySize;
-            bool added = false;
-            try
+            fixed (byte* p = result)
             {
-                DangerousAddRef(ref added);
-                fixed (byte* p = result)
-                {
-                    if (GetRawPublicKey(handle, p, &length) != 1 || length != KeySize)
-                        throw Failure("EVP_PKEY_get_raw_public_key");
-                }
-            }
-            finally
-            {
-                if (added)
-                    DangerousRelease();
+                if (GetRawPublicKey(key, p, &length) != 1 || length != KeySize)
+                    throw Failure("EVP_PKEY_get_raw_public_key");
             }
 
             return result;
-        }
+        });
 
         /// <summary>
         /// The shared secret with <paramref name="peerPublic"/> (32 bytes), or <see langword="null"/> when OpenSSL
@@ -127,58 +104,42 @@ internal static partial class OpenSslX25519
         {
             if (peerPublic.Length != KeySize)
                 return null;
-            nint peer;
-            fixed (byte* p = peerPublic)
-                peer = NewRawPublicKey(EvpPkeyX25519, 0, p, KeySize);
-            if (peer == 0)
+            return Use(peerPublic, static (key, value) =>
             {
-                ClearError();
-                return null;
-            }
-
-            bool added = false;
-            nint context = 0;
-            try
-            {
-                DangerousAddRef(ref added);
-                context = NewContext(handle, 0);
-                if (context == 0 || DeriveInit(context) != 1)
-                    throw Failure("EVP_PKEY_derive_init");
-                if (DeriveSetPeer(context, peer) != 1)
+                nint peer;
+                fixed (byte* p = value)
+                    peer = NewRawPublicKey(EvpPkeyX25519, 0, p, KeySize);
+                if (peer == 0)
+                    return Refused();
+                nint context = 0;
+                try
                 {
-                    ClearError();
-                    return null;
-                }
+                    context = NewContext(key, 0);
+                    if (context == 0 || DeriveInit(context) != 1)
+                        throw Failure("EVP_PKEY_derive_init");
+                    if (DeriveSetPeer(context, peer) != 1)
+                        return Refused();
 
-                byte[] secret = new byte[KeySize];
-                nuint length = KeySize;
-                fixed (byte* s = secret)
-                {
-                    if (Derive(context, s, &length) != 1 || length != KeySize)
+                    byte[] secret = new byte[KeySize];
+                    nuint length = KeySize;
+                    fixed (byte* s = secret)
                     {
                         // OpenSSL fails the derivation of an all-zero secret (RFC 7748 section 6.1, RFC 8446 7.4.2).
-                        ClearError();
-                        CryptographicOperations.ZeroMemory(secret);
-                        return null;
+                        if (Derive(context, s, &length) != 1 || length != KeySize)
+                            return Refused(secret);
                     }
+
+                    return secret;
                 }
-
-                return secret;
-            }
-            finally
-            {
-                if (context != 0)
-                    FreeContext(context);
-                FreeKey(peer);
-                if (added)
-                    DangerousRelease();
-            }
+                finally
+                {
+                    if (context != 0)
+                        FreeContext(context);
+                    FreeKey(peer);
+                }
+            });
         }
 
-        protected override bool ReleaseHandle()
-        {
-            FreeKey(handle);
-            return true;
-        }
+        protected override void Free(nint key) => FreeKey(key);
     }
 }

@@ -165,6 +165,7 @@ public sealed class CryptoPartsTests
     [InlineData("wrong length")]
     [InlineData("compressed")]
     [InlineData("trailing")]
+    [InlineData("another curve's point")]
     public void P256_peer_points_are_validated(string kind)
     {
         TlsAgreement agreement = new DotNetTlsCrypto().CreateECDomain(new TlsECConfig(NamedGroup.secp256r1)).CreateECDH();
@@ -177,7 +178,10 @@ public sealed class CryptoPartsTests
             "not on the curve" => MutateY(point),
             "wrong length" => point[..64],
             "compressed" => [(byte)(2 + (p.Q.Y![31] & 1)), .. p.Q.X!],
-            _ => [.. point, 0],
+            "trailing" => [.. point, 0],
+            // secp256k1's generator: well formed, both coordinates below P-256's p, not on P-256.
+            _ => [4, .. Convert.FromHexString("79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"),
+                  .. Convert.FromHexString("483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8")],
         };
         var e = Assert.Throws<TlsFatalAlert>(() =>
         {

@@ -62,4 +62,34 @@ public sealed class OpenSslP256Tests
         byte[] data = [1, 2, 3];
         Assert.True(ecdsa.VerifyData(data, ecdsa.SignData(data, HashAlgorithmName.SHA256), HashAlgorithmName.SHA256));
     }
+
+    [Fact]
+    public async Task Keys_made_on_many_threads_at_once_agree_like_dotnets()
+    {
+        // Every key is made from the one P-256 group of the process (built by whichever thread comes first);
+        // each agreement is checked against .NET's own, on 8 threads at once.
+        using var start = new Barrier(8);
+        Task<int>[] workers = Enumerable.Range(0, 8).Select(_ => Task.Factory.StartNew(
+            () =>
+            {
+                start.SignalAndWait();
+                int agreed = 0;
+                for (int i = 0; i < 50; i++)
+                {
+                    using var ours = OpenSslP256.Generate();
+                    byte[] ourPoint = ours.PublicKey();
+                    using var peer = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
+                    ECParameters p = peer.ExportParameters(false);
+                    using var oursInDotNet = ECDiffieHellman.Create(new ECParameters { Curve = ECCurve.NamedCurves.nistP256, Q = new ECPoint { X = ourPoint[1..33], Y = ourPoint[33..] } });
+                    byte[]? shared = ours.Agree([4, .. p.Q.X!, .. p.Q.Y!]);
+                    if (shared is not null && shared.AsSpan().SequenceEqual(peer.DeriveRawSecretAgreement(oursInDotNet.PublicKey)))
+                        agreed++;
+                }
+
+                return agreed;
+            },
+            TaskCreationOptions.LongRunning)).ToArray();
+        int[] counts = await Task.WhenAll(workers);
+        Assert.All(counts, c => Assert.Equal(50, c));
+    }
 }
