@@ -131,12 +131,14 @@ public class SnapshotTests
     {
         var e = Assert.Throws<JsonException>(() => SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"login\":\"alice\"", "\"login\":null"))));
         Assert.StartsWith("route snapshot: $.vhosts[1].identity.users[0].login: The constructor parameter 'Login' on type 'Dispatch.Wire.Payloads.IdentityUser' doesn't allow null values", e.Message, StringComparison.Ordinal);
+        Assert.Equal("$.vhosts[1].identity.users[0].login", e.Path);
         e = Assert.Throws<JsonException>(() => SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"index\":[\"index.html\"]", "\"index\":[\"index.html\",null]"))));
         Assert.Equal("pool settings: $.vhosts[0].index[1]: null in an array of String", e.Message);
         e = Assert.Throws<JsonException>(() => SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"aliases\":[]", "\"aliases\":[\"WWW.a.example.\"]"))));
         Assert.Equal("route snapshot: $.vhosts[1].aliases[0]: the host name 'www.a.example' is also $.vhosts[0].aliases[0]", e.Message);
         e = Assert.Throws<JsonException>(() => SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"idleTimeoutMs\":60000", "\"idleTimeoutMs\":-5"))));
         Assert.Equal("route snapshot: $.pools[0].idleTimeoutMs: -5 is negative", e.Message);
+        Assert.Equal("$.pools[0].idleTimeoutMs", e.Path);
     }
 
     [Fact]
