@@ -82,6 +82,38 @@ internal static class Seeds
             [new PoolRoute("a", 100, false, 1, 60000, true), new PoolRoute("b", 10, true, 0, 1000)]);
         File.WriteAllBytes(Path.Combine(dir, "seed-snapshot"), [IpcTarget.SnapshotSelector, .. SnapshotJson.Serialize(snapshot)]);
         File.WriteAllBytes(Path.Combine(dir, "seed-pool"), [IpcTarget.PoolSelector, .. SnapshotJson.Serialize(Pool())]);
+
+        // One input per refusal of docs/protocol.md ("What decoders refuse"): the fuzzer starts at each boundary.
+        var refused = new (string Name, MessageType Type, byte[] Payload)[]
+        {
+            ("jailspec-role", MessageType.JailSpec, Encode(new JailSpec((ProcessRole)9, 10001, 10001, [], [], [], [], [], "a", [], []))),
+            ("jailspec-limits", MessageType.JailSpec, Encode(new JailSpec(ProcessRole.Worker, 10001, 10001, [], [], [], [], [new ResourceLimit(7, 4096, 1024), new ResourceLimit(7, 1, 1), new ResourceLimit(16, 1, 1)], "a", [], []))),
+            ("jailproof-threads", MessageType.JailProof, Encode(new JailProof(10001, 10001, true, true, [new ProbeResult("/etc/shadow", 8, 9, "EACCES", false), new ProbeResult("/etc/passwd", -1, -1, "EACCES", false)], [13, -2]))),
+            ("dispatcherstats-key", MessageType.DispatcherStats, Encode(new DispatcherStats(9, [new StatCounter("connections", 12), new StatCounter("connections", 13)], []))),
+            ("logfiles-vhost", MessageType.LogFiles, Encode(new LogFiles(["a.localhost", "a.localhost"]))),
+        };
+        foreach (var (name, type, payload) in refused)
+            File.WriteAllBytes(Path.Combine(dir, $"seed-refused-{name}"), IpcTarget.Input(type, payload));
+        var snapshotJson = Encoding.UTF8.GetString(SnapshotJson.Serialize(snapshot));
+        var poolJson = Encoding.UTF8.GetString(SnapshotJson.Serialize(Pool()));
+        var refusedJson = new (string Name, byte Selector, string Json, string Find, string Replace)[]
+        {
+            ("snapshot-null-list", IpcTarget.SnapshotSelector, snapshotJson, "\"aliases\":[]", "\"aliases\":null"),
+            ("snapshot-null-element", IpcTarget.SnapshotSelector, snapshotJson, "\"aliases\":[]", "\"aliases\":[null]"),
+            ("snapshot-missing-member", IpcTarget.SnapshotSelector, snapshotJson, "\"pool\":\"b\",", string.Empty),
+            ("snapshot-member-twice", IpcTarget.SnapshotSelector, snapshotJson, "\"pool\":\"b\",", "\"pool\":\"b\",\"pool\":\"a\","),
+            ("snapshot-host-twice", IpcTarget.SnapshotSelector, snapshotJson, "\"aliases\":[]", "\"aliases\":[\"WWW.a.localhost.\"]"),
+            ("snapshot-negative", IpcTarget.SnapshotSelector, snapshotJson, "\"headerTimeoutMs\":10000", "\"headerTimeoutMs\":-1"),
+            ("pool-null-element", IpcTarget.PoolSelector, poolJson, "\"index.php\"", "null"),
+            ("pool-null-upstream", IpcTarget.PoolSelector, poolJson, "\"unix:/srv/a/app.sock\"", "null"),
+            ("pool-key-twice", IpcTarget.PoolSelector, poolJson, "\"directoryListing\":true", "\"directoryListing\":true,\"directoryListing\":false"),
+        };
+        foreach (var (name, selector, json, find, replace) in refusedJson)
+        {
+            if (!json.Contains(find, StringComparison.Ordinal))
+                throw new InvalidOperationException($"seed-refused-{name}: the payload has no {find}");
+            File.WriteAllBytes(Path.Combine(dir, $"seed-refused-{name}"), [selector, .. Encoding.UTF8.GetBytes(json.Replace(find, replace, StringComparison.Ordinal))]);
+        }
     }
 
     private static PoolSettings Pool() => new(

@@ -25,7 +25,7 @@ public sealed record Hello(ProcessRole Role, int Pid) : IWireMessage<Hello>
     }
 }
 
-/// <summary>One resource limit: u8 resource | u64 soft | u64 hard.</summary>
+/// <summary>One resource limit: u8 resource (an RLIMIT_* below 16, each at most once in a spec) | u64 soft | u64 hard (soft ≤ hard).</summary>
 public readonly record struct ResourceLimit(byte Resource, ulong Soft, ulong Hard);
 
 /// <summary>A third-party privilege module to apply in stage 1: its shared library, its name in the config and the pool's settings (JSON).</summary>
@@ -108,9 +108,15 @@ public sealed record JailSpec(
         writer.Bool(Landlock);
     }
 
+    /// <summary>Resources are RLIMIT_* numbers below RLIM_NLIMITS (16 on Linux).</summary>
+    public const int ResourceCount = 16;
+
     public static JailSpec Decode(ref WireReader reader)
     {
-        var role = (ProcessRole)reader.U8();
+        var roleByte = reader.U8();
+        if (roleByte is not ((byte)ProcessRole.Dispatcher or (byte)ProcessRole.Worker))
+            throw new WireException($"JailSpec role: unknown role {roleByte}");
+        var role = (ProcessRole)roleByte;
         var uid = reader.U32();
         var gid = reader.U32();
         int groupCount = reader.U16();
@@ -127,7 +133,17 @@ public sealed record JailSpec(
             throw new WireException($"{limitCount} resource limits exceed the limit of 16");
         var limits = new ResourceLimit[limitCount];
         for (var i = 0; i < limitCount; i++)
-            limits[i] = new ResourceLimit(reader.U8(), (ulong)reader.I64(), (ulong)reader.I64());
+        {
+            var limit = new ResourceLimit(reader.U8(), (ulong)reader.I64(), (ulong)reader.I64());
+            if (limit.Resource >= ResourceCount)
+                throw new WireException($"JailSpec limits[{i}]: unknown resource {limit.Resource} (RLIMIT_* is below {ResourceCount})");
+            if (limit.Soft > limit.Hard)
+                throw new WireException($"JailSpec limits[{i}]: resource {limit.Resource} has a soft limit {limit.Soft} above its hard limit {limit.Hard}");
+            if (Array.FindIndex(limits, 0, i, l => l.Resource == limit.Resource) is var first and >= 0)
+                throw new WireException($"JailSpec limits[{i}]: resource {limit.Resource} is already limits[{first}]");
+            limits[i] = limit;
+        }
+
         var name = reader.String(Wire.Limits.Name);
         int moduleCount = reader.U16();
         if (moduleCount > 32)
@@ -169,7 +185,7 @@ public readonly record struct ProbeResult(string Path, int ThreadsTried, int Thr
 
 /// <summary>
 /// u32 uid | u32 gid | bool regainRootRefused | bool noNewPrivs | u16 n, n × (string path | i32 tried |
-/// i32 opened | string childOutcome | bool childOpened) | optionally: u16 n, n × i32 errno of lstat(path)
+/// i32 opened (0 ≤ opened ≤ tried) | string childOutcome | bool childOpened) | optionally: u16 n, n × i32 errno of lstat(path)
 /// for each probe in order (0: the path exists in the process's view; 2 ENOENT: it does not). The
 /// last part may be absent (worker programs written before it); the master then knows nothing of
 /// existence, which a chroot pool does not accept.
@@ -218,7 +234,12 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
             throw new WireException($"{count} probes exceed the limit of 64");
         var probes = new ProbeResult[count];
         for (var i = 0; i < count; i++)
+        {
             probes[i] = new ProbeResult(reader.String(Limits.Path), reader.I32(), reader.I32(), reader.String(Limits.Text), reader.Bool());
+            if (probes[i].ThreadsTried < 0 || probes[i].ThreadsOpened < 0 || probes[i].ThreadsOpened > probes[i].ThreadsTried)
+                throw new WireException($"JailProof probes[{i}] ({probes[i].Path}): {probes[i].ThreadsOpened} of {probes[i].ThreadsTried} threads opened it, not a count of threads");
+        }
+
         if (reader.Remaining == 0)
             return new JailProof(uid, gid, regain, nnp, probes);
         int errorCount = reader.U16();
@@ -226,7 +247,12 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
             throw new WireException($"{errorCount} lstat results for {count} probes");
         var errors = new int[errorCount];
         for (var i = 0; i < errorCount; i++)
+        {
             errors[i] = reader.I32();
+            if (errors[i] < 0)
+                throw new WireException($"JailProof lstat result [{i}]: {errors[i]} is not an errno (0 or positive)");
+        }
+
         return new JailProof(uid, gid, regain, nnp, probes, errors);
     }
 }

@@ -159,7 +159,8 @@ public readonly record struct StatCounter(string Key, long Value);
 public readonly record struct WorkerStat(int Pid, string Pool, uint Open, ulong Handed);
 
 /// <summary>
-/// u64 request id | u16 n ≤ 1024, n × (string key ≤ 255 | i64 value) | u16 m ≤ 4096, m × (i32 pid | string pool | u32 open | u64 handed)
+/// u64 request id | u16 n ≤ 1024, n × (string key ≤ 255 | i64 value) | u16 m ≤ 4096, m × (i32 pid | string pool | u32 open | u64 handed).
+/// Each key at most once (the master adds them up and exposes them; a series twice spoils the whole exposition).
 /// </summary>
 public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, WorkerStat[] Workers) : IWireMessage<DispatcherStats>
 {
@@ -197,8 +198,14 @@ public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, Wo
         if (n > MaxCounters)
             throw new WireException($"{n} counters exceed the limit of {MaxCounters}");
         var counters = new StatCounter[n];
+        var keys = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < n; i++)
+        {
             counters[i] = new StatCounter(reader.String(Limits.Name), reader.I64());
+            if (!keys.Add(counters[i].Key))
+                throw new WireException($"DispatcherStats counters[{i}]: the key '{counters[i].Key}' appears twice");
+        }
+
         int m = reader.U16();
         if (m > MaxWorkers)
             throw new WireException($"{m} workers exceed the limit of {MaxWorkers}");

@@ -44,7 +44,10 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
     }
 }
 
-/// <summary>string-list vhost names, one per descriptor, in order. Descriptors: the vhosts' access logs (append-only).</summary>
+/// <summary>
+/// string-list vhost names, one per descriptor, in order, each at most once (a name twice would leave one of its two
+/// files unused). Descriptors: the vhosts' access logs (append-only).
+/// </summary>
 public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
 {
     public static MessageType Type => MessageType.LogFiles;
@@ -53,7 +56,21 @@ public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
 
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
-    public static LogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
+    public static LogFiles Decode(ref WireReader reader) => new(DecodeVhosts(ref reader, Type));
+
+    /// <summary>The vhost names of a <see cref="LogFiles"/> or <see cref="ErrorLogFiles"/>, refused when one repeats.</summary>
+    internal static string[] DecodeVhosts(ref WireReader reader, MessageType type)
+    {
+        var vhosts = reader.StringList(IpcChannel.MaxDescriptors, Limits.Name);
+        for (var i = 1; i < vhosts.Length; i++)
+        {
+            var first = Array.IndexOf(vhosts, vhosts[i], 0, i);
+            if (first >= 0)
+                throw new WireException($"{type} vhosts[{i}]: '{vhosts[i]}' is already vhosts[{first}]");
+        }
+
+        return vhosts;
+    }
 }
 
 /// <summary>string-list vhost names, one per descriptor, in order (the layout of <see cref="LogFiles"/>). Descriptors: the vhosts' error logs (append-only).</summary>
@@ -65,5 +82,5 @@ public sealed record ErrorLogFiles(string[] Vhosts) : IWireMessage<ErrorLogFiles
 
     public void Encode(ref WireWriter writer) => writer.StringList(Vhosts);
 
-    public static ErrorLogFiles Decode(ref WireReader reader) => new(reader.StringList(IpcChannel.MaxDescriptors, Limits.Name));
+    public static ErrorLogFiles Decode(ref WireReader reader) => new(LogFiles.DecodeVhosts(ref reader, Type));
 }

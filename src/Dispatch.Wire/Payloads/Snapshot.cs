@@ -259,7 +259,19 @@ public sealed record ProxyRoute(
 /// inside the document root, static serving never returns anything from it (no script source leaks).</param>
 public sealed record CgiRoute(string UrlPrefix, string Directory);
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
+/// <summary>
+/// The JSON of the payloads that travel in sealed memfds (the dispatcher's <see cref="RouteSnapshot"/>, a worker's
+/// <see cref="PoolSettings"/>), read as strictly as the binary messages: an unknown member, a member twice, a missing
+/// constructor parameter, a <c>null</c> where the type says it cannot be (a list, a string, a record, a list's element)
+/// and every refusal of <see cref="PayloadChecks"/> (duplicate names, numbers out of their range) fail the parse with a
+/// <see cref="JsonException"/> naming the member's JSON path. The receiver treats it as any malformed message (fatal).
+/// </summary>
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    AllowDuplicateProperties = false,
+    RespectNullableAnnotations = true,
+    RespectRequiredConstructorParameters = true)]
 [JsonSerializable(typeof(RouteSnapshot))]
 [JsonSerializable(typeof(VhostRoute))]
 [JsonSerializable(typeof(PoolRoute))]
@@ -279,9 +291,25 @@ public sealed partial class SnapshotJson : JsonSerializerContext
 
     public static byte[] Serialize(PoolSettings pool) => JsonSerializer.SerializeToUtf8Bytes(pool, Default.PoolSettings);
 
-    public static RouteSnapshot ParseSnapshot(ReadOnlySpan<byte> json) =>
-        JsonSerializer.Deserialize(json, Default.RouteSnapshot) ?? throw new JsonException("route snapshot is null");
+    /// <exception cref="JsonException">Malformed, or refused by <see cref="PayloadChecks.Check(RouteSnapshot)"/>; the message names the JSON path.</exception>
+    public static RouteSnapshot ParseSnapshot(ReadOnlySpan<byte> json) => Parse(json, Default.RouteSnapshot, PayloadChecks.Check, "route snapshot");
 
-    public static PoolSettings ParsePool(ReadOnlySpan<byte> json) =>
-        JsonSerializer.Deserialize(json, Default.PoolSettings) ?? throw new JsonException("pool settings are null");
+    /// <exception cref="JsonException">Malformed, or refused by <see cref="PayloadChecks.Check(PoolSettings)"/>; the message names the JSON path.</exception>
+    public static PoolSettings ParsePool(ReadOnlySpan<byte> json) => Parse(json, Default.PoolSettings, PayloadChecks.Check, "pool settings");
+
+    /// <summary>Reads and checks a payload; every refusal says <paramref name="what"/>, the JSON path, and why.</summary>
+    private static T Parse<T>(ReadOnlySpan<byte> json, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info, Action<T> check, string what)
+        where T : class
+    {
+        try
+        {
+            var payload = JsonSerializer.Deserialize(json, info) ?? throw new JsonException("null instead of an object");
+            check(payload);
+            return payload;
+        }
+        catch (JsonException e)
+        {
+            throw JsonPaths.Absolute(e, what);
+        }
+    }
 }

@@ -3,20 +3,24 @@ using System.Text.Json.Serialization;
 
 namespace Dispatch.Wire.Payloads;
 
-/// <summary>A <see cref="ValueDictionary"/> as a JSON object of strings.</summary>
+/// <summary>
+/// A <see cref="ValueDictionary"/> as a JSON object of strings. A key twice is refused (the map would otherwise keep
+/// whichever came last, and two readers of the same bytes could disagree on which value holds).
+/// </summary>
 public sealed class ValueDictionaryJsonConverter : JsonConverter<ValueDictionary>
 {
     public override ValueDictionary Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
         if (reader.TokenType != JsonTokenType.StartObject)
             throw new JsonException("expected an object of strings");
-        var items = new List<KeyValuePair<string, string>>();
+        var items = new Dictionary<string, string>(StringComparer.Ordinal);
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             var key = reader.GetString()!;
             if (!reader.Read() || reader.TokenType != JsonTokenType.String)
                 throw new JsonException($"'{key}': expected a string");
-            items.Add(new(key, reader.GetString()!));
+            if (!items.TryAdd(key, reader.GetString()!))
+                throw new JsonException($"'{key}' appears twice in the object");
         }
 
         if (reader.TokenType != JsonTokenType.EndObject)

@@ -6,7 +6,8 @@ namespace Dispatch.Wire.Payloads;
 
 /// <summary>
 /// A <see cref="ValueList{T}"/> as a JSON array. Named on each property (a closed type: no reflection, trim- and
-/// AOT-safe); the element type must be known to the serializer context (<see cref="SnapshotJson"/>).
+/// AOT-safe); the element type must be known to the serializer context (<see cref="SnapshotJson"/>). A <c>null</c> element
+/// is refused (the list's type says none can be), and any refusal inside an element names the element's index.
 /// </summary>
 public sealed class ValueListJsonConverter<T> : JsonConverter<ValueList<T>>
 {
@@ -18,7 +19,18 @@ public sealed class ValueListJsonConverter<T> : JsonConverter<ValueList<T>>
         var info = (JsonTypeInfo<T>)options.GetTypeInfo(typeof(T));
         var items = new List<T>();
         while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
-            items.Add(JsonSerializer.Deserialize(ref reader, info) ?? throw new JsonException($"null in an array of {typeof(T).Name}"));
+        {
+            try
+            {
+                items.Add(JsonSerializer.Deserialize(ref reader, info) ?? throw new JsonException($"null in an array of {typeof(T).Name}"));
+            }
+            catch (JsonException e)
+            {
+                // The element was read as a document of its own: its refusal gets its index in the list.
+                throw JsonPaths.Nest(e, items.Count);
+            }
+        }
+
         if (reader.TokenType != JsonTokenType.EndArray)
             throw new JsonException("unterminated array");
         return ValueList<T>.FromList(items);
