@@ -149,6 +149,17 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         private ConnectionContext? TryCreate(PendingConnection pending)
         {
             var socket = pending.Socket;
+            if (!socket.Connected && socket.ProtocolType == ProtocolType.Tcp && pending.InitialBytes.IsEmpty && pending.Info.TlsPlaintext.IsEmpty)
+            {
+                // Reset before it got here (the socket, made from the handed descriptor, found no peer: getpeername
+                // failed), with nothing of a request in hand: nothing can be served or sent. Kestrel would only set the
+                // connection up to end it, throwing twice (its transport's Shutdown of a socket it takes for never
+                // connected, and the reset read): dropped here instead, as when Create fails below.
+                socket.Dispose();
+                connectionDropped();
+                return null;
+            }
+
             ConnectionContext connection;
             try
             {

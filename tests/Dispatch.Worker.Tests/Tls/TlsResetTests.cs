@@ -129,6 +129,41 @@ public sealed class TlsResetTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.DoesNotContain(_harness.Sink.Events, e => e.RenderMessage(CultureInfo.InvariantCulture).Contains("Unexpected end of request content", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task A_connection_reset_before_the_worker_takes_it_is_dropped_without_an_exception()
+    {
+        // The dispatcher hands a descriptor whose client has reset meanwhile (a handshake-only client: the bench's
+        // handshake row). The worker's Socket, made from the descriptor, finds no peer; Kestrel took it for a connection
+        // never connected and threw twice ending it (its Shutdown, and the reset read). Nothing could be served.
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(System.Net.IPAddress.Loopback, ((System.Net.IPEndPoint)listener.LocalEndpoint).Port);
+        using var accepted = await listener.AcceptSocketAsync();
+        Reset(client);
+        Assert.True(accepted.Poll(TimeSpan.FromSeconds(10), SelectMode.SelectRead)); // the reset has arrived
+        var before = _harness.Sink.AccessEvents.Count();
+
+        _thrown.Clear();
+        _counting = true;
+        var handed = new Socket(new SafeSocketHandle(accepted.Handle, ownsHandle: false));
+        Assert.False(handed.Connected);
+        Assert.True(_harness.Server.TryEnqueue(handed, ReadOnlyMemory<byte>.Empty, new Dispatch.Worker.Http.HandedConnectionInfo(
+            Interlocked.Increment(ref _nextId), null, null, "a.localhost", "TLSv1.3", "TLS_AES_128_GCM_SHA256", Dispatch.Worker.Http.HandedProtocol.Http1)));
+        Assert.True(await _harness.WaitForOpenConnectionsAsync(0, TimeSpan.FromSeconds(30)), "the reset connection stayed open");
+        await Task.Delay(200); // the connection's last callbacks, had Kestrel taken it
+        _counting = false;
+
+        foreach (var t in _thrown)
+        {
+            output.WriteLine(t);
+        }
+
+        Assert.Empty(_thrown);
+        Assert.Equal(before, _harness.Sink.AccessEvents.Count());
+        Assert.DoesNotContain(_harness.Sink.Events, e => e.Level >= LogEventLevel.Warning);
+    }
+
     private void Count(object? sender, System.Runtime.ExceptionServices.FirstChanceExceptionEventArgs e)
     {
         if (_counting)
