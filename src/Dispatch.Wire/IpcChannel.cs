@@ -91,6 +91,31 @@ public sealed class IpcChannel : IDisposable
         }
     }
 
+    /// <summary>
+    /// Waits in poll(2) up to <paramref name="timeoutMs"/> for the channel to be readable (a message queued, or the end),
+    /// holding the descriptor meanwhile, as every raw use does: a Dispose on another thread wakes the wait (the runtime
+    /// shuts the socket down before it closes a descriptor in use) and closes it only after, and a wait after the Dispose
+    /// throws instead of polling whatever file reuses the number by then.
+    /// </summary>
+    /// <returns>1 when readable (or hung up), 0 on timeout, -1 when interrupted (EINTR).</returns>
+    /// <exception cref="SysCallException">EBADF: the channel is disposed; or poll(2) failed.</exception>
+    public unsafe int PollReadable(int timeoutMs)
+    {
+        Hold();
+        try
+        {
+            var pfd = new WireLibc.PollFd { Fd = _fd, Events = WireLibc.POLLIN };
+            var ready = WireLibc.Poll(&pfd, 1, timeoutMs);
+            if (ready < 0 && WireLibc.LastError != WireLibc.EINTR)
+                SysCallException.ThrowLast("poll");
+            return ready < 0 ? -1 : ready;
+        }
+        finally
+        {
+            _handle.DangerousRelease();
+        }
+    }
+
     /// <summary>Wraps an inherited or received channel descriptor; the channel owns it from now on.</summary>
     public static IpcChannel FromDescriptor(int fd, string peer) => new(fd, peer);
 

@@ -325,7 +325,7 @@ internal static class Program
     /// with the flood — until it drained. After <see cref="ChannelIdleMs"/> without one it waits through
     /// <see cref="IpcChannel.ReceiveAsync"/> instead, which gives the receive buffer back while idle (density).
     /// </summary>
-    private static unsafe void ReceiveConnections(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
+    private static void ReceiveConnections(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
     {
         var peer = DispatcherPeer.Create((meta, fd) =>
         {
@@ -351,14 +351,11 @@ internal static class Program
         });
         long lost = 0;
         long lastLoss = 0;
-        var pfd = new WireLibc.PollFd { Fd = dispatcher.Descriptor, Events = Libc.POLLIN };
         while (true)
         {
-            pfd.REvents = 0;
-            var ready = WireLibc.Poll(&pfd, 1, ChannelIdleMs);
-            if (ready < 0 && Libc.LastError != Libc.EINTR)
-                SysCallException.ThrowLast("poll");
-            if (ready < 0)
+            // Holding the channel's descriptor while it waits (IpcChannel.PollReadable): the channel may be disposed on
+            // another thread (Main ending), and a raw poll of its number could then watch whatever file reuses it.
+            if (dispatcher.PollReadable(ChannelIdleMs) < 0)
                 continue;
 
             // Something queued (or the end): ReceiveAsync takes it without waiting, on this thread. Idle: it waits.

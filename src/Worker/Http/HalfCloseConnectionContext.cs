@@ -96,7 +96,10 @@ internal sealed class HalfCloseConnectionContext : ConnectionContext
     /// <summary>True when the peer has only shut down its sending side: we may still send (TCP state CLOSE_WAIT).</summary>
     internal static bool PeerHalfClosed(Socket? socket)
     {
-        if (socket is null || socket.ProtocolType != ProtocolType.Tcp)
+        // Closed already (the transport disposes its socket as it ends): no state to ask for, and asking would throw
+        // ObjectDisposedException, once per connection that a client resets mid-response (docs/operations.md, "Where
+        // the CPU goes"). The catch below stays for a close that comes between the two.
+        if (socket is null || socket.ProtocolType != ProtocolType.Tcp || socket.SafeHandle.IsClosed)
             return false;
         Span<byte> info = stackalloc byte[8];
         try

@@ -27,8 +27,21 @@ internal readonly record struct PendingConnection(Socket Socket, ReadOnlyMemory<
 internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnlyMemory<byte> initialBytes) : IHandedConnectionFeature
 {
     private ReadOnlyMemory<byte> _initialBytes = initialBytes;
+    private bool _requestBodyOpen;
 
     public HandedConnectionInfo Info { get; } = info;
+
+    /// <summary>
+    /// Whether Kestrel may be reading a request body from the connection (HTTP/1.x): set by <see cref="RequestHandler"/>
+    /// as each request starts — true for a request with a body or an upgrade, false for one without — so it stays true
+    /// after a request with a body until the next request (its drain included). The TLS record layer reads it when the
+    /// client resets the connection (<see cref="Tls.TlsRecordLayer"/>).
+    /// </summary>
+    public bool RequestBodyOpen
+    {
+        get => Volatile.Read(ref _requestBodyOpen);
+        set => Volatile.Write(ref _requestBodyOpen, value);
+    }
 
     /// <summary>Returns the initial bytes once and forgets them.</summary>
     public ReadOnlyMemory<byte> TakeInitialBytes()
@@ -136,6 +149,17 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         private ConnectionContext? TryCreate(PendingConnection pending)
         {
             var socket = pending.Socket;
+            if (!socket.Connected && socket.ProtocolType == ProtocolType.Tcp && pending.InitialBytes.IsEmpty && pending.Info.TlsPlaintext.IsEmpty)
+            {
+                // Reset before it got here (the socket, made from the handed descriptor, found no peer: getpeername
+                // failed), with nothing of a request in hand: nothing can be served or sent. Kestrel would only set the
+                // connection up to end it, throwing twice (its transport's Shutdown of a socket it takes for never
+                // connected, and the reset read): dropped here instead, as when Create fails below.
+                socket.Dispose();
+                connectionDropped();
+                return null;
+            }
+
             ConnectionContext connection;
             try
             {

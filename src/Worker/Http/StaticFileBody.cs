@@ -28,7 +28,7 @@ namespace Dispatch.Worker.Http;
 /// bytes written behind its back (it fails a response whose Content-Length it did not see written). See
 /// docs/floods.md.</para>
 /// </remarks>
-internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file) : IHttpResponseBodyFeature
+internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file, bool http2, CancellationToken requestAborted) : IHttpResponseBodyFeature
 {
     /// <summary>Bytes read and written at once: what a blocked flush can hold beyond the output pipe's own threshold.</summary>
     internal const int Chunk = 16 * 1024;
@@ -45,7 +45,8 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
         var http = context.Context;
         if (context.File is ConfinedFileInfo confined && !HttpMethods.IsHead(http.Request.Method))
         {
-            http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(http.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), confined));
+            http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(
+                http.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), confined, HttpProtocol.IsHttp2(http.Request.Protocol), http.RequestAborted));
         }
     }
 
@@ -57,12 +58,24 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
 
     public Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default) =>
         string.Equals(path, file.PhysicalPath, StringComparison.Ordinal)
-            ? CopyAsync(file, inner.Writer, offset, count, cancellationToken)
+            ? CopyAsync(file, inner.Writer, offset, count, cancellationToken, endsWithConnection: !http2 && cancellationToken == requestAborted)
             : inner.SendFileAsync(path, offset, count, cancellationToken);
 
     /// <summary>Writes <paramref name="count"/> bytes (to the end when null) of <paramref name="source"/> from
     /// <paramref name="offset"/> into <paramref name="writer"/>, <see cref="Chunk"/> bytes per flush.</summary>
-    internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken)
+    /// <param name="endsWithConnection">
+    /// <paramref name="cancellationToken"/> is an HTTP/1.x request's RequestAborted: it fires only when the connection is
+    /// aborted (the client reset it or left mid-response, the send timeout, a stop), and an abort always ends a waiting
+    /// flush itself — the transport's output is completed, and the flush reports it (<see cref="FlushResult.IsCompleted"/>).
+    /// So the flushes are not given the token, and a request found aborted ends the copy quietly, as the end of the output
+    /// does: no <see cref="OperationCanceledException"/> is thrown, rethrown by each awaiting frame (Kestrel's flushers,
+    /// ours, SendFileAsync's) and caught by StaticFiles, for every client that leaves mid-response (a flood of stalled
+    /// readers that close is thousands of them; docs/operations.md, "Where the CPU goes"). Kestrel checks no
+    /// Content-Length on an aborted connection, and the access log counts the same bytes (<see cref="CountingResponseBody"/>:
+    /// nothing after the abort). Otherwise (HTTP/2, where a stream's abort is not the connection's, or another token) the
+    /// token cancels the flush and the copy throws, as before.
+    /// </param>
+    internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken, bool endsWithConnection = false)
     {
         await using var stream = source.CreateReadStream();
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
@@ -73,8 +86,14 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
 
         stream.Seek(offset, SeekOrigin.Begin);
         var remaining = count ?? (stream.Length - offset);
+        var flushToken = endsWithConnection ? CancellationToken.None : cancellationToken;
         while (remaining > 0)
         {
+            if (endsWithConnection && cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+
             cancellationToken.ThrowIfCancellationRequested();
             var buffer = ArrayPool<byte>.Shared.Rent(Chunk);
             int read;
@@ -106,15 +125,15 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             }
 
             remaining -= read;
-            var flushed = await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
-            if (flushed.IsCanceled)
+            var flushed = await writer.FlushAsync(flushToken).ConfigureAwait(false);
+            if (flushed.IsCanceled && !(endsWithConnection && cancellationToken.IsCancellationRequested))
             {
                 throw new OperationCanceledException("The response's flush was canceled.", cancellationToken);
             }
 
-            if (flushed.IsCompleted)
+            if (flushed.IsCompleted || flushed.IsCanceled)
             {
-                // The connection's output ended (the client is gone).
+                // The connection's output ended (the client is gone), or the request was aborted (endsWithConnection).
                 return;
             }
         }

@@ -80,6 +80,78 @@ public class IpcChannelTests
     }
 
     [Fact]
+    public unsafe void A_wait_on_a_disposed_channel_throws_instead_of_polling_the_descriptor_that_took_its_number()
+    {
+        // The worker's receive loop polled the dispatcher channel's raw number while Main could dispose the channel: the
+        // number, reused, would have been polled (and reported readable) in its place. PollReadable holds the descriptor.
+        var a = IpcChannel.CreatePair("b", out var bFd);
+        var number = a.Descriptor;
+        a.Dispose();
+        Libc.Close(bFd);
+        var (x, y) = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
+        try
+        {
+            // Something readable on x, which most likely took the freed number (unless a test beside this one took it).
+            using (var sender = new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(y, ownsHandle: false)))
+            {
+                Assert.Equal(1, sender.Send([1]));
+            }
+
+            if (x == number)
+            {
+                // The hazard itself: a raw poll of the old number reports the new socket readable.
+                var pfd = new WireLibc.PollFd { Fd = number, Events = WireLibc.POLLIN };
+                Assert.Equal(1, WireLibc.Poll(&pfd, 1, 0));
+            }
+
+            var e = Assert.Throws<SysCallException>(() => a.PollReadable(0));
+            Assert.Equal(9, e.Errno); // EBADF, as a receive on the disposed channel
+        }
+        finally
+        {
+            Libc.Close(x);
+            Libc.Close(y);
+        }
+    }
+
+    [Fact]
+    public async Task Disposing_a_channel_wakes_a_wait_in_PollReadable_and_a_later_wait_throws()
+    {
+        // A raw poll(2) is not woken when another thread closes its descriptor (Linux): the worker's receive thread sat out
+        // its whole wait on a number that was no longer the channel's. Held, the descriptor is shut down by the runtime's
+        // Dispose first, which ends the wait; then closed.
+        var a = IpcChannel.CreatePair("b", out var bFd);
+        try
+        {
+            using var waiting = new ManualResetEventSlim();
+            var wait = Task.Factory.StartNew(
+                () =>
+                {
+                    waiting.Set();
+                    return a.PollReadable(120_000);
+                },
+                TaskCreationOptions.LongRunning);
+            waiting.Wait(TimeSpan.FromSeconds(10));
+            Thread.Sleep(100); // into poll(2), most likely; the assertions hold either way
+            a.Dispose();
+            try
+            {
+                Assert.Equal(1, await wait.WaitAsync(TimeSpan.FromSeconds(30))); // woken (hung up), well before its 120 s
+            }
+            catch (SysCallException e) when (e.Errno == 9)
+            {
+                // Disposed before the wait began: refused, as below.
+            }
+
+            Assert.Equal(9, Assert.Throws<SysCallException>(() => a.PollReadable(0)).Errno);
+        }
+        finally
+        {
+            Libc.Close(bFd);
+        }
+    }
+
+    [Fact]
     public async Task Peer_closing_reads_as_null()
     {
         using var a = IpcChannel.CreatePair("b", out var bFd);
