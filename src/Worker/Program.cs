@@ -135,9 +135,35 @@ internal static class Program
 
             await fromDispatcher.ConfigureAwait(false);
 
-            // The dispatcher let this worker go (idle, one-shot, or it is gone): finish what is open, then exit.
-            while (server.OpenConnections > 0 && !fromMaster.IsCompleted)
-                await Task.WhenAny(fromMaster, Task.Delay(50)).ConfigureAwait(false);
+            // The dispatcher let this worker go (idle, one-shot, or it is gone): no connection comes any more. What it
+            // handed over is served to the end (a connection not yet started by Kestrel must not be taken for an idle
+            // one), then Kestrel's graceful stop sends each connection's last bytes, however slowly the client reads
+            // (the send timeout bounds that), and this process exits. The master may still speak meanwhile: log files
+            // again (served), Stop (its grace then bounds the wait) or nothing more (it is gone: so are we).
+            Task? finished = null;
+            while (true)
+            {
+                if (finished is null && server.OpenConnections == 0)
+                    finished = server.StopAsync(Timeout.InfiniteTimeSpan);
+                var first = await Task.WhenAny(finished ?? Task.Delay(50), fromMaster).ConfigureAwait(false);
+                if (first == finished)
+                    break;
+                if (first != fromMaster)
+                    continue;
+                using var message = await fromMaster.ConfigureAwait(false);
+                if (message is null)
+                    return 0;
+                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
+                if (stopRequested is { } stop)
+                {
+                    await server.StopAsync(TimeSpan.FromMilliseconds(stop.GraceMs)).ConfigureAwait(false);
+                    return 0;
+                }
+
+                fromMaster = master.ReceiveAsync().AsTask();
+            }
+
+            await finished.ConfigureAwait(false);
             return 0;
         }
         catch (Exception e) when (e is WireException or SysCallException or System.Text.Json.JsonException or InvalidOperationException or ArgumentException)

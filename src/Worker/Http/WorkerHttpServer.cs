@@ -46,6 +46,11 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private readonly ConnectionGauge _openConnections = new();
     private volatile bool _stopping;
     private Task? _stopTask;
+
+    // The stop's deadline: Kestrel aborts what is still open when this fires. A later StopAsync may bring it closer.
+    private readonly CancellationTokenSource _stopTimeout = new();
+    private readonly Lock _stopGate = new();
+    private long _stopDeadline = long.MaxValue;
     private int _disposed;
 
     private WorkerHttpServer(CgiHandler cgi)
@@ -296,11 +301,14 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Stops taking connections and lets open requests finish for up to <paramref name="grace"/>; then aborts what is
-    /// left. Idle keep-alive connections are closed at once; HTTP/2 connections get GOAWAY. Idempotent.
+    /// Stops taking connections and lets open requests finish for up to <paramref name="grace"/>
+    /// (<see cref="Timeout.InfiniteTimeSpan"/>: until they are done); then aborts what is left. Idle keep-alive
+    /// connections are closed at once; HTTP/2 connections get GOAWAY. Idempotent, except that a later call with a
+    /// shorter grace brings the abort closer (the master's Stop to a worker already finishing on its own).
     /// </summary>
     public Task StopAsync(TimeSpan grace)
     {
+        LimitStop(grace);
         var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var existing = Interlocked.CompareExchange(ref _stopTask, completion.Task, null);
         if (existing is not null)
@@ -308,8 +316,29 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             return existing;
         }
 
-        _ = StopCoreAsync(grace, completion);
+        _ = StopCoreAsync(completion);
         return completion.Task;
+    }
+
+    private void LimitStop(TimeSpan grace)
+    {
+        if (grace == Timeout.InfiniteTimeSpan)
+        {
+            return;
+        }
+
+        var ms = (long)Math.Clamp(grace.TotalMilliseconds, 0, int.MaxValue - 1);
+        lock (_stopGate)
+        {
+            var deadline = Environment.TickCount64 + ms;
+            if (deadline >= _stopDeadline)
+            {
+                return;
+            }
+
+            _stopDeadline = deadline;
+            _stopTimeout.CancelAfter(TimeSpan.FromMilliseconds(ms));
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -341,7 +370,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         _fastCgi?.Dispose();
     }
 
-    private async Task StopCoreAsync(TimeSpan grace, TaskCompletionSource completion)
+    private async Task StopCoreAsync(TaskCompletionSource completion)
     {
         try
         {
@@ -351,10 +380,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             _tls.Writer.TryComplete();
             if (_host is not null)
             {
-                using var timeout = new CancellationTokenSource(grace < TimeSpan.Zero ? TimeSpan.Zero : grace);
                 try
                 {
-                    await _host.StopAsync(timeout.Token).ConfigureAwait(false);
+                    await _host.StopAsync(_stopTimeout.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {

@@ -204,5 +204,53 @@ public sealed class PoolTests : IDisposable
         Assert.NotEqual(worker, d.WorkerPid("a", skip: 1));
     }
 
+    // A one-shot worker finishes its connection after the dispatcher has let it go. It used to exit at the master's
+    // next message, whatever it was: a log reopen (SIGUSR1, logrotate's nightly step) cut a download in progress.
+    // The same exit path serves a worker let go because its dispatcher is gone (an upgrade, a stop).
+    [SkippableFact]
+    public async Task A_one_shot_worker_finishes_a_slow_download_across_a_log_reopen()
+    {
+        string? accessLog = null;
+        var d = Start("one-shot-reopen", c =>
+        {
+            c["pools"]!["a"]!["oneShot"] = true;
+            accessLog = Path.Combine(Path.GetDirectoryName(c["vhosts"]!["a.localhost"]!["root"]!.GetValue<string>())!, "a.access.log");
+            c["vhosts"]!["a.localhost"]!["accessLog"] = accessLog;
+        });
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 8192 };
+        await client.ConnectAsync(IPAddress.Loopback, d.HttpPort);
+        await client.SendAsync(Encoding.ASCII.GetBytes("GET /big.bin HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"));
+        var worker = d.WorkerPid("a");
+
+        // Read slowly; after the first bytes, while most of the file is still to be written, the master reopens the logs
+        // and tells every worker.
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        var reopened = false;
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        int n;
+        while ((n = await client.ReceiveAsync(buffer, SocketFlags.None, cts.Token)) > 0)
+        {
+            received.Write(buffer, 0, n);
+            if (!reopened)
+            {
+                reopened = true;
+                Assert.Equal(0, Tools.Run("kill", "-USR1", d.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+                d.WaitForLine(new Regex("Access and error logs reopened"));
+            }
+
+            await Task.Delay(1, cts.Token);
+        }
+
+        Assert.True(reopened, $"only {received.Length} bytes arrived");
+        var text = Encoding.ASCII.GetString(received.GetBuffer(), 0, (int)Math.Min(received.Length, 512));
+        Assert.StartsWith("HTTP/1.1 200", text, StringComparison.Ordinal);
+        var headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        Assert.True(headEnd > 0, text);
+        Assert.Equal(4L << 20, received.Length - headEnd - 4);
+        d.WaitForLine(new Regex($@"Worker {worker} of pool a exited \(exit code 0\)"));
+        Assert.True(Tools.Eventually(() => File.Exists(accessLog) && File.ReadAllText(accessLog!).Contains("/big.bin", StringComparison.Ordinal)), "the download's access line");
+    }
+
     public void Dispose() => _dispatch?.Dispose();
 }
