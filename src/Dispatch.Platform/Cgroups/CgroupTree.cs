@@ -5,22 +5,6 @@ using Dispatch.Wire.Interop;
 
 namespace Dispatch.Platform.Cgroups;
 
-/// <summary>A cgroup operation that failed, naming the file or directory.</summary>
-public sealed class CgroupException : Exception
-{
-    public CgroupException()
-    {
-    }
-
-    public CgroupException(string message) : base(message)
-    {
-    }
-
-    public CgroupException(string message, Exception innerException) : base(message, innerException)
-    {
-    }
-}
-
 /// <summary>
 /// The master's groups: one per pool at <c>ROOT/POOL</c> in each hierarchy that carries memory, cpu
 /// or pids (ROOT: a group path, absolute or relative to the master's own group; default "dispatch").

@@ -89,12 +89,12 @@ public sealed class ChildLogFormatter : ITextFormatter
         });
 
     /// <summary>
-    /// The master's reader of a child's stderr: UTF-8, always. A byte-order mark does not switch it to another
+    /// The master's decoder of a child's stderr: UTF-8, always. A byte-order mark does not switch it to another
     /// encoding (a child that writes FF FE first would otherwise have the rest read as UTF-16, where its line
-    /// breaks are no longer the master's); invalid bytes read as U+FFFD.
+    /// breaks are no longer the master's) nor is it skipped (EF BB BF reads as U+FEFF); invalid bytes read as U+FFFD.
     /// </summary>
-    public static StreamReader OpenReader(Stream stream) =>
-        new(stream, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false), detectEncodingFromByteOrderMarks: false);
+    public static System.Text.Decoder NewDecoder() =>
+        new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: false).GetDecoder();
 
     /// <summary>
     /// The master's side: a line's text and its properties (names of letters, digits and '_', at most

@@ -78,18 +78,3 @@ public static unsafe class ModuleLoader
         return (Libc.DlSym(handle, "validate"), Libc.DlSym(handle, "apply"));
     }
 }
-
-public sealed class ModuleException : Exception
-{
-    public ModuleException()
-    {
-    }
-
-    public ModuleException(string message) : base(message)
-    {
-    }
-
-    public ModuleException(string message, Exception innerException) : base(message, innerException)
-    {
-    }
-}

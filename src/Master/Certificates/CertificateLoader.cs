@@ -2,12 +2,8 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Dispatch.Master.Files;
 using Dispatch.Platform.Interop;
-using Dispatch.Wire.Payloads;
 
 namespace Dispatch.Master.Certificates;
-
-/// <summary>A certificate chain and its key, read and checked by the master for a terminated vhost.</summary>
-internal sealed record LoadedCertificate(string Directory, string ChainPem, string KeyPem, string Subject, string KeyType, DateTime NotAfter, string Serial, ValueList<string> DnsNames);
 
 /// <summary>
 /// Reads a certbot-layout directory (<c>fullchain.pem</c>, <c>privkey.pem</c>) as root without being
@@ -78,40 +74,5 @@ internal static unsafe class CertificateLoader
 
         var bytes = RootOwnedFile.TryRead(path, MaxFileBytes, out var problem) ?? throw new CertificateException(problem!);
         return System.Text.Encoding.ASCII.GetString(bytes);
-    }
-}
-
-/// <summary>Whether a certificate name (possibly "*.x") covers a host name (possibly "*.x"), as a browser would for coalescing.</summary>
-internal static class CertificateNames
-{
-    public static bool Covers(string san, string name)
-    {
-        if (san == name)
-            return true;
-        if (san.StartsWith("*.", StringComparison.Ordinal))
-        {
-            var suffix = san[1..]; // ".x"
-            var candidate = name.StartsWith("*.", StringComparison.Ordinal) ? name[2..] : name;
-            var dot = candidate.IndexOf('.', StringComparison.Ordinal);
-            return !name.StartsWith("*.", StringComparison.Ordinal) && dot > 0 && candidate[dot..] == suffix;
-        }
-
-        // "*.x" routed elsewhere and a certificate naming "y.x": a client may reach y.x there.
-        return name.StartsWith("*.", StringComparison.Ordinal) && san.EndsWith(name[1..], StringComparison.Ordinal) && san.IndexOf('.', StringComparison.Ordinal) == san.Length - name.Length + 1;
-    }
-}
-
-internal sealed class CertificateException : Exception
-{
-    public CertificateException()
-    {
-    }
-
-    public CertificateException(string message) : base(message)
-    {
-    }
-
-    public CertificateException(string message, Exception innerException) : base(message, innerException)
-    {
     }
 }

@@ -1,6 +1,6 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
-using System.Text;
 using Dispatch.Platform.Hosting;
 using Dispatch.Wire;
 using Serilog;
@@ -11,36 +11,14 @@ namespace Dispatch.Master.Children;
 /// <summary>Reads a child's stderr (a stream socket) and re-logs each line with the child's role and pid.</summary>
 internal static class StderrPump
 {
-    private const int MaxLine = 4096;
+    /// <summary>Bytes read from the socket at once (rented only while a read has bytes to give).</summary>
+    private const int Block = 16 * 1024;
 
     /// <summary>
     /// Lines being re-logged now, over every child: the master's <see cref="MemoryTrim"/> reads
     /// it as its load (the children's log lines are most of what the master allocates while they serve connections).
     /// </summary>
     public static ConnectionGauge Lines { get; } = new();
-
-    /// <summary>
-    /// One line of at most <see cref="MaxLine"/> characters; the rest of a longer line is read and dropped,
-    /// so a child writing without line breaks cannot make the master buffer without end. Null at end of stream.
-    /// </summary>
-    private static async Task<string?> ReadBoundedLineAsync(StreamReader reader)
-    {
-        var line = new StringBuilder();
-        var one = new char[1];
-        var truncated = false;
-        while (true)
-        {
-            if (await reader.ReadAsync(one.AsMemory()).ConfigureAwait(false) == 0)
-                return line.Length == 0 && !truncated ? null : line.ToString();
-            var c = one[0];
-            if (c == '\n')
-                return truncated ? line.Append('…').ToString() : line.ToString();
-            if (line.Length < MaxLine)
-                line.Append(c);
-            else
-                truncated = true;
-        }
-    }
 
     /// <summary>Pumps still reading: their child's stderr is open (the child, or a process it left behind, runs).</summary>
     private static readonly ConcurrentDictionary<Task, byte> Running = new();
@@ -69,48 +47,71 @@ internal static class StderrPump
         return await Task.WhenAny(all, Task.Delay(bound)).ConfigureAwait(false) == all;
     }
 
-    /// <summary>Reads <paramref name="fd"/> to its end, re-logging each line (the master uses <see cref="Start"/>; fuzzing calls this).</summary>
+    /// <summary>
+    /// Reads <paramref name="fd"/> to its end, re-logging each line (the master uses <see cref="Start"/>; fuzzing calls this).
+    /// Lines as <see cref="BoundedLineSplitter"/> cuts them: at most <see cref="BoundedLineSplitter.MaxLine"/> characters,
+    /// the rest of a longer line read and dropped, so a child writing without line breaks cannot make the master buffer
+    /// without end.
+    /// </summary>
     public static async Task RunAsync(int fd, ProcessRole role, string name, Func<int> pid, ILogger log)
     {
         using var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
         using var stream = new NetworkStream(socket, ownsSocket: false);
-        using var reader = ChildLogFormatter.OpenReader(stream);
+        using var lines = new BoundedLineSplitter(line => Relog(line, role, name, pid, log));
         try
         {
-            while (await ReadBoundedLineAsync(reader).ConfigureAwait(false) is { } line)
+            while (true)
             {
-                var (level, text) = line.Length > 4 && line[3] == ' ' ? line[..3] switch
-                {
-                    "VRB" => (LogEventLevel.Verbose, line[4..]),
-                    "DBG" => (LogEventLevel.Debug, line[4..]),
-                    "INF" => (LogEventLevel.Information, line[4..]),
-                    "WRN" => (LogEventLevel.Warning, line[4..]),
-                    "ERR" => (LogEventLevel.Error, line[4..]),
-                    "FTL" => (LogEventLevel.Fatal, line[4..]),
-                    _ => (LogEventLevel.Warning, line),
-                } : (LogEventLevel.Warning, line);
-                Lines.Enter();
+                // Wait for bytes holding no buffer (a zero-byte read): an idle child costs the master none.
+                await stream.ReadAsync(Memory<byte>.Empty).ConfigureAwait(false);
+                var block = ArrayPool<byte>.Shared.Rent(Block);
                 try
                 {
-                    var (message, properties) = ChildLogFormatter.Split(text);
-                    var withProperties = log;
-                    foreach (var (key, value) in properties)
-                    {
-                        // The child's own properties (Vhost, Pool, ConnectionId...), never in place of the master's.
-                        if (key is not ("Role" or "Pid" or "Name" or "Line"))
-                            withProperties = withProperties.ForContext(key, value);
-                    }
-
-                    withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, message);
+                    var read = await stream.ReadAsync(block.AsMemory(0, Block)).ConfigureAwait(false);
+                    lines.Feed(block.AsSpan(0, read), final: read == 0);
+                    if (read == 0)
+                        return;
                 }
                 finally
                 {
-                    Lines.Leave();
+                    ArrayPool<byte>.Shared.Return(block);
                 }
             }
         }
         catch (IOException)
         {
+        }
+    }
+
+    private static void Relog(string line, ProcessRole role, string name, Func<int> pid, ILogger log)
+    {
+        var (level, text) = line.Length > 4 && line[3] == ' ' ? line[..3] switch
+        {
+            "VRB" => (LogEventLevel.Verbose, line[4..]),
+            "DBG" => (LogEventLevel.Debug, line[4..]),
+            "INF" => (LogEventLevel.Information, line[4..]),
+            "WRN" => (LogEventLevel.Warning, line[4..]),
+            "ERR" => (LogEventLevel.Error, line[4..]),
+            "FTL" => (LogEventLevel.Fatal, line[4..]),
+            _ => (LogEventLevel.Warning, line),
+        } : (LogEventLevel.Warning, line);
+        Lines.Enter();
+        try
+        {
+            var (message, properties) = ChildLogFormatter.Split(text);
+            var withProperties = log;
+            foreach (var (key, value) in properties)
+            {
+                // The child's own properties (Vhost, Pool, ConnectionId...), never in place of the master's.
+                if (key is not ("Role" or "Pid" or "Name" or "Line"))
+                    withProperties = withProperties.ForContext(key, value);
+            }
+
+            withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role, pid(), name, message);
+        }
+        finally
+        {
+            Lines.Leave();
         }
     }
 }

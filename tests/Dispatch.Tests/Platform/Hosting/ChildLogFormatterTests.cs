@@ -56,20 +56,4 @@ public class ChildLogFormatterTests
         Assert.Equal(text, t);
         Assert.Equal(vhost, properties.SingleOrDefault(p => p.Key == "Vhost").Value);
     }
-
-    // Found by fuzzing (target childstderr): the master's reader was new StreamReader(stream, Encoding.UTF8), which
-    // honours a byte-order mark, so a child that wrote FF FE had the rest of its stderr read as UTF-16 (ten lines
-    // became one event; FF FE alone, no event at all).
-    [Theory]
-    [InlineData(new byte[] { 0xFF, 0xFE, (byte)'a', 0, (byte)'\n', 0, (byte)'b', 0 }, new[] { "\uFFFD\uFFFDa\0", "\0b\0" })]
-    [InlineData(new byte[] { 0xFE, 0xFF, 0, (byte)'a', 0, (byte)'\n' }, new[] { "\uFFFD\uFFFD\0a\0" })]
-    [InlineData(new byte[] { 0xEF, 0xBB, 0xBF, (byte)'x', (byte)'\n', (byte)'y' }, new[] { "\uFEFFx", "y" })]
-    public void The_masters_reader_of_a_childs_stderr_is_UTF8_whatever_the_child_writes_first(byte[] bytes, string[] lines)
-    {
-        using var reader = ChildLogFormatter.OpenReader(new MemoryStream(bytes));
-        var read = new List<string>();
-        while (reader.ReadLine() is { } line)
-            read.Add(line);
-        Assert.Equal(lines, read);
-    }
 }

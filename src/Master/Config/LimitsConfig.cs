@@ -1,0 +1,4 @@
+namespace Dispatch.Master.Config;
+
+/// <summary>Machine-wide limits.</summary>
+internal sealed record LimitsConfig(int MaxWorkers);

@@ -1,0 +1,3 @@
+namespace Dispatch.Master.Config;
+
+internal sealed record SecurityConfig(uint MinUid);
