@@ -27,21 +27,8 @@ internal readonly record struct PendingConnection(Socket Socket, ReadOnlyMemory<
 internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnlyMemory<byte> initialBytes) : IHandedConnectionFeature
 {
     private ReadOnlyMemory<byte> _initialBytes = initialBytes;
-    private bool _requestBodyOpen;
 
     public HandedConnectionInfo Info { get; } = info;
-
-    /// <summary>
-    /// Whether Kestrel may be reading a request body from the connection (HTTP/1.x): set by <see cref="RequestHandler"/>
-    /// as each request starts — true for a request with a body or an upgrade, false for one without — so it stays true
-    /// after a request with a body until the next request (its drain included). The TLS record layer reads it when the
-    /// client resets the connection (<see cref="Tls.TlsRecordLayer"/>).
-    /// </summary>
-    public bool RequestBodyOpen
-    {
-        get => Volatile.Read(ref _requestBodyOpen);
-        set => Volatile.Write(ref _requestBodyOpen, value);
-    }
 
     /// <summary>Returns the initial bytes once and forgets them.</summary>
     public ReadOnlyMemory<byte> TakeInitialBytes()

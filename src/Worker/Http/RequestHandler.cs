@@ -48,15 +48,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         var path = context.Request.Path;
         Vhost? vhost = null;
         var failed = false;
-        var handed = context.Features.Get<IHandedConnectionFeature>();
-        var info = handed?.Info;
-        if (handed is HandedConnectionFeature connection)
-        {
-            // Before anything can read the body: the TLS record layer asks, when the client resets the connection.
-            connection.RequestBodyOpen = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false
-                || context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true;
-        }
-
+        var info = context.Features.Get<IHandedConnectionFeature>()?.Info;
         if (info?.TlsProtocol is not null)
         {
             // The dispatcher terminated TLS and proxies plaintext: the client's scheme is https (redirects, IsHttps).

@@ -444,11 +444,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             {
                 if (session is not null)
                 {
-                    // HTTP/1.x: RequestHandler tells the record layer whether Kestrel may be reading a body (a reset between
-                    // requests then ends Kestrel's input as a FIN would; docs/operations.md, "Where the CPU goes").
-                    var handed = feature!;
-                    await TlsRecordLayer.ServeAsync(
-                        connection, session, _log, next, handed.Info.TlsPlaintext, handed.Info.Protocol is HandedProtocol.Http1 ? () => handed.RequestBodyOpen : null).ConfigureAwait(false);
+                    await TlsRecordLayer.ServeAsync(connection, session, _log, next, feature!.Info.TlsPlaintext).ConfigureAwait(false);
                 }
                 else if (feature?.Info.Protocol is HandedProtocol.Http1)
                 {

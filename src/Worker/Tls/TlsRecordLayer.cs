@@ -22,10 +22,7 @@ namespace Dispatch.Worker.Tls;
 /// transport sends what is left and closes). The peer's close_notify: end of Kestrel's input (it answers by completing
 /// its output, hence our close_notify). A protocol error: one fatal alert, a log line (ConnectionId, Alert, Reason),
 /// the transport's output completed, and Kestrel's input failed once the transport has closed — so that the alert
-/// leaves before anything can abort the socket. The peer's fatal alert: the connection ends without an answer.
-/// The peer's reset (HTTP/1.x, when a <c>requestBodyOpen</c> is given): Kestrel's input ends without an error when Kestrel
-/// is between requests and holds nothing unread (<see cref="KestrelInput"/>), as after a FIN; otherwise it fails with the
-/// reset, as before.</para>
+/// leaves before anything can abort the socket. The peer's fatal alert: the connection ends without an answer.</para>
 /// <para>Call <see cref="ServeAsync"/>; it returns once Kestrel and both loops are done. One connection's failure touches
 /// no other: everything here is per connection.</para>
 /// </remarks>
@@ -78,24 +75,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     private Task _writeLoop = Task.CompletedTask;
     private int _disposed;
 
-    // How Kestrel's input ends when the client resets the connection (see KestrelInput); null: with the reset, always.
-    private readonly KestrelInput? _kestrelInput;
-    private readonly Func<bool>? _requestBodyOpen;
-
-    // Plaintext flushes into _input so far: written by the read loop after each flush (the bytes visible to Kestrel).
-    private long _plaintextFlushes;
-
-    // Guarded by _inputGate. Kestrel has a read of _input pending (since _plaintextFlushes was _pendingSince), having
-    // consumed what it examined before it (_consumedAll); the transport was reset while Kestrel was not reading
-    // (_deferredReset: it ends Kestrel's input at Kestrel's next read); _input's writer is complete (_inputEnded).
-    private readonly Lock _inputGate = new();
-    private bool _kestrelReadPending;
-    private long _pendingSince;
-    private bool _consumedAll = true;
-    private Exception? _deferredReset;
-    private bool _inputEnded;
-
-    private TlsRecordLayer(IDuplexPipe transport, TlsRecordProtection reader, TlsRecordProtection writer, string connectionId, Serilog.ILogger log, Func<bool>? requestBodyOpen)
+    private TlsRecordLayer(IDuplexPipe transport, TlsRecordProtection reader, TlsRecordProtection writer, string connectionId, Serilog.ILogger log)
     {
         _transport = transport;
         _reader = reader;
@@ -103,12 +83,10 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         _connectionId = connectionId;
         _log = log;
         _tls13 = reader.Version == TlsSessionState.Tls13;
-        _requestBodyOpen = requestBodyOpen;
-        _kestrelInput = requestBodyOpen is null ? null : new KestrelInput(this);
     }
 
     /// <summary>Plaintext from the client (Kestrel's transport input).</summary>
-    public PipeReader Input => _kestrelInput ?? (PipeReader)_input.Reader;
+    public PipeReader Input => _input.Reader;
 
     /// <summary>Plaintext to the client (Kestrel's transport output).</summary>
     public PipeWriter Output => _output.Writer;
@@ -117,11 +95,8 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     /// Derives the keys of <paramref name="session"/> (and clears its secrets) and starts the two loops over
     /// <paramref name="transport"/> (ciphertext: the bytes the dispatcher already read first, then the socket).
     /// </summary>
-    /// <param name="requestBodyOpen">For HTTP/1.x read by Kestrel: whether Kestrel may be reading a request's body now
-    /// (<see cref="Http.HandedConnectionFeature.RequestBodyOpen"/>). Given, a reset of the transport while Kestrel is
-    /// between requests ends Kestrel's input without an error; null, always with the reset.</param>
     /// <exception cref="NotSupportedException">A version or cipher suite this layer does not speak.</exception>
-    public static TlsRecordLayer Start(IDuplexPipe transport, TlsSessionState session, string connectionId, Serilog.ILogger log, Func<bool>? requestBodyOpen = null)
+    public static TlsRecordLayer Start(IDuplexPipe transport, TlsSessionState session, string connectionId, Serilog.ILogger log)
     {
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(session);
@@ -137,7 +112,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         {
             reader = TlsRecordProtection.ForReading(session);
             var writer = TlsRecordProtection.ForWriting(session);
-            var layer = new TlsRecordLayer(transport, reader, writer, connectionId, log, requestBodyOpen);
+            var layer = new TlsRecordLayer(transport, reader, writer, connectionId, log);
             reader = null;
             layer._readLoop = layer.ReadLoopAsync();
             layer._writeLoop = layer.WriteLoopAsync();
@@ -155,8 +130,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     /// <paramref name="connection"/>'s transport, and returns when both are done (the transport restored).
     /// </summary>
     /// <param name="plaintext">Application data the dispatcher already decrypted (identity vhosts: the first request head), read first.</param>
-    /// <param name="requestBodyOpen">See <see cref="Start"/> (not used when <paramref name="plaintext"/> is given).</param>
-    public static async Task ServeAsync(ConnectionContext connection, TlsSessionState session, Serilog.ILogger log, ConnectionDelegate next, ReadOnlyMemory<byte> plaintext = default, Func<bool>? requestBodyOpen = null)
+    public static async Task ServeAsync(ConnectionContext connection, TlsSessionState session, Serilog.ILogger log, ConnectionDelegate next, ReadOnlyMemory<byte> plaintext = default)
     {
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(next);
@@ -164,7 +138,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         TlsRecordLayer layer;
         try
         {
-            layer = Start(transport, session, connection.ConnectionId, log, plaintext.IsEmpty ? requestBodyOpen : null);
+            layer = Start(transport, session, connection.ConnectionId, log);
         }
         catch (NotSupportedException e)
         {
@@ -202,17 +176,6 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         // wakes it in any case (a transport that keeps its input open).
         _transport.Input.CancelPendingRead();
         await _readLoop.ConfigureAwait(false);
-
-        // A reset left for Kestrel's next read, which did not come (Kestrel has completed its side).
-        lock (_inputGate)
-        {
-            if (!_inputEnded)
-            {
-                _inputEnded = true;
-                _input.Writer.Complete();
-            }
-        }
-
         _reader.Dispose();
         _writer.Dispose();
         _writeLock.Dispose();
@@ -250,17 +213,9 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
                     await SendKeyUpdateAsync(requestUpdate: true).ConfigureAwait(false);
                 }
 
-                if (outcome.Plaintext)
+                if (outcome.Plaintext && (await _input.Writer.FlushAsync().ConfigureAwait(false)).IsCompleted)
                 {
-                    var flushed = await _input.Writer.FlushAsync().ConfigureAwait(false);
-
-                    // Counted once the bytes are visible to Kestrel: a read of Kestrel's that went pending before them
-                    // has an older count (KestrelInput).
-                    Volatile.Write(ref _plaintextFlushes, _plaintextFlushes + 1);
-                    if (flushed.IsCompleted)
-                    {
-                        break; // Kestrel stopped reading.
-                    }
+                    break; // Kestrel stopped reading.
                 }
 
                 if (outcome.CloseNotify)
@@ -312,48 +267,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
             await FailAsync(TlsAlertDescription.InternalError).ConfigureAwait(false);
         }
 
-        if (error is ConnectionResetException && _kestrelInput is not null)
-        {
-            EndInputAfterReset(error);
-        }
-        else
-        {
-            lock (_inputGate)
-            {
-                _inputEnded = true;
-                _input.Writer.Complete(error);
-            }
-        }
-    }
-
-    /// <summary>
-    /// The client reset the connection. A read of Kestrel's pending: its input ends now, without the error when Kestrel is
-    /// between requests with nothing unread. Otherwise Kestrel is busy (a response being written, a flood's stalled reader):
-    /// the decision waits for its next read (<see cref="KestrelInput"/>), or for the end of the connection.
-    /// </summary>
-    private void EndInputAfterReset(Exception reset)
-    {
-        lock (_inputGate)
-        {
-            if (_kestrelReadPending)
-            {
-                EndInput(reset, clean: _consumedAll && _pendingSince == Volatile.Read(ref _plaintextFlushes) && !_requestBodyOpen!());
-            }
-            else
-            {
-                _deferredReset = reset;
-            }
-        }
-    }
-
-    /// <summary>Completes Kestrel's input, with <paramref name="reset"/> unless <paramref name="clean"/>. Under the gate.</summary>
-    private void EndInput(Exception reset, bool clean)
-    {
-        _inputEnded = true;
-        _deferredReset = null;
-
-        // The reader's scheduler is the thread pool: Kestrel's read resumes there, not under the gate.
-        _input.Writer.Complete(clean ? null : reset);
+        await _input.Writer.CompleteAsync(error).ConfigureAwait(false);
     }
 
     /// <summary>Opens every whole record in <paramref name="buffer"/> (sliced past them) into the plaintext pipe.</summary>
@@ -771,112 +685,6 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
         {
             // Gone.
-        }
-    }
-
-    /// <summary>
-    /// Kestrel's reader of the plaintext (HTTP/1.x), telling the record layer what Kestrel holds. When the client resets
-    /// the connection, the socket transport fails its input with the reset, and whoever reads it next throws it: the
-    /// record layer's read loop (once; that exception is the socket transport's), and then Kestrel, if the record layer
-    /// hands it on — twice more, in its read and in the request loop above it (docs/operations.md, "Where the CPU
-    /// goes"). A client that resets between requests (after its last response, or before its first request) is, to
-    /// Kestrel, a client that closed: its input may end as after a FIN, and the connection ends the same way (nothing
-    /// is logged above Kestrel's Debug level, no request is served, Kestrel's output ends as before). Whether Kestrel is
-    /// between requests: its read is pending with everything it examined consumed and nothing flushed to it since, and
-    /// no request whose body it may read (a request with a body, an upgrade) has been seen since the last one without.
-    /// Any doubt (a partial request head, a pipelined request unread, a body, a read not yet issued with bytes unread)
-    /// fails its input with the reset, exactly as before.
-    /// </summary>
-    private sealed class KestrelInput(TlsRecordLayer layer) : PipeReader
-    {
-        private PipeReader Inner => layer._input.Reader;
-
-        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
-        {
-            if (Volatile.Read(ref layer._deferredReset) is not null)
-            {
-                EndDeferred();
-            }
-
-            var since = Volatile.Read(ref layer._plaintextFlushes);
-            var read = Inner.ReadAsync(cancellationToken);
-            if (!read.IsCompleted)
-            {
-                Pending(since);
-            }
-
-            return read;
-        }
-
-        public override bool TryRead(out ReadResult result)
-        {
-            if (Volatile.Read(ref layer._deferredReset) is not null)
-            {
-                EndDeferred();
-            }
-
-            return Inner.TryRead(out result);
-        }
-
-        public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
-
-        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
-        {
-            lock (layer._inputGate)
-            {
-                layer._kestrelReadPending = false;
-                layer._consumedAll = consumed.Equals(examined);
-            }
-
-            Inner.AdvanceTo(consumed, examined);
-        }
-
-        public override void CancelPendingRead() => Inner.CancelPendingRead();
-
-        public override void Complete(Exception? exception = null) => Inner.Complete(exception);
-
-        public override ValueTask CompleteAsync(Exception? exception = null) => Inner.CompleteAsync(exception);
-
-        /// <summary>Kestrel's read is waiting: everything it was given has been examined.</summary>
-        private void Pending(long since)
-        {
-            lock (layer._inputGate)
-            {
-                if (layer._inputEnded)
-                {
-                    return;
-                }
-
-                layer._kestrelReadPending = true;
-                layer._pendingSince = since;
-                if (layer._deferredReset is { } reset)
-                {
-                    // The reset came as this read was issued: decided as the read loop would have.
-                    layer.EndInput(reset, clean: layer._consumedAll && since == Volatile.Read(ref layer._plaintextFlushes) && !layer._requestBodyOpen!());
-                }
-            }
-        }
-
-        /// <summary>The reset came while Kestrel was busy; Kestrel reads again (not concurrently with this).</summary>
-        private void EndDeferred()
-        {
-            lock (layer._inputGate)
-            {
-                if (layer._inputEnded || layer._deferredReset is not { } reset)
-                {
-                    return;
-                }
-
-                var clean = !layer._requestBodyOpen!();
-                if (clean && Inner.TryRead(out var unread))
-                {
-                    // Bytes Kestrel has not consumed (or a cancellation of its own): the reset, as before.
-                    Inner.AdvanceTo(unread.Buffer.Start, unread.Buffer.End);
-                    clean = false;
-                }
-
-                layer.EndInput(reset, clean);
-            }
         }
     }
 

@@ -51,49 +51,6 @@ public sealed class TlsResetTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_reset_between_requests_throws_once_per_connection_and_ends_it_as_before()
-    {
-        const int Connections = 6;
-        await ResetAfterOneRequestAsync(); // warm: first use of every path
-        await HandshakeThenResetAsync();
-        Assert.True(await _harness.WaitForOpenConnectionsAsync(0, TimeSpan.FromSeconds(30)));
-        var fds = OpenDescriptors();
-        var before = _harness.Sink.AccessEvents.Count();
-
-        _thrown.Clear();
-        _counting = true;
-        var ids = new List<string>();
-        for (var i = 0; i < Connections / 2; i++)
-        {
-            ids.Add(await ResetAfterOneRequestAsync()); // after its response: Kestrel waits for the next request
-            await HandshakeThenResetAsync(); // before any request
-        }
-
-        Assert.True(await _harness.WaitForOpenConnectionsAsync(0, TimeSpan.FromSeconds(30)), "a reset connection stayed open");
-        await Task.Delay(200); // the connections' last callbacks (nothing is expected from them)
-        _counting = false;
-
-        var thrown = _thrown.ToArray();
-        foreach (var t in thrown)
-        {
-            output.WriteLine(t);
-        }
-
-        // Each: the socket transport's reset, as the record layer reads it. Before: twice more, in Kestrel.
-        Assert.Equal(Connections, thrown.Length);
-        Assert.All(thrown, t => Assert.StartsWith("ConnectionResetException", t, StringComparison.Ordinal));
-
-        // The same ends as before: one access-log line per request served, nothing above Information, the descriptors
-        // given back.
-        var access = _harness.Sink.AccessEvents.Skip(before).ToList();
-        Assert.Equal(Connections / 2, access.Count);
-        Assert.All(access, e => Assert.Equal("200", CollectingSink.Scalar(e, "Status")));
-        Assert.Equal(ids.Order(StringComparer.Ordinal), access.Select(e => CollectingSink.Scalar(e, "ConnectionId")!).Order(StringComparer.Ordinal));
-        Assert.DoesNotContain(_harness.Sink.Events, e => e.Level >= LogEventLevel.Warning);
-        Assert.True(await WaitForDescriptorsAsync(fds), $"descriptors: {OpenDescriptors()} after, {fds} before");
-    }
-
-    [Fact]
     public async Task A_pipelined_request_behind_a_stalled_response_is_not_served_after_a_reset()
     {
         // The reset comes while Kestrel writes the first response (the client reads nothing); the second request is in
@@ -206,10 +163,6 @@ public sealed class TlsResetTests(ITestOutputHelper output) : IAsyncLifetime
         await stream.WriteAsync(Encoding.ASCII.GetBytes(text));
         await stream.FlushAsync();
     }
-
-    private static int OpenDescriptors() => Directory.GetFiles("/proc/self/fd").Length;
-
-    private static async Task<bool> WaitForDescriptorsAsync(int baseline) => await WaitForAsync(() => OpenDescriptors() <= baseline);
 
     private static async Task<bool> WaitForAsync(Func<bool> condition)
     {
