@@ -119,18 +119,8 @@ internal static class Program
                 var first = await Task.WhenAny(fromDispatcher, fromMaster).ConfigureAwait(false);
                 if (first != fromMaster)
                     break;
-                using var message = await fromMaster.ConfigureAwait(false);
-                if (message is null)
-                    return 0; // The master is gone: so are we.
-                // Log files again (logrotate: the master reopened them) or Stop; anything else ends this process.
-                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
-                if (stopRequested is { } stop)
-                {
-                    await server.StopAsync(TimeSpan.FromMilliseconds(stop.GraceMs)).ConfigureAwait(false);
+                if (await EndsAtMasterMessageAsync().ConfigureAwait(false))
                     return 0;
-                }
-
-                fromMaster = master.ReceiveAsync().AsTask();
             }
 
             await fromDispatcher.ConfigureAwait(false);
@@ -148,23 +138,30 @@ internal static class Program
                 var first = await Task.WhenAny(finished ?? Task.Delay(50), fromMaster).ConfigureAwait(false);
                 if (first == finished)
                     break;
-                if (first != fromMaster)
-                    continue;
-                using var message = await fromMaster.ConfigureAwait(false);
-                if (message is null)
+                if (first == fromMaster && await EndsAtMasterMessageAsync().ConfigureAwait(false))
                     return 0;
-                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
-                if (stopRequested is { } stop)
-                {
-                    await server.StopAsync(TimeSpan.FromMilliseconds(stop.GraceMs)).ConfigureAwait(false);
-                    return 0;
-                }
-
-                fromMaster = master.ReceiveAsync().AsTask();
             }
 
             await finished.ConfigureAwait(false);
             return 0;
+
+            // The master's message that fromMaster received: it gone (so are we), log files again (logrotate: the
+            // master reopened them) or Stop (its grace, then the end); anything else ends this process (the peer table).
+            async Task<bool> EndsAtMasterMessageAsync()
+            {
+                using var message = await fromMaster.ConfigureAwait(false);
+                if (message is null)
+                    return true;
+                await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
+                if (stopRequested is { } stop)
+                {
+                    await server.StopAsync(TimeSpan.FromMilliseconds(stop.GraceMs)).ConfigureAwait(false);
+                    return true;
+                }
+
+                fromMaster = master.ReceiveAsync().AsTask();
+                return false;
+            }
         }
         catch (Exception e) when (e is WireException or SysCallException or System.Text.Json.JsonException or InvalidOperationException or ArgumentException)
         {
