@@ -128,7 +128,7 @@ internal static class Program
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
             using var pools = workers = new WorkerPools(master, () => routes, log);
-            var limits = new ClientLimits(() => routes.Settings.Limits, log);
+            using var limits = new ClientLimits(() => routes.Settings.Limits, log);
             using var poller = new ReadinessPoller();
             // Ready before the first accept: a client already waiting could otherwise make this process ask
             // for a worker before the master has seen it ready.

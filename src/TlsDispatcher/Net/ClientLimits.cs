@@ -8,11 +8,14 @@ namespace Dispatch.TlsDispatcher.Net;
 /// The dispatcher's limits per client address and in all (config: <c>dispatcher.limits</c>): connections it holds at
 /// once (reading a request head or ClientHello, in a TLS handshake, or pumping terminated TLS) and new connections per
 /// second (a token bucket of one second's worth). A connection beyond them is refused at once; refusals are logged at
-/// most once per 10 s, with their count and the address refused most.
+/// most once per 10 s, with their count and the address refused most: the first at once, those that follow within the
+/// 10 s when they are up (a timer), so that every refusal is counted in some line even if none comes after.
 /// </summary>
-internal sealed class ClientLimits
+internal sealed class ClientLimits : IDisposable
 {
-    private static readonly long LogEveryMs = 10_000;
+    private readonly long _logEveryMs;
+    private readonly Timer _flush;
+    private bool _flushPending;
     private readonly Func<ClientLimitSettings> _settings;
     private readonly ILogger _log;
     private readonly Lock _gate = new();
@@ -25,11 +28,16 @@ internal sealed class ClientLimits
     private int _refusedGlobal;
     private readonly Dictionary<IPAddress, int> _refusedBy = [];
 
-    public ClientLimits(Func<ClientLimitSettings> settings, ILogger log)
+    /// <param name="logEvery">The least time between two lines of refusals (10 s unless given: tests).</param>
+    public ClientLimits(Func<ClientLimitSettings> settings, ILogger log, TimeSpan? logEvery = null)
     {
         _settings = settings;
         _log = log;
+        _logEveryMs = (long)(logEvery ?? TimeSpan.FromSeconds(10)).TotalMilliseconds;
+        _flush = new Timer(_ => Flush());
     }
+
+    public void Dispose() => _flush.Dispose();
 
     /// <summary>Why a connection was refused.</summary>
     public enum Refusal
@@ -124,8 +132,19 @@ internal sealed class ClientLimits
         KeyValuePair<IPAddress, int> top;
         lock (_gate)
         {
-            if (_lastLog != 0 && now - _lastLog < LogEveryMs)
+            if (_lastLog != 0 && now - _lastLog < _logEveryMs)
+            {
+                // Within the interval: reported when it is up (unless a later refusal reports it first).
+                if (!_flushPending)
+                {
+                    _flushPending = true;
+                    _flush.Change(_lastLog + _logEveryMs - now, Timeout.Infinite);
+                }
+
                 return;
+            }
+
+            _flushPending = false;
             perAddress = _refusedPerAddress;
             global = _refusedGlobal;
             top = _refusedBy.MaxBy(kv => kv.Value);
@@ -137,6 +156,19 @@ internal sealed class ClientLimits
         _log.Warning(
             "Refused {Count} connection(s) over the client limits since the last report ({PerAddress} over a per-address limit, {Global} over a global one); most from {Address} ({Top})",
             perAddress + global, perAddress, global, top.Key?.ToString() ?? "-", top.Value);
+    }
+
+    // The interval after a line is up: what was refused during it, if anything.
+    private void Flush()
+    {
+        lock (_gate)
+        {
+            _flushPending = false;
+            if (_refusedPerAddress + _refusedGlobal == 0)
+                return;
+        }
+
+        MaybeLog(Environment.TickCount64);
     }
 
     private sealed class Entry
