@@ -8,9 +8,10 @@ namespace Dispatch.Wire.Payloads;
 /// names that must be unique (host names across vhosts, pools, logins, error statuses), enumerated words that are none of
 /// their type's (a TLS mode, a plain-HTTP mode, a TLS engine, a compression level), and numbers outside the range their
 /// type documents (a negative timeout, a request head larger than a <see cref="Connection"/> can carry, a port outside
-/// 1..65535, an error page's status outside 400-599, a redirect's status other than 301, 302, 303, 307 or 308). The master never sends such a payload (its config loader refuses what would make one); a payload
-/// that has one is the peer breaking the protocol, refused here with the member's JSON path, not found later as an
-/// exception far from the boundary. Checks of meaning (a header name, a redirect target, an error page's path) stay with
+/// 1..65535, an error page's status outside 400-599, a redirect's status other than 301, 302, 303, 307 or 308). The
+/// master never sends such a payload (its config loader refuses what would make one); a payload that has one is the peer
+/// breaking the protocol, refused here with the member's JSON path, not found later as an exception far from the
+/// boundary. Checks of meaning (a header name, a redirect target, an error page's path) stay with
 /// their users (<see cref="VhostWebRules"/>).
 /// </summary>
 internal static class PayloadChecks
