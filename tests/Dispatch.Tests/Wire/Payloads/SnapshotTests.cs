@@ -172,6 +172,41 @@ public class SnapshotTests
             Assert.Equal(status, SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"status\":301", $"\"status\":{status}"))).Vhosts[0].Web!.Redirects[0].Status);
     }
 
+    /// <summary>
+    /// Text that is not text: an escaped lone surrogate (valid JSON, no UTF-16 string) read by the serializer's own
+    /// string reader and by each of our converters, and bytes that are not UTF-8. The reader throws an
+    /// InvalidOperationException for them; the parse must still end in a JsonException naming the member.
+    /// </summary>
+    [Theory]
+    [InlineData("\"root\":\"/srv/a\"", "\"root\":\"/srv/\\ud800\"", "$.vhosts[0].root")]
+    [InlineData("\"index\":[\"index.html\"]", "\"index\":[\"index.html\",\"\\udc00x\"]", "$.vhosts[0].index[1]")]
+    [InlineData("\"upstream\":\"http://127.0.0.1:8080\"", "\"upstream\":\"http://\\ud800:8080\"", "$.vhosts[0].proxy[0].upstream")]
+    [InlineData("{\"memory_limit\":\"128M\"}", "{\"\\ud800\":\"128M\"}", "$.vhosts[0].fastCgi.spawn.phpAdminValues")]
+    [InlineData("{\"memory_limit\":\"128M\"}", "{\"memory_limit\":\"\\udc00\"}", "$.vhosts[0].fastCgi.spawn.phpAdminValues")]
+    [InlineData("\"level\":\"fastest\"", "\"level\":\"\\ud800\"", "$.vhosts[0].web.compression.level")]
+    public void An_escaped_lone_surrogate_in_the_pool_is_refused(string find, string replace, string path) =>
+        Refused(Edit(Pool, find, replace), SnapshotJson.ParsePool, path);
+
+    [Theory]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"a.\\ud800\"", "$.vhosts[0].name")]
+    [InlineData("\"hash\":\"$2y$05$x\"", "\"hash\":\"\\udfff\"", "$.vhosts[1].identity.users[0].hash")]
+    public void An_escaped_lone_surrogate_in_the_snapshot_is_refused(string find, string replace, string path) =>
+        Refused(Edit(Snapshot, find, replace), SnapshotJson.ParseSnapshot, path);
+
+    [Theory]
+    [InlineData(new byte[] { 0xFF })]
+    [InlineData(new byte[] { 0xC0, 0x80 })]
+    [InlineData(new byte[] { 0xED, 0xA0, 0x80 })]
+    [InlineData(new byte[] { 0xE2, 0x82 })]
+    public void Bytes_that_are_not_UTF8_in_a_string_are_refused(byte[] invalid)
+    {
+        var json = Encoding.UTF8.GetBytes(Pool);
+        var at = Encoding.UTF8.GetBytes(Pool[..Pool.IndexOf("/srv/a\"", StringComparison.Ordinal)]).Length + "/srv/".Length;
+        byte[] edited = [.. json[..at], .. invalid, .. json[at..]];
+        var e = Assert.Throws<JsonException>(() => SnapshotJson.ParsePool(edited));
+        Assert.StartsWith("pool settings: $", e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_refusal_says_which_payload_where_and_why()
     {
