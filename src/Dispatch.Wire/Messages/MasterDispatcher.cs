@@ -39,7 +39,7 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
             if (!ListenerProtocols.All.Contains(listeners[i].Protocol, StringComparer.Ordinal))
                 throw new WireException($"DispatcherSetup listeners[{i}].protocol: '{listeners[i].Protocol}' is not a listener protocol ({string.Join(", ", ListenerProtocols.All)})");
         }
-        var probes = reader.StringList(64, Limits.Path);
+        var probes = reader.StringList(JailProof.MaxProbes, Limits.Path);
         var threads = reader.I32();
         if (threads is < 1 or > 256)
             throw new WireException($"probe thread count {threads} outside 1..256");
