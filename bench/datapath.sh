@@ -8,6 +8,7 @@
 #   https13-ka-100k  keep-alive HTTPS GET 100 KiB, TLS 1.3
 #   http-ka          keep-alive plain HTTP GET 1 KiB
 #   dl-tls13         10 MiB download, TLS 1.3 (wrk -t 1 -c 2): CPU per MiB
+#   dl-http          10 MiB download, plain HTTP (wrk -t 1 -c 2): CPU per MiB
 #   handshake13      full TLS 1.3 handshakes (bench/tool.py handshakes, no resumption): CPU per handshake
 #   handshake12      full TLS 1.2 handshakes, ECDHE-ECDSA-AES128-GCM-SHA256 over P-256 (as bench/run.sh pins them)
 #   idle-tls13       IDLE_CONNS TLS 1.3 connections held idle (bench/tool.py idle-measure): KiB RSS per connection
@@ -17,7 +18,7 @@
 #
 #   sudo INSTALLS="before=/dir/a after=/dir/b" bench/datapath.sh    report in bench/results/datapath-<date>-<commit>.md
 # Environment: INSTALLS (required, NAME=DIR ...), ROUNDS=2, DURATION=15s, WRK_THREADS=2, WRK_CONNS=10,
-#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: handshake13 handshake12 idle-tls13), HANDSHAKES=1500,
+#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: dl-http handshake13 handshake12 idle-tls13), HANDSHAKES=1500,
 #   IDLE_CONNS=2000, RESULTS_DIR, TITLE (a line for the report).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -101,6 +102,7 @@ row_args() {   # row_args ROW: scheme path threads conns
     https13-ka-100k) echo "https /100k.txt $WRK_THREADS $WRK_CONNS" ;;
     http-ka) echo "http / $WRK_THREADS $WRK_CONNS" ;;
     dl-tls13) echo "https /10m.bin 1 2" ;;
+    dl-http) echo "http /10m.bin 1 2" ;;
     handshake13|handshake12|idle-tls13) echo "https / 0 0" ;;
     *) die "unknown row $1" ;;
   esac
@@ -192,6 +194,7 @@ rows = [("https13-ka", "keep-alive TLS 1.3 GET 1 KiB: CPU µs / request", "count
         ("https13-ka-100k", "keep-alive TLS 1.3 GET 100 KiB: CPU µs / request", "count", 1e6),
         ("http-ka", "keep-alive plain HTTP GET 1 KiB: CPU µs / request", "count", 1e6),
         ("dl-tls13", "10 MiB download, TLS 1.3: CPU ms / MiB", "mib", 1e3),
+        ("dl-http", "10 MiB download, plain HTTP: CPU ms / MiB", "mib", 1e3),
         ("handshake13", "full TLS 1.3 handshake (X25519, ECDSA, no resumption): CPU ms / handshake", "count", 1e3),
         ("handshake12", "full TLS 1.2 handshake (ECDHE-ECDSA-AES128-GCM-SHA256, P-256): CPU ms / handshake", "count", 1e3)]
 def values(metric, server, unit, scale):

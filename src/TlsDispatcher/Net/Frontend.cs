@@ -201,8 +201,11 @@ internal abstract class Frontend
     /// into the send buffer of a client that does not read (its autotuned size), all of it copied through the worker
     /// first: a flood of stalled readers cost that per connection (docs/floods.md). What is in flight is not limited,
     /// so a client that reads keeps its throughput; the writer is woken once the backlog falls below this.
+    /// 16 KiB (one TLS record): 256 KiB still made each of a flood's stalled readers cost the worker 256 KiB of copying as
+    /// it arrived, and its good client's p99 twice what it is with 16 KiB; downloads lost nothing measurable
+    /// (bench/datapath.sh's dl-http and dl-tls13 rows; docs/floods.md, "The unsent limit").
     /// </summary>
-    internal const int UnsentLimit = 256 * 1024;
+    internal const int UnsentLimit = 16 * 1024;
 
     // setsockopt(IPPROTO_TCP, TCP_NOTSENT_LOWAT): in the socket, so it holds for the worker the socket is handed to.
     private static void LimitUnsent(Socket client)

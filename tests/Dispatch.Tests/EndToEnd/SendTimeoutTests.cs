@@ -19,7 +19,7 @@ public sealed class SendTimeoutTests : IDisposable
     private const int Clients = 4;
 
     // The dispatcher's TCP_NOTSENT_LOWAT (TlsDispatcher's Frontend.UnsentLimit).
-    private const int UnsentLimit = 256 << 10;
+    private const int UnsentLimit = 16 << 10;
     private readonly ITestOutputHelper _output;
     private readonly List<IDisposable> _cleanup = [];
 
