@@ -91,11 +91,16 @@ internal static class Seeds
             ("jailproof-threads", MessageType.JailProof, Encode(new JailProof(10001, 10001, true, true, [new ProbeResult("/etc/shadow", 8, 9, "EACCES", false), new ProbeResult("/etc/passwd", -1, -1, "EACCES", false)], [13, -2]))),
             ("dispatcherstats-key", MessageType.DispatcherStats, Encode(new DispatcherStats(9, [new StatCounter("connections", 12), new StatCounter("connections", 13)], []))),
             ("logfiles-vhost", MessageType.LogFiles, Encode(new LogFiles(["a.localhost", "a.localhost"]))),
+            ("dispatchersetup-protocol", MessageType.DispatcherSetup, Encode(new DispatcherSetup([new ListenerInfo("tls", "127.0.0.1:8443", []), new ListenerInfo("https", "127.0.0.1:443", [])], [], 8))),
         };
         foreach (var (name, type, payload) in refused)
             File.WriteAllBytes(Path.Combine(dir, $"seed-refused-{name}"), IpcTarget.Input(type, payload));
         var snapshotJson = Encoding.UTF8.GetString(SnapshotJson.Serialize(snapshot));
         var poolJson = Encoding.UTF8.GetString(SnapshotJson.Serialize(Pool()));
+        var webJson = Encoding.UTF8.GetString(SnapshotJson.Serialize(Pool() with
+        {
+            Vhosts = [Pool().Vhosts[0] with { Web = VhostWeb.Default with { ErrorPages = [new ErrorPageRoute(404, "/errors/404.html")], Redirects = [new RedirectRoute("/old", "/new", 301, true)] } }],
+        }));
         var refusedJson = new (string Name, byte Selector, string Json, string Find, string Replace)[]
         {
             ("snapshot-null-list", IpcTarget.SnapshotSelector, snapshotJson, "\"aliases\":[]", "\"aliases\":null"),
@@ -107,6 +112,12 @@ internal static class Seeds
             ("pool-null-element", IpcTarget.PoolSelector, poolJson, "\"index.php\"", "null"),
             ("pool-null-upstream", IpcTarget.PoolSelector, poolJson, "\"unix:/srv/a/app.sock\"", "null"),
             ("pool-key-twice", IpcTarget.PoolSelector, poolJson, "\"directoryListing\":true", "\"directoryListing\":true,\"directoryListing\":false"),
+            ("snapshot-tlsmode", IpcTarget.SnapshotSelector, snapshotJson, "\"tlsMode\":\"passthrough\"", "\"tlsMode\":\"Passthrough\""),
+            ("snapshot-httpmode", IpcTarget.SnapshotSelector, snapshotJson, "\"httpMode\":\"redirect\"", "\"httpMode\":\"\""),
+            ("snapshot-engine", IpcTarget.SnapshotSelector, snapshotJson, "\"engine\":\"openssl\"", "\"engine\":\"gnutls\""),
+            ("pool-level", IpcTarget.PoolSelector, webJson, "\"level\":\"fastest\"", "\"level\":\"max\""),
+            ("pool-error-status", IpcTarget.PoolSelector, webJson, "\"status\":404", "\"status\":200"),
+            ("pool-redirect-status", IpcTarget.PoolSelector, webJson, "\"status\":301", "\"status\":304"),
         };
         foreach (var (name, selector, json, find, replace) in refusedJson)
         {
@@ -167,6 +178,30 @@ internal static class Seeds
             formatter.Format(e, text);
             File.WriteAllText(Path.Combine(dir, $"seed-{name}"), text.ToString(), new UTF8Encoding(false));
         }
+
+        // What the formatter never writes and a compromised child may: the master's reader at its limits (docs/protocol.md,
+        // "The child stderr channel"). A line over the 4096 characters the master keeps, its properties beyond the cut;
+        // a surrogate pair (one 4-byte UTF-8 sequence) whose halves fall on both sides of the cut; bytes that are not
+        // UTF-8 (a stray continuation byte, an overlong NUL, an encoded surrogate, a sequence cut by the line's end), in
+        // the text and in the JSON; escaped lone surrogates in a property's name and value (they made the JSON reader
+        // throw an InvalidOperationException, which ended the pump).
+        const int MaxLine = 4096;
+        var utf8 = new UTF8Encoding(false);
+        var longLine = "INF " + new string('x', MaxLine + 900) + "\u001f{\"Vhost\":\"a.localhost\"}\nINF after\n";
+        File.WriteAllText(Path.Combine(dir, "seed-long-line"), longLine, utf8);
+        var prefix = "INF x\u001f{\"Vhost\":\"";
+        var cut = prefix + new string('a', MaxLine - 1 - prefix.Length) + "\U0001D11E\"}\nINF after\n";
+        if (cut.IndexOf('\uD834', StringComparison.Ordinal) != MaxLine - 1)
+            throw new InvalidOperationException("seed-surrogate-cut: the pair does not straddle the cut");
+        File.WriteAllText(Path.Combine(dir, "seed-surrogate-cut"), cut, utf8);
+        byte[] invalid =
+        [
+            .. "WRN a"u8, 0x80, .. " b"u8, 0xC0, 0x80, .. " c"u8, 0xED, 0xA0, 0x80, .. " d"u8, 0xFF, 0xFE, (byte)'\n',
+            .. "INF e\u001f{\"Vhost\":\""u8, 0xE2, 0x82, .. "\",\"N"u8, 0xF0, 0x9D, .. "\":1}\n"u8,
+            .. "INF f "u8, 0xF0, 0x9D, 0x84,
+        ];
+        File.WriteAllBytes(Path.Combine(dir, "seed-invalid-utf8"), invalid);
+        File.WriteAllText(Path.Combine(dir, "seed-escaped-surrogates"), "INF x\u001f{\"Vhost\":\"\\ud800\"}\nWRN y\u001f{\"\\udc00\":1,\"Pool\":\"a\"}\nINF z\u001f{\"Vhost\":\"\\ud834\\udd1e\"}\n", utf8);
     }
 
     private static LogEvent Event(MessageTemplateParser parser, LogEventLevel level, string template, Exception? exception, params (string Name, object Value)[] properties) =>

@@ -137,7 +137,7 @@ internal static class Program
             for (var i = 0; i < listeners.Count; i++)
             {
                 var info = setup.Listeners[i];
-                if (info.Protocol == "metrics")
+                if (info.Protocol == ListenerProtocols.Metrics)
                 {
                     if (metrics is not null)
                         throw new WireException("more than one metrics listener");
@@ -148,8 +148,8 @@ internal static class Program
 
                 Frontend frontend = info.Protocol switch
                 {
-                    "http" => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
-                    "tls" => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
+                    ListenerProtocols.Http => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
+                    ListenerProtocols.Tls => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
                     _ => throw new WireException($"listener protocol '{info.Protocol}' is not supported"),
                 };
                 frontends.Add(frontend);

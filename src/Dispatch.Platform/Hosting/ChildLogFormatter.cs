@@ -80,12 +80,27 @@ public sealed class ChildLogFormatter : ITextFormatter
         }
     }
 
-    /// <summary>Every control character (CR, LF, ESC, the separator...) and the Unicode line separators become a space.</summary>
+    /// <summary>
+    /// Every control character (CR, LF, ESC, the separator...) and the Unicode line separators become a space, and half
+    /// a surrogate pair without its other half U+FFFD (as the UTF-8 decoder reads invalid bytes): the text is valid
+    /// UTF-16 whatever it was.
+    /// </summary>
     private static string Clean(string text) =>
         string.Create(text.Length, text, static (span, t) =>
         {
             for (var i = 0; i < t.Length; i++)
-                span[i] = char.IsControl(t[i]) || t[i] is '\u2028' or '\u2029' ? ' ' : t[i];
+            {
+                var c = t[i];
+                if (char.IsHighSurrogate(c) && i + 1 < t.Length && char.IsLowSurrogate(t[i + 1]))
+                {
+                    span[i] = c;
+                    span[++i] = t[i];
+                }
+                else
+                {
+                    span[i] = char.IsControl(c) || c is '\u2028' or '\u2029' ? ' ' : char.IsSurrogate(c) ? '\uFFFD' : c;
+                }
+            }
         });
 
     /// <summary>
@@ -101,7 +116,8 @@ public sealed class ChildLogFormatter : ITextFormatter
     /// <see cref="MaxProperties"/>, values scalars). A child is less trusted than the master: anything
     /// malformed is kept as text, never believed as properties. Nor is the text believed clean: control
     /// characters and line separators in it (or in a property's string) become spaces, as <see cref="Format"/>
-    /// writes them, so one line of a child's never becomes two lines of the master's log.
+    /// writes them, so one line of a child's never becomes two lines of the master's log. Never throws: a line the
+    /// JSON reader refuses in any way is kept whole as text.
     /// </summary>
     public static (string Text, List<KeyValuePair<string, object?>> Properties) Split(string line)
     {
@@ -131,8 +147,11 @@ public sealed class ChildLogFormatter : ITextFormatter
                     properties.Add(new(p.Name, value));
             }
         }
-        catch (JsonException)
+        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException or FormatException)
         {
+            // Not JSON properties: JsonException for a syntax error, ArgumentException for text that is not UTF-16 (a
+            // lone surrogate), InvalidOperationException for an escaped one (\ud800) in a name or a string,
+            // FormatException for a number no double holds. Whatever the reader says, the line is text.
             return (Clean(line), []);
         }
 

@@ -192,6 +192,12 @@ public readonly record struct ProbeResult(string Path, int ThreadsTried, int Thr
 /// </summary>
 public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool NoNewPrivs, ProbeResult[] Probes, int[]? LStatErrors = null) : IWireMessage<JailProof>
 {
+    /// <summary>
+    /// The most paths a child proves it cannot open: the probe lists of <see cref="DispatcherSetup"/> and
+    /// <see cref="WorkerSetup"/>, and the probes of this proof, each refuse more when decoded.
+    /// </summary>
+    public const int MaxProbes = 64;
+
     public static MessageType Type => MessageType.JailProof;
 
     public static int DescriptorCount(JailProof message) => 0;
@@ -230,8 +236,8 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
         var regain = reader.Bool();
         var nnp = reader.Bool();
         int count = reader.U16();
-        if (count > 64)
-            throw new WireException($"{count} probes exceed the limit of 64");
+        if (count > MaxProbes)
+            throw new WireException($"{count} probes exceed the limit of {MaxProbes}");
         var probes = new ProbeResult[count];
         for (var i = 0; i < count; i++)
         {

@@ -4,7 +4,7 @@ namespace Dispatch.Wire;
 // record per MessageType, each with its encoder and decoder side by side (MessageType.cs: the catalogue).
 
 /// <summary>
-/// u16 n, n × (string protocol | string endpoint | string-list trusted proxies) | string-list probe paths | i32 probe threads.
+/// u16 n, n × (string protocol (<see cref="ListenerProtocols"/>) | string endpoint | string-list trusted proxies) | string-list probe paths | i32 probe threads.
 /// Descriptors: the n listening sockets in order, then the route snapshot (sealed memfd).
 /// </summary>
 public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePaths, int ProbeThreads) : IWireMessage<DispatcherSetup>
@@ -34,8 +34,12 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
             throw new WireException($"{count} listeners exceed the limit of {IpcChannel.MaxDescriptors - 1}");
         var listeners = new ListenerInfo[count];
         for (var i = 0; i < count; i++)
+        {
             listeners[i] = new ListenerInfo(reader.String(Limits.Name), reader.String(Limits.Name), reader.StringList(256, 64));
-        var probes = reader.StringList(64, Limits.Path);
+            if (!ListenerProtocols.All.Contains(listeners[i].Protocol, StringComparer.Ordinal))
+                throw new WireException($"DispatcherSetup listeners[{i}].protocol: '{listeners[i].Protocol}' is not a listener protocol ({string.Join(", ", ListenerProtocols.All)})");
+        }
+        var probes = reader.StringList(JailProof.MaxProbes, Limits.Path);
         var threads = reader.I32();
         if (threads is < 1 or > 256)
             throw new WireException($"probe thread count {threads} outside 1..256");

@@ -4,15 +4,39 @@ namespace Dispatch.Wire;
 // encoder and decoder side by side (MessageType.cs: the catalogue).
 
 /// <summary>
-/// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ 60000 bytes; empty when it travels as a memfd) | string-list probe paths |
+/// string pool | i32 worker id | blob pool configuration (UTF-8 JSON, ≤ <see cref="MaxInlineJson"/> bytes; empty when it travels as a memfd) | string-list probe paths |
 /// i32 probe threads | i32 number of <see cref="LogFiles"/> and <see cref="ErrorLogFiles"/> messages that follow.
 /// Descriptors: the channel to the dispatcher; and, when the blob is empty, the pool configuration in a sealed memfd
 /// (a pool of thousands of vhosts does not fit a datagram).
 /// </summary>
 public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, string[] ProbePaths, int ProbeThreads, int LogFileMessages) : IWireMessage<WorkerSetup>
 {
-    /// <summary>A pool configuration above this travels in a sealed memfd (second descriptor), the blob left empty.</summary>
+    /// <summary>
+    /// The largest pool configuration carried in the blob, one limit for both ends: the master inlines no more
+    /// (<see cref="Inline"/>) and the decoder refuses more. A larger one travels in a sealed memfd (second descriptor),
+    /// the blob left empty. 48 KiB of the 64 KiB datagram (<see cref="IpcChannel.MaxDatagram"/>) leaves 16 KiB for the
+    /// rest of the message, the probe paths mostly; when they need more, the configuration goes in the memfd whatever
+    /// its size.
+    /// </summary>
     public const int MaxInlineJson = 48 * 1024;
+
+    /// <summary>
+    /// Whether a pool configuration of <paramref name="jsonLength"/> bytes travels in the blob of a WorkerSetup for
+    /// <paramref name="pool"/> with <paramref name="probePaths"/>: at most <see cref="MaxInlineJson"/> bytes, and the
+    /// whole datagram (header and every field, as <see cref="Encode"/> writes them) within
+    /// <see cref="IpcChannel.MaxDatagram"/>. Otherwise it goes in a sealed memfd.
+    /// </summary>
+    public static bool Inline(string pool, int jsonLength, IReadOnlyList<string> probePaths)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(probePaths);
+        if (jsonLength > MaxInlineJson)
+            return false;
+        long size = IpcChannel.HeaderSize + 2 + System.Text.Encoding.UTF8.GetByteCount(pool) + 4 + 4 + jsonLength + 2 + 4 + 4;
+        foreach (var path in probePaths)
+            size += 2 + System.Text.Encoding.UTF8.GetByteCount(path);
+        return size <= IpcChannel.MaxDatagram;
+    }
 
     public static MessageType Type => MessageType.WorkerSetup;
 
@@ -32,8 +56,8 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
     {
         var pool = reader.String(Limits.Name);
         var id = reader.I32();
-        var json = reader.Blob(60000).ToArray();
-        var probes = reader.StringList(64, Limits.Path);
+        var json = reader.Blob(MaxInlineJson).ToArray();
+        var probes = reader.StringList(JailProof.MaxProbes, Limits.Path);
         var threads = reader.I32();
         if (threads is < 1 or > 256)
             throw new WireException($"probe thread count {threads} outside 1..256");

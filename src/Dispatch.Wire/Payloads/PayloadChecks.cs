@@ -5,12 +5,14 @@ namespace Dispatch.Wire.Payloads;
 /// <summary>
 /// What a receiver checks in a parsed <see cref="RouteSnapshot"/> or <see cref="PoolSettings"/> before it uses any of
 /// it (<see cref="SnapshotJson"/>), beyond what the JSON reader refuses itself (nulls, missing or repeated members):
-/// names that must be unique (host names across vhosts, pools, logins, error statuses), and numbers outside the range
-/// their type documents (a negative timeout, a request head larger than a <see cref="Connection"/> can carry, a port
-/// outside 1..65535). The master never sends such a payload (its config loader refuses what would make one); a payload
-/// that has one is the peer breaking the protocol, refused here with the member's JSON path, not found later as an
-/// exception far from the boundary. Checks of meaning (a header name, a redirect target) stay with their users
-/// (<see cref="VhostWebRules"/>).
+/// names that must be unique (host names across vhosts, pools, logins, error statuses), enumerated words that are none of
+/// their type's (a TLS mode, a plain-HTTP mode, a TLS engine, a compression level), and numbers outside the range their
+/// type documents (a negative timeout, a request head larger than a <see cref="Connection"/> can carry, a port outside
+/// 1..65535, an error page's status outside 400-599, a redirect's status other than 301, 302, 303, 307 or 308). The
+/// master never sends such a payload (its config loader refuses what would make one); a payload that has one is the peer
+/// breaking the protocol, refused here with the member's JSON path, not found later as an exception far from the
+/// boundary. Checks of meaning (a header name, a redirect target, an error page's path) stay with
+/// their users (<see cref="VhostWebRules"/>).
 /// </summary>
 internal static class PayloadChecks
 {
@@ -37,6 +39,9 @@ internal static class PayloadChecks
             names.Add(v.Name, $"{path}.name");
             for (var a = 0; a < v.Aliases.Count; a++)
                 names.Add(v.Aliases[a], $"{path}.aliases[{a}]");
+            OneOf(v.TlsMode, TlsModes.All, $"{path}.tlsMode", "a TLS mode");
+            OneOf(v.HttpMode, HttpModes.All, $"{path}.httpMode", "a plain-HTTP mode");
+            OneOf(v.Engine, TlsEngines.All, $"{path}.engine", "a TLS engine");
             if (v.Identity is { } identity)
             {
                 InRange(identity.FailuresPerAddress, 1, int.MaxValue, $"{path}.identity.failuresPerAddress");
@@ -79,8 +84,23 @@ internal static class PayloadChecks
             {
                 InRange(web.MaxBodySize, 1, VhostWebRules.MaxMaxBodySize, $"{path}.web.maxBodySize");
                 if (web.Compression is { } c)
+                {
                     InRange(c.MinSize, 0, VhostWebRules.MaxCompressMinSize, $"{path}.web.compression.minSize");
+                    OneOf(c.Level, VhostWebRules.CompressionLevels, $"{path}.web.compression.level", "a compression level");
+                }
+
+                for (var e = 0; e < web.ErrorPages.Count; e++)
+                {
+                    if (!VhostWebRules.IsErrorStatus(web.ErrorPages[e].Status))
+                        throw Refused($"{path}.web.errorPages[{e}].status", $"{web.ErrorPages[e].Status} is not an error status ({VhostWebRules.MinErrorStatus}-{VhostWebRules.MaxErrorStatus})");
+                }
+
                 Unique(web.ErrorPages, p => p.Status, EqualityComparer<int>.Default, $"{path}.web.errorPages", "status");
+                for (var r = 0; r < web.Redirects.Count; r++)
+                {
+                    if (!VhostWebRules.RedirectStatuses.Contains(web.Redirects[r].Status))
+                        throw Refused($"{path}.web.redirects[{r}].status", $"{web.Redirects[r].Status} is not a redirect status ({Words(VhostWebRules.RedirectStatuses)})");
+                }
             }
         }
     }
@@ -92,6 +112,17 @@ internal static class PayloadChecks
         if (value < min || value > max)
             throw Refused(path, max is long.MaxValue or int.MaxValue ? (min == 0 ? $"{value} is negative" : $"{value} is below {min}") : $"{value} is outside {min}..{max}");
     }
+
+    /// <summary>An enumerated word (a mode, an engine, a level): exactly one of <paramref name="words"/>, case and all.</summary>
+    private static void OneOf(string value, IReadOnlyList<string> words, string path, string what)
+    {
+        if (!words.Contains(value, StringComparer.Ordinal))
+            throw Refused(path, $"'{value}' is not {what} ({Words(words)})");
+    }
+
+    /// <summary>"a, b or c".</summary>
+    private static string Words<T>(IReadOnlyList<T> words) =>
+        words.Count < 2 ? string.Join(string.Empty, words) : $"{string.Join(", ", words.Take(words.Count - 1))} or {words[^1]}";
 
     private static void Unique<T, TKey>(ValueList<T> items, Func<T, TKey> key, IEqualityComparer<TKey> comparer, string path, string member)
         where TKey : notnull

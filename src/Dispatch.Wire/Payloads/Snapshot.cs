@@ -87,6 +87,9 @@ public static class TlsEngines
     public const string BouncyCastle = "bouncycastle";
 
     public const string OpenSsl = "openssl";
+
+    /// <summary>Every engine: a route snapshot naming another is refused when it is read (<see cref="PayloadChecks"/>).</summary>
+    public static IReadOnlyList<string> All { get; } = [BouncyCastle, OpenSsl];
 }
 
 /// <summary>What a vhost does with plain HTTP.</summary>
@@ -95,6 +98,9 @@ public static class HttpModes
     public const string Serve = "serve";
 
     public const string Redirect = "redirect";
+
+    /// <summary>Every mode: a route snapshot naming another is refused when it is read (<see cref="PayloadChecks"/>).</summary>
+    public static IReadOnlyList<string> All { get; } = [Serve, Redirect];
 }
 
 /// <summary>A chain (leaf first) and its private key, PEM.</summary>
@@ -111,6 +117,9 @@ public static class TlsModes
 
     /// <summary>The dispatcher passes the raw connection to a worker, which terminates TLS with the tenant's own key.</summary>
     public const string Passthrough = "passthrough";
+
+    /// <summary>Every mode: a route snapshot naming another is refused when it is read (<see cref="PayloadChecks"/>).</summary>
+    public static IReadOnlyList<string> All { get; } = [None, Terminate, Passthrough];
 }
 
 /// <summary>What a worker needs to serve its pool: its vhosts and where their files are.</summary>

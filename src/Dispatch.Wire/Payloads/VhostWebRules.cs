@@ -55,7 +55,14 @@ public static class VhostWebRules
 
     public static readonly int[] RedirectStatuses = [301, 302, 303, 307, 308];
 
+    /// <summary>The statuses an error page may be given for: the client and server errors.</summary>
+    public const int MinErrorStatus = 400;
+
+    public const int MaxErrorStatus = 599;
+
     public static readonly string[] CompressionLevels = ["fastest", "optimal", "smallest"];
+
+    public static bool IsErrorStatus(int status) => status is >= MinErrorStatus and <= MaxErrorStatus;
 
     /// <summary>A size: bytes, or a number with k, m or g (binary: 50m = 50 MiB), from 1 byte to 64g.</summary>
     public static string? ParseSize(string? text, out long bytes)
@@ -97,12 +104,21 @@ public static class VhostWebRules
         return null;
     }
 
-    /// <summary>An error status with a custom page: 400-599.</summary>
+    /// <summary>
+    /// An error status with a custom page, 400-599, written as the status itself: three ASCII digits, nothing around
+    /// them. "0404", "+404" or " 404" would read as 404 too, so one vhost could name the same status under two keys;
+    /// they are refused, so that a key and its status are one and the same.
+    /// </summary>
     public static string? ParseErrorStatus(string key, out int status)
     {
-        if (int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out status) && status is >= 400 and <= 599)
+        ArgumentNullException.ThrowIfNull(key);
+        var meant = int.TryParse(key, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && IsErrorStatus(n) ? n : 0;
+        status = meant != 0 && key == meant.ToString(CultureInfo.InvariantCulture) ? meant : 0;
+        if (status != 0)
             return null;
-        return $"'{key}' is not an error status (400-599)";
+        return meant != 0
+            ? $"'{key}' is not written as a status: write {meant} (three digits: no sign, leading zero or space)"
+            : $"'{key}' is not an error status ({MinErrorStatus}-{MaxErrorStatus})";
     }
 
     /// <summary>A URL path under the vhost's root: starts with '/', no query, fragment, '.' or '..' segment, backslash or control character.</summary>
@@ -218,7 +234,7 @@ public static class VhostWebRules
 
         foreach (var p in web.ErrorPages)
         {
-            if (p.Status is < 400 or > 599 || CheckRootPath(p.Path) is not null)
+            if (!IsErrorStatus(p.Status) || CheckRootPath(p.Path) is not null)
                 return $"errorPages:{p.Status}: invalid status or path '{p.Path}'";
         }
 

@@ -144,7 +144,7 @@ internal sealed class DispatcherSlots(
                 int[] fds = [.. sockets.For(slot).Select(s => (int)s.SafeHandle.DangerousGetHandle()), .. metrics is null ? Array.Empty<int>() : [(int)metrics.SafeHandle.DangerousGetHandle()], memfd];
                 ListenerInfo[] infos = [
                     .. current.Listen.Select(l => new ListenerInfo(l.Protocol, l.Endpoint.ToString(), [.. l.TrustedProxies])),
-                    .. metrics is null ? Array.Empty<ListenerInfo>() : [new ListenerInfo("metrics", current.Operations.MetricsListen!.ToString(), [])],
+                    .. metrics is null ? Array.Empty<ListenerInfo>() : [new ListenerInfo(ListenerProtocols.Metrics, current.Operations.MetricsListen!.ToString(), [])],
                 ];
                 child.Channel.Send(new DispatcherSetup(infos, JailSpecs.ProbePaths(current, []), current.JailProbe.Threads), fds);
                 GC.KeepAlive(sockets);

@@ -12,7 +12,14 @@ namespace Dispatch.Master.Children;
 /// </summary>
 internal static class JailSpecs
 {
+    /// <summary>At most this many of each kind of foreign path are probed: document roots, keys, logs, write directories.</summary>
     private const int MaxProbeRoots = 8;
+
+    /// <summary>
+    /// The most paths of a child's probe list that do not come from <c>jailProbe.paths</c>: /etc/passwd, the config,
+    /// <see cref="MaxProbeRoots"/> of each of the four kinds of foreign path, and /home in a chroot.
+    /// </summary>
+    public const int MaxOwnProbes = 3 + (4 * MaxProbeRoots);
     private static readonly string[] ChrootTmp = ["/tmp"];
 
     public static JailSpec Dispatcher(DispatchConfig config)

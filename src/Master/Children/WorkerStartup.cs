@@ -113,7 +113,7 @@ internal sealed class WorkerStartup(
             void Setup(ChildProcess started)
             {
                 pair = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
-                if (poolJson.Length <= WorkerSetup.MaxInlineJson)
+                if (WorkerSetup.Inline(pool.Name, poolJson.Length, jail.Probes))
                 {
                     started.Channel.Send(new WorkerSetup(pool.Name, started.Pid, poolJson, jail.Probes, current.JailProbe.Threads, logBatches.Count), [pair.B]);
                 }

@@ -82,6 +82,8 @@ internal static class ConfigLoader
         var probePaths = probe.GetSection("paths").GetChildren().Select(c => c.Value ?? string.Empty).ToList();
         foreach (var (pp, i) in probePaths.Select((pp, i) => (pp, i)).Where(x => !System.IO.Path.IsPathRooted(x.pp)))
             ctx.Error($"jailProbe:paths:{i}", $"'{pp}' is not an absolute path");
+        if (probePaths.Count > JailProbeConfig.MaxPaths)
+            ctx.Error("jailProbe:paths", $"{probePaths.Count} paths: at most {JailProbeConfig.MaxPaths} (a child proves its jail on at most {Dispatch.Wire.JailProof.MaxProbes} paths, {Children.JailSpecs.MaxOwnProbes} of them the master's own: the config, /etc/passwd, other tenants' roots, keys, logs and write directories)");
         var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 2, 1, 256));
 
         CrossChecks.MetricsListener(ctx, operations.MetricsListen, listen);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using Dispatch.Wire;
 using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;
@@ -19,8 +20,8 @@ internal static class ListenSection
         {
             ctx.Unknown(l, l.Path, Keys);
             var endpoint = l["endpoint"];
-            var protocol = l["protocol"] ?? "http";
-            if (protocol is not ("http" or "tls"))
+            var protocol = l["protocol"] ?? ListenerProtocols.Http;
+            if (protocol is not (ListenerProtocols.Http or ListenerProtocols.Tls))
                 ctx.Error($"{l.Path}:protocol", $"'{protocol}' is not a listener protocol (http or tls)");
             if (endpoint is null || !IPEndPoint.TryParse(endpoint, out var ep) || ep.Port == 0)
             {

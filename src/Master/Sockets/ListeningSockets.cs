@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using Dispatch.Master.Config;
+using Dispatch.Wire;
 
 namespace Dispatch.Master.Sockets;
 
@@ -30,7 +31,7 @@ internal sealed class ListeningSockets : IDisposable
         for (var slot = 0; slot < n; slot++)
             _slots.Add([.. config.Listen.Select(l => Bind(l, reusePort: n > 1))]);
         if (config.Operations.MetricsListen is { } metricsAt)
-            Metrics = Bind(new ListenConfig(metricsAt, "metrics", []), reusePort: false);
+            Metrics = Bind(new ListenConfig(metricsAt, ListenerProtocols.Metrics, []), reusePort: false);
     }
 
     public IReadOnlyList<Socket> For(int slot) => _slots[slot];

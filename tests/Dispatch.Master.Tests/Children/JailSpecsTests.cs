@@ -66,6 +66,44 @@ public class JailSpecsTests
         Assert.Contains("/srv/b", probes);
     }
 
+    /// <summary>
+    /// The most <c>jailProbe.paths</c> the config accepts, with every kind of foreign path at its most (ten tenants, each
+    /// with its root, key, logs and write directory), makes probe lists the children's decoders take: at most
+    /// <see cref="JailProof.MaxProbes"/>, reached exactly by a chroot worker (which also probes /home). One more path
+    /// would be refused there, so the config refuses it (ConfigAndStartupTests, "more probe paths than a proof holds").
+    /// </summary>
+    [Fact]
+    public void The_most_probe_paths_the_config_accepts_fill_a_childs_probe_list_and_no_more()
+    {
+        var sample = TwoTenants.Build();
+        var tenants = Enumerable.Range(0, 10).Select(i => $"t{i}").ToList();
+        var certificate = Samples.Make<Certificates.LoadedCertificate>(1);
+        var config = sample with
+        {
+            Pools = tenants.ToDictionary(t => t, t => sample.Pools["a"] with { Name = t, LandlockWrite = [$"/srv/{t}-uploads"], Chroot = new ChrootConfig(1 << 20, [], []) }),
+            Vhosts = tenants.ToDictionary(t => $"{t}.example", t => sample.Vhosts["a.example"] with
+            {
+                Name = $"{t}.example",
+                Pool = t,
+                Root = $"/srv/{t}",
+                Certificates = [certificate with { Directory = $"/etc/letsencrypt/live/{t}.example" }],
+                AccessLog = $"/var/log/dispatch/{t}.log",
+                ErrorLog = $"/var/log/dispatch/{t}.error.log",
+            }),
+            JailProbe = new JailProbeConfig([.. Enumerable.Range(0, JailProbeConfig.MaxPaths).Select(i => $"/etc/probe{i}")], 2),
+        };
+
+        var dispatcher = JailSpecs.ProbePaths(config, []);
+        Assert.Equal(JailProof.MaxProbes - 1, dispatcher.Length); // no /home: the dispatcher has no chroot
+        foreach (var t in tenants)
+        {
+            var worker = JailSpecs.Worker(config, config.Pools[t], TwoTenants.VhostsOf(config, t), $"/run/dispatch/php-{t}", []);
+            Assert.Equal(JailProof.MaxProbes, worker.Probes.Length);
+        }
+
+        Assert.Equal(29, JailProbeConfig.MaxPaths);
+    }
+
     [Theory]
     [InlineData(1UL << 30, 4, 192UL << 20)] // three quarters of a quarter of 1 GiB
     [InlineData(64UL << 20, 8, 32UL << 20)] // 6 MiB each would be too little: the floor

@@ -86,6 +86,26 @@ public partial class StderrPumpTests
     }
 
     [Fact]
+    public async Task A_line_whose_properties_the_JSON_reader_throws_on_is_relogged_as_text_and_the_pump_reads_on()
+    {
+        // Escaped lone surrogates after the separator, in a value and in a name: JsonElement.GetString and .Name threw
+        // an InvalidOperationException, which ChildLogFormatter.Split did not catch (only JsonException): the pump
+        // ended, and the child's stderr was no longer read (issue 13).
+        var bytes = "INF x\u001f{\"Vhost\":\"\\ud800\"}\nWRN y\u001f{\"\\udc00\":1,\"Pool\":\"a\"}\nINF after\u001f{\"Vhost\":\"b.localhost\"}\n"u8.ToArray();
+        foreach (var writes in new byte[][][] { [bytes], Chunks(bytes, 7) })
+        {
+            var events = await Pumped(writes);
+            Assert.Equal(3, events.Count);
+            Assert.Equal((LogEventLevel.Information, "x {\"Vhost\":\"\\ud800\"}"), (events[0].Level, Line(events[0])));
+            Assert.Null(Property(events[0], "Vhost"));
+            Assert.Equal((LogEventLevel.Warning, "y {\"\\udc00\":1,\"Pool\":\"a\"}"), (events[1].Level, Line(events[1])));
+            Assert.Null(Property(events[1], "Pool"));
+            Assert.Equal("after", Line(events[2]));
+            Assert.Equal("b.localhost", Property(events[2], "Vhost"));
+        }
+    }
+
+    [Fact]
     public async Task A_last_line_without_a_line_break_is_relogged_at_the_end_of_the_stream()
     {
         Assert.Empty(await Pumped());

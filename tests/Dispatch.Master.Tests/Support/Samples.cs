@@ -11,6 +11,20 @@ namespace Dispatch.Master.Tests.Support;
 /// </summary>
 internal static class Samples
 {
+    /// <summary>
+    /// Fields whose type is wider than what they may hold, which the payload parsers refuse otherwise (an enumerated word,
+    /// an HTTP status): a valid value per seed, seeds 1 and 2 different. Keyed by record type and field.
+    /// </summary>
+    private static readonly Dictionary<string, Func<int, object>> Valid = new(StringComparer.Ordinal)
+    {
+        [$"{nameof(VhostRoute)}.{nameof(VhostRoute.TlsMode)}"] = seed => TlsModes.All[seed % TlsModes.All.Count],
+        [$"{nameof(VhostRoute)}.{nameof(VhostRoute.HttpMode)}"] = seed => HttpModes.All[seed % HttpModes.All.Count],
+        [$"{nameof(VhostRoute)}.{nameof(VhostRoute.Engine)}"] = seed => TlsEngines.All[seed % TlsEngines.All.Count],
+        [$"{nameof(CompressionRoute)}.{nameof(CompressionRoute.Level)}"] = seed => VhostWebRules.CompressionLevels[seed % VhostWebRules.CompressionLevels.Length],
+        [$"{nameof(ErrorPageRoute)}.{nameof(ErrorPageRoute.Status)}"] = seed => VhostWebRules.MinErrorStatus + seed,
+        [$"{nameof(RedirectRoute)}.{nameof(RedirectRoute.Status)}"] = seed => VhostWebRules.RedirectStatuses[seed % VhostWebRules.RedirectStatuses.Length],
+    };
+
     public static T Make<T>(int seed) => (T)Make(typeof(T), seed, typeof(T).Name);
 
     public static object Make(Type type, int seed, string path)
@@ -73,12 +87,15 @@ internal static class Samples
     {
         var ctor = Constructor(type);
         var parameters = ctor.GetParameters();
-        var args = parameters.Select(p => Make(p.ParameterType, p.Name == varied ? 2 : seed, $"{path}.{p.Name}")).ToArray();
+        var args = parameters.Select(p => Field(type, p.Name!, p.ParameterType, p.Name == varied ? 2 : seed, path)).ToArray();
         var value = ctor.Invoke(args);
         foreach (var property in InitProperties(type, [.. parameters.Select(p => p.Name!)]))
-            property.SetValue(value, Make(property.PropertyType, property.Name == varied ? 2 : seed, $"{path}.{property.Name}"));
+            property.SetValue(value, Field(type, property.Name, property.PropertyType, property.Name == varied ? 2 : seed, path));
         return value;
     }
+
+    private static object Field(Type record, string name, Type type, int seed, string path) =>
+        Valid.TryGetValue($"{record.Name}.{name}", out var valid) ? valid(seed) : Make(type, seed, $"{path}.{name}");
 
     private static ConstructorInfo Constructor(Type type) =>
         type.GetConstructors().OrderByDescending(c => c.GetParameters().Length).FirstOrDefault()

@@ -50,6 +50,16 @@ public sealed class ConfigAndStartupTests
         { "proxy bad mapping timeout", """{"vhosts":{"a.localhost":{"proxy":{"/app/":{"upstream":"unix:/srv/a.sock","connectTimeout":"-1s"}}}}}""", "vhosts:a.localhost:proxy:/app/:connectTimeout: '-1s' is not a duration" },
         { "proxy prefix twice", """{"vhosts":{"a.localhost":{"proxy":{"/app":"unix:/srv/a.sock","/app/":"unix:/srv/b.sock"}}}}""", "vhosts:a.localhost:proxy:/app/: '/app/' is mapped twice" },
         { "proxy not an object", """{"vhosts":{"a.localhost":{"proxy":"unix:/srv/a.sock"}}}""", "vhosts:a.localhost:proxy: an object such as" },
+
+        // Passed check; where the children's probe lists then went over 64 paths (70 of them with one tenant), the
+        // dispatcher refused its set-up ("list of 73 entries exceeds its 64-entry limit") and run failed. The limit is
+        // fixed, what the worst case leaves (not what this config's tenants happen to leave), so that adding a tenant
+        // never makes a good config bad.
+        {
+            "more probe paths than a proof holds",
+            "{\"jailProbe\":{\"paths\":[" + string.Join(",", Enumerable.Range(0, 30).Select(i => $"\"/etc/probe{i}\"")) + "]}}",
+            "jailProbe:paths: 30 paths: at most 29 (a child proves its jail on at most 64 paths, 35 of them the master's own: the config, /etc/passwd, other tenants' roots, keys, logs and write directories)"
+        },
     };
 
     private static JsonObject ValidConfig(string dir) => DispatchInstance.CheckableConfig(dir);

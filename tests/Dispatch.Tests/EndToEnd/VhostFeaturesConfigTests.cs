@@ -36,6 +36,9 @@ public sealed partial class VhostFeaturesConfigTests
         "vhosts:a.localhost:errorPages:200: '200' is not an error status (400-599)",
         "vhosts:a.localhost:errorPages:abc: 'abc' is not an error status (400-599)",
         $"vhosts:a.localhost:errorPages:404: 'errors/404.html' {Path404}",
+        "vhosts:a.localhost:errorPages:0404: '0404' is not written as a status: write 404 (three digits: no sign, leading zero or space)",
+        "vhosts:a.localhost:errorPages:+500: '+500' is not written as a status: write 500 (three digits: no sign, leading zero or space)",
+        "vhosts:a.localhost:errorPages: 502: ' 502' is not written as a status: write 502 (three digits: no sign, leading zero or space)",
         $"vhosts:a.localhost:errorPages:500: '/../secret.html' {Path404}",
         $"vhosts:a.localhost:errorPages:502: '/e/502.html?x' {Path404}",
         $"vhosts:a.localhost:errorPages:503: '/errors/' {Path404}",
@@ -104,6 +107,12 @@ public sealed partial class VhostFeaturesConfigTests
             ["502"] = "/e/502.html?x",
             ["503"] = "/errors/",
             ["504"] = "/errors/504.html",
+
+            // Each reads as a status given above: one vhost's status named twice, which check let through and the
+            // worker then refused the whole pool for.
+            ["0404"] = "/errors/404.html",
+            ["+500"] = "/errors/500.html",
+            [" 502"] = "/errors/502.html",
         };
         va["canonicalHost"] = "other.localhost";
         va["redirects"] = new JsonArray(
@@ -158,6 +167,43 @@ public sealed partial class VhostFeaturesConfigTests
             // Nothing else: each good value (HSTS, the 504 page, the https redirect, image/svg+xml) passed.
             Assert.Equal(Expected.Length, lines.Count);
             Assert.Contains($"{Expected.Length} error(s); configuration rejected", r.Stdout, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    /// <summary>
+    /// A config good but for an error-page key written otherwise than as its status: it passed <c>check</c> (0404 read as
+    /// 404), and then the pool's every worker refused the two pages for 404 (issue 13). Only that key is named.
+    /// </summary>
+    [Theory]
+    [InlineData("0404")]
+    [InlineData("+404")]
+    [InlineData(" 404")]
+    public void Check_refuses_an_error_page_key_that_repeats_a_status_in_another_spelling(string key)
+    {
+        var dir = Directory.CreateTempSubdirectory("dispatch-check-").FullName;
+        try
+        {
+            var config = DispatchInstance.CheckableConfig(dir);
+            config["vhosts"]!["a.localhost"]!["errorPages"] = new JsonObject { ["404"] = "/errors/404.html", [key] = "/errors/other.html" };
+            var file = Path.Combine(dir, "dispatch.json");
+            File.WriteAllText(file, config.ToJsonString());
+            var r = Tools.Run(BuiltMaster, "check", "--config", file);
+            _output.WriteLine(r.Stderr + r.Stdout);
+            Assert.Equal(1, r.ExitCode);
+            Assert.Equal(
+                [$"{file}: vhosts:a.localhost:errorPages:{key}: '{key}' is not written as a status: write 404 (three digits: no sign, leading zero or space)"],
+                r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+
+            // The same config with the key written as itself, alone, is good.
+            config["vhosts"]!["a.localhost"]!["errorPages"] = new JsonObject { ["404"] = "/errors/404.html" };
+            File.WriteAllText(file, config.ToJsonString());
+            r = Tools.Run(BuiltMaster, "check", "--config", file);
+            _output.WriteLine(r.Stderr + r.Stdout);
+            Assert.Equal(0, r.ExitCode);
         }
         finally
         {

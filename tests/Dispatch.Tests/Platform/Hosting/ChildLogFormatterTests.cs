@@ -56,4 +56,32 @@ public class ChildLogFormatterTests
         Assert.Equal(text, t);
         Assert.Equal(vhost, properties.SingleOrDefault(p => p.Key == "Vhost").Value);
     }
+
+    // Lines that made the JSON reader throw something other than a JsonException, which Split did not catch: the
+    // master's pump of that child's stderr ended on it (issue 13). Each is a line that is not JSON properties: kept
+    // whole as text, cleaned (the separator a space, a lone surrogate U+FFFD), no property believed. {HI} and {LO}
+    // stand for a lone high and low surrogate (not in the attribute: test discovery serializes its strings).
+    [Theory]
+    [InlineData("text\u001f{\"Vhost\":\"{HI}\"}", "text {\"Vhost\":\"\uFFFD\"}")] // a lone surrogate in the line itself: ArgumentException
+    [InlineData("text\u001f{\"Vhost\":\"a{LO}b\"}", "text {\"Vhost\":\"a\uFFFDb\"}")]
+    [InlineData("text\u001f{\"Vhost\":\"\\ud800\"}", "text {\"Vhost\":\"\\ud800\"}")] // escaped in a value: InvalidOperationException
+    [InlineData("text\u001f{\"Vhost\":\"\\udc00\\ud800\"}", "text {\"Vhost\":\"\\udc00\\ud800\"}")]
+    [InlineData("text\u001f{\"\\ud800\":1}", "text {\"\\ud800\":1}")] // escaped in a name
+    public void A_line_the_JSON_reader_throws_on_is_kept_as_text(string line, string text)
+    {
+        var (t, properties) = ChildLogFormatter.Split(Surrogates(line));
+        Assert.Equal(text, t);
+        Assert.Empty(properties);
+    }
+
+    [Theory]
+    [InlineData("a{HI}b", "a\uFFFDb")]
+    [InlineData("{LO}", "\uFFFD")]
+    [InlineData("x{HI}", "x\uFFFD")]
+    [InlineData("{LO}{HI}", "\uFFFD\uFFFD")]
+    [InlineData("\U0001D11E{HI}\U0001D11E", "\U0001D11E\uFFFD\U0001D11E")]
+    public void A_lone_surrogate_in_the_text_becomes_a_replacement_character_and_a_pair_stays(string line, string text) =>
+        Assert.Equal(text, ChildLogFormatter.Split(Surrogates(line)).Text);
+
+    private static string Surrogates(string line) => line.Replace("{HI}", "\ud800", StringComparison.Ordinal).Replace("{LO}", "\udc00", StringComparison.Ordinal);
 }

@@ -2,7 +2,10 @@ using Dispatch.Wire;
 
 namespace Dispatch.Tests.Wire.Messages;
 
-/// <summary>DispatcherStats (Messages/MasterDispatcher.cs): a counter key twice is refused at decode time.</summary>
+/// <summary>
+/// DispatcherSetup and DispatcherStats (Messages/MasterDispatcher.cs): a listener protocol that is none of
+/// <see cref="ListenerProtocols"/> and a counter key twice are refused at decode time.
+/// </summary>
 public class MasterDispatcherTests
 {
     [Fact]
@@ -13,6 +16,19 @@ public class MasterDispatcherTests
         WireBytes.Refused<DispatcherStats>(
             WireBytes.Of(new DispatcherStats(7, [.. counters, new("dispatch_connections_total", 1_000_000)], [])),
             "DispatcherStats counters[2]: the key 'dispatch_connections_total' appears twice");
+    }
+
+    [Fact]
+    public void A_dispatcher_setup_with_a_listener_protocol_it_does_not_know_is_refused()
+    {
+        ListenerInfo[] listeners = [new("http", "127.0.0.1:8080", []), new("tls", "127.0.0.1:8443", ["10.0.0.0/8"]), new("metrics", "127.0.0.1:9100", [])];
+        Assert.Equal(["http", "tls", "metrics"], WireBytes.Decode<DispatcherSetup>(WireBytes.Of(new DispatcherSetup(listeners, [], 4))).Listeners.Select(l => l.Protocol));
+        foreach (var protocol in new[] { "https", "TLS", "http ", string.Empty })
+        {
+            WireBytes.Refused<DispatcherSetup>(
+                WireBytes.Of(new DispatcherSetup([listeners[0], listeners[1] with { Protocol = protocol }], [], 4)),
+                $"DispatcherSetup listeners[1].protocol: '{protocol}' is not a listener protocol (http, tls, metrics)");
+        }
     }
 
     [Fact]

@@ -126,6 +126,87 @@ public class SnapshotTests
     public void A_number_out_of_range_in_the_pool_is_refused(string find, string replace, string path) =>
         Refused(Edit(Pool, find, replace), SnapshotJson.ParsePool, path);
 
+    /// <summary>
+    /// An enumerated word that is none of its type's (exact spelling: the routers compare with ==): the dispatcher would
+    /// treat an unknown TLS mode as none, an unknown plain-HTTP mode as serve, an unknown engine as BouncyCastle.
+    /// </summary>
+    [Theory]
+    [InlineData("\"pool\":\"a\",\"tlsMode\":\"none\"", "\"pool\":\"a\",\"tlsMode\":\"Terminate\"", "$.vhosts[0].tlsMode: 'Terminate' is not a TLS mode (none, terminate or passthrough)")]
+    [InlineData("\"pool\":\"a\",\"tlsMode\":\"none\"", "\"pool\":\"a\",\"tlsMode\":\"\"", "$.vhosts[0].tlsMode: '' is not a TLS mode")]
+    [InlineData("\"pool\":\"\",\"tlsMode\":\"none\"", "\"pool\":\"\",\"tlsMode\":\"pass\"", "$.vhosts[1].tlsMode: 'pass' is not a TLS mode")]
+    [InlineData("\"httpMode\":\"serve\",\"offerH2\":true", "\"httpMode\":\"redirects\",\"offerH2\":true", "$.vhosts[0].httpMode: 'redirects' is not a plain-HTTP mode (serve or redirect)")]
+    [InlineData("\"offerH2\":true,\"engine\":\"bouncycastle\"", "\"offerH2\":true,\"engine\":\"boringssl\"", "$.vhosts[0].engine: 'boringssl' is not a TLS engine (bouncycastle or openssl)")]
+    [InlineData("\"offerH2\":false,\"engine\":\"bouncycastle\"", "\"offerH2\":false,\"engine\":\"OpenSSL\"", "$.vhosts[1].engine: 'OpenSSL' is not a TLS engine")]
+    public void An_unknown_word_in_the_snapshot_is_refused(string find, string replace, string says) =>
+        Refused(Edit(Snapshot, find, replace), SnapshotJson.ParseSnapshot, says);
+
+    /// <summary>An enumerated word, or an HTTP status outside what its place allows (the master's config loader refuses both).</summary>
+    [Theory]
+    [InlineData("\"level\":\"fastest\"", "\"level\":\"best\"", "$.vhosts[0].web.compression.level: 'best' is not a compression level (fastest, optimal or smallest)")]
+    [InlineData("\"status\":404,", "\"status\":200,", "$.vhosts[0].web.errorPages[0].status: 200 is not an error status (400-599)")]
+    [InlineData("\"status\":404,", "\"status\":399,", "$.vhosts[0].web.errorPages[0].status: 399 is not an error status (400-599)")]
+    [InlineData("\"status\":404,", "\"status\":600,", "$.vhosts[0].web.errorPages[0].status: 600 is not an error status (400-599)")]
+    [InlineData("\"status\":404,", "\"status\":-404,", "$.vhosts[0].web.errorPages[0].status: -404 is not an error status (400-599)")]
+    [InlineData("\"errorPages\":[{\"status\":404,", "\"errorPages\":[{\"status\":599,\"path\":\"/x.html\"},{\"status\":0,", "$.vhosts[0].web.errorPages[1].status: 0 is not an error status (400-599)")]
+    [InlineData("\"status\":301", "\"status\":200", "$.vhosts[0].web.redirects[0].status: 200 is not a redirect status (301, 302, 303, 307 or 308)")]
+    [InlineData("\"status\":301", "\"status\":304", "$.vhosts[0].web.redirects[0].status: 304 is not a redirect status")]
+    [InlineData("\"status\":301", "\"status\":0", "$.vhosts[0].web.redirects[0].status: 0 is not a redirect status")]
+    public void An_unknown_word_or_a_status_out_of_range_in_the_pool_is_refused(string find, string replace, string says) =>
+        Refused(Edit(Pool, find, replace), SnapshotJson.ParsePool, says);
+
+    /// <summary>Every word and every status the master may send is accepted (the refusals above are not too wide).</summary>
+    [Fact]
+    public void Every_word_and_status_the_master_sends_is_accepted()
+    {
+        foreach (var mode in TlsModes.All)
+            Assert.Equal(mode, SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"pool\":\"a\",\"tlsMode\":\"none\"", $"\"pool\":\"a\",\"tlsMode\":\"{mode}\""))).Vhosts[0].TlsMode);
+        foreach (var mode in HttpModes.All)
+            Assert.Equal(mode, SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"httpMode\":\"serve\",\"offerH2\":true", $"\"httpMode\":\"{mode}\",\"offerH2\":true"))).Vhosts[0].HttpMode);
+        foreach (var engine in TlsEngines.All)
+            Assert.Equal(engine, SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"offerH2\":true,\"engine\":\"bouncycastle\"", $"\"offerH2\":true,\"engine\":\"{engine}\""))).Vhosts[0].Engine);
+        foreach (var level in VhostWebRules.CompressionLevels)
+            Assert.Equal(level, SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"level\":\"fastest\"", $"\"level\":\"{level}\""))).Vhosts[0].Web!.Compression!.Level);
+        foreach (var status in new[] { 400, 404, 499, 500, 599 })
+            Assert.Equal(status, SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"status\":404,", $"\"status\":{status},"))).Vhosts[0].Web!.ErrorPages[0].Status);
+        foreach (var status in VhostWebRules.RedirectStatuses)
+            Assert.Equal(status, SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"status\":301", $"\"status\":{status}"))).Vhosts[0].Web!.Redirects[0].Status);
+    }
+
+    /// <summary>
+    /// Text that is not text: an escaped lone surrogate (valid JSON, no UTF-16 string) read by the serializer's own
+    /// string reader and by each of our converters, and bytes that are not UTF-8. The reader throws an
+    /// InvalidOperationException for them; the parse must still end in a JsonException naming the member.
+    /// </summary>
+    [Theory]
+    [InlineData("\"root\":\"/srv/a\"", "\"root\":\"/srv/\\ud800\"", "$.vhosts[0].root")]
+    [InlineData("\"index\":[\"index.html\"]", "\"index\":[\"index.html\",\"\\udc00x\"]", "$.vhosts[0].index[1]")]
+    [InlineData("\"upstream\":\"http://127.0.0.1:8080\"", "\"upstream\":\"http://\\ud800:8080\"", "$.vhosts[0].proxy[0].upstream")]
+    [InlineData("{\"memory_limit\":\"128M\"}", "{\"\\ud800\":\"128M\"}", "$.vhosts[0].fastCgi.spawn.phpAdminValues")]
+    [InlineData("{\"memory_limit\":\"128M\"}", "{\"memory_limit\":\"\\udc00\"}", "$.vhosts[0].fastCgi.spawn.phpAdminValues")]
+    [InlineData("\"level\":\"fastest\"", "\"level\":\"\\ud800\"", "$.vhosts[0].web.compression.level")]
+    public void An_escaped_lone_surrogate_in_the_pool_is_refused(string find, string replace, string path) =>
+        Refused(Edit(Pool, find, replace), SnapshotJson.ParsePool, path);
+
+    [Theory]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"a.\\ud800\"", "$.vhosts[0].name")]
+    [InlineData("\"hash\":\"$2y$05$x\"", "\"hash\":\"\\udfff\"", "$.vhosts[1].identity.users[0].hash")]
+    public void An_escaped_lone_surrogate_in_the_snapshot_is_refused(string find, string replace, string path) =>
+        Refused(Edit(Snapshot, find, replace), SnapshotJson.ParseSnapshot, path);
+
+    [Theory]
+    [InlineData(new byte[] { 0xFF })]
+    [InlineData(new byte[] { 0xC0, 0x80 })]
+    [InlineData(new byte[] { 0xED, 0xA0, 0x80 })]
+    [InlineData(new byte[] { 0xE2, 0x82 })]
+    public void Bytes_that_are_not_UTF8_in_a_string_are_refused(byte[] invalid)
+    {
+        var json = Encoding.UTF8.GetBytes(Pool);
+        var at = Encoding.UTF8.GetBytes(Pool[..Pool.IndexOf("/srv/a\"", StringComparison.Ordinal)]).Length + "/srv/".Length;
+        byte[] edited = [.. json[..at], .. invalid, .. json[at..]];
+        var e = Assert.Throws<JsonException>(() => SnapshotJson.ParsePool(edited));
+        Assert.StartsWith("pool settings: $", e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_refusal_says_which_payload_where_and_why()
     {
@@ -139,6 +220,12 @@ public class SnapshotTests
         e = Assert.Throws<JsonException>(() => SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"idleTimeoutMs\":60000", "\"idleTimeoutMs\":-5"))));
         Assert.Equal("route snapshot: $.pools[0].idleTimeoutMs: -5 is negative", e.Message);
         Assert.Equal("$.pools[0].idleTimeoutMs", e.Path);
+        e = Assert.Throws<JsonException>(() => SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"offerH2\":false,\"engine\":\"bouncycastle\"", "\"offerH2\":false,\"engine\":\"gnutls\""))));
+        Assert.Equal("route snapshot: $.vhosts[1].engine: 'gnutls' is not a TLS engine (bouncycastle or openssl)", e.Message);
+        Assert.Equal("$.vhosts[1].engine", e.Path);
+        e = Assert.Throws<JsonException>(() => SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"status\":301", "\"status\":200"))));
+        Assert.Equal("pool settings: $.vhosts[0].web.redirects[0].status: 200 is not a redirect status (301, 302, 303, 307 or 308)", e.Message);
+        Assert.Equal("$.vhosts[0].web.redirects[0].status", e.Path);
     }
 
     [Fact]

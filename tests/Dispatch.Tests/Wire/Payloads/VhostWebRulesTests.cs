@@ -160,6 +160,40 @@ public sealed class VhostWebRulesTests
     public void The_canonical_host_is_one_of_the_vhosts_names(string host, string? problem) =>
         Assert.Equal(problem is null, VhostWebRules.CheckCanonicalHost(host, ["a.example", "www.a.example", "*.a.example"]) is null);
 
+    [Theory]
+    [InlineData("400", 400)]
+    [InlineData("404", 404)]
+    [InlineData("599", 599)]
+    public void Error_page_keys_are_statuses_written_as_themselves(string key, int status)
+    {
+        Assert.Null(VhostWebRules.ParseErrorStatus(key, out var parsed));
+        Assert.Equal(status, parsed);
+    }
+
+    /// <summary>
+    /// Keys that read as a status but are not written as it: they passed (0404 as 404) and two keys of one vhost could
+    /// name one status, which the worker then refused the whole pool for (issue 13).
+    /// </summary>
+    [Theory]
+    [InlineData("0404", "'0404' is not written as a status: write 404 (three digits: no sign, leading zero or space)")]
+    [InlineData("00404", "'00404' is not written as a status: write 404 (three digits: no sign, leading zero or space)")]
+    [InlineData("+404", "'+404' is not written as a status: write 404 (three digits: no sign, leading zero or space)")]
+    [InlineData(" 404", "' 404' is not written as a status: write 404 (three digits: no sign, leading zero or space)")]
+    [InlineData("404 ", "'404 ' is not written as a status: write 404 (three digits: no sign, leading zero or space)")]
+    [InlineData("\t500\n", "'\t500\n' is not written as a status: write 500 (three digits: no sign, leading zero or space)")]
+    [InlineData("200", "'200' is not an error status (400-599)")]
+    [InlineData("600", "'600' is not an error status (400-599)")]
+    [InlineData("-404", "'-404' is not an error status (400-599)")]
+    [InlineData("404.0", "'404.0' is not an error status (400-599)")]
+    [InlineData("4O4", "'4O4' is not an error status (400-599)")]
+    [InlineData("\u0664\u0660\u0664", "'\u0664\u0660\u0664' is not an error status (400-599)")] // Arabic-Indic digits
+    [InlineData("", "'' is not an error status (400-599)")]
+    public void Other_error_page_keys_are_refused(string key, string problem)
+    {
+        Assert.Equal(problem, VhostWebRules.ParseErrorStatus(key, out var status));
+        Assert.Equal(0, status);
+    }
+
     [Fact]
     public void The_worker_refuses_what_the_master_would()
     {
