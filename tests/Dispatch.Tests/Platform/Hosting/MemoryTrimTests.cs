@@ -38,10 +38,58 @@ public sealed class MemoryTrimTests
         Assert.Equal(1, trim.Trims);
         Assert.Equal(1, native);                       // the collection, then malloc_trim
         Assert.False(trim.Check());                    // once: the level is taken again from here
+        open = 400;                                    // falling, but not yet to a quarter of what the trim left
+        Assert.False(trim.Check());
+        open = 40;                                     // the flood's last quarter gone too: what it held is trimmed
+        Assert.True(trim.Check());
+        Assert.Equal(2, trim.Trims);
+        Assert.False(trim.Check());
+        open = 12;                                     // a quarter of 40, but a fall of fewer than SmallSurge
+        Assert.False(trim.Check());
         open = 40;
         Assert.False(trim.Check());
-        Assert.Equal(1, trim.Trims);
+        Assert.Equal(2, trim.Trims);
         Assert.True(trim.Armed);                       // connections are open: it keeps looking
+    }
+
+    // Seen in bench/flood.sh: the end of a flood of stalled TLS readers was seen at 896 of 3,584 connections still open,
+    // trimmed there, and the rest closed a second later; the worker kept 140 MiB (52 before the flood) with its site's
+    // good client still coming and going, so it never went quiet.
+    [Fact]
+    public void The_connections_a_surge_trim_left_open_are_trimmed_again_once_they_have_closed()
+    {
+        var open = 3;
+        using var trim = new MemoryTrim(() => open, Timeout.InfiniteTimeSpan, Log, trimNative: () => { }, heapBytes: NoGrowth);
+        Assert.False(trim.Check());
+        open = 3584;
+        Assert.False(trim.Check());
+        open = 896;
+        Assert.True(trim.Check());
+        open = 2;
+        Assert.True(trim.Check());
+        Assert.Equal(2, trim.Trims);
+        for (var i = 0; i < 5; i++)
+        {
+            open = i % 2 == 0 ? 1 : 3;                 // the good client, coming and going: no more trims
+            Assert.False(trim.Check());
+        }
+
+        Assert.Equal(2, trim.Trims);
+
+        // A new surge from there is a surge again; a fall after its trim counts from the level the trim left, also
+        // across a rise too small to be a surge; each fall is trimmed once, so a few trims end any surge.
+        open = 900;
+        Assert.False(trim.Check());
+        open = 200;
+        Assert.True(trim.Check());
+        open = 250;
+        Assert.False(trim.Check());
+        open = 40;
+        Assert.True(trim.Check());
+        Assert.Equal(4, trim.Trims);
+        open = 9;                                      // a quarter of 40, but a fall of fewer than SmallSurge
+        Assert.False(trim.Check());
+        Assert.Equal(4, trim.Trims);
     }
 
     [Fact]
