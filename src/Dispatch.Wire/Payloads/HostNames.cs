@@ -45,6 +45,9 @@ public sealed class HostMatcher<T>
 
 public static class HostNames
 {
+    /// <summary>What <see cref="IsValidPattern"/> accepts, in words (for refusals).</summary>
+    public const string PatternRule = "labels of letters, digits, '-' and '_', 1-63 long, not starting or ending with '-', at most 253 in all";
+
     /// <summary>Lowercases and drops one trailing dot.</summary>
     public static string Normalize(string name)
     {

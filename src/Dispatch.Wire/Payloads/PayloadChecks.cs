@@ -5,7 +5,9 @@ namespace Dispatch.Wire.Payloads;
 /// <summary>
 /// What a receiver checks in a parsed <see cref="RouteSnapshot"/> or <see cref="PoolSettings"/> before it uses any of
 /// it (<see cref="SnapshotJson"/>), beyond what the JSON reader refuses itself (nulls, missing or repeated members):
-/// names that must be unique (host names across vhosts, pools, logins, error statuses), enumerated words that are none of
+/// host names that are none (<see cref="HostNames.IsValidPattern"/>, the config loader's own test: the routers would
+/// otherwise hold a key no request can match, or match one they should not), names that must be unique (host names
+/// across vhosts, pools, logins, error statuses), a default vhost that is none of the snapshot's, enumerated words that are none of
 /// their type's (a TLS mode, a plain-HTTP mode, a TLS engine, a compression level), and numbers outside the range their
 /// type documents (a negative timeout, a request head larger than a <see cref="Connection"/> can carry, a port outside
 /// 1..65535, an error page's status outside 400-599, a redirect's status other than 301, 302, 303, 307 or 308). The
@@ -16,6 +18,9 @@ namespace Dispatch.Wire.Payloads;
 /// </summary>
 internal static class PayloadChecks
 {
+    /// <summary>The most characters of a refused string a refusal quotes (a host name is at most 253).</summary>
+    private const int MaxShown = 256;
+
     /// <exception cref="JsonException">The first problem, its message starting with the JSON path of the member.</exception>
     public static void Check(RouteSnapshot snapshot)
     {
@@ -50,6 +55,11 @@ internal static class PayloadChecks
                 Unique(identity.Users, u => u.Login, StringComparer.Ordinal, $"{path}.identity.users", "login");
             }
         }
+
+        // The dispatcher takes the vhost whose name is this one, spelt the same (the master sends both normalised): a
+        // name of none would leave it without a default, routing as if there were none.
+        if (snapshot.DefaultVhost is { } defaultVhost && !snapshot.Vhosts.Any(v => string.Equals(v.Name, defaultVhost, StringComparison.Ordinal)))
+            throw Refused("$.defaultVhost", $"'{Shown(defaultVhost)}' is not the name of a vhost of the snapshot");
 
         Unique(snapshot.Pools, p => p.Name, StringComparer.Ordinal, "$.pools", "name");
         for (var i = 0; i < snapshot.Pools.Count; i++)
@@ -135,6 +145,10 @@ internal static class PayloadChecks
         }
     }
 
+    /// <summary>A peer's string as a refusal quotes it: at most <see cref="MaxShown"/> characters of it.</summary>
+    private static string Shown(string value) =>
+        value.Length <= MaxShown ? value : $"{value[..MaxShown]}… ({value.Length} characters)";
+
     /// <summary>The refusal; <see cref="SnapshotJson"/> puts the payload's name and the path in front of the reason.</summary>
     private static JsonException Refused(string path, string why) => new(why, path, null, null);
 
@@ -145,6 +159,8 @@ internal static class PayloadChecks
 
         public void Add(string name, string path)
         {
+            if (!HostNames.IsValidPattern(name))
+                throw Refused(path, $"'{Shown(name)}' is not a valid host name or '*.' wildcard ({HostNames.PatternRule})");
             var normalized = HostNames.Normalize(name);
             if (!_owners.TryAdd(normalized, path))
                 throw Refused(path, $"the host name '{normalized}' is also {_owners[normalized]}");

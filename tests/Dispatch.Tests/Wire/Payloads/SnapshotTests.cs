@@ -101,6 +101,76 @@ public class SnapshotTests
     public void A_repeated_member_or_name_in_the_pool_is_refused(string find, string replace, string path) =>
         Refused(Edit(Pool, find, replace), SnapshotJson.ParsePool, path);
 
+    /// <summary>
+    /// A vhost name or alias that is no host name (what the config loader refuses, <see cref="HostNames.IsValidPattern"/>):
+    /// the routers would hold a key no request matches, or one that matches what it should not.
+    /// </summary>
+    [Theory]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"a example\"", "$.vhosts[0].name: 'a example' is not a valid host name or '*.' wildcard (labels of letters")]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"\"", "$.vhosts[0].name: '' is not a valid host name")]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"a.example:443\"", "$.vhosts[0].name: 'a.example:443' is not a valid host name")]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"[::1]\"", "$.vhosts[0].name: '[::1]' is not a valid host name")]
+    [InlineData("\"name\":\"login.example\"", "\"name\":\"*\"", "$.vhosts[1].name: '*' is not a valid host name")]
+    [InlineData("\"aliases\":[\"www.a.example\"]", "\"aliases\":[\"www.a.example\",\"-a.example\"]", "$.vhosts[0].aliases[1]: '-a.example' is not a valid host name")]
+    [InlineData("\"aliases\":[\"www.a.example\"]", "\"aliases\":[\"*.*.a.example\"]", "$.vhosts[0].aliases[0]: '*.*.a.example' is not a valid host name")]
+    [InlineData("\"aliases\":[]", "\"aliases\":[\"x..login.example\"]", "$.vhosts[1].aliases[0]: 'x..login.example' is not a valid host name")]
+    [InlineData("\"aliases\":[]", "\"aliases\":[\"a/b\"]", "$.vhosts[1].aliases[0]: 'a/b' is not a valid host name")]
+    public void A_host_name_that_is_none_in_the_snapshot_is_refused(string find, string replace, string says) =>
+        Refused(Edit(Snapshot, find, replace), SnapshotJson.ParseSnapshot, says);
+
+    [Theory]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"a.exam\\u00E9ple\"", "$.vhosts[0].name: 'a.examéple' is not a valid host name")]
+    [InlineData("\"name\":\"a.example\"", "\"name\":\"a.example/..\"", "$.vhosts[0].name: 'a.example/..' is not a valid host name")]
+    [InlineData("\"aliases\":[\"www.a.example\"]", "\"aliases\":[\"www.a.example\",\"*.\"]", "$.vhosts[0].aliases[1]: '*.' is not a valid host name")]
+    [InlineData("\"aliases\":[\"www.a.example\"]", "\"aliases\":[\"a\\nexample\"]", "$.vhosts[0].aliases[0]: 'a\nexample' is not a valid host name")]
+    public void A_host_name_that_is_none_in_the_pool_is_refused(string find, string replace, string says) =>
+        Refused(Edit(Pool, find, replace), SnapshotJson.ParsePool, says);
+
+    [Fact]
+    public void A_host_name_over_253_bytes_or_with_a_label_over_63_is_refused_and_quoted_short()
+    {
+        var label = new string('a', 63);
+        var longest = $"{label}.{label}.{label}.{new string('b', 61)}";
+        Assert.Equal(253, longest.Length);
+        Assert.Equal(longest, SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"name\":\"a.example\"", $"\"name\":\"{longest}\""))).Vhosts[0].Name);
+        Refused(Edit(Pool, "\"name\":\"a.example\"", $"\"name\":\"{longest}b\""), SnapshotJson.ParsePool, "$.vhosts[0].name: '" + longest + "b' is not a valid host name");
+        Refused(Edit(Snapshot, "\"name\":\"a.example\"", $"\"name\":\"{label}a.example\""), SnapshotJson.ParseSnapshot, $"$.vhosts[0].name: '{label}a.example' is not a valid host name");
+        var huge = new string('x', 100_000);
+        var e = Assert.Throws<JsonException>(() => SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"aliases\":[]", $"\"aliases\":[\"{huge}\"]"))));
+        Assert.StartsWith("route snapshot: $.vhosts[1].aliases[0]: 'xxx", e.Message, StringComparison.Ordinal);
+        Assert.Contains("… (100000 characters)' is not a valid host name", e.Message, StringComparison.Ordinal);
+        Assert.True(e.Message.Length < 1000, e.Message);
+    }
+
+    /// <summary>What the loader accepts is accepted: wildcards, digits, '_', any case, one trailing dot.</summary>
+    [Theory]
+    [InlineData("*.a.example")]
+    [InlineData("WWW.Other.Example.")]
+    [InlineData("_acme.a.example")]
+    [InlineData("127.0.0.1")]
+    [InlineData("localhost")]
+    public void A_host_name_the_loader_accepts_is_accepted(string alias)
+    {
+        Assert.True(HostNames.IsValidPattern(alias));
+        Assert.Equal([alias], SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"aliases\":[]", $"\"aliases\":[\"{alias}\"]"))).Vhosts[1].Aliases);
+        Assert.Equal([alias], SnapshotJson.ParsePool(Encoding.UTF8.GetBytes(Edit(Pool, "\"aliases\":[\"www.a.example\"]", $"\"aliases\":[\"{alias}\"]"))).Vhosts[0].Aliases);
+    }
+
+    /// <summary>The default vhost is one of the snapshot's vhosts, spelt as its name is (the dispatcher compares them ordinally).</summary>
+    [Theory]
+    [InlineData("\"b.example\"", "$.defaultVhost: 'b.example' is not the name of a vhost of the snapshot")]
+    [InlineData("\"A.example\"", "$.defaultVhost: 'A.example' is not the name of a vhost of the snapshot")]
+    [InlineData("\"www.a.example\"", "$.defaultVhost: 'www.a.example' is not the name of a vhost of the snapshot")]
+    [InlineData("\"\"", "$.defaultVhost: '' is not the name of a vhost of the snapshot")]
+    public void A_default_vhost_that_is_none_of_the_snapshot_is_refused(string value, string says) =>
+        Refused(Edit(Snapshot, "\"defaultVhost\":null", $"\"defaultVhost\":{value}"), SnapshotJson.ParseSnapshot, says);
+
+    [Theory]
+    [InlineData("a.example")]
+    [InlineData("login.example")]
+    public void A_default_vhost_of_the_snapshot_is_accepted(string name) =>
+        Assert.Equal(name, SnapshotJson.ParseSnapshot(Encoding.UTF8.GetBytes(Edit(Snapshot, "\"defaultVhost\":null", $"\"defaultVhost\":\"{name}\""))).DefaultVhost);
+
     /// <summary>Numbers outside the range the type documents (negative timeouts and counts, ports, sizes).</summary>
     [Theory]
     [InlineData("\"headerTimeoutMs\":10000", "\"headerTimeoutMs\":-1", "$.settings.headerTimeoutMs")]
