@@ -91,6 +91,7 @@ internal static class Seeds
             ("jailproof-threads", MessageType.JailProof, Encode(new JailProof(10001, 10001, true, true, [new ProbeResult("/etc/shadow", 8, 9, "EACCES", false), new ProbeResult("/etc/passwd", -1, -1, "EACCES", false)], [13, -2]))),
             ("dispatcherstats-key", MessageType.DispatcherStats, Encode(new DispatcherStats(9, [new StatCounter("connections", 12), new StatCounter("connections", 13)], []))),
             ("logfiles-vhost", MessageType.LogFiles, Encode(new LogFiles(["a.localhost", "a.localhost"]))),
+            ("logfiles-host-invalid", MessageType.ErrorLogFiles, Encode(new ErrorLogFiles(["a.localhost", "a.localhost/../b"]))),
             ("dispatchersetup-protocol", MessageType.DispatcherSetup, Encode(new DispatcherSetup([new ListenerInfo("tls", "127.0.0.1:8443", []), new ListenerInfo("https", "127.0.0.1:443", [])], [], 8))),
         };
         foreach (var (name, type, payload) in refused)

@@ -69,8 +69,8 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
 }
 
 /// <summary>
-/// string-list vhost names, one per descriptor, in order, each at most once (a name twice would leave one of its two
-/// files unused). Descriptors: the vhosts' access logs (append-only).
+/// string-list vhost names, one per descriptor, in order, each a host name or wildcard and at most once (a name twice
+/// would leave one of its two files unused). Descriptors: the vhosts' access logs (append-only).
 /// </summary>
 public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
 {
@@ -86,8 +86,11 @@ public sealed record LogFiles(string[] Vhosts) : IWireMessage<LogFiles>
     internal static string[] DecodeVhosts(ref WireReader reader, MessageType type)
     {
         var vhosts = reader.StringList(IpcChannel.MaxDescriptors, Limits.Name);
-        for (var i = 1; i < vhosts.Length; i++)
+        for (var i = 0; i < vhosts.Length; i++)
         {
+            // A vhost's name, as the pool settings name it (a file under a name that is none would be held for nothing).
+            if (!Payloads.HostNames.IsValidPattern(vhosts[i]))
+                throw new WireException($"{type} vhosts[{i}]: '{vhosts[i]}' is not a valid host name or '*.' wildcard ({Payloads.HostNames.PatternRule})");
             var first = Array.IndexOf(vhosts, vhosts[i], 0, i);
             if (first >= 0)
                 throw new WireException($"{type} vhosts[{i}]: '{vhosts[i]}' is already vhosts[{first}]");

@@ -5,7 +5,7 @@ namespace Dispatch.Tests.Wire.Messages;
 
 /// <summary>
 /// WorkerSetup, LogFiles and ErrorLogFiles (Messages/MasterWorker.cs): the inline pool configuration's one limit at both
-/// ends, and a vhost named twice refused at decode time.
+/// ends, and a vhost named twice, or a name that is none, refused at decode time.
 /// </summary>
 public class MasterWorkerTests
 {
@@ -78,5 +78,15 @@ public class MasterWorkerTests
         Assert.Equal(["a.localhost", "b.localhost"], WireBytes.Decode<LogFiles>(WireBytes.Of(new LogFiles(["a.localhost", "b.localhost"]))).Vhosts);
         WireBytes.Refused<LogFiles>(WireBytes.Of(new LogFiles(["a.localhost", "b.localhost", "a.localhost"])), "LogFiles vhosts[2]: 'a.localhost' is already vhosts[0]");
         WireBytes.Refused<ErrorLogFiles>(WireBytes.Of(new ErrorLogFiles(["b.localhost", "b.localhost"])), "ErrorLogFiles vhosts[1]: 'b.localhost' is already vhosts[0]");
+    }
+
+    /// <summary>Each name is a vhost's (a host name or wildcard, <c>HostNames.IsValidPattern</c>): a file under another is refused.</summary>
+    [Fact]
+    public void Log_files_naming_what_is_no_host_name_are_refused()
+    {
+        Assert.Equal(["*.c.localhost", "a.localhost"], WireBytes.Decode<ErrorLogFiles>(WireBytes.Of(new ErrorLogFiles(["*.c.localhost", "a.localhost"]))).Vhosts);
+        WireBytes.Refused<LogFiles>(WireBytes.Of(new LogFiles(["a.localhost", "../a.localhost"])), "LogFiles vhosts[1]: '../a.localhost' is not a valid host name or '*.' wildcard (labels of");
+        WireBytes.Refused<ErrorLogFiles>(WireBytes.Of(new ErrorLogFiles([string.Empty])), "ErrorLogFiles vhosts[0]: '' is not a valid host name");
+        WireBytes.Refused<LogFiles>(WireBytes.Of(new LogFiles(["a.localhost:80"])), "LogFiles vhosts[0]: 'a.localhost:80' is not a valid host name");
     }
 }
