@@ -93,6 +93,9 @@ internal static class Seeds
             ("logfiles-vhost", MessageType.LogFiles, Encode(new LogFiles(["a.localhost", "a.localhost"]))),
             ("logfiles-host-invalid", MessageType.ErrorLogFiles, Encode(new ErrorLogFiles(["a.localhost", "a.localhost/../b"]))),
             ("dispatchersetup-protocol", MessageType.DispatcherSetup, Encode(new DispatcherSetup([new ListenerInfo("tls", "127.0.0.1:8443", []), new ListenerInfo("https", "127.0.0.1:443", [])], [], 8))),
+            ("dispatchersetup-metrics-twice", MessageType.DispatcherSetup, Encode(new DispatcherSetup([new ListenerInfo("metrics", "127.0.0.1:9187", []), new ListenerInfo("metrics", "127.0.0.1:9188", [])], [], 8))),
+            // 13 paths of 3800 bytes: 49400 bytes, over the 49152 a probe list holds (JailProof.MaxProbeBytes).
+            ("workersetup-probe-bytes", MessageType.WorkerSetup, Encode(new WorkerSetup("a", 3, [], [.. Enumerable.Range(0, 13).Select(i => $"/srv/{i:D2}/" + new string('p', 3792))], 8, 0))),
         };
         foreach (var (name, type, payload) in refused)
             File.WriteAllBytes(Path.Combine(dir, $"seed-refused-{name}"), IpcTarget.Input(type, payload));

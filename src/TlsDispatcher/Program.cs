@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net.Sockets;
 using Dispatch.Platform.Confinement;
 using Dispatch.Platform.Hosting;
@@ -140,7 +141,7 @@ internal static class Program
                 if (info.Protocol == ListenerProtocols.Metrics)
                 {
                     if (metrics is not null)
-                        throw new WireException("more than one metrics listener");
+                        throw new UnreachableException("a second metrics listener: DispatcherSetup.Decode refuses a set-up with more than one");
                     metrics = new MetricsEndpoint(listeners[i], info.Endpoint, master, log);
                     loops.Add(metrics.RunAsync(stopping.Token));
                     continue;
@@ -150,7 +151,8 @@ internal static class Program
                 {
                     ListenerProtocols.Http => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
                     ListenerProtocols.Tls => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
-                    _ => throw new WireException($"listener protocol '{info.Protocol}' is not supported"),
+                    // DispatcherSetup.Decode refuses a protocol that is none of ListenerProtocols.All: a new one must be added here.
+                    _ => throw new UnreachableException($"listener protocol '{info.Protocol}': DispatcherSetup.Decode refuses what is none of {string.Join(", ", ListenerProtocols.All)}"),
                 };
                 frontends.Add(frontend);
                 loops.Add(frontend.RunAsync(stopping.Token));

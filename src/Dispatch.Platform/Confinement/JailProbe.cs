@@ -68,7 +68,7 @@ public static unsafe class JailProbe
         done.Wait();
         var probes = new ProbeResult[paths.Count];
         for (var i = 0; i < paths.Count; i++)
-            probes[i] = new ProbeResult(paths[i], threads, Volatile.Read(ref opened[i]), children[i].Outcome, children[i].Opened);
+            probes[i] = new ProbeResult(paths[i], threads, Volatile.Read(ref opened[i]), JailProof.TrimOutcome(children[i].Outcome), children[i].Opened);
 
         uint r, e, s, gr, ge, gs;
         Libc.GetResUid(&r, &e, &s);

@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace Dispatch.Wire;
 
 // Every child and the master: hello, jail spec and proof, ready, stop. Wire layouts, one record per MessageType,
@@ -198,6 +200,23 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
     /// </summary>
     public const int MaxProbes = 64;
 
+    /// <summary>The most bytes (UTF-8) of one probe path: the wire's limit of a path (Linux's PATH_MAX).</summary>
+    public const int MaxProbePathBytes = Limits.Path;
+
+    /// <summary>
+    /// The most bytes of probe paths in one probe list, all together (UTF-8, without their length prefixes): one limit
+    /// for the three messages that carry the list (<see cref="DispatcherSetup"/>, <see cref="WorkerSetup"/> and this
+    /// proof): the master sends no more (config <c>jailProbe.paths</c> at most 16 KiB, its own probes the rest) and the
+    /// decoders refuse more. Derived from the 65536-byte datagram (<see cref="IpcChannel.MaxDatagram"/>): the largest of
+    /// the three, this proof with <see cref="MaxProbes"/> probes each with an outcome of <see cref="MaxOutcomeBytes"/>,
+    /// holds 22 + 64 × (17 + 128) = 9302 bytes besides its paths; 48 KiB of paths make it 58454 bytes, and leave a
+    /// DispatcherSetup over 16 KiB for its listeners.
+    /// </summary>
+    public const int MaxProbeBytes = 48 * 1024;
+
+    /// <summary>The most bytes of a probe's child outcome a proof is sized for (<see cref="TrimOutcome"/>).</summary>
+    public const int MaxOutcomeBytes = 128;
+
     public static MessageType Type => MessageType.JailProof;
 
     public static int DescriptorCount(JailProof message) => 0;
@@ -239,12 +258,17 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
         if (count > MaxProbes)
             throw new WireException($"{count} probes exceed the limit of {MaxProbes}");
         var probes = new ProbeResult[count];
+        long pathBytes = 0;
         for (var i = 0; i < count; i++)
         {
             probes[i] = new ProbeResult(reader.String(Limits.Path), reader.I32(), reader.I32(), reader.String(Limits.Text), reader.Bool());
             if (probes[i].ThreadsTried < 0 || probes[i].ThreadsOpened < 0 || probes[i].ThreadsOpened > probes[i].ThreadsTried)
                 throw new WireException($"JailProof probes[{i}] ({probes[i].Path}): {probes[i].ThreadsOpened} of {probes[i].ThreadsTried} threads opened it, not a count of threads");
+            pathBytes += Encoding.UTF8.GetByteCount(probes[i].Path);
         }
+
+        if (pathBytes > MaxProbeBytes)
+            throw new WireException($"JailProof probes: {pathBytes} bytes of paths in all exceed the limit of {MaxProbeBytes}");
 
         if (reader.Remaining == 0)
             return new JailProof(uid, gid, regain, nnp, probes);
@@ -260,6 +284,30 @@ public sealed record JailProof(uint Uid, uint Gid, bool RegainRootRefused, bool 
         }
 
         return new JailProof(uid, gid, regain, nnp, probes, errors);
+    }
+
+    /// <summary>A probe list of <see cref="DispatcherSetup"/> or <see cref="WorkerSetup"/>: at most <see cref="MaxProbes"/> paths of <see cref="MaxProbePathBytes"/> each, <see cref="MaxProbeBytes"/> in all.</summary>
+    internal static string[] DecodeProbePaths(ref WireReader reader, MessageType type)
+    {
+        var paths = reader.StringList(MaxProbes, MaxProbePathBytes);
+        long bytes = 0;
+        foreach (var path in paths)
+            bytes += Encoding.UTF8.GetByteCount(path);
+        if (bytes > MaxProbeBytes)
+            throw new WireException($"{type} probe paths: {bytes} bytes in all exceed the limit of {MaxProbeBytes}");
+        return paths;
+    }
+
+    /// <summary><paramref name="outcome"/> cut to at most <see cref="MaxOutcomeBytes"/> bytes of UTF-8 (on a character boundary).</summary>
+    public static string TrimOutcome(string outcome)
+    {
+        ArgumentNullException.ThrowIfNull(outcome);
+        if (Encoding.UTF8.GetByteCount(outcome) <= MaxOutcomeBytes)
+            return outcome;
+        var end = Math.Min(outcome.Length, MaxOutcomeBytes);
+        while (end > 0 && (Encoding.UTF8.GetByteCount(outcome.AsSpan(0, end)) > MaxOutcomeBytes || char.IsHighSurrogate(outcome[end - 1])))
+            end--;
+        return outcome[..end];
     }
 }
 

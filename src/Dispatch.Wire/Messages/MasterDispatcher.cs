@@ -4,7 +4,8 @@ namespace Dispatch.Wire;
 // record per MessageType, each with its encoder and decoder side by side (MessageType.cs: the catalogue).
 
 /// <summary>
-/// u16 n, n × (string protocol (<see cref="ListenerProtocols"/>) | string endpoint | string-list trusted proxies) | string-list probe paths | i32 probe threads.
+/// u16 n, n × (string protocol (<see cref="ListenerProtocols"/>; metrics at most once) | string endpoint | string-list trusted proxies) | string-list probe paths
+/// (<see cref="JailProof.MaxProbeBytes"/> in all) | i32 probe threads.
 /// Descriptors: the n listening sockets in order, then the route snapshot (sealed memfd).
 /// </summary>
 public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePaths, int ProbeThreads) : IWireMessage<DispatcherSetup>
@@ -38,8 +39,10 @@ public sealed record DispatcherSetup(ListenerInfo[] Listeners, string[] ProbePat
             listeners[i] = new ListenerInfo(reader.String(Limits.Name), reader.String(Limits.Name), reader.StringList(256, 64));
             if (!ListenerProtocols.All.Contains(listeners[i].Protocol, StringComparer.Ordinal))
                 throw new WireException($"DispatcherSetup listeners[{i}].protocol: '{listeners[i].Protocol}' is not a listener protocol ({string.Join(", ", ListenerProtocols.All)})");
+            if (listeners[i].Protocol == ListenerProtocols.Metrics && Array.FindIndex(listeners, 0, i, l => l.Protocol == ListenerProtocols.Metrics) is var first and >= 0)
+                throw new WireException($"DispatcherSetup listeners[{i}].protocol: a second metrics listener (listeners[{first}] is one; the master gives one dispatcher at most one)");
         }
-        var probes = reader.StringList(JailProof.MaxProbes, Limits.Path);
+        var probes = JailProof.DecodeProbePaths(ref reader, Type);
         var threads = reader.I32();
         if (threads is < 1 or > 256)
             throw new WireException($"probe thread count {threads} outside 1..256");

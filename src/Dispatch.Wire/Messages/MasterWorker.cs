@@ -57,7 +57,7 @@ public sealed record WorkerSetup(string Pool, int WorkerId, byte[] PoolJson, str
         var pool = reader.String(Limits.Name);
         var id = reader.I32();
         var json = reader.Blob(MaxInlineJson).ToArray();
-        var probes = reader.StringList(JailProof.MaxProbes, Limits.Path);
+        var probes = JailProof.DecodeProbePaths(ref reader, Type);
         var threads = reader.I32();
         if (threads is < 1 or > 256)
             throw new WireException($"probe thread count {threads} outside 1..256");

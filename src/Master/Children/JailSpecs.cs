@@ -20,6 +20,15 @@ internal static class JailSpecs
     /// <see cref="MaxProbeRoots"/> of each of the four kinds of foreign path, and /home in a chroot.
     /// </summary>
     public const int MaxOwnProbes = 3 + (4 * MaxProbeRoots);
+
+    /// <summary>
+    /// The most bytes (UTF-8) of a child's probe list that do not come from <c>jailProbe.paths</c>: what a list holds
+    /// (<see cref="JailProof.MaxProbeBytes"/>) less the config's share (<see cref="JailProbeConfig.MaxTotalBytes"/>).
+    /// Own probes past it are left out (only with paths of thousands of bytes), as those past <see cref="MaxProbeRoots"/> of a kind are.
+    /// </summary>
+    public const int MaxOwnProbeBytes = JailProof.MaxProbeBytes - JailProbeConfig.MaxTotalBytes;
+
+    private const string ChrootHome = "/home";
     private static readonly string[] ChrootTmp = ["/tmp"];
 
     public static JailSpec Dispatcher(DispatchConfig config)
@@ -58,9 +67,10 @@ internal static class JailSpecs
             cgroupProcs, [.. pool.LandlockWrite, .. phpFpmWrite], chrootSpec, pool.Landlock);
         var probes = ProbePaths(config, [.. roots, .. pool.LandlockWrite]);
         // In a chroot these must not merely be denied: they must not exist in the worker's view.
-        string[] absent = pool.Chroot is null ? [] : ["/etc/passwd", "/home", .. ForeignRoots(config, roots)];
+        // (Those of its probes: a root left out of them for its length is not checked either.)
+        string[] absent = pool.Chroot is null ? [] : ["/etc/passwd", ChrootHome, .. ForeignRoots(config, roots).Where(probes.Contains)];
         if (pool.Chroot is not null)
-            probes = [.. probes, "/home"];
+            probes = [.. probes, ChrootHome];
         return new WorkerJail(spec, vhosts, probes, absent);
     }
 
@@ -87,7 +97,26 @@ internal static class JailSpecs
         var logs = config.Vhosts.Values.SelectMany(v => new[] { v.AccessLog, v.ErrorLog }).OfType<string>().Distinct().Take(MaxProbeRoots);
         // Other pools' write directories (uploads, caches).
         var writable = config.Pools.Values.SelectMany(p => p.LandlockWrite).Distinct().Where(Foreign).Take(MaxProbeRoots);
-        return ["/etc/passwd", config.SourcePath, .. roots, .. certs, .. logs, .. writable, .. config.JailProbe.Paths.Where(Foreign)];
+        string[] masters = ["/etc/passwd", config.SourcePath, .. roots, .. certs, .. logs, .. writable];
+        // A chroot worker adds /home (Worker): its bytes are kept free here.
+        return [.. WithinBytes(masters, MaxOwnProbeBytes - ChrootHome.Length), .. config.JailProbe.Paths.Where(Foreign)];
+    }
+
+    /// <summary>
+    /// <paramref name="paths"/> in order, leaving out each that would take them over <paramref name="budget"/> bytes
+    /// (UTF-8) and each longer than a path can be (<see cref="JailProof.MaxProbePathBytes"/>: no process can open it).
+    /// </summary>
+    private static IEnumerable<string> WithinBytes(IEnumerable<string> paths, int budget)
+    {
+        var left = budget;
+        foreach (var path in paths)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetByteCount(path);
+            if (bytes > JailProof.MaxProbePathBytes || bytes > left)
+                continue;
+            left -= bytes;
+            yield return path;
+        }
     }
 
     /// <summary>Other tenants' document roots: those not beneath one of <paramref name="ownRoots"/>.</summary>

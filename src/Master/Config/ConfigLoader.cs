@@ -84,6 +84,10 @@ internal static class ConfigLoader
             ctx.Error($"jailProbe:paths:{i}", $"'{pp}' is not an absolute path");
         if (probePaths.Count > JailProbeConfig.MaxPaths)
             ctx.Error("jailProbe:paths", $"{probePaths.Count} paths: at most {JailProbeConfig.MaxPaths} (a child proves its jail on at most {Dispatch.Wire.JailProof.MaxProbes} paths, {Children.JailSpecs.MaxOwnProbes} of them the master's own: the config, /etc/passwd, other tenants' roots, keys, logs and write directories)");
+        foreach (var (pp, i) in probePaths.Select((pp, i) => (pp, i)).Where(x => System.Text.Encoding.UTF8.GetByteCount(x.pp) > JailProbeConfig.MaxPathBytes))
+            ctx.Error($"jailProbe:paths:{i}", $"{System.Text.Encoding.UTF8.GetByteCount(pp)} bytes: a probe path is at most {JailProbeConfig.MaxPathBytes} (PATH_MAX, what a child's set-up carries of one)");
+        if (probePaths.Sum(pp => (long)System.Text.Encoding.UTF8.GetByteCount(pp)) is var probeBytes && probeBytes > JailProbeConfig.MaxTotalBytes)
+            ctx.Error("jailProbe:paths", $"{probeBytes} bytes in all: at most {JailProbeConfig.MaxTotalBytes} (a child's probe list, sent in one {Dispatch.Wire.IpcChannel.MaxDatagram}-byte datagram, holds {Dispatch.Wire.JailProof.MaxProbeBytes} bytes of paths, {Children.JailSpecs.MaxOwnProbeBytes} of them the master's own)");
         var jailProbe = new JailProbeConfig(probePaths, ctx.Int(probe.GetSection("threads"), 2, 1, 256));
 
         CrossChecks.MetricsListener(ctx, operations.MetricsListen, listen);

@@ -104,6 +104,69 @@ public class JailSpecsTests
         Assert.Equal(29, JailProbeConfig.MaxPaths);
     }
 
+    /// <summary>
+    /// The same worst case in bytes: ten tenants whose roots, key directories, logs and write directories are paths of
+    /// about 4000 bytes, and <c>jailProbe.paths</c> of <see cref="JailProbeConfig.MaxTotalBytes"/> bytes. Every child's
+    /// probe list stays within <see cref="JailProof.MaxProbeBytes"/> (the master leaves out own probes past its share,
+    /// never one of the config's), and the messages that carry it fit a datagram: the set-ups and the proof that echoes
+    /// it, each outcome at its most. Before, the lists held every such path (over 130 KB) and no set-up could be sent.
+    /// </summary>
+    [Fact]
+    public void The_largest_probe_lists_fit_the_set_up_messages_and_the_proof()
+    {
+        var sample = TwoTenants.Build();
+        var tenants = Enumerable.Range(0, 10).Select(i => $"t{i}").ToList();
+        var certificate = Samples.Make<Certificates.LoadedCertificate>(1);
+        string Long(string prefix, string t) => $"/{prefix}/{new string(t[1], 3990)}/{t}";
+        string[] configured = [.. Enumerable.Range(0, JailProbeConfig.MaxPaths).Select(i => $"/etc/probe{i:D2}/" + new string('p', (JailProbeConfig.MaxTotalBytes / JailProbeConfig.MaxPaths) - 13))];
+        Assert.True(configured.Sum(p => p.Length) <= JailProbeConfig.MaxTotalBytes);
+        var config = sample with
+        {
+            Pools = tenants.ToDictionary(t => t, t => sample.Pools["a"] with { Name = t, LandlockWrite = [Long("w", t)], Chroot = new ChrootConfig(1 << 20, [], []) }),
+            Vhosts = tenants.ToDictionary(t => $"{t}.example", t => sample.Vhosts["a.example"] with
+            {
+                Name = $"{t}.example",
+                Pool = t,
+                Root = Long("srv", t),
+                Certificates = [certificate with { Directory = Long("etc/letsencrypt/live", t) }],
+                AccessLog = Long("var/log", t),
+                ErrorLog = Long("var/log/error", t),
+            }),
+            JailProbe = new JailProbeConfig([.. configured], 2),
+        };
+
+        var dispatcher = JailSpecs.ProbePaths(config, []);
+        Fits(dispatcher, configured);
+        Fits(new DispatcherSetup([new ListenerInfo("http", "[::]:80", ["10.0.0.0/8"]), new ListenerInfo("tls", "[::]:443", []), new ListenerInfo("metrics", "127.0.0.1:9187", [])], dispatcher, 256));
+        foreach (var t in tenants)
+        {
+            var worker = JailSpecs.Worker(config, config.Pools[t], TwoTenants.VhostsOf(config, t), $"/run/dispatch/php-{t}", []);
+            Fits(worker.Probes, configured);
+            Assert.Contains("/home", worker.Probes);
+            Assert.All(worker.Absent, a => Assert.Contains(a, worker.Probes));
+            Fits(new WorkerSetup(t, 7, [], worker.Probes, 256, 64)); // its pool JSON in a memfd (WorkerSetup.Inline decides)
+        }
+    }
+
+    /// <summary>Every path of <paramref name="configured"/> is probed, and the list is within the proof's bytes, each path within its own, and the proof fits.</summary>
+    private static void Fits(string[] probes, string[] configured)
+    {
+        Assert.All(configured, c => Assert.Contains(c, probes));
+        Assert.InRange(probes.Sum(p => System.Text.Encoding.UTF8.GetByteCount(p)), 1, JailProof.MaxProbeBytes);
+        Assert.All(probes, p => Assert.InRange(System.Text.Encoding.UTF8.GetByteCount(p), 1, JailProof.MaxProbePathBytes));
+        Assert.InRange(probes.Length, 1, JailProof.MaxProbes);
+        Fits(new JailProof(10001, 10001, true, true, [.. probes.Select(p => new ProbeResult(p, 256, 0, new string('x', JailProof.MaxOutcomeBytes), false))], [.. probes.Select(_ => 13)]));
+    }
+
+    /// <summary>The message as <see cref="IpcChannel"/> sends it: its encoder refuses what does not fit the datagram.</summary>
+    private static void Fits<T>(T message)
+        where T : IWireMessage<T>
+    {
+        var writer = new WireWriter(new byte[IpcChannel.MaxDatagram - IpcChannel.HeaderSize]);
+        message.Encode(ref writer);
+        Assert.InRange(writer.Length, 1, IpcChannel.MaxDatagram - IpcChannel.HeaderSize);
+    }
+
     [Theory]
     [InlineData(1UL << 30, 4, 192UL << 20)] // three quarters of a quarter of 1 GiB
     [InlineData(64UL << 20, 8, 32UL << 20)] // 6 MiB each would be too little: the floor

@@ -119,6 +119,8 @@ public class ProjectionsTests
         cases.AddRange(Samples.Fields(typeof(VhostIdentity)).Select(f => ($"VhostIdentity.{f}", Samples.Make<RouteSnapshot>(1) with { Vhosts = [Samples.Make<VhostRoute>(1) with { Identity = (VhostIdentity)Samples.Vary(typeof(VhostIdentity), f) }] })));
         cases.AddRange(Samples.Fields(typeof(DispatcherSettings)).Select(f => ($"DispatcherSettings.{f}", Samples.Make<RouteSnapshot>(1) with { Settings = (DispatcherSettings)Samples.Vary(typeof(DispatcherSettings), f) })));
 
+        // A default vhost is one of the snapshot's (the parse refuses another): it follows a varied vhost's name.
+        cases = [.. cases.Select(c => c.Snapshot.DefaultVhost is null ? c : (c.Field, c.Snapshot with { DefaultVhost = c.Snapshot.Vhosts[0].Name }))];
         foreach (var (field, snapshot) in cases)
             Assert.True(snapshot == SnapshotJson.ParseSnapshot(SnapshotJson.Serialize(snapshot)), $"{field}: not the same after the dispatcher's JSON payload");
         Assert.Equal(cases.Count, cases.Select(c => c.Snapshot).Distinct().Count());

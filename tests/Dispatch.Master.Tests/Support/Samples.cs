@@ -23,6 +23,12 @@ internal static class Samples
         [$"{nameof(CompressionRoute)}.{nameof(CompressionRoute.Level)}"] = seed => VhostWebRules.CompressionLevels[seed % VhostWebRules.CompressionLevels.Length],
         [$"{nameof(ErrorPageRoute)}.{nameof(ErrorPageRoute.Status)}"] = seed => VhostWebRules.MinErrorStatus + seed,
         [$"{nameof(RedirectRoute)}.{nameof(RedirectRoute.Status)}"] = seed => VhostWebRules.RedirectStatuses[seed % VhostWebRules.RedirectStatuses.Length],
+        // Host names (HostNames.IsValidPattern); a snapshot's default is its vhost's name (seed 1's) or none.
+        [$"{nameof(VhostRoute)}.{nameof(VhostRoute.Name)}"] = seed => $"vhost{seed}.example",
+        [$"{nameof(VhostRoute)}.{nameof(VhostRoute.Aliases)}"] = seed => (ValueList<string>)[$"alias{seed}.example"],
+        [$"{nameof(WorkerVhost)}.{nameof(WorkerVhost.Name)}"] = seed => $"vhost{seed}.example",
+        [$"{nameof(WorkerVhost)}.{nameof(WorkerVhost.Aliases)}"] = seed => (ValueList<string>)[$"*.alias{seed}.example"],
+        [$"{nameof(RouteSnapshot)}.{nameof(RouteSnapshot.DefaultVhost)}"] = seed => seed == 1 ? "vhost1.example" : null!,
     };
 
     public static T Make<T>(int seed) => (T)Make(typeof(T), seed, typeof(T).Name);

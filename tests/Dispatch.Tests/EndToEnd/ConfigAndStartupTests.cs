@@ -60,6 +60,19 @@ public sealed class ConfigAndStartupTests
             "{\"jailProbe\":{\"paths\":[" + string.Join(",", Enumerable.Range(0, 30).Select(i => $"\"/etc/probe{i}\"")) + "]}}",
             "jailProbe:paths: 30 paths: at most 29 (a child proves its jail on at most 64 paths, 35 of them the master's own: the config, /etc/passwd, other tenants' roots, keys, logs and write directories)"
         },
+
+        // Passed check; the dispatcher's set-up (16 paths of 4096 bytes) or the proof echoing it then did not fit the
+        // 65536-byte datagram and run failed. Per path the wire's limit; in all a fixed share of what a list holds.
+        {
+            "a probe path longer than a path",
+            "{\"jailProbe\":{\"paths\":[\"/" + new string('p', 4096) + "\"]}}",
+            "jailProbe:paths:0: 4097 bytes: a probe path is at most 4096 (PATH_MAX, what a child's set-up carries of one)"
+        },
+        {
+            "more probe path bytes than a proof holds",
+            "{\"jailProbe\":{\"paths\":[" + string.Join(",", Enumerable.Range(0, 16).Select(i => $"\"/etc/probe{i:D2}/{new string('p', 4083)}\"")) + "]}}",
+            "jailProbe:paths: 65536 bytes in all: at most 16384 (a child's probe list, sent in one 65536-byte datagram, holds 49152 bytes of paths, 32768 of them the master's own)"
+        },
     };
 
     private static JsonObject ValidConfig(string dir) => DispatchInstance.CheckableConfig(dir);

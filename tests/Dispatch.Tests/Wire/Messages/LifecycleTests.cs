@@ -45,4 +45,48 @@ public class LifecycleTests
         WireBytes.Refused<JailProof>(WireBytes.Of(new JailProof(10001, 10001, true, true, [good with { ThreadsOpened = 9 }])), "9 of 8 threads opened it");
         WireBytes.Refused<JailProof>(WireBytes.Of(new JailProof(10001, 10001, true, true, [good], [-2])), "JailProof lstat result [0]: -2 is not an errno");
     }
+
+    /// <summary>
+    /// The proof of the largest probe list the master sends (<see cref="JailProof.MaxProbes"/> paths,
+    /// <see cref="JailProof.MaxProbeBytes"/> bytes of them, each probe's outcome at its most) fits one datagram: the
+    /// limits are what the datagram leaves. And a proof over the bytes is refused.
+    /// </summary>
+    [Fact]
+    public void The_proof_of_the_largest_probe_list_fits_a_datagram_and_one_over_its_bytes_is_refused()
+    {
+        // 12 long paths and 52 of one byte ("/"): 64 paths, 49152 bytes.
+        var paths = MasterDispatcherTests.ProbePaths(JailProof.MaxProbeBytes - (JailProof.MaxProbes - 12));
+        Assert.Equal(12, paths.Length);
+        paths = [.. paths, .. Enumerable.Repeat("/", JailProof.MaxProbes - 12)];
+        Assert.Equal(JailProof.MaxProbes, paths.Length);
+        Assert.Equal(JailProof.MaxProbeBytes, paths.Sum(p => p.Length));
+        var outcome = new string('x', JailProof.MaxOutcomeBytes);
+        var proof = new JailProof(10001, 10001, true, true, [.. paths.Select(p => new ProbeResult(p, 256, 0, outcome, false))], [.. paths.Select(_ => 13)]);
+        var bytes = WireBytes.Of(proof);
+        Assert.True(IpcChannel.HeaderSize + bytes.Length <= IpcChannel.MaxDatagram, $"{bytes.Length} bytes");
+        Assert.Equal(paths, WireBytes.Decode<JailProof>(bytes).Probes.Select(p => p.Path));
+
+        var over = MasterDispatcherTests.ProbePaths(JailProof.MaxProbeBytes + 1);
+        WireBytes.Refused<JailProof>(
+            WireBytes.Of(new JailProof(10001, 10001, true, true, [.. over.Select(p => new ProbeResult(p, 2, 0, "denied", false))])),
+            $"JailProof probes: {JailProof.MaxProbeBytes + 1} bytes of paths in all exceed the limit of {JailProof.MaxProbeBytes}");
+    }
+
+    [Theory]
+    [InlineData("child denied (cat exit 1)", "child denied (cat exit 1)")]
+    [InlineData("", "")]
+    public void A_short_outcome_is_kept_as_it_is(string outcome, string kept) => Assert.Equal(kept, JailProof.TrimOutcome(outcome));
+
+    private static readonly string[] Characters = ["é", "😀", "x"];
+
+    [Fact]
+    public void A_long_outcome_is_cut_to_its_bytes_on_a_character_boundary()
+    {
+        Assert.Equal(new string('x', JailProof.MaxOutcomeBytes), JailProof.TrimOutcome(new string('x', 100_000)));
+        // 127 ASCII bytes then a 2-byte 'é': the 'é' would make 129, so it goes.
+        Assert.Equal(new string('x', 127), JailProof.TrimOutcome(new string('x', 127) + "é" + "yyy"));
+        // 126 bytes then a surrogate pair (4 bytes): not split in half.
+        Assert.Equal(new string('x', 126), JailProof.TrimOutcome(new string('x', 126) + "😀"));
+        Assert.All(Characters, c => Assert.True(System.Text.Encoding.UTF8.GetByteCount(JailProof.TrimOutcome(string.Concat(Enumerable.Repeat(c, 200)))) <= JailProof.MaxOutcomeBytes));
+    }
 }

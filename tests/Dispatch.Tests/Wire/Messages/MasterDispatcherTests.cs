@@ -4,7 +4,8 @@ namespace Dispatch.Tests.Wire.Messages;
 
 /// <summary>
 /// DispatcherSetup and DispatcherStats (Messages/MasterDispatcher.cs): a listener protocol that is none of
-/// <see cref="ListenerProtocols"/> and a counter key twice are refused at decode time.
+/// <see cref="ListenerProtocols"/>, a second metrics listener, a probe list over its bytes and a counter key twice are refused
+/// at decode time.
 /// </summary>
 public class MasterDispatcherTests
 {
@@ -29,6 +30,43 @@ public class MasterDispatcherTests
                 WireBytes.Of(new DispatcherSetup([listeners[0], listeners[1] with { Protocol = protocol }], [], 4)),
                 $"DispatcherSetup listeners[1].protocol: '{protocol}' is not a listener protocol (http, tls, metrics)");
         }
+    }
+
+    /// <summary>The dispatcher serves one metrics endpoint: a second was refused only once it was being set up, not at decode.</summary>
+    [Fact]
+    public void A_dispatcher_setup_with_two_metrics_listeners_is_refused()
+    {
+        ListenerInfo[] listeners = [new("metrics", "127.0.0.1:9100", []), new("http", "127.0.0.1:8080", []), new("metrics", "127.0.0.1:9101", [])];
+        Assert.Equal(2, WireBytes.Decode<DispatcherSetup>(WireBytes.Of(new DispatcherSetup(listeners[..2], [], 4))).Listeners.Length);
+        WireBytes.Refused<DispatcherSetup>(
+            WireBytes.Of(new DispatcherSetup(listeners, [], 4)),
+            "DispatcherSetup listeners[2].protocol: a second metrics listener (listeners[0] is one");
+    }
+
+    /// <summary>
+    /// The probe list's bytes in all: at most <see cref="JailProof.MaxProbeBytes"/>, the limit the master keeps to so that
+    /// the proof echoing the list fits a datagram (13 paths of 4000 bytes were accepted, and their proof could not be sent).
+    /// </summary>
+    [Fact]
+    public void A_dispatcher_setup_with_more_probe_path_bytes_than_a_proof_holds_is_refused()
+    {
+        ListenerInfo[] listeners = [new("http", "127.0.0.1:8080", [])];
+        var atLimit = ProbePaths(JailProof.MaxProbeBytes);
+        Assert.Equal(JailProof.MaxProbeBytes, atLimit.Sum(p => System.Text.Encoding.UTF8.GetByteCount(p)));
+        Assert.Equal(atLimit, WireBytes.Decode<DispatcherSetup>(WireBytes.Of(new DispatcherSetup(listeners, atLimit, 4))).ProbePaths);
+        string[] over = [.. atLimit, "/é"];
+        WireBytes.Refused<DispatcherSetup>(
+            WireBytes.Of(new DispatcherSetup(listeners, over, 4)),
+            $"DispatcherSetup probe paths: {JailProof.MaxProbeBytes + 3} bytes in all exceed the limit of {JailProof.MaxProbeBytes}");
+    }
+
+    /// <summary>Absolute paths of at most 4096 bytes that make exactly <paramref name="bytes"/> bytes together.</summary>
+    internal static string[] ProbePaths(int bytes)
+    {
+        var paths = new List<string>();
+        for (var left = bytes; left > 0; left -= paths[^1].Length)
+            paths.Add("/" + new string((char)('a' + (paths.Count % 26)), Math.Min(left, JailProof.MaxProbePathBytes) - 1));
+        return [.. paths];
     }
 
     [Fact]

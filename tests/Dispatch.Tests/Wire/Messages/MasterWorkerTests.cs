@@ -70,6 +70,14 @@ public class MasterWorkerTests
         }
     }
 
+    [Fact]
+    public void A_worker_setup_with_more_probe_path_bytes_than_a_proof_holds_is_refused()
+    {
+        var atLimit = MasterDispatcherTests.ProbePaths(JailProof.MaxProbeBytes);
+        Assert.Equal(atLimit, WireBytes.Decode<WorkerSetup>(WireBytes.Of(Setup(0, atLimit))).ProbePaths);
+        WireBytes.Refused<WorkerSetup>(WireBytes.Of(Setup(0, [.. atLimit, "/"])), $"WorkerSetup probe paths: {JailProof.MaxProbeBytes + 1} bytes in all exceed the limit of {JailProof.MaxProbeBytes}");
+    }
+
     private static WorkerSetup Setup(int jsonLength, string[] probes) => new("a", 7, new byte[jsonLength], probes, 4, 0);
 
     [Fact]
