@@ -185,6 +185,33 @@ public sealed class ConfigAndStartupTests
         Assert.Contains("must run as root", r.Stderr, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// jailProbe.paths at their most bytes (four of 4096, 16384 in all): `check` accepts them, and `run` with them starts
+    /// the dispatcher and a worker, each of which proves its jail on them (its set-up carried them and its proof came
+    /// back), and serves. What check accepts, run runs.
+    /// </summary>
+    [SkippableFact]
+    public void The_most_probe_path_bytes_check_accepts_run_serves_with()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("probe-bytes");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        var paths = Enumerable.Range(0, 4).Select(i => $"/etc/probe{i}/{new string('p', 4096 - 12)}").ToList();
+        Assert.Equal(16384, paths.Sum(p => p.Length));
+        config["jailProbe"]!["paths"] = new JsonArray([.. paths.Select(p => (JsonNode)p)]);
+        config["jailProbe"]!["threads"] = 4;
+        var file = Path.Combine(dir, "check.json");
+        File.WriteAllText(file, config.ToJsonString());
+        var check = Tools.Run(BuiltMaster, "check", "--config", file);
+        Assert.True(check.ExitCode == 0, check.Stderr);
+
+        using var d = DispatchInstance.StartReady(dir, config, _output);
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+        Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
+    }
+
     [SkippableFact]
     public void SIGTERM_stops_every_process_and_the_master_exits_0()
     {
