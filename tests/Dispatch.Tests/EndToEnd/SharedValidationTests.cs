@@ -40,4 +40,33 @@ public sealed class SharedValidationTests
         Assert.Contains(expected, run.Log, StringComparison.Ordinal);
         Assert.DoesNotContain("Dispatch ready", run.Log, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// jailProbe.paths over their bytes (sixteen of 4096): before, `check` accepted them and `run` started, to fail when
+    /// the dispatcher's set-up (one datagram of 65536 bytes) could not carry them; now both refuse them, with the same error.
+    /// </summary>
+    [SkippableFact]
+    public void Probe_paths_over_their_bytes_are_refused_by_check_and_by_run()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("shared-probe-bytes");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["jailProbe"]!["paths"] = new JsonArray([.. Enumerable.Range(0, 16).Select(i => (JsonNode)$"/etc/probe{i:D2}/{new string('p', 4096 - 13)}")]);
+        config["control"] = new JsonObject { ["socket"] = Path.Combine(dir, "control.sock") };
+        var path = Path.Combine(dir, "dispatch.json");
+        File.WriteAllText(path, config.ToJsonString());
+        const string Expected = "jailProbe:paths: 65536 bytes in all: at most 16384";
+
+        var check = Tools.Run(Master, "check", "--config", path);
+        _output.WriteLine(check.Stdout + check.Stderr);
+        Assert.Equal(1, check.ExitCode);
+        Assert.Contains(Expected, check.Stderr, StringComparison.Ordinal);
+
+        using var run = DispatchInstance.Start(dir, config, _output);
+        Assert.Equal(78, run.WaitForExit());
+        Assert.Contains(Expected, run.Log, StringComparison.Ordinal);
+        Assert.DoesNotContain("Dispatch ready", run.Log, StringComparison.Ordinal);
+    }
 }
