@@ -40,6 +40,14 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
 
     public async Task InvokeAsync(HttpContext context)
     {
+        if (context.RequestAborted.IsCancellationRequested || context.Features.Get<SendTimeoutPipeWriter>() is { OutputEnded: true })
+        {
+            // The connection is gone (the client reset it while the previous response was sent), but Kestrel goes on
+            // to a request pipelined behind that one, already in its input: it is not served to no one, nor logged.
+            context.Abort();
+            return;
+        }
+
         var started = Stopwatch.GetTimestamp();
         ConfinedFileProvider.BeginRequest();
 
