@@ -477,20 +477,6 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     /// </summary>
     private async ValueTask<FlushResult> SendAsync(PlaintextWriter plaintext, CancellationToken cancellationToken)
     {
-        var result = await SendLockedAsync(plaintext, cancellationToken).ConfigureAwait(false);
-        if (result.IsCompleted)
-        {
-            // The client can no longer receive (a reset, most often): Kestrel resumes from the thread pool, as it did
-            // behind a pipe, so that the read loop fails its input with the reset first and a request the client
-            // pipelined is not served.
-            await Task.Yield();
-        }
-
-        return result;
-    }
-
-    private async ValueTask<FlushResult> SendLockedAsync(PlaintextWriter plaintext, CancellationToken cancellationToken)
-    {
         try
         {
             await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
