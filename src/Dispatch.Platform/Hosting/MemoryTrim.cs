@@ -11,7 +11,7 @@ namespace Dispatch.Platform.Hosting;
 /// <list type="bullet">
 /// <item>when a surge of at least <see cref="MinimumSurge"/> connections over the level it started from has fallen back
 /// to within a quarter of it, though connections are still open (a flood ended, the site goes on); or a smaller surge,
-/// of at least <see cref="SmallSurge"/>, that left the GC heap <see cref="HeapGrowth"/> or more above where the last
+/// of at least <see cref="SmallSurge"/>, that left the process's memory (anonymous RSS) <see cref="HeapGrowth"/> or more above where the last
 /// trim left it (two hundred stalled readers of a large file: 90 MB kept while the site's good client went on);</item>
 /// <item>when, after such a trim, the connections it left open have fallen to a quarter (by at least
 /// <see cref="SmallSurge"/>): the end of a flood is often seen part way, its last quarter still open, and what those
@@ -28,10 +28,10 @@ public sealed class MemoryTrim : IDisposable
     /// <summary>Connections over the starting level before a fall back counts as the end of a surge.</summary>
     public const int MinimumSurge = 256;
 
-    /// <summary>Connections over the starting level for a surge that counts when the heap grew by <see cref="HeapGrowth"/>.</summary>
+    /// <summary>Connections over the starting level for a surge that counts when the memory grew by <see cref="HeapGrowth"/>.</summary>
     public const int SmallSurge = 32;
 
-    /// <summary>Growth of the GC heap since the last trim that makes a <see cref="SmallSurge"/> worth a trim.</summary>
+    /// <summary>Growth of the memory (anonymous RSS) since the last trim that makes a <see cref="SmallSurge"/> worth a trim.</summary>
     public const long HeapGrowth = 32L << 20;
 
     private readonly Func<int> _open;
@@ -62,7 +62,11 @@ public sealed class MemoryTrim : IDisposable
     /// surge shorter than <paramref name="period"/> is not missed between two looks, nor a connection that came and went.
     /// </param>
     /// <param name="trimNative">What gives the native heap back after the collection: <c>malloc_trim(0)</c> unless given (tests).</param>
-    /// <param name="heapBytes">The GC heap's size now: <see cref="GC.GetTotalMemory(bool)"/> unless given (tests).</param>
+    /// <param name="heapBytes">
+    /// The memory a surge may have left, now: unless given (tests), the process's anonymous RSS, which holds the GC heap
+    /// and also what native code allocated (a dispatcher's TLS handshakes grew it 33 MiB with its GC heap far below
+    /// <see cref="HeapGrowth"/>); the GC heap where <c>/proc</c> cannot say.
+    /// </param>
     public MemoryTrim(Func<int> open, TimeSpan period, ILogger log, Func<int>? peak = null, Action? trimNative = null, Func<long>? heapBytes = null)
     {
         _open = open;
@@ -70,7 +74,7 @@ public sealed class MemoryTrim : IDisposable
         _log = log;
         _period = period;
         _trimNative = trimNative ?? TrimMallocArenas;
-        _heapBytes = heapBytes ?? (() => GC.GetTotalMemory(forceFullCollection: false));
+        _heapBytes = heapBytes ?? AnonymousOrHeapBytes;
         _heapBase = _heapBytes();
         _timer = new Timer(_ => Check(), null, period, period);
     }
@@ -172,11 +176,11 @@ public sealed class MemoryTrim : IDisposable
         var anonBefore = AnonymousRss();
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         var after = GC.GetTotalMemory(forceFullCollection: false);
-        lock (_gate)
-            _heapBase = _heapBytes();
         var anonCollected = AnonymousRss();
         _trimNative();
         var anonAfter = AnonymousRss();
+        lock (_gate)
+            _heapBase = _heapBytes();
         if (idle)
         {
             // A quiet spell after a few connections is common (a site with a request a minute): Debug, not Information.
@@ -190,6 +194,13 @@ public sealed class MemoryTrim : IDisposable
                 "Connections fell from {Peak} to {Open}: memory trimmed, GC heap {Before} -> {After} MiB, anonymous RSS {AnonBefore} -> {AnonCollected} (collected) -> {AnonAfter} (malloc_trim) MiB",
                 peak, open, before >> 20, after >> 20, anonBefore >> 10, anonCollected >> 10, anonAfter >> 10);
         }
+    }
+
+    /// <summary>What the trim watches by default: this process's anonymous RSS in bytes, or its GC heap where /proc cannot say.</summary>
+    public static long AnonymousOrHeapBytes()
+    {
+        var anon = AnonymousRss();
+        return anon > 0 ? anon << 10 : GC.GetTotalMemory(forceFullCollection: false);
     }
 
     /// <summary>RssAnon of this process in KiB (0 when /proc cannot say: a chroot without /proc).</summary>
