@@ -160,7 +160,10 @@ internal static class Program
 
             // After a surge of connections (a flood), and once quiet after any, the memory they used goes back to the
             // system; a quiet dispatcher with nothing to trim has no timer running (the next connection starts it).
-            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(2), log, () => frontends.Sum(f => f.TakePeak()));
+            // Every second, not two as in a worker: the dispatcher keeps nothing of a handed connection, so what a burst
+            // of handshakes grew (garbage, malloc arenas: 20-30 MB after 5,000) is all given back 1-2 s after its end
+            // (docs/operations.md, "Memory per idle connection").
+            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(1), log, () => frontends.Sum(f => f.TakePeak()));
             foreach (var frontend in frontends)
                 frontend.OnFirstConnection(trim.Wake);
             while (true)

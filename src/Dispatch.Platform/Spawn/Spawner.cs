@@ -38,6 +38,15 @@ public static unsafe class Spawner
     public const string HeapHardLimitVariable = "DOTNET_GCHeapHardLimit";
 
     /// <summary>
+    /// The GC's gen0 budget of Dispatch's own children: at most 4 MiB (hexadecimal bytes, as the runtime reads them).
+    /// Left to itself a workstation GC lets gen0 grow to 128 MiB (32 with a heap hard limit) when little survives, and
+    /// keeps that much garbage between two collections: a dispatcher after a burst of handshakes, a worker holding
+    /// thousands of idle connections carried tens of MB of it, KiB per connection (docs/operations.md, "Memory per
+    /// idle connection"). The cost is more gen0 collections, each of which finds little alive.
+    /// </summary>
+    public const string Gen0Budget = "DOTNET_GCGen0MaxBudget=400000";
+
+    /// <summary>
     /// OpenSSL's configuration file variable: Dispatch's own children (dispatcher, workers) get
     /// <see cref="OpenSslConfigFile"/>, the TLS policy of the engines that run on OpenSSL (suites, groups, versions).
     /// </summary>
@@ -48,11 +57,11 @@ public static unsafe class Spawner
 
     /// <summary>
     /// The environment of Dispatch's own children (not of a pool's foreign <c>program</c>): the clean environment, the
-    /// OpenSSL policy, and a GC heap hard limit when one is given.
+    /// OpenSSL policy, the GC's <see cref="Gen0Budget"/>, and a GC heap hard limit when one is given.
     /// </summary>
     public static string[] CleanEnvironment(ulong? heapHardLimit)
     {
-        string[] own = [.. CleanEnvironment(), $"{OpenSslConfigVariable}={OpenSslConfigFile}"];
+        string[] own = [.. CleanEnvironment(), $"{OpenSslConfigVariable}={OpenSslConfigFile}", Gen0Budget];
         return heapHardLimit is { } bytes
             ? [.. own, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{HeapHardLimitVariable}={bytes:X}")]
             : own;

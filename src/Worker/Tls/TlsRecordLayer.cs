@@ -11,22 +11,25 @@ namespace Dispatch.Worker.Tls;
 /// transport carrying the client's records into a plaintext <see cref="IDuplexPipe"/> for Kestrel, and back.
 /// </summary>
 /// <remarks>
-/// <para>Two loops. Reading: whole records from the transport are opened straight into the plaintext input pipe
+/// <para>Reading, one loop: whole records from the transport are opened straight into the plaintext input pipe
 /// (a record that straddles the transport's segments is first copied to scratch space rented for that record alone);
-/// alerts, KeyUpdate and everything else the peer may send after the handshake are handled here. Writing: whatever
-/// Kestrel has written and flushed is cut into records of up to 2^14 bytes (small writes made before one flush share a
-/// record), encrypted directly into the transport's buffer.</para>
-/// <para>Memory: both plaintext pipes rent from <see cref="TlsBufferPool"/> and give segments back once read, so an idle
-/// keep-alive connection holds no buffer of this layer (and the socket transport holds none either while it waits).</para>
+/// alerts, KeyUpdate and everything else the peer may send after the handshake are handled here. Writing, no loop:
+/// Kestrel writes into buffers rented for the purpose (<see cref="PlaintextWriter"/>), and its flush cuts them into
+/// records of up to 2^14 bytes (small writes made before one flush share a record), encrypted directly into the
+/// transport's buffer, then flushes the transport.</para>
+/// <para>Memory: the input pipe and the writer rent from <see cref="TlsBufferPool"/> and give every buffer back once read
+/// or flushed, so an idle keep-alive connection holds no buffer of this layer (and the socket transport holds none
+/// either while it waits): what it holds is this object, the input pipe and the read loop's state (docs/operations.md,
+/// "Memory per idle connection").</para>
 /// <para>Ending. Kestrel completes its output: close_notify, then the transport's output is completed (the socket
 /// transport sends what is left and closes). The peer's close_notify: end of Kestrel's input (it answers by completing
 /// its output, hence our close_notify). A protocol error: one fatal alert, a log line (ConnectionId, Alert, Reason),
 /// the transport's output completed, and Kestrel's input failed once the transport has closed — so that the alert
 /// leaves before anything can abort the socket. The peer's fatal alert: the connection ends without an answer.</para>
-/// <para>Call <see cref="ServeAsync"/>; it returns once Kestrel and both loops are done. One connection's failure touches
+/// <para>Call <see cref="ServeAsync"/>; it returns once Kestrel, the read loop and the close are done. One connection's failure touches
 /// no other: everything here is per connection.</para>
 /// </remarks>
-public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
+public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
 {
     private const byte AlertWarning = 1;
     private const byte AlertFatal = 2;
@@ -44,23 +47,11 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         minimumSegmentSize: 4096,
         useSynchronizationContext: false);
 
-    // Kestrel's flush runs the write loop inline (no thread hop per response); Kestrel resumes on the thread pool.
-    // While the client does not read, this holds up to the threshold in plaintext (besides the transport's pipe):
-    // 32 KiB, as the socket transport's (docs/floods.md).
-    private static readonly PipeOptions s_outputOptions = new(
-        pool: TlsBufferPool.Instance,
-        readerScheduler: PipeScheduler.Inline,
-        writerScheduler: PipeScheduler.ThreadPool,
-        pauseWriterThreshold: 32 * 1024,
-        resumeWriterThreshold: 16 * 1024,
-        minimumSegmentSize: 4096,
-        useSynchronizationContext: false);
-
     private readonly IDuplexPipe _transport;
     private readonly TlsRecordProtection _reader;
     private readonly TlsRecordProtection _writer;
     private readonly Pipe _input = new(s_inputOptions);
-    private readonly Pipe _output = new(s_outputOptions);
+    private readonly PlaintextWriter _output;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly string _connectionId;
     private readonly Serilog.ILogger _log;
@@ -72,6 +63,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     // We asked the peer to update its key and have not seen it do so yet.
     private bool _updateRequested;
     private Task _readLoop = Task.CompletedTask;
+    // Set when Kestrel completes its output: the close_notify (or the transport's end) on its way.
     private Task _writeLoop = Task.CompletedTask;
     private int _disposed;
 
@@ -83,13 +75,14 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         _connectionId = connectionId;
         _log = log;
         _tls13 = reader.Version == TlsSessionState.Tls13;
+        _output = new PlaintextWriter(this);
     }
 
     /// <summary>Plaintext from the client (Kestrel's transport input).</summary>
     public PipeReader Input => _input.Reader;
 
     /// <summary>Plaintext to the client (Kestrel's transport output).</summary>
-    public PipeWriter Output => _output.Writer;
+    public PipeWriter Output => _output;
 
     /// <summary>
     /// Derives the keys of <paramref name="session"/> (and clears its secrets) and starts the two loops over
@@ -115,7 +108,6 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
             var layer = new TlsRecordLayer(transport, reader, writer, connectionId, log);
             reader = null;
             layer._readLoop = layer.ReadLoopAsync();
-            layer._writeLoop = layer.WriteLoopAsync();
             return layer;
         }
         finally
@@ -169,7 +161,7 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         }
 
         await _input.Reader.CompleteAsync().ConfigureAwait(false);
-        await _output.Writer.CompleteAsync().ConfigureAwait(false);
+        await _output.CompleteAsync().ConfigureAwait(false);
         await _writeLoop.ConfigureAwait(false);
 
         // The transport's output is complete, so the socket transport closes the socket and the read loop ends; this
@@ -479,97 +471,126 @@ public sealed class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         }
     }
 
-    private async Task WriteLoopAsync()
+    /// <summary>
+    /// What Kestrel wrote since its last flush, as records into the transport's buffer, then the transport flushed: the
+    /// writer's flush. Returns the transport's answer (completed once nothing more may be written).
+    /// </summary>
+    private async ValueTask<FlushResult> SendAsync(PlaintextWriter plaintext, CancellationToken cancellationToken)
     {
-        var reader = _output.Reader;
-        Exception? error = null;
         try
         {
-            while (true)
+            await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            plaintext.Discard();
+            return new FlushResult(isCanceled: true, isCompleted: false);
+        }
+
+        try
+        {
+            if (_writeClosed)
             {
-                var result = await reader.ReadAsync().ConfigureAwait(false);
-                var buffer = result.Buffer;
-                var stop = false;
-                await _writeLock.WaitAsync().ConfigureAwait(false);
-                try
+                plaintext.Discard();
+                return new FlushResult(isCanceled: false, isCompleted: true);
+            }
+
+            plaintext.WriteRecords();
+            var flush = await _transport.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+            if (flush.IsCompleted)
+            {
+                _writeClosed = true;
+                await _transport.Output.CompleteAsync().ConfigureAwait(false);
+            }
+
+            return flush;
+        }
+        catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The transport is gone, or the write sequence number is exhausted: no close_notify, just the end of the
+            // connection; Kestrel sees its output completed.
+            plaintext.Discard();
+            _writeClosed = true;
+            await _transport.Output.CompleteAsync().ConfigureAwait(false);
+            return new FlushResult(isCanceled: false, isCompleted: true);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Kestrel completed its output: what it wrote last and close_notify, then the transport's output completed; or,
+    /// when it aborted (<paramref name="error"/>), the transport's output completed without another record.
+    /// </summary>
+    private async Task CloseAsync(PlaintextWriter plaintext, Exception? error)
+    {
+        try
+        {
+            await _writeLock.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                if (_writeClosed)
                 {
-                    if (_writeClosed)
-                    {
-                        stop = true;
-                    }
-                    else
-                    {
-                        if (!buffer.IsEmpty)
-                        {
-                            WriteRecords(buffer);
-                        }
-
-                        if (result.IsCompleted)
-                        {
-                            WriteAlert(AlertWarning, TlsAlertDescription.CloseNotify);
-                            _writeClosed = true;
-                        }
-
-                        var flush = await _transport.Output.FlushAsync().ConfigureAwait(false);
-                        if (flush.IsCompleted)
-                        {
-                            _writeClosed = true;
-                        }
-
-                        if (_writeClosed)
-                        {
-                            stop = true;
-                            await _transport.Output.CompleteAsync().ConfigureAwait(false);
-                        }
-                    }
+                    plaintext.Discard();
+                    return;
                 }
-                finally
+
+                _writeClosed = true;
+                if (error is null)
                 {
-                    _writeLock.Release();
+                    plaintext.WriteRecords();
+                    WriteAlert(AlertWarning, TlsAlertDescription.CloseNotify);
+                    await _transport.Output.FlushAsync().ConfigureAwait(false);
+                }
+                else
+                {
+                    plaintext.Discard();
                 }
 
-                reader.AdvanceTo(buffer.End);
-                if (stop || result.IsCompleted)
-                {
-                    break;
-                }
+                await _transport.Output.CompleteAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                _writeLock.Release();
             }
         }
         catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
         {
-            // Kestrel aborted its output, the transport is gone, or the write sequence number is exhausted: no
-            // close_notify, just the end of the connection.
-            error = e;
-            await CloseTransportAsync().ConfigureAwait(false);
+            // The transport is gone (or the sequence number exhausted): the end of the connection, no close_notify.
+            plaintext.Discard();
+            await _transport.Output.CompleteAsync().ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // A bug of ours: this connection ends, loudly; no other is touched.
             _log.Error(e, "TLS connection {ConnectionId} failed in the record layer", _connectionId);
-            error = e;
-            await CloseTransportAsync().ConfigureAwait(false);
+            plaintext.Discard();
+            await _transport.Output.CompleteAsync().ConfigureAwait(false);
         }
-
-        await reader.CompleteAsync(error).ConfigureAwait(false);
     }
 
-    /// <summary>Cuts <paramref name="plaintext"/> into records of up to 2^14 bytes, encrypted into the transport's buffer.</summary>
-    private void WriteRecords(ReadOnlySequence<byte> plaintext)
+    /// <summary>
+    /// Cuts the <paramref name="length"/> bytes <paramref name="plaintext"/> holds into records of up to 2^14 bytes,
+    /// encrypted into the transport's buffer. Under the lock.
+    /// </summary>
+    private void WriteRecords(PlaintextWriter plaintext, long length)
     {
         var output = _transport.Output;
-        while (!plaintext.IsEmpty)
+        while (length > 0)
         {
             if (_tls13 && _writer.KeyUpdateAdvised)
             {
                 WriteKeyUpdate(requestUpdate: false);
             }
 
-            var length = (int)Math.Min(plaintext.Length, TlsRecordProtection.MaxPlaintext);
-            var record = output.GetSpan(_writer.RecordLength(length));
-            var payload = record.Slice(_writer.PayloadOffset, length);
-            plaintext.Slice(0, length).CopyTo(payload);
+            var size = (int)Math.Min(length, TlsRecordProtection.MaxPlaintext);
+            var record = output.GetSpan(_writer.RecordLength(size));
+            var payload = record.Slice(_writer.PayloadOffset, size);
+            plaintext.Take(payload);
             output.Advance(_writer.Encrypt(TlsContentType.ApplicationData, payload, record));
-            plaintext = plaintext.Slice(length);
+            length -= size;
         }
     }
 

@@ -47,6 +47,10 @@ public sealed class DensityTests : IDisposable
             Assert.Equal("False", gc["ConcurrentGC"]);
             Assert.Equal("5", gc["GCConserveMem"]);
             Assert.Equal(limit, gc["GCHeapHardLimit"]);
+
+            // The young generation the master gives its own children (Spawner.Gen0Budget): at most 4 MiB, not the 128
+            // (32 with a heap limit) whose garbage an idle connection's share of memory carried (docs/operations.md).
+            Assert.Equal("4194304", gc["GCGen0MaxBudget"]);
         }
     }
 
