@@ -40,7 +40,8 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
 
     public async Task InvokeAsync(HttpContext context)
     {
-        if (context.RequestAborted.IsCancellationRequested || context.Features.Get<SendTimeoutPipeWriter>() is { OutputEnded: true })
+        var transport = context.Features.Get<SendTimeoutPipeWriter>();
+        if (context.RequestAborted.IsCancellationRequested || transport is { OutputEnded: true })
         {
             // The connection is gone (the client reset it while the previous response was sent), but Kestrel goes on
             // to a request pipelined behind that one, already in its input: it is not served to no one, nor logged.
@@ -66,7 +67,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         context.Response.Headers.XContentTypeOptions = "nosniff";
 
         // Under every handler: the access log's byte count is what reached the connection (CountingResponseBody).
-        var body = new CountingResponseBody(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.RequestAborted, context.Features.Get<SendTimeoutPipeWriter>());
+        var body = new CountingResponseBody(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.RequestAborted, transport);
         context.Features.Set<IHttpResponseBodyFeature>(body);
         try
         {
