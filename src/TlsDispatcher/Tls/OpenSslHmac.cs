@@ -132,21 +132,9 @@ internal static partial class OpenSslHmac
         throw new ArgumentException($"{hash.Name} is not a hash of TLS's key schedules", nameof(hash));
     }
 
-    /// <summary>The digest in <paramref name="slot"/>, fetched on first use; a thread that loses the race frees its own.</summary>
-    private static nint Fetched(ref nint slot, string name)
-    {
-        nint md = Volatile.Read(ref slot);
-        if (md != 0)
-            return md;
-        md = FetchDigest(0, name, 0);
-        if (md == 0)
-            throw OpenSslKeyHandle.Failure("EVP_MD_fetch");
-        nint first = Interlocked.CompareExchange(ref slot, md, 0);
-        if (first == 0)
-            return md;
-        FreeDigest(md);
-        return first;
-    }
+    /// <summary>The digest in <paramref name="slot"/>, fetched on first use (<see cref="OpenSslKeyHandle.Once"/>).</summary>
+    private static nint Fetched(ref nint slot, string name) =>
+        OpenSslKeyHandle.Once(ref slot, name, static n => FetchDigest(0, n, 0), FreeDigest, "EVP_MD_fetch");
 
     private static unsafe nint Begin(nint md, ReadOnlySpan<byte> key)
     {

@@ -36,6 +36,26 @@ internal abstract partial class OpenSslKeyHandle : SafeHandle
     }
 
     /// <summary>
+    /// The OpenSSL object in <paramref name="slot"/>, made by <paramref name="create"/> on first use and kept for the life
+    /// of the process (a curve's group, a fetched digest). Two threads that find it missing at once may both make one;
+    /// the one that loses the exchange frees its own with <paramref name="free"/>.
+    /// </summary>
+    internal static nint Once<TState>(ref nint slot, TState state, Func<TState, nint> create, Action<nint> free, string call)
+    {
+        nint made = Volatile.Read(ref slot);
+        if (made != 0)
+            return made;
+        made = create(state);
+        if (made == 0)
+            throw Failure(call);
+        nint first = Interlocked.CompareExchange(ref slot, made, 0);
+        if (first == 0)
+            return made;
+        free(made);
+        return first;
+    }
+
+    /// <summary>
     /// An agreement OpenSSL refused (a point off the curve, a shared point at infinity, an all-zero X25519 secret):
     /// the error queue emptied, whatever <paramref name="secret"/> holds wiped, and <see langword="null"/>.
     /// </summary>

@@ -41,23 +41,8 @@ internal static partial class OpenSslP256
     /// P-256's <c>EC_GROUP</c>, built on first use and kept for the life of the process. Two threads that find it
     /// missing at once may both build one; the one that loses the exchange frees its own.
     /// </summary>
-    internal static nint SharedGroup
-    {
-        get
-        {
-            nint group = Volatile.Read(ref _group);
-            if (group != 0)
-                return group;
-            group = NewGroupByCurveName(NidP256);
-            if (group == 0)
-                throw OpenSslKeyHandle.Failure("EC_GROUP_new_by_curve_name");
-            nint first = Interlocked.CompareExchange(ref _group, group, 0);
-            if (first == 0)
-                return group;
-            FreeGroup(group);
-            return first;
-        }
-    }
+    internal static nint SharedGroup =>
+        OpenSslKeyHandle.Once(ref _group, NidP256, static nid => NewGroupByCurveName(nid), FreeGroup, "EC_GROUP_new_by_curve_name");
 
     /// <summary>A fresh key pair for one exchange.</summary>
     public static PrivateKey Generate()
