@@ -26,19 +26,7 @@ public sealed class SharedValidationTests
         var config = DispatchInstance.SampleConfig(port, a, b);
         config["metrics"] = new JsonObject { ["listen"] = $"127.0.0.1:{port}" };
         config["control"] = new JsonObject { ["socket"] = Path.Combine(dir, "control.sock") };
-        var path = Path.Combine(dir, "dispatch.json");
-        File.WriteAllText(path, config.ToJsonString());
-        var expected = $"metrics:listen: 127.0.0.1:{port} is also a listener";
-
-        var check = Tools.Run(Master, "check", "--config", path);
-        _output.WriteLine(check.Stdout + check.Stderr);
-        Assert.Equal(1, check.ExitCode);
-        Assert.Contains(expected, check.Stderr, StringComparison.Ordinal);
-
-        using var run = DispatchInstance.Start(dir, config, _output);
-        Assert.Equal(78, run.WaitForExit());
-        Assert.Contains(expected, run.Log, StringComparison.Ordinal);
-        Assert.DoesNotContain("Dispatch ready", run.Log, StringComparison.Ordinal);
+        AssertRefusedByCheckAndRun(dir, config, $"metrics:listen: 127.0.0.1:{port} is also a listener");
     }
 
     /// <summary>
@@ -55,18 +43,23 @@ public sealed class SharedValidationTests
         var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
         config["jailProbe"]!["paths"] = new JsonArray([.. Enumerable.Range(0, 16).Select(i => (JsonNode)$"/etc/probe{i:D2}/{new string('p', 4096 - 13)}")]);
         config["control"] = new JsonObject { ["socket"] = Path.Combine(dir, "control.sock") };
+        AssertRefusedByCheckAndRun(dir, config, "jailProbe:paths: 65536 bytes in all: at most 16384");
+    }
+
+    /// <summary>`check` exits 1 and `run` exits 78 before "Dispatch ready", each saying <paramref name="expected"/>.</summary>
+    private void AssertRefusedByCheckAndRun(string dir, JsonObject config, string expected)
+    {
         var path = Path.Combine(dir, "dispatch.json");
         File.WriteAllText(path, config.ToJsonString());
-        const string Expected = "jailProbe:paths: 65536 bytes in all: at most 16384";
 
         var check = Tools.Run(Master, "check", "--config", path);
         _output.WriteLine(check.Stdout + check.Stderr);
         Assert.Equal(1, check.ExitCode);
-        Assert.Contains(Expected, check.Stderr, StringComparison.Ordinal);
+        Assert.Contains(expected, check.Stderr, StringComparison.Ordinal);
 
         using var run = DispatchInstance.Start(dir, config, _output);
         Assert.Equal(78, run.WaitForExit());
-        Assert.Contains(Expected, run.Log, StringComparison.Ordinal);
+        Assert.Contains(expected, run.Log, StringComparison.Ordinal);
         Assert.DoesNotContain("Dispatch ready", run.Log, StringComparison.Ordinal);
     }
 }
