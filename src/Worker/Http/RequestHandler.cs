@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.StaticFiles;
@@ -46,6 +47,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
             // The connection is gone (the client reset it while the previous response was sent), but Kestrel goes on
             // to a request pipelined behind that one, already in its input: it is not served to no one, nor logged.
             context.Abort();
+            EndConnectionIfGone(context, transport);
             return;
         }
 
@@ -116,6 +118,25 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         {
             WriteAccessLog(context, info, vhost, method, path, started, failed, body);
             context.Features.Set(body.Inner);
+            EndConnectionIfGone(context, transport);
+        }
+    }
+
+    /// <summary>
+    /// After a request on an HTTP/1.x connection whose client is gone (reset, or its output ended: a stalled reader that
+    /// closed), tells Kestrel to read no next request. Otherwise Kestrel goes back to the connection's input for one, and
+    /// the input's end (the reset) is thrown there and caught again by its connection loop: two exceptions for every
+    /// client that leaves mid-response, 10,000 when a flood of 5,000 stalled readers closes, and the worker's thread pool
+    /// queued thousands deep behind them while the site's other clients waited (docs/floods.md). HTTP/2 is left alone:
+    /// a stream's end is not its connection's.
+    /// </summary>
+    private static void EndConnectionIfGone(HttpContext context, SendTimeoutPipeWriter? transport)
+    {
+        var protocol = context.Request.Protocol;
+        if ((context.RequestAborted.IsCancellationRequested || transport is { OutputEnded: true })
+            && (HttpProtocol.IsHttp11(protocol) || HttpProtocol.IsHttp10(protocol)))
+        {
+            context.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
         }
     }
 

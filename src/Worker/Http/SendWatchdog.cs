@@ -43,6 +43,9 @@ internal sealed class SendWatchdog : IDisposable
     /// <summary>Whether the timer runs (tests).</summary>
     internal bool Running => Volatile.Read(ref _running);
 
+    /// <summary>Connections whose flush waits for their client now (tests).</summary>
+    internal int Waiting => _watched.Keys.Count(w => w.WaitingSince != 0);
+
     /// <summary>One look now, as the timer would (tests).</summary>
     internal void CheckNow() => Check();
 

@@ -67,6 +67,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// <summary>Connections handed over and not yet finished (queued or being served).</summary>
     public int OpenConnections => _openConnections.Open;
 
+    /// <summary>Connections whose response waits for its client to read (tests).</summary>
+    internal int WaitingSends => _sendWatchdog?.Waiting ?? 0;
+
     /// <summary>The most connections open at once since the last call (see <see cref="ConnectionGauge.TakePeak"/>).</summary>
     public int TakePeakConnections() => _openConnections.TakePeak();
 

@@ -467,6 +467,13 @@ internal sealed class RawConnection : IAsyncDisposable
         return total;
     }
 
+    /// <summary>Closes with a reset (SO_LINGER 0), as a client that gives up on a response does.</summary>
+    public void Reset()
+    {
+        _socket.LingerState = new LingerOption(true, 0);
+        _socket.Dispose();
+    }
+
     public ValueTask DisposeAsync()
     {
         _socket.Dispose();
