@@ -101,7 +101,7 @@ internal sealed class FdWatch : IDisposable
 {
     private readonly FdReactor _reactor;
     private readonly Lock _lock = new();
-    private TaskCompletionSource? _pending;
+    private TaskCompletionSource<bool>? _pending;
     private bool _added;
     private bool _disposed;
 
@@ -119,24 +119,59 @@ internal sealed class FdWatch : IDisposable
     /// <summary>Completes when the descriptor is (probably) ready for <paramref name="events"/>.</summary>
     public async Task WaitAsync(uint events, CancellationToken cancellationToken)
     {
-        var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!await WaitQuietlyAsync(events, cancellationToken).ConfigureAwait(false))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            throw new ObjectDisposedException(nameof(FdWatch));
+        }
+    }
+
+    /// <summary>
+    /// As <see cref="WaitAsync"/>, without an exception: false when the token fired or the watch was disposed (a
+    /// connection's end is no error: thousands of them end at once when a flood does).
+    /// </summary>
+    public Task<bool> WaitQuietlyAsync(uint events, CancellationToken cancellationToken)
+    {
+        var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_lock)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_disposed)
+            {
+                return Task.FromResult(false);
+            }
+
             _pending = completion;
             _reactor.Arm(this, events, _added);
             _added = true;
         }
 
-        using (cancellationToken.UnsafeRegister(static (state, token) => ((TaskCompletionSource)state!).TrySetCanceled(token), completion))
+        if (!cancellationToken.CanBeCanceled)
         {
-            await completion.Task.ConfigureAwait(false);
+            return completion.Task;
         }
+
+        var registration = cancellationToken.UnsafeRegister(static state => ((TaskCompletionSource<bool>)state!).TrySetResult(false), completion);
+        return completion.Task.ContinueWith(
+            static (task, state) =>
+            {
+                ((CancellationTokenRegistration)state!).Dispose();
+                return task.Result;
+            },
+            registration,
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
     }
 
-    internal void Signal() => Interlocked.Exchange(ref _pending, null)?.TrySetResult();
+    internal void Signal() => Interlocked.Exchange(ref _pending, null)?.TrySetResult(true);
 
-    public void Dispose()
+    public void Dispose() => Dispose(descriptorOpen: true);
+
+    /// <summary>
+    /// Unregisters and wakes the waiter. <paramref name="descriptorOpen"/> false: the descriptor was closed (it left the
+    /// epoll set then, and its number may be another's now): the registration is only forgotten, no epoll_ctl.
+    /// </summary>
+    public void Dispose(bool descriptorOpen)
     {
         lock (_lock)
         {
@@ -146,9 +181,9 @@ internal sealed class FdWatch : IDisposable
             }
 
             _disposed = true;
-            _reactor.Remove(this, _added);
+            _reactor.Remove(this, _added && descriptorOpen);
         }
 
-        Interlocked.Exchange(ref _pending, null)?.TrySetException(new ObjectDisposedException(nameof(FdWatch)));
+        Interlocked.Exchange(ref _pending, null)?.TrySetResult(false);
     }
 }

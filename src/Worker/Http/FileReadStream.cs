@@ -23,6 +23,9 @@ internal sealed class FileReadStream(SafeFileHandle handle, long length, bool sh
     private long _position;
     private int _disposed;
 
+    /// <summary>The descriptor read (for <c>sendfile</c>: <see cref="DirectSocketWriter.SendFileAsync"/>); valid while the stream is.</summary>
+    internal SafeFileHandle Handle => handle;
+
     public override bool CanRead => !IsDisposed;
 
     public override bool CanSeek => !IsDisposed;

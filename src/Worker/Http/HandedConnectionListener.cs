@@ -24,11 +24,14 @@ internal sealed class HandedEndPoint(HandedProtocol protocol) : EndPoint
 internal readonly record struct PendingConnection(Socket Socket, ReadOnlyMemory<byte> InitialBytes, HandedConnectionInfo Info);
 
 /// <summary>Per-connection feature: the dispatcher's metadata, and the initial bytes until the replay middleware takes them.</summary>
-internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnlyMemory<byte> initialBytes) : IHandedConnectionFeature
+internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnlyMemory<byte> initialBytes, Socket? socket = null) : IHandedConnectionFeature
 {
     private ReadOnlyMemory<byte> _initialBytes = initialBytes;
 
     public HandedConnectionInfo Info { get; } = info;
+
+    /// <summary>The connection's socket (the transport owns it; <see cref="DirectSocketWriter"/> writes to it).</summary>
+    public Socket? Socket { get; } = socket;
 
     /// <summary>Returns the initial bytes once and forgets them.</summary>
     public ReadOnlyMemory<byte> TakeInitialBytes()
@@ -177,7 +180,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             }
 
             connection.ConnectionId = info.ConnectionId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            connection.Features.Set<IHandedConnectionFeature>(new HandedConnectionFeature(info, pending.InitialBytes));
+            connection.Features.Set<IHandedConnectionFeature>(new HandedConnectionFeature(info, pending.InitialBytes, socket));
             return connection;
         }
 

@@ -27,10 +27,23 @@ internal sealed class SendTimeoutPipeWriter : PipeWriter
     /// client is gone). Kestrel's own flushes do not say so (its flusher swallows the transport's error and reports a
     /// flush that completed), so what is written after that would otherwise look sent.
     /// </summary>
-    public bool OutputEnded => Volatile.Read(ref _ended);
+    public bool OutputEnded => Volatile.Read(ref _ended) || Direct is { Ended: true };
 
-    /// <summary>When the pending flush started (Environment.TickCount64), or 0 when none is pending.</summary>
-    public long WaitingSince => Volatile.Read(ref _waitingSince);
+    /// <summary>
+    /// When the pending flush started (Environment.TickCount64), or 0 when none is pending; over a
+    /// <see cref="DirectSocketWriter"/>, also its own wait for the socket (a static file's <c>sendfile</c>).
+    /// </summary>
+    public long WaitingSince
+    {
+        get
+        {
+            var own = Volatile.Read(ref _waitingSince);
+            return own != 0 ? own : Direct?.WaitingSince ?? 0;
+        }
+    }
+
+    /// <summary>The connection's output when it is written straight to the socket (plain HTTP/1), else null.</summary>
+    public DirectSocketWriter? Direct => _inner as DirectSocketWriter;
 
     public override bool CanGetUnflushedBytes => _inner.CanGetUnflushedBytes;
 

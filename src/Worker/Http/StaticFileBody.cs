@@ -28,8 +28,11 @@ namespace Dispatch.Worker.Http;
 /// bytes written behind its back (it fails a response whose Content-Length it did not see written). See
 /// docs/floods.md.</para>
 /// </remarks>
-internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file, bool http2, CancellationToken requestAborted) : IHttpResponseBodyFeature
+internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file, bool http2, CancellationToken requestAborted, DirectSocketWriter? direct = null) : IHttpResponseBodyFeature
 {
+    /// <summary>The most one <c>sendfile</c> sends before Kestrel is told (the access log's count, Content-Length).</summary>
+    internal const int DirectChunk = 1 << 20;
+
     /// <summary>Bytes read and written at once: what a blocked flush can hold beyond the output pipe's own threshold.</summary>
     internal const int Chunk = 16 * 1024;
 
@@ -45,8 +48,11 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
         var http = context.Context;
         if (context.File is ConfinedFileInfo confined && !HttpMethods.IsHead(http.Request.Method))
         {
+            var body = http.Features.GetRequiredFeature<IHttpResponseBodyFeature>();
+            // sendfile only when nothing but the access log's count lies between here and Kestrel (no compression).
+            var direct = body is CountingResponseBody ? http.Features.Get<SendTimeoutPipeWriter>()?.Direct : null;
             http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(
-                http.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), confined, HttpProtocol.IsHttp2(http.Request.Protocol), http.RequestAborted));
+                body, confined, HttpProtocol.IsHttp2(http.Request.Protocol), http.RequestAborted, direct));
         }
     }
 
@@ -58,7 +64,7 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
 
     public Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default) =>
         string.Equals(path, file.PhysicalPath, StringComparison.Ordinal)
-            ? CopyAsync(file, inner.Writer, offset, count, cancellationToken, endsWithConnection: !http2 && cancellationToken == requestAborted)
+            ? CopyAsync(file, inner.Writer, offset, count, cancellationToken, endsWithConnection: !http2 && cancellationToken == requestAborted, direct)
             : inner.SendFileAsync(path, offset, count, cancellationToken);
 
     /// <summary>Writes <paramref name="count"/> bytes (to the end when null) of <paramref name="source"/> from
@@ -75,7 +81,8 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
     /// nothing after the abort). Otherwise (HTTP/2, where a stream's abort is not the connection's, or another token) the
     /// token cancels the flush and the copy throws, as before.
     /// </param>
-    internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken, bool endsWithConnection = false)
+    /// <param name="direct">The connection's output when it is the socket itself: the body goes by <c>sendfile</c> (<see cref="SendDirectAsync"/>).</param>
+    internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken, bool endsWithConnection = false, DirectSocketWriter? direct = null)
     {
         await using var stream = source.CreateReadStream();
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
@@ -84,9 +91,15 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             throw new ArgumentOutOfRangeException(nameof(count), $"The range {offset}+{count} lies beyond the file's {stream.Length} bytes.");
         }
 
-        stream.Seek(offset, SeekOrigin.Begin);
         var remaining = count ?? (stream.Length - offset);
         var flushToken = endsWithConnection ? CancellationToken.None : cancellationToken;
+        if (direct is not null && stream is FileReadStream file)
+        {
+            await SendDirectAsync(file, writer, direct, offset, remaining, endsWithConnection, cancellationToken, flushToken).ConfigureAwait(false);
+            return;
+        }
+
+        stream.Seek(offset, SeekOrigin.Begin);
         while (remaining > 0)
         {
             if (endsWithConnection && cancellationToken.IsCancellationRequested)
@@ -137,5 +150,69 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// The body from the file's descriptor to the socket with <c>sendfile</c> (<see cref="DirectSocketWriter"/>): no
+    /// buffer, no copy in the worker. The head goes first (the first flush starts the response); after each
+    /// <see cref="DirectChunk"/> sent, Kestrel is given as many placeholder bytes (it counts them against the
+    /// Content-Length, the access log counts them; they are not sent). Ends as <see cref="CopyAsync"/> does: quietly when
+    /// the output ended or the connection was aborted, short when the file shrank (Kestrel then ends the response).
+    /// </summary>
+    private static async Task SendDirectAsync(FileReadStream file, PipeWriter writer, DirectSocketWriter direct, long offset, long remaining, bool endsWithConnection, CancellationToken cancellationToken, CancellationToken flushToken)
+    {
+        var started = await writer.FlushAsync(flushToken).ConfigureAwait(false);
+        if (Ended(started, endsWithConnection, cancellationToken))
+        {
+            return;
+        }
+
+        while (remaining > 0)
+        {
+            if (endsWithConnection && cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+
+            cancellationToken.ThrowIfCancellationRequested();
+            var asked = Math.Min(remaining, DirectChunk);
+            var sent = await direct.SendFileAsync(file.Handle, offset, asked, flushToken).ConfigureAwait(false);
+            if (sent > 0)
+            {
+                direct.AddPlaceholders(sent);
+                for (var left = sent; left > 0;)
+                {
+                    var step = (int)Math.Min(left, DirectSocketWriter.MaxPlaceholder);
+                    writer.GetSpan(step);
+                    writer.Advance(step);
+                    left -= step;
+                }
+
+                offset += sent;
+                remaining -= sent;
+                if (Ended(await writer.FlushAsync(flushToken).ConfigureAwait(false), endsWithConnection, cancellationToken))
+                {
+                    return;
+                }
+            }
+
+            if (sent < asked)
+            {
+                // The output ended (the client is gone), the token fired, or the file shrank since its length was
+                // sent (Kestrel then ends the response as too short).
+                cancellationToken.ThrowIfCancellationRequested();
+                return;
+            }
+        }
+    }
+
+    private static bool Ended(FlushResult flushed, bool endsWithConnection, CancellationToken cancellationToken)
+    {
+        if (flushed.IsCanceled && !(endsWithConnection && cancellationToken.IsCancellationRequested))
+        {
+            throw new OperationCanceledException("The response's flush was canceled.", cancellationToken);
+        }
+
+        return flushed.IsCompleted || flushed.IsCanceled;
     }
 }

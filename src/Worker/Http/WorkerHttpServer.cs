@@ -437,6 +437,16 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             var initialBytes = feature is null ? default : feature.TakeInitialBytes();
             var session = feature?.Info.Session;
             var transport = connection.Transport;
+            // Plain HTTP/1: the output goes straight to the socket (static files with sendfile), not through the
+            // transport's pipe and send loop (DirectSocketWriter); TLS and HTTP/2 keep the transport's.
+            using var direct = session is null && feature?.Info.Protocol is HandedProtocol.Http1 && feature.Socket is { } socket
+                ? new DirectSocketWriter(socket, transport.Output, connection)
+                : null;
+            if (direct is not null)
+            {
+                connection.Transport = new DuplexPipe(transport.Input, direct);
+            }
+
             using var watch = _sendWatchdog!.Add(connection);
             connection.Transport = new DuplexPipe(initialBytes.IsEmpty ? transport.Input : new PrefixedPipeReader(initialBytes, transport.Input), watch.Output);
 
