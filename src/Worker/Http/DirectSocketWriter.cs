@@ -28,9 +28,8 @@ namespace Dispatch.Worker.Http;
 /// <para>A send that fails (the client reset, or the send timeout aborted the connection) ends the output
 /// (<see cref="Ended"/>: flushes report it as completed) and aborts the connection, as Kestrel's transport does, so
 /// that Kestrel does not take the short response for the application's fault. The transport owns the socket and closes
-/// it: each system call here, and each arming of the wait, holds a reference on its handle (the descriptor cannot be
-/// closed, and its number reused, under it); a wait armed before the close is ended by the connection's
-/// <c>ConnectionClosed</c> (a closed descriptor leaves the epoll set without an event).</para>
+/// it (after a shutdown, which wakes a waiting send): each system call here, and each wait, holds a reference on its
+/// handle, so that the descriptor cannot be closed, and its number reused, under it.</para>
 /// </remarks>
 internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 {
@@ -334,10 +333,15 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
         }
     }
 
-    /// <summary>Waits until the socket takes bytes. False when the wait ended otherwise (the token, or the writer released).</summary>
+    /// <summary>
+    /// Waits until the socket takes bytes. False when the wait ended otherwise (the token, or the writer released).
+    /// The wait holds a reference on the socket's handle: the transport's close (after its shutdown, which wakes the
+    /// wait) then waits for it, and the descriptor cannot leave the epoll set, or be reused, under the wait. Not ended
+    /// by the connection's ConnectionClosed: that fires when the client only half-closed (its request sent, its
+    /// response still wanted).
+    /// </summary>
     private async ValueTask<bool> WaitWritableAsync(CancellationToken cancellationToken)
     {
-        using var ended = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _connection.ConnectionClosed);
         Task<bool> wait;
         lock (_gate)
         {
@@ -348,12 +352,12 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 
             try
             {
-                // Armed (epoll_ctl) before WaitAsync returns, under the reference.
-                wait = (_watch ??= FdReactor.Shared.Watch(_fd)).WaitQuietlyAsync(Libc.EPOLLOUT, ended.Token);
+                wait = (_watch ??= FdReactor.Shared.Watch(_fd)).WaitQuietlyAsync(Libc.EPOLLOUT, cancellationToken);
             }
-            finally
+            catch
             {
                 _handle.DangerousRelease();
+                throw;
             }
         }
 
@@ -365,6 +369,7 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
         finally
         {
             Volatile.Write(ref _waitingSince, 0);
+            _handle.DangerousRelease();
         }
     }
 

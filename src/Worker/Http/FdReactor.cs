@@ -6,8 +6,9 @@ namespace Dispatch.Worker.Http;
 
 /// <summary>
 /// Asynchronous readiness for descriptors .NET cannot wait on without blocking a thread: the non-blocking pipe ends
-/// and pidfds of CGI scripts. One epoll set and one background thread per process, created on first use; waiters are
-/// woken on the thread pool.
+/// and pidfds of CGI scripts, and a plain HTTP/1 connection's socket while <see cref="DirectSocketWriter"/> waits to
+/// send (.NET has no wait for writability). One epoll set and one background thread per process, created on first use;
+/// waiters are woken on the thread pool.
 /// </summary>
 /// <remarks>
 /// .NET's <c>FileStream</c> and <c>AnonymousPipe*Stream</c> read and write pipes synchronously on thread-pool
@@ -32,7 +33,7 @@ internal sealed unsafe class FdReactor
             SysCallException.ThrowLast("epoll_create1");
         }
 
-        var thread = new Thread(Loop) { IsBackground = true, Name = "CGI I/O reactor" };
+        var thread = new Thread(Loop) { IsBackground = true, Name = "I/O reactor" };
         thread.Start();
     }
 

@@ -23,10 +23,11 @@ namespace Dispatch.Worker.Http;
 /// opened again by name.</para>
 /// <para>Each chunk is read (pread) into an array rented from the shared pool, copied into the writer and the array
 /// given back before the flush is awaited. Range requests arrive as an offset and a count, as before.</para>
-/// <para>Not <c>sendfile(2)</c>: Kestrel's socket transport owns the connection's output (its pipe and its send loop),
-/// and offers no way to know when what it has buffered (the response head) has reached the socket, nor to count body
-/// bytes written behind its back (it fails a response whose Content-Length it did not see written). See
-/// docs/floods.md.</para>
+/// <para>On a plain HTTP/1 connection whose output is the socket itself (<see cref="DirectSocketWriter"/>) and with
+/// nothing but the access log's count between here and Kestrel (no response compression), the body goes by
+/// <c>sendfile(2)</c> instead (<see cref="SendDirectAsync"/>): no buffer and no copy in the worker, and a stalled reader
+/// holds only the kernel's socket buffer, as with nginx (docs/floods.md). TLS, HTTP/2 and compressed responses are
+/// copied as above.</para>
 /// </remarks>
 internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file, bool http2, CancellationToken requestAborted, DirectSocketWriter? direct = null) : IHttpResponseBodyFeature
 {
