@@ -38,6 +38,7 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 
     private const int SegmentSize = 4096;
     private const int EINTR = 4;
+    private const int MsgMore = 0x8000;
 
     // What GetMemory gives while placeholders are due: written into by Kestrel, never read or sent.
     private static readonly byte[] Scratch = new byte[MaxPlaceholder];
@@ -54,6 +55,8 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     private int _sentOfFirst;
     private long _placeholders;
     private bool _released;
+    // The send that is running is followed by more (sendfile): MSG_MORE.
+    private bool _more;
     private bool _completed;
     private bool _ended;
     private long _waitingSince;
@@ -195,7 +198,19 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     public async ValueTask<long> SendFileAsync(SafeFileHandle file, long offset, long count, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(file);
-        var flushed = await FlushAsync(cancellationToken).ConfigureAwait(false);
+        // The head with MSG_MORE: it leaves in one packet with the file's first bytes, not in one of its own.
+        _more = true;
+        ValueTask<FlushResult> flushing;
+        try
+        {
+            flushing = FlushAsync(cancellationToken);
+        }
+        finally
+        {
+            _more = false;
+        }
+
+        var flushed = await flushing.ConfigureAwait(false);
         if (flushed.IsCompleted || flushed.IsCanceled)
         {
             return 0;
@@ -439,7 +454,7 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
             nint n;
             fixed (byte* p = array)
             {
-                n = Libc.Send(_fd, p + _sentOfFirst, (nuint)(length - _sentOfFirst), Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT);
+                n = Libc.Send(_fd, p + _sentOfFirst, (nuint)(length - _sentOfFirst), Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT | (_more ? MsgMore : 0));
             }
 
             if (n >= 0)

@@ -94,7 +94,9 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
 
         var remaining = count ?? (stream.Length - offset);
         var flushToken = endsWithConnection ? CancellationToken.None : cancellationToken;
-        if (direct is not null && stream is FileReadStream file)
+        // A small body is copied after the head, as below: one send for both (sendfile would cost a second send and a
+        // second packet: 1.27x -> 1.62x nginx's CPU per 1 KiB request).
+        if (direct is not null && stream is FileReadStream file && remaining > Chunk)
         {
             await SendDirectAsync(file, writer, direct, offset, remaining, endsWithConnection, cancellationToken, flushToken).ConfigureAwait(false);
             return;
