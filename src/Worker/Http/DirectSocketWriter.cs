@@ -28,8 +28,8 @@ namespace Dispatch.Worker.Http;
 /// <para>A send that fails (the client reset, or the send timeout aborted the connection) ends the output
 /// (<see cref="Ended"/>: flushes report it as completed) and aborts the connection, as Kestrel's transport does, so
 /// that Kestrel does not take the short response for the application's fault. The transport owns the socket and closes
-/// it (after a shutdown, which wakes a waiting send): each system call here, and each wait, holds a reference on its
-/// handle, so that the descriptor cannot be closed, and its number reused, under it.</para>
+/// it: each system call here, and each arming of a wait, holds a reference on its handle, so that the descriptor cannot
+/// be closed, and its number reused, under it (a wait itself does not: see <see cref="WaitWritableAsync"/>).</para>
 /// </remarks>
 internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 {
@@ -39,6 +39,9 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     private const int SegmentSize = 4096;
     private const int EINTR = 4;
     private const int MsgMore = 0x8000;
+
+    // How often a wait looks again once the connection's input has ended (WaitWritableAsync).
+    private static readonly TimeSpan LookAgain = TimeSpan.FromSeconds(1);
 
     // What GetMemory gives while placeholders are due: written into by Kestrel, never read or sent.
     private static readonly byte[] Scratch = new byte[MaxPlaceholder];
@@ -349,17 +352,31 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     }
 
     /// <summary>
-    /// Waits until the socket takes bytes. False when the wait ended otherwise (the token, or the writer released).
-    /// The wait holds a reference on the socket's handle: the transport's close (after its shutdown, which wakes the
-    /// wait) then waits for it, and the descriptor cannot leave the epoll set, or be reused, under the wait. Not ended
-    /// by the connection's ConnectionClosed: that fires when the client only half-closed (its request sent, its
-    /// response still wanted).
+    /// Waits until the socket (probably) takes bytes: true, and the caller sends again (EAGAIN: waits again; the socket
+    /// gone: the send fails). False when the token fired or the writer was released.
     /// </summary>
+    /// <remarks>
+    /// No reference on the socket's handle is held across the wait: the transport's close would wait for it (spinning),
+    /// and 5,000 stalled readers that reset at once stalled the worker for 15 s so. A descriptor closed under the wait
+    /// leaves the epoll set without an event: the connection's ConnectionClosed (which follows the transport's close)
+    /// wakes the wait instead. ConnectionClosed also fires when the client only half-closed (its response still wanted):
+    /// after it, the wait looks again every <see cref="LookAgain"/> (the socket closed then: the send fails).
+    /// </remarks>
     private async ValueTask<bool> WaitWritableAsync(CancellationToken cancellationToken)
     {
+        var closed = _connection.ConnectionClosed;
+        using var wake = closed.IsCancellationRequested
+            ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken)
+            : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, closed);
+        if (closed.IsCancellationRequested)
+        {
+            wake.CancelAfter(LookAgain);
+        }
+
         Task<bool> wait;
         lock (_gate)
         {
+            // Armed under a reference: the descriptor is surely this socket's (not closed, its number not reused).
             if (_released || !TryEnter())
             {
                 return false;
@@ -367,24 +384,22 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 
             try
             {
-                wait = (_watch ??= FdReactor.Shared.Watch(_fd)).WaitQuietlyAsync(Libc.EPOLLOUT, cancellationToken);
+                wait = (_watch ??= FdReactor.Shared.Watch(_fd)).WaitQuietlyAsync(Libc.EPOLLOUT, wake.Token);
             }
-            catch
+            finally
             {
                 _handle.DangerousRelease();
-                throw;
             }
         }
 
         Volatile.Write(ref _waitingSince, Math.Max(1, Environment.TickCount64));
         try
         {
-            return await wait.ConfigureAwait(false);
+            return await wait.ConfigureAwait(false) || !(cancellationToken.IsCancellationRequested || Volatile.Read(ref _released));
         }
         finally
         {
             Volatile.Write(ref _waitingSince, 0);
-            _handle.DangerousRelease();
         }
     }
 
@@ -394,7 +409,7 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
         {
             if (_released || _ended || !TryEnter())
             {
-                return Outcome.Failed;
+                return Gone();
             }
 
             try
@@ -488,7 +503,7 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
         {
             if (_released || _ended || !TryEnter())
             {
-                return Outcome.Failed;
+                return Gone();
             }
 
             var added = false;
@@ -542,6 +557,13 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
             ThreadPool.UnsafeQueueUserWorkItem(static connection => connection.Abort(new ConnectionAbortedException("The client is gone: a send failed.")), _connection, preferLocal: true);
         }
 
+        return Outcome.Failed;
+    }
+
+    // The transport closed the socket (or this writer was released): the output has ended, nothing to abort.
+    private Outcome Gone()
+    {
+        Volatile.Write(ref _ended, true);
         return Outcome.Failed;
     }
 
