@@ -61,3 +61,60 @@ public sealed class DirectSocketWriterTests : IAsyncLifetime
         }
     }
 }
+
+/// <summary>The writer alone over a real socket pair: order and completeness when the socket takes bytes piecemeal.</summary>
+public sealed class DirectSocketWriterSendTests
+{
+    [Fact]
+    public async Task Many_buffers_flushed_at_once_arrive_whole_and_in_order_through_a_small_socket_buffer()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        using var client = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+        await client.ConnectAsync((IPEndPoint)listener.LocalEndpoint);
+        using var server = await listener.AcceptSocketAsync();
+        server.SendBufferSize = 4096;
+        var connection = new Microsoft.AspNetCore.Connections.DefaultConnectionContext();
+        var transportOutput = new System.IO.Pipelines.Pipe();
+        using var writer = new DirectSocketWriter(server, transportOutput.Writer, connection, plaintext: true);
+
+        // 300 writes of 1,000 to 9,000 bytes, each its own pattern: several buffers per flush, partial sends.
+        var expected = new List<byte>();
+        var random = new Random(7);
+        var reading = ReadAllAsync(client);
+        for (var flush = 0; flush < 30; flush++)
+        {
+            for (var i = 0; i < 10; i++)
+            {
+                var chunk = new byte[random.Next(1000, 9000)];
+                random.NextBytes(chunk);
+                chunk.CopyTo(writer.GetSpan(chunk.Length));
+                writer.Advance(chunk.Length);
+                expected.AddRange(chunk);
+            }
+
+            var result = await writer.FlushAsync();
+            Assert.False(result.IsCompleted);
+        }
+
+        writer.Complete();
+        server.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+        var received = await reading.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(expected.Count, received.Length);
+        Assert.True(expected.ToArray().AsSpan().SequenceEqual(received), "bytes out of order");
+    }
+
+    private static async Task<byte[]> ReadAllAsync(System.Net.Sockets.Socket socket)
+    {
+        var all = new MemoryStream();
+        var buffer = new byte[1500];
+        int n;
+        while ((n = await socket.ReceiveAsync(buffer, System.Net.Sockets.SocketFlags.None)) > 0)
+        {
+            all.Write(buffer, 0, n);
+            await Task.Yield();
+        }
+
+        return all.ToArray();
+    }
+}

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using Dispatch.Platform.Interop;
+using Dispatch.Wire.Interop;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Win32.SafeHandles;
 
@@ -66,8 +67,13 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     private FdWatch? _watch;
     private CancellationTokenSource? _pendingFlush;
 
-    public DirectSocketWriter(Socket socket, PipeWriter transportOutput, ConnectionContext connection)
+    /// <param name="plaintext">
+    /// Whether what is written here is the HTTP stream itself (plain HTTP/1), so that a static file's bytes may go to the
+    /// socket as they are (<see cref="SendFileAsync"/>); false under the TLS record layer (records only).
+    /// </param>
+    public DirectSocketWriter(Socket socket, PipeWriter transportOutput, ConnectionContext connection, bool plaintext)
     {
+        Plaintext = plaintext;
         ArgumentNullException.ThrowIfNull(socket);
         _transportOutput = transportOutput;
         _connection = connection;
@@ -82,6 +88,9 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 
     /// <summary>Bytes every writer of the process has sent with <c>sendfile</c> (tests: the path was taken).</summary>
     internal static long FileBytesSent => Interlocked.Read(ref s_fileBytes);
+
+    /// <summary>Whether the connection's HTTP bytes are written here as they are (plain HTTP/1): files may go by sendfile.</summary>
+    public bool Plaintext { get; }
 
     /// <summary>True once a send failed: the client is gone, nothing more is sent.</summary>
     public bool Ended => Volatile.Read(ref _ended);
@@ -201,6 +210,11 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     public async ValueTask<long> SendFileAsync(SafeFileHandle file, long offset, long count, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(file);
+        if (!Plaintext)
+        {
+            throw new InvalidOperationException("A file's bytes cannot go as they are under the TLS record layer.");
+        }
+
         // The head with MSG_MORE: it leaves in one packet with the file's first bytes, not in one of its own.
         _more = true;
         ValueTask<FlushResult> flushing;
@@ -425,40 +439,101 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 
     private Outcome SendBufferedLocked()
     {
+        // Several buffers (a TLS flush of several records, a large body written before one flush): one sendmsg for
+        // as many as it takes, as Kestrel's transport does.
+        while (_full.Count > 0)
         {
-
-            while (_full.Count > 0)
+            var outcome = SendManyLocked();
+            if (outcome != Outcome.Done)
             {
-                var (array, length) = _full[0];
-                var outcome = SendLocked(array, length);
-                if (outcome != Outcome.Done)
-                {
-                    return outcome;
-                }
-
-                _full.RemoveAt(0);
-                ArrayPool<byte>.Shared.Return(array);
+                return outcome;
             }
-
-            if (_tail is not null && _tailLength > _sentOfFirst)
-            {
-                var outcome = SendLocked(_tail, _tailLength);
-                if (outcome != Outcome.Done)
-                {
-                    return outcome;
-                }
-            }
-
-            // Everything sent: the buffers go back to the pool (an idle keep-alive connection holds none).
-            if (_tail is not null)
-            {
-                ArrayPool<byte>.Shared.Return(_tail);
-                _tail = null;
-            }
-
-            _tailLength = 0;
-            return Outcome.Done;
         }
+
+        if (_tail is not null && _tailLength > _sentOfFirst)
+        {
+            var outcome = SendLocked(_tail, _tailLength);
+            if (outcome != Outcome.Done)
+            {
+                return outcome;
+            }
+        }
+
+        // Everything sent: the buffers go back to the pool (an idle keep-alive connection holds none).
+        if (_tail is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_tail);
+            _tail = null;
+        }
+
+        _tailLength = 0;
+        _sentOfFirst = 0;
+        return Outcome.Done;
+    }
+
+    // One sendmsg of the full buffers and the tail (up to MaxIov of them); what it took is consumed: Done means it
+    // took something (the caller goes on), never that all is sent.
+    private unsafe Outcome SendManyLocked()
+    {
+        const int MaxIov = 32;
+        var count = Math.Min(MaxIov, _full.Count + (_tail is not null && _tailLength > 0 ? 1 : 0));
+        var iov = stackalloc WireLibc.IoVec[count];
+        var pins = new System.Runtime.InteropServices.GCHandle[count];
+        nint sent;
+        try
+        {
+            for (var i = 0; i < count; i++)
+            {
+                var (array, length) = i < _full.Count ? _full[i] : (_tail!, _tailLength);
+                var start = i == 0 ? _sentOfFirst : 0;
+                pins[i] = System.Runtime.InteropServices.GCHandle.Alloc(array, System.Runtime.InteropServices.GCHandleType.Pinned);
+                iov[i].Base = (byte*)pins[i].AddrOfPinnedObject() + start;
+                iov[i].Len = (nuint)(length - start);
+            }
+
+            var message = new WireLibc.MsgHdr { Iov = iov, IovLen = (nuint)count };
+            do
+            {
+                sent = WireLibc.SendMsg(_fd, &message, Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT | (_more ? MsgMore : 0));
+            }
+            while (sent < 0 && Libc.LastError == EINTR);
+        }
+        finally
+        {
+            foreach (var pin in pins)
+            {
+                if (pin.IsAllocated)
+                {
+                    pin.Free();
+                }
+            }
+        }
+
+        if (sent < 0)
+        {
+            return Libc.LastError == Libc.EAGAIN ? Outcome.WouldBlock : Fail();
+        }
+
+        // Consume what was sent: whole full buffers back to the pool, then a part of the next (or of the tail).
+        var left = (long)sent;
+        while (left > 0 && _full.Count > 0)
+        {
+            var (array, length) = _full[0];
+            var rest = length - _sentOfFirst;
+            if (left < rest)
+            {
+                _sentOfFirst += (int)left;
+                return Outcome.Done;
+            }
+
+            left -= rest;
+            _sentOfFirst = 0;
+            _full.RemoveAt(0);
+            ArrayPool<byte>.Shared.Return(array);
+        }
+
+        _sentOfFirst += (int)left;
+        return Outcome.Done;
     }
 
     // Sends array[_sentOfFirst..length]; on Done, _sentOfFirst is back to 0.

@@ -51,7 +51,7 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
         {
             var body = http.Features.GetRequiredFeature<IHttpResponseBodyFeature>();
             // sendfile only when nothing but the access log's count lies between here and Kestrel (no compression).
-            var direct = body is CountingResponseBody ? http.Features.Get<SendTimeoutPipeWriter>()?.Direct : null;
+            var direct = body is CountingResponseBody && http.Features.Get<SendTimeoutPipeWriter>()?.Direct is { Plaintext: true } plain ? plain : null;
             http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(
                 body, confined, HttpProtocol.IsHttp2(http.Request.Protocol), http.RequestAborted, direct));
         }

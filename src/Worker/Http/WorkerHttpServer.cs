@@ -437,10 +437,12 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             var initialBytes = feature is null ? default : feature.TakeInitialBytes();
             var session = feature?.Info.Session;
             var transport = connection.Transport;
-            // Plain HTTP/1: the output goes straight to the socket (static files with sendfile), not through the
-            // transport's pipe and send loop (DirectSocketWriter); TLS and HTTP/2 keep the transport's.
-            using var direct = session is null && feature?.Info.Protocol is HandedProtocol.Http1 && feature.Socket is { } socket
-                ? new DirectSocketWriter(socket, transport.Output, connection)
+            // Plain HTTP/1 and handed TLS sessions: the output goes straight to the socket (plain static files with
+            // sendfile; the record layer's records), not through the transport's pipe and send loop
+            // (DirectSocketWriter). Plain HTTP/2 and passthrough TLS (Kestrel's own) keep the transport's.
+            var plain = session is null && feature?.Info.Protocol is HandedProtocol.Http1;
+            using var direct = (plain || session is not null) && feature?.Socket is { } socket
+                ? new DirectSocketWriter(socket, transport.Output, connection, plaintext: plain)
                 : null;
             if (direct is not null)
             {
