@@ -76,7 +76,7 @@ public sealed class DirectSocketWriterSendTests
         server.SendBufferSize = 4096;
         var connection = new Microsoft.AspNetCore.Connections.DefaultConnectionContext();
         var transportOutput = new System.IO.Pipelines.Pipe();
-        using var writer = new DirectSocketWriter(server, transportOutput.Writer, connection, plaintext: true);
+        using var writer = new DirectSocketWriter(server, transportOutput.Writer, connection);
 
         // 300 writes of 1,000 to 9,000 bytes, each its own pattern: several buffers per flush, partial sends.
         var expected = new List<byte>();

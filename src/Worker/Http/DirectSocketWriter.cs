@@ -67,13 +67,8 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     private FdWatch? _watch;
     private CancellationTokenSource? _pendingFlush;
 
-    /// <param name="plaintext">
-    /// Whether what is written here is the HTTP stream itself (plain HTTP/1), so that a static file's bytes may go to the
-    /// socket as they are (<see cref="SendFileAsync"/>); false under the TLS record layer (records only).
-    /// </param>
-    public DirectSocketWriter(Socket socket, PipeWriter transportOutput, ConnectionContext connection, bool plaintext)
+    public DirectSocketWriter(Socket socket, PipeWriter transportOutput, ConnectionContext connection)
     {
-        Plaintext = plaintext;
         ArgumentNullException.ThrowIfNull(socket);
         _transportOutput = transportOutput;
         _connection = connection;
@@ -88,9 +83,6 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 
     /// <summary>Bytes every writer of the process has sent with <c>sendfile</c> (tests: the path was taken).</summary>
     internal static long FileBytesSent => Interlocked.Read(ref s_fileBytes);
-
-    /// <summary>Whether the connection's HTTP bytes are written here as they are (plain HTTP/1): files may go by sendfile.</summary>
-    public bool Plaintext { get; }
 
     /// <summary>True once a send failed: the client is gone, nothing more is sent.</summary>
     public bool Ended => Volatile.Read(ref _ended);
@@ -210,11 +202,6 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     public async ValueTask<long> SendFileAsync(SafeFileHandle file, long offset, long count, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(file);
-        if (!Plaintext)
-        {
-            throw new InvalidOperationException("A file's bytes cannot go as they are under the TLS record layer.");
-        }
-
         // The head with MSG_MORE: it leaves in one packet with the file's first bytes, not in one of its own.
         _more = true;
         ValueTask<FlushResult> flushing;

@@ -51,7 +51,7 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
         {
             var body = http.Features.GetRequiredFeature<IHttpResponseBodyFeature>();
             // sendfile only when nothing but the access log's count lies between here and Kestrel (no compression).
-            var direct = body is CountingResponseBody && http.Features.Get<SendTimeoutPipeWriter>()?.Direct is { Plaintext: true } plain ? plain : null;
+            var direct = body is CountingResponseBody ? http.Features.Get<SendTimeoutPipeWriter>()?.Direct : null;
             http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(
                 body, confined, HttpProtocol.IsHttp2(http.Request.Protocol), http.RequestAborted, direct));
         }
@@ -141,15 +141,8 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             }
 
             remaining -= read;
-            var flushed = await writer.FlushAsync(flushToken).ConfigureAwait(false);
-            if (flushed.IsCanceled && !(endsWithConnection && cancellationToken.IsCancellationRequested))
+            if (Ended(await writer.FlushAsync(flushToken).ConfigureAwait(false), endsWithConnection, cancellationToken))
             {
-                throw new OperationCanceledException("The response's flush was canceled.", cancellationToken);
-            }
-
-            if (flushed.IsCompleted || flushed.IsCanceled)
-            {
-                // The connection's output ended (the client is gone), or the request was aborted (endsWithConnection).
                 return;
             }
         }
@@ -209,6 +202,10 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
         }
     }
 
+    /// <summary>
+    /// Whether a flush says the copy is over: the connection's output ended (the client is gone), or the request was
+    /// aborted (<paramref name="endsWithConnection"/>). A flush canceled otherwise throws.
+    /// </summary>
     private static bool Ended(FlushResult flushed, bool endsWithConnection, CancellationToken cancellationToken)
     {
         if (flushed.IsCanceled && !(endsWithConnection && cancellationToken.IsCancellationRequested))

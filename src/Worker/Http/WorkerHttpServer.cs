@@ -443,7 +443,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             // transport's send loop overlaps the next record's encryption; docs/floods.md). Plain HTTP/2 too.
             var plain = session is null && feature?.Info.Protocol is HandedProtocol.Http1;
             using var direct = plain && feature?.Socket is { } socket
-                ? new DirectSocketWriter(socket, transport.Output, connection, plaintext: true)
+                ? new DirectSocketWriter(socket, transport.Output, connection)
                 : null;
             if (direct is not null)
             {
