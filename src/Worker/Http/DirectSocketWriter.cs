@@ -41,7 +41,7 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     private const int EINTR = 4;
     private const int MsgMore = 0x8000;
 
-    // The longest a wait for the socket goes without looking again (WaitWritableAsync).
+    // How often a wait looks again once the connection's input has ended (WaitWritableAsync).
     private static readonly TimeSpan LookAgain = TimeSpan.FromSeconds(1);
 
     // What GetMemory gives while placeholders are due: written into by Kestrel, never read or sent.
@@ -360,10 +360,8 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     /// No reference on the socket's handle is held across the wait: the transport's close would wait for it (spinning),
     /// and 5,000 stalled readers that reset at once stalled the worker for 15 s so. A descriptor closed under the wait
     /// leaves the epoll set without an event: the connection's ConnectionClosed (which follows the transport's close)
-    /// wakes the wait instead. ConnectionClosed also fires when the client only half-closed (its response still wanted).
-    /// And every wait looks again after <see cref="LookAgain"/> at most (the socket closed: the send fails; still full:
-    /// it waits again), so that no lost wake-up can leave a response unsent: in two of about a dozen full runs of the
-    /// Worker tests, a small response was not sent for 30 s, not found yet (docs/floods.md).
+    /// wakes the wait instead. ConnectionClosed also fires when the client only half-closed (its response still wanted):
+    /// after it, the wait looks again every <see cref="LookAgain"/> (the socket closed then: the send fails).
     /// </remarks>
     private async ValueTask<bool> WaitWritableAsync(CancellationToken cancellationToken)
     {
@@ -371,7 +369,10 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
         using var wake = closed.IsCancellationRequested
             ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken)
             : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, closed);
-        wake.CancelAfter(LookAgain);
+        if (closed.IsCancellationRequested)
+        {
+            wake.CancelAfter(LookAgain);
+        }
 
         Task<bool> wait;
         lock (_gate)
