@@ -48,6 +48,9 @@ public sealed class ConfinedFileProviderTests : IDisposable
     private ConfinedFileProvider CachedProvider(string? root = null, int capacity = 256) =>
         new(root ?? _root, null, new FileCacheOptions(TimeSpan.FromSeconds(1), capacity, () => Volatile.Read(ref _now)));
 
+    private static Task Dedicated(Action loop) =>
+        Task.Factory.StartNew(loop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
     private static string Read(IFileInfo info)
     {
         using var stream = info.CreateReadStream();
@@ -358,11 +361,15 @@ public sealed class ConfinedFileProviderTests : IDisposable
         _dir.Write("root/race.txt", versions[0]);
         var path = _dir.Combine("root/race.txt");
         var provider = CachedProvider();
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        // Two seconds by the clock, on threads of their own: seven busy loops on the thread pool of a 2-core machine
+        // starved the test process's other tests (their timers and sockets) for up to 40 s, and the pool's own timer
+        // that was to stop them waited as long.
+        var clock = Stopwatch.StartNew();
+        bool Running() => clock.Elapsed < TimeSpan.FromSeconds(2);
         var reads = 0;
-        var readers = Enumerable.Range(0, 6).Select(_ => Task.Run(() =>
+        var readers = Enumerable.Range(0, 6).Select(_ => Dedicated(() =>
         {
-            while (!stop.IsCancellationRequested)
+            while (Running())
             {
                 var info = provider.GetFileInfo("/race.txt");
                 Assert.True(info.Exists);
@@ -371,9 +378,9 @@ public sealed class ConfinedFileProviderTests : IDisposable
                 Interlocked.Increment(ref reads);
             }
         })).ToList();
-        var churn = Task.Run(() =>
+        var churn = Dedicated(() =>
         {
-            for (var i = 1; !stop.IsCancellationRequested; i++)
+            for (var i = 1; Running(); i++)
             {
                 Replace("root/race.txt", versions[i % 2]);
                 Interlocked.Add(ref _now, 400);

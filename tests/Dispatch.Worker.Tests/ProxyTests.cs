@@ -478,16 +478,17 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
     [Fact]
     public async Task A_slow_upload_restarts_the_response_timeout_with_each_chunk()
     {
-        // ResponseTimeout 1 s, an upload taking 2.5 s: the wait for the response starts after the last chunk.
+        // ResponseTimeout 2 s, an upload taking 4 s: the wait for the response starts after the last chunk. A chunk
+        // every 400 ms leaves a loaded machine 1.6 s of lateness per chunk (300 ms against 1 s once failed, rarely).
         await using var harness = await Harness.StartAsync(Harness.Vhost("ut.localhost", _dir.Combine("site")) with
         {
-            Proxy = [Harness.Proxy("/", _unix.Upstream, read: TimeSpan.FromSeconds(1))],
+            Proxy = [Harness.Proxy("/", _unix.Upstream, read: TimeSpan.FromSeconds(2))],
         });
         using var client = harness.CreateClient();
-        using var content = new TrickleContent(chunks: 8, TimeSpan.FromMilliseconds(300));
+        using var content = new TrickleContent(chunks: 10, TimeSpan.FromMilliseconds(400));
         using var response = await client.PostAsync(new Uri("http://ut.localhost/trickle"), content);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal(8 * 1024, EchoResult.Parse(await response.Content.ReadAsStringAsync()).Length);
+        Assert.Equal(10 * 1024, EchoResult.Parse(await response.Content.ReadAsStringAsync()).Length);
     }
 
     [Theory]
