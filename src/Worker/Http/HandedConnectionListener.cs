@@ -33,6 +33,9 @@ internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnl
     /// <summary>The connection's socket (the transport owns it; <see cref="DirectSocketWriter"/> writes to it).</summary>
     public Socket? Socket { get; } = socket;
 
+    /// <summary>The connection's place among those being set up (<see cref="ConnectionAdmission"/>), given back once.</summary>
+    public AdmissionTicket? Admission { get; init; }
+
     /// <summary>Returns the initial bytes once and forgets them.</summary>
     public ReadOnlyMemory<byte> TakeInitialBytes()
     {
@@ -58,14 +61,17 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
     private readonly SocketConnectionContextFactory _contextFactory;
     private readonly Func<HandedProtocol, ChannelReader<PendingConnection>> _queues;
     private readonly Action _connectionDropped;
+    private readonly ConnectionAdmission _admission;
 
     public HandedConnectionListenerFactory(
         Func<HandedProtocol, ChannelReader<PendingConnection>> queues,
         Action connectionDropped,
+        ConnectionAdmission admission,
         ILoggerFactory loggerFactory)
     {
         _queues = queues;
         _connectionDropped = connectionDropped;
+        _admission = admission;
         _contextFactory = new SocketConnectionContextFactory(
             new SocketConnectionFactoryOptions { MaxWriteBufferSize = MaxWriteBufferSize },
             loggerFactory.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets"));
@@ -81,7 +87,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         }
 
         return ValueTask.FromResult<IConnectionListener>(
-            new Listener(handed, _queues(handed.Protocol), _contextFactory, _connectionDropped));
+            new Listener(handed, _queues(handed.Protocol), _contextFactory, _connectionDropped, _admission));
     }
 
     public void Dispose() => _contextFactory.Dispose();
@@ -90,9 +96,12 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         HandedEndPoint endPoint,
         ChannelReader<PendingConnection> queue,
         SocketConnectionContextFactory contextFactory,
-        Action connectionDropped) : IConnectionListener
+        Action connectionDropped,
+        ConnectionAdmission admission) : IConnectionListener
     {
         private readonly CancellationTokenSource _unbound = new();
+        private readonly AddressFairQueue _waiting = new();
+        private readonly Lock _waitingLock = new();
 
         public EndPoint EndPoint => endPoint;
 
@@ -101,16 +110,38 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);
             try
             {
-                while (await queue.WaitToReadAsync(linked.Token).ConfigureAwait(false))
+                while (true)
                 {
-                    while (queue.TryRead(out var pending))
+                    // Everything handed over so far joins its address's queue; then one place, then the next turn.
+                    if (Collect() == 0 && !await queue.WaitToReadAsync(linked.Token).ConfigureAwait(false))
                     {
-                        var connection = TryCreate(pending);
-                        if (connection is not null)
+                        return null;
+                    }
+
+                    if (Collect() == 0)
+                    {
+                        continue;
+                    }
+
+                    var ticket = await admission.EnterAsync(linked.Token).ConfigureAwait(false);
+                    Collect(); // what arrived during the wait takes its turn too
+                    PendingConnection pending;
+                    lock (_waitingLock)
+                    {
+                        if (!_waiting.TryTake(out pending))
                         {
-                            return connection;
+                            ticket.Release(); // drained meanwhile (unbound)
+                            continue;
                         }
                     }
+
+                    var connection = TryCreate(pending, ticket);
+                    if (connection is not null)
+                    {
+                        return connection;
+                    }
+
+                    ticket.Release();
                 }
             }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
@@ -136,7 +167,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             return ValueTask.CompletedTask;
         }
 
-        private ConnectionContext? TryCreate(PendingConnection pending)
+        private ConnectionContext? TryCreate(PendingConnection pending, AdmissionTicket ticket)
         {
             var socket = pending.Socket;
             if (!socket.Connected && socket.ProtocolType == ProtocolType.Tcp && pending.InitialBytes.IsEmpty && pending.Info.TlsPlaintext.IsEmpty)
@@ -180,16 +211,33 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             }
 
             connection.ConnectionId = info.ConnectionId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            connection.Features.Set<IHandedConnectionFeature>(new HandedConnectionFeature(info, pending.InitialBytes, socket));
+            connection.Features.Set<IHandedConnectionFeature>(new HandedConnectionFeature(info, pending.InitialBytes, socket) { Admission = ticket });
             return connection;
+        }
+
+        // Moves what the channel holds into the per-address queues; returns how many wait there.
+        private int Collect()
+        {
+            lock (_waitingLock)
+            {
+                while (queue.TryRead(out var pending))
+                {
+                    _waiting.Add(pending);
+                }
+
+                return _waiting.Count;
+            }
         }
 
         private void Drain()
         {
-            while (queue.TryRead(out var pending))
+            lock (_waitingLock)
             {
-                pending.Socket.Dispose();
-                connectionDropped();
+                while (queue.TryRead(out var pending) || _waiting.TryTake(out pending))
+                {
+                    pending.Socket.Dispose();
+                    connectionDropped();
+                }
             }
         }
     }

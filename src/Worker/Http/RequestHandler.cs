@@ -41,6 +41,8 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
 
     public async Task InvokeAsync(HttpContext context)
     {
+        // The connection is set up: its place goes to the next one waiting (ConnectionAdmission).
+        (context.Features.Get<IHandedConnectionFeature>() as HandedConnectionFeature)?.Admission?.Release();
         var transport = context.Features.Get<SendTimeoutPipeWriter>();
         if (context.RequestAborted.IsCancellationRequested || transport is { OutputEnded: true })
         {

@@ -37,6 +37,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private readonly Channel<PendingConnection> _tls = Channel.CreateUnbounded<PendingConnection>();
     private TenantCertificates? _certificates;
     private SendWatchdog? _sendWatchdog;
+    private ConnectionAdmission _admission = null!;
     private readonly CgiHandler _cgi;
     private Serilog.ILogger _log = Serilog.Core.Logger.None;
     private ProxyHandler? _proxy;
@@ -123,7 +124,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         Func<WorkerVhost, Serilog.ILogger?>? errorLogFor,
         WorkerTimeouts timeouts,
         CancellationToken cancellationToken,
-        Func<WorkerVhost, CgiLimits>? cgiLimitsFor = null)
+        Func<WorkerVhost, CgiLimits>? cgiLimitsFor = null,
+        ConnectionAdmission? admission = null)
     {
         ArgumentNullException.ThrowIfNull(timeouts);
         ArgumentNullException.ThrowIfNull(vhosts);
@@ -150,6 +152,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         var fastCgi = new FastCgi.FastCgiHandler(log);
         var phpFpm = new FastCgi.PhpFpmSupervisors(log);
         var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log, _sendWatchdog = new SendWatchdog(timeouts.Send, log) };
+        server._admission = admission ?? new ConnectionAdmission(ConnectionAdmission.DefaultLimit, ConnectionAdmission.DefaultHold);
         try
         {
             // php-fpm started by this worker (fastcgi.spawn): before Kestrel, so the first request finds it.
@@ -160,6 +163,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             await phpFpm.DisposeAsync().ConfigureAwait(false);
             fastCgi.Dispose();
             server._sendWatchdog?.Dispose();
+            server._admission.Dispose();
             throw;
         }
 
@@ -191,7 +195,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
                 // Registered before UseKestrelCore, whose TryAdd then registers no socket transport.
                 services.AddSingleton<IConnectionListenerFactory>(provider => new HandedConnectionListenerFactory(
-                    server.QueueFor, server.ConnectionFinished, provider.GetRequiredService<ILoggerFactory>()));
+                    server.QueueFor, server.ConnectionFinished, server._admission, provider.GetRequiredService<ILoggerFactory>()));
                 services.AddDirectoryBrowser();
 
                 // YARP's forwarder (direct forwarding: no routes, no clusters, no configuration of its own).
@@ -363,6 +367,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
         DrainQueues();
         _sendWatchdog?.Dispose();
+        _admission.Dispose();
         _certificates?.Dispose();
         _proxy?.Dispose();
         if (_phpFpm is not null)
@@ -436,6 +441,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             var feature = connection.Features.Get<IHandedConnectionFeature>() as HandedConnectionFeature;
             var initialBytes = feature is null ? default : feature.TakeInitialBytes();
             var session = feature?.Info.Session;
+            var admission = feature?.Admission;
             var transport = connection.Transport;
             // Plain HTTP/1: the output goes straight to the socket (static files with sendfile), not through the
             // transport's pipe and send loop (DirectSocketWriter). TLS keeps the transport's: under the record layer
@@ -451,7 +457,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             }
 
             using var watch = _sendWatchdog!.Add(connection);
-            connection.Transport = new DuplexPipe(initialBytes.IsEmpty ? transport.Input : new PrefixedPipeReader(initialBytes, transport.Input), watch.Output);
+            var input = initialBytes.IsEmpty ? transport.Input : new PrefixedPipeReader(initialBytes, transport.Input);
+            connection.Transport = new DuplexPipe(admission is null ? input : new AdmissionPipeReader(input, admission), watch.Output);
 
             // The access log's byte count asks it whether the socket still takes bytes (CountingResponseBody).
             connection.Features.Set(watch.Output);
@@ -480,6 +487,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }
         finally
         {
+            (connection.Features.Get<IHandedConnectionFeature>() as HandedConnectionFeature)?.Admission?.Release();
             ConnectionFinished();
         }
     };

@@ -1,0 +1,199 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Dispatch.Wire.Payloads;
+using Dispatch.Worker.Http;
+using Dispatch.Worker.Tests.Support;
+using Serilog;
+
+namespace Dispatch.Worker.Tests;
+
+public sealed class ConnectionAdmissionTests : IDisposable
+{
+    private static readonly TimeSpan Forever = TimeSpan.FromHours(1);
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
+
+    private readonly TempDir _dir = new();
+
+    public ConnectionAdmissionTests()
+    {
+        _dir.Write("site/ten.txt", "0123456789");
+    }
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public async Task A_place_is_given_back_once_and_goes_to_the_next_waiter()
+    {
+        using var admission = new ConnectionAdmission(2, Forever);
+        var first = await admission.EnterAsync(CancellationToken.None);
+        var second = await admission.EnterAsync(CancellationToken.None);
+        var third = admission.EnterAsync(CancellationToken.None).AsTask();
+        await Task.Delay(100);
+        Assert.False(third.IsCompleted);
+
+        Assert.True(first.Release());
+        Assert.False(first.Release()); // a second release gives nothing more
+        await third.WaitAsync(Patience);
+        Assert.Equal(2, admission.Held);
+
+        var fourth = admission.EnterAsync(CancellationToken.None).AsTask();
+        await Task.Delay(100);
+        Assert.False(fourth.IsCompleted);
+        second.Release();
+        await fourth.WaitAsync(Patience);
+        Assert.Equal(0, admission.Reclaimed);
+    }
+
+    [Fact]
+    public async Task A_place_held_past_the_hold_is_taken_back()
+    {
+        using var admission = new ConnectionAdmission(1, TimeSpan.FromMilliseconds(50));
+        var stuck = await admission.EnterAsync(CancellationToken.None);
+        var next = await admission.EnterAsync(CancellationToken.None).AsTask().WaitAsync(Patience);
+        Assert.True(stuck.IsReleased);
+        Assert.False(stuck.Release()); // its connection's own release, later, gives nothing
+        Assert.False(next.IsReleased);
+        Assert.Equal(1, admission.Held);
+        Assert.Equal(1, admission.Reclaimed);
+    }
+
+    [Fact]
+    public async Task A_cancelled_wait_takes_no_place()
+    {
+        using var admission = new ConnectionAdmission(1, Forever);
+        var held = await admission.EnterAsync(CancellationToken.None);
+        using var cancel = new CancellationTokenSource();
+        var waiting = admission.EnterAsync(cancel.Token).AsTask();
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting);
+        held.Release();
+        await admission.EnterAsync(CancellationToken.None).AsTask().WaitAsync(Patience);
+        Assert.Equal(1, admission.Held);
+    }
+
+    [Fact]
+    public async Task A_client_behind_a_flood_from_one_address_is_taken_in_its_turn()
+    {
+        // One place at a time, never taken back: the order is the listener's. 100 connections from one address are
+        // handed over, then one from another; the last is served among the first few, not after the 100.
+        const int Flood = 100;
+        var sink = new CollectingSink();
+        using var admission = new ConnectionAdmission(1, Forever);
+        await using var server = await StartAsync(sink, admission);
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var clients = new List<Socket>();
+        try
+        {
+            var handed = new List<(Socket Server, IPEndPoint Client)>();
+            for (var i = 0; i <= Flood; i++)
+            {
+                var client = await ConnectAsync(listener);
+                clients.Add(client.Client);
+                var from = i < Flood ? IPAddress.Parse("192.0.2.1") : IPAddress.Parse("192.0.2.2");
+                await client.Client.SendAsync(Encoding.ASCII.GetBytes($"GET /ten.txt?n={i} HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"));
+                handed.Add((client.Server, new IPEndPoint(from, 40000 + i)));
+            }
+
+            // All at once, as a flood's hand-offs arrive while the worker is busy.
+            foreach (var (socket, from) in handed)
+            {
+                Assert.True(server.TryEnqueue(socket, ReadOnlyMemory<byte>.Empty, Info(from)));
+            }
+
+            foreach (var client in clients)
+            {
+                Assert.StartsWith("HTTP/1.1 200 ", await ReadAllAsync(client), StringComparison.Ordinal);
+            }
+
+            var order = sink.AccessEvents.Select(e => CollectingSink.Scalar(e, "ClientAddress")).ToList();
+            Assert.Equal(Flood + 1, order.Count);
+            var turn = order.IndexOf("192.0.2.2");
+            Assert.True(turn < 10, $"the other address's connection was served {turn + 1}th of {order.Count}");
+            await WaitForAsync(() => admission.Held == 0);
+            Assert.Equal(0, admission.Reclaimed);
+        }
+        finally
+        {
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_connection_that_waits_for_its_client_gives_its_place_back()
+    {
+        // One place, never taken back: a connection that sends nothing (a browser's preconnect) must not keep it.
+        var sink = new CollectingSink();
+        using var admission = new ConnectionAdmission(1, Forever);
+        await using var server = await StartAsync(sink, admission);
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var idle = await ConnectAsync(listener);
+        var busy = await ConnectAsync(listener);
+        try
+        {
+            Assert.True(server.TryEnqueue(idle.Server, ReadOnlyMemory<byte>.Empty, Info(new IPEndPoint(IPAddress.Parse("192.0.2.1"), 40000))));
+            await busy.Client.SendAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"u8.ToArray());
+            Assert.True(server.TryEnqueue(busy.Server, ReadOnlyMemory<byte>.Empty, Info(new IPEndPoint(IPAddress.Parse("192.0.2.2"), 40001))));
+            Assert.StartsWith("HTTP/1.1 200 ", await ReadAllAsync(busy.Client).WaitAsync(Patience), StringComparison.Ordinal);
+            Assert.Equal(0, admission.Held);
+            Assert.Equal(0, admission.Reclaimed);
+
+            // The idle one is still served when it speaks.
+            await idle.Client.SendAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"u8.ToArray());
+            Assert.EndsWith("0123456789", await ReadAllAsync(idle.Client).WaitAsync(Patience), StringComparison.Ordinal);
+        }
+        finally
+        {
+            idle.Client.Dispose();
+            busy.Client.Dispose();
+        }
+    }
+
+    private static long s_nextId;
+
+    private static HandedConnectionInfo Info(IPEndPoint from) =>
+        new(Interlocked.Increment(ref s_nextId), from, null, null, null, null, HandedProtocol.Http1);
+
+    private Task<WorkerHttpServer> StartAsync(CollectingSink sink, ConnectionAdmission admission)
+    {
+        var log = new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
+        return WorkerHttpServer.StartAsync(
+            [Harness.Vhost("a.localhost", _dir.Combine("site"))], log, null, null, WorkerTimeouts.Default, CancellationToken.None, admission: admission);
+    }
+
+    private static async Task<(Socket Client, Socket Server)> ConnectAsync(TcpListener listener)
+    {
+        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync((IPEndPoint)listener.LocalEndpoint);
+        return (client, await listener.AcceptSocketAsync());
+    }
+
+    private static async Task<string> ReadAllAsync(Socket socket)
+    {
+        var text = new StringBuilder();
+        var buffer = new byte[4096];
+        int n;
+        while ((n = await socket.ReceiveAsync(buffer).WaitAsync(Patience)) > 0)
+        {
+            text.Append(Encoding.ASCII.GetString(buffer, 0, n));
+        }
+
+        return text.ToString();
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition() && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.True(condition());
+    }
+}
