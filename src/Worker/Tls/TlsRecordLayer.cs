@@ -234,6 +234,11 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
                     {
                         _log.Information("TLS connection {ConnectionId} ended inside a record ({Bytes} bytes of it received)", _connectionId, buffer.Length);
                         error = new ConnectionAbortedException("the connection ended inside a TLS record");
+
+                        // Quietly, as after the peer's fatal alert: the transport is closed before Kestrel hears of
+                        // it. Otherwise the end of Kestrel's output could send a close_notify first (seen once in a
+                        // full Worker test run: TlsRecordLayerTests' truncated record).
+                        await CloseTransportAsync().ConfigureAwait(false);
                     }
 
                     break;
