@@ -56,6 +56,52 @@ public sealed class AddressFairQueueTests : IDisposable
     }
 
     [Fact]
+    public void An_address_with_few_connections_open_goes_before_a_flooding_one_and_the_flood_still_moves()
+    {
+        var open = new Dictionary<string, int> { ["192.0.2.1"] = 500 };
+        var queue = new AddressFairQueue(address => open.GetValueOrDefault(address.ToString()));
+        for (var i = 1; i <= 10; i++)
+        {
+            queue.Add(Pending("192.0.2.1", i)); // the flood: 500 open already
+        }
+
+        for (var i = 1; i <= 6; i++)
+        {
+            queue.Add(Pending($"192.0.2.{10 + i}", 100 + i)); // six visitors, none open
+        }
+
+        var ids = new List<long>();
+        while (queue.TryTake(out var pending))
+        {
+            ids.Add(pending.Info.ConnectionId);
+        }
+
+        // Four visitors' turns, then one of the flood's, and so on; the flood's rest when no visitor waits.
+        Assert.Equal([101L, 102, 103, 104, 1, 105, 106, 2, 3, 4, 5, 6, 7, 8, 9, 10], ids);
+    }
+
+    [Fact]
+    public void An_address_turns_heavy_as_its_connections_open()
+    {
+        var open = new Dictionary<string, int>();
+        var queue = new AddressFairQueue(address => open.GetValueOrDefault(address.ToString()));
+        for (var i = 1; i <= 3; i++)
+        {
+            queue.Add(Pending("192.0.2.1", i));
+        }
+
+        Assert.True(queue.TryTake(out _)); // 1; its next turn is queued light (open: 0)
+        open["192.0.2.1"] = AddressFairQueue.LightBelow;
+        queue.Add(Pending("192.0.2.2", 100));
+        Assert.True(queue.TryTake(out var second));
+        Assert.Equal(2L, second.Info.ConnectionId); // its turn was queued light, before the visitor came
+        Assert.True(queue.TryTake(out var third));
+        Assert.Equal(100L, third.Info.ConnectionId); // its next turn was queued heavy
+        Assert.True(queue.TryTake(out var fourth));
+        Assert.Equal(3L, fourth.Info.ConnectionId);
+    }
+
+    [Fact]
     public void An_IPv4_client_seen_through_IPv6_shares_its_turn_and_no_address_is_one_more()
     {
         var queue = new AddressFairQueue();

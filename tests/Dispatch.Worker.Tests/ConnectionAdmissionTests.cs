@@ -75,8 +75,9 @@ public sealed class ConnectionAdmissionTests : IDisposable
     [Fact]
     public async Task A_client_behind_a_flood_from_one_address_is_taken_in_its_turn()
     {
-        // One place at a time, never taken back: the order is the listener's. 100 connections from one address are
-        // handed over, then one from another; the last is served among the first few, not after the 100.
+        // One place, never taken back, and the test holds it while it hands 100 connections from one address over,
+        // then one from another: when it lets go, the listener has them all, and the last is served second (by the
+        // turns), not 101st.
         const int Flood = 100;
         var sink = new CollectingSink();
         using var admission = new ConnectionAdmission(1, Forever);
@@ -96,11 +97,14 @@ public sealed class ConnectionAdmissionTests : IDisposable
                 handed.Add((client.Server, new IPEndPoint(from, 40000 + i)));
             }
 
-            // All at once, as a flood's hand-offs arrive while the worker is busy.
+            // All while the worker is busy, as a flood's hand-offs arrive.
+            var busy = await admission.EnterAsync(CancellationToken.None);
             foreach (var (socket, from) in handed)
             {
                 Assert.True(server.TryEnqueue(socket, ReadOnlyMemory<byte>.Empty, Info(from)));
             }
+
+            busy.Release();
 
             foreach (var client in clients)
             {
@@ -110,7 +114,7 @@ public sealed class ConnectionAdmissionTests : IDisposable
             var order = sink.AccessEvents.Select(e => CollectingSink.Scalar(e, "ClientAddress")).ToList();
             Assert.Equal(Flood + 1, order.Count);
             var turn = order.IndexOf("192.0.2.2");
-            Assert.True(turn < 10, $"the other address's connection was served {turn + 1}th of {order.Count}");
+            Assert.True(turn < 4, $"the other address's connection was served {turn + 1}th of {order.Count}");
             await WaitForAsync(() => admission.Held == 0);
             Assert.Equal(0, admission.Reclaimed);
         }
@@ -154,6 +158,42 @@ public sealed class ConnectionAdmissionTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Connections_are_counted_by_address_while_they_are_open()
+    {
+        var sink = new CollectingSink();
+        using var admission = new ConnectionAdmission(ConnectionAdmission.DefaultLimit, Forever);
+        await using var server = await StartAsync(sink, admission);
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var from = IPAddress.Parse("192.0.2.7");
+        var clients = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                var (client, serverSide) = await ConnectAsync(listener);
+                clients.Add(client);
+                await client.SendAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\n\r\n"u8.ToArray()); // kept alive
+                Assert.True(server.TryEnqueue(serverSide, ReadOnlyMemory<byte>.Empty, Info(new IPEndPoint(from, 40000 + i))));
+                Assert.EndsWith("0123456789", await ReadUntilAsync(client, "0123456789"), StringComparison.Ordinal);
+            }
+
+            Assert.Equal(3, server.Addresses.Open(from));
+            Assert.Equal(3, server.Addresses.Open(IPAddress.Parse("::ffff:192.0.2.7").MapToIPv4()));
+        }
+        finally
+        {
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+        }
+
+        await WaitForAsync(() => server.Addresses.Addresses == 0);
+        Assert.Equal(0, server.Addresses.Open(from));
+    }
+
     private static long s_nextId;
 
     private static HandedConnectionInfo Info(IPEndPoint from) =>
@@ -180,6 +220,24 @@ public sealed class ConnectionAdmissionTests : IDisposable
         int n;
         while ((n = await socket.ReceiveAsync(buffer).WaitAsync(Patience)) > 0)
         {
+            text.Append(Encoding.ASCII.GetString(buffer, 0, n));
+        }
+
+        return text.ToString();
+    }
+
+    private static async Task<string> ReadUntilAsync(Socket socket, string end)
+    {
+        var text = new StringBuilder();
+        var buffer = new byte[4096];
+        while (!text.ToString().EndsWith(end, StringComparison.Ordinal))
+        {
+            var n = await socket.ReceiveAsync(buffer).WaitAsync(Patience);
+            if (n == 0)
+            {
+                break;
+            }
+
             text.Append(Encoding.ASCII.GetString(buffer, 0, n));
         }
 

@@ -3,26 +3,36 @@ using System.Net;
 namespace Dispatch.Worker.Http;
 
 /// <summary>
-/// Handed connections waiting for Kestrel (<see cref="ConnectionAdmission"/>), one queue per client address, taken from
-/// the addresses in turn: one from each address that has any, in the order the addresses arrived. A flood from one
-/// address (or a hundred) then delays another client by one connection per flooding address, not by the flood.
-/// Not thread-safe: its listener locks.
+/// Handed connections waiting for Kestrel (<see cref="ConnectionAdmission"/>), one queue per client address, the
+/// addresses taking turns: one connection per turn, in the order the turns were queued. An address with fewer than
+/// <see cref="LightBelow"/> connections open in the worker (<see cref="AddressConnections"/>: a visitor, a browser)
+/// has its turns before those of an address with more (a flood, a big NAT), <see cref="LightPerHeavy"/> to one while
+/// both wait, so that the heavy ones still move. A flood from one address, or from a hundred, then delays another
+/// client's connection by at most one of its own. Not thread-safe: its listener locks.
 /// </summary>
-internal sealed class AddressFairQueue
+internal sealed class AddressFairQueue(Func<IPAddress, int>? openFrom = null)
 {
+    /// <summary>Fewer connections than this open from an address: its turns come first.</summary>
+    internal const int LightBelow = 8;
+
+    /// <summary>Turns of light addresses before one of a heavy address, when both wait.</summary>
+    internal const int LightPerHeavy = 4;
+
     private readonly Dictionary<IPAddress, Queue<PendingConnection>> _byAddress = [];
-    private readonly Queue<IPAddress> _turns = new();
+    private readonly Queue<IPAddress> _light = new();
+    private readonly Queue<IPAddress> _heavy = new();
+    private int _lightInARow;
 
     public int Count { get; private set; }
 
     public void Add(PendingConnection pending)
     {
-        var address = Key(pending.Info.Client);
+        var address = AddressConnections.Key(pending.Info.Client);
         if (!_byAddress.TryGetValue(address, out var queue))
         {
             queue = new Queue<PendingConnection>();
             _byAddress[address] = queue;
-            _turns.Enqueue(address);
+            QueueTurn(address);
         }
 
         queue.Enqueue(pending);
@@ -31,18 +41,20 @@ internal sealed class AddressFairQueue
 
     public bool TryTake(out PendingConnection pending)
     {
-        if (!_turns.TryDequeue(out var address))
+        var heavy = _heavy.Count > 0 && (_light.Count == 0 || _lightInARow >= LightPerHeavy);
+        if (!(heavy ? _heavy : _light).TryDequeue(out var address))
         {
             pending = default;
             return false;
         }
 
+        _lightInARow = heavy ? 0 : _lightInARow + 1;
         var queue = _byAddress[address];
         pending = queue.Dequeue();
         Count--;
         if (queue.Count > 0)
         {
-            _turns.Enqueue(address); // its next one after every other address's
+            QueueTurn(address); // its next one after the others' (light or heavy as it is now)
         }
         else
         {
@@ -52,9 +64,6 @@ internal sealed class AddressFairQueue
         return true;
     }
 
-    // IPv4 clients seen through an IPv6 socket count as their IPv4 address; no address at all (a Unix socket) is one.
-    private static IPAddress Key(IPEndPoint? client) =>
-        client?.Address is not { } address ? IPAddress.None
-        : address.IsIPv4MappedToIPv6 ? address.MapToIPv4()
-        : address;
+    private void QueueTurn(IPAddress address) =>
+        ((openFrom?.Invoke(address) ?? 0) < LightBelow ? _light : _heavy).Enqueue(address);
 }

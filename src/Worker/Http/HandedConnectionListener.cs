@@ -36,6 +36,9 @@ internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnl
     /// <summary>The connection's place among those being set up (<see cref="ConnectionAdmission"/>), given back once.</summary>
     public AdmissionTicket? Admission { get; init; }
 
+    /// <summary>The client's address as <see cref="AddressConnections"/> counts it (null: not counted).</summary>
+    public System.Net.IPAddress? CountedAs { get; init; }
+
     /// <summary>Returns the initial bytes once and forgets them.</summary>
     public ReadOnlyMemory<byte> TakeInitialBytes()
     {
@@ -62,16 +65,19 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
     private readonly Func<HandedProtocol, ChannelReader<PendingConnection>> _queues;
     private readonly Action _connectionDropped;
     private readonly ConnectionAdmission _admission;
+    private readonly AddressConnections _addresses;
 
     public HandedConnectionListenerFactory(
         Func<HandedProtocol, ChannelReader<PendingConnection>> queues,
         Action connectionDropped,
         ConnectionAdmission admission,
+        AddressConnections addresses,
         ILoggerFactory loggerFactory)
     {
         _queues = queues;
         _connectionDropped = connectionDropped;
         _admission = admission;
+        _addresses = addresses;
         _contextFactory = new SocketConnectionContextFactory(
             new SocketConnectionFactoryOptions { MaxWriteBufferSize = MaxWriteBufferSize },
             loggerFactory.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets"));
@@ -87,7 +93,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         }
 
         return ValueTask.FromResult<IConnectionListener>(
-            new Listener(handed, _queues(handed.Protocol), _contextFactory, _connectionDropped, _admission));
+            new Listener(handed, _queues(handed.Protocol), _contextFactory, _connectionDropped, _admission, _addresses));
     }
 
     public void Dispose() => _contextFactory.Dispose();
@@ -97,10 +103,11 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         ChannelReader<PendingConnection> queue,
         SocketConnectionContextFactory contextFactory,
         Action connectionDropped,
-        ConnectionAdmission admission) : IConnectionListener
+        ConnectionAdmission admission,
+        AddressConnections addresses) : IConnectionListener
     {
         private readonly CancellationTokenSource _unbound = new();
-        private readonly AddressFairQueue _waiting = new();
+        private readonly AddressFairQueue _waiting = new(addresses.Open);
         private readonly Lock _waitingLock = new();
 
         public EndPoint EndPoint => endPoint;
@@ -211,7 +218,9 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             }
 
             connection.ConnectionId = info.ConnectionId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            connection.Features.Set<IHandedConnectionFeature>(new HandedConnectionFeature(info, pending.InitialBytes, socket) { Admission = ticket });
+            var countedAs = AddressConnections.Key(info.Client);
+            addresses.Add(countedAs); // until the connection ends (WorkerHttpServer's connection middleware)
+            connection.Features.Set<IHandedConnectionFeature>(new HandedConnectionFeature(info, pending.InitialBytes, socket) { Admission = ticket, CountedAs = countedAs });
             return connection;
         }
 

@@ -38,6 +38,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     private TenantCertificates? _certificates;
     private SendWatchdog? _sendWatchdog;
     private ConnectionAdmission _admission = null!;
+    private readonly AddressConnections _addresses = new();
     private readonly CgiHandler _cgi;
     private Serilog.ILogger _log = Serilog.Core.Logger.None;
     private ProxyHandler? _proxy;
@@ -70,6 +71,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
     /// <summary>Connections whose response waits for its client to read (tests).</summary>
     internal int WaitingSends => _sendWatchdog?.Waiting ?? 0;
+
+    /// <summary>Connections open per client address (tests: counted while open, forgotten when ended).</summary>
+    internal AddressConnections Addresses => _addresses;
 
     /// <summary>The most connections open at once since the last call (see <see cref="ConnectionGauge.TakePeak"/>).</summary>
     public int TakePeakConnections() => _openConnections.TakePeak();
@@ -195,7 +199,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
                 // Registered before UseKestrelCore, whose TryAdd then registers no socket transport.
                 services.AddSingleton<IConnectionListenerFactory>(provider => new HandedConnectionListenerFactory(
-                    server.QueueFor, server.ConnectionFinished, server._admission, provider.GetRequiredService<ILoggerFactory>()));
+                    server.QueueFor, server.ConnectionFinished, server._admission, server._addresses, provider.GetRequiredService<ILoggerFactory>()));
                 services.AddDirectoryBrowser();
 
                 // YARP's forwarder (direct forwarding: no routes, no clusters, no configuration of its own).
@@ -487,7 +491,15 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         }
         finally
         {
-            (connection.Features.Get<IHandedConnectionFeature>() as HandedConnectionFeature)?.Admission?.Release();
+            if (connection.Features.Get<IHandedConnectionFeature>() is HandedConnectionFeature { } handed)
+            {
+                handed.Admission?.Release();
+                if (handed.CountedAs is { } address)
+                {
+                    _addresses.Remove(address);
+                }
+            }
+
             ConnectionFinished();
         }
     };
