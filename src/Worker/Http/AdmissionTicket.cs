@@ -22,7 +22,8 @@ public sealed class AdmissionTicket
     /// <summary>Gives the place back; true the first time only.</summary>
     public bool Release()
     {
-        if (Interlocked.Exchange(ref _released, 1) != 0)
+        // Every request of a connection asks (RequestHandler): after the first, a plain read answers.
+        if (Volatile.Read(ref _released) != 0 || Interlocked.Exchange(ref _released, 1) != 0)
         {
             return false;
         }

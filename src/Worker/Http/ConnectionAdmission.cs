@@ -27,6 +27,7 @@ public sealed class ConnectionAdmission : IDisposable
     private readonly SemaphoreSlim _free;
     private readonly Lock _lock = new();
     private readonly LinkedList<AdmissionTicket> _held = new();
+    private long _reclaimed;
 
     public ConnectionAdmission(int limit, TimeSpan hold)
     {
@@ -59,8 +60,6 @@ public sealed class ConnectionAdmission : IDisposable
     /// <summary>Places taken back from connections that held them longer than <see cref="Hold"/>.</summary>
     public long Reclaimed => Interlocked.Read(ref _reclaimed);
 
-    private long _reclaimed;
-
     /// <summary>Waits for a free place, taking back the ones held too long meanwhile.</summary>
     public async ValueTask<AdmissionTicket> EnterAsync(CancellationToken cancellationToken)
     {
@@ -88,6 +87,9 @@ public sealed class ConnectionAdmission : IDisposable
             {
                 _held.Remove(node);
             }
+
+            ticket.Node = null; // the connection keeps its ticket for its life, not the node
+
         }
 
         _free.Release();

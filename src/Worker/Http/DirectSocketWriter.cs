@@ -465,7 +465,8 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
         const int MaxIov = 32;
         var count = Math.Min(MaxIov, _full.Count + (_tail is not null && _tailLength > 0 ? 1 : 0));
         var iov = stackalloc WireLibc.IoVec[count];
-        var pins = new System.Runtime.InteropServices.GCHandle[count];
+        Span<System.Runtime.InteropServices.GCHandle> pins = stackalloc System.Runtime.InteropServices.GCHandle[count];
+        pins.Clear(); // unallocated until pinned below (the finally frees only those)
         nint sent;
         try
         {

@@ -42,7 +42,8 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
     public async Task InvokeAsync(HttpContext context)
     {
         // The connection is set up: its place goes to the next one waiting (ConnectionAdmission).
-        (context.Features.Get<IHandedConnectionFeature>() as HandedConnectionFeature)?.Admission?.Release();
+        var handed = context.Features.Get<IHandedConnectionFeature>();
+        (handed as HandedConnectionFeature)?.Admission?.Release();
         var transport = context.Features.Get<SendTimeoutPipeWriter>();
         if (context.RequestAborted.IsCancellationRequested || transport is { OutputEnded: true })
         {
@@ -61,7 +62,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         var path = context.Request.Path;
         Vhost? vhost = null;
         var failed = false;
-        var info = context.Features.Get<IHandedConnectionFeature>()?.Info;
+        var info = handed?.Info;
         if (info?.TlsProtocol is not null)
         {
             // The dispatcher terminated TLS and proxies plaintext: the client's scheme is https (redirects, IsHttps).
