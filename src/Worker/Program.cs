@@ -326,7 +326,7 @@ internal static class Program
     {
         var peer = DispatcherPeer.Create((meta, fd) =>
         {
-            var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            var handle = new SafeSocketHandle(fd, ownsHandle: true);
             var info = new HandedConnectionInfo(
                 (long)meta.ConnectionId,
                 IPEndPoint.TryParse(meta.Client, out var client) ? client : null,
@@ -337,10 +337,10 @@ internal static class Program
                 meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1,
                 meta.Mode == ConnectionMode.HandedTls ? meta.Session : null,
                 meta.Plaintext);
-            if (!server.TryEnqueue(socket, meta.Initial, info))
+            if (!server.TryEnqueue(handle, meta.Initial, info))
             {
                 log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);
-                socket.Dispose();
+                handle.Dispose();
             }
 
             Interlocked.Increment(ref s_received);

@@ -124,6 +124,7 @@ public sealed class AddressFairQueueTests : IDisposable
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         _sockets.Add(socket);
         return new(
+            null,
             socket,
             ReadOnlyMemory<byte>.Empty,
             new HandedConnectionInfo(id, address is null ? null : new IPEndPoint(IPAddress.Parse(address), 40000), null, null, null, null, HandedProtocol.Http1));

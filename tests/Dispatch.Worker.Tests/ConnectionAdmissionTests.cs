@@ -101,7 +101,8 @@ public sealed class ConnectionAdmissionTests : IDisposable
             var busy = await admission.EnterAsync(CancellationToken.None);
             foreach (var (socket, from) in handed)
             {
-                Assert.True(server.TryEnqueue(socket, ReadOnlyMemory<byte>.Empty, Info(from)));
+                // By descriptor, as the worker's channel hands them over.
+                Assert.True(server.TryEnqueue(TakeDescriptor(socket), ReadOnlyMemory<byte>.Empty, Info(from)));
             }
 
             busy.Release();
@@ -192,6 +193,93 @@ public sealed class ConnectionAdmissionTests : IDisposable
 
         await WaitForAsync(() => server.Addresses.Addresses == 0);
         Assert.Equal(0, server.Addresses.Open(from));
+    }
+
+    [Fact]
+    public async Task A_descriptor_that_is_not_a_socket_is_dropped_and_the_next_connection_served()
+    {
+        var sink = new CollectingSink();
+        using var admission = new ConnectionAdmission(1, Forever);
+        await using var server = await StartAsync(sink, admission);
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        using var file = File.OpenHandle(_dir.Combine("site/ten.txt"));
+        var notSocket = new SafeSocketHandle(file.DangerousGetHandle(), ownsHandle: true);
+        file.SetHandleAsInvalid(); // the queue owns the descriptor now
+        var (client, serverSide) = await ConnectAsync(listener);
+        try
+        {
+            Assert.True(server.TryEnqueue(notSocket, ReadOnlyMemory<byte>.Empty, Info(new IPEndPoint(IPAddress.Parse("192.0.2.1"), 40000))));
+            await client.SendAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"u8.ToArray());
+            Assert.True(server.TryEnqueue(TakeDescriptor(serverSide), ReadOnlyMemory<byte>.Empty, Info(new IPEndPoint(IPAddress.Parse("192.0.2.2"), 40001))));
+            Assert.EndsWith("0123456789", await ReadAllAsync(client).WaitAsync(Patience), StringComparison.Ordinal);
+            Assert.True(notSocket.IsClosed);
+            await WaitForAsync(() => admission.Held == 0);
+        }
+        finally
+        {
+            client.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task Descriptors_still_waiting_when_the_server_stops_are_closed()
+    {
+        // The test holds the one place, so the handed connections wait in the listener's queues when the server stops.
+        var sink = new CollectingSink();
+        using var admission = new ConnectionAdmission(1, Forever);
+        var server = await StartAsync(sink, admission);
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var clients = new List<Socket>();
+        var handles = new List<SafeSocketHandle>();
+        try
+        {
+            var busy = await admission.EnterAsync(CancellationToken.None);
+            for (var i = 0; i < 3; i++)
+            {
+                var (client, serverSide) = await ConnectAsync(listener);
+                clients.Add(client);
+                await client.SendAsync("GET /ten.txt HTTP/1.1\r\nHost: a.localhost\r\n\r\n"u8.ToArray());
+                var handle = TakeDescriptor(serverSide);
+                handles.Add(handle);
+                Assert.True(server.TryEnqueue(handle, ReadOnlyMemory<byte>.Empty, Info(new IPEndPoint(IPAddress.Parse("192.0.2.1"), 40000 + i))));
+            }
+
+            await server.DisposeAsync();
+            foreach (var client in clients)
+            {
+                // Closed unserved, its request unread: the kernel resets it (or, had it been read, would end it).
+                var ended = await Record.ExceptionAsync(async () => Assert.Equal(string.Empty, await ReadAllAsync(client)));
+                Assert.True(ended is null or SocketException { SocketErrorCode: SocketError.ConnectionReset }, $"not closed: {ended}");
+            }
+
+            Assert.All(handles, h => Assert.True(h.IsClosed));
+            Assert.Empty(sink.AccessEvents);
+            busy.Release();
+        }
+        finally
+        {
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+
+            await server.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// The descriptor of an accepted socket (one never used asynchronously, so in no epoll set), as a handle the worker's
+    /// queue owns from now on; the socket object gives it up without closing it. It is not disposed: the dispose of a
+    /// socket whose handle was made invalid waits for a release that never comes.
+    /// </summary>
+    private static SafeSocketHandle TakeDescriptor(Socket socket)
+    {
+        var handle = new SafeSocketHandle(socket.SafeHandle.DangerousGetHandle(), ownsHandle: true);
+        socket.SafeHandle.SetHandleAsInvalid();
+        GC.SuppressFinalize(socket);
+        return handle;
     }
 
     private static long s_nextId;

@@ -89,10 +89,16 @@ public sealed class ConnectionAdmission : IDisposable
             }
 
             ticket.Node = null; // the connection keeps its ticket for its life, not the node
-
         }
 
-        _free.Release();
+        try
+        {
+            _free.Release();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Given back after the server stopped (a connection's end, late): nothing waits for a place any more.
+        }
     }
 
     // The oldest place expires first (places are held in the order they were given).

@@ -20,8 +20,30 @@ internal sealed class HandedEndPoint(HandedProtocol protocol) : EndPoint
     };
 }
 
-/// <summary>A connection handed over by the dispatcher, waiting for Kestrel's accept loop.</summary>
-internal readonly record struct PendingConnection(Socket Socket, ReadOnlyMemory<byte> InitialBytes, HandedConnectionInfo Info);
+/// <summary>
+/// A connection handed over by the dispatcher, waiting for Kestrel's accept loop: its descriptor, made a
+/// <see cref="System.Net.Sockets.Socket"/> only when the connection is taken (<see cref="Open"/>), or a socket already.
+/// </summary>
+/// <remarks>
+/// A <see cref="System.Net.Sockets.Socket"/> made from a descriptor asks the kernel six times what it is (family, type,
+/// protocol, listening, its own and its peer's address): 15 µs of the channel's thread per connection in a flood's ramp,
+/// where that thread's speed is how long every hand-off waits (docs/floods.md). It is now paid by the connection that
+/// gets its turn, on the thread pool, and not at all by one dropped unserved.
+/// </remarks>
+internal readonly record struct PendingConnection(SafeSocketHandle? Handle, Socket? Socket, ReadOnlyMemory<byte> InitialBytes, HandedConnectionInfo Info)
+{
+    /// <summary>The connection's socket (made now from the descriptor unless given). Throws as <see cref="System.Net.Sockets.Socket"/>'s constructor does for a descriptor that is not a socket.</summary>
+    public Socket Open() => Socket ?? new Socket(Handle!);
+
+    /// <summary>Closes the connection unserved.</summary>
+    public void Close()
+    {
+        if (Socket is not null)
+            Socket.Dispose();
+        else
+            Handle!.Dispose();
+    }
+}
 
 /// <summary>Per-connection feature: the dispatcher's metadata, and the initial bytes until the replay middleware takes them.</summary>
 internal sealed class HandedConnectionFeature(HandedConnectionInfo info, ReadOnlyMemory<byte> initialBytes, Socket? socket = null) : IHandedConnectionFeature
@@ -176,7 +198,19 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
 
         private ConnectionContext? TryCreate(PendingConnection pending, AdmissionTicket ticket)
         {
-            var socket = pending.Socket;
+            Socket socket;
+            try
+            {
+                socket = pending.Open();
+            }
+            catch (Exception e) when (e is SocketException or ArgumentException or ObjectDisposedException)
+            {
+                // Not a socket, or one the kernel no longer knows: nothing to serve.
+                pending.Close();
+                connectionDropped();
+                return null;
+            }
+
             if (!socket.Connected && socket.ProtocolType == ProtocolType.Tcp && pending.InitialBytes.IsEmpty && pending.Info.TlsPlaintext.IsEmpty)
             {
                 // Reset before it got here (the socket, made from the handed descriptor, found no peer: getpeername
@@ -244,7 +278,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             {
                 while (queue.TryRead(out var pending) || _waiting.TryTake(out pending))
                 {
-                    pending.Socket.Dispose();
+                    pending.Close();
                     connectionDropped();
                 }
             }

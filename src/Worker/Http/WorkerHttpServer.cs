@@ -289,6 +289,23 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     public bool TryEnqueue(Socket socket, ReadOnlyMemory<byte> initialBytes, HandedConnectionInfo info)
     {
         ArgumentNullException.ThrowIfNull(socket);
+        return TryEnqueue(new PendingConnection(null, socket, initialBytes, info));
+    }
+
+    /// <summary>
+    /// Queues a connection by its descriptor, as <see cref="TryEnqueue(Socket, ReadOnlyMemory{byte}, HandedConnectionInfo)"/>
+    /// does a socket: the socket is made when Kestrel takes the connection (the channel's thread does not pay for it).
+    /// On <see langword="false"/> the caller still owns <paramref name="handle"/>.
+    /// </summary>
+    public bool TryEnqueue(SafeSocketHandle handle, ReadOnlyMemory<byte> initialBytes, HandedConnectionInfo info)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        return TryEnqueue(new PendingConnection(handle, null, initialBytes, info));
+    }
+
+    private bool TryEnqueue(PendingConnection pending)
+    {
+        var info = pending.Info;
         ArgumentNullException.ThrowIfNull(info);
         if (_stopping)
         {
@@ -302,7 +319,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             HandedProtocol.Tls => _tls,
             _ => _http1,
         };
-        if (!queue.Writer.TryWrite(new PendingConnection(socket, initialBytes, info)))
+        if (!queue.Writer.TryWrite(pending))
         {
             _openConnections.Leave();
             return false;
@@ -428,7 +445,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         {
             while (queue.Reader.TryRead(out var pending))
             {
-                pending.Socket.Dispose();
+                pending.Close();
                 ConnectionFinished();
             }
         }
