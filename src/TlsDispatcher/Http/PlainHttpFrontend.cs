@@ -31,6 +31,8 @@ internal sealed class PlainHttpFrontend : Frontend
 
     protected override int PreludeSize => _routes().Settings.MaxRequestHead;
 
+    protected override bool HandleOnAcceptLoop => true;
+
     protected override int PreludeTimeoutMs => _routes().Settings.HeaderTimeoutMs;
 
     // A head is peeked again whenever a byte arrives: beyond this much (a whole head normally comes in one segment), it

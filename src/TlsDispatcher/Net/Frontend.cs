@@ -168,7 +168,13 @@ internal abstract class Frontend
 
             if (start is null)
             {
-                await AwaitPreludeAsync(client, fd, accepted).ConfigureAwait(false);
+                if (!await AwaitPreludeAsync(client, fd, accepted).ConfigureAwait(false) && !HandleOnAcceptLoop)
+                {
+                    // The prelude was there at once, and this connection's work is long (a handshake): it leaves the
+                    // accept loop for the thread pool, as a wait would have made it.
+                    await Task.Yield();
+                }
+
                 buffer = ArrayPool<byte>.Shared.Rent(PreludeSize + ProxyProtocol.MaxV2);
                 start = new ConnectionStart { Fd = fd, Buffer = buffer, Client = peer, AcceptedAt = accepted };
             }
@@ -216,40 +222,62 @@ internal abstract class Frontend
     }
 
     /// <summary>
+    /// Whether a connection whose prelude is already there when it is accepted is handled on the accept loop itself, to
+    /// its hand-off (short work: a request head), rather than on the thread pool (a handshake). Either way it skips
+    /// the wait through the epoll set.
+    /// </summary>
+    protected abstract bool HandleOnAcceptLoop { get; }
+
+    /// <summary>
     /// Waits, holding no buffer, until the prelude can be read whole (by <see cref="PreludeNeeds"/>), or can be judged
     /// (invalid, too long to keep peeking), or the client closed, or the prelude's time is up: in every case the
     /// protocol's own read loop then takes over and reports it as before. <c>SO_RCVLOWAT</c> is back at 1 on return,
-    /// since the descriptor may go on to a worker.
+    /// since the descriptor may go on to a worker. Returns whether it waited: a prelude already queued at the accept
+    /// (a flood's ramp, or any client whose first bytes followed its handshake at once) costs no registration, no
+    /// wake of the poller's thread and no work item queued behind the others (docs/floods.md).
     /// </summary>
-    private async Task AwaitPreludeAsync(Socket client, int fd, long accepted)
+    private async Task<bool> AwaitPreludeAsync(Socket client, int fd, long accepted)
     {
         var lowered = false;
+        var waited = false;
+        var first = true;
         try
         {
             var asked = 1;
             while (true)
             {
-                var remaining = PreludeTimeoutMs - (Environment.TickCount64 - accepted);
-                if (remaining <= 0)
-                    return;
-                using (var timeout = new CancellationTokenSource((int)remaining))
+                int queued, needs;
+                if (first && (queued = PeekPrelude(fd, out needs)) != -Libc.EAGAIN)
                 {
-                    try
-                    {
-                        await Poller.WaitReadableAsync(fd, timeout.Token).ConfigureAwait(false);
-                    }
-                    catch (OperationCanceledException)
-                    {
-                        return;
-                    }
+                    // The first look, before any wait, found something queued already (or the end).
+                    first = false;
                 }
+                else
+                {
+                    first = false;
+                    var remaining = PreludeTimeoutMs - (Environment.TickCount64 - accepted);
+                    if (remaining <= 0)
+                        return waited;
+                    waited = true;
+                    using (var timeout = new CancellationTokenSource((int)remaining))
+                    {
+                        try
+                        {
+                            await Poller.WaitReadableAsync(fd, timeout.Token).ConfigureAwait(false);
+                        }
+                        catch (OperationCanceledException)
+                        {
+                            return waited;
+                        }
+                    }
 
-                var queued = PeekPrelude(fd, out var needs);
+                    queued = PeekPrelude(fd, out needs);
+                }
 
                 // Nothing (closed, an error), or less than was asked for (woken by the client's FIN or an error), or
                 // enough: the read loop decides. Otherwise wait until what the prelude needs has arrived.
                 if (queued < asked || needs <= queued || needs > PreludeSize)
-                    return;
+                    return waited;
                 asked = needs;
                 client.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReceiveLowWater, asked);
                 lowered = true;

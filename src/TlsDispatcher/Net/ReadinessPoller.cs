@@ -16,6 +16,7 @@ internal sealed unsafe class ReadinessPoller : IDisposable
     private readonly int _epfd;
     private readonly ConcurrentDictionary<int, TaskCompletionSource> _waiters = new();
     private readonly ConcurrentDictionary<int, byte> _registered = new();
+    private long _waits;
 
     public ReadinessPoller()
     {
@@ -25,9 +26,13 @@ internal sealed unsafe class ReadinessPoller : IDisposable
         new Thread(Run) { IsBackground = true, Name = "readiness-poller" }.Start();
     }
 
+    /// <summary>Waits begun so far, read or write (for tests: a connection whose first bytes are there takes none).</summary>
+    public long Waits => Interlocked.Read(ref _waits);
+
     /// <summary>Completes when <paramref name="fd"/> is readable (or closed by the peer, or in error).</summary>
     public Task WaitReadableAsync(int fd, CancellationToken cancellationToken)
     {
+        Interlocked.Increment(ref _waits);
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _waiters[fd] = tcs;
         var ev = new Libc.EpollEvent { Events = Libc.EPOLLIN | Libc.EPOLLRDHUP | Libc.EPOLLONESHOT, Data = (ulong)fd };
@@ -44,6 +49,7 @@ internal sealed unsafe class ReadinessPoller : IDisposable
     /// <summary>Completes when <paramref name="fd"/> is writable (or in error). One wait per descriptor at a time, read or write.</summary>
     public Task WaitWritableAsync(int fd, CancellationToken cancellationToken)
     {
+        Interlocked.Increment(ref _waits);
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _waiters[fd] = tcs;
         var ev = new Libc.EpollEvent { Events = Libc.EPOLLOUT | Libc.EPOLLONESHOT, Data = (ulong)fd };

@@ -53,6 +53,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
 
     protected override int PreludeSize => ClientHelloParser.MaxHandshakeLength + (4 * ClientHelloParser.RecordHeaderLength) + 64;
 
+    protected override bool HandleOnAcceptLoop => false;
+
     protected override int PreludeTimeoutMs => _routes().Settings.HandshakeTimeoutMs;
 
     // The parser's lower bound on the ClientHello's length never reaches past the ClientHello itself.

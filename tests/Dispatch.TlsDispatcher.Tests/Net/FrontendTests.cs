@@ -1,0 +1,136 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using Dispatch.TlsDispatcher.Net;
+
+namespace Dispatch.TlsDispatcher.Tests.Net;
+
+/// <summary>A connection's way from the accept to its protocol's handler: when it waits for its first bytes, and where it runs.</summary>
+public sealed class FrontendTests : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
+    private const int Prelude = 10;
+
+    private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+    private readonly ReadinessPoller _poller = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Socket> _clients = [];
+
+    public FrontendTests()
+    {
+        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _listener.Listen();
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _listener.Dispose();
+        foreach (var client in _clients)
+            client.Dispose();
+        _poller.Dispose();
+        _stop.Dispose();
+    }
+
+    [Fact]
+    public async Task A_prelude_already_queued_at_the_accept_is_handled_without_a_wait()
+    {
+        var frontend = new TestFrontend(_listener, _poller, onAcceptLoop: true);
+        await ConnectAsync(Prelude); // in the kernel before the accept loop starts
+        _ = frontend.RunAsync(_stop.Token);
+
+        var handled = await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+        Assert.Equal(0, handled.WaitsBefore);
+        Assert.Equal(0, _poller.Waits);
+        Assert.Equal(1, handled.LowWater);
+    }
+
+    [Fact]
+    public async Task A_partial_prelude_waits_for_the_rest_and_reaches_its_handler_with_the_low_mark_back_at_one()
+    {
+        var frontend = new TestFrontend(_listener, _poller, onAcceptLoop: true);
+        var client = await ConnectAsync(4);
+        _ = frontend.RunAsync(_stop.Token);
+        while (_poller.Waits == 0)
+            await Task.Delay(10).WaitAsync(Patience);
+        Assert.False(frontend.Handled.Reader.TryPeek(out _));
+
+        await client.SendAsync(new byte[Prelude - 4]);
+        var handled = await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+        Assert.True(handled.WaitsBefore >= 1);
+        Assert.Equal(1, handled.LowWater);
+    }
+
+    [Fact]
+    public async Task A_connection_whose_work_is_long_leaves_the_accept_loop_even_when_its_prelude_is_there()
+    {
+        // The first handler blocks its thread until the second has run: on the accept loop, the second would never be
+        // accepted meanwhile.
+        var frontend = new TestFrontend(_listener, _poller, onAcceptLoop: false);
+        using var second = new ManualResetEventSlim();
+        var first = true;
+        frontend.OnHandle = () =>
+        {
+            if (Interlocked.Exchange(ref first, false))
+                Assert.True(second.Wait(Patience), "the second connection was not handled while the first held its thread");
+            else
+                second.Set();
+        };
+        await ConnectAsync(Prelude);
+        await ConnectAsync(Prelude);
+        _ = frontend.RunAsync(_stop.Token);
+
+        var a = await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+        var b = await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+        Assert.Equal(0, _poller.Waits);
+        Assert.True(a.Failure is null && b.Failure is null, a.Failure ?? b.Failure);
+    }
+
+    private async Task<Socket> ConnectAsync(int send)
+    {
+        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        _clients.Add(client);
+        await client.ConnectAsync(_listener.LocalEndPoint!);
+        if (send > 0)
+            await client.SendAsync(new byte[send]);
+        return client;
+    }
+
+    private sealed record Handling(long WaitsBefore, int LowWater, string? Failure);
+
+    private sealed class TestFrontend(Socket listener, ReadinessPoller poller, bool onAcceptLoop)
+        : Frontend(listener, "127.0.0.1:test", new TrustedProxies([]), poller, Serilog.Core.Logger.None)
+    {
+        public Channel<Handling> Handled { get; } = Channel.CreateUnbounded<Handling>();
+
+        public Action OnHandle { get; set; } = () => { };
+
+        public override string Name => "test";
+
+        protected override int PreludeSize => 1024;
+
+        protected override int PreludeTimeoutMs => 20_000;
+
+        protected override bool HandleOnAcceptLoop => onAcceptLoop;
+
+        protected override int PreludeNeeds(ReadOnlySpan<byte> queued) => Prelude;
+
+        protected override Task HandleAsync(Socket client, ulong id, ConnectionStart start)
+        {
+            var waits = Poller.Waits;
+            var lowWater = (int)client.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReceiveLowWater)!;
+            string? failure = null;
+            try
+            {
+                OnHandle();
+            }
+            catch (Exception e)
+            {
+                failure = e.Message;
+            }
+
+            Handled.Writer.TryWrite(new Handling(waits, lowWater, failure));
+            return Task.CompletedTask;
+        }
+    }
+}
