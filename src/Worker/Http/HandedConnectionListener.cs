@@ -32,7 +32,11 @@ internal sealed class HandedEndPoint(HandedProtocol protocol) : EndPoint
 /// </remarks>
 internal readonly record struct PendingConnection(SafeSocketHandle? Handle, Socket? Socket, ReadOnlyMemory<byte> InitialBytes, HandedConnectionInfo Info)
 {
-    /// <summary>The connection's socket (made now from the descriptor unless given). Throws as <see cref="System.Net.Sockets.Socket"/>'s constructor does for a descriptor that is not a socket.</summary>
+    /// <summary>
+    /// The connection's socket (made now from the descriptor unless given). Throws as <see cref="System.Net.Sockets.Socket"/>'s
+    /// constructor does for a descriptor it cannot use; one that is not a socket at all gives a socket of unknown type,
+    /// which Kestrel then fails to serve and closes.
+    /// </summary>
     public Socket Open() => Socket ?? new Socket(Handle!);
 
     /// <summary>Closes the connection unserved.</summary>
@@ -205,7 +209,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             }
             catch (Exception e) when (e is SocketException or ArgumentException or ObjectDisposedException)
             {
-                // Not a socket, or one the kernel no longer knows: nothing to serve.
+                // A descriptor the socket cannot be made from: nothing to serve.
                 pending.Close();
                 connectionDropped();
                 return null;
