@@ -51,8 +51,10 @@ public sealed class FrontendTests : IDisposable
         var frontend = new TestFrontend(_listener, _poller, onAcceptLoop: true);
         var client = await ConnectAsync(4);
         _ = frontend.RunAsync(_stop.Token);
-        while (_poller.Waits == 0)
-            await Task.Delay(10).WaitAsync(Patience);
+        var deadline = DateTime.UtcNow + Patience;
+        while (_poller.Waits == 0 && DateTime.UtcNow < deadline)
+            await Task.Delay(10);
+        Assert.True(_poller.Waits > 0, "the partial prelude was not waited for");
         Assert.False(frontend.Handled.Reader.TryPeek(out _));
 
         await client.SendAsync(new byte[Prelude - 4]);
@@ -92,8 +94,30 @@ public sealed class FrontendTests : IDisposable
         _clients.Add(client);
         await client.ConnectAsync(_listener.LocalEndPoint!);
         if (send > 0)
+        {
             await client.SendAsync(new byte[send]);
+            await DeliveredAsync(client);
+        }
+
         return client;
+    }
+
+    /// <summary>
+    /// Until the peer has acknowledged everything sent (TCP_INFO's tcpi_unacked, at offset 24, is 0): the bytes are then
+    /// in the listener's connection's queue, so the accept finds them there whatever the machine's load.
+    /// </summary>
+    private static async Task DeliveredAsync(Socket client)
+    {
+        var info = new byte[104];
+        var deadline = DateTime.UtcNow + Patience;
+        while (true)
+        {
+            Assert.True(client.GetRawSocketOption(6 /* IPPROTO_TCP */, 11 /* TCP_INFO */, info) >= 28);
+            if (BitConverter.ToUInt32(info, 24) == 0)
+                return;
+            Assert.True(DateTime.UtcNow < deadline, "the bytes sent were never acknowledged");
+            await Task.Delay(1);
+        }
     }
 
     private sealed record Handling(long WaitsBefore, int LowWater, string? Failure);
