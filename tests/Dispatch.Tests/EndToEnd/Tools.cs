@@ -99,6 +99,26 @@ public static class Tools
 
     public static int DescriptorCount(int pid) => Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Count();
 
+    /// <summary>
+    /// What a process's descriptors are, counted by kind ("socket", "anon_inode:[eventpoll]", a file's path), for a
+    /// failure message; "(exited)" once the process is gone.
+    /// </summary>
+    public static string DescriptorKinds(int pid)
+    {
+        try
+        {
+            return string.Join(", ", Descriptors(pid).Values
+                .Select(target => target.StartsWith("socket:", StringComparison.Ordinal) ? "socket" : target)
+                .GroupBy(kind => kind)
+                .OrderByDescending(g => g.Count())
+                .Select(g => $"{g.Count()} {g.Key}"));
+        }
+        catch (Exception e) when (e is DirectoryNotFoundException or IOException or UnauthorizedAccessException)
+        {
+            return "(exited)";
+        }
+    }
+
     /// <summary>Sends raw bytes on a fresh connection and reads until the server closes (or the deadline).</summary>
     public static async Task<string> RawExchangeAsync(int port, byte[] send, bool halfClose = false, TimeSpan? deadline = null)
     {
