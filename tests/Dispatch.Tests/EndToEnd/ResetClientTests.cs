@@ -79,7 +79,8 @@ public sealed class ResetClientTests : IDisposable
             Run(script, kind, "warm-up");
         var workers = new[] { d.WorkerPid("a"), d.WorkerPid("b") };
         Assert.True(Tools.Eventually(() => Stable(workers)), "descriptor counts settle after the warm-up");
-        var baseline = workers.ToDictionary(p => p, Tools.DescriptorCount);
+        var baseline = workers.ToDictionary(p => p, Tools.DescriptorCountBesidesPollers);
+        var kindsBefore = workers.ToDictionary(p => p, Tools.DescriptorKinds);
 
         for (var i = 0; i < PerKind; i++)
         {
@@ -90,7 +91,10 @@ public sealed class ResetClientTests : IDisposable
         // The same workers, back to their descriptors (no client socket kept).
         Assert.Equal(workers, new[] { d.WorkerPid("a"), d.WorkerPid("b") });
         foreach (var pid in workers)
-            Assert.True(Tools.Eventually(() => Tools.DescriptorCount(pid) <= baseline[pid], TimeSpan.FromSeconds(60)), $"worker {pid}: {Tools.DescriptorCount(pid)} descriptors, {baseline[pid]} before");
+        {
+            var notBack = Tools.AwaitDescriptorsBack(pid, baseline[pid], kindsBefore[pid], TimeSpan.FromSeconds(60));
+            Assert.True(notBack is null, $"worker, after the resetting clients: {notBack}");
+        }
 
         // One line per request, 200, as for any client: a whole response's bytes, or what was sent of the large one.
         foreach (var vhost in new[] { "a", "b" })

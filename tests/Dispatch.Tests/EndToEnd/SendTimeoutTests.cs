@@ -55,7 +55,7 @@ public sealed class SendTimeoutTests : IDisposable
         var workerB = d.WorkerPid("b");
         int[] pids = [d.DispatcherPid, workerA, workerB];
         Assert.True(Tools.Eventually(() => Tools.DescriptorCount(workerA) == Tools.DescriptorCount(workerA)), "settle");
-        var baseline = pids.ToDictionary(p => p, Tools.DescriptorCount);
+        var baseline = pids.ToDictionary(p => p, Tools.DescriptorCountBesidesPollers);
         var kinds = pids.ToDictionary(p => p, Tools.DescriptorKinds);
 
         var stalled = new List<(string What, Socket Socket, Stream Stream)>();
@@ -76,26 +76,8 @@ public sealed class SendTimeoutTests : IDisposable
 
         foreach (var pid in pids)
         {
-            // What the process held before and at the last look, by kind, if it does not come back (a process that
-            // exits meanwhile, a worker leaving idle, has not come back: its count is taken as unknown).
-            var before = kinds[pid];
-            var last = before;
-            Assert.True(
-                Tools.Eventually(
-                    () =>
-                    {
-                        last = Tools.DescriptorKinds(pid);
-                        try
-                        {
-                            return last != "(exited)" && Tools.DescriptorCount(pid) <= baseline[pid];
-                        }
-                        catch (DirectoryNotFoundException)
-                        {
-                            return false; // exited just now
-                        }
-                    },
-                    TimeSpan.FromSeconds(60)),
-                $"process {pid} did not come back to {baseline[pid]} descriptors after the stalled clients: it held {last}; before them: {before}");
+            var notBack = Tools.AwaitDescriptorsBack(pid, baseline[pid], kinds[pid], TimeSpan.FromSeconds(60));
+            Assert.True(notBack is null, $"after the stalled clients, {notBack}");
         }
 
         // And the service still serves.

@@ -119,6 +119,43 @@ public static class Tools
         }
     }
 
+    /// <summary>
+    /// A process's descriptors other than epoll sets. Those are made once per process, not per connection, and one of
+    /// them late: the worker's <c>FdReactor</c> (its epoll set for CGI pipes and for waiting to sendfile) on its first
+    /// use, which a warm-up may or may not reach (a large response that fits in the loopback's buffers never waits).
+    /// </summary>
+    public static int DescriptorCountBesidesPollers(int pid) =>
+        Descriptors(pid).Values.Count(target => target != "anon_inode:[eventpoll]");
+
+    /// <summary>
+    /// Waits until <paramref name="pid"/> holds no more than <paramref name="baseline"/> descriptors besides its epoll sets
+    /// (<see cref="DescriptorCountBesidesPollers"/>); <see langword="null"/> when it does, else what it held by kind at
+    /// the last look and before (<paramref name="kindsBefore"/>), for the failure message. A process that exits
+    /// meanwhile (a worker leaving idle) has not come back: its count is unknown.
+    /// </summary>
+    public static string? AwaitDescriptorsBack(int pid, int baseline, string kindsBefore, TimeSpan deadline)
+    {
+        var last = kindsBefore;
+        var count = -1;
+        var back = Eventually(
+            () =>
+            {
+                last = DescriptorKinds(pid);
+                try
+                {
+                    count = DescriptorCountBesidesPollers(pid);
+                    return last != "(exited)" && count <= baseline;
+                }
+                catch (DirectoryNotFoundException)
+                {
+                    last = "(exited)";
+                    return false;
+                }
+            },
+            deadline);
+        return back ? null : $"process {pid} did not come back to {baseline} descriptors besides epoll sets in {deadline.TotalSeconds:0} s: {count} at the last look ({last}); before: {kindsBefore}";
+    }
+
     /// <summary>Sends raw bytes on a fresh connection and reads until the server closes (or the deadline).</summary>
     public static async Task<string> RawExchangeAsync(int port, byte[] send, bool halfClose = false, TimeSpan? deadline = null)
     {
