@@ -388,11 +388,11 @@ public sealed class TlsHandOffTests : IDisposable
         return null;
     }
 
-    /// <summary>How long a scan may take: testssl's -p -s -P -f -S -U alone took over a minute on a loaded machine.</summary>
+    /// <summary>How long a scan may take (a bound, not a measure): testssl's -p -s -P -f -S -U alone took over a minute on a loaded machine.</summary>
     private static readonly TimeSpan ScanBound = TimeSpan.FromMinutes(10);
 
     [SkippableFact]
-    public void Testssl_finds_nothing_of_medium_severity_or_above_and_sslscan_lists_the_suites()
+    public async Task Testssl_finds_nothing_of_medium_severity_or_above_and_sslscan_lists_the_suites()
     {
         // Beyond ScannerTests (-p -s -U on every engine): server preference, forward secrecy and the server defaults
         // (-P -f -S) on the handed engine. A missing tool fails, as there: run-tests.sh installs both.
@@ -418,10 +418,12 @@ public sealed class TlsHandOffTests : IDisposable
             config["vhosts"]!["a.localhost"]!["certDirs"] = new JsonArray(certs);
         });
         var json = Path.Combine(s.Directory, "testssl.json");
-        // Protocols, cipher lists, server preference, forward secrecy, server defaults (certificate), vulnerabilities;
-        // not the HTTP header checks (-h: HSTS and the like are per-site HTTP settings, not the TLS engine's).
-        var scan = Tools.RunUpTo(ScanBound, "testssl", "--quiet", "--color", "0", "--warnings", "off", "-p", "-s", "-P", "-f", "-S", "-U",
-            "--add-ca", TestWorld.CaPath, "--severity", "MEDIUM", "--jsonfile", json, "--ip", "127.0.0.1", $"https://a.localhost:{s.TlsPort}/");
+        // Server preference, forward secrecy, server defaults (certificate). Protocols, cipher categories and
+        // vulnerabilities (-p -s -U) of this engine, the handed session, are ScannerTests' (its a.localhost), and the HTTP
+        // header checks (-h: HSTS and the like) are per-site HTTP settings, not the TLS engine's. sslscan runs beside it.
+        var sslscanRun = Task.Run(() => Tools.RunUpTo(ScanBound, "sslscan", "--no-colour", "--sni-name=a.localhost", $"127.0.0.1:{s.TlsPort}"));
+        var scan = Tools.RunUpTo(ScanBound, "testssl", "--quiet", "--color", "0", "--warnings", "off", "-P", "-f", "-S",
+            "--add-ca", TestWorld.CaPath, "--jsonfile", json, "--ip", "127.0.0.1", $"https://a.localhost:{s.TlsPort}/");
         _output.WriteLine(scan.Stdout);
         var findings = JsonNode.Parse(File.ReadAllText(json))!.AsArray()
             .Select(e => (Severity: e!["severity"]!.GetValue<string>(), Id: e["id"]!.GetValue<string>(), Finding: e["finding"]!.GetValue<string>()))
@@ -430,11 +432,10 @@ public sealed class TlsHandOffTests : IDisposable
             _output.WriteLine($"{f.Severity} {f.Id}: {f.Finding}");
         var serious = findings.Where(f => f.Severity is "MEDIUM" or "HIGH" or "CRITICAL").ToList();
         Assert.True(serious.Count == 0, string.Join("\n", serious.Select(f => $"{f.Severity} {f.Id}: {f.Finding}")));
-        var all = Tools.RunUpTo(ScanBound, "testssl", "--quiet", "--color", "0", "--warnings", "off", "-p", "--add-ca", TestWorld.CaPath, "--ip", "127.0.0.1", $"https://a.localhost:{s.TlsPort}/");
-        Assert.Matches(@"TLS 1\.3\s+offered", all.Stdout);
-        Assert.Matches(@"TLS 1\.2\s+offered", all.Stdout);
+        // Forward secrecy offered (-f; the id is "PFS" in Debian's testssl 3.0, "FS" in later ones).
+        Assert.Contains(findings, f => f.Id is "PFS" or "FS" && f.Severity == "OK" && f.Finding == "offered");
 
-        var sslscan = Tools.RunUpTo(ScanBound, "sslscan", "--no-colour", "--sni-name=a.localhost", $"127.0.0.1:{s.TlsPort}");
+        var sslscan = await sslscanRun;
         _output.WriteLine(sslscan.Stdout);
         Assert.Matches(@"TLSv1\.3\s+enabled", sslscan.Stdout);
         Assert.Matches(@"TLSv1\.2\s+enabled", sslscan.Stdout);
