@@ -19,7 +19,7 @@ public sealed class BenchmarkCollection
 /// <summary>
 /// Measurements printed to the test output (run with --logger "console;verbosity=detailed"; lines start with
 /// "[bench]"); nothing here asserts a speed. Numbers are noisy on shared machines: the thread-CPU figures are the
-/// least sensitive to other load. Skip them with --filter "Category!=Benchmark".
+/// least sensitive to other load. bench/engine.sh runs them; run-tests.sh leaves them out (--filter "Category!=Benchmark").
 /// </summary>
 [Collection(nameof(BenchmarkCollection))]
 [Trait("Category", "Benchmark")]
