@@ -11,8 +11,10 @@ namespace Dispatch.Platform.Hosting;
 /// <list type="bullet">
 /// <item>when a surge of at least <see cref="MinimumSurge"/> connections over the level it started from has fallen back
 /// to within a quarter of it, though connections are still open (a flood ended, the site goes on); or a smaller surge,
-/// of at least <see cref="SmallSurge"/>, that left the process's memory (anonymous RSS) <see cref="HeapGrowth"/> or more above where the last
-/// trim left it (two hundred stalled readers of a large file: 90 MB kept while the site's good client went on);</item>
+/// of at least <see cref="SmallSurge"/>, that left the process's memory (anonymous RSS) above where the last trim left it
+/// by as much again (<see cref="GrowthWorthATrim"/>: at least <see cref="MinimumHeapGrowth"/>, at most
+/// <see cref="HeapGrowth"/>): two hundred stalled readers of a large file kept 90 MB of a worker while the site's good
+/// client went on; a TLS flood too slow to be a <see cref="MinimumSurge"/> kept 24 MiB of a 5 MiB dispatcher;</item>
 /// <item>when, after such a trim, the connections it left open have fallen to a quarter (by at least
 /// <see cref="SmallSurge"/>): the end of a flood is often seen part way, its last quarter still open, and what those
 /// held was otherwise kept (a worker at 140 MiB after 3,584 stalled TLS readers, 52 before; docs/floods.md);</item>
@@ -28,11 +30,17 @@ public sealed class MemoryTrim : IDisposable
     /// <summary>Connections over the starting level before a fall back counts as the end of a surge.</summary>
     public const int MinimumSurge = 256;
 
-    /// <summary>Connections over the starting level for a surge that counts when the memory grew by <see cref="HeapGrowth"/>.</summary>
+    /// <summary>Connections over the starting level for a surge that counts when the memory grew by <see cref="GrowthWorthATrim"/>.</summary>
     public const int SmallSurge = 32;
 
-    /// <summary>Growth of the memory (anonymous RSS) since the last trim that makes a <see cref="SmallSurge"/> worth a trim.</summary>
+    /// <summary>Growth of the memory (anonymous RSS) since the last trim that always makes a <see cref="SmallSurge"/> worth a trim.</summary>
     public const long HeapGrowth = 32L << 20;
+
+    /// <summary>
+    /// Growth below which a <see cref="SmallSurge"/> is never worth a trim: more than a gen 0 budget (4 MiB for Dispatch's
+    /// processes), which any process serving a trickle fills and refills.
+    /// </summary>
+    public const long MinimumHeapGrowth = 8L << 20;
 
     private readonly Func<int> _open;
     private readonly ILogger _log;
@@ -78,6 +86,13 @@ public sealed class MemoryTrim : IDisposable
         _heapBase = _heapBytes();
         _timer = new Timer(_ => Check(), null, period, period);
     }
+
+    /// <summary>
+    /// How much a <see cref="SmallSurge"/> must have grown the memory since the last trim, which left it at
+    /// <paramref name="trimmedTo"/>, to be worth another: as much again (a process that doubled), at least
+    /// <see cref="MinimumHeapGrowth"/>, at most <see cref="HeapGrowth"/>.
+    /// </summary>
+    public static long GrowthWorthATrim(long trimmedTo) => Math.Clamp(trimmedTo, MinimumHeapGrowth, HeapGrowth);
 
     /// <summary>Trims collected so far (for tests and status).</summary>
     public int Trims { get; private set; }
@@ -126,7 +141,7 @@ public sealed class MemoryTrim : IDisposable
                 _trimmedAt = open > SmallSurge ? open : -1;
                 _busy = !quiet;
             }
-            else if ((surge >= MinimumSurge || (surge >= SmallSurge && _heapBytes() - _heapBase >= HeapGrowth)) && open <= floor + (surge / 4))
+            else if ((surge >= MinimumSurge || (surge >= SmallSurge && _heapBytes() - _heapBase >= GrowthWorthATrim(_heapBase))) && open <= floor + (surge / 4))
             {
                 // A surge has ended.
                 idle = false;
