@@ -130,6 +130,7 @@ internal static class Program
 
             using var pools = workers = new WorkerPools(master, () => routes, log);
             using var limits = new ClientLimits(() => routes.Settings.Limits, log);
+            using var connectionLog = new ConnectionLogBudget(log);
             using var poller = new ReadinessPoller();
             // Ready before the first accept: a client already waiting could otherwise make this process ask
             // for a worker before the master has seen it ready.
@@ -149,8 +150,8 @@ internal static class Program
 
                 Frontend frontend = info.Protocol switch
                 {
-                    ListenerProtocols.Http => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
-                    ListenerProtocols.Tls => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits },
+                    ListenerProtocols.Http => new PlainHttpFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits, ConnectionLog = connectionLog },
+                    ListenerProtocols.Tls => new TlsTerminationFrontend(listeners[i], info.Endpoint, new TrustedProxies(info.TrustedProxies), () => routes, pools, poller, log) { Limits = limits, ConnectionLog = connectionLog },
                     // DispatcherSetup.Decode refuses a protocol that is none of ListenerProtocols.All: a new one must be added here.
                     _ => throw new UnreachableException($"listener protocol '{info.Protocol}': DispatcherSetup.Decode refuses what is none of {string.Join(", ", ListenerProtocols.All)}"),
                 };

@@ -161,7 +161,8 @@ internal sealed class PlainHttpFrontend : Frontend
 
     private void Reject(int fd, int code, string reason, ulong id, ConnectionStart start)
     {
-        Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, start.ClientText, code, reason);
+        if (MayLogConnection())
+            Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, start.ClientText, code, reason);
         Respond(fd, code, reason);
     }
 

@@ -76,6 +76,12 @@ internal abstract class Frontend
     /// <summary>The client limits shared by the dispatcher's listeners (null: none).</summary>
     public ClientLimits? Limits { get; init; }
 
+    /// <summary>The budget of lines about single connections shared by the dispatcher's listeners (null: every line).</summary>
+    public ConnectionLogBudget? ConnectionLog { get; init; }
+
+    /// <summary>Whether a line about one connection (refused, malformed, failed) may be written now (<see cref="ConnectionLog"/>).</summary>
+    protected bool MayLogConnection() => ConnectionLog?.Allow() ?? true;
+
     /// <summary>Connections being read, routed or (for terminated TLS) proxied.</summary>
     public int InFlight => _inFlight.Open;
 
@@ -342,7 +348,8 @@ internal abstract class Frontend
             }
             catch (OperationCanceledException)
             {
-                Log.Information("Connection {ConnectionId} from {Peer}: no PROXY header in time", id, start.Client);
+                if (MayLogConnection())
+                    Log.Information("Connection {ConnectionId} from {Peer}: no PROXY header in time", id, start.Client);
                 return null;
             }
 
@@ -355,7 +362,8 @@ internal abstract class Frontend
                     start.Buffer.AsSpan(consumed, filled - consumed).CopyTo(start.Buffer);
                     return new ConnectionStart { Fd = start.Fd, Buffer = start.Buffer, Filled = filled - consumed, Client = source ?? start.Client };
                 case ProxyHeaderStatus.Invalid:
-                    Log.Information("Connection {ConnectionId} from trusted proxy {Peer} refused: {Reason}", id, start.Client, error);
+                    if (MayLogConnection())
+                        Log.Information("Connection {ConnectionId} from trusted proxy {Peer} refused: {Reason}", id, start.Client, error);
                     return null;
             }
 

@@ -83,7 +83,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
                 }
                 catch (OperationCanceledException)
                 {
-                    Log.Information("Connection {ConnectionId} from {Client}: no ClientHello within {Timeout} ms", id, start.ClientText, settings.HandshakeTimeoutMs);
+                    if (MayLogConnection())
+                        Log.Information("Connection {ConnectionId} from {Client}: no ClientHello within {Timeout} ms", id, start.ClientText, settings.HandshakeTimeoutMs);
                     Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
                     return;
                 }
@@ -99,7 +100,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
                 break;
             if (result == ClientHelloResult.NotTls)
             {
-                Log.Information("Connection {ConnectionId} from {Client}: not TLS", id, start.ClientText);
+                if (MayLogConnection())
+                    Log.Information("Connection {ConnectionId} from {Client}: not TLS", id, start.ClientText);
                 Interlocked.Increment(ref DispatcherMetrics.HandshakesNotTls);
                 await SendQuietlyAsync(client, hello[0] is >= (byte)'A' and <= (byte)'Z' ? PlainHttpOnTlsPort : AlertDecodeError).ConfigureAwait(false);
                 return;
@@ -107,7 +109,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
 
             if (result == ClientHelloResult.Malformed || filled >= max)
             {
-                Log.Information("Connection {ConnectionId} from {Client}: malformed ClientHello: {Reason}", id, start.ClientText, error ?? "too large");
+                if (MayLogConnection())
+                    Log.Information("Connection {ConnectionId} from {Client}: malformed ClientHello: {Reason}", id, start.ClientText, error ?? "too large");
                 Interlocked.Increment(ref DispatcherMetrics.HandshakesMalformed);
                 await SendQuietlyAsync(client, AlertDecodeError).ConfigureAwait(false);
                 return;
@@ -153,7 +156,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         Poller.Remove(start.Fd);
         if (route is null || (bc is null && openssl is null))
         {
-            Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, start.ClientText, sni ?? "(none)");
+            if (MayLogConnection())
+                Log.Information("Connection {ConnectionId} from {Client}: no TLS site for SNI {Sni}; unrecognized_name", id, start.ClientText, sni ?? "(none)");
             Interlocked.Increment(ref DispatcherMetrics.HandshakesUnknownName);
             await SendQuietlyAsync(client, AlertUnrecognizedName).ConfigureAwait(false);
             return;
@@ -162,7 +166,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         Terminated? session;
         if (openssl is not null && !OpenSslCredentials.OffersAead(info))
         {
-            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: the client offers no AEAD cipher suite", id, start.ClientText, sni);
+            if (MayLogConnection())
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: the client offers no AEAD cipher suite", id, start.ClientText, sni);
             Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
             await SendQuietlyAsync(client, AlertHandshakeFailure).ConfigureAwait(false);
             return;
@@ -253,7 +258,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
                 var n = await ReceiveAsync(start.Fd, buffer.AsMemory(0, HandshakeReceiveSize), timeout).ConfigureAwait(false);
                 if (n == 0)
                 {
-                    Log.Information("Connection {ConnectionId} from {Client} ({Sni}): the client closed the connection during the TLS handshake", id, start.ClientText, sni);
+                    if (MayLogConnection())
+                        Log.Information("Connection {ConnectionId} from {Client} ({Sni}): the client closed the connection during the TLS handshake", id, start.ClientText, sni);
                     Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
                     return false;
                 }
@@ -266,14 +272,16 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         }
         catch (BcTlsException e)
         {
-            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
+            if (MayLogConnection())
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
             Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
             await SendFinalAsync(start.Fd, session, buffer).ConfigureAwait(false);
             return false;
         }
         catch (OperationCanceledException)
         {
-            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
+            if (MayLogConnection())
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
             Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
             return false;
         }
@@ -313,12 +321,14 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         }
         catch (AuthenticationException e)
         {
-            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Reason}", id, start.ClientText, sni, e.Message);
+            if (MayLogConnection())
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Reason}", id, start.ClientText, sni, e.Message);
             Interlocked.Increment(ref DispatcherMetrics.HandshakesFailed);
         }
         catch (OperationCanceledException)
         {
-            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
+            if (MayLogConnection())
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): handshake not finished in time", id, start.ClientText, sni);
             Interlocked.Increment(ref DispatcherMetrics.HandshakesTimeout);
         }
 
@@ -342,7 +352,8 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         }
         catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException)
         {
-            Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
+            if (MayLogConnection())
+                Log.Information("Connection {ConnectionId} from {Client} ({Sni}): TLS handshake failed: {Reason}", id, start.ClientText, sni, e.Message);
             Interlocked.Increment(ref e is OperationCanceledException ? ref DispatcherMetrics.HandshakesTimeout : ref DispatcherMetrics.HandshakesFailed);
             await ssl.DisposeAsync().ConfigureAwait(false);
             return null;
@@ -486,7 +497,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
             }
         }
 
-        if (stalled.IsCancellationRequested)
+        if (stalled.IsCancellationRequested && MayLogConnection())
             Log.Information("Connection {ConnectionId} from {Client}: nothing could be sent for {Timeout} ms; closed", id, clientText, sendTimeoutMs);
     }
 

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Xunit.Abstractions;
 
 namespace Dispatch.Tests.EndToEnd;
@@ -208,6 +209,48 @@ public sealed class FloodTests : IDisposable
 
         socket.LingerState = new LingerOption(true, 0);
         socket.Close();
+    }
+
+    // A flood of bad connections was a flood of log lines, one each, every one also relayed by the master. Now the
+    // dispatcher writes a burst of them, then ten a second, and counts the rest in a line of its own: every connection
+    // is in the log, as a line or in a count.
+    [SkippableFact]
+    public async Task A_flood_of_bad_connections_is_a_bounded_number_of_log_lines_and_every_one_is_counted()
+    {
+        const int Bad = 600;
+        var (d, tlsPort, _) = Start("flood-log");
+        var notTls = new Regex(@"Connection \d+ from 127\.0\.0\.1:\d+: not TLS$", RegexOptions.Multiline);
+        var counted = new Regex(@"(?<n>\d+) lines about single connections \(refused, malformed, handshakes failed or timed out\) not logged in the last \d+ s: more than 100 at once or 10 a second", RegexOptions.Multiline);
+        using var gate = new SemaphoreSlim(16);
+        await Task.WhenAll(Enumerable.Range(0, Bad).Select(async _ =>
+        {
+            await gate.WaitAsync();
+            try
+            {
+                // Plain HTTP on the TLS port: "not TLS", once per connection, a 400 and the end.
+                var answer = await Tools.RawExchangeAsync(tlsPort, "GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n"u8.ToArray());
+                Assert.StartsWith("HTTP/1.1 400 ", answer, StringComparison.Ordinal);
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }));
+
+        (int Lines, int Counted) Seen()
+        {
+            var log = d.Log;
+            return (notTls.Count(log), counted.Matches(log).Sum(m => int.Parse(m.Groups["n"].Value, CultureInfo.InvariantCulture)));
+        }
+
+        Assert.True(Tools.Eventually(() => Seen() is var (l, c) && l + c == Bad, TimeSpan.FromSeconds(60)), $"{Bad} bad connections: {Seen()} (lines, counted)");
+        var (lines, countedLines) = Seen();
+        _output.WriteLine($"{lines} lines, {countedLines} counted");
+        Assert.InRange(lines, 100, Bad - 1);
+        Assert.True(countedLines > 0);
+
+        // And the service still serves, its own lines unaffected.
+        Assert.Equal(200, Tools.Curl("--cacert", TestWorld.CaPath, "--resolve", $"b.localhost:{tlsPort}:127.0.0.1", $"https://b.localhost:{tlsPort}/").Status);
     }
 
     [SkippableFact]
