@@ -2,7 +2,6 @@ using System.Net;
 using Dispatch.TlsDispatcher.Net;
 using Dispatch.Wire.Payloads;
 using Serilog;
-using Serilog.Core;
 using Serilog.Events;
 
 namespace Dispatch.TlsDispatcher.Tests.Net;
@@ -29,7 +28,7 @@ public class ClientLimitsTests
     [Fact]
     public void Every_refusal_is_counted_in_a_line_even_when_none_follows_the_interval()
     {
-        var sink = new Collected();
+        var sink = new CollectingSink();
         using var limits = new ClientLimits(
             () => new ClientLimitSettings(1, 0, 100, 0),
             new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger(),
@@ -50,31 +49,5 @@ public class ClientLimitsTests
         Assert.Equal(ClientLimits.Refusal.None, limits.TryAdmit(Flooder));
         Thread.Sleep(600);
         Assert.Equal(2, sink.Count);
-    }
-
-    private sealed class Collected : ILogEventSink
-    {
-        public List<LogEvent> Events { get; } = [];
-
-        public int Count
-        {
-            get
-            {
-                lock (Events)
-                    return Events.Count;
-            }
-        }
-
-        public List<string> Lines()
-        {
-            lock (Events)
-                return [.. Events.Select(e => e.RenderMessage())];
-        }
-
-        public void Emit(LogEvent logEvent)
-        {
-            lock (Events)
-                Events.Add(logEvent);
-        }
     }
 }

@@ -10,7 +10,7 @@ public class ConnectionLogBudgetTests
     [Fact]
     public void A_burst_is_written_then_the_rate_and_what_is_not_written_is_counted_in_one_line()
     {
-        var sink = new Collected();
+        var sink = new CollectingSink();
         var now = 1_000L;
         using var budget = new ConnectionLogBudget(Logger(sink), burst: 5, perSecond: 2, reportEvery: TimeSpan.FromHours(1), clockMs: () => now);
 
@@ -40,7 +40,7 @@ public class ConnectionLogBudgetTests
     [Fact]
     public void What_is_counted_is_reported_by_the_timer_even_when_no_connection_follows()
     {
-        var sink = new Collected();
+        var sink = new CollectingSink();
         using var budget = new ConnectionLogBudget(Logger(sink), burst: 1, perSecond: 0, reportEvery: TimeSpan.FromMilliseconds(100));
         Assert.True(budget.Allow());
         for (var i = 0; i < 4; i++)
@@ -58,7 +58,7 @@ public class ConnectionLogBudgetTests
     [Fact]
     public void What_is_counted_when_the_dispatcher_stops_is_reported_then()
     {
-        var sink = new Collected();
+        var sink = new CollectingSink();
         var budget = new ConnectionLogBudget(Logger(sink), burst: 0, perSecond: 0, reportEvery: TimeSpan.FromHours(1));
         Assert.False(budget.Allow());
         Assert.False(budget.Allow());
@@ -67,31 +67,6 @@ public class ConnectionLogBudgetTests
         Assert.False(budget.Allow()); // after Dispose: counted, no timer
     }
 
-    private static Logger Logger(Collected sink) => new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
+    private static Logger Logger(CollectingSink sink) => new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
 
-    private sealed class Collected : ILogEventSink
-    {
-        public List<LogEvent> Events { get; } = [];
-
-        public int Count
-        {
-            get
-            {
-                lock (Events)
-                    return Events.Count;
-            }
-        }
-
-        public List<string> Lines()
-        {
-            lock (Events)
-                return [.. Events.Select(e => e.RenderMessage())];
-        }
-
-        public void Emit(LogEvent logEvent)
-        {
-            lock (Events)
-                Events.Add(logEvent);
-        }
-    }
 }
