@@ -51,7 +51,7 @@ internal sealed class ConnectionLogBudget : IDisposable
         _report = new Timer(_ => Report());
     }
 
-    /// <summary>Lines not written since the start (metrics, tests).</summary>
+    /// <summary>Lines not written since the start (tests; the metrics count the connections themselves, by outcome).</summary>
     public long NotLogged
     {
         get
