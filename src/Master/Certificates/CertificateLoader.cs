@@ -19,6 +19,9 @@ internal static unsafe class CertificateLoader
 
     public static LoadedCertificate Load(string directory)
     {
+        // VhostSection refuses such a certDir first, as a config error; this keeps GetFullPath from throwing.
+        if (!Path.IsPathFullyQualified(directory) || directory.Contains('\0', StringComparison.Ordinal))
+            throw new CertificateException($"'{directory}' is not an absolute path");
         var dir = Path.GetFullPath(directory).TrimEnd('/');
         var unsafeDir = PathSafety.CheckRootOwned(dir);
         if (unsafeDir is not null)

@@ -9,7 +9,8 @@ internal sealed class ConfigContext(string file, List<ConfigError> errors, Dicti
     /// <summary>An error at a JSON path, in the file that defined it (the main file, or an included one).</summary>
     public void Error(string path, string reason) => errors.Add(new ConfigError(FileOf(path), path, reason));
 
-    private string FileOf(string path)
+    /// <summary>The file that defined <paramref name="path"/>: an included one for its vhosts and pools, else the main file.</summary>
+    public string FileOf(string path)
     {
         if (sources is null)
             return file;

@@ -146,6 +146,33 @@ internal static class ConfigLoader
             }
         }
 
-        return (root, sources, included);
+        // No name, path or value has a use for U+0000, and the path APIs throw on one: refused here, by its path (a name
+        // once, not once per setting under it).
+        var ctx = new ConfigContext(full, errors, sources);
+        var withNul = root.AsEnumerable()
+            .Select(kv => NulAt(kv.Key, kv.Value))
+            .Where(at => at is not null)
+            .Distinct(StringComparer.Ordinal)
+            .ToList();
+        foreach (var at in withNul)
+        {
+            var what = at!.Contains('\0', StringComparison.Ordinal) ? "the name" : "the value";
+            errors.Add(new ConfigError(ctx.FileOf(at), at.Replace("\0", "\\u0000", StringComparison.Ordinal), $"{what} contains a NUL character (\\u0000)"));
+        }
+
+        return withNul.Count > 0 ? null : (root, sources, included);
+    }
+
+    /// <summary>The path to the first name with a NUL in <paramref name="key"/>, else the key when its value has one, else null.</summary>
+    private static string? NulAt(string key, string? value)
+    {
+        var nul = key.IndexOf('\0', StringComparison.Ordinal);
+        if (nul >= 0)
+        {
+            var end = key.IndexOf(':', nul);
+            return end < 0 ? key : key[..end];
+        }
+
+        return value?.Contains('\0', StringComparison.Ordinal) == true ? key : null;
     }
 }

@@ -79,6 +79,12 @@ internal static class VhostSection
                 ctx.Error($"{v.Path}:certDir", "required for \"tls\": \"terminate\" (a certbot-layout directory with fullchain.pem and privkey.pem)");
             foreach (var (certPath, certDir) in certDirs)
             {
+                if (!System.IO.Path.IsPathFullyQualified(certDir))
+                {
+                    ctx.Error(certPath, $"'{certDir}' is not an absolute path");
+                    continue;
+                }
+
                 try
                 {
                     certificates.Add(CertificateLoader.Load(certDir));
@@ -99,7 +105,7 @@ internal static class VhostSection
             // The tenant's own key: only its worker, as the tenant, ever opens it. The master checks the path's shape only.
             if (certDirs.Count != 1)
                 ctx.Error($"{v.Path}:certDir", "a passthrough vhost needs exactly one certDir (the tenant's own, read by its worker)");
-            else if (!System.IO.Path.IsPathRooted(certDirs[0].Value))
+            else if (!System.IO.Path.IsPathFullyQualified(certDirs[0].Value))
                 ctx.Error(certDirs[0].Path, $"'{certDirs[0].Value}' is not an absolute path");
         }
         else if (tls != TlsModes.None)

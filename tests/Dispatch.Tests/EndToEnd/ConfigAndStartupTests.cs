@@ -49,6 +49,12 @@ public sealed class ConfigAndStartupTests
         { "proxy bad timeout", """{"vhosts":{"a.localhost":{"proxy":{"/app/":"unix:/srv/a.sock","readTimeout":"soon"}}}}""", "vhosts:a.localhost:proxy:readTimeout: 'soon' is not a duration" },
         { "proxy bad mapping timeout", """{"vhosts":{"a.localhost":{"proxy":{"/app/":{"upstream":"unix:/srv/a.sock","connectTimeout":"-1s"}}}}}""", "vhosts:a.localhost:proxy:/app/:connectTimeout: '-1s' is not a duration" },
         { "proxy prefix twice", """{"vhosts":{"a.localhost":{"proxy":{"/app":"unix:/srv/a.sock","/app/":"unix:/srv/b.sock"}}}}""", "vhosts:a.localhost:proxy:/app/: '/app/' is mapped twice" },
+        // Found by the config fuzzer: an empty certDir reached Path.GetFullPath, whose exception was not a config error.
+        // Terminate now asks what passthrough asked: an absolute path.
+        { "empty certDir", """{"vhosts":{"a.localhost":{"certDir":""}}}""", "vhosts:a.localhost:certDir: '' is not an absolute path" },
+        { "relative certDirs entry", """{"vhosts":{"a.localhost":{"certDirs":["live/a.localhost"]}}}""", "vhosts:a.localhost:certDirs:0: 'live/a.localhost' is not an absolute path" },
+        { "NUL in a path", """{"vhosts":{"a.localhost":{"root":"/srv/a\u0000/www"}}}""", "vhosts:a.localhost:root: the value contains a NUL character (\\u0000)" },
+        { "NUL in a name", """{"vhosts":{"c\u0000.localhost":{"pool":"a","root":"/srv"}}}""", "vhosts:c\\u0000.localhost: the name contains a NUL character (\\u0000)" },
         { "proxy not an object", """{"vhosts":{"a.localhost":{"proxy":"unix:/srv/a.sock"}}}""", "vhosts:a.localhost:proxy: an object such as" },
 
         // Passed check; where the children's probe lists then went over 64 paths (70 of them with one tenant), the
