@@ -130,7 +130,7 @@ internal static class Program
 
             using var pools = workers = new WorkerPools(master, () => routes, log);
             using var limits = new ClientLimits(() => routes.Settings.Limits, log);
-            using var connectionLog = new ConnectionLogBudget(log);
+            using var connectionLog = new ConnectionLogBudget(log, "refused, malformed, handshakes failed or timed out");
             using var poller = new ReadinessPoller();
             // Ready before the first accept: a client already waiting could otherwise make this process ask
             // for a worker before the master has seen it ready.

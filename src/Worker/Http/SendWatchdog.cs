@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using Dispatch.Platform.Hosting;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 
@@ -16,16 +17,21 @@ internal sealed class SendWatchdog : IDisposable
     private readonly ConcurrentDictionary<SendTimeoutPipeWriter, byte> _watched = new();
     private readonly long _timeoutMs;
     private readonly Serilog.ILogger _log;
+    private readonly ConnectionLogBudget? _connectionLog;
     private readonly Timer _timer;
     private readonly TimeSpan _period;
     private readonly Lock _gate = new();
     private bool _running;
     private bool _disposed;
 
-    public SendWatchdog(TimeSpan timeout, Serilog.ILogger log)
+    /// <param name="timeout">How long a flush may wait for the client.</param>
+    /// <param name="log">Where a closed connection's line goes.</param>
+    /// <param name="connectionLog">The worker's budget for lines about single connections; null: every line.</param>
+    public SendWatchdog(TimeSpan timeout, Serilog.ILogger log, ConnectionLogBudget? connectionLog = null)
     {
         _timeoutMs = (long)timeout.TotalMilliseconds;
         _log = log;
+        _connectionLog = connectionLog;
         _period = TimeSpan.FromMilliseconds(Math.Clamp(_timeoutMs / 4, 50, 1000));
         _timer = new Timer(_ => Check(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
@@ -87,7 +93,8 @@ internal sealed class SendWatchdog : IDisposable
             if (since == 0 || now - since < _timeoutMs || !_watched.TryRemove(writer, out _))
                 continue;
             var connection = writer.Connection;
-            _log.Information("Connection {ConnectionId} from {Client}: nothing could be sent for {Timeout} ms; closed", connection.ConnectionId, connection.RemoteEndPoint, _timeoutMs);
+            if (_connectionLog?.Allow() ?? true)
+                _log.Information("Connection {ConnectionId} from {Client}: nothing could be sent for {Timeout} ms; closed", connection.ConnectionId, connection.RemoteEndPoint, _timeoutMs);
             try
             {
                 if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket)

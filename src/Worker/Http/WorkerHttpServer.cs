@@ -32,11 +32,15 @@ namespace Dispatch.Worker.Http;
 /// </remarks>
 public sealed class WorkerHttpServer : IAsyncDisposable
 {
+    /// <summary>What the worker's lines about single connections are about (<see cref="ConnectionLogBudget"/>'s count line).</summary>
+    public const string ConnectionLogWhat = "TLS alerts, broken TLS records, send timeouts";
+
     private readonly Channel<PendingConnection> _http1 = Channel.CreateUnbounded<PendingConnection>();
     private readonly Channel<PendingConnection> _http2 = Channel.CreateUnbounded<PendingConnection>();
     private readonly Channel<PendingConnection> _tls = Channel.CreateUnbounded<PendingConnection>();
     private TenantCertificates? _certificates;
     private SendWatchdog? _sendWatchdog;
+    private ConnectionLogBudget _connectionLog = null!;
     private ConnectionAdmission _admission = null!;
     private readonly AddressConnections _addresses = new();
     private readonly CgiHandler _cgi;
@@ -120,6 +124,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// <summary>
     /// As above, with the pool's <paramref name="timeouts"/>: the send timeout (a flush that waits that long aborts the
     /// connection), Kestrel's keep-alive and request-headers timeouts and its minimum request-body and response rates.
+    /// <paramref name="connectionLog"/>: the budget of lines about single connections (the server disposes it; null: a
+    /// budget of <see cref="ConnectionLogBudget.DefaultBurst"/> then <see cref="ConnectionLogBudget.DefaultPerSecond"/> a second).
     /// </summary>
     public static async Task<WorkerHttpServer> StartAsync(
         IReadOnlyList<WorkerVhost> vhosts,
@@ -129,7 +135,8 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         WorkerTimeouts timeouts,
         CancellationToken cancellationToken,
         Func<WorkerVhost, CgiLimits>? cgiLimitsFor = null,
-        ConnectionAdmission? admission = null)
+        ConnectionAdmission? admission = null,
+        ConnectionLogBudget? connectionLog = null)
     {
         ArgumentNullException.ThrowIfNull(timeouts);
         ArgumentNullException.ThrowIfNull(vhosts);
@@ -155,7 +162,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         var proxy = new ProxyHandler(log);
         var fastCgi = new FastCgi.FastCgiHandler(log);
         var phpFpm = new FastCgi.PhpFpmSupervisors(log);
-        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log, _sendWatchdog = new SendWatchdog(timeouts.Send, log) };
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log };
+        server._connectionLog = connectionLog ?? new ConnectionLogBudget(log, ConnectionLogWhat);
+        server._sendWatchdog = new SendWatchdog(timeouts.Send, log, server._connectionLog);
         server._admission = admission ?? new ConnectionAdmission(ConnectionAdmission.DefaultLimit, ConnectionAdmission.DefaultHold);
         try
         {
@@ -168,6 +177,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             fastCgi.Dispose();
             server._sendWatchdog?.Dispose();
             server._admission.Dispose();
+            server._connectionLog.Dispose();
             throw;
         }
 
@@ -389,6 +399,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         DrainQueues();
         _sendWatchdog?.Dispose();
         _admission.Dispose();
+        _connectionLog.Dispose();
         _certificates?.Dispose();
         _proxy?.Dispose();
         if (_phpFpm is not null)
@@ -488,7 +499,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
             {
                 if (session is not null)
                 {
-                    await TlsRecordLayer.ServeAsync(connection, session, _log, next, feature!.Info.TlsPlaintext).ConfigureAwait(false);
+                    await TlsRecordLayer.ServeAsync(connection, session, _log, next, feature!.Info.TlsPlaintext, _connectionLog).ConfigureAwait(false);
                 }
                 else if (feature?.Info.Protocol is HandedProtocol.Http1)
                 {

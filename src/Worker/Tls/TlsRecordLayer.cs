@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Pipelines;
+using Dispatch.Platform.Hosting;
 using Dispatch.Wire.Tls;
 using Microsoft.AspNetCore.Connections;
 
@@ -55,6 +56,7 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly string _connectionId;
     private readonly Serilog.ILogger _log;
+    private readonly ConnectionLogBudget? _connectionLog;
     private readonly bool _tls13;
 
     // Guarded by _writeLock: nothing more may be written (close_notify or a fatal alert sent, or the transport gone).
@@ -67,13 +69,14 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     private Task _writeLoop = Task.CompletedTask;
     private int _disposed;
 
-    private TlsRecordLayer(IDuplexPipe transport, TlsRecordProtection reader, TlsRecordProtection writer, string connectionId, Serilog.ILogger log)
+    private TlsRecordLayer(IDuplexPipe transport, TlsRecordProtection reader, TlsRecordProtection writer, string connectionId, Serilog.ILogger log, ConnectionLogBudget? connectionLog)
     {
         _transport = transport;
         _reader = reader;
         _writer = writer;
         _connectionId = connectionId;
         _log = log;
+        _connectionLog = connectionLog;
         _tls13 = reader.Version == TlsSessionState.Tls13;
         _output = new PlaintextWriter(this);
     }
@@ -88,8 +91,9 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     /// Derives the keys of <paramref name="session"/> (and clears its secrets) and starts the two loops over
     /// <paramref name="transport"/> (ciphertext: the bytes the dispatcher already read first, then the socket).
     /// </summary>
+    /// <param name="connectionLog">The worker's budget for lines about single connections (a client's alert, a broken record); null: every line.</param>
     /// <exception cref="NotSupportedException">A version or cipher suite this layer does not speak.</exception>
-    public static TlsRecordLayer Start(IDuplexPipe transport, TlsSessionState session, string connectionId, Serilog.ILogger log)
+    public static TlsRecordLayer Start(IDuplexPipe transport, TlsSessionState session, string connectionId, Serilog.ILogger log, ConnectionLogBudget? connectionLog = null)
     {
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(session);
@@ -105,7 +109,7 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         {
             reader = TlsRecordProtection.ForReading(session);
             var writer = TlsRecordProtection.ForWriting(session);
-            var layer = new TlsRecordLayer(transport, reader, writer, connectionId, log);
+            var layer = new TlsRecordLayer(transport, reader, writer, connectionId, log, connectionLog);
             reader = null;
             layer._readLoop = layer.ReadLoopAsync();
             return layer;
@@ -122,7 +126,8 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     /// <paramref name="connection"/>'s transport, and returns when both are done (the transport restored).
     /// </summary>
     /// <param name="plaintext">Application data the dispatcher already decrypted (identity vhosts: the first request head), read first.</param>
-    public static async Task ServeAsync(ConnectionContext connection, TlsSessionState session, Serilog.ILogger log, ConnectionDelegate next, ReadOnlyMemory<byte> plaintext = default)
+    /// <param name="connectionLog">The worker's budget for lines about single connections; null: every line.</param>
+    public static async Task ServeAsync(ConnectionContext connection, TlsSessionState session, Serilog.ILogger log, ConnectionDelegate next, ReadOnlyMemory<byte> plaintext = default, ConnectionLogBudget? connectionLog = null)
     {
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(next);
@@ -130,11 +135,12 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         TlsRecordLayer layer;
         try
         {
-            layer = Start(transport, session, connection.ConnectionId, log);
+            layer = Start(transport, session, connection.ConnectionId, log, connectionLog);
         }
         catch (NotSupportedException e)
         {
-            log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", connection.ConnectionId, TlsAlertNames.Name(TlsAlertDescription.InternalError), e.Message);
+            if (connectionLog?.Allow() ?? true)
+                log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", connection.ConnectionId, TlsAlertNames.Name(TlsAlertDescription.InternalError), e.Message);
             return;
         }
 
@@ -172,6 +178,9 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         _writer.Dispose();
         _writeLock.Dispose();
     }
+
+    /// <summary>Whether this connection's line may be written now: the worker's budget (<see cref="ConnectionLogBudget"/>) counts it otherwise.</summary>
+    private bool MayLog() => _connectionLog?.Allow() ?? true;
 
     private async Task ReadLoopAsync()
     {
@@ -217,7 +226,8 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
 
                 if (outcome.PeerAlert is { } alert)
                 {
-                    _log.Information("TLS connection {ConnectionId} closed by the client's alert {Alert}", _connectionId, TlsAlertNames.Name(alert));
+                    if (MayLog())
+                        _log.Information("TLS connection {ConnectionId} closed by the client's alert {Alert}", _connectionId, TlsAlertNames.Name(alert));
                     error = new ConnectionAbortedException($"the client sent the alert {TlsAlertNames.Name(alert)}");
                     await CloseTransportAsync().ConfigureAwait(false);
                     break;
@@ -232,7 +242,8 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
                 {
                     if (!buffer.IsEmpty)
                     {
-                        _log.Information("TLS connection {ConnectionId} ended inside a record ({Bytes} bytes of it received)", _connectionId, buffer.Length);
+                        if (MayLog())
+                            _log.Information("TLS connection {ConnectionId} ended inside a record ({Bytes} bytes of it received)", _connectionId, buffer.Length);
                         error = new ConnectionAbortedException("the connection ended inside a TLS record");
 
                         // Quietly, as after the peer's fatal alert: the transport is closed before Kestrel hears of
@@ -247,7 +258,8 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
         }
         catch (TlsAlertException e)
         {
-            _log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", _connectionId, TlsAlertNames.Name(e.Alert), e.Message);
+            if (MayLog())
+                _log.Warning("TLS connection {ConnectionId} refused: {Alert} ({Reason})", _connectionId, TlsAlertNames.Name(e.Alert), e.Message);
             error = new ConnectionAbortedException($"TLS {TlsAlertNames.Name(e.Alert)}: {e.Message}", e);
             await FailAsync(e.Alert).ConfigureAwait(false);
             await DrainAsync(input).ConfigureAwait(false);

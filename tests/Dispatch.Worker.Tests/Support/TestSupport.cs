@@ -1,3 +1,4 @@
+using Dispatch.Platform.Hosting;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
@@ -247,6 +248,16 @@ internal sealed class Harness : IAsyncDisposable
         var log = new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
         var watch = Stopwatch.StartNew();
         var server = await WorkerHttpServer.StartAsync(vhosts, log, null, null, WorkerTimeouts.Default, CancellationToken.None, cgiLimits);
+        return new Harness(server, sink, watch.Elapsed);
+    }
+
+    /// <summary>As above, with the worker's budget of lines about single connections made by <paramref name="connectionLog"/> (given the harness's logger).</summary>
+    public static async Task<Harness> StartAsync(Func<Serilog.ILogger, ConnectionLogBudget> connectionLog, params WorkerVhost[] vhosts)
+    {
+        var sink = new CollectingSink();
+        var log = new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
+        var watch = Stopwatch.StartNew();
+        var server = await WorkerHttpServer.StartAsync(vhosts, log, null, null, WorkerTimeouts.Default, CancellationToken.None, connectionLog: connectionLog(log));
         return new Harness(server, sink, watch.Elapsed);
     }
 

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using Dispatch.Platform.Hosting;
 using Dispatch.Wire.Payloads;
 using Dispatch.Wire.Tls;
 using Dispatch.Worker.Http;
@@ -238,6 +239,37 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
         // The other connection on the same worker is untouched.
         await WriteAsync(other.Stream, "GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
         Assert.Equal("<h1>home</h1>", (await HttpResponseParser.ReadAsync(other.Stream, buffer)).Text);
+    }
+
+    /// <summary>
+    /// A flood of handshakes each ending in a broken record: every connection is refused with its alert, but the worker's
+    /// log (relayed by the master) gets the budget's burst of lines, and one line counting the rest when the worker stops.
+    /// </summary>
+    [Fact]
+    public async Task Lines_about_broken_records_come_within_the_workers_budget_and_the_rest_are_counted()
+    {
+        ConnectionLogBudget? budget = null;
+        var harness = await Harness.StartAsync(
+            log => budget = new ConnectionLogBudget(log, WorkerHttpServer.ConnectionLogWhat, burst: 2, perSecond: 0, reportEvery: TimeSpan.FromHours(1)),
+            Harness.Vhost("a.localhost", _dir.Combine("site")));
+        await using (harness)
+        {
+            for (var i = 0; i < 5; i++)
+            {
+                using var connection = await HandedTlsConnection.OpenAsync(harness.Server, Tls13, CipherSuite.TLS_AES_128_GCM_SHA256, HandedProtocol.Http1, Interlocked.Increment(ref _nextId), null, null, null);
+                using var raw = connection.Raw();
+                var record = raw.Seal(TlsContentType.ApplicationData, "GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n"u8);
+                record[^20] ^= 0x10;
+                await raw.SendAsync(record);
+                Assert.Equal((2, TlsAlertDescription.BadRecordMac), await raw.ReceiveAlertThenEndAsync());
+            }
+
+            Assert.True(SpinWait.SpinUntil(() => budget!.NotLogged == 3, TimeSpan.FromSeconds(20)), $"{budget!.NotLogged} lines counted, not 3");
+            Assert.Equal(2, harness.Sink.Events.Count(e => e.MessageTemplate.Text.StartsWith("TLS connection {ConnectionId} refused", StringComparison.Ordinal)));
+        }
+
+        var count = Assert.Single(harness.Sink.Events, e => e.MessageTemplate.Text.Contains("lines about single connections", StringComparison.Ordinal));
+        Assert.StartsWith("3 lines about single connections (TLS alerts, broken TLS records, send timeouts) not logged", count.RenderMessage(), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,18 +1,21 @@
-using Dispatch.TlsDispatcher.Net;
+using Dispatch.Platform.Hosting;
+using Dispatch.TlsDispatcher.Tests;
 using Serilog;
 using Serilog.Core;
 using Serilog.Events;
 
-namespace Dispatch.TlsDispatcher.Tests.Net;
+namespace Dispatch.Tests.Platform.Hosting;
 
 public class ConnectionLogBudgetTests
 {
+    private const string What = "refused, malformed, handshakes failed or timed out";
+
     [Fact]
     public void A_burst_is_written_then_the_rate_and_what_is_not_written_is_counted_in_one_line()
     {
         var sink = new CollectingSink();
         var now = 1_000L;
-        using var budget = new ConnectionLogBudget(Logger(sink), burst: 5, perSecond: 2, reportEvery: TimeSpan.FromHours(1), clockMs: () => now);
+        using var budget = new ConnectionLogBudget(Logger(sink), What, burst: 5, perSecond: 2, reportEvery: TimeSpan.FromHours(1), clockMs: () => now);
 
         Assert.Equal(5, Enumerable.Range(0, 5).Count(_ => budget.Allow()));
         Assert.False(budget.Allow());
@@ -41,7 +44,7 @@ public class ConnectionLogBudgetTests
     public void What_is_counted_is_reported_by_the_timer_even_when_no_connection_follows()
     {
         var sink = new CollectingSink();
-        using var budget = new ConnectionLogBudget(Logger(sink), burst: 1, perSecond: 0, reportEvery: TimeSpan.FromMilliseconds(100));
+        using var budget = new ConnectionLogBudget(Logger(sink), What, burst: 1, perSecond: 0, reportEvery: TimeSpan.FromMilliseconds(100));
         Assert.True(budget.Allow());
         for (var i = 0; i < 4; i++)
             Assert.False(budget.Allow());
@@ -59,7 +62,7 @@ public class ConnectionLogBudgetTests
     public void What_is_counted_when_the_dispatcher_stops_is_reported_then()
     {
         var sink = new CollectingSink();
-        var budget = new ConnectionLogBudget(Logger(sink), burst: 0, perSecond: 0, reportEvery: TimeSpan.FromHours(1));
+        var budget = new ConnectionLogBudget(Logger(sink), What, burst: 0, perSecond: 0, reportEvery: TimeSpan.FromHours(1));
         Assert.False(budget.Allow());
         Assert.False(budget.Allow());
         budget.Dispose();

@@ -1,15 +1,15 @@
 using Serilog;
 
-namespace Dispatch.TlsDispatcher.Net;
+namespace Dispatch.Platform.Hosting;
 
 /// <summary>
-/// How many lines about single connections (refused, malformed, a handshake that failed or timed out) the dispatcher
-/// writes: a burst of <see cref="DefaultBurst"/>, then <see cref="DefaultPerSecond"/> a second (a token bucket). Past it,
+/// How many lines about single connections a process writes (the dispatcher's: refused, malformed, a handshake that
+/// failed or timed out; a worker's: TLS alerts, broken TLS records, send timeouts): a burst of <see cref="DefaultBurst"/>, then <see cref="DefaultPerSecond"/> a second (a token bucket). Past it,
 /// lines are counted instead, and the count is logged once per report interval (10 s) while there are any, so that a
 /// flood of ten thousand slowloris heads or bad ClientHellos is a few hundred lines and not ten thousand, each also
 /// relayed by the master (docs/floods.md). nginx logs such connections at <c>info</c>, below its default level.
 /// </summary>
-internal sealed class ConnectionLogBudget : IDisposable
+public sealed class ConnectionLogBudget : IDisposable
 {
     /// <summary>Lines written at once before the budget applies.</summary>
     public const int DefaultBurst = 100;
@@ -18,6 +18,7 @@ internal sealed class ConnectionLogBudget : IDisposable
     public const double DefaultPerSecond = 10;
 
     private readonly ILogger _log;
+    private readonly string _what;
     private readonly int _burst;
     private readonly double _perSecond;
     private readonly long _reportEveryMs;
@@ -33,15 +34,17 @@ internal sealed class ConnectionLogBudget : IDisposable
     private bool _disposed;
 
     /// <param name="log">Where the count of lines not written goes.</param>
+    /// <param name="what">What the lines are about, for that count's line ("refused, malformed, ...").</param>
     /// <param name="burst">Lines at once (<see cref="DefaultBurst"/>).</param>
     /// <param name="perSecond">Lines a second after the burst (<see cref="DefaultPerSecond"/>).</param>
     /// <param name="reportEvery">How often the count is logged while lines are being counted (10 s unless given: tests).</param>
     /// <param name="clockMs">Milliseconds, monotonic (<see cref="Environment.TickCount64"/> unless given: tests).</param>
-    public ConnectionLogBudget(ILogger log, int burst = DefaultBurst, double perSecond = DefaultPerSecond, TimeSpan? reportEvery = null, Func<long>? clockMs = null)
+    public ConnectionLogBudget(ILogger log, string what, int burst = DefaultBurst, double perSecond = DefaultPerSecond, TimeSpan? reportEvery = null, Func<long>? clockMs = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(burst);
         ArgumentOutOfRangeException.ThrowIfNegative(perSecond);
         _log = log;
+        _what = what;
         _burst = burst;
         _perSecond = perSecond;
         _reportEveryMs = (long)(reportEvery ?? TimeSpan.FromSeconds(10)).TotalMilliseconds;
@@ -108,8 +111,9 @@ internal sealed class ConnectionLogBudget : IDisposable
         if (count > 0)
         {
             _log.Warning(
-                "{Count} lines about single connections (refused, malformed, handshakes failed or timed out) not logged in the last {Seconds} s: more than {Burst} at once or {PerSecond} a second",
+                "{Count} lines about single connections ({What:l}) not logged in the last {Seconds} s: more than {Burst} at once or {PerSecond} a second",
                 count,
+                _what,
                 Math.Max(1, (_clockMs() - since + 999) / 1000),
                 _burst,
                 _perSecond);
