@@ -1,9 +1,9 @@
-using Dispatch.Platform.Hosting;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Dispatch.Platform.Hosting;
 using Dispatch.Wire.Payloads;
 using Dispatch.Worker.Http;
 using Serilog;
