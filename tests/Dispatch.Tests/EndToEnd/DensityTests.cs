@@ -37,6 +37,11 @@ public sealed class DensityTests : IDisposable
         Assert.Equal("6000000", limited["DOTNET_GCHeapHardLimit"]);
         Assert.False(Environ(_dispatch.WorkerPid("b")).ContainsKey("DOTNET_GCHeapHardLimit"));
 
+        // The shared array pool's arrays per size and core (Spawner.PooledArrays), through stage 1 into the jailed
+        // worker, and in the dispatcher: what a surge leaves pooled (docs/floods.md).
+        foreach (var pid in new[] { _dispatch.WorkerPid("a"), _dispatch.WorkerPid("b"), _dispatch.DispatcherPid })
+            Assert.Equal("16", Environ(pid)["DOTNET_SYSTEM_BUFFERS_SHAREDARRAYPOOL_MAXARRAYSPERPARTITION"]);
+
         // Every worker: workstation, non-concurrent GC, conserving memory, as its GC reports them (a NativeAOT
         // worker has these compiled in: Worker.csproj); the limited one with its heap hard limit.
         foreach (var (pool, limit) in new[] { ("a", "100663296"), ("b", "0") })
