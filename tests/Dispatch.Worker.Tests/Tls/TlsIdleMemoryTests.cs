@@ -77,8 +77,11 @@ public sealed class TlsIdleMemoryTests(ITestOutputHelper output) : IAsyncLifetim
 
             // Bounds above what was measured (13 and 20 KB, the test's client included; docs/operations.md): a record's
             // buffer (16 KiB) kept per idle connection would cross them.
-            Assert.InRange(perHanded, 0, 16 * 1024);
-            Assert.InRange(perServed, 0, 24 * 1024);
+            // Upper bounds only: the heap is the whole test process's, and something else let go of memory between two
+            // measurements once (CI, -9466 bytes per connection: -1.9 MB, such as arrays the shared pool dropped at one
+            // of the collections). Less than nothing per connection is that noise, not a finding.
+            Assert.True(perHanded <= 16 * 1024, $"{perHanded} bytes per handed connection");
+            Assert.True(perServed <= 24 * 1024, $"{perServed} bytes per served connection");
         }
         finally
         {
