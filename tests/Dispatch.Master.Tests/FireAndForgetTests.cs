@@ -10,7 +10,7 @@ public class FireAndForgetTests
     [Fact]
     public void A_failed_task_is_logged_as_an_error_naming_it_and_a_finished_one_is_not()
     {
-        var sink = new Collected();
+        var sink = new CollectingSink();
         var log = new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
         var failing = new TaskCompletionSource();
         var finishing = new TaskCompletionSource();
@@ -27,25 +27,5 @@ public class FireAndForgetTests
         Assert.Equal(LogEventLevel.Error, e.Level);
         Assert.Equal("\"Start of a worker for pool a\" failed: \"the snapshot did not serialize\"", e.RenderMessage());
         Assert.IsType<InvalidOperationException>(e.Exception);
-    }
-
-    private sealed class Collected : ILogEventSink
-    {
-        public List<LogEvent> Events { get; } = [];
-
-        public int Count
-        {
-            get
-            {
-                lock (Events)
-                    return Events.Count;
-            }
-        }
-
-        public void Emit(LogEvent logEvent)
-        {
-            lock (Events)
-                Events.Add(logEvent);
-        }
     }
 }

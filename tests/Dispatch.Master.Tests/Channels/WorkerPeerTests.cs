@@ -10,17 +10,6 @@ namespace Dispatch.Master.Tests.Channels;
 
 public class WorkerPeerTests
 {
-    private sealed class Collected : ILogEventSink
-    {
-        public List<LogEvent> Events { get; } = [];
-
-        public void Emit(LogEvent logEvent)
-        {
-            lock (Events)
-                Events.Add(logEvent);
-        }
-    }
-
     // The reaper disposes a worker's channel when it collects the worker; the receive the watch was waiting in then
     // fails with ECANCELED. Seen in CI as "Watch of worker N failed: Operation canceled", an Error for a clean exit.
     [Fact]
@@ -30,7 +19,7 @@ public class WorkerPeerTests
         try
         {
             using var worker = new ChildProcess(ProcessRole.Worker, "pool", 12345, 65534, channel);
-            var sink = new Collected();
+            var sink = new CollectingSink();
             var log = new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
             var watch = WorkerPeer.WatchAsync(worker, log, CancellationToken.None);
             Assert.False(watch.IsCompleted);
