@@ -92,14 +92,17 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
     private readonly Action _connectionDropped;
     private readonly ConnectionAdmission _admission;
     private readonly AddressConnections _addresses;
+    private readonly Serilog.ILogger _log;
 
     public HandedConnectionListenerFactory(
         Func<HandedProtocol, ChannelReader<PendingConnection>> queues,
         Action connectionDropped,
         ConnectionAdmission admission,
         AddressConnections addresses,
-        ILoggerFactory loggerFactory)
+        ILoggerFactory loggerFactory,
+        Serilog.ILogger log)
     {
+        _log = log.ForContext<HandedConnectionListenerFactory>();
         _queues = queues;
         _connectionDropped = connectionDropped;
         _admission = admission;
@@ -119,7 +122,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         }
 
         return ValueTask.FromResult<IConnectionListener>(
-            new Listener(handed, _queues(handed.Protocol), _contextFactory, _connectionDropped, _admission, _addresses));
+            new Listener(handed, _queues(handed.Protocol), _contextFactory, _connectionDropped, _admission, _addresses, _log));
     }
 
     public void Dispose() => _contextFactory.Dispose();
@@ -130,7 +133,8 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         SocketConnectionContextFactory contextFactory,
         Action connectionDropped,
         ConnectionAdmission admission,
-        AddressConnections addresses) : IConnectionListener
+        AddressConnections addresses,
+        Serilog.ILogger log) : IConnectionListener
     {
         private readonly CancellationTokenSource _unbound = new();
         private readonly AddressFairQueue _waiting = new(addresses.Open);
@@ -159,6 +163,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
                     var ticket = await admission.EnterAsync(linked.Token).ConfigureAwait(false);
                     Collect(); // what arrived during the wait takes its turn too
                     PendingConnection pending;
+                    int waiting;
                     lock (_waitingLock)
                     {
                         if (!_waiting.TryTake(out pending))
@@ -166,11 +171,23 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
                             ticket.Release(); // drained meanwhile (unbound)
                             continue;
                         }
+
+                        waiting = _waiting.Count;
                     }
 
                     var connection = TryCreate(pending, ticket);
                     if (connection is not null)
                     {
+                        if (log.IsEnabled(Serilog.Events.LogEventLevel.Debug))
+                        {
+                            // The order connections are taken in (the access log's is the order they finish in).
+                            log.Debug(
+                                "Connection {ConnectionId} from {ClientAddress} admitted; {Waiting} waiting",
+                                pending.Info.ConnectionId,
+                                pending.Info.Client?.Address.ToString(),
+                                waiting);
+                        }
+
                         return connection;
                     }
 

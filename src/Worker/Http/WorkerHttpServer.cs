@@ -209,7 +209,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
 
                 // Registered before UseKestrelCore, whose TryAdd then registers no socket transport.
                 services.AddSingleton<IConnectionListenerFactory>(provider => new HandedConnectionListenerFactory(
-                    server.QueueFor, server.ConnectionFinished, server._admission, server._addresses, provider.GetRequiredService<ILoggerFactory>()));
+                    server.QueueFor, server.ConnectionFinished, server._admission, server._addresses, provider.GetRequiredService<ILoggerFactory>(), log));
                 services.AddDirectoryBrowser();
 
                 // YARP's forwarder (direct forwarding: no routes, no clusters, no configuration of its own).
