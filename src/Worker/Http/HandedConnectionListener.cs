@@ -83,9 +83,11 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
 {
     /// <summary>
     /// What a connection's output pipe holds unsent before a write waits (Kestrel's default: 64 KiB): a client that
-    /// does not read holds this much of the worker's memory, besides the kernel's socket buffer (docs/floods.md).
+    /// does not read holds this much of the worker's memory, besides the kernel's socket buffer (docs/floods.md). Under
+    /// 32 KiB, so that two whole TLS records (at most 16 KiB each, <see cref="Tls.TlsRecordLayer.RecordBuffer"/>) make a
+    /// write wait: at 32 KiB two full records were a few bytes short of it, and a stalled reader held a third.
     /// </summary>
-    internal const int MaxWriteBufferSize = 32 * 1024;
+    internal const int MaxWriteBufferSize = 30 * 1024;
 
     private readonly SocketConnectionContextFactory _contextFactory;
     private readonly Func<HandedProtocol, ChannelReader<PendingConnection>> _queues;

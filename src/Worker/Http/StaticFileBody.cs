@@ -34,8 +34,11 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
     /// <summary>The most one <c>sendfile</c> sends before Kestrel is told (the access log's count, Content-Length).</summary>
     internal const int DirectChunk = 1 << 20;
 
-    /// <summary>Bytes read and written at once: what a blocked flush can hold beyond the output pipe's own threshold.</summary>
-    internal const int Chunk = 16 * 1024;
+    /// <summary>
+    /// Bytes read and written at once: what a blocked flush can hold beyond the output pipe's own threshold. Just under
+    /// 16 KiB, so that over TLS a chunk is one record that fits one 16 KiB buffer (<see cref="Tls.TlsRecordLayer.RecordPlaintext"/>).
+    /// </summary>
+    internal const int Chunk = Tls.TlsRecordLayer.RecordPlaintext;
 
     public Stream Stream => inner.Stream;
 

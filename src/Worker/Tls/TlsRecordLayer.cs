@@ -16,7 +16,7 @@ namespace Dispatch.Worker.Tls;
 /// (a record that straddles the transport's segments is first copied to scratch space rented for that record alone);
 /// alerts, KeyUpdate and everything else the peer may send after the handshake are handled here. Writing, no loop:
 /// Kestrel writes into buffers rented for the purpose (<see cref="PlaintextWriter"/>), and its flush cuts them into
-/// records of up to 2^14 bytes (small writes made before one flush share a record), encrypted directly into the
+/// records of up to 16 KiB whole (<see cref="RecordBuffer"/>; small writes made before one flush share a record), encrypted directly into the
 /// transport's buffer, then flushes the transport.</para>
 /// <para>Memory: the input pipe and the writer rent from <see cref="TlsBufferPool"/> and give every buffer back once read
 /// or flushed, so an idle keep-alive connection holds no buffer of this layer (and the socket transport holds none
@@ -35,6 +35,18 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     private const byte AlertWarning = 1;
     private const byte AlertFatal = 2;
     private const byte HandshakeKeyUpdate = 24;
+
+    /// <summary>
+    /// The most a record takes whole, header and tag included: one 16 KiB array of the shared pool. The transport's pipe
+    /// gives a record's room (more than its pool's 4 KiB blocks) from <see cref="System.Buffers.ArrayPool{T}.Shared"/>,
+    /// whose sizes are powers of two: a full record of 2^14 bytes of plaintext (16,406 to 16,413 bytes) took a 32 KiB
+    /// array, and a client that does not read held two of them in the pipe (docs/floods.md, "What a stalled TLS reader holds").
+    /// </summary>
+    internal const int RecordBuffer = 16 * 1024;
+
+    /// <summary>The most plaintext one record of at most <see cref="RecordBuffer"/> bytes carries with any suite (the
+    /// largest overhead is TLS 1.2's AES-GCM, 29 bytes): a writer flushing this much at once makes one record.</summary>
+    internal const int RecordPlaintext = RecordBuffer - 32;
 
     // Plaintext opened per flush at most (the records of one read of the transport may hold much more).
     private const int BatchPlaintext = 64 * 1024;
@@ -589,12 +601,13 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     }
 
     /// <summary>
-    /// Cuts the <paramref name="length"/> bytes <paramref name="plaintext"/> holds into records of up to 2^14 bytes,
-    /// encrypted into the transport's buffer. Under the lock.
+    /// Cuts the <paramref name="length"/> bytes <paramref name="plaintext"/> holds into records of up to
+    /// <see cref="RecordBuffer"/> bytes whole, encrypted into the transport's buffer. Under the lock.
     /// </summary>
     private void WriteRecords(PlaintextWriter plaintext, long length)
     {
         var output = _transport.Output;
+        var most = RecordBuffer - _writer.Overhead;
         while (length > 0)
         {
             if (_tls13 && _writer.KeyUpdateAdvised)
@@ -602,7 +615,7 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
                 WriteKeyUpdate(requestUpdate: false);
             }
 
-            var size = (int)Math.Min(length, TlsRecordProtection.MaxPlaintext);
+            var size = (int)Math.Min(length, most);
             var record = output.GetSpan(_writer.RecordLength(size));
             var payload = record.Slice(_writer.PayloadOffset, size);
             plaintext.Take(payload);
