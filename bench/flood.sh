@@ -19,6 +19,8 @@
 #   ADDRS="one many"    which address modes
 #   SERVERS="dispatch nginx"
 #   DISPATCH_APP=DIR    an already staged Dispatch (scripts/stage.sh) instead of staging a fresh Release build
+#   REPORT=FILE         where the Markdown report goes (its .jsonl beside it) instead of bench/results/<date>-<commit>-floods.md,
+#                       so that an experiment's run does not overwrite the commit's record
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init flood
@@ -161,7 +163,7 @@ cat >"$run/meta.json" <<META
                "Dispatch": "$app, defaults for every timeout and limit, dispatcher and pools nofile $NOFILE",
                "nginx config": "worker_processes auto, worker_connections $NOFILE, default timeouts" } }
 META
-report="$repo/bench/results/$(date -u +%Y-%m-%d)-$commit-floods.md"
+report="${REPORT:-$repo/bench/results/$(date -u +%Y-%m-%d)-$commit-floods.md}"
 "$PY" "$TOOL" report "$results" "$run/meta.json" >"$report"
 cp "$results" "${report%.md}.jsonl"
 cat "$report"

@@ -10,7 +10,7 @@ namespace Dispatch.Platform.Hosting;
 /// aggressive collection, then <c>malloc_trim</c>):
 /// <list type="bullet">
 /// <item>when a surge of at least <see cref="MinimumSurge"/> connections over the level it started from has fallen back
-/// to within a quarter of it, though connections are still open (a flood ended, the site goes on); or a smaller surge,
+/// to within a quarter of it for a whole period (the most open since the last look, not only now), though connections are still open (a flood ended, the site goes on); or a smaller surge,
 /// of at least <see cref="SmallSurge"/>, that left the process's memory (anonymous RSS) above where the last trim left it
 /// by as much again (<see cref="GrowthWorthATrim"/>: at least <see cref="MinimumHeapGrowth"/>, at most
 /// <see cref="HeapGrowth"/>): two hundred stalled readers of a large file kept 90 MB of a worker while the site's good
@@ -129,11 +129,16 @@ public sealed class MemoryTrim : IDisposable
             var quiet = open == 0 && since == 0;
             if (!quiet)
                 _busy = true;
-            _peak = Math.Max(_peak, Math.Max(open, since));
+
+            // A fall is judged by the most open since the last look, not by the count at this instant: during a
+            // flood, a dispatcher's handshakes in flight come and go many times a second, and a look that fell in a
+            // lull took the flood for over and trimmed (a full, blocking collection) every few seconds while it went on.
+            var recent = Math.Max(open, since);
+            _peak = Math.Max(_peak, recent);
             peak = _peak;
             var floor = _floor;
             var surge = peak - floor;
-            if (_trimmedAt >= 0 && open <= _trimmedAt / 4 && _trimmedAt - open >= SmallSurge)
+            if (_trimmedAt >= 0 && recent <= _trimmedAt / 4 && _trimmedAt - recent >= SmallSurge)
             {
                 // What was still open at the last trim has mostly closed since.
                 idle = false;
@@ -141,7 +146,7 @@ public sealed class MemoryTrim : IDisposable
                 _trimmedAt = open > SmallSurge ? open : -1;
                 _busy = !quiet;
             }
-            else if ((surge >= MinimumSurge || (surge >= SmallSurge && _heapBytes() - _heapBase >= GrowthWorthATrim(_heapBase))) && open <= floor + (surge / 4))
+            else if ((surge >= MinimumSurge || (surge >= SmallSurge && _heapBytes() - _heapBase >= GrowthWorthATrim(_heapBase))) && recent <= floor + (surge / 4))
             {
                 // A surge has ended.
                 idle = false;
@@ -173,8 +178,8 @@ public sealed class MemoryTrim : IDisposable
             else
             {
                 // No surge to end: a lower level is where the next one starts from.
-                if (open < _floor)
-                    _floor = _peak = open;
+                if (recent < _floor)
+                    _floor = _peak = recent;
                 return false;
             }
 

@@ -73,21 +73,25 @@ public sealed partial class BcTlsBenchmarks
                 {
                     await EngineHandshakesAsync(name, credentials, kx, protocol, 50);
                     const int N = 200;
-                    long ns = await EngineHandshakesAsync(name, credentials, kx, protocol, N);
-                    Report($"handshake engine-only {protocol} {name,-14} kx={kx,-12} N={N}: {ns / 1e6 / N:F2} ms server thread CPU per full handshake");
+                    (long ns, long bytes) = await EngineHandshakesAsync(name, credentials, kx, protocol, N);
+                    Report($"handshake engine-only {protocol} {name,-14} kx={kx,-12} N={N}: {ns / 1e6 / N:F2} ms server thread CPU, {bytes / N / 1024.0:F1} KiB allocated per full handshake");
                 }
             }
         }
     }
 
-    private static async Task<long> EngineHandshakesAsync(string name, BcServerCredentials credentials, BcKeyExchangeImplementation kx, SslProtocols protocol, int count)
+    /// <summary>The server's thread CPU (ns) and the bytes it allocated (the engine runs synchronously on this thread) over <paramref name="count"/> handshakes.</summary>
+    private static async Task<(long Ns, long Bytes)> EngineHandshakesAsync(string name, BcServerCredentials credentials, BcKeyExchangeImplementation kx, SslProtocols protocol, int count)
     {
         long total = 0;
+        long allocated = 0;
         byte[] buffer = new byte[64 * 1024];
         for (int i = 0; i < count; i++)
         {
             (Stream clientStream, MemoryDuplex.Endpoint pipe) = MemoryDuplex.Create();
+            long a0 = GC.GetAllocatedBytesForCurrentThread();
             using var session = new BcTlsSession(credentials, ["http/1.1"], kx);
+            allocated += GC.GetAllocatedBytesForCurrentThread() - a0;
             await using var ssl = new SslStream(clientStream);
             Task handshake = ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
             {
@@ -100,8 +104,10 @@ public sealed partial class BcTlsBenchmarks
                 int n = pipe.Read(buffer, TimeSpan.FromSeconds(10));
                 Assert.True(n > 0);
                 long t0 = ThreadCpuNs();
+                long b0 = GC.GetAllocatedBytesForCurrentThread();
                 session.Offer(buffer, 0, n);
                 int output = session.ReadOutputToNetwork(buffer, 0, buffer.Length);
+                allocated += GC.GetAllocatedBytesForCurrentThread() - b0;
                 total += ThreadCpuNs() - t0;
                 pipe.Write(buffer.AsSpan(0, output));
             }
@@ -109,7 +115,7 @@ public sealed partial class BcTlsBenchmarks
             await handshake.WaitAsync(TimeSpan.FromSeconds(10));
         }
 
-        return total;
+        return (total, allocated);
     }
 
     [GeneratedRegex(@"(\d+) connections in ([\d.]+)s")]
