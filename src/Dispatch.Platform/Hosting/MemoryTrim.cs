@@ -10,8 +10,8 @@ namespace Dispatch.Platform.Hosting;
 /// aggressive collection, then <c>malloc_trim</c>):
 /// <list type="bullet">
 /// <item>when a surge of at least <see cref="MinimumSurge"/> connections over the level it started from has fallen back
-/// to within a quarter of it for a whole period (the most open since the last look, not only now), though connections are still open (a flood ended, the site goes on); or a smaller surge,
-/// of at least <see cref="SmallSurge"/>, that left the process's memory (anonymous RSS) above where the last trim left it
+/// to within a quarter of it for a whole period (the most open since the last look, not only now), though connections
+/// are still open (a flood ended, the site goes on); or a smaller surge, of at least <see cref="SmallSurge"/>, that left the process's memory (anonymous RSS) above where the last trim left it
 /// by as much again (<see cref="GrowthWorthATrim"/>: at least <see cref="MinimumHeapGrowth"/>, at most
 /// <see cref="HeapGrowth"/>): two hundred stalled readers of a large file kept 90 MB of a worker while the site's good
 /// client went on; a TLS flood too slow to be a <see cref="MinimumSurge"/> kept 24 MiB of a 5 MiB dispatcher;</item>

@@ -16,8 +16,8 @@ namespace Dispatch.Worker.Tls;
 /// (a record that straddles the transport's segments is first copied to scratch space rented for that record alone);
 /// alerts, KeyUpdate and everything else the peer may send after the handshake are handled here. Writing, no loop:
 /// Kestrel writes into buffers rented for the purpose (<see cref="PlaintextWriter"/>), and its flush cuts them into
-/// records of up to 16 KiB whole (<see cref="RecordBuffer"/>; small writes made before one flush share a record), encrypted directly into the
-/// transport's buffer, then flushes the transport.</para>
+/// records of up to 16 KiB whole (<see cref="RecordBuffer"/>; small writes made before one flush share a record),
+/// encrypted directly into the transport's buffer, then flushes the transport.</para>
 /// <para>Memory: the input pipe and the writer rent from <see cref="TlsBufferPool"/> and give every buffer back once read
 /// or flushed, so an idle keep-alive connection holds no buffer of this layer (and the socket transport holds none
 /// either while it waits): what it holds is this object, the input pipe and the read loop's state (docs/operations.md,

@@ -239,6 +239,19 @@ internal sealed class Harness : IAsyncDisposable
 
     public int Port => Dispatcher.Port;
 
+    /// <summary>
+    /// The managed heap after full collections, for tests that measure what connections hold (the process's, so the
+    /// test's own clients are in it): the log sink's events are dropped first, the test's memory, not the worker's.
+    /// </summary>
+    public long CollectedHeap()
+    {
+        Sink.Events.Clear();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        return GC.GetTotalMemory(forceFullCollection: true);
+    }
+
     public static Task<Harness> StartAsync(params WorkerVhost[] vhosts) => StartAsync(cgiLimits: null, vhosts);
 
     /// <summary>As above, with the worker's own CGI limits of each vhost (<see cref="CgiLimits.Default"/> where null).</summary>

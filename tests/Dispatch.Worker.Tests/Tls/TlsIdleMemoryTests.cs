@@ -46,7 +46,7 @@ public sealed class TlsIdleMemoryTests(ITestOutputHelper output) : IAsyncLifetim
         }
 
         await WaitForAsync(() => _harness.Server.OpenConnections == 0);
-        var baseline = Heap();
+        var baseline = _harness.CollectedHeap();
         var clients = await OpenAsync(Connections, version, suite, 2000);
         try
         {
@@ -55,7 +55,7 @@ public sealed class TlsIdleMemoryTests(ITestOutputHelper output) : IAsyncLifetim
             // Handshake only: the worker waits for the first request of each. No buffer of the record layer is out.
             await WaitForAsync(() => TlsBufferPool.Outstanding == 0);
             Assert.Equal(0, TlsBufferPool.Outstanding);
-            var handed = Heap();
+            var handed = _harness.CollectedHeap();
             var rented = TlsBufferPool.Rented;
 
             foreach (var client in clients)
@@ -67,7 +67,7 @@ public sealed class TlsIdleMemoryTests(ITestOutputHelper output) : IAsyncLifetim
             Assert.True(TlsBufferPool.Rented > rented);
             await WaitForAsync(() => TlsBufferPool.Outstanding == 0);
             Assert.Equal(0, TlsBufferPool.Outstanding);
-            var served = Heap();
+            var served = _harness.CollectedHeap();
 
             var perHanded = (handed - baseline) / Connections;
             var perServed = (served - baseline) / Connections;
@@ -92,16 +92,6 @@ public sealed class TlsIdleMemoryTests(ITestOutputHelper output) : IAsyncLifetim
         }
 
         await WaitForAsync(() => _harness.Server.OpenConnections == 0);
-    }
-
-    private long Heap()
-    {
-        // The test's log sink keeps every event: not the worker's memory.
-        _harness.Sink.Events.Clear();
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        return GC.GetTotalMemory(forceFullCollection: true);
     }
 
     private async Task<List<MiniClient>> OpenAsync(int count, ushort version, int suite, long firstId)

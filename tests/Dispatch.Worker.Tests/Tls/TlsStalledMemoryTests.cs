@@ -42,13 +42,13 @@ public sealed class TlsStalledMemoryTests(ITestOutputHelper output) : IAsyncLife
         Close(warm);
         await WaitForAsync(() => _harness.Server.OpenConnections == 0);
 
-        var baseline = Heap();
+        var baseline = _harness.CollectedHeap();
         var clients = await StallAsync(Connections, 2000);
         try
         {
             await WaitForAsync(() => _harness.Server.WaitingSends == Connections);
             Assert.Equal(Connections, _harness.Server.WaitingSends);
-            var perConnection = (Heap() - baseline) / Connections;
+            var perConnection = (_harness.CollectedHeap() - baseline) / Connections;
             output.WriteLine($"{Connections} stalled TLS readers, managed heap per connection (worker + the test's small client): {perConnection} bytes");
 
             // Measured 52 KB (two 16 KiB records and Kestrel's connection). With records of 2^14 bytes of plaintext
@@ -91,16 +91,6 @@ public sealed class TlsStalledMemoryTests(ITestOutputHelper output) : IAsyncLife
             socket.Dispose();
             writer.Dispose();
         }
-    }
-
-    private long Heap()
-    {
-        // The test's log sink keeps every event: not the worker's memory.
-        _harness.Sink.Events.Clear();
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        return GC.GetTotalMemory(forceFullCollection: true);
     }
 
     private static async Task WaitForAsync(Func<bool> condition)
