@@ -478,17 +478,19 @@ public sealed class ProxyTests(ITestOutputHelper output) : IAsyncLifetime
     [Fact]
     public async Task A_slow_upload_restarts_the_response_timeout_with_each_chunk()
     {
-        // ResponseTimeout 2 s, an upload taking 4 s: the wait for the response starts after the last chunk. A chunk
-        // every 400 ms leaves a loaded machine 1.6 s of lateness per chunk (300 ms against 1 s once failed, rarely).
+        // ResponseTimeout 3 s, an upload taking at least 3.6 s: the wait for the response starts after the last chunk.
+        // A chunk every 300 ms leaves a loaded machine 2.7 s of lateness per chunk (400 ms against 2 s failed once in a
+        // fresh-clone CI run, a chunk reset about 3 s in; 300 ms against 1 s before that). A slower machine only makes
+        // the upload longer than the timeout, as the test needs.
         await using var harness = await Harness.StartAsync(Harness.Vhost("ut.localhost", _dir.Combine("site")) with
         {
-            Proxy = [Harness.Proxy("/", _unix.Upstream, read: TimeSpan.FromSeconds(2))],
+            Proxy = [Harness.Proxy("/", _unix.Upstream, read: TimeSpan.FromSeconds(3))],
         });
         using var client = harness.CreateClient();
-        using var content = new TrickleContent(chunks: 10, TimeSpan.FromMilliseconds(400));
+        using var content = new TrickleContent(chunks: 12, TimeSpan.FromMilliseconds(300));
         using var response = await client.PostAsync(new Uri("http://ut.localhost/trickle"), content);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal(10 * 1024, EchoResult.Parse(await response.Content.ReadAsStringAsync()).Length);
+        Assert.Equal(12 * 1024, EchoResult.Parse(await response.Content.ReadAsStringAsync()).Length);
     }
 
     [Theory]
