@@ -87,8 +87,9 @@ public sealed class LeakTests : IDisposable
     /// <summary>Runs bench/leaks.py; every good connection must have been served.</summary>
     private static string Mix(int httpPort, int tlsPort, int count)
     {
+        // The Debian interpreter run-tests.sh installs (as ResetClientTests: not a version manager's shim found on PATH).
         var r = Tools.Run(
-            "python3",
+            "/usr/bin/python3",
             Path.Combine(TestWorld.RepoRoot, "bench", "leaks.py"),
             "--http", httpPort.ToString(CultureInfo.InvariantCulture),
             "--tls", tlsPort.ToString(CultureInfo.InvariantCulture),
