@@ -294,6 +294,10 @@ public sealed class StopAndUpgradeTests : IDisposable
             config["vhosts"]!["b.localhost"]!["tls"] = "terminate";
             config["vhosts"]!["b.localhost"]!["certDir"] = Path.Combine(live, "b.localhost");
             config["dispatcher"]!["stopGrace"] = "20s";
+            // The master tells the old dispatcher's workers to finish once the longest prelude (request head or handshake)
+            // its last connections may still be in has passed, and logs "drained and exited" only then: with the default
+            // handshakeTimeout (10 s) that is 11 s after the upgrade, which this test waited out; at 3 s, 4 s.
+            config["dispatcher"]!["handshakeTimeout"] = "3s";
         });
         var oldDispatcher = d.DispatcherPid;
         Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
