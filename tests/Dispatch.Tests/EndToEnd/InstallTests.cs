@@ -454,6 +454,10 @@ public sealed class InstallTests : IClassFixture<InstallFixture>
                 await loop;
             }
 
+            // Closes a connection the client may still hold without a request on it (one being opened when the loop was
+            // cancelled is kept, idle, in its pool): the master's stop below would wait for it to time out (the starter
+            // config's headerTimeout, 10 s).
+            client.Dispose();
             _output.WriteLine($"{Interlocked.Read(ref ok)} requests across the upgrade and the rollback, {failures.Count} failed");
             Assert.Empty(failures);
             dispatch.Dispose();
