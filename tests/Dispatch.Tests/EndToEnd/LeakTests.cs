@@ -31,6 +31,11 @@ public sealed class LeakTests : IDisposable
         var tenantCerts = site.TenantCertificates("c-certs", 10003);
 
         config["jailProbe"]!["threads"] = 4;
+        // leaks.py's malformed ClientHellos declare a random length; now and then one within the dispatcher's buffer but
+        // beyond what was sent (seen in two runs of three), and that connection ends only at the handshake timeout, which
+        // the mix waits for: 10 s by default, 4 s here. A good client sends its ClientHello at once (as a plain one sends
+        // its head within the sample config's 2 s headerTimeout).
+        config["dispatcher"]!["handshakeTimeout"] = "4s";
         config["pools"]!["c"] = new JsonObject { ["user"] = "10003", ["group"] = "10003" };
         foreach (var pool in Pools)
             config["pools"]![pool]!["idleTimeout"] = "10m"; // no worker is let go (and its channel closed) meanwhile
