@@ -110,7 +110,7 @@ internal static class Program
             using var load = s_loadTimer = new Timer(_ => ReportLoad(dispatcher, server), null, LoadPeriodMs, LoadPeriodMs);
             // After a surge of connections (a flood), and once quiet after any, the memory they used goes back to the
             // system; a quiet worker with nothing to trim has no timer running (the next connection starts it).
-            using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log, server.TakePeakConnections);
+            using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log, server.TakePeakConnections, release: TransportBlockPool.Instance.Trim);
             server.OnFirstConnection(trim.Wake);
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();

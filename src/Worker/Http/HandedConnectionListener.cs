@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
@@ -109,10 +110,19 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
         _connectionDropped = connectionDropped;
         _admission = admission;
         _addresses = addresses;
-        _contextFactory = new SocketConnectionContextFactory(
-            new SocketConnectionFactoryOptions { MaxWriteBufferSize = MaxWriteBufferSize },
-            loggerFactory.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets"));
+        var options = new SocketConnectionFactoryOptions { MaxWriteBufferSize = MaxWriteBufferSize };
+        SetMemoryPoolFactory(options, TransportBlockPool.Instance);
+        _contextFactory = new SocketConnectionContextFactory(options, loggerFactory.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets"));
     }
+
+    /// <summary>
+    /// The transport's memory (<see cref="TransportBlockPool"/>). Kestrel gives its own socket transport a pool through
+    /// an option it keeps internal; made with the public constructor, the options leave the pipes on the shared array
+    /// pool. Bound at compile time (NativeAOT keeps it): a Kestrel without this setter fails every worker's start, and
+    /// the tests with it (<c>TransportBlockPoolTests</c>).
+    /// </summary>
+    [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "set_MemoryPoolFactory")]
+    private static extern void SetMemoryPoolFactory(SocketConnectionFactoryOptions options, IMemoryPoolFactory<byte> factory);
 
     public bool CanBind(EndPoint endpoint) => endpoint is HandedEndPoint;
 

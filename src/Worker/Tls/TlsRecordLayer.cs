@@ -37,10 +37,10 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
     private const byte HandshakeKeyUpdate = 24;
 
     /// <summary>
-    /// The most a record takes whole, header and tag included: one 16 KiB array of the shared pool. The transport's pipe
-    /// gives a record's room (more than its pool's 4 KiB blocks) from <see cref="System.Buffers.ArrayPool{T}.Shared"/>,
-    /// whose sizes are powers of two: a full record of 2^14 bytes of plaintext (16,406 to 16,413 bytes) took a 32 KiB
-    /// array, and a client that does not read held two of them in the pipe (docs/floods.md, "What a stalled TLS reader holds").
+    /// The most a record takes whole, header and tag included: one large block of the transport's pool
+    /// (<see cref="Http.TransportBlockPool.LargeBlock"/>). A full record of 2^14 bytes of plaintext (16,406 to 16,413
+    /// bytes) took a 32 KiB array of the shared array pool, whose sizes are powers of two, and a client that does not
+    /// read held two of them in the pipe (docs/floods.md, "What a stalled TLS reader holds").
     /// </summary>
     internal const int RecordBuffer = 16 * 1024;
 

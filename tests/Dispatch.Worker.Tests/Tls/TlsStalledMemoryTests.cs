@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using Dispatch.Wire.Tls;
+using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Dispatch.Worker.Tls;
 using Org.BouncyCastle.Tls;
@@ -43,11 +44,18 @@ public sealed class TlsStalledMemoryTests(ITestOutputHelper output) : IAsyncLife
         await WaitForAsync(() => _harness.Server.OpenConnections == 0);
 
         var baseline = _harness.CollectedHeap();
+        var blocks = TransportBlockPool.Instance.Outstanding;
         var clients = await StallAsync(Connections, 2000);
         try
         {
             await WaitForAsync(() => _harness.Server.WaitingSends == Connections);
             Assert.Equal(Connections, _harness.Server.WaitingSends);
+
+            // The two records each holds are in blocks of the transport's pool (pinned, off the GC's young generation),
+            // not in arrays of the shared array pool (docs/floods.md, "The transport's buffers off the GC's young generation").
+            var held = TransportBlockPool.Instance.Outstanding - blocks;
+            output.WriteLine($"transport blocks held: {held}");
+            Assert.True(held >= 2 * Connections, $"{held} transport blocks held by {Connections} stalled TLS readers");
             var perConnection = (_harness.CollectedHeap() - baseline) / Connections;
             output.WriteLine($"{Connections} stalled TLS readers, managed heap per connection (worker + the test's small client): {perConnection} bytes");
 

@@ -52,6 +52,28 @@ public sealed class MemoryTrimTests
         Assert.True(trim.Armed);                       // connections are open: it keeps looking
     }
 
+    // The worker's transport keeps the blocks its connections gave back (TransportBlockPool); a flood's stalled readers
+    // left 90 MB of them, which no collection could free while the pool held them.
+    [Fact]
+    public void Each_trim_first_lets_go_of_what_pools_keep()
+    {
+        var open = 0;
+        var released = 0;
+        using var trim = new MemoryTrim(() => open, Timeout.InfiniteTimeSpan, Log, trimNative: () => { }, heapBytes: NoGrowth, release: () => ++released);
+
+        open = 5000;
+        Assert.False(trim.Check());
+        Assert.Equal(0, released);
+        open = 20;                                     // the surge has ended
+        Assert.True(trim.Check());
+        Assert.Equal(1, released);
+        open = 0;
+        Assert.True(trim.Check());                     // quiet after connections
+        Assert.Equal(2, released);
+        Assert.False(trim.Check());                    // nothing since: no trim, nothing let go
+        Assert.Equal(2, released);
+    }
+
     // Seen in bench/flood.sh: the end of a flood of stalled TLS readers was seen at 896 of 3,584 connections still open,
     // trimmed there, and the rest closed a second later; the worker kept 140 MiB (52 before the flood) with its site's
     // good client still coming and going, so it never went quiet.
