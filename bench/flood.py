@@ -297,6 +297,7 @@ def cmd_good(a):
         host = hosts[i % len(hosts)]
         i += 1
         t0 = time.monotonic()
+        connected = shaken = None
         status = 0
         err = ""
         s = socket.socket()
@@ -304,16 +305,23 @@ def cmd_good(a):
             s.settimeout(a.timeout)
             s.bind((a.source, 0))
             s.connect((a.addr, a.port))
+            connected = time.monotonic()
             if a.tls:
                 s = ctx.wrap_socket(s, server_hostname=host)
+            shaken = time.monotonic()
             s.sendall(tool.http_request(host, a.path, True))
             status, _ = tool.read_response(s)
         except (OSError, ssl.SSLError, ValueError, IndexError) as e:
             err = f"{type(e).__name__}: {e}"[:120]
         finally:
             s.close()
-        ms = (time.monotonic() - t0) * 1000
-        out.write(json.dumps({"t": time.time(), "host": host, "ms": round(ms, 3), "status": status, "error": err}) + "\n")
+        end = time.monotonic()
+        ms = (end - t0) * 1000
+        # Where the time went: TCP connect, TLS handshake (0 for plain), request to the end of the response.
+        phases = [round((b - a_) * 1000, 3) if a_ is not None and b is not None else None
+                  for a_, b in ((t0, connected), (connected, shaken), (shaken, end))]
+        out.write(json.dumps({"t": time.time(), "host": host, "ms": round(ms, 3), "status": status, "error": err,
+                              "connect_ms": phases[0], "handshake_ms": phases[1], "response_ms": phases[2]}) + "\n")
         time.sleep(a.interval)
     return 0
 

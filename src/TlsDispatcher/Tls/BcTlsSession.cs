@@ -1,4 +1,5 @@
 using System.Buffers;
+using Dispatch.Platform.Hosting;
 using Dispatch.Wire.Tls;
 using Org.BouncyCastle.Tls;
 
@@ -214,7 +215,7 @@ public sealed class BcTlsSession : IDisposable
                     continue;
                 }
 
-                _record ??= ArrayPool<byte>.Shared.Rent(HeaderLength + MaxRecordLength);
+                _record ??= PinnedArrayPool.Instance.Rent(HeaderLength + MaxRecordLength);
                 int want = _recordFilled < HeaderLength ? HeaderLength - _recordFilled : HeaderLength + RecordLength(_record) - _recordFilled;
                 int take = Math.Min(want, count);
                 buffer.AsSpan(offset, take).CopyTo(_record.AsSpan(_recordFilled));
@@ -240,12 +241,12 @@ public sealed class BcTlsSession : IDisposable
             if (count > 0)
             {
                 // Past the record that completed the handshake: ciphertext of the next phase, held as it came.
-                _held ??= ArrayPool<byte>.Shared.Rent(Math.Max(count, 4096));
+                _held ??= PinnedArrayPool.Instance.Rent(Math.Max(count, 4096));
                 if (_heldLength + count > _held.Length)
                 {
-                    byte[] larger = ArrayPool<byte>.Shared.Rent(_heldLength + count);
+                    byte[] larger = PinnedArrayPool.Instance.Rent(_heldLength + count);
                     _held.AsSpan(0, _heldLength).CopyTo(larger);
-                    ArrayPool<byte>.Shared.Return(_held, clearArray: true);
+                    PinnedArrayPool.Instance.Return(_held, clearArray: true);
                     _held = larger;
                 }
 
@@ -300,7 +301,7 @@ public sealed class BcTlsSession : IDisposable
             }
             finally
             {
-                ArrayPool<byte>.Shared.Return(held, clearArray: true);
+                PinnedArrayPool.Instance.Return(held, clearArray: true);
             }
         }
     }
@@ -538,14 +539,14 @@ public sealed class BcTlsSession : IDisposable
             ReturnRecordBuffer();
             if (_held is not null)
             {
-                ArrayPool<byte>.Shared.Return(_held, clearArray: true);
+                PinnedArrayPool.Instance.Return(_held, clearArray: true);
                 _held = null;
                 _heldLength = 0;
             }
 
             if (_scratch is not null)
             {
-                ArrayPool<byte>.Shared.Return(_scratch, clearArray: true);
+                PinnedArrayPool.Instance.Return(_scratch, clearArray: true);
                 _scratch = null;
             }
         }
@@ -610,13 +611,13 @@ public sealed class BcTlsSession : IDisposable
     {
         if (_record is not null)
         {
-            ArrayPool<byte>.Shared.Return(_record, clearArray: true);
+            PinnedArrayPool.Instance.Return(_record, clearArray: true);
             _record = null;
             _recordFilled = 0;
         }
     }
 
-    private byte[] Scratch() => _scratch ??= ArrayPool<byte>.Shared.Rent(16 * 1024);
+    private byte[] Scratch() => _scratch ??= PinnedArrayPool.Instance.Rent(16 * 1024);
 
     private void ThrowIfUnusable()
     {

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Security.Cryptography;
 using System.Text;
+using Dispatch.Platform.Hosting;
 using Dispatch.TlsDispatcher.Http;
 using Dispatch.TlsDispatcher.Identity;
 using Dispatch.TlsDispatcher.Net;
@@ -24,8 +25,8 @@ internal sealed partial class TlsTerminationFrontend
     {
         var identity = route.Identity!;
         using var session = new BcTlsSession(credentials, Http11Only, tickets: SessionTicketKeys.Shared, vhost: route.Name);
-        var buffer = ArrayPool<byte>.Shared.Rent(HandshakeReceiveSize);
-        var plain = ArrayPool<byte>.Shared.Rent(settings.MaxRequestHead + BcTlsSession.MaxRecordLength);
+        var buffer = PinnedArrayPool.Instance.Rent(HandshakeReceiveSize);
+        var plain = PinnedArrayPool.Instance.Rent(settings.MaxRequestHead + BcTlsSession.MaxRecordLength);
         try
         {
             if (!await HandshakeOnPollerAsync(session, hello, buffer, id, start, sni, timeout).ConfigureAwait(false))
@@ -195,8 +196,8 @@ internal sealed partial class TlsTerminationFrontend
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(plain, clearArray: true);
-            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+            PinnedArrayPool.Instance.Return(plain, clearArray: true);
+            PinnedArrayPool.Instance.Return(buffer, clearArray: true);
         }
     }
 

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
+using Dispatch.Platform.Hosting;
 using Dispatch.Platform.Interop;
 using Dispatch.TlsDispatcher.Net;
 using Dispatch.TlsDispatcher.Workers;
@@ -200,7 +201,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
     private async Task BouncyCastleHandOffAsync(BcServerCredentials credentials, VhostRoute route, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, DispatcherSettings settings, CancellationToken timeout)
     {
         using var session = new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only, tickets: SessionTicketKeys.Shared, vhost: route.Name);
-        var buffer = ArrayPool<byte>.Shared.Rent(HandshakeReceiveSize);
+        var buffer = PinnedArrayPool.Instance.Rent(HandshakeReceiveSize);
         try
         {
             if (!await HandshakeOnPollerAsync(session, hello, buffer, id, start, sni, timeout).ConfigureAwait(false))
@@ -242,7 +243,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+            PinnedArrayPool.Instance.Return(buffer, clearArray: true);
         }
     }
 
@@ -426,7 +427,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
             while (true)
             {
                 await tls.ReadAsync(Memory<byte>.Empty).ConfigureAwait(false);
-                var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+                var buffer = PinnedArrayPool.Instance.Rent(BufferSize);
                 try
                 {
                     var n = await tls.ReadAsync(buffer).ConfigureAwait(false);
@@ -441,7 +442,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    PinnedArrayPool.Instance.Return(buffer);
                 }
             }
 
@@ -462,7 +463,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
             while (true)
             {
                 await plain.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
-                var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+                var buffer = PinnedArrayPool.Instance.Rent(BufferSize);
                 try
                 {
                     var n = await plain.ReceiveAsync(buffer, SocketFlags.None).ConfigureAwait(false);
@@ -477,7 +478,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    PinnedArrayPool.Instance.Return(buffer);
                 }
             }
 

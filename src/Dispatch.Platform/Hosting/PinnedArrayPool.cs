@@ -1,0 +1,109 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Numerics;
+
+namespace Dispatch.Platform.Hosting;
+
+/// <summary>
+/// The buffers a connection holds while it waits (a dispatcher's prelude and handshake records): arrays of 4 to 64
+/// KiB (powers of two) on the pinned object heap, kept for the next connection however many come back, until
+/// <see cref="Trim"/> lets them go (<see cref="MemoryTrim"/>, once a surge has ended or the process is quiet).
+/// </summary>
+/// <remarks>
+/// <see cref="ArrayPool{T}.Shared"/> keeps 16 arrays of a size per core (<c>Spawner.PooledArrays</c>): with 256 TLS
+/// handshakes in flight, each holding three or four buffers of 16 to 32 KiB while its client is slow, nearly every rent
+/// was a new array of the GC's young generation, held through a collection or two and copied each time, then dropped at
+/// its return: a dispatcher in a TLS flood made up to 19 collections a second, more than its handshakes' own
+/// allocation (25 to 36 KiB each) explains (docs/floods.md, "The transport's buffers off the GC's young generation").
+/// Arrays here are allocated once, never moved, and given back to the system by the trim.
+/// </remarks>
+public sealed class PinnedArrayPool : ArrayPool<byte>
+{
+    /// <summary>The smallest array given (a smaller rent gets this).</summary>
+    public const int MinimumLength = 4096;
+
+    /// <summary>The largest array kept: a larger rent gets an ordinary array, dropped at its return.</summary>
+    public const int MaximumLength = 64 * 1024;
+
+    private static readonly int s_minimumShift = BitOperations.Log2(MinimumLength);
+    private readonly ConcurrentQueue<byte[]>[] _sizes;
+    private long _outstanding;
+    private long _kept;
+    private long _allocated;
+
+    public PinnedArrayPool()
+    {
+        _sizes = new ConcurrentQueue<byte[]>[BitOperations.Log2(MaximumLength) - s_minimumShift + 1];
+        for (var i = 0; i < _sizes.Length; i++)
+            _sizes[i] = new ConcurrentQueue<byte[]>();
+    }
+
+    /// <summary>The pool of this process.</summary>
+    public static PinnedArrayPool Instance { get; } = new();
+
+    /// <summary>Arrays rented from the kept sizes and not yet returned.</summary>
+    public long Outstanding => Interlocked.Read(ref _outstanding);
+
+    /// <summary>Arrays returned and kept for the next rent.</summary>
+    public long Kept => Interlocked.Read(ref _kept);
+
+    /// <summary>Arrays of the kept sizes allocated so far (rents the kept ones did not serve).</summary>
+    public long Allocated => Interlocked.Read(ref _allocated);
+
+    public override byte[] Rent(int minimumLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(minimumLength);
+        if (minimumLength > MaximumLength)
+            return GC.AllocateUninitializedArray<byte>(minimumLength);
+        var size = Index(minimumLength, out var length);
+        Interlocked.Increment(ref _outstanding);
+        if (_sizes[size].TryDequeue(out var array))
+        {
+            Interlocked.Decrement(ref _kept);
+            return array;
+        }
+
+        Interlocked.Increment(ref _allocated);
+        return GC.AllocateUninitializedArray<byte>(length, pinned: true);
+    }
+
+    public override void Return(byte[] array, bool clearArray = false)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        var length = array.Length;
+        if (length < MinimumLength || length > MaximumLength || !BitOperations.IsPow2(length))
+        {
+            // Not one of ours (a rent larger than the largest size): the GC takes it.
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(length, MaximumLength, nameof(array));
+            return;
+        }
+
+        if (clearArray)
+            Array.Clear(array);
+        Interlocked.Decrement(ref _outstanding);
+        Interlocked.Increment(ref _kept);
+        _sizes[Index(length, out _)].Enqueue(array);
+    }
+
+    /// <summary>Lets go of every array kept (those rented come back later and are kept again). Returns how many.</summary>
+    public int Trim()
+    {
+        var released = 0;
+        foreach (var size in _sizes)
+        {
+            while (size.TryDequeue(out _))
+            {
+                Interlocked.Decrement(ref _kept);
+                released++;
+            }
+        }
+
+        return released;
+    }
+
+    private static int Index(int minimumLength, out int length)
+    {
+        length = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(minimumLength, MinimumLength));
+        return BitOperations.Log2((uint)length) - s_minimumShift;
+    }
+}
