@@ -10,16 +10,17 @@ namespace Dispatch.Worker.Tests;
 public sealed class TransportBlockPoolTests
 {
     [Fact]
-    public void A_block_is_pinned_outside_the_young_generation_and_sized_for_a_segment_or_a_whole_record()
+    public void A_record_s_block_is_pinned_outside_the_young_generation()
     {
         var pool = new TransportBlockPool();
         using var segment = pool.Rent();
         using var small = pool.Rent(100);
         using var record = pool.Rent(TransportBlockPool.SmallBlock + 1);
 
-        Assert.Equal(TransportBlockPool.SmallBlock, segment.Memory.Length);
-        Assert.Equal(TransportBlockPool.SmallBlock, small.Memory.Length);
+        Assert.True(segment.Memory.Length >= TransportBlockPool.SmallBlock);
+        Assert.True(small.Memory.Length >= 100);
         Assert.Equal(TransportBlockPool.LargeBlock, record.Memory.Length);
+        Assert.Equal(1, pool.Outstanding); // the small rents are the shared array pool's
         Assert.Equal(Dispatch.Worker.Tls.TlsRecordLayer.RecordBuffer, TransportBlockPool.LargeBlock);
         Assert.Equal(TransportBlockPool.LargeBlock, pool.MaxBufferSize);
 
@@ -32,7 +33,7 @@ public sealed class TransportBlockPoolTests
     }
 
     [Fact]
-    public void A_block_given_back_serves_the_next_rent_of_its_size_until_a_trim_lets_it_go()
+    public void A_block_given_back_serves_the_next_record_until_a_trim_lets_it_go()
     {
         var pool = new TransportBlockPool();
         var record = pool.Rent(TransportBlockPool.LargeBlock);
@@ -44,15 +45,13 @@ public sealed class TransportBlockPoolTests
         Assert.Equal(0, pool.Outstanding);
         Assert.Equal(1, pool.Kept);
 
-        using (var small = pool.Rent(TransportBlockPool.SmallBlock))
-        {
-            Assert.Equal(2, pool.Allocated); // the kept block is a large one
-        }
-
-        var again = pool.Rent(TransportBlockPool.LargeBlock);
-        Assert.True(again.Memory.Span == first.Span);
+        var second = pool.Rent(TransportBlockPool.SmallBlock + 1);
+        Assert.True(second.Memory.Span == first.Span);
+        Assert.Equal(1, pool.Allocated);
+        var third = pool.Rent(TransportBlockPool.LargeBlock);
         Assert.Equal(2, pool.Allocated);
-        again.Dispose();
+        second.Dispose();
+        third.Dispose();
         Assert.Equal(2, pool.Kept);
 
         Assert.Equal(2, pool.Trim());

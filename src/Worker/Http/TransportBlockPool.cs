@@ -7,34 +7,36 @@ using Microsoft.AspNetCore.Connections;
 namespace Dispatch.Worker.Http;
 
 /// <summary>
-/// The memory of every handed connection's socket transport (its input and output pipes): blocks of 4 KiB, and of
-/// 16 KiB for a whole TLS record (<see cref="TlsRecordLayer.RecordBuffer"/>), allocated on the pinned object heap and
-/// kept for the next connection, until <see cref="Trim"/> lets them go (<see cref="Dispatch.Platform.Hosting.MemoryTrim"/>,
-/// once a surge has ended or the worker is quiet).
+/// The memory of every handed connection's socket transport (its input and output pipes): a whole TLS record's room
+/// (more than 4 KiB, at most <see cref="TlsRecordLayer.RecordBuffer"/>) is a block of 16 KiB on the pinned object heap,
+/// kept for the next connection until <see cref="Trim"/> lets it go (<see cref="Dispatch.Platform.Hosting.MemoryTrim"/>,
+/// once a surge has ended or the worker is quiet); smaller rents (a socket's read, a short response's record) are
+/// arrays of the shared array pool, as Kestrel's socket transport takes when given no pool.
 /// </summary>
 /// <remarks>
-/// <para>Why not what Kestrel's socket transport takes when given no pool (<see cref="MemoryPool{T}.Shared"/>, arrays
-/// of the shared array pool, which keeps only a few of each size): during a flood of stalled TLS readers the pipes'
-/// buffers were new arrays of the GC's young generation, each held for as long as its client does not read. Nearly all
-/// of every gen 0 budget then survived its collection and was copied twice (gen 0 to 1 to 2): the flooded worker made 3
-/// to 17 collections a second and paused 60 to 250 ms of each second, and the flooded site's p99 was 155 to 173 ms. With
-/// these blocks outside the young generation it made 1 to 3 and paused 14 to 49 ms, and the p99 was 54 ms
+/// <para>Why: a client that does not read holds two whole records in the pipe. As arrays of the shared array pool
+/// (which keeps 16 of a size per core) they were, during a flood of stalled TLS readers, new arrays of the GC's young
+/// generation: nearly all of every gen 0 budget survived its collection and was copied twice (gen 0 to 1 to 2). The
+/// flooded worker made 3 to 17 collections a second and paused 60 to 250 ms of each second, and the flooded site's p99
+/// was 155 to 173 ms; with blocks off the young generation, 1 to 3 collections, 14 to 49 ms, a p99 of 54 to 82 ms
 /// (docs/floods.md, "The transport's buffers off the GC's young generation").</para>
 /// <para>Why not Kestrel's own pool (what its socket transport takes through DI: 4 KiB pinned blocks): a whole record
 /// does not fit a 4 KiB block, so the pipe gave records arrays of the shared pool again; and that pool lets blocks go
 /// a few percent every ten seconds, so a worker kept 90 MB of blocks for minutes after a flood of 2,600 stalled
-/// readers. This one is given back at once by the trim.</para>
+/// readers. These are given back at once by the trim. Why not every size from here: a stalled reader's records are
+/// what it holds, and the small rents are every request's; with them here too, a keep-alive TLS request of 1 KiB cost
+/// more CPU in three A/B runs (1.28-1.35x nginx's -> 1.43-1.54x) and less in a fourth, every range overlapping: the
+/// narrower change was kept.</para>
 /// </remarks>
 internal sealed class TransportBlockPool : MemoryPool<byte>, IMemoryPoolFactory<byte>
 {
-    /// <summary>The block a pipe's segment and a socket's read take.</summary>
+    /// <summary>The largest rent served by the shared array pool (a pipe's segment, a socket's read).</summary>
     public const int SmallBlock = 4096;
 
     /// <summary>The block a whole TLS record takes.</summary>
     public const int LargeBlock = TlsRecordLayer.RecordBuffer;
 
-    private readonly ConcurrentQueue<Block> _small = new();
-    private readonly ConcurrentQueue<Block> _large = new();
+    private readonly ConcurrentQueue<Block> _free = new();
     private long _outstanding;
     private long _kept;
     private long _allocated;
@@ -55,11 +57,13 @@ internal sealed class TransportBlockPool : MemoryPool<byte>, IMemoryPoolFactory<
 
     public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
     {
+        if (minBufferSize <= SmallBlock)
+            return Shared.Rent(minBufferSize <= 0 ? SmallBlock : minBufferSize);
+
         // A pipe asks a pool only for sizes up to its MaxBufferSize (larger ones it takes from the shared array pool).
         ArgumentOutOfRangeException.ThrowIfGreaterThan(minBufferSize, LargeBlock);
-        var free = minBufferSize <= SmallBlock ? _small : _large;
         Interlocked.Increment(ref _outstanding);
-        if (free.TryDequeue(out var block))
+        if (_free.TryDequeue(out var block))
         {
             Interlocked.Decrement(ref _kept);
             block.Lease();
@@ -67,20 +71,17 @@ internal sealed class TransportBlockPool : MemoryPool<byte>, IMemoryPoolFactory<
         }
 
         Interlocked.Increment(ref _allocated);
-        return new Block(this, free == _small ? SmallBlock : LargeBlock);
+        return new Block(this);
     }
 
     /// <summary>Lets go of every block kept (those rented come back later and are kept again). Returns how many.</summary>
     public int Trim()
     {
         var released = 0;
-        foreach (var free in (ReadOnlySpan<ConcurrentQueue<Block>>)[_small, _large])
+        while (_free.TryDequeue(out _))
         {
-            while (free.TryDequeue(out _))
-            {
-                Interlocked.Decrement(ref _kept);
-                released++;
-            }
+            Interlocked.Decrement(ref _kept);
+            released++;
         }
 
         return released;
@@ -93,7 +94,7 @@ internal sealed class TransportBlockPool : MemoryPool<byte>, IMemoryPoolFactory<
     {
         Interlocked.Decrement(ref _outstanding);
         Interlocked.Increment(ref _kept);
-        (block.Memory.Length == SmallBlock ? _small : _large).Enqueue(block);
+        _free.Enqueue(block);
     }
 
     // The transport disposes the pools it was given when the server stops; this one is the process's and stays.
@@ -106,11 +107,11 @@ internal sealed class TransportBlockPool : MemoryPool<byte>, IMemoryPoolFactory<
         private readonly TransportBlockPool _pool;
         private int _leased = 1;
 
-        public Block(TransportBlockPool pool, int size)
+        public Block(TransportBlockPool pool)
         {
             _pool = pool;
             // Pinned from the start: a socket's I/O pins nothing more, and the GC never moves (copies) it.
-            Memory = MemoryMarshal.CreateFromPinnedArray(GC.AllocateUninitializedArray<byte>(size, pinned: true), 0, size);
+            Memory = MemoryMarshal.CreateFromPinnedArray(GC.AllocateUninitializedArray<byte>(LargeBlock, pinned: true), 0, LargeBlock);
         }
 
         public Memory<byte> Memory { get; }
