@@ -131,11 +131,14 @@ public sealed class TlsHandOffTests : IDisposable
         }
 
         var pumps = Task.WhenAll(PumpAsync(client.StandardOutput.BaseStream), PumpAsync(client.StandardError.BaseStream));
-        int Count(string needle)
+        // The pumps append while the test reads: every read of the text under the lock (an assertion's message too).
+        string Text()
         {
             lock (gate)
-                return output.ToString().Split(needle).Length - 1;
+                return output.ToString();
         }
+
+        int Count(string needle) => Text().Split(needle).Length - 1;
 
         try
         {
@@ -144,23 +147,23 @@ public sealed class TlsHandOffTests : IDisposable
             {
                 client.StandardInput.Write("GET / HTTP/1.1\nHost: a.localhost\n\n");
                 client.StandardInput.Flush();
-                Assert.True(Tools.Eventually(() => Count(Body) >= expected), $"no answer {expected}:\n{output}");
+                Assert.True(Tools.Eventually(() => Count(Body) >= expected), $"no answer {expected}:\n{Text()}");
             }
 
-            Assert.True(Tools.Eventually(() => Count("Verify return code: 0 (ok)") > 0), output.ToString());
+            Assert.True(Tools.Eventually(() => Count("Verify return code: 0 (ok)") > 0), Text());
             Request(1);
             client.StandardInput.Write("k\n"); // KeyUpdate, update_not_requested: the server's read key moves on
             client.StandardInput.Flush();
-            Assert.True(Tools.Eventually(() => Count("KEYUPDATE") >= 1), output.ToString());
+            Assert.True(Tools.Eventually(() => Count("KEYUPDATE") >= 1), Text());
             Request(2);
             client.StandardInput.Write("K\n"); // update_requested: the server must update its write key too
             client.StandardInput.Flush();
-            Assert.True(Tools.Eventually(() => Count("KEYUPDATE") >= 2), output.ToString());
+            Assert.True(Tools.Eventually(() => Count("KEYUPDATE") >= 2), Text());
             Request(3);
 
             // The server answered update_requested with a KeyUpdate of its own, and its records after it are read
             // under the new key (request 3's answer above, and the next one).
-            Assert.True(Tools.Eventually(() => Count("<<< TLS 1.3, Handshake [length 0005], KeyUpdate") >= 1), output.ToString());
+            Assert.True(Tools.Eventually(() => Count("<<< TLS 1.3, Handshake [length 0005], KeyUpdate") >= 1), Text());
             Request(4);
             lock (gate)
                 Assert.DoesNotContain("alert", output.ToString(), StringComparison.OrdinalIgnoreCase);
