@@ -22,7 +22,8 @@ namespace Dispatch.Worker.Http;
 /// here and the file is read from the descriptor the confined open gave (the open-file cache's, or its own) — never
 /// opened again by name.</para>
 /// <para>Each chunk is read (pread) into an array rented from the shared pool, copied into the writer and the array
-/// given back before the flush is awaited. Range requests arrive as an offset and a count, as before.</para>
+/// given back before the flush is awaited. Range requests arrive as an offset and a count, as before. After a flush
+/// that waited for the client, while the thread pool is congested, the copy goes on on the <see cref="BulkLane"/>.</para>
 /// <para>On a plain HTTP/1 connection whose output is the socket itself (<see cref="DirectSocketWriter"/>) and with
 /// nothing but the access log's count between here and Kestrel (no response compression), the body goes by
 /// <c>sendfile(2)</c> instead (<see cref="SendDirectAsync"/>): no buffer and no copy in the worker, and a stalled reader
@@ -144,9 +145,18 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             }
 
             remaining -= read;
-            if (Ended(await writer.FlushAsync(flushToken).ConfigureAwait(false), endsWithConnection, cancellationToken))
+            var flush = writer.FlushAsync(flushToken);
+            var waited = !flush.IsCompleted;
+            if (Ended(await flush.ConfigureAwait(false), endsWithConnection, cancellationToken))
             {
                 return;
+            }
+
+            if (waited && remaining > 0 && BulkLane.IsCongested())
+            {
+                // The client took what was sent, but the pool is congested: the next records are made on the bulk lane,
+                // behind no new connection's setup (BulkLane).
+                await BulkLane.Yield();
             }
         }
     }
