@@ -22,7 +22,7 @@ internal static unsafe class CertificateLoader
         // VhostSection refuses such a certDir first, as a config error; this keeps GetFullPath from throwing.
         if (!Path.IsPathFullyQualified(directory) || directory.Contains('\0', StringComparison.Ordinal))
             throw new CertificateException($"'{directory}' is not an absolute path");
-        var dir = Path.GetFullPath(directory).TrimEnd('/');
+        var dir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
         var unsafeDir = PathSafety.CheckRootOwned(dir);
         if (unsafeDir is not null)
             throw new CertificateException($"{dir}: {unsafeDir}");

@@ -18,6 +18,8 @@ internal static class LogSection
             ctx.Error("log:console", $"'{log.Console}' is not a console log format (text, json or none)");
         if (log.File is not null && !System.IO.Path.IsPathFullyQualified(log.File))
             ctx.Error("log:file", $"'{log.File}' is not an absolute path");
+        else if (log.File is not null && System.IO.Path.GetFileName(log.File).Length == 0)
+            ctx.Error("log:file", $"'{log.File}' names a directory, not a file");
         else if (log.File is not null && PathSafety.CheckRootOwned(System.IO.Path.GetDirectoryName(log.File)!) is { } logDirProblem)
             ctx.Error("log:file", $"the master's log must live in a root-owned directory no one else can write: {logDirProblem}");
 

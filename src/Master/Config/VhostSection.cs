@@ -79,9 +79,9 @@ internal static class VhostSection
                 ctx.Error($"{v.Path}:certDir", "required for \"tls\": \"terminate\" (a certbot-layout directory with fullchain.pem and privkey.pem)");
             foreach (var (certPath, certDir) in certDirs)
             {
-                if (!System.IO.Path.IsPathFullyQualified(certDir))
+                if (CertDirProblem(certDir) is { } problem)
                 {
-                    ctx.Error(certPath, $"'{certDir}' is not an absolute path");
+                    ctx.Error(certPath, problem);
                     continue;
                 }
 
@@ -105,8 +105,8 @@ internal static class VhostSection
             // The tenant's own key: only its worker, as the tenant, ever opens it. The master checks the path's shape only.
             if (certDirs.Count != 1)
                 ctx.Error($"{v.Path}:certDir", "a passthrough vhost needs exactly one certDir (the tenant's own, read by its worker)");
-            else if (!System.IO.Path.IsPathFullyQualified(certDirs[0].Value))
-                ctx.Error(certDirs[0].Path, $"'{certDirs[0].Value}' is not an absolute path");
+            else if (CertDirProblem(certDirs[0].Value) is { } problem)
+                ctx.Error(certDirs[0].Path, problem);
         }
         else if (tls != TlsModes.None)
         {
@@ -223,4 +223,10 @@ internal static class VhostSection
 
         return list;
     }
+
+    /// <summary>Null when <paramref name="certDir"/> can name a certbot-layout directory: absolute, and not the root itself.</summary>
+    private static string? CertDirProblem(string certDir) =>
+        !System.IO.Path.IsPathFullyQualified(certDir) ? $"'{certDir}' is not an absolute path"
+        : System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(certDir)) == "/" ? $"'{certDir}' is the root directory, not a certificate directory"
+        : null;
 }

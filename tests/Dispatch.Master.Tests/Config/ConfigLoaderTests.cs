@@ -35,6 +35,25 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.Contains(errors, e => e.Path == "vhosts:a.example:certDir" && e.Reason == $"'{certDir}' is not an absolute path");
     }
 
+    /// <summary>
+    /// Found by the config fuzzer in CI: <c>"certDir": "/"</c> lost its only character to the trailing-slash trim, and
+    /// the empty string reached <c>Path.GetFullPath</c> in PathSafety, which threw ArgumentException out of Load. The
+    /// root as a path, in any setting that names a directory or a file, is an error at that path.
+    /// </summary>
+    [Theory]
+    [InlineData("vhosts:a.example:certDir", """{"vhosts":{"a.example":{"certDir":"/"}}}""")]
+    [InlineData("vhosts:a.example:certDirs:0", """{"vhosts":{"a.example":{"certDirs":["//"]}}}""")]
+    [InlineData("vhosts:a.example:certDir", """{"vhosts":{"a.example":{"tls":"passthrough","certDir":"/"}}}""")]
+    [InlineData("vhosts:a.example:certDir", """{"vhosts":{"a.example":{"tls":"passthrough","certDir":"/\u0000"}}}""")]
+    [InlineData("log:file", """{"log":{"file":"/"}}""")]
+    [InlineData("vhosts:a.example:accessLog", """{"vhosts":{"a.example":{"accessLog":"/"}}}""")]
+    [InlineData("vhosts:a.example:errorLog", """{"vhosts":{"a.example":{"errorLog":"//"}}}""")]
+    public void The_root_as_a_path_is_an_error_at_its_path(string path, string json)
+    {
+        var errors = Errors(json);
+        Assert.Contains(errors, e => e.Path == path);
+    }
+
     /// <summary>A NUL makes every path API throw; in a value or in a name, it is one error at that path.</summary>
     [Fact]
     public void A_NUL_in_a_value_or_a_name_is_an_error_at_its_path_once()
