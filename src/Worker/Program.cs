@@ -338,10 +338,7 @@ internal static class Program
                 meta.Mode == ConnectionMode.HandedTls ? meta.Session : null,
                 meta.Plaintext);
             if (!server.TryEnqueue(handle, meta.Initial, info))
-            {
-                log.Warning("Connection {ConnectionId} refused: the server is stopping", meta.ConnectionId);
-                handle.Dispose();
-            }
+                handle.Dispose(); // the server is stopping (it said so, within its connection log budget)
 
             Interlocked.Increment(ref s_received);
             ArmLoadReports();

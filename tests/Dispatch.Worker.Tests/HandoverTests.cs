@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Dispatch.Platform.Hosting;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
 using Xunit.Abstractions;
@@ -320,5 +321,37 @@ public sealed class HandoverTests(ITestOutputHelper output) : IAsyncLifetime
         var received = await busy.DrainAsync(TimeSpan.FromSeconds(10));
         Assert.True(received < size, $"received {received}");
         Assert.True(await _harness.WaitForOpenConnectionsAsync(0, TimeSpan.FromSeconds(5)));
+    }
+
+    /// <summary>
+    /// The dispatcher may hand a stopping worker connections until it hears of the stop: each is refused (the caller
+    /// closes it), and the line about it comes within the worker's budget of lines about single connections, the rest
+    /// counted. Each refusal was a line of its own, a flood of them while a busy worker stopped.
+    /// </summary>
+    [Fact]
+    public async Task Connections_handed_to_a_stopping_server_are_refused_and_logged_within_the_budget()
+    {
+        ConnectionLogBudget? budget = null;
+        var harness = await Harness.StartAsync(
+            log => budget = new ConnectionLogBudget(log, WorkerHttpServer.ConnectionLogWhat, burst: 2, perSecond: 0, reportEvery: TimeSpan.FromHours(1)),
+            Harness.Vhost("a.localhost", _dir.Combine("site")));
+        await using (harness)
+        {
+            await harness.Server.StopAsync(TimeSpan.Zero);
+            for (var i = 0; i < 5; i++)
+            {
+                using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                Assert.False(harness.Server.TryEnqueue(socket, default, new HandedConnectionInfo(100 + i, null, null, null, null, null, HandedProtocol.Http1)));
+            }
+
+            Assert.Equal(3, budget!.NotLogged);
+            Assert.Equal(
+                [100L, 101L],
+                harness.Sink.Events.Where(e => e.MessageTemplate.Text == "Connection {ConnectionId} refused: the server is stopping")
+                    .Select(e => (long)((Serilog.Events.ScalarValue)e.Properties["ConnectionId"]).Value!).ToList());
+        }
+
+        var count = Assert.Single(harness.Sink.Events, e => e.MessageTemplate.Text.Contains("lines about single connections", StringComparison.Ordinal));
+        Assert.StartsWith("3 lines about single connections (TLS alerts, broken TLS records, send timeouts, refused while stopping) not logged", count.RenderMessage(), StringComparison.Ordinal);
     }
 }

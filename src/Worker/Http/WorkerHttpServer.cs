@@ -33,7 +33,7 @@ namespace Dispatch.Worker.Http;
 public sealed class WorkerHttpServer : IAsyncDisposable
 {
     /// <summary>What the worker's lines about single connections are about (<see cref="ConnectionLogBudget"/>'s count line).</summary>
-    public const string ConnectionLogWhat = "TLS alerts, broken TLS records, send timeouts";
+    public const string ConnectionLogWhat = "TLS alerts, broken TLS records, send timeouts, refused while stopping";
 
     private readonly Channel<PendingConnection> _http1 = Channel.CreateUnbounded<PendingConnection>();
     private readonly Channel<PendingConnection> _http2 = Channel.CreateUnbounded<PendingConnection>();
@@ -319,6 +319,10 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(info);
         if (_stopping)
         {
+            // The dispatcher may hand a stopping worker connections until it hears of the stop: one line each, within
+            // the budget of lines about single connections (a flood's worth would otherwise be a flood of lines).
+            if (_connectionLog.Allow())
+                _log.Warning("Connection {ConnectionId} refused: the server is stopping", info.ConnectionId);
             return false;
         }
 
