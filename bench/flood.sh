@@ -9,6 +9,8 @@
 # Environment (all optional):
 #   N=10000             hostile connections held per flood (stalled readers, hellos, slowloris)
 #   DURATION=20         seconds each flood runs (reopening what the server ends)
+#   IDLE=$DURATION      seconds of good client measured idle, just before the flood: as long as the flood, so that the idle
+#                       p99 is taken from as many requests as the p99 during it (5 s gave 125 per site: the 2nd slowest)
 #   WARMUP=30           seconds of good client before the idle phase and the "before" descriptors and RSS: long
 #                       enough for each process to fill its gen 0 budget once (with 2 s, a flood of 20 connections
 #                       "left" +5.7 % RSS: the good client's own allocations; docs/floods.md)
@@ -29,6 +31,7 @@ N=${N:-10000}
 DURATION=${DURATION:-20}
 AFTER=${AFTER:-10}
 WARMUP=${WARMUP:-30}
+IDLE=${IDLE:-$DURATION}
 MANY=${MANY:-100}
 HS_CONC=${HS_CONC:-8}
 SCENARIOS=${SCENARIOS:-stalled-http stalled-tls hello handshake slowloris-http slowloris-tls}
@@ -143,7 +146,7 @@ for scen in $SCENARIOS; do
       log "$scen from $mode address(es): $s"
       "$PY" "$TOOL" scenario --server "$s" --name "$scen/$mode" --root "${ROOT[$s]}" --kind "$kind" $tls \
         --port "$port" --good-port "$port" --source "$src" --n "$N" --duration "$DURATION" --hs-conc "$HS_CONC" \
-        --warmup "$WARMUP" --after "$AFTER" --out "$results" >/dev/null || log "WARNING: $scen/$mode against $s failed"
+        --warmup "$WARMUP" --idle "$IDLE" --after "$AFTER" --out "$results" >/dev/null || log "WARNING: $scen/$mode against $s failed"
       kill -0 "${ROOT[$s]}" 2>/dev/null || die "$s died during $scen/$mode"
     done
   done
@@ -159,7 +162,7 @@ cat >"$run/meta.json" <<META
   "scenarios": [$(IFS=,; echo "${scen_list[*]}")], "servers": [$(IFS=,; echo "${srv_list[*]}")],
   "machine": { "nproc": $(nproc), "load average at the end": "$(cut -d' ' -f1-3 /proc/loadavg)",
                "nginx": "$(nginx -v 2>&1 | sed 's/^nginx version: //')", "descriptor limit": $NOFILE,
-               "flood": "N=$N per flood, $DURATION s, after $WARMUP s of warm-up, one address 127.0.0.2 or $MANY addresses 127.0.0.3-$last; good client from 127.0.0.1, a fresh connection per request (TLS 1.3 full handshake on TLS scenarios), a.localhost (the flooded vhost) and b.localhost (another tenant) alternating every 20 ms",
+               "flood": "N=$N per flood, $DURATION s, after $WARMUP s of warm-up and $IDLE s measured idle, one address 127.0.0.2 or $MANY addresses 127.0.0.3-$last; good client from 127.0.0.1, a fresh connection per request (TLS 1.3 full handshake on TLS scenarios), a.localhost (the flooded vhost) and b.localhost (another tenant) alternating every 20 ms",
                "Dispatch": "$app, defaults for every timeout and limit, dispatcher and pools nofile $NOFILE",
                "nginx config": "worker_processes auto, worker_connections $NOFILE, default timeouts" } }
 META
