@@ -274,6 +274,24 @@ internal sealed class Harness : IAsyncDisposable
         return new Harness(server, sink, watch.Elapsed);
     }
 
+    /// <summary>
+    /// As above, with a budget of <paramref name="burst"/> lines about single connections and none a second after
+    /// them, whose count is reported only when the server stops (<see cref="AssertNotLoggedReport"/> reads it).
+    /// </summary>
+    public static async Task<(Harness Harness, ConnectionLogBudget Budget)> StartWithLogBudgetAsync(int burst, params WorkerVhost[] vhosts)
+    {
+        ConnectionLogBudget? budget = null;
+        var harness = await StartAsync(log => budget = new ConnectionLogBudget(log, WorkerHttpServer.ConnectionLogWhat, burst, perSecond: 0, reportEvery: TimeSpan.FromHours(1)), vhosts);
+        return (harness, budget!);
+    }
+
+    /// <summary>After the server stopped: its budget's one report line, counting <paramref name="notLogged"/> lines.</summary>
+    public void AssertNotLoggedReport(int notLogged)
+    {
+        var count = Assert.Single(Sink.Events, e => e.MessageTemplate.Text.Contains("lines about single connections", StringComparison.Ordinal));
+        Assert.StartsWith($"{notLogged} lines about single connections ({WorkerHttpServer.ConnectionLogWhat}) not logged", count.RenderMessage(), StringComparison.Ordinal);
+    }
+
     /// <summary>A vhost as the master would send it: no CGI, no proxy, no FastCGI, no TLS of its own.</summary>
     public static WorkerVhost Vhost(string name, string root, bool listing = false, string[]? aliases = null, string[]? index = null) =>
         new(name, aliases ?? [], root, listing, index ?? [], [], TimeSpan.Zero, null, []);
