@@ -4,8 +4,8 @@ namespace Dispatch.Platform.Hosting;
 
 /// <summary>
 /// How many lines about single connections a process writes (the dispatcher's: refused, malformed, a handshake that
-/// failed or timed out; a worker's: TLS alerts, broken TLS records, send timeouts, connections refused while stopping): a burst of
-/// <see cref="DefaultBurst"/>, then <see cref="DefaultPerSecond"/> a second (a token bucket). Past it, lines are counted
+/// failed or timed out; a worker's: TLS alerts, broken TLS records, send timeouts, connections refused while stopping):
+/// a burst of <see cref="DefaultBurst"/>, then <see cref="DefaultPerSecond"/> a second (a token bucket). Past it, lines are counted
 /// instead, and the count is logged once per report interval (10 s) while there are any, so that a
 /// flood of ten thousand slowloris heads or bad ClientHellos is a few hundred lines and not ten thousand, each also
 /// relayed by the master (docs/floods.md). nginx logs such connections at <c>info</c>, below its default level.
