@@ -10,7 +10,8 @@
 #   N=10000             hostile connections held per flood (stalled readers, hellos, slowloris)
 #   DURATION=20         seconds each flood runs (reopening what the server ends)
 #   IDLE=$DURATION      seconds of good client measured idle, just before the flood: as long as the flood, so that the idle
-#                       p99 is taken from as many requests as the p99 during it (5 s gave 125 per site: the 2nd slowest)
+#                       p99 is taken from as many requests as the p99 during it (5 s gave about 100 per site: the
+#                       idle p99 was their slowest or second slowest)
 #   WARMUP=30           seconds of good client before the idle phase and the "before" descriptors and RSS: long
 #                       enough for each process to fill its gen 0 budget once (with 2 s, a flood of 20 connections
 #                       "left" +5.7 % RSS: the good client's own allocations; docs/floods.md)
