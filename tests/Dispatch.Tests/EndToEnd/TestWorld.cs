@@ -155,6 +155,7 @@ public static class TestWorld
 
     private static string Stage()
     {
+        RemoveStaleRuns();
         var app = Path.Combine(RunDirectory, "app");
         Directory.CreateDirectory(app);
         foreach (var exe in Executables)
@@ -166,6 +167,35 @@ public static class TestWorld
         foreach (var exe in Executables)
             File.SetUnixFileMode(Path.Combine(app, exe), (UnixFileMode)0b111_101_101);
         return app;
+    }
+
+    /// <summary>
+    /// Removes the directories of earlier test runs (about 550 MB each: 73 runs had filled 18 GB here), but the newest
+    /// one, kept to read after a failure; never one whose process still runs (a run beside this one), nor one under a
+    /// mount point (the workers' chroots mount in namespaces of their own; this only guards against a mount left by hand).
+    /// </summary>
+    private static void RemoveStaleRuns()
+    {
+        const string Root = "/var/lib/dispatch-tests";
+        if (!Directory.Exists(Root))
+            return;
+        var mounts = File.ReadLines("/proc/self/mountinfo").Select(line => line.Split(' ')[4]).ToArray();
+        var stale = new DirectoryInfo(Root).EnumerateDirectories("run-*")
+            .Where(d => d.Name.Split('-') is [_, var pid, _] && !Directory.Exists("/proc/" + pid))
+            .Where(d => !mounts.Any(m => m == d.FullName || m.StartsWith(d.FullName + "/", StringComparison.Ordinal)))
+            .OrderByDescending(d => d.LastWriteTimeUtc)
+            .Skip(1);
+        foreach (var dir in stale)
+        {
+            try
+            {
+                dir.Delete(recursive: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"TestWorld: could not remove the earlier run {dir.FullName}: {e.Message}");
+            }
+        }
     }
 
     [DllImport("libc", SetLastError = true)]
