@@ -164,7 +164,7 @@ internal static class Program
             // Every second, not two as in a worker: the dispatcher keeps nothing of a handed connection, so what a burst
             // of handshakes grew (garbage, malloc arenas: 20-30 MB after 5,000) is all given back 1-2 s after its end
             // (docs/operations.md, "Memory per idle connection").
-            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(1), log, () => frontends.Sum(f => f.TakePeak()), release: PinnedArrayPool.Instance.Trim);
+            using var trim = new MemoryTrim(() => frontends.Sum(f => f.InFlight), TimeSpan.FromSeconds(1), log, () => frontends.Sum(f => f.TakePeak()), release: KeptArrayPool.Instance.Trim);
             foreach (var frontend in frontends)
                 frontend.OnFirstConnection(trim.Wake);
             while (true)

@@ -153,7 +153,7 @@ internal abstract class Frontend
             ConnectionStart? start = null;
             if (peer is not null && !_proxies.IsEmpty && _proxies.Contains(peer.Address))
             {
-                buffer = PinnedArrayPool.Instance.Rent(PreludeSize + ProxyProtocol.MaxV2);
+                buffer = KeptArrayPool.Instance.Rent(PreludeSize + ProxyProtocol.MaxV2);
                 start = await ReadProxyHeaderAsync(new ConnectionStart { Fd = fd, Buffer = buffer, Client = peer, AcceptedAt = accepted }, id).ConfigureAwait(false);
                 if (start is null)
                     return;
@@ -181,7 +181,7 @@ internal abstract class Frontend
                     await Task.Yield();
                 }
 
-                buffer = PinnedArrayPool.Instance.Rent(PreludeSize + ProxyProtocol.MaxV2);
+                buffer = KeptArrayPool.Instance.Rent(PreludeSize + ProxyProtocol.MaxV2);
                 start = new ConnectionStart { Fd = fd, Buffer = buffer, Client = peer, AcceptedAt = accepted };
             }
 
@@ -201,7 +201,7 @@ internal abstract class Frontend
                 Limits!.Release(admitted);
             Poller.Remove(fd);
             if (buffer is not null)
-                PinnedArrayPool.Instance.Return(buffer);
+                KeptArrayPool.Instance.Return(buffer);
             client.Dispose();
             _inFlight.Leave();
         }
@@ -299,7 +299,7 @@ internal abstract class Frontend
     /// <summary>The bytes queued on <paramref name="fd"/> (peeked, not consumed; 0 or less: none) and what the prelude needs of them.</summary>
     private int PeekPrelude(int fd, out int needs)
     {
-        var scratch = PinnedArrayPool.Instance.Rent(PreludeSize);
+        var scratch = KeptArrayPool.Instance.Rent(PreludeSize);
         try
         {
             var n = RecvNow(fd, scratch.AsSpan(0, PreludeSize), MsgPeek);
@@ -308,7 +308,7 @@ internal abstract class Frontend
         }
         finally
         {
-            PinnedArrayPool.Instance.Return(scratch);
+            KeptArrayPool.Instance.Return(scratch);
         }
     }
 

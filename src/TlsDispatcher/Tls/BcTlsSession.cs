@@ -215,7 +215,7 @@ public sealed class BcTlsSession : IDisposable
                     continue;
                 }
 
-                _record ??= PinnedArrayPool.Instance.Rent(HeaderLength + MaxRecordLength);
+                _record ??= KeptArrayPool.Instance.Rent(HeaderLength + MaxRecordLength);
                 int want = _recordFilled < HeaderLength ? HeaderLength - _recordFilled : HeaderLength + RecordLength(_record) - _recordFilled;
                 int take = Math.Min(want, count);
                 buffer.AsSpan(offset, take).CopyTo(_record.AsSpan(_recordFilled));
@@ -241,12 +241,12 @@ public sealed class BcTlsSession : IDisposable
             if (count > 0)
             {
                 // Past the record that completed the handshake: ciphertext of the next phase, held as it came.
-                _held ??= PinnedArrayPool.Instance.Rent(Math.Max(count, 4096));
+                _held ??= KeptArrayPool.Instance.Rent(Math.Max(count, 4096));
                 if (_heldLength + count > _held.Length)
                 {
-                    byte[] larger = PinnedArrayPool.Instance.Rent(_heldLength + count);
+                    byte[] larger = KeptArrayPool.Instance.Rent(_heldLength + count);
                     _held.AsSpan(0, _heldLength).CopyTo(larger);
-                    PinnedArrayPool.Instance.Return(_held, clearArray: true);
+                    KeptArrayPool.Instance.Return(_held, clearArray: true);
                     _held = larger;
                 }
 
@@ -301,7 +301,7 @@ public sealed class BcTlsSession : IDisposable
             }
             finally
             {
-                PinnedArrayPool.Instance.Return(held, clearArray: true);
+                KeptArrayPool.Instance.Return(held, clearArray: true);
             }
         }
     }
@@ -539,14 +539,14 @@ public sealed class BcTlsSession : IDisposable
             ReturnRecordBuffer();
             if (_held is not null)
             {
-                PinnedArrayPool.Instance.Return(_held, clearArray: true);
+                KeptArrayPool.Instance.Return(_held, clearArray: true);
                 _held = null;
                 _heldLength = 0;
             }
 
             if (_scratch is not null)
             {
-                PinnedArrayPool.Instance.Return(_scratch, clearArray: true);
+                KeptArrayPool.Instance.Return(_scratch, clearArray: true);
                 _scratch = null;
             }
         }
@@ -611,13 +611,13 @@ public sealed class BcTlsSession : IDisposable
     {
         if (_record is not null)
         {
-            PinnedArrayPool.Instance.Return(_record, clearArray: true);
+            KeptArrayPool.Instance.Return(_record, clearArray: true);
             _record = null;
             _recordFilled = 0;
         }
     }
 
-    private byte[] Scratch() => _scratch ??= PinnedArrayPool.Instance.Rent(16 * 1024);
+    private byte[] Scratch() => _scratch ??= KeptArrayPool.Instance.Rent(16 * 1024);
 
     private void ThrowIfUnusable()
     {

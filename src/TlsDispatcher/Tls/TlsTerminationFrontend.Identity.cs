@@ -25,8 +25,8 @@ internal sealed partial class TlsTerminationFrontend
     {
         var identity = route.Identity!;
         using var session = new BcTlsSession(credentials, Http11Only, tickets: SessionTicketKeys.Shared, vhost: route.Name);
-        var buffer = PinnedArrayPool.Instance.Rent(HandshakeReceiveSize);
-        var plain = PinnedArrayPool.Instance.Rent(settings.MaxRequestHead + BcTlsSession.MaxRecordLength);
+        var buffer = KeptArrayPool.Instance.Rent(HandshakeReceiveSize);
+        var plain = KeptArrayPool.Instance.Rent(settings.MaxRequestHead + BcTlsSession.MaxRecordLength);
         try
         {
             if (!await HandshakeOnPollerAsync(session, hello, buffer, id, start, sni, timeout).ConfigureAwait(false))
@@ -196,8 +196,8 @@ internal sealed partial class TlsTerminationFrontend
         }
         finally
         {
-            PinnedArrayPool.Instance.Return(plain, clearArray: true);
-            PinnedArrayPool.Instance.Return(buffer, clearArray: true);
+            KeptArrayPool.Instance.Return(plain, clearArray: true);
+            KeptArrayPool.Instance.Return(buffer, clearArray: true);
         }
     }
 

@@ -201,7 +201,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
     private async Task BouncyCastleHandOffAsync(BcServerCredentials credentials, VhostRoute route, ReadOnlyMemory<byte> hello, ulong id, ConnectionStart start, string? sni, DispatcherSettings settings, CancellationToken timeout)
     {
         using var session = new BcTlsSession(credentials, route.OfferH2 ? H2AndHttp11 : Http11Only, tickets: SessionTicketKeys.Shared, vhost: route.Name);
-        var buffer = PinnedArrayPool.Instance.Rent(HandshakeReceiveSize);
+        var buffer = KeptArrayPool.Instance.Rent(HandshakeReceiveSize);
         try
         {
             if (!await HandshakeOnPollerAsync(session, hello, buffer, id, start, sni, timeout).ConfigureAwait(false))
@@ -243,7 +243,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
         }
         finally
         {
-            PinnedArrayPool.Instance.Return(buffer, clearArray: true);
+            KeptArrayPool.Instance.Return(buffer, clearArray: true);
         }
     }
 
@@ -427,7 +427,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
             while (true)
             {
                 await tls.ReadAsync(Memory<byte>.Empty).ConfigureAwait(false);
-                var buffer = PinnedArrayPool.Instance.Rent(BufferSize);
+                var buffer = KeptArrayPool.Instance.Rent(BufferSize);
                 try
                 {
                     var n = await tls.ReadAsync(buffer).ConfigureAwait(false);
@@ -442,7 +442,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
                 }
                 finally
                 {
-                    PinnedArrayPool.Instance.Return(buffer);
+                    KeptArrayPool.Instance.Return(buffer);
                 }
             }
 
@@ -463,7 +463,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
             while (true)
             {
                 await plain.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
-                var buffer = PinnedArrayPool.Instance.Rent(BufferSize);
+                var buffer = KeptArrayPool.Instance.Rent(BufferSize);
                 try
                 {
                     var n = await plain.ReceiveAsync(buffer, SocketFlags.None).ConfigureAwait(false);
@@ -478,7 +478,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
                 }
                 finally
                 {
-                    PinnedArrayPool.Instance.Return(buffer);
+                    KeptArrayPool.Instance.Return(buffer);
                 }
             }
 

@@ -5,19 +5,25 @@ using System.Numerics;
 namespace Dispatch.Platform.Hosting;
 
 /// <summary>
-/// The buffers a connection holds while it waits (a dispatcher's prelude and handshake records): arrays of 4 to 64
-/// KiB (powers of two) on the pinned object heap, kept for the next connection however many come back, until
-/// <see cref="Trim"/> lets them go (<see cref="MemoryTrim"/>, once a surge has ended or the process is quiet).
+/// The buffers a connection holds while it waits (a dispatcher's prelude and handshake records): ordinary arrays of 4
+/// to 64 KiB (powers of two), kept for the next connection however many come back, until <see cref="Trim"/> lets them
+/// go (<see cref="MemoryTrim"/>, once a surge has ended or the process is quiet).
 /// </summary>
 /// <remarks>
-/// <see cref="ArrayPool{T}.Shared"/> keeps 16 arrays of a size per core (<c>Spawner.PooledArrays</c>): with 256 TLS
+/// <para><see cref="ArrayPool{T}.Shared"/> keeps 16 arrays of a size per core (<c>Spawner.PooledArrays</c>): with 256 TLS
 /// handshakes in flight, each holding three or four buffers of 16 to 32 KiB while its client is slow, nearly every rent
 /// was a new array of the GC's young generation, held through a collection or two and copied each time, then dropped at
 /// its return: a dispatcher in a TLS flood made up to 19 collections a second, more than its handshakes' own
 /// allocation (25 to 36 KiB each) explains (docs/floods.md, "The transport's buffers off the GC's young generation").
-/// Arrays here are allocated once, never moved, and given back to the system by the trim.
+/// An array here is allocated once and copied at most twice (to gen 2, where it stays while kept).</para>
+/// <para>Not on the pinned object heap, as they first were: nothing holds one across a wait (the dispatcher reads and
+/// writes them in system calls made when the socket is ready, under <c>fixed</c>), and a pinned array still in use at
+/// the trim (a handshake in progress) kept the memory of every array freed below it: a dispatcher stayed 18 to 20 MiB
+/// above its baseline after a flood whenever one handshake was in progress as the trim ran, and came back to it when
+/// none was. The trim's compacting collection moves these (docs/floods.md, "Memory after a flood: one handshake in
+/// progress at the trim").</para>
 /// </remarks>
-public sealed class PinnedArrayPool : ArrayPool<byte>
+public sealed class KeptArrayPool : ArrayPool<byte>
 {
     /// <summary>The smallest array given (a smaller rent gets this).</summary>
     public const int MinimumLength = 4096;
@@ -31,7 +37,7 @@ public sealed class PinnedArrayPool : ArrayPool<byte>
     private long _kept;
     private long _allocated;
 
-    public PinnedArrayPool()
+    public KeptArrayPool()
     {
         _sizes = new ConcurrentQueue<byte[]>[BitOperations.Log2(MaximumLength) - s_minimumShift + 1];
         for (var i = 0; i < _sizes.Length; i++)
@@ -39,7 +45,7 @@ public sealed class PinnedArrayPool : ArrayPool<byte>
     }
 
     /// <summary>The pool of this process.</summary>
-    public static PinnedArrayPool Instance { get; } = new();
+    public static KeptArrayPool Instance { get; } = new();
 
     /// <summary>Arrays rented from the kept sizes and not yet returned.</summary>
     public long Outstanding => Interlocked.Read(ref _outstanding);
@@ -64,7 +70,7 @@ public sealed class PinnedArrayPool : ArrayPool<byte>
         }
 
         Interlocked.Increment(ref _allocated);
-        return GC.AllocateUninitializedArray<byte>(length, pinned: true);
+        return GC.AllocateUninitializedArray<byte>(length);
     }
 
     public override void Return(byte[] array, bool clearArray = false)
