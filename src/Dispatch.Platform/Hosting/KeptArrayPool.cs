@@ -6,7 +6,7 @@ namespace Dispatch.Platform.Hosting;
 
 /// <summary>
 /// The buffers a connection holds while it waits (a dispatcher's prelude and handshake records): ordinary arrays of 4
-/// to 64 KiB (powers of two), kept for the next connection however many come back, until <see cref="Trim"/> lets them
+/// to 64 KiB (powers of two, and <see cref="RecordLength"/>), kept for the next connection however many come back, until <see cref="Trim"/> lets them
 /// go (<see cref="MemoryTrim"/>, once a surge has ended or the process is quiet).
 /// </summary>
 /// <remarks>
@@ -31,7 +31,15 @@ public sealed class KeptArrayPool : ArrayPool<byte>
     /// <summary>The largest array kept: a larger rent gets an ordinary array, dropped at its return.</summary>
     public const int MaximumLength = 64 * 1024;
 
-    private static readonly int s_minimumShift = BitOperations.Log2(MinimumLength);
+    /// <summary>
+    /// The size between 16 and 32 KiB: a TLS record with its expansion and header (16,384 + 2,048 + 5) or a prelude (a
+    /// ClientHello of 16 KiB after a PROXY header) fits, where a power of two would be 32 KiB, nearly half of it unused.
+    /// A dispatcher's prelude, its handshake's receive buffer and BouncyCastle's record are of this size.
+    /// </summary>
+    public const int RecordLength = (16 * 1024) + 2560;
+
+    // The sizes kept, ascending: a rent gets the smallest that holds it.
+    private static readonly int[] s_lengths = [MinimumLength, 8 * 1024, 16 * 1024, RecordLength, 32 * 1024, MaximumLength];
     private readonly ConcurrentQueue<byte[]>[] _sizes;
     private long _outstanding;
     private long _kept;
@@ -39,7 +47,7 @@ public sealed class KeptArrayPool : ArrayPool<byte>
 
     public KeptArrayPool()
     {
-        _sizes = new ConcurrentQueue<byte[]>[BitOperations.Log2(MaximumLength) - s_minimumShift + 1];
+        _sizes = new ConcurrentQueue<byte[]>[s_lengths.Length];
         for (var i = 0; i < _sizes.Length; i++)
             _sizes[i] = new ConcurrentQueue<byte[]>();
     }
@@ -61,7 +69,10 @@ public sealed class KeptArrayPool : ArrayPool<byte>
         ArgumentOutOfRangeException.ThrowIfNegative(minimumLength);
         if (minimumLength > MaximumLength)
             return GC.AllocateUninitializedArray<byte>(minimumLength);
-        var size = Index(minimumLength, out var length);
+        var size = 0;
+        while (s_lengths[size] < minimumLength)
+            size++;
+        var length = s_lengths[size];
         Interlocked.Increment(ref _outstanding);
         if (_sizes[size].TryDequeue(out var array))
         {
@@ -77,7 +88,8 @@ public sealed class KeptArrayPool : ArrayPool<byte>
     {
         ArgumentNullException.ThrowIfNull(array);
         var length = array.Length;
-        if (length < MinimumLength || length > MaximumLength || !BitOperations.IsPow2(length))
+        var size = Array.IndexOf(s_lengths, length);
+        if (size < 0)
         {
             // Not one of ours (a rent larger than the largest size): the GC takes it.
             ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(length, MaximumLength, nameof(array));
@@ -88,7 +100,7 @@ public sealed class KeptArrayPool : ArrayPool<byte>
             Array.Clear(array);
         Interlocked.Decrement(ref _outstanding);
         Interlocked.Increment(ref _kept);
-        _sizes[Index(length, out _)].Enqueue(array);
+        _sizes[size].Enqueue(array);
     }
 
     /// <summary>Lets go of every array kept (those rented come back later and are kept again). Returns how many.</summary>
@@ -105,11 +117,5 @@ public sealed class KeptArrayPool : ArrayPool<byte>
         }
 
         return released;
-    }
-
-    private static int Index(int minimumLength, out int length)
-    {
-        length = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(minimumLength, MinimumLength));
-        return BitOperations.Log2((uint)length) - s_minimumShift;
     }
 }

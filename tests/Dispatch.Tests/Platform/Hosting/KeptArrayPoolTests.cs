@@ -10,24 +10,30 @@ namespace Dispatch.Tests.Platform.Hosting;
 public sealed class KeptArrayPoolTests
 {
     [Fact]
-    public void Arrays_are_powers_of_two_from_4_to_64_KiB()
+    public void Arrays_are_powers_of_two_from_4_to_64_KiB_or_a_whole_record()
     {
         var pool = new KeptArrayPool();
         var small = pool.Rent(1);
-        var record = pool.Rent(16384 + 2048 + 5);   // a handshake's receive buffer: 32 KiB
+        var record = pool.Rent(16384 + 2048 + 5);   // a handshake's receive buffer: 18.5 KiB, not 32
+        var larger = pool.Rent(KeptArrayPool.RecordLength + 1);
         var huge = pool.Rent(KeptArrayPool.MaximumLength + 1);
 
         Assert.Equal(KeptArrayPool.MinimumLength, small.Length);
-        Assert.Equal(32 * 1024, record.Length);
+        Assert.Equal(KeptArrayPool.RecordLength, record.Length);
+        Assert.Equal(18944, record.Length);
+        Assert.Equal(32 * 1024, larger.Length);
         Assert.Equal(KeptArrayPool.MaximumLength + 1, huge.Length);
-        Assert.Equal(2, pool.Outstanding);
+        Assert.Equal(3, pool.Outstanding);
 
         pool.Return(huge);                            // not kept
         pool.Return(small);
         pool.Return(record);
+        pool.Return(larger);
         Assert.Equal(0, pool.Outstanding);
-        Assert.Equal(2, pool.Kept);
+        Assert.Equal(3, pool.Kept);
+        Assert.Same(record, pool.Rent(17000));        // a prelude: the record's size, kept
         Assert.Throws<ArgumentOutOfRangeException>(() => pool.Return(new byte[1000]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.Return(new byte[20000]));
     }
 
     [Fact]
