@@ -1,13 +1,12 @@
 using System.Buffers;
 using System.Collections.Concurrent;
-using System.Numerics;
 
 namespace Dispatch.Platform.Hosting;
 
 /// <summary>
 /// The buffers a connection holds while it waits (a dispatcher's prelude and handshake records): ordinary arrays of 4
-/// to 64 KiB (powers of two, and <see cref="RecordLength"/>), kept for the next connection however many come back, until <see cref="Trim"/> lets them
-/// go (<see cref="MemoryTrim"/>, once a surge has ended or the process is quiet).
+/// to 64 KiB (powers of two, and <see cref="RecordLength"/>), kept for the next connection however many come back,
+/// until <see cref="Trim"/> lets them go (<see cref="MemoryTrim"/>, once a surge has ended or the process is quiet).
 /// </summary>
 /// <remarks>
 /// <para><see cref="ArrayPool{T}.Shared"/> keeps 16 arrays of a size per core (<c>Spawner.PooledArrays</c>): with 256 TLS
