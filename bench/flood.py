@@ -298,6 +298,7 @@ def cmd_good(a):
         i += 1
         t0 = time.monotonic()
         connected = shaken = None
+        port = 0
         status = 0
         err = ""
         s = socket.socket()
@@ -306,6 +307,7 @@ def cmd_good(a):
             s.bind((a.source, 0))
             s.connect((a.addr, a.port))
             connected = time.monotonic()
+            port = s.getsockname()[1]
             if a.tls:
                 s = ctx.wrap_socket(s, server_hostname=host)
             shaken = time.monotonic()
@@ -317,11 +319,13 @@ def cmd_good(a):
             s.close()
         end = time.monotonic()
         ms = (end - t0) * 1000
-        # Where the time went: TCP connect, TLS handshake (0 for plain), request to the end of the response.
+        # Where the time went: TCP connect, TLS handshake (0 for plain), request to the end of the response; and the
+        # local port, by which a trace of the server's steps finds this connection (docs/floods.md, "step by step").
         phases = [round((b - a_) * 1000, 3) if a_ is not None and b is not None else None
                   for a_, b in ((t0, connected), (connected, shaken), (shaken, end))]
         out.write(json.dumps({"t": time.time(), "host": host, "ms": round(ms, 3), "status": status, "error": err,
-                              "connect_ms": phases[0], "handshake_ms": phases[1], "response_ms": phases[2]}) + "\n")
+                              "connect_ms": phases[0], "handshake_ms": phases[1], "response_ms": phases[2],
+                              "port": port}) + "\n")
         time.sleep(a.interval)
     return 0
 
