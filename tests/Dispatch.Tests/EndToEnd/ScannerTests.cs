@@ -9,10 +9,12 @@ namespace Dispatch.Tests.EndToEnd;
 /// testssl.sh and sslscan, tools no one here wrote, against every TLS engine of a running Dispatch: the
 /// BouncyCastle engine (ECDSA and RSA certificates), the <c>openssl</c> engine (ECDSA and RSA) and a passthrough
 /// vhost whose worker terminates TLS itself. For CI time, testssl runs its protocol, cipher-category and
-/// vulnerability checks (<c>-p -s -U</c>), the engines in parallel; scripts/scan.sh runs every check and
-/// docs/scanners.md records the result. What is asserted: no testssl finding of severity MEDIUM or above, and from
-/// sslscan's XML exactly TLS 1.2 and 1.3, only the AEAD suites every engine documents, only X25519 and P-256, no
-/// renegotiation, no compression, no heartbleed. A CBC suite or TLS 1.0 offered by any engine fails it.
+/// vulnerability checks (<c>-p -s -U</c>) on every engine, and on the BouncyCastle engine (the handed session, the
+/// default) server preference, forward secrecy and the server defaults too (<c>-P -f -S</c>), all in parallel;
+/// scripts/scan.sh runs every check and docs/scanners.md records the result. What is asserted: no testssl finding of
+/// severity MEDIUM or above, and from sslscan's XML exactly TLS 1.2 and 1.3, only the AEAD suites every engine
+/// documents (and on the BouncyCastle engine every one of them), only X25519 and P-256, no renegotiation, no
+/// compression, no heartbleed. A CBC suite or TLS 1.0 offered by any engine fails it.
 /// </summary>
 public sealed class ScannerTests : IDisposable
 {
@@ -42,6 +44,17 @@ public sealed class ScannerTests : IDisposable
         var tenantCerts = site.TenantCertificates("b-certs", TestWorld.TenantB);
         site.Config["dispatcher"]!["handshakeTimeout"] = "30s";
         site.Terminate("a", engine: "bouncycastle", rsaToo: true);
+        // testssl's server defaults (-S) rate HIGH a certificate with no CRL or OCSP address, as the sample's are: for
+        // them, a vhost of the same engine with a certificate like a public CA's (CRL distribution point, OCSP responder)
+        // from the sample CA.
+        site.Config["vhosts"]!["d.localhost"] = new JsonObject
+        {
+            ["pool"] = "a",
+            ["root"] = site.RootA,
+            ["tls"] = "terminate",
+            ["engine"] = "bouncycastle",
+            ["certDir"] = PublicLikeCertificate(dir, "d.localhost"),
+        };
         site.Config["vhosts"]!["c.localhost"] = new JsonObject
         {
             ["pool"] = "a",
@@ -54,8 +67,17 @@ public sealed class ScannerTests : IDisposable
         site.Vhost("b")["certDir"] = Path.Combine(tenantCerts, "live", "b.localhost");
         _dispatch = site.StartReady(_output);
 
-        (string Engine, string Host)[] engines = [("bouncycastle", "a.localhost"), ("openssl", "c.localhost"), ("passthrough", "b.localhost")];
-        foreach (var (_, host) in engines)
+        // Server preference, forward secrecy and the server defaults (-P -f -S) on the handed engine, the default, in a
+        // run of their own beside the others: the scans are bound by CPU, and the longest run is the test's time. The
+        // HTTP header checks (-h: HSTS and the like) are per-site HTTP settings, not an engine's.
+        (string Name, string Host, string[] Checks)[] scans =
+        [
+            ("bouncycastle", "a.localhost", ["-p", "-s", "-U"]),
+            ("openssl", "c.localhost", ["-p", "-s", "-U"]),
+            ("passthrough", "b.localhost", ["-p", "-s", "-U"]),
+            ("bouncycastle-defaults", "d.localhost", ["-P", "-f", "-S"]),
+        ];
+        foreach (var host in scans.Select(e => e.Host).Distinct())
         {
             // Each pool's first worker starts on demand: started before the scans, so that no probe waits for it.
             var warm = Tools.Curl("--max-time", "60", "--cacert", TestWorld.CaPath, "--resolve", $"{host}:{tlsPort}:127.0.0.1", $"https://{host}:{tlsPort}/");
@@ -63,25 +85,32 @@ public sealed class ScannerTests : IDisposable
         }
 
         var clock = Stopwatch.StartNew();
-        var scans = engines.Select(e => Task.WhenAll(
-            RunAsync("testssl", "-p", "-s", "-U", "--quiet", "--color", "0", "--warnings", "off", "--add-ca", TestWorld.CaPath, "--ip", "127.0.0.1",
-                "--severity", "MEDIUM", "--jsonfile", Path.Combine(dir, $"testssl-{e.Engine}.json"), $"https://{e.Host}:{tlsPort}/"),
-            RunAsync("sslscan", "--no-colour", "--timeout=20", $"--sni-name={e.Host}", $"--xml={Path.Combine(dir, $"sslscan-{e.Engine}.xml")}", $"127.0.0.1:{tlsPort}"))).ToList();
-        await Task.WhenAll(scans);
-        _output.WriteLine($"testssl -p -s -U and sslscan, {engines.Length} engines in parallel: {clock.Elapsed.TotalSeconds:0} s");
+        await Task.WhenAll(scans.Select(e => Task.WhenAll(
+            RunAsync("testssl", [.. e.Checks, "--quiet", "--color", "0", "--warnings", "off", "--add-ca", TestWorld.CaPath, "--ip", "127.0.0.1",
+                "--jsonfile", Path.Combine(dir, $"testssl-{e.Name}.json"), $"https://{e.Host}:{tlsPort}/"]),
+            RunAsync("sslscan", "--no-colour", "--timeout=20", $"--sni-name={e.Host}", $"--xml={Path.Combine(dir, $"sslscan-{e.Name}.xml")}", $"127.0.0.1:{tlsPort}"))));
+        _output.WriteLine($"testssl and sslscan, {scans.Length} runs in parallel: {clock.Elapsed.TotalSeconds:0} s");
 
         var problems = new List<string>();
-        foreach (var (engine, _) in engines)
+        foreach (var (name, _, _) in scans)
         {
-            foreach (var f in TestsslFindings(Path.Combine(dir, $"testssl-{engine}.json")))
+            foreach (var f in TestsslFindings(Path.Combine(dir, $"testssl-{name}.json")))
             {
-                _output.WriteLine($"{engine}: testssl {f}");
+                _output.WriteLine($"{name}: testssl {f}");
                 if (f.StartsWith("MEDIUM", StringComparison.Ordinal) || f.StartsWith("HIGH", StringComparison.Ordinal) || f.StartsWith("CRITICAL", StringComparison.Ordinal))
-                    problems.Add($"{engine}: testssl {f}");
+                    problems.Add($"{name}: testssl {f}");
             }
 
-            problems.AddRange(SslscanProblems(Path.Combine(dir, $"sslscan-{engine}.xml"), _output).Select(p => $"{engine}: sslscan {p}"));
+            problems.AddRange(SslscanProblems(Path.Combine(dir, $"sslscan-{name}.xml"), _output).Select(p => $"{name}: sslscan {p}"));
         }
+
+        // Forward secrecy offered (-f; the id is "PFS" in Debian's testssl 3.0, "FS" in later ones).
+        if (!AllFindings(Path.Combine(dir, "testssl-bouncycastle-defaults.json")).Any(f => f.Id is "PFS" or "FS" && f.Severity == "OK" && f.Finding == "offered"))
+            problems.Add("bouncycastle-defaults: testssl does not report forward secrecy offered");
+
+        // Every documented suite accepted by the engine with an ECDSA and an RSA certificate.
+        var accepted = XDocument.Load(Path.Combine(dir, "sslscan-bouncycastle.xml")).Descendants("cipher").Select(c => (string?)c.Attribute("cipher")).ToHashSet();
+        problems.AddRange(DocumentedSuites.Where(suite => !accepted.Contains(suite)).Select(suite => $"bouncycastle: sslscan does not list {suite}"));
 
         Assert.True(problems.Count == 0, string.Join('\n', problems));
     }
@@ -123,14 +152,42 @@ public sealed class ScannerTests : IDisposable
     /// <summary>Every finding in testssl's JSON file ("SEVERITY id: finding"), the informational ones left out.</summary>
     internal static List<string> TestsslFindings(string jsonFile)
     {
-        Assert.True(File.Exists(jsonFile), $"testssl wrote no {jsonFile}");
-        var findings = JsonNode.Parse(File.ReadAllText(jsonFile))!.AsArray()
-            .Select(e => (Severity: e!["severity"]!.GetValue<string>(), Id: e["id"]!.GetValue<string>(), Finding: e["finding"]!.GetValue<string>()))
-            .ToList();
+        var findings = AllFindings(jsonFile);
 
         // testssl's own complaints about the machine it runs on, not about the server.
         Assert.DoesNotContain(findings, f => f.Id == "scanProblem");
         return findings.Where(f => f.Severity is not ("OK" or "INFO" or "DEBUG") && f.Id != "engine_problem").Select(f => $"{f.Severity} {f.Id}: {f.Finding}").ToList();
+    }
+
+    private static List<(string Severity, string Id, string Finding)> AllFindings(string jsonFile)
+    {
+        Assert.True(File.Exists(jsonFile), $"testssl wrote no {jsonFile}");
+        return JsonNode.Parse(File.ReadAllText(jsonFile))!.AsArray()
+            .Select(e => (Severity: e!["severity"]!.GetValue<string>(), Id: e["id"]!.GetValue<string>(), Finding: e["finding"]!.GetValue<string>()))
+            .ToList();
+    }
+
+    /// <summary>
+    /// A certificate for <paramref name="host"/> (P-256) from the sample CA, with what a public CA's carries (a CRL
+    /// distribution point, an OCSP responder), in a certificate directory of its own under <paramref name="dir"/>.
+    /// Returns the directory.
+    /// </summary>
+    private static string PublicLikeCertificate(string dir, string host)
+    {
+        var certs = Path.Combine(dir, "scan-cert");
+        Directory.CreateDirectory(certs);
+        var ext = Path.Combine(certs, "ext.cnf");
+        File.WriteAllText(ext, $"subjectAltName=DNS:{host}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\ncrlDistributionPoints=URI:http://ca.localhost/ca.crl\nauthorityInfoAccess=OCSP;URI:http://ocsp.localhost/\n");
+        var key = Path.Combine(certs, "privkey.pem");
+        var keygen = Tools.Run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key);
+        Assert.True(keygen.ExitCode == 0, keygen.Stderr);
+        Assert.Equal(0, Tools.Run("openssl", "req", "-new", "-key", key, "-subj", $"/CN={host}", "-out", Path.Combine(certs, "req.csr")).ExitCode);
+        var ca = Path.Combine(TestWorld.RepoRoot, "certs-sample");
+        var sign = Tools.Run("openssl", "x509", "-req", "-in", Path.Combine(certs, "req.csr"), "-CA", Path.Combine(ca, "ca.pem"), "-CAkey", Path.Combine(ca, "ca-key.pem"), "-CAcreateserial", "-CAserial", Path.Combine(certs, "ca.srl"), "-days", "90", "-sha256", "-extfile", ext, "-out", Path.Combine(certs, "cert.pem"));
+        Assert.True(sign.ExitCode == 0, sign.Stderr);
+        File.WriteAllText(Path.Combine(certs, "fullchain.pem"), File.ReadAllText(Path.Combine(certs, "cert.pem")));
+        File.SetUnixFileMode(key, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return certs;
     }
 
     /// <summary>What in sslscan's XML report differs from the documented policy (empty when nothing).</summary>
