@@ -5,7 +5,8 @@
 #
 # Builds fuzz/Dispatch.Fuzz (Release) into a fresh directory, instruments the Dispatch assemblies there with
 # SharpFuzz (the local dotnet tool of .config/dotnet-tools.json), and runs each target under afl-fuzz for the given
-# time (default 60 s), seeded from fuzz/corpus/<target>/ (with fuzz/dict/<target>.dict when there is one). Prints the executions of each target. Exits non-zero if any
+# time (default 60 s), seeded from fuzz/corpus/<target>/ (with fuzz/dict/<target>.dict when there is one), as many at
+# once as there are processors (FUZZ_JOBS to choose). Prints the executions of each target. Exits non-zero if any
 # target crashed, hung, or could not run; each finding is replayed in process to print its exception, and the inputs
 # stay under the work directory it names (FUZZ_WORK to choose it).
 set -euo pipefail
@@ -45,11 +46,11 @@ export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 AFL
 # A .NET process needs more memory than afl's default limit, and its first inputs are slow (JIT).
 timeout_ms=${FUZZ_TIMEOUT_MS:-10000}
 
-failed=0
-summary=()
-for t in "${targets[@]}"; do
+# One target: its report on stdout, its summary line in $work/summary-<target>; exits 1 on a finding or a failure.
+fuzz_target() {
+  local t=$1 seeds out dict rc stats execs paths findings f line
   seeds="$repo/fuzz/corpus/$t"
-  [ -d "$seeds" ] && [ -n "$(ls -A "$seeds")" ] || { echo "fuzz.sh: no seeds in fuzz/corpus/$t" >&2; failed=1; summary+=("$t: NO SEEDS"); continue; }
+  [ -d "$seeds" ] && [ -n "$(ls -A "$seeds")" ] || { echo "fuzz.sh: no seeds in fuzz/corpus/$t" >&2; echo "$t: NO SEEDS" >"$work/summary-$t"; return 1; }
   out="$work/out-$t"
   rm -rf "$out"
   echo "fuzz.sh: $t for ${seconds}s"
@@ -62,9 +63,8 @@ for t in "${targets[@]}"; do
     tail -n 30 "$work/afl-$t.log"
     echo "fuzz.sh: afl-fuzz failed on $t (exit $rc); replaying the seeds:" >&2
     "${replay[@]}" "$t" "$seeds" || true
-    failed=1
-    summary+=("$t: AFL FAILED (exit $rc)")
-    continue
+    echo "$t: AFL FAILED (exit $rc)" >"$work/summary-$t"
+    return 1
   fi
   execs=$(awk -F: '/^execs_done/ {gsub(/ /, "", $2); print $2}' "$stats")
   paths=$(awk -F: '/^corpus_count/ {gsub(/ /, "", $2); print $2}' "$stats")
@@ -80,18 +80,39 @@ for t in "${targets[@]}"; do
   # a slow execution is not a hang.
   for f in "$out/default/hangs"/id:*; do
     [ -e "$f" ] || continue
-    if "${replay[@]}" "$t" "$f" >"$work/replay.log" 2>&1; then
+    if "${replay[@]}" "$t" "$f" >"$work/replay-$t.log" 2>&1; then
       echo "fuzz.sh: $t: hangs/$(basename "$f") ran to its end when replayed alone: a slow execution, not counted" >&2
     else
       findings=$((findings + 1))
       echo "fuzz.sh: $t: hangs/$(basename "$f")" >&2
-      head -n 12 "$work/replay.log" >&2
+      head -n 12 "$work/replay-$t.log" >&2
     fi
   done
   line="$t: $execs executions, $paths inputs in the queue, $findings finding(s)"
-  summary+=("$line")
+  echo "$line" >"$work/summary-$t"
   echo "fuzz.sh: $line"
-  [ "$findings" -eq 0 ] || failed=1
+  [ "$findings" -eq 0 ]
+}
+
+# The targets run FUZZ_JOBS at a time (default: one per processor): each afl-fuzz keeps one busy, so the whole run
+# takes about seconds x targets / processors, and each target still gets a processor of its own for its time.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+case $jobs_max in '' | *[!0-9]* | 0) echo "fuzz.sh: FUZZ_JOBS must be a positive number, not '$jobs_max'" >&2; exit 64 ;; esac
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+    wait -n || true
+  done
+  rm -f "$work/summary-$t" "$work/status-$t"
+  (if fuzz_target "$t" >"$work/report-$t.log" 2>&1; then echo 0; else echo 1; fi >"$work/status-$t") &
+done
+wait
+
+failed=0
+summary=()
+for t in "${targets[@]}"; do
+  cat "$work/report-$t.log"
+  [ "$(cat "$work/status-$t" 2>/dev/null)" = 0 ] || failed=1
+  summary+=("$(cat "$work/summary-$t" 2>/dev/null || echo "$t: NO REPORT")")
 done
 
 echo "fuzz.sh: summary (${seconds}s per target)"
