@@ -169,6 +169,99 @@ public sealed class FloodTests : IDisposable
     }
 
     [SkippableFact]
+    public async Task A_worker_gives_back_the_memory_of_a_flood_of_stalled_TLS_readers_once_the_download_still_in_progress_at_its_trim_ends()
+    {
+        const int Surge = 400;
+        var (d, tlsPort, rootA) = Start("flood-stalled-one-left");
+        var rootB = Path.Combine(Path.GetDirectoryName(rootA)!, "b");
+        var big = Path.Combine(rootB, "big.bin");
+        File.WriteAllBytes(big, new byte[20 << 20]);
+        TestWorld.Chown(big, TestWorld.TenantB, recursive: false);
+        for (var i = 0; i < 20; i++)
+            Assert.Equal(200, Tools.Curl("--cacert", TestWorld.CaPath, "--resolve", $"b.localhost:{tlsPort}:127.0.0.1", $"https://b.localhost:{tlsPort}/").Status);
+        var worker = d.WorkerPid("b");
+        var fdsBefore = Tools.DescriptorCount(worker);
+        var anonBefore = AnonymousRss(worker);
+
+        // Downloads over the handed TLS session whose clients do not read: each holds the transport's blocks of its
+        // unsent records. The last one is opened once all the others hold theirs, so that its blocks are the last
+        // allocated, and it stays open through the trim, as a real download would (a host nearly always has one).
+        var surge = await OpenStalledTlsAsync(Surge, tlsPort, "b.localhost", "/big.bin");
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(worker) >= fdsBefore + Surge, TimeSpan.FromSeconds(120)), "the worker does not hold the stalled readers");
+        Assert.True(Tools.Eventually(() => surge.All(c => c.Socket.Available > 0), TimeSpan.FromSeconds(120)), "not every stalled reader got the start of its response");
+        var inProgress = await OpenStalledTlsAsync(1, tlsPort, "b.localhost", "/big.bin");
+        Assert.True(Tools.Eventually(() => inProgress[0].Socket.Available > 0, TimeSpan.FromSeconds(60)), "the last download got no response");
+        var anonDuring = AnonymousRss(worker);
+        _output.WriteLine($"{Surge + 1} stalled TLS readers: worker anonymous RSS {anonBefore} -> {anonDuring} KiB");
+
+        CloseAll(surge);
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(worker) <= fdsBefore + 8, TimeSpan.FromSeconds(120)), "the worker kept descriptors of the stalled readers");
+        d.WaitForLine(new Regex(@"Worker \d+ \(b\): Connections fell from \d+ to 1: memory trimmed"));
+
+        // The blocks are on the pinned object heap, and the last download's, above the others, keeps their region's
+        // memory until it ends (19 of 29 MiB here; docs/floods.md, "The worker's blocks and a download still in progress
+        // at the trim"). Then the worker is quiet, and its quiet trim gives the memory back.
+        _output.WriteLine($"after the trim, one download still in progress: {AnonymousRss(worker)} KiB");
+        CloseAll(inProgress);
+        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(worker) <= fdsBefore + 4, TimeSpan.FromSeconds(60)), "the worker kept the last download's descriptor");
+        // Within 30 s: the quiet trim looks every 2 s, and the worker leaves once idle for a minute (its RSS gone with it).
+        var bound = anonBefore + ((anonDuring - anonBefore) / 4);
+        long last = 0;
+        var back = Tools.Eventually(() => (last = AnonymousRssWhileAlive(worker)) <= bound, TimeSpan.FromSeconds(30));
+        Assert.True(back, $"the worker's anonymous RSS stayed at {last} KiB once the last download ended (before {anonBefore}, during {anonDuring}; {long.MaxValue}: the worker had left)");
+        _output.WriteLine($"after the last download ended: {last} KiB");
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> TLS clients of <paramref name="host"/> that each ask for <paramref name="path"/> and read
+    /// nothing of the response (a 4 KiB receive buffer), returned once every one has its handshake done and its request sent.
+    /// </summary>
+    private static async Task<List<(Socket Socket, System.Net.Security.SslStream Tls)>> OpenStalledTlsAsync(int count, int port, string host, string path)
+    {
+        using var ca = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(TestWorld.CaPath);
+        var request = Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        using var gate = new SemaphoreSlim(32);
+        var clients = await Task.WhenAll(Enumerable.Range(0, count).Select(async _ =>
+        {
+            await gate.WaitAsync();
+            try
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+                await socket.ConnectAsync(IPAddress.Loopback, port);
+                var tls = new System.Net.Security.SslStream(new NetworkStream(socket, ownsSocket: false), false);
+                await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+                {
+                    TargetHost = host,
+                    CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy
+                    {
+                        TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust,
+                        CustomTrustStore = { ca },
+                        RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+                    },
+                });
+                await tls.WriteAsync(request);
+                return (socket, tls);
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }));
+        return [.. clients];
+    }
+
+    private static void CloseAll(List<(Socket Socket, System.Net.Security.SslStream Tls)> clients)
+    {
+        foreach (var (socket, tls) in clients)
+        {
+            tls.Dispose();
+            socket.Dispose();
+        }
+
+        clients.Clear();
+    }
+
+    [SkippableFact]
     public async Task An_aborted_download_is_logged_with_what_was_sent_not_the_whole_file()
     {
         // Clients that read 64 KiB of a 20 MiB file through a 4 KiB receive buffer and then reset the connection: the
@@ -374,6 +467,19 @@ public sealed class FloodTests : IDisposable
         var hello = await capture.First.Task.WaitAsync(TimeSpan.FromSeconds(30));
         await Assert.ThrowsAnyAsync<IOException>(() => handshake); // the capture answers with the end of the stream
         return hello;
+    }
+
+    /// <summary>As <see cref="AnonymousRss"/>; <see cref="long.MaxValue"/> once the process has left (a zombie has none).</summary>
+    private static long AnonymousRssWhileAlive(int pid)
+    {
+        try
+        {
+            return Tools.Status($"/proc/{pid}/status").TryGetValue("RssAnon", out var kb) ? long.Parse(kb.Split(' ')[0], CultureInfo.InvariantCulture) : long.MaxValue;
+        }
+        catch (IOException)
+        {
+            return long.MaxValue;
+        }
     }
 
     private static long AnonymousRss(int pid) => long.Parse(Tools.Status($"/proc/{pid}/status")["RssAnon"].Split(' ')[0], CultureInfo.InvariantCulture);
