@@ -218,7 +218,6 @@ public sealed class FloodTests : IDisposable
     /// </summary>
     private static async Task<List<(Socket Socket, System.Net.Security.SslStream Tls)>> OpenStalledTlsAsync(int count, int port, string host, string path)
     {
-        using var ca = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(TestWorld.CaPath);
         var request = Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
         using var gate = new SemaphoreSlim(32);
         var clients = await Task.WhenAll(Enumerable.Range(0, count).Select(async _ =>
@@ -232,12 +231,7 @@ public sealed class FloodTests : IDisposable
                 await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
                 {
                     TargetHost = host,
-                    CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy
-                    {
-                        TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust,
-                        CustomTrustStore = { ca },
-                        RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
-                    },
+                    CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
                 });
                 await tls.WriteAsync(request);
                 return (socket, tls);
@@ -291,16 +285,10 @@ public sealed class FloodTests : IDisposable
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
             await socket.ConnectAsync(IPAddress.Loopback, tlsPort);
             using var tls = new System.Net.Security.SslStream(new NetworkStream(socket, ownsSocket: false), false);
-            using var ca = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(TestWorld.CaPath);
             await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
             {
                 TargetHost = "b.localhost",
-                CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy
-                {
-                    TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust,
-                    CustomTrustStore = { ca },
-                    RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
-                },
+                CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
             });
             await tls.WriteAsync(Encoding.ASCII.GetBytes("GET /big.bin HTTP/1.1\r\nHost: b.localhost\r\n\r\n"));
             await ReadThenResetAsync(socket, tls);

@@ -55,10 +55,9 @@ public sealed class GoodClient : IAsyncDisposable
         };
         if (target.Scheme == Uri.UriSchemeHttps)
         {
-            var ca = X509CertificateLoader.LoadCertificateFromFile(TestWorld.CaPath);
             handler.SslOptions = new SslClientAuthenticationOptions
             {
-                CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = X509RevocationMode.NoCheck },
+                CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
             };
             _url = new UriBuilder(target) { Host = host }.Uri;
         }

@@ -129,7 +129,6 @@ public sealed class InteropMatrixTests : IDisposable
             }
         }
 
-        using var ca = X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath));
         using var handler = new SocketsHttpHandler
         {
             ConnectCallback = async (_, ct) =>
@@ -140,7 +139,7 @@ public sealed class InteropMatrixTests : IDisposable
             },
             SslOptions = new SslClientAuthenticationOptions
             {
-                CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = X509RevocationMode.NoCheck },
+                CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
             },
         };
         using var client = new HttpClient(handler) { DefaultRequestVersion = HttpVersion.Version20, DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact };

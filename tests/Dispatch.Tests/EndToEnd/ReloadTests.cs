@@ -81,14 +81,13 @@ public sealed class ReloadTests : IDisposable
         Assert.Equal("256", KeyBits());
 
         // An open connection, before the renewal.
-        using var ca = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath));
         using var tcp = new System.Net.Sockets.TcpClient();
         await tcp.ConnectAsync(System.Net.IPAddress.Loopback, tlsPort);
         await using var ssl = new System.Net.Security.SslStream(tcp.GetStream());
         await ssl.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
         {
             TargetHost = "a.localhost",
-            CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy { TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck },
+            CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
         });
 
         // certbot renewal: new files in archive/ (the RSA lineage's stand in), live/ symlinks swapped.

@@ -95,14 +95,13 @@ public sealed class RoutingTests : IDisposable
     public async Task A_request_for_another_pool_on_a_TLS_connection_gets_421_and_the_connection_is_closed()
     {
         var s = Start("tls-421");
-        using var ca = X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath));
         using var tcp = new TcpClient();
         await tcp.ConnectAsync(IPAddress.Loopback, s.TlsPort);
         await using var ssl = new SslStream(tcp.GetStream());
         await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
         {
             TargetHost = "a.localhost",
-            CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = X509RevocationMode.NoCheck },
+            CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
         });
         await ssl.WriteAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\nGET / HTTP/1.1\r\nHost: b.localhost\r\n\r\nGET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n"));
         var all = new MemoryStream();

@@ -159,11 +159,10 @@ public sealed class SendTimeoutTests : IDisposable
         var socket = NewClient();
         await socket.ConnectAsync(IPAddress.Loopback, port);
         var tls = new SslStream(new NetworkStream(socket, ownsSocket: false), false);
-        using var ca = X509CertificateLoader.LoadCertificateFromFile(TestWorld.CaPath);
         await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
         {
             TargetHost = host,
-            CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = X509RevocationMode.NoCheck },
+            CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
         });
         await tls.WriteAsync(Encoding.ASCII.GetBytes($"GET /big.bin HTTP/1.1\r\nHost: {host}\r\n\r\n"));
         await tls.FlushAsync();

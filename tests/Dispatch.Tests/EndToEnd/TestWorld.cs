@@ -120,6 +120,17 @@ public static class TestWorld
 
     public static string CaPath => Path.Combine(RepoRoot, "certs-sample", "ca.pem");
 
+    private static readonly Lazy<System.Security.Cryptography.X509Certificates.X509Certificate2> SampleCa =
+        new(() => System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(CaPath));
+
+    /// <summary>What a .NET client of the sample trusts: the sample CA (<see cref="CaPath"/>) alone, revocation not checked (it names no CRL).</summary>
+    public static System.Security.Cryptography.X509Certificates.X509ChainPolicy SampleCaChainPolicy() => new()
+    {
+        TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust,
+        CustomTrustStore = { SampleCa.Value },
+        RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+    };
+
     public static int FreePort()
     {
         using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);

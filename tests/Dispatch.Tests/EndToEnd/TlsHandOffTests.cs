@@ -290,14 +290,12 @@ public sealed class TlsHandOffTests : IDisposable
         }
     }
 
-    private static readonly Lazy<X509Certificate2> Ca = new(() => X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath)));
-
     /// <summary>A .NET client that trusts the sample CA only, speaking HTTP/1.1.</summary>
     private static SslClientAuthenticationOptions ClientOptions() => new()
     {
         TargetHost = "a.localhost",
         ApplicationProtocols = [SslApplicationProtocol.Http11],
-        CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { Ca.Value }, RevocationMode = X509RevocationMode.NoCheck },
+        CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
     };
 
     private static int WorkerPid(Setup s)

@@ -93,7 +93,6 @@ public sealed class TlsTerminationTests : IDisposable
     public async Task DotNet_HttpClient_and_gnutls_cli_interoperate()
     {
         var s = Start("tls-interop");
-        using var ca = X509Certificate2.CreateFromPem(File.ReadAllText(TestWorld.CaPath));
         using var handler = new SocketsHttpHandler
         {
             ConnectCallback = async (_, ct) =>
@@ -105,7 +104,7 @@ public sealed class TlsTerminationTests : IDisposable
             SslOptions = new SslClientAuthenticationOptions
             {
                 EnabledSslProtocols = System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13,
-                CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { ca }, RevocationMode = X509RevocationMode.NoCheck },
+                CertificateChainPolicy = TestWorld.SampleCaChainPolicy(),
             },
         };
         using var client = new HttpClient(handler);
