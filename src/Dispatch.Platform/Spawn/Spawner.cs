@@ -47,6 +47,26 @@ public static unsafe class Spawner
     public const string Gen0Budget = "DOTNET_GCGen0MaxBudget=400000";
 
     /// <summary>
+    /// The GC's basic region in Dispatch's own children: 256 KiB (hexadecimal bytes) instead of the runtime's 4 MiB, so
+    /// that a region of the pinned object heap is 2 MiB instead of 32. The GC gives a region's memory back only whole, and
+    /// the pinned blocks of a connection still open keep theirs: after a flood of stalled TLS readers, a worker whose trim
+    /// ran while one download continued kept 19 of the flood's 28.6 MiB until it went quiet (docs/floods.md, "The worker's
+    /// blocks and a download still in progress at the trim").
+    /// </summary>
+    public const string RegionSize = "DOTNET_GCRegionSize=40000";
+
+    /// <summary>
+    /// The address range the GC reserves for its heap, in Dispatch's own children without a heap hard limit: 8 GiB
+    /// (hexadecimal bytes). The runtime's default is twice the machine's memory (47 GiB here), and it keeps a table entry
+    /// per region of that range: with <see cref="RegionSize"/>'s regions the table cost each idle worker 0.7 MB of private
+    /// memory (5.0 to 5.7 MB, <c>bench/density.sh</c>, 100 pools), and would cost ten times that on a host with ten
+    /// times the memory; with 8 GiB, nothing measurable. It bounds the heap: 8 GiB holds the connections of the
+    /// default 65,536 descriptors even as stalled TLS readers (about 60 KB each in a worker). With a heap hard limit
+    /// the runtime reserves five times the limit, and this is not given.
+    /// </summary>
+    public const string RegionRange = "DOTNET_GCRegionRange=200000000";
+
+    /// <summary>
     /// Arrays of one size that <c>ArrayPool&lt;byte&gt;.Shared</c> keeps per partition (one partition per core) in Dispatch's
     /// own children: 16 instead of the runtime's 32. Every buffer of a connection (a prelude, a TLS record, a pipe's
     /// segment) is rented there and given back; after a surge the pool holds as many as it may keep, and gives them up
@@ -68,15 +88,15 @@ public static unsafe class Spawner
 
     /// <summary>
     /// The environment of Dispatch's own children (not of a pool's foreign <c>program</c>): the clean environment, the
-    /// OpenSSL policy, the GC's <see cref="Gen0Budget"/>, the shared array pool's <see cref="PooledArrays"/>, and a GC
-    /// heap hard limit when one is given.
+    /// OpenSSL policy, the GC's <see cref="Gen0Budget"/> and <see cref="RegionSize"/>, the shared array pool's <see cref="PooledArrays"/>, and a GC
+    /// heap hard limit when one is given (else the GC's <see cref="RegionRange"/>).
     /// </summary>
     public static string[] CleanEnvironment(ulong? heapHardLimit)
     {
-        string[] own = [.. CleanEnvironment(), $"{OpenSslConfigVariable}={OpenSslConfigFile}", Gen0Budget, PooledArrays];
+        string[] own = [.. CleanEnvironment(), $"{OpenSslConfigVariable}={OpenSslConfigFile}", Gen0Budget, RegionSize, PooledArrays];
         return heapHardLimit is { } bytes
             ? [.. own, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{HeapHardLimitVariable}={bytes:X}")]
-            : own;
+            : [.. own, RegionRange];
     }
 
     /// <summary>The heap hard limit this process was started with (stage 1: the one the master chose), or null.</summary>

@@ -56,6 +56,13 @@ public sealed class DensityTests : IDisposable
             // The young generation the master gives its own children (Spawner.Gen0Budget): at most 4 MiB, not the 128
             // (32 with a heap limit) whose garbage an idle connection's share of memory carried (docs/operations.md).
             Assert.Equal("4194304", gc["GCGen0MaxBudget"]);
+
+            // Its basic region (Spawner.RegionSize): 256 KiB, not 4 MiB, so that the pinned blocks of a connection
+            // still open do not keep a 32 MiB region of the pinned object heap (docs/floods.md).
+            Assert.Equal("262144", gc["GCRegionSize"]);
+
+            // Its heap's range: 8 GiB without a heap hard limit (Spawner.RegionRange), five times the limit with one.
+            Assert.Equal(pool == "a" ? "503316480" : "8589934592", gc["GCRegionRange"]);
         }
     }
 
