@@ -27,6 +27,10 @@ namespace Dispatch.Worker.Http;
 /// what it holds, and the small rents are every request's; with them here too, a keep-alive TLS request of 1 KiB cost
 /// more CPU in three A/B runs (1.28-1.35x nginx's -> 1.43-1.54x) and less in a fourth, every range overlapping: the
 /// narrower change was kept.</para>
+/// <para>A block still rented at a trim (a download in progress) keeps the region of the pinned object heap it is in:
+/// the GC gives a region back only whole. Hence the small regions of Dispatch's children (<c>Spawner.RegionSize</c>:
+/// 2 MiB for this heap, against the runtime's 32, which kept 19 of a flood's 29 MiB; docs/floods.md, "The GC's regions:
+/// what a pinned block keeps").</para>
 /// </remarks>
 internal sealed class TransportBlockPool : MemoryPool<byte>, IMemoryPoolFactory<byte>
 {
