@@ -50,8 +50,8 @@ public static unsafe class Spawner
     /// The GC's basic region in Dispatch's own children: 256 KiB (hexadecimal bytes) instead of the runtime's 4 MiB, so
     /// that a region of the pinned object heap is 2 MiB instead of 32. The GC gives a region's memory back only whole, and
     /// the pinned blocks of a connection still open keep theirs: after a flood of stalled TLS readers, a worker whose trim
-    /// ran while one download continued kept 19 of the flood's 28.6 MiB until it went quiet (docs/floods.md, "The worker's
-    /// blocks and a download still in progress at the trim").
+    /// ran while one download continued kept 19 of the flood's 28.6 MiB until it went quiet (docs/floods.md, "The GC's
+    /// regions: what a pinned block keeps").
     /// </summary>
     public const string RegionSize = "DOTNET_GCRegionSize=40000";
 
@@ -88,8 +88,8 @@ public static unsafe class Spawner
 
     /// <summary>
     /// The environment of Dispatch's own children (not of a pool's foreign <c>program</c>): the clean environment, the
-    /// OpenSSL policy, the GC's <see cref="Gen0Budget"/> and <see cref="RegionSize"/>, the shared array pool's <see cref="PooledArrays"/>, and a GC
-    /// heap hard limit when one is given (else the GC's <see cref="RegionRange"/>).
+    /// OpenSSL policy, the GC's <see cref="Gen0Budget"/> and <see cref="RegionSize"/>, the shared array pool's
+    /// <see cref="PooledArrays"/>, and a GC heap hard limit when one is given (else the GC's <see cref="RegionRange"/>).
     /// </summary>
     public static string[] CleanEnvironment(ulong? heapHardLimit)
     {

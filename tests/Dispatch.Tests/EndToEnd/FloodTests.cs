@@ -203,7 +203,7 @@ public sealed class FloodTests : IDisposable
             // The blocks are on the pinned object heap, whose memory the GC gives back a region at a time: the last
             // download's blocks keep theirs. With the runtime's regions (32 MiB for this heap) that was 19 of the 29 MiB
             // here until the download ended; with the children's (Spawner.RegionSize: 2 MiB) it is at most a region or
-            // two (docs/floods.md, "The worker's blocks and a download still in progress at the trim").
+            // two (docs/floods.md, "The GC's regions: what a pinned block keeps").
             var bound = anonBefore + ((anonDuring - anonBefore) / 4);
             long last = 0;
             var back = Tools.Eventually(() => (last = AnonymousRssWhileAlive(worker)) <= bound, TimeSpan.FromSeconds(10));
