@@ -10,6 +10,7 @@
 #   dl-tls13         10 MiB download, TLS 1.3 (wrk -t 1 -c 2): CPU per MiB
 #   dl-http          10 MiB download, plain HTTP (wrk -t 1 -c 2): CPU per MiB
 #   handshake13      full TLS 1.3 handshakes (bench/tool.py handshakes, no resumption): CPU per handshake
+#   handshake13-req  full TLS 1.3 handshake + one GET / + close (as bench/run.sh's row): CPU per connection
 #   handshake12      full TLS 1.2 handshakes, ECDHE-ECDSA-AES128-GCM-SHA256 over P-256 (as bench/run.sh pins them)
 #   idle-tls13       IDLE_CONNS TLS 1.3 connections held idle (bench/tool.py idle-measure): KiB RSS per connection
 #                    of the whole tree and of the Worker alone, after the handshake and after one GET each
@@ -18,7 +19,7 @@
 #
 #   sudo INSTALLS="before=/dir/a after=/dir/b" bench/datapath.sh    report in bench/results/datapath-<date>-<commit>.md
 # Environment: INSTALLS (required, NAME=DIR ...), ROUNDS=2, DURATION=15s, WRK_THREADS=2, WRK_CONNS=10,
-#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: dl-http handshake13 handshake12 idle-tls13), HANDSHAKES=1500,
+#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: dl-http handshake13 handshake13-req handshake12 idle-tls13), HANDSHAKES=1500,
 #   IDLE_CONNS=2000, RESULTS_DIR, TITLE (a line for the report).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -103,7 +104,7 @@ row_args() {   # row_args ROW: scheme path threads conns
     http-ka) echo "http / $WRK_THREADS $WRK_CONNS" ;;
     dl-tls13) echo "https /10m.bin 1 2" ;;
     dl-http) echo "http /10m.bin 1 2" ;;
-    handshake13|handshake12|idle-tls13) echo "https / 0 0" ;;
+    handshake13|handshake13-req|handshake12|idle-tls13) echo "https / 0 0" ;;
     *) die "unknown row $1" ;;
   esac
 }
@@ -152,10 +153,12 @@ for round in $(seq 1 "$ROUNDS"); do
           || log "WARNING: TLS 1.2 handshakes against $s had errors"
         continue
       fi
-      if [ "$row" = handshake13 ]; then
+      if [ "$row" = handshake13 ] || [ "$row" = handshake13-req ]; then
+        request=()
+        [ "$row" = handshake13 ] || request=(--request /)
         OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" measure --group "$s=${PID_OF[$s]}" --metric "$row" --server "$s" \
           --round "$round" --out "$results" -- \
-          "$PY" "$TOOL" handshakes --tls-version 1.3 --port "${TLS_PORT[$s]}" --n "$HANDSHAKES" --conc 4 >&2 \
+          "$PY" "$TOOL" handshakes --tls-version 1.3 --port "${TLS_PORT[$s]}" --n "$HANDSHAKES" --conc 4 "${request[@]}" >&2 \
           || log "WARNING: handshakes against $s had errors"
         continue
       fi
@@ -196,6 +199,7 @@ rows = [("https13-ka", "keep-alive TLS 1.3 GET 1 KiB: CPU µs / request", "count
         ("dl-tls13", "10 MiB download, TLS 1.3: CPU ms / MiB", "mib", 1e3),
         ("dl-http", "10 MiB download, plain HTTP: CPU ms / MiB", "mib", 1e3),
         ("handshake13", "full TLS 1.3 handshake (X25519, ECDSA, no resumption): CPU ms / handshake", "count", 1e3),
+        ("handshake13-req", "full TLS 1.3 handshake + one GET / (1 KiB) + close: CPU ms / connection", "count", 1e3),
         ("handshake12", "full TLS 1.2 handshake (ECDHE-ECDSA-AES128-GCM-SHA256, P-256): CPU ms / handshake", "count", 1e3)]
 def values(metric, server, unit, scale):
     out = []
