@@ -10,7 +10,7 @@ public sealed class SpawnerEnvironmentTests
     {
         foreach (var environment in new[] { Spawner.CleanEnvironment(heapHardLimit: null), Spawner.CleanEnvironment(heapHardLimit: 96UL << 20) })
         {
-            var variables = environment.Select(e => e.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
+            var variables = Variables(environment);
 
             // Hexadecimal bytes, as the runtime reads them (DensityTests: the worker's GC reports it).
             Assert.Equal(4L << 20, Convert.ToInt64(variables["DOTNET_GCGen0MaxBudget"], 16));
@@ -22,7 +22,7 @@ public sealed class SpawnerEnvironmentTests
     {
         foreach (var environment in new[] { Spawner.CleanEnvironment(heapHardLimit: null), Spawner.CleanEnvironment(heapHardLimit: 96UL << 20) })
         {
-            var variables = environment.Select(e => e.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
+            var variables = Variables(environment);
             Assert.Equal("16", variables["DOTNET_SYSTEM_BUFFERS_SHAREDARRAYPOOL_MAXARRAYSPERPARTITION"]);
         }
     }
@@ -32,7 +32,7 @@ public sealed class SpawnerEnvironmentTests
     {
         foreach (var environment in new[] { Spawner.CleanEnvironment(heapHardLimit: null), Spawner.CleanEnvironment(heapHardLimit: 96UL << 20) })
         {
-            var variables = environment.Select(e => e.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
+            var variables = Variables(environment);
 
             // Hexadecimal bytes, without 0x: a NativeAOT runtime ignored "0x40000" (DensityTests: the worker's GC reports it).
             Assert.Equal(256L << 10, Convert.ToInt64(variables["DOTNET_GCRegionSize"], 16));
@@ -43,9 +43,6 @@ public sealed class SpawnerEnvironmentTests
     [Fact]
     public void Dispatchs_own_children_without_a_heap_hard_limit_get_a_GC_range_of_8_GiB_and_with_one_the_runtimes()
     {
-        static Dictionary<string, string> Variables(string[] environment) =>
-            environment.Select(e => e.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
-
         Assert.Equal(8L << 30, Convert.ToInt64(Variables(Spawner.CleanEnvironment(heapHardLimit: null))["DOTNET_GCRegionRange"], 16));
 
         // A range under the limit would cap the heap below it: the runtime reserves five times the limit itself.
@@ -58,4 +55,7 @@ public sealed class SpawnerEnvironmentTests
         Assert.DoesNotContain(Spawner.CleanEnvironment(), e => e.StartsWith("DOTNET_GC", StringComparison.Ordinal));
         Assert.DoesNotContain(Spawner.CleanEnvironment(), e => e.StartsWith("DOTNET_SYSTEM_BUFFERS_", StringComparison.Ordinal));
     }
+
+    private static Dictionary<string, string> Variables(string[] environment) =>
+        environment.Select(e => e.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
 }
