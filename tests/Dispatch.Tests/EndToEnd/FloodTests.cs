@@ -43,13 +43,13 @@ public sealed class FloodTests : IDisposable
         Close(warm);
         // All of them released (not merely most: a count taken while the last few close would be a baseline the flood
         // below never reaches, on a loaded machine).
-        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) <= fdsIdle + 4, TimeSpan.FromSeconds(60)), "the warm-up connections were not released");
+        Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(dispatcher) == 0 && Tools.DescriptorCount(dispatcher) <= fdsIdle + 4, TimeSpan.FromSeconds(60)), "the warm-up connections were not released");
         var fdsBefore = Tools.DescriptorCount(dispatcher);
         var rssBefore = Rss(dispatcher);
 
         var flood = await OpenAsync(Each, tlsPort, PartialHello);
         flood.AddRange(await OpenAsync(Each, d.HttpPort, PartialHead));
-        Assert.True(Tools.Eventually(() => Tools.DescriptorCount(dispatcher) >= fdsBefore + (2 * Each), TimeSpan.FromSeconds(60)), $"the dispatcher does not hold the {2 * Each} connections");
+        Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(dispatcher) >= 2 * Each, TimeSpan.FromSeconds(60)), $"the dispatcher does not hold the {2 * Each} connections: {Tools.DescriptorKinds(dispatcher)}");
         var rssDuring = Rss(dispatcher);
         var per = (rssDuring - rssBefore) / (2.0 * Each);
         _output.WriteLine($"{2 * Each} partial ClientHellos and heads: dispatcher RSS {rssBefore} -> {rssDuring} KiB ({per:F2} KiB each)");
@@ -115,7 +115,7 @@ public sealed class FloodTests : IDisposable
         for (var i = 0; i < 20; i++)
             Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/").Status);
         var worker = d.WorkerPid("a");
-        Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(worker) == 0), $"the worker kept connections of the warm-up: {Tools.DescriptorKinds(worker)}");
+        Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(worker) == 0), $"the worker kept connections of the warm-up: {Tools.DescriptorKinds(worker)}");
         var rssBefore = Rss(worker);
 
         var request = Encoding.ASCII.GetBytes("GET /big.bin HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
@@ -129,7 +129,7 @@ public sealed class FloodTests : IDisposable
         {
             good.WaitForProgress();
             flood = await OpenAsync(Stalled, d.HttpPort, request, receiveBuffer: 4096);
-            Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(worker) >= Stalled, TimeSpan.FromSeconds(120)), $"the worker does not hold the stalled readers: {Tools.DescriptorKinds(worker)}");
+            Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(worker) >= Stalled, TimeSpan.FromSeconds(120)), $"the worker does not hold the stalled readers: {Tools.DescriptorKinds(worker)}");
 
             // Every response has started (its head reached the client): the worker has written what it can and waits.
             Assert.True(Tools.Eventually(() => flood.All(s => s.Available > 0), TimeSpan.FromSeconds(120)), "not every stalled reader got the start of its response");
@@ -155,7 +155,7 @@ public sealed class FloodTests : IDisposable
         Assert.True(per < 320, $"the worker grew {per:F1} KiB per stalled reader");
 
         Close(flood);
-        Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(worker) == 0, TimeSpan.FromSeconds(120)), $"the worker kept sockets of the stalled readers: {Tools.DescriptorKinds(worker)}");
+        Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(worker) == 0, TimeSpan.FromSeconds(120)), $"the worker kept sockets of the stalled readers: {Tools.DescriptorKinds(worker)}");
 
         // Without a trim the heap they used stayed (RSS 131 -> 735 -> 727 MiB for 3000 in the bench, for as long as the
         // worker lived). With it, most of the growth goes back within seconds (280 -> 130 MiB from 65 here, the rest being
@@ -180,14 +180,14 @@ public sealed class FloodTests : IDisposable
         for (var i = 0; i < 20; i++)
             Assert.Equal(200, Tools.Curl("--cacert", TestWorld.CaPath, "--resolve", $"b.localhost:{tlsPort}:127.0.0.1", $"https://b.localhost:{tlsPort}/").Status);
         var worker = d.WorkerPid("b");
-        Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(worker) == 0), $"the worker kept connections of the warm-up: {Tools.DescriptorKinds(worker)}");
+        Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(worker) == 0), $"the worker kept connections of the warm-up: {Tools.DescriptorKinds(worker)}");
         var anonBefore = AnonymousRss(worker);
 
         // Downloads over the handed TLS session whose clients do not read: each holds the transport's blocks of its
         // unsent records. The last one is opened once all the others hold theirs, so that its blocks are the last
         // allocated, and it stays open through the trim, as a real download would (a host nearly always has one).
         var surge = await OpenStalledTlsAsync(Surge, tlsPort, "b.localhost", "/big.bin");
-        Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(worker) >= Surge, TimeSpan.FromSeconds(120)), $"the worker does not hold the stalled readers: {Tools.DescriptorKinds(worker)}");
+        Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(worker) >= Surge, TimeSpan.FromSeconds(120)), $"the worker does not hold the stalled readers: {Tools.DescriptorKinds(worker)}");
         Assert.True(Tools.Eventually(() => surge.All(c => c.Socket.Available > 0), TimeSpan.FromSeconds(120)), "not every stalled reader got the start of its response");
         var inProgress = await OpenStalledTlsAsync(1, tlsPort, "b.localhost", "/big.bin");
         try
@@ -197,7 +197,7 @@ public sealed class FloodTests : IDisposable
             _output.WriteLine($"{Surge + 1} stalled TLS readers: worker anonymous RSS {anonBefore} -> {anonDuring} KiB");
 
             CloseAll(surge);
-            Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(worker) <= 1, TimeSpan.FromSeconds(120)), $"the worker kept sockets of the stalled readers: {Tools.DescriptorKinds(worker)}");
+            Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(worker) <= 1, TimeSpan.FromSeconds(120)), $"the worker kept sockets of the stalled readers: {Tools.DescriptorKinds(worker)}");
             d.WaitForLine(new Regex(@"Worker \d+ \(b\): Connections fell from \d+ to 1: memory trimmed"));
 
             // The blocks are on the pinned object heap, whose memory the GC gives back a region at a time: the last
@@ -212,7 +212,7 @@ public sealed class FloodTests : IDisposable
 
             // And once that download has ended too (its blocks kept by the pool until the quiet trim, 2 s on).
             CloseAll(inProgress);
-            Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(worker) == 0, TimeSpan.FromSeconds(60)), $"the worker kept the last download's socket: {Tools.DescriptorKinds(worker)}");
+            Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(worker) == 0, TimeSpan.FromSeconds(60)), $"the worker kept the last download's socket: {Tools.DescriptorKinds(worker)}");
             back = Tools.Eventually(() => (last = AnonymousRssWhileAlive(worker)) <= bound, TimeSpan.FromSeconds(30));
             Assert.True(back, $"the worker's anonymous RSS stayed at {last} KiB once the last download ended (before {anonBefore}, during {anonDuring}; {long.MaxValue}: the worker had left)");
             _output.WriteLine($"after the last download ended: {last} KiB");

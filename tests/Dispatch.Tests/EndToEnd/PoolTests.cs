@@ -133,7 +133,7 @@ public sealed class PoolTests : IDisposable
             Assert.Equal(2, workers.Count);
             foreach (var w in workers)
             {
-                var tcp = Tools.TcpSocketCount(w);
+                var tcp = Tools.TcpConnectionCount(w);
                 _output.WriteLine($"worker {w}: {tcp} client TCP connections");
                 Assert.InRange(tcp, 1, 10);
             }

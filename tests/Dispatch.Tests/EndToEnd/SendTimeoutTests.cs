@@ -55,7 +55,7 @@ public sealed class SendTimeoutTests : IDisposable
         var workerB = d.WorkerPid("b");
         int[] pids = [d.DispatcherPid, workerA, workerB];
         // The warm-up's connections closed in the workers: a baseline taken with one still open would be one too high.
-        Assert.True(Tools.Eventually(() => Tools.TcpSocketCount(workerA) == 0 && Tools.TcpSocketCount(workerB) == 0), $"the workers kept connections of the warm-up: {Tools.DescriptorKinds(workerA)}; {Tools.DescriptorKinds(workerB)}");
+        Assert.True(Tools.Eventually(() => Tools.TcpConnectionCount(workerA) == 0 && Tools.TcpConnectionCount(workerB) == 0), $"the workers kept connections of the warm-up: {Tools.DescriptorKinds(workerA)}; {Tools.DescriptorKinds(workerB)}");
         var baseline = pids.ToDictionary(p => p, Tools.DescriptorCountBesidesPollers);
         var kinds = pids.ToDictionary(p => p, Tools.DescriptorKinds);
 

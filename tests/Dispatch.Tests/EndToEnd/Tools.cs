@@ -80,8 +80,8 @@ public static class Tools
         return result;
     }
 
-    /// <summary>"socket:[inode]" of every TCP socket on the machine (from /proc/net/tcp and tcp6).</summary>
-    public static HashSet<string> TcpSocketInodes()
+    /// <summary>"socket:[inode]" of every TCP socket on the machine (from /proc/net/tcp and tcp6); without the listening ones if <paramref name="listening"/> is false.</summary>
+    public static HashSet<string> TcpSocketInodes(bool listening = true)
     {
         var set = new HashSet<string>(StringComparer.Ordinal);
         foreach (var file in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
@@ -89,7 +89,7 @@ public static class Tools
             foreach (var line in File.ReadLines(file).Skip(1))
             {
                 var cols = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                if (cols.Length > 9)
+                if (cols.Length > 9 && (listening || cols[3] != "0A")) // st 0A: TCP_LISTEN
                     set.Add($"socket:[{cols[9]}]");
             }
         }
@@ -100,15 +100,15 @@ public static class Tools
     public static int DescriptorCount(int pid) => Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Count();
 
     /// <summary>
-    /// A process's TCP sockets: in a worker, its clients' connections, and nothing else (its channels are Unix sockets).
-    /// What a test of a worker's connections counts: its other descriptors come and go with them (the static files'
-    /// open handles: one to four of a file being downloaded, the index page's let go meanwhile), so a count of every
-    /// descriptor missed 400 stalled readers by one.
+    /// A process's TCP connections (its TCP sockets but listening ones): its clients' connections in a worker or the
+    /// dispatcher. What a test of a process's connections counts: its other descriptors come and go with them (a
+    /// worker's open handles of static files: one to four of a file being downloaded, the index page's let go
+    /// meanwhile), so a count of every descriptor over a baseline missed 400 stalled readers by one.
     /// </summary>
-    public static int TcpSocketCount(int pid)
+    public static int TcpConnectionCount(int pid)
     {
-        var tcp = TcpSocketInodes();
-        return Descriptors(pid).Values.Count(tcp.Contains);
+        var connections = TcpSocketInodes(listening: false);
+        return Descriptors(pid).Values.Count(connections.Contains);
     }
 
     /// <summary>
