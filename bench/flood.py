@@ -14,6 +14,9 @@ Standard-library Python 3 only (asyncio for the floods). Subcommands:
   scenario ...           one measurement: good client idle / during a flood / after it, and the
                          descriptors and RSS of every process of the server before, during, after;
                          appends one JSON line
+  wake                   how long this machine takes to pass a byte around a ring of processes that
+                         sleep between passes (the hops a fresh connection makes through Dispatch's
+                         processes and threads): prints one line, for the report's header
   report RESULTS META    Markdown report from the JSON lines
 """
 
@@ -382,8 +385,16 @@ def cmd_scenario(a):
         good_cmd.append("--tls")
     good = subprocess.Popen(good_cmd)
     marks = {}
+    wake = None
     try:
-        time.sleep(a.warmup)
+        started = time.time()
+        if a.warmup >= 20:
+            # The machine's wake-ups, in the warm-up's last seconds (with the good client running): what the idle p99
+            # below is mostly made of on a virtual machine, and it changes from one minute to the next.
+            time.sleep(a.warmup - 15)
+            probe = subprocess.run([sys.executable, HERE, "wake"], capture_output=True, text=True, timeout=60)
+            wake = probe.stdout.strip() or None
+        time.sleep(max(0.0, a.warmup - (time.time() - started)))
         marks["idle"] = time.time()
         time.sleep(a.idle)
         before = proc_stats(a.root)
@@ -438,12 +449,56 @@ def cmd_scenario(a):
                 "max_ms": max(ok) if ok else None,
                 "first_failure": (fails[0]["error"] or f"status {fails[0]['status']}") if fails else None}
     rec = {"server": a.server, "scenario": a.name, "kind": a.kind, "tls": a.tls, "source": a.source,
-           "flood": flood_res, "good": phases, "recovered_s": recovered_s,
+           "flood": flood_res, "good": phases, "recovered_s": recovered_s, "wake": wake,
            "procs": {"before": totals(before), "peak": peak, "after": totals(after),
                      "roles_before": by_role(before), "roles_peak": peak_roles, "roles_after": by_role(after)}}
     with open(a.out, "a") as f:
         f.write(json.dumps(rec) + "\n")
     print(json.dumps(rec))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# wake
+
+
+def cmd_wake(a):
+    """A byte around a ring of `hops` processes joined by pipes, every 20 ms, each process asleep in read() between
+    passes: each pass is `hops` wake-ups of sleeping processes, on whichever cores the scheduler picks. On a machine
+    whose idle cores wake slowly (a virtual machine's vCPUs) this shows the milliseconds that a fresh connection's
+    hops through Dispatch's processes and threads pay while idle, and that a good client's idle p99 is made of
+    (docs/floods.md, "What the idle p99 is made of")."""
+    pipes = [os.pipe() for _ in range(a.hops + 1)]
+    children = []
+    for i in range(a.hops):
+        pid = os.fork()
+        if pid == 0:
+            r, w = pipes[i][0], pipes[i + 1][1]
+            for fd in {fd for pair in pipes for fd in pair} - {r, w}:
+                os.close(fd)  # so that the end of the ring's first pipe reaches every process in turn
+            while True:
+                b = os.read(r, 1)
+                if not b:
+                    os._exit(0)
+                os.write(w, b)
+        children.append(pid)
+    for i, (r, w) in enumerate(pipes):
+        if i > 0:
+            os.close(w)
+        if i < a.hops:
+            os.close(r)
+    lat = []
+    for _ in range(a.passes):
+        t = time.perf_counter()
+        os.write(pipes[0][1], b"x")
+        os.read(pipes[a.hops][0], 1)
+        lat.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.02)
+    os.close(pipes[0][1])
+    os.close(pipes[a.hops][0])
+    for pid in children:
+        os.waitpid(pid, 0)
+    print(f"{a.hops} hops: p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, over 2 ms {sum(1 for x in lat if x > 2)} of {len(lat)}")
     return 0
 
 
@@ -516,6 +571,13 @@ def cmd_report(a):
             out.append(f"| {scen} | {role} | {b['fds']} -> {k.get('fds', '-')} -> {af.get('fds', '-')} | "
                        f"{b['rss_kib'] / 1024:.0f} -> {k.get('rss_kib', 0) / 1024:.0f} -> {af.get('rss_kib', 0) / 1024:.0f} |")
     out.append("")
+    out.append("This machine's wake-ups during each scenario's warm-up (`bench/flood.py wake`: a byte passed around 4 "
+               "processes asleep in read(), every 20 ms, 500 times; a fresh connection's path through Dispatch makes about "
+               "as many hops, nginx's one; docs/floods.md, \"What the idle p99 is made of\"):")
+    out.append("")
+    for r in recs:
+        out.append(f"- {r['scenario']} / {r['server']}: {r.get('wake') or 'not measured'}")
+    out.append("")
     out.append("Flood details (JSON per scenario and server):")
     out.append("")
     for r in recs:
@@ -578,11 +640,14 @@ def main():
     s.add_argument("--after-max", type=float, default=90)
     s.add_argument("--interval", type=float, default=0.02)
     s.add_argument("--out", required=True)
+    w = sub.add_parser("wake")
+    w.add_argument("--hops", type=int, default=4)
+    w.add_argument("--passes", type=int, default=500)
     r = sub.add_parser("report")
     r.add_argument("results")
     r.add_argument("meta")
     a = p.parse_args()
-    return {"flood": cmd_flood, "good": cmd_good, "scenario": cmd_scenario, "report": cmd_report}[a.cmd](a)
+    return {"flood": cmd_flood, "good": cmd_good, "scenario": cmd_scenario, "wake": cmd_wake, "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":
