@@ -392,8 +392,11 @@ def cmd_scenario(a):
             # The machine's wake-ups, in the warm-up's last seconds (with the good client running): what the idle p99
             # below is mostly made of on a virtual machine, and it changes from one minute to the next.
             time.sleep(a.warmup - 15)
-            probe = subprocess.run([sys.executable, HERE, "wake"], capture_output=True, text=True, timeout=60)
-            wake = probe.stdout.strip() or None
+            try:
+                probe = subprocess.run([sys.executable, HERE, "wake"], capture_output=True, text=True, timeout=60)
+                wake = probe.stdout.strip() or None
+            except subprocess.TimeoutExpired:
+                wake = "did not finish within 60 s"
         time.sleep(max(0.0, a.warmup - (time.time() - started)))
         marks["idle"] = time.time()
         time.sleep(a.idle)
