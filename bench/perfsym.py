@@ -6,8 +6,10 @@ executable's own virtual addresses, which are the .dbg file's, so they are mappe
     perf script -i perf.data -F comm,tid,ip,sym,dso | bench/perfsym.py EXE_NAME SYMBOLS.dbg [TOP]
 Prints: the share of samples per symbol (self), per symbol anywhere on the stack (inclusive, each symbol counted
 once per sample), and per group (kernel, libc, libcrypto, the executable by namespace prefix).
+FOCUS=TEXT (environment) adds what runs under the first frame whose symbol contains TEXT: its callees, inclusive and
+self, as shares of all samples (what a symbol's inclusive share is made of).
 """
-import bisect, collections, re, subprocess, sys
+import bisect, collections, os, re, subprocess, sys
 
 exe, dbg = sys.argv[1], sys.argv[2]
 top = int(sys.argv[3]) if len(sys.argv) > 3 else 60
@@ -77,3 +79,23 @@ for sym, c in self_c.most_common(top):
 print("\n## inclusive, by symbol")
 for sym, c in incl.most_common(top * 2):
     print(f"{100 * c / n:6.2f}%  {sym[:160]}")
+
+focus = os.environ.get("FOCUS")
+if focus:
+    under, under_self, hits = collections.Counter(), collections.Counter(), 0
+    for s in samples:
+        # frames are leaf first: the outermost frame that matches, and everything nearer the leaf
+        idx = [i for i, sym in enumerate(s) if focus in sym]
+        if not idx:
+            continue
+        hits += 1
+        callees = s[:idx[-1]]
+        under_self[callees[0] if callees else s[idx[-1]]] += 1
+        for sym in set(callees):
+            under[sym] += 1
+    print(f"\n## under {focus}: {100 * hits / n:.2f}% of the samples; its callees, inclusive")
+    for sym, c in under.most_common(top):
+        print(f"{100 * c / n:6.2f}%  {sym[:160]}")
+    print(f"\n## under {focus}: self")
+    for sym, c in under_self.most_common(top // 2):
+        print(f"{100 * c / n:6.2f}%  {sym[:160]}")

@@ -7,15 +7,17 @@
 #   sudo INSTALL=artifacts/bin LOAD=ka bench/profile.sh
 # PERF_CALLGRAPH="--call-graph dwarf,16384" unwinds through libraries built without frame pointers (libcrypto).
 # Environment: INSTALL (a directory with Master, TlsDispatcher, Worker), LOAD=ka (keep-alive TLS 1.3 GET 1 KiB,
-#   wrk -t2 -c10) | ka-http (plain HTTP) | handshake (full TLS 1.3 handshakes, no request) | handshake12 (TLS 1.2,
-#   ECDHE-ECDSA-AES128-GCM-SHA256, P-256, as bench/run.sh pins it), ROLE (Worker for ka,
-#   TlsDispatcher for handshake), DURATION=10s, HANDSHAKES=3000, PERF=1, STRACE=1, SYMBOLS=artifacts/symbols, OUT.
+#   wrk -t2 -c10) | ka-http (plain HTTP) | handshake (full TLS 1.3 handshakes, no request) | handshake-req (the
+#   same, each with one GET / and its close, as bench/run.sh's handshake13-req) | handshake12 (TLS 1.2,
+#   ECDHE-ECDSA-AES128-GCM-SHA256, P-256, as bench/run.sh pins it) | close-http (plain HTTP, one GET / per
+#   connection: wrk -c10 with Connection: close), ROLE (Worker for ka, ka-http and close-http, TlsDispatcher for
+#   the handshakes), DURATION=10s, HANDSHAKES=3000, PERF=1, STRACE=1, SYMBOLS=artifacts/symbols, OUT.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init profile "Dispatch's master starts workers as tenant uids"
 INSTALL=$(cd "${INSTALL:?INSTALL=DIR is required}" && pwd)
 LOAD=${LOAD:-ka}
-case $LOAD in ka|ka-http) ROLE=${ROLE:-Worker} ;; handshake|handshake12) ROLE=${ROLE:-TlsDispatcher} ;; *) die "LOAD=$LOAD?" ;; esac
+case $LOAD in ka|ka-http|close-http) ROLE=${ROLE:-Worker} ;; handshake|handshake-req|handshake12) ROLE=${ROLE:-TlsDispatcher} ;; *) die "LOAD=$LOAD?" ;; esac
 DURATION=${DURATION:-10s}
 HANDSHAKES=${HANDSHAKES:-3000}
 SYMBOLS=${SYMBOLS:-$repo/artifacts/symbols}
@@ -45,14 +47,19 @@ master=$LAST_PID
 "$PY" "$TOOL" wait-ready --port "$http_port" --host probe.invalid --any-status --timeout 60 || die "never answered"
 "$PY" "$TOOL" wait-ready --port "$tls_port" --tls --timeout 60 || die "no TLS"
 url=https://a.localhost:$tls_port/
-[ "$LOAD" != ka-http ] || url=http://a.localhost:$http_port/
+case $LOAD in ka-http|close-http) url=http://a.localhost:$http_port/ ;; esac
 load() {   # load: runs the load once, prints its count (requests or handshakes that succeeded; some fail under strace)
   if [ "$LOAD" = handshake12 ]; then
     { OPENSSL_CONF=$run/tls12.cnf "$PY" "$TOOL" handshakes --tls-version 1.2 --cipher ECDHE-ECDSA-AES128-GCM-SHA256 --port "$tls_port" --n "$HANDSHAKES" --conc 4 || true; } \
       | "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["count"])'
-  elif [ "$LOAD" = handshake ]; then
-    { OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" handshakes --tls-version 1.3 --port "$tls_port" --n "$HANDSHAKES" --conc 4 || true; } \
+  elif [ "$LOAD" = handshake ] || [ "$LOAD" = handshake-req ]; then
+    local req=()
+    [ "$LOAD" = handshake ] || req=(--request /)
+    { OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" handshakes --tls-version 1.3 --port "$tls_port" --n "$HANDSHAKES" --conc 4 "${req[@]}" || true; } \
       | "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["count"])'
+  elif [ "$LOAD" = close-http ]; then
+    "$run/client.sh" wrk -t 2 -c 10 -d "$DURATION" -H 'Connection: close' -s "$run/wrk-summary.lua" "$url" \
+      | sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p' | head -1
   else
     OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t 2 -c 10 -d "$DURATION" -s "$run/wrk-summary.lua" "$url" \
       | sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p' | head -1

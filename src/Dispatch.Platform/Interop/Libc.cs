@@ -305,6 +305,10 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "shutdown", SetLastError = true)]
     public static partial int Shutdown(int fd, int how);
 
+    /// <summary>getpeername(2): 0 while the socket has a peer; -1 with ENOTCONN once it was reset (or never connected).</summary>
+    [LibraryImport(Lib, EntryPoint = "getpeername", SetLastError = true)]
+    public static partial int GetPeerName(int fd, byte* address, uint* length);
+
     public const int O_APPEND = 0x400;
     public const int O_CREAT = 0x40;
     public const int O_TRUNC = 0x200;

@@ -58,6 +58,7 @@ internal abstract class Frontend
 
     protected Frontend(Socket listener, string localName, TrustedProxies proxies, ReadinessPoller poller, ILogger log)
     {
+        ConfigureForConnections(listener);
         Listener = listener;
         LocalName = localName;
         _proxies = proxies;
@@ -147,8 +148,9 @@ internal abstract class Frontend
         try
         {
             var accepted = Environment.TickCount64;
-            Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
-            LimitUnsent(client);
+            // Non-blocking, here and in the worker it is handed to (the flag is the open file's). One call, not a read of
+            // the flags first: an accepted socket's status flags are all clear (F_SETFL leaves its access mode alone).
+            Libc.Fcntl(fd, Libc.F_SETFL, Libc.O_NONBLOCK);
             var peer = client.RemoteEndPoint as IPEndPoint;
             ConnectionStart? start = null;
             if (peer is not null && !_proxies.IsEmpty && _proxies.Contains(peer.Address))
@@ -219,12 +221,23 @@ internal abstract class Frontend
     /// </summary>
     internal const int UnsentLimit = 16 * 1024;
 
-    // setsockopt(IPPROTO_TCP, TCP_NOTSENT_LOWAT): in the socket, so it holds for the worker the socket is handed to.
-    private static void LimitUnsent(Socket client)
+    /// <summary>
+    /// Sets on the listening socket what every connection needs: <see cref="UnsentLimit"/> (<c>TCP_NOTSENT_LOWAT</c>)
+    /// and <c>TCP_NODELAY</c> (a response's last segment is not held back for an ACK). Linux copies a listener's TCP
+    /// options into each connection it accepts, so they are set once here, not twice per connection (here and in the
+    /// worker, which each system call of a new connection costs: docs/operations.md, "A new connection's system
+    /// calls"); they are in the socket, so they hold for the worker it is handed to. <c>FrontendTests</c> check that an
+    /// accepted connection has both.
+    /// </summary>
+    internal static void ConfigureForConnections(Socket listener)
     {
+        if (listener.AddressFamily is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6))
+            return;
+
         Span<byte> value = stackalloc byte[sizeof(int)];
         BitConverter.TryWriteBytes(value, UnsentLimit);
-        client.SetRawSocketOption(6 /* IPPROTO_TCP */, 25 /* TCP_NOTSENT_LOWAT */, value);
+        listener.SetRawSocketOption(6 /* IPPROTO_TCP */, 25 /* TCP_NOTSENT_LOWAT */, value);
+        listener.NoDelay = true;
     }
 
     /// <summary>

@@ -66,7 +66,6 @@ internal sealed partial class TlsTerminationFrontend : Frontend
     {
         var routes = _routes();
         var settings = routes.Settings;
-        client.NoDelay = true;
         var hello = start.Buffer;
         var max = PreludeSize;
         using var handshake = new CancellationTokenSource(start.Remaining(settings.HandshakeTimeoutMs));

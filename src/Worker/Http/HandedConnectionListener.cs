@@ -26,19 +26,19 @@ internal sealed class HandedEndPoint(HandedProtocol protocol) : EndPoint
 /// <see cref="System.Net.Sockets.Socket"/> only when the connection is taken (<see cref="Open"/>), or a socket already.
 /// </summary>
 /// <remarks>
-/// A <see cref="System.Net.Sockets.Socket"/> made from a descriptor asks the kernel six times what it is (family, type,
-/// protocol, listening, its own and its peer's address): 15 µs of the channel's thread per connection in a flood's ramp,
-/// where that thread's speed is how long every hand-off waits (docs/floods.md). It is now paid by the connection that
-/// gets its turn, on the thread pool, and not at all by one dropped unserved.
+/// The socket is made when the connection gets its turn, on the thread pool, and not at all for one dropped unserved:
+/// made on the channel's thread it cost 15 µs per connection in a flood's ramp, where that thread's speed is how long
+/// every hand-off waits (docs/floods.md). It is made from what the dispatcher said (<see cref="HandedSocket"/>), not by
+/// asking the kernel.
 /// </remarks>
 internal readonly record struct PendingConnection(SafeSocketHandle? Handle, Socket? Socket, ReadOnlyMemory<byte> InitialBytes, HandedConnectionInfo Info)
 {
     /// <summary>
-    /// The connection's socket (made now from the descriptor unless given). Throws as <see cref="System.Net.Sockets.Socket"/>'s
-    /// constructor does for a descriptor it cannot use; one that is not a socket at all gives a socket of unknown type,
-    /// which Kestrel then fails to serve and closes.
+    /// The connection's socket (made now from the descriptor unless given: <see cref="HandedSocket"/>). Throws as
+    /// <see cref="System.Net.Sockets.Socket"/>'s constructor does for a descriptor it cannot use; one that is not a
+    /// socket at all gives a socket of unknown type, which Kestrel then fails to serve and closes.
     /// </summary>
-    public Socket Open() => Socket ?? new Socket(Handle!);
+    public Socket Open(Serilog.ILogger? log = null) => Socket ?? HandedSocket.Open(Handle!, Info.Local, Info.Client, log);
 
     /// <summary>Closes the connection unserved.</summary>
     public void Close()
@@ -234,7 +234,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             Socket socket;
             try
             {
-                socket = pending.Open();
+                socket = pending.Open(log);
             }
             catch (Exception e) when (e is SocketException or ArgumentException or ObjectDisposedException)
             {
@@ -258,11 +258,8 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             ConnectionContext connection;
             try
             {
-                if (socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
-                {
-                    socket.NoDelay = true;
-                }
-
+                // TCP_NODELAY is the listening socket's (the master sets it there), which every connection accepted
+                // from it inherits on Linux.
                 connection = contextFactory.Create(socket);
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException)

@@ -88,11 +88,39 @@ public sealed class FrontendTests : IDisposable
         Assert.True(a.Failure is null && b.Failure is null, a.Failure ?? b.Failure);
     }
 
-    private async Task<Socket> ConnectAsync(int send)
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Every_connection_is_non_blocking_and_has_no_delay_and_the_unsent_limit_from_its_listener(bool ipv6)
     {
-        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        // Set once on the listener (Frontend.ConfigureForConnections), inherited by each accepted connection: neither the
+        // dispatcher nor the worker sets them per connection any more.
+        using var v6 = ipv6 ? new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) : null;
+        var listener = _listener;
+        if (v6 is not null)
+        {
+            v6.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
+            v6.Listen();
+            listener = v6;
+        }
+
+        var frontend = new TestFrontend(listener, _poller, onAcceptLoop: true);
+        await ConnectAsync(Prelude, listener);
+        _ = frontend.RunAsync(_stop.Token);
+
+        var handled = await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+        Assert.True(handled.NoDelay, "TCP_NODELAY is not set on the accepted connection");
+        Assert.Equal(Frontend.UnsentLimit, handled.UnsentLimit);
+        Assert.Equal(0x800 /* O_NONBLOCK */ | 2 /* O_RDWR */, handled.StatusFlags);
+    }
+
+    private Task<Socket> ConnectAsync(int send) => ConnectAsync(send, _listener);
+
+    private async Task<Socket> ConnectAsync(int send, Socket listener)
+    {
+        var client = new Socket(listener.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         _clients.Add(client);
-        await client.ConnectAsync(_listener.LocalEndPoint!);
+        await client.ConnectAsync(listener.LocalEndPoint!);
         if (send > 0)
         {
             await client.SendAsync(new byte[send]);
@@ -120,7 +148,7 @@ public sealed class FrontendTests : IDisposable
         }
     }
 
-    private sealed record Handling(long WaitsBefore, int LowWater, string? Failure);
+    private sealed record Handling(long WaitsBefore, int LowWater, string? Failure, bool NoDelay, int UnsentLimit, int StatusFlags);
 
     private sealed class TestFrontend(Socket listener, ReadinessPoller poller, bool onAcceptLoop)
         : Frontend(listener, "127.0.0.1:test", new TrustedProxies([]), poller, Serilog.Core.Logger.None)
@@ -143,6 +171,10 @@ public sealed class FrontendTests : IDisposable
         {
             var waits = Poller.Waits;
             var lowWater = (int)client.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReceiveLowWater)!;
+            var noDelay = (int)client.GetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.NoDelay)! != 0;
+            var unsent = new byte[sizeof(int)];
+            client.GetRawSocketOption(6 /* IPPROTO_TCP */, 25 /* TCP_NOTSENT_LOWAT */, unsent);
+            var flags = Dispatch.Wire.Interop.WireLibc.Fcntl((int)client.SafeHandle.DangerousGetHandle(), 3 /* F_GETFL */, 0);
             string? failure = null;
             try
             {
@@ -153,7 +185,7 @@ public sealed class FrontendTests : IDisposable
                 failure = e.Message;
             }
 
-            Handled.Writer.TryWrite(new Handling(waits, lowWater, failure));
+            Handled.Writer.TryWrite(new Handling(waits, lowWater, failure, noDelay, BitConverter.ToInt32(unsent), flags));
             return Task.CompletedTask;
         }
     }

@@ -56,6 +56,7 @@ internal sealed class HandedTlsConnection : IDisposable
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Server.NoDelay = true; // as the dispatcher's listeners: inherited by each accepted connection
         listener.Start();
         var clientSocket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         Socket serverSocket;

@@ -141,6 +141,7 @@ internal sealed class FakeDispatcher : IAsyncDisposable
     {
         _server = server;
         _listener = new TcpListener(IPAddress.Loopback, 0);
+        _listener.Server.NoDelay = true; // as the dispatcher's listeners: inherited by each accepted connection
         _listener.Start(512);
         Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
         _acceptLoop = Task.Run(AcceptLoopAsync);

@@ -1,0 +1,138 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using Dispatch.Platform.Interop;
+
+namespace Dispatch.Worker.Http;
+
+/// <summary>
+/// Makes the <see cref="Socket"/> of a TCP connection the dispatcher handed over from what the dispatcher said of it,
+/// instead of asking the kernel.
+/// </summary>
+/// <remarks>
+/// <para>
+/// <see cref="Socket(SafeSocketHandle)"/> asks the kernel what the descriptor is with eight system calls (fstat,
+/// SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_ACCEPTCONN, F_GETFL, getsockname, getpeername), and Kestrel's transport makes a
+/// ninth (getsockname again, for the local end point it then reads): a quarter of the worker's system calls for each
+/// new connection, on a machine where every system call is dear (docs/operations.md, "A new connection's system
+/// calls"). The dispatcher knows all of it: a connected TCP stream of its listener's address family, non-blocking
+/// (it made it so when it accepted it). Here the socket is made with the constructor .NET's own accept uses, which
+/// loads nothing, and given what the loading one would have found, with the dispatcher's end points (the ones
+/// Kestrel's connection reports anyway). One system call stays: getpeername, whose failure (ENOTCONN) says the client
+/// reset the connection before it got here (<see cref="HandedConnectionListenerFactory"/> drops such a connection
+/// without setting it up).
+/// </para>
+/// <para>
+/// The constructor and fields are .NET's private ones, bound at compile time through <see cref="UnsafeAccessorAttribute"/>
+/// (NativeAOT keeps them). A runtime that lacks one throws <see cref="MissingMemberException"/> at the first use; every
+/// connection then takes the loading constructor's way, and the worker says so once. <c>HandedSocketTests</c> compare
+/// every field of both sockets, and of their handles, so a runtime whose loading constructor sets something more fails
+/// them.
+/// </para>
+/// </remarks>
+internal static unsafe class HandedSocket
+{
+    private static int s_slow;
+
+    /// <summary>Whether sockets are made without asking the kernel (false once this runtime lacked a member; see remarks).</summary>
+    public static bool IsFast => Volatile.Read(ref s_slow) == 0;
+
+    /// <summary>
+    /// The connection's socket. <paramref name="local"/> is the dispatcher's listener (its address family is the
+    /// socket's), <paramref name="client"/> the client as the dispatcher saw it; without both, or of two families (a
+    /// PROXY header's client), the socket is made the loading constructor's way. Throws as that constructor does for
+    /// a descriptor it cannot use.
+    /// </summary>
+    public static Socket Open(SafeSocketHandle handle, IPEndPoint? local, IPEndPoint? client, Serilog.ILogger? log = null)
+    {
+        if (local is null || client is null || local.AddressFamily != client.AddressFamily
+            || local.AddressFamily is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
+            || !IsFast)
+        {
+            return new Socket(handle);
+        }
+
+        Socket? socket = null;
+        try
+        {
+            socket = Wrap(handle, loadPropertiesFromHandle: false);
+            SetIsSocket(handle, true);
+            AddressFamilyOf(socket) = local.AddressFamily;
+            SocketTypeOf(socket) = SocketType.Stream;
+            ProtocolTypeOf(socket) = ProtocolType.Tcp;
+            WillBlockInternalOf(socket) = false;
+            RightEndPointOf(socket) = local;
+            LocalEndPointOf(socket) = local;
+            RemoteEndPointOf(socket) = client;
+            IsConnectedOf(socket) = HasPeer(handle);
+            return socket;
+        }
+        catch (MissingMemberException e)
+        {
+            // Half made: its finalizer must not close the handle the socket made below holds.
+            if (socket is not null)
+            {
+#pragma warning disable CA1816 // not a Dispose: a socket dropped before it was whole
+                GC.SuppressFinalize(socket);
+#pragma warning restore CA1816
+            }
+
+            if (Interlocked.Exchange(ref s_slow, 1) == 0)
+            {
+                log?.Warning(
+                    "This .NET runtime's sockets lack a member the worker sets directly ({Reason}): handed connections are made the slower way, asking the kernel what each one is",
+                    e.Message);
+            }
+
+            return new Socket(handle);
+        }
+    }
+
+    // getpeername(2) succeeds while the connection has its peer: ENOTCONN once the client reset it.
+    private static bool HasPeer(SafeSocketHandle handle)
+    {
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            byte* address = stackalloc byte[128];
+            uint length = 128;
+            return Libc.GetPeerName((int)handle.DangerousGetHandle(), address, &length) == 0;
+        }
+        finally
+        {
+            if (added)
+                handle.DangerousRelease();
+        }
+    }
+
+    [UnsafeAccessor(UnsafeAccessorKind.Constructor)]
+    private static extern Socket Wrap(SafeSocketHandle handle, bool loadPropertiesFromHandle);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "set_IsSocket")]
+    private static extern void SetIsSocket(SafeSocketHandle handle, bool value);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_addressFamily")]
+    private static extern ref AddressFamily AddressFamilyOf(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_socketType")]
+    private static extern ref SocketType SocketTypeOf(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_protocolType")]
+    private static extern ref ProtocolType ProtocolTypeOf(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_willBlockInternal")]
+    private static extern ref bool WillBlockInternalOf(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_rightEndPoint")]
+    private static extern ref EndPoint? RightEndPointOf(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_localEndPoint")]
+    private static extern ref EndPoint? LocalEndPointOf(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_remoteEndPoint")]
+    private static extern ref EndPoint? RemoteEndPointOf(Socket socket);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_isConnected")]
+    private static extern ref bool IsConnectedOf(Socket socket);
+}
