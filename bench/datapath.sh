@@ -7,6 +7,7 @@
 #   https13-ka       keep-alive HTTPS GET 1 KiB, TLS 1.3 (wrk -t WRK_THREADS -c WRK_CONNS)
 #   https13-ka-100k  keep-alive HTTPS GET 100 KiB, TLS 1.3
 #   http-ka          keep-alive plain HTTP GET 1 KiB
+#   http-close       plain HTTP GET 1 KiB, one request per connection (wrk with Connection: close): CPU per connection
 #   dl-tls13         10 MiB download, TLS 1.3 (wrk -t 1 -c 2): CPU per MiB
 #   dl-http          10 MiB download, plain HTTP (wrk -t 1 -c 2): CPU per MiB
 #   handshake13      full TLS 1.3 handshakes (bench/tool.py handshakes, no resumption): CPU per handshake
@@ -19,7 +20,7 @@
 #
 #   sudo INSTALLS="before=/dir/a after=/dir/b" bench/datapath.sh    report in bench/results/datapath-<date>-<commit>.md
 # Environment: INSTALLS (required, NAME=DIR ...), ROUNDS=2, DURATION=15s, WRK_THREADS=2, WRK_CONNS=10,
-#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: dl-http handshake13 handshake13-req handshake12 idle-tls13), HANDSHAKES=1500,
+#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: http-close dl-http handshake13 handshake13-req handshake12 idle-tls13), HANDSHAKES=1500,
 #   IDLE_CONNS=2000, RESULTS_DIR, TITLE (a line for the report).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -101,7 +102,7 @@ row_args() {   # row_args ROW: scheme path threads conns
   case $1 in
     https13-ka) echo "https / $WRK_THREADS $WRK_CONNS" ;;
     https13-ka-100k) echo "https /100k.txt $WRK_THREADS $WRK_CONNS" ;;
-    http-ka) echo "http / $WRK_THREADS $WRK_CONNS" ;;
+    http-ka|http-close) echo "http / $WRK_THREADS $WRK_CONNS" ;;
     dl-tls13) echo "https /10m.bin 1 2" ;;
     dl-http) echo "http /10m.bin 1 2" ;;
     handshake13|handshake13-req|handshake12|idle-tls13) echo "https / 0 0" ;;
@@ -170,10 +171,12 @@ for round in $(seq 1 "$ROUNDS"); do
         continue
       fi
       url=$(url_of "$s" "$scheme" "$path")
-      OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t "$threads" -c "$conns" -d 2s "$url" >/dev/null
+      close=()
+      [ "$row" != http-close ] || close=(-H "Connection: close")
+      OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t "$threads" -c "$conns" -d 2s "${close[@]}" "$url" >/dev/null
       OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" measure --group "$s=${PID_OF[$s]}" --metric "$row" --server "$s" \
         --round "$round" --out "$results" -- \
-        "$run/client.sh" wrk -t "$threads" -c "$conns" -d "$DURATION" -s "$run/wrk-summary.lua" "$url" >&2 \
+        "$run/client.sh" wrk -t "$threads" -c "$conns" -d "$DURATION" "${close[@]}" -s "$run/wrk-summary.lua" "$url" >&2 \
         || log "WARNING: wrk against $s failed"
     done
   done
@@ -196,6 +199,7 @@ recs = [json.loads(l) for l in open(path)]
 rows = [("https13-ka", "keep-alive TLS 1.3 GET 1 KiB: CPU µs / request", "count", 1e6),
         ("https13-ka-100k", "keep-alive TLS 1.3 GET 100 KiB: CPU µs / request", "count", 1e6),
         ("http-ka", "keep-alive plain HTTP GET 1 KiB: CPU µs / request", "count", 1e6),
+        ("http-close", "plain HTTP GET 1 KiB, one request per connection: CPU µs / connection", "count", 1e6),
         ("dl-tls13", "10 MiB download, TLS 1.3: CPU ms / MiB", "mib", 1e3),
         ("dl-http", "10 MiB download, plain HTTP: CPU ms / MiB", "mib", 1e3),
         ("handshake13", "full TLS 1.3 handshake (X25519, ECDSA, no resumption): CPU ms / handshake", "count", 1e3),

@@ -506,7 +506,7 @@ for round in $(seq 1 "$ROUNDS"); do
   # 10 MiB download (throughput and CPU per MiB), TLS 1.2 and 1.3
   for test in "https-ka 1.2 / $WRK_THREADS $WRK_CONNS" "https13-ka 1.3 / $WRK_THREADS $WRK_CONNS" \
               "https-ka-100k 1.2 /100k.txt $WRK_THREADS $WRK_CONNS" "https13-ka-100k 1.3 /100k.txt $WRK_THREADS $WRK_CONNS" \
-              "http-ka http / $WRK_THREADS $WRK_CONNS" \
+              "http-ka http / $WRK_THREADS $WRK_CONNS" "http-close http / $WRK_THREADS $WRK_CONNS" \
               "dl-tls12 1.2 /10m.bin $DL_THREADS $DL_CONNS" "dl-tls13 1.3 /10m.bin $DL_THREADS $DL_CONNS"; do
     read -r metric v path threads conns <<<"$test"
     [ "$v" = 1.3 ] && [ "$TLS13" != 1 ] && continue
@@ -514,8 +514,11 @@ for round in $(seq 1 "$ROUNDS"); do
       log "$metric: $s"
       if [ "$v" = http ]; then
         url="http://a.localhost:$(http_port "$s")$path"
-        WRK=("$run/client.sh" wrk -t "$threads" -c "$conns" -d "$DURATION" -s "$run/wrk-summary.lua" "$url")
-        client wrk -t "$threads" -c "$conns" -d 2s "$url" >/dev/null
+        # http-close: one request per connection (wrk opens the next connection when the server closes).
+        close=()
+        [ "$metric" != http-close ] || close=(-H "Connection: close")
+        WRK=("$run/client.sh" wrk -t "$threads" -c "$conns" -d "$DURATION" "${close[@]}" -s "$run/wrk-summary.lua" "$url")
+        client wrk -t "$threads" -c "$conns" -d 2s "${close[@]}" "$url" >/dev/null
       else
         [ "$v" = 1.3 ] && skip13 "$s" && continue
         url="https://a.localhost:$(tls_port "$s")$path"

@@ -785,6 +785,8 @@ def cmd_report(a):
     section("Plain HTTP")
     cpu_metric("http-ka", "Keep-alive plain HTTP GET 1 KiB (wrk -c10) — server CPU µs / request", 1e6)
     rate_metric("http-ka", "  HTTP requests/s (higher is better)")
+    cpu_metric("http-close", "Plain HTTP GET 1 KiB, one request per connection (wrk -c10, Connection: close) — server CPU µs / connection", 1e6)
+    rate_metric("http-close", "  HTTP connections/s (higher is better)")
 
     out = []
     engine = meta.get("dispatch_engine", "default")
@@ -842,7 +844,7 @@ def cmd_report(a):
     out.append("|---|---|---|---|---|---|")
     for metric in ("handshake13", "handshake13-req", "https13-ka", "https13-ka-100k", "dl-tls13",
                    "handshake-ecdsa", "handshake-rsa", "handshake-req", "https-ka", "https-ka-100k", "dl-tls12",
-                   "http-ka"):
+                   "http-ka", "http-close"):
         rs = [r for r in by.get((metric, "dispatch"), []) if "cpu" in r]
         if not rs:
             continue
