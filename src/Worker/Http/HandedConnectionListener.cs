@@ -258,8 +258,8 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             ConnectionContext connection;
             try
             {
-                // TCP_NODELAY is the listening socket's (the master sets it there), which every connection accepted
-                // from it inherits on Linux.
+                // TCP_NODELAY is the listening socket's (the dispatcher sets it there: Frontend.ConfigureForConnections),
+                // which every connection accepted from it inherits on Linux.
                 connection = contextFactory.Create(socket);
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException)
