@@ -55,8 +55,8 @@ internal static unsafe class HandedSocket
         Socket? socket = null;
         try
         {
+            // The handle is marked a socket by its own public constructor already.
             socket = Wrap(handle, loadPropertiesFromHandle: false);
-            SetIsSocket(handle, true);
             AddressFamilyOf(socket) = local.AddressFamily;
             SocketTypeOf(socket) = SocketType.Stream;
             ProtocolTypeOf(socket) = ProtocolType.Tcp;
@@ -108,9 +108,6 @@ internal static unsafe class HandedSocket
 
     [UnsafeAccessor(UnsafeAccessorKind.Constructor)]
     private static extern Socket Wrap(SafeSocketHandle handle, bool loadPropertiesFromHandle);
-
-    [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "set_IsSocket")]
-    private static extern void SetIsSocket(SafeSocketHandle handle, bool value);
 
     [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_addressFamily")]
     private static extern ref AddressFamily AddressFamilyOf(Socket socket);
