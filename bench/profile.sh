@@ -11,7 +11,8 @@
 #   same, each with one GET / and its close, as bench/run.sh's handshake13-req) | handshake12 (TLS 1.2,
 #   ECDHE-ECDSA-AES128-GCM-SHA256, P-256, as bench/run.sh pins it) | close-http (plain HTTP, one GET / per
 #   connection: wrk -c10 with Connection: close), ROLE (Worker for ka, ka-http and close-http, TlsDispatcher for
-#   the handshakes), DURATION=10s, HANDSHAKES=3000, PERF=1, STRACE=1, SYMBOLS=artifacts/symbols, OUT.
+#   the handshakes), DURATION=10s, HANDSHAKES=3000, PERF=1, STRACE=1 (trace: every
+#   system call of every thread with its time, one connection at a time, in OUT/trace-ROLE-LOAD.txt), SYMBOLS=artifacts/symbols, OUT.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init profile "Dispatch's master starts workers as tenant uids"
@@ -95,7 +96,20 @@ if [ "${PERF:-1}" != 0 ]; then
   fi
   log "perf: $n units; $OUT/perf-$ROLE-$LOAD.data, $OUT/perf-$ROLE-$LOAD.txt"
 fi
-if [ "${STRACE:-1}" != 0 ]; then
+if [ "${STRACE:-1}" = trace ]; then
+  # Every system call of every thread, timed, with one connection at a time: a connection's path, step by step.
+  strace -f -tt -T -p "$role_pid" -o "$OUT/trace-$ROLE-$LOAD.txt" &
+  st_pid=$!
+  track_pid "$st_pid" strace
+  sleep 1
+  case $LOAD in
+    close-http) "$run/client.sh" wrk -t 1 -c 1 -d 2s -H 'Connection: close' "$url" >/dev/null ;;
+    handshake|handshake-req|handshake12) HANDSHAKES=50 load >/dev/null ;;
+    *) OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t 1 -c 1 -d 2s "$url" >/dev/null ;;
+  esac
+  kill -INT "$st_pid"; wait "$st_pid" || true
+  log "trace: $OUT/trace-$ROLE-$LOAD.txt"
+elif [ "${STRACE:-1}" != 0 ]; then
   strace -c -f -p "$role_pid" -o "$OUT/strace-$ROLE-$LOAD.txt" &
   st_pid=$!
   track_pid "$st_pid" strace

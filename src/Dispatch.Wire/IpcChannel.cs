@@ -28,7 +28,7 @@ public interface IWireMessage<TSelf>
 /// u16 type | u8 version | u8 descriptor count | u32 payload length | payload
 /// </code>
 /// with the descriptors (SCM_RIGHTS) in the control data of the same datagram. Receiving is async
-/// (readiness through the runtime's epoll, then a non-blocking recvmsg); sending is one sendmsg
+/// (readiness through the runtime's epoll or a waiter of the process's own, then a non-blocking recvmsg); sending is one sendmsg
 /// per message, atomic on a SEQPACKET socket, so several threads may send at once.
 /// </summary>
 public sealed class IpcChannel : IDisposable
@@ -58,10 +58,14 @@ public sealed class IpcChannel : IDisposable
     private byte[]? _receiveBuffer;
     private int _disposed;
 
-    private IpcChannel(int fd, string peer)
+    // Where ReceiveAsync waits when nothing is queued (null: the runtime's epoll set, through _socket).
+    private readonly IReadinessWaiter? _readiness;
+
+    private IpcChannel(int fd, string peer, IReadinessWaiter? readiness = null)
     {
         _fd = fd;
         Peer = peer;
+        _readiness = readiness;
         _handle = new SafeSocketHandle(fd, ownsHandle: true);
         _socket = new Socket(_handle);
     }
@@ -117,7 +121,17 @@ public sealed class IpcChannel : IDisposable
     }
 
     /// <summary>Wraps an inherited or received channel descriptor; the channel owns it from now on.</summary>
-    public static IpcChannel FromDescriptor(int fd, string peer) => new(fd, peer);
+    /// <param name="fd">The descriptor.</param>
+    /// <param name="peer">Who is at the other end, for log messages.</param>
+    /// <param name="readiness">
+    /// Where <see cref="ReceiveAsync"/> waits for the next message (null: the runtime's epoll set). The runtime registers a
+    /// socket it waits on for reading and writing, edge-triggered, for as long as it is open: every message the peer then
+    /// takes from this side's queue is a writable edge, which wakes the runtime's epoll thread and a thread of the pool for
+    /// nothing. On the dispatcher's channel to a worker that was once per connection handed over, about a third of the
+    /// dispatcher's system calls on short plain-HTTP connections (docs/operations.md, "A new connection's system calls").
+    /// A waiter is asked for readability only, and forgets the descriptor after each wait.
+    /// </param>
+    public static IpcChannel FromDescriptor(int fd, string peer, IReadinessWaiter? readiness = null) => new(fd, peer, readiness);
 
     /// <summary>A new socketpair: one end as a channel, the other as a raw CLOEXEC descriptor for the peer.</summary>
     public static unsafe IpcChannel CreatePair(string peer, out int peerFd)
@@ -240,10 +254,12 @@ public sealed class IpcChannel : IDisposable
             if (!wouldBlock)
                 return message;
             // Idle: the previous message's payload is no longer valid (this is the next call), so its buffer goes back.
-            if (_receiveBuffer is { } idle)
+            ReleaseReceiveBuffer();
+
+            if (_readiness is { } readiness)
             {
-                _receiveBuffer = null;
-                ArrayPool<byte>.Shared.Return(idle);
+                await WaitReadableAsync(readiness, cancellationToken).ConfigureAwait(false);
+                continue;
             }
 
             // Zero-byte peek: completes when a datagram (or EOF) is queued, consumes nothing.
@@ -256,6 +272,39 @@ public sealed class IpcChannel : IDisposable
                 // The peer closed with our messages unread in its queue: an end, as TryReceive reads it too.
                 return null;
             }
+        }
+    }
+
+    /// <summary>
+    /// Waits through <paramref name="readiness"/>, holding the descriptor meanwhile, as every raw use does: a Dispose on
+    /// another thread wakes the wait (the runtime shuts the socket down before it closes a descriptor in use) and closes
+    /// it only after the waiter has forgotten it, so that no registration outlives the descriptor's number.
+    /// </summary>
+    private async Task WaitReadableAsync(IReadinessWaiter readiness, CancellationToken cancellationToken)
+    {
+        Hold();
+        try
+        {
+            await readiness.WaitReadableAsync(_fd, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            readiness.Remove(_fd);
+            _handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// Gives the receive buffer back while the channel is idle, for a receiver that waits on its own (in poll(2), as the
+    /// worker's channel thread does) rather than in <see cref="ReceiveAsync"/>, which does this itself: the payload of the
+    /// message received last is no longer valid after it.
+    /// </summary>
+    public void ReleaseReceiveBuffer()
+    {
+        if (_receiveBuffer is { } idle)
+        {
+            _receiveBuffer = null;
+            ArrayPool<byte>.Shared.Return(idle);
         }
     }
 

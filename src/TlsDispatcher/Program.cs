@@ -128,10 +128,10 @@ internal static class Program
 
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
-            using var pools = workers = new WorkerPools(master, () => routes, log);
+            using var poller = new ReadinessPoller();
+            using var pools = workers = new WorkerPools(master, () => routes, log) { ChannelReadiness = poller };
             using var limits = new ClientLimits(() => routes.Settings.Limits, log);
             using var connectionLog = new ConnectionLogBudget(log, "refused, malformed, handshakes failed or timed out");
-            using var poller = new ReadinessPoller();
             // Ready before the first accept: a client already waiting could otherwise make this process ask
             // for a worker before the master has seen it ready.
             master.Send(new Ready($"{listeners.Count} listeners, {routes.Count} names"));

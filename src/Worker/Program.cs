@@ -311,7 +311,7 @@ internal static class Program
         return done.Task;
     }
 
-    /// <summary>How long the channel's thread waits in poll(2) before it goes idle (see <see cref="ReceiveConnections"/>).</summary>
+    /// <summary>How long the channel's thread waits in poll(2) before it gives its receive buffer back (see <see cref="ReceiveConnections"/>).</summary>
     internal const int ChannelIdleMs = 1000;
 
     /// <summary>
@@ -319,8 +319,10 @@ internal static class Program
     /// it at once: a hand-off never queues on the thread pool behind the work of the connections already here. On a
     /// flood of stalled readers (docs/floods.md) that queue was hundreds of items deep: the channel, whose socket holds a
     /// few hundred hand-offs, filled, and the dispatcher withheld every connection of the pool — the site's good clients
-    /// with the flood — until it drained. After <see cref="ChannelIdleMs"/> without one it waits through
-    /// <see cref="IpcChannel.ReceiveAsync"/> instead, which gives the receive buffer back while idle (density).
+    /// with the flood — until it drained. After <see cref="ChannelIdleMs"/> without one it gives the receive buffer back
+    /// (density) and waits on, still in poll(2): never through the runtime's epoll set, where the channel's socket would
+    /// stay registered for reading and writing, and every hand-off would wake the runtime's threads once more for nothing
+    /// (<see cref="IpcChannel.FromDescriptor"/>).
     /// </summary>
     private static void ReceiveConnections(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
     {
@@ -345,16 +347,24 @@ internal static class Program
         });
         long lost = 0;
         long lastLoss = 0;
+        var idle = false;
         while (true)
         {
             // Holding the channel's descriptor while it waits (IpcChannel.PollReadable): the channel may be disposed on
             // another thread (Main ending), and a raw poll of its number could then watch whatever file reuses it.
-            if (dispatcher.PollReadable(ChannelIdleMs) < 0)
+            var ready = dispatcher.PollReadable(idle ? Timeout.Infinite : ChannelIdleMs);
+            if (ready < 0)
                 continue;
+            if (ready == 0)
+            {
+                dispatcher.ReleaseReceiveBuffer();
+                idle = true;
+                continue;
+            }
 
-            // Something queued (or the end): ReceiveAsync takes it without waiting, on this thread. Idle: it waits.
-            var next = dispatcher.ReceiveAsync();
-            if ((next.IsCompleted ? next.Result : next.AsTask().GetAwaiter().GetResult()) is not { } message)
+            // Something queued (or the end): taken without waiting, on this thread.
+            idle = false;
+            if (dispatcher.ReceiveBlocking(Timeout.Infinite) is not { } message)
                 return;
 
             using (message)

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Dispatch.Platform.Interop;
+using Dispatch.Wire;
 using Dispatch.Wire.Interop;
 
 namespace Dispatch.TlsDispatcher.Net;
@@ -9,9 +10,10 @@ namespace Dispatch.TlsDispatcher.Net;
 /// hands to a worker must not stay registered in the runtime's epoll: an epoll registration lives as
 /// long as the open file description, which the worker now shares, so the runtime would be woken for
 /// every byte the worker receives. Here every registration is one-shot and removed (EPOLL_CTL_DEL)
-/// before the descriptor leaves.
+/// before the descriptor leaves. The channels to workers wait here too (<see cref="IpcChannel.FromDescriptor"/>): in the
+/// runtime's set, each connection handed to a worker woke the runtime for nothing once the worker had read it.
 /// </summary>
-internal sealed unsafe class ReadinessPoller : IDisposable
+internal sealed unsafe class ReadinessPoller : IReadinessWaiter, IDisposable
 {
     private readonly int _epfd;
     private readonly ConcurrentDictionary<int, TaskCompletionSource> _waiters = new();
@@ -28,6 +30,9 @@ internal sealed unsafe class ReadinessPoller : IDisposable
 
     /// <summary>Waits begun so far, read or write (for tests: a connection whose first bytes are there takes none).</summary>
     public long Waits => Interlocked.Read(ref _waits);
+
+    /// <summary>Descriptors in the set now (for tests: none is left behind once its wait is over).</summary>
+    internal int Registered => _registered.Count;
 
     /// <summary>Completes when <paramref name="fd"/> is readable (or closed by the peer, or in error).</summary>
     public Task WaitReadableAsync(int fd, CancellationToken cancellationToken)

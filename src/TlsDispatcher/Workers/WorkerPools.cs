@@ -93,6 +93,12 @@ internal sealed class WorkerPools : IDisposable
     private ulong _nextRequest;
     private bool _closed;
 
+    /// <summary>
+    /// Where the channels to workers wait for the workers' reports (the dispatcher's <c>ReadinessPoller</c>; null: the
+    /// runtime's epoll set, which a worker's every read of a hand-off would wake: <see cref="IpcChannel.FromDescriptor"/>).
+    /// </summary>
+    public IReadinessWaiter? ChannelReadiness { get; init; }
+
     /// <summary>The master is exiting: no worker will come any more; connections waiting for one fail now.</summary>
     public void Close()
     {
@@ -387,7 +393,7 @@ internal sealed class WorkerPools : IDisposable
 
     public void OnWorkerReady(WorkerReady ready, int fd)
     {
-        var link = new WorkerLink(ready.Pool, ready.WorkerId, ready.Pid, IpcChannel.FromDescriptor(fd, $"worker {ready.Pid} ({ready.Pool})"));
+        var link = new WorkerLink(ready.Pool, ready.WorkerId, ready.Pid, IpcChannel.FromDescriptor(fd, $"worker {ready.Pid} ({ready.Pool})", ChannelReadiness));
         lock (_gate)
         {
             if (!_pools.TryGetValue(ready.Pool, out var workers))
