@@ -38,6 +38,8 @@ public static unsafe partial class Libc
 
     public static int Close(int fd) => WireLibc.Close(fd);
 
+    public static int Poll(WireLibc.PollFd* fds, nuint count, int timeout) => WireLibc.Poll(fds, count, timeout);
+
     public static int Fcntl(int fd, int cmd, int arg) => WireLibc.Fcntl(fd, cmd, arg);
 
     public static int MemfdCreate(string name, uint flags) => WireLibc.MemfdCreate(name, flags);

@@ -309,6 +309,19 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "getpeername", SetLastError = true)]
     public static partial int GetPeerName(int fd, byte* address, uint* length);
 
+    /// <summary>accept4(2): the connection's descriptor, its peer's address in <paramref name="address"/>; flags SOCK_CLOEXEC, SOCK_NONBLOCK.</summary>
+    [LibraryImport(Lib, EntryPoint = "accept4", SetLastError = true)]
+    public static partial int Accept4(int fd, byte* address, uint* length, int flags);
+
+    /// <summary>eventfd(2): a counter to wake a thread asleep in poll(2) with (flags EFD_CLOEXEC, EFD_NONBLOCK).</summary>
+    [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
+    public static partial int EventFd(uint initial, int flags);
+
+    public const int SOCK_NONBLOCK = 0x800;
+    public const int EFD_CLOEXEC = 0x80000;
+    public const int EFD_NONBLOCK = 0x800;
+    public const int ECONNABORTED = 103;
+
     public const int O_APPEND = 0x400;
     public const int O_CREAT = 0x40;
     public const int O_TRUNC = 0x200;

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Dispatch.Platform.Hosting;
 using Dispatch.Platform.Interop;
+using Dispatch.Platform.Net;
 using Dispatch.Wire.Interop;
 using Serilog;
 
@@ -98,44 +99,150 @@ internal abstract class Frontend
     /// <summary>How long the first bytes (and any PROXY header) may take.</summary>
     protected abstract int PreludeTimeoutMs { get; }
 
-    public async Task RunAsync(CancellationToken stopping)
+    /// <summary>
+    /// Accepts connections on a thread of its own until <paramref name="stopping"/> fires; the task ends with the thread.
+    /// </summary>
+    /// <remarks>
+    /// The thread sleeps in poll(2) on the listening socket and takes every queued connection with accept4(2), non-blocking
+    /// at once (no fcntl), then starts its work there: a plain-HTTP request head that is already there is read, routed
+    /// and handed to a worker before the next accept, with no hand-over between threads. Through the runtime's socket
+    /// engine each connection that found the accept waiting cost two: its epoll thread woke, then woke a thread of the
+    /// pool to run the accept's continuation (docs/operations.md, "A new connection's system calls"). The listening socket
+    /// is never in the runtime's epoll set; it is non-blocking, as .NET's accept made it (the flag is shared with the
+    /// master and, during an upgrade, with the next dispatcher).
+    /// </remarks>
+    public Task RunAsync(CancellationToken stopping)
     {
-        long failures = 0;
-        long lastFailure = 0;
-        while (!stopping.IsCancellationRequested)
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
         {
-            Socket client;
             try
             {
-                client = await Listener.AcceptAsync(stopping).ConfigureAwait(false);
-                if (failures > 0 && Environment.TickCount64 - lastFailure > 5000)
-                {
-                    Log.Information("accept on {Listener} works again, after {Failures} failed attempts", LocalName, failures);
-                    failures = 0;
-                }
-            }
-            catch (OperationCanceledException)
-            {
-                return;
+                AcceptLoop(stopping);
+                done.TrySetResult();
             }
             catch (ObjectDisposedException)
             {
-                return;
+                done.TrySetResult(); // the listener was closed before the loop began
             }
-            catch (SocketException e)
+            catch (Exception e)
             {
-                // EMFILE and friends: say so once and keep trying (after a breath, not a spin); the connections wait in
-                // the listening socket's queue meanwhile.
-                // An episode ends after 5 s without a failure.
-                lastFailure = Environment.TickCount64;
-                if (failures++ == 0)
-                    Log.Warning("accept on {Listener} failed: {Reason}; retrying every 50 ms (said once until it works again)", LocalName, e.Message);
-                await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
-                continue;
+                done.TrySetException(e);
             }
+        })
+        {
+            IsBackground = true,
+            Name = "accept",
+        };
+        thread.Start();
+        return done.Task;
+    }
 
-            _ = RunOneAsync(client, (ulong)Interlocked.Increment(ref _nextConnection));
+    /// <summary>
+    /// How long the accept thread sleeps in poll(2) at most: its stop wakes it at once (an eventfd), so this bounds only
+    /// how long it takes to notice that its listener was closed without a stop (the loop holds the listener's handle
+    /// while it accepts, never while it sleeps, so that a close never waits for it).
+    /// </summary>
+    private const int AcceptPollMs = 1000;
+
+    private unsafe void AcceptLoop(CancellationToken stopping)
+    {
+        var wake = Libc.EventFd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+        if (wake < 0)
+            SysCallException.ThrowLast("eventfd");
+        try
+        {
+            using var registration = stopping.UnsafeRegister(static state => Wake((int)state!), wake);
+            var handle = Listener.SafeHandle;
+            var bound = Listener.LocalEndPoint as IPEndPoint;
+            var address = stackalloc byte[128];
+            var fds = stackalloc WireLibc.PollFd[2];
+            long failures = 0;
+            long lastFailure = 0;
+            var first = true;
+            while (!stopping.IsCancellationRequested)
+            {
+                // Held while the raw descriptor is used: its number cannot go to another file meanwhile.
+                var held = false;
+                int listener, fd, errno;
+                uint length = 128;
+                try
+                {
+                    handle.DangerousAddRef(ref held);
+                    listener = (int)handle.DangerousGetHandle();
+                    if (first)
+                    {
+                        // Non-blocking, so that an accept never sleeps where the stop cannot wake it (another process
+                        // sharing the socket may take the connection poll announced). The flag is the open file's, shared
+                        // with the master and the next dispatcher; .NET's own accept set it the same way.
+                        var flags = Libc.Fcntl(listener, Libc.F_GETFL, 0);
+                        if (flags >= 0 && (flags & Libc.O_NONBLOCK) == 0)
+                            Libc.Fcntl(listener, Libc.F_SETFL, flags | Libc.O_NONBLOCK);
+                        first = false;
+                    }
+
+                    fd = Libc.Accept4(listener, address, &length, Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK);
+                    errno = fd < 0 ? Libc.LastError : 0;
+                }
+                catch (ObjectDisposedException)
+                {
+                    return; // the listener was closed
+                }
+                finally
+                {
+                    if (held)
+                        handle.DangerousRelease();
+                }
+
+                if (fd >= 0)
+                {
+                    if (failures > 0 && Environment.TickCount64 - lastFailure > 5000)
+                    {
+                        Log.Information("accept on {Listener} works again, after {Failures} failed attempts", LocalName, failures);
+                        failures = 0;
+                    }
+
+                    _ = RunOneAsync(SocketOf(fd, bound, address, length), (ulong)Interlocked.Increment(ref _nextConnection));
+                    continue;
+                }
+
+                if (errno is Libc.EINTR or Libc.ECONNABORTED)
+                    continue;
+                var timeout = AcceptPollMs;
+                if (errno != Libc.EAGAIN)
+                {
+                    // EMFILE and friends: say so once and keep trying (after a breath, not a spin); the connections wait in
+                    // the listening socket's queue meanwhile. An episode ends after 5 s without a failure.
+                    lastFailure = Environment.TickCount64;
+                    if (failures++ == 0)
+                        Log.Warning("accept on {Listener} failed: {Reason}; retrying every 50 ms (said once until it works again)", LocalName, Libc.Describe(errno));
+                    timeout = 50;
+                }
+
+                fds[0] = new WireLibc.PollFd { Fd = timeout == AcceptPollMs ? listener : -1, Events = Libc.POLLIN };
+                fds[1] = new WireLibc.PollFd { Fd = wake, Events = Libc.POLLIN };
+                Libc.Poll(fds, 2, timeout);
+            }
         }
+        finally
+        {
+            Libc.Close(wake);
+        }
+    }
+
+    private static unsafe void Wake(int eventFd)
+    {
+        ulong one = 1;
+        Libc.Write(eventFd, (byte*)&one, sizeof(ulong));
+    }
+
+    /// <summary>The socket of a connection accept4(2) gave: made as .NET's accept makes it (<see cref="KnownSocket.Accepted"/>).</summary>
+    private unsafe Socket SocketOf(int fd, IPEndPoint? bound, byte* address, uint length)
+    {
+        var handle = new SafeSocketHandle(fd, ownsHandle: true);
+        if (bound is not null && KnownSocket.EndPointOf(address, length) is { } client && KnownSocket.Accepted(handle, bound, client, Log) is { } socket)
+            return socket;
+        return new Socket(handle);
     }
 
     private async Task RunOneAsync(Socket client, ulong id)
@@ -147,10 +254,8 @@ internal abstract class Frontend
         var counted = false;
         try
         {
+            // Non-blocking since accept4 (SOCK_NONBLOCK), here and in the worker it is handed to (the flag is the open file's).
             var accepted = Environment.TickCount64;
-            // Non-blocking, here and in the worker it is handed to (the flag is the open file's). One call, not a read of
-            // the flags first: an accepted socket's status flags are all clear (F_SETFL leaves its access mode alone).
-            Libc.Fcntl(fd, Libc.F_SETFL, Libc.O_NONBLOCK);
             var peer = client.RemoteEndPoint as IPEndPoint;
             ConnectionStart? start = null;
             if (peer is not null && !_proxies.IsEmpty && _proxies.Contains(peer.Address))

@@ -5,6 +5,7 @@ using System.Threading.Channels;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Logging;
+using Dispatch.Platform.Net;
 
 namespace Dispatch.Worker.Http;
 
@@ -28,17 +29,17 @@ internal sealed class HandedEndPoint(HandedProtocol protocol) : EndPoint
 /// <remarks>
 /// The socket is made when the connection gets its turn, on the thread pool, and not at all for one dropped unserved:
 /// made on the channel's thread it cost 15 µs per connection in a flood's ramp, where that thread's speed is how long
-/// every hand-off waits (docs/floods.md). It is made from what the dispatcher said (<see cref="HandedSocket"/>), not by
+/// every hand-off waits (docs/floods.md). It is made from what the dispatcher said (<see cref="KnownSocket"/>), not by
 /// asking the kernel.
 /// </remarks>
 internal readonly record struct PendingConnection(SafeSocketHandle? Handle, Socket? Socket, ReadOnlyMemory<byte> InitialBytes, HandedConnectionInfo Info)
 {
     /// <summary>
-    /// The connection's socket (made now from the descriptor unless given: <see cref="HandedSocket"/>). Throws as
+    /// The connection's socket (made now from the descriptor unless given: <see cref="KnownSocket"/>). Throws as
     /// <see cref="System.Net.Sockets.Socket"/>'s constructor does for a descriptor it cannot use; one that is not a
     /// socket at all gives a socket of unknown type, which Kestrel then fails to serve and closes.
     /// </summary>
-    public Socket Open(Serilog.ILogger? log = null) => Socket ?? HandedSocket.Open(Handle!, Info.Local, Info.Client, log);
+    public Socket Open(Serilog.ILogger? log = null) => Socket ?? KnownSocket.Open(Handle!, Info.Local, Info.Client, log);
 
     /// <summary>Closes the connection unserved.</summary>
     public void Close()

@@ -114,6 +114,29 @@ public sealed class FrontendTests : IDisposable
         Assert.Equal(0x800 /* O_NONBLOCK */ | 2 /* O_RDWR */, handled.StatusFlags);
     }
 
+    [Fact]
+    public async Task The_accept_loop_ends_when_told_to_stop_and_leaves_the_listener_listening_for_others()
+    {
+        // Its thread sleeps in poll(2) with nothing to accept; the stop wakes it. The socket is shared with the master and
+        // the next dispatcher: it must still listen after. A new .NET socket is blocking, as the master's listeners are:
+        // an accept on it would sleep where the stop cannot wake it, so the loop makes it non-blocking.
+        var frontend = new TestFrontend(_listener, _poller, onAcceptLoop: true);
+        Assert.Equal(0, Dispatch.Wire.Interop.WireLibc.Fcntl((int)_listener.Handle, 3 /* F_GETFL */, 0) & 0x800);
+        using var stop = new CancellationTokenSource();
+        var loop = frontend.RunAsync(stop.Token);
+        await ConnectAsync(Prelude);
+        await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+        Assert.False(loop.IsCompleted);
+
+        await stop.CancelAsync();
+        await loop.WaitAsync(Patience);
+        Assert.Equal(0x800 /* O_NONBLOCK */, Dispatch.Wire.Interop.WireLibc.Fcntl((int)_listener.Handle, 3 /* F_GETFL */, 0) & 0x800);
+        await ConnectAsync(Prelude);
+        using var accepted = await _listener.AcceptAsync().WaitAsync(Patience);
+        Assert.True(accepted.Connected);
+        Assert.Equal(1, frontend.Accepted);
+    }
+
     private Task<Socket> ConnectAsync(int send) => ConnectAsync(send, _listener);
 
     private async Task<Socket> ConnectAsync(int send, Socket listener)

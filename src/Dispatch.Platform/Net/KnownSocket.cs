@@ -3,11 +3,12 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using Dispatch.Platform.Interop;
 
-namespace Dispatch.Worker.Http;
+namespace Dispatch.Platform.Net;
 
 /// <summary>
-/// Makes the <see cref="Socket"/> of a TCP connection the dispatcher handed over from what the dispatcher said of it,
-/// instead of asking the kernel.
+/// Makes the <see cref="Socket"/> of a TCP connection from what is known of it, instead of asking the kernel: in the
+/// worker, from what the dispatcher said of a connection it handed over (<see cref="Open"/>); in the dispatcher, from
+/// what accept4(2) said (<see cref="Accepted"/>).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -18,19 +19,20 @@ namespace Dispatch.Worker.Http;
 /// calls"). The dispatcher knows all of it: a connected TCP stream of its listener's address family, non-blocking
 /// (it made it so when it accepted it). Here the socket is made with the constructor .NET's own accept uses, which
 /// loads nothing, and given what the loading one would have found, with the dispatcher's end points (the ones
-/// Kestrel's connection reports anyway). One system call stays: getpeername, whose failure (ENOTCONN) says the client
-/// reset the connection before it got here (<see cref="HandedConnectionListenerFactory"/> drops such a connection
-/// without setting it up).
+/// Kestrel's connection reports anyway). In the worker one system call stays: getpeername, whose failure (ENOTCONN)
+/// says the client reset the connection before it got here (<c>HandedConnectionListenerFactory</c> drops such a
+/// connection without setting it up). The dispatcher accepts on a thread of its own, with accept4(2), and makes the
+/// socket as .NET's accept would have (docs/operations.md).
 /// </para>
 /// <para>
 /// The constructor and fields are .NET's private ones, bound at compile time through <see cref="UnsafeAccessorAttribute"/>
 /// (NativeAOT keeps them). A runtime that lacks one throws <see cref="MissingMemberException"/> at the first use; every
-/// connection then takes the loading constructor's way, and the worker says so once. <c>HandedSocketTests</c> compare
+/// connection then takes the loading constructor's way, and the process says so once. <c>KnownSocketTests</c> compare
 /// every field of both sockets, and of their handles, so a runtime whose loading constructor sets something more fails
 /// them.
 /// </para>
 /// </remarks>
-internal static unsafe class HandedSocket
+public static unsafe class KnownSocket
 {
     private static int s_slow;
 
@@ -38,7 +40,7 @@ internal static unsafe class HandedSocket
     public static bool IsFast => Volatile.Read(ref s_slow) == 0;
 
     /// <summary>
-    /// The connection's socket. <paramref name="local"/> is the dispatcher's listener (its address family is the
+    /// A handed connection's socket. <paramref name="local"/> is the dispatcher's listener (its address family is the
     /// socket's), <paramref name="client"/> the client as the dispatcher saw it; without both, or of two families (a
     /// PROXY header's client), the socket is made the loading constructor's way. Throws as that constructor does for
     /// a descriptor it cannot use.
@@ -52,19 +54,38 @@ internal static unsafe class HandedSocket
             return new Socket(handle);
         }
 
+        return Make(handle, local, local, client, connected: () => HasPeer(handle), log) ?? new Socket(handle);
+    }
+
+    /// <summary>
+    /// The socket of a connection accept4(2) just gave, non-blocking, from <paramref name="listener"/> (bound to
+    /// <paramref name="bound"/>), with <paramref name="client"/> its peer; as .NET's accept makes it, the local end point
+    /// is left to its first read (getsockname) when the listener's address is a wildcard. Null when this runtime's
+    /// sockets lack a member (said once): the caller then makes it the loading way.
+    /// </summary>
+    public static Socket? Accepted(SafeSocketHandle handle, IPEndPoint bound, IPEndPoint client, Serilog.ILogger? log = null)
+    {
+        if (!IsFast || bound.AddressFamily != client.AddressFamily)
+            return null;
+        var wildcard = bound.Address.Equals(IPAddress.Any) || bound.Address.Equals(IPAddress.IPv6Any);
+        return Make(handle, bound, wildcard ? null : bound, client, connected: static () => true, log);
+    }
+
+    private static Socket? Make(SafeSocketHandle handle, IPEndPoint right, IPEndPoint? local, IPEndPoint client, Func<bool> connected, Serilog.ILogger? log)
+    {
         Socket? socket = null;
         try
         {
             // The handle is marked a socket by its own public constructor already.
             socket = Wrap(handle, loadPropertiesFromHandle: false);
-            AddressFamilyOf(socket) = local.AddressFamily;
+            AddressFamilyOf(socket) = right.AddressFamily;
             SocketTypeOf(socket) = SocketType.Stream;
             ProtocolTypeOf(socket) = ProtocolType.Tcp;
             WillBlockInternalOf(socket) = false;
-            RightEndPointOf(socket) = local;
+            RightEndPointOf(socket) = right;
             LocalEndPointOf(socket) = local;
             RemoteEndPointOf(socket) = client;
-            IsConnectedOf(socket) = HasPeer(handle);
+            IsConnectedOf(socket) = connected();
             return socket;
         }
         catch (MissingMemberException e)
@@ -80,12 +101,27 @@ internal static unsafe class HandedSocket
             if (Interlocked.Exchange(ref s_slow, 1) == 0)
             {
                 log?.Warning(
-                    "This .NET runtime's sockets lack a member the worker sets directly ({Reason}): handed connections are made the slower way, asking the kernel what each one is",
+                    "This .NET runtime's sockets lack a member Dispatch sets directly ({Reason}): connections are made the slower way, asking the kernel what each one is",
                     e.Message);
             }
 
-            return new Socket(handle);
+            return null;
         }
+    }
+
+    /// <summary>The IPv4 or IPv6 end point in a sockaddr of <paramref name="length"/> bytes (accept4's); null for any other family.</summary>
+    public static IPEndPoint? EndPointOf(byte* address, uint length)
+    {
+        if (length < 2)
+            return null;
+        var family = *(ushort*)address;
+        var port = (address[2] << 8) | address[3];
+        return family switch
+        {
+            2 when length >= 8 => new IPEndPoint(new IPAddress(new ReadOnlySpan<byte>(address + 4, 4)), port),
+            10 when length >= 28 => new IPEndPoint(new IPAddress(new ReadOnlySpan<byte>(address + 8, 16), *(uint*)(address + 24)), port),
+            _ => null,
+        };
     }
 
     // getpeername(2) succeeds while the connection has its peer: ENOTCONN once the client reset it.

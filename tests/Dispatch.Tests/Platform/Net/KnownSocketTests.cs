@@ -2,15 +2,15 @@ using System.Net;
 using System.Net.Sockets;
 using System.Reflection;
 using Dispatch.Platform.Interop;
-using Dispatch.Worker.Http;
+using Dispatch.Platform.Net;
 
-namespace Dispatch.Worker.Tests;
+namespace Dispatch.Tests.Platform.Net;
 
 /// <summary>
-/// A handed connection's socket made from what the dispatcher said (<see cref="HandedSocket"/>) is the socket .NET's
+/// A handed connection's socket made from what the dispatcher said (<see cref="KnownSocket"/>) is the socket .NET's
 /// loading constructor makes by asking the kernel: every field of it and of its handle, and how it behaves.
 /// </summary>
-public sealed class HandedSocketTests
+public sealed class KnownSocketTests
 {
     private const int FDupFdCloExec = 1030;
 
@@ -22,8 +22,8 @@ public sealed class HandedSocketTests
     {
         using var pair = Connection.Open(ipv6);
         using var loaded = new Socket(pair.Duplicate());
-        using var made = HandedSocket.Open(pair.Duplicate(), pair.Local, pair.Client);
-        Assert.True(HandedSocket.IsFast, "this runtime's Socket lacks a member HandedSocket sets: connections are made the slow way");
+        using var made = KnownSocket.Open(pair.Duplicate(), pair.Local, pair.Client);
+        Assert.True(KnownSocket.IsFast, "this runtime's Socket lacks a member KnownSocket sets: connections are made the slow way");
 
         // The loading constructor leaves the local end point to its first read (a getsockname), which Kestrel makes.
         Assert.Equal(pair.Local, loaded.LocalEndPoint);
@@ -36,7 +36,7 @@ public sealed class HandedSocketTests
     public async Task The_socket_carries_the_connection_both_ways_and_closes_it(bool ipv6)
     {
         using var pair = Connection.Open(ipv6);
-        var socket = HandedSocket.Open(pair.Duplicate(), pair.Local, pair.Client);
+        var socket = KnownSocket.Open(pair.Duplicate(), pair.Local, pair.Client);
         pair.CloseAccepted(); // the made socket's descriptor is the connection's only one now
 
         Assert.True(socket.Connected);
@@ -64,7 +64,7 @@ public sealed class HandedSocketTests
         pair.Peer.LingerState = new LingerOption(true, 0);
         pair.Peer.Close(); // RST
         using var loaded = new Socket(pair.Duplicate());
-        using var made = HandedSocket.Open(pair.Duplicate(), pair.Local, pair.Client);
+        using var made = KnownSocket.Open(pair.Duplicate(), pair.Local, pair.Client);
         Assert.False(loaded.Connected);
         Assert.False(made.Connected);
     }
@@ -74,9 +74,69 @@ public sealed class HandedSocketTests
     {
         // A PROXY header's client may be IPv6 on an IPv4 connection: the socket's family is its listener's.
         using var pair = Connection.Open(ipv6: false);
-        using var made = HandedSocket.Open(pair.Duplicate(), pair.Local, new IPEndPoint(IPAddress.IPv6Loopback, 1234));
+        using var made = KnownSocket.Open(pair.Duplicate(), pair.Local, new IPEndPoint(IPAddress.IPv6Loopback, 1234));
         Assert.Equal(AddressFamily.InterNetwork, made.AddressFamily);
         Assert.Equal(pair.Client, made.RemoteEndPoint);
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public unsafe void A_socket_accept4_gave_is_the_one_the_loading_constructor_makes_with_the_peer_accept4_said(bool ipv6)
+    {
+        // The dispatcher's accept loop: accept4 (non-blocking at once), the peer from its sockaddr, the listener's end point.
+        var family = ipv6 ? AddressFamily.InterNetworkV6 : AddressFamily.InterNetwork;
+        using var listener = new Socket(family, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(ipv6 ? IPAddress.IPv6Loopback : IPAddress.Loopback, 0));
+        listener.Listen();
+        using var client = new Socket(family, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(listener.LocalEndPoint!);
+        var address = stackalloc byte[128];
+        uint length = 128;
+        var fd = Libc.Accept4((int)listener.Handle, address, &length, Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK);
+        Assert.True(fd >= 0, "accept4 failed");
+        var peer = KnownSocket.EndPointOf(address, length);
+        Assert.Equal(client.LocalEndPoint, peer);
+
+        var duplicate = Dispatch.Wire.Interop.WireLibc.Fcntl(fd, FDupFdCloExec, 0);
+        using var loaded = new Socket(new SafeSocketHandle(duplicate, ownsHandle: true));
+        using var made = KnownSocket.Accepted(new SafeSocketHandle(fd, ownsHandle: true), (IPEndPoint)listener.LocalEndPoint!, peer!);
+        Assert.NotNull(made);
+        Assert.Equal(listener.LocalEndPoint, loaded.LocalEndPoint);
+        AssertSameFields(loaded, made, skip: ["_handle"]);
+        AssertSameFields(loaded.SafeHandle, made.SafeHandle, skip: ["handle"]);
+    }
+
+    [Fact]
+    public unsafe void A_socket_accepted_on_a_wildcard_listener_reads_its_real_local_address()
+    {
+        // As .NET's accept: the listener's 0.0.0.0 is not the connection's address; it is left to getsockname.
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Any, 0));
+        listener.Listen();
+        var port = ((IPEndPoint)listener.LocalEndPoint!).Port;
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(new IPEndPoint(IPAddress.Loopback, port));
+        var address = stackalloc byte[128];
+        uint length = 128;
+        var fd = Libc.Accept4((int)listener.Handle, address, &length, Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK);
+        Assert.True(fd >= 0, "accept4 failed");
+        using var made = KnownSocket.Accepted(new SafeSocketHandle(fd, ownsHandle: true), (IPEndPoint)listener.LocalEndPoint!, KnownSocket.EndPointOf(address, length)!);
+        Assert.NotNull(made);
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, port), made.LocalEndPoint);
+        Assert.Equal(client.LocalEndPoint, made.RemoteEndPoint);
+        Assert.True(made.Connected);
+    }
+
+    [Fact]
+    public unsafe void A_sockaddr_of_another_family_or_too_short_has_no_end_point()
+    {
+        var address = stackalloc byte[128];
+        *(ushort*)address = 1; // AF_UNIX
+        Assert.Null(KnownSocket.EndPointOf(address, 110));
+        *(ushort*)address = 2;
+        Assert.Null(KnownSocket.EndPointOf(address, 4));
+        *(ushort*)address = 10;
+        Assert.Null(KnownSocket.EndPointOf(address, 16));
     }
 
     private static void AssertSameFields(object expected, object actual, string[] skip)
