@@ -19,7 +19,8 @@ namespace Dispatch.Platform.Net;
 /// calls"). The dispatcher knows all of it: a connected TCP stream of its listener's address family, non-blocking
 /// (it made it so when it accepted it). Here the socket is made with the constructor .NET's own accept uses, which
 /// loads nothing, and given what the loading one would have found, with the dispatcher's end points (the ones
-/// Kestrel's connection reports anyway). In the worker one system call stays: getpeername, whose failure (ENOTCONN)
+/// Kestrel's connection reports anyway), and its socket engine is told the descriptor is non-blocking (else it makes it so
+/// again, two fcntl calls, before the first receive or at the close). In the worker one system call stays: getpeername, whose failure (ENOTCONN)
 /// says the client reset the connection before it got here (<c>HandedConnectionListenerFactory</c> drops such a
 /// connection without setting it up). The dispatcher accepts on a thread of its own, with accept4(2), and makes the
 /// socket as .NET's accept would have (docs/operations.md).
@@ -86,6 +87,10 @@ public static unsafe class KnownSocket
             LocalEndPointOf(socket) = local;
             RemoteEndPointOf(socket) = client;
             IsConnectedOf(socket) = connected();
+
+            // Its socket engine told the descriptor is non-blocking already: it would otherwise make it so (fcntl F_GETFL and
+            // F_SETFL) before the first receive, or at the close (Dispose asks for non-blocking mode when the socket is).
+            IsHandleNonBlockingOf(AsyncContextOf(handle)) = true;
             return socket;
         }
         catch (MissingMemberException e)
@@ -168,4 +173,13 @@ public static unsafe class KnownSocket
 
     [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_isConnected")]
     private static extern ref bool IsConnectedOf(Socket socket);
+
+    private const string SocketAsyncContext = "System.Net.Sockets.SocketAsyncContext, System.Net.Sockets";
+
+    [UnsafeAccessor(UnsafeAccessorKind.Method, Name = "get_AsyncContext")]
+    [return: UnsafeAccessorType(SocketAsyncContext)]
+    private static extern object AsyncContextOf(SafeSocketHandle handle);
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_isHandleNonBlocking")]
+    private static extern ref bool IsHandleNonBlockingOf([UnsafeAccessorType(SocketAsyncContext)] object context);
 }

@@ -28,7 +28,8 @@ public sealed class KnownSocketTests
         // The loading constructor leaves the local end point to its first read (a getsockname), which Kestrel makes.
         Assert.Equal(pair.Local, loaded.LocalEndPoint);
         AssertSameFields(loaded, made, skip: ["_handle"]); // each its own descriptor, compared next
-        AssertSameFields(loaded.SafeHandle, made.SafeHandle, skip: ["handle"]);
+        AssertSameFields(loaded.SafeHandle, made.SafeHandle, skip: ["handle", "_asyncContext"]);
+        AssertToldNonBlocking(made);
     }
 
     [Theory]
@@ -103,7 +104,8 @@ public sealed class KnownSocketTests
         Assert.NotNull(made);
         Assert.Equal(listener.LocalEndPoint, loaded.LocalEndPoint);
         AssertSameFields(loaded, made, skip: ["_handle"]);
-        AssertSameFields(loaded.SafeHandle, made.SafeHandle, skip: ["handle"]);
+        AssertSameFields(loaded.SafeHandle, made.SafeHandle, skip: ["handle", "_asyncContext"]);
+        AssertToldNonBlocking(made);
     }
 
     [Fact]
@@ -137,6 +139,18 @@ public sealed class KnownSocketTests
         Assert.Null(KnownSocket.EndPointOf(address, 4));
         *(ushort*)address = 10;
         Assert.Null(KnownSocket.EndPointOf(address, 16));
+    }
+
+    /// <summary>
+    /// The one difference from the loading constructor: the socket engine is told the descriptor is non-blocking (it is,
+    /// checked here), so it makes no fcntl of its own before the first receive or at the close.
+    /// </summary>
+    private static void AssertToldNonBlocking(Socket made)
+    {
+        Assert.Equal(Libc.O_NONBLOCK, Dispatch.Wire.Interop.WireLibc.Fcntl((int)made.SafeHandle.DangerousGetHandle(), Libc.F_GETFL, 0) & Libc.O_NONBLOCK);
+        var context = made.SafeHandle.GetType().GetField("_asyncContext", BindingFlags.Instance | BindingFlags.NonPublic)!.GetValue(made.SafeHandle);
+        Assert.NotNull(context);
+        Assert.Equal(true, context.GetType().GetField("_isHandleNonBlocking", BindingFlags.Instance | BindingFlags.NonPublic)!.GetValue(context));
     }
 
     private static void AssertSameFields(object expected, object actual, string[] skip)
