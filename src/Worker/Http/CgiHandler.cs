@@ -613,21 +613,46 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 return;
             }
 
-            var body = context.Request.Body;
-            var buffer = new byte[BufferSize];
+            // The body is read from its PipeReader, and a read still waiting when the run ends is ended with
+            // CancelPendingRead, not a cancellation token: a read cancelled by its token left Kestrel's body reader
+            // "reading", and its drain of the rest of the body after the response then failed with "Reading is already in
+            // progress" (logged as an error; seen when a script answered without reading a large body).
+            var body = context.Request.BodyReader;
+            using var cancelRead = cancellationToken.UnsafeRegister(static state => ((System.IO.Pipelines.PipeReader)state!).CancelPendingRead(), body);
             try
             {
                 while (true)
                 {
-                    var n = await body.ReadAsync(buffer, cancellationToken);
-                    if (n == 0)
+                    var result = await body.ReadAsync(CancellationToken.None);
+                    if (result.IsCanceled)
                     {
-                        break;
+                        body.AdvanceTo(result.Buffer.Start);
+                        return; // the run is over (or timed out, or the client left): nothing more to feed
                     }
 
-                    if (!await process.Stdin.WriteAsync(buffer.AsMemory(0, n), cancellationToken))
+                    var written = true;
+                    try
+                    {
+                        foreach (var segment in result.Buffer)
+                        {
+                            if (!(written = await process.Stdin.WriteAsync(segment, cancellationToken)))
+                                break;
+                        }
+                    }
+                    finally
+                    {
+                        // Always, even when the write to the script was cancelled: the reader must not stay "reading".
+                        body.AdvanceTo(result.Buffer.End);
+                    }
+
+                    if (!written)
                     {
                         return; // the script closed its stdin: the rest of the body is not read
+                    }
+
+                    if (result.IsCompleted)
+                    {
+                        break;
                     }
                 }
 
