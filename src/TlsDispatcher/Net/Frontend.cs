@@ -202,7 +202,19 @@ internal abstract class Frontend
                         failures = 0;
                     }
 
-                    _ = RunOneAsync(SocketOf(fd, bound, address, length), (ulong)Interlocked.Increment(ref _nextConnection));
+                    Socket client;
+                    try
+                    {
+                        client = SocketOf(fd, bound, address, length);
+                    }
+                    catch (Exception e) when (e is SocketException or ArgumentException or IOException)
+                    {
+                        // Not a socket .NET can use (never seen): this connection is dropped (SocketOf closed it), the loop goes on.
+                        Log.Warning("accept on {Listener}: a connection was dropped: {Reason}", LocalName, e.Message);
+                        continue;
+                    }
+
+                    _ = RunOneAsync(client, (ulong)Interlocked.Increment(ref _nextConnection));
                     continue;
                 }
 
@@ -240,9 +252,17 @@ internal abstract class Frontend
     private unsafe Socket SocketOf(int fd, IPEndPoint? bound, byte* address, uint length)
     {
         var handle = new SafeSocketHandle(fd, ownsHandle: true);
-        if (bound is not null && KnownSocket.EndPointOf(address, length) is { } client && KnownSocket.Accepted(handle, bound, client, Log) is { } socket)
-            return socket;
-        return new Socket(handle);
+        try
+        {
+            if (bound is not null && KnownSocket.EndPointOf(address, length) is { } client && KnownSocket.Accepted(handle, bound, client, Log) is { } socket)
+                return socket;
+            return new Socket(handle);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
     }
 
     private async Task RunOneAsync(Socket client, ulong id)
