@@ -19,8 +19,8 @@ namespace Dispatch.Platform.Net;
 /// calls"). The dispatcher knows all of it: a connected TCP stream of its listener's address family, non-blocking
 /// (it made it so when it accepted it). Here the socket is made with the constructor .NET's own accept uses, which
 /// loads nothing, and given what the loading one would have found, with the dispatcher's end points (the ones
-/// Kestrel's connection reports anyway), and its socket engine is told the descriptor is non-blocking (else it makes it so
-/// again, two fcntl calls, before the first receive or at the close). In the worker one system call stays: getpeername, whose failure (ENOTCONN)
+/// Kestrel's connection reports anyway); an accepted socket's engine is told the descriptor is non-blocking (else it makes
+/// it so again, two fcntl calls, at the close). In the worker one system call stays: getpeername, whose failure (ENOTCONN)
 /// says the client reset the connection before it got here (<c>HandedConnectionListenerFactory</c> drops such a
 /// connection without setting it up). The dispatcher accepts on a thread of its own, with accept4(2), and makes the
 /// socket as .NET's accept would have (docs/operations.md).
@@ -55,7 +55,7 @@ public static unsafe class KnownSocket
             return new Socket(handle);
         }
 
-        return Make(handle, local, local, client, connected: () => HasPeer(handle), log) ?? new Socket(handle);
+        return Make(handle, local, local, client, connected: () => HasPeer(handle), knownNonBlocking: false, log) ?? new Socket(handle);
     }
 
     /// <summary>
@@ -69,10 +69,10 @@ public static unsafe class KnownSocket
         if (!IsFast || bound.AddressFamily != client.AddressFamily)
             return null;
         var wildcard = bound.Address.Equals(IPAddress.Any) || bound.Address.Equals(IPAddress.IPv6Any);
-        return Make(handle, bound, wildcard ? null : bound, client, connected: static () => true, log);
+        return Make(handle, bound, wildcard ? null : bound, client, connected: static () => true, knownNonBlocking: true, log);
     }
 
-    private static Socket? Make(SafeSocketHandle handle, IPEndPoint right, IPEndPoint? local, IPEndPoint client, Func<bool> connected, Serilog.ILogger? log)
+    private static Socket? Make(SafeSocketHandle handle, IPEndPoint right, IPEndPoint? local, IPEndPoint client, Func<bool> connected, bool knownNonBlocking, Serilog.ILogger? log)
     {
         Socket? socket = null;
         try
@@ -88,9 +88,12 @@ public static unsafe class KnownSocket
             RemoteEndPointOf(socket) = client;
             IsConnectedOf(socket) = connected();
 
-            // Its socket engine told the descriptor is non-blocking already: it would otherwise make it so (fcntl F_GETFL and
-            // F_SETFL) before the first receive, or at the close (Dispose asks for non-blocking mode when the socket is).
-            IsHandleNonBlockingOf(AsyncContextOf(handle)) = true;
+            // A descriptor accept4 just made non-blocking: its socket engine is told so, or it would make it so again (fcntl
+            // F_GETFL and F_SETFL) at the close (Dispose asks for non-blocking mode once the socket is). Not for a handed
+            // descriptor: the worker is also handed socketpair ends (the openssl engine's plaintext), which are blocking,
+            // and an engine told otherwise blocked a thread of the pool in a receive (seen in CI).
+            if (knownNonBlocking)
+                IsHandleNonBlockingOf(AsyncContextOf(handle)) = true;
             return socket;
         }
         catch (MissingMemberException e)
