@@ -452,7 +452,7 @@ def cmd_scenario(a):
                 "max_ms": max(ok) if ok else None,
                 "first_failure": (fails[0]["error"] or f"status {fails[0]['status']}") if fails else None}
     rec = {"server": a.server, "scenario": a.name, "kind": a.kind, "tls": a.tls, "source": a.source,
-           "flood": flood_res, "good": phases, "recovered_s": recovered_s, "wake": wake,
+           "flood": flood_res, "good": phases, "recovered_s": recovered_s, "wake": wake, "marks": marks,
            "procs": {"before": totals(before), "peak": peak, "after": totals(after),
                      "roles_before": by_role(before), "roles_peak": peak_roles, "roles_after": by_role(after)}}
     with open(a.out, "a") as f:

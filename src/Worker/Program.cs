@@ -288,28 +288,8 @@ internal static class Program
     /// Connections from the dispatcher (<see cref="DispatcherPeer"/>); the channel closing means the dispatcher is gone.
     /// Read on a thread of its own (<see cref="ReceiveConnections"/>), not on the thread pool; the task ends with it.
     /// </summary>
-    private static Task ServeDispatcherAsync(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log)
-    {
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                ReceiveConnections(dispatcher, server, log);
-                done.TrySetResult();
-            }
-            catch (Exception e)
-            {
-                done.TrySetException(e);
-            }
-        })
-        {
-            IsBackground = true,
-            Name = "dispatcher channel",
-        };
-        thread.Start();
-        return done.Task;
-    }
+    private static Task ServeDispatcherAsync(IpcChannel dispatcher, WorkerHttpServer server, Serilog.ILogger log) =>
+        DedicatedThread.Run("dispatcher channel", () => ReceiveConnections(dispatcher, server, log));
 
     /// <summary>How long the channel's thread waits in poll(2) before it gives its receive buffer back (see <see cref="ReceiveConnections"/>).</summary>
     internal const int ChannelIdleMs = 1000;
@@ -329,16 +309,7 @@ internal static class Program
         var peer = DispatcherPeer.Create((meta, fd) =>
         {
             var handle = new SafeSocketHandle(fd, ownsHandle: true);
-            var info = new HandedConnectionInfo(
-                (long)meta.ConnectionId,
-                IPEndPoint.TryParse(meta.Client, out var client) ? client : null,
-                IPEndPoint.TryParse(meta.Local, out var local) ? local : null,
-                meta.Sni,
-                meta.TlsProtocol,
-                meta.TlsCipher,
-                meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1,
-                meta.Mode == ConnectionMode.HandedTls ? meta.Session : null,
-                meta.Plaintext);
+            var info = HandedConnectionInfo.From(meta);
             if (!server.TryEnqueue(handle, meta.Initial, info))
                 handle.Dispose(); // the server is stopping (it said so, within its connection log budget)
 

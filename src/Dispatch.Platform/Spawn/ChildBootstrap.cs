@@ -48,11 +48,12 @@ public static class ChildBootstrap
 
     /// <summary>
     /// A child's log: compact lines on stderr, which is a socket the master reads and re-logs with
-    /// the child's role and pid. The child opens no log file of its own.
+    /// the child's role and pid. The child opens no log file of its own, and no descriptor for its log
+    /// (<see cref="StderrSink"/>, not the console's).
     /// </summary>
     public static Serilog.Core.Logger CreateLogger() =>
         new LoggerConfiguration()
             .MinimumLevel.Is(Enum.TryParse<LogEventLevel>(Environment.GetEnvironmentVariable(Spawner.LogLevelVariable), out var level) ? level : LogEventLevel.Information)
-            .WriteTo.Console(new ChildLogFormatter(), standardErrorFromLevel: LogEventLevel.Verbose)
+            .WriteTo.Sink(new StderrSink(new ChildLogFormatter()))
             .CreateLogger();
 }

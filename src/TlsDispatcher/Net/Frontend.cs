@@ -111,32 +111,9 @@ internal abstract class Frontend
     /// is never in the runtime's epoll set; it is non-blocking, as .NET's accept made it (the flag is shared with the
     /// master and, during an upgrade, with the next dispatcher).
     /// </remarks>
-    public Task RunAsync(CancellationToken stopping)
-    {
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                AcceptLoop(stopping);
-                done.TrySetResult();
-            }
-            catch (ObjectDisposedException)
-            {
-                done.TrySetResult(); // the listener was closed before the loop began
-            }
-            catch (Exception e)
-            {
-                done.TrySetException(e);
-            }
-        })
-        {
-            IsBackground = true,
-            Name = "accept",
-        };
-        thread.Start();
-        return done.Task;
-    }
+    public Task RunAsync(CancellationToken stopping) =>
+        // ObjectDisposedException: the listener was closed before the loop began.
+        DedicatedThread.Run("accept", () => AcceptLoop(stopping), static e => e is ObjectDisposedException);
 
     /// <summary>
     /// How long the accept thread sleeps in poll(2) at most: its stop wakes it at once (an eventfd), so this bounds only

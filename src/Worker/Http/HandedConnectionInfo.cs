@@ -18,6 +18,10 @@ namespace Dispatch.Worker.Http;
 /// <see cref="TlsProtocol"/> and <see cref="TlsCipher"/> are set as for a connection whose TLS the dispatcher ends.</param>
 /// <param name="TlsPlaintext">With <paramref name="Session"/>: application data the dispatcher already decrypted (the
 /// first request head of an identity vhost), read before anything the record layer decrypts.</param>
+/// <param name="OverSocketPair">The descriptor is not the client's TCP socket but a socketpair end carrying the
+/// plaintext of TLS the dispatcher ends itself (<see cref="ConnectionMode.TerminatedTls"/>, the <c>openssl</c> engine):
+/// its <see cref="System.Net.Sockets.Socket"/> is made by asking the kernel what it is, never from
+/// <paramref name="Client"/> and <paramref name="Local"/>, which are the TCP connection's.</param>
 public sealed record HandedConnectionInfo(
     long ConnectionId,
     IPEndPoint? Client,
@@ -27,7 +31,26 @@ public sealed record HandedConnectionInfo(
     string? TlsCipher,
     HandedProtocol Protocol,
     TlsSessionState? Session = null,
-    ReadOnlyMemory<byte> TlsPlaintext = default);
+    ReadOnlyMemory<byte> TlsPlaintext = default,
+    bool OverSocketPair = false)
+{
+    /// <summary>What the dispatcher's hand-off message says of its connection.</summary>
+    public static HandedConnectionInfo From(Connection meta)
+    {
+        ArgumentNullException.ThrowIfNull(meta);
+        return new HandedConnectionInfo(
+            (long)meta.ConnectionId,
+            IPEndPoint.TryParse(meta.Client, out var client) ? client : null,
+            IPEndPoint.TryParse(meta.Local, out var local) ? local : null,
+            meta.Sni,
+            meta.TlsProtocol,
+            meta.TlsCipher,
+            meta.Mode == ConnectionMode.PassthroughTls ? HandedProtocol.Tls : meta.Protocol == AppProtocol.Http2 ? HandedProtocol.Http2 : HandedProtocol.Http1,
+            meta.Mode == ConnectionMode.HandedTls ? meta.Session : null,
+            meta.Plaintext,
+            OverSocketPair: meta.Mode == ConnectionMode.TerminatedTls);
+    }
+}
 
 /// <summary>
 /// Connection feature carrying the <see cref="HandedConnectionInfo"/>. Set on every connection's

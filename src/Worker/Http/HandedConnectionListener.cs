@@ -37,9 +37,12 @@ internal readonly record struct PendingConnection(SafeSocketHandle? Handle, Sock
     /// <summary>
     /// The connection's socket (made now from the descriptor unless given: <see cref="KnownSocket"/>). Throws as
     /// <see cref="System.Net.Sockets.Socket"/>'s constructor does for a descriptor it cannot use; one that is not a
-    /// socket at all gives a socket of unknown type, which Kestrel then fails to serve and closes.
+    /// socket at all gives a socket of unknown type, which Kestrel then fails to serve and closes. A socketpair end
+    /// (<see cref="HandedConnectionInfo.OverSocketPair"/>) is made by asking the kernel: the end points the dispatcher
+    /// gave are the TCP connection's, not this descriptor's.
     /// </summary>
-    public Socket Open(Serilog.ILogger? log = null) => Socket ?? KnownSocket.Open(Handle!, Info.Local, Info.Client, log);
+    public Socket Open(Serilog.ILogger? log = null) =>
+        Socket ?? (Info.OverSocketPair ? new Socket(Handle!) : KnownSocket.Open(Handle!, Info.Local, Info.Client, log));
 
     /// <summary>Closes the connection unserved.</summary>
     public void Close()

@@ -1,6 +1,9 @@
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Xunit.Abstractions;
 
 namespace Dispatch.Tests.EndToEnd;
@@ -73,6 +76,48 @@ public sealed class LeakTests : IDisposable
 
         _output.WriteLine("after: " + string.Join(", ", processes.Select(p => $"{Name(p)} {Counted(p)}")));
         Assert.True(grown.Count == 0, string.Join('\n', grown));
+    }
+
+    /// <summary>
+    /// A dispatcher logging at Warning writes nothing until something goes wrong — in the flood bench, in the middle of a
+    /// flood. Its first line must open no descriptor: through .NET's console it opened four (stdout and stderr
+    /// duplicated, and the pipe of the console's signal handling), kept for the process's life, so a flood's
+    /// descriptors never came back to the baseline (docs/floods.md, "The descriptors after a flood").
+    /// </summary>
+    [SkippableFact]
+    public async Task A_dispatchers_first_log_line_opens_no_descriptor()
+    {
+        var site = TwoTenantSite.Create("first-log-line");
+        var config = site.Config;
+        config["log"] = new JsonObject { ["level"] = "Warning" };
+        config["dispatcher"]!["limits"] = new JsonObject { ["perAddress"] = new JsonObject { ["connections"] = 1 } };
+        _dispatch = site.StartReady(_output);
+        var d = _dispatch;
+        var served = Tools.Run("curl", "-sS", "-H", "Host: a.localhost", $"http://127.0.0.1:{d.HttpPort}/");
+        Assert.True(served.ExitCode == 0, served.Stderr);
+        var pid = d.DispatcherPid;
+        Assert.True(Tools.Eventually(() => Stable([pid])), "descriptor counts settle after the first request");
+        var before = Counted(pid);
+
+        // Over the per-address limit of 1: the second connection from 127.0.0.2 gets 429, and the refusal is logged.
+        using (var held = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        using (var refused = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            held.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.2"), 0));
+            await held.ConnectAsync(IPAddress.Loopback, d.HttpPort);
+            refused.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.2"), 0));
+            await refused.ConnectAsync(IPAddress.Loopback, d.HttpPort);
+            await refused.SendAsync("GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n"u8.ToArray(), SocketFlags.None);
+            var answer = new byte[64];
+            var n = await refused.ReceiveAsync(answer, SocketFlags.None);
+            Assert.StartsWith("HTTP/1.1 429", System.Text.Encoding.ASCII.GetString(answer, 0, n), StringComparison.Ordinal);
+            d.WaitForLine(new Regex(@"\(dispatcher\): Refused \d+ connection\(s\) over the client limits"));
+        }
+
+        Assert.True(
+            Tools.Eventually(() => Counted(pid) <= before, TimeSpan.FromSeconds(10)),
+            $"the dispatcher held {before} descriptors before its first log line, {Counted(pid)} after it: " +
+            string.Join(' ', Tools.Descriptors(pid).Values.Where(v => !v.EndsWith(".dll", StringComparison.Ordinal))));
     }
 
     /// <summary>The process's descriptors but assemblies.</summary>
