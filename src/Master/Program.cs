@@ -187,12 +187,20 @@ internal static class Program
         var level = Enum.TryParse<LogEventLevel>(config?.Level, out var l) ? l : LogEventLevel.Information;
         var lc = new LoggerConfiguration().MinimumLevel.Is(level);
         var json = new Serilog.Formatting.Json.JsonFormatter(renderMessage: true, formatProvider: System.Globalization.CultureInfo.InvariantCulture);
-        lc = config?.Console switch
+        Serilog.Formatting.ITextFormatter? console = config?.Console switch
         {
-            "none" => lc,
-            "json" => lc.WriteTo.Console(json),
-            _ => lc.WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss.fff} {Level:u3}] {Message:lj}{NewLine}{Exception}", formatProvider: System.Globalization.CultureInfo.InvariantCulture),
+            "none" => null,
+            "json" => json,
+            _ => new Serilog.Formatting.Display.MessageTemplateTextFormatter("[{Timestamp:HH:mm:ss.fff} {Level:u3}] {Message:lj}{NewLine}{Exception}", System.Globalization.CultureInfo.InvariantCulture),
         };
+        if (console is not null)
+        {
+            // Under systemd with the output in the journal, each line carries its priority (journalctl -p).
+            if (Operations.JournalPriorityFormatter.IsJournalStream(Environment.GetEnvironmentVariable("JOURNAL_STREAM")))
+                console = new Operations.JournalPriorityFormatter(console);
+            lc = lc.WriteTo.Console(console);
+        }
+
         if (config?.File is { } file)
         {
             Serilog.Formatting.ITextFormatter formatter = config.Format == "json"

@@ -104,6 +104,42 @@ public sealed class SystemdNotifyTests : IDisposable
         _dispatch.WaitForLine(new Regex(@"Could not restart dispatcher slot 0: .*Permission denied"));
     }
 
+    /// <summary>
+    /// Under systemd with the output in the journal, systemd names the stream in JOURNAL_STREAM ("dev:ino"); the master's
+    /// lines then begin with their syslog priority, which journald keeps as each entry's (<c>journalctl -p</c>). A
+    /// variable that names another stream (inherited by a master whose output was redirected) changes nothing.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Lines_carry_their_syslog_priority_only_when_stdout_is_the_journals_stream(bool journal)
+    {
+        var (dir, config) = Prepare(journal ? "journal-stream" : "journal-stream-other");
+        // The shell finds its stdout's device and inode (the stream the test reads), as systemd would have set them.
+        string[] wrapper = journal
+            ? ["/bin/sh", "-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1); export JOURNAL_STREAM; exec \"$0\" \"$@\""]
+            : ["/bin/sh", "-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/0); export JOURNAL_STREAM; exec \"$0\" \"$@\""];
+        _dispatch = DispatchInstance.StartReady(dir, config, _output, wrapper);
+        var ready = _dispatch.Log.Split('\n').Single(l => l.Contains("Dispatch ready", StringComparison.Ordinal));
+
+        // A rejected config: its errors are logged (and the last good one keeps serving).
+        File.WriteAllText(_dispatch.ConfigPath, "{ \"listen\": ");
+        Kill("HUP", _dispatch.MasterPid);
+        _dispatch.WaitForLine(new Regex("ERR\\] .*(config|JSON)", RegexOptions.IgnoreCase));
+        var error = _dispatch.Log.Split('\n').First(l => Regex.IsMatch(l, "ERR\\] .*(config|JSON)", RegexOptions.IgnoreCase));
+
+        if (journal)
+        {
+            Assert.StartsWith("<6>[", ready, StringComparison.Ordinal);
+            Assert.StartsWith("<3>[", error, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.StartsWith("[", ready, StringComparison.Ordinal);
+            Assert.StartsWith("[", error, StringComparison.Ordinal);
+        }
+    }
+
     public void Dispose()
     {
         _dispatch?.Dispose();
