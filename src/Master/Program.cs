@@ -95,7 +95,8 @@ internal static class Program
             using var master = new MasterService(config, log);
             signals.Attach(master);
 
-            // reloadOnChange, debounced: editors and panels write in bursts (and sometimes half a file first).
+            // reload.onChange, debounced: editors and panels write in bursts (and sometimes half a file first). Off, an
+            // edit waits for SIGHUP or `dispatch reload` (the config in force decides, so a reload turns it on or off).
             using var watcher = new FileSystemWatcher(Path.GetDirectoryName(config.SourcePath)!, Path.GetFileName(config.SourcePath))
             {
                 NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
@@ -103,6 +104,12 @@ internal static class Program
             Timer? debounce = null;
             void Changed(object? sender, FileSystemEventArgs e)
             {
+                if (!master.ReloadsOnChange)
+                {
+                    log.Debug("{File} changed; not reloaded (reload.onChange is false): SIGHUP or dispatch reload applies it", e.FullPath);
+                    return;
+                }
+
                 var t = new Timer(_ => master.ReloadInBackground("file changed"), null, Timeout.Infinite, Timeout.Infinite);
                 Interlocked.Exchange(ref debounce, t)?.Dispose();
                 t.Change(500, Timeout.Infinite);
@@ -187,20 +194,20 @@ internal static class Program
         var level = Enum.TryParse<LogEventLevel>(config?.Level, out var l) ? l : LogEventLevel.Information;
         var lc = new LoggerConfiguration().MinimumLevel.Is(level);
         var json = new Serilog.Formatting.Json.JsonFormatter(renderMessage: true, formatProvider: System.Globalization.CultureInfo.InvariantCulture);
-        Serilog.Formatting.ITextFormatter? console = config?.Console switch
+        const string ConsoleTemplate = "[{Timestamp:HH:mm:ss.fff} {Level:u3}] {Message:lj}{NewLine}{Exception}";
+        // Under systemd with the output in the journal, each line carries its priority (journalctl -p).
+        var journal = config?.Console != "none" && Operations.JournalPriorityFormatter.IsJournalStream(Environment.GetEnvironmentVariable("JOURNAL_STREAM"));
+        lc = (config?.Console, journal) switch
         {
-            "none" => null,
-            "json" => json,
-            _ => new Serilog.Formatting.Display.MessageTemplateTextFormatter("[{Timestamp:HH:mm:ss.fff} {Level:u3}] {Message:lj}{NewLine}{Exception}", System.Globalization.CultureInfo.InvariantCulture),
+            ("none", _) => lc,
+            ("json", false) => lc.WriteTo.Console(json),
+            ("json", true) => lc.WriteTo.Console(new Operations.JournalPriorityFormatter(json)),
+            (_, false) => lc.WriteTo.Console(outputTemplate: ConsoleTemplate, formatProvider: System.Globalization.CultureInfo.InvariantCulture),
+            (_, true) => lc.WriteTo.Logger(console => console
+                .MinimumLevel.Verbose()
+                .Enrich.With<Operations.JournalPriorityEnricher>()
+                .WriteTo.Console(outputTemplate: Operations.JournalPriorityEnricher.Template(ConsoleTemplate), formatProvider: System.Globalization.CultureInfo.InvariantCulture)),
         };
-        if (console is not null)
-        {
-            // Under systemd with the output in the journal, each line carries its priority (journalctl -p).
-            if (Operations.JournalPriorityFormatter.IsJournalStream(Environment.GetEnvironmentVariable("JOURNAL_STREAM")))
-                console = new Operations.JournalPriorityFormatter(console);
-            lc = lc.WriteTo.Console(console);
-        }
-
         if (config?.File is { } file)
         {
             Serilog.Formatting.ITextFormatter formatter = config.Format == "json"

@@ -13,7 +13,7 @@ namespace Dispatch.Master.Config;
 internal static class ConfigLoader
 {
     // "$schema": the JSON Schema (docs/dispatch.schema.json) for editors; its value is not used.
-    private static readonly string[] TopLevel = ["$schema", "listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "cgroup", "include"];
+    private static readonly string[] TopLevel = ["$schema", "listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "reload", "cgroup", "include"];
 
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
     {

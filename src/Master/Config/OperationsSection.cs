@@ -3,7 +3,7 @@ using Microsoft.Extensions.Configuration;
 
 namespace Dispatch.Master.Config;
 
-/// <summary><c>control</c> (the root-only socket of status, reload and upgrade) and <c>metrics</c> (the loopback Prometheus endpoint).</summary>
+/// <summary><c>control</c> (the root-only socket of status, reload and upgrade), <c>metrics</c> (the loopback Prometheus endpoint) and <c>reload</c> (whether an edit reloads by itself).</summary>
 internal static class OperationsSection
 {
     public static OperationsConfig Read(ConfigContext ctx, IConfiguration root)
@@ -22,6 +22,8 @@ internal static class OperationsSection
                 ctx.Error("metrics:listen", $"{metricsListen} is not a loopback address: the metrics endpoint has no authentication, so it listens on 127.0.0.0/8 or ::1 only");
         }
 
-        return new OperationsConfig(controlSocket, metricsListen);
+        ctx.Unknown(root.GetSection("reload"), "reload", ["onChange"]);
+        var reloadOnChange = ctx.Bool(root.GetSection("reload:onChange"), true);
+        return new OperationsConfig(controlSocket, metricsListen, reloadOnChange);
     }
 }

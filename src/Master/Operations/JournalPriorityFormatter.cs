@@ -10,7 +10,9 @@ namespace Dispatch.Master.Operations;
 /// for an error, <c>&lt;4&gt;</c> a warning, <c>&lt;6&gt;</c> information (sd-daemon(3)), which journald takes off the
 /// line and keeps as the entry's priority, so that <c>journalctl -u dispatch -p warning</c> shows the warnings and worse.
 /// Every line of an event gets it (an exception's frames too: journald makes each line an entry). Used only when the
-/// master's stdout is the journal's stream (<see cref="IsJournalStream"/>); elsewhere the lines stay as they are.
+/// master's stdout is the journal's stream (<see cref="IsJournalStream"/>); elsewhere the lines stay as they are. This
+/// formatter wraps the JSON console's; the text console's lines, which the console sink renders from its own template
+/// (enums unquoted, as the tests and operators read them), get the prefix from <see cref="JournalPriorityEnricher"/>.
 /// </summary>
 internal sealed class JournalPriorityFormatter(ITextFormatter inner) : ITextFormatter
 {

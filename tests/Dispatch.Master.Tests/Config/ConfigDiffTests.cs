@@ -30,6 +30,16 @@ public class ConfigDiffTests
         }
     }
 
+    [Fact]
+    public void Turning_reload_on_change_on_or_off_needs_no_restart()
+    {
+        var (a, _) = SampleConfigs.Build(Samples.Make<VhostConfig>(1), Samples.Make<PoolConfig>(1));
+        var b = a with { Operations = a.Operations with { ReloadOnChange = !a.Operations.ReloadOnChange } };
+
+        Assert.False(ConfigDiff.NeedsRestart(a, b));
+        Assert.True(ConfigDiff.NeedsRestart(a, b with { Operations = b.Operations with { ControlSocket = "/run/other.sock" } }));
+    }
+
     [Theory]
     [InlineData(nameof(DispatchConfig.Listen))]
     [InlineData(nameof(DispatchConfig.Dispatcher))]

@@ -54,6 +54,15 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.Contains(errors, e => e.Path == path);
     }
 
+    [Theory]
+    [InlineData("""{"reload":{"onChange":"sometimes"}}""", "reload:onChange", "'sometimes' is not true or false")]
+    [InlineData("""{"reload":{"onEdit":false}}""", "reload:onEdit", "unknown setting")]
+    public void A_reload_setting_that_is_not_a_boolean_or_not_known_is_an_error_at_its_path(string json, string path, string reason)
+    {
+        var errors = Errors(json);
+        Assert.Contains(errors, e => e.Path == path && e.Reason.StartsWith(reason, StringComparison.Ordinal));
+    }
+
     /// <summary>A NUL makes every path API throw; in a value or in a name, it is one error at that path.</summary>
     [Fact]
     public void A_NUL_in_a_value_or_a_name_is_an_error_at_its_path_once()

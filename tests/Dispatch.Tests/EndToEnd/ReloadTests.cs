@@ -73,6 +73,52 @@ public sealed class ReloadTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// <c>reload.onChange: false</c>: an edit is noticed and left for SIGHUP (as with nginx); the setting is the config in
+    /// force's, so a reload that turns it back on makes the next edit reload by itself.
+    /// </summary>
+    [SkippableFact]
+    public void With_reload_on_change_off_an_edit_waits_for_SIGHUP()
+    {
+        TestWorld.RequireRoot();
+        var dir = TestWorld.NewTestDirectory("reload-manual");
+        var a = TestWorld.NewTenantTree(dir, "a", TestWorld.TenantA, new Dictionary<string, string> { ["index.html"] = "A" });
+        var b = TestWorld.NewTenantTree(dir, "b", TestWorld.TenantB, new Dictionary<string, string> { ["index.html"] = "B" });
+        var c = TestWorld.NewTenantTree(dir, "c", 10003, new Dictionary<string, string> { ["index.html"] = "C" });
+        var config = DispatchInstance.SampleConfig(TestWorld.FreePort(), a, b);
+        config["reload"] = new JsonObject { ["onChange"] = false };
+        config["log"] = new JsonObject { ["level"] = "Debug" }; // the master says when it leaves an edit alone
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var url = $"http://127.0.0.1:{_dispatch.HttpPort}/";
+        void Write(JsonObject c) => File.WriteAllText(_dispatch!.ConfigPath, c.ToJsonString());
+        void Hup() => Assert.Equal(0, Tools.Run("kill", "-HUP", _dispatch!.MasterPid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+
+        config["pools"]!["c"] = new JsonObject { ["user"] = "10003", ["group"] = "10003" };
+        config["vhosts"]!["c.localhost"] = new JsonObject { ["pool"] = "c", ["root"] = c };
+        Write(config);
+        _dispatch.WaitForLine(new Regex(@"dispatch\.json changed; not reloaded \(reload\.onChange is false\)"));
+        Assert.Equal(404, Tools.Curl("-H", "Host: c.localhost", url).Status);
+        Assert.DoesNotMatch(new Regex(@"Configuration reloaded"), _dispatch.Log);
+
+        Hup();
+        _dispatch.WaitForLine(new Regex(@"Configuration reloaded \(SIGHUP\), version 2"));
+        Assert.Equal("C", Tools.Curl("-H", "Host: c.localhost", url).Body);
+
+        // Turned back on by a reload: the next edit applies itself.
+        var leftAlone = new Regex(@"dispatch\.json changed; not reloaded");
+        var seen = leftAlone.Count(_dispatch.Log); // an edit may raise more than one event
+        config["reload"]!["onChange"] = true;
+        Write(config);
+        _dispatch.WaitForLine(leftAlone, skip: seen);
+        Hup();
+        _dispatch.WaitForLine(new Regex(@"Configuration reloaded \(SIGHUP\), version 3"));
+        config["vhosts"]!.AsObject().Remove("c.localhost");
+        config["pools"]!.AsObject().Remove("c");
+        Write(config);
+        _dispatch.WaitForLine(new Regex(@"Configuration reloaded \(file changed\), version 4"));
+        Assert.Equal(404, Tools.Curl("-H", "Host: c.localhost", url).Status);
+    }
+
     [SkippableFact]
     public async Task A_renewed_certificate_is_served_to_the_next_handshake_while_an_open_connection_continues()
     {

@@ -121,6 +121,9 @@ public sealed class SystemdNotifyTests : IDisposable
             : ["/bin/sh", "-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/0); export JOURNAL_STREAM; exec \"$0\" \"$@\""];
         _dispatch = DispatchInstance.StartReady(dir, config, _output, wrapper);
         var ready = _dispatch.Log.Split('\n').Single(l => l.Contains("Dispatch ready", StringComparison.Ordinal));
+        // A child's line, as the master re-logs it: its role and pool unquoted, as without the journal.
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", $"http://127.0.0.1:{_dispatch.HttpPort}/").Status);
+        var child = _dispatch.WaitForLine(new Regex(@"^(<6>)?\[[^\]]+ INF\] Worker \d+ \(a\): ")).Value;
 
         // A rejected config: its errors are logged (and the last good one keeps serving).
         File.WriteAllText(_dispatch.ConfigPath, "{ \"listen\": ");
@@ -131,11 +134,13 @@ public sealed class SystemdNotifyTests : IDisposable
         if (journal)
         {
             Assert.StartsWith("<6>[", ready, StringComparison.Ordinal);
+            Assert.StartsWith("<6>[", child, StringComparison.Ordinal);
             Assert.StartsWith("<3>[", error, StringComparison.Ordinal);
         }
         else
         {
             Assert.StartsWith("[", ready, StringComparison.Ordinal);
+            Assert.StartsWith("[", child, StringComparison.Ordinal);
             Assert.StartsWith("[", error, StringComparison.Ordinal);
         }
     }
