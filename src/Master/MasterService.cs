@@ -89,10 +89,10 @@ internal sealed class MasterService : IDisposable
     /// <inheritdoc cref="Reloader.ReloadAsync"/>
     public Task<string> ReloadAsync(string why) => _reloader.ReloadAsync(why);
 
-    /// <summary>A reload asked for by a signal or a watched file: run in the background, its failure logged.</summary>
     /// <summary>Whether the config in force says an edit of its files reloads by itself (<c>reload.onChange</c>).</summary>
     public bool ReloadsOnChange => _config.Current.Operations.ReloadOnChange;
 
+    /// <summary>A reload asked for by a signal or a watched file: run in the background, its failure logged.</summary>
     public void ReloadInBackground(string why) => FireAndForget.Observe(ReloadAsync(why), _log, $"Reload ({why})");
 
     /// <summary>An upgrade asked for by a signal: run in the background, its failure logged.</summary>
