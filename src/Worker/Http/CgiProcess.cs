@@ -28,6 +28,9 @@ internal sealed class CgiSpawnException(string message, int errno) : Exception(m
 /// </remarks>
 internal sealed class CgiProcess : IAsyncDisposable
 {
+    /// <summary>Its watches' owner in the <see cref="FdReactor"/> (a script's pipes and pidfd).</summary>
+    internal const string WatchOwner = "cgi";
+
     private readonly Lock _lock = new();
     private readonly int _pidfd;
     private readonly Task _exited;
@@ -274,7 +277,7 @@ internal sealed class CgiProcess : IAsyncDisposable
 
     private async Task WatchPidfdAsync()
     {
-        using var watch = FdReactor.Shared.Watch(_pidfd);
+        using var watch = FdReactor.Shared.Watch(_pidfd, WatchOwner);
         while (!HasExited())
         {
             // A pidfd turns readable when the process exits.
@@ -315,7 +318,7 @@ internal sealed class CgiPipe : IDisposable
     public CgiPipe(int fd)
     {
         _fd = fd;
-        _watch = FdReactor.Shared.Watch(fd);
+        _watch = FdReactor.Shared.Watch(fd, CgiProcess.WatchOwner);
     }
 
     /// <summary>Reads what is available (waiting for something); 0 at end of file.</summary>

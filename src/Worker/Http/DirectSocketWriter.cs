@@ -37,6 +37,9 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
     /// <summary>The most placeholder bytes one GetMemory may ask for: what <see cref="AddPlaceholders"/> callers advance at once.</summary>
     internal const int MaxPlaceholder = 64 * 1024;
 
+    /// <summary>Its watches' owner in the <see cref="FdReactor"/> (a connection's socket while a send waits).</summary>
+    internal const string WatchOwner = "socket";
+
     private const int SegmentSize = 4096;
     private const int EINTR = 4;
     private const int MsgMore = 0x8000;
@@ -385,7 +388,7 @@ internal sealed class DirectSocketWriter : PipeWriter, IDisposable
 
             try
             {
-                wait = (_watch ??= FdReactor.Shared.Watch(_fd)).WaitQuietlyAsync(Libc.EPOLLOUT, wake.Token);
+                wait = (_watch ??= FdReactor.Shared.Watch(_fd, WatchOwner)).WaitQuietlyAsync(Libc.EPOLLOUT, wake.Token);
             }
             finally
             {

@@ -42,10 +42,13 @@ internal sealed unsafe class FdReactor
     /// <summary>Descriptors registered now (a leak shows here).</summary>
     public int Registered => _watches.Count;
 
-    /// <summary>A watch for <paramref name="fd"/>; dispose it before closing the descriptor.</summary>
-    public FdWatch Watch(int fd)
+    /// <summary>Descriptors registered now by watches of <paramref name="owner"/> (<see cref="Watch"/>'s).</summary>
+    public int RegisteredBy(string owner) => _watches.Values.Count(w => w.Owner == owner);
+
+    /// <summary>A watch for <paramref name="fd"/>, on behalf of <paramref name="owner"/> (what <see cref="RegisteredBy"/> counts); dispose it before closing the descriptor.</summary>
+    public FdWatch Watch(int fd, string owner)
     {
-        var watch = new FdWatch(this, fd, (ulong)Interlocked.Increment(ref _nextId));
+        var watch = new FdWatch(this, fd, (ulong)Interlocked.Increment(ref _nextId), owner);
         _watches[watch.Id] = watch;
         return watch;
     }
@@ -106,14 +109,18 @@ internal sealed class FdWatch : IDisposable
     private bool _added;
     private bool _disposed;
 
-    internal FdWatch(FdReactor reactor, int fd, ulong id)
+    internal FdWatch(FdReactor reactor, int fd, ulong id, string owner)
     {
         _reactor = reactor;
         Fd = fd;
         Id = id;
+        Owner = owner;
     }
 
     public int Fd { get; }
+
+    /// <summary>Who watches: <see cref="CgiProcess.WatchOwner"/>, <see cref="DirectSocketWriter.WatchOwner"/>.</summary>
+    public string Owner { get; }
 
     internal ulong Id { get; }
 
