@@ -15,8 +15,9 @@ namespace Dispatch.Fuzz;
 /// <remarks>
 /// Input: byte 0 chooses the frame. 0: the rest is sent as it is (a raw datagram, header included). 1..N: a
 /// well-formed header for the N-th message type of <see cref="Types"/> (current version, no descriptors, the right
-/// length) and the rest as its payload. N+1 and N+2: the rest is a route snapshot or pool settings JSON. Documented
-/// rejection: <see cref="WireException"/> (and <see cref="JsonException"/> for the JSON payloads).
+/// length) and the rest as its payload. N+1 and N+2: the rest is a route snapshot or pool settings JSON; N+3: a
+/// dispatcher's table of the vhosts' traffic (<see cref="VhostTraffic.DecodeTable"/>, a sealed memfd's content).
+/// Documented rejection: <see cref="WireException"/> (and <see cref="JsonException"/> for the JSON payloads).
 /// </remarks>
 internal sealed class IpcTarget : IFuzzTarget
 {
@@ -27,7 +28,7 @@ internal sealed class IpcTarget : IFuzzTarget
         MessageType.DispatcherSetup, MessageType.NeedWorker, MessageType.WorkerReady, MessageType.WorkerRefused,
         MessageType.WorkerGone, MessageType.RouteUpdate, MessageType.StatsRequest, MessageType.DispatcherStats,
         MessageType.MetricsRequest, MessageType.MetricsReply, MessageType.WorkerSetup, MessageType.LogFiles,
-        MessageType.ErrorLogFiles, MessageType.Connection, MessageType.WorkerLoad,
+        MessageType.ErrorLogFiles, MessageType.Connection, MessageType.WorkerLoad, MessageType.WorkerTraffic,
     ];
 
     public const byte RawSelector = 0;
@@ -36,12 +37,14 @@ internal sealed class IpcTarget : IFuzzTarget
 
     public static readonly byte PoolSelector = (byte)(Types.Length + 2);
 
+    public static readonly byte TrafficTableSelector = (byte)(Types.Length + 3);
+
     private IpcChannel? _channel;
     private int _peer = -1;
 
     public string Name => "ipc";
 
-    public string Description => "IpcChannel.ReceiveBlocking + IpcMessage.Decode<T> for every message type; SnapshotJson.ParseSnapshot/ParsePool";
+    public string Description => "IpcChannel.ReceiveBlocking + IpcMessage.Decode<T> for every message type; SnapshotJson.ParseSnapshot/ParsePool; VhostTraffic.DecodeTable";
 
     /// <summary>The fuzz input that carries <paramref name="payload"/> as a message of <paramref name="type"/>.</summary>
     public static byte[] Input(MessageType type, ReadOnlySpan<byte> payload) => [(byte)(Array.IndexOf(Types, type) + 1), .. payload];
@@ -49,8 +52,21 @@ internal sealed class IpcTarget : IFuzzTarget
     public void Run(ReadOnlySpan<byte> data)
     {
         // An empty input is an empty raw datagram (afl-fuzz's first run may be an empty one, and it must reach the parser).
-        var selector = data.IsEmpty ? RawSelector : (byte)(data[0] % (Types.Length + 3));
+        var selector = data.IsEmpty ? RawSelector : (byte)(data[0] % (Types.Length + 4));
         var rest = data.IsEmpty ? data : data[1..];
+        if (selector == TrafficTableSelector)
+        {
+            try
+            {
+                _ = VhostTraffic.DecodeTable(rest);
+            }
+            catch (WireException)
+            {
+            }
+
+            return;
+        }
+
         if (selector == SnapshotSelector || selector == PoolSelector)
         {
             try
@@ -129,6 +145,7 @@ internal sealed class IpcTarget : IFuzzTarget
         MessageType.ErrorLogFiles => message.Decode<ErrorLogFiles>(),
         MessageType.Connection => message.Decode<Connection>(),
         MessageType.WorkerLoad => message.Decode<WorkerLoad>(),
+        MessageType.WorkerTraffic => message.Decode<WorkerTraffic>(),
         _ => null, // An unknown type: the dispatch table drops the peer (no decoder runs).
     };
 

@@ -56,6 +56,8 @@ internal static class Seeds
             ("connection-tls13", () => Encode(new Connection(6, ConnectionMode.HandedTls, AppProtocol.Http2, "[2001:db8::1]:443", "127.0.0.1:8443", "a.localhost", "TLSv1.3", "TLS_AES_128_GCM_SHA256", new byte[] { 23, 3, 3, 0, 0 }, session13)), MessageType.Connection),
             ("connection-tls12", () => Encode(new Connection(7, ConnectionMode.HandedTls, AppProtocol.Http1, "198.51.100.2:40000", "127.0.0.1:8443", "b.localhost", "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", ReadOnlyMemory<byte>.Empty, session12)), MessageType.Connection),
             ("workerload", () => Encode(new WorkerLoad(3, 1000)), MessageType.WorkerLoad),
+            ("workertraffic", () => Encode(new WorkerTraffic([Traffic("a.localhost"), Traffic("www.a.localhost")])), MessageType.WorkerTraffic),
+            ("dispatcherstats-traffic", () => Encode(new DispatcherStats(9, [new StatCounter("connections", 12)], [], Traffic: true)), MessageType.DispatcherStats),
         };
         foreach (var (name, encode, type) in messages)
             File.WriteAllBytes(Path.Combine(dir, $"seed-{name}"), IpcTarget.Input(type, encode()));
@@ -82,6 +84,7 @@ internal static class Seeds
             [new PoolRoute("a", 100, false, 1, 60000, true), new PoolRoute("b", 10, true, 0, 1000)]);
         File.WriteAllBytes(Path.Combine(dir, "seed-snapshot"), [IpcTarget.SnapshotSelector, .. SnapshotJson.Serialize(snapshot)]);
         File.WriteAllBytes(Path.Combine(dir, "seed-pool"), [IpcTarget.PoolSelector, .. SnapshotJson.Serialize(Pool())]);
+        File.WriteAllBytes(Path.Combine(dir, "seed-traffic-table"), [IpcTarget.TrafficTableSelector, .. VhostTraffic.EncodeTable([Traffic("a.localhost"), Traffic("b.localhost")])]);
 
         // One input per refusal of docs/protocol.md ("What decoders refuse"): the fuzzer starts at each boundary.
         var refused = new (string Name, MessageType Type, byte[] Payload)[]
@@ -89,6 +92,8 @@ internal static class Seeds
             ("jailspec-role", MessageType.JailSpec, Encode(new JailSpec((ProcessRole)9, 10001, 10001, [], [], [], [], [], "a", [], []))),
             ("jailspec-limits", MessageType.JailSpec, Encode(new JailSpec(ProcessRole.Worker, 10001, 10001, [], [], [], [], [new ResourceLimit(7, 4096, 1024), new ResourceLimit(7, 1, 1), new ResourceLimit(16, 1, 1)], "a", [], []))),
             ("jailproof-threads", MessageType.JailProof, Encode(new JailProof(10001, 10001, true, true, [new ProbeResult("/etc/shadow", 8, 9, "EACCES", false), new ProbeResult("/etc/passwd", -1, -1, "EACCES", false)], [13, -2]))),
+            ("workertraffic-vhost-twice", MessageType.WorkerTraffic, Encode(new WorkerTraffic([Traffic("a.localhost"), Traffic("a.localhost")]))),
+            ("workertraffic-negative", MessageType.WorkerTraffic, Encode(new WorkerTraffic([Traffic("a.localhost") with { BytesSent = -1 }]))),
             ("dispatcherstats-key", MessageType.DispatcherStats, Encode(new DispatcherStats(9, [new StatCounter("connections", 12), new StatCounter("connections", 13)], []))),
             ("logfiles-vhost", MessageType.LogFiles, Encode(new LogFiles(["a.localhost", "a.localhost"]))),
             ("logfiles-host-invalid", MessageType.ErrorLogFiles, Encode(new ErrorLogFiles(["a.localhost", "a.localhost/../b"]))),
@@ -133,6 +138,10 @@ internal static class Seeds
             File.WriteAllBytes(Path.Combine(dir, $"seed-refused-{name}"), [selector, .. Encoding.UTF8.GetBytes(json.Replace(find, replace, StringComparison.Ordinal))]);
         }
     }
+
+    /// <summary>A vhost's traffic with every count set (a few requests of each class, bytes, durations in three buckets).</summary>
+    private static VhostTraffic Traffic(string vhost) =>
+        new(vhost, [1, 120, 7, 13, 2], 1_234_567, 4_321_000, [100, 20, 10, 5, 3, 2, 1, 1, 0, 0, 0, 1]);
 
     private static PoolSettings Pool() => new(
         "a",

@@ -41,7 +41,9 @@ public sealed class IpcChannel : IDisposable
     // 3: Connection mode HandedTls with the TLS session state appended (TLS 2: the worker runs the record layer).
     // 4: Hello without its own protocol field (this header's version byte is the one checked); every type
     // carries an exact descriptor count.
-    public const byte Version = 4;
+    // 5: WorkerTraffic (a worker's requests, bytes and durations per vhost), DispatcherStats with the vhosts' traffic
+    // in a sealed memfd; a worker's channel half-closed by its dispatcher when it is let go (it may still report).
+    public const byte Version = 5;
     private const int EBadF = 9;
     private static readonly int ControlSize = WireLibc.CmsgSpace(MaxDescriptors * sizeof(int));
 
@@ -470,6 +472,23 @@ public sealed class IpcChannel : IDisposable
             return added;
         }
         catch (ObjectDisposedException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Sends nothing more (shutdown(SHUT_WR)): the peer's next receive finds the end of the channel, and it may still
+    /// send what it has to say until it closes its end. False if the channel was disposed or is already shut.
+    /// </summary>
+    public bool ShutdownSend()
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Send);
+            return true;
+        }
+        catch (Exception e) when (e is ObjectDisposedException or SocketException)
         {
             return false;
         }

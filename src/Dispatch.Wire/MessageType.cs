@@ -95,6 +95,9 @@ public enum MessageType : ushort
 
     /// <summary>worker → dispatcher: connections currently open.</summary>
     WorkerLoad = 97,
+
+    /// <summary>worker → dispatcher: its requests, bytes sent and request durations per vhost so far (cumulative).</summary>
+    WorkerTraffic = 98,
 }
 
 /// <summary>Process roles; the values travel in <see cref="MessageType.Hello"/> and <see cref="MessageType.JailSpec"/>.</summary>

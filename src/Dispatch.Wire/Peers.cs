@@ -49,10 +49,14 @@ public static class Peers
         new(MessageType.Stop, Running),
     ]);
 
-    /// <summary>The dispatcher's end of its channel to a worker: a worker may only report its load.</summary>
+    /// <summary>
+    /// The dispatcher's end of its channel to a worker: a worker may only report its load and its traffic per vhost,
+    /// and once let go (Draining: the dispatcher half-closed the channel) its traffic until it exits.
+    /// </summary>
     public static readonly PeerSpec DispatcherFromWorker = new("dispatcher, from a worker", "the worker",
     [
-        new(MessageType.WorkerLoad, Serving),
+        new(MessageType.WorkerLoad, Running),
+        new(MessageType.WorkerTraffic, Running),
     ]);
 
     /// <summary>The worker's end of its channel to the master.</summary>

@@ -92,7 +92,7 @@ internal static class Program
                     workers!.Retire(update.RetiredPools);
                     log.Information("Routes updated to version {Version}: {Names} host names ({Reused} TLS credentials kept); retired the workers of {Pools}", routes.Version, routes.Count, routes.Reused, update.RetiredPools.Length == 0 ? "no pool" : string.Join(", ", update.RetiredPools));
                 },
-                statsRequest: request => master.Send(DispatcherMetrics.Snapshot(request.RequestId, frontends, workers!)),
+                statsRequest: request => DispatcherMetrics.Answer(master, request.RequestId, frontends, workers!),
                 metricsReply: (reply, fd) =>
                 {
                     if (metrics is null)

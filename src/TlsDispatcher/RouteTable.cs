@@ -14,6 +14,7 @@ internal sealed class RouteTable : IDisposable
     private readonly Dictionary<string, BcServerCredentials> _credentials = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenSslCredentials> _openssl = new(StringComparer.Ordinal);
     private readonly Dictionary<string, PoolRoute> _pools = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _vhostPools = new(StringComparer.Ordinal);
     // Per terminated vhost: its route, so that the next table reuses the credentials of vhosts whose engine, h2 offer
     // and certificates did not change (value equality: a reload of thousands of vhosts parses only the changed keys).
     private readonly Dictionary<string, VhostRoute> _terminated = new(StringComparer.Ordinal);
@@ -28,6 +29,7 @@ internal sealed class RouteTable : IDisposable
             _pools[p.Name] = p;
         foreach (var v in snapshot.Vhosts)
         {
+            _vhostPools[v.Name] = v.Pool;
             _matcher.TryAdd(v.Name, v);
             foreach (var a in v.Aliases)
                 _matcher.TryAdd(a, v);
@@ -84,6 +86,9 @@ internal sealed class RouteTable : IDisposable
     public PoolRoute PoolPolicy(string pool) => _pools.GetValueOrDefault(pool) ?? new PoolRoute(pool, 0, false, 0, 60_000);
 
     public IEnumerable<PoolRoute> Pools => _pools.Values;
+
+    /// <summary>The pool that serves the vhost named <paramref name="vhost"/> (its configured name, not an alias), or null: no such vhost.</summary>
+    public string? PoolOf(string vhost) => _vhostPools.GetValueOrDefault(vhost);
 
     public BcServerCredentials? CredentialsFor(VhostRoute route) => _credentials.GetValueOrDefault(route.Name);
 

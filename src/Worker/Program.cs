@@ -112,6 +112,10 @@ internal static class Program
             // system; a quiet worker with nothing to trim has no timer running (the next connection starts it).
             using var trim = new MemoryTrim(() => server.OpenConnections, TimeSpan.FromSeconds(2), log, server.TakePeakConnections, release: TransportBlockPool.Instance.Trim);
             server.OnFirstConnection(trim.Wake);
+            // What each vhost served, to the dispatcher a second after a request (never while idle), and once more when
+            // this process ends (the dispose: the last requests of a worker let go, of a one-shot worker, are counted).
+            var channel = dispatcher;
+            using var traffic = new TrafficReporter(server.Vhosts, report => channel.Send(report));
             var fromDispatcher = ServeDispatcherAsync(dispatcher, server, log);
             var fromMaster = master.ReceiveAsync().AsTask();
             while (true)

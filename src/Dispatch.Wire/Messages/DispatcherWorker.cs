@@ -118,3 +118,33 @@ public sealed record WorkerLoad(uint OpenConnections, ulong Received) : IWireMes
 
     public static WorkerLoad Decode(ref WireReader reader) => new(reader.U32(), (ulong)reader.I64());
 }
+
+/// <summary>
+/// u16 n ≤ <see cref="MaxEntries"/>, n × <see cref="VhostTraffic"/>, each vhost at most once: what the worker served
+/// per vhost since it started (cumulative), for the vhosts whose counts changed since its last report. A pool with
+/// more vhosts sends several. The dispatcher believes only the vhosts of the worker's own pool.
+/// </summary>
+public sealed record WorkerTraffic(VhostTraffic[] Vhosts) : IWireMessage<WorkerTraffic>
+{
+    /// <summary>At most this many vhosts per message (128 entries of 255-byte names fit a datagram).</summary>
+    public const int MaxEntries = 128;
+
+    public static MessageType Type => MessageType.WorkerTraffic;
+
+    public static int DescriptorCount(WorkerTraffic message) => 0;
+
+    public void Encode(ref WireWriter writer)
+    {
+        writer.U16((ushort)Vhosts.Length);
+        foreach (var v in Vhosts)
+            v.Encode(ref writer);
+    }
+
+    public static WorkerTraffic Decode(ref WireReader reader)
+    {
+        int n = reader.U16();
+        if (n > MaxEntries)
+            throw new WireException($"{n} vhosts in one WorkerTraffic exceed the limit of {MaxEntries}");
+        return new WorkerTraffic(VhostTraffic.Read(ref reader, n, "WorkerTraffic"));
+    }
+}

@@ -166,17 +166,19 @@ public readonly record struct StatCounter(string Key, long Value);
 public readonly record struct WorkerStat(int Pid, string Pool, uint Open, ulong Handed);
 
 /// <summary>
-/// u64 request id | u16 n ≤ 1024, n × (string key ≤ 255 | i64 value) | u16 m ≤ 4096, m × (i32 pid | string pool | u32 open | u64 handed).
-/// Each key at most once (the master adds them up and exposes them; a series twice spoils the whole exposition).
+/// u64 request id | u16 n ≤ 1024, n × (string key ≤ 255 | i64 value) | u16 m ≤ 4096, m × (i32 pid | string pool | u32 open | u64 handed)
+/// | bool traffic. Each key at most once (the master adds them up and exposes them; a series twice spoils the whole
+/// exposition). Descriptor (when <see cref="Traffic"/>): the vhosts' traffic, a table of <see cref="VhostTraffic"/>
+/// (<see cref="VhostTraffic.EncodeTable"/>) in a sealed memfd.
 /// </summary>
-public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, WorkerStat[] Workers) : IWireMessage<DispatcherStats>
+public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, WorkerStat[] Workers, bool Traffic = false) : IWireMessage<DispatcherStats>
 {
     public const int MaxCounters = 1024;
     public const int MaxWorkers = 4096;
 
     public static MessageType Type => MessageType.DispatcherStats;
 
-    public static int DescriptorCount(DispatcherStats message) => 0;
+    public static int DescriptorCount(DispatcherStats message) => message.Traffic ? 1 : 0;
 
     public void Encode(ref WireWriter writer)
     {
@@ -196,6 +198,8 @@ public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, Wo
             writer.U32(w.Open);
             writer.I64((long)w.Handed);
         }
+
+        writer.Bool(Traffic);
     }
 
     public static DispatcherStats Decode(ref WireReader reader)
@@ -219,7 +223,7 @@ public sealed record DispatcherStats(ulong RequestId, StatCounter[] Counters, Wo
         var workers = new WorkerStat[m];
         for (var i = 0; i < m; i++)
             workers[i] = new WorkerStat(reader.I32(), reader.String(Limits.Name), reader.U32(), (ulong)reader.I64());
-        return new DispatcherStats(id, counters, workers);
+        return new DispatcherStats(id, counters, workers, reader.Bool());
     }
 }
 

@@ -11,13 +11,29 @@ namespace Dispatch.Master.Channels;
 /// </summary>
 internal static class DispatcherPeer
 {
-    public static PeerTable Create(Action<NeedWorker> needWorker, Action<DispatcherStats> stats, Action<MetricsRequest> metrics, Action<WorkerGone> gaveUp) =>
+    public static PeerTable Create(Action<NeedWorker> needWorker, Action<DispatcherStats, VhostTraffic[]> stats, Action<MetricsRequest> metrics, Action<WorkerGone> gaveUp) =>
         new PeerTable(Peers.MasterFromDispatcher)
             .On<NeedWorker>((request, _) => needWorker(request))
             .On<WorkerGone>((gone, _) => gaveUp(gone))
-            .On<DispatcherStats>((answer, _) => stats(answer))
+            .On<DispatcherStats>((answer, fds) => stats(answer, answer.Traffic ? ReadTraffic(fds.Take(0)) : []))
             .On<MetricsRequest>((request, _) => metrics(request))
             .Complete();
+
+    /// <summary>
+    /// The vhosts' traffic a DispatcherStats carries (a sealed memfd, <see cref="VhostTraffic.DecodeTable"/>); a blob
+    /// that is not sealed, too large or malformed is a <see cref="WireException"/> (the dispatcher is ended).
+    /// </summary>
+    internal static VhostTraffic[] ReadTraffic(int memfd)
+    {
+        try
+        {
+            return VhostTraffic.DecodeTable(SealedBlob.Read(memfd, VhostTraffic.MaxTableSize));
+        }
+        finally
+        {
+            Dispatch.Wire.Interop.WireLibc.Close(memfd);
+        }
+    }
 
     /// <summary>
     /// Serves the dispatcher's channel through <paramref name="peer"/> until it closes, or the dispatcher sends what

@@ -260,7 +260,7 @@ internal sealed class DispatcherSlots(
     {
         var peer = DispatcherPeer.Create(
             request => startup.Request(dispatcher, request),
-            stats => reports.OnStats(dispatcher, stats),
+            (stats, traffic) => reports.OnStats(dispatcher, stats, traffic),
             request => status.AnswerMetrics(dispatcher, request),
             gone => KillGivenUp(dispatcher, gone));
         return DispatcherPeer.ServeAsync(dispatcher, peer, () => StateOf(dispatcher) == DispatcherState.Draining, log, stop);

@@ -19,14 +19,29 @@ internal sealed class DispatcherReports(ILogger log)
     // The last counters each live dispatcher reported, and the sum of those of dispatchers gone since.
     private readonly ConcurrentDictionary<int, DispatcherStats> _last = new();
     private readonly ConcurrentDictionary<string, long> _carried = new(StringComparer.Ordinal);
+    // The same for the vhosts' traffic (what the dispatcher's workers served, per vhost).
+    private readonly ConcurrentDictionary<int, VhostTraffic[]> _lastTraffic = new();
+    private readonly ConcurrentDictionary<string, VhostTraffic> _carriedTraffic = new(StringComparer.Ordinal);
     private long _next;
 
     /// <summary>The counters of dispatchers gone, to be added in.</summary>
     public IEnumerable<KeyValuePair<string, long>> Carried => _carried;
 
-    /// <summary>A dispatcher has exited: its last reported counters are carried into the totals.</summary>
+    /// <summary>The vhosts' traffic of dispatchers gone, to be added in.</summary>
+    public IEnumerable<VhostTraffic> CarriedTraffic => _carriedTraffic.Values;
+
+    /// <summary>The vhosts' traffic <paramref name="dispatcher"/> reported with its last counters (none: it has not answered).</summary>
+    public IReadOnlyList<VhostTraffic> TrafficOf(ChildProcess dispatcher) => _lastTraffic.GetValueOrDefault(dispatcher.Pid) ?? [];
+
+    /// <summary>A dispatcher has exited: its last reported counters and traffic are carried into the totals.</summary>
     public void Forget(ChildProcess dispatcher)
     {
+        if (_lastTraffic.TryRemove(dispatcher.Pid, out var traffic))
+        {
+            foreach (var t in traffic)
+                _carriedTraffic.AddOrUpdate(t.Vhost, t, (_, sum) => sum.Plus(t));
+        }
+
         if (!_last.TryRemove(dispatcher.Pid, out var last))
             return;
         foreach (var c in last.Counters.Where(c => Prometheus.NameOf(c.Key).EndsWith("_total", StringComparison.Ordinal)))
@@ -73,8 +88,11 @@ internal sealed class DispatcherReports(ILogger log)
         }
     }
 
-    /// <summary>A dispatcher's answer: believed only for a request we sent to that very dispatcher, and only the keys of our catalogue.</summary>
-    public void OnStats(ChildProcess dispatcher, DispatcherStats stats)
+    /// <summary>
+    /// A dispatcher's answer, with the vhosts' traffic it carried: believed only for a request we sent to that very
+    /// dispatcher, and only the keys of our catalogue (the traffic's vhosts are checked against the config when rendered).
+    /// </summary>
+    public void OnStats(ChildProcess dispatcher, DispatcherStats stats, IReadOnlyList<VhostTraffic> traffic)
     {
         if (!_waiters.TryGetValue(stats.RequestId, out var entry) || entry.From != dispatcher)
         {
@@ -90,6 +108,7 @@ internal sealed class DispatcherReports(ILogger log)
         }
 
         _last[dispatcher.Pid] = stats;
+        _lastTraffic[dispatcher.Pid] = [.. traffic];
         entry.Waiter.TrySetResult(stats);
     }
 }

@@ -34,4 +34,34 @@ internal static partial class Prometheus
 
         return sb.ToString();
     }
+
+    /// <summary>
+    /// Renders one histogram family: per series (its labels, without braces), the cumulative buckets at
+    /// <paramref name="bounds"/> (seconds) and +Inf, then _sum and _count (the +Inf bucket's count).
+    /// </summary>
+    /// <param name="series">Each series' labels (<c>vhost="a"</c>), its per-bucket counts (one per bound and one above them), and its sum.</param>
+    public static string RenderHistogram(string name, string help, IReadOnlyList<double> bounds, IEnumerable<(string Labels, long[] Buckets, double Sum)> series)
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var sb = new System.Text.StringBuilder();
+        sb.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
+        sb.Append("# TYPE ").Append(name).Append(" histogram\n");
+        foreach (var (labels, buckets, sum) in series)
+        {
+            if (buckets.Length != bounds.Count + 1)
+                throw new ArgumentException($"{buckets.Length} buckets for {bounds.Count} bounds", nameof(series));
+            long cumulative = 0;
+            for (var i = 0; i < buckets.Length; i++)
+            {
+                cumulative += buckets[i];
+                var le = i < bounds.Count ? bounds[i].ToString("R", inv) : "+Inf";
+                sb.Append(name).Append("_bucket{").Append(labels).Append(",le=\"").Append(le).Append("\"} ").Append(cumulative.ToString(inv)).Append('\n');
+            }
+
+            sb.Append(name).Append("_sum{").Append(labels).Append("} ").Append(sum.ToString("R", inv)).Append('\n');
+            sb.Append(name).Append("_count{").Append(labels).Append("} ").Append(cumulative.ToString(inv)).Append('\n');
+        }
+
+        return sb.ToString();
+    }
 }

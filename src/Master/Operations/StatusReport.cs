@@ -46,7 +46,14 @@ internal sealed class StatusReport(
         ["dispatch_config_version"] = "Version of the route snapshot in use (grows with each accepted reload).",
         ["dispatch_last_reload_ok"] = "1 if the last reload was accepted, 0 if it was rejected or failed.",
         ["dispatch_master_start_timestamp_seconds"] = "When the master started.",
+        ["dispatch_vhost_requests_total"] = "Requests a vhost's workers answered, by status class.",
+        ["dispatch_vhost_response_bytes_total"] = "Response body bytes a vhost's workers sent.",
     };
+
+    private const string DurationHistogram = "dispatch_vhost_request_duration_seconds";
+    private const string DurationHelp = "How long a vhost's requests took in its worker, from the request's head to its last byte sent.";
+    private static readonly double[] DurationBounds = [.. VhostTraffic.BucketBounds.Select(b => b / 1e6)];
+    private static readonly string[] ClassLabels = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
     public void RecordReload(string result, string detail)
     {
@@ -138,7 +145,50 @@ internal sealed class StatusReport(
         samples["dispatch_config_version"] = config.Version;
         samples["dispatch_last_reload_ok"] = _lastReload is { Result: not "ok" } ? 0 : 1;
         samples["dispatch_master_start_timestamp_seconds"] = new DateTimeOffset(_started).ToUnixTimeSeconds();
-        return Prometheus.Render(samples, Help);
+
+        // Per vhost: every vhost of the config, at zero until it has served (so that a rate is defined from the start).
+        var traffic = VhostTotals(reports);
+        var series = new List<(string Labels, long[] Buckets, double Sum)>();
+        foreach (var name in current.Vhosts.Values.Select(v => v.Name).Order(StringComparer.Ordinal))
+        {
+            var t = traffic.GetValueOrDefault(name) ?? VhostTraffic.Empty(name);
+            var labels = $"vhost=\"{Prometheus.Escape(name)}\"";
+            for (var i = 0; i < VhostTraffic.Classes; i++)
+                samples[$"dispatch_vhost_requests_total{{{labels},code=\"{ClassLabels[i]}\"}}"] = t.Requests[i];
+            samples[$"dispatch_vhost_response_bytes_total{{{labels}}}"] = t.BytesSent;
+            series.Add((labels, t.Buckets, t.DurationMicros / 1e6));
+        }
+
+        return Prometheus.Render(samples, Help) + Prometheus.RenderHistogram(DurationHistogram, DurationHelp, DurationBounds, series);
+    }
+
+    /// <summary>
+    /// What each vhost of the config served: the traffic of every dispatcher that answered, and of those gone. A vhost
+    /// the config does not have (a dispatcher's report of one since removed, or a compromised one's) is left out.
+    /// </summary>
+    private Dictionary<string, VhostTraffic> VhostTotals(List<(ChildProcess Dispatcher, bool Retiring, DispatcherStats? Stats)> reports)
+    {
+        var current = config.Current;
+        var names = current.Vhosts.Values.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
+        var totals = new Dictionary<string, VhostTraffic>(StringComparer.Ordinal);
+        void Add(VhostTraffic t)
+        {
+            if (names.Contains(t.Vhost))
+                totals[t.Vhost] = totals.TryGetValue(t.Vhost, out var sum) ? sum.Plus(t) : t;
+        }
+
+        foreach (var (dispatcher, _, stats) in reports)
+        {
+            if (stats is not null)
+            {
+                foreach (var t in dispatcherReports.TrafficOf(dispatcher))
+                    Add(t);
+            }
+        }
+
+        foreach (var t in dispatcherReports.CarriedTraffic)
+            Add(t);
+        return totals;
     }
 
     /// <summary>The status view for <c>Master status</c>: text for people, or JSON (<paramref name="json"/>).</summary>
@@ -150,6 +200,7 @@ internal sealed class StatusReport(
         var (workers, owners) = workerTable.Snapshot();
 
         var seen = reports.Where(r => r.Stats is not null).SelectMany(r => r.Stats!.Workers).GroupBy(w => w.Pid).ToDictionary(g => g.Key, g => g.First());
+        var traffic = VhostTotals(reports);
         var backoffs = spawnBackoff.Snapshot();
         var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
@@ -253,6 +304,12 @@ internal sealed class StatusReport(
                 w.WriteEndArray();
                 w.WriteString("pool", v.Pool);
                 w.WriteString("tls", v.TlsMode);
+                var t = traffic.GetValueOrDefault(v.Name) ?? VhostTraffic.Empty(v.Name);
+                w.WriteStartObject("requests");
+                for (var i = 0; i < VhostTraffic.Classes; i++)
+                    w.WriteNumber(ClassLabels[i], t.Requests[i]);
+                w.WriteEndObject();
+                w.WriteNumber("bytesSent", t.BytesSent);
                 w.WriteStartArray("certificates");
                 foreach (var c in v.Certificates)
                 {

@@ -43,7 +43,14 @@ internal static class StatusText
         sb.Append("\nVhosts:\n");
         foreach (var v in s.GetProperty("vhosts").EnumerateArray())
         {
-            sb.Append(inv, $"  {v.GetProperty("name").GetString()}  pool {v.GetProperty("pool").GetString()}  tls {v.GetProperty("tls").GetString()}\n");
+            sb.Append(inv, $"  {v.GetProperty("name").GetString()}  pool {v.GetProperty("pool").GetString()}  tls {v.GetProperty("tls").GetString()}");
+            if (v.TryGetProperty("requests", out var requests))
+            {
+                var classes = requests.EnumerateObject().Where(c => c.Value.GetInt64() > 0).Select(c => $"{c.Name} {c.Value}").ToList();
+                sb.Append(inv, $"  requests {(classes.Count == 0 ? "0" : string.Join(" ", classes))}  sent {v.GetProperty("bytesSent")} bytes");
+            }
+
+            sb.Append('\n');
             foreach (var c in v.GetProperty("certificates").EnumerateArray())
                 sb.Append(inv, $"      certificate {c.GetProperty("directory").GetString()} expires {c.GetProperty("notAfter").GetDateTime():u} ({c.GetProperty("daysLeft")} days)\n");
         }

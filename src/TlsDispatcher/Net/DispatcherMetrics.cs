@@ -34,6 +34,31 @@ internal static class DispatcherMetrics
             Interlocked.Increment(ref Responses[code]);
     }
 
+    /// <summary>
+    /// The answer to a StatsRequest: the counters in the message, and the vhosts' traffic (what the workers report,
+    /// <see cref="WorkerPools.Traffic"/>) in a sealed memfd when there is any.
+    /// </summary>
+    public static void Answer(IpcChannel master, ulong requestId, IReadOnlyList<Frontend> frontends, WorkerPools workers)
+    {
+        var stats = Snapshot(requestId, frontends, workers);
+        var traffic = workers.Traffic();
+        if (traffic.Count == 0)
+        {
+            master.Send(stats);
+            return;
+        }
+
+        var memfd = SealedBlob.Create("dispatch-traffic", VhostTraffic.EncodeTable(traffic));
+        try
+        {
+            master.Send(stats with { Traffic = true }, [memfd]);
+        }
+        finally
+        {
+            Dispatch.Wire.Interop.WireLibc.Close(memfd);
+        }
+    }
+
     public static DispatcherStats Snapshot(ulong requestId, IReadOnlyList<Frontend> frontends, WorkerPools workers)
     {
         var counters = new List<StatCounter>();

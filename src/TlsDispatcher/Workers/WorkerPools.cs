@@ -48,6 +48,12 @@ internal sealed class WorkerLink : IDisposable
     /// <summary>Whether this stall has been logged (it lasted <see cref="WorkerPools.StallReportAfter"/>).</summary>
     public bool StallReported { get; set; }
 
+    /// <summary>What the worker last reported it served, per vhost of its pool (cumulative). Guarded by the pools' lock.</summary>
+    public Dictionary<string, VhostTraffic> Traffic { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Whether a report of a vhost outside its pool has been logged (once per worker).</summary>
+    public bool StrayTrafficReported { get; set; }
+
     public void Dispose() => Channel.Dispose();
 }
 
@@ -88,6 +94,10 @@ internal sealed class WorkerPools : IDisposable
     // Pools whose workers fail to start (the master backs off): until when, and why. Connections find no worker at once.
     private readonly Dictionary<string, (long Until, string Reason)> _failing = new(StringComparer.Ordinal);
     private readonly Dictionary<int, WorkerLink> _byId = [];
+
+    // Every worker whose channel is still read (serving, or let go and finishing), and the traffic of those that exited.
+    private readonly HashSet<WorkerLink> _reporting = [];
+    private readonly Dictionary<string, VhostTraffic> _carried = new(StringComparer.Ordinal);
     private readonly Timer _idleTimer;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private ulong _nextRequest;
@@ -400,6 +410,7 @@ internal sealed class WorkerPools : IDisposable
                 _pools[ready.Pool] = workers = [];
             workers.Add(link);
             _byId[link.Id] = link;
+            _reporting.Add(link);
             if (_pending.TryGetValue(ready.Pool, out var id) && id == ready.RequestId)
                 _pending.Remove(ready.Pool);
             _failing.Remove(ready.Pool);
@@ -468,7 +479,75 @@ internal sealed class WorkerPools : IDisposable
         }
 
         _log.Information("Worker {Pid} of pool {Pool} left: {Reason}", link.Pid, link.Pool, reason);
+
+        // Half-closed: the worker finds the end of its channel (so it finishes what it has and exits), and may still
+        // report what it served until it closes its end (WatchAsync then ends, and closes ours).
+        link.Channel.ShutdownSend();
+    }
+
+    /// <summary>A worker's channel has ended (it exited or broke the protocol): its last traffic report is carried.</summary>
+    private void Finish(WorkerLink link)
+    {
+        lock (_gate)
+        {
+            if (_reporting.Remove(link))
+            {
+                foreach (var (vhost, traffic) in link.Traffic)
+                    _carried[vhost] = _carried.TryGetValue(vhost, out var sum) ? sum.Plus(traffic) : traffic;
+            }
+        }
+
         link.Dispose();
+    }
+
+    /// <summary>A worker's report of what it served: believed for the vhosts of its own pool only.</summary>
+    private void OnTraffic(WorkerLink link, WorkerTraffic report)
+    {
+        var routes = _routes();
+        string? stray = null;
+        lock (_gate)
+        {
+            foreach (var v in report.Vhosts)
+            {
+                if (routes.PoolOf(v.Vhost) == link.Pool)
+                    link.Traffic[v.Vhost] = v;
+                else
+                    stray ??= v.Vhost;
+            }
+
+            if (stray is null || link.StrayTrafficReported)
+                stray = null;
+            else
+                link.StrayTrafficReported = true;
+        }
+
+        if (stray is not null)
+            _log.Information("Worker {Pid} of pool {Pool} reported traffic of {Vhost}, which is not a vhost of its pool now: not counted", link.Pid, link.Pool, stray);
+    }
+
+    /// <summary>
+    /// What each vhost of the current routes served, summed over the workers (live, finishing, and exited since this
+    /// dispatcher started); vhosts no longer routed are forgotten.
+    /// </summary>
+    public List<VhostTraffic> Traffic()
+    {
+        var routes = _routes();
+        lock (_gate)
+        {
+            foreach (var vhost in _carried.Keys.Where(v => routes.PoolOf(v) is null).ToList())
+                _carried.Remove(vhost);
+            var sums = new Dictionary<string, VhostTraffic>(_carried, StringComparer.Ordinal);
+            foreach (var link in _reporting)
+            {
+                foreach (var (vhost, traffic) in link.Traffic)
+                {
+                    if (routes.PoolOf(vhost) is not null)
+                        sums[vhost] = sums.TryGetValue(vhost, out var sum) ? sum.Plus(traffic) : traffic;
+                }
+            }
+
+            return [.. sums.Values];
+        }
     }
 
     /// <summary>After a reload: the workers of these pools finish what they have and leave; new ones start with the new settings.</summary>
@@ -527,13 +606,18 @@ internal sealed class WorkerPools : IDisposable
         old.TrySetResult();
     }
 
-    /// <summary>A worker may only report its load (<see cref="WorkerPeer"/>); anything else, or a malformed message, drops it.</summary>
+    /// <summary>
+    /// A worker may only report its load and its traffic (<see cref="WorkerPeer"/>); anything else, or a malformed
+    /// message, drops it. Read until the worker closes its end, also once it is let go (its last traffic reports).
+    /// </summary>
     private async Task WatchAsync(WorkerLink link)
     {
         var peer = WorkerPeer.Create(report =>
         {
             lock (_gate)
             {
+                if (link.Gone)
+                    return; // let go: it only finishes what it has
                 // What it has, plus what is on its way to it.
                 var inFlight = link.Sent > report.Received ? link.Sent - report.Received : 0;
                 var load = (int)Math.Min(report.OpenConnections + inFlight, int.MaxValue);
@@ -550,13 +634,14 @@ internal sealed class WorkerPools : IDisposable
                 if (lower)
                     SignalLocked();
             }
-        });
+        },
+        traffic => OnTraffic(link, traffic));
         try
         {
             while (await link.Channel.ReceiveAsync().ConfigureAwait(false) is { } message)
             {
                 using (message)
-                    await peer.DispatchAsync(message, PeerPhase.Serving).ConfigureAwait(false);
+                    await peer.DispatchAsync(message, link.Gone ? PeerPhase.Draining : PeerPhase.Serving).ConfigureAwait(false);
             }
 
             Drop(link, "channel closed");
@@ -564,6 +649,10 @@ internal sealed class WorkerPools : IDisposable
         catch (Exception e) when (e is WireException or SysCallException or ObjectDisposedException or System.Net.Sockets.SocketException or OperationCanceledException)
         {
             Drop(link, link.Gone ? "retired" : $"protocol violation: {e.Message}");
+        }
+        finally
+        {
+            Finish(link);
         }
     }
 

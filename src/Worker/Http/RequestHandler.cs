@@ -263,10 +263,12 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         return HttpMethods.IsHead(context.Request.Method) ? Task.CompletedTask : response.Body.WriteAsync(body).AsTask();
     }
 
+    /// <summary>The request's access-log line, and its vhost's counters (the metrics per vhost: <see cref="VhostCounters"/>).</summary>
     private void WriteAccessLog(HttpContext context, HandedConnectionInfo? info, Vhost? vhost, string method, PathString path, long started, bool failed, CountingResponseBody body)
     {
         var log = vhost?.AccessLog ?? defaultAccessLog;
-        if (!log.IsEnabled(LogEventLevel.Information))
+        var logged = log.IsEnabled(LogEventLevel.Information);
+        if (!logged && vhost is null)
         {
             return;
         }
@@ -278,6 +280,12 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
         // too), and for an aborted one what was sent before the abort; 0 where no body is sent. A handler that failed
         // after the response started gets its connection aborted: what it had buffered is not sent.
         long bytes = HttpMethods.IsHead(method) || status is < 200 or 204 or 304 ? 0 : body.BytesSent(completing: !failed);
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        vhost?.Traffic.Record(status, bytes, elapsed);
+        if (!logged)
+        {
+            return;
+        }
 
         // The event is built here rather than bound from the template with a ForContext logger per extra field: the
         // same properties (all scalars), without four loggers, the binder's argument array and its property capture.
@@ -292,7 +300,7 @@ internal sealed class RequestHandler(VhostTable vhosts, Serilog.ILogger defaultA
             new("Status", new ScalarValue(status)),
             new("Bytes", new ScalarValue(bytes)),
             new("Protocol", new ScalarValue(request.Protocol)),
-            new("ElapsedMs", new ScalarValue(Stopwatch.GetElapsedTime(started).TotalMilliseconds)),
+            new("ElapsedMs", new ScalarValue(elapsed.TotalMilliseconds)),
             new("ConnectionId", new ScalarValue(info?.ConnectionId)),
             new("Sni", new ScalarValue(info?.Sni)),
             new("Referer", new ScalarValue(request.Headers.Referer.ToString() is { Length: > 0 } r ? r : null)),

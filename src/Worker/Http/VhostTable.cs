@@ -27,6 +27,9 @@ internal sealed class Vhost(WorkerVhost settings, ConfinedFileProvider files, Se
     public Serilog.ILogger? ErrorLog { get; } = errorLog;
 
     public RequestDelegate Pipeline { get; set; } = static _ => Task.CompletedTask;
+
+    /// <summary>What this vhost served in this worker (the metrics per vhost).</summary>
+    public VhostCounters Traffic { get; } = new();
 }
 
 /// <summary>

@@ -88,6 +88,9 @@ public sealed class WorkerHttpServer : IAsyncDisposable
     /// <summary>CGI scripts running now.</summary>
     public int RunningCgiScripts => _cgi.Running;
 
+    /// <summary>The vhosts served, as configured (their traffic counters: <see cref="Vhost.Traffic"/>).</summary>
+    internal IReadOnlyList<Vhost> Vhosts { get; private init; } = [];
+
     /// <summary>Starts Kestrel for <paramref name="vhosts"/>; errors are logged to <paramref name="log"/> (Warning and above).</summary>
     /// <exception cref="ArgumentException">A vhost has an invalid name, a duplicate name or alias, a relative root, or
     /// an invalid CGI mapping (prefix not an absolute URL path, relative directory, prefix mapped twice), or an invalid
@@ -162,7 +165,7 @@ public sealed class WorkerHttpServer : IAsyncDisposable
         var proxy = new ProxyHandler(log);
         var fastCgi = new FastCgi.FastCgiHandler(log);
         var phpFpm = new FastCgi.PhpFpmSupervisors(log);
-        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log };
+        var server = new WorkerHttpServer(cgi) { _certificates = new TenantCertificates(vhosts, log), _proxy = proxy, _fastCgi = fastCgi, _phpFpm = phpFpm, _log = log, Vhosts = table.All };
         server._connectionLog = connectionLog ?? new ConnectionLogBudget(log, ConnectionLogWhat);
         server._sendWatchdog = new SendWatchdog(timeouts.Send, log, server._connectionLog);
         server._admission = admission ?? new ConnectionAdmission(ConnectionAdmission.DefaultLimit, ConnectionAdmission.DefaultHold);

@@ -15,12 +15,14 @@ public sealed class StatusReportTests : IDisposable
     private readonly WorkerTable _workers = new();
     private readonly SpawnBackoff _backoff = new();
     private readonly MasterCounters _counters = new();
+    private readonly DispatcherReports _reports;
     private readonly StatusReport _report;
 
     public StatusReportTests()
     {
         var log = new LoggerConfiguration().CreateLogger();
-        _report = new StatusReport(_config, _workers, _backoff, new DispatcherReports(log), () => [], _counters, log);
+        _reports = new DispatcherReports(log);
+        _report = new StatusReport(_config, _workers, _backoff, _reports, () => [], _counters, log);
     }
 
     public void Dispose() => _children.Dispose();
@@ -70,5 +72,64 @@ public sealed class StatusReportTests : IDisposable
         Assert.Contains("dispatch_last_reload_ok 0", metrics, StringComparison.Ordinal);
         Assert.Contains("dispatch_config_version 1", metrics, StringComparison.Ordinal);
         Assert.Contains("dispatch_reloads_total{result=\"failed\"} 1", metrics, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The metrics per vhost: what a dispatcher reported (its workers' traffic) for each vhost of the config, zeros for a
+    /// vhost that served nothing, nothing for a vhost the config does not have; a histogram whose buckets add up; and
+    /// the dispatcher's last report still counted once it has exited (an upgrade, a crash).
+    /// </summary>
+    [Fact]
+    public async Task Metrics_show_each_configured_vhosts_traffic_as_reported_and_keep_it_when_the_dispatcher_is_gone()
+    {
+        var dispatcher = _children.Dispatcher(out var peer);
+        using (peer)
+        {
+            var ask = _reports.GatherAsync([(dispatcher, false)]);
+            using var request = await peer.ReceiveAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            var id = request!.Decode<Dispatch.Wire.StatsRequest>().RequestId;
+            Dispatch.Wire.VhostTraffic[] traffic =
+            [
+                new("a.example", [0, 7, 1, 2, 0], 12_345, 1_500_000, [5, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 1]),
+                new("evil.example", [0, 1_000_000, 0, 0, 0], 1, 1, [1_000_000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            ];
+            _reports.OnStats(dispatcher, new Dispatch.Wire.DispatcherStats(id, [], [], Traffic: true), traffic);
+            var reports = await ask;
+
+            foreach (var metrics in new[] { _report.RenderMetrics(reports), Forgotten() })
+            {
+                Assert.Contains("dispatch_vhost_requests_total{vhost=\"a.example\",code=\"2xx\"} 7\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_requests_total{vhost=\"a.example\",code=\"3xx\"} 1\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_requests_total{vhost=\"a.example\",code=\"4xx\"} 2\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_requests_total{vhost=\"b.example\",code=\"2xx\"} 0\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_response_bytes_total{vhost=\"a.example\"} 12345\n", metrics, StringComparison.Ordinal);
+                Assert.DoesNotContain("evil.example", metrics, StringComparison.Ordinal);
+                Assert.Contains(
+                    "dispatch_vhost_request_duration_seconds_bucket{vhost=\"a.example\",le=\"0.005\"} 5\n"
+                    + "dispatch_vhost_request_duration_seconds_bucket{vhost=\"a.example\",le=\"0.01\"} 5\n"
+                    + "dispatch_vhost_request_duration_seconds_bucket{vhost=\"a.example\",le=\"0.025\"} 5\n"
+                    + "dispatch_vhost_request_duration_seconds_bucket{vhost=\"a.example\",le=\"0.05\"} 8\n",
+                    metrics,
+                    StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_request_duration_seconds_bucket{vhost=\"a.example\",le=\"10\"} 9\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_request_duration_seconds_bucket{vhost=\"a.example\",le=\"+Inf\"} 10\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_request_duration_seconds_sum{vhost=\"a.example\"} 1.5\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_request_duration_seconds_count{vhost=\"a.example\"} 10\n", metrics, StringComparison.Ordinal);
+                Assert.Contains("dispatch_vhost_request_duration_seconds_count{vhost=\"b.example\"} 0\n", metrics, StringComparison.Ordinal);
+                Assert.Single(metrics.Split('\n'), l => l == "# TYPE dispatch_vhost_request_duration_seconds histogram");
+            }
+
+            using var status = JsonDocument.Parse(await _report.StatusAsync(json: true));
+            var a = status.RootElement.GetProperty("vhosts").EnumerateArray().Single(v => v.GetProperty("name").GetString() == "a.example");
+            Assert.Equal(7, a.GetProperty("requests").GetProperty("2xx").GetInt64());
+            Assert.Equal(12_345, a.GetProperty("bytesSent").GetInt64());
+        }
+
+        // The dispatcher has exited: what it reported last is carried.
+        string Forgotten()
+        {
+            _reports.Forget(dispatcher);
+            return _report.RenderMetrics([]);
+        }
     }
 }

@@ -17,6 +17,16 @@ internal sealed class Children : IDisposable
 
     public ChildProcess Dispatcher() => Make(ProcessRole.Dispatcher, "dispatcher");
 
+    /// <summary>A dispatcher whose channel's other end is kept: <paramref name="peer"/> reads what the master sends it (the caller disposes it).</summary>
+    public ChildProcess Dispatcher(out IpcChannel peer)
+    {
+        var channel = IpcChannel.CreatePair("Dispatcher (dispatcher)", out var peerFd);
+        peer = IpcChannel.FromDescriptor(peerFd, "master");
+        var child = new ChildProcess(ProcessRole.Dispatcher, "dispatcher", ++_nextPid, 1000, channel);
+        _made.Add(child);
+        return child;
+    }
+
     public void Dispose()
     {
         foreach (var c in _made)

@@ -45,6 +45,7 @@ public sealed class PeerTableTests
         new ErrorLogFiles(["a.localhost"]),
         new Connection(5, ConnectionMode.PlainHttp, AppProtocol.Http1, "127.0.0.1:5000", "127.0.0.1:8080", null, null, null, "GET / HTTP/1.1\r\n"u8.ToArray()),
         new WorkerLoad(1, 2),
+        new WorkerTraffic([VhostTraffic.Empty("a.localhost")]),
     }.ToDictionary(m => (MessageType)m.GetType().GetProperty("Type", BindingFlags.Public | BindingFlags.Static)!.GetValue(null)!);
 
     public static TheoryData<string> Ends => [.. Peers.All.Select(s => s.Name)];

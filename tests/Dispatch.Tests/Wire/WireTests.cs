@@ -142,6 +142,7 @@ public class WireTests
             b => Decode<Hello>(b), b => Decode<JailSpec>(b), b => Decode<JailProof>(b), b => Decode<DispatcherSetup>(b),
             b => Decode<NeedWorker>(b), b => Decode<WorkerReady>(b), b => Decode<WorkerRefused>(b), b => Decode<WorkerGone>(b),
             b => Decode<WorkerSetup>(b), b => Decode<Connection>(b), b => Decode<WorkerLoad>(b), b => Decode<Stop>(b), b => Decode<Ready>(b),
+            b => Decode<WorkerTraffic>(b), b => Decode<DispatcherStats>(b), b => VhostTraffic.DecodeTable(b),
         };
         for (var i = 0; i < 50000; i++)
         {

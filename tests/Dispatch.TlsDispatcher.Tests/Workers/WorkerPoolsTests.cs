@@ -99,5 +99,65 @@ public sealed class WorkerPoolsTests
         }
     }
 
+    /// <summary>
+    /// The metrics per vhost: a worker's reports are believed for the vhosts of its own pool only (a report of another
+    /// pool's vhost is not counted, and said once); the workers of a pool add up; a worker let go still reports over
+    /// its half-closed channel until it exits, and what it reported last stays counted after.
+    /// </summary>
+    [Fact]
+    public async Task A_workers_traffic_counts_for_its_own_pools_vhosts_and_stays_counted_after_it_is_let_go_and_exits()
+    {
+        using var master = IpcChannel.CreatePair("master", out var masterPeer);
+        using var masterEnd = new Socket(new SafeSocketHandle(masterPeer, ownsHandle: true));
+        using var routes = new RouteTable(
+            new RouteSnapshot(
+                1,
+                new DispatcherSettings(10_000, 16_384, 10_000, 10_000),
+                [
+                    new VhostRoute("a.localhost", ["www.a.localhost"], "a", TlsModes.Passthrough, [], HttpModes.Serve, false, TlsEngines.BouncyCastle),
+                    new VhostRoute("b.localhost", [], "b", TlsModes.Passthrough, [], HttpModes.Serve, false, TlsEngines.BouncyCastle),
+                ],
+                null,
+                443,
+                [new PoolRoute("a", 0, false, 0, 600_000), new PoolRoute("b", 0, false, 0, 600_000)]),
+            Serilog.Core.Logger.None);
+        var sink = new CollectingSink();
+        using var pools = new WorkerPools(master, () => routes, new Serilog.LoggerConfiguration().WriteTo.Sink(sink).CreateLogger(), Timeout.InfiniteTimeSpan);
+        IpcChannel Join(int id)
+        {
+            var (dispatcherEnd, workerEnd) = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
+            pools.OnWorkerReady(new WorkerReady(0, "a", id, Environment.ProcessId), dispatcherEnd);
+            return IpcChannel.FromDescriptor(workerEnd, "dispatcher");
+        }
+
+        static VhostTraffic Served(string vhost, long ok, long bytes) => new(vhost, [0, ok, 0, 0, 0], bytes, ok * 1000, [ok, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        VhostTraffic? Counted(string vhost) => pools.Traffic().SingleOrDefault(t => t.Vhost == vhost);
+        bool Shows(long ok, long bytes) => SpinWait.SpinUntil(() => Counted("a.localhost") is { } t && t.Requests[1] == ok && t.BytesSent == bytes, TimeSpan.FromSeconds(30));
+
+        using var first = Join(1);
+        using var second = Join(2);
+        first.Send(new WorkerTraffic([Served("a.localhost", 3, 300), Served("b.localhost", 50, 5000)]));
+        second.Send(new WorkerTraffic([Served("a.localhost", 2, 20)]));
+        Assert.True(Shows(5, 320), $"a.localhost: {Counted("a.localhost")?.Total}");
+        Assert.Null(Counted("b.localhost"));
+        first.Send(new WorkerTraffic([Served("b.localhost", 60, 6000)]));
+        second.Send(new WorkerTraffic([Served("a.localhost", 4, 40)]));
+        Assert.True(Shows(7, 340));
+        Assert.Null(Counted("b.localhost"));
+        Assert.Single(sink.Lines(), l => l.Contains("reported traffic of \"b.localhost\", which is not a vhost of its pool now: not counted", StringComparison.Ordinal));
+
+        // Let go (as a one-shot worker is once its connection is handed over): it finds the end of its channel...
+        pools.OnGone(new WorkerGone(1, "a", "one-shot"));
+        Assert.Null(await first.ReceiveAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Single(pools.Describe());
+
+        // ...and its last requests, served after that, still count; so does all it reported once it has exited.
+        first.Send(new WorkerTraffic([Served("a.localhost", 10, 1000)]));
+        Assert.True(Shows(14, 1040));
+        first.Dispose();
+        second.Send(new WorkerTraffic([Served("a.localhost", 5, 50)]));
+        Assert.True(Shows(15, 1050));
+    }
+
     private static Connection Meta(ulong id) => new(id, ConnectionMode.PlainHttp, AppProtocol.Http1, "127.0.0.1:1", "127.0.0.1:80", null, null, null, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"u8.ToArray());
 }
