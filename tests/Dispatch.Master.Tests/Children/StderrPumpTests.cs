@@ -35,6 +35,21 @@ public partial class StderrPumpTests
         }
     }
 
+    /// <summary>
+    /// The master's log file in text (Serilog's own formatter, the template of Program's <c>log.file</c>) writes a child's
+    /// line as the console does, <c>Worker 4242 (pool a): ...</c>: an enum property was quoted there (<c>"Worker"</c>), so
+    /// a grep written against one output missed the other.
+    /// </summary>
+    [Fact]
+    public async Task A_relogged_line_names_the_child_the_same_way_in_the_log_files_text_as_on_the_console()
+    {
+        var events = await Pumped("INF serving a.localhost\n"u8.ToArray());
+        var formatter = new Serilog.Formatting.Display.MessageTemplateTextFormatter("{Message:lj}", System.Globalization.CultureInfo.InvariantCulture);
+        using var text = new StringWriter();
+        formatter.Format(Assert.Single(events), text);
+        Assert.Equal("Worker 4242 (pool a): serving a.localhost", text.ToString());
+    }
+
     [Fact]
     public async Task Many_lines_in_one_read_and_one_line_in_many_reads_are_the_same_lines()
     {
