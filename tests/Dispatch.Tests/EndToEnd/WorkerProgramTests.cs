@@ -15,7 +15,7 @@ public sealed class WorkerProgramTests : IDisposable
         import hashlib, hmac, os, select, socket, struct
         ch = socket.socket(fileno=3)
         def send(sock, t, payload, fds=()):
-            socket.send_fds(sock, [struct.pack('<HBBI', t, 4, len(fds), len(payload)) + payload], list(fds))
+            socket.send_fds(sock, [struct.pack('<HBBI', t, 5, len(fds), len(payload)) + payload], list(fds))
         def recv(sock):
             msg, fds, _, _ = socket.recv_fds(sock, 65536, 16)
             if not msg: return None, b'', []
