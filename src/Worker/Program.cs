@@ -69,6 +69,7 @@ internal static class Program
             if (setup is null || dispatcher is null)
                 throw new WireException("no WorkerSetup");
             var pool = SnapshotJson.ParsePool(setup.PoolJson);
+            logs.JsonAccessLogs.UnionWith(pool.Vhosts.Where(v => v.AccessLogFormat == "json").Select(v => v.Name));
             for (var i = 0; i < setup.LogFileMessages; i++)
             {
                 using var message = await master.ReceiveAsync().ConfigureAwait(false) ?? throw new WireException("master closed the channel during setup");

@@ -48,8 +48,12 @@ internal sealed class TenantLogFile : ILogEventSink, IDisposable
         _problems = problems;
     }
 
-    /// <summary>An access log (combined format) on <paramref name="fd"/>; write failures are reported to <paramref name="problems"/>.</summary>
-    public static TenantLogFile Access(int fd, string vhost, Serilog.ILogger? problems = null) => new(fd, FormatAccess, $"access log of {vhost}", problems);
+    /// <summary>
+    /// An access log on <paramref name="fd"/>: combined format, or one JSON object per line (<paramref name="json"/>,
+    /// <c>accessLogFormat</c>); write failures are reported to <paramref name="problems"/>.
+    /// </summary>
+    public static TenantLogFile Access(int fd, string vhost, Serilog.ILogger? problems = null, bool json = false) =>
+        new(fd, json ? FormatAccessJson : FormatAccess, $"access log of {vhost}", problems);
 
     /// <summary>An error log (one event per line) on <paramref name="fd"/>; write failures are reported to <paramref name="problems"/>.</summary>
     public static TenantLogFile Error(int fd, string vhost, Serilog.ILogger? problems = null) => new(fd, FormatError, $"error log of {vhost}", problems);
@@ -189,6 +193,104 @@ internal sealed class TenantLogFile : ILogEventSink, IDisposable
         return string.Create(
             CultureInfo.InvariantCulture,
             $"{P("ClientAddress")} - - [{logEvent.Timestamp:dd/MMM/yyyy:HH:mm:ss} {zone}] \"{P("Method")} {target} {P("Protocol")}\" {P("Status")} {P("Bytes")} \"{P("Referer")}\" \"{P("UserAgent")}\" {P("TlsProtocol")} {P("Sni")} {seconds}\n");
+    }
+
+    private static readonly System.Text.Json.JsonWriterOptions JsonLine = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>
+    /// The same fields as <see cref="FormatAccess"/>, as one JSON object per line (docs/operations.md, "The access-log
+    /// line"): absent fields are null, numbers are numbers, strings are JSON strings (control characters, quotes and
+    /// backslashes escaped, so a line is always one line; a lone UTF-16 surrogate becomes U+FFFD).
+    /// </summary>
+    internal static string FormatAccessJson(LogEvent logEvent)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(512);
+        using (var w = new System.Text.Json.Utf8JsonWriter(buffer, JsonLine))
+        {
+            w.WriteStartObject();
+            w.WriteString("time", logEvent.Timestamp.ToString("yyyy-MM-dd'T'HH:mm:ss.fffzzz", CultureInfo.InvariantCulture));
+            String("vhost", "Vhost");
+            String("client", "ClientAddress");
+            String("method", "Method");
+            if (Value(logEvent, "Target") is null)
+                String("target", "Path", Value(logEvent, "Query") is string query ? query : null);
+            else
+                String("target", "Target");
+            String("protocol", "Protocol");
+            Number("status", "Status");
+            Number("bytes", "Bytes");
+            String("referer", "Referer");
+            String("userAgent", "UserAgent");
+            String("tls", "TlsProtocol");
+            String("sni", "Sni");
+            if (Value(logEvent, "ElapsedMs") is double ms)
+                w.WriteNumber("requestTime", Math.Round(ms / 1000, 3));
+            else
+                w.WriteNull("requestTime");
+            w.WriteEndObject();
+
+            void String(string key, string property, string? suffix = null)
+            {
+                if (Value(logEvent, property) is { } value)
+                    w.WriteString(key, WellFormed(Convert.ToString(value, CultureInfo.InvariantCulture) + suffix));
+                else
+                    w.WriteNull(key);
+            }
+
+            void Number(string key, string property)
+            {
+                switch (Value(logEvent, property))
+                {
+                    case int i:
+                        w.WriteNumber(key, i);
+                        break;
+                    case long l:
+                        w.WriteNumber(key, l);
+                        break;
+                    default:
+                        w.WriteNull(key);
+                        break;
+                }
+            }
+        }
+
+        return Encoding.UTF8.GetString(buffer.WrittenSpan) + "\n";
+    }
+
+    private static object? Value(LogEvent logEvent, string name) =>
+        logEvent.Properties.TryGetValue(name, out var v) && v is ScalarValue { Value: { } x } ? x : null;
+
+    /// <summary><paramref name="value"/> with every lone UTF-16 surrogate (which no JSON writer can encode) replaced by U+FFFD.</summary>
+    private static string WellFormed(string value)
+    {
+        for (var i = 0; i < value.Length; i++)
+        {
+            if (!char.IsSurrogate(value[i]))
+                continue;
+            if (char.IsHighSurrogate(value[i]) && i + 1 < value.Length && char.IsLowSurrogate(value[i + 1]))
+            {
+                i++;
+                continue;
+            }
+
+            return Replace(value);
+        }
+
+        return value;
+
+        static string Replace(string text)
+        {
+            var chars = text.ToCharArray();
+            for (var i = 0; i < chars.Length; i++)
+            {
+                if (char.IsHighSurrogate(chars[i]) && i + 1 < chars.Length && char.IsLowSurrogate(chars[i + 1]))
+                    i++;
+                else if (char.IsSurrogate(chars[i]))
+                    chars[i] = '\uFFFD';
+            }
+
+            return new string(chars);
+        }
     }
 
     private static string FormatError(LogEvent logEvent)

@@ -50,4 +50,68 @@ public sealed class AccessLogFormatTests
         // The raw request target, when the worker gives it, is what the line shows (escaped like every field).
         Assert.Matches(@"^192\.0\.2\.9 - - \[[^\]]+\] ""GET /a%20b\?c=%41\\x22 HTTP/1\.1"" 200 3 ""-"" ""-"" - - 0\.002$", lines[2]);
     }
+
+    /// <summary>
+    /// <c>accessLogFormat: json</c>, through a real descriptor: one object per line whatever the client sent (a forged
+    /// line, quotes, backslashes, an escape sequence, a lone surrogate), read back by a JSON parser with the values as they
+    /// were; numbers as numbers, absent fields null.
+    /// </summary>
+    [Fact]
+    public void The_json_format_is_one_object_per_line_that_a_parser_reads_back_as_it_was_written()
+    {
+        using var dir = new TempDir();
+        var path = dir.Combine("access.json");
+        var fd = Libc.Open(path, Libc.O_WRONLY | Libc.O_APPEND | Libc.O_CREAT | Libc.O_CLOEXEC, 0x180);
+        Assert.True(fd >= 0);
+        const string forged = "/x\n6.6.6.6 - - [04/Dec/2026:10:00:00 +0000] \"GET /admin HTTP/1.1\" 200 1";
+        const string agent = "curl \u001b[31m\\ \"quoted\" \u00e9 \u2028";
+        using (var file = TenantLogFile.Access(fd, "a.example", json: true))
+        {
+            var log = new Serilog.LoggerConfiguration().WriteTo.Sink(file).CreateLogger();
+            log.ForContext("Referer", "http://evil/\"\r\n{")
+                .ForContext("UserAgent", agent)
+                .ForContext("Query", "?a=b")
+                .ForContext("TlsProtocol", "TLSv1.3")
+                .ForContext("ElapsedMs", 1234.5678)
+                .ForContext("Target", "/x%0a\ud800y")
+                .Information(
+                    "{Vhost} {ClientAddress} \"{Method} {Path}\" {Status} {Bytes} {Protocol} {Sni}",
+                    "a.example",
+                    "192.0.2.7",
+                    "GET",
+                    forged,
+                    200,
+                    12L,
+                    "HTTP/2",
+                    "a.example");
+            log.Information("{Vhost} {ClientAddress} \"{Method} {Path}\" {Status} {Bytes} {Protocol}", "a.example", "192.0.2.8", "HEAD", forged, 404, 0, "HTTP/1.1");
+        }
+
+        var lines = File.ReadAllLines(path);
+        Assert.Equal(2, lines.Length);
+        using var first = System.Text.Json.JsonDocument.Parse(lines[0]);
+        var e = first.RootElement;
+        Assert.Equal("a.example", e.GetProperty("vhost").GetString());
+        Assert.Equal("192.0.2.7", e.GetProperty("client").GetString());
+        Assert.Equal("/x%0a\ufffdy", e.GetProperty("target").GetString());
+        Assert.Equal("HTTP/2", e.GetProperty("protocol").GetString());
+        Assert.Equal(200, e.GetProperty("status").GetInt32());
+        Assert.Equal(12, e.GetProperty("bytes").GetInt64());
+        Assert.Equal("http://evil/\"\r\n{", e.GetProperty("referer").GetString());
+        Assert.Equal(agent, e.GetProperty("userAgent").GetString());
+        Assert.Equal("TLSv1.3", e.GetProperty("tls").GetString());
+        Assert.Equal("a.example", e.GetProperty("sni").GetString());
+        Assert.Equal(1.235, e.GetProperty("requestTime").GetDouble());
+        Assert.True(DateTimeOffset.TryParseExact(e.GetProperty("time").GetString(), "yyyy-MM-dd'T'HH:mm:ss.fffzzz", System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out _));
+
+        // Without a raw target, the decoded path and the query (the forged line stays inside its string); absent fields null.
+        using var second = System.Text.Json.JsonDocument.Parse(lines[1]);
+        var s = second.RootElement;
+        Assert.Equal(forged, s.GetProperty("target").GetString());
+        Assert.Equal("HEAD", s.GetProperty("method").GetString());
+        Assert.Equal(404, s.GetProperty("status").GetInt32());
+        Assert.Equal(0, s.GetProperty("bytes").GetInt64());
+        foreach (var absent in new[] { "referer", "userAgent", "tls", "sni", "requestTime" })
+            Assert.Equal(System.Text.Json.JsonValueKind.Null, s.GetProperty(absent).ValueKind);
+    }
 }

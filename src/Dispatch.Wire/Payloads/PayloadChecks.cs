@@ -88,6 +88,8 @@ internal static class PayloadChecks
             names.Add(v.Name, $"{path}.name");
             for (var a = 0; a < v.Aliases.Count; a++)
                 names.Add(v.Aliases[a], $"{path}.aliases[{a}]");
+            if (v.AccessLogFormat is { } format)
+                OneOf(format, WorkerVhost.AccessLogFormats, $"{path}.accessLogFormat", "an access log format");
             if (v.FastCgi?.Spawn is { } spawn)
                 InRange(spawn.MaxChildren, 1, int.MaxValue, $"{path}.fastCgi.spawn.maxChildren");
             if (v.Web is { } web)

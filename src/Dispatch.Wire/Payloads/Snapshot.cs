@@ -167,6 +167,7 @@ public sealed record WorkerTimeouts(
 /// <param name="FastCgi">The vhost's FastCGI application; null: none.</param>
 /// <param name="TryFiles">Front-controller routing (<c>$uri</c>, <c>$uri/</c>, then a fallback); null or empty: none.</param>
 /// <param name="Web">The vhost's HTTP features (compression, body limit, headers, error pages, redirects); null: <see cref="VhostWeb.Default"/>.</param>
+/// <param name="AccessLogFormat">The format of its access log's lines, one of <see cref="AccessLogFormats"/>; null: <c>combined</c>.</param>
 public sealed record WorkerVhost(
     string Name,
     [property: JsonConverter(typeof(ValueListJsonConverter<string>))] ValueList<string> Aliases,
@@ -180,8 +181,12 @@ public sealed record WorkerVhost(
     WorkerIdentity? Identity = null,
     FastCgiRoute? FastCgi = null,
     [property: JsonConverter(typeof(ValueListJsonConverter<string>))] ValueList<string>? TryFiles = null,
-    VhostWeb? Web = null)
+    VhostWeb? Web = null,
+    string? AccessLogFormat = null)
 {
+    /// <summary>The access log's formats (<c>accessLogFormat</c>): nginx's combined format and ours after it, or one JSON object per line.</summary>
+    public static readonly string[] AccessLogFormats = ["combined", "json"];
+
     /// <summary>A CGI run's limit when the config names none (<c>cgiTimeout</c>).</summary>
     public static readonly TimeSpan DefaultCgiTimeout = TimeSpan.FromSeconds(30);
 

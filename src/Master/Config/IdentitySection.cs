@@ -41,7 +41,7 @@ internal static class IdentitySection
             ctx.Error($"{path}:engine", "an identity vhost needs the bouncycastle engine (the session is handed to the login's worker after the first request)");
         if (http != HttpModes.Redirect)
             ctx.Error($"{path}:http", "an identity vhost refuses plain HTTP: only \"redirect\" is allowed");
-        foreach (var key in new[] { "accessLog", "errorLog" })
+        foreach (var key in new[] { "accessLog", "accessLogFormat", "errorLog" })
         {
             if (v[key] is not null)
                 ctx.Error($"{path}:{key}", "an identity vhost is served by one pool per login, and a log file belongs to one pool: log in the pools' own vhosts or the master's log");

@@ -70,7 +70,8 @@ internal static class Projections
         v.Identity is { } identity && identity.Users.FirstOrDefault(u => u.Pool == pool) is { } login ? new WorkerIdentity(login.Login, login.Hash, identity.Realm) : null,
         FastCgiConfig.ToRoute(v.FastCgi, fastCgiDirectory),
         v.TryFiles.Count == 0 ? null : v.TryFiles,
-        v.Web);
+        v.Web,
+        v.AccessLogFormat == Dispatch.Wire.Payloads.WorkerVhost.AccessLogFormats[0] ? null : v.AccessLogFormat);
 
     /// <summary>
     /// Everything a pool's workers were started with, as one value: a reload retires the pool's workers when it differs

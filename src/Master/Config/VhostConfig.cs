@@ -21,6 +21,9 @@ internal sealed record VhostConfig(
     string? ErrorLog = null,
     Dispatch.Wire.Payloads.VhostWeb? Web = null)
 {
+    /// <summary>The access log's format (<c>accessLogFormat</c>): <c>combined</c> (the default) or <c>json</c>.</summary>
+    public string AccessLogFormat { get; init; } = "combined";
+
     /// <summary>The vhost's FastCGI (PHP) application; null: none.</summary>
     public FastCgiConfig? FastCgi { get; init; }
 

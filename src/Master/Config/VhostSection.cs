@@ -12,7 +12,7 @@ namespace Dispatch.Master.Config;
 /// </summary>
 internal static class VhostSection
 {
-    public static readonly string[] Keys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "errorLog", "proxy", "identity", "credentials", "realm", "users", "userTemplate", "loginLimits", "fastcgi", "tryFiles", .. WebSection.Keys];
+    public static readonly string[] Keys = ["aliases", "pool", "root", "directoryListing", "index", "tls", "certDir", "certDirs", "http", "engine", "cgi", "cgiTimeout", "accessLog", "accessLogFormat", "errorLog", "proxy", "identity", "credentials", "realm", "users", "userTemplate", "loginLimits", "fastcgi", "tryFiles", .. WebSection.Keys];
 
     /// <param name="names">Every vhost name and alias read so far (a name may belong to one vhost only).</param>
     public static VhostConfig Read(
@@ -148,6 +148,7 @@ internal static class VhostSection
         {
             FastCgi = FastCgiConfigReader.Read(ctx.Error, ctx.Duration, v),
             TryFiles = [.. FastCgiConfigReader.ReadTryFiles(ctx.Error, v)],
+            AccessLogFormat = ReadAccessLogFormat(ctx, v),
         };
         if (v["identity"] is not null)
         {
@@ -162,6 +163,24 @@ internal static class VhostSection
         }
 
         return vhost;
+    }
+
+    /// <summary><c>accessLogFormat</c>: combined (the default) or json, and only beside an <c>accessLog</c>.</summary>
+    private static string ReadAccessLogFormat(ConfigContext ctx, IConfigurationSection v)
+    {
+        var format = v.GetSection("accessLogFormat");
+        if (format.Value is null)
+        {
+            if (format.GetChildren().Any())
+                ctx.Error(format.Path, $"'{format.Key}' must be one of {string.Join(", ", WorkerVhost.AccessLogFormats)}");
+            return WorkerVhost.AccessLogFormats[0];
+        }
+
+        if (!WorkerVhost.AccessLogFormats.Contains(format.Value, StringComparer.Ordinal))
+            ctx.Error(format.Path, $"'{format.Value}' is not an access log format ({string.Join(" or ", WorkerVhost.AccessLogFormats)})");
+        else if (v["accessLog"] is null)
+            ctx.Error(format.Path, "needs accessLog: without a file of its own, the vhost's requests go to the master's log (structured properties)");
+        return format.Value;
     }
 
     private static readonly string[] ProxyMappingKeys = ["upstream", "connectTimeout", "readTimeout"];

@@ -63,6 +63,16 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.Contains(errors, e => e.Path == path && e.Reason.StartsWith(reason, StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("""{"vhosts":{"a.example":{"accessLog":"/var/log/a.log","accessLogFormat":"JSON"}}}""", "'JSON' is not an access log format (combined or json)")]
+    [InlineData("""{"vhosts":{"a.example":{"accessLog":"/var/log/a.log","accessLogFormat":{"kind":"json"}}}}""", "'accessLogFormat' must be one of combined, json")]
+    [InlineData("""{"vhosts":{"a.example":{"accessLogFormat":"json"}}}""", "needs accessLog: without a file of its own")]
+    public void An_access_log_format_that_is_not_known_or_has_no_access_log_is_an_error_at_its_path(string json, string reason)
+    {
+        var errors = Errors(json);
+        Assert.Contains(errors, e => e.Path == "vhosts:a.example:accessLogFormat" && e.Reason.StartsWith(reason, StringComparison.Ordinal));
+    }
+
     /// <summary>A NUL makes every path API throw; in a value or in a name, it is one error at that path.</summary>
     [Fact]
     public void A_NUL_in_a_value_or_a_name_is_an_error_at_its_path_once()

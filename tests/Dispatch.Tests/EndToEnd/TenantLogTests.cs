@@ -56,6 +56,54 @@ public sealed class TenantLogTests : IDisposable
         Assert.DoesNotContain("after-rotate", File.ReadAllText(aLog + ".1"), StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// <c>accessLogFormat: json</c>: one JSON object per line, read back by a JSON parser with the values the request
+    /// had; a User-Agent with quotes, a backslash and a tab stays inside its string; the other vhost's
+    /// log stays combined.
+    /// </summary>
+    [SkippableFact]
+    public void A_vhost_with_the_json_format_logs_one_object_per_line_that_a_parser_reads_back()
+    {
+        var (dir, config, logs) = Setup("tenant-logs-json");
+        config["vhosts"]!["a.localhost"]!["accessLogFormat"] = "json";
+        _dispatch = DispatchInstance.StartReady(dir, config, _output);
+        var url = $"http://127.0.0.1:{_dispatch.HttpPort}";
+        Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", "-H", "Referer: http://ref.example/", "-A", "agent \"q\" \\ \t/1.0", $"{url}/%69ndex.html?q=%41").Status);
+        Assert.Equal(404, Tools.Curl("-H", "Host: a.localhost", "-A", "second", $"{url}/nope").Status);
+        Assert.Equal(200, Tools.Curl("-H", "Host: b.localhost", "-A", "to-b", $"{url}/").Status);
+        var aLog = Path.Combine(logs, "a.access.log");
+        var bLog = Path.Combine(logs, "b.access.log");
+        Assert.True(Tools.Eventually(() => File.Exists(aLog) && File.ReadAllText(aLog).Contains("second", StringComparison.Ordinal)));
+        var lines = File.ReadAllLines(aLog);
+        foreach (var l in lines)
+            _output.WriteLine(l);
+        Assert.Equal(2, lines.Length);
+
+        using var first = System.Text.Json.JsonDocument.Parse(lines[0]);
+        var e = first.RootElement;
+        Assert.Equal("a.localhost", e.GetProperty("vhost").GetString());
+        Assert.Equal("127.0.0.1", e.GetProperty("client").GetString());
+        Assert.Equal("GET", e.GetProperty("method").GetString());
+        Assert.Equal("/%69ndex.html?q=%41", e.GetProperty("target").GetString());
+        Assert.Equal("HTTP/1.1", e.GetProperty("protocol").GetString());
+        Assert.Equal(200, e.GetProperty("status").GetInt32());
+        Assert.Equal(1, e.GetProperty("bytes").GetInt64());
+        Assert.Equal("http://ref.example/", e.GetProperty("referer").GetString());
+        Assert.Equal("agent \"q\" \\ \t/1.0", e.GetProperty("userAgent").GetString());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, e.GetProperty("tls").ValueKind);
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, e.GetProperty("sni").ValueKind);
+        Assert.True(e.GetProperty("requestTime").GetDouble() >= 0);
+        Assert.True(DateTimeOffset.TryParse(e.GetProperty("time").GetString(), System.Globalization.CultureInfo.InvariantCulture, out var when));
+        Assert.True(Math.Abs((DateTimeOffset.Now - when).TotalMinutes) < 10, $"logged at {when}");
+
+        using var second = System.Text.Json.JsonDocument.Parse(lines[1]);
+        Assert.Equal(404, second.RootElement.GetProperty("status").GetInt32());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, second.RootElement.GetProperty("referer").ValueKind);
+
+        Assert.True(Tools.Eventually(() => File.Exists(bLog) && File.ReadAllText(bLog).Contains("to-b", StringComparison.Ordinal)));
+        Assert.Matches(new Regex(@"^127\.0\.0\.1 - - \[[^\]]+\] ""GET / HTTP/1\.1"" 200 1 ""-"" ""to-b"" - - \d+\.\d{3}$"), File.ReadAllLines(bLog).Single());
+    }
+
     [SkippableFact]
     public void The_configured_log_level_reaches_the_jailed_children()
     {
