@@ -21,6 +21,7 @@ internal static class Samples
         [$"{nameof(VhostRoute)}.{nameof(VhostRoute.HttpMode)}"] = seed => HttpModes.All[seed % HttpModes.All.Count],
         [$"{nameof(VhostRoute)}.{nameof(VhostRoute.Engine)}"] = seed => TlsEngines.All[seed % TlsEngines.All.Count],
         [$"{nameof(CompressionRoute)}.{nameof(CompressionRoute.Level)}"] = seed => VhostWebRules.CompressionLevels[seed % VhostWebRules.CompressionLevels.Length],
+        [$"{nameof(WorkerVhost)}.{nameof(WorkerVhost.AccessLogFormat)}"] = seed => WorkerVhost.AccessLogFormats[seed % WorkerVhost.AccessLogFormats.Length],
         [$"{nameof(ErrorPageRoute)}.{nameof(ErrorPageRoute.Status)}"] = seed => VhostWebRules.MinErrorStatus + seed,
         [$"{nameof(RedirectRoute)}.{nameof(RedirectRoute.Status)}"] = seed => VhostWebRules.RedirectStatuses[seed % VhostWebRules.RedirectStatuses.Length],
         // Host names (HostNames.IsValidPattern); a snapshot's default is its vhost's name (seed 1's) or none.
