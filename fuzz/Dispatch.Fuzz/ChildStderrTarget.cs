@@ -10,7 +10,7 @@ namespace Dispatch.Fuzz;
 /// The master's reader of a child's stderr (StderrPump, with ChildLogFormatter.Split), fed bytes a compromised child
 /// writes: a real stream socketpair, the bytes written and the end closed, the pump run to the end, every event
 /// rendered by the master's own formatters. Documented: a child is less trusted than the master; one event per line
-/// (lines cut at 4096 characters), malformed properties kept as text, never the master's Role/Pid/Name; the pump
+/// (lines cut at 4096 characters), malformed properties kept as text, never the master's Role ("Worker")/Pid/Name; the pump
 /// ends at end of stream without throwing. A line of the child's must not become two lines of the master's log.
 /// </summary>
 internal sealed class ChildStderrTarget : IFuzzTarget
@@ -41,7 +41,7 @@ internal sealed class ChildStderrTarget : IFuzzTarget
             throw new FuzzFindingException($"{lines} line(s) written, {_sink.Events.Count} event(s) logged");
         foreach (var e in _sink.Events)
         {
-            if (!Is(e, "Role", ProcessRole.Worker) || !Is(e, "Pid", ChildPid) || !Is(e, "Name", "pool p"))
+            if (!Is(e, "Role", nameof(ProcessRole.Worker)) || !Is(e, "Pid", ChildPid) || !Is(e, "Name", "pool p"))
                 throw new FuzzFindingException($"the child replaced the master's properties: {string.Join(", ", e.Properties.Select(p => $"{p.Key}={p.Value}"))}");
         }
 
