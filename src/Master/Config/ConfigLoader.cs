@@ -15,7 +15,14 @@ internal static class ConfigLoader
     // "$schema": the JSON Schema (docs/dispatch.schema.json) for editors; its value is not used.
     private static readonly string[] TopLevel = ["$schema", "listen", "dispatcher", "pools", "vhosts", "security", "log", "jailProbe", "defaultVhost", "limits", "modules", "control", "metrics", "reload", "cgroup", "include"];
 
+    /// <summary>The config at <paramref name="path"/>, or every error found in it (each with its file, line and path).</summary>
     public static (DispatchConfig? Config, List<ConfigError> Errors) Load(string path)
+    {
+        var (config, errors) = LoadWithoutLines(path);
+        return (config, errors.Count == 0 ? errors : ConfigLines.Annotate(errors));
+    }
+
+    private static (DispatchConfig? Config, List<ConfigError> Errors) LoadWithoutLines(string path)
     {
         var errors = new List<ConfigError>();
         var full = System.IO.Path.GetFullPath(path);

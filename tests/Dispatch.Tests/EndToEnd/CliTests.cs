@@ -107,7 +107,7 @@ public sealed class CliTests : IDisposable
             foreach (var r in new[] { Master(null, "check", "-c", bad), Master(null, "check", "--config", bad), Master(env, "check") })
             {
                 Assert.Equal(1, r.ExitCode);
-                Assert.Contains($"{bad}: dispatcher:headerTimout: unknown setting", r.Stderr, StringComparison.Ordinal);
+                Assert.Contains($"{bad}:1: dispatcher:headerTimout: unknown setting", r.Stderr, StringComparison.Ordinal);
                 Assert.Contains("configuration rejected", r.Stdout, StringComparison.Ordinal);
             }
 

@@ -104,11 +104,13 @@ public sealed class ConfigAndStartupTests
             var config = ValidConfig(dir);
             Merge(config, JsonNode.Parse(patch)!.AsObject());
             var file = Path.Combine(dir, "dispatch.json");
-            File.WriteAllText(file, config.ToJsonString());
+            File.WriteAllText(file, config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
             var r = Tools.Run(BuiltMaster, "check", "--config", file);
             _output.WriteLine($"{name}: exit {r.ExitCode}\n{r.Stderr}{r.Stdout}");
             Assert.NotEqual(0, r.ExitCode);
-            Assert.Contains($"{file}: {expected}", r.Stderr, StringComparison.Ordinal);
+
+            // file:line: path: reason, the line that of the setting (ConfigLinesTests), or of the nearest one enclosing it.
+            Assert.Matches($"{System.Text.RegularExpressions.Regex.Escape(file)}:[1-9][0-9]*: {System.Text.RegularExpressions.Regex.Escape(expected)}", r.Stderr);
         }
         finally
         {

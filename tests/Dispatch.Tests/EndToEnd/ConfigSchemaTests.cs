@@ -62,7 +62,7 @@ public sealed class ConfigSchemaTests
             var r = Tools.Run(BuiltMaster, "check", "-c", file);
             _output.WriteLine(r.Stderr);
             var where = configPath.Length == 0 ? Unknown : $"{configPath}:{Unknown}";
-            var line = new Regex($@"{Regex.Escape(file)}: {Regex.Escape(where)}: unknown setting \(expected one of: (?<keys>[^)]*)\)").Match(r.Stderr);
+            var line = new Regex($@"{Regex.Escape(file)}:1: {Regex.Escape(where)}: unknown setting \(expected one of: (?<keys>[^)]*)\)").Match(r.Stderr);
             Assert.True(line.Success, $"the loader did not refuse {where}:\n{r.Stderr}");
             var loader = line.Groups["keys"].Value.Split(", ").Order(StringComparer.Ordinal).ToList();
 

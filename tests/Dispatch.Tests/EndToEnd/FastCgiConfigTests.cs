@@ -48,14 +48,14 @@ public sealed class FastCgiConfigTests(ITestOutputHelper output)
             var check = Tools.Run(BuiltMaster, "check", "--config", file);
             output.WriteLine($"{name}: check exit {check.ExitCode}\n{check.Stderr}{check.Stdout}");
             Assert.NotEqual(0, check.ExitCode);
-            Assert.Contains($"{file}: {expected}", check.Stderr, StringComparison.Ordinal);
+            Assert.Contains($"{file}:1: {expected}", check.Stderr, StringComparison.Ordinal);
 
             if (TestWorld.IsRoot)
             {
                 var run = Tools.Run(BuiltMaster, "--config", file);
                 output.WriteLine($"{name}: run exit {run.ExitCode}\n{run.Stderr}{run.Stdout}");
                 Assert.NotEqual(0, run.ExitCode);
-                Assert.Contains($"{file}: {expected}", run.Stderr + run.Stdout, StringComparison.Ordinal);
+                Assert.Contains($"{file}:1: {expected}", run.Stderr + run.Stdout, StringComparison.Ordinal);
             }
         }
         finally

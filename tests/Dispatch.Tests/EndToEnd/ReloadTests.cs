@@ -46,7 +46,7 @@ public sealed class ReloadTests : IDisposable
         // A broken edit: rejected with its JSON path; the last good configuration keeps serving.
         config["pools"]!["c"]!["user"] = "0";
         Write(config);
-        _dispatch.WaitForLine(new Regex(@"rejected, the last good configuration keeps serving: .*dispatch\.json: pools:c:user: a pool must not run as root"));
+        _dispatch.WaitForLine(new Regex(@"rejected, the last good configuration keeps serving: .*dispatch\.json:\d+: pools:c:user: a pool must not run as root"));
         Assert.Equal("C", Tools.Curl("-H", "Host: c.localhost", url).Body);
 
         // Removing b (SIGHUP this time): unreachable, and its worker leaves.

@@ -162,7 +162,7 @@ public sealed partial class VhostFeaturesConfigTests
             Assert.Equal(1, r.ExitCode);
             var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList();
             foreach (var expected in Expected)
-                Assert.Contains($"{file}: {expected}", lines);
+                Assert.Contains($"{file}:1: {expected}", lines);
 
             // Nothing else: each good value (HSTS, the 504 page, the https redirect, image/svg+xml) passed.
             Assert.Equal(Expected.Length, lines.Count);
@@ -195,7 +195,7 @@ public sealed partial class VhostFeaturesConfigTests
             _output.WriteLine(r.Stderr + r.Stdout);
             Assert.Equal(1, r.ExitCode);
             Assert.Equal(
-                [$"{file}: vhosts:a.localhost:errorPages:{key}: '{key}' is not written as a status: write 404 (three digits: no sign, leading zero or space)"],
+                [$"{file}:1: vhosts:a.localhost:errorPages:{key}: '{key}' is not written as a status: write 404 (three digits: no sign, leading zero or space)"],
                 r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
 
             // The same config with the key written as itself, alone, is good.
@@ -224,7 +224,7 @@ public sealed partial class VhostFeaturesConfigTests
             _output.WriteLine(r.Stderr + r.Stdout);
             Assert.Equal(78, r.ExitCode);
             var logged = ConfigurationError().Matches(r.Stdout + r.Stderr).Select(m => m.Groups[1].Value.TrimEnd('\r')).ToList();
-            Assert.Equal(Expected.Select(e => $"{file}: {e}").Order(StringComparer.Ordinal), logged.Order(StringComparer.Ordinal));
+            Assert.Equal(Expected.Select(e => $"{file}:1: {e}").Order(StringComparer.Ordinal), logged.Order(StringComparer.Ordinal));
         }
         finally
         {
