@@ -35,14 +35,14 @@ internal sealed class ConfigLines
         return errors;
     }
 
-    /// <summary>The settings of the JSON file at <paramref name="file"/>; none when it cannot be read or is not JSON (its error says so already).</summary>
+    /// <summary>The settings of the JSON file at <paramref name="file"/>; none when it cannot be read or is not JSON, invalid UTF-8 included (its error says so already).</summary>
     public static ConfigLines Read(string file)
     {
         try
         {
             return Parse(File.ReadAllBytes(file));
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or ArgumentException or NotSupportedException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or ArgumentException or NotSupportedException or InvalidOperationException)
         {
             return new ConfigLines();
         }
