@@ -14,7 +14,8 @@ internal sealed class RouteTable : IDisposable
     private readonly Dictionary<string, BcServerCredentials> _credentials = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenSslCredentials> _openssl = new(StringComparer.Ordinal);
     private readonly Dictionary<string, PoolRoute> _pools = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, string> _vhostPools = new(StringComparer.Ordinal);
+    // Per vhost: the pools whose workers serve it (its own; for an identity vhost, each login's).
+    private readonly Dictionary<string, HashSet<string>> _vhostPools = new(StringComparer.Ordinal);
     // Per terminated vhost: its route, so that the next table reuses the credentials of vhosts whose engine, h2 offer
     // and certificates did not change (value equality: a reload of thousands of vhosts parses only the changed keys).
     private readonly Dictionary<string, VhostRoute> _terminated = new(StringComparer.Ordinal);
@@ -29,7 +30,7 @@ internal sealed class RouteTable : IDisposable
             _pools[p.Name] = p;
         foreach (var v in snapshot.Vhosts)
         {
-            _vhostPools[v.Name] = v.Pool;
+            _vhostPools[v.Name] = [.. v.Identity is { } identity ? identity.Users.Select(u => u.Pool) : [v.Pool]];
             _matcher.TryAdd(v.Name, v);
             foreach (var a in v.Aliases)
                 _matcher.TryAdd(a, v);
@@ -87,8 +88,11 @@ internal sealed class RouteTable : IDisposable
 
     public IEnumerable<PoolRoute> Pools => _pools.Values;
 
-    /// <summary>The pool that serves the vhost named <paramref name="vhost"/> (its configured name, not an alias), or null: no such vhost.</summary>
-    public string? PoolOf(string vhost) => _vhostPools.GetValueOrDefault(vhost);
+    /// <summary>Whether the vhost named <paramref name="vhost"/> (its configured name, not an alias) is routed.</summary>
+    public bool HasVhost(string vhost) => _vhostPools.ContainsKey(vhost);
+
+    /// <summary>Whether workers of <paramref name="pool"/> serve the vhost named <paramref name="vhost"/>: its pool, or for an identity vhost a login's.</summary>
+    public bool Serves(string pool, string vhost) => _vhostPools.TryGetValue(vhost, out var pools) && pools.Contains(pool);
 
     public BcServerCredentials? CredentialsFor(VhostRoute route) => _credentials.GetValueOrDefault(route.Name);
 

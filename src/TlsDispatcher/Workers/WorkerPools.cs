@@ -500,7 +500,7 @@ internal sealed class WorkerPools : IDisposable
         link.Dispose();
     }
 
-    /// <summary>A worker's report of what it served: believed for the vhosts of its own pool only.</summary>
+    /// <summary>A worker's report of what it served: believed for the vhosts its pool serves only (an identity vhost: each login's pool).</summary>
     private void OnTraffic(WorkerLink link, WorkerTraffic report)
     {
         var routes = _routes();
@@ -509,7 +509,7 @@ internal sealed class WorkerPools : IDisposable
         {
             foreach (var v in report.Vhosts)
             {
-                if (routes.PoolOf(v.Vhost) == link.Pool)
+                if (routes.Serves(link.Pool, v.Vhost))
                     link.Traffic[v.Vhost] = v;
                 else
                     stray ??= v.Vhost;
@@ -534,14 +534,14 @@ internal sealed class WorkerPools : IDisposable
         var routes = _routes();
         lock (_gate)
         {
-            foreach (var vhost in _carried.Keys.Where(v => routes.PoolOf(v) is null).ToList())
+            foreach (var vhost in _carried.Keys.Where(v => !routes.HasVhost(v)).ToList())
                 _carried.Remove(vhost);
             var sums = new Dictionary<string, VhostTraffic>(_carried, StringComparer.Ordinal);
             foreach (var link in _reporting)
             {
                 foreach (var (vhost, traffic) in link.Traffic)
                 {
-                    if (routes.PoolOf(vhost) is not null)
+                    if (routes.HasVhost(vhost))
                         sums[vhost] = sums.TryGetValue(vhost, out var sum) ? sum.Plus(traffic) : traffic;
                 }
             }

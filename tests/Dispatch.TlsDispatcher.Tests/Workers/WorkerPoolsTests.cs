@@ -159,5 +159,45 @@ public sealed class WorkerPoolsTests
         Assert.True(Shows(15, 1050));
     }
 
+    /// <summary>An identity vhost is served by one pool per login: a worker of a login's pool counts for it, another pool's does not.</summary>
+    [Fact]
+    public void An_identity_vhosts_traffic_counts_from_the_workers_of_its_logins_pools()
+    {
+        using var master = IpcChannel.CreatePair("master", out var masterPeer);
+        using var masterEnd = new Socket(new SafeSocketHandle(masterPeer, ownsHandle: true));
+        using var routes = new RouteTable(
+            new RouteSnapshot(
+                1,
+                new DispatcherSettings(10_000, 16_384, 10_000, 10_000),
+                [
+                    new VhostRoute("id.localhost", [], string.Empty, TlsModes.Terminate, [], HttpModes.Redirect, false, TlsEngines.BouncyCastle, new VhostIdentity("r", [new IdentityUser("alice", "h", "u-alice"), new IdentityUser("bob", "h", "u-bob")], 5, 5, 60_000)),
+                    new VhostRoute("b.localhost", [], "b", TlsModes.Passthrough, [], HttpModes.Serve, false, TlsEngines.BouncyCastle),
+                ],
+                null,
+                443,
+                [new PoolRoute("u-alice", 0, false, 0, 600_000), new PoolRoute("u-bob", 0, false, 0, 600_000), new PoolRoute("b", 0, false, 0, 600_000)]),
+            Serilog.Core.Logger.None);
+        var sink = new CollectingSink();
+        using var pools = new WorkerPools(master, () => routes, new Serilog.LoggerConfiguration().WriteTo.Sink(sink).CreateLogger(), Timeout.InfiniteTimeSpan);
+        IpcChannel Join(string pool, int id)
+        {
+            var (dispatcherEnd, workerEnd) = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
+            pools.OnWorkerReady(new WorkerReady(0, pool, id, Environment.ProcessId), dispatcherEnd);
+            return IpcChannel.FromDescriptor(workerEnd, "dispatcher");
+        }
+
+        static VhostTraffic Served(long ok) => new("id.localhost", [0, ok, 0, 0, 0], ok, ok, [ok, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        using var alice = Join("u-alice", 1);
+        using var bob = Join("u-bob", 2);
+        using var other = Join("b", 3);
+        other.Send(new WorkerTraffic([Served(1000)]));
+        Assert.True(SpinWait.SpinUntil(() => sink.Lines().Any(l => l.Contains("reported traffic of \"id.localhost\"", StringComparison.Ordinal)), TimeSpan.FromSeconds(30)), "pool b's report was not refused");
+        alice.Send(new WorkerTraffic([Served(2)]));
+        bob.Send(new WorkerTraffic([Served(3)]));
+        Assert.True(
+            SpinWait.SpinUntil(() => pools.Traffic().SingleOrDefault(t => t.Vhost == "id.localhost") is { } t && t.Requests[1] == 5, TimeSpan.FromSeconds(30)),
+            $"id.localhost: {pools.Traffic().SingleOrDefault()?.Requests[1]}");
+    }
+
     private static Connection Meta(ulong id) => new(id, ConnectionMode.PlainHttp, AppProtocol.Http1, "127.0.0.1:1", "127.0.0.1:80", null, null, null, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"u8.ToArray());
 }
