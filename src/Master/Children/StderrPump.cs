@@ -83,13 +83,6 @@ internal static class StderrPump
         }
     }
 
-    private static string RoleName(ProcessRole role) => role switch
-    {
-        ProcessRole.Dispatcher => nameof(ProcessRole.Dispatcher),
-        ProcessRole.Worker => nameof(ProcessRole.Worker),
-        _ => role.ToString(),
-    };
-
     private static void Relog(string line, ProcessRole role, string name, Func<int> pid, ILogger log)
     {
         var (level, text) = line.Length > 4 && line[3] == ' ' ? line[..3] switch
@@ -116,7 +109,7 @@ internal static class StderrPump
 
             // The role as a string: an enum is rendered quoted by Serilog's own text formatter under {Message:lj} (the
             // master's log.file in text), unquoted by the console's; a string is unquoted in both.
-            withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", RoleName(role), pid(), name, message);
+            withProperties.Write(level, "{Role} {Pid} ({Name}): {Line}", role.ToString(), pid(), name, message);
         }
         finally
         {
