@@ -580,6 +580,20 @@ public sealed class CgiTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Output_beyond_the_limit_while_the_body_is_still_coming_aborts_and_cleans_up()
+    {
+        // The body's read is still waiting when the run ends with an abort of its own (the output limit): ending that
+        // read must not fail on the aborted connection and skip the run's clean-up (a CI run leaked a script's three
+        // descriptors that way, through the abort for a failed body, a race).
+        await using var connection = await RawConnection.ConnectAsync(_harness.Port);
+        await connection.SendAsync("POST /cgi-bin/big.sh HTTP/1.1\r\nHost: m.localhost\r\nContent-Length: 1000000\r\n\r\n0123456789");
+        var received = await connection.DrainAsync(TimeSpan.FromSeconds(20));
+        Assert.InRange(received, 1, 1_100_000);
+        Assert.Contains(_harness.Sink.Events, e => e.RenderMessage().Contains("exceeded 1000000 bytes of output", StringComparison.Ordinal));
+        Assert.True(await WaitForAsync(() => _harness.Server.RunningCgiScripts == 0, TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
     public async Task Many_concurrent_scripts_all_answer_and_leave_nothing_behind()
     {
         const int Requests = 300;

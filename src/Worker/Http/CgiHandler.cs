@@ -618,7 +618,7 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             // "reading", and its drain of the rest of the body after the response then failed with "Reading is already in
             // progress" (logged as an error; seen when a script answered without reading a large body).
             var body = context.Request.BodyReader;
-            using var cancelRead = cancellationToken.UnsafeRegister(static state => ((System.IO.Pipelines.PipeReader)state!).CancelPendingRead(), body);
+            using var cancelRead = cancellationToken.UnsafeRegister(static state => EndPendingRead((System.IO.Pipelines.PipeReader)state!), body);
             try
             {
                 while (true)
@@ -667,6 +667,24 @@ internal sealed class CgiHandler(Serilog.ILogger log)
                 // Kill before the stdin pipe closes: the script must not mistake a truncated body for a complete one.
                 Volatile.Write(ref _inputError, e);
                 process.Kill();
+            }
+        }
+
+        /// <summary>
+        /// Ends a body read still waiting. On a connection already aborted (the run's own abort for its output limit, a
+        /// timeout or a failed body; the client gone) Kestrel's reader throws instead: the read has ended with the
+        /// connection, and the throw must not reach the run's clean-up, which cancels this (before, it skipped the kill and
+        /// the disposal of the script's descriptors, and the reader stayed "reading").
+        /// </summary>
+        private static void EndPendingRead(System.IO.Pipelines.PipeReader body)
+        {
+            try
+            {
+                body.CancelPendingRead();
+            }
+            catch (Exception e) when (e is OperationCanceledException or InvalidOperationException or IOException)
+            {
+                // Aborted or completed: nothing waits on it any more.
             }
         }
 
