@@ -265,6 +265,16 @@ internal sealed class Harness : IAsyncDisposable
         return new Harness(server, sink, watch.Elapsed);
     }
 
+    /// <summary>As above, with the worker's own <paramref name="timeouts"/> instead of the defaults.</summary>
+    public static async Task<Harness> StartAsync(WorkerTimeouts timeouts, params WorkerVhost[] vhosts)
+    {
+        var sink = new CollectingSink();
+        var log = new LoggerConfiguration().MinimumLevel.Verbose().WriteTo.Sink(sink).CreateLogger();
+        var watch = Stopwatch.StartNew();
+        var server = await WorkerHttpServer.StartAsync(vhosts, log, null, null, timeouts, CancellationToken.None);
+        return new Harness(server, sink, watch.Elapsed);
+    }
+
     /// <summary>As above, with the worker's budget of lines about single connections made by <paramref name="connectionLog"/> (given the harness's logger).</summary>
     public static async Task<Harness> StartAsync(Func<Serilog.ILogger, ConnectionLogBudget> connectionLog, params WorkerVhost[] vhosts)
     {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
+using Dispatch.Wire.Payloads;
 using Dispatch.Wire.Tls;
 using Dispatch.Worker.Http;
 using Dispatch.Worker.Tests.Support;
@@ -25,7 +26,11 @@ public sealed class TlsStalledMemoryTests(ITestOutputHelper output) : IAsyncLife
     {
         _dir.Write("site/ten.txt", "0123456789");
         _dir.Write("site/big.bin", new string('x', 4 << 20));
-        _harness = await Harness.StartAsync(Harness.Vhost("a.localhost", _dir.Combine("site")));
+        // No send timeout or minimum rate within the test's time: it measures what stalled readers hold, and on a loaded
+        // machine opening the 300 took long enough for the first to be closed by them (a CI run saw 299 waiting).
+        _harness = await Harness.StartAsync(
+            WorkerTimeouts.Default with { Send = TimeSpan.FromMinutes(30), MinResponseRate = 0 },
+            Harness.Vhost("a.localhost", _dir.Combine("site")));
     }
 
     public async Task DisposeAsync()
@@ -45,10 +50,14 @@ public sealed class TlsStalledMemoryTests(ITestOutputHelper output) : IAsyncLife
 
         var baseline = _harness.CollectedHeap();
         var blocks = TransportBlockPool.Instance.Outstanding;
+        var opening = Stopwatch.StartNew();
         var clients = await StallAsync(Connections, 2000);
         try
         {
-            await WaitForAsync(() => _harness.Server.WaitingSends == Connections);
+            // Settled: every write waits, and has for a while. As the last writes fill the sockets, a flush or two
+            // completes for a moment and the next one waits again (297 seen just after 300; blocks still growing).
+            await WaitForSettledAsync(() => _harness.Server.WaitingSends == Connections);
+            output.WriteLine($"{Connections} stalled readers opened and waiting in {opening.ElapsedMilliseconds} ms");
             Assert.Equal(Connections, _harness.Server.WaitingSends);
 
             // The two records each holds are in blocks of the transport's pool (pinned, off the GC's young generation),
@@ -100,6 +109,18 @@ public sealed class TlsStalledMemoryTests(ITestOutputHelper output) : IAsyncLife
         {
             socket.Dispose();
             writer.Dispose();
+        }
+    }
+
+    /// <summary>Waits (up to a minute) for <paramref name="condition"/> to hold in ten looks in a row, 50 ms apart.</summary>
+    private static async Task WaitForSettledAsync(Func<bool> condition)
+    {
+        var watch = Stopwatch.StartNew();
+        var held = 0;
+        while (held < 10 && watch.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            held = condition() ? held + 1 : 0;
+            await Task.Delay(50);
         }
     }
 
