@@ -25,6 +25,9 @@ internal sealed class WorkerStartup(
     /// <summary>Per pool, the backoff after failed starts.</summary>
     public SpawnBackoff Backoff { get; } = new();
 
+    /// <summary>Refusals said once a minute while they last (a pool at its maximum, refused again every second).</summary>
+    private readonly RepeatedLines _refusals = new();
+
     /// <summary>The dispatcher asked for a worker of a pool (NeedWorker): started in the background.</summary>
     public void Request(ChildProcess dispatcher, NeedWorker request)
     {
@@ -222,7 +225,15 @@ internal sealed class WorkerStartup(
 
     private void Refuse(ChildProcess dispatcher, NeedWorker request, string reason, TimeSpan retryAfter = default)
     {
-        log.Warning("Refused a worker for pool {Pool}: {Reason}", request.Pool, reason);
+        // Keyed by what the refusal is, not its text: a backoff's says how long is left.
+        if (_refusals.Allow(request.Pool + (retryAfter > TimeSpan.Zero ? "\nbackoff" : "\n" + reason), out var notLogged))
+        {
+            if (notLogged > 0)
+                log.Warning("Refused a worker for pool {Pool}: {Reason} (also {NotLogged} times since the last such line)", request.Pool, reason, notLogged);
+            else
+                log.Warning("Refused a worker for pool {Pool}: {Reason}", request.Pool, reason);
+        }
+
         counters.WorkerRefused(request.Pool);
         try
         {

@@ -67,6 +67,9 @@ internal sealed class WorkerPools : IDisposable
 {
     private static readonly TimeSpan RefusalBackoff = TimeSpan.FromSeconds(1);
 
+    /// <summary>Refusals said once a minute while they last (the master logs each kind the same way).</summary>
+    private readonly RepeatedLines _refusals = new();
+
     /// <summary>
     /// A worker that takes no connection from its channel for this long while some wait there (or whose channel stays
     /// full this long) has stopped reading: the dispatcher gives it up and the master kills it (docs/faults.md).
@@ -452,7 +455,13 @@ internal sealed class WorkerPools : IDisposable
             SignalLocked();
         }
 
-        _log.Warning("No new worker for pool {Pool}: {Reason}", refused.Pool, refused.Reason);
+        if (_refusals.Allow(refused.Pool + (refused.RetryAfterMs > 0 ? "\nbackoff" : "\n" + refused.Reason), out var notLogged))
+        {
+            if (notLogged > 0)
+                _log.Warning("No new worker for pool {Pool}: {Reason} (also {NotLogged} times since the last such line)", refused.Pool, refused.Reason, notLogged);
+            else
+                _log.Warning("No new worker for pool {Pool}: {Reason}", refused.Pool, refused.Reason);
+        }
     }
 
     public void OnGone(WorkerGone gone)

@@ -148,15 +148,17 @@ public sealed class PoolTests : IDisposable
     }
 
     [SkippableFact]
-    public void The_machine_wide_worker_limit_holds_across_pools()
+    public async Task The_machine_wide_worker_limit_holds_across_pools()
     {
         // Pool a's one worker is a spare, started with the master: its request must not depend on how fast a worker
         // starts (seconds on a loaded machine, and workerWait is short so that b's refusal is quick).
+        var metricsPort = TestWorld.FreePort();
         var d = Start("global-limit", c =>
         {
             c["limits"] = new JsonObject { ["maxWorkers"] = 1 };
             c["dispatcher"]!["workerWait"] = "1s";
             c["pools"]!["a"]!["minSpare"] = 1;
+            c["metrics"] = new JsonObject { ["listen"] = $"127.0.0.1:{metricsPort}" };
         });
         d.WaitForLine(new Regex(@"Worker \d+ of pool a joined as a spare"));
         var url = $"http://127.0.0.1:{d.HttpPort}/";
@@ -166,6 +168,23 @@ public sealed class PoolTests : IDisposable
         Assert.Contains("No worker is available for 'b.localhost'", refused.Body, StringComparison.Ordinal);
         d.WaitForLine(new Regex(@"Refused a worker for pool b: the machine already runs its maximum of 1 workers \(limits:maxWorkers\)"));
         Assert.Equal(200, Tools.Curl("-H", "Host: a.localhost", url).Status); // a keeps its worker
+
+        // Refused again and again while the limit lasts (each request asks after the dispatcher's 1 s pause), and
+        // counted each time, but said once a minute in each process's log, not once a second.
+        using var http = new HttpClient();
+        double refusals;
+        var tries = 0;
+        do
+        {
+            Assert.Equal(503, Tools.Curl("-H", "Host: b.localhost", url).Status);
+            var metrics = await http.GetStringAsync(new Uri($"http://127.0.0.1:{metricsPort}/metrics"));
+            var line = metrics.Split('\n').Single(l => l.StartsWith("dispatch_worker_refusals_total{pool=\"b\"} ", StringComparison.Ordinal));
+            refusals = double.Parse(line.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        while (refusals < 3 && ++tries < 20);
+        Assert.True(refusals >= 3, $"{refusals} refusals counted");
+        Assert.Equal(1, Regex.Count(d.Log, "Refused a worker for pool b:"));
+        Assert.Equal(1, Regex.Count(d.Log, "No new worker for pool b:"));
     }
 
     [SkippableFact]
