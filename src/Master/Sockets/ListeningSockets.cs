@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using Dispatch.Master.Config;
+using Dispatch.Platform.Net;
 using Dispatch.Wire;
 
 namespace Dispatch.Master.Sockets;
@@ -64,6 +65,9 @@ internal sealed class ListeningSockets : IDisposable
             if (l.Endpoint.AddressFamily == AddressFamily.InterNetworkV6)
                 socket.DualMode = false;
             socket.Bind(l.Endpoint);
+            // Before listen: every connection the kernel completes from then on inherits them (ListenerOptions).
+            if (l.Protocol is ListenerProtocols.Http or ListenerProtocols.Tls)
+                ListenerOptions.Apply(socket);
             if (listen)
                 socket.Listen(4096);
             return socket;

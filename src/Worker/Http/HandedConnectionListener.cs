@@ -262,7 +262,7 @@ internal sealed class HandedConnectionListenerFactory : IConnectionListenerFacto
             ConnectionContext connection;
             try
             {
-                // TCP_NODELAY is the listening socket's (the dispatcher sets it there: Frontend.ConfigureForConnections),
+                // TCP_NODELAY is the listening socket's (the master sets it there: ListenerOptions),
                 // which every connection accepted from it inherits on Linux.
                 connection = contextFactory.Create(socket);
             }

@@ -18,7 +18,7 @@ public sealed class SendTimeoutTests : IDisposable
 {
     private const int Clients = 4;
 
-    // The dispatcher's TCP_NOTSENT_LOWAT (TlsDispatcher's Frontend.UnsentLimit).
+    // The dispatcher's TCP_NOTSENT_LOWAT (Dispatch.Platform's ListenerOptions.UnsentLimit).
     private const int UnsentLimit = 16 << 10;
     private readonly ITestOutputHelper _output;
     private readonly List<IDisposable> _cleanup = [];

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Channels;
+using Dispatch.Platform.Net;
 using Dispatch.TlsDispatcher.Net;
 
 namespace Dispatch.TlsDispatcher.Tests.Net;
@@ -93,7 +94,7 @@ public sealed class FrontendTests : IDisposable
     [InlineData(true)]
     public async Task Every_connection_is_non_blocking_and_has_no_delay_and_the_unsent_limit_from_its_listener(bool ipv6)
     {
-        // Set once on the listener (Frontend.ConfigureForConnections), inherited by each accepted connection: neither the
+        // Set once on the listener (ListenerOptions, by the master and again by the frontend), inherited by each accepted connection: neither the
         // dispatcher nor the worker sets them per connection any more.
         using var v6 = ipv6 ? new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) : null;
         var listener = _listener;
@@ -110,7 +111,7 @@ public sealed class FrontendTests : IDisposable
 
         var handled = await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
         Assert.True(handled.NoDelay, "TCP_NODELAY is not set on the accepted connection");
-        Assert.Equal(Frontend.UnsentLimit, handled.UnsentLimit);
+        Assert.Equal(ListenerOptions.UnsentLimit, handled.UnsentLimit);
         Assert.Equal(0x800 /* O_NONBLOCK */ | 2 /* O_RDWR */, handled.StatusFlags);
     }
 
