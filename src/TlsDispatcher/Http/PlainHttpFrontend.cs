@@ -75,7 +75,7 @@ internal sealed class PlainHttpFrontend : Frontend
         // An identity vhost is served over TLS only: everything is redirected (no ACME exception: it has no pool of its own).
         if (route.Identity is not null || (route.HttpMode == HttpModes.Redirect && !path.StartsWith("/.well-known/acme-challenge/"u8)))
         {
-            Redirect(fd, host!, path, buffer.AsSpan(0, 4).SequenceEqual("GET "u8) || buffer.AsSpan(0, 5).SequenceEqual("HEAD "u8), routes.HttpsPort, id);
+            Redirect(fd, route.Name, host!, path, buffer.AsSpan(0, 4).SequenceEqual("GET "u8) || buffer.AsSpan(0, 5).SequenceEqual("HEAD "u8), routes.HttpsPort, id, start.AcceptedAt);
             return;
         }
 
@@ -85,7 +85,7 @@ internal sealed class PlainHttpFrontend : Frontend
         if (!await _workers.HandOffAsync(route.Pool, meta, fd, settings).ConfigureAwait(false))
         {
             Interlocked.Increment(ref DispatcherMetrics.NoWorker);
-            Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, start);
+            Reject(fd, 503, $"No worker is available for '{host}' right now; try again shortly.", id, start, route.Name);
         }
     }
 
@@ -134,7 +134,7 @@ internal sealed class PlainHttpFrontend : Frontend
     /// Answers a redirect to https from the dispatcher itself (no worker needed): 301 for GET and HEAD,
     /// 308 (method and body preserved) for anything else.
     /// </summary>
-    private unsafe void Redirect(int fd, string host, ReadOnlySpan<byte> target, bool safeMethod, int httpsPort, ulong id)
+    private unsafe void Redirect(int fd, string vhost, string host, ReadOnlySpan<byte> target, bool safeMethod, int httpsPort, ulong id, long acceptedAt)
     {
         var path = System.Text.Encoding.Latin1.GetString(target);
         if (!path.StartsWith('/'))
@@ -147,7 +147,7 @@ internal sealed class PlainHttpFrontend : Frontend
 
         var location = httpsPort == 443 ? $"https://{host}{path}" : $"https://{host}:{httpsPort}{path}";
         var code = safeMethod ? 301 : 308;
-        DispatcherMetrics.Response(code);
+        DispatcherMetrics.Response(code, vhost, 0, acceptedAt);
         Log.Debug("Connection {ConnectionId}: redirect to {Location}", id, location);
         var response = System.Text.Encoding.Latin1.GetBytes(
             $"HTTP/1.1 {code} {(safeMethod ? "Moved Permanently" : "Permanent Redirect")}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -159,14 +159,18 @@ internal sealed class PlainHttpFrontend : Frontend
     protected override void RefuseOverLimit(Socket client, int fd, bool perAddress) =>
         Respond(fd, perAddress ? 429 : 503, perAddress ? "Too many connections from your address; try again shortly." : "The server is busy; try again shortly.");
 
-    private void Reject(int fd, int code, string reason, ulong id, ConnectionStart start)
+    /// <summary>Refuses the connection with <paramref name="code"/>; <paramref name="vhost"/>: the site it was for, when one is served here.</summary>
+    private void Reject(int fd, int code, string reason, ulong id, ConnectionStart start, string? vhost = null)
     {
         if (MayLogConnection())
             Log.Information("Connection {ConnectionId} from {Client} refused with {Status}: {Reason}", id, start.ClientText, code, reason);
-        Respond(fd, code, reason);
+        var body = Respond(fd, code, reason);
+        if (vhost is not null)
+            DispatcherMetrics.VhostAnswers.Record(vhost, code, body, start.AcceptedAt);
     }
 
-    private static unsafe void Respond(int fd, int code, string reason)
+    /// <summary>Answers <paramref name="code"/> with <paramref name="reason"/> as a text body, and ends our side; returns the body's length.</summary>
+    private static unsafe int Respond(int fd, int code, string reason)
     {
         DispatcherMetrics.Response(code);
         var text = code switch
@@ -186,5 +190,6 @@ internal sealed class PlainHttpFrontend : Frontend
         fixed (byte* p = response)
             Libc.Send(fd, p, (nuint)response.Length, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
         Libc.Shutdown(fd, Libc.SHUT_WR);
+        return body.Length;
     }
 }

@@ -34,6 +34,19 @@ internal static class DispatcherMetrics
             Interlocked.Increment(ref Responses[code]);
     }
 
+    /// <summary>The dispatcher's own answers per vhost (the metrics per vhost).</summary>
+    public static VhostAnswers VhostAnswers { get; } = new();
+
+    /// <summary>
+    /// A response the dispatcher itself gave for a vhost it serves (a redirect, a 503 without a worker, a login's
+    /// answer): counted by code and for the vhost, with its body's bytes and the time since the accept.
+    /// </summary>
+    public static void Response(int code, string vhost, long bodyBytes, long acceptedAt)
+    {
+        Response(code);
+        VhostAnswers.Record(vhost, code, bodyBytes, acceptedAt);
+    }
+
     /// <summary>
     /// The answer to a StatsRequest: the counters in the message, and the vhosts' traffic (what the workers report,
     /// <see cref="WorkerPools.Traffic"/>) in a sealed memfd when there is any.
@@ -41,7 +54,7 @@ internal static class DispatcherMetrics
     public static void Answer(IpcChannel master, ulong requestId, IReadOnlyList<Frontend> frontends, WorkerPools workers)
     {
         var stats = Snapshot(requestId, frontends, workers);
-        var traffic = workers.Traffic();
+        var traffic = workers.Traffic(VhostAnswers);
         if (traffic.Count == 0)
         {
             master.Send(stats);

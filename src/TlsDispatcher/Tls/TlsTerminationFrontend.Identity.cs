@@ -70,7 +70,7 @@ internal sealed partial class TlsTerminationFrontend
                         {
                             var reason = errorStatus == 431 ? $"the request head exceeds {settings.MaxRequestHead} bytes" : error ?? "malformed request head";
                             Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {Status} {Reason}", id, start.ClientText, sni, errorStatus, reason);
-                            await RespondAsync(session, start.Fd, buffer, errorStatus, errorStatus == 431 ? "Request Header Fields Too Large" : "Bad Request", reason + "\n", null).ConfigureAwait(false);
+                            await RespondAsync(session, route.Name, start, buffer, errorStatus, errorStatus == 431 ? "Request Header Fields Too Large" : "Bad Request", reason + "\n", null).ConfigureAwait(false);
                             return;
                         }
 
@@ -91,7 +91,7 @@ internal sealed partial class TlsTerminationFrontend
                 catch (OperationCanceledException)
                 {
                     Log.Information("Connection {ConnectionId} from {Client} ({Sni}): no complete request head within {Timeout} ms", id, start.ClientText, sni, settings.HeaderTimeoutMs);
-                    await RespondAsync(session, start.Fd, buffer, 408, "Request Timeout", "No complete request arrived in time.\n", null).ConfigureAwait(false);
+                    await RespondAsync(session, route.Name, start, buffer, 408, "Request Timeout", "No complete request arrived in time.\n", null).ConfigureAwait(false);
                     return;
                 }
             }
@@ -101,14 +101,14 @@ internal sealed partial class TlsTerminationFrontend
             if (_routes().Route(hostName) is not { } hostRoute || hostRoute.Name != route.Name)
             {
                 Log.Information("Connection {ConnectionId} from {Client} ({Sni}): Host {Host} is not this vhost; 421", id, start.ClientText, sni, hostName);
-                await RespondAsync(session, start.Fd, buffer, 421, "Misdirected Request", $"{hostName} is not served on this connection.\n", null).ConfigureAwait(false);
+                await RespondAsync(session, route.Name, start, buffer, 421, "Misdirected Request", $"{hostName} is not served on this connection.\n", null).ConfigureAwait(false);
                 return;
             }
 
             var count = BasicCredentials.FindAuthorization(head, out var range);
             if (count > 1)
             {
-                await RespondAsync(session, start.Fd, buffer, 400, "Bad Request", "More than one Authorization header.\n", null).ConfigureAwait(false);
+                await RespondAsync(session, route.Name, start, buffer, 400, "Bad Request", "More than one Authorization header.\n", null).ConfigureAwait(false);
                 return;
             }
 
@@ -117,7 +117,7 @@ internal sealed partial class TlsTerminationFrontend
             {
                 Interlocked.Increment(ref DispatcherMetrics.LoginsChallenged);
                 Log.Information("Connection {ConnectionId} from {Client} ({Sni}): {What}; 401", id, start.ClientText, sni, count == 0 ? "no credentials" : "credentials that are not Basic login:password");
-                await RespondAsync(session, start.Fd, buffer, 401, "Unauthorized", "This site needs a login.\n", challenge).ConfigureAwait(false);
+                await RespondAsync(session, route.Name, start, buffer, 401, "Unauthorized", "This site needs a login.\n", challenge).ConfigureAwait(false);
                 return;
             }
 
@@ -128,7 +128,7 @@ internal sealed partial class TlsTerminationFrontend
                 CryptographicOperations.ZeroMemory(password);
                 Interlocked.Increment(ref DispatcherMetrics.LoginsThrottled);
                 Log.Warning("Connection {ConnectionId} from {Client} ({Sni}): login {Login} throttled: too many failed logins for this {Which}; 429 for {RetryAfter} s", id, start.ClientText, sni, login, blocked.Which, blocked.RetryAfter);
-                await RespondAsync(session, start.Fd, buffer, 429, "Too Many Requests", "Too many failed logins; try again later.\n", $"Retry-After: {blocked.RetryAfter}\r\n").ConfigureAwait(false);
+                await RespondAsync(session, route.Name, start, buffer, 429, "Too Many Requests", "Too many failed logins; try again later.\n", $"Retry-After: {blocked.RetryAfter}\r\n").ConfigureAwait(false);
                 return;
             }
 
@@ -142,7 +142,7 @@ internal sealed partial class TlsTerminationFrontend
                 if (verification is null)
                 {
                     Log.Warning("Connection {ConnectionId} from {Client} ({Sni}): {Queue} logins are already waiting for verification; 503", id, start.ClientText, sni, LoginVerifier.QueueCapacity);
-                    await RespondAsync(session, start.Fd, buffer, 503, "Service Unavailable", "Too many logins at once; try again shortly.\n", "Retry-After: 1\r\n").ConfigureAwait(false);
+                    await RespondAsync(session, route.Name, start, buffer, 503, "Service Unavailable", "Too many logins at once; try again shortly.\n", "Retry-After: 1\r\n").ConfigureAwait(false);
                     return;
                 }
 
@@ -158,7 +158,7 @@ internal sealed partial class TlsTerminationFrontend
                 throttle.Failed(address, login, identity.FailureWindowMs, Environment.TickCount64);
                 Interlocked.Increment(ref DispatcherMetrics.LoginsFailed);
                 Log.Warning("Connection {ConnectionId} from {Client} ({Sni}): login {Login} failed ({Why}); 401", id, start.ClientText, sni, login, user is null ? "no such login" : "wrong password");
-                await RespondAsync(session, start.Fd, buffer, 401, "Unauthorized", "Wrong login or password.\n", challenge).ConfigureAwait(false);
+                await RespondAsync(session, route.Name, start, buffer, 401, "Unauthorized", "Wrong login or password.\n", challenge).ConfigureAwait(false);
                 return;
             }
 
@@ -192,7 +192,7 @@ internal sealed partial class TlsTerminationFrontend
             }
 
             Interlocked.Increment(ref DispatcherMetrics.NoWorker);
-            await RespondAsync(session, start.Fd, buffer, 503, "Service Unavailable", "No worker is available for this site right now; try again shortly.\n", null).ConfigureAwait(false);
+            await RespondAsync(session, route.Name, start, buffer, 503, "Service Unavailable", "No worker is available for this site right now; try again shortly.\n", null).ConfigureAwait(false);
         }
         finally
         {
@@ -202,9 +202,10 @@ internal sealed partial class TlsTerminationFrontend
     }
 
     /// <summary>Answers the request through the session, then close_notify and the end of our side.</summary>
-    private async Task RespondAsync(BcTlsSession session, int fd, byte[] buffer, int code, string reason, string body, string? extraHeaders)
+    private async Task RespondAsync(BcTlsSession session, string vhost, ConnectionStart start, byte[] buffer, int code, string reason, string body, string? extraHeaders)
     {
-        DispatcherMetrics.Response(code);
+        var fd = start.Fd;
+        DispatcherMetrics.Response(code, vhost, Encoding.UTF8.GetByteCount(body), start.AcceptedAt);
         try
         {
             session.WritePlaintext(Encoding.ASCII.GetBytes($"HTTP/1.1 {code} {reason}\r\n{extraHeaders}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\nConnection: close\r\n\r\n{body}"));

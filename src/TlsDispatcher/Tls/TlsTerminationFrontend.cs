@@ -27,8 +27,9 @@ internal sealed partial class TlsTerminationFrontend : Frontend
 
     // One maximal TLS record and its header: what arrives past the handshake stays far below Connection.MaxInitial.
     private const int HandshakeReceiveSize = BcTlsSession.MaxRecordLength + 5;
+    private const string NoWorkerBody = "No worker is available for this site right now; try again shortly.\n";
     private static readonly byte[] NoWorkerResponse = System.Text.Encoding.ASCII.GetBytes(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 67\r\nConnection: close\r\n\r\nNo worker is available for this site right now; try again shortly.\n");
+        $"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {NoWorkerBody.Length}\r\nConnection: close\r\n\r\n{NoWorkerBody}");
     private static readonly string[] Http11Only = ["http/1.1"];
     private static readonly string[] H2AndHttp11 = ["h2", "http/1.1"];
 
@@ -234,7 +235,7 @@ internal sealed partial class TlsTerminationFrontend : Frontend
             // The handshake is done, so the client can still be told in HTTP (HTTP/1.1 only: an h2 client gets a
             // close). The exported state is dropped; the session goes on writing from where it was.
             Interlocked.Increment(ref DispatcherMetrics.NoWorker);
-            DispatcherMetrics.Response(503);
+            DispatcherMetrics.Response(503, route.Name, alpn != "h2" ? NoWorkerBody.Length : 0, start.AcceptedAt);
             if (alpn != "h2")
                 session.WritePlaintext(NoWorkerResponse);
             session.Close();
@@ -381,13 +382,9 @@ internal sealed partial class TlsTerminationFrontend : Frontend
             {
                 // The handshake is done, so the client can still be told in HTTP (HTTP/1.1 only: an h2 client gets a close).
                 Interlocked.Increment(ref DispatcherMetrics.NoWorker);
-                DispatcherMetrics.Response(503);
+                DispatcherMetrics.Response(503, route.Name, tls.Alpn != "h2" ? NoWorkerBody.Length : 0, start.AcceptedAt);
                 if (tls.Alpn != "h2")
-                {
-                    var body = "No worker is available for this site right now; try again shortly.\n";
-                    var response = System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}");
-                    await tls.Stream.WriteAsync(response).ConfigureAwait(false);
-                }
+                    await tls.Stream.WriteAsync(NoWorkerResponse).ConfigureAwait(false);
 
                 await tls.CloseAsync().ConfigureAwait(false);
                 return;

@@ -536,9 +536,10 @@ internal sealed class WorkerPools : IDisposable
 
     /// <summary>
     /// What each vhost of the current routes served, summed over the workers (live, finishing, and exited since this
-    /// dispatcher started); vhosts no longer routed are forgotten.
+    /// dispatcher started), with what the dispatcher <paramref name="answered"/> itself for it; vhosts no longer routed
+    /// are forgotten.
     /// </summary>
-    public List<VhostTraffic> Traffic()
+    public List<VhostTraffic> Traffic(Net.VhostAnswers? answered = null)
     {
         var routes = _routes();
         lock (_gate)
@@ -555,6 +556,8 @@ internal sealed class WorkerPools : IDisposable
                 }
             }
 
+            foreach (var own in answered?.Snapshot(routes.HasVhost) ?? [])
+                sums[own.Vhost] = sums.TryGetValue(own.Vhost, out var sum) ? sum.Plus(own) : own;
             return [.. sums.Values];
         }
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using Dispatch.Wire;
 using Dispatch.Wire.Payloads;
 using Microsoft.AspNetCore.Http;
 

@@ -121,6 +121,45 @@ public sealed class VhostMetricsTests : IDisposable
         Assert.Equal(bytesA, Sample("dispatch_vhost_response_bytes_total{vhost=\"a.localhost\"}"));
     }
 
+    /// <summary>
+    /// The dispatcher's own answers count for their vhost too: its redirects to https (301 for a GET, 308 for a POST;
+    /// no body) and its 503 when no worker comes (a pool whose worker fails at start), with the body bytes curl received.
+    /// </summary>
+    [SkippableFact]
+    public void The_dispatchers_own_redirects_and_503s_count_for_their_vhost()
+    {
+        var site = TwoTenantSite.Create("vhost-metrics-dispatcher");
+        var metricsPort = TestWorld.FreePort();
+        var failing = Path.Combine(site.Directory, "fails-at-start");
+        File.WriteAllText(failing, "#!/bin/sh\nexit 1\n");
+        File.SetUnixFileMode(failing, (UnixFileMode)0b111_101_101);
+        site.Config["pools"]!["a"]!["program"] = failing;
+        site.Terminate("b")["http"] = "redirect";
+        site.Config["metrics"] = new JsonObject { ["listen"] = $"127.0.0.1:{metricsPort}" };
+        var d = _dispatch = site.StartReady(_output);
+        var url = $"http://127.0.0.1:{d.HttpPort}/x?y";
+
+        Assert.Equal(301, Tools.Curl("-H", "Host: b.localhost", url).Status);
+        Assert.Equal(308, Tools.Curl("-H", "Host: b.localhost", "-d", "z=1", url).Status);
+        long bytesA = 0;
+        for (var i = 0; i < 2; i++)
+        {
+            var refused = Tools.Curl("-H", "Host: a.localhost", url);
+            Assert.Equal(503, refused.Status);
+            bytesA += Encoding.UTF8.GetByteCount(refused.Body);
+        }
+
+        Assert.True(bytesA > 0);
+        using var http = new HttpClient();
+        var metrics = http.GetStringAsync(new Uri($"http://127.0.0.1:{metricsPort}/metrics")).GetAwaiter().GetResult();
+        _output.WriteLine(metrics);
+        Assert.Contains("dispatch_vhost_requests_total{vhost=\"b.localhost\",code=\"3xx\"} 2\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("dispatch_vhost_response_bytes_total{vhost=\"b.localhost\"} 0\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("dispatch_vhost_requests_total{vhost=\"a.localhost\",code=\"5xx\"} 2\n", metrics, StringComparison.Ordinal);
+        Assert.Contains($"dispatch_vhost_response_bytes_total{{vhost=\"a.localhost\"}} {bytesA}\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("dispatch_vhost_request_duration_seconds_count{vhost=\"a.localhost\"} 2\n", metrics, StringComparison.Ordinal);
+    }
+
     [SkippableFact]
     public void A_one_shot_workers_request_is_counted_though_its_dispatcher_let_it_go_when_it_handed_the_connection_over()
     {

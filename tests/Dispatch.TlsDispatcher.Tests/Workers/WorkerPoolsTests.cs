@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using Dispatch.Platform.Interop;
+using Dispatch.TlsDispatcher.Net;
 using Dispatch.TlsDispatcher.Workers;
 using Dispatch.Wire;
 using Dispatch.Wire.Payloads;
@@ -157,6 +158,22 @@ public sealed class WorkerPoolsTests
         first.Dispose();
         second.Send(new WorkerTraffic([Served("a.localhost", 5, 50)]));
         Assert.True(Shows(15, 1050));
+
+        // What the dispatcher answered itself for a vhost joins its workers' counts (b.localhost: no worker reported
+        // it); a vhost no longer routed is left out.
+        var answered = new VhostAnswers();
+        answered.Record("a.localhost", 301, 0, Environment.TickCount64);
+        answered.Record("b.localhost", 503, 67, Environment.TickCount64);
+        answered.Record("gone.localhost", 503, 67, Environment.TickCount64);
+        var withAnswers = pools.Traffic(answered);
+        var a = Assert.Single(withAnswers, t => t.Vhost == "a.localhost");
+        Assert.Equal([0, 15, 1, 0, 0], a.Requests);
+        Assert.Equal(1050, a.BytesSent);
+        Assert.Equal(16, a.Buckets.Sum());
+        var b = Assert.Single(withAnswers, t => t.Vhost == "b.localhost");
+        Assert.Equal([0, 0, 0, 0, 1], b.Requests);
+        Assert.Equal(67, b.BytesSent);
+        Assert.DoesNotContain(withAnswers, t => t.Vhost == "gone.localhost");
     }
 
     /// <summary>An identity vhost is served by one pool per login: a worker of a login's pool counts for it, another pool's does not.</summary>

@@ -1,14 +1,13 @@
-using Dispatch.Wire;
-
-namespace Dispatch.Worker.Http;
+namespace Dispatch.Wire;
 
 /// <summary>
-/// What a vhost served in this worker since it started: requests by status class, body bytes sent, request durations
-/// (a sum and the buckets of <see cref="VhostTraffic.BucketBounds"/>). Bumped with <see cref="Interlocked"/> as each
-/// request ends (no lock, no allocation); read by the <see cref="TrafficReporter"/>, which sends them to the
-/// dispatcher, whence they reach the metrics (docs/operations.md, "Metrics per vhost").
+/// What a vhost served since a start, as it is served: requests by status class, body bytes sent, request durations (a
+/// sum and the buckets of <see cref="VhostTraffic.BucketBounds"/>). Bumped with <see cref="Interlocked"/> as each
+/// request ends (no lock, no allocation); a <see cref="VhostTraffic"/> when read. A worker counts what it serves (its
+/// reporter sends the counts to the dispatcher), the dispatcher what it answers itself (redirects, 503 without a
+/// worker, a login's answers); both reach the metrics (docs/operations.md, "Metrics per vhost").
 /// </summary>
-internal sealed class VhostCounters
+public sealed class VhostCounters
 {
     private readonly long[] _requests = new long[VhostTraffic.Classes];
     private readonly long[] _buckets = new long[VhostTraffic.BucketCount];
