@@ -509,7 +509,11 @@ internal sealed class WorkerPools : IDisposable
         link.Dispose();
     }
 
-    /// <summary>A worker's report of what it served: believed for the vhosts its pool serves only (an identity vhost: each login's pool).</summary>
+    /// <summary>
+    /// A worker's report of what it served: believed for the vhosts its pool serves (an identity vhost: each login's
+    /// pool), and for those it was believed for before: a reload that moves a vhost to another pool lets the old pool's
+    /// workers finish, and their last requests for it still count.
+    /// </summary>
     private void OnTraffic(WorkerLink link, WorkerTraffic report)
     {
         var routes = _routes();
@@ -518,7 +522,7 @@ internal sealed class WorkerPools : IDisposable
         {
             foreach (var v in report.Vhosts)
             {
-                if (routes.Serves(link.Pool, v.Vhost))
+                if (routes.Serves(link.Pool, v.Vhost) || link.Traffic.ContainsKey(v.Vhost))
                     link.Traffic[v.Vhost] = v;
                 else
                     stray ??= v.Vhost;

@@ -176,6 +176,49 @@ public sealed class WorkerPoolsTests
         Assert.DoesNotContain(withAnswers, t => t.Vhost == "gone.localhost");
     }
 
+    /// <summary>
+    /// A reload that moves a vhost to another pool: the old pool's workers finish what they have, and what they report
+    /// for it after the reload still counts, since it was theirs when they served it (a vhost they never reported stays
+    /// another pool's).
+    /// </summary>
+    [Fact]
+    public void A_vhost_moved_to_another_pool_keeps_counting_the_old_pools_last_requests()
+    {
+        using var master = IpcChannel.CreatePair("master", out var masterPeer);
+        using var masterEnd = new Socket(new SafeSocketHandle(masterPeer, ownsHandle: true));
+        static RouteTable Routes(long generation, string poolOfA) => new(
+            new RouteSnapshot(
+                generation,
+                new DispatcherSettings(10_000, 16_384, 10_000, 10_000),
+                [
+                    new VhostRoute("a.localhost", [], poolOfA, TlsModes.Passthrough, [], HttpModes.Serve, false, TlsEngines.BouncyCastle),
+                    new VhostRoute("b.localhost", [], "b", TlsModes.Passthrough, [], HttpModes.Serve, false, TlsEngines.BouncyCastle),
+                ],
+                null,
+                443,
+                [new PoolRoute("a", 0, false, 0, 600_000), new PoolRoute("b", 0, false, 0, 600_000)]),
+            Serilog.Core.Logger.None);
+        using var before = Routes(1, "a");
+        using var after = Routes(2, "b");
+        var current = before;
+        var sink = new CollectingSink();
+        using var pools = new WorkerPools(master, () => current, new Serilog.LoggerConfiguration().WriteTo.Sink(sink).CreateLogger(), Timeout.InfiniteTimeSpan);
+        var (dispatcherEnd, workerEnd) = IpcChannel.RawPair(Libc.SOCK_SEQPACKET);
+        pools.OnWorkerReady(new WorkerReady(0, "a", 1, Environment.ProcessId), dispatcherEnd);
+        using var worker = IpcChannel.FromDescriptor(workerEnd, "dispatcher");
+        static VhostTraffic Served(string vhost, long ok) => new(vhost, [0, ok, 0, 0, 0], ok, ok, [ok, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        long Counted(string vhost) => pools.Traffic().SingleOrDefault(t => t.Vhost == vhost)?.Requests[1] ?? 0;
+
+        worker.Send(new WorkerTraffic([Served("a.localhost", 3)]));
+        Assert.True(SpinWait.SpinUntil(() => Counted("a.localhost") == 3, TimeSpan.FromSeconds(30)), $"a.localhost: {Counted("a.localhost")}");
+
+        current = after;
+        worker.Send(new WorkerTraffic([Served("a.localhost", 5), Served("b.localhost", 100)]));
+        Assert.True(SpinWait.SpinUntil(() => Counted("a.localhost") == 5, TimeSpan.FromSeconds(30)), $"a.localhost: {Counted("a.localhost")}");
+        Assert.True(SpinWait.SpinUntil(() => sink.Lines().Any(l => l.Contains("reported traffic of \"b.localhost\"", StringComparison.Ordinal)), TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, Counted("b.localhost"));
+    }
+
     /// <summary>An identity vhost is served by one pool per login: a worker of a login's pool counts for it, another pool's does not.</summary>
     [Fact]
     public void An_identity_vhosts_traffic_counts_from_the_workers_of_its_logins_pools()
