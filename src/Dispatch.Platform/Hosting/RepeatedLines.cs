@@ -64,6 +64,20 @@ public sealed class RepeatedLines
         }
     }
 
+    /// <summary>
+    /// Writes a warning of <paramref name="messageTemplate"/> if the line of <paramref name="key"/> may be written now
+    /// (<see cref="Allow"/>), saying how many times it was held back since the last one when it was.
+    /// </summary>
+    public void Warning(Serilog.ILogger log, string key, string messageTemplate, params object?[] values)
+    {
+        if (!Allow(key, out var notLogged))
+            return;
+        if (notLogged == 0)
+            log.Warning(messageTemplate, values);
+        else
+            log.Warning(messageTemplate + " (also {NotLogged} times since the last such line)", [.. values, notLogged]);
+    }
+
     private void Prune(long now)
     {
         foreach (var (key, seen) in _keys)

@@ -226,13 +226,7 @@ internal sealed class WorkerStartup(
     private void Refuse(ChildProcess dispatcher, NeedWorker request, string reason, TimeSpan retryAfter = default)
     {
         // Keyed by what the refusal is, not its text: a backoff's says how long is left.
-        if (_refusals.Allow(request.Pool + (retryAfter > TimeSpan.Zero ? "\nbackoff" : "\n" + reason), out var notLogged))
-        {
-            if (notLogged > 0)
-                log.Warning("Refused a worker for pool {Pool}: {Reason} (also {NotLogged} times since the last such line)", request.Pool, reason, notLogged);
-            else
-                log.Warning("Refused a worker for pool {Pool}: {Reason}", request.Pool, reason);
-        }
+        _refusals.Warning(log, request.Pool + (retryAfter > TimeSpan.Zero ? "\nbackoff" : "\n" + reason), "Refused a worker for pool {Pool}: {Reason}", request.Pool, reason);
 
         counters.WorkerRefused(request.Pool);
         try

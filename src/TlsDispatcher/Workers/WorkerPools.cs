@@ -455,13 +455,7 @@ internal sealed class WorkerPools : IDisposable
             SignalLocked();
         }
 
-        if (_refusals.Allow(refused.Pool + (refused.RetryAfterMs > 0 ? "\nbackoff" : "\n" + refused.Reason), out var notLogged))
-        {
-            if (notLogged > 0)
-                _log.Warning("No new worker for pool {Pool}: {Reason} (also {NotLogged} times since the last such line)", refused.Pool, refused.Reason, notLogged);
-            else
-                _log.Warning("No new worker for pool {Pool}: {Reason}", refused.Pool, refused.Reason);
-        }
+        _refusals.Warning(_log, refused.Pool + (refused.RetryAfterMs > 0 ? "\nbackoff" : "\n" + refused.Reason), "No new worker for pool {Pool}: {Reason}", refused.Pool, refused.Reason);
     }
 
     public void OnGone(WorkerGone gone)

@@ -1,4 +1,6 @@
 using Dispatch.Platform.Hosting;
+using Dispatch.TlsDispatcher.Tests;
+using Serilog;
 
 namespace Dispatch.Tests.Platform.Hosting;
 
@@ -31,6 +33,23 @@ public class RepeatedLinesTests
         now += 120_000;
         Assert.True(lines.Allow("a|full", out notLogged));
         Assert.Equal(1, notLogged);
+    }
+
+    [Fact]
+    public void A_warning_is_written_once_then_with_the_count_held_back()
+    {
+        var now = 0L;
+        var lines = new RepeatedLines(TimeSpan.FromSeconds(60), () => now);
+        var sink = new CollectingSink();
+        var log = new LoggerConfiguration().WriteTo.Sink(sink).CreateLogger();
+        for (var i = 0; i < 3; i++)
+            lines.Warning(log, "b|full", "Refused a worker for pool {Pool}: {Reason}", "b", "full");
+        now += 60_000;
+        lines.Warning(log, "b|full", "Refused a worker for pool {Pool}: {Reason}", "b", "full");
+
+        Assert.Equal(
+            ["Refused a worker for pool \"b\": \"full\"", "Refused a worker for pool \"b\": \"full\" (also 2 times since the last such line)"],
+            sink.Lines());
     }
 
     [Fact]
