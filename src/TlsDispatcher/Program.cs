@@ -128,9 +128,9 @@ internal static class Program
 
             master.Send(JailProbe.Run(setup.ProbePaths, setup.ProbeThreads));
 
-            using var poller = new ReadinessPoller();
-            using var pools = workers = new WorkerPools(master, () => routes, log) { ChannelReadiness = poller };
             using var limits = new ClientLimits(() => routes.Settings.Limits, log);
+            using var poller = new ReadinessPoller { Turns = new ConnectionTurns(limits.OpenFrom) };
+            using var pools = workers = new WorkerPools(master, () => routes, log) { ChannelReadiness = poller };
             using var connectionLog = new ConnectionLogBudget(log, "refused, malformed, handshakes failed or timed out");
             // Ready before the first accept: a client already waiting could otherwise make this process ask
             // for a worker before the master has seen it ready.

@@ -78,6 +78,13 @@ internal sealed class ClientLimits : IDisposable
         return refusal;
     }
 
+    /// <summary>The connections <paramref name="address"/> has open here now (what <see cref="ConnectionTurns"/> orders by).</summary>
+    public int OpenFrom(IPAddress address)
+    {
+        lock (_gate)
+            return _addresses.TryGetValue(address, out var e) ? e.Open : 0;
+    }
+
     public void Release(IPAddress? address)
     {
         lock (_gate)

@@ -263,9 +263,10 @@ internal abstract class Frontend
                     return;
             }
 
+            var address = (start?.Client ?? peer)?.Address;
             if (Limits is not null)
             {
-                admitted = (start?.Client ?? peer)?.Address;
+                admitted = address;
                 var refusal = Limits.TryAdmit(admitted);
                 if (refusal != ClientLimits.Refusal.None)
                 {
@@ -276,13 +277,18 @@ internal abstract class Frontend
                 counted = true;
             }
 
+            // From here every wait for the client ends in this connection's turn by its address (ConnectionTurns).
+            Poller.Track(fd, address);
             if (start is null)
             {
                 if (!await AwaitPreludeAsync(client, fd, accepted).ConfigureAwait(false) && !HandleOnAcceptLoop)
                 {
                     // The prelude was there at once, and this connection's work is long (a handshake): it leaves the
-                    // accept loop for the thread pool, as a wait would have made it.
-                    await Task.Yield();
+                    // accept loop for the thread pool, as a wait would have made it, in its turn.
+                    if (Poller.Turns is { } turns)
+                        await turns.Yield(address);
+                    else
+                        await Task.Yield();
                 }
 
                 buffer = KeptArrayPool.Instance.Rent(PreludeSize + ProxyProtocol.MaxV2);

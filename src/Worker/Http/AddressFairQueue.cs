@@ -1,4 +1,5 @@
 using System.Net;
+using Dispatch.Platform.Net;
 
 namespace Dispatch.Worker.Http;
 
@@ -12,11 +13,11 @@ namespace Dispatch.Worker.Http;
 /// </summary>
 internal sealed class AddressFairQueue(Func<IPAddress, int>? openFrom = null)
 {
-    /// <summary>Fewer connections than this open from an address: its turns come first.</summary>
-    internal const int LightBelow = 8;
+    /// <summary>Fewer connections than this open from an address: its turns come first (<see cref="AddressTurns"/>).</summary>
+    internal const int LightBelow = AddressTurns.LightBelow;
 
     /// <summary>Turns of light addresses before one of a heavy address, when both wait.</summary>
-    internal const int LightPerHeavy = 4;
+    internal const int LightPerHeavy = AddressTurns.LightPerHeavy;
 
     private readonly Dictionary<IPAddress, Queue<PendingConnection>> _byAddress = [];
     private readonly Queue<IPAddress> _light = new();

@@ -22,6 +22,21 @@ public class ClientLimitsTests
         Assert.Equal(ClientLimits.Refusal.None, limits.TryAdmit(Flooder));
     }
 
+    [Fact]
+    public void The_connections_open_from_an_address_are_those_admitted_and_not_released()
+    {
+        // What ConnectionTurns orders the dispatcher's steps by; a refused connection is not open.
+        using var limits = new ClientLimits(() => new ClientLimitSettings(2, 0, 100, 0), new LoggerConfiguration().CreateLogger());
+        Assert.Equal(0, limits.OpenFrom(Flooder));
+        limits.TryAdmit(Flooder);
+        limits.TryAdmit(Flooder);
+        limits.TryAdmit(Flooder);
+        Assert.Equal(2, limits.OpenFrom(Flooder));
+        Assert.Equal(0, limits.OpenFrom(IPAddress.Loopback));
+        limits.Release(Flooder);
+        Assert.Equal(1, limits.OpenFrom(Flooder));
+    }
+
     // A burst refused within one reporting interval was logged as its first refusal only ("Refused 1"), the rest never,
     // unless another refusal came after the interval: a flood's ramp refused 247 connections from one address and the
     // log said 1 (bench/flood.sh, stalled-http from one address).

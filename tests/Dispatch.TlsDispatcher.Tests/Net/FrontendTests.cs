@@ -138,12 +138,44 @@ public sealed class FrontendTests : IDisposable
         Assert.Equal(1, frontend.Accepted);
     }
 
+    [Fact]
+    public async Task A_visitors_handshake_takes_its_turn_before_a_floods_accepted_before_it()
+    {
+        // Both preludes are there at the accept, both connections leave the accept loop for the pool, the flood's first:
+        // the visitor's is handled first all the same (ConnectionTurns). Run in the order they came, it would be second.
+        var flood = IPAddress.Parse("127.0.0.2");
+        var visitor = IPAddress.Parse("127.0.0.3");
+        var tokens = new System.Collections.Concurrent.ConcurrentQueue<IThreadPoolWorkItem>();
+        using var poller = new ReadinessPoller { Turns = new ConnectionTurns(a => a.Equals(flood) ? 100 : 0, tokens.Enqueue) };
+        var frontend = new TestFrontend(_listener, poller, onAcceptLoop: false);
+        await ConnectAsync(Prelude, _listener, flood);
+        await ConnectAsync(Prelude, _listener, visitor);
+        _ = frontend.RunAsync(_stop.Token);
+
+        var deadline = DateTime.UtcNow + Patience;
+        while (tokens.Count < 2 && DateTime.UtcNow < deadline)
+            await Task.Delay(10);
+        Assert.Equal(2, tokens.Count);
+        Assert.False(frontend.Handled.Reader.TryPeek(out _));
+        foreach (var expected in new[] { visitor, flood })
+        {
+            Assert.True(tokens.TryDequeue(out var token));
+            await Task.Run(token.Execute).WaitAsync(Patience);
+            var handled = await frontend.Handled.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+            Assert.Equal(expected, handled.Client);
+        }
+
+        Assert.Equal(0, poller.Waits);
+    }
+
     private Task<Socket> ConnectAsync(int send) => ConnectAsync(send, _listener);
 
-    private async Task<Socket> ConnectAsync(int send, Socket listener)
+    private async Task<Socket> ConnectAsync(int send, Socket listener, IPAddress? from = null)
     {
         var client = new Socket(listener.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         _clients.Add(client);
+        if (from is not null)
+            client.Bind(new IPEndPoint(from, 0));
         await client.ConnectAsync(listener.LocalEndPoint!);
         if (send > 0)
         {
@@ -172,7 +204,7 @@ public sealed class FrontendTests : IDisposable
         }
     }
 
-    private sealed record Handling(long WaitsBefore, int LowWater, string? Failure, bool NoDelay, int UnsentLimit, int StatusFlags);
+    private sealed record Handling(long WaitsBefore, int LowWater, string? Failure, bool NoDelay, int UnsentLimit, int StatusFlags, IPAddress? Client);
 
     private sealed class TestFrontend(Socket listener, ReadinessPoller poller, bool onAcceptLoop)
         : Frontend(listener, "127.0.0.1:test", new TrustedProxies([]), poller, Serilog.Core.Logger.None)
@@ -209,7 +241,7 @@ public sealed class FrontendTests : IDisposable
                 failure = e.Message;
             }
 
-            Handled.Writer.TryWrite(new Handling(waits, lowWater, failure, noDelay, BitConverter.ToInt32(unsent), flags));
+            Handled.Writer.TryWrite(new Handling(waits, lowWater, failure, noDelay, BitConverter.ToInt32(unsent), flags, start.Client?.Address));
             return Task.CompletedTask;
         }
     }

@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
 using Dispatch.Platform.Interop;
 using Dispatch.TlsDispatcher.Net;
 using Dispatch.Wire;
@@ -74,6 +77,46 @@ public sealed class ReadinessPollerTests
         await Assert.ThrowsAsync<SysCallException>(() => receive.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(0, poller.Registered);
         Assert.Throws<SysCallException>(() => channel.Send(new WorkerLoad(2, 2)));
+    }
+
+    [Fact]
+    public async Task A_tracked_clients_wait_ends_in_its_connections_turn_and_an_untracked_descriptors_at_once()
+    {
+        var tokens = new ConcurrentQueue<IThreadPoolWorkItem>();
+        using var poller = new ReadinessPoller { Turns = new ConnectionTurns(_ => 100, tokens.Enqueue) };
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen();
+        using var trackedClient = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        trackedClient.Connect(listener.LocalEndPoint!);
+        using var tracked = listener.Accept();
+        using var otherClient = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        otherClient.Connect(listener.LocalEndPoint!);
+        using var other = listener.Accept();
+
+        poller.Track((int)tracked.Handle, IPAddress.Loopback);
+        var trackedWait = poller.WaitReadableAsync((int)tracked.Handle, CancellationToken.None);
+        var otherWait = poller.WaitReadableAsync((int)other.Handle, CancellationToken.None);
+        trackedClient.Send([1]);
+        otherClient.Send([1]);
+
+        await otherWait.WaitAsync(TimeSpan.FromSeconds(30));
+        await WaitUntilAsync(() => !tokens.IsEmpty, "the tracked wait's end queued no turn");
+        Assert.False(trackedWait.IsCompleted);
+        Assert.True(tokens.TryDequeue(out var token));
+        token.Execute();
+        Assert.True(trackedWait.IsCompleted, "the wait did not end in the turn itself");
+        Assert.True(tokens.IsEmpty);
+
+        // Removed, it is forgotten: its next wait ends at once again.
+        poller.Remove((int)tracked.Handle);
+        tracked.Receive(new byte[1]);
+        var again = poller.WaitReadableAsync((int)tracked.Handle, CancellationToken.None);
+        trackedClient.Send([2]);
+        await again.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(tokens.IsEmpty);
+        poller.Remove((int)tracked.Handle);
+        poller.Remove((int)other.Handle);
     }
 
     /// <summary>How many epoll sets of this process watch <paramref name="fd"/> (their <c>tfd</c> lines in /proc/self/fdinfo).</summary>
