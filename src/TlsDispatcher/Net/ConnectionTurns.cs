@@ -34,7 +34,7 @@ internal sealed class ConnectionTurns : IThreadPoolWorkItem
         _post = post ?? (static item => ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false));
     }
 
-    /// <summary>Light steps that ran before a heavy one queued earlier (what the order changed; metrics and tests).</summary>
+    /// <summary>Light steps that ran before a heavy one queued earlier (what the order changed; for tests).</summary>
     public long LightFirst => Interlocked.Read(ref _lightFirst);
 
     /// <summary>Steps waiting for their turn.</summary>

@@ -59,6 +59,10 @@ internal sealed class CgiHandler(Serilog.ILogger log)
 
     private const int BufferSize = 64 * 1024;
 
+    // How long a run's clean-up waits for the feed of the request body to end once told to (it ends at once, unless a body
+    // read on an aborted connection is not woken): the script is then killed and its descriptors closed all the same.
+    private static readonly TimeSpan FeedEndWait = TimeSpan.FromSeconds(5);
+
     private static readonly byte[] NotFoundBody = Encoding.UTF8.GetBytes("Not Found\n");
     private static readonly byte[] ForbiddenBody = Encoding.UTF8.GetBytes("Forbidden\n");
     private static readonly byte[] BusyBody = Encoding.UTF8.GetBytes("Service Unavailable: too many CGI scripts running\n");
@@ -375,16 +379,27 @@ internal sealed class CgiHandler(Serilog.ILogger log)
             finally
             {
                 await stopInput.CancelAsync();
-                await stdin;
-                if (!process.Exited.IsCompleted)
+                try
                 {
-                    process.Kill();
+                    await stdin.WaitAsync(FeedEndWait);
                 }
+                catch (TimeoutException)
+                {
+                    Log.Warning("CGI {Script} of {Vhost}: the request body's read did not end in {Seconds} s; cleaned up without it", script, vhost.Name, FeedEndWait.TotalSeconds);
+                }
+                finally
+                {
+                    // Even if the feed failed in a way not foreseen: the script is killed, reaped and its descriptors closed.
+                    if (!process.Exited.IsCompleted)
+                    {
+                        process.Kill();
+                    }
 
-                await kill.DisposeAsync();
-                stopStderr.CancelAfter(TimeSpan.FromSeconds(1));
-                await stderr;
-                await process.DisposeAsync();
+                    await kill.DisposeAsync();
+                    stopStderr.CancelAfter(TimeSpan.FromSeconds(1));
+                    await stderr;
+                    await process.DisposeAsync();
+                }
             }
         }
 
@@ -658,9 +673,13 @@ internal sealed class CgiHandler(Serilog.ILogger log)
 
                 process.Stdin.Dispose(); // end of file for the script
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (OperationCanceledException)
             {
-                // The run is over (or timed out, or the client left): nothing more to feed.
+                // The run is over (or timed out, or the client left): nothing more to feed. Or the connection was aborted
+                // (the run's own abort for its output limit, say): Kestrel's body read then throws ConnectionAbortedException,
+                // an OperationCanceledException, and it may do so before this token is cancelled, since Kestrel cancels
+                // RequestAborted on the thread pool. Unfiltered, so that it never faults the feed (a CI run leaked a script's
+                // descriptors that way); the run's stop kills the script.
             }
             catch (Exception e) when (e is IOException or BadHttpRequestException or ObjectDisposedException)
             {
