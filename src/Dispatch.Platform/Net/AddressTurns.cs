@@ -13,4 +13,11 @@ public static class AddressTurns
 
     /// <summary>Turns of light addresses before one of a heavy address, when both wait.</summary>
     public const int LightPerHeavy = 4;
+
+    /// <summary>
+    /// Whether the next turn is a heavy address's: one waits, and either no light one does or
+    /// <see cref="LightPerHeavy"/> light turns in a row went before it.
+    /// </summary>
+    public static bool HeavyNext(bool lightWaits, bool heavyWaits, int lightInARow) =>
+        heavyWaits && (!lightWaits || lightInARow >= LightPerHeavy);
 }

@@ -67,7 +67,7 @@ internal sealed class ConnectionTurns : IThreadPoolWorkItem
         Step step;
         lock (_lock)
         {
-            var heavy = _heavy.Count > 0 && (_light.Count == 0 || _lightInARow >= AddressTurns.LightPerHeavy);
+            var heavy = AddressTurns.HeavyNext(_light.Count > 0, _heavy.Count > 0, _lightInARow);
             if (!(heavy ? _heavy : _light).TryDequeue(out step))
                 return; // one token per step: not reached
             if (!heavy && _heavy.Count > 0)

@@ -42,7 +42,7 @@ internal sealed class AddressFairQueue(Func<IPAddress, int>? openFrom = null)
 
     public bool TryTake(out PendingConnection pending)
     {
-        var heavy = _heavy.Count > 0 && (_light.Count == 0 || _lightInARow >= LightPerHeavy);
+        var heavy = AddressTurns.HeavyNext(_light.Count > 0, _heavy.Count > 0, _lightInARow);
         if (!(heavy ? _heavy : _light).TryDequeue(out var address))
         {
             pending = default;
