@@ -451,6 +451,29 @@ public sealed class ConfinedFileProviderTests : IDisposable
     }
 
     [Fact]
+    public void A_cached_file_asked_for_as_a_directory_is_not_walked_again_within_the_validity_period()
+    {
+        // DefaultFiles asks "/f.txt/" of every request for "/f.txt": with "/f.txt" cached as a file, the answer comes from
+        // the cache. Shown by turning the file into a directory: the cached answer holds for the validity period (the
+        // documented staleness), then the walk sees the directory.
+        _dir.Write("root/f.txt", "file");
+        using var provider = CachedProvider();
+        Assert.False(provider.GetDirectoryContents("/f.txt/").Exists); // nothing cached yet: walked (ENOTDIR)
+        Assert.Equal("file", Read(provider.GetFileInfo("/f.txt")));
+
+        File.Delete(_dir.Combine("root/f.txt"));
+        _dir.Write("root/f.txt/index.html", "now a directory");
+        _now += 999;
+        Assert.False(provider.GetDirectoryContents("/f.txt/").Exists);
+        Assert.True(provider.GetDirectoryContents("/sub/").Exists); // a directory is still walked and listed
+
+        _now += 1;
+        var contents = provider.GetDirectoryContents("/f.txt/");
+        Assert.True(contents.Exists);
+        Assert.Equal(["index.html"], contents.Select(f => f.Name));
+    }
+
+    [Fact]
     public void Listings_are_not_cached()
     {
         using var provider = CachedProvider();

@@ -221,30 +221,74 @@ public sealed class TlsRecordProtection : IDisposable
     public int Encrypt(TlsContentType type, ReadOnlySpan<byte> plaintext, Span<byte> record)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (plaintext.Length > MaxPlaintext)
-            throw new ArgumentException($"a record carries at most {MaxPlaintext} bytes, not {plaintext.Length}", nameof(plaintext));
-        var length = RecordLength(plaintext.Length);
+        CheckRoom(plaintext.Length, record);
+        plaintext.CopyTo(record.Slice(PayloadOffset, plaintext.Length));
+        return Seal(type, record.Slice(PayloadOffset, plaintext.Length + (Version == TlsSessionState.Tls13 ? 1 : 0)), record);
+    }
+
+    /// <summary>
+    /// Encrypts the first <paramref name="length"/> bytes of <paramref name="source"/> into one whole record at the start
+    /// of <paramref name="record"/>, as <see cref="Encrypt"/> does, but without copying them into the record first: the
+    /// cipher reads them where they are. TLS 1.3 seals the content type after the plaintext, so there
+    /// <paramref name="source"/> holds one byte more, which is borrowed for it and put back before this returns.
+    /// </summary>
+    /// <returns>The record's length.</returns>
+    /// <exception cref="ArgumentException">Too much plaintext, too little room, or a source that overlaps the record.</exception>
+    public int EncryptFrom(TlsContentType type, Span<byte> source, int length, Span<byte> record)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckRoom(length, record);
+        var tls13 = Version == TlsSessionState.Tls13;
+        var plaintext = source[..(length + (tls13 ? 1 : 0))];
+        if (plaintext.Overlaps(record))
+            throw new ArgumentException("the plaintext to seal from must not overlap the record", nameof(source));
+        if (!tls13)
+            return Seal(type, plaintext, record);
+        var borrowed = plaintext[length];
+        try
+        {
+            return Seal(type, plaintext, record);
+        }
+        finally
+        {
+            plaintext[length] = borrowed;
+        }
+    }
+
+    private void CheckRoom(int plaintextLength, Span<byte> record)
+    {
+        if (plaintextLength > MaxPlaintext)
+            throw new ArgumentException($"a record carries at most {MaxPlaintext} bytes, not {plaintextLength}", nameof(plaintextLength));
+        var length = RecordLength(plaintextLength);
         if (record.Length < length)
-            throw new ArgumentException($"a record of {plaintext.Length} bytes needs {length} bytes of room, not {record.Length}", nameof(record));
+            throw new ArgumentException($"a record of {plaintextLength} bytes needs {length} bytes of room, not {record.Length}", nameof(record));
+    }
+
+    // Seals the plaintext (TLS 1.3: followed by one byte of room for the inner content type) into the record: in place
+    // when it already lies at the record's payload, else from where it is.
+    private int Seal(TlsContentType type, Span<byte> plaintext, Span<byte> record)
+    {
+        var tls13 = Version == TlsSessionState.Tls13;
+        var plaintextLength = plaintext.Length - (tls13 ? 1 : 0);
+        var length = RecordLength(plaintextLength);
         var sequence = NextSequence();
         var payloadOffset = PayloadOffset;
-        var payload = record.Slice(payloadOffset, plaintext.Length);
-        plaintext.CopyTo(payload);
         Span<byte> nonce = stackalloc byte[NonceLength];
-        record[0] = Version == TlsSessionState.Tls13 ? (byte)TlsContentType.ApplicationData : (byte)type;
+        record[0] = tls13 ? (byte)TlsContentType.ApplicationData : (byte)type;
         BinaryPrimitives.WriteUInt16BigEndian(record[1..], LegacyVersion);
         BinaryPrimitives.WriteUInt16BigEndian(record[3..], (ushort)(length - HeaderLength));
-        if (Version == TlsSessionState.Tls13)
+        if (tls13)
         {
-            record[payloadOffset + plaintext.Length] = (byte)type;
-            var inner = record.Slice(payloadOffset, plaintext.Length + 1);
+            // The record's own payload has room for the type byte; a separate source was given one (EncryptFrom).
+            var inner = plaintext.Overlaps(record) ? record.Slice(payloadOffset, plaintextLength + 1) : plaintext;
+            inner[plaintextLength] = (byte)type;
             XorNonce(sequence, nonce);
-            Seal(nonce, inner, record.Slice(payloadOffset + inner.Length, TagLength), record[..HeaderLength]);
+            Seal(nonce, inner, record.Slice(payloadOffset, plaintextLength + 1), record.Slice(payloadOffset + plaintextLength + 1, TagLength), record[..HeaderLength]);
         }
         else
         {
             Span<byte> aad = stackalloc byte[13];
-            WriteTls12Aad(aad, sequence, type, plaintext.Length);
+            WriteTls12Aad(aad, sequence, type, plaintextLength);
             if (IsChaCha)
             {
                 XorNonce(sequence, nonce);
@@ -256,7 +300,7 @@ public sealed class TlsRecordProtection : IDisposable
                 nonce[4..].CopyTo(record[HeaderLength..]);
             }
 
-            Seal(nonce, payload, record.Slice(payloadOffset + payload.Length, TagLength), aad);
+            Seal(nonce, plaintext, record.Slice(payloadOffset, plaintextLength), record.Slice(payloadOffset + plaintextLength, TagLength), aad);
         }
 
         SequenceNumber = sequence + 1;
@@ -427,12 +471,12 @@ public sealed class TlsRecordProtection : IDisposable
         BinaryPrimitives.WriteUInt16BigEndian(aad[11..], (ushort)length);
     }
 
-    private void Seal(ReadOnlySpan<byte> nonce, Span<byte> data, Span<byte> tag, ReadOnlySpan<byte> aad)
+    private void Seal(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> plaintext, Span<byte> ciphertext, Span<byte> tag, ReadOnlySpan<byte> aad)
     {
         if (IsChaCha)
-            _chacha!.Encrypt(nonce, data, data, tag, aad);
+            _chacha!.Encrypt(nonce, plaintext, ciphertext, tag, aad);
         else
-            _aes!.Encrypt(nonce, data, data, tag, aad);
+            _aes!.Encrypt(nonce, plaintext, ciphertext, tag, aad);
     }
 
     private void Open(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> ciphertext, ReadOnlySpan<byte> tag, Span<byte> plaintext, ReadOnlySpan<byte> aad)

@@ -131,10 +131,23 @@ internal sealed class ConfinedFileProvider : IFileProvider, IDisposable
     /// </summary>
     internal static void BeginRequest() => s_requestMemo.Value = new RequestMemo();
 
-    public IDirectoryContents GetDirectoryContents(string subpath) =>
-        TryResolve(subpath, out var entry) && entry.IsDirectory
+    /// <summary>
+    /// A directory's listing, or "not found". DefaultFiles asks this of every GET with a slash added ("/style.css/"),
+    /// to redirect a directory named without one; when the open-file cache holds a valid answer that the path without
+    /// that slash is a file, that answer says "not found" without a walk (the walk would only fail, ENOTDIR: one system
+    /// call per request for every static file but an index). As stale as the cached answer, at most one validity period.
+    /// </summary>
+    public IDirectoryContents GetDirectoryContents(string subpath)
+    {
+        if (IsCachedFile(subpath))
+        {
+            return NotFoundDirectoryContents.Singleton;
+        }
+
+        return TryResolve(subpath, out var entry) && entry.IsDirectory
             ? new ConfinedDirectoryContents(this, subpath, entry.RealPath)
             : NotFoundDirectoryContents.Singleton;
+    }
 
     public IChangeToken Watch(string filter) => NullChangeToken.Singleton;
 
@@ -265,6 +278,22 @@ internal sealed class ConfinedFileProvider : IFileProvider, IDisposable
         }
 
         return true;
+    }
+
+    // Whether subpath is "<p>/" and the cache holds a valid answer that <p> is a file (no walk, no system call).
+    private bool IsCachedFile(string? subpath)
+    {
+        var cache = _cache;
+        if (cache is null || _disposed || subpath is not { Length: > 1 } || subpath[^1] != '/' || subpath[^2] == '/')
+        {
+            return false;
+        }
+
+        var lookup = cache.GetAlternateLookup<ReadOnlySpan<char>>();
+        return lookup.TryGetValue(subpath.AsSpan(0, subpath.Length - 1), out var cached)
+            && !cached.Entry.IsDirectory
+            && _clock() - cached.ValidatedAt < _validityMs
+            && !cached.Entry.IsEvicted;
     }
 
     private void Drop(KeyValuePair<string, CachedAnswer> pair)

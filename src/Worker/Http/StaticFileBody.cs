@@ -22,7 +22,9 @@ namespace Dispatch.Worker.Http;
 /// here and the file is read from the descriptor the confined open gave (the open-file cache's, or its own) — never
 /// opened again by name.</para>
 /// <para>Each chunk is read (pread) into an array rented from the shared pool, copied into the writer and the array
-/// given back before the flush is awaited. Range requests arrive as an offset and a count, as before. After a flush
+/// given back before the flush is awaited. Over a handed TLS session (HTTP/1) the chunk is read straight into the record
+/// layer's buffer instead, and sealed into its record from there: no array and no copy in the worker, the buffer held
+/// while the flush waits the same. Range requests arrive as an offset and a count, as before. After a flush
 /// that waited for the client, while the thread pool is congested, the copy goes on on the <see cref="BulkLane"/>.</para>
 /// <para>On a plain HTTP/1 connection whose output is the socket itself (<see cref="DirectSocketWriter"/>) and with
 /// nothing but the access log's count between here and Kestrel (no response compression), the body goes by
@@ -30,7 +32,7 @@ namespace Dispatch.Worker.Http;
 /// holds only the kernel's socket buffer, as with nginx (docs/floods.md). TLS, HTTP/2 and compressed responses are
 /// copied as above.</para>
 /// </remarks>
-internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file, bool http2, CancellationToken requestAborted, DirectSocketWriter? direct = null) : IHttpResponseBodyFeature
+internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFileInfo file, bool http2, CancellationToken requestAborted, DirectSocketWriter? direct = null, bool readIntoWriter = false) : IHttpResponseBodyFeature
 {
     /// <summary>The most one <c>sendfile</c> sends before Kestrel is told (the access log's count, Content-Length).</summary>
     internal const int DirectChunk = 1 << 20;
@@ -56,8 +58,12 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             var body = http.Features.GetRequiredFeature<IHttpResponseBodyFeature>();
             // sendfile only when nothing but the access log's count lies between here and Kestrel (no compression).
             var direct = body is CountingResponseBody ? http.Features.Get<SendTimeoutPipeWriter>()?.Direct : null;
+            var http2 = HttpProtocol.IsHttp2(http.Request.Protocol);
+            // HTTP/1 over a handed TLS session, nothing but the count in between: the writer is the record layer's,
+            // whose buffers take a whole chunk (each then sealed into a record from where it was read).
+            var readIntoWriter = body is CountingResponseBody && !http2 && http.Features.Get<IHandedConnectionFeature>()?.Info.Session is not null;
             http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(
-                body, confined, HttpProtocol.IsHttp2(http.Request.Protocol), http.RequestAborted, direct));
+                body, confined, http2, http.RequestAborted, direct, readIntoWriter));
         }
     }
 
@@ -69,7 +75,7 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
 
     public Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default) =>
         string.Equals(path, file.PhysicalPath, StringComparison.Ordinal)
-            ? CopyAsync(file, inner.Writer, offset, count, cancellationToken, endsWithConnection: !http2 && cancellationToken == requestAborted, direct)
+            ? CopyAsync(file, inner.Writer, offset, count, cancellationToken, endsWithConnection: !http2 && cancellationToken == requestAborted, direct, readIntoWriter)
             : inner.SendFileAsync(path, offset, count, cancellationToken);
 
     /// <summary>Writes <paramref name="count"/> bytes (to the end when null) of <paramref name="source"/> from
@@ -87,7 +93,13 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
     /// token cancels the flush and the copy throws, as before.
     /// </param>
     /// <param name="direct">The connection's output when it is the socket itself: the body goes by <c>sendfile</c> (<see cref="SendDirectAsync"/>).</param>
-    internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken, bool endsWithConnection = false, DirectSocketWriter? direct = null)
+    /// <param name="readIntoWriter">
+    /// Read each chunk straight into the writer's memory when it gives a whole chunk at once (the TLS record layer's
+    /// writer does): no array rented, no copy. Otherwise, and for other writers, the chunk is read into a rented array
+    /// and copied in blocks of 4 KiB, which every writer takes (Kestrel's HTTP/2 and compression writers among them,
+    /// whose larger buffers would come from elsewhere).
+    /// </param>
+    internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken, bool endsWithConnection = false, DirectSocketWriter? direct = null, bool readIntoWriter = false)
     {
         await using var stream = source.CreateReadStream();
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
@@ -115,26 +127,17 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             }
 
             cancellationToken.ThrowIfCancellationRequested();
-            var buffer = ArrayPool<byte>.Shared.Rent(Chunk);
+            var want = (int)Math.Min(Chunk, remaining);
             int read;
-            try
+            var into = readIntoWriter ? writer.GetMemory(want) : default;
+            if (into.Length >= want)
             {
-                read = stream.Read(buffer, 0, (int)Math.Min(Chunk, remaining));
-                // Copied block by block with an explicit size hint: the writer guarantees that much room (Kestrel's
-                // writer may answer an empty span to a hint of 0, which BuffersExtensions.Write does not survive).
-                var left = buffer.AsSpan(0, Math.Max(read, 0));
-                while (!left.IsEmpty)
-                {
-                    var room = writer.GetSpan(Math.Min(left.Length, 4096));
-                    var n = Math.Min(room.Length, left.Length);
-                    left[..n].CopyTo(room);
-                    writer.Advance(n);
-                    left = left[n..];
-                }
+                read = stream.Read(into.Span[..want]);
+                writer.Advance(Math.Max(read, 0));
             }
-            finally
+            else
             {
-                ArrayPool<byte>.Shared.Return(buffer);
+                read = CopyThroughArray(stream, writer, want);
             }
 
             if (read <= 0)
@@ -158,6 +161,33 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
                 // behind no new connection's setup (BulkLane).
                 await BulkLane.Yield();
             }
+        }
+    }
+
+    // Reads up to `want` bytes into an array rented from the shared pool and copies them into the writer; returns what was read.
+    private static int CopyThroughArray(Stream stream, PipeWriter writer, int want)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(Chunk);
+        try
+        {
+            var read = stream.Read(buffer, 0, want);
+            // Copied block by block with an explicit size hint: the writer guarantees that much room (Kestrel's
+            // writer may answer an empty span to a hint of 0, which BuffersExtensions.Write does not survive).
+            var left = buffer.AsSpan(0, Math.Max(read, 0));
+            while (!left.IsEmpty)
+            {
+                var room = writer.GetSpan(Math.Min(left.Length, 4096));
+                var n = Math.Min(room.Length, left.Length);
+                left[..n].CopyTo(room);
+                writer.Advance(n);
+                left = left[n..];
+            }
+
+            return read;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

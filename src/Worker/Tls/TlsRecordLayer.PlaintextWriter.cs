@@ -108,6 +108,32 @@ public sealed partial class TlsRecordLayer
             }
         }
 
+        /// <summary>
+        /// Takes the next <paramref name="length"/> bytes written (there are that many) where they lie, when they lie in
+        /// one buffer with <paramref name="room"/> bytes of it after them (written or not: a caller that writes there
+        /// puts them back): <paramref name="source"/> is those bytes and the room. Otherwise takes nothing.
+        /// </summary>
+        public bool TryTakeContiguous(int length, int room, out Span<byte> source)
+        {
+            ref var segment = ref _segments[_head];
+            if (segment.Length - _headOffset < length || segment.Array.Length - _headOffset < length + room)
+            {
+                source = default;
+                return false;
+            }
+
+            source = segment.Array.AsSpan(_headOffset, length + room);
+            _headOffset += length;
+            _buffered -= length;
+            if (_headOffset == segment.Length && _head < _count - 1)
+            {
+                _head++;
+                _headOffset = 0;
+            }
+
+            return true;
+        }
+
         /// <summary>Forgets what was written and gives every buffer back.</summary>
         public void Discard()
         {

@@ -17,7 +17,8 @@ namespace Dispatch.Worker.Tls;
 /// alerts, KeyUpdate and everything else the peer may send after the handshake are handled here. Writing, no loop:
 /// Kestrel writes into buffers rented for the purpose (<see cref="PlaintextWriter"/>), and its flush cuts them into
 /// records of up to 16 KiB whole (<see cref="RecordBuffer"/>; small writes made before one flush share a record),
-/// encrypted directly into the transport's buffer, then flushes the transport.</para>
+/// encrypted directly into the transport's buffer — from where the plaintext lies when a record's plaintext is in one
+/// buffer (<see cref="TlsRecordProtection.EncryptFrom"/>), else copied there first — then flushes the transport.</para>
 /// <para>Memory: the input pipe and the writer rent from <see cref="TlsBufferPool"/> and give every buffer back once read
 /// or flushed, so an idle keep-alive connection holds no buffer of this layer (and the socket transport holds none
 /// either while it waits): what it holds is this object, the input pipe and the read loop's state (docs/operations.md,
@@ -617,9 +618,18 @@ public sealed partial class TlsRecordLayer : IDuplexPipe, IAsyncDisposable
 
             var size = (int)Math.Min(length, most);
             var record = output.GetSpan(_writer.RecordLength(size));
-            var payload = record.Slice(_writer.PayloadOffset, size);
-            plaintext.Take(payload);
-            output.Advance(_writer.Encrypt(TlsContentType.ApplicationData, payload, record));
+            if (plaintext.TryTakeContiguous(size, _tls13 ? 1 : 0, out var source))
+            {
+                // Sealed from where Kestrel (or a static file's read) wrote it: no copy into the record first.
+                output.Advance(_writer.EncryptFrom(TlsContentType.ApplicationData, source, size, record));
+            }
+            else
+            {
+                var payload = record.Slice(_writer.PayloadOffset, size);
+                plaintext.Take(payload);
+                output.Advance(_writer.Encrypt(TlsContentType.ApplicationData, payload, record));
+            }
+
             length -= size;
         }
     }

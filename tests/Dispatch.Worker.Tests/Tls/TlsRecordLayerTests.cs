@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Security.Cryptography;
 using System.Text;
 using Dispatch.Platform.Hosting;
@@ -173,6 +174,26 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
         // arrays in the transport's pipe), and a static file's chunk is one record, not a full one and a sliver.
         Assert.All(raw.Records, r => Assert.InRange(r.Plaintext.Length + raw.Reader.Overhead, 1, TlsRecordLayer.RecordBuffer));
         Assert.True(raw.Records.Count(r => r.Plaintext.Length == StaticFileBody.Chunk) > raw.Records.Count / 2, "most records of a large file are one chunk each");
+    }
+
+    [Theory]
+    [InlineData(Tls13, CipherSuite.TLS_AES_128_GCM_SHA256)]
+    [InlineData(Tls12, CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)]
+    public async Task Ranges_of_a_large_file_read_straight_into_the_records_are_exact(ushort version, int suite)
+    {
+        // A static file's chunks are read into the record layer's buffers and sealed from there: a range across chunk
+        // boundaries, one ending at the last byte, and the whole file after them on the same connection.
+        using var connection = await OpenAsync(version, suite);
+        using var raw = connection.Raw();
+        foreach (var (from, to) in new[] { (StaticFileBody.Chunk - 3, (3 * StaticFileBody.Chunk) + 5), (Big.Length - 100, Big.Length - 1), (0, Big.Length - 1) })
+        {
+            await raw.SendTextAsync($"GET /big.bin HTTP/1.1\r\nHost: a.localhost\r\nRange: bytes={from}-{to}\r\n\r\n");
+            var response = await raw.ReceiveResponseAsync();
+            Assert.Equal(Big[from..(to + 1)], response.Body);
+        }
+
+        await raw.SendTextAsync("GET /big.bin HTTP/1.1\r\nHost: a.localhost\r\n\r\n");
+        Assert.Equal(SHA256.HashData(Big), SHA256.HashData((await raw.ReceiveResponseAsync()).Body));
     }
 
     [Fact]
@@ -555,6 +576,101 @@ public sealed class TlsRecordLayerTests(ITestOutputHelper output) : IAsyncLifeti
             Assert.Equal(sent, received);
             Assert.InRange(largest, 1, (64 * 1024) + TlsRecordProtection.MaxPlaintext);
         }
+    }
+
+    [Theory]
+    [InlineData(Tls13, 0x1301)]
+    [InlineData(Tls13, 0x1303)]
+    [InlineData(Tls12, 0xC02F)]
+    public async Task Writes_of_every_shape_come_out_as_records_of_exactly_what_was_written(ushort version, int suite)
+    {
+        // Records are sealed from the writer's buffers where a record's plaintext lies in one (TLS 1.3 borrowing the
+        // byte after it, which may be the next record's first), and copied first where it straddles two: a buffer of
+        // 40 KiB (three records in one buffer), small writes sharing a record, a buffer filled to its end, one flush
+        // each, then the lot in one flush.
+        var keyLength = suite == 0xC02F ? 16 : 32;
+        byte[] clientKey = [.. Enumerable.Repeat((byte)1, keyLength)], serverKey = [.. Enumerable.Repeat((byte)2, keyLength)];
+        byte[] clientIv = version == Tls13 ? [] : [.. Enumerable.Repeat((byte)3, 4)], serverIv = version == Tls13 ? [] : [.. Enumerable.Repeat((byte)4, 4)];
+        var session = new TlsSessionState(version, (ushort)suite, clientKey, serverKey, clientIv, serverIv, 0, 0);
+        using var reader = TlsRecordProtection.Create(version, (ushort)suite, serverKey, serverIv, 0);
+        var toServer = new System.IO.Pipelines.Pipe();
+        var toClient = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 0));
+        using var log = new Serilog.LoggerConfiguration().CreateLogger();
+        var random = new Random(7);
+        var written = new List<byte>();
+        var layer = TlsRecordLayer.Start(new DuplexPipe(toServer.Reader, toClient.Writer), session, "shapes", log);
+        await using (layer)
+        {
+            void Write(int sizeHint, int length)
+            {
+                // What one GetMemory gives at a time (at least the hint): a hint of 1 fills what is left of a buffer.
+                while (length > 0)
+                {
+                    var memory = layer.Output.GetMemory(sizeHint);
+                    Assert.InRange(memory.Length, sizeHint, int.MaxValue);
+                    var bytes = new byte[Math.Min(length, memory.Length)];
+                    random.NextBytes(bytes);
+                    bytes.CopyTo(memory.Span);
+                    layer.Output.Advance(bytes.Length);
+                    written.AddRange(bytes);
+                    length -= bytes.Length;
+                }
+            }
+
+            foreach (var all in new[] { false, true })
+            {
+                foreach (var (hint, length) in new[] { (40_000, 40_000), (1, 300), (1, 5), (StaticFileBody.Chunk, StaticFileBody.Chunk), (1, 16 * 1024), (16 * 1024, 16 * 1024) })
+                {
+                    Write(hint, length);
+                    if (!all)
+                    {
+                        await layer.Output.FlushAsync();
+                    }
+                }
+
+                await layer.Output.FlushAsync();
+            }
+        }
+
+        var received = new List<byte>();
+        var records = 0;
+        while (true)
+        {
+            var read = await toClient.Reader.ReadAsync();
+            var buffer = read.Buffer;
+            while (buffer.Length >= 5)
+            {
+                var header = buffer.Slice(0, 5).ToArray();
+                var length = 5 + ((header[3] << 8) | header[4]);
+                if (buffer.Length < length)
+                {
+                    break;
+                }
+
+                var record = buffer.Slice(0, length).ToArray();
+                var type = reader.Decrypt(record, out var range);
+                buffer = buffer.Slice(length);
+                if (type == TlsContentType.Alert)
+                {
+                    continue; // the close_notify
+                }
+
+                Assert.Equal(TlsContentType.ApplicationData, type);
+                Assert.InRange(record.Length, 1, TlsRecordLayer.RecordBuffer);
+                received.AddRange(record[range]);
+                records++;
+            }
+
+            toClient.Reader.AdvanceTo(buffer.Start, buffer.End);
+            if (read.IsCompleted)
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(written.Count, received.Count);
+        Assert.True(written.SequenceEqual(received), "the records carry exactly what was written, in order");
+        output.WriteLine($"{written.Count} bytes in {records} records");
     }
 
     private async Task<HandedTlsConnection> OpenAsync(

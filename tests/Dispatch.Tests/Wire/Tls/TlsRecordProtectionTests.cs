@@ -95,6 +95,52 @@ public class TlsRecordProtectionTests
     }
 
     [Fact]
+    public void Rfc8448_server_records_seal_byte_for_byte_from_where_the_plaintext_lies()
+    {
+        using var writer = TlsRecordProtection.CreateTls13(0x1301, ServerSecret, 0);
+        var record = new byte[512];
+
+        // The ticket with one byte of room after it: the byte is borrowed for the content type and put back.
+        var source = new byte[ServerTicket.Length + 7];
+        ServerTicket.CopyTo(source, 3);
+        source[3 + ServerTicket.Length] = 0xA5;
+        var before = (byte[])source.Clone();
+        var length = writer.EncryptFrom(TlsContentType.Handshake, source.AsSpan(3), ServerTicket.Length, record);
+        Assert.Equal(ServerTicketRecord, record[..length]);
+        Assert.Equal(before, source);
+
+        // The byte after may be the next record's first: the 50 bytes sealed from the middle of a larger run.
+        source = [.. Payload, .. Payload];
+        length = writer.EncryptFrom(TlsContentType.ApplicationData, source, Payload.Length, record);
+        Assert.Equal(ServerDataRecord, record[..length]);
+        Assert.Equal([.. Payload, .. Payload], source);
+
+        // A source inside the record is refused (the cipher would overwrite what it reads), and nothing is used up.
+        Assert.Throws<ArgumentException>(() => writer.EncryptFrom(TlsContentType.Alert, record.AsSpan(100), 2, record));
+        Assert.Equal(2UL, writer.SequenceNumber);
+    }
+
+    [Theory]
+    [InlineData(0xC02B, 16)]
+    [InlineData(0xCCA8, 32)]
+    public void Tls12_records_sealed_from_where_the_plaintext_lies_match_those_copied_first(int suite, int keyLength)
+    {
+        var key = RandomNumberGenerator.GetBytes(keyLength);
+        var iv = RandomNumberGenerator.GetBytes(suite == 0xCCA8 ? 12 : 4);
+        using var copying = TlsRecordProtection.CreateTls12((ushort)suite, key, iv, 9);
+        using var sealing = TlsRecordProtection.CreateTls12((ushort)suite, key, iv, 9);
+        var plaintext = RandomNumberGenerator.GetBytes(TlsRecordProtection.MaxPlaintext);
+        var copied = new byte[copying.RecordLength(plaintext.Length)];
+        var sealedFrom = new byte[copied.Length];
+        for (var i = 0; i < 2; i++)
+        {
+            var length = copying.Encrypt(TlsContentType.ApplicationData, plaintext, copied);
+            Assert.Equal(length, sealing.EncryptFrom(TlsContentType.ApplicationData, plaintext, plaintext.Length, sealedFrom));
+            Assert.Equal(copied, sealedFrom);
+        }
+    }
+
+    [Fact]
     public void Rfc8448_server_records_decrypt_from_a_handed_state()
     {
         var state = new TlsSessionState(TlsSessionState.Tls13, 0x1301, (byte[])ServerSecret.Clone(), (byte[])ServerSecret.Clone(), [], [], 1, 1);
