@@ -6,6 +6,9 @@
 # one server after the other, the rows:
 #   https13-ka       keep-alive HTTPS GET 1 KiB, TLS 1.3 (wrk -t WRK_THREADS -c WRK_CONNS)
 #   https13-ka-100k  keep-alive HTTPS GET 100 KiB, TLS 1.3
+#   h2-ka            HTTP/2 over TLS 1.3, GET 1 KiB, 10 streams at a time on each connection (h2load -t WRK_THREADS
+#                    -c WRK_CONNS -m 10): what browsers speak
+#   h2-ka-100k       the same, GET 100 KiB
 #   http-ka          keep-alive plain HTTP GET 1 KiB
 #   http-close       plain HTTP GET 1 KiB, one request per connection (wrk with Connection: close): CPU per connection
 #   dl-tls13         10 MiB download, TLS 1.3 (wrk -t 1 -c 2): CPU per MiB
@@ -20,9 +23,26 @@
 #
 #   sudo INSTALLS="before=/dir/a after=/dir/b" bench/datapath.sh    report in bench/results/datapath-<date>-<commit>.md
 # Environment: INSTALLS (required, NAME=DIR ...), ROUNDS=2, DURATION=15s, WRK_THREADS=2, WRK_CONNS=10,
-#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: http-close dl-http handshake13 handshake13-req handshake12 idle-tls13), HANDSHAKES=1500,
+#   ROWS="https13-ka https13-ka-100k http-ka dl-tls13" (also: h2-ka h2-ka-100k http-close dl-http handshake13 handshake13-req handshake12 idle-tls13), HANDSHAKES=1500,
 #   IDLE_CONNS=2000, RESULTS_DIR, TITLE (a line for the report).
 set -euo pipefail
+# client ROW THREADS CONNS DURATION URL: the load of a keep-alive or download row (TLS 1.3 through OPENSSL_CONF):
+# wrk, or h2load for the HTTP/2 rows. "$0 --client RUN ROW ..." runs it alone (under bench/tool.py measure).
+client() {
+  local row=$1 threads=$2 conns=$3 duration=$4 url=$5
+  case $row in
+    h2-*) "$run/client.sh" h2load -t "$threads" -c "$conns" -m 10 -D "$duration" "$url" ;;
+    http-close) "$run/client.sh" wrk -t "$threads" -c "$conns" -d "$duration" -H "Connection: close" -s "$run/wrk-summary.lua" "$url" ;;
+    *) "$run/client.sh" wrk -t "$threads" -c "$conns" -d "$duration" -s "$run/wrk-summary.lua" "$url" ;;
+  esac
+}
+self=$(readlink -f "$0")
+if [ "${1:-}" = --client ]; then
+  run=$2
+  shift 2
+  client "$@"
+  exit
+fi
 . "$(dirname "$0")/lib.sh"
 bench_init datapath "Dispatch's master starts workers as tenant uids; nginx binds as root"
 ROUNDS=${ROUNDS:-2}
@@ -90,7 +110,7 @@ $(nginx_main "$run/nginx" 8192 "$NOFILE")
 http {
 $(nginx_http_common static "$run/nginx/tmp")
   server {
-    listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
+    listen 127.0.0.1:${TLS_PORT[nginx]} ssl http2;
     listen 127.0.0.1:${HTTP_PORT[nginx]};
 $(nginx_site_a "$certs" "$base/www/a.localhost")
   }
@@ -102,6 +122,8 @@ row_args() {   # row_args ROW: scheme path threads conns
   case $1 in
     https13-ka) echo "https / $WRK_THREADS $WRK_CONNS" ;;
     https13-ka-100k) echo "https /100k.txt $WRK_THREADS $WRK_CONNS" ;;
+    h2-ka) echo "https / $WRK_THREADS $WRK_CONNS" ;;
+    h2-ka-100k) echo "https /100k.txt $WRK_THREADS $WRK_CONNS" ;;
     http-ka|http-close) echo "http / $WRK_THREADS $WRK_CONNS" ;;
     dl-tls13) echo "https /10m.bin 1 2" ;;
     dl-http) echo "http /10m.bin 1 2" ;;
@@ -139,7 +161,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for row in $ROWS; do
       read -r scheme path threads conns <<<"$(row_args "$row")"
       [ "$threads" -gt 0 ] || continue
-      OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t "$threads" -c "$conns" -d 2s "$(url_of "$s" "$scheme" "$path")" >/dev/null
+      client "$row" "$threads" "$conns" 2s "$(url_of "$s" "$scheme" "$path")" >/dev/null
     done
   done
   sleep 2
@@ -171,13 +193,11 @@ for round in $(seq 1 "$ROUNDS"); do
         continue
       fi
       url=$(url_of "$s" "$scheme" "$path")
-      close=()
-      [ "$row" != http-close ] || close=(-H "Connection: close")
-      OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" wrk -t "$threads" -c "$conns" -d 2s "${close[@]}" "$url" >/dev/null
+      client "$row" "$threads" "$conns" 2s "$url" >/dev/null
       OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" measure --group "$s=${PID_OF[$s]}" --metric "$row" --server "$s" \
         --round "$round" --out "$results" -- \
-        "$run/client.sh" wrk -t "$threads" -c "$conns" -d "$DURATION" "${close[@]}" -s "$run/wrk-summary.lua" "$url" >&2 \
-        || log "WARNING: wrk against $s failed"
+        env "OPENSSL_CONF=$run/tls13.cnf" "$self" --client "$run" "$row" "$threads" "$conns" "$DURATION" "$url" >&2 \
+        || log "WARNING: the client against $s failed"
     done
   done
   stop_all
@@ -198,6 +218,8 @@ names = sys.argv[9:]
 recs = [json.loads(l) for l in open(path)]
 rows = [("https13-ka", "keep-alive TLS 1.3 GET 1 KiB: CPU µs / request", "count", 1e6),
         ("https13-ka-100k", "keep-alive TLS 1.3 GET 100 KiB: CPU µs / request", "count", 1e6),
+        ("h2-ka", "HTTP/2 over TLS 1.3, GET 1 KiB, 10 streams a connection: CPU µs / request", "count", 1e6),
+        ("h2-ka-100k", "HTTP/2 over TLS 1.3, GET 100 KiB, 10 streams a connection: CPU µs / request", "count", 1e6),
         ("http-ka", "keep-alive plain HTTP GET 1 KiB: CPU µs / request", "count", 1e6),
         ("http-close", "plain HTTP GET 1 KiB, one request per connection: CPU µs / connection", "count", 1e6),
         ("dl-tls13", "10 MiB download, TLS 1.3: CPU ms / MiB", "mib", 1e3),

@@ -7,7 +7,7 @@
 #   sudo INSTALL=artifacts/bin LOAD=ka bench/profile.sh
 # PERF_CALLGRAPH="--call-graph dwarf,16384" unwinds through libraries built without frame pointers (libcrypto).
 # Environment: INSTALL (a directory with Master, TlsDispatcher, Worker), LOAD=ka (keep-alive TLS 1.3 GET 1 KiB,
-#   wrk -t2 -c10) | ka-100k (the same, 100 KiB) | ka-http (plain HTTP) | handshake (full TLS 1.3 handshakes, no request) | handshake-req (the
+#   wrk -t2 -c10) | ka-100k (the same, 100 KiB) | h2, h2-100k (HTTP/2 over TLS 1.3, h2load -t2 -c10 -m10) | ka-http (plain HTTP) | handshake (full TLS 1.3 handshakes, no request) | handshake-req (the
 #   same, each with one GET / and its close, as bench/run.sh's handshake13-req) | handshake12 (TLS 1.2,
 #   ECDHE-ECDSA-AES128-GCM-SHA256, P-256, as bench/run.sh pins it) | close-http (plain HTTP, one GET / per
 #   connection: wrk -c10 with Connection: close), ROLE (Worker for ka, ka-http and close-http, TlsDispatcher for
@@ -18,7 +18,7 @@ set -euo pipefail
 bench_init profile "Dispatch's master starts workers as tenant uids"
 INSTALL=$(cd "${INSTALL:?INSTALL=DIR is required}" && pwd)
 LOAD=${LOAD:-ka}
-case $LOAD in ka|ka-100k|ka-http|close-http) ROLE=${ROLE:-Worker} ;; handshake|handshake-req|handshake12) ROLE=${ROLE:-TlsDispatcher} ;; *) die "LOAD=$LOAD?" ;; esac
+case $LOAD in ka|ka-100k|h2|h2-100k|ka-http|close-http) ROLE=${ROLE:-Worker} ;; handshake|handshake-req|handshake12) ROLE=${ROLE:-TlsDispatcher} ;; *) die "LOAD=$LOAD?" ;; esac
 DURATION=${DURATION:-10s}
 HANDSHAKES=${HANDSHAKES:-3000}
 SYMBOLS=${SYMBOLS:-$repo/artifacts/symbols}
@@ -50,7 +50,7 @@ master=$LAST_PID
 url=https://a.localhost:$tls_port/
 case $LOAD in
   ka-http|close-http) url=http://a.localhost:$http_port/ ;;
-  ka-100k)   # 100 KiB of text, as bench/run.sh's and bench/datapath.sh's 100 KiB rows
+  ka-100k|h2-100k)   # 100 KiB of text, as bench/run.sh's and bench/datapath.sh's 100 KiB rows
     "$PY" -c 'import base64, os, sys; open(sys.argv[1], "wb").write(base64.encodebytes(os.urandom(76800))[:102400])' "$base/www/a.localhost/100k.txt"
     chown 10001:10001 "$base/www/a.localhost/100k.txt"
     url=https://a.localhost:$tls_port/100k.txt ;;
@@ -64,6 +64,9 @@ load() {   # load: runs the load once, prints its count (requests or handshakes 
     [ "$LOAD" = handshake ] || req=(--request /)
     { OPENSSL_CONF=$run/tls13.cnf "$PY" "$TOOL" handshakes --tls-version 1.3 --port "$tls_port" --n "$HANDSHAKES" --conc 4 "${req[@]}" || true; } \
       | "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["count"])'
+  elif [ "$LOAD" = h2 ] || [ "$LOAD" = h2-100k ]; then
+    OPENSSL_CONF=$run/tls13.cnf "$run/client.sh" h2load -t 2 -c 10 -m 10 -D "$DURATION" "$url" \
+      | sed -n 's/^requests: [0-9]* total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1/p' | head -1
   elif [ "$LOAD" = close-http ]; then
     "$run/client.sh" wrk -t 2 -c 10 -d "$DURATION" -H 'Connection: close' -s "$run/wrk-summary.lua" "$url" \
       | sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p' | head -1

@@ -402,6 +402,9 @@ WRK_REQS = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
 WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 WRK_ERR = re.compile(r"Socket errors: (.*)")
 WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+# h2load's summary: "requests: N total, N started, N done, N succeeded, ..." and "finished in 8.00s, 1234.56 req/s, ..."
+H2LOAD_REQS = re.compile(r"^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", re.M)
+H2LOAD_RATE = re.compile(r"^finished in ([\d.]+)(m?s), ([\d.]+) req/s", re.M)
 # printed by run.sh's wrk script (done()): exact counters instead of wrk's rounded "2.74GB read"
 WRK_BENCH = re.compile(r"^BENCH (.*)$", re.M)
 
@@ -426,6 +429,15 @@ def parse_output(text):
     m = WRK_NON2XX.search(text)
     if m:
         out["non2xx"] = int(m.group(1))
+    m = H2LOAD_REQS.search(text)
+    if m:
+        out["count"] = int(m.group(1))
+        if int(m.group(2)) or int(m.group(3)):
+            out["h2load_errors"] = {"failed": int(m.group(2)), "errored": int(m.group(3))}
+        r = H2LOAD_RATE.search(text)
+        if r:
+            out["rate"] = float(r.group(3))
+            out["duration_s"] = float(r.group(1)) / (1000 if r.group(2) == "ms" else 1)
     m = WRK_BENCH.search(text)
     if m:
         f = dict(kv.split("=", 1) for kv in m.group(1).split())

@@ -158,6 +158,21 @@ public sealed class HandoverTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.All(many, body => Assert.Equal("<h1>home</h1>", body));
         Assert.Single(_harness.Dispatcher.Handed);
 
+        // A file of many chunks, whole and by range, several at once on the connection (each chunk read straight
+        // into its stream's pipe).
+        var big = await File.ReadAllBytesAsync(_dir.Combine("site/big.bin"));
+        var downloads = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => client.GetByteArrayAsync(new Uri("http://a.localhost/big.bin"))));
+        Assert.All(downloads, bytes => Assert.Equal(big, bytes));
+        using (var ranged = new HttpRequestMessage(HttpMethod.Get, new Uri("http://a.localhost/big.bin")) { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact })
+        {
+            ranged.Headers.Range = new System.Net.Http.Headers.RangeHeaderValue(StaticFileBody.Chunk - 3, (3L * StaticFileBody.Chunk) + 5);
+            using var partial = await client.SendAsync(ranged);
+            Assert.Equal(HttpStatusCode.PartialContent, partial.StatusCode);
+            Assert.Equal(big[(StaticFileBody.Chunk - 3)..((3 * StaticFileBody.Chunk) + 6)], await partial.Content.ReadAsByteArrayAsync());
+        }
+
+        Assert.Single(_harness.Dispatcher.Handed);
+
         // (SocketsHttpHandler retries a 421 once on a new connection, hence no connection count after this.)
         using var misdirected = await client.GetAsync(new Uri("http://other.localhost/"));
         Assert.Equal(HttpStatusCode.MisdirectedRequest, misdirected.StatusCode);

@@ -24,7 +24,8 @@ namespace Dispatch.Worker.Http;
 /// <para>Each chunk is read (pread) into an array rented from the shared pool, copied into the writer and the array
 /// given back before the flush is awaited. Over a handed TLS session (HTTP/1) the chunk is read straight into the record
 /// layer's buffer instead, and sealed into its record from there: no array and no copy in the worker, the buffer held
-/// while the flush waits the same. Range requests arrive as an offset and a count, as before. After a flush
+/// while the flush waits the same. HTTP/2 reads it straight into the stream's pipe (Kestrel then copies it into DATA
+/// frames). Range requests arrive as an offset and a count, as before. After a flush
 /// that waited for the client, while the thread pool is congested, the copy goes on on the <see cref="BulkLane"/>.</para>
 /// <para>On a plain HTTP/1 connection whose output is the socket itself (<see cref="DirectSocketWriter"/>) and with
 /// nothing but the access log's count between here and Kestrel (no response compression), the body goes by
@@ -59,9 +60,10 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             // sendfile only when nothing but the access log's count lies between here and Kestrel (no compression).
             var direct = body is CountingResponseBody ? http.Features.Get<SendTimeoutPipeWriter>()?.Direct : null;
             var http2 = HttpProtocol.IsHttp2(http.Request.Protocol);
-            // HTTP/1 over a handed TLS session, nothing but the count in between: the writer is the record layer's,
-            // whose buffers take a whole chunk (each then sealed into a record from where it was read).
-            var readIntoWriter = body is CountingResponseBody && !http2 && http.Features.Get<IHandedConnectionFeature>()?.Info.Session is not null;
+            // Nothing but the count in between, and a writer whose buffers take a whole chunk from the transport's
+            // pool: HTTP/1 over a handed TLS session (the record layer's, each chunk then sealed into a record from
+            // where it was read), and HTTP/2 (the stream's pipe: one 16 KiB block of TransportBlockPool).
+            var readIntoWriter = body is CountingResponseBody && (http2 || http.Features.Get<IHandedConnectionFeature>()?.Info.Session is not null);
             http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(
                 body, confined, http2, http.RequestAborted, direct, readIntoWriter));
         }
