@@ -247,7 +247,7 @@ NGINX
 }
 nginx_conf "$NGINX_WORKERS" "$run/nginx" "
   server {
-    listen 127.0.0.1:$P_N_TLS ssl;
+    listen 127.0.0.1:$P_N_TLS ssl http2;
     server_name a.localhost;
     ssl_certificate     $certs/live/a.localhost/fullchain.pem;
     ssl_certificate_key $certs/live/a.localhost/privkey.pem;
@@ -293,7 +293,7 @@ defaults
   http-reuse always
 
 frontend fe_tls
-  bind 127.0.0.1:$P_H_TLS ssl crt $certs/haproxy-a.localhost.pem crt $certs/haproxy-a.localhost-rsa.pem curves X25519:P-256
+  bind 127.0.0.1:$P_H_TLS ssl crt $certs/haproxy-a.localhost.pem crt $certs/haproxy-a.localhost-rsa.pem curves X25519:P-256 alpn h2,http/1.1
   default_backend be
 
 frontend fe_http
@@ -359,7 +359,7 @@ http_port() { case $1 in dispatch) echo "$P_D_HTTP" ;; nginx) echo "$P_N_HTTP" ;
 
 SERVERS=(dispatch nginx haproxy)
 declare -A TLS13_FAIL=()   # server -> why its TLS 1.3 handshake failed (empty/unset: it works)
-TLS13_METRICS=(handshake13 handshake13-req https13-ka https13-ka-100k dl-tls13 idle-tls13 idle-tls13-req)
+TLS13_METRICS=(handshake13 handshake13-req https13-ka https13-ka-100k h2-ka h2-ka-100k dl-tls13 idle-tls13 idle-tls13-req)
 
 # bring_up ROUND PHASE: start all servers, wait until they answer, probe what each negotiates under
 # the two client pins, warm up. PHASE a is the round's first start (records Dispatch's cold start and
@@ -502,10 +502,12 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   fi
 
-  # b/c. keep-alive requests: HTTPS 1 KiB, HTTPS 100 KiB (TLS 1.2 and 1.3), plain HTTP 1 KiB; then the
+  # b/c. keep-alive requests: HTTPS 1 KiB, HTTPS 100 KiB (TLS 1.2 and 1.3), HTTP/2 over TLS 1.3 1 KiB and 100 KiB
+  # (h2load, 10 streams at a time on each connection; nginx with http2, HAProxy with alpn h2), plain HTTP 1 KiB; then the
   # 10 MiB download (throughput and CPU per MiB), TLS 1.2 and 1.3
   for test in "https-ka 1.2 / $WRK_THREADS $WRK_CONNS" "https13-ka 1.3 / $WRK_THREADS $WRK_CONNS" \
               "https-ka-100k 1.2 /100k.txt $WRK_THREADS $WRK_CONNS" "https13-ka-100k 1.3 /100k.txt $WRK_THREADS $WRK_CONNS" \
+              "h2-ka 1.3 / $WRK_THREADS $WRK_CONNS" "h2-ka-100k 1.3 /100k.txt $WRK_THREADS $WRK_CONNS" \
               "http-ka http / $WRK_THREADS $WRK_CONNS" "http-close http / $WRK_THREADS $WRK_CONNS" \
               "dl-tls12 1.2 /10m.bin $DL_THREADS $DL_CONNS" "dl-tls13 1.3 /10m.bin $DL_THREADS $DL_CONNS"; do
     read -r metric v path threads conns <<<"$test"
@@ -522,9 +524,16 @@ for round in $(seq 1 "$ROUNDS"); do
       else
         [ "$v" = 1.3 ] && skip13 "$s" && continue
         url="https://a.localhost:$(tls_port "$s")$path"
-        wrk_cmd "$v" "$threads" "$conns" 2s "$url"
+        case $metric in
+          # HTTP/2, what browsers speak: h2load, 10 streams at a time on each connection.
+          h2-*) WRK=(env "OPENSSL_CONF=$(cnf_for "$v")" "$run/client.sh" h2load -t "$threads" -c "$conns" -m 10 -D 2s "$url") ;;
+          *) wrk_cmd "$v" "$threads" "$conns" 2s "$url" ;;
+        esac
         "${WRK[@]}" >/dev/null
-        wrk_cmd "$v" "$threads" "$conns" "$DURATION" "$url"
+        case $metric in
+          h2-*) WRK=(env "OPENSSL_CONF=$(cnf_for "$v")" "$run/client.sh" h2load -t "$threads" -c "$conns" -m 10 -D "$DURATION" "$url") ;;
+          *) wrk_cmd "$v" "$threads" "$conns" "$DURATION" "$url" ;;
+        esac
       fi
       # shellcheck disable=SC2046
       "$PY" "$TOOL" measure $(groups_for "$s") --metric "$metric" --server "$s" --round "$round" --out "$results" -- \

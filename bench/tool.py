@@ -781,6 +781,10 @@ def cmd_report(a):
         rate_metric("https13-ka", "  TLS 1.3 requests/s (wrk, higher is better)")
         cpu_metric("https13-ka-100k", "Keep-alive TLS 1.3 GET 100 KiB (wrk -c10) — server CPU µs / request", 1e6)
         rate_metric("https13-ka-100k", "  TLS 1.3 100 KiB requests/s (higher is better)")
+        cpu_metric("h2-ka", "HTTP/2 over TLS 1.3, GET 1 KiB (h2load -c10 -m10) — server CPU µs / request", 1e6)
+        rate_metric("h2-ka", "  HTTP/2 requests/s (higher is better)")
+        cpu_metric("h2-ka-100k", "HTTP/2 over TLS 1.3, GET 100 KiB (h2load -c10 -m10) — server CPU µs / request", 1e6)
+        rate_metric("h2-ka-100k", "  HTTP/2 100 KiB requests/s (higher is better)")
         dl_metrics("dl-tls13", "TLS 1.3")
         idle_metrics("idle-tls13", "TLS 1.3")
     section("TLS 1.2 — ECDHE-ECDSA-AES128-GCM-SHA256, P-256")
@@ -854,7 +858,7 @@ def cmd_report(a):
                "process's time spent in the kernel).\n")
     out.append("| metric | total CPU s | " + " | ".join(["Master", "TlsDispatcher", "Worker", "other"]) + " |")
     out.append("|---|---|---|---|---|---|")
-    for metric in ("handshake13", "handshake13-req", "https13-ka", "https13-ka-100k", "dl-tls13",
+    for metric in ("handshake13", "handshake13-req", "https13-ka", "https13-ka-100k", "h2-ka", "h2-ka-100k", "dl-tls13",
                    "handshake-ecdsa", "handshake-rsa", "handshake-req", "https-ka", "https-ka-100k", "dl-tls12",
                    "http-ka", "http-close"):
         rs = [r for r in by.get((metric, "dispatch"), []) if "cpu" in r]
