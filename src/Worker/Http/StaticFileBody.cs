@@ -63,7 +63,9 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
             // Nothing but the count in between, and a writer whose buffers take a whole chunk from the transport's
             // pool: HTTP/1 over a handed TLS session (the record layer's, each chunk then sealed into a record from
             // where it was read), and HTTP/2 (the stream's pipe: one 16 KiB block of TransportBlockPool).
-            var readIntoWriter = body is CountingResponseBody && (http2 || http.Features.Get<IHandedConnectionFeature>()?.Info.Session is not null);
+            // (Plain HTTP/1's output is the socket itself, `direct`: no TLS session to look for.)
+            var readIntoWriter = body is CountingResponseBody
+                && (http2 || (direct is null && http.Features.Get<IHandedConnectionFeature>()?.Info.Session is not null));
             http.Features.Set<IHttpResponseBodyFeature>(new StaticFileBody(
                 body, confined, http2, http.RequestAborted, direct, readIntoWriter));
         }
