@@ -264,8 +264,8 @@ public sealed class TlsRecordProtection : IDisposable
             throw new ArgumentException($"a record of {plaintextLength} bytes needs {length} bytes of room, not {record.Length}", nameof(record));
     }
 
-    // Seals the plaintext (TLS 1.3: followed by one byte of room for the inner content type) into the record: in place
-    // when it already lies at the record's payload, else from where it is.
+    // Seals the plaintext (TLS 1.3: followed by one byte of room, where the inner content type is written) into the
+    // record: in place when it is the record's payload (Encrypt), else from where it is (EncryptFrom).
     private int Seal(TlsContentType type, Span<byte> plaintext, Span<byte> record)
     {
         var tls13 = Version == TlsSessionState.Tls13;
@@ -279,11 +279,9 @@ public sealed class TlsRecordProtection : IDisposable
         BinaryPrimitives.WriteUInt16BigEndian(record[3..], (ushort)(length - HeaderLength));
         if (tls13)
         {
-            // The record's own payload has room for the type byte; a separate source was given one (EncryptFrom).
-            var inner = plaintext.Overlaps(record) ? record.Slice(payloadOffset, plaintextLength + 1) : plaintext;
-            inner[plaintextLength] = (byte)type;
+            plaintext[plaintextLength] = (byte)type;
             XorNonce(sequence, nonce);
-            Seal(nonce, inner, record.Slice(payloadOffset, plaintextLength + 1), record.Slice(payloadOffset + plaintextLength + 1, TagLength), record[..HeaderLength]);
+            Seal(nonce, plaintext, record.Slice(payloadOffset, plaintextLength + 1), record.Slice(payloadOffset + plaintextLength + 1, TagLength), record[..HeaderLength]);
         }
         else
         {

@@ -99,9 +99,9 @@ internal sealed class StaticFileBody(IHttpResponseBodyFeature inner, ConfinedFil
     /// <param name="direct">The connection's output when it is the socket itself: the body goes by <c>sendfile</c> (<see cref="SendDirectAsync"/>).</param>
     /// <param name="readIntoWriter">
     /// Read each chunk straight into the writer's memory when it gives a whole chunk at once (the TLS record layer's
-    /// writer does): no array rented, no copy. Otherwise, and for other writers, the chunk is read into a rented array
-    /// and copied in blocks of 4 KiB, which every writer takes (Kestrel's HTTP/2 and compression writers among them,
-    /// whose larger buffers would come from elsewhere).
+    /// writer and an HTTP/2 stream's pipe do): no array rented, no copy. Otherwise, and for other writers (compression,
+    /// plain HTTP/1's small files), the chunk is read into a rented array and copied in blocks of 4 KiB, which every
+    /// writer takes.
     /// </param>
     internal static async Task CopyAsync(ConfinedFileInfo source, PipeWriter writer, long offset, long? count, CancellationToken cancellationToken, bool endsWithConnection = false, DirectSocketWriter? direct = null, bool readIntoWriter = false)
     {
