@@ -98,13 +98,7 @@ public sealed partial class TlsRecordLayer
                 var n = Math.Min(segment.Length - _headOffset, destination.Length);
                 segment.Array.AsSpan(_headOffset, n).CopyTo(destination);
                 destination = destination[n..];
-                _headOffset += n;
-                _buffered -= n;
-                if (_headOffset == segment.Length && _head < _count - 1)
-                {
-                    _head++;
-                    _headOffset = 0;
-                }
+                Consume(n);
             }
         }
 
@@ -123,15 +117,20 @@ public sealed partial class TlsRecordLayer
             }
 
             source = segment.Array.AsSpan(_headOffset, length + room);
-            _headOffset += length;
-            _buffered -= length;
-            if (_headOffset == segment.Length && _head < _count - 1)
+            Consume(length);
+            return true;
+        }
+
+        // Moves past n bytes of the head buffer (at most what it holds past _headOffset), on to the next buffer at its end.
+        private void Consume(int n)
+        {
+            _headOffset += n;
+            _buffered -= n;
+            if (_headOffset == _segments[_head].Length && _head < _count - 1)
             {
                 _head++;
                 _headOffset = 0;
             }
-
-            return true;
         }
 
         /// <summary>Forgets what was written and gives every buffer back.</summary>
